@@ -1,0 +1,264 @@
+"""The public data types that cross layer boundaries.
+
+Everything the evaluator takes in (`Action`) and gives out (`Decision`), and the
+model declarations the dispatcher executes (`ModelSpec`), lives here so that
+`dsl/`, `evaluator`, `dispatch`, `store/` and `api/` share one vocabulary and
+none of them imports another just for a type.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+# ---------------------------------------------------------------------------
+# Literals shared by the language and the runtime
+# ---------------------------------------------------------------------------
+
+
+class Money(BaseModel):
+    """An amount in one currency (ISO 4217 code, upper case)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    amount: Decimal
+    currency: str
+
+    @field_validator("currency")
+    @classmethod
+    def _upper(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z]{3}", v):
+            raise ValueError(f"currency must be a 3-letter ISO 4217 code, got {v!r}")
+        return v.upper()
+
+    @classmethod
+    def parse(cls, value: Any) -> Money:
+        """Accept `"150 GBP"`, `"GBP 150"`, `{"amount": 150, "currency": "GBP"}` or a Money."""
+        if isinstance(value, Money):
+            return value
+        if isinstance(value, dict):
+            return cls(amount=Decimal(str(value["amount"])), currency=str(value["currency"]))
+        if isinstance(value, str):
+            m = re.fullmatch(r"\s*([0-9][0-9_,]*(?:\.[0-9]+)?)\s*([A-Za-z]{3})\s*", value) or None
+            if m:
+                return cls(amount=Decimal(m.group(1).replace(",", "").replace("_", "")), currency=m.group(2))
+            m = re.fullmatch(r"\s*([A-Za-z]{3})\s*([0-9][0-9_,]*(?:\.[0-9]+)?)\s*", value)
+            if m:
+                return cls(amount=Decimal(m.group(2).replace(",", "").replace("_", "")), currency=m.group(1))
+        raise ValueError(f"not a money value: {value!r} (expected e.g. \"150 GBP\" or {{amount, currency}})")
+
+    @staticmethod
+    def looks_like(value: Any) -> bool:
+        if isinstance(value, Money):
+            return True
+        if isinstance(value, dict):
+            return set(value) == {"amount", "currency"}
+        if isinstance(value, str):
+            try:
+                Money.parse(value)
+            except (ValueError, InvalidOperation):
+                return False
+            return True
+        return False
+
+    def __str__(self) -> str:
+        return f"{self.amount} {self.currency}"
+
+
+# ---------------------------------------------------------------------------
+# Models (inference endpoints) as declared in a policy
+# ---------------------------------------------------------------------------
+
+
+class Provider(StrEnum):
+    """Provider family. All OpenAI-compatible servers share one adapter."""
+
+    openai = "openai"  # any OpenAI-compatible /v1/chat/completions server
+    vllm = "vllm"
+    ollama = "ollama"
+    tgi = "tgi"
+    lmstudio = "lmstudio"
+    bedrock = "bedrock"
+    vertex = "vertex"
+
+    @property
+    def openai_compatible(self) -> bool:
+        return self not in (Provider.bedrock, Provider.vertex)
+
+
+class EnvRef(BaseModel):
+    """A secret or setting read from the environment at call time. Never a literal."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+
+    def resolve(self, environ: dict[str, str] | None = None) -> str | None:
+        import os
+
+        return (environ if environ is not None else os.environ).get(self.name)
+
+    def __str__(self) -> str:
+        return f'env("{self.name}")'
+
+
+class Timeouts(BaseModel):
+    """Per-model time budgets in seconds (None = dispatcher default)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    connect: float | None = None
+    first_token: float | None = None
+    idle: float | None = None  # max gap between stream chunks
+    total: float | None = None
+
+
+class Capabilities(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    streaming: bool = True
+    tools: bool = True
+    prefill: bool = False  # accepts a trailing assistant message to continue from
+
+
+class ModelSpec(BaseModel):
+    """One model the policy may route to: everything the dispatcher needs to call it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str  # the policy's name for it, e.g. "qwen-72b"
+    provider: Provider
+    base_url: str | EnvRef | None = None  # OpenAI-compatible endpoint (.../v1) or Vertex endpoint
+    model_id: str | None = None  # upstream model id; defaults to `name`
+    keys: tuple[EnvRef, ...] = ()  # rotated on auth failure, in order
+    cost_per_1k: Decimal = Decimal(0)  # 0 = self-hosted
+    context: int | None = None  # context window in tokens
+    timeouts: Timeouts = Timeouts()
+    capabilities: Capabilities = Capabilities()
+    region: str | None = None  # bedrock / vertex
+    project: str | EnvRef | None = None  # vertex
+    headers: dict[str, str | EnvRef] = Field(default_factory=dict)
+    file: str | None = None
+    line: int | None = None
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model_id or self.name
+
+    @property
+    def self_hosted(self) -> bool:
+        return self.cost_per_1k == 0
+
+
+# ---------------------------------------------------------------------------
+# Action in, Decision out
+# ---------------------------------------------------------------------------
+
+
+class Action(BaseModel):
+    """What an application asks the policy about: an agent action or a model call.
+
+    `fields` holds the action's own data (money as "150 GBP" or {amount, currency}).
+    `signals` holds pre-computed signal values; they win over computed ones.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: str = Field(min_length=1, max_length=200)
+    tenant: str | None = None
+    tenant_tier: str | None = None
+    channel: str | None = None
+    actor: str | None = None
+    actor_role: str | None = None
+    use_case: str | None = None
+    session_id: str | None = None
+    text: str | None = None
+    requested_model: str | None = None  # user-switchable model choice
+    prompt_tokens: int | None = Field(default=None, ge=0)  # for context-window-aware routing
+    fields: dict[str, Any] = Field(default_factory=dict)
+    signals: dict[str, Any] = Field(default_factory=dict)
+
+
+Effect = Literal["allow", "deny", "require_approval", "escalate"]
+
+
+class SourceSpan(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    file: str
+    line: int
+    col: int = 1
+    end_line: int | None = None
+    end_col: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+class RuleHit(BaseModel):
+    """One rule that fired, where it is, and the comparisons that made it fire."""
+
+    rule_id: str  # stable id, e.g. "support-desk.policy:17"
+    kind: str  # authorize | require_approval | deny | escalate | route | verify | allow_choice | default
+    effect: Effect | None = None
+    span: SourceSpan | None = None
+    source: str = ""  # the rule's source text (one line)
+    because: list[str] = Field(default_factory=list)  # e.g. ["sentiment 0.21 < 0.3"]
+
+
+class Channel(BaseModel):
+    kind: Literal["slack", "teams", "email", "webhook"]
+    target: str
+
+
+class ApprovalObligation(BaseModel):
+    """Who must act on a held decision, how they are told, and what happens if they don't."""
+
+    group: str | None = None
+    channels: list[Channel] = Field(default_factory=list)
+    remind_every_s: float | None = None
+    timeout_s: float | None = None
+    on_timeout: Literal["deny", "approve", "escalate"] = "deny"
+    escalate_to: str | None = None  # group, when on_timeout == "escalate"
+    rule_id: str | None = None
+
+
+class Verification(BaseModel):
+    """Dual-model verification the caller (service) must run before the answer ships."""
+
+    models: list[str]
+    threshold: float  # escalate when divergence > threshold
+    tag: str | None = None  # tag to add when aligned
+    rule_id: str | None = None
+
+
+class Routing(BaseModel):
+    chain: list[str] = Field(default_factory=list)  # primary first, then fallbacks
+    sticky: bool = False
+    sticky_return: bool = False  # move back to the original model once it recovers
+    prefer_self_hosted: bool = False
+    rule_id: str | None = None
+
+
+class Decision(BaseModel):
+    effect: Effect
+    action: str
+    routing: Routing = Field(default_factory=Routing)
+    rules: list[RuleHit] = Field(default_factory=list)
+    obligations: list[ApprovalObligation] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    signals: dict[str, Any] = Field(default_factory=dict)  # every signal value the decision used
+    verification: Verification | None = None
+    allowed_models: list[str] = Field(default_factory=list)  # user-switchable allowlist for this caller
+    default_applied: bool = False  # no rule named the action: default deny
+    policy_name: str = ""
+    policy_version: int | str | None = None
+    policy_hash: str = ""
+
+    @property
+    def model_chain(self) -> list[str]:
+        return self.routing.chain
