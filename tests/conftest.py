@@ -1,0 +1,67 @@
+"""Shared fixtures: real PostgreSQL / Redis / Chromium when the machine has them.
+
+Tests that need one of these skip with a clear reason when it is absent, never
+silently: the reason names the service and the address tried.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import uuid
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+PG_HOST, PG_PORT = "127.0.0.1", 5432
+REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A SQLAlchemy URL for the real PostgreSQL (database `test`), or skip with the reason."""
+    if not _port_open(PG_HOST, PG_PORT):
+        pytest.skip(f"PostgreSQL not reachable on {PG_HOST}:{PG_PORT} (scale-out tests need it)")
+    return os.environ.get("PE_TEST_POSTGRES_URL", f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/test")
+
+
+@pytest.fixture
+def pg_schema_url(postgres_url: str):
+    """A fresh PostgreSQL schema per test (isolated, dropped afterwards)."""
+    import sqlalchemy as sa
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in postgres_url else "?"
+    yield f"{postgres_url}{sep}options=-csearch_path%3D{schema}"
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    if not _port_open(REDIS_HOST, REDIS_PORT):
+        pytest.skip(f"Redis not reachable on {REDIS_HOST}:{REDIS_PORT} (replica-shared state tests need it)")
+    return os.environ.get("PE_TEST_REDIS_URL", f"redis://{REDIS_HOST}:{REDIS_PORT}/0")
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); browser tests need it")
+    return path
