@@ -1,0 +1,35 @@
+"""Storage: SQLAlchemy models, repositories, migrations and the decision log.
+
+Public surface:
+    Base                         the declarative base every table uses
+    STORE_HEAD                   this package's Alembic head (chain your revision after it)
+    upgrade(url)                 run every migration (also `policyengine migrate`)
+    Database.open(url)           async engine + sessionmaker
+    DecisionLogger / LogEntry    durable group-commit, hash-chained decision log
+    verify_chain(engine)         check the chain (also `policyengine verify-log`)
+"""
+
+from policyengine.store.base import Base
+from policyengine.store.chain import VerifyResult, canonical_json, row_hash, verify_chain
+from policyengine.store.db import Database, DatabaseURLError, make_async_engine, make_sync_engine
+from policyengine.store.logger import DecisionLogError, DecisionLogger, LogEntry, LoggedDecision
+from policyengine.store.migrate import STORE_HEAD, current, heads, upgrade
+from policyengine.store.models import ApiKey, DecisionChain, DecisionRecord, PolicyVersion
+from policyengine.store.redaction import Redactor
+from policyengine.store.repos import (
+    ApiKeyRepo,
+    DecisionQuery,
+    DecisionRepo,
+    KeyInfo,
+    PolicyVersionRepo,
+    decision_view,
+    hash_token,
+)
+
+__all__ = [
+    "STORE_HEAD", "ApiKey", "ApiKeyRepo", "Base", "Database", "DatabaseURLError", "DecisionChain",
+    "DecisionLogError", "DecisionLogger", "DecisionQuery", "DecisionRecord", "DecisionRepo", "KeyInfo",
+    "LogEntry", "LoggedDecision", "PolicyVersion", "PolicyVersionRepo", "Redactor", "VerifyResult",
+    "canonical_json", "current", "decision_view", "hash_token", "heads", "make_async_engine",
+    "make_sync_engine", "row_hash", "upgrade", "verify_chain",
+]

@@ -1,0 +1,117 @@
+"""Engines for the embedded default (SQLite, WAL) and PostgreSQL.
+
+Users write plain URLs (`sqlite:///decisions.db`, `postgresql://user@host/db`);
+this module picks the drivers: pysqlite / aiosqlite for SQLite, psycopg 3 (sync
+and async) for PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+
+class DatabaseURLError(ValueError):
+    pass
+
+
+def _parse(url: str) -> sa.URL:
+    try:
+        return make_url(url)
+    except Exception as exc:
+        raise DatabaseURLError(f"not a database URL: {url!r} ({exc})") from exc
+
+
+def backend(url: str) -> str:
+    name = _parse(url).get_backend_name()
+    if name not in ("sqlite", "postgresql"):
+        raise DatabaseURLError(
+            f"unsupported database {name!r} in {url!r}: use sqlite:///path.db or postgresql://user@host/db"
+        )
+    return name
+
+
+def sync_url(url: str) -> sa.URL:
+    u = _parse(url)
+    if backend(url) == "sqlite":
+        return u.set(drivername="sqlite")
+    return u.set(drivername="postgresql+psycopg")
+
+
+def async_url(url: str) -> sa.URL:
+    u = _parse(url)
+    if backend(url) == "sqlite":
+        return u.set(drivername="sqlite+aiosqlite")
+    return u.set(drivername="postgresql+psycopg")
+
+
+def _sqlite_pragmas(engine: Engine, *, synchronous: str, immediate: bool) -> None:
+    """WAL, a busy timeout, and (for the log writer) BEGIN IMMEDIATE transactions."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        if immediate:
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA busy_timeout=10000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    if immediate:
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_sync_engine(url: str, *, writer: bool = False, sqlite_synchronous: str = "FULL", **kw: Any) -> Engine:
+    u = sync_url(url)
+    if u.get_backend_name() == "sqlite":
+        engine = sa.create_engine(u, **kw)
+        _sqlite_pragmas(engine, synchronous=sqlite_synchronous, immediate=writer)
+        return engine
+    kw.setdefault("pool_pre_ping", True)
+    return sa.create_engine(u, **kw)
+
+
+def make_async_engine(url: str, *, sqlite_synchronous: str = "FULL", **kw: Any) -> AsyncEngine:
+    u = async_url(url)
+    if u.get_backend_name() == "sqlite":
+        engine = create_async_engine(u, **kw)
+        _sqlite_pragmas(engine.sync_engine, synchronous=sqlite_synchronous, immediate=False)
+        return engine
+    kw.setdefault("pool_pre_ping", True)
+    return create_async_engine(u, **kw)
+
+
+@dataclass
+class Database:
+    """The service's database handles: an async engine + sessionmaker, and the URL."""
+
+    url: str
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+
+    @classmethod
+    def open(cls, url: str, *, sqlite_synchronous: str = "FULL") -> Database:
+        engine = make_async_engine(url, sqlite_synchronous=sqlite_synchronous)
+        return cls(url=url, engine=engine, sessionmaker=async_sessionmaker(engine, expire_on_commit=False))
+
+    @property
+    def backend(self) -> str:
+        return backend(self.url)
+
+    async def aclose(self) -> None:
+        await self.engine.dispose()

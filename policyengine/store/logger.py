@@ -1,0 +1,203 @@
+"""The durable, group-committing decision logger.
+
+`await logger.log(entry)` returns only once the decision's row is committed.
+Concurrent callers are batched: one writer task takes everything queued, appends
+it to the hash chain in ONE transaction (one fsync), then resolves every
+caller's future. While a batch commits, the next one accumulates, so the log
+keeps up with the request rate instead of paying one commit per request.
+
+Appending locks the chain head row (`SELECT ... FOR UPDATE` on PostgreSQL,
+`BEGIN IMMEDIATE` on SQLite), so several replicas (or processes) writing to the
+same database still produce one gap-free chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from policyengine.store.chain import canonical_json, row_hash
+from policyengine.store.db import make_sync_engine
+from policyengine.store.models import DecisionChain, DecisionRecord
+from policyengine.store.redaction import Redactor
+
+log = logging.getLogger("policyengine.store.logger")
+
+
+class DecisionLogError(RuntimeError):
+    """The decision could not be committed: the caller must not act on the decision."""
+
+
+@dataclass
+class LogEntry:
+    """What the service logs about one decision. `record` is built from this."""
+
+    kind: str  # evaluate | chat
+    tenant: str
+    action: dict[str, Any]  # the Action as submitted (redacted before it is written)
+    decision: dict[str, Any]  # Decision.model_dump(mode="json")
+    actor: str | None = None
+    session_id: str | None = None
+    model: str | None = None  # the model that answered (chat)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    latency_ms: float | None = None
+    key_id: str | None = None  # the API key that asked
+    extra: dict[str, Any] = field(default_factory=dict)  # verification results, upstream usage...
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    ts: float = field(default_factory=time.time)
+
+
+@dataclass
+class LoggedDecision:
+    id: str
+    seq: int
+    row_hash: str
+
+
+class DecisionLogger:
+    def __init__(self, url: str, *, redact: list[str] | None = None, redaction_salt: str | None = None,
+                 max_batch: int = 512, sqlite_synchronous: str = "FULL") -> None:
+        self.url = url
+        self.redactor = Redactor(redact or [], redaction_salt)
+        self.max_batch = max_batch
+        self._engine: Engine = make_sync_engine(url, writer=True, sqlite_synchronous=sqlite_synchronous)
+        self._is_pg = self._engine.dialect.name == "postgresql"
+        self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[LoggedDecision]]] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-log")
+        self._closing = False
+        # figures for /metrics and benchmarks
+        self.batches = 0
+        self.rows = 0
+        self.last_batch_size = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._queue = asyncio.Queue()
+            self._task = asyncio.create_task(self._writer(), name="decision-log-writer")
+
+    async def aclose(self) -> None:
+        """Flush everything queued, then stop."""
+        self._closing = True
+        if self._queue is not None and self._task is not None:
+            await self._queue.join()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._task = None
+        self._executor.shutdown(wait=True)
+        self._engine.dispose()
+
+    # -- API ------------------------------------------------------------------------
+
+    def build_record(self, e: LogEntry) -> dict[str, Any]:
+        d = e.decision
+        return {
+            "id": e.id,
+            "ts": round(e.ts, 6),
+            "kind": e.kind,
+            "tenant": e.tenant,
+            "actor": e.actor,
+            "session_id": e.session_id,
+            "action": d.get("action") or e.action.get("action"),
+            "effect": d.get("effect"),
+            "model": e.model,
+            "policy_hash": d.get("policy_hash") or "",
+            "policy_name": d.get("policy_name"),
+            "policy_version": d.get("policy_version"),
+            "request": self.redactor.redact(e.action),
+            "signals": self.redactor.redact(d.get("signals") or {}),
+            "rules": d.get("rules") or [],
+            "routing": d.get("routing") or {},
+            "obligations": d.get("obligations") or [],
+            "tags": d.get("tags") or [],
+            "verification": d.get("verification"),
+            "default_applied": d.get("default_applied", False),
+            "attempts": e.attempts,
+            "latency_ms": None if e.latency_ms is None else round(e.latency_ms, 3),
+            "key_id": e.key_id,
+            "extra": self.redactor.redact(e.extra) if e.extra else {},
+        }
+
+    async def log(self, entry: LogEntry) -> LoggedDecision:
+        """Commit the decision; returns after the row is durable. Raises DecisionLogError."""
+        if self._queue is None or self._task is None or self._task.done():
+            raise DecisionLogError("decision log is not running")
+        if self._closing:
+            raise DecisionLogError("decision log is shutting down")
+        record = self.build_record(entry)
+        fut: asyncio.Future[LoggedDecision] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((record, fut))
+        return await fut
+
+    # -- writer ---------------------------------------------------------------------
+
+    async def _writer(self) -> None:
+        assert self._queue is not None
+        q = self._queue
+        loop = asyncio.get_running_loop()
+        while True:
+            first = await q.get()
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(q.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            try:
+                results = await loop.run_in_executor(self._executor, self._append, [r for r, _ in batch])
+            except Exception as exc:
+                log.error("decision log batch of %d failed: %s", len(batch), exc)
+                err = DecisionLogError(f"decision log write failed: {type(exc).__name__}: {exc}")
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(err)
+            else:
+                self.batches += 1
+                self.rows += len(batch)
+                self.last_batch_size = len(batch)
+                for (_, fut), res in zip(batch, results, strict=True):
+                    if not fut.done():
+                        fut.set_result(res)
+            finally:
+                for _ in batch:
+                    q.task_done()
+
+    def _append(self, records: list[dict[str, Any]]) -> list[LoggedDecision]:
+        """One transaction: lock the chain head, hash and insert the batch, move the head."""
+        out: list[LoggedDecision] = []
+        with self._engine.begin() as conn:
+            head_q = sa.select(DecisionChain.seq, DecisionChain.head_hash).where(DecisionChain.id == 1)
+            if self._is_pg:
+                head_q = head_q.with_for_update()
+            head = conn.execute(head_q).first()
+            if head is None:
+                raise DecisionLogError("chain head row missing: run `policyengine migrate`")
+            seq, prev = head.seq, head.head_hash
+            rows = []
+            for rec in records:
+                seq += 1
+                text = canonical_json(rec)
+                h = row_hash(prev, text)
+                rows.append({
+                    "seq": seq, "id": rec["id"], "ts": rec["ts"], "kind": rec["kind"], "tenant": rec["tenant"],
+                    "actor": rec["actor"], "session_id": rec["session_id"], "action": rec["action"],
+                    "effect": rec["effect"], "model": rec["model"], "policy_hash": rec["policy_hash"],
+                    "record": text, "prev_hash": prev, "row_hash": h,
+                })
+                out.append(LoggedDecision(id=rec["id"], seq=seq, row_hash=h))
+                prev = h
+            conn.execute(sa.insert(DecisionRecord), rows)
+            conn.execute(sa.update(DecisionChain).where(DecisionChain.id == 1).values(seq=seq, head_hash=prev))
+        return out
