@@ -1,0 +1,86 @@
+"""Microsoft Teams: a Workflows (Power Automate) webhook carrying an Adaptive Card.
+
+Teams' "Post to a channel when a webhook request is received" workflow accepts
+``{"type": "message", "attachments": [{"contentType":
+"application/vnd.microsoft.card.adaptive", "content": <card>}]}``. Card buttons
+are ``Action.OpenUrl`` to the signed review page: Teams never decides by itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from policyengine.notifier.errors import DeliveryError, classify_status
+from policyengine.notifier.notice import Notice
+from policyengine.notifier.render import TemplateRenderer
+
+
+def build_card(notice: Notice, renderer: TemplateRenderer) -> dict[str, Any]:
+    facts = [{"title": "Action", "value": notice.action_name}]
+    if notice.tenant:
+        facts.append({"title": "Tenant", "value": notice.tenant})
+    if notice.requester:
+        facts.append({"title": "Requested by", "value": notice.requester})
+    facts += [{"title": str(k), "value": str(v)} for k, v in notice.fields.items()]
+    if notice.timeout_at and notice.purpose != "decided":
+        facts.append({"title": "If undecided", "value": f"{notice.on_timeout} at {notice.timeout_at:%Y-%m-%d %H:%M} UTC"})
+    body: list[dict[str, Any]] = [
+        {"type": "TextBlock", "size": "Medium", "weight": "Bolder", "text": notice.title, "wrap": True},
+        {"type": "FactSet", "facts": facts},
+        {"type": "TextBlock", "text": renderer.render("teams.md.j2", n=notice) or " ", "wrap": True},
+    ]
+    if notice.answers:
+        body.append(
+            {
+                "type": "ColumnSet",
+                "columns": [
+                    {
+                        "type": "Column",
+                        "width": "stretch",
+                        "items": [
+                            {"type": "TextBlock", "weight": "Bolder", "text": model, "wrap": True},
+                            {"type": "TextBlock", "text": answer[:2000], "wrap": True},
+                        ],
+                    }
+                    for model, answer in notice.answers.items()
+                ],
+            }
+        )
+    actions: list[dict[str, Any]] = []
+    if notice.review_url and notice.purpose != "decided":
+        actions = [
+            {"type": "Action.OpenUrl", "title": "Approve…", "url": f"{notice.review_url}?intent=approve"},
+            {"type": "Action.OpenUrl", "title": "Reject…", "url": f"{notice.review_url}?intent=reject"},
+        ]
+    card: dict[str, Any] = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.4",
+        "body": body,
+        "actions": actions,
+    }
+    return card
+
+
+def compose(notice: Notice, renderer: TemplateRenderer) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "attachments": [
+            {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": build_card(notice, renderer)}
+        ],
+    }
+
+
+class TeamsSender:
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def post(self, url: str, payload: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resp = await self._client.post(url, json=payload)
+        except httpx.HTTPError as e:
+            raise DeliveryError(f"teams webhook: {type(e).__name__}: {e}")
+        if resp.status_code >= 300:
+            raise classify_status(resp.status_code, resp.text, "teams webhook", resp.headers.get("retry-after"))
+        return {"status": resp.status_code}

@@ -1,0 +1,807 @@
+"""The approvals service: hold, decide, wait, and the timer / delivery sweeps.
+
+The API calls::
+
+    result: HoldResult = await services.approvals.hold(
+        action=action, decision=decision, principal=principal,
+        callback_url=None, answers=None, decision_id=None, request_id=None,
+    )
+
+for every `require_approval` / `escalate` decision and returns
+``result.model_dump(mode="json")`` under ``"approval"`` in its response.
+
+Every state change is a compare-and-set on ``approvals.version`` (and
+``state='pending'``), committed in the same transaction as its audit event
+and its outbox rows, so a decision, a timeout or a reminder happens exactly
+once however many replicas sweep, and a notification is never lost: it is in
+the outbox before the transaction commits and is retried until delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlparse
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from policyengine.approvals.errors import (
+    ApprovalConflict,
+    ApprovalForbidden,
+    ApprovalInvalid,
+    ApprovalNotFound,
+    LinkRefused,
+)
+from policyengine.approvals.hashing import action_hash, action_view
+from policyengine.approvals.models import (
+    ApprovalView,
+    AuditEvent,
+    HoldResult,
+    Outcome,
+    Reason,
+    Reviewer,
+)
+from policyengine.approvals.settings import ApprovalSettings
+from policyengine.approvals.signing import LinkClaims, LinkError, LinkSigner
+from policyengine.approvals.states import State, Via
+from policyengine.notifier import Dispatcher, Notice, TemplateRenderer, backoff_s
+from policyengine.notifier import email as email_channel
+from policyengine.notifier import slack as slack_channel
+from policyengine.notifier import teams as teams_channel
+from policyengine.notifier import webhook as webhook_channel
+from policyengine.notifier.errors import DeliveryError
+from policyengine.store.approvals_models import (
+    APPROVAL_TABLES,
+    ApprovalEventRow,
+    ApprovalLinkUseRow,
+    ApprovalRevisionRow,
+    ApprovalRow,
+    OutboxRow,
+)
+from policyengine.types import Action, Decision
+
+log = logging.getLogger("policyengine.approvals")
+
+A = ApprovalRow.__table__
+E = ApprovalEventRow.__table__
+R = ApprovalRevisionRow.__table__
+L = ApprovalLinkUseRow.__table__
+O = OutboxRow.__table__  # noqa: E741
+
+HELD_EFFECTS = ("require_approval", "escalate")
+LEASE_S = 60.0
+
+
+def utcnow() -> datetime:
+    """Naive UTC (the tables store naive UTC on every backend)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def _aliases(row: Any) -> set[str]:
+    return {x.lower() for x in (row.requester_actor, row.requester_subject) if x}
+
+
+class ApprovalService:
+    """One per process. Safe to run in every replica against one database."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        settings: ApprovalSettings | None = None,
+        *,
+        dispatcher: Dispatcher | None = None,
+        renderer: TemplateRenderer | None = None,
+        clock: Any = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.settings = settings or ApprovalSettings()
+        self.dispatcher = dispatcher
+        self.renderer = renderer or TemplateRenderer(self.settings.templates_dir)
+        self.signer = LinkSigner(self.settings.require_link_secret())
+        self.clock = clock
+        self._waiters: dict[str, asyncio.Event] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # ------------------------------------------------------------------ schema
+
+    async def create_tables(self) -> None:
+        """Create the approval tables directly (tests / embedded use; production runs migrations)."""
+        from policyengine.store.base import Base
+
+        async with self.engine.begin() as conn:
+            await conn.run_sync(lambda c: Base.metadata.create_all(c, tables=APPROVAL_TABLES))
+
+    # -------------------------------------------------------------------- hold
+
+    async def hold(
+        self,
+        *,
+        action: Action,
+        decision: Decision,
+        principal: Any | None = None,
+        callback_url: str | None = None,
+        answers: dict[str, str] | None = None,
+        decision_id: str | None = None,
+        request_id: str | None = None,
+    ) -> HoldResult:
+        """Create a pending approval bound to the exact action, notify its reviewers.
+
+        `principal` is the caller (anything with tenant / subject / key_id, e.g. the
+        API's Principal). `answers` are the model outputs a divergence escalation
+        compared (model name -> text), shown side by side to the reviewer.
+        `callback_url` receives the signed outcome once decided.
+        """
+        if decision.effect not in HELD_EFFECTS:
+            raise ApprovalInvalid(f"only require_approval / escalate decisions are held, not {decision.effect!r}")
+        if callback_url is not None:
+            _check_url(callback_url, "callback_url")
+        now = self.clock()
+        tenant = action.tenant if action.tenant is not None else getattr(principal, "tenant", None)
+        view = action_view(action.model_copy(update={"tenant": tenant}))
+        digest = action_hash(view)
+
+        groups: list[str] = []
+        channels: list[dict[str, Any]] = []
+        remind: float | None = None
+        timeout: float | None = None
+        on_timeout, escalate_to = "deny", None
+        for ob in decision.obligations:
+            if ob.group and ob.group not in groups:
+                groups.append(ob.group)
+            for ch in ob.channels:
+                c = ch.model_dump()
+                if c not in channels:
+                    channels.append(c)
+            if ob.remind_every_s and (remind is None or ob.remind_every_s < remind):
+                remind = ob.remind_every_s
+            if ob.timeout_s and (timeout is None or ob.timeout_s < timeout):
+                timeout, on_timeout, escalate_to = ob.timeout_s, ob.on_timeout, ob.escalate_to
+        if not groups and self.settings.default_group:
+            groups.append(self.settings.default_group)
+        if timeout is None and self.settings.default_timeout_s:
+            timeout = self.settings.default_timeout_s
+        if on_timeout == "escalate" and not escalate_to:
+            on_timeout = "deny"
+
+        approval_id = _new_id("apr")
+        row = {
+            "id": approval_id,
+            "tenant": tenant,
+            "state": State.pending.value,
+            "effect": decision.effect,
+            "action_name": action.action,
+            "action_json": view,
+            "action_hash": digest,
+            "original_action_hash": digest,
+            "revision": 1,
+            "decision_json": decision.model_dump(mode="json"),
+            "answers_json": dict(answers) if answers else None,
+            "groups": groups,
+            "channels": channels,
+            "requester_actor": action.actor,
+            "requester_subject": getattr(principal, "subject", None),
+            "requester_key_id": getattr(principal, "key_id", None),
+            "remind_every_s": remind,
+            "timeout_s": timeout,
+            "on_timeout": on_timeout,
+            "escalate_to": escalate_to,
+            "timeout_at": now + timedelta(seconds=timeout) if timeout else None,
+            "next_reminder_at": now + timedelta(seconds=remind) if remind else None,
+            "reminders_sent": 0,
+            "escalations": 0,
+            "created_at": now,
+            "updated_at": now,
+            "callback_url": callback_url,
+            "policy_name": decision.policy_name or None,
+            "policy_hash": decision.policy_hash or None,
+            "decision_id": decision_id,
+            "request_id": request_id,
+            "version": 1,
+        }
+        async with self.engine.begin() as conn:
+            await conn.execute(A.insert().values(**row))
+            await conn.execute(
+                R.insert().values(
+                    approval_id=approval_id, revision=1, action_json=view, action_hash=digest, created_at=now,
+                    created_by=action.actor or getattr(principal, "subject", None),
+                )
+            )
+            await self._audit(
+                conn, approval_id, "created", None, State.pending, actor=action.actor or getattr(principal, "subject", None),
+                via=Via.api, details={"effect": decision.effect, "groups": groups, "action_hash": digest},
+            )
+            approval = (await conn.execute(sa.select(A).where(A.c.id == approval_id))).one()
+            await self._enqueue_notices(conn, approval, "request")
+        self.kick_delivery()
+        return HoldResult(
+            approval_id=approval_id,
+            action_hash=digest,
+            groups=groups,
+            timeout_at=row["timeout_at"],
+            on_timeout=on_timeout if timeout else None,
+            status_url=f"/v1/approvals/{approval_id}",
+        )
+
+    # ------------------------------------------------------------------- read
+
+    async def _row(self, conn: AsyncConnection, approval_id: str) -> Any:
+        row = (await conn.execute(sa.select(A).where(A.c.id == approval_id))).one_or_none()
+        if row is None:
+            raise ApprovalNotFound(f"no approval {approval_id!r}")
+        return row
+
+    async def get(self, approval_id: str, *, tenant: str | type[Ellipsis] | None = ...) -> ApprovalView:
+        """One approval; pass `tenant` to refuse (as not found) another tenant's approval."""
+        async with self.engine.connect() as conn:
+            row = await self._row(conn, approval_id)
+        if tenant is not ... and row.tenant != tenant:
+            raise ApprovalNotFound(f"no approval {approval_id!r}")
+        return to_view(row)
+
+    async def audit_trail(self, approval_id: str) -> list[AuditEvent]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(sa.select(E).where(E.c.approval_id == approval_id).order_by(E.c.id))).all()
+        return [AuditEvent.model_validate(r._mapping, from_attributes=True) for r in rows]
+
+    async def list_for(self, reviewer: Reviewer, *, state: State | None = State.pending, limit: int = 100) -> list[ApprovalView]:
+        """Approvals this reviewer may decide: their tenant, one of their groups."""
+        q = sa.select(A).where(A.c.tenant.is_(None) if reviewer.tenant is None else A.c.tenant == reviewer.tenant)
+        if state is not None:
+            q = q.where(A.c.state == state.value)
+        q = q.order_by(A.c.created_at.desc()).limit(max(1, min(limit, 1000)) * 4)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        out = [to_view(r) for r in rows if not r.groups or set(r.groups) & reviewer.groups]
+        return out[:limit]
+
+    async def wait(self, approval_id: str, timeout_s: float, *, tenant: str | type[Ellipsis] | None = ...) -> ApprovalView:
+        """Long poll: return as soon as the approval leaves `pending`, or after `timeout_s`.
+
+        Decisions taken in this process wake the waiter at once; decisions taken by
+        another replica are seen by re-reading the row (every 0.25 s rising to 1 s).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout_s)
+        pause = 0.25
+        while True:
+            view = await self.get(approval_id, tenant=tenant)
+            remaining = deadline - loop.time()
+            if view.state.terminal or remaining <= 0:
+                return view
+            ev = self._waiters.setdefault(approval_id, asyncio.Event())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ev.wait(), timeout=min(pause, remaining))
+            pause = min(1.0, pause * 1.5)
+
+    # ------------------------------------------------------------ authorising
+
+    def _authorise(self, row: Any, reviewer: Reviewer) -> str | None:
+        """Why this reviewer may not decide this approval, or None."""
+        names = {reviewer.subject.lower(), *(a.lower() for a in reviewer.aliases)}
+        bare = {n.split(":", 1)[1] if ":" in n else n for n in names}
+        if _aliases(row) & (names | bare):
+            return "the requester cannot approve their own action"
+        if reviewer.vouched_by_channel:
+            return None
+        if row.tenant != reviewer.tenant:
+            return "this approval belongs to another tenant"
+        if self.settings.reviewer_roles and not (set(self.settings.reviewer_roles) & reviewer.roles):
+            return f"reviewing needs one of the roles {sorted(self.settings.reviewer_roles)}"
+        if row.groups and not (set(row.groups) & reviewer.groups):
+            return f"only reviewers of group {', '.join(row.groups)} may decide this approval"
+        return None
+
+    # ---------------------------------------------------------------- decide
+
+    async def decide(
+        self,
+        approval_id: str,
+        reviewer: Reviewer,
+        *,
+        approve: bool,
+        reason: str | None = None,
+        edited_action: dict[str, Any] | None = None,
+        link_nonce: str | None = None,
+    ) -> ApprovalView:
+        """Approve or reject. First decision wins; later ones raise ApprovalConflict (409).
+
+        `edited_action` (approve only) is a replacement for the action's `fields`
+        (and optionally `text`): it is recorded as a new revision with a new hash,
+        and the application is told to run that revision.
+        """
+        reason = (reason or "").strip() or None
+        if not approve and not reason:
+            raise ApprovalInvalid("a reason is required to reject")
+        if reason and len(reason) > 2000:
+            raise ApprovalInvalid("reason is too long (max 2000 characters)")
+        if edited_action is not None and not approve:
+            raise ApprovalInvalid("an edited action can only be approved")
+        for _ in range(20):  # retry only when a concurrent reminder bumped the version
+            async with self.engine.begin() as conn:
+                row = await self._row(conn, approval_id)
+                if row.state != State.pending.value:
+                    await self._refuse(conn, row, reviewer, f"already {row.state}")
+                    raise ApprovalConflict(f"approval {approval_id} was already {row.state}" + (f" by {row.decided_by}" if row.decided_by else ""))
+                why = self._authorise(row, reviewer)
+                if why:
+                    await self._refuse(conn, row, reviewer, why)
+                    raise ApprovalForbidden(why)
+                values: dict[str, Any] = {}
+                new_state = State.approved if approve else State.rejected
+                now = self.clock()
+                if edited_action is not None:
+                    new_view = _apply_edit(row.action_json, edited_action)
+                    new_hash = action_hash(new_view)
+                    if new_hash != row.action_hash:
+                        values.update(action_json=new_view, action_hash=new_hash, revision=row.revision + 1)
+                values.update(
+                    state=new_state.value, decided_at=now, decided_by=reviewer.subject, decided_via=reviewer.via,
+                    decided_ip=reviewer.ip, reason=reason, updated_at=now, version=row.version + 1,
+                    next_reminder_at=None,
+                )
+                res = await conn.execute(
+                    A.update()
+                    .where(A.c.id == approval_id, A.c.state == State.pending.value, A.c.version == row.version)
+                    .values(**values)
+                )
+                if res.rowcount != 1:
+                    continue  # lost the race: re-read (409 if someone decided, retry if a reminder fired)
+                if link_nonce is not None:
+                    try:
+                        async with conn.begin_nested():
+                            await conn.execute(
+                                L.insert().values(nonce=link_nonce, approval_id=approval_id, used_at=now, recipient=reviewer.subject, ip=reviewer.ip)
+                            )
+                    except IntegrityError:
+                        raise LinkRefused("this review link has already been used")
+                if "revision" in values:
+                    await conn.execute(
+                        R.insert().values(
+                            approval_id=approval_id, revision=values["revision"], action_json=values["action_json"],
+                            action_hash=values["action_hash"], created_at=now, created_by=reviewer.subject,
+                        )
+                    )
+                    await self._audit(
+                        conn, approval_id, "edited", State.pending, State.pending, actor=reviewer.subject, via=reviewer.via,
+                        ip=reviewer.ip, ua=reviewer.user_agent, reason=reason,
+                        details={"from_hash": row.action_hash, "to_hash": values["action_hash"], "revision": values["revision"]},
+                    )
+                await self._audit(
+                    conn, approval_id, new_state.value, State.pending, new_state, actor=reviewer.subject, via=reviewer.via,
+                    ip=reviewer.ip, ua=reviewer.user_agent, reason=reason,
+                )
+                decided = await self._row(conn, approval_id)
+                await self._on_terminal(conn, decided)
+            self._wake(approval_id)
+            self.kick_delivery()
+            return to_view(decided)
+        raise ApprovalConflict(f"approval {approval_id} is changing too fast; retry")
+
+    async def cancel(self, approval_id: str, *, actor: str, reason: str | None = None, tenant: str | None = None) -> ApprovalView:
+        """The requester withdraws a pending approval."""
+        async with self.engine.begin() as conn:
+            row = await self._row(conn, approval_id)
+            if row.tenant != tenant:
+                raise ApprovalNotFound(f"no approval {approval_id!r}")
+            now = self.clock()
+            res = await conn.execute(
+                A.update().where(A.c.id == approval_id, A.c.state == State.pending.value)
+                .values(state=State.cancelled.value, decided_at=now, decided_by=actor, decided_via=Via.api.value,
+                        reason=reason, updated_at=now, version=A.c.version + 1, next_reminder_at=None)
+            )
+            if res.rowcount != 1:
+                raise ApprovalConflict(f"approval {approval_id} was already {row.state}")
+            await self._audit(conn, approval_id, "cancelled", State.pending, State.cancelled, actor=actor, via=Via.api, reason=reason)
+            decided = await self._row(conn, approval_id)
+            await self._on_terminal(conn, decided)
+        self._wake(approval_id)
+        self.kick_delivery()
+        return to_view(decided)
+
+    # ------------------------------------------------------------ review links
+
+    def issue_link(self, approval_id: str, recipient: str, revision: int = 1) -> str:
+        token = self.signer.issue(approval_id, recipient, revision)
+        return f"{self.settings.public_url}/review/{quote(token, safe='')}"
+
+    async def open_link(self, token: str) -> tuple[LinkClaims, ApprovalView]:
+        """Verify a link for display (GET): signature and expiry; says if it was already used."""
+        try:
+            claims = self.signer.load(token, max_age_s=self.settings.link_ttl_s)
+        except LinkError as e:
+            raise LinkRefused(e.reason)
+        view = await self.get(claims.approval_id)
+        return claims, view
+
+    async def link_used(self, nonce: str) -> bool:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(sa.select(L.c.nonce).where(L.c.nonce == nonce))).first() is not None
+
+    async def decide_with_link(
+        self, token: str, *, approve: bool, reason: str | None, via: Via = Via.review_page, ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> ApprovalView:
+        """POST from the review page: signature, expiry, single use, then `decide`."""
+        try:
+            claims = self.signer.load(token, max_age_s=self.settings.link_ttl_s)
+        except LinkError as e:
+            await self._refuse_link(token, e.reason, ip)
+            raise LinkRefused(e.reason)
+        if await self.link_used(claims.nonce):
+            async with self.engine.begin() as conn:
+                row = (await conn.execute(sa.select(A).where(A.c.id == claims.approval_id))).one_or_none()
+                if row is not None:
+                    await self._refuse(conn, row, Reviewer(subject=claims.recipient, via=via.value, ip=ip), "reused review link")
+            raise LinkRefused("this review link has already been used")
+        reviewer = Reviewer(
+            subject=claims.recipient, via=via.value, ip=ip, user_agent=user_agent, vouched_by_channel=True,
+            aliases=frozenset({claims.recipient.split(":", 1)[-1]}),
+        )
+        return await self.decide(claims.approval_id, reviewer, approve=approve, reason=reason, link_nonce=claims.nonce)
+
+    async def _refuse_link(self, token: str, why: str, ip: str | None) -> None:
+        log.info("review link refused: %s (ip=%s)", why, ip)
+
+    # ----------------------------------------------------------------- sweeps
+
+    async def sweep_timeouts(self, *, limit: int = 200) -> int:
+        """Apply the policy's timeout outcome to every overdue approval. Returns how many this call applied."""
+        now = self.clock()
+        async with self.engine.connect() as conn:
+            due = (
+                await conn.execute(
+                    sa.select(A.c.id, A.c.version).where(A.c.state == State.pending.value, A.c.timeout_at <= now)
+                    .order_by(A.c.timeout_at).limit(limit)
+                )
+            ).all()
+        fired = 0
+        for approval_id, version in due:
+            async with self.engine.begin() as conn:
+                row = await self._row(conn, approval_id)
+                if row.version != version or row.state != State.pending.value:
+                    continue
+                if row.on_timeout == "escalate" and row.escalate_to and row.escalate_to not in (row.groups or []):
+                    values = {
+                        "groups": [row.escalate_to], "escalations": row.escalations + 1, "updated_at": now,
+                        "timeout_at": now + timedelta(seconds=row.timeout_s) if row.timeout_s else None,
+                        "on_timeout": "deny",  # an escalated approval that times out again is denied
+                        "next_reminder_at": now + timedelta(seconds=row.remind_every_s) if row.remind_every_s else None,
+                        "version": version + 1,
+                    }
+                    kind, to_state = "escalated", State.pending
+                else:
+                    to_state = State.approved if row.on_timeout == "approve" else State.expired
+                    values = {
+                        "state": to_state.value, "decided_at": now, "decided_by": "system:timeout",
+                        "decided_via": Via.timer.value, "reason": f"no decision within {row.timeout_s:g}s: {row.on_timeout}",
+                        "updated_at": now, "next_reminder_at": None, "version": version + 1,
+                    }
+                    kind = "timed_out"
+                res = await conn.execute(
+                    A.update().where(A.c.id == approval_id, A.c.version == version, A.c.state == State.pending.value).values(**values)
+                )
+                if res.rowcount != 1:
+                    continue  # another replica (or a reviewer) got there first
+                await self._audit(
+                    conn, approval_id, kind, State.pending, to_state, actor="system:timeout", via=Via.timer,
+                    reason=values.get("reason") or f"escalated to {row.escalate_to}",
+                    details={"on_timeout": row.on_timeout, "timeout_s": row.timeout_s},
+                )
+                fresh = await self._row(conn, approval_id)
+                if to_state.terminal:
+                    await self._on_terminal(conn, fresh)
+                else:
+                    await self._enqueue_notices(conn, fresh, "escalated")
+                fired += 1
+            self._wake(approval_id)
+        if fired:
+            self.kick_delivery()
+        return fired
+
+    async def sweep_reminders(self, *, limit: int = 200) -> int:
+        now = self.clock()
+        async with self.engine.connect() as conn:
+            due = (
+                await conn.execute(
+                    sa.select(A.c.id, A.c.version).where(A.c.state == State.pending.value, A.c.next_reminder_at <= now)
+                    .order_by(A.c.next_reminder_at).limit(limit)
+                )
+            ).all()
+        sent = 0
+        for approval_id, version in due:
+            async with self.engine.begin() as conn:
+                row = await self._row(conn, approval_id)
+                if row.version != version or not row.remind_every_s:
+                    continue
+                res = await conn.execute(
+                    A.update().where(A.c.id == approval_id, A.c.version == version, A.c.state == State.pending.value).values(
+                        next_reminder_at=now + timedelta(seconds=row.remind_every_s),
+                        reminders_sent=row.reminders_sent + 1, version=version + 1, updated_at=now,
+                    )
+                )
+                if res.rowcount != 1:
+                    continue
+                await self._audit(conn, approval_id, "reminded", State.pending, State.pending, actor="system:timer", via=Via.timer,
+                                  details={"reminder": row.reminders_sent + 1})
+                await self._enqueue_notices(conn, await self._row(conn, approval_id), "reminder")
+                sent += 1
+        if sent:
+            self.kick_delivery()
+        return sent
+
+    async def deliver_due(self, *, limit: int = 100) -> int:
+        """Deliver outbox entries that are due; each is claimed by a lease so one replica sends it."""
+        if self.dispatcher is None:
+            return 0
+        now = self.clock()
+        async with self.engine.connect() as conn:
+            due = (
+                await conn.execute(
+                    sa.select(O.c.id, O.c.version).where(
+                        O.c.state == "pending", O.c.next_attempt_at <= now,
+                        sa.or_(O.c.lease_until.is_(None), O.c.lease_until < now),
+                    ).order_by(O.c.next_attempt_at).limit(limit)
+                )
+            ).all()
+        delivered = 0
+        for outbox_id, version in due:
+            async with self.engine.begin() as conn:
+                res = await conn.execute(
+                    O.update().where(O.c.id == outbox_id, O.c.version == version, O.c.state == "pending")
+                    .values(lease_until=now + timedelta(seconds=LEASE_S), attempts=O.c.attempts + 1, version=version + 1)
+                )
+                if res.rowcount != 1:
+                    continue
+                item = (await conn.execute(sa.select(O).where(O.c.id == outbox_id))).one()
+            delivered += await self._deliver_one(item)
+        return delivered
+
+    async def _deliver_one(self, item: Any) -> int:
+        assert self.dispatcher is not None
+        payload = dict(item.payload)
+        if item.kind == "slack_update" and not payload.get("ts"):
+            payload = await self._resolve_slack_ts(item, payload)
+        try:
+            result = await self.dispatcher.send(item.kind, item.target, payload, key=item.id)
+        except DeliveryError as e:
+            now = self.clock()
+            dead = not e.retriable or item.attempts >= item.max_attempts
+            delay = backoff_s(item.attempts, base_s=self.settings.delivery_backoff_s,
+                              max_s=self.settings.delivery_backoff_max_s, retry_after_s=e.retry_after_s)
+            async with self.engine.begin() as conn:
+                await conn.execute(
+                    O.update().where(O.c.id == item.id).values(
+                        state="dead" if dead else "pending", lease_until=None, last_error=str(e)[:2000],
+                        next_attempt_at=now + timedelta(seconds=delay), version=O.c.version + 1,
+                    )
+                )
+            (log.error if dead else log.warning)(
+                "delivery %s %s for approval %s failed (attempt %d/%d%s): %s", item.kind, item.purpose,
+                item.approval_id, item.attempts, item.max_attempts, ", giving up" if dead else "", e,
+            )
+            return 0
+        except Exception as e:  # a bug in a sender must not kill the sweep; retry later
+            log.exception("delivery %s crashed", item.id)
+            async with self.engine.begin() as conn:
+                await conn.execute(O.update().where(O.c.id == item.id).values(
+                    lease_until=None, last_error=f"{type(e).__name__}: {e}"[:2000],
+                    next_attempt_at=self.clock() + timedelta(seconds=self.settings.delivery_backoff_s), version=O.c.version + 1))
+            return 0
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                O.update().where(O.c.id == item.id).values(
+                    state="delivered", lease_until=None, delivered_at=self.clock(), result=result, last_error=None,
+                    version=O.c.version + 1,
+                )
+            )
+        return 1
+
+    async def _resolve_slack_ts(self, item: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        async with self.engine.connect() as conn:
+            posted = (await conn.execute(
+                sa.select(O.c.result).where(O.c.approval_id == item.approval_id, O.c.kind == "slack",
+                                            O.c.target == item.target, O.c.state == "delivered")
+            )).first()
+        if not posted or not posted.result or not posted.result.get("ts"):
+            raise_after = DeliveryError("the Slack message to update has not been posted yet", retriable=True)
+            raise_after.retry_after_s = self.settings.delivery_backoff_s
+            # Not delivered yet: try again later (the request message is still in the outbox).
+            raise raise_after
+        return {**payload, "channel": posted.result.get("channel") or payload.get("channel"), "ts": posted.result["ts"]}
+
+    async def run_sweeps(self) -> dict[str, int]:
+        """One round of every sweep (what the scheduler runs every interval)."""
+        out = {"timeouts": await self.sweep_timeouts(), "reminders": await self.sweep_reminders()}
+        out["delivered"] = await self.deliver_due()
+        return out
+
+    def kick_delivery(self) -> None:
+        """Try the outbox now, in the background (the periodic sweep is the safety net)."""
+        if self.dispatcher is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        task = loop.create_task(self._safe_deliver())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _safe_deliver(self) -> None:
+        try:
+            await self.deliver_due()
+        except Exception:  # pragma: no cover - logged, retried by the sweep
+            log.exception("background delivery failed")
+
+    async def drain(self) -> None:
+        """Wait for background deliveries (tests, shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # ---------------------------------------------------------------- helpers
+
+    def _wake(self, approval_id: str) -> None:
+        ev = self._waiters.pop(approval_id, None)
+        if ev is not None:
+            ev.set()
+
+    async def _audit(
+        self, conn: AsyncConnection, approval_id: str, kind: str, from_state: State | None, to_state: State | None, *,
+        actor: str | None, via: Via | str | None, ip: str | None = None, ua: str | None = None,
+        reason: str | None = None, details: dict[str, Any] | None = None,
+    ) -> None:
+        await conn.execute(
+            E.insert().values(
+                approval_id=approval_id, at=self.clock(), kind=kind,
+                from_state=from_state.value if from_state else None, to_state=to_state.value if to_state else None,
+                actor=actor, via=str(via.value if isinstance(via, Via) else via) if via else None, ip=ip,
+                user_agent=(ua or None) and ua[:400], reason=reason, details=details,
+            )
+        )
+
+    async def _refuse(self, conn: AsyncConnection, row: Any, reviewer: Reviewer, why: str) -> None:
+        """Record a refused attempt in the audit trail (in its own savepoint, kept even if the caller raises)."""
+        async with self.engine.begin() as c2:
+            await self._audit(c2, row.id, "refused", State(row.state), None, actor=reviewer.subject, via=reviewer.via,
+                              ip=reviewer.ip, ua=reviewer.user_agent, reason=why)
+
+    def _notice(self, row: Any, purpose: str, review_url: str | None) -> Notice:
+        view = to_view(row)
+        return Notice(
+            approval_id=row.id, purpose=purpose, tenant=row.tenant, action_name=row.action_name, action=row.action_json,
+            action_hash=row.action_hash, revision=row.revision, effect=row.effect, groups=list(row.groups or []),
+            reasons=[r.model_dump() for r in view.reasons], signals=view.signals, answers=view.answers,
+            requester=row.requester_actor or row.requester_subject, state=row.state, decided_by=row.decided_by,
+            decision_reason=row.reason, review_url=review_url, status_url=f"{self.settings.public_url}/v1/approvals/{row.id}",
+            timeout_at=row.timeout_at, on_timeout=row.on_timeout if row.escalate_to is None else f"escalate to {row.escalate_to}",
+            reminders_sent=row.reminders_sent, policy_name=row.policy_name,
+        )
+
+    async def _enqueue(self, conn: AsyncConnection, row: Any, kind: str, purpose: str, target: str, payload: dict[str, Any]) -> None:
+        now = self.clock()
+        await conn.execute(
+            O.insert().values(
+                id=_new_id("ntf"), approval_id=row.id, kind=kind, purpose=purpose, target=target, payload=payload,
+                state="pending", attempts=0, max_attempts=self.settings.delivery_max_attempts, next_attempt_at=now,
+                created_at=now, version=1,
+            )
+        )
+
+    async def _enqueue_notices(self, conn: AsyncConnection, row: Any, purpose: str) -> None:
+        """One outbox entry per channel of the approval, rendered now (what was sent is what is stored)."""
+        for ch in row.channels or []:
+            kind, target = ch["kind"], ch["target"]
+            try:
+                if kind == "email":
+                    link = self.issue_link(row.id, f"email:{target}", row.revision)
+                    payload = email_channel.compose(self._notice(row, purpose, link), self.renderer, target)
+                    await self._enqueue(conn, row, "email", purpose, target, payload)
+                elif kind == "slack":
+                    link = self.issue_link(row.id, f"slack:{target}", row.revision)
+                    payload = slack_channel.compose(self._notice(row, purpose, link), self.renderer, target)
+                    await self._enqueue(conn, row, "slack", purpose, target, payload)
+                elif kind == "teams":
+                    url = self.settings.teams_webhooks.get(target, target)
+                    _check_url(url, f"teams destination {target!r}")
+                    link = self.issue_link(row.id, f"teams:{target}", row.revision)
+                    payload = teams_channel.compose(self._notice(row, purpose, link), self.renderer)
+                    await self._enqueue(conn, row, "teams", purpose, url, payload)
+                elif kind == "webhook":
+                    url = self.settings.webhooks.get(target, target)
+                    _check_url(url, f"webhook destination {target!r}")
+                    link = self.issue_link(row.id, f"webhook:{target}", row.revision)
+                    payload = webhook_channel.compose(self._notice(row, purpose, link))
+                    await self._enqueue(conn, row, "webhook", purpose, url, payload)
+            except ApprovalInvalid as e:
+                # A misconfigured channel must not lose the approval: record it and carry on.
+                await self._audit(conn, row.id, "notify_failed", None, None, actor="system", via=Via.system, reason=e.message)
+
+    async def _on_terminal(self, conn: AsyncConnection, row: Any) -> None:
+        """After a final state: update Slack messages, tell the other channels, call the app back."""
+        for ch in row.channels or []:
+            if ch["kind"] == "slack":
+                payload = slack_channel.compose(self._notice(row, "decided", None), self.renderer, ch["target"])
+                await self._enqueue(conn, row, "slack_update", "decided", ch["target"], payload)
+            elif ch["kind"] == "webhook":
+                url = self.settings.webhooks.get(ch["target"], ch["target"])
+                await self._enqueue(conn, row, "webhook", "decided", url, webhook_channel.compose(self._notice(row, "decided", None)))
+        if row.callback_url:
+            await self._enqueue(conn, row, "callback", "callback", row.callback_url, outcome(row).model_dump(mode="json"))
+
+
+def _check_url(url: str, what: str) -> None:
+    p = urlparse(url)
+    if p.scheme not in ("http", "https") or not p.netloc:
+        raise ApprovalInvalid(f"{what} must be an http(s) URL, got {url[:80]!r}")
+
+
+def _apply_edit(current: dict[str, Any], edit: dict[str, Any]) -> dict[str, Any]:
+    allowed = {"fields", "text"}
+    extra = set(edit) - allowed
+    if extra:
+        raise ApprovalInvalid(f"only {sorted(allowed)} of an action can be edited, not {sorted(extra)}")
+    new = dict(current)
+    if "fields" in edit:
+        if not isinstance(edit["fields"], dict):
+            raise ApprovalInvalid("edited fields must be an object")
+        new["fields"] = edit["fields"]
+    if "text" in edit:
+        if edit["text"] is not None and not isinstance(edit["text"], str):
+            raise ApprovalInvalid("edited text must be a string")
+        new["text"] = edit["text"]
+    return action_view(new)
+
+
+def _reasons(decision: dict[str, Any]) -> list[Reason]:
+    out = []
+    for hit in decision.get("rules") or []:
+        if hit.get("effect") in ("allow", None) and hit.get("kind") in ("route", "allow_choice", "authorize"):
+            continue
+        span = hit.get("span") or {}
+        out.append(Reason(
+            rule_id=hit.get("rule_id", ""), kind=hit.get("kind", ""), source=hit.get("source", ""),
+            where=f"{span['file']}:{span['line']}" if span.get("file") else None, because=list(hit.get("because") or []),
+        ))
+    return out
+
+
+def to_view(row: Any) -> ApprovalView:
+    decision = row.decision_json or {}
+    return ApprovalView(
+        id=row.id, state=State(row.state), released=State(row.state).released, tenant=row.tenant, effect=row.effect,
+        action_name=row.action_name, action=row.action_json, action_hash=row.action_hash, revision=row.revision,
+        original_action_hash=row.original_action_hash, edited=row.revision > 1, groups=list(row.groups or []),
+        reasons=_reasons(decision), signals=dict(decision.get("signals") or {}), tags=list(decision.get("tags") or []),
+        answers=row.answers_json, requester=row.requester_actor or row.requester_subject, created_at=row.created_at,
+        updated_at=row.updated_at, timeout_at=row.timeout_at, on_timeout=row.on_timeout, escalate_to=row.escalate_to,
+        next_reminder_at=row.next_reminder_at, reminders_sent=row.reminders_sent, escalations=row.escalations,
+        decided_at=row.decided_at, decided_by=row.decided_by, decided_via=row.decided_via, reason=row.reason,
+        policy_name=row.policy_name, policy_hash=row.policy_hash, decision_id=row.decision_id, version=row.version,
+    )
+
+
+def outcome(row: Any) -> Outcome:
+    return Outcome(
+        approval_id=row.id, state=State(row.state), released=State(row.state).released, action_hash=row.action_hash,
+        original_action_hash=row.original_action_hash, revision=row.revision, action=row.action_json,
+        decided_at=row.decided_at, decided_by=row.decided_by, decided_via=row.decided_via, reason=row.reason,
+    )
+
+
+def new_nonce() -> str:
+    return secrets.token_urlsafe(16)
+
+
+__all__: Sequence[str] = ["ApprovalService", "HoldResult", "Reviewer", "outcome", "to_view", "utcnow"]

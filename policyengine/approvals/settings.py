@@ -1,0 +1,65 @@
+"""Settings for approvals and notifications (environment: ``PE_APPROVALS_*``).
+
+Secrets are read from the environment only and held as SecretStr: they are
+never logged, never rendered, never stored in the database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApprovalSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PE_APPROVALS_", extra="ignore")
+
+    public_url: str = Field(
+        default="http://127.0.0.1:8000", description="Base URL reviewers reach the service at (links in notifications)."
+    )
+    link_secret: SecretStr | None = Field(default=None, description="Signs review links (>= 16 chars).")
+    link_ttl_s: float = Field(default=24 * 3600, gt=0, description="Review links expire after this many seconds.")
+    callback_secret: SecretStr | None = Field(default=None, description="HMAC key for callbacks to applications.")
+    webhook_secret: SecretStr | None = Field(default=None, description="HMAC key for the generic webhook channel.")
+    callback_tolerance_s: float = 300
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    slack_timestamp_tolerance_s: int = 300
+
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_tls: bool = False  # implicit TLS (port 465)
+    smtp_from: str = "policyengine@localhost"
+    smtp_timeout_s: float = 30
+
+    # Named destinations: notify teams "refunds" -> teams_webhooks["refunds"]; a literal https URL also works.
+    teams_webhooks: dict[str, str] = Field(default_factory=dict)
+    webhooks: dict[str, str] = Field(default_factory=dict)
+
+    templates_dir: Path | None = Field(default=None, description="Directory whose templates override the built-ins.")
+    sweep_interval_s: float = Field(default=5, gt=0)
+    delivery_max_attempts: int = Field(default=8, ge=1)
+    delivery_backoff_s: float = Field(default=2, gt=0)
+    delivery_backoff_max_s: float = Field(default=600, gt=0)
+    delivery_timeout_s: float = Field(default=10, gt=0)
+    default_timeout_s: float | None = Field(default=None, description="Timeout for holds whose rule sets none.")
+    default_group: str | None = Field(default=None, description="Reviewer group for holds whose rule names none.")
+    reviewer_roles: list[str] = Field(default_factory=lambda: ["reviewer", "admin"])
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("public_url must start with http:// or https://")
+        return v.rstrip("/")
+
+    def require_link_secret(self) -> str:
+        if self.link_secret is None:
+            raise RuntimeError("PE_APPROVALS_LINK_SECRET is not set: review links cannot be signed")
+        return self.link_secret.get_secret_value()
