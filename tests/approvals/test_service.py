@@ -1,0 +1,172 @@
+"""ApprovalService on a real SQLite database: lifecycle, authorisation, timers, revisions."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from policyengine.approvals.errors import ApprovalConflict, ApprovalForbidden, ApprovalInvalid, ApprovalNotFound
+from policyengine.approvals.hashing import action_hash
+from policyengine.approvals.service import utcnow
+from policyengine.approvals.states import State
+from approvals.helpers import Principal, make_service, refund_action, refund_decision, reviewer
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self):
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+async def svc(tmp_path):
+    clock = Clock()
+    service, db = await make_service(f"sqlite:///{tmp_path}/a.db", clock=clock)
+    service.test_clock = clock
+    yield service
+    await db.aclose()
+
+
+async def test_hold_binds_the_exact_action(svc):
+    action = refund_action()
+    res = await svc.hold(action=action, decision=refund_decision(), principal=Principal("acme", "k1", "app"))
+    assert res.state == State.pending and res.groups == ["refunds"]
+    assert res.action_hash == action_hash(action)
+    view = await svc.get(res.approval_id)
+    assert view.action["fields"] == {"amount": "150 GBP", "order": "A-1001"}
+    assert view.reasons[0].because == ["amount 150 GBP > 100 GBP"]
+    assert view.timeout_at is not None and not view.released
+
+
+async def test_hold_refuses_an_allow_decision(svc):
+    d = refund_decision().model_copy(update={"effect": "allow"})
+    with pytest.raises(ApprovalInvalid):
+        await svc.hold(action=refund_action(), decision=d)
+
+
+async def test_approve_releases_and_later_decisions_conflict(svc):
+    res = await svc.hold(action=refund_action(), decision=refund_decision())
+    view = await svc.decide(res.approval_id, reviewer(), approve=True, reason="ok")
+    assert view.state == State.approved and view.released and view.decided_by == "rita"
+    with pytest.raises(ApprovalConflict):
+        await svc.decide(res.approval_id, reviewer("sam"), approve=False, reason="no")
+    trail = await svc.audit_trail(res.approval_id)
+    assert [e.kind for e in trail] == ["created", "approved", "refused"]
+    assert trail[1].actor == "rita" and trail[1].via == "api"
+
+
+async def test_reject_needs_a_reason(svc):
+    res = await svc.hold(action=refund_action(), decision=refund_decision())
+    with pytest.raises(ApprovalInvalid, match="reason is required"):
+        await svc.decide(res.approval_id, reviewer(), approve=False, reason="  ")
+    view = await svc.decide(res.approval_id, reviewer(), approve=False, reason="customer already refunded")
+    assert view.state == State.rejected and not view.released
+
+
+@pytest.mark.parametrize(
+    ("who", "message"),
+    [
+        (reviewer(tenant="globex"), "another tenant"),
+        (reviewer(groups=("legal",)), "group refunds"),
+        (reviewer("agent-7"), "own action"),
+        (reviewer(roles=("viewer",)), "roles"),
+    ],
+)
+async def test_wrong_reviewers_are_refused_and_audited(svc, who, message):
+    res = await svc.hold(action=refund_action(), decision=refund_decision())
+    with pytest.raises(ApprovalForbidden, match=message):
+        await svc.decide(res.approval_id, who, approve=True)
+    assert (await svc.get(res.approval_id)).state == State.pending
+    trail = await svc.audit_trail(res.approval_id)
+    assert trail[-1].kind == "refused" and message.split()[0] in (trail[-1].reason or "")
+
+
+async def test_requester_principal_cannot_self_approve(svc):
+    res = await svc.hold(action=refund_action(actor=None), decision=refund_decision(),
+                         principal=Principal("acme", "k1", "bob"))
+    with pytest.raises(ApprovalForbidden, match="own action"):
+        await svc.decide(res.approval_id, reviewer("bob"), approve=True)
+
+
+async def test_edit_and_approve_records_a_new_revision(svc):
+    res = await svc.hold(action=refund_action(), decision=refund_decision())
+    view = await svc.decide(res.approval_id, reviewer(), approve=True, reason="partial",
+                            edited_action={"fields": {"amount": "90 GBP", "order": "A-1001"}})
+    assert view.revision == 2 and view.edited
+    assert view.original_action_hash == res.action_hash != view.action_hash
+    assert view.action["fields"]["amount"] == "90 GBP"
+    assert [e.kind for e in await svc.audit_trail(res.approval_id)] == ["created", "edited", "approved"]
+    with pytest.raises(ApprovalInvalid):
+        res2 = await svc.hold(action=refund_action(), decision=refund_decision())
+        await svc.decide(res2.approval_id, reviewer(), approve=True, edited_action={"action": "delete_account"})
+
+
+async def test_list_only_shows_the_reviewers_tenant_and_groups(svc):
+    a = await svc.hold(action=refund_action(), decision=refund_decision())
+    await svc.hold(action=refund_action(tenant="globex"), decision=refund_decision())
+    await svc.hold(action=refund_action(), decision=refund_decision(group="legal"))
+    ids = [v.id for v in await svc.list_for(reviewer())]
+    assert ids == [a.approval_id]
+
+
+async def test_timeout_deny_fires_once(svc):
+    res = await svc.hold(action=refund_action(), decision=refund_decision(timeout_s=60, remind_s=None))
+    assert await svc.sweep_timeouts() == 0
+    svc.test_clock.advance(61)
+    assert await svc.sweep_timeouts() == 1
+    assert await svc.sweep_timeouts() == 0
+    view = await svc.get(res.approval_id)
+    assert view.state == State.expired and view.decided_by == "system:timeout"
+
+
+async def test_timeout_approve_and_escalate(svc):
+    a = await svc.hold(action=refund_action(), decision=refund_decision(timeout_s=60, remind_s=None, on_timeout="approve"))
+    e = await svc.hold(action=refund_action(), decision=refund_decision(timeout_s=60, remind_s=None, on_timeout="escalate",
+                                                                          escalate_to="finance-leads"))
+    svc.test_clock.advance(61)
+    assert await svc.sweep_timeouts() == 2
+    assert (await svc.get(a.approval_id)).state == State.approved
+    esc = await svc.get(e.approval_id)
+    assert esc.state == State.pending and esc.groups == ["finance-leads"] and esc.escalations == 1
+    with pytest.raises(ApprovalForbidden):
+        await svc.decide(e.approval_id, reviewer(), approve=True)
+    await svc.decide(e.approval_id, reviewer("fiona", groups=("finance-leads",)), approve=True)
+    svc.test_clock.advance(61)
+    assert await svc.sweep_timeouts() == 0
+
+
+async def test_reminders_at_the_interval(svc):
+    res = await svc.hold(action=refund_action(), decision=refund_decision(remind_s=3600, timeout_s=None))
+    svc.test_clock.advance(3599)
+    assert await svc.sweep_reminders() == 0
+    svc.test_clock.advance(2)
+    assert await svc.sweep_reminders() == 1
+    assert await svc.sweep_reminders() == 0
+    svc.test_clock.advance(3600)
+    assert await svc.sweep_reminders() == 1
+    assert (await svc.get(res.approval_id)).reminders_sent == 2
+
+
+async def test_long_poll_wakes_on_decision(svc):
+    res = await svc.hold(action=refund_action(), decision=refund_decision())
+    waiter = asyncio.create_task(svc.wait(res.approval_id, 30))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    await svc.decide(res.approval_id, reviewer(), approve=True)
+    view = await asyncio.wait_for(waiter, 10)
+    assert view.state == State.approved
+    short = await svc.wait((await svc.hold(action=refund_action(), decision=refund_decision())).approval_id, 0)
+    assert short.state == State.pending
+
+
+async def test_other_tenant_sees_not_found(svc):
+    res = await svc.hold(action=refund_action(), decision=refund_decision())
+    with pytest.raises(ApprovalNotFound):
+        await svc.get(res.approval_id, tenant="globex")
