@@ -1,0 +1,328 @@
+"""Replay logged decisions through a candidate policy and tally what would change.
+
+Determinism: every logged decision carries the signal values it used
+(`Decision.signals`: sentiment, mentions, confidence, divergence...). They are
+put back into `action.signals`, where they win over computed values, so the
+candidate sees exactly what production saw. A signal the candidate needs that
+the log did not record is computed only when a SignalProvider is given, and is
+counted in the report (`signals_computed`) because it is not a replay any more.
+
+Speed: identical inputs (logged action + recorded signals) are evaluated once
+(bounded FIFO cache), memory stays bounded: the source streams, examples are
+capped per change group, counters are keyed by a bounded vocabulary (effects,
+chains, rules).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from pydantic import ValidationError
+
+from policyengine.ci.replay.records import LoggedRecord
+from policyengine.ci.replay.report import (
+    CauseCount,
+    ChangeGroup,
+    DryRunReport,
+    Example,
+    PolicyRef,
+    ReplayIssue,
+    Transition,
+)
+from policyengine.types import Action, Decision
+
+EFFECT_KINDS = frozenset({"authorize", "require_approval", "deny", "escalate", "verify", "default"})
+MAX_GROUPS = 500  # distinct (kind, old, new) groups kept; the rest are folded into "other"
+MAX_ERROR_EXAMPLES = 10
+_WS = re.compile(r"\s+")
+
+
+class Evaluates(Protocol):
+    def evaluate(self, action: Action, signals: Any = None) -> Decision: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RuleRef:
+    kind: str
+    effect: str | None
+    text: str  # normalised source (identity across versions: line numbers move)
+    where: str  # file:line, for people
+
+    def label(self) -> str:
+        return f"{self.text} ({self.where})" if self.where else self.text
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    effect: str
+    chain: tuple[str, ...]
+    tags: frozenset[str]
+    holds: frozenset[str]
+    rules: tuple[RuleRef, ...]
+    computed: frozenset[str] = frozenset()  # signals the candidate computed (not in the log)
+
+
+def _norm(text: str) -> str:
+    return _WS.sub(" ", text).strip().rstrip("{").strip()
+
+
+def _rule_ref(hit: dict[str, Any]) -> RuleRef:
+    span = hit.get("span") or {}
+    where = f"{span.get('file')}:{span.get('line')}" if span.get("file") else str(hit.get("rule_id") or "")
+    text = _norm(hit.get("source") or "") or str(hit.get("rule_id") or hit.get("kind") or "")
+    return RuleRef(kind=str(hit.get("kind") or ""), effect=hit.get("effect"), text=text, where=where)
+
+
+def _hold(ob: dict[str, Any]) -> str:
+    parts = [f"group={ob.get('group') or '-'}"]
+    chans = ob.get("channels") or []
+    if chans:
+        parts.append("notify=" + ",".join(sorted(f"{c.get('kind')}:{c.get('target')}" for c in chans)))
+    if ob.get("timeout_s") is not None:
+        parts.append(f"timeout={ob['timeout_s']:g}s->{ob.get('on_timeout') or 'deny'}")
+    return " ".join(parts)
+
+
+def recorded_outcome(rec: LoggedRecord) -> Outcome:
+    return Outcome(
+        effect=rec.effect or "",
+        chain=tuple(rec.chain),
+        tags=frozenset(rec.tags),
+        holds=frozenset(_hold(o) for o in rec.obligations) if rec.obligations else frozenset(),
+        rules=tuple(_rule_ref(h) for h in rec.rules),
+    )
+
+
+def decision_outcome(d: Decision, supplied: dict[str, Any]) -> Outcome:
+    rules = tuple(
+        RuleRef(kind=h.kind, effect=h.effect, text=_norm(h.source) or h.rule_id,
+                where=str(h.span) if h.span else h.rule_id)
+        for h in d.rules
+    )
+    computed = frozenset(k for k in d.signals if k not in supplied)
+    holds = frozenset(_hold(o.model_dump(mode="json")) for o in d.obligations) if d.obligations else frozenset()
+    return Outcome(effect=d.effect, chain=tuple(d.routing.chain), tags=frozenset(d.tags), holds=holds,
+                   rules=rules, computed=computed)
+
+
+def chain_label(chain: tuple[str, ...] | list[str]) -> str:
+    return " > ".join(chain) if chain else "(none)"
+
+
+def _set_label(values: frozenset[str]) -> str:
+    return ", ".join(sorted(values)) if values else "(none)"
+
+
+def causes(old: Outcome, new: Outcome, kind: str) -> list[str]:
+    """The rules that explain a change: `+` now fires, `-` no longer fires."""
+    old_by = {r.text: r for r in old.rules}
+    new_by = {r.text: r for r in new.rules}
+    if kind == "effect" or kind == "approval":
+        relevant = EFFECT_KINDS
+    elif kind == "chain":
+        relevant = frozenset({"route", "allow_choice", "verify"})
+    else:
+        relevant = frozenset({"verify", "tag", "escalate"})
+    out = [f"+ {r.label()}" for t, r in new_by.items() if t not in old_by and (r.kind in relevant or not r.kind)]
+    out += [f"- {r.label()}" for t, r in old_by.items() if t not in new_by and (r.kind in relevant or not r.kind)]
+    if not out:
+        if kind == "effect" and new.effect == "deny" and not new.rules:
+            out.append("+ default deny (no rule names this action)")
+        elif kind == "chain":
+            decisive = [r for r in new.rules if r.kind == "route"]
+            out += [f"~ {r.label()} (same rule, different chain: models or fallbacks changed)" for r in decisive]
+        if not out:
+            out.append("~ same rules fire; their outcome changed (literal, precedence or model change)")
+    return out
+
+
+class _Tally:
+    def __init__(self, max_examples: int) -> None:
+        self.max_examples = max_examples
+        self.groups: dict[tuple[str, str, str], ChangeGroup] = {}
+        self.group_causes: dict[tuple[str, str, str], Counter[str]] = {}
+
+    def add(self, kind: str, old: str, new: str, rec: LoggedRecord, why: list[str], signals: dict[str, Any]) -> None:
+        key = (kind, old, new)
+        g = self.groups.get(key)
+        if g is None:
+            if len(self.groups) >= MAX_GROUPS:
+                key = (kind, "(other)", "(other)")
+                g = self.groups.get(key)
+            if g is None:
+                g = self.groups[key] = ChangeGroup(kind=kind, old=key[1], new=key[2], count=0)  # type: ignore[arg-type]
+                self.group_causes[key] = Counter()
+        g.count += 1
+        self.group_causes[key].update(why)
+        if self.max_examples < 0 or len(g.examples) < self.max_examples:
+            req = {k: v for k, v in rec.request.items() if k != "signals" and v not in (None, {}, [])}
+            g.examples.append(Example(id=rec.id, ts=rec.ts, tenant=rec.tenant,
+                                      action=str(rec.request.get("action")), request=req, signals=signals,
+                                      old=old, new=new, causes=why))
+
+    def finish(self) -> list[ChangeGroup]:
+        order = {"effect": 0, "approval": 1, "chain": 2, "tags": 3}
+        out = []
+        for key, g in self.groups.items():
+            g.causes = [CauseCount(rule=r, count=c) for r, c in self.group_causes[key].most_common()]
+            out.append(g)
+        out.sort(key=lambda g: (order.get(g.kind, 9), -g.count, g.old, g.new))
+        return out
+
+
+ChangeSink = Callable[[dict[str, Any]], None]
+
+
+def _policy_ref(policy: Any) -> PolicyRef:
+    return PolicyRef(name=str(getattr(policy, "name", "") or ""), version=getattr(policy, "version", None),
+                     hash=str(getattr(policy, "hash", "") or ""),
+                     files=sorted(str(f) for f in (getattr(policy, "sources", None) or {})))
+
+
+def replay(
+    policy: Evaluates,
+    records: Iterable[LoggedRecord],
+    *,
+    baseline: Evaluates | None = None,
+    signal_provider: Any = None,
+    max_examples: int = 5,
+    cache_size: int = 200_000,
+    source: str = "",
+    since: str | None = None,
+    on_change: ChangeSink | None = None,
+    progress: Callable[[int], None] | None = None,
+    progress_every: int = 2000,
+) -> DryRunReport:
+    """Replay `records` through `policy` (and `baseline`, when given) and build the report.
+
+    `max_examples` caps examples per change group (-1: keep all, for tests and small logs).
+    `on_change` receives every changed decision (e.g. to write `--changes-out`), so the full
+    list never has to sit in memory.
+    """
+    started = time.perf_counter()
+    report = DryRunReport(policy=_policy_ref(policy), baseline=_policy_ref(baseline) if baseline else None,
+                          source=source, since=since)
+    tally = _Tally(max_examples)
+    by_effect: Counter[tuple[str, str]] = Counter()
+    chain_changes: Counter[tuple[str, str]] = Counter()
+    by_kind: Counter[str] = Counter()
+    new_effects: Counter[str] = Counter()
+    hashes: Counter[str] = Counter()
+    computed_names: Counter[str] = Counter()
+    cache: dict[bytes, tuple[Outcome, Outcome | None] | str] = {}
+    dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
+    n = 0
+
+    def evaluate(rec: LoggedRecord, supplied: dict[str, Any]) -> tuple[Outcome, Outcome | None] | str:
+        data = dict(rec.request)
+        data["signals"] = supplied
+        if not data.get("tenant") and rec.tenant:
+            data["tenant"] = rec.tenant
+        try:
+            action = Action.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            return f"logged action is not a valid Action: {'.'.join(map(str, first['loc']))}: {first['msg']}"
+        try:
+            new = decision_outcome(policy.evaluate(action, signal_provider), supplied)
+            old = decision_outcome(baseline.evaluate(action, signal_provider), supplied) if baseline else None
+        except Exception as exc:  # a policy that raises on one input must not stop the replay
+            return f"evaluation failed: {type(exc).__name__}: {exc}"
+        return new, old
+
+    for rec in records:
+        n += 1
+        if progress is not None and n % progress_every == 0:
+            progress(progress_every)
+        if rec.policy_hash:
+            hashes[rec.policy_hash] += 1
+        if rec.redacted:
+            report.redacted += 1
+        req_signals = rec.request.get("signals")
+        supplied = {**req_signals, **rec.signals} if isinstance(req_signals, dict) and req_signals else rec.signals
+        key = dumps((rec.request, supplied, rec.tenant), option=sort_keys, default=str)
+        hit = cache.get(key)
+        if hit is None:
+            hit = evaluate(rec, supplied)
+            if len(cache) >= cache_size:
+                del cache[next(iter(cache))]
+            cache[key] = hit
+            report.unique_inputs += 1
+        if isinstance(hit, str):
+            report.errors += 1
+            if len(report.error_examples) < MAX_ERROR_EXAMPLES:
+                report.error_examples.append(ReplayIssue(id=rec.id, message=hit))
+            continue
+        new, base = hit
+        report.replayed += 1
+        new_effects[new.effect] += 1
+        if new.computed:
+            report.signals_computed += 1
+            computed_names.update(new.computed)
+        if base is not None:
+            old = base
+        elif rec.recorded:
+            old = recorded_outcome(rec)
+        else:
+            report.unrecorded += 1
+            continue
+        report.compared += 1
+        by_effect[(old.effect, new.effect)] += 1
+        if old.effect == new.effect and old.chain == new.chain and old.tags == new.tags and old.holds == new.holds:
+            continue
+        report.changed += 1
+        kinds: list[tuple[str, str, str]] = []
+        if old.effect != new.effect:
+            kinds.append(("effect", old.effect, new.effect))
+        elif old.holds != new.holds:
+            kinds.append(("approval", _set_label(old.holds), _set_label(new.holds)))
+        if old.chain != new.chain:
+            o, nw = chain_label(old.chain), chain_label(new.chain)
+            kinds.append(("chain", o, nw))
+            chain_changes[(o, nw)] += 1
+        if old.tags != new.tags:
+            kinds.append(("tags", _set_label(old.tags), _set_label(new.tags)))
+        all_causes: dict[str, list[str]] = {}
+        for kind, o, nw in kinds:
+            by_kind[kind] += 1
+            why = causes(old, new, kind)
+            all_causes[kind] = why
+            tally.add(kind, o, nw, rec, why, supplied)
+        if on_change is not None:
+            on_change({
+                "id": rec.id, "ts": rec.ts, "tenant": rec.tenant, "action": rec.request.get("action"),
+                "request": rec.request, "signals": supplied,
+                "changes": [{"kind": k, "old": o, "new": nw, "causes": all_causes[k]} for k, o, nw in kinds],
+            })
+    if progress is not None:
+        progress(n % progress_every)
+
+    report.total = n
+    report.changed_share = report.changed / report.compared if report.compared else 0.0
+    report.by_kind = dict(by_kind)
+    report.by_effect = [Transition(old=o, new=nw, count=c)
+                        for (o, nw), c in sorted(by_effect.items(), key=lambda kv: (-kv[1], kv[0]))]
+    report.chain_changes = [Transition(old=o, new=nw, count=c) for (o, nw), c in chain_changes.most_common(50)]
+    report.groups = tally.finish()
+    report.new_effects = dict(new_effects.most_common())
+    report.signals_computed_names = dict(computed_names.most_common())
+    report.logged_policy_hashes = dict(hashes.most_common(20))
+    report.elapsed_s = time.perf_counter() - started
+    report.rate_per_s = n / report.elapsed_s if report.elapsed_s > 0 else 0.0
+    return report
+
+
+def apply_thresholds(report: DryRunReport, *, fail_on_change: bool, max_change_share: float | None) -> None:
+    """Fill `fail_reasons` (the CLI exits non-zero when any is set)."""
+    if fail_on_change and report.changed:
+        report.fail_reasons.append(f"{report.changed} decision(s) would change (--fail-on-change)")
+    if max_change_share is not None and report.changed_share > max_change_share:
+        report.fail_reasons.append(
+            f"{report.changed_share:.2%} of decisions would change, above the allowed {max_change_share:.2%}"
+        )
