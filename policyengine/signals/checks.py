@@ -1,0 +1,499 @@
+"""Fact checks that cosine similarity misses: amounts, quantities, dates, polarity, refusal.
+
+Every extractor is pure and cheap (regular expressions over one answer). The
+comparisons only report a difference when *both* answers state the thing:
+an answer that omits the amount does not contradict one that gives it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+# ---------------------------------------------------------------------------
+# Numbers (digits and common English number words)
+# ---------------------------------------------------------------------------
+
+_UNITS = {
+    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
+    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13,
+    "fourteen": 14, "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18,
+    "nineteen": 19, "a": 1, "an": 1, "single": 1,
+}
+_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 1_000_000}
+_WORD_NUM = r"(?:(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|thirteen|fourteen|fifteen|sixteen|seventeen|eighteen|nineteen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|thousand|million)(?:[\s-]+(?:and[\s-]+)?)?)+"
+_DIGITS = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?"
+_NUM = rf"(?:{_DIGITS}|{_WORD_NUM})"
+
+
+def parse_number(text: str) -> Decimal | None:
+    """'1,200.50' -> 1200.50, 'fifty' -> 50, 'two hundred and fifty' -> 250, else None."""
+    t = text.strip().lower().replace(",", "")
+    try:
+        return Decimal(t)
+    except InvalidOperation:
+        pass
+    total, current, seen = 0, 0, False
+    for w in re.split(r"[\s-]+", t):
+        if not w or w == "and":
+            continue
+        if w in _UNITS:
+            current += _UNITS[w]
+        elif w in _TENS:
+            current += _TENS[w]
+        elif w in _SCALES:
+            scale = _SCALES[w]
+            if scale == 100:
+                current = max(current, 1) * 100
+            else:
+                total += max(current, 1) * scale
+                current = 0
+        else:
+            return None
+        seen = True
+    return Decimal(total + current) if seen else None
+
+
+def _norm(d: Decimal) -> Decimal:
+    return Decimal(int(d)) if d == d.to_integral_value() else d.quantize(Decimal("0.01"))
+
+
+# ---------------------------------------------------------------------------
+# Money
+# ---------------------------------------------------------------------------
+
+_SYMBOLS = {"£": "GBP", "$": "USD", "€": "EUR", "¥": "JPY", "₹": "INR"}
+_CODES = {"gbp", "usd", "eur", "jpy", "inr", "chf", "aud", "cad"}
+_WORDS = {"pound": "GBP", "pounds": "GBP", "quid": "GBP", "dollar": "USD", "dollars": "USD",
+          "euro": "EUR", "euros": "EUR", "pence": "GBP_p", "p": "GBP_p", "cents": "USD_c"}
+_MULT = {"k": 1000, "m": 1_000_000, "bn": 1_000_000_000}
+
+_MONEY_SYM = re.compile(rf"([£$€¥₹])\s?({_DIGITS})\s?(k|m|bn)?\b", re.I)
+_MONEY_CODE_BEFORE = re.compile(rf"\b(GBP|USD|EUR|JPY|INR|CHF|AUD|CAD)\s?({_DIGITS})\b", re.I)
+_MONEY_AFTER = re.compile(
+    rf"(?<![\w.£$€])({_NUM})\s?(GBP|USD|EUR|JPY|INR|CHF|AUD|CAD|pounds?|quid|dollars?|euros?|pence|p|cents)\b",
+    re.I,
+)
+
+
+@dataclass(frozen=True, order=True)
+class Amount:
+    currency: str
+    value: Decimal
+
+    def __str__(self) -> str:
+        sym = {"GBP": "£", "USD": "$", "EUR": "€"}.get(self.currency)
+        return f"{sym}{self.value:,}" if sym else f"{self.value:,} {self.currency}"
+
+
+def _amount(cur: str, raw: str, mult: str | None = None) -> Amount | None:
+    value = parse_number(raw)
+    if value is None:
+        return None
+    if mult:
+        value *= _MULT[mult.lower()]
+    if cur.endswith("_p") or cur.endswith("_c"):
+        cur, value = cur[:3], value / 100
+    return Amount(cur, _norm(value))
+
+
+def extract_amounts(text: str) -> set[Amount]:
+    found: set[Amount] = set()
+    spans: list[tuple[int, int]] = []
+    for m in _MONEY_SYM.finditer(text):
+        a = _amount(_SYMBOLS[m.group(1)], m.group(2), m.group(3))
+        if a:
+            found.add(a)
+            spans.append(m.span())
+    for m in _MONEY_CODE_BEFORE.finditer(text):
+        a = _amount(m.group(1).upper(), m.group(2))
+        if a:
+            found.add(a)
+            spans.append(m.span())
+    for m in _MONEY_AFTER.finditer(text):
+        if any(s <= m.start() < e for s, e in spans):
+            continue
+        unit = m.group(2).lower()
+        if unit == "p" and not re.fullmatch(r"\d+", m.group(1)):
+            continue
+        cur = unit.upper() if unit in _CODES else _WORDS.get(unit)
+        if cur:
+            a = _amount(cur, m.group(1))
+            if a:
+                found.add(a)
+    return found
+
+
+# ---------------------------------------------------------------------------
+# Quantities with units (durations, doses, percentages, counts)
+# ---------------------------------------------------------------------------
+
+_UNIT_CANON = {
+    "minute": "minutes", "minutes": "minutes", "mins": "minutes", "min": "minutes",
+    "hour": "hours", "hours": "hours", "hrs": "hours", "hr": "hours", "h": "hours",
+    "day": "days", "days": "days", "working day": "days", "working days": "days",
+    "business day": "days", "business days": "days", "calendar days": "days",
+    "week": "weeks", "weeks": "weeks", "month": "months", "months": "months",
+    "year": "years", "years": "years",
+    "mg": "mg", "milligram": "mg", "milligrams": "mg", "mcg": "mcg", "micrograms": "mcg",
+    "g": "g", "grams": "g", "gram": "g", "kg": "kg", "ml": "ml", "millilitres": "ml", "milliliters": "ml",
+    "%": "%", "percent": "%", "per cent": "%",
+    "times": "times", "tablet": "tablets", "tablets": "tablets", "capsule": "tablets",
+    "capsules": "tablets", "dose": "doses", "doses": "doses", "units": "units",
+    "items": "items", "item": "items", "instalments": "instalments", "installments": "instalments",
+}
+_UNIT_RE = "|".join(sorted((re.escape(u) for u in _UNIT_CANON), key=len, reverse=True))
+_QTY = re.compile(
+    rf"(?<![\w£$€.])({_NUM})(?:\s?(?:-|\u2013|to|or)\s?({_NUM}))?\s?({_UNIT_RE})(?![a-z])",
+    re.I,
+)
+_FREQ = {"once": ("times", 1), "twice": ("times", 2), "thrice": ("times", 3)}
+_FREQ_RE = re.compile(r"\b(once|twice|thrice)\b", re.I)
+
+
+@dataclass(frozen=True, order=True)
+class Quantity:
+    unit: str
+    low: Decimal
+    high: Decimal
+
+    def __str__(self) -> str:
+        v = f"{self.low}" if self.low == self.high else f"{self.low}-{self.high}"
+        return f"{v} {self.unit}" if self.unit != "%" else f"{v}%"
+
+
+def extract_quantities(text: str) -> set[Quantity]:
+    found: set[Quantity] = set()
+    for m in _QTY.finditer(text):
+        unit = _UNIT_CANON.get(m.group(3).lower())
+        low = parse_number(m.group(1))
+        if unit is None or low is None:
+            continue
+        # "a day" / "an hour" inside "twice a day" is a rate, not a quantity
+        if m.group(1).lower() in ("a", "an", "single") and not m.group(2):
+            continue
+        high = parse_number(m.group(2)) if m.group(2) else low
+        if high is None:
+            high = low
+        found.add(Quantity(unit, _norm(min(low, high)), _norm(max(low, high))))
+    for m in _FREQ_RE.finditer(text):
+        unit, n = _FREQ[m.group(1).lower()]
+        found.add(Quantity(unit, Decimal(n), Decimal(n)))
+    return found
+
+
+# ---------------------------------------------------------------------------
+# Dates and times of day
+# ---------------------------------------------------------------------------
+
+_MONTHS = {m: i + 1 for i, m in enumerate(
+    ["january", "february", "march", "april", "may", "june", "july", "august",
+     "september", "october", "november", "december"])}
+_MONTHS.update({k[:3]: v for k, v in list(_MONTHS.items())})
+_MONTHS["sept"] = 9
+_MON = r"(january|february|march|april|may|june|july|august|september|october|november|december|jan|feb|mar|apr|jun|jul|aug|sept|sep|oct|nov|dec)\.?"
+_ORD = r"(\d{1,2})(?:st|nd|rd|th)?"
+_DMY = re.compile(rf"\b{_ORD}\s+(?:of\s+)?{_MON}(?:,?\s+(\d{{4}}))?\b", re.I)
+_MDY = re.compile(rf"\b{_MON}\s+{_ORD}(?:,?\s+(\d{{4}}))?\b", re.I)
+_ISO = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
+_SLASH = re.compile(r"\b(\d{1,2})[/.](\d{1,2})[/.](\d{2,4})\b")
+_WEEKDAY = re.compile(r"\b(monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b", re.I)
+_TIME = re.compile(r"\b(\d{1,2})(?:[:.](\d{2}))?\s?(am|pm|a\.m\.|p\.m\.)", re.I)
+_TIME24 = re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b")
+
+
+@dataclass(frozen=True, order=True)
+class DateRef:
+    """A calendar date (year optional) or a weekday; compared loosely on what both state."""
+
+    month: int = 0
+    day: int = 0
+    year: int = 0
+    weekday: str = ""
+
+    def __str__(self) -> str:
+        if self.weekday:
+            return self.weekday.capitalize()
+        names = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        s = f"{self.day} {names[self.month - 1]}"
+        return f"{s} {self.year}" if self.year else s
+
+    def same_as(self, other: DateRef) -> bool:
+        if self.weekday or other.weekday:
+            return self.weekday == other.weekday
+        if (self.month, self.day) != (other.month, other.day):
+            return False
+        return not (self.year and other.year and self.year != other.year)
+
+
+def _valid(month: int, day: int) -> bool:
+    return 1 <= month <= 12 and 1 <= day <= 31
+
+
+def extract_dates(text: str) -> set[DateRef]:
+    found: set[DateRef] = set()
+    for m in _DMY.finditer(text):
+        d, mon, y = int(m.group(1)), _MONTHS[m.group(2).lower()[:4].rstrip(".") if m.group(2).lower().startswith("sept") else m.group(2).lower()[:3]], m.group(3)
+        if _valid(mon, d):
+            found.add(DateRef(mon, d, int(y) if y else 0))
+    for m in _MDY.finditer(text):
+        if m.group(1).lower() == "may" and not m.group(3) and re.match(r"\d+\s*(?:days|weeks|months|%)", text[m.end(2):m.end(2) + 10]):
+            continue
+        mon = _MONTHS[m.group(1).lower()[:3]]
+        d, y = int(m.group(2)), m.group(3)
+        if _valid(mon, d):
+            found.add(DateRef(mon, d, int(y) if y else 0))
+    for m in _ISO.finditer(text):
+        y, mon, d = (int(g) for g in m.groups())
+        if _valid(mon, d):
+            found.add(DateRef(mon, d, y))
+    for m in _SLASH.finditer(text):
+        d, mon, y = (int(g) for g in m.groups())  # UK order: day/month/year
+        if y < 100:
+            y += 2000
+        if not _valid(mon, d) and _valid(d, mon):
+            d, mon = mon, d
+        if _valid(mon, d):
+            found.add(DateRef(mon, d, y))
+    for m in _WEEKDAY.finditer(text):
+        found.add(DateRef(weekday=m.group(1).lower()))
+    return found
+
+
+def extract_times(text: str) -> set[str]:
+    found: set[str] = set()
+    for m in _TIME.finditer(text):
+        h, mins, ap = int(m.group(1)), int(m.group(2) or 0), m.group(3).lower().replace(".", "")
+        if not 1 <= h <= 12:
+            continue
+        h = (h % 12) + (12 if ap == "pm" else 0)
+        found.add(f"{h:02d}:{mins:02d}")
+    for m in _TIME24.finditer(text):
+        found.add(f"{int(m.group(1)):02d}:{m.group(2)}")
+    return found
+
+
+# ---------------------------------------------------------------------------
+# Decision polarity and negation
+# ---------------------------------------------------------------------------
+
+# word -> (concept, polarity). Antonyms share a concept with opposite polarity.
+_POLAR: dict[str, tuple[str, bool]] = {}
+
+
+def _polar(concept: str, pos: str, neg: str) -> None:
+    for w in pos.split():
+        _POLAR[w] = (concept, True)
+    for w in neg.split():
+        _POLAR[w] = (concept, False)
+
+
+_polar("approval",
+       "approved approve approves accepted accept granted grant authorised authorized authorise authorize upheld successful processed issued",
+       "declined decline denied deny rejected reject refused refuse unsuccessful turned")
+_polar("eligibility", "eligible entitled qualify qualifies qualified", "ineligible unqualified")
+_polar("refundable", "refundable", "nonrefundable non-refundable")
+_polar("permission", "allowed permitted permissible legal lawful ok okay acceptable possible fine",
+       "prohibited forbidden banned illegal unlawful impossible unacceptable")
+_polar("safety", "safe", "unsafe dangerous harmful hazardous")
+_polar("coverage", "covered included", "excluded")
+_polar("validity", "valid active", "invalid void expired")
+_polar("liability", "liable responsible", "")
+_polar("requirement", "required necessary mandatory compulsory", "optional unnecessary")
+_polar("recommendation", "recommended advisable advised suitable appropriate",
+       "discouraged inadvisable contraindicated unsuitable inappropriate")
+_polar("availability", "available", "unavailable")
+_polar("answer", "yes correct right true", "no incorrect wrong false")
+_polar("completion", "completed complete resolved fixed", "unresolved pending outstanding")
+_polar("possibility", "can could may able", "unable")
+
+_NEGATORS = {"not", "never", "no", "neither", "nor", "without", "cannot", "hardly", "none"}
+_SKIP = {"be", "been", "being", "also", "still", "yet", "currently", "now", "then", "really",
+         "actually", "unfortunately", "sadly", "afraid", "fully", "definitely", "certainly",
+         "likely", "always", "usually", "just", "only", "even", "therefore", "so", "quite", "at",
+         "all", "considered", "deemed", "going", "to", "get", "got", "become", "remain", "s"}
+_MODALS = {"can", "could", "may", "might", "will", "would", "should", "must", "shall", "do", "does",
+           "did", "need", "needs", "is", "are", "was", "were", "has", "have", "had"}
+# verbs too generic to carry a decision of their own
+_GENERIC = {"help", "let", "know", "see", "find", "happy", "glad", "sorry", "please", "make", "like",
+            "want", "hear", "a", "an", "the", "this", "that", "it", "you", "we", "i", "your", "our",
+            "there", "here", "any", "some", "very", "more", "than", "in", "on", "of", "for", "with",
+            "by", "as", "and", "or", "but", "if", "what", "which", "who", "how", "when", "also",
+            "usually", "able", "about", "back", "up", "out", "contact", "call", "email", "reply",
+            "respond", "take", "look", "check", "note", "aware", "expect", "try"}
+_CONTRACTIONS = [
+    (re.compile(r"\bcan['\u2019]?t\b|\bcannot\b"), "can not"),
+    (re.compile(r"\bwon['\u2019]?t\b"), "will not"),
+    (re.compile(r"\bshan['\u2019]?t\b"), "shall not"),
+    (re.compile(r"n['\u2019]t\b"), " not"),
+    (re.compile(r"['\u2019](?:re|ve|ll|d|m)\b"), ""),
+    (re.compile(r"['\u2019]s\b"), " s"),
+]
+_WORD = re.compile(r"[a-z]+(?:-[a-z]+)?")
+_CLAUSE = re.compile(r"[.;!?:]|,\s*(?:but|however|although|though|whereas)\b|\b(?:but|however|although|unless)\b")
+
+
+def _tokens(text: str) -> list[list[str]]:
+    t = text.lower()
+    for rx, rep in _CONTRACTIONS:
+        t = rx.sub(rep, t)
+    return [_WORD.findall(clause) for clause in _CLAUSE.split(t) if clause.strip()]
+
+
+def polarity_claims(text: str) -> dict[str, set[bool]]:
+    """Concept -> the polarities the text asserts, e.g. {"approval": {False}, "verb:refund": {True}}.
+
+    A decision word is negated when a negator sits in the three preceding words
+    of its clause ("has not been approved", "is no longer eligible"). Modal
+    phrases ("can cancel" / "cannot cancel", "will refund" / "won't refund")
+    become `verb:<verb>` claims so they are compared verb by verb.
+    """
+    claims: dict[str, set[bool]] = {}
+    for words in _tokens(text):
+        for i, w in enumerate(words):
+            prev = words[max(0, i - 3) : i]
+            negated = any(p in _NEGATORS for p in prev) or (
+                i >= 4 and words[i - 4] in _NEGATORS and prev and prev[-1] in _SKIP
+            )
+            if w in _POLAR and w not in ("can", "could", "may", "able", "no", "yes") and not (
+                w == "turned" and (i + 1 >= len(words) or words[i + 1] != "down")
+            ):
+                concept, pol = _POLAR[w]
+                claims.setdefault(concept, set()).add(pol != negated)
+            if w in ("yes", "no") and i == 0:
+                claims.setdefault("answer", set()).add(w == "yes")
+            if w == "unable":
+                claims.setdefault("possibility", set()).add(negated)
+            if w in _MODALS or w in ("able",):
+                j, neg = i + 1, False
+                while j < len(words) and (words[j] in _NEGATORS or words[j] in _SKIP):
+                    neg = neg or words[j] in _NEGATORS
+                    j += 1
+                if j < len(words):
+                    verb = words[j]
+                    if verb in _POLAR or verb in _GENERIC or len(verb) < 3:
+                        continue
+                    if w in ("is", "are", "was", "were", "has", "have", "had") and not neg:
+                        continue  # "is a", "has the": only negated copulas carry a claim
+                    claims.setdefault(f"verb:{_stem(verb)}", set()).add(not neg)
+            if w == "unable" and i + 2 < len(words) and words[i + 1] == "to":
+                claims.setdefault(f"verb:{_stem(words[i + 2])}", set()).add(False)
+    return claims
+
+
+def _stem(w: str) -> str:
+    for suf in ("ing", "ed", "es", "s"):
+        if w.endswith(suf) and len(w) - len(suf) >= 3:
+            return w[: -len(suf)]
+    return w
+
+
+# ---------------------------------------------------------------------------
+# Refusal vs compliance
+# ---------------------------------------------------------------------------
+
+_REFUSAL = re.compile(
+    r"\b(?:i|we)\s*(?:am|are|'m|'re)?\s*(?:sorry,?\s*(?:but\s*)?)?(?:i|we)?\s*"
+    r"(?:can(?:no|')?t|cannot|can not|won'?t|will not|am not able to|are not able to|'m not able to|'re not able to|am unable to|are unable to|'m unable to|'re unable to|unable to|must decline to|do not|don'?t)\s+"
+    r"(?:help|assist|provide|give|offer|share|answer|comply|discuss|advise|support|do that|process that|fulfil|fulfill)"
+    r"|\bas an ai\b|\bi(?:'m| am) not (?:a|your) (?:doctor|lawyer|solicitor|medical professional)\b"
+    r"|\b(?:not something|nothing) (?:i|we) can (?:help|assist) with\b"
+    r"|\b(?:outside|beyond) (?:the scope|what i can|what we can)\b"
+    r"|\bplease (?:consult|speak to|contact) (?:a|your) (?:doctor|gp|pharmacist|lawyer|solicitor|qualified)\b"
+    r"|\bi (?:must|have to) (?:decline|refuse)\b",
+    re.I,
+)
+
+
+def is_refusal(text: str) -> bool:
+    """The answer declines the task (rather than answering it)."""
+    head = text.strip()[:300].replace("\u2019", "'")
+    return bool(_REFUSAL.search(head))
+
+
+# ---------------------------------------------------------------------------
+# Comparison
+# ---------------------------------------------------------------------------
+
+
+@dataclass
+class Facts:
+    amounts: set[Amount] = field(default_factory=set)
+    quantities: set[Quantity] = field(default_factory=set)
+    dates: set[DateRef] = field(default_factory=set)
+    times: set[str] = field(default_factory=set)
+    polarity: dict[str, set[bool]] = field(default_factory=dict)
+    refusal: bool = False
+
+
+def extract_facts(text: str) -> Facts:
+    return Facts(
+        amounts=extract_amounts(text),
+        quantities=extract_quantities(text),
+        dates=extract_dates(text),
+        times=extract_times(text),
+        polarity=polarity_claims(text),
+        refusal=is_refusal(text),
+    )
+
+
+@dataclass(frozen=True)
+class Conflict:
+    kind: str  # amounts | quantities | dates | times | polarity | refusal
+    reason: str
+    severity: float  # divergence this conflict implies on its own, in [0, 1]
+
+
+SEVERITY = {"refusal": 0.95, "amounts": 0.9, "polarity": 0.85, "quantities": 0.75, "dates": 0.75, "times": 0.7}
+
+
+def _fmt(values: set) -> str:
+    return ", ".join(sorted(str(v) for v in values))
+
+
+def compare_facts(a: Facts, b: Facts) -> list[Conflict]:
+    out: list[Conflict] = []
+    if a.refusal != b.refusal:
+        out.append(Conflict("refusal", "refusal vs compliance: " + ("first answer refuses" if a.refusal else "second answer refuses"), SEVERITY["refusal"]))
+    for cur in sorted({x.currency for x in a.amounts} & {x.currency for x in b.amounts}):
+        va = {x for x in a.amounts if x.currency == cur}
+        vb = {x for x in b.amounts if x.currency == cur}
+        nested = va <= vb or vb <= va  # one answer just gives fewer amounts
+        if va != vb and (not nested or ((len(va) == 1 or len(vb) == 1) and va.isdisjoint(vb))):
+            out.append(Conflict("amounts", f"amounts differ: {_fmt(va)} vs {_fmt(vb)}", SEVERITY["amounts"]))
+    for unit in sorted({q.unit for q in a.quantities} & {q.unit for q in b.quantities}):
+        qa = {q for q in a.quantities if q.unit == unit}
+        qb = {q for q in b.quantities if q.unit == unit}
+        if not any(_overlap(x, y) for x in qa for y in qb):
+            out.append(Conflict("quantities", f"{unit} differ: {_fmt(qa)} vs {_fmt(qb)}", SEVERITY["quantities"]))
+    da = {d for d in a.dates if not d.weekday}
+    db = {d for d in b.dates if not d.weekday}
+    if da and db and not any(x.same_as(y) for x in da for y in db):
+        out.append(Conflict("dates", f"dates differ: {_fmt(da)} vs {_fmt(db)}", SEVERITY["dates"]))
+    wa = {d for d in a.dates if d.weekday}
+    wb = {d for d in b.dates if d.weekday}
+    if wa and wb and wa.isdisjoint(wb):
+        out.append(Conflict("dates", f"days differ: {_fmt(wa)} vs {_fmt(wb)}", SEVERITY["dates"]))
+    if a.times and b.times and a.times.isdisjoint(b.times):
+        out.append(Conflict("times", f"times differ: {_fmt(a.times)} vs {_fmt(b.times)}", SEVERITY["times"]))
+    for concept in sorted(set(a.polarity) & set(b.polarity)):
+        pa, pb = a.polarity[concept], b.polarity[concept]
+        if len(pa) == 1 and len(pb) == 1 and pa != pb:
+            name = concept.removeprefix("verb:")
+            word = _CONCEPT_WORD.get(concept, name)
+            sa = word if True in pa else f"not {word}"
+            sb = word if True in pb else f"not {word}"
+            out.append(Conflict("polarity", f"polarity: {sa} vs {sb}", SEVERITY["polarity"]))
+    return out
+
+
+_CONCEPT_WORD = {"approval": "approved", "eligibility": "eligible", "permission": "allowed",
+                 "safety": "safe", "coverage": "covered", "validity": "valid", "liability": "liable",
+                 "requirement": "required", "recommendation": "recommended", "availability": "available",
+                 "answer": "yes", "completion": "resolved", "possibility": "able", "refundable": "refundable"}
+
+
+def _overlap(x: Quantity, y: Quantity) -> bool:
+    return x.low <= y.high and y.low <= x.high

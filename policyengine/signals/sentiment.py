@@ -1,0 +1,160 @@
+"""Customer sentiment in [0, 1] (0 = very negative ... 1 = very positive), offline.
+
+Method (chosen by measurement, see benchmarks/signals.md): a logistic-regression
+classifier over the sentence embedding *plus* VADER's scores and shouting
+features, trained on the labelled messages shipped in
+`policyengine/signals/data/sentiment_train.jsonl` (negative / neutral /
+positive). The score is P(positive) + 0.5 * P(neutral), so a clearly negative
+message lands near 0, a neutral question near 0.5. VADER alone reads sarcasm
+("Great, another week without my refund") and polite fury ("I am deeply
+unhappy, kind regards") as positive; the embedding classifier does not.
+
+Training takes about a second on first use (one batched embedding pass) and
+happens once per process; `method="vader"` gives the lexicon-only score.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from importlib import resources
+from typing import Literal
+
+import numpy as np
+
+from policyengine.signals.embedder import Embedder, shared_embedder
+
+LABELS = ("negative", "neutral", "positive")
+Method = Literal["combined", "vader", "embedding"]
+
+_vader = None
+_vader_lock = threading.Lock()
+
+
+def _analyzer():
+    global _vader
+    if _vader is None:
+        with _vader_lock:
+            if _vader is None:
+                from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+                _vader = SentimentIntensityAnalyzer()
+    return _vader
+
+
+def vader_scores(text: str) -> dict[str, float]:
+    return _analyzer().polarity_scores(text)
+
+
+def vader_sentiment(text: str) -> float:
+    """VADER compound mapped from [-1, 1] to [0, 1]."""
+    return (vader_scores(text)["compound"] + 1.0) / 2.0
+
+
+_LETTERS = re.compile(r"[A-Za-z]")
+_CAPS_WORD = re.compile(r"\b[A-Z]{2,}\b")
+
+
+def surface_features(text: str) -> np.ndarray:
+    """VADER neg/neu/pos/compound, share of capital letters, shouted words, ! and ? density."""
+    v = vader_scores(text)
+    letters = _LETTERS.findall(text)
+    caps = sum(c.isupper() for c in letters) / len(letters) if letters else 0.0
+    words = max(1, len(text.split()))
+    shouted = len(_CAPS_WORD.findall(text)) / words
+    excl = min(1.0, text.count("!") / 3)
+    quest = min(1.0, text.count("?") / 3)
+    return np.array([v["neg"], v["neu"], v["pos"], v["compound"], caps, shouted, excl, quest], dtype=np.float32)
+
+
+def training_set() -> list[tuple[str, str]]:
+    """The labelled messages the classifier is trained on (shipped with the package)."""
+    raw = resources.files("policyengine.signals").joinpath("data/sentiment_train.jsonl").read_text("utf-8")
+    rows = [json.loads(line) for line in raw.splitlines() if line.strip()]
+    return [(r["text"], r["label"]) for r in rows]
+
+
+class SentimentScorer:
+    """Offline sentiment; construction is free, the classifier trains on first use."""
+
+    def __init__(
+        self,
+        embedder: Embedder | None = None,
+        *,
+        method: Method = "combined",
+        surface_weight: float = 2.0,
+        regularisation: float = 4.0,
+        training: list[tuple[str, str]] | None = None,
+    ) -> None:
+        if method not in ("combined", "vader", "embedding"):
+            raise ValueError(f"sentiment method must be combined, vader or embedding, got {method!r}")
+        self._embedder = embedder
+        self.method = method
+        self.surface_weight = surface_weight
+        self.regularisation = regularisation
+        self._training = training
+        self._clf = None
+        self._lock = threading.Lock()
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = shared_embedder()
+        return self._embedder
+
+    def _features(self, texts: list[str]) -> np.ndarray:
+        emb = self.embedder.embed(texts)
+        if self.method == "embedding":
+            return emb
+        surf = np.stack([surface_features(t) for t in texts]) * self.surface_weight
+        return np.hstack([emb, surf])
+
+    def fit(self, rows: list[tuple[str, str]] | None = None) -> SentimentScorer:
+        """Train (or retrain) the classifier; called automatically on first use."""
+        from sklearn.linear_model import LogisticRegression
+
+        rows = rows if rows is not None else (self._training or training_set())
+        bad = {lab for _, lab in rows} - set(LABELS)
+        if bad:
+            raise ValueError(f"sentiment training labels must be {LABELS}, got {sorted(bad)}")
+        x = self._features([t for t, _ in rows])
+        y = np.array([LABELS.index(lab) for _, lab in rows])
+        clf = LogisticRegression(C=self.regularisation, max_iter=2000)
+        clf.fit(x, y)
+        self._clf = clf
+        return self
+
+    def _ensure(self):
+        if self._clf is None:
+            with self._lock:
+                if self._clf is None:
+                    self.fit()
+        return self._clf
+
+    def scores(self, texts: list[str]) -> list[float]:
+        """Sentiment for a batch of texts (one embedding pass)."""
+        for t in texts:
+            if not isinstance(t, str):
+                raise TypeError(f"sentiment needs text, got {type(t).__name__}")
+        if self.method == "vader":
+            return [round(vader_sentiment(t), 4) for t in texts]
+        out = [0.5] * len(texts)
+        idx = [i for i, t in enumerate(texts) if t.strip()]
+        if not idx:
+            return out
+        clf = self._ensure()
+        proba = clf.predict_proba(self._features([texts[i] for i in idx]))
+        cols = {int(c): k for k, c in enumerate(clf.classes_)}
+        for row, i in zip(proba, idx, strict=True):
+            p_neu = row[cols[1]] if 1 in cols else 0.0
+            p_pos = row[cols[2]] if 2 in cols else 0.0
+            out[i] = round(float(p_pos + 0.5 * p_neu), 4)
+        return out
+
+    def score(self, text: str) -> float:
+        return self.scores([text])[0]
+
+    def label(self, text: str) -> str:
+        s = self.score(text)
+        return "negative" if s < 0.3 else "positive" if s > 0.7 else "neutral"
