@@ -50,11 +50,11 @@ class Dispatcher:
     async def send(self, kind: str, target: str, payload: dict[str, Any], *, key: str | None = None) -> dict[str, Any]:
         if kind in ("slack", "slack_update"):
             if self.slack is None:
-                raise DeliveryError("slack is not configured (set PE_APPROVALS_SLACK_BOT_TOKEN)", retriable=False)
+                raise DeliveryError("slack is not configured (set POLICYENGINE_APPROVALS_SLACK_BOT_TOKEN)", retriable=False)
             return await (self.slack.post(payload) if kind == "slack" else self.slack.update(payload))
         if kind == "email":
             if self.email is None:
-                raise DeliveryError("email is not configured (set PE_APPROVALS_SMTP_HOST)", retriable=False)
+                raise DeliveryError("email is not configured (set POLICYENGINE_APPROVALS_SMTP_HOST)", retriable=False)
             return await self.email.send(payload)
         if kind == "teams":
             return await self.teams.post(target, payload)

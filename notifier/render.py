@@ -1,7 +1,7 @@
 """Jinja2 rendering with per-deployment overrides.
 
 Templates are looked up first in the deployment's directory
-(``PE_APPROVALS_TEMPLATES_DIR``), then in the built-ins in ``notifier/templates/``.
+(``POLICYENGINE_APPROVALS_TEMPLATES_DIR``), then in the built-ins in ``notifier/templates/``.
 Names ending in ``.html.j2`` are autoescaped; text templates are not (they are
 never shown as HTML). Slack mrkdwn goes through the ``slack`` filter, which
 escapes ``& < >`` as Slack requires, so action data cannot inject links or mentions.

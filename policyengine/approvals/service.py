@@ -263,7 +263,7 @@ class ApprovalService:
         q = q.order_by(A.c.created_at.desc()).limit(max(1, min(limit, 1000)) * 4)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(q)).all()
-        out = [to_view(r) for r in rows if not r.groups or set(r.groups) & reviewer.groups]
+        out = [to_view(r) for r in rows if not r.groups or "*" in reviewer.groups or set(r.groups) & reviewer.groups]
         return out[:limit]
 
     async def wait(self, approval_id: str, timeout_s: float, *, tenant: str | type[Ellipsis] | None = ...) -> ApprovalView:
@@ -299,7 +299,7 @@ class ApprovalService:
             return "this approval belongs to another tenant"
         if self.settings.reviewer_roles and not (set(self.settings.reviewer_roles) & reviewer.roles):
             return f"reviewing needs one of the roles {sorted(self.settings.reviewer_roles)}"
-        if row.groups and not (set(row.groups) & reviewer.groups):
+        if row.groups and "*" not in reviewer.groups and not (set(row.groups) & reviewer.groups):
             return f"only reviewers of group {', '.join(row.groups)} may decide this approval"
         return None
 
@@ -450,6 +450,34 @@ class ApprovalService:
             aliases=frozenset({claims.recipient.split(":", 1)[-1]}),
         )
         return await self.decide(claims.approval_id, reviewer, approve=approve, reason=reason, link_nonce=claims.nonce)
+
+    async def decide_from_slack(
+        self, approval_id: str, *, user_id: str, user_names: Sequence[str], approve: bool, reason: str | None,
+        channel_id: str | None, ip: str | None = None,
+    ) -> ApprovalView:
+        """A verified Slack button click: the approval must have been posted to that Slack channel."""
+        async with self.engine.connect() as conn:
+            row = await self._row(conn, approval_id)
+            posted = (await conn.execute(
+                sa.select(O.c.result).where(O.c.approval_id == approval_id, O.c.kind == "slack", O.c.state == "delivered")
+            )).all()
+        channels = {(p.result or {}).get("channel") for p in posted}
+        if not any(c["kind"] == "slack" for c in row.channels or []) or (channel_id and channels and channel_id not in channels):
+            reviewer = Reviewer(subject=f"slack:{user_id}", via=Via.slack.value, ip=ip)
+            async with self.engine.begin() as conn:
+                await self._refuse(conn, row, reviewer, "approval was not sent to this Slack channel")
+            raise ApprovalForbidden("this approval was not sent to this Slack channel")
+        allowed = [self.settings.slack_reviewers[g] for g in (row.groups or []) if g in self.settings.slack_reviewers]
+        if allowed and not any(user_id in ids for ids in allowed):
+            async with self.engine.begin() as conn:
+                await self._refuse(conn, row, Reviewer(subject=f"slack:{user_id}", via="slack", ip=ip),
+                                   f"Slack user is not a reviewer of group {', '.join(row.groups)}")
+            raise ApprovalForbidden(f"you are not a reviewer of group {', '.join(row.groups)}")
+        reviewer = Reviewer(
+            subject=f"slack:{user_id}", via=Via.slack.value, ip=ip, vouched_by_channel=True,
+            aliases=frozenset(n for n in user_names if n),
+        )
+        return await self.decide(approval_id, reviewer, approve=approve, reason=reason)
 
     async def _refuse_link(self, token: str, why: str, ip: str | None) -> None:
         log.info("review link refused: %s (ip=%s)", why, ip)

@@ -1,4 +1,4 @@
-"""Settings for approvals and notifications (environment: ``PE_APPROVALS_*``).
+"""Settings for approvals and notifications (environment: ``POLICYENGINE_APPROVALS_*``).
 
 Secrets are read from the environment only and held as SecretStr: they are
 never logged, never rendered, never stored in the database.
@@ -13,7 +13,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class ApprovalSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PE_APPROVALS_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="POLICYENGINE_APPROVALS_", extra="ignore")
 
     public_url: str = Field(
         default="http://127.0.0.1:8000", description="Base URL reviewers reach the service at (links in notifications)."
@@ -28,6 +28,9 @@ class ApprovalSettings(BaseSettings):
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
     slack_timestamp_tolerance_s: int = 300
+    slack_response_url_prefix: str = "https://hooks.slack.com/"
+    # group -> Slack user ids allowed to decide for it; a group not listed trusts its channel's members.
+    slack_reviewers: dict[str, list[str]] = Field(default_factory=dict)
 
     smtp_host: str = "127.0.0.1"
     smtp_port: int = 25
@@ -61,5 +64,5 @@ class ApprovalSettings(BaseSettings):
 
     def require_link_secret(self) -> str:
         if self.link_secret is None:
-            raise RuntimeError("PE_APPROVALS_LINK_SECRET is not set: review links cannot be signed")
+            raise RuntimeError("POLICYENGINE_APPROVALS_LINK_SECRET is not set: review links cannot be signed")
         return self.link_secret.get_secret_value()

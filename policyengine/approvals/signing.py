@@ -45,7 +45,7 @@ class LinkSigner:
 
     def __init__(self, secret: str, *, salt: str = "policyengine.review-link") -> None:
         if not secret or len(secret) < 16:
-            raise ValueError("the review-link secret must be at least 16 characters (set PE_APPROVALS_LINK_SECRET)")
+            raise ValueError("the review-link secret must be at least 16 characters (set POLICYENGINE_APPROVALS_LINK_SECRET)")
         self._s = URLSafeTimedSerializer(secret, salt=salt)
 
     def issue(self, approval_id: str, recipient: str, revision: int = 1) -> str:
