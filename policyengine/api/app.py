@@ -1,0 +1,199 @@
+"""`create_app(settings)`: the FastAPI service.
+
+Every module in `policyengine/api/routes/` that has a `router` attribute is
+included automatically (the approvals package adds its routes that way).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import pkgutil
+import signal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+
+from policyengine.api import routes as routes_pkg
+from policyengine.api.auth import KeyCache
+from policyengine.api.context import STARTUP_HOOKS, Services
+from policyengine.api.errors import install_error_handlers
+from policyengine.api.metrics import Metrics
+from policyengine.api.policies import PolicyHolder
+from policyengine.settings import Settings
+from policyengine.store import (
+    ApiKeyRepo,
+    Database,
+    DecisionLogger,
+    DecisionRepo,
+    PolicyVersionRepo,
+    upgrade,
+)
+
+log = logging.getLogger("policyengine.api")
+
+
+def discover_routers() -> list[Any]:
+    routers = []
+    for m in sorted(pkgutil.iter_modules(routes_pkg.__path__), key=lambda m: m.name):
+        if m.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"{routes_pkg.__name__}.{m.name}")
+        router = getattr(mod, "router", None)
+        if router is not None:
+            routers.append(router)
+    return routers
+
+
+def _make_state(settings: Settings) -> Any:
+    from policyengine.state import make_state_store
+
+    return make_state_store(settings.redis_url)
+
+
+def _make_signals() -> Any:
+    """The signal provider (sentiment, lexicon mentions, confidence); None if not installed."""
+    try:
+        from policyengine import signals as sig
+    except ImportError:  # pragma: no cover
+        return None
+    for name in ("default_provider", "DefaultSignalProvider", "SignalComputer", "Signals"):
+        obj = getattr(sig, name, None)
+        if obj is not None:
+            return obj() if callable(obj) else obj
+    return None
+
+
+def _dispatcher_factory(state: Any) -> Any:
+    def make(policy: Any) -> Any:
+        from policyengine.dispatch import Dispatcher
+
+        return Dispatcher(policy.models, state)
+
+    return make
+
+
+async def _seed_keys(settings: Settings, keys: ApiKeyRepo) -> None:
+    for k in settings.seed_keys:
+        token = os.environ.get(k.token_env)
+        if not token:
+            raise RuntimeError(f"seed_keys: environment variable {k.token_env} is not set")
+        await keys.create(tenant=k.tenant, roles=set(k.roles), subject=k.subject, groups=set(k.groups),
+                          attributes=k.attributes, token=token, description=f"seeded from ${k.token_env}")
+
+
+def build_services(settings: Settings) -> Services:
+    db = Database.open(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
+    metrics = Metrics()
+    policy_versions = PolicyVersionRepo(db.sessionmaker)
+
+    async def on_loaded(policy: Any, by: str | None) -> None:
+        await policy_versions.record_loaded(hash=policy.hash, name=policy.name, version=policy.version,
+                                            sources=dict(policy.sources), loaded_by=by)
+        metrics.policy_info.clear()
+        metrics.policy_info.labels(policy.name, str(policy.version), policy.hash).set(1)
+
+    state = _make_state(settings)
+    keys = ApiKeyRepo(db.sessionmaker)
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    services = Services(
+        settings=settings, db=db,
+        decision_log=DecisionLogger(settings.database_url, redact=settings.redact_fields,
+                                    redaction_salt=settings.redaction_salt(), max_batch=settings.log_max_batch,
+                                    sqlite_synchronous=settings.sqlite_synchronous),
+        policies=PolicyHolder(settings.policy_path, _dispatcher_factory(state), on_loaded=on_loaded),
+        state=state, signals=_make_signals(), scheduler=AsyncIOScheduler(timezone="UTC"), metrics=metrics,
+        keys=keys, decisions=DecisionRepo(db.sessionmaker), policy_versions=policy_versions,
+        startup_hooks=list(STARTUP_HOOKS),
+    )
+    services.extras["key_cache"] = KeyCache(keys, settings.key_cache_ttl_s)
+    return services
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    services = build_services(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            await asyncio.to_thread(upgrade, settings.database_url)
+        await services.decision_log.start()
+        await _seed_keys(settings, services.keys)
+        res = await services.policies.reload(by="startup")
+        services.metrics.policy_reloads.labels("ok" if res.ok else "refused").inc()
+        if not res.ok:
+            raise RuntimeError(f"cannot start: the policy set at {', '.join(settings.policy_path)} does not "
+                               f"load: {res.error}\n" + "\n".join(d.get("message", "") for d in res.diagnostics))
+        _watch_cooldowns(services)
+        services.scheduler.start()
+        for hook in services.startup_hooks:
+            await hook(services)
+        loop = asyncio.get_running_loop()
+        sighup = False
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError, AttributeError):
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload_policies(services,
+                                                                                                 "SIGHUP")))
+            sighup = True
+        app.state.started_at = time.time()
+        try:
+            yield
+        finally:
+            if sighup:
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(signal.SIGHUP)
+            for hook in reversed(services.shutdown_hooks):
+                with contextlib.suppress(Exception):
+                    await hook(services)
+            with contextlib.suppress(Exception):
+                services.scheduler.shutdown(wait=False)
+            await services.policies.aclose()
+            await services.decision_log.aclose()
+            close = getattr(services.state, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
+            await services.db.aclose()
+
+    app = FastAPI(title="policyengine", version="0.1.0", lifespan=lifespan,
+                  description="Control layer for fleets of language models.")
+    app.state.services = services
+    install_error_handlers(app)
+    for router in discover_routers():
+        app.include_router(router)
+    return app
+
+
+async def reload_policies(services: Services, by: str) -> Any:
+    res = await services.policies.reload(by=by)
+    services.metrics.policy_reloads.labels(("ok" if res.changed else "unchanged") if res.ok else "refused").inc()
+    return res
+
+
+def _watch_cooldowns(services: Services) -> None:
+    state = services.state
+    fn = None
+    for name in ("open_cooldowns", "cooldowns_open", "count_cooldowns"):
+        fn = getattr(state, name, None)
+        if fn is not None:
+            break
+    if fn is None:
+        return
+
+    def value() -> float:
+        try:
+            v = fn()
+        except Exception:
+            return float("nan")
+        if asyncio.iscoroutine(v):
+            v.close()
+            return float("nan")
+        return float(len(v) if hasattr(v, "__len__") else v)
+
+    services.metrics.set_cooldown_source(value)

@@ -1,0 +1,113 @@
+"""API-key authentication and role checks.
+
+Clients send `Authorization: Bearer <token>` (the OpenAI SDK's `api_key`) or
+`X-API-Key: <token>`. Keys are stored as sha256 hashes, each bound to one
+tenant, a subject, roles (app, reviewer, admin) and reviewer groups.
+Authenticated keys are cached in-process for `key_cache_ttl_s` seconds (a
+revocation takes effect within that time; 0 disables the cache).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+
+from policyengine.store import ApiKeyRepo, KeyInfo, hash_token
+
+ROLES = ("app", "reviewer", "admin")
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant: str
+    key_id: str
+    subject: str
+    roles: frozenset[str]
+    groups: frozenset[str]
+    attributes: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def has(self, *roles: str) -> bool:
+        return "admin" in self.roles or any(r in self.roles for r in roles)
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+
+
+class KeyCache:
+    def __init__(self, repo: ApiKeyRepo, ttl_s: float) -> None:
+        self.repo, self.ttl_s = repo, ttl_s
+        self._cache: dict[str, tuple[float, KeyInfo | None]] = {}
+
+    async def lookup(self, token: str) -> KeyInfo | None:
+        h = hash_token(token)
+        now = time.monotonic()
+        hit = self._cache.get(h)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        info = await self.repo.authenticate(token)
+        if self.ttl_s > 0:
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[h] = (now + self.ttl_s, info)
+        return info
+
+    def invalidate(self) -> None:
+        self._cache.clear()
+
+
+def _token(request: Request) -> str | None:
+    auth = request.headers.get("authorization")
+    if auth:
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+    key = request.headers.get("x-api-key")
+    return key.strip() if key else None
+
+
+async def authenticate(request: Request) -> Principal:
+    services = request.app.state.services
+    settings = services.settings
+    if settings.auth_disabled:
+        return Principal(tenant=settings.dev_tenant, key_id="dev", subject="dev",
+                         roles=frozenset(ROLES), groups=frozenset({"*"}))
+    token = _token(request)
+    if not token:
+        raise AuthError(401, "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
+                        "missing_api_key")
+    info = await services.extras["key_cache"].lookup(token)
+    if info is None:
+        raise AuthError(401, "invalid or revoked API key", "invalid_api_key")
+    return Principal(tenant=info.tenant, key_id=info.key_id, subject=info.subject,
+                     roles=frozenset(info.roles), groups=frozenset(info.groups),
+                     attributes=info.attributes)
+
+
+def require_principal(*roles: str):
+    """FastAPI dependency: the caller's Principal, which must hold one of `roles` (admin holds all).
+
+    With no roles, any valid key is accepted.
+    """
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown roles {sorted(unknown)}; roles are {ROLES}")
+
+    async def dep(request: Request) -> Principal:
+        p = getattr(request.state, "principal", None)
+        if p is None:
+            p = await authenticate(request)
+            request.state.principal = p
+        if roles and not p.has(*roles):
+            raise AuthError(403, f"this API key lacks the role for this endpoint (needs one of: "
+                                 f"{', '.join(roles)}; has: {', '.join(sorted(p.roles)) or 'none'})",
+                            "insufficient_role")
+        return p
+
+    return dep

@@ -1,0 +1,32 @@
+"""Reading request bodies: size-limited, JSON objects only, with clear errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request
+
+from policyengine.api.errors import ApiError
+
+
+async def json_object(request: Request) -> dict[str, Any]:
+    ctype = request.headers.get("content-type", "")
+    if ctype and "json" not in ctype:
+        raise ApiError(415, f"Content-Type must be application/json, got {ctype!r}", code="unsupported_media_type")
+    limit = request.app.state.services.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit}", code="body_too_large")
+    raw = await request.body()
+    if len(raw) > limit:
+        raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
+    if not raw.strip():
+        raise ApiError(400, "request body is empty: send a JSON object", code="empty_body")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json")
+    if not isinstance(data, dict):
+        raise ApiError(400, f"request body must be a JSON object, got {type(data).__name__}", code="invalid_body")
+    return data

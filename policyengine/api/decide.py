@@ -1,0 +1,106 @@
+"""Shared by evaluate and chat: build the Action from a request, decide, log, hold.
+
+The order is fixed: evaluate -> commit the decision row (group commit) -> hold
+for approval when the effect asks for it -> respond. A response never leaves
+before its decision row is committed; if the log cannot commit, the request
+fails with 503 and the decision is not acted on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+
+from policyengine.api.auth import Principal
+from policyengine.api.errors import ApiError, validation_message
+from policyengine.store import DecisionLogError, LogEntry
+from policyengine.types import Action, Decision
+
+log = logging.getLogger("policyengine.api.decide")
+
+HELD = ("require_approval", "escalate")
+# Key attributes that pin a field of the action: an app key cannot claim another tier.
+PINNED = ("tenant_tier", "channel", "actor_role")
+
+
+def make_action(data: dict[str, Any], principal: Principal) -> Action:
+    """Validate `data` as an Action for this caller; the tenant always comes from the API key."""
+    tenant = data.get("tenant")
+    if tenant is not None and tenant != principal.tenant:
+        raise ApiError(403, f"tenant {tenant!r} does not match this API key's tenant {principal.tenant!r}",
+                       code="tenant_mismatch", param="tenant")
+    data = {**data, "tenant": principal.tenant}
+    for attr in PINNED:
+        if attr in principal.attributes:
+            data[attr] = principal.attributes[attr]
+    if "tenant_tier" not in data and "tier" in principal.attributes:
+        data["tenant_tier"] = principal.attributes["tier"]
+    try:
+        return Action.model_validate(data)
+    except ValidationError as exc:
+        msg, param = validation_message(list(exc.errors()))
+        raise ApiError(422, f"invalid action: {msg}", code="invalid_action", param=param)
+
+
+def evaluate_sync(policy: Any, action: Action, signals: Any) -> Decision:
+    return policy.evaluate(action, signals)
+
+
+async def evaluate(services: Any, policy: Any, action: Action) -> Decision:
+    """Evaluate; off the event loop when text signals (sentiment, embeddings) may be computed."""
+    try:
+        if action.text:
+            return await asyncio.to_thread(policy.evaluate, action, services.signals)
+        return policy.evaluate(action, services.signals)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ApiError(422, f"cannot evaluate this action: {exc}", code="evaluation_error")
+
+
+async def commit(services: Any, *, kind: str, principal: Principal, action: Action, decision: Decision,
+                 decision_id: str, model: str | None = None, attempts: list[dict[str, Any]] | None = None,
+                 latency_ms: float | None = None, extra: dict[str, Any] | None = None,
+                 ts: float | None = None) -> None:
+    entry = LogEntry(kind=kind, tenant=principal.tenant, actor=action.actor, session_id=action.session_id,
+                     action=action.model_dump(mode="json", exclude_defaults=True),
+                     decision=decision.model_dump(mode="json"), model=model, attempts=attempts or [],
+                     latency_ms=latency_ms, key_id=principal.key_id, extra=extra or {}, id=decision_id,
+                     ts=ts or time.time())
+    try:
+        await services.decision_log.log(entry)
+    except DecisionLogError as exc:
+        log.error("decision %s not committed: %s", decision_id, exc)
+        raise ApiError(503, "the decision log is unavailable; the decision was not recorded and must not "
+                            "be acted on", code="decision_log_unavailable", retry=True)
+    services.metrics.decisions.labels(decision.effect, kind).inc()
+
+
+async def hold(services: Any, *, principal: Principal, action: Action, decision: Decision, decision_id: str,
+               callback_url: str | None = None, answers: dict[str, str] | None = None,
+               request_id: str | None = None) -> dict[str, Any] | None:
+    """Create the approval for a held decision; None when the approvals package is not running."""
+    if decision.effect not in HELD or services.approvals is None:
+        return None
+    try:
+        res = await services.approvals.hold(action=action, decision=decision, principal=principal,
+                                            callback_url=callback_url, answers=answers,
+                                            decision_id=decision_id, request_id=request_id)
+    except Exception as exc:
+        status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
+        if isinstance(status, int) and 400 <= status < 500:
+            raise ApiError(status, str(exc), code="approval_rejected")
+        if type(exc).__name__ in ("ApprovalInvalid",):
+            raise ApiError(422, str(exc), code="approval_rejected")
+        log.exception("approval hold failed for decision %s", decision_id)
+        raise ApiError(503, f"the decision {decision_id} was recorded ({decision.effect}) but the approval "
+                            f"could not be created: {type(exc).__name__}", code="approvals_unavailable",
+                       extra={"decision_id": decision_id}, retry=True)
+    return res.model_dump(mode="json") if hasattr(res, "model_dump") else dict(res)
+
+
+def new_decision_id() -> str:
+    return str(uuid.uuid4())

@@ -1,0 +1,139 @@
+"""The policy set serving requests, and its atomic reload.
+
+A reload parses and lints the policy files off the event loop; if anything is
+wrong the new set is refused and the old one keeps serving. On success the
+(policy, dispatcher) pair is swapped in one assignment, so a request sees
+either the old pair or the new one, never a mix. The old dispatcher is closed
+after a grace period (requests in flight finish on it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+log = logging.getLogger("policyengine.api.policies")
+
+DispatcherFactory = Callable[[Any], Any]  # CompiledPolicy -> Dispatcher
+
+
+class ReloadResult(BaseModel):
+    ok: bool
+    changed: bool = False
+    hash: str | None = None  # the hash serving after the call
+    previous_hash: str | None = None
+    name: str | None = None
+    version: Any = None
+    files: list[str] = Field(default_factory=list)
+    diagnostics: list[dict[str, Any]] = Field(default_factory=list)
+    error: str | None = None
+    loaded_at: float = Field(default_factory=time.time)
+
+
+@dataclass(frozen=True)
+class _Serving:
+    policy: Any  # CompiledPolicy
+    dispatcher: Any
+    loaded_at: float
+
+
+def _load(paths: Sequence[str]) -> Any:
+    from policyengine.dsl import load_policy_set
+
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"policy path not found: {', '.join(missing)}")
+    return load_policy_set(list(paths))
+
+
+class PolicyHolder:
+    def __init__(self, paths: Sequence[str], dispatcher_factory: DispatcherFactory | None = None, *,
+                 on_loaded: Callable[[Any, str | None], Awaitable[None]] | None = None,
+                 grace_s: float = 60.0) -> None:
+        self.paths = list(paths)
+        self._factory = dispatcher_factory
+        self._on_loaded = on_loaded
+        self._serving: _Serving | None = None
+        self._lock = asyncio.Lock()
+        self._grace_s = grace_s
+        self._retired: set[asyncio.Task[None]] = set()
+        self.last_result: ReloadResult | None = None
+
+    # -- what requests use --------------------------------------------------------------
+
+    @property
+    def current(self) -> Any:
+        if self._serving is None:
+            raise RuntimeError("no policy loaded")
+        return self._serving.policy
+
+    @property
+    def dispatcher(self) -> Any:
+        if self._serving is None:
+            raise RuntimeError("no policy loaded")
+        return self._serving.dispatcher
+
+    def snapshot(self) -> _Serving:
+        """The (policy, dispatcher) pair, read once, for one request."""
+        if self._serving is None:
+            raise RuntimeError("no policy loaded")
+        return self._serving
+
+    @property
+    def loaded(self) -> bool:
+        return self._serving is not None
+
+    # -- reload ---------------------------------------------------------------------------
+
+    async def reload(self, *, by: str | None = None) -> ReloadResult:
+        async with self._lock:
+            prev = self._serving
+            prev_hash = getattr(prev.policy, "hash", None) if prev else None
+            try:
+                policy = await asyncio.to_thread(_load, self.paths)
+            except Exception as exc:  # lint errors, missing files, broken grammar: refuse
+                diags = [d.model_dump(mode="json") if hasattr(d, "model_dump") else {"message": str(d)}
+                         for d in getattr(exc, "diagnostics", [])]
+                res = ReloadResult(ok=False, hash=prev_hash, previous_hash=prev_hash, diagnostics=diags,
+                                   files=self.paths, error=f"{type(exc).__name__}: {exc}")
+                log.error("policy reload refused (still serving %s): %s", prev_hash, res.error)
+                self.last_result = res
+                return res
+            if prev is not None and policy.hash == prev_hash:
+                res = ReloadResult(ok=True, changed=False, hash=prev_hash, previous_hash=prev_hash,
+                                   name=policy.name, version=policy.version, files=sorted(policy.sources))
+                self.last_result = res
+                return res
+            dispatcher = self._factory(policy) if self._factory else None
+            if self._on_loaded is not None:
+                await self._on_loaded(policy, by)
+            self._serving = _Serving(policy=policy, dispatcher=dispatcher, loaded_at=time.time())
+            if prev is not None and prev.dispatcher is not None:
+                t = asyncio.create_task(self._retire(prev.dispatcher))
+                self._retired.add(t)
+                t.add_done_callback(self._retired.discard)
+            res = ReloadResult(ok=True, changed=True, hash=policy.hash, previous_hash=prev_hash,
+                               name=policy.name, version=policy.version, files=sorted(policy.sources))
+            log.info("policy %s v%s (%s) serving", policy.name, policy.version, policy.hash[:12])
+            self.last_result = res
+            return res
+
+    async def _retire(self, dispatcher: Any) -> None:
+        await asyncio.sleep(self._grace_s)
+        with contextlib.suppress(Exception):
+            await dispatcher.aclose()
+
+    async def aclose(self) -> None:
+        for t in list(self._retired):
+            t.cancel()
+        if self._serving is not None and self._serving.dispatcher is not None:
+            with contextlib.suppress(Exception):
+                await self._serving.dispatcher.aclose()

@@ -1,0 +1,94 @@
+"""GET /v1/decisions and /v1/decisions/{id}: query and explain past decisions (tenant-scoped)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.responses import Response
+
+from policyengine.api.auth import Principal, require_principal
+from policyengine.api.errors import ApiError, json_response
+from policyengine.store import DecisionQuery, decision_view
+
+router = APIRouter(tags=["decisions"])
+
+
+def _time(value: str | None, name: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise ApiError(422, f"{name} must be epoch seconds or an ISO 8601 time, got {value!r}",
+                       code="invalid_request", param=name)
+
+
+@router.get("/v1/decisions", summary="Query past decisions of the caller's tenant, newest first")
+async def list_decisions(
+    request: Request,
+    principal: Principal = Depends(require_principal("app", "reviewer")),
+    action: str | None = None, effect: str | None = None, actor: str | None = None,
+    session_id: str | None = None, model: str | None = None, kind: str | None = None,
+    policy_hash: str | None = None, since: str | None = None, until: str | None = None,
+    before: int | None = Query(None, description="cursor: only decisions with seq < before"),
+    limit: int = Query(50, ge=1, le=1000),
+) -> Response:
+    if effect is not None and effect not in ("allow", "deny", "require_approval", "escalate"):
+        raise ApiError(422, f"effect must be allow, deny, require_approval or escalate, got {effect!r}",
+                       code="invalid_request", param="effect")
+    s = request.app.state.services
+    rows = await s.decisions.query(DecisionQuery(
+        tenant=principal.tenant, action=action, effect=effect, actor=actor, session_id=session_id, model=model,
+        kind=kind, policy_hash=policy_hash, since=_time(since, "since"), until=_time(until, "until"),
+        before_seq=before, limit=limit))
+    data = [decision_view(r, full=False) for r in rows]
+    nxt = data[-1]["seq"] if len(data) == limit else None
+    return json_response({"object": "list", "data": data, "next_before": nxt})
+
+
+def explain(rec: dict[str, Any]) -> list[str]:
+    """A readable account of why the decision came out as it did."""
+    lines = []
+    effect = rec.get("effect")
+    if rec.get("default_applied"):
+        lines.append(f"{effect}: no rule names action {rec.get('action')!r}, so the default (deny) applied")
+    for r in rec.get("rules") or []:
+        where = ""
+        span = r.get("span")
+        if span:
+            where = f" ({span.get('file')}:{span.get('line')})"
+        because = f" because {'; '.join(r['because'])}" if r.get("because") else ""
+        eff = f" -> {r['effect']}" if r.get("effect") else ""
+        lines.append(f"{r.get('kind')}{eff}: {r.get('source') or r.get('rule_id')}{where}{because}")
+    chain = (rec.get("routing") or {}).get("chain") or []
+    if chain:
+        lines.append("model chain: " + " -> ".join(chain))
+    for a in rec.get("attempts") or []:
+        lines.append(f"attempt {a.get('model')} key={a.get('key_id') or '-'} status={a.get('status')} "
+                     f"{a.get('error_class') or 'ok'} {a.get('reason') or ''}".rstrip())
+    if rec.get("model"):
+        lines.append(f"answered by {rec['model']}")
+    if rec.get("tags"):
+        lines.append("tags: " + ", ".join(rec["tags"]))
+    lines.append(f"final effect: {effect} (policy {rec.get('policy_name')} v{rec.get('policy_version')}, "
+                 f"hash {str(rec.get('policy_hash'))[:12]})")
+    return lines
+
+
+@router.get("/v1/decisions/{decision_id}", summary="One decision, everything logged about it, and why")
+async def get_decision(decision_id: str, request: Request,
+                       principal: Principal = Depends(require_principal("app", "reviewer"))) -> Response:
+    s = request.app.state.services
+    row = await s.decisions.get(principal.tenant, decision_id)
+    if row is None:
+        raise ApiError(404, f"no decision {decision_id!r} in tenant {principal.tenant!r}", code="not_found")
+    out = decision_view(row, full=True)
+    out["explanation"] = explain(orjson.loads(row.record))
+    return json_response(out)

@@ -1,0 +1,46 @@
+"""POST /v1/evaluate: an action in, the Decision out (logged before the response leaves)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+
+from policyengine.api import decide
+from policyengine.api.auth import Principal, require_principal
+from policyengine.api.body import json_object
+from policyengine.api.errors import ApiError, json_response
+
+router = APIRouter(tags=["evaluate"])
+
+ENVELOPE = ("callback_url", "request_id", "answers")
+
+
+@router.post("/v1/evaluate", summary="Evaluate an action against the policy and log the decision")
+async def evaluate(request: Request, principal: Principal = Depends(require_principal("app"))) -> Response:
+    t0 = time.perf_counter()
+    services = request.app.state.services
+    data = await json_object(request)
+    env: dict[str, Any] = {k: data.pop(k) for k in ENVELOPE if k in data}
+    if env.get("callback_url") is not None and not isinstance(env["callback_url"], str):
+        raise ApiError(422, "callback_url must be a string URL", code="invalid_request", param="callback_url")
+    action = decide.make_action(data, principal)
+    policy = services.policies.current
+    decision = await decide.evaluate(services, policy, action)
+    decision_id = decide.new_decision_id()
+    latency_ms = (time.perf_counter() - t0) * 1000
+    await decide.commit(services, kind="evaluate", principal=principal, action=action, decision=decision,
+                        decision_id=decision_id, latency_ms=latency_ms)
+    approval = await decide.hold(services, principal=principal, action=action, decision=decision,
+                                 decision_id=decision_id, callback_url=env.get("callback_url"),
+                                 answers=env.get("answers"), request_id=env.get("request_id"))
+    body = decision.model_dump(mode="json")
+    body["decision_id"] = decision_id
+    body["held"] = decision.effect in decide.HELD
+    if approval is not None:
+        body["approval"] = approval
+    services.metrics.request_latency.labels("evaluate").observe(time.perf_counter() - t0)
+    return json_response(body, headers={"X-PolicyEngine-Decision-Id": decision_id,
+                                        "X-PolicyEngine-Policy-Hash": decision.policy_hash})

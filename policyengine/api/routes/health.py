@@ -1,0 +1,50 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from policyengine.api.errors import json_response
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> Response:
+    return json_response({"status": "ok"})
+
+
+@router.get("/readyz", summary="Readiness: policy loaded, database reachable, decision log running")
+async def readyz(request: Request) -> Response:
+    s = request.app.state.services
+    checks: dict[str, str] = {}
+    checks["policy"] = f"ok {s.policies.current.hash[:12]}" if s.policies.loaded else "not loaded"
+    try:
+        async with s.db.engine.connect() as conn:
+            await asyncio.wait_for(conn.execute(sa.text("SELECT 1")), 2.0)
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {type(exc).__name__}"
+    task = getattr(s.decision_log, "_task", None)
+    checks["decision_log"] = "ok" if task is not None and not task.done() else "not running"
+    ok = all(v.startswith("ok") for v in checks.values())
+    return json_response({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    s = request.app.state.services
+    cooldowns = getattr(s.state, "cooldowns", None)
+    if cooldowns is not None:
+        try:
+            now = time.time()
+            s.metrics.cooldowns_open.set(sum(1 for c in await cooldowns() if c.until > now))
+        except Exception:
+            pass
+    return Response(generate_latest(s.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,170 @@
+"""Service settings: environment variables `POLICYENGINE_*` and/or a settings file.
+
+Precedence (highest first): explicit arguments, environment, the settings file
+(`POLICYENGINE_SETTINGS_FILE` or `--settings`; TOML, YAML or JSON), defaults.
+Secrets are never settings values: the settings name environment variables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+DEFAULT_POLICY_DIR = "policies"
+
+
+class SeedKey(BaseModel):
+    """An API key created at start from the environment (dev / embedded default).
+
+    `token_env` names the environment variable holding the token (never the token itself).
+    """
+
+    token_env: str
+    tenant: str
+    roles: list[Literal["app", "reviewer", "admin"]] = Field(min_length=1)
+    subject: str = "seeded"
+    groups: list[str] = Field(default_factory=list)
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Reads the settings file named by POLICYENGINE_SETTINGS_FILE (or passed explicitly)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: str | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if not self.path:
+            return {}
+        return load_settings_file(self.path)
+
+
+def load_settings_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"settings file not found: {p}")
+    text = p.read_text()
+    try:
+        if p.suffix == ".toml":
+            data = tomllib.loads(text)
+            data = data.get("policyengine", data)
+        elif p.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ValueError(f"settings file {p} must end in .toml, .yaml, .yml or .json")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"settings file {p} is not valid: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"settings file {p} must hold a mapping of settings")
+    return data
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POLICYENGINE_", extra="forbid", validate_default=True)
+
+    # where things are
+    database_url: str = Field("sqlite:///policyengine.db",
+                              description="sqlite:///path.db (embedded default) or postgresql://user@host/db")
+    redis_url: str | None = Field(None, description="Redis for cooldowns/stickiness shared by replicas; "
+                                                    "unset = in-memory state (one process)")
+    policy_path: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [DEFAULT_POLICY_DIR],
+                                   description="policy directories/files (a comma-separated list in the env)")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1)
+
+    # the decision log
+    redact_fields: Annotated[list[str], NoDecode] = Field(default_factory=list,
+                                     description="paths (fields.card.number) or key names (email) hashed before logging")
+    redaction_salt_env: str | None = Field(None, description="env var holding an HMAC salt for redaction hashes")
+    log_max_batch: int = Field(512, ge=1, le=100_000)
+    sqlite_synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
+    migrate_on_start: bool = True
+
+    # auth
+    auth_disabled: bool = Field(False, description="DEV ONLY: every request is the `dev` tenant with all roles")
+    seed_keys: list[SeedKey] = Field(default_factory=list)
+    dev_tenant: str = "dev"
+    key_cache_ttl_s: float = Field(5.0, ge=0, description="how long an authenticated key is cached in-process")
+
+    # gateway
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    default_use_case: str | None = None
+    verify_timeout_s: float = Field(120, gt=0)
+
+    # settings file (read by settings_customise_sources)
+    settings_file: str | None = None
+
+    @field_validator("policy_path", "redact_fields", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            s = v.strip()
+            if s.startswith("["):
+                return json.loads(s)
+            return [p.strip() for p in s.split(",") if p.strip()]
+        return v
+
+    @field_validator("database_url")
+    @classmethod
+    def _db(cls, v: str) -> str:
+        from policyengine.store.db import backend
+
+        backend(v)  # raises a clear error for an unsupported URL
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        for k in self.seed_keys:
+            if not k.token_env:
+                raise ValueError("seed_keys[].token_env must name an environment variable")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = None
+        init = getattr(init_settings, "init_kwargs", {}) or {}
+        path = init.get("settings_file") or os.environ.get("POLICYENGINE_SETTINGS_FILE")
+        return (init_settings, env_settings, _FileSource(settings_cls, path), file_secret_settings)
+
+    def redaction_salt(self) -> str | None:
+        return os.environ.get(self.redaction_salt_env) if self.redaction_salt_env else None
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings safe to show (URLs with passwords masked)."""
+        from sqlalchemy.engine import make_url
+
+        d = self.model_dump(mode="json")
+        for k in ("database_url", "redis_url"):
+            if d.get(k):
+                try:
+                    d[k] = make_url(d[k]).render_as_string(hide_password=True)
+                except Exception:
+                    d[k] = "***"
+        return d
