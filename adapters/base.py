@@ -1,0 +1,76 @@
+"""What every provider adapter offers the dispatcher, and the errors it raises.
+
+An adapter speaks one provider's wire protocol and nothing else: it knows
+nothing about policies, chains, cooldowns or retries. It turns an OpenAI chat
+request into the provider's request and the provider's answer back into an
+OpenAI `chat.completion` (or a stream of `chat.completion.chunk` dicts), and it
+reports failure as `UpstreamError` (the server answered with an error) or
+`TransportError` (no usable answer: refused, reset, timed out, broken stream).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from policyengine.types import ModelSpec
+
+
+class AdapterError(Exception):
+    """Base class for everything an adapter raises about an upstream call."""
+
+
+class UpstreamError(AdapterError):
+    """The upstream answered with an error (HTTP status, or an error event inside a stream)."""
+
+    def __init__(self, status: int | None, headers: Mapping[str, str] | None, body: Any,
+                 *, in_stream: bool = False) -> None:
+        self.status = status
+        self.headers = dict(headers or {})
+        self.body = body
+        self.in_stream = in_stream
+        super().__init__(f"upstream error status={status}")
+
+
+class TransportError(AdapterError):
+    """No usable answer: `reason` is one of connection_refused, connection_reset, connect_timeout,
+    timeout, first_token_timeout, idle_timeout, stream_cut, malformed_chunk, protocol_error, config."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+@dataclass(slots=True)
+class CallOptions:
+    """Per-attempt settings the dispatcher hands to an adapter."""
+
+    key: str | None = None  # the secret itself: adapters send it, never log it
+    key_id: str | None = None  # the env var name, safe to log
+    base_url: str | None = None  # resolved from ModelSpec.base_url
+    connect_timeout: float = 5.0
+    include_usage: bool = True  # ask streaming servers for a final usage chunk
+    prefill: bool = False  # the last assistant message is a prefix to continue
+    extra_headers: dict[str, str] = field(default_factory=dict)
+
+
+class ChunkStream(Protocol):
+    """An open upstream stream of OpenAI chunk dicts. Ends cleanly only after the upstream
+    finished; raises TransportError/UpstreamError when it breaks."""
+
+    def __aiter__(self) -> AsyncIterator[dict]: ...
+
+    @property
+    def saw_done(self) -> bool: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Adapter(Protocol):
+    async def complete(self, spec: ModelSpec, body: dict, opts: CallOptions) -> dict: ...
+
+    async def open_stream(self, spec: ModelSpec, body: dict, opts: CallOptions) -> ChunkStream: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,86 @@
+"""Pooled async HTTP clients on the httpx API, and mapping of transport failures.
+
+httpx's own async transport (httpcore) slows down badly under concurrency
+(encode/httpx#3215); `benchmarks/transport_bench.py` measures it against the
+aiohttp transport from `httpx-aiohttp` side by side. The measured winner
+(aiohttp, see benchmarks/dispatch.md) is the default; `transport="httpx"` keeps
+the stock transport available.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from typing import Literal
+
+import aiohttp
+import httpx
+
+from .base import TransportError
+
+TransportName = Literal["aiohttp", "httpx"]
+
+
+def make_client(transport: TransportName = "aiohttp", *, max_connections: int = 512,
+                keepalive: int = 128, keepalive_expiry: float = 30.0) -> httpx.AsyncClient:
+    """An httpx.AsyncClient with pooled keep-alive connections on the chosen transport."""
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=keepalive,
+                          keepalive_expiry=keepalive_expiry)
+    timeout = httpx.Timeout(connect=5.0, read=None, write=None, pool=None)
+    if transport == "aiohttp":
+        from httpx_aiohttp import AiohttpTransport
+
+        # trust_env=False: proxies come from explicit configuration, not stray env vars.
+        return httpx.AsyncClient(transport=AiohttpTransport(limits=limits, trust_env=False),
+                                 timeout=timeout, trust_env=False)
+    if transport == "httpx":
+        return httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False)
+    raise ValueError(f"unknown transport {transport!r} (expected 'aiohttp' or 'httpx')")
+
+
+def _chain(exc: BaseException):
+    seen = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        yield cur
+        cur = cur.__cause__ or cur.__context__
+
+
+def map_transport_error(exc: BaseException, *, streaming_started: bool = False) -> TransportError:
+    """Name what went wrong below HTTP, looking through httpx-aiohttp's exception wrapping
+    (which reports e.g. a server disconnect as ConnectTimeout)."""
+    detail = type(exc).__name__
+    for e in _chain(exc):
+        if isinstance(e, TransportError):
+            return e
+        if isinstance(e, aiohttp.ClientPayloadError):
+            return TransportError("stream_cut", "response body ended early")
+        if isinstance(e, aiohttp.ServerDisconnectedError):
+            return TransportError("stream_cut" if streaming_started else "connection_reset",
+                                  "server disconnected")
+        if isinstance(e, aiohttp.ClientConnectorError):
+            os_err = getattr(e, "os_error", None)
+            if isinstance(os_err, ConnectionRefusedError) or getattr(os_err, "errno", None) == errno.ECONNREFUSED:
+                return TransportError("connection_refused", "connection refused")
+            return TransportError("connect_error", str(os_err or e)[:200])
+        if isinstance(e, aiohttp.ConnectionTimeoutError | aiohttp.ServerTimeoutError):
+            return TransportError("connect_timeout" if isinstance(e, aiohttp.ConnectionTimeoutError) else "timeout", detail)
+        if isinstance(e, ConnectionRefusedError):
+            return TransportError("connection_refused", "connection refused")
+        if isinstance(e, ConnectionResetError | BrokenPipeError):
+            return TransportError("stream_cut" if streaming_started else "connection_reset", "connection reset by peer")
+        if isinstance(e, aiohttp.ClientOSError):
+            if getattr(e, "errno", None) in (errno.ECONNRESET, errno.EPIPE):
+                return TransportError("stream_cut" if streaming_started else "connection_reset", "connection reset by peer")
+            if getattr(e, "errno", None) == errno.ECONNREFUSED:
+                return TransportError("connection_refused", "connection refused")
+    if isinstance(exc, httpx.ConnectTimeout):
+        return TransportError("connect_timeout", detail)
+    if isinstance(exc, httpx.ConnectError):
+        return TransportError("connection_refused" if "refused" in str(exc).lower() else "connect_error", str(exc)[:200])
+    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
+        return TransportError("stream_cut" if streaming_started else "connection_reset", str(exc)[:200])
+    if isinstance(exc, httpx.TimeoutException | asyncio.TimeoutError | TimeoutError):
+        return TransportError("timeout", detail)
+    return TransportError("protocol_error", f"{detail}: {str(exc)[:200]}")

@@ -1,0 +1,182 @@
+"""OpenAI-compatible servers: vLLM, Ollama (/v1), TGI (Messages API), LM Studio, OpenAI itself.
+
+Chat completions pass through unchanged except for `model` (set to the spec's
+upstream id); tool calls, response_format and sampling parameters are the
+caller's. Streams are read as SSE and yielded as decoded chunk dicts; an error
+event inside the stream (vLLM, TGI) becomes an UpstreamError, a line that is
+not JSON a `malformed_chunk` TransportError, a connection that drops a
+`stream_cut`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+from httpx_sse import EventSource
+
+from policyengine.types import ModelSpec, Provider
+
+from .base import CallOptions, TransportError, UpstreamError
+from .http import map_transport_error
+
+_JSON = {"content-type": "application/json", "accept": "application/json"}
+_SSE = {"content-type": "application/json", "accept": "text/event-stream"}
+
+
+def chat_url(base_url: str) -> str:
+    base = base_url.rstrip("/")
+    if base.endswith("/chat/completions"):
+        return base
+    return base + "/chat/completions"
+
+
+def prepare_body(spec: ModelSpec, body: dict, opts: CallOptions, *, stream: bool) -> dict:
+    out = dict(body)
+    out["model"] = spec.upstream_model
+    if stream:
+        out["stream"] = True
+        if opts.include_usage:
+            so = dict(out.get("stream_options") or {})
+            so.setdefault("include_usage", True)
+            out["stream_options"] = so
+    else:
+        out.pop("stream", None)
+        out.pop("stream_options", None)
+    if opts.prefill and spec.provider == Provider.vllm:
+        # vLLM continues a trailing assistant message only when told to.
+        out["continue_final_message"] = True
+        out["add_generation_prompt"] = False
+    return out
+
+
+def _headers(base: dict[str, str], opts: CallOptions) -> dict[str, str]:
+    h = dict(base)
+    h.update(opts.extra_headers)
+    if opts.key:
+        h["authorization"] = f"Bearer {opts.key}"
+    return h
+
+
+def _error_status(err: Any) -> int | None:
+    code = err.get("code") if isinstance(err, dict) else None
+    if isinstance(code, int):
+        return code
+    if isinstance(code, str) and code.isdigit():
+        return int(code)
+    return None
+
+
+class OpenAIChunkStream:
+    """SSE chunks from an OpenAI-compatible server, decoded."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.saw_done = False
+        self._closed = False
+
+    def __aiter__(self) -> AsyncIterator[dict]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[dict]:
+        loads = orjson.loads
+        try:
+            async for sse in EventSource(self._response).aiter_sse():
+                data = sse.data
+                if not data:
+                    continue
+                if data == "[DONE]":
+                    self.saw_done = True
+                    return
+                try:
+                    chunk = loads(data)
+                except orjson.JSONDecodeError:
+                    raise TransportError("malformed_chunk", f"not JSON: {data[:80]!r}") from None
+                if not isinstance(chunk, dict):
+                    raise TransportError("malformed_chunk", "chunk is not a JSON object")
+                if "error" in chunk or chunk.get("object") == "error" or sse.event == "error":
+                    err = chunk.get("error", chunk)
+                    raise UpstreamError(_error_status(err), {}, chunk, in_stream=True)
+                yield chunk
+        except (TransportError, UpstreamError):
+            raise
+        except httpx.HTTPError as exc:
+            raise map_transport_error(exc, streaming_started=True) from exc
+        except OSError as exc:
+            raise map_transport_error(exc, streaming_started=True) from exc
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                await self._response.aclose()
+            except Exception:
+                pass
+
+
+class OpenAICompatAdapter:
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    def _timeout(self, opts: CallOptions) -> httpx.Timeout:
+        return httpx.Timeout(connect=opts.connect_timeout, read=None, write=None, pool=None)
+
+    async def complete(self, spec: ModelSpec, body: dict, opts: CallOptions) -> dict:
+        if not opts.base_url:
+            raise TransportError("config", f"model {spec.name} has no base_url")
+        payload = orjson.dumps(prepare_body(spec, body, opts, stream=False))
+        try:
+            resp = await self._client.post(chat_url(opts.base_url), content=payload,
+                                           headers=_headers(_JSON, opts), timeout=self._timeout(opts))
+            raw = resp.content
+        except httpx.HTTPError as exc:
+            raise map_transport_error(exc) from exc
+        except OSError as exc:
+            raise map_transport_error(exc) from exc
+        if resp.status_code >= 400:
+            raise UpstreamError(resp.status_code, resp.headers, raw)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise TransportError("protocol_error", f"response is not JSON: {raw[:80]!r}") from None
+        if not isinstance(data, dict) or "error" in data or data.get("object") == "error":
+            err = data.get("error", data) if isinstance(data, dict) else data
+            raise UpstreamError(_error_status(err) or resp.status_code, resp.headers, raw)
+        if not data.get("choices"):
+            raise TransportError("protocol_error", "response has no choices")
+        return data
+
+    async def open_stream(self, spec: ModelSpec, body: dict, opts: CallOptions) -> OpenAIChunkStream:
+        if not opts.base_url:
+            raise TransportError("config", f"model {spec.name} has no base_url")
+        payload = orjson.dumps(prepare_body(spec, body, opts, stream=True))
+        req = self._client.build_request("POST", chat_url(opts.base_url), content=payload,
+                                         headers=_headers(_SSE, opts), timeout=self._timeout(opts))
+        try:
+            resp = await self._client.send(req, stream=True)
+        except httpx.HTTPError as exc:
+            raise map_transport_error(exc) from exc
+        except OSError as exc:
+            raise map_transport_error(exc) from exc
+        if resp.status_code >= 400:
+            try:
+                raw = await resp.aread()
+            except httpx.HTTPError:
+                raw = b""
+            finally:
+                await resp.aclose()
+            raise UpstreamError(resp.status_code, resp.headers, raw)
+        ctype = resp.headers.get("content-type", "")
+        if "text/event-stream" not in ctype:
+            # Some servers answer an error (or ignore stream=true) with plain JSON.
+            try:
+                raw = await resp.aread()
+            finally:
+                await resp.aclose()
+            raise UpstreamError(resp.status_code if resp.status_code >= 400 else 502, resp.headers, raw)
+        return OpenAIChunkStream(resp)
+
+    async def aclose(self) -> None:
+        return None

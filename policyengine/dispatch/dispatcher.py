@@ -1,0 +1,363 @@
+"""Execute a Decision's model chain: retry, failover, fail fast, cooldowns, breakers, stickiness.
+
+Per request: candidates are the routing chain (sticky model first when the
+session is pinned, self-hosted first when the policy prefers it); a candidate is
+skipped while cooling down, while its breaker is open, or when its context
+window is known to be too small. Each (model, key) is tried up to
+`max_attempts` times for retry-class errors; failover-class errors move to the
+next key (credential problems) or the next model; a fatal error stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from policyengine.adapters.base import Adapter, CallOptions, TransportError, UpstreamError
+from policyengine.adapters.classify import (
+    CONTEXT_REASONS,
+    Classification,
+    Classifier,
+    ClassifierRule,
+    decode_body,
+    load_rules,
+)
+from policyengine.adapters.http import make_client
+from policyengine.state import StateStore, StickyEntry, key_scope, model_scope
+from policyengine.types import EnvRef, ModelSpec, Provider, Routing
+
+from .results import Attempt, DispatchError, DispatchResult
+from .settings import DispatchSettings
+from .tokens import estimate_prompt_tokens, requested_output_tokens
+
+T = TypeVar("T")
+
+_QUOTA_REASONS = frozenset({"quota_exhausted"})
+_AUTH_REASONS = frozenset({"auth_invalid", "auth_expired", "permission_denied"})
+_NO_BREAKER_REASONS = frozenset({"rate_limited", *CONTEXT_REASONS, *_AUTH_REASONS, *_QUOTA_REASONS, "key_missing"})
+
+
+@dataclass(slots=True)
+class Budget:
+    connect: float
+    first_token: float
+    idle: float
+    attempt: float
+
+
+@dataclass
+class Run:
+    """One request's progress through the chain."""
+
+    body: dict
+    routing: Routing
+    session_id: str | None
+    prompt_tokens: int | None
+    stream: bool
+    deadline: float  # monotonic
+    t0: float = field(default_factory=time.perf_counter)
+    attempts: list[Attempt] = field(default_factory=list)
+    need_context: int | None = None  # tokens the window must hold (known or learnt)
+    estimate: int | None = None
+    exclude: set[str] = field(default_factory=set)
+    require_prefill: bool = False
+    last: tuple[Classification, int | None, Any, str] | None = None  # class, status, body, model
+    sticky: StickyEntry | None = None
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+class Dispatcher:
+    def __init__(self, models: Mapping[str, ModelSpec], state: StateStore, *,
+                 settings: DispatchSettings | None = None,
+                 classifier_rules: list[ClassifierRule] | None = None,
+                 environ: Mapping[str, str] | None = None) -> None:
+        self.models = dict(models)
+        for name, spec in self.models.items():
+            if spec.name != name:
+                raise ValueError(f"models[{name!r}] holds a ModelSpec named {spec.name!r}")
+        self.state = state
+        self.settings = settings or DispatchSettings()
+        rules = list(classifier_rules or [])
+        if self.settings.classifier_rules_file is not None:
+            rules += load_rules(self.settings.classifier_rules_file)
+        self.classifier = Classifier(rules)
+        self._environ = environ
+        self._client = None
+        self._adapters: dict[str, Adapter] = {}
+
+    # ------------------------------------------------------------------ plumbing
+    def _env(self) -> Mapping[str, str]:
+        if self._environ is not None:
+            return self._environ
+        import os
+
+        return os.environ
+
+    def adapter(self, spec: ModelSpec) -> Adapter:
+        fam = "openai" if spec.provider.openai_compatible else spec.provider.value
+        a = self._adapters.get(fam)
+        if a is None:
+            if self._client is None:
+                self._client = make_client(self.settings.transport, max_connections=self.settings.max_connections)
+            if fam == "openai":
+                from policyengine.adapters.openai_compat import OpenAICompatAdapter
+
+                a = OpenAICompatAdapter(self._client)
+            elif fam == "bedrock":
+                from policyengine.adapters.bedrock import BedrockAdapter
+
+                a = BedrockAdapter(self._client, environ=self._environ)
+            elif fam == "vertex":
+                from policyengine.adapters.vertex import VertexAdapter
+
+                a = VertexAdapter(self._client, environ=self._environ)
+            else:  # pragma: no cover - Provider is an enum
+                raise ValueError(f"no adapter for provider {spec.provider}")
+            self._adapters[fam] = a
+        return a
+
+    async def aclose(self) -> None:
+        for a in self._adapters.values():
+            await a.aclose()
+        self._adapters.clear()
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    def budget(self, spec: ModelSpec) -> Budget:
+        t, s = spec.timeouts, self.settings
+        return Budget(connect=t.connect or s.connect_timeout, first_token=t.first_token or s.first_token_timeout,
+                      idle=t.idle or s.idle_timeout, attempt=t.total or s.attempt_timeout)
+
+    def _resolve(self, v: str | EnvRef | None) -> str | None:
+        if isinstance(v, EnvRef):
+            return self._env().get(v.name)
+        return v
+
+    def _keys(self, spec: ModelSpec, prefer: str | None) -> list[EnvRef | None]:
+        if not spec.keys:
+            return [None]
+        keys = list(spec.keys)
+        if prefer:
+            keys.sort(key=lambda k: k.name != prefer)
+        return keys
+
+    # ------------------------------------------------------------------ planning
+    def new_run(self, body: dict, routing: Routing, session_id: str | None, prompt_tokens: int | None,
+                stream: bool) -> Run:
+        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
+            raise ValueError("body must be an OpenAI chat request with a non-empty 'messages' list")
+        if not routing.chain:
+            raise ValueError("routing has an empty model chain")
+        unknown = [m for m in routing.chain if m not in self.models]
+        if unknown:
+            raise ValueError(f"routing names unknown model(s): {', '.join(unknown)} (known: {', '.join(sorted(self.models))})")
+        if prompt_tokens is not None and prompt_tokens < 0:
+            raise ValueError("prompt_tokens must be >= 0")
+        run = Run(body=body, routing=routing, session_id=session_id, prompt_tokens=prompt_tokens,
+                  stream=stream, deadline=time.monotonic() + self.settings.deadline)
+        if prompt_tokens is not None:
+            run.need_context = prompt_tokens + requested_output_tokens(body)
+        return run
+
+    async def _order(self, run: Run) -> list[str]:
+        chain = list(dict.fromkeys(run.routing.chain))
+        if run.routing.prefer_self_hosted:
+            chain.sort(key=lambda m: not self.models[m].self_hosted)
+        if run.routing.sticky and run.session_id:
+            run.sticky = await self.state.get_sticky(run.session_id)
+            st = run.sticky
+            if st is not None and st.model in chain and not run.routing.sticky_return:
+                chain.remove(st.model)
+                chain.insert(0, st.model)
+        return chain
+
+    def _skip(self, run: Run, model: str, reason: str, key_id: str | None = None) -> None:
+        run.attempts.append(Attempt(model=model, key_id=key_id, reason=reason, started_at=time.time(), skipped=True))
+
+    async def _skip_reason(self, run: Run, spec: ModelSpec) -> str | None:
+        if spec.name in run.exclude:
+            return "excluded"
+        if run.require_prefill and not spec.capabilities.prefill:
+            return "no_prefill_support"
+        if run.stream and not spec.capabilities.streaming:
+            return "no_streaming_support"
+        if run.body.get("tools") and not spec.capabilities.tools:
+            return "no_tool_support"
+        if run.need_context is not None and spec.context is not None and spec.context < run.need_context:
+            return "context_too_small"
+        cd = await self.state.get_cooldown(model_scope(spec.name))
+        if cd is not None:
+            return f"cooldown:{cd.reason}"
+        if not await self.state.breaker_allow(spec.name, self.settings.breaker):
+            return "breaker_open"
+        return None
+
+    # ------------------------------------------------------------------ the chain
+    async def execute(self, run: Run, call: Callable[[ModelSpec, CallOptions, Budget], Awaitable[T]]
+                      ) -> tuple[T, ModelSpec, str | None]:
+        """Walk the chain until `call` succeeds; raise DispatchError otherwise."""
+        order = await self._order(run)
+        for name in order:
+            spec = self.models[name]
+            why = await self._skip_reason(run, spec)
+            if why is not None:
+                if why != "excluded":
+                    self._skip(run, name, why)
+                continue
+            prefer = run.sticky.key_id if run.sticky is not None and run.sticky.model == name else None
+            base_url = self._resolve(spec.base_url)
+            for key_ref in self._keys(spec, prefer):
+                key_id = key_ref.name if key_ref is not None else None
+                if key_ref is not None:
+                    cd = await self.state.get_cooldown(key_scope(name, key_id))
+                    if cd is not None:
+                        self._skip(run, name, f"cooldown:{cd.reason}", key_id)
+                        continue
+                    secret = self._resolve(key_ref)
+                    if not secret:
+                        self._skip(run, name, "key_missing", key_id)
+                        continue
+                else:
+                    secret = None
+                extra = {k: (self._resolve(v) or "") for k, v in spec.headers.items()}
+                opts = CallOptions(key=secret, key_id=key_id, base_url=base_url,
+                                   connect_timeout=self.budget(spec).connect,
+                                   include_usage=self.settings.stream_include_usage,
+                                   prefill=run.require_prefill, extra_headers=extra)
+                outcome, value = await self._try(run, spec, opts, call)
+                if outcome == "ok":
+                    await self._on_success(run, spec, key_id)
+                    return value, spec, key_id
+                if outcome == "next_key":
+                    continue
+                break  # next model
+        raise self._exhausted(run)
+
+    async def _try(self, run: Run, spec: ModelSpec, opts: CallOptions,
+                   call: Callable[[ModelSpec, CallOptions, Budget], Awaitable[T]]) -> tuple[str, Any]:
+        s = self.settings
+        budget = self.budget(spec)
+        for n in range(s.max_attempts):
+            remaining = run.remaining()
+            if remaining <= 0:
+                raise self._deadline(run)
+            budget_n = Budget(connect=min(budget.connect, remaining), first_token=min(budget.first_token, remaining),
+                              idle=budget.idle, attempt=min(budget.attempt, remaining))
+            started, t = time.time(), time.perf_counter()
+            status: int | None = None
+            body: Any = None
+            try:
+                async with asyncio.timeout(budget_n.attempt):
+                    value = await call(spec, opts, budget_n)
+            except UpstreamError as e:
+                status, body = e.status, e.body
+                cls = self.classifier.classify(e.status, e.headers, e.body, spec.provider.value)
+            except TransportError as e:
+                cls = Classification(error_class="failover", reason=e.reason, message=e.detail or None)
+            except TimeoutError:
+                cls = Classification(error_class="failover", reason="timeout",
+                                     message=f"no answer within {budget_n.attempt:.3g}s")
+            else:
+                run.attempts.append(Attempt(model=spec.name, key_id=opts.key_id, status=200, started_at=started,
+                                            latency_ms=(time.perf_counter() - t) * 1000))
+                return "ok", value
+            run.attempts.append(Attempt(model=spec.name, key_id=opts.key_id, status=status,
+                                        error_class=cls.error_class, reason=cls.reason, started_at=started,
+                                        latency_ms=(time.perf_counter() - t) * 1000, message=cls.message))
+            run.last = (cls, status, body, spec.name)
+            if cls.error_class == "fatal":
+                raise DispatchError("fatal", cls.reason, status=status, body=decode_body(body),
+                                    attempts=run.attempts, message=cls.message, model=spec.name)
+            if cls.error_class == "retry":
+                delay = cls.retry_after if cls.retry_after is not None else \
+                    random.uniform(0, min(s.backoff_cap, s.backoff_base * 2 ** n))
+                if n + 1 < s.max_attempts and delay <= s.max_retry_wait and delay < run.remaining() - 0.05:
+                    await asyncio.sleep(delay)
+                    continue
+                cool = cls.retry_after if cls.retry_after is not None else s.cooldown_default
+                scope = key_scope(spec.name, opts.key_id) if (cls.key_scoped and opts.key_id) else model_scope(spec.name)
+                await self.state.set_cooldown(scope, cool, cls.reason)
+                if cls.reason not in _NO_BREAKER_REASONS:
+                    await self.state.breaker_failure(spec.name, s.breaker)
+                return ("next_key" if scope.startswith("key:") else "next_model"), None
+            # failover
+            if cls.reason in CONTEXT_REASONS:
+                learnt = max(spec.context + 1 if spec.context else 0,
+                             self._estimate(run) + requested_output_tokens(run.body))
+                run.need_context = max(run.need_context or 0, learnt)
+                return "next_model", None
+            if cls.key_scoped and opts.key_id:
+                cool = s.quota_cooldown if cls.reason in _QUOTA_REASONS else s.auth_cooldown
+                await self.state.set_cooldown(key_scope(spec.name, opts.key_id), cool, cls.reason)
+                return "next_key", None
+            if cls.reason not in _NO_BREAKER_REASONS:
+                await self.state.breaker_failure(spec.name, s.breaker)
+            elif cls.key_scoped:
+                cool = s.quota_cooldown if cls.reason in _QUOTA_REASONS else s.auth_cooldown
+                await self.state.set_cooldown(model_scope(spec.name), cool, cls.reason)
+            return "next_model", None
+        return "next_model", None  # pragma: no cover
+
+    def _estimate(self, run: Run) -> int:
+        if run.estimate is None:
+            run.estimate = estimate_prompt_tokens(run.body, self.settings.chars_per_token)
+        return run.prompt_tokens if run.prompt_tokens is not None else run.estimate
+
+    async def _on_success(self, run: Run, spec: ModelSpec, key_id: str | None) -> None:
+        await self.state.breaker_success(spec.name)
+        if run.routing.sticky and run.session_id:
+            st = run.sticky
+            now = time.time()
+            if st is None or st.model != spec.name or st.key_id != key_id or now - st.updated > self.settings.sticky_ttl / 4:
+                home = st.home if st is not None and st.home else run.routing.chain[0]
+                await self.state.set_sticky(run.session_id, StickyEntry(model=spec.name, key_id=key_id, home=home,
+                                                                        updated=now), self.settings.sticky_ttl)
+
+    def _deadline(self, run: Run) -> DispatchError:
+        return DispatchError("failover", "deadline_exceeded", attempts=run.attempts,
+                             message=f"no model answered within the {self.settings.deadline:.3g}s deadline")
+
+    def _exhausted(self, run: Run) -> DispatchError:
+        if run.last is None:
+            reasons = sorted({a.reason or "" for a in run.attempts})
+            return DispatchError("retry", "all_models_unavailable", attempts=run.attempts,
+                                 retry_after=None, message="every model in the chain was skipped: " + ", ".join(reasons))
+        cls, status, body, model = run.last
+        return DispatchError(cls.error_class, cls.reason, status=status, body=decode_body(body),
+                             attempts=run.attempts, retry_after=cls.retry_after, message=cls.message, model=model)
+
+    # ------------------------------------------------------------------ public API
+    async def complete(self, body: dict, routing: Routing, *, session_id: str | None = None,
+                       prompt_tokens: int | None = None) -> DispatchResult:
+        run = self.new_run(body, routing, session_id, prompt_tokens, stream=False)
+
+        async def call(spec: ModelSpec, opts: CallOptions, b: Budget) -> dict:
+            return await self.adapter(spec).complete(spec, run.body, opts)
+
+        response, spec, key_id = await self.execute(run, call)
+        choices = response.get("choices") or [{}]
+        return DispatchResult(response=response, model=spec.name, key_id=key_id, attempts=run.attempts,
+                              usage=response.get("usage"), latency_ms=(time.perf_counter() - run.t0) * 1000,
+                              finish_reason=(choices[0] or {}).get("finish_reason"))
+
+    def stream(self, body: dict, routing: Routing, *, session_id: str | None = None,
+               prompt_tokens: int | None = None):
+        from .stream import DispatchStream
+
+        run = self.new_run(body, routing, session_id, prompt_tokens, stream=True)
+        return DispatchStream(self, run)
+
+    async def status(self) -> dict:
+        """Observable state: cooldowns and breakers (for the API and metrics)."""
+        return {"cooldowns": [c.model_dump() for c in await self.state.cooldowns()],
+                "breakers": [b.model_dump() for b in await self.state.breakers()]}
+
+
+__all__ = ["Budget", "Dispatcher", "Provider", "Run"]

@@ -1,0 +1,54 @@
+"""What the dispatcher returns: the answer, who gave it, and every attempt on the way."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+ErrorClass = Literal["retry", "failover", "fatal"]
+
+
+class Attempt(BaseModel):
+    """One call to one model with one key (or a model skipped without a call: `skipped=True`)."""
+
+    model: str
+    key_id: str | None = None  # env var NAME of the key, never the secret
+    status: int | None = None
+    error_class: ErrorClass | None = None
+    reason: str | None = None
+    started_at: float  # epoch seconds
+    latency_ms: float = 0.0
+    skipped: bool = False
+    message: str | None = None  # upstream error message (truncated)
+
+
+class DispatchResult(BaseModel):
+    response: dict  # OpenAI chat.completion; "model" is the upstream model id
+    model: str  # the policy's name for the model that answered
+    key_id: str | None = None
+    attempts: list[Attempt] = Field(default_factory=list)
+    usage: dict | None = None
+    latency_ms: float = 0.0
+    finish_reason: str | None = None
+    continued_from: list[str] = Field(default_factory=list)  # streams continued after a break
+    error: dict | None = None  # streams that ended with an in-band error
+    complete: bool = True  # False when a stream ended with an in-band error (truncated answer)
+
+
+class DispatchError(Exception):
+    """Every model in the chain failed, or a fatal error stopped the request."""
+
+    def __init__(self, error_class: ErrorClass, reason: str, *, status: int | None = None,
+                 body: Any = None, attempts: list[Attempt] | None = None,
+                 retry_after: float | None = None, message: str | None = None,
+                 model: str | None = None) -> None:
+        self.error_class = error_class
+        self.reason = reason
+        self.status = status
+        self.body = body
+        self.attempts = attempts or []
+        self.retry_after = retry_after
+        self.message = message
+        self.model = model
+        super().__init__(f"{error_class}: {reason}" + (f" ({message})" if message else ""))

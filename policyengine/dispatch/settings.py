@@ -1,0 +1,51 @@
+"""Dispatcher configuration (pydantic; every field has a production default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from policyengine.state import BreakerConfig
+
+
+class DispatchSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # retry (same model): bounded attempts, exponential backoff with full jitter
+    max_attempts: int = Field(3, ge=1, le=20, description="tries per model/key for retry-class errors")
+    backoff_base: float = Field(0.25, gt=0, description="first backoff ceiling, seconds")
+    backoff_cap: float = Field(8.0, gt=0, description="largest backoff ceiling, seconds")
+    max_retry_wait: float = Field(
+        10.0, ge=0, description="a Retry-After longer than this cools the model/key down and moves on instead of waiting")
+    # cooldowns
+    cooldown_default: float = Field(10.0, ge=0, description="cooldown after retries run out and no Retry-After was given")
+    auth_cooldown: float = Field(300.0, ge=0, description="a key rejected as invalid/expired is skipped this long")
+    quota_cooldown: float = Field(900.0, ge=0, description="a key whose quota/credit ran out is skipped this long")
+    # circuit breaker (per model)
+    breaker: BreakerConfig = Field(default_factory=lambda: BreakerConfig(threshold=3, window=30.0, open_for=15.0, open_max=300.0, probe_timeout=30.0))
+    # time budgets (seconds); a ModelSpec's own Timeouts win over these
+    deadline: float = Field(120.0, gt=0, description="total budget for one request across all attempts")
+    connect_timeout: float = Field(3.0, gt=0)
+    first_token_timeout: float = Field(30.0, gt=0, description="streaming: until the first content token")
+    idle_timeout: float = Field(15.0, gt=0, description="streaming: largest gap between chunks")
+    attempt_timeout: float = Field(90.0, gt=0, description="one attempt, end to end")
+    done_grace: float = Field(0.5, gt=0, description="after finish_reason, how long to wait for usage/[DONE]")
+    # streaming
+    stream_include_usage: bool = Field(True, description="ask servers for a final usage chunk (stream_options.include_usage)")
+    continue_broken_streams: bool = Field(True, description="continue a broken stream on a prefill-capable model")
+    # stickiness
+    sticky_ttl: float = Field(3600.0, gt=0)
+    # context-window estimate when the caller gives no prompt_tokens: ceil(chars / chars_per_token)
+    chars_per_token: float = Field(4.0, gt=0)
+    # transport under the httpx API (see benchmarks/dispatch.md)
+    transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    max_connections: int = Field(512, ge=1)
+    classifier_rules_file: Path | None = Field(None, description="YAML/JSON with extra ClassifierRule entries")
+
+    @model_validator(mode="after")
+    def _check(self) -> DispatchSettings:
+        if self.backoff_cap < self.backoff_base:
+            raise ValueError("backoff_cap must be >= backoff_base")
+        return self

@@ -1,0 +1,254 @@
+"""Streaming dispatch.
+
+Before the first content token reaches the client, a stream fails over exactly
+like a plain call (role-only chunks are held back, so a model that dies after
+announcing itself costs nothing). After that, a broken stream (cut, stalled
+past the idle budget, malformed event, error event) continues on the next
+model that declares assistant-prefill support, from the text already sent;
+otherwise the stream ends with an in-band error event. A truncated answer is
+never finished with a finish_reason. A stream whose upstream sent its
+finish_reason but no `[DONE]` is finalised after `done_grace` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from policyengine.adapters.base import CallOptions, ChunkStream, TransportError, UpstreamError
+from policyengine.types import ModelSpec
+
+from .results import Attempt, DispatchError, DispatchResult
+
+if TYPE_CHECKING:
+    from .dispatcher import Budget, Dispatcher, Run
+
+
+def _has_payload(chunk: dict) -> bool:
+    for ch in chunk.get("choices") or ():
+        d = ch.get("delta") or {}
+        if d.get("content") or d.get("tool_calls") or d.get("reasoning_content") or ch.get("finish_reason"):
+            return True
+    return False
+
+
+@dataclass
+class _Opened:
+    stream: ChunkStream
+    iterator: AsyncIterator[dict]
+    held: list[dict]  # chunks read before (and including) the first content chunk
+    ended: bool = False  # upstream finished while we were reading ahead
+
+
+@dataclass
+class _Acc:
+    """What the client has been sent so far."""
+
+    id: str | None = None
+    created: int | None = None
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    tool_calls: dict[int, dict] = field(default_factory=dict)
+    finish_reason: str | None = None
+    usage: dict | None = None
+    upstream_model: str | None = None
+    sent_any: bool = False
+
+    def add(self, chunk: dict) -> None:
+        self.upstream_model = chunk.get("model", self.upstream_model)
+        for ch in chunk.get("choices") or ():
+            if ch.get("index", 0) != 0:
+                continue
+            d = ch.get("delta") or {}
+            if d.get("content"):
+                self.text.append(d["content"])
+            if d.get("reasoning_content"):
+                self.reasoning.append(d["reasoning_content"])
+            for tc in d.get("tool_calls") or ():
+                slot = self.tool_calls.setdefault(tc.get("index", 0), {"id": None, "type": "function",
+                                                                        "function": {"name": "", "arguments": ""}})
+                if tc.get("id"):
+                    slot["id"] = tc["id"]
+                fn = tc.get("function") or {}
+                if fn.get("name"):
+                    slot["function"]["name"] += fn["name"]
+                if fn.get("arguments"):
+                    slot["function"]["arguments"] += fn["arguments"]
+            if ch.get("finish_reason"):
+                self.finish_reason = ch["finish_reason"]
+
+    def completion(self) -> dict:
+        msg: dict[str, Any] = {"role": "assistant", "content": "".join(self.text)}
+        if self.reasoning:
+            msg["reasoning_content"] = "".join(self.reasoning)
+        if self.tool_calls:
+            msg["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        return {"id": self.id, "object": "chat.completion", "created": self.created, "model": self.upstream_model,
+                "choices": [{"index": 0, "message": msg, "finish_reason": self.finish_reason}],
+                "usage": self.usage}
+
+
+class DispatchStream:
+    """Async iterator of OpenAI `chat.completion.chunk` dicts. `result` is set when it ends.
+
+    Iterating raises `DispatchError` if no model could start the stream (nothing
+    was sent yet, so the caller can still answer with an HTTP error). After the
+    first chunk, failures end the stream with one `{"error": {...}}` item.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, run: Run) -> None:
+        self._d = dispatcher
+        self._run = run
+        self._gen: AsyncIterator[dict] | None = None
+        self._current: _Opened | None = None
+        self.result: DispatchResult | None = None
+
+    def __aiter__(self) -> DispatchStream:
+        return self
+
+    async def __anext__(self) -> dict:
+        if self._gen is None:
+            self._gen = self._generate()
+        return await self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        if self._gen is not None:
+            await self._gen.aclose()  # type: ignore[attr-defined]
+        await self._close_current()
+
+    async def _close_current(self) -> None:
+        cur, self._current = self._current, None
+        if cur is not None:
+            await cur.stream.aclose()
+
+    # ------------------------------------------------------------------ internals
+    def _open_call(self, body: dict):
+        async def call(spec: ModelSpec, opts: CallOptions, b: Budget) -> _Opened:
+            stream = await self._d.adapter(spec).open_stream(spec, body, opts)
+            it = stream.__aiter__()
+            held: list[dict] = []
+            try:
+                async with asyncio.timeout(b.first_token):
+                    while True:
+                        try:
+                            chunk = await it.__anext__()
+                        except StopAsyncIteration:
+                            if stream.saw_done or any(_has_payload(c) for c in held):
+                                return _Opened(stream, it, held, ended=True)
+                            raise TransportError("stream_cut", "stream ended before the first token") from None
+                        held.append(chunk)
+                        if _has_payload(chunk):
+                            return _Opened(stream, it, held)
+            except TimeoutError:
+                await stream.aclose()
+                raise TransportError("first_token_timeout", f"no token within {b.first_token:.3g}s") from None
+            except BaseException:
+                await stream.aclose()
+                raise
+        return call
+
+    async def _generate(self) -> AsyncIterator[dict]:
+        d, run = self._d, self._run
+        acc = _Acc()
+        client_wants_usage = bool((run.body.get("stream_options") or {}).get("include_usage"))
+        continued_from: list[str] = []
+        body = run.body
+        opened, spec, key_id = await d.execute(run, self._open_call(body))  # DispatchError propagates
+        self._current = opened
+        skip_role = False
+        while True:
+            budget = d.budget(spec)
+            finished = False
+            broken: tuple[str, str, int | None, Any] | None = None  # reason, message, status, body
+            t_seg, started = time.perf_counter(), time.time()
+            try:
+                pending = list(opened.held)
+                while True:
+                    if pending:
+                        chunk = pending.pop(0)
+                    elif opened.ended:
+                        break
+                    else:
+                        wait = d.settings.done_grace if acc.finish_reason else budget.idle
+                        wait = min(wait, max(0.001, run.remaining()))
+                        try:
+                            async with asyncio.timeout(wait):
+                                chunk = await opened.iterator.__anext__()
+                        except StopAsyncIteration:
+                            break
+                        except TimeoutError:
+                            if acc.finish_reason:
+                                break  # finished, but no [DONE]: finalise now
+                            raise TransportError("idle_timeout", f"no chunk for {wait:.3g}s") from None
+                    if acc.id is None:
+                        acc.id, acc.created = chunk.get("id"), chunk.get("created")
+                    elif chunk.get("id") != acc.id:
+                        chunk = {**chunk, "id": acc.id}
+                    if chunk.get("usage"):
+                        acc.usage = chunk["usage"]
+                    choices = chunk.get("choices")
+                    if not choices:
+                        if chunk.get("usage") and not client_wants_usage:
+                            continue
+                        yield chunk
+                        continue
+                    if skip_role:
+                        delta = (choices[0] or {}).get("delta") or {}
+                        if not _has_payload(chunk):
+                            continue
+                        if "role" in delta:
+                            chunk = {**chunk, "choices": [{**choices[0], "delta": {k: v for k, v in delta.items() if k != "role"}}]}
+                        skip_role = False
+                    acc.add(chunk)
+                    acc.sent_any = True
+                    yield chunk
+                finished = bool(acc.finish_reason) or opened.stream.saw_done
+                if not finished:
+                    broken = ("stream_cut", "stream ended without finish_reason or [DONE]", None, None)
+            except UpstreamError as e:
+                cls = d.classifier.classify(e.status, e.headers, e.body, spec.provider.value)
+                broken = (cls.reason, cls.message or "error event in stream", e.status, e.body)
+            except TransportError as e:
+                broken = (e.reason, e.detail, None, None)
+            finally:
+                await self._close_current()
+            if broken is None:
+                self.result = DispatchResult(response=acc.completion(), model=spec.name, key_id=key_id,
+                                             attempts=run.attempts, usage=acc.usage, finish_reason=acc.finish_reason,
+                                             latency_ms=(time.perf_counter() - run.t0) * 1000,
+                                             continued_from=continued_from)
+                return
+            reason, message, status, _ = broken
+            run.attempts.append(Attempt(model=spec.name, key_id=key_id, status=status, error_class="failover",
+                                        reason=f"{reason}_mid_stream", started_at=started, message=message,
+                                        latency_ms=(time.perf_counter() - t_seg) * 1000))
+            await d.state.breaker_failure(spec.name, d.settings.breaker)
+            run.exclude.add(spec.name)
+            can_continue = (d.settings.continue_broken_streams and not acc.tool_calls
+                            and int(run.body.get("n") or 1) == 1 and acc.text)
+            if can_continue:
+                run.require_prefill = True
+                msgs = [*run.body["messages"], {"role": "assistant", "content": "".join(acc.text)}]
+                body = {**run.body, "messages": msgs}
+                try:
+                    opened, spec2, key_id = await d.execute(run, self._open_call(body))
+                except DispatchError:
+                    pass
+                else:
+                    continued_from.append(spec.name)
+                    spec = spec2
+                    self._current = opened
+                    skip_role = True
+                    continue
+            err = {"message": f"the answer from {spec.name} was interrupted ({reason}: {message}) and could not be "
+                              "continued on another model; the text so far is incomplete",
+                   "type": "stream_interrupted", "code": reason, "param": None, "model": spec.name}
+            self.result = DispatchResult(response=acc.completion(), model=spec.name, key_id=key_id,
+                                         attempts=run.attempts, usage=acc.usage, finish_reason=None,
+                                         latency_ms=(time.perf_counter() - run.t0) * 1000,
+                                         continued_from=continued_from, error=err, complete=False)
+            yield {"error": err}
+            return
