@@ -1,0 +1,262 @@
+"""`policyengine test`, `policyengine dry-run`, `policyengine diff`: check a policy change before it ships.
+
+Exit codes: 0 all good; 1 a test failed, coverage is below the minimum, or the
+dry-run crossed `--fail-on-change` / `--max-change-share`; 2 bad input (a path,
+a URL, a policy or test file that cannot be read).
+"""
+
+from __future__ import annotations
+
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+
+from policyengine.cli import app
+
+INPUT_ERROR = 2
+
+
+class TestFormat(StrEnum):
+    text = "text"
+    json = "json"
+    github = "github"
+
+
+class ReportFormat(StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+def _out() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _fail_input(message: str) -> typer.Exit:
+    _err().print(f"[red]error:[/red] {message}", markup=True, highlight=False)
+    return typer.Exit(INPUT_ERROR)
+
+
+def _policy_error_text(exc: Exception) -> str:
+    diags = getattr(exc, "diagnostics", None)
+    if diags:
+        return "\n".join(d.format() for d in diags)
+    return str(exc)
+
+
+def _load_policy(spec: str) -> Any:
+    """Load a policy set from a path or REV:PATH; exit 2 with the diagnostics if it does not load."""
+    from policyengine.ci.sources import SourceSpecError, materialised
+    from policyengine.dsl import PolicyError, load_policy_set
+
+    try:
+        with materialised(spec) as paths:
+            return load_policy_set(paths)
+    except PolicyError as exc:
+        raise _fail_input(f"policy {spec} does not load:\n{_policy_error_text(exc)}") from None
+    except (SourceSpecError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        raise _fail_input(f"policy {spec}: {exc}") from None
+
+
+def _write(text: str, output: Path | None) -> None:
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+@app.command("test")
+def test_cmd(
+    path: Annotated[str, typer.Argument(help="A folder (every *.tests.yaml under it), a .policy file or a test file.")],
+    min_coverage: Annotated[float | None, typer.Option("--min-coverage", min=0, max=100,
+                                                       help="Fail when rule coverage is below N percent.")] = None,
+    fmt: Annotated[TestFormat, typer.Option("--format", help="text, json, or github (workflow annotations).")] = TestFormat.text,
+    compute_signals: Annotated[bool, typer.Option("--compute-signals", help="Compute signals a test does not supply "
+                                                  "(sentiment model, fuzzy mentions) instead of leaving them unset.")] = False,
+) -> None:
+    """Run the policy tests written beside the policies and report rule coverage."""
+    from policyengine.ci.runner import run_tests
+    from policyengine.ci.spec import SpecError
+
+    provider = _signal_provider() if compute_signals else None
+    try:
+        report = run_tests(path, min_coverage=min_coverage, signal_provider=provider)
+    except (FileNotFoundError, ValueError, SpecError) as exc:
+        raise _fail_input(str(exc)) from None
+    if not report.sets and not report.file_errors:
+        raise _fail_input(f"{path}: no policy test files (*.tests.yaml) found")
+    if fmt is TestFormat.json:
+        from policyengine.ci.render.tests_report import render_json
+
+        _write(render_json(report), None)
+    elif fmt is TestFormat.github:
+        from policyengine.ci.render.tests_report import render_github
+
+        _write(render_github(report), None)
+    else:
+        from policyengine.ci.render.tests_report import render_text
+
+        render_text(report, _out())
+    if report.file_errors or any(s.error for s in report.sets):
+        raise typer.Exit(INPUT_ERROR)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _signal_provider() -> Any:
+    from policyengine.signals.provider import DefaultSignalProvider
+
+    return DefaultSignalProvider()
+
+
+@app.command("dry-run")
+def dry_run_cmd(
+    policy: Annotated[str, typer.Option("--policy", help="The candidate policy set: a path or REV:PATH.")],
+    against: Annotated[str | None, typer.Option("--against", help="Database URL of the decision log "
+                                                "(sqlite:///decisions.db, postgresql://...).")] = None,
+    actions: Annotated[Path | None, typer.Option("--actions", help="JSON-lines file of logged decisions or actions.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only decisions at or after this date/time "
+                                              "(2026-11-01, 2026-11-01T09:00:00Z, epoch seconds).")] = None,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="Only this tenant's decisions.")] = None,
+    action: Annotated[str | None, typer.Option("--action", help="Only decisions about this action name.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Replay at most N decisions.")] = None,
+    baseline: Annotated[str | None, typer.Option("--baseline", help="Compare against this policy (path or REV:PATH) "
+                                                 "re-run on the same inputs, instead of the logged decisions.")] = None,
+    fmt: Annotated[ReportFormat, typer.Option("--format", help="text, json, or markdown (for a pull-request comment).")] = ReportFormat.text,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here instead of stdout.")] = None,
+    fail_on_change: Annotated[bool, typer.Option("--fail-on-change", help="Exit 1 if any decision would change.")] = False,
+    max_change_share: Annotated[float | None, typer.Option("--max-change-share", min=0, max=1,
+                                                           help="Exit 1 if more than this share (0.05 = 5%) would change.")] = None,
+    examples: Annotated[int, typer.Option("--examples", min=-1, help="Examples kept per kind of change (-1: all).")] = 5,
+    changes_out: Annotated[Path | None, typer.Option("--changes-out", help="Write every changed decision to this "
+                                                     "JSON-lines file (streamed).")] = None,
+    compute_signals: Annotated[bool, typer.Option("--compute-signals", help="Compute signals the log did not record "
+                                                  "(counted in the report: not an exact replay).")] = False,
+    progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar on stderr "
+                                                  "(default: when stderr is a terminal).")] = None,
+) -> None:
+    """Replay logged decisions through a candidate policy and report what would change."""
+    from policyengine.ci.replay.engine import apply_thresholds, replay
+    from policyengine.ci.replay.records import RecordError, parse_since
+    from policyengine.ci.replay.sources import DatabaseSource, JsonlSource, SourceError
+
+    if (against is None) == (actions is None):
+        raise _fail_input("give exactly one of --against DB_URL or --actions FILE.jsonl")
+    try:
+        since_ts = parse_since(since) if since else None
+    except ValueError as exc:
+        raise _fail_input(f"--since: {exc}") from None
+    candidate = _load_policy(policy)
+    base = _load_policy(baseline) if baseline else None
+    try:
+        src: Any = (DatabaseSource(against, since=since_ts, tenant=tenant, action=action, limit=limit)
+                    if against is not None else
+                    JsonlSource(actions, since=since_ts, tenant=tenant, action=action, limit=limit))  # type: ignore[arg-type]
+        total = src.estimate()
+    except SourceError as exc:
+        raise _fail_input(str(exc)) from None
+
+    err = _err()
+    show = err.is_terminal if progress is None else progress
+    sink_fh = changes_out.open("wb") if changes_out else None
+
+    def sink(change: dict[str, Any]) -> None:
+        assert sink_fh is not None
+        sink_fh.write(orjson.dumps(change, default=str) + b"\n")
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                   TimeElapsedColumn(), console=err, disable=not show, transient=False)
+    by_bytes = total is None and isinstance(src, JsonlSource)
+    task = bar.add_task("replay", total=src.bytes_total if by_bytes else total, rate="")
+    done = 0
+
+    def tick(n: int) -> None:
+        nonlocal done
+        done += n
+        if by_bytes:
+            bar.update(task, completed=src.bytes_read, rate=f"{done:,} decisions")
+        else:
+            bar.update(task, advance=n)
+
+    try:
+        with bar:
+            report = replay(candidate, src, baseline=base,
+                            signal_provider=_signal_provider() if compute_signals else None,
+                            max_examples=examples, source=src.describe(), since=since,
+                            on_change=sink if sink_fh else None, progress=tick)
+    except (RecordError, SourceError) as exc:
+        raise _fail_input(str(exc)) from None
+    finally:
+        if sink_fh:
+            sink_fh.close()
+        if isinstance(src, DatabaseSource):
+            src.close()
+    apply_thresholds(report, fail_on_change=fail_on_change, max_change_share=max_change_share)
+    if fmt is ReportFormat.json:
+        from policyengine.ci.render.dryrun import render_json
+
+        _write(render_json(report), output)
+    elif fmt is ReportFormat.markdown:
+        from policyengine.ci.render.dryrun import render_markdown
+
+        _write(render_markdown(report), output)
+    else:
+        from policyengine.ci.render.dryrun import render_text
+
+        if output is None:
+            render_text(report, _out())
+        else:
+            with output.open("w", encoding="utf-8") as fh:
+                render_text(report, Console(file=fh, width=120, no_color=True, highlight=False))
+    if report.failed:
+        raise typer.Exit(1)
+
+
+@app.command("diff")
+def diff_cmd(
+    old: Annotated[str, typer.Argument(help="The current policy set: a path or REV:PATH (e.g. origin/main:policies).")],
+    new: Annotated[str, typer.Argument(help="The proposed policy set: a path or REV:PATH.")],
+    fmt: Annotated[ReportFormat, typer.Option("--format", help="text, json or markdown.")] = ReportFormat.text,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the report here instead of stdout.")] = None,
+    exit_code: Annotated[bool, typer.Option("--exit-code", help="Exit 1 when the sets differ (like git diff --exit-code).")] = False,
+) -> None:
+    """Static comparison of two policy sets: rules added, removed or changed, and whose treatment may change."""
+    from policyengine.ci.diff import diff_sets
+    from policyengine.ci.sources import SourceSpecError, read_sources
+    from policyengine.dsl import PolicyError
+
+    try:
+        report = diff_sets(old, read_sources(old), new, read_sources(new))
+    except SourceSpecError as exc:
+        raise _fail_input(str(exc)) from None
+    except PolicyError as exc:
+        raise _fail_input(f"policy does not parse:\n{_policy_error_text(exc)}") from None
+    if fmt is ReportFormat.json:
+        from policyengine.ci.render.diff import render_json
+
+        _write(render_json(report), output)
+    elif fmt is ReportFormat.markdown:
+        from policyengine.ci.render.diff import render_markdown
+
+        _write(render_markdown(report), output)
+    else:
+        from policyengine.ci.render.diff import render_text
+
+        if output is None:
+            render_text(report, _out())
+        else:
+            with output.open("w", encoding="utf-8") as fh:
+                render_text(report, Console(file=fh, width=120, no_color=True, highlight=False))
+    if exit_code and report.changed:
+        raise typer.Exit(1)
