@@ -1,0 +1,1 @@
+"""Labelled data the signals ship with (sentiment classifier training set)."""
