@@ -127,11 +127,12 @@ class DispatchStream:
     # ------------------------------------------------------------------ internals
     def _open_call(self, body: dict):
         async def call(spec: ModelSpec, opts: CallOptions, b: Budget) -> _Opened:
-            stream = await self._d.adapter(spec).open_stream(spec, body, opts)
-            it = stream.__aiter__()
+            stream: ChunkStream | None = None
             held: list[dict] = []
             try:
                 async with asyncio.timeout(b.first_token):
+                    stream = await self._d.adapter(spec).open_stream(spec, body, opts)
+                    it = stream.__aiter__()
                     while True:
                         try:
                             chunk = await it.__anext__()
@@ -143,10 +144,12 @@ class DispatchStream:
                         if _has_payload(chunk):
                             return _Opened(stream, it, held)
             except TimeoutError:
-                await stream.aclose()
+                if stream is not None:
+                    await stream.aclose()
                 raise TransportError("first_token_timeout", f"no token within {b.first_token:.3g}s") from None
             except BaseException:
-                await stream.aclose()
+                if stream is not None:
+                    await stream.aclose()
                 raise
         return call
 
