@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from policyengine.ci.expect import Mismatch, compare, hit_label, obligation_label
+from policyengine.ci.paths import display_path
 from policyengine.ci.rules import parse_sources, rules_of
 from policyengine.ci.spec import PolicyTest, SpecError, discover_test_files, load_test_file
 from policyengine.types import Decision
@@ -146,7 +147,7 @@ def run_tests(target: str | Path, *, min_coverage: float | None = None, signal_p
             continue
         groups[tuple(tf.policy)].append(tf)
     for policy_paths, files in groups.items():
-        sr = SetResult(policy=list(policy_paths), test_files=[f.path for f in files])
+        sr = SetResult(policy=[display_path(p) for p in policy_paths], test_files=[f.path for f in files])
         report.sets.append(sr)
         try:
             policy = _load(policy_paths)
@@ -157,7 +158,8 @@ def run_tests(target: str | Path, *, min_coverage: float | None = None, signal_p
             continue
         sr.name, sr.hash = policy.name, policy.hash
         rules = rules_of(parse_sources(policy.sources))
-        by_loc = {(r.file, r.line): RuleCoverage(location=r.location, kind=r.kind, text=r.text) for r in rules}
+        by_loc = {(r.file, r.line): RuleCoverage(location=f"{display_path(r.file)}:{r.line}", kind=r.kind, text=r.text)
+                  for r in rules}
         verify_outcomes: dict[tuple[str, int], set[str]] = defaultdict(set)
         for tf in files:
             for case in tf.tests:

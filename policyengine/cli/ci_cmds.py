@@ -34,7 +34,7 @@ class ReportFormat(StrEnum):
 
 
 def _out() -> Console:
-    return Console(highlight=False, soft_wrap=False)
+    return Console(highlight=False, markup=False)
 
 
 def _err() -> Console:
@@ -218,7 +218,7 @@ def dry_run_cmd(
             render_text(report, _out())
         else:
             with output.open("w", encoding="utf-8") as fh:
-                render_text(report, Console(file=fh, width=120, no_color=True, highlight=False))
+                render_text(report, Console(file=fh, width=120, no_color=True, highlight=False, markup=False))
     if report.failed:
         raise typer.Exit(1)
 
@@ -257,6 +257,6 @@ def diff_cmd(
             render_text(report, _out())
         else:
             with output.open("w", encoding="utf-8") as fh:
-                render_text(report, Console(file=fh, width=120, no_color=True, highlight=False))
+                render_text(report, Console(file=fh, width=120, no_color=True, highlight=False, markup=False))
     if exit_code and report.changed:
         raise typer.Exit(1)

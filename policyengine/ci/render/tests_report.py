@@ -48,7 +48,7 @@ def render_text(report: PolicyTestReport, console: Console) -> None:
         console.print(Text(f"  rule coverage: {s.covered}/{len(s.rules)} rules ({pct:.1f}%)", style="bold"))
         if uncovered or partial:
             t = Table(show_header=True, header_style="bold", box=None, padding=(0, 2), pad_edge=False)
-            t.add_column("rule not exercised by any test")
+            t.add_column("rule not exercised by any test", overflow="fold")
             t.add_column("kind")
             t.add_column("source", overflow="fold")
             for r in uncovered:

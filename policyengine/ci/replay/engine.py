@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import orjson
 from pydantic import ValidationError
 
+from policyengine.ci.paths import display_path
 from policyengine.ci.replay.records import LoggedRecord
 from policyengine.ci.replay.report import (
     CauseCount,
@@ -69,12 +70,12 @@ class Outcome:
 
 
 def _norm(text: str) -> str:
-    return _WS.sub(" ", text).strip().rstrip("{").strip()
+    return _WS.sub(" ", text).strip().removesuffix("...").strip().removesuffix("{").strip()
 
 
 def _rule_ref(hit: dict[str, Any]) -> RuleRef:
     span = hit.get("span") or {}
-    where = f"{span.get('file')}:{span.get('line')}" if span.get("file") else str(hit.get("rule_id") or "")
+    where = f"{display_path(span['file'])}:{span.get('line')}" if span.get("file") else str(hit.get("rule_id") or "")
     text = _norm(hit.get("source") or "") or str(hit.get("rule_id") or hit.get("kind") or "")
     return RuleRef(kind=str(hit.get("kind") or ""), effect=hit.get("effect"), text=text, where=where)
 
@@ -102,7 +103,7 @@ def recorded_outcome(rec: LoggedRecord) -> Outcome:
 def decision_outcome(d: Decision, supplied: dict[str, Any]) -> Outcome:
     rules = tuple(
         RuleRef(kind=h.kind, effect=h.effect, text=_norm(h.source) or h.rule_id,
-                where=str(h.span) if h.span else h.rule_id)
+                where=f"{display_path(h.span.file)}:{h.span.line}" if h.span else h.rule_id)
         for h in d.rules
     )
     computed = frozenset(k for k in d.signals if k not in supplied)
@@ -119,18 +120,34 @@ def _set_label(values: frozenset[str]) -> str:
     return ", ".join(sorted(values)) if values else "(none)"
 
 
+_RANK = {"deny": 3, "escalate": 2, "require_approval": 2, "allow": 1}
+
+
 def causes(old: Outcome, new: Outcome, kind: str) -> list[str]:
-    """The rules that explain a change: `+` now fires, `-` no longer fires."""
+    """The rules that explain a change: `+` now fires, `-` no longer fires.
+
+    For an effect change, precedence decides which side explains it: a stricter
+    effect is caused by rules that now fire with it; a looser one by the rules
+    that decided before and no longer fire. (Rules that merely stopped being
+    reached, like an authorize shadowed by a new hold, are left out.)
+    """
     old_by = {r.text: r for r in old.rules}
     new_by = {r.text: r for r in new.rules}
-    if kind == "effect" or kind == "approval":
+    if kind in ("effect", "approval"):
         relevant = EFFECT_KINDS
     elif kind == "chain":
         relevant = frozenset({"route", "allow_choice", "verify"})
     else:
         relevant = frozenset({"verify", "tag", "escalate"})
-    out = [f"+ {r.label()}" for t, r in new_by.items() if t not in old_by and (r.kind in relevant or not r.kind)]
-    out += [f"- {r.label()}" for t, r in old_by.items() if t not in new_by and (r.kind in relevant or not r.kind)]
+    added = [r for t, r in new_by.items() if t not in old_by and (r.kind in relevant or not r.kind)]
+    removed = [r for t, r in old_by.items() if t not in new_by and (r.kind in relevant or not r.kind)]
+    if kind == "effect":
+        ro, rn = _RANK.get(old.effect, 0), _RANK.get(new.effect, 0)
+        pick_added = [r for r in added if _RANK.get(r.effect or "", -1) == rn] if rn >= ro else []
+        pick_removed = [r for r in removed if _RANK.get(r.effect or "", -1) == ro] if rn <= ro else []
+        if pick_added or pick_removed:
+            added, removed = pick_added, pick_removed
+    out = [f"+ {r.label()}" for r in added] + [f"- {r.label()}" for r in removed]
     if not out:
         if kind == "effect" and new.effect == "deny" and not new.rules:
             out.append("+ default deny (no rule names this action)")
@@ -163,7 +180,8 @@ class _Tally:
         if self.max_examples < 0 or len(g.examples) < self.max_examples:
             req = {k: v for k, v in rec.request.items() if k != "signals" and v not in (None, {}, [])}
             g.examples.append(Example(id=rec.id, ts=rec.ts, tenant=rec.tenant,
-                                      action=str(rec.request.get("action")), request=req, signals=signals,
+                                      action=str(rec.request.get("action")), request=req,
+                                      signals={k: v for k, v in signals.items() if v is not None},
                                       old=old, new=new, causes=why))
 
     def finish(self) -> list[ChangeGroup]:
