@@ -27,17 +27,18 @@ DEFAULT_EXCLUSIONS: dict[str, tuple[str, ...]] = {
 }
 # Lexicon words that are also first names: a capitalised mid-sentence hit, or one
 # in a name context ("Sue from billing", "thanks Sue"), is a person, not a verb.
-NAME_WORDS = frozenset({"sue", "chase", "court", "claim"})
+NAME_WORDS = frozenset({"sue"})
 _OBJECT_AFTER = re.compile(
     r"^\s*(?:you|u|ya|your|yours|them|him|her|the|this|that|every|for|over|if|unless|immediately|"
     r"straight\s+away|me|us|everyone)\b", re.I)
 _NAME_AFTER = re.compile(
-    r"^\s*(?:,|from|at|in\s+(?:your|the|customer|billing|accounts|support)|on\s+(?:the\s+phone|chat)|"
+    r"^\s*(?:,|from|at|and\s+(?:I|me|my)\b|in\s+(?:your|the|customer|billing|accounts|support)|on\s+(?:the\s+phone|chat)|"
     r"said|says|told|was|has|had|is|mentioned|promised|confirmed|explained|helped|called|emailed|"
     r"(?:[A-Z][a-z]+)\b(?!\s+(?:you|your|them)))", re.X)
 _NAME_BEFORE = re.compile(
     r"(?:\b(?:hi|hello|dear|thanks|thank\s+you|cheers|spoke\s+(?:to|with)|talked\s+to|speaking\s+(?:to|with)|"
-    r"asked|named|called|with|and|agent|colleague|manager|advisor|adviser|rep|ask\s+for)|[,&])\s*$", re.I)
+    r"asked|named|called|with|by|and|agent|colleague|manager|advisor|adviser|rep|ask\s+for|wife|husband|mum|"
+    r"mother|sister|daughter|friend|partner|aunt|gran|nan)|[,&])\s*$", re.I)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def _inflections(word: str) -> list[str]:
         return [re.escape(w)]
     forms |= {w + "s", w + "es", w + "'s", w + "s'", w + "\u2019s"}
     if w.endswith("e"):
-        forms |= {w + "d", w[:-1] + "ing"}
+        forms |= {w + "d", w[:-1] + "ing", w + "ing"}  # "suing" and the common "sueing"
     else:
         forms |= {w + "ed", w + "ing"}
     if w.endswith("y") and w[-2] not in "aeiou":
@@ -71,10 +72,10 @@ def _compile(phrase: str, extra_exclusions: Iterable[str] = ()) -> _Entry:
     if not words:
         raise ValueError(f"lexicon phrase {phrase!r} has no words")
     body = r"[\s\-]+".join("(?:" + "|".join(_inflections(w)) + ")" for w in words)
-    pattern = re.compile(rf"(?<![\w'\u2019-])(?:{body})(?![\w-])", re.I)
+    pattern = re.compile(rf"(?<![\w'\u2019-])(?:{body})(?!\w)", re.I)
     excl = [re.compile(x, re.I) for w in words for x in DEFAULT_EXCLUSIONS.get(w, ())]
     excl += [re.compile(x, re.I) for x in extra_exclusions]
-    fuzzy = tuple(words) if len(words) == 1 and len(words[0]) >= 7 and words[0].isalpha() else ()
+    fuzzy = tuple(words) if len(words) == 1 and len(words[0]) >= 6 and words[0].isalpha() else ()
     return _Entry(phrase, pattern, tuple(excl), len(words) == 1 and words[0] in NAME_WORDS, fuzzy)
 
 
@@ -83,19 +84,31 @@ def _sentence_start(text: str, start: int) -> bool:
     return not before or before[-1] in ".!?\n:;" or before.endswith(("-", "—"))
 
 
+_VERB_BEFORE = re.compile(r"(?:\b(?:will|would|shall|must|might|could|should|can|gonna|going\s+to|ready\s+to|want\s+to|"
+                          r"have\s+to|need\s+to|to|then|just|and)|'ll)\s*$", re.I)
+_TO_PERSON = re.compile(r"\b(?:pass(?:ed)?|send|sent|give|gave|forward(?:ed)?|speak|spoke|talk(?:ed)?|write|wrote|"
+                        r"reply|replied|email(?:ed)?|mention(?:ed)?|explain(?:ed)?|said|over|on|back|it|this|that|"
+                        r"letter|message|note)\s+to\s*$", re.I)
+
+
 def _is_name(text: str, start: int, end: int) -> bool:
+    """Is the hit a person's name ("Sue from billing") rather than the verb ("sue you")?"""
     token = text[start:end]
     after = text[end : end + 40]
     before = text[max(0, start - 30) : start]
     if _OBJECT_AFTER.match(after):
-        return False  # "sue you", "sue the company": a verb with its object
-    if _NAME_BEFORE.search(before) and not re.search(r"\b(?:will|to|and|or|gonna|going|ll)\s*$", before, re.I):
-        return True
+        return False  # "sue you", "Sue the company": a verb with its object
+    if _TO_PERSON.search(before):
+        return True  # "pass this on to Sue", "I spoke to Sue"
+    if _NAME_BEFORE.search(before) and not _VERB_BEFORE.search(before):
+        return True  # "thanks Sue", "Hi Sue", "my colleague Sue"
+    if _NAME_AFTER.match(after) or re.match(r"^\s*(?:from|at)\s", after, re.I):
+        return True  # "Sue from your team said", "SUE FROM BILLING"
+    if _VERB_BEFORE.search(before):
+        return False  # "I'm ready to Sue.", "I will Sue"
     if token[:1].isupper() and token[1:].islower():
-        if not _sentence_start(text, start):
-            return True  # "I spoke with Sue yesterday"
-        return bool(_NAME_AFTER.match(after))  # "Sue from your team said..."
-    return bool(re.match(r"^\s*from\s+(?:your|the|billing|accounts|support|customer)", after, re.I))
+        return not _sentence_start(text, start)  # "I spoke with Sue yesterday"
+    return False
 
 
 def edit_distance(a: str, b: str, limit: int = 2) -> int:
@@ -127,6 +140,8 @@ def _typo_of(token: str, target: str) -> bool:
     stem = target[:-2]
     if token.startswith(stem) and token[len(stem):] in _DERIVED_SUFFIXES:
         return False  # "solicited", "solicitation": a related real word, not a typo
+    if len(target) < 7:  # short words: only a swapped pair of letters ("lawyre")
+        return len(token) == len(target) and sorted(token) == sorted(target) and edit_distance(token, target, 1) <= 1
     limit = 1 if len(target) < 9 else 2
     return edit_distance(token, target, limit) <= limit
 
