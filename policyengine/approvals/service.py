@@ -78,6 +78,7 @@ O = OutboxRow.__table__  # noqa: E741
 
 HELD_EFFECTS = ("require_approval", "escalate")
 LEASE_S = 60.0
+OTHER_TENANT = "this approval belongs to another tenant"
 
 
 def utcnow() -> datetime:
@@ -296,7 +297,7 @@ class ApprovalService:
         if reviewer.vouched_by_channel:
             return None
         if row.tenant != reviewer.tenant:
-            return "this approval belongs to another tenant"
+            return OTHER_TENANT
         if self.settings.reviewer_roles and not (set(self.settings.reviewer_roles) & reviewer.roles):
             return f"reviewing needs one of the roles {sorted(self.settings.reviewer_roles)}"
         if row.groups and "*" not in reviewer.groups and not (set(row.groups) & reviewer.groups):
@@ -331,12 +332,17 @@ class ApprovalService:
         for _ in range(20):  # retry only when a concurrent reminder bumped the version
             async with self.engine.begin() as conn:
                 row = await self._row(conn, approval_id)
+                if not reviewer.vouched_by_channel and row.tenant != reviewer.tenant:
+                    await self._refuse(conn, row, reviewer, OTHER_TENANT)
+                    raise ApprovalNotFound(f"no approval {approval_id!r}")
                 if row.state != State.pending.value:
                     await self._refuse(conn, row, reviewer, f"already {row.state}")
                     raise ApprovalConflict(f"approval {approval_id} was already {row.state}" + (f" by {row.decided_by}" if row.decided_by else ""))
                 why = self._authorise(row, reviewer)
                 if why:
                     await self._refuse(conn, row, reviewer, why)
+                    if why == OTHER_TENANT:  # do not reveal that another tenant's approval exists
+                        raise ApprovalNotFound(f"no approval {approval_id!r}")
                     raise ApprovalForbidden(why)
                 values: dict[str, Any] = {}
                 new_state = State.approved if approve else State.rejected

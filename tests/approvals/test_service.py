@@ -7,11 +7,16 @@ from datetime import timedelta
 
 import pytest
 
-from policyengine.approvals.errors import ApprovalConflict, ApprovalForbidden, ApprovalInvalid, ApprovalNotFound
+from approvals.helpers import Principal, make_service, refund_action, refund_decision, reviewer
+from policyengine.approvals.errors import (
+    ApprovalConflict,
+    ApprovalForbidden,
+    ApprovalInvalid,
+    ApprovalNotFound,
+)
 from policyengine.approvals.hashing import action_hash
 from policyengine.approvals.service import utcnow
 from policyengine.approvals.states import State
-from approvals.helpers import Principal, make_service, refund_action, refund_decision, reviewer
 
 
 class Clock:
@@ -73,7 +78,6 @@ async def test_reject_needs_a_reason(svc):
 @pytest.mark.parametrize(
     ("who", "message"),
     [
-        (reviewer(tenant="globex"), "another tenant"),
         (reviewer(groups=("legal",)), "group refunds"),
         (reviewer("agent-7"), "own action"),
         (reviewer(roles=("viewer",)), "roles"),
@@ -86,6 +90,14 @@ async def test_wrong_reviewers_are_refused_and_audited(svc, who, message):
     assert (await svc.get(res.approval_id)).state == State.pending
     trail = await svc.audit_trail(res.approval_id)
     assert trail[-1].kind == "refused" and message.split()[0] in (trail[-1].reason or "")
+
+
+async def test_other_tenant_reviewer_sees_not_found_and_is_audited(svc):
+    res = await svc.hold(action=refund_action(), decision=refund_decision())
+    with pytest.raises(ApprovalNotFound):
+        await svc.decide(res.approval_id, reviewer(tenant="globex"), approve=True)
+    trail = await svc.audit_trail(res.approval_id)
+    assert trail[-1].kind == "refused" and "another tenant" in (trail[-1].reason or "")
 
 
 async def test_requester_principal_cannot_self_approve(svc):

@@ -1,0 +1,219 @@
+"""End to end on the real app: a refund over £100 is held, a reviewer approves by
+email link, Slack button or REST, the guarded tool runs, the app's callback gets
+the signed outcome. Every refused case is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+
+from approvals.conftest import CALLBACK_SECRET, SLACK_SIGNING_SECRET, TOKENS
+from approvals.harness import parts, review_link
+from policyengine.client import (
+    ActionDenied,
+    ApprovalNotGranted,
+    PolicyEngineClient,
+    SignatureError,
+    verify_callback,
+)
+
+
+async def until(pred: Any, timeout: float = 20, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def api(stack: Any, who: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=stack.url, headers={"Authorization": f"Bearer {TOKENS[who]}"}, timeout=30)
+
+
+def slack_headers(body: bytes, *, ts: int | None = None, secret: str = SLACK_SIGNING_SECRET) -> dict[str, str]:
+    ts = int(time.time()) if ts is None else ts
+    sig = "v0=" + hmac.new(secret.encode(), f"v0:{ts}:".encode() + body, hashlib.sha256).hexdigest()
+    return {"X-Slack-Request-Timestamp": str(ts), "X-Slack-Signature": sig,
+            "Content-Type": "application/x-www-form-urlencoded"}
+
+
+def slack_click(approval_id: str, action_id: str, *, user: str = "U0RITA", username: str = "rita.slack",
+                reason: str | None = None, response_url: str = "") -> bytes:
+    payload = {
+        "type": "block_actions", "user": {"id": user, "username": username, "name": username},
+        "channel": {"id": "C0REFUNDS", "name": "refunds"}, "container": {"type": "message", "message_ts": "1.0"},
+        "response_url": response_url, "actions": [{"action_id": action_id, "value": approval_id, "type": "button"}],
+        "state": {"values": {"pe_reason": {"pe_reason_input": {"type": "plain_text_input", "value": reason}}}},
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+@pytest.mark.slow
+async def test_refund_held_then_approved_by_email_link(stack):
+    async with PolicyEngineClient(stack.url, api_key=TOKENS["app"]) as pe:
+        ran: list[tuple[str, str]] = []
+
+        @pe.guard("refund", actor="agent-7", callback_url=f"{stack.rec.url}/callback", timeout=60)
+        async def refund(order: str, amount: str) -> str:
+            ran.append((order, amount))
+            return f"refunded {amount} on {order}"
+
+        # Standing order: a small refund runs at once.
+        assert await refund(order="A-1000", amount="40 GBP") == "refunded 40 GBP on A-1000"
+
+        task = asyncio.create_task(refund(order="A-1001", amount="150 GBP"))
+        await until(lambda: stack.smtp.messages, what="the approval email")
+        msg = stack.smtp.messages[0]
+        assert msg["To"] == "refunds@example.com" and "refund" in msg["Subject"]
+        body = parts(msg)
+        assert "amount 150 GBP > 100 GBP" in body["plain"] and "<table" in body["html"]
+        link = review_link(msg)
+        assert not task.done() and ran == [("A-1000", "40 GBP")]
+
+        async with httpx.AsyncClient(timeout=30) as http:
+            page = await http.get(link)  # a link scanner: GET decides nothing
+            assert page.status_code == 200 and "150 GBP" in page.text and page.headers["referrer-policy"] == "no-referrer"
+            assert not task.done()
+            done = await http.post(link, data={"decision": "approve", "reason": "customer is right"})
+            assert done.status_code == 200 and "approved" in done.text
+            again = await http.post(link, data={"decision": "approve"})  # single use
+            assert again.status_code == 410 and "already been used" in again.text
+
+        assert await asyncio.wait_for(task, 30) == "refunded 150 GBP on A-1001"
+        assert ran[-1] == ("A-1001", "150 GBP")
+
+    cb = await until(lambda: stack.rec.on("/callback"), what="the signed callback")
+    outcome = verify_callback(cb[0].body, cb[0].headers, CALLBACK_SECRET)
+    assert outcome["state"] == "approved" and outcome["released"] and outcome["decided_via"] == "email"
+    assert outcome["decided_by"] == "email:refunds@example.com"
+    tampered = cb[0].body.replace(b'"approved"', b'"rejected"', 1)
+    with pytest.raises(SignatureError):
+        verify_callback(tampered, cb[0].headers, CALLBACK_SECRET)
+    with pytest.raises(SignatureError):
+        verify_callback(cb[0].body, cb[0].headers, CALLBACK_SECRET, now=time.time() + 3600)  # replayed later
+
+    async with api(stack, "rita") as rita:
+        approval_id = outcome["approval_id"]
+        audit = (await rita.get(f"/v1/approvals/{approval_id}/audit")).json()["data"]
+        approved = [e for e in audit if e["kind"] == "approved"][0]
+        assert approved["ip"] == "127.0.0.1" and approved["via"] == "email" and approved["reason"] == "customer is right"
+        assert any((e["kind"] == "refused" and "already been used" in (e["reason"] or "")) or e["reason"] == "reused review link"
+                   for e in audit)
+
+
+@pytest.mark.slow
+async def test_slack_button_approves_and_forged_or_replayed_requests_are_refused(stack):
+    async with api(stack, "app") as app:
+        r = await app.post("/v1/evaluate", json={"action": "refund", "actor": "agent-7", "fields": {"amount": "250 GBP"}})
+        assert r.status_code == 200 and r.json()["effect"] == "require_approval"
+        approval_id = r.json()["approval"]["approval_id"]
+
+    posted = await until(lambda: stack.rec.on("/api/chat.postMessage"), what="the Slack message")
+    msg = posted[0].json()
+    buttons = [e for b in msg["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert {b.get("action_id") for b in buttons} >= {"pe_approve", "pe_reject"}
+    assert all(b.get("value") == approval_id for b in buttons if b.get("action_id") in ("pe_approve", "pe_reject"))
+    assert posted[0].headers["authorization"] == "Bearer xoxb-test-token"
+
+    url = f"{stack.url}/v1/integrations/slack/interactivity"
+    body = slack_click(approval_id, "pe_approve", response_url=f"{stack.rec.url}/slack-response")
+    async with httpx.AsyncClient(timeout=30) as http:
+        forged = await http.post(url, content=body, headers=slack_headers(body, secret="not-the-secret-xxxxxxxx"))
+        assert forged.status_code == 401
+        old = int(time.time()) - 6 * 60
+        replay = await http.post(url, content=body, headers=slack_headers(body, ts=old))
+        assert replay.status_code == 401 and "window" in replay.text
+        tampered = body.replace(b"pe_approve", b"pe_reject")
+        bad = await http.post(url, content=tampered, headers=slack_headers(body))
+        assert bad.status_code == 401
+        # Reject without a reason: nothing happens, the user is told.
+        noreason = slack_click(approval_id, "pe_reject", response_url=f"{stack.rec.url}/slack-response")
+        assert (await http.post(url, content=noreason, headers=slack_headers(noreason))).status_code == 200
+        await until(lambda: stack.rec.on("/slack-response"), what="the ephemeral reply")
+        ok = await http.post(url, content=body, headers=slack_headers(body))
+        assert ok.status_code == 200 and ok.json()["state"] == "approved"
+        late = slack_click(approval_id, "pe_reject", user="U0SAM", reason="too late",
+                           response_url=f"{stack.rec.url}/slack-response")
+        assert (await http.post(url, content=late, headers=slack_headers(late))).json()["error"] == "approval_already_decided"
+
+    async with api(stack, "app") as app:
+        view = (await app.get(f"/v1/approvals/{approval_id}")).json()
+        assert view["state"] == "approved" and view["decided_by"] == "slack:U0RITA" and view["decided_via"] == "slack"
+    updates = await until(lambda: stack.rec.on("/api/chat.update"), what="the Slack message update")
+    upd = updates[0].json()
+    assert upd["ts"] and upd["channel"] == "C0REFUNDS" and "APPROVED" in json.dumps(upd["blocks"])
+    assert not any(b["type"] == "actions" for b in upd["blocks"])
+
+
+@pytest.mark.slow
+async def test_rest_reviewers_security_and_first_decision_wins(stack):
+    async with api(stack, "app") as app, api(stack, "rita") as rita, api(stack, "sam") as sam, \
+            api(stack, "lena") as lena, api(stack, "gina") as gina:
+        r = await app.post("/v1/evaluate", json={"action": "refund", "actor": "rita", "fields": {"amount": "300 GBP"}})
+        approval_id = r.json()["approval"]["approval_id"]
+        # Only reviewers of the group and tenant see it.
+        assert [a["id"] for a in (await sam.get("/v1/approvals")).json()["data"]] == [approval_id]
+        assert (await lena.get("/v1/approvals")).json()["data"] == []
+        assert (await gina.get("/v1/approvals")).json()["data"] == []
+        # Refused: another tenant, another group, the requester themself, an app key, no reason.
+        assert (await gina.post(f"/v1/approvals/{approval_id}/approve")).status_code == 404
+        assert (await lena.post(f"/v1/approvals/{approval_id}/approve")).status_code == 403
+        self_ok = await rita.post(f"/v1/approvals/{approval_id}/approve")
+        assert self_ok.status_code == 403 and "own action" in self_ok.json()["error"]["message"]
+        assert (await app.post(f"/v1/approvals/{approval_id}/approve")).status_code == 403
+        assert (await sam.post(f"/v1/approvals/{approval_id}/reject", json={})).status_code == 422
+        # Long poll returns when sam decides (edit-and-approve: a new revision).
+        poll = asyncio.create_task(app.get(f"/v1/approvals/{approval_id}", params={"wait": 20}))
+        await asyncio.sleep(0.3)
+        assert not poll.done()
+        ok = await sam.post(f"/v1/approvals/{approval_id}/approve",
+                            json={"reason": "partial refund", "action": {"fields": {"amount": "120 GBP"}}})
+        assert ok.status_code == 200 and ok.json()["revision"] == 2
+        polled = (await asyncio.wait_for(poll, 20)).json()
+        assert polled["state"] == "approved" and polled["action"]["fields"] == {"amount": "120 GBP"}
+        assert polled["action_hash"] != polled["original_action_hash"]
+        late = await rita.post(f"/v1/approvals/{approval_id}/reject", json={"reason": "no"})
+        assert late.status_code == 409
+
+
+@pytest.mark.slow
+async def test_guard_raises_when_denied_or_rejected(stack):
+    async with PolicyEngineClient(stack.url, api_key=TOKENS["app"]) as pe, api(stack, "sam") as sam:
+        @pe.guard("delete_account")
+        async def delete_account(user: str) -> None:
+            raise AssertionError("must not run")
+
+        with pytest.raises(ActionDenied):
+            await delete_account(user="u1")
+
+        @pe.guard("refund", actor="agent-7", timeout=30)
+        async def refund(order: str, amount: str) -> None:
+            raise AssertionError("must not run")
+
+        task = asyncio.create_task(refund(order="B-1", amount="999 GBP"))
+        pending = await until(lambda: None, timeout=0.01, what="") if False else None  # noqa: F841
+        listed: list[Any] = []
+
+        async def first_pending() -> str:
+            while True:
+                data = (await sam.get("/v1/approvals")).json()["data"]
+                if data:
+                    listed.extend(data)
+                    return data[0]["id"]
+                await asyncio.sleep(0.1)
+
+        approval_id = await asyncio.wait_for(first_pending(), 20)
+        r = await sam.post(f"/v1/approvals/{approval_id}/reject", json={"reason": "fraud pattern"})
+        assert r.status_code == 200
+        with pytest.raises(ApprovalNotGranted, match="fraud pattern"):
+            await asyncio.wait_for(task, 20)
