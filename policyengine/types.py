@@ -255,6 +255,7 @@ class Decision(BaseModel):
     verification: Verification | None = None
     allowed_models: list[str] = Field(default_factory=list)  # user-switchable allowlist for this caller
     default_applied: bool = False  # no rule named the action: default deny
+    notes: list[str] = Field(default_factory=list)  # explanation that is not a rule hit (signal not supplied...)
     policy_name: str = ""
     policy_version: int | str | None = None
     policy_hash: str = ""

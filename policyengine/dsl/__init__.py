@@ -1,0 +1,111 @@
+"""The policy language: parse, check, compile, format.
+
+    from policyengine.dsl import load_policy_set
+    policy = load_policy_set(["policies/support-desk"])
+    decision = policy.evaluate(Action(action="refund", fields={"amount": "150 GBP"}))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from policyengine.evaluator import CompiledPolicy
+
+from . import ast
+from .checker import check_files
+from .compiler import compile_files, content_hash
+from .diagnostics import Diagnostic, PolicyError
+from .formatter import format_file, format_source
+from .parser import parse
+
+__all__ = [
+    "CompiledPolicy",
+    "Diagnostic",
+    "PolicyError",
+    "check",
+    "check_sources",
+    "compile_sources",
+    "content_hash",
+    "expand_paths",
+    "format_file",
+    "format_source",
+    "load_policy_set",
+    "parse",
+    "read_sources",
+]
+
+
+def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
+    """Files as given; a directory contributes its `*.policy` files (recursively, sorted by path)."""
+    out: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            out.extend(sorted(p.rglob("*.policy")))
+        else:
+            out.append(p)
+    seen: set[Path] = set()
+    return [p for p in out if not (p.resolve() in seen or seen.add(p.resolve()))]  # type: ignore[func-returns-value]
+
+
+def read_sources(paths: Sequence[str | Path]) -> dict[str, str]:
+    files = expand_paths(paths)
+    if not files:
+        where = ", ".join(str(p) for p in paths) or "(nothing)"
+        raise PolicyError([Diagnostic(file=where, line=1, col=1, code="E001",
+                                      message="no .policy files found", hint="pass a .policy file or a directory holding some")])
+    sources: dict[str, str] = {}
+    for f in files:
+        try:
+            sources[str(f)] = f.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise PolicyError([Diagnostic(file=str(f), line=1, col=1, code="E001", message="no such file")]) from None
+        except (UnicodeDecodeError, IsADirectoryError, PermissionError) as e:
+            raise PolicyError([Diagnostic(file=str(f), line=1, col=1, code="E001",
+                                          message=f"cannot read: {e}")]) from None
+    return sources
+
+
+def _parse_all(sources: dict[str, str]) -> tuple[list[ast.PolicyFile], list[Diagnostic]]:
+    files: list[ast.PolicyFile] = []
+    diags: list[Diagnostic] = []
+    for path, text in sources.items():
+        try:
+            files.append(parse(text, path))
+        except PolicyError as e:
+            diags.extend(e.diagnostics)
+    return files, diags
+
+
+def check_sources(sources: dict[str, str]) -> list[Diagnostic]:
+    """Every problem in a policy set given as {file: text}. Syntax errors stop the semantic checks
+    (they would cascade: names defined after the error look undefined)."""
+    files, diags = _parse_all(sources)
+    if diags:
+        return diags
+    return check_files(files)
+
+
+def check(paths: Sequence[str | Path]) -> list[Diagnostic]:
+    try:
+        sources = read_sources(paths)
+    except PolicyError as e:
+        return e.diagnostics
+    return check_sources(sources)
+
+
+def compile_sources(sources: dict[str, str]) -> CompiledPolicy:
+    files, diags = _parse_all(sources)
+    if not diags:
+        diags = check_files(files)
+    if any(d.is_error for d in diags):
+        raise PolicyError([d for d in diags if d.is_error])
+    return compile_files(files)
+
+
+def load_policy_set(paths: Sequence[str | Path]) -> CompiledPolicy:
+    """Parse, check and compile a policy set (files and/or directories of *.policy). PolicyError on errors."""
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    return compile_sources(read_sources(paths))

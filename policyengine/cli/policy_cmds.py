@@ -1,0 +1,226 @@
+"""`policyengine lint`, `fmt` and `eval`: the policy language at the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.text import Text
+
+from policyengine.cli import app
+from policyengine.dsl import (
+    Diagnostic,
+    PolicyError,
+    check,
+    expand_paths,
+    format_source,
+    load_policy_set,
+)
+from policyengine.types import Action, Decision
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class LintFormat(StrEnum):
+    text = "text"
+    json = "json"
+    github = "github"
+
+
+class EvalFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def _print_diag(d: Diagnostic) -> None:
+    color = "red" if d.is_error else "yellow"
+    lines = d.format().split("\n")
+    out.print(Text(lines[0], style=f"bold {color}"))
+    for ln in lines[1:]:
+        out.print(Text(ln, style=color if ln.strip().startswith("^") else ("cyan" if "hint:" in ln else "")))
+
+
+@app.command("lint")
+def lint(
+    paths: Annotated[list[Path], typer.Argument(help="Policy files or directories (a directory is one policy set).")],
+    format: Annotated[LintFormat, typer.Option("--format", "-f", help="text, json, or github annotations.")] = LintFormat.text,
+) -> None:
+    """Check a policy set; exit 1 if it has errors (warnings alone exit 0)."""
+    diags = check(paths)
+    errors = sum(d.is_error for d in diags)
+    warnings = len(diags) - errors
+    if format is LintFormat.json:
+        sys.stdout.write(json.dumps([d.model_dump() for d in diags], indent=2) + "\n")
+    elif format is LintFormat.github:
+        for d in diags:
+            sys.stdout.write(d.github() + "\n")
+    else:
+        for d in diags:
+            _print_diag(d)
+        files = len(expand_paths(paths))
+        if errors:
+            out.print(Text(f"{errors} error(s), {warnings} warning(s) in {files} file(s)", style="bold red"))
+        else:
+            out.print(Text(f"ok: {files} file(s), {warnings} warning(s)", style="bold green"))
+    raise typer.Exit(1 if errors else 0)
+
+
+@app.command("fmt")
+def fmt(
+    paths: Annotated[list[Path], typer.Argument(help="Policy files or directories.")],
+    check_only: Annotated[bool, typer.Option("--check", help="Do not write; exit 1 if a file is not formatted.")] = False,
+) -> None:
+    """Rewrite policy files in the one canonical format."""
+    changed: list[Path] = []
+    failed = False
+    files = expand_paths(paths)
+    if not files:
+        err.print("fmt: no .policy files found")
+        raise typer.Exit(2)
+    for f in files:
+        try:
+            text = f.read_text(encoding="utf-8")
+            new = format_source(text, str(f))
+        except PolicyError as e:
+            for d in e.diagnostics:
+                _print_diag(d)
+            failed = True
+            continue
+        except OSError as e:
+            err.print(f"{f}: cannot read: {e}")
+            failed = True
+            continue
+        if new != text:
+            changed.append(f)
+            if not check_only:
+                f.write_text(new, encoding="utf-8")
+    for f in changed:
+        out.print(f"{'would reformat' if check_only else 'reformatted'} {f}")
+    if not changed and not failed:
+        out.print(f"{len(files)} file(s) already formatted")
+    raise typer.Exit(1 if failed or (check_only and changed) else 0)
+
+
+def _signal_provider() -> tuple[Any | None, str]:
+    try:
+        from policyengine import signals as sig_mod
+
+        cls = getattr(sig_mod, "DefaultSignalProvider", None)
+        if cls is None:
+            return None, "no default signal provider installed: signals not supplied with the action are not computed"
+        return cls(), f"signals computed by {cls.__module__}.{cls.__name__}"
+    except Exception as e:  # the provider is optional: never fail the evaluation over it
+        return None, f"default signal provider unavailable ({type(e).__name__}: {e}): signals not supplied are not computed"
+
+
+@app.command("eval")
+def eval_cmd(
+    policy: Annotated[list[Path], typer.Argument(help="Policy file(s) or directory (one policy set).")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="Action as JSON ('-' for stdin).")],
+    format: Annotated[EvalFormat, typer.Option("--format", "-f")] = EvalFormat.text,
+    no_signals: Annotated[bool, typer.Option("--no-signals", help="Do not compute signals; use only those supplied.")] = False,
+) -> None:
+    """Evaluate one action against a policy set and explain the decision."""
+    try:
+        compiled = load_policy_set(policy)
+    except PolicyError as e:
+        for d in e.diagnostics:
+            _print_diag(d)
+        raise typer.Exit(1)
+    try:
+        raw = sys.stdin.read() if str(input) == "-" else input.read_text(encoding="utf-8")
+        action = Action.model_validate_json(raw)
+    except OSError as e:
+        err.print(f"--input: cannot read {input}: {e}")
+        raise typer.Exit(2)
+    except ValidationError as e:
+        err.print(f"--input: not a valid action ({input}):")
+        for x in e.errors():
+            loc = ".".join(str(p) for p in x["loc"]) or "(root)"
+            err.print(f"  {loc}: {x['msg']}")
+        raise typer.Exit(2)
+    provider, provider_note = (None, "signals: only those supplied with the action (--no-signals)") if no_signals \
+        else _signal_provider()
+    decision = compiled.evaluate(action, provider)
+    if format is EvalFormat.json:
+        doc = decision.model_dump(mode="json")
+        doc["explanation"] = explain_lines(decision)
+        doc["signal_provider"] = provider_note
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        render(decision, provider_note)
+
+
+def explain_lines(d: Decision) -> list[str]:
+    lines = [f"{d.effect.upper()}: {d.action}"]
+    for h in d.rules:
+        where = f"{h.span.file}:{h.span.line}" if h.span else h.rule_id
+        because = "; ".join(h.because)
+        lines.append(f"  {h.kind}{' -> ' + h.effect if h.effect else ''} at {where}: {h.source}"
+                     + (f" [{because}]" if because else ""))
+    return lines + [f"  note: {n}" for n in d.notes]
+
+
+_EFFECT_STYLE = {"allow": "bold green", "deny": "bold red", "require_approval": "bold yellow", "escalate": "bold magenta"}
+
+
+def render(d: Decision, provider_note: str) -> None:
+    out.print(Text.assemble(("Decision: ", "bold"), (d.effect.upper(), _EFFECT_STYLE[d.effect]), f"  action {d.action!r}"))
+    out.print(f"Policy {d.policy_name!r} version {d.policy_version}  hash {d.policy_hash[:16]}")
+    if d.routing.chain:
+        extra = [x for x, on in (("sticky session", d.routing.sticky), ("returns on recovery", d.routing.sticky_return),
+                                 ("prefer self_hosted", d.routing.prefer_self_hosted)) if on]
+        out.print(f"Model chain: {' -> '.join(d.routing.chain)}" + (f"  ({', '.join(extra)})" if extra else ""))
+    if d.allowed_models:
+        out.print(f"Caller may choose: {', '.join(d.allowed_models)}")
+    if d.rules:
+        out.print(Text("Rules that applied:", style="bold"))
+        for h in d.rules:
+            head = Text(f"  {h.rule_id}  {h.kind}")
+            if h.effect:
+                head.append(f" -> {h.effect}", style=_EFFECT_STYLE.get(h.effect, ""))
+            out.print(head)
+            if h.source:
+                out.print(Text(f"      {h.source}", style="cyan"))
+            for b in h.because:
+                out.print(f"      because {b}")
+    for o in d.obligations:
+        chans = ", ".join(f"{c.kind} {c.target}" for c in o.channels) or "none"
+        timing = []
+        if o.remind_every_s:
+            timing.append(f"remind every {human(o.remind_every_s)}")
+        if o.timeout_s:
+            timing.append(f"timeout {human(o.timeout_s)} -> {o.on_timeout}" + (f" to {o.escalate_to}" if o.escalate_to else ""))
+        out.print(f"Obligation ({o.rule_id}): reviewers {o.group or '(any)'}; notify {chans}"
+                  + (f"; {'; '.join(timing)}" if timing else ""))
+    if d.verification:
+        v = d.verification
+        out.print(f"Verification required: run {' and '.join(v.models)}; escalate if divergence > {v.threshold:g}"
+                  + (f", else tag {v.tag!r}" if v.tag else ""))
+    if d.tags:
+        out.print(f"Tags: {', '.join(d.tags)}")
+    if d.signals:
+        out.print("Signals used: " + ", ".join(f"{k}={_short(v)}" for k, v in d.signals.items()))
+    for n in d.notes:
+        out.print(Text(f"note: {n}", style="dim"))
+    out.print(Text(provider_note, style="dim"))
+
+
+def _short(v: Any) -> str:
+    if isinstance(v, dict) and "matched_text" in v:
+        return repr(v["matched_text"])
+    return "not supplied" if v is None else str(v)
+
+
+def human(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"

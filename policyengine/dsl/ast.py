@@ -1,0 +1,249 @@
+"""The syntax tree of a policy file. Every node knows where it came from (`span`).
+
+Spans are excluded from equality so that two trees compare equal when they say
+the same thing, wherever it was written (used by the formatter round-trip).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Span:
+    file: str
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+NOWHERE = Span("<none>", 1, 1, 1, 1)
+
+
+@dataclass(frozen=True)
+class Name:
+    value: str
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# ----------------------------------------------------------------- values
+
+ValueKind = Literal["str", "num", "money", "duration", "bool"]
+
+
+@dataclass(frozen=True)
+class Value:
+    kind: ValueKind
+    value: object  # str | Decimal | (Decimal, currency) | seconds (Decimal) | bool
+    raw: str  # canonical source text
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Str:
+    """A string literal where a string or an env reference may stand."""
+
+    value: str
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Env:
+    name: str
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+StrOrEnv = Str | Env
+
+
+# ----------------------------------------------------------------- expressions
+
+
+@dataclass(frozen=True)
+class Cmp:
+    path: Name
+    op: str
+    value: Value
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class In:
+    path: Name
+    values: tuple[Value, ...]
+    negated: bool = False
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Mentions:
+    path: Name
+    lexicon: Name
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Truthy:
+    path: Name
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class And:
+    items: tuple[Expr, ...]
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Or:
+    items: tuple[Expr, ...]
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Not:
+    item: Expr
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+Expr = Cmp | In | Mentions | Truthy | And | Or | Not
+
+
+# ----------------------------------------------------------------- declarations
+
+
+@dataclass(frozen=True)
+class PolicyDecl:
+    name: str
+    version: int | str | None
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Prop:
+    """One model property: key is provider|base_url|model_id|keys|cost|context|timeout|supports|region|project|header."""
+
+    key: str
+    value: object
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class ModelDecl:
+    name: Name
+    props: tuple[Prop, ...]
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Route:
+    cond: Expr | None  # None: `route default`
+    primary: Name
+    fallback: tuple[Name, ...] | None  # None: inherit the default route's fallbacks
+    sticky: bool = False
+    sticky_return: bool = False
+    prefer_self_hosted: bool = False
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class AllowChoice:
+    models: tuple[Name, ...]
+    cond: Expr | None
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Channel:
+    kind: str
+    target: str
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class HoldItem:
+    """reviewers (group) | notify (channels) | remind (seconds) | timeout (seconds, outcome, group)."""
+
+    kind: Literal["reviewers", "notify", "remind", "timeout"]
+    group: str | None = None
+    channels: tuple[Channel, ...] = ()
+    seconds: Decimal | None = None
+    raw: str = ""  # duration as written, canonical
+    outcome: Literal["deny", "approve", "escalate"] | None = None
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Authorize:
+    actions: tuple[Name, ...]
+    cond: Expr | None
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class RequireApproval:
+    actions: tuple[Name, ...]
+    cond: Expr | None
+    hold: tuple[HoldItem, ...] | None
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Deny:
+    actions: tuple[Name, ...]
+    cond: Expr | None
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    name: Name
+    phrases: tuple[Str, ...]
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Escalate:
+    actions: tuple[Name, ...] | None  # None: every action
+    cond: Expr
+    hold: tuple[HoldItem, ...] | None
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Verify:
+    actions: tuple[Name, ...] | None
+    cond: Expr
+    models: tuple[Name, ...]
+    escalate: Expr  # normally `divergence > X`
+    tag: str | None
+    hold: tuple[HoldItem, ...]
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+Item = PolicyDecl | ModelDecl | Route | AllowChoice | Authorize | RequireApproval | Deny | Lexicon | Escalate | Verify
+
+
+@dataclass(frozen=True)
+class Comment:
+    text: str
+    line: int
+    col: int
+    own_line: bool  # nothing but whitespace before it on its line
+
+
+@dataclass
+class PolicyFile:
+    path: str
+    text: str
+    items: list[Item]
+    comments: list[Comment] = field(default_factory=list, compare=False)

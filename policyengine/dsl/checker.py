@@ -1,0 +1,519 @@
+"""Semantic checks over a parsed policy set: every problem, located, before anything runs.
+
+One root cause gives one diagnostic: an unknown name is reported once (where it is
+first used, listing the other uses); a model with an unknown provider is not also
+told it lacks a base_url; a comparison with a type error is not also range-checked.
+Codes are documented in docs/language.md.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections import defaultdict
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from policyengine.types import Provider
+
+from . import ast, printer
+from .diagnostics import Diagnostic, source_line
+from .fields import BUILTIN, BUILTIN_TYPES, classify, unknown_builtin
+
+SECRET_RE = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{8,}|AKIA[0-9A-Z]{12,}|xox[abposr]-[A-Za-z0-9\-]{6,}|gh[pousr]_[A-Za-z0-9]{16,}"
+    r"|AIza[0-9A-Za-z_\-]{20,}|hf_[A-Za-z0-9]{16,}|Bearer\s+\S{8,})"
+)
+PROVIDERS = [p.value for p in Provider]
+KEY_PROPS_ONCE = ("provider", "base_url", "model_id", "keys", "cost", "context", "supports", "region", "project")
+
+
+def _close(name: str, candidates: Any) -> str | None:
+    m = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.6)
+    return m[0] if m else None
+
+
+def _where(s: ast.Span) -> str:
+    return f"{Path(s.file).name}:{s.line}"
+
+
+class Checker:
+    def __init__(self, files: list[ast.PolicyFile]) -> None:
+        self.files = files
+        self.text = {f.path: f.text for f in files}
+        self.diags: list[Diagnostic] = []
+        self.items: list[ast.Item] = [it for f in files for it in f.items]
+        self.models: dict[str, ast.ModelDecl] = {}
+        self.lexicons: dict[str, ast.Lexicon] = {}
+        # field path -> (literal kind, span) first seen; currency -> span
+        self.field_kinds: dict[str, tuple[str, ast.Span]] = {}
+        self.field_currencies: dict[str, dict[str, ast.Span]] = defaultdict(dict)
+        self.unknown_refs: dict[tuple[str, str], list[ast.Span]] = defaultdict(list)
+
+    # ------------------------------------------------------------------ helpers
+    def add(self, code: str, span: ast.Span, message: str, hint: str | None = None, *, warning: bool = False) -> None:
+        self.diags.append(Diagnostic(
+            file=span.file, line=span.line, col=span.col, end_line=span.end_line, end_col=span.end_col, code=code,
+            severity="warning" if warning else "error", message=message, hint=hint,
+            source_line=source_line(self.text.get(span.file, ""), span.line),
+        ))
+
+    def run(self) -> list[Diagnostic]:
+        self.check_headers()
+        self.collect_definitions()
+        for it in self.items:
+            self.check_item(it)
+        self.check_routes()
+        self.check_actions()
+        self.report_unknown()
+        self.diags.sort(key=lambda d: (d.file, d.line, d.col, d.code))
+        return self.diags
+
+    # ------------------------------------------------------------------ header
+    def check_headers(self) -> None:
+        headers = [it for it in self.items if isinstance(it, ast.PolicyDecl)]
+        if not headers and self.files:
+            f = self.files[0]
+            self.add("W110", ast.Span(f.path, 1, 1, 1, 2), "the policy set has no `policy` header",
+                     f'start one file with `policy "{Path(f.path).stem}" version 1`; decisions carry its name and version',
+                     warning=True)
+        for h in headers[1:]:
+            first = headers[0]
+            if (h.name, h.version) != (first.name, first.version):
+                self.add("E111", h.span, f"conflicting policy header: {h.name!r} version {h.version} "
+                         f"(already {first.name!r} version {first.version} at {_where(first.span)})",
+                         "a policy set has exactly one `policy \"name\" version N`; remove this one")
+            else:
+                self.add("W112", h.span, f"duplicate policy header (already at {_where(first.span)})",
+                         "remove the repeated header", warning=True)
+
+    # ------------------------------------------------------------------ definitions
+    def collect_definitions(self) -> None:
+        for it in self.items:
+            if isinstance(it, ast.ModelDecl):
+                prev = self.models.get(it.name.value)
+                if prev is not None:
+                    self.add("E201", it.name.span, f"model `{it.name.value}` is already declared at {_where(prev.span)}",
+                             "rename one of them or delete the duplicate")
+                else:
+                    self.models[it.name.value] = it
+            elif isinstance(it, ast.Lexicon):
+                prev_l = self.lexicons.get(it.name.value)
+                if prev_l is not None:
+                    self.add("E207", it.name.span,
+                             f"lexicon `{it.name.value}` is already declared at {_where(prev_l.span)}",
+                             "merge the phrases into one lexicon")
+                else:
+                    self.lexicons[it.name.value] = it
+
+    # ------------------------------------------------------------------ items
+    def check_item(self, it: ast.Item) -> None:
+        if isinstance(it, ast.ModelDecl):
+            self.check_model(it)
+        elif isinstance(it, ast.Lexicon):
+            if not it.phrases:
+                self.add("E208", it.span, f"lexicon `{it.name.value}` is empty", "list at least one phrase")
+            seen: set[str] = set()
+            for p in it.phrases:
+                if not p.value.strip():
+                    self.add("E208", p.span, "empty phrase in lexicon", "remove the empty string")
+                elif p.value.lower() in seen:
+                    self.add("W209", p.span, f"phrase {p.value!r} is listed twice", "remove the repeat", warning=True)
+                seen.add(p.value.lower())
+        elif isinstance(it, ast.Route):
+            self.ref_model(it.primary)
+            for m in it.fallback or ():
+                self.ref_model(m)
+            if it.cond is not None:
+                self.check_expr(it.cond)
+        elif isinstance(it, ast.AllowChoice):
+            if not it.models:
+                self.add("E242", it.span, "empty model allowlist", "list the models users may choose")
+            self.dupes(it.models, "model")
+            for m in it.models:
+                self.ref_model(m)
+            if it.cond is not None:
+                self.check_expr(it.cond)
+        elif isinstance(it, ast.Authorize | ast.Deny | ast.RequireApproval):
+            self.dupes(it.actions, "action")
+            if it.cond is not None:
+                self.check_expr(it.cond)
+            if isinstance(it, ast.RequireApproval):
+                self.check_hold(it.hold or ())
+        elif isinstance(it, ast.Escalate):
+            if it.actions:
+                self.dupes(it.actions, "action")
+            self.check_expr(it.cond)
+            self.check_hold(it.hold or ())
+        elif isinstance(it, ast.Verify):
+            self.check_verify(it)
+
+    def dupes(self, names: tuple[ast.Name, ...], what: str) -> None:
+        seen: set[str] = set()
+        for n in names:
+            if n.value in seen:
+                self.add("W231", n.span, f"{what} `{n.value}` is listed twice in this rule", "remove the repeat",
+                         warning=True)
+            seen.add(n.value)
+
+    def ref_model(self, n: ast.Name) -> None:
+        if n.value not in self.models:
+            self.unknown_refs[("model", n.value)].append(n.span)
+
+    def report_unknown(self) -> None:
+        for (kind, name), spans in self.unknown_refs.items():
+            first, rest = spans[0], spans[1:]
+            also = f" (also used at {', '.join(_where(s) for s in rest)})" if rest else ""
+            if kind == "model":
+                close = _close(name, self.models)
+                hint = f"did you mean `{close}`?" if close else (
+                    f"declare it: model {name} {{ provider openai base_url env(\"...\") }}")
+                self.add("E210", first, f"unknown model `{name}`{also}", hint)
+            else:
+                close = _close(name, self.lexicons)
+                hint = f"did you mean `{close}`?" if close else f'declare it: lexicon {name} ["...", "..."]'
+                self.add("E211", first, f"unknown lexicon `{name}`{also}", hint)
+
+    # ------------------------------------------------------------------ models
+    def check_model(self, m: ast.ModelDecl) -> None:
+        seen: dict[str, ast.Prop] = {}
+        provider: str | None = None
+        bad_provider = False
+        for p in m.props:
+            if p.key in KEY_PROPS_ONCE and p.key in seen:
+                self.add("E202", p.span, f"`{p.key}` is set twice for model `{m.name.value}` "
+                         f"(first at line {seen[p.key].span.line})", "keep one")
+            seen.setdefault(p.key, p)
+            if p.key == "provider":
+                provider = p.value.value  # type: ignore[union-attr]
+                if provider not in PROVIDERS:
+                    bad_provider = True
+                    close = _close(provider, PROVIDERS)
+                    self.add("E203", p.value.span, f"unknown provider `{provider}`",  # type: ignore[union-attr]
+                             f"did you mean `{close}`?" if close else f"one of: {', '.join(PROVIDERS)}")
+            elif p.key == "keys":
+                for k in p.value:  # type: ignore[union-attr]
+                    if isinstance(k, ast.Str):
+                        self.add("E204", k.span, "API key written as a literal string",
+                                 'secrets are never written in a policy: use env("NAME") and set NAME in the environment')
+                if not p.value:
+                    self.add("E206", p.span, "empty key list", "list env(\"NAME\") references or remove `keys`")
+            elif p.key in ("base_url", "project", "model_id", "region"):
+                v = p.value
+                if isinstance(v, ast.Str):
+                    self.secret(v)
+            elif p.key == "header":
+                hname, hval = p.value  # type: ignore[misc]
+                secret_name = hname.lower() in ("authorization", "x-api-key", "api-key", "proxy-authorization")
+                if isinstance(hval, ast.Str) and (secret_name or SECRET_RE.search(hval.value)):
+                    self.add("E204", hval.span, f"secret header `{hname}` written as a literal string",
+                             'use env("NAME") for the value')
+            elif p.key == "cost":
+                amount, per = p.value  # type: ignore[misc]
+                if amount < 0:
+                    self.add("E206", p.span, f"cost {amount} is negative", "cost is >= 0 (0 = self-hosted)")
+                if per <= 0:
+                    self.add("E206", p.span, "cost unit must be positive", "write `per 1k tokens`")
+            elif p.key == "context":
+                if p.value <= 0:  # type: ignore[operator]
+                    self.add("E206", p.span, "context window must be a positive number of tokens",
+                             "e.g. context 32768")
+            elif p.key == "timeout":
+                kinds: set[str] = set()
+                for kind, sec, raw, sp in p.value:  # type: ignore[union-attr]
+                    if kind in kinds:
+                        self.add("E202", sp, f"timeout `{kind}` is set twice", "keep one")
+                    kinds.add(kind)
+                    if sec <= 0:
+                        self.add("E206", sp, f"timeout {kind} {raw} must be longer than zero", "e.g. 10s")
+        if provider is None:
+            self.add("E205", m.name.span, f"model `{m.name.value}` has no provider",
+                     f"add `provider openai` (or one of: {', '.join(PROVIDERS)})")
+        elif not bad_provider:
+            prov = Provider(provider)
+            if prov.openai_compatible and "base_url" not in seen:
+                self.add("E205", m.name.span, f"model `{m.name.value}` ({provider}) has no base_url",
+                         f'add base_url env("{_env_name(m.name.value)}_URL")')
+            if prov is Provider.bedrock and "region" not in seen:
+                self.add("E205", m.name.span, f"bedrock model `{m.name.value}` has no region",
+                         'add region "eu-west-2" (or your region)')
+            if prov is Provider.vertex and "project" not in seen:
+                self.add("E205", m.name.span, f"vertex model `{m.name.value}` has no project",
+                         'add project env("GCP_PROJECT")')
+
+    def secret(self, s: ast.Str) -> None:
+        if SECRET_RE.search(s.value):
+            self.add("E204", s.span, "this string looks like a secret (API key or token)",
+                     'never write secrets in a policy: use env("NAME")')
+
+    # ------------------------------------------------------------------ holds
+    def check_hold(self, hold: tuple[ast.HoldItem, ...]) -> None:
+        seen: dict[str, ast.HoldItem] = {}
+        for h in hold:
+            if h.kind in seen and h.kind != "notify":
+                self.add("E233", h.span, f"`{h.kind}` is given twice in this block (first at line "
+                         f"{seen[h.kind].span.line})", "keep one")
+            seen.setdefault(h.kind, h)
+            if h.kind in ("remind", "timeout") and (h.seconds or 0) <= 0:
+                self.add("E235", h.span, f"{h.kind} {h.raw} must be longer than zero", "e.g. 1h")
+            if h.kind == "reviewers" and not (h.group or "").strip():
+                self.add("E236", h.span, "empty reviewer group", 'e.g. reviewers group "refunds"')
+            if h.kind == "notify":
+                for c in h.channels:
+                    self.check_channel(c)
+        r, t = seen.get("remind"), seen.get("timeout")
+        if r and t and r.seconds and t.seconds and 0 < t.seconds <= r.seconds:
+            self.add("W234", r.span, f"reminder every {r.raw} never fires before the {t.raw} timeout",
+                     "remind more often than the timeout", warning=True)
+
+    def check_channel(self, c: ast.Channel) -> None:
+        t = c.target
+        ok = {
+            "slack": lambda: t.startswith(("#", "@")) or re.fullmatch(r"[CDGU][A-Z0-9]{6,}", t) is not None
+            or t.startswith(("https://hooks.slack.com/", "env:")),
+            "teams": lambda: t.startswith(("https://", "env:")) or bool(t),
+            "email": lambda: re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", t) is not None,
+            "webhook": lambda: t.startswith(("https://", "http://", "env:")),
+        }[c.kind]()
+        if not ok:
+            hint = {"slack": 'a channel "#name", a user "@name" or a channel id',
+                    "email": 'an address like "refunds@example.com"',
+                    "webhook": 'an URL "https://..."', "teams": "a Teams incoming-webhook URL"}[c.kind]
+            self.add("E237", c.span, f"invalid {c.kind} target {t!r}", hint)
+        if SECRET_RE.search(t) or "hooks.slack.com/services/" in t:
+            self.add("E204", c.span, f"{c.kind} target contains a secret URL or token",
+                     'configure the secret webhook in the notifier settings (env) and name the channel here')
+
+    # ------------------------------------------------------------------ verify
+    def check_verify(self, v: ast.Verify) -> None:
+        if v.actions:
+            self.dupes(v.actions, "action")
+        self.check_expr(v.cond)
+        for m in v.models:
+            self.ref_model(m)
+        names = [m.value for m in v.models]
+        if len(set(names)) < 2:
+            self.add("E240", v.models[0].span, "dual-model verification needs two different models",
+                     "e.g. with qwen-72b, gemma-27b")
+        e = v.escalate
+        if not (isinstance(e, ast.Cmp) and e.path.value in ("divergence", "signals.divergence")
+                and e.op in (">", ">=") and e.value.kind == "num"):
+            self.add("E241", e.span, f"verification escalates on `divergence > N`, not `{printer.expr(e)}`",
+                     "write: escalate when divergence > 0.25")
+        else:
+            self.check_expr(e)
+        self.check_hold(v.hold)
+
+    # ------------------------------------------------------------------ conditions
+    def atoms(self, e: ast.Expr) -> Iterator[ast.Expr]:
+        if isinstance(e, ast.And | ast.Or):
+            for x in e.items:
+                yield from self.atoms(x)
+        elif isinstance(e, ast.Not):
+            yield from self.atoms(e.item)
+        else:
+            yield e
+
+    def check_expr(self, e: ast.Expr) -> None:
+        currencies: dict[str, tuple[str, ast.Span]] = {}
+        for a in self.atoms(e):
+            path = a.path.value  # type: ignore[union-attr]
+            if unknown_builtin(path):
+                head = path.split(".", 1)[0]
+                close = _close(path, [k for k in BUILTIN if k.startswith(head + ".")])
+                self.add("E222", a.path.span, f"unknown field `{path}`",  # type: ignore[union-attr]
+                         f"did you mean `{close}`?" if close else f"fields of `{head}`: "
+                         + ", ".join(k for k in BUILTIN if k.startswith(head + ".")))
+                continue
+            kind, _key = classify(path)
+            if isinstance(a, ast.Mentions):
+                if a.lexicon.value not in self.lexicons:
+                    self.unknown_refs[("lexicon", a.lexicon.value)].append(a.lexicon.span)
+                if kind == "signal" or BUILTIN_TYPES.get(path) == "num":
+                    self.add("E220", a.path.span, f"`{path}` is a number: `mentions` looks in text",
+                             "write `text mentions LEXICON`")
+                continue
+            if isinstance(a, ast.Truthy):
+                if kind == "signal":
+                    self.add("E220", a.path.span, f"signal `{path}` is a number, not a condition",
+                             f"compare it: {path} < 0.5")
+                elif kind == "builtin" and path != "text":
+                    self.add("E220", a.path.span, f"`{path}` is not a boolean",
+                             f'compare it: {path} == "..."')
+                continue
+            vals = (a.value,) if isinstance(a, ast.Cmp) else a.values  # type: ignore[union-attr]
+            op = a.op if isinstance(a, ast.Cmp) else ("not in" if a.negated else "in")  # type: ignore[union-attr]
+            if not self.check_types(a, kind, path, op, vals):
+                continue
+            for v in vals:
+                if v.kind == "money":
+                    cur = v.value[1]  # type: ignore[index]
+                    prev = currencies.get(path)
+                    if prev and prev[0] != cur:
+                        self.add("E224", v.span, f"currency mismatch: `{path}` compared with {cur} here and "
+                                 f"{prev[0]} at column {prev[1].col}",
+                                 "one condition compares one currency; amounts are never converted "
+                                 "(a value in the other currency makes the condition undecidable)")
+                    currencies.setdefault(path, (cur, v.span))
+                    seen = self.field_currencies[path]
+                    if seen and cur not in seen:
+                        other, osp = next(iter(seen.items()))
+                        self.add("W223", v.span, f"`{path}` is compared in {cur} here but in {other} at "
+                                 f"{_where(osp)}", f"a {path} in {other} is undecidable for this rule and {cur} "
+                                 f"for that one: both are treated as matching (fail-safe hold). Use one currency",
+                                 warning=True)
+                    seen.setdefault(cur, v.span)
+
+    def check_types(self, a: ast.Expr, kind: str, path: str, op: str, vals: tuple[ast.Value, ...]) -> bool:
+        kinds = {v.kind for v in vals}
+        if not vals:
+            self.add("E220", a.span, "empty list", "list at least one value")
+            return False
+        if len(kinds) > 1:
+            self.add("E220", vals[1].span, f"list mixes {' and '.join(sorted(kinds))} values", "use one type")
+            return False
+        lk = vals[0].kind
+        v0 = vals[0]
+        ordering = op in ("<", "<=", ">", ">=")
+        if ordering and lk in ("str", "bool"):
+            self.add("E220", v0.span, f"`{op}` compares numbers, money or durations, not {_kind_name(lk)}",
+                     "use == / != / in for text and booleans")
+            return False
+        if kind == "signal":
+            if lk != "num":
+                self.add("E220", v0.span, f"signal `{path}` is a number in [0, 1]; compared with {_kind_name(lk)}",
+                         f"e.g. {path} < 0.3")
+                return False
+            for v in vals:
+                if not (Decimal(0) <= v.value <= Decimal(1)):  # type: ignore[operator]
+                    self.add("E221", v.span, f"threshold {v.raw} is out of range for `{path}`",
+                             f"{path} is between 0 and 1")
+            return True
+        if kind == "builtin":
+            want = BUILTIN_TYPES[path]
+            have = "num" if lk == "num" else lk
+            if have != want:
+                self.add("E220", v0.span, f"`{path}` is {_kind_name(want)}; compared with {_kind_name(lk)}",
+                         f'e.g. {path} == "enterprise"' if want == "str" else f"e.g. {path} > 30000")
+                return False
+            if path == "requested_model" or path == "model":
+                for v in vals:
+                    if v.value not in self.models:
+                        self.unknown_refs[("model", str(v.value))].append(v.span)
+            return True
+        prev = self.field_kinds.get(path)
+        if prev and prev[0] != lk and {prev[0], lk} != {"num", "duration"}:
+            self.add("E220", v0.span, f"`{path}` is compared with {_kind_name(lk)} here but with "
+                     f"{_kind_name(prev[0])} at {_where(prev[1])}", "a field has one type across the policy set")
+            return False
+        self.field_kinds.setdefault(path, (lk, v0.span))
+        return True
+
+    # ------------------------------------------------------------------ routes
+    def check_routes(self) -> None:
+        routes = [it for it in self.items if isinstance(it, ast.Route)]
+        defaults = [r for r in routes if r.cond is None]
+        for d in defaults[1:]:
+            self.add("E212", d.span, f"second `route default` (first at {_where(defaults[0].span)})",
+                     "a policy set has one default route; make this one conditional with `route when ...`")
+        for r in routes:
+            chain = [r.primary, *(r.fallback or ())]
+            seen: dict[str, ast.Name] = {}
+            for n in chain:
+                if n.value in seen:
+                    self.add("E213", n.span, f"fallback cycle: `{n.value}` falls back to itself",
+                             f"remove `{n.value}` from the fallback list")
+                seen.setdefault(n.value, n)
+        conditional = [r for r in routes if r.cond is not None]
+        for j, rj in enumerate(conditional):
+            for ri in conditional[:j]:
+                if _implies(rj.cond, ri.cond):  # type: ignore[arg-type]
+                    self.add("W214", rj.span, f"route never applies: the route at {_where(ri.span)} "
+                             f"(`{printer.expr(ri.cond)}`) matches first", "routes are first-match in file order: "  # type: ignore[arg-type]
+                             "move this more specific route above it", warning=True)
+                    break
+        if conditional and not defaults:
+            self.add("W215", conditional[0].span, "no `route default`: chat requests that match no route are denied",
+                     "add: route default -> MODEL fallback [...]", warning=True)
+
+    # ------------------------------------------------------------------ actions
+    def check_actions(self) -> None:
+        uses: dict[str, list[tuple[str, ast.Name, Any]]] = defaultdict(list)
+        for it in self.items:
+            if isinstance(it, ast.Authorize):
+                kind = "authorize"
+            elif isinstance(it, ast.Deny):
+                kind = "deny"
+            elif isinstance(it, ast.RequireApproval):
+                kind = "approval"
+            elif isinstance(it, ast.Escalate | ast.Verify):
+                kind = "escalate"
+                if it.actions is None:
+                    continue
+            else:
+                continue
+            for n in it.actions:  # type: ignore[union-attr]
+                uses[n.value].append((kind, n, it))
+        for name, us in uses.items():
+            auth = [u for u in us if u[0] == "authorize" and u[2].cond is None]
+            deny = [u for u in us if u[0] == "deny" and u[2].cond is None]
+            if auth and deny:
+                later = max(auth[0], deny[0], key=lambda u: (u[1].span.file, u[1].span.line, u[1].span.col))
+                other = deny[0] if later is auth[0] else auth[0]
+                self.add("E230", later[1].span, f"`{name}` is both authorized and denied (other rule at "
+                         f"{_where(other[1].span)})", "deny always wins: remove one of the two rules")
+            for dup in auth[1:]:
+                self.add("W231", dup[1].span, f"`{name}` is already authorized at {_where(auth[0][1].span)}",
+                         "remove the repeat", warning=True)
+        known = set(uses) | {"chat"}
+        for name, us in uses.items():
+            if len(us) != 1:
+                continue
+            close = _close(name, [k for k in known if k != name and (len(uses.get(k, ())) > 1 or k == "chat"
+                                                                      or _close(k, [name]) is None)])
+            if close is None:
+                close = _close(name, [k for k in known if k != name])
+                if close is None or len(uses.get(close, ())) != 1 or close < name:
+                    continue
+            self.add("W232", us[0][1].span, f"action `{name}` is named only here", f"did you mean `{close}`?",
+                     warning=True)
+
+
+def _kind_name(k: str) -> str:
+    return {"str": "text", "num": "a number", "money": "money", "duration": "a duration", "bool": "a boolean"}.get(k, k)
+
+
+def _env_name(model: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", model).upper()
+
+
+def _conj(e: ast.Expr) -> tuple[ast.Expr, ...]:
+    return e.items if isinstance(e, ast.And) else (e,)
+
+
+def _atom_implies(b: ast.Expr, a: ast.Expr) -> bool:
+    """Does atom b (true) make atom a true?"""
+    if b == a:
+        return True
+    if isinstance(a, ast.In) and not a.negated and a.path == b.path:  # type: ignore[union-attr]
+        if isinstance(b, ast.Cmp) and b.op == "==":
+            return b.value in a.values
+        if isinstance(b, ast.In) and not b.negated:
+            return set(b.values) <= set(a.values)
+    if isinstance(a, ast.Or):
+        return any(_atom_implies(b, x) for x in a.items)
+    return False
+
+
+def _implies(later: ast.Expr, earlier: ast.Expr) -> bool:
+    """Whenever `later` holds, `earlier` holds too (so the earlier route always wins)."""
+    if isinstance(later, ast.Or):
+        return all(_implies(x, earlier) for x in later.items)
+    lc = _conj(later)
+    return all(any(_atom_implies(b, a) for b in lc) for a in _conj(earlier))
+
+
+def check_files(files: list[ast.PolicyFile]) -> list[Diagnostic]:
+    return Checker(files).run()

@@ -1,0 +1,169 @@
+"""One canonical layout for policy files (`policyengine fmt`).
+
+Rules: one statement per line; model and approval/escalation blocks one property
+per line, indented two spaces; single spaces between tokens; blank lines between
+statements kept (collapsed to one); comments kept: a comment on its own line stays
+above the statement that follows it, a comment at the end of a statement's last
+line stays there, a comment inside a multi-line block moves above that block.
+The output parses to the same tree as the input (spans aside) and is a fixed point.
+"""
+
+from __future__ import annotations
+
+from . import ast, printer
+from .parser import canonical_decimal, escape, parse
+
+
+def _sv(v: ast.Str | ast.Env) -> str:
+    return f"env({escape(v.name)})" if isinstance(v, ast.Env) else escape(v.value)
+
+
+def _names(ns: tuple[ast.Name, ...]) -> str:
+    return ", ".join(n.value for n in ns)
+
+
+def _per(n: int) -> str:
+    if n == 1_000_000:
+        return "1m"
+    return f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def _prop(p: ast.Prop) -> str:
+    v = p.value
+    if p.key == "provider":
+        return f"provider {v.value}"  # type: ignore[union-attr]
+    if p.key in ("base_url", "project"):
+        return f"{p.key} {_sv(v)}"  # type: ignore[arg-type]
+    if p.key in ("model_id", "region"):
+        return f"{p.key} {escape(v.value)}"  # type: ignore[union-attr]
+    if p.key == "keys":
+        return "keys [" + ", ".join(_sv(k) for k in v) + "]"  # type: ignore[union-attr]
+    if p.key == "cost":
+        amount, per = v  # type: ignore[misc]
+        return "cost 0" if amount == 0 and per == 1000 else f"cost {canonical_decimal(amount)} per {_per(per)} tokens"
+    if p.key == "context":
+        return f"context {v}"
+    if p.key == "timeout":
+        return "timeout " + " ".join(f"{k} {raw}" for k, _s, raw, _sp in v)  # type: ignore[union-attr]
+    if p.key == "supports":
+        return "supports " + ", ".join(v)  # type: ignore[arg-type]
+    if p.key == "header":
+        name, val = v  # type: ignore[misc]
+        return f"header {escape(name)} {_sv(val)}"
+    raise ValueError(p.key)
+
+
+def _hold_item(h: ast.HoldItem) -> str:
+    if h.kind == "reviewers":
+        return f"reviewers group {escape(h.group or '')}"
+    if h.kind == "notify":
+        return "notify " + ", ".join(f"{c.kind} {escape(c.target)}" for c in h.channels)
+    if h.kind == "remind":
+        return f"remind every {h.raw}"
+    out = f"timeout {h.raw} -> {h.outcome}"
+    if h.outcome == "escalate" and h.group is not None:
+        out += f" to group {escape(h.group)}"
+    return out
+
+
+def _block(head: str, lines: list[str]) -> str:
+    if not lines:
+        return head + " {\n}"
+    return head + " {\n" + "".join(f"  {ln}\n" for ln in lines) + "}"
+
+
+def _when(cond: ast.Expr | None) -> str:
+    return f" when {printer.expr(cond)}" if cond is not None else ""
+
+
+def format_item(it: ast.Item) -> str:
+    if isinstance(it, ast.PolicyDecl):
+        out = f"policy {escape(it.name)}"
+        if it.version is not None:
+            out += f" version {it.version if isinstance(it.version, int) else escape(it.version)}"
+        return out
+    if isinstance(it, ast.ModelDecl):
+        return _block(f"model {it.name.value}", [_prop(p) for p in it.props])
+    if isinstance(it, ast.Route):
+        head = "route default" if it.cond is None else f"route when {printer.expr(it.cond)}"
+        out = f"{head} -> {it.primary.value}"
+        if it.fallback is not None:
+            out += f" fallback [{_names(it.fallback)}]"
+        if it.sticky:
+            out += " sticky session" + (" return on recovery" if it.sticky_return else "")
+        if it.prefer_self_hosted:
+            out += " prefer self_hosted"
+        return out
+    if isinstance(it, ast.AllowChoice):
+        return f"allow model choice [{_names(it.models)}]{_when(it.cond)}"
+    if isinstance(it, ast.Authorize):
+        return f"authorize {_names(it.actions)}{_when(it.cond)}"
+    if isinstance(it, ast.Deny):
+        return f"deny {_names(it.actions)}{_when(it.cond)}"
+    if isinstance(it, ast.RequireApproval):
+        head = f"require approval for {_names(it.actions)}{_when(it.cond)}"
+        return head if it.hold is None else _block(head, [_hold_item(h) for h in it.hold])
+    if isinstance(it, ast.Lexicon):
+        return f"lexicon {it.name.value} [" + ", ".join(escape(p.value) for p in it.phrases) + "]"
+    if isinstance(it, ast.Escalate):
+        scope = f" for {_names(it.actions)}" if it.actions is not None else ""
+        head = f"escalate{scope} when {printer.expr(it.cond)}"
+        return head if it.hold is None else _block(head, [_hold_item(h) for h in it.hold])
+    if isinstance(it, ast.Verify):
+        scope = f" for {_names(it.actions)}" if it.actions is not None else ""
+        head = f"verify{scope}{_when(it.cond)} with {_names(it.models)}"
+        inner = f"escalate when {printer.expr(it.escalate)}"
+        if it.tag is not None:
+            inner += f" otherwise tag {escape(it.tag)}"
+        return _block(head, [inner, *(_hold_item(h) for h in it.hold)])
+    raise TypeError(f"cannot format {it!r}")
+
+
+def format_file(f: ast.PolicyFile) -> str:
+    lines = f.text.splitlines()
+    comments = sorted(f.comments, key=lambda c: (c.line, c.col))
+    out: list[str] = []
+    ci = 0
+    prev_end = 0
+
+    def blank_between(a: int, b: int) -> bool:
+        """Is there an empty line strictly between source lines a and b?"""
+        return any(not lines[i - 1].strip() for i in range(a + 1, b) if 1 <= i <= len(lines))
+
+    for it in f.items:
+        start, end = it.span.line, it.span.end_line
+        inner: list[ast.Comment] = []
+        trailing: ast.Comment | None = None
+        while ci < len(comments) and comments[ci].line < start:
+            c = comments[ci]
+            if out and blank_between(prev_end, c.line):
+                out.append("")
+            out.append(c.text)
+            prev_end = c.line
+            ci += 1
+        while ci < len(comments) and comments[ci].line <= end:
+            c = comments[ci]
+            if c.line == end and not c.own_line and trailing is None:
+                trailing = c
+            else:
+                inner.append(c)
+            ci += 1
+        if out and blank_between(prev_end, start):
+            out.append("")
+        out.extend(c.text for c in inner)
+        text = format_item(it)
+        if trailing is not None:
+            text += "  " + trailing.text
+        out.append(text)
+        prev_end = end
+    for c in comments[ci:]:
+        if out and blank_between(prev_end, c.line):
+            out.append("")
+        out.append(c.text)
+        prev_end = c.line
+    return "\n".join(out) + "\n" if out else ""
+
+
+def format_source(text: str, file: str = "<string>") -> str:
+    """Canonical text of one file. Raises PolicyError on a syntax error."""
+    return format_file(parse(text, file))

@@ -1,0 +1,418 @@
+"""The compiled policy set and its pure, synchronous `evaluate(action) -> Decision`.
+
+Precedence (fixed): deny > escalate / require approval > authorize (allow) > default deny.
+Within the middle level escalate wins over require_approval when both fire; every
+obligation of every rule that fired at that level is returned.
+
+Rules are indexed by action name at compile time, routes by the fields they test,
+so a decision evaluates only the rules that can apply. Signals are pulled from the
+provider lazily, only when a rule being evaluated needs one, and values supplied in
+`action.signals` always win. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from policyengine.dsl.conditions import Cond
+from policyengine.dsl.fields import MISSING
+from policyengine.signals.base import SignalProvider
+from policyengine.types import (
+    Action,
+    ApprovalObligation,
+    Decision,
+    ModelSpec,
+    Routing,
+    RuleHit,
+    SourceSpan,
+    Verification,
+)
+
+CHAT = "chat"
+
+
+@dataclass(slots=True)
+class CompiledRule:
+    kind: str  # deny | require_approval | escalate | authorize | verify
+    rule_id: str
+    span: SourceSpan
+    source: str
+    cond: Cond | None
+    order: int
+    obligation: dict[str, Any] | None = None  # ApprovalObligation fields
+    # verify only
+    models: tuple[str, ...] = ()
+    threshold: float | None = None
+    divergence_cond: Cond | None = None
+    tag: str | None = None
+
+    @property
+    def restrictive(self) -> bool:
+        return self.kind != "authorize"
+
+    def hit(self, because: list[str], effect: str | None = None, kind: str | None = None) -> RuleHit:
+        return RuleHit.model_construct(
+            rule_id=self.rule_id, kind=kind or self.kind, effect=effect, span=self.span, source=self.source,
+            because=because,
+        )
+
+    def test(self, ctx: EvalContext) -> list[str] | None:
+        """The comparisons that made the rule fire, or None if it does not."""
+        because: list[str] = []
+        if self.cond is None:
+            return because
+        r = self.cond(ctx, because)
+        if r is True or (r is None and self.restrictive):
+            if r is None:
+                because.append("undecidable condition treated as matching (fail-safe)")
+            return because
+        return None
+
+
+@dataclass(slots=True)
+class CompiledRoute:
+    rule_id: str
+    span: SourceSpan
+    source: str
+    cond: Cond | None
+    order: int
+    chain: tuple[str, ...]
+    sticky: bool
+    sticky_return: bool
+    prefer_self_hosted: bool
+
+
+@dataclass(slots=True)
+class CompiledChoice:
+    rule_id: str
+    span: SourceSpan
+    source: str
+    cond: Cond | None
+    models: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class ActionPlan:
+    """The rules that can apply to one action name, each list in source order."""
+
+    denies: tuple[CompiledRule, ...] = ()
+    holds: tuple[CompiledRule, ...] = ()  # require_approval, escalate, verify
+    authorizes: tuple[CompiledRule, ...] = ()
+    named: bool = False  # some rule names this action explicitly
+
+
+class EvalContext:
+    """Per-decision state: lazy signal cache, notes. Not shared between decisions."""
+
+    __slots__ = ("action", "notes", "policy", "provider", "signals")
+
+    def __init__(self, action: Action, provider: SignalProvider | None, policy: CompiledPolicy) -> None:
+        self.action = action
+        self.provider = provider
+        self.policy = policy
+        self.signals: dict[str, Any] = {}
+        self.notes: list[str] = []
+
+    def signal(self, name: str) -> Any:
+        if name in self.signals:
+            v = self.signals[name]
+            return MISSING if v is None else v
+        supplied = self.action.signals.get(name, MISSING)
+        if supplied is not MISSING and supplied is not None:
+            self.signals[name] = supplied
+            return supplied
+        v: Any = None
+        p = self.provider
+        if p is None:
+            self.notes.append(f"signal {name} not supplied and no signal provider: rules on {name} did not fire")
+        elif name == "sentiment":
+            if not self.action.text:
+                self.notes.append("signal sentiment not computed: the action has no text")
+            else:
+                v = self._call(name, p.sentiment, self.action.text)
+        elif name == "confidence":
+            v = self._call(name, p.confidence, self.action.text, self.action.fields)
+            if v is None:
+                self.notes.append("signal confidence not supplied: rules on confidence did not fire")
+        else:
+            self.notes.append(f"signal {name} not supplied: rules on {name} did not fire")
+        self.signals[name] = v
+        return MISSING if v is None else v
+
+    def _call(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except Exception as e:  # a broken provider must not break the decision
+            self.notes.append(f"signal {name} provider failed ({type(e).__name__}): rules on {name} did not fire")
+            return None
+
+    def mention(self, lexicon: str, text: str | None, path: str) -> str | None:
+        key = f"mentions.{lexicon}"
+        sup = self.action.signals.get(key, MISSING)
+        if sup is MISSING:
+            m = self.action.signals.get("mentions")
+            if isinstance(m, dict) and lexicon in m:
+                sup = m[lexicon]
+        if sup is not MISSING and sup is not None:
+            self.signals[key] = sup
+            if sup is False or sup == "":
+                return None
+            return f"supplied: {sup}" if sup is not True else "supplied"
+        if key in self.signals:
+            cached = self.signals[key]
+            return cached["matched_text"] if cached else None
+        if not text:
+            self.signals[key] = None
+            return None
+        phrases = self.policy.lexicons[lexicon]
+        found: dict[str, Any] | None = None
+        if self.provider is not None:
+            try:
+                mm = self.provider.mentions(text, lexicon, phrases)
+            except Exception as e:
+                self.notes.append(f"mentions provider failed ({type(e).__name__}); used exact phrase matching")
+                mm = None
+                found = _lexical(self.policy.lexicon_res[lexicon], text)
+            else:
+                if mm is not None:
+                    found = mm.model_dump()
+        else:
+            found = _lexical(self.policy.lexicon_res[lexicon], text)
+        self.signals[key] = found
+        if not found:
+            return None
+        return f"{found['matched_text']!r} ~ {found['phrase']!r}"
+
+
+def _lexical(rx: re.Pattern[str], text: str) -> dict[str, Any] | None:
+    m = rx.search(text)
+    if not m:
+        return None
+    return {"phrase": " ".join(m.group(0).lower().split()), "matched_text": m.group(0), "start": m.start(),
+            "end": m.end(), "method": "lexical", "score": 1.0}
+
+
+def lexicon_regex(phrases: list[str]) -> re.Pattern[str]:
+    """Whole-word, case-insensitive, whitespace-tolerant match of any phrase."""
+    alts = sorted({r"\s+".join(map(re.escape, p.split())) for p in phrases if p.strip()}, key=len, reverse=True)
+    if not alts:
+        return re.compile(r"(?!x)x")
+    return re.compile(r"(?<!\w)(?:" + "|".join(alts) + r")(?!\w)", re.IGNORECASE)
+
+
+@dataclass
+class CompiledPolicy:
+    name: str
+    version: int | str | None
+    hash: str
+    models: dict[str, ModelSpec]
+    lexicons: dict[str, list[str]]
+    sources: dict[str, str]
+    plans: dict[str, ActionPlan] = field(default_factory=dict)
+    global_plan: ActionPlan = field(default_factory=ActionPlan)
+    routes: list[CompiledRoute] = field(default_factory=list)
+    default_route: CompiledRoute | None = None
+    route_index: dict[str, tuple[Callable[[Action], Any], dict[str, tuple[int, ...]]]] = field(default_factory=dict)
+    route_scan: tuple[int, ...] = ()
+    choices: list[CompiledChoice] = field(default_factory=list)
+    lexicon_res: dict[str, re.Pattern[str]] = field(default_factory=dict)
+    actions: frozenset[str] = frozenset()
+
+    # ------------------------------------------------------------------ API
+    def evaluate(self, action: Action, signals: SignalProvider | None = None) -> Decision:
+        ctx = EvalContext(action, signals, self)
+        name = action.action
+        plan = self.plans.get(name, self.global_plan)
+        hits: list[RuleHit] = []
+
+        for r in plan.denies:
+            because = r.test(ctx)
+            if because is not None:
+                hits.append(r.hit(because, "deny"))
+        if hits:
+            return self._decision(ctx, "deny", hits)
+
+        routing: Routing | None = None
+        allowed: list[str] = []
+        if name == CHAT:
+            routing, allowed, route_hits, refusal = self._route(ctx)
+            hits.extend(route_hits)
+            if refusal is not None:
+                hits.append(refusal)
+                return self._decision(ctx, "deny", hits, routing=routing, allowed=allowed)
+
+        obligations: list[ApprovalObligation] = []
+        escalated = approval = False
+        tags: list[str] = []
+        verification: Verification | None = None
+        for r in plan.holds:
+            because = r.test(ctx)
+            if because is None:
+                continue
+            if r.kind == "verify":
+                div = ctx.action.signals.get("divergence")
+                if div is None:
+                    hits.append(r.hit(because, None))
+                    if verification is None:
+                        verification = Verification.model_construct(
+                            models=list(r.models), threshold=r.threshold, tag=r.tag, rule_id=r.rule_id
+                        )
+                    continue
+                vb: list[str] = []
+                assert r.divergence_cond is not None
+                res = r.divergence_cond(ctx, vb)
+                if res is not False:
+                    escalated = True
+                    hits.append(r.hit(because + vb, "escalate"))
+                    obligations.append(self._obligation(r))
+                else:
+                    ctx.signals["divergence"] = div
+                    hits.append(r.hit([*because, f"divergence {div} within threshold {r.threshold:g}"], None))
+                    if r.tag and r.tag not in tags:
+                        tags.append(r.tag)
+                continue
+            if r.kind == "escalate":
+                escalated = True
+                hits.append(r.hit(because, "escalate"))
+            else:
+                approval = True
+                hits.append(r.hit(because, "require_approval"))
+            obligations.append(self._obligation(r))
+        if escalated or approval:
+            effect = "escalate" if escalated else "require_approval"
+            return self._decision(ctx, effect, hits, routing=routing, allowed=allowed, obligations=obligations,
+                                  tags=tags, verification=verification)
+
+        for r in plan.authorizes:
+            because = r.test(ctx)
+            if because is not None:
+                hits.append(r.hit(because, "allow"))
+                break
+        else:
+            if name != CHAT:
+                default = RuleHit.model_construct(
+                    rule_id="default", kind="default", effect="deny", span=None, source="",
+                    because=[f"no rule authorizes {name!r}: default deny"
+                             + ("" if plan.named else " (no rule names this action)")],
+                )
+                hits.append(default)
+                return self._decision(ctx, "deny", hits, default_applied=not plan.named)
+        return self._decision(ctx, "allow", hits, routing=routing, allowed=allowed, tags=tags,
+                              verification=verification)
+
+    def route(self, action: Action) -> Routing:
+        """The model chain for a model call by this caller (empty if none applies)."""
+        routing, _, _, _ = self._route(EvalContext(action, None, self))
+        return routing or Routing()
+
+    def allowed_models(self, action: Action) -> list[str]:
+        """The user-switchable allowlist for this caller (union of matching `allow model choice`)."""
+        return self._allowed(EvalContext(action, None, self))[0]
+
+    # ------------------------------------------------------------------ internals
+    def _allowed(self, ctx: EvalContext) -> tuple[list[str], list[RuleHit]]:
+        out: list[str] = []
+        hits: list[RuleHit] = []
+        for c in self.choices:
+            because: list[str] = []
+            if c.cond is None or c.cond(ctx, because) is True:
+                for m in c.models:
+                    if m not in out:
+                        out.append(m)
+                hits.append(RuleHit.model_construct(rule_id=c.rule_id, kind="allow_choice", effect=None, span=c.span,
+                                                    source=c.source, because=because))
+        return out, hits
+
+    def _match_route(self, ctx: EvalContext) -> tuple[CompiledRoute | None, list[str]]:
+        a = ctx.action
+        cands: list[int] = list(self.route_scan)
+        for get, table in self.route_index.values():
+            v = get(a)
+            if v is not None and v is not MISSING:
+                hit = table.get(v if isinstance(v, str) else str(v))
+                if hit:
+                    cands.extend(hit)
+        if len(cands) > 1:
+            cands.sort()
+        for i in cands:
+            r = self.routes[i]
+            because: list[str] = []
+            if r.cond is None or r.cond(ctx, because) is True:
+                return r, because
+        if self.default_route is not None:
+            return self.default_route, ["no earlier route matched: default route"]
+        return None, []
+
+    def _route(self, ctx: EvalContext) -> tuple[Routing | None, list[str], list[RuleHit], RuleHit | None]:
+        a = ctx.action
+        hits: list[RuleHit] = []
+        r, because = self._match_route(ctx)
+        allowed: list[str] = []
+        choice_hits: list[RuleHit] = []
+        if self.choices:
+            allowed, choice_hits = self._allowed(ctx)
+        if r is None:
+            refusal = RuleHit.model_construct(
+                rule_id="route", kind="route", effect="deny", span=None, source="",
+                because=["no route matches this request and the policy has no `route default`"],
+            )
+            return None, allowed, hits, refusal
+        chain = list(r.chain)
+        if r.prefer_self_hosted:
+            chain.sort(key=lambda m: 0 if self.models[m].self_hosted else 1)
+            because.append("prefer self_hosted: cost-0 models first")
+        refusal: RuleHit | None = None
+        if a.requested_model:
+            req = a.requested_model
+            if req in allowed:
+                chain = [req, *(m for m in chain if m != req)]
+                hits.extend(choice_hits)
+                because.append(f"requested model {req} is on this caller's allowlist: primary")
+            else:
+                why = (f"requested model {req!r} is not on this caller's allowlist {allowed}" if allowed
+                       else f"requested model {req!r}: this caller may not choose a model (no `allow model choice` applies)")
+                refusal = RuleHit.model_construct(rule_id="allow_choice", kind="allow_choice", effect="deny",
+                                                  span=None, source="", because=[why])
+        if a.prompt_tokens is not None:
+            kept = []
+            for m in chain:
+                ctxw = self.models[m].context
+                if ctxw is not None and ctxw < a.prompt_tokens:
+                    because.append(f"dropped {m}: context {ctxw} < {a.prompt_tokens} prompt tokens")
+                else:
+                    kept.append(m)
+            chain = kept
+            if not chain and refusal is None:
+                refusal = RuleHit.model_construct(
+                    rule_id=r.rule_id, kind="route", effect="deny", span=r.span, source=r.source,
+                    because=[*because, f"no model in the chain has a context window of {a.prompt_tokens} tokens"],
+                )
+        routing = Routing.model_construct(chain=chain, sticky=r.sticky, sticky_return=r.sticky_return,
+                                          prefer_self_hosted=r.prefer_self_hosted, rule_id=r.rule_id)
+        hits.append(RuleHit.model_construct(rule_id=r.rule_id, kind="route", effect=None, span=r.span,
+                                            source=r.source, because=because))
+        return routing, allowed, hits, refusal
+
+    @staticmethod
+    def _obligation(r: CompiledRule) -> ApprovalObligation:
+        o = r.obligation or {}
+        return ApprovalObligation.model_construct(
+            group=o.get("group"), channels=list(o.get("channels", ())), remind_every_s=o.get("remind_every_s"),
+            timeout_s=o.get("timeout_s"), on_timeout=o.get("on_timeout", "deny"), escalate_to=o.get("escalate_to"),
+            rule_id=r.rule_id,
+        )
+
+    def _decision(self, ctx: EvalContext, effect: str, hits: list[RuleHit], *, routing: Routing | None = None,
+                  allowed: list[str] | None = None, obligations: list[ApprovalObligation] | None = None,
+                  tags: list[str] | None = None, verification: Verification | None = None,
+                  default_applied: bool = False) -> Decision:
+        return Decision.model_construct(
+            effect=effect, action=ctx.action.action, routing=routing or Routing.model_construct(
+                chain=[], sticky=False, sticky_return=False, prefer_self_hosted=False, rule_id=None),
+            rules=hits, obligations=obligations or [], tags=tags or [], signals=ctx.signals,
+            verification=verification, allowed_models=allowed or [], default_applied=default_applied,
+            policy_name=self.name, policy_version=self.version, policy_hash=self.hash, notes=ctx.notes,
+        )
