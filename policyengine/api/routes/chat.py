@@ -159,12 +159,16 @@ async def chat_completions(request: Request, principal: Principal = Depends(requ
                             decision_id=decision_id, ts=ts, **kw)
 
     requested = action.requested_model
-    if requested and requested not in decision.allowed_models and decision.effect != "deny":
-        decision = _deny_model_choice(decision, requested)
+    if requested and requested not in decision.allowed_models:
+        if decision.effect != "deny":
+            decision = _deny_model_choice(decision, requested)
+        allowed = decision.allowed_models
+        msg = (f"model {requested!r} is not on this caller's allowlist "
+               f"({'allowed: ' + ', '.join(allowed) if allowed else 'no models may be chosen; send model=auto'})")
         await log(decision, extra={"outcome": "model_not_allowed"})
         s.metrics.chat_requests.labels("-", "denied").inc()
-        raise ApiError(403, decision.rules[-1].because[0], code="model_not_allowed", param="model",
-                       extra={"decision_id": decision_id, "allowed_models": decision.allowed_models},
+        raise ApiError(403, msg, code="model_not_allowed", param="model",
+                       extra={"decision_id": decision_id, "allowed_models": allowed},
                        headers=_headers(decision_id, decision, None, []))
     if decision.effect == "deny":
         await log(decision, extra={"outcome": "denied"})

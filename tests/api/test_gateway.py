@@ -1,0 +1,173 @@
+"""The OpenAI-compatible gateway driven by the real `openai` SDK against simulated upstreams on loopback."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from policyengine.simulate.faults import Fault
+
+MSG = [{"role": "user", "content": "Summarise my last three tickets please."}]
+
+
+def sdk(service, who: str = "app") -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=service.url + "/v1", api_key=service.tokens[who], max_retries=0,
+                              timeout=60)
+
+
+async def _decision(service, decision_id: str) -> dict:
+    async with service.client() as c:
+        r = await c.get(f"/v1/decisions/{decision_id}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def test_plain_chat_is_routed_logged_and_named(service):
+    raw = await sdk(service).chat.completions.with_raw_response.create(model="auto", messages=MSG)
+    completion = raw.parse()
+    assert completion.model == "qwen-72b"  # the policy's name for the model that answered
+    assert completion.choices[0].message.content
+    did = raw.headers["x-policyengine-decision-id"]
+    assert raw.headers["x-policyengine-model"] == "qwen-72b"
+    assert raw.headers["x-policyengine-attempts"].startswith("qwen-72b#PE_T_QWEN_KEY_1:200:ok")
+    rec = await _decision(service, did)
+    assert rec["tenant"] == "acme" and rec["effect"] == "allow" and rec["model"] == "qwen-72b"
+    assert rec["record"]["routing"]["chain"] == ["qwen-72b", "gemma-27b", "kimi-large"]
+    assert rec["record"]["attempts"][0]["status"] == 200
+    assert rec["policy_hash"] == service.services.policies.current.hash
+    assert any("answered by qwen-72b" in line for line in rec["explanation"])
+    # the upstream never saw the gateway-only metadata, and got its own model id
+    seen = service.sims["qwen-72b"].seen()[-1]
+    assert "metadata" not in seen.body
+
+
+async def test_streaming_relays_chunks_and_logs_before_first_byte(service):
+    client = sdk(service)
+    async with client.chat.completions.with_streaming_response.create(
+            model="auto", messages=MSG, stream=True, stream_options={"include_usage": True}) as resp:
+        did = resp.headers["x-policyengine-decision-id"]
+        assert resp.headers["x-policyengine-model"] == "qwen-72b"
+        # the decision row is committed before the stream starts
+        assert (await _decision(service, did))["effect"] == "allow"
+        text, models = "", set()
+        async for chunk in await resp.parse():
+            models.add(chunk.model)
+            if chunk.choices and chunk.choices[0].delta.content:
+                text += chunk.choices[0].delta.content
+    assert text.startswith("Simulated answer")
+    assert models == {"qwen-72b"}
+    async with service.client() as c:
+        rows = (await c.get("/v1/decisions", params={"kind": "chat_outcome"})).json()["data"]
+    assert rows and rows[0]["model"] == "qwen-72b"
+
+
+async def test_tool_calls_pass_through(service):
+    tools = [{"type": "function", "function": {"name": "lookup_order", "parameters": {
+        "type": "object", "properties": {"query": {"type": "string"}}}}}]
+    completion = await sdk(service).chat.completions.create(model="auto", messages=MSG, tools=tools)
+    call = completion.choices[0].message.tool_calls[0]
+    assert call.function.name == "lookup_order"
+    stream = await sdk(service).chat.completions.create(model="auto", messages=MSG, tools=tools, stream=True)
+    names = [tc.function.name async for ch in stream if ch.choices and ch.choices[0].delta.tool_calls
+             for tc in ch.choices[0].delta.tool_calls if tc.function and tc.function.name]
+    assert names == ["lookup_order"]
+
+
+async def test_failover_and_use_case_routing(service):
+    service.sims["qwen-72b"].add_fault(Fault(kind="error", status=500, times=None))
+    raw = await sdk(service).chat.completions.with_raw_response.create(model="auto", messages=MSG)
+    assert raw.parse().model == "gemma-27b"
+    assert "qwen-72b#PE_T_QWEN_KEY_1:500:failover" in raw.headers["x-policyengine-attempts"]
+    service.sims["qwen-72b"].clear_faults()
+    raw = await sdk(service).chat.completions.with_raw_response.create(
+        model="auto", messages=MSG, extra_headers={"X-PolicyEngine-Use-Case": "summarisation"})
+    assert raw.parse().model == "gemma-27b"
+    completion = await sdk(service).chat.completions.create(
+        model="auto", messages=MSG, metadata={"use_case": "summarisation"})
+    assert completion.model == "gemma-27b"
+
+
+async def test_user_switchable_models_checked_against_allowlist(service):
+    models = await sdk(service, "power").models.list()
+    assert {m.id for m in models.data} == {"auto", "qwen-72b", "gemma-27b"}
+    assert {m.id for m in (await sdk(service).models.list()).data} == {"auto"}
+    completion = await sdk(service, "power").chat.completions.create(model="gemma-27b", messages=MSG)
+    assert completion.model == "gemma-27b"
+    with pytest.raises(openai.PermissionDeniedError) as exc:
+        await sdk(service).chat.completions.create(model="gemma-27b", messages=MSG)
+    assert exc.value.code == "model_not_allowed"
+    assert "not on this caller's allowlist" in exc.value.message
+
+
+async def test_escalation_holds_the_answer(service):
+    with pytest.raises(openai.ConflictError) as exc:
+        await sdk(service).chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "I am going to sue you, my solicitor says so"}])
+    body = exc.value.body
+    assert exc.value.code == "approval_required" and body["effect"] == "escalate"
+    assert exc.value.response.headers["x-should-retry"] == "false"
+    if service.services.approvals is not None:
+        assert body["approval"]["approval_id"]
+    rec = await _decision(service, body["decision_id"])
+    assert rec["effect"] == "escalate"
+    assert service.sims["qwen-72b"].seen() == []  # no model was called for a held request
+
+
+async def test_upstream_errors_are_classified(service):
+    # fatal: the upstream's 4xx and message come back unchanged, no other model is touched
+    service.sims["qwen-72b"].add_fault(Fault(kind="content_filter", times=None))
+    with pytest.raises(openai.BadRequestError) as exc:
+        await sdk(service).chat.completions.create(model="auto", messages=MSG)
+    assert exc.value.body["error_class"] == "fatal"
+    assert service.sims["gemma-27b"].seen() == []
+    service.sims["qwen-72b"].clear_faults()
+    # every model failing: 502 with the classified reason, decision logged with every attempt
+    for sim in service.sims.values():
+        sim.add_fault(Fault(kind="error", status=500, times=None))
+    with pytest.raises(openai.APIStatusError) as exc:
+        await sdk(service).chat.completions.create(model="auto", messages=MSG)
+    assert exc.value.status_code in (502, 503)
+    body = exc.value.body
+    assert body["error_class"] in ("failover", "retry") and body["reason"]
+    rec = await _decision(service, body["decision_id"])
+    assert rec["record"]["extra"]["outcome"] == "upstream_failed"
+    assert {a["model"] for a in rec["record"]["attempts"]} >= {"qwen-72b", "gemma-27b", "kimi-large"}
+
+
+async def test_malformed_chat_requests_get_clear_4xx(service):
+    async with service.client() as c:
+        cases = [
+            (b"{not json", "not valid JSON"),
+            (b"[]", "must be a JSON object"),
+            (b'{"model": "auto"}', "'messages' is required"),
+            (b'{"messages": []}', "non-empty list"),
+            (b'{"messages": [{"role": "wizard", "content": "x"}]}', "messages[0].role"),
+            (b'{"messages": [{"role": "user", "content": "x"}], "stream": "yes"}', "'stream' must be"),
+            (b'{"messages": [{"role": "user", "content": "x"}], "n": 3}', "n=1"),
+        ]
+        for raw, needle in cases:
+            r = await c.post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
+            assert 400 <= r.status_code < 500, (raw, r.status_code)
+            assert needle in r.json()["error"]["message"], (raw, r.json())
+        r = await c.post("/v1/chat/completions", content=b"x", headers={"content-type": "text/plain"})
+        assert r.status_code == 415
+    async with service.client("reviewer") as c:
+        r = await c.post("/v1/chat/completions", json={"messages": MSG})
+        assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_role"
+    with pytest.raises(openai.AuthenticationError):
+        await openai.AsyncOpenAI(base_url=service.url + "/v1", api_key="pe_wrong", max_retries=0) \
+            .chat.completions.create(model="auto", messages=MSG)
+
+
+async def test_dual_model_verification_tags_aligned_answers(service):
+    raw = await sdk(service).chat.completions.with_raw_response.create(
+        model="auto", messages=MSG, extra_headers={"X-PolicyEngine-Use-Case": "legal"})
+    assert "high-confidence" in raw.headers["x-policyengine-tags"]
+    assert float(raw.headers["x-policyengine-divergence"]) <= 0.25
+    assert service.sims["qwen-72b"].seen() and service.sims["gemma-27b"].seen()
+    # diverging answers are held for a human, with both answers attached
+    service.sims["gemma-27b"].answer = "No. The refund was refused on 3 March and you owe us 500 GBP."
+    with pytest.raises(openai.ConflictError) as exc:
+        await sdk(service).chat.completions.create(model="auto", messages=MSG,
+                                                   metadata={"use_case": "legal"})
+    assert exc.value.body["effect"] == "escalate"

@@ -1,0 +1,127 @@
+"""evaluate, decisions, auth, admin reload, metrics: httpx against the real service."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+
+async def test_evaluate_standing_orders(service):
+    async with service.client() as c:
+        r = await c.post("/v1/evaluate", json={"action": "classify_ticket", "actor": "bot"})
+        assert r.status_code == 200, r.text
+        d = r.json()
+        assert d["effect"] == "allow" and d["decision_id"] and not d["held"]
+        assert d["policy_hash"] == service.services.policies.current.hash
+        r = await c.post("/v1/evaluate", json={"action": "delete_account"})
+        assert r.json()["effect"] == "deny"
+        r = await c.post("/v1/evaluate", json={"action": "launch_rockets"})
+        assert r.json()["effect"] == "deny" and r.json()["default_applied"]
+        r = await c.post("/v1/evaluate", json={"action": "refund", "fields": {"amount": "150 GBP"}})
+        d = r.json()
+        assert d["effect"] == "require_approval" and d["held"]
+        assert d["obligations"][0]["group"] == "refunds"
+        if service.services.approvals is not None:
+            assert d["approval"]["approval_id"] and d["approval"]["status_url"]
+        r = await c.post("/v1/evaluate", json={"action": "refund", "fields": {"amount": "50 GBP"}})
+        assert r.json()["effect"] != "require_approval"
+        # the decision is explained later
+        r = await c.get(f"/v1/decisions/{d['decision_id']}")
+        exp = r.json()
+        assert exp["effect"] == "require_approval" and exp["record"]["request"]["fields"]["amount"] == "150 GBP"
+        assert any("require_approval" in line for line in exp["explanation"])
+
+
+async def test_evaluate_rejects_bad_input(service):
+    async with service.client() as c:
+        for body, status, needle in [
+            ({}, 422, "action"),
+            ({"action": ""}, 422, "action"),
+            ({"action": "x", "surprise": 1}, 422, "surprise"),
+            ({"action": "x", "tenant": "globex"}, 403, "does not match"),
+            ({"action": "x", "prompt_tokens": -1}, 422, "prompt_tokens"),
+        ]:
+            r = await c.post("/v1/evaluate", json=body)
+            assert r.status_code == status, (body, r.text)
+            assert needle in r.json()["error"]["message"], (body, r.json())
+        r = await c.post("/v1/evaluate", content=b"{", headers={"content-type": "application/json"})
+        assert r.status_code == 400
+
+
+async def test_auth_and_tenant_scoping(service):
+    async with service.client() as c:
+        did = (await c.post("/v1/evaluate", json={"action": "classify_ticket"})).json()["decision_id"]
+    async with service.client("other") as c:
+        assert (await c.get(f"/v1/decisions/{did}")).status_code == 404
+        assert (await c.get("/v1/decisions")).json()["data"] == []
+    async with service.client("app") as c:
+        data = (await c.get("/v1/decisions", params={"action": "classify_ticket"})).json()["data"]
+        assert [d["id"] for d in data] == [did]
+        assert (await c.get("/v1/decisions", params={"effect": "maybe"})).status_code == 422
+        assert (await c.post("/v1/admin/policy/reload")).status_code == 403
+    import httpx
+
+    async with httpx.AsyncClient(base_url=service.url) as c:
+        r = await c.post("/v1/evaluate", json={"action": "x"})
+        assert r.status_code == 401 and "missing API key" in r.json()["error"]["message"]
+    # admin creates and revokes a key through the API
+    async with service.client("admin") as c:
+        r = await c.post("/v1/admin/keys", json={"roles": ["app"], "subject": "new-app"})
+        assert r.status_code == 201
+        token, key_id = r.json()["token"], r.json()["key_id"]
+        async with httpx.AsyncClient(base_url=service.url, headers={"X-API-Key": token}) as k:
+            assert (await k.post("/v1/evaluate", json={"action": "classify_ticket"})).status_code == 200
+            assert (await c.delete(f"/v1/admin/keys/{key_id}")).status_code == 200
+            assert (await k.post("/v1/evaluate", json={"action": "classify_ticket"})).status_code == 401
+
+
+async def test_health_ready_metrics(service):
+    async with service.client() as c:
+        assert (await c.get("/healthz")).json() == {"status": "ok"}
+        r = await c.get("/readyz")
+        assert r.status_code == 200 and r.json()["checks"]["database"] == "ok"
+        await c.post("/v1/evaluate", json={"action": "delete_account"})
+        m = (await c.get("/metrics")).text
+    assert 'policyengine_decisions_total{effect="deny",kind="evaluate"}' in m
+    assert "policyengine_cooldowns_open" in m and "policyengine_request_latency_seconds_bucket" in m
+
+
+async def test_policy_reload_is_atomic_and_refuses_bad_sets(tmp_path, service_factory, policies_dir):
+    pdir = tmp_path / "policies"
+    shutil.copytree(policies_dir, pdir)
+    async with service_factory(f"sqlite:///{tmp_path / 'pe.db'}", policy_dir=pdir) as svc:
+        old = svc.services.policies.current.hash
+        async with svc.client("admin") as c:
+            f = pdir / "gateway.policy"
+            f.write_text(f.read_text() + "\ndeny frobnicate when amount >>> 3\n")
+            r = await c.post("/v1/admin/policy/reload")
+            assert r.status_code == 422 and not r.json()["ok"]
+            assert svc.services.policies.current.hash == old
+            f.write_text(f.read_text().replace("\ndeny frobnicate when amount >>> 3\n", "\ndeny frobnicate\n"))
+            r = await c.post("/v1/admin/policy/reload")
+            assert r.status_code == 200 and r.json()["changed"], r.text
+            new = r.json()["hash"]
+            assert new != old
+            d = (await c.post("/v1/evaluate", json={"action": "frobnicate"})).json()
+            assert d["effect"] == "deny" and d["policy_hash"] == new
+            hist = (await c.get("/v1/admin/policy")).json()["history"]
+            assert {h["hash"] for h in hist} >= {old, new}
+
+
+@pytest.mark.postgres
+async def test_two_replicas_share_one_chain(pg_schema_url, service_factory):
+    """Two service instances (replicas) on one PostgreSQL: one consistent hash chain."""
+    import asyncio
+
+    from policyengine.store import make_sync_engine, verify_chain
+
+    async with (service_factory(pg_schema_url) as a, service_factory(pg_schema_url) as b,
+                a.client() as ca, b.client() as cb):
+        rs = await asyncio.gather(*(c.post("/v1/evaluate", json={"action": "classify_ticket"})
+                                    for _ in range(40) for c in (ca, cb)))
+    assert all(r.status_code == 200 for r in rs)
+    engine = make_sync_engine(pg_schema_url)
+    res = verify_chain(engine)
+    engine.dispose()
+    assert res.ok and res.rows >= 80, res.problem
