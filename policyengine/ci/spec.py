@@ -164,6 +164,23 @@ def _error_text(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _error_line(item: dict[str, Any], exc: ValidationError) -> int | None:
+    """The line of the innermost mapping on the first error's path (e.g. the `given:` mapping)."""
+    node: Any = item
+    line = None
+    for part in exc.errors()[0]["loc"]:
+        if isinstance(node, dict):
+            line = node.get("__line__", line)
+            node = node.get(part) if isinstance(part, str) else None
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            break
+    if isinstance(node, dict):
+        line = node.get("__line__", line)
+    return line
+
+
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for k, v in over.items():
@@ -212,7 +229,7 @@ def load_test_file(path: str | Path) -> PolicyTestFile:
             case = PolicyTest.model_validate({**data, "line": line or 0})
         except ValidationError as exc:
             label = data.get("name") or f"#{i + 1}"
-            raise SpecError(name, line, f"test {label!r}: {_error_text(exc)}") from None
+            raise SpecError(name, _error_line(item, exc) or line, f"test {label!r}: {_error_text(exc)}") from None
         if case.name in seen:
             raise SpecError(name, line, f"duplicate test name {case.name!r} (first at line {seen[case.name]})")
         seen[case.name] = case.line

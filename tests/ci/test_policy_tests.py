@@ -1,0 +1,148 @@
+"""`policyengine test`: expected vs actual side by side, rule coverage, --min-coverage, formats."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from policyengine.ci.runner import run_tests
+from policyengine.ci.spec import SpecError, load_test_file
+from policyengine.cli import app
+
+from .conftest import V1
+
+runner = CliRunner(env={"COLUMNS": "200", "NO_COLOR": "1"})
+
+
+def test_example_tests_pass_and_coverage_names_the_unexercised_rule() -> None:
+    report = run_tests(V1)
+    assert report.count("failed") == 0 and report.count("error") == 0
+    assert report.count("passed") == 14
+    uncovered = [r for s in report.sets for r in s.rules if not r.covered]
+    # exactly one rule has no test: the approval gate for email / database / legal / press
+    assert [r.text for r in uncovered] == [
+        "require approval for send_email, modify_database, escalate_legal, respond_press"]
+    assert uncovered[0].location.endswith("support.policy:19")
+    assert report.covered_rules == 12 and report.total_rules == 13
+
+
+def test_cli_names_uncovered_rule_and_min_coverage_fails() -> None:
+    ok = runner.invoke(app, ["test", str(V1)])
+    assert ok.exit_code == 0, ok.output
+    assert "support.policy:19" in ok.output
+    assert "require approval for send_email, modify_database, escalate_legal, respond_press" in ok.output
+    assert "12/13 rules (92.3%)" in ok.output
+    low = runner.invoke(app, ["test", str(V1), "--min-coverage", "95"])
+    assert low.exit_code == 1
+    assert "below --min-coverage 95%" in low.output
+    assert runner.invoke(app, ["test", str(V1), "--min-coverage", "90"]).exit_code == 0
+
+
+def _copy_with_tests(tmp_path: Path, tests_yaml: str) -> Path:
+    dest = tmp_path / "policies"
+    dest.mkdir()
+    shutil.copy(V1 / "support.policy", dest / "support.policy")
+    (dest / "support.tests.yaml").write_text(tests_yaml)
+    return dest
+
+
+FAILING = """
+tests:
+  - name: refund of 150 GBP (wrongly) expected to run alone
+    given: {action: refund, fields: {amount: "150 GBP"}, signals: {sentiment: 0.9, confidence: 0.9}}
+    expect:
+      effect: allow
+      obligations: []
+  - name: code (wrongly) expected on gemma
+    given: {action: chat, use_case: code, text: "x", signals: {sentiment: 0.9, confidence: 0.9}}
+    expect: {chain: [gemma-27b, qwen-72b], rules: ["route when use_case == \\"summarisation\\""]}
+"""
+
+
+def test_failures_show_expected_and_actual_side_by_side(tmp_path: Path) -> None:
+    pol = _copy_with_tests(tmp_path, FAILING)
+    res = runner.invoke(app, ["test", str(pol)])
+    assert res.exit_code == 1
+    out = res.output
+    assert "check" in out and "expected" in out and "actual" in out  # the table header
+    lines = out.splitlines()
+    # each mismatch is one row: check | expected | actual
+    effect_row = next(ln for ln in lines if ln.strip().startswith("effect "))
+    assert effect_row.split() == ["effect", "allow", "require_approval"]
+    chain_row = next(ln for ln in lines if ln.strip().startswith("chain "))
+    assert "gemma-27b > qwen-72b" in chain_row and "qwen-72b > gemma-27b > kimi-large > bedrock-llama" in chain_row
+    assert chain_row.index("gemma-27b > qwen-72b") < chain_row.index("qwen-72b > gemma-27b > kimi")
+    ob_row = next(ln for ln in lines if ln.strip().startswith("obligations "))
+    assert "(none)" in ob_row and "group=refunds" in ob_row
+    assert any(ln.strip().startswith("rule fired ") for ln in lines)
+    assert "0 passed, 2 failed" in out
+
+
+def test_json_format_carries_the_mismatches(tmp_path: Path) -> None:
+    pol = _copy_with_tests(tmp_path, FAILING)
+    res = runner.invoke(app, ["test", str(pol), "--format", "json"])
+    assert res.exit_code == 1
+    data = json.loads(res.output)
+    case = data["sets"][0]["cases"][0]
+    assert case["status"] == "failed"
+    assert {"check": "effect", "expected": "allow", "actual": "require_approval"} in case["mismatches"]
+    assert data["summary"]["failed"] == 2 and data["summary"]["ok"] is False
+    assert any(not r["covered"] for r in data["sets"][0]["rules"])
+
+
+def test_bad_test_file_is_a_located_error(tmp_path: Path) -> None:
+    pol = _copy_with_tests(tmp_path, """
+tests:
+  - name: ok
+    given: {action: refund}
+    expect: {effect: allow}
+  - name: typo in the action
+    given: {action: refund, feilds: {amount: "1 GBP"}}
+    expect: {effect: allow}
+""")
+    with pytest.raises(SpecError) as e:
+        load_test_file(pol / "support.tests.yaml")
+    assert e.value.line == 7 and "feilds" in e.value.message
+    res = runner.invoke(app, ["test", str(pol)])
+    assert res.exit_code == 2
+    assert "support.tests.yaml:7" in res.output and "feilds" in res.output
+
+
+def test_unknown_expectation_key_and_bad_duration(tmp_path: Path) -> None:
+    p = tmp_path / "x.tests.yaml"
+    p.write_text("tests:\n  - name: a\n    given: {action: refund}\n    expect: {efect: allow}\n")
+    with pytest.raises(SpecError, match="efect"):
+        load_test_file(p)
+    p.write_text("tests:\n  - name: a\n    given: {action: refund}\n"
+                 "    expect: {obligations: [{timeout: soon}]}\n")
+    with pytest.raises(SpecError, match="not a duration"):
+        load_test_file(p)
+
+
+def test_policy_that_does_not_load_is_reported(tmp_path: Path) -> None:
+    pol = _copy_with_tests(tmp_path, "tests:\n  - name: a\n    given: {action: refund}\n    expect: {effect: allow}\n")
+    (pol / "support.policy").write_text('policy "x"\nauthorize refund when\n')
+    res = runner.invoke(app, ["test", str(pol)])
+    assert res.exit_code == 2
+    assert "support.policy:" in res.output
+
+
+def test_no_test_files_is_an_error(tmp_path: Path) -> None:
+    res = runner.invoke(app, ["test", str(tmp_path)])
+    assert res.exit_code == 2 and "no policy test files" in res.output
+
+
+def test_verify_rule_is_partial_until_both_outcomes_are_tested(tmp_path: Path) -> None:
+    pol = _copy_with_tests(tmp_path, """
+tests:
+  - name: aligned legal answer
+    given: {action: chat, use_case: legal, text: "q", signals: {divergence: 0.1, sentiment: 0.9, confidence: 0.9}}
+    expect: {tags: [high-confidence]}
+""")
+    report = run_tests(pol)
+    verify = next(r for s in report.sets for r in s.rules if r.kind == "verify")
+    assert verify.covered and verify.partial == "no test with divergence above the threshold"
