@@ -11,7 +11,6 @@ import time
 
 import orjson
 import pytest
-
 from policyengine.adapters import ClassifierRule, classify_error, load_rules, parse_retry_after
 
 AMZ = "x-amzn-ErrorType"

@@ -7,6 +7,7 @@ requests, with which key, and how far apart (no hammering, no blind retries).
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -20,7 +21,7 @@ CHAIN = Routing(chain=["primary", "fallback"])
 
 
 def gaps(reqs) -> list[float]:
-    return [b.t - a.t for a, b in zip(reqs, reqs[1:], strict=False)]
+    return [b.t - a.t for a, b in itertools.pairwise(reqs)]
 
 
 async def two(fleet, pflavour="vllm", fflavour="ollama", **pkw):
@@ -54,7 +55,7 @@ async def test_429_retry_after_ms_and_http_date(fleet, make_dispatcher):
 
 
 async def test_429_without_retry_after_backs_off_then_cools_down(fleet, make_dispatcher):
-    p, f = await two(fleet)
+    p, _f = await two(fleet)
     p.add_fault(Fault(kind="rate_limit", times=None))
     d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
     r = await d.complete(USER, CHAIN)
@@ -82,7 +83,7 @@ async def test_500_once_fails_over_and_primary_stays_in_use(fleet, make_dispatch
 
 
 async def test_503_persisting_retries_with_backoff_then_fails_over(fleet, make_dispatcher):
-    p, f = await two(fleet, "ollama", "vllm")
+    p, _f = await two(fleet, "ollama", "vllm")
     p.add_fault(Fault(kind="unavailable", times=None))
     d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
     r = await d.complete(USER, CHAIN)
@@ -105,7 +106,7 @@ async def test_tcp_reset_before_headers(fleet, make_dispatcher):
 
 
 async def test_no_response_at_all_is_bounded_by_the_attempt_budget(fleet, make_dispatcher):
-    p, f = await two(fleet)
+    p, _f = await two(fleet)
     p.add_fault(Fault(kind="hang", times=None))
     d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")], attempt_timeout=0.5)
     r = await d.complete(USER, CHAIN)
@@ -125,7 +126,7 @@ async def test_everything_silent_ends_at_the_deadline(fleet, make_dispatcher):
 
 
 async def test_slow_first_token_streams_from_fallback(fleet, make_dispatcher):
-    p, f = await two(fleet)
+    p, _f = await two(fleet)
     p.add_fault(Fault(kind="slow_first_token", delay=3.0))
     d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")], first_token_timeout=0.4)
     s = d.stream(USER, CHAIN)
@@ -244,7 +245,7 @@ async def test_expired_key_rotates_to_second_key(fleet, make_dispatcher):
 
 
 async def test_all_keys_dead_moves_to_next_model(fleet, make_dispatcher):
-    p, f = await two(fleet, keys=["sk-valid"])
+    _p, _f = await two(fleet, keys=["sk-valid"])
     env = {"K1": "sk-old", "K2": "sk-older"}
     d = make_dispatcher([fleet.model_spec("primary", key_envs=("K1", "K2", "K3")), fleet.model_spec("fallback")],
                         environ=env)
@@ -255,7 +256,7 @@ async def test_all_keys_dead_moves_to_next_model(fleet, make_dispatcher):
 
 
 async def test_primary_down_then_recovers_traffic_returns(fleet, make_dispatcher):
-    p, f = await two(fleet)
+    p, _f = await two(fleet)
     d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
     assert (await d.complete(USER, CHAIN)).model == "primary"
     p.down(1.5)  # crash: refuse connections, reset kept-alive sockets
