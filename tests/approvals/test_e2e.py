@@ -105,7 +105,7 @@ async def test_refund_held_then_approved_by_email_link(stack):
     async with api(stack, "rita") as rita:
         approval_id = outcome["approval_id"]
         audit = (await rita.get(f"/v1/approvals/{approval_id}/audit")).json()["data"]
-        approved = [e for e in audit if e["kind"] == "approved"][0]
+        approved = next(e for e in audit if e["kind"] == "approved")
         assert approved["ip"] == "127.0.0.1" and approved["via"] == "email" and approved["reason"] == "customer is right"
         assert any((e["kind"] == "refused" and "already been used" in (e["reason"] or "")) or e["reason"] == "reused review link"
                    for e in audit)
@@ -201,7 +201,6 @@ async def test_guard_raises_when_denied_or_rejected(stack):
             raise AssertionError("must not run")
 
         task = asyncio.create_task(refund(order="B-1", amount="999 GBP"))
-        pending = await until(lambda: None, timeout=0.01, what="") if False else None  # noqa: F841
         listed: list[Any] = []
 
         async def first_pending() -> str:
