@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -40,10 +40,23 @@ class Service:
     settings: Settings
     sims: dict[str, SimServer]
     tokens: dict[str, str]
+    _sdks: list = field(default_factory=list)
 
     def client(self, who: str = "app", **kw) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, headers={"Authorization": f"Bearer {TOKENS[who]}"},
                                  timeout=30, **kw)
+
+    def sdk(self, who: str = "app"):
+        """A real openai.AsyncOpenAI client for this service (closed when the service stops)."""
+        import openai
+
+        c = openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=self.tokens[who], max_retries=0, timeout=60)
+        self._sdks.append(c)
+        return c
+
+    async def close_sdks(self) -> None:
+        for c in self._sdks:
+            await c.close()
 
     @property
     def services(self):
@@ -96,7 +109,9 @@ async def running_service(db_url: str, monkeypatch, policy_dir: Path = POLICIES,
     else:
         raise RuntimeError("service did not start")
     try:
-        yield Service(url=f"http://127.0.0.1:{port}", app=app, settings=settings, sims=sims, tokens=TOKENS)
+        svc = Service(url=f"http://127.0.0.1:{port}", app=app, settings=settings, sims=sims, tokens=TOKENS)
+        yield svc
+        await svc.close_sdks()
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)

@@ -11,8 +11,7 @@ MSG = [{"role": "user", "content": "Summarise my last three tickets please."}]
 
 
 def sdk(service, who: str = "app") -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(base_url=service.url + "/v1", api_key=service.tokens[who], max_retries=0,
-                              timeout=60)
+    return service.sdk(who)
 
 
 async def _decision(service, decision_id: str) -> dict:
@@ -154,9 +153,9 @@ async def test_malformed_chat_requests_get_clear_4xx(service):
     async with service.client("reviewer") as c:
         r = await c.post("/v1/chat/completions", json={"messages": MSG})
         assert r.status_code == 403 and r.json()["error"]["code"] == "insufficient_role"
-    with pytest.raises(openai.AuthenticationError):
-        await openai.AsyncOpenAI(base_url=service.url + "/v1", api_key="pe_wrong", max_retries=0) \
-            .chat.completions.create(model="auto", messages=MSG)
+    async with openai.AsyncOpenAI(base_url=service.url + "/v1", api_key="pe_wrong", max_retries=0) as bad:
+        with pytest.raises(openai.AuthenticationError):
+            await bad.chat.completions.create(model="auto", messages=MSG)
 
 
 async def test_dual_model_verification_tags_aligned_answers(service):
