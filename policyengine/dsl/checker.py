@@ -356,13 +356,15 @@ class Checker:
                                  f"{prev[0]} at column {prev[1].col}",
                                  "one condition compares one currency; amounts are never converted "
                                  "(a value in the other currency makes the condition undecidable)")
+                        continue  # one root cause: no W223 on top of E224
                     currencies.setdefault(path, (cur, v.span))
                     seen = self.field_currencies[path]
                     if seen and cur not in seen:
                         other, osp = next(iter(seen.items()))
                         self.add("W223", v.span, f"`{path}` is compared in {cur} here but in {other} at "
-                                 f"{_where(osp)}", f"a {path} in {other} is undecidable for this rule and {cur} "
-                                 f"for that one: both are treated as matching (fail-safe hold). Use one currency",
+                                 f"{_where(osp)}", f"amounts are never converted: a value in {other} is undecidable "
+                                 f"here (and one in {cur} there), and undecidable means held (fail-safe). "
+                                 "Use one currency, or accept that other currencies are always held",
                                  warning=True)
                     seen.setdefault(cur, v.span)
 

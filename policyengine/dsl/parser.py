@@ -391,7 +391,14 @@ def _syntax_diag(file: str, text: str, e: UnexpectedInput) -> Diagnostic:
     end_col = col + 1
     if isinstance(e, UnexpectedCharacters):
         ch = text[e.pos_in_stream] if 0 <= e.pos_in_stream < len(text) else ""
-        if ch == '"':
+        rest = text[e.pos_in_stream:].split("\n", 1)[0]
+        bad_escape = re.match(r'"(?:[^"\\\n]|\\["\\nt])*(\\.)', rest) if ch == '"' else None
+        if bad_escape is not None:
+            col += bad_escape.start(1)
+            end_col = col + 2
+            msg, code = f"invalid escape `{bad_escape.group(1)}` in string", "E104"
+            hint = 'strings know \\" \\\\ \\n \\t; write a backslash as \\\\'
+        elif ch == '"':
             msg, code, hint = "unterminated string", "E102", 'close the string with `"` on the same line'
         else:
             msg, code = f"unexpected character {ch!r}", "E101"
@@ -434,7 +441,7 @@ def parse(text: str, file: str = "<string>") -> ast.PolicyFile:
         col = getattr(meta, "column", 1) or 1
         msg = str(orig) if isinstance(orig, ValueError | InvalidOperation) else f"invalid value: {orig}"
         raise PolicyError([
-            Diagnostic(file=file, line=line, col=col, code="E104", message=msg, source_line=source_line(text, line))
+            Diagnostic(file=file, line=line, col=col, code="E109", message=msg, source_line=source_line(text, line))
         ]) from None
     except RecursionError:
         raise PolicyError([

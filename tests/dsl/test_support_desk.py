@@ -193,3 +193,15 @@ def test_decision_serialises(support_desk: CompiledPolicy) -> None:
     d = support_desk.evaluate(Action(action="refund", fields={"amount": "150 GBP"}, signals={"sentiment": 0.9, "confidence": 0.9}))
     again = type(d).model_validate_json(d.model_dump_json())
     assert again.effect == d.effect and again.obligations[0].group == "refunds"
+
+
+def test_fast_constructed_decision_equals_validated_one(support_desk: CompiledPolicy) -> None:
+    from policyengine.types import Decision
+
+    for a in (Action(action="refund", fields={"amount": "150 GBP"}, signals={"sentiment": 0.9, "confidence": 0.9}),
+              Action(action="chat", use_case="legal", signals={"sentiment": 0.9, "confidence": 0.9}),
+              Action(action="nope")):
+        d = support_desk.evaluate(a)
+        assert set(d.__dict__) == set(Decision.model_fields)
+        validated = Decision.model_validate(d.model_dump())
+        assert validated == d
