@@ -18,6 +18,7 @@ from policyengine.dsl import (
     Diagnostic,
     PolicyError,
     check,
+    discover_sets,
     expand_paths,
     format_source,
     load_policy_set,
@@ -52,8 +53,19 @@ def lint(
     paths: Annotated[list[Path], typer.Argument(help="Policy files or directories (a directory is one policy set).")],
     format: Annotated[LintFormat, typer.Option("--format", "-f", help="text, json, or github annotations.")] = LintFormat.text,
 ) -> None:
-    """Check a policy set; exit 1 if it has errors (warnings alone exit 0)."""
-    diags = check(paths)
+    """Check policy sets; exit 1 if any has errors (warnings alone exit 0).
+
+    Each PATH is checked as its own policy set: a file, or a directory whose *.policy
+    files form one set; a directory holding only set folders (like policies/) checks each."""
+    diags: list[Diagnostic] = []
+    files = 0
+    for p in paths:
+        sets = discover_sets(p) if p.is_dir() else [[p]]
+        if not sets:
+            diags.extend(check([p]))  # reports "no .policy files found"
+        for s in sets:
+            files += len(s)
+            diags.extend(check(s))
     errors = sum(d.is_error for d in diags)
     warnings = len(diags) - errors
     if format is LintFormat.json:
@@ -64,7 +76,6 @@ def lint(
     else:
         for d in diags:
             _print_diag(d)
-        files = len(expand_paths(paths))
         if errors:
             out.print(Text(f"{errors} error(s), {warnings} warning(s) in {files} file(s)", style="bold red"))
         else:

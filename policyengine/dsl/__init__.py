@@ -27,6 +27,7 @@ __all__ = [
     "check_sources",
     "compile_sources",
     "content_hash",
+    "discover_sets",
     "expand_paths",
     "format_file",
     "format_source",
@@ -47,6 +48,24 @@ def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
             out.append(p)
     seen: set[Path] = set()
     return [p for p in out if not (p.resolve() in seen or seen.add(p.resolve()))]  # type: ignore[func-returns-value]
+
+
+def discover_sets(path: str | Path) -> list[list[Path]]:
+    """The policy sets under one CLI argument.
+
+    A file is a set. A directory with `*.policy` files directly inside is one set (its
+    sub-folders included). A directory with none directly inside is a collection: each
+    sub-folder is discovered the same way (so `policyengine lint policies/` lints every
+    example set on its own)."""
+    p = Path(path)
+    if not p.is_dir():
+        return [[p]]
+    if any(p.glob("*.policy")):
+        return [expand_paths([p])]
+    sets: list[list[Path]] = []
+    for child in sorted(c for c in p.iterdir() if c.is_dir()):
+        sets.extend(s for s in discover_sets(child) if s)
+    return sets
 
 
 def read_sources(paths: Sequence[str | Path]) -> dict[str, str]:

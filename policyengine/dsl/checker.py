@@ -469,18 +469,35 @@ class Checker:
             for dup in auth[1:]:
                 self.add("W231", dup[1].span, f"`{name}` is already authorized at {_where(auth[0][1].span)}",
                          "remove the repeat", warning=True)
-        known = set(uses) | {"chat"}
+        # A name used exactly once that is one or two edits from an action used elsewhere is
+        # almost certainly a typo (`clasify_ticket`); distinct actions that merely share words
+        # (`read_database` / `modify_database`) are many edits apart and are left alone.
+        established = {k for k, us in uses.items() if len(us) > 1} | {"chat"}
         for name, us in uses.items():
             if len(us) != 1:
                 continue
-            close = _close(name, [k for k in known if k != name and (len(uses.get(k, ())) > 1 or k == "chat"
-                                                                      or _close(k, [name]) is None)])
-            if close is None:
-                close = _close(name, [k for k in known if k != name])
-                if close is None or len(uses.get(close, ())) != 1 or close < name:
-                    continue
-            self.add("W232", us[0][1].span, f"action `{name}` is named only here", f"did you mean `{close}`?",
-                     warning=True)
+            best = min(((edit_distance(name, k), k) for k in established if k != name), default=None)
+            if best is None:
+                continue
+            dist, close = best
+            if dist <= max(1, min(2, len(close) // 5)):
+                self.add("W232", us[0][1].span, f"action `{name}` is named only here",
+                         f"did you mean `{close}`?", warning=True)
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance (insert, delete, substitute, swap neighbours)."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            cost = 0 if ca == cb else 1
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cur[j] = min(cur[j], prev2[j - 2] + 1)
+        prev2, prev = prev, cur
+    return prev[-1]
 
 
 def _kind_name(k: str) -> str:

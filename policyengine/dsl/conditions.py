@@ -117,11 +117,15 @@ def _getter(path: str) -> tuple[str, Callable[[EvalContext], Any]]:
     return kind, lambda ctx: fg(ctx.action)
 
 
-def _missing(kind: str, path: str, because: list[str]) -> bool | None:
-    """What a missing value means: built-ins/signals -> false; action fields -> undecidable."""
+def _missing(kind: str, path: str, because: list[str], negated: bool = False) -> bool | None:
+    """What a missing value means: action fields -> undecidable; built-in attributes -> not set
+    (so `==`/`in` are false and `!=`/`not in` true); signals -> false (rule does not fire)."""
     if kind == "field":
         because.append(f"{path} not supplied (undecidable)")
         return None
+    if negated and kind == "builtin":
+        because.append(f"{path} not set")
+        return True
     return False
 
 
@@ -242,10 +246,12 @@ def _compile_cmp(e: ast.Cmp) -> Cond:
     if lit.kind == "str":
         sval = lit.value
 
+        negated = opname == "!="
+
         def cmp_str(ctx: EvalContext, because: list[str]) -> bool | None:
             v = get(ctx)
             if v is MISSING:
-                return _missing(kind, path, because)
+                return _missing(kind, path, because, negated)
             if not isinstance(v, str):
                 v = show(v)
             try:
@@ -327,8 +333,7 @@ def _compile_in(e: ast.In) -> Cond:
     def in_(ctx: EvalContext, because: list[str]) -> bool | None:
         v = get(ctx)
         if v is MISSING:
-            r = _missing(kind, path, because)
-            return r if r is None or not neg else True
+            return _missing(kind, path, because, neg)
         if isinstance(v, list | tuple | set | frozenset):
             # a list-valued field: in = any element is a member
             found = [x for x in v if member(x)]
