@@ -209,6 +209,7 @@ def replay(
     *,
     baseline: Evaluates | None = None,
     signal_provider: Any = None,
+    exact: bool = False,
     max_examples: int = 5,
     cache_size: int = 200_000,
     source: str = "",
@@ -220,6 +221,8 @@ def replay(
     """Replay `records` through `policy` (and `baseline`, when given) and build the report.
 
     `max_examples` caps examples per change group (-1: keep all, for tests and small logs).
+    Inputs are grouped by what the policies can observe of them (`projection.Projector`)
+    unless `exact` is set or a `signal_provider` is given; then only identical inputs are.
     `on_change` receives every changed decision (e.g. to write `--changes-out`), so the full
     list never has to sit in memory.
     """
@@ -233,15 +236,18 @@ def replay(
     new_effects: Counter[str] = Counter()
     hashes: Counter[str] = Counter()
     computed_names: Counter[str] = Counter()
-    cache: dict[bytes, tuple[Outcome, Outcome | None] | str] = {}
+    cache: dict[Any, tuple[Outcome, Outcome | None] | str] = {}
     dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
+    projector = None
+    if not exact and signal_provider is None:
+        from policyengine.ci.replay.projection import Projector
+
+        projector = Projector([policy, baseline] if baseline is not None else [policy])
     n = 0
 
     def evaluate(rec: LoggedRecord, supplied: dict[str, Any]) -> tuple[Outcome, Outcome | None] | str:
         data = dict(rec.request)
         data["signals"] = supplied
-        if not data.get("tenant") and rec.tenant:
-            data["tenant"] = rec.tenant
         try:
             action = Action.model_validate(data)
         except ValidationError as exc:
@@ -264,7 +270,8 @@ def replay(
             report.redacted += 1
         req_signals = rec.request.get("signals")
         supplied = {**req_signals, **rec.signals} if isinstance(req_signals, dict) and req_signals else rec.signals
-        key = dumps((rec.request, supplied, rec.tenant), option=sort_keys, default=str)
+        key = (projector.key(rec.request, supplied) if projector is not None
+               else dumps((rec.request, supplied), option=sort_keys, default=str))
         hit = cache.get(key)
         if hit is None:
             hit = evaluate(rec, supplied)
@@ -285,14 +292,19 @@ def replay(
             computed_names.update(new.computed)
         if base is not None:
             old = base
+            report.compared += 1
+            by_effect[(old.effect, new.effect)] += 1
+            if old.effect == new.effect and old.chain == new.chain and old.tags == new.tags and old.holds == new.holds:
+                continue
         elif rec.recorded:
+            report.compared += 1
+            by_effect[(rec.effect or "", new.effect)] += 1
+            if (rec.effect == new.effect and tuple(rec.chain) == new.chain and frozenset(rec.tags) == new.tags
+                    and (frozenset(_hold(o) for o in rec.obligations) if rec.obligations else frozenset()) == new.holds):
+                continue
             old = recorded_outcome(rec)
         else:
             report.unrecorded += 1
-            continue
-        report.compared += 1
-        by_effect[(old.effect, new.effect)] += 1
-        if old.effect == new.effect and old.chain == new.chain and old.tags == new.tags and old.holds == new.holds:
             continue
         report.changed += 1
         kinds: list[tuple[str, str, str]] = []

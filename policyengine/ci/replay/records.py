@@ -97,6 +97,8 @@ def parse_record(obj: Any, *, where: str = "", redaction_hint: bool | None = Non
         raise RecordError(f"{where}`signals` must be an object")
     if rec.tenant is None:
         rec.tenant = request.get("tenant")
+    elif not request.get("tenant"):
+        request["tenant"] = rec.tenant  # the service logs the tenant beside the action
     rec.redacted = _has_redaction(request) if redaction_hint is None else (
         redaction_hint and _has_redaction(request))
     return rec
