@@ -288,6 +288,19 @@ class ApprovalService:
 
     # ------------------------------------------------------------ authorising
 
+    def _refusal(self, row: Any, reviewer: Reviewer) -> tuple[str, Exception] | None:
+        """Why (and with which error) this reviewer may not decide this approval now, or None."""
+        if not reviewer.vouched_by_channel and row.tenant != reviewer.tenant:
+            # do not reveal that another tenant's approval exists
+            return OTHER_TENANT, ApprovalNotFound(f"no approval {row.id!r}")
+        if row.state != State.pending.value:
+            by = f" by {row.decided_by}" if row.decided_by else ""
+            return f"already {row.state}", ApprovalConflict(f"approval {row.id} was already {row.state}{by}")
+        why = self._authorise(row, reviewer)
+        if why:
+            return why, ApprovalForbidden(why)
+        return None
+
     def _authorise(self, row: Any, reviewer: Reviewer) -> str | None:
         """Why this reviewer may not decide this approval, or None."""
         names = {reviewer.subject.lower(), *(a.lower() for a in reviewer.aliases)}
@@ -330,20 +343,14 @@ class ApprovalService:
         if edited_action is not None and not approve:
             raise ApprovalInvalid("an edited action can only be approved")
         for _ in range(20):  # retry only when a concurrent reminder bumped the version
-            async with self.engine.begin() as conn:
+            async with self.engine.connect() as conn:
                 row = await self._row(conn, approval_id)
-                if not reviewer.vouched_by_channel and row.tenant != reviewer.tenant:
-                    await self._refuse(conn, row, reviewer, OTHER_TENANT)
-                    raise ApprovalNotFound(f"no approval {approval_id!r}")
-                if row.state != State.pending.value:
-                    await self._refuse(conn, row, reviewer, f"already {row.state}")
-                    raise ApprovalConflict(f"approval {approval_id} was already {row.state}" + (f" by {row.decided_by}" if row.decided_by else ""))
-                why = self._authorise(row, reviewer)
-                if why:
-                    await self._refuse(conn, row, reviewer, why)
-                    if why == OTHER_TENANT:  # do not reveal that another tenant's approval exists
-                        raise ApprovalNotFound(f"no approval {approval_id!r}")
-                    raise ApprovalForbidden(why)
+            refusal = self._refusal(row, reviewer)
+            if refusal is not None:
+                why, exc = refusal
+                await self._refuse(row, reviewer, why)  # audited in its own transaction, then refused
+                raise exc
+            async with self.engine.begin() as conn:
                 values: dict[str, Any] = {}
                 new_state = State.approved if approve else State.rejected
                 now = self.clock()
@@ -446,10 +453,10 @@ class ApprovalService:
             await self._refuse_link(token, e.reason, ip)
             raise LinkRefused(e.reason)
         if await self.link_used(claims.nonce):
-            async with self.engine.begin() as conn:
+            async with self.engine.connect() as conn:
                 row = (await conn.execute(sa.select(A).where(A.c.id == claims.approval_id))).one_or_none()
-                if row is not None:
-                    await self._refuse(conn, row, Reviewer(subject=claims.recipient, via=via.value, ip=ip), "reused review link")
+            if row is not None:
+                await self._refuse(row, Reviewer(subject=claims.recipient, via=via.value, ip=ip), "reused review link")
             raise LinkRefused("this review link has already been used")
         reviewer = Reviewer(
             subject=claims.recipient, via=via.value, ip=ip, user_agent=user_agent, vouched_by_channel=True,
@@ -470,14 +477,12 @@ class ApprovalService:
         channels = {(p.result or {}).get("channel") for p in posted}
         if not any(c["kind"] == "slack" for c in row.channels or []) or (channel_id and channels and channel_id not in channels):
             reviewer = Reviewer(subject=f"slack:{user_id}", via=Via.slack.value, ip=ip)
-            async with self.engine.begin() as conn:
-                await self._refuse(conn, row, reviewer, "approval was not sent to this Slack channel")
+            await self._refuse(row, reviewer, "approval was not sent to this Slack channel")
             raise ApprovalForbidden("this approval was not sent to this Slack channel")
         allowed = [self.settings.slack_reviewers[g] for g in (row.groups or []) if g in self.settings.slack_reviewers]
         if allowed and not any(user_id in ids for ids in allowed):
-            async with self.engine.begin() as conn:
-                await self._refuse(conn, row, Reviewer(subject=f"slack:{user_id}", via="slack", ip=ip),
-                                   f"Slack user is not a reviewer of group {', '.join(row.groups)}")
+            await self._refuse(row, Reviewer(subject=f"slack:{user_id}", via="slack", ip=ip),
+                               f"Slack user is not a reviewer of group {', '.join(row.groups)}")
             raise ApprovalForbidden(f"you are not a reviewer of group {', '.join(row.groups)}")
         reviewer = Reviewer(
             subject=f"slack:{user_id}", via=Via.slack.value, ip=ip, vouched_by_channel=True,
@@ -705,8 +710,11 @@ class ApprovalService:
             )
         )
 
-    async def _refuse(self, conn: AsyncConnection, row: Any, reviewer: Reviewer, why: str) -> None:
-        """Record a refused attempt in the audit trail (in its own savepoint, kept even if the caller raises)."""
+    async def _refuse(self, row: Any, reviewer: Reviewer, why: str) -> None:
+        """Record a refused attempt in the audit trail, in its own transaction.
+
+        Callers must not hold a connection while calling this (pool exhaustion under contention).
+        """
         async with self.engine.begin() as c2:
             await self._audit(c2, row.id, "refused", State(row.state), None, actor=reviewer.subject, via=reviewer.via,
                               ip=reviewer.ip, ua=reviewer.user_agent, reason=why)

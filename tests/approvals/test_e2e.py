@@ -216,3 +216,22 @@ async def test_guard_raises_when_denied_or_rejected(stack):
         assert r.status_code == 200
         with pytest.raises(ApprovalNotGranted, match="fraud pattern"):
             await asyncio.wait_for(task, 20)
+
+
+@pytest.mark.slow
+async def test_fifty_concurrent_http_decisions_exactly_one_wins(stack):
+    async with api(stack, "app") as app:
+        r = await app.post("/v1/evaluate", json={"action": "refund", "actor": "agent-7", "fields": {"amount": "101 GBP"}})
+        approval_id = r.json()["approval"]["approval_id"]
+    async with api(stack, "rita") as rita, api(stack, "sam") as sam:
+        calls = [
+            (rita if i % 2 else sam).post(f"/v1/approvals/{approval_id}/{'approve' if i % 3 else 'reject'}",
+                                          json={"reason": f"call {i}"})
+            for i in range(50)
+        ]
+        codes = sorted(r.status_code for r in await asyncio.gather(*calls))
+    assert codes == [200] + [409] * 49
+    async with api(stack, "rita") as rita:
+        audit = (await rita.get(f"/v1/approvals/{approval_id}/audit")).json()["data"]
+    assert sum(e["kind"] in ("approved", "rejected") for e in audit) == 1
+    assert sum(e["kind"] == "refused" for e in audit) == 49

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.postgres
 
 async def test_fifty_concurrent_decisions_exactly_one_wins(pg_schema_url):
     upgrade(pg_schema_url)
-    engine = make_async_engine(pg_schema_url, pool_size=25, max_overflow=30)
+    engine = make_async_engine(pg_schema_url)  # the service's default pool (5 + 10 overflow)
     svc = ApprovalService(engine, settings())
     try:
         res = await svc.hold(action=refund_action(), decision=refund_decision())
