@@ -11,6 +11,7 @@ not JSON a `malformed_chunk` TransportError, a connection that drops a
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import lru_cache
 from typing import Any
 
 import httpx
@@ -26,11 +27,18 @@ _JSON = {"content-type": "application/json", "accept": "application/json"}
 _SSE = {"content-type": "application/json", "accept": "text/event-stream"}
 
 
-def chat_url(base_url: str) -> str:
+@lru_cache(maxsize=1024)
+def chat_url(base_url: str) -> httpx.URL:
+    """The chat completions URL for an OpenAI base URL (parsed once: httpx URL parsing is costly)."""
     base = base_url.rstrip("/")
-    if base.endswith("/chat/completions"):
-        return base
-    return base + "/chat/completions"
+    if not base.endswith("/chat/completions"):
+        base += "/chat/completions"
+    return httpx.URL(base)
+
+
+@lru_cache(maxsize=64)
+def _timeout(connect: float) -> httpx.Timeout:
+    return httpx.Timeout(connect=connect, read=None, write=None, pool=None)
 
 
 def prepare_body(spec: ModelSpec, body: dict, opts: CallOptions, *, stream: bool) -> dict:
@@ -120,16 +128,13 @@ class OpenAICompatAdapter:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
 
-    def _timeout(self, opts: CallOptions) -> httpx.Timeout:
-        return httpx.Timeout(connect=opts.connect_timeout, read=None, write=None, pool=None)
-
     async def complete(self, spec: ModelSpec, body: dict, opts: CallOptions) -> dict:
         if not opts.base_url:
             raise TransportError("config", f"model {spec.name} has no base_url")
         payload = orjson.dumps(prepare_body(spec, body, opts, stream=False))
         try:
             resp = await self._client.post(chat_url(opts.base_url), content=payload,
-                                           headers=_headers(_JSON, opts), timeout=self._timeout(opts))
+                                           headers=_headers(_JSON, opts), timeout=_timeout(opts.connect_timeout))
             raw = resp.content
         except httpx.HTTPError as exc:
             raise map_transport_error(exc) from exc
@@ -153,7 +158,7 @@ class OpenAICompatAdapter:
             raise TransportError("config", f"model {spec.name} has no base_url")
         payload = orjson.dumps(prepare_body(spec, body, opts, stream=True))
         req = self._client.build_request("POST", chat_url(opts.base_url), content=payload,
-                                         headers=_headers(_SSE, opts), timeout=self._timeout(opts))
+                                         headers=_headers(_SSE, opts), timeout=_timeout(opts.connect_timeout))
         try:
             resp = await self._client.send(req, stream=True)
         except httpx.HTTPError as exc:
