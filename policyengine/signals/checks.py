@@ -298,7 +298,6 @@ _polar("refundable", "refundable", "nonrefundable non-refundable")
 _polar("permission", "allowed permitted permissible legal lawful ok okay acceptable possible fine",
        "prohibited forbidden banned illegal unlawful impossible unacceptable")
 _polar("safety", "safe", "unsafe dangerous harmful hazardous")
-_polar("coverage", "covered included", "excluded")
 _polar("validity", "valid active", "invalid void expired")
 _polar("liability", "liable responsible", "")
 _polar("requirement", "required necessary mandatory compulsory", "optional unnecessary")
@@ -308,7 +307,21 @@ _polar("availability", "available", "unavailable")
 _polar("answer", "yes correct right true", "no incorrect wrong false")
 _polar("completion", "completed complete resolved fixed", "unresolved pending outstanding")
 _polar("possibility", "can could may able", "unable")
+_polar("continuation", "continue continuing keep keeping carry", "stop stopping discontinue cease quit")
+_polar("renewal", "renew renews renewed renewal renewals", "")
+_polar("booking", "confirmed booked scheduled", "cancelled canceled postponed")
+_polar("coverage", "cover covers covered included includes", "excluded excludes")
+_polar("payment", "paid payable", "unpaid")
 
+# adjectives that only make a claim when predicative ("is legal"), not in "legal advice"
+_PREDICATIVE = frozenset(
+    "legal lawful illegal unlawful possible impossible fine ok okay acceptable unacceptable safe unsafe dangerous "
+    "harmful hazardous valid invalid void active available unavailable correct right true wrong false suitable "
+    "unsuitable appropriate inappropriate complete necessary unnecessary optional responsible liable eligible "
+    "ineligible refundable nonrefundable non-refundable expired mandatory compulsory required".split()
+)
+_COPULA = frozenset("is are was were be been being s has have had not it seem seems remain remains become becomes considered "
+                    "deemed no longer still also fully".split())
 _NEGATORS = {"not", "never", "no", "neither", "nor", "without", "cannot", "hardly", "none"}
 _SKIP = {"be", "been", "being", "also", "still", "yet", "currently", "now", "then", "really",
          "actually", "unfortunately", "sadly", "afraid", "fully", "definitely", "certainly",
@@ -359,7 +372,7 @@ def polarity_claims(text: str) -> dict[str, set[bool]]:
             )
             if w in _POLAR and w not in ("can", "could", "may", "able", "no", "yes") and not (
                 w == "turned" and (i + 1 >= len(words) or words[i + 1] != "down")
-            ):
+            ) and not (w in _PREDICATIVE and not (set(prev) & _COPULA) and i > 0):
                 concept, pol = _POLAR[w]
                 claims.setdefault(concept, set()).add(pol != negated)
             if w in ("yes", "no") and i == 0:
@@ -368,7 +381,10 @@ def polarity_claims(text: str) -> dict[str, set[bool]]:
                 claims.setdefault("possibility", set()).add(negated)
             if w in _MODALS or w in ("able",):
                 j, neg = i + 1, False
-                while j < len(words) and (words[j] in _NEGATORS or words[j] in _SKIP):
+                while j < len(words) and (
+                    words[j] in _NEGATORS or words[j] in _SKIP
+                    or (words[j] in ("have", "need", "needs", "ought") and j + 1 < len(words) and words[j + 1] == "to")
+                ):
                     neg = neg or words[j] in _NEGATORS
                     j += 1
                 if j < len(words):
@@ -383,6 +399,37 @@ def polarity_claims(text: str) -> dict[str, set[bool]]:
     return claims
 
 
+_AUX = frozenset("can could may might will would should must shall do does did is are was were be been s "
+                 "has have had".split())
+_SUBJECTS = frozenset("i we you they he she it who which that".split())
+_VERB_NEGATORS = frozenset({"not", "never"})
+
+
+def negated_and_affirmed(text: str) -> tuple[set[str], set[str]]:
+    """Verb stems the text negates ("don't need", "is not paid", "will never share") and
+    verb stems it affirms ("you need", "is paid", "we ship"); nouns are left out by
+    only counting words right after an auxiliary or a subject pronoun."""
+    negated: set[str] = set()
+    affirmed: set[str] = set()
+    for words in _tokens(text):
+        for i, w in enumerate(words):
+            if w in _NEGATORS or w in _AUX or w in _SKIP or w in _GENERIC or len(w) < 3:
+                continue
+            j = i - 1
+            while j >= 0 and (words[j] in _SKIP or words[j] in ("have", "need", "to", "be", "been")):
+                j -= 1
+            if j >= 0 and words[j] in _VERB_NEGATORS:
+                k = j - 1
+                while k >= 0 and words[k] in _SKIP:
+                    k -= 1
+                if words[j] == "never" or (k >= 0 and (words[k] in _AUX or words[k] in _SUBJECTS)):
+                    negated.add(_stem(w))
+                continue
+            if j >= 0 and (words[j] in _AUX or words[j] in _SUBJECTS):
+                affirmed.add(_stem(w))
+    return negated, affirmed
+
+
 def _stem(w: str) -> str:
     for suf in ("ing", "ed", "es", "s"):
         if w.endswith(suf) and len(w) - len(suf) >= 3:
@@ -394,14 +441,17 @@ def _stem(w: str) -> str:
 # Refusal vs compliance
 # ---------------------------------------------------------------------------
 
+_CANT = (r"(?:can(?:no|')?t|cannot|can not|won'?t be able to|will not be able to|am not able to|are not able to|"
+         r"'m not able to|'re not able to|am unable to|are unable to|'m unable to|'re unable to|unable to|"
+         r"must decline to|(?:am|are|'m|'re) not (?:allowed|permitted) to)")
 _REFUSAL = re.compile(
-    r"\b(?:i|we)\s*(?:am|are|'m|'re)?\s*(?:sorry,?\s*(?:but\s*)?)?(?:i|we)?\s*"
-    r"(?:can(?:no|')?t|cannot|can not|won'?t|will not|am not able to|are not able to|'m not able to|'re not able to|am unable to|are unable to|'m unable to|'re unable to|unable to|must decline to|do not|don'?t)\s+"
-    r"(?:help|assist|provide|give|offer|share|answer|comply|discuss|advise|support|do that|process that|fulfil|fulfill)"
+    r"\b(?:i|we)\b[^.!?]{0,25}?" + _CANT + r"\s+(?:"
+    r"(?:help|assist|answer|comply|discuss|do that|do this)\b"
+    r"|(?:provide|give|offer|share|disclose|reveal|process|make|recommend)\b[^.!?]{0,30}?"
+    r"\b(?:advice|information|details|data|that|this|guidance|diagnos\w*|recommendations?|dosage|opinion)\b)"
     r"|\bas an ai\b|\bi(?:'m| am) not (?:a|your) (?:doctor|lawyer|solicitor|medical professional)\b"
     r"|\b(?:not something|nothing) (?:i|we) can (?:help|assist) with\b"
     r"|\b(?:outside|beyond) (?:the scope|what i can|what we can)\b"
-    r"|\bplease (?:consult|speak to|contact) (?:a|your) (?:doctor|gp|pharmacist|lawyer|solicitor|qualified)\b"
     r"|\bi (?:must|have to) (?:decline|refuse)\b",
     re.I,
 )
@@ -425,7 +475,12 @@ class Facts:
     dates: set[DateRef] = field(default_factory=set)
     times: set[str] = field(default_factory=set)
     polarity: dict[str, set[bool]] = field(default_factory=dict)
+    negated: set[str] = field(default_factory=set)
+    affirmed: set[str] = field(default_factory=set)
     refusal: bool = False
+
+    def fact_count(self) -> int:
+        return len(self.amounts) + len(self.quantities) + len(self.dates) + len(self.times)
 
 
 def extract_facts(text: str) -> Facts:
@@ -435,6 +490,8 @@ def extract_facts(text: str) -> Facts:
         dates=extract_dates(text),
         times=extract_times(text),
         polarity=polarity_claims(text),
+        negated=(na := negated_and_affirmed(text))[0],
+        affirmed=na[1],
         refusal=is_refusal(text),
     )
 
@@ -486,7 +543,24 @@ def compare_facts(a: Facts, b: Facts) -> list[Conflict]:
             sa = word if True in pa else f"not {word}"
             sb = word if True in pb else f"not {word}"
             out.append(Conflict("polarity", f"polarity: {sa} vs {sb}", SEVERITY["polarity"]))
+    reported = {c.reason for c in out}
+    for first, second, flip in ((a, b, False), (b, a, True)):
+        for stem in sorted((first.negated & second.affirmed) - second.negated):
+            if any(stem in r for r in reported):
+                continue
+            sa, sb = (f"not {stem}", stem) if not flip else (stem, f"not {stem}")
+            reason = f"negation: {sa} vs {sb}"
+            reported.add(reason)
+            out.append(Conflict("polarity", reason, SEVERITY["polarity"]))
     return out
+
+
+def shared_facts(a: Facts, b: Facts) -> int:
+    """How many stated facts (amounts, quantities, dates, times) both answers agree on."""
+    n = len(a.amounts & b.amounts) + len(a.times & b.times)
+    n += sum(1 for x in a.quantities if any(_overlap(x, y) and x.unit == y.unit for y in b.quantities))
+    n += sum(1 for x in a.dates if any(x.same_as(y) for y in b.dates))
+    return n
 
 
 _CONCEPT_WORD = {"approval": "approved", "eligibility": "eligible", "permission": "allowed",

@@ -14,7 +14,7 @@ import math
 
 from pydantic import BaseModel, Field
 
-from policyengine.signals.checks import Conflict, compare_facts, extract_facts
+from policyengine.signals.checks import Conflict, compare_facts, extract_facts, shared_facts
 from policyengine.signals.embedder import Embedder, shared_embedder
 
 # Cosine similarity at which the semantic part alone reaches DEFAULT_THRESHOLD.
@@ -22,6 +22,7 @@ from policyengine.signals.embedder import Embedder, shared_embedder
 # the best cosine-only threshold beside it).
 DEFAULT_COSINE_AT_THRESHOLD = 0.60
 DEFAULT_THRESHOLD = 0.25
+FACT_AGREEMENT_DISCOUNT = 0.6
 
 
 class DivergenceResult(BaseModel):
@@ -70,15 +71,25 @@ class DivergenceScorer:
                                     reasons=["one answer is empty"], conflicts=["empty"])
         vecs = self.embedder.embed([a, b])
         cosine = float(max(-1.0, min(1.0, float(vecs[0] @ vecs[1]))))
-        conflicts = compare_facts(extract_facts(a), extract_facts(b)) if self.checks else []
-        return self._combine(cosine, conflicts, thr)
+        agreed = 0
+        conflicts: list[Conflict] = []
+        if self.checks:
+            fa, fb = extract_facts(a), extract_facts(b)
+            conflicts = compare_facts(fa, fb)
+            agreed = 0 if conflicts else shared_facts(fa, fb)
+        return self._combine(cosine, conflicts, thr, agreed)
 
     async def ascore(self, a: str, b: str, threshold: float | None = None) -> DivergenceResult:
         """`score()` in a worker thread (the embedding model never blocks the loop)."""
         return await asyncio.to_thread(self.score, a, b, threshold)
 
-    def _combine(self, cosine: float, conflicts: list[Conflict], thr: float) -> DivergenceResult:
+    def _combine(self, cosine: float, conflicts: list[Conflict], thr: float, agreed: int = 0) -> DivergenceResult:
         semantic = self.semantic_divergence(cosine)
+        if agreed:
+            # Both answers state the same amounts/dates/quantities and nothing
+            # contradicts: short answers phrased differently ("£50" / "50 GBP")
+            # embed far apart, so the wording difference counts for less.
+            semantic *= FACT_AGREEMENT_DISCOUNT
         divergence = max([semantic, *(c.severity for c in conflicts)])
         reasons = [c.reason for c in conflicts]
         if semantic > thr:
