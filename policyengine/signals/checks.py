@@ -313,15 +313,19 @@ _polar("booking", "confirmed booked scheduled", "cancelled canceled postponed")
 _polar("coverage", "cover covers covered included includes", "excluded excludes")
 _polar("payment", "paid payable", "unpaid")
 
+def _ws(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
 # adjectives that only make a claim when predicative ("is legal"), not in "legal advice"
-_PREDICATIVE = frozenset(
+_PREDICATIVE = _ws(
     "legal lawful illegal unlawful possible impossible fine ok okay acceptable unacceptable safe unsafe dangerous "
     "harmful hazardous valid invalid void active available unavailable correct right true wrong false suitable "
     "unsuitable appropriate inappropriate complete necessary unnecessary optional responsible liable eligible "
-    "ineligible refundable nonrefundable non-refundable expired mandatory compulsory required".split()
+    "ineligible refundable nonrefundable non-refundable expired mandatory compulsory required"
 )
-_COPULA = frozenset("is are was were be been being s has have had not it seem seems remain remains become becomes considered "
-                    "deemed no longer still also fully".split())
+_COPULA = _ws("is are was were be been being s has have had not it seem seems remain remains become becomes considered "
+                    "deemed no longer still also fully")
 _NEGATORS = {"not", "never", "no", "neither", "nor", "without", "cannot", "hardly", "none"}
 _SKIP = {"be", "been", "being", "also", "still", "yet", "currently", "now", "then", "really",
          "actually", "unfortunately", "sadly", "afraid", "fully", "definitely", "certainly",
@@ -399,9 +403,9 @@ def polarity_claims(text: str) -> dict[str, set[bool]]:
     return claims
 
 
-_AUX = frozenset("can could may might will would should must shall do does did is are was were be been s "
-                 "has have had".split())
-_SUBJECTS = frozenset("i we you they he she it who which that".split())
+_AUX = _ws("can could may might will would should must shall do does did is are was were be been s "
+                 "has have had")
+_SUBJECTS = _ws("i we you they he she it who which that")
 _VERB_NEGATORS = frozenset({"not", "never"})
 
 
