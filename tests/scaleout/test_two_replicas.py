@@ -1,0 +1,250 @@
+"""Two `policyengine serve` replicas sharing the real PostgreSQL and Redis.
+
+What must hold when the control layer runs on several machines:
+  * a cooldown set through one replica (429 + Retry-After) is honoured by the other;
+  * a session pinned through one replica stays on its model through the other;
+  * an approval made on one replica releases an action long-polling on the other;
+  * approval timeouts are swept by every replica, and each fires exactly once.
+
+Skips with the reason when PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) is
+absent. Isolation: a fresh PostgreSQL schema, and model names / session ids unique to
+this run (the service's Redis keys are named after them), deleted afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+import pytest_asyncio
+import sqlalchemy as sa
+
+from policyengine.demo import ServiceProcess, free_port
+from policyengine.simulate.faults import Fault
+from policyengine.simulate.server import SimServer
+from policyengine.store import upgrade
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+TENANT = "scaleout"
+TIMEOUTS = 12  # approvals left to time out while both replicas sweep
+
+
+@dataclass
+class Cluster:
+    a: ServiceProcess
+    b: ServiceProcess
+    cool: SimServer  # preferred model of the cooldown scenario
+    primary: SimServer  # preferred model of the stickiness scenario
+    spare: SimServer  # the fallback of both
+    names: dict[str, str]  # role -> unique model name
+    tokens: dict[str, str]
+    db_url: str
+    run: str  # unique suffix of this run
+    redis_url: str
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+
+def _policy(names: dict[str, str]) -> str:
+    c, p, s = names["cool"], names["primary"], names["spare"]
+    return f"""
+policy "scaleout" version 1
+model {c} {{ provider vllm base_url env("SO_COOL_URL") cost 0 }}
+model {p} {{ provider vllm base_url env("SO_PRIMARY_URL") cost 0 }}
+model {s} {{ provider vllm base_url env("SO_SPARE_URL") cost 0 }}
+
+route when use_case == "cooldown" -> {c} fallback [{s}]
+route when use_case == "sticky"   -> {p} fallback [{s}] sticky session
+route default                     -> {p} fallback [{s}]
+authorize chat
+
+require approval for refund when amount > 100 GBP {{
+  reviewers group "refunds"
+  timeout 1h -> deny
+}}
+require approval for wire_transfer {{
+  reviewers group "refunds"
+  timeout 2s -> deny
+}}
+"""
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def cluster(postgres_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
+                  ) -> AsyncIterator[Cluster]:
+    run = uuid.uuid4().hex[:8]
+    schema = f"scaleout_{run}"
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in postgres_url else "?"
+    db_url = f"{postgres_url}{sep}options=-csearch_path%3D{schema}"
+    await asyncio.to_thread(upgrade, db_url)  # once, like the deployment's migration job
+
+    names = {"cool": f"cool-{run}", "primary": f"prim-{run}", "spare": f"spare-{run}"}
+    cool, primary, spare = (SimServer(names[k], flavour="vllm") for k in ("cool", "primary", "spare"))
+    for sim in (cool, primary, spare):
+        await sim.start()
+    d = tmp_path_factory.mktemp("scaleout")
+    (d / "policies").mkdir()
+    (d / "policies" / "scaleout.policy").write_text(_policy(names))
+    tokens = {"app": "so-app-" + secrets.token_urlsafe(20), "reviewer": "so-rev-" + secrets.token_urlsafe(20)}
+    seed = [{"token_env": "SO_APP_TOKEN", "tenant": TENANT, "roles": ["app"], "subject": "agent-1"},
+            {"token_env": "SO_REVIEWER_TOKEN", "tenant": TENANT, "roles": ["reviewer"], "subject": "rita",
+             "groups": ["refunds"]}]
+    ports = [free_port(), free_port()]
+    env = {
+        "POLICYENGINE_DATABASE_URL": db_url,
+        "POLICYENGINE_REDIS_URL": redis_url,
+        "POLICYENGINE_POLICY_PATH": str(d / "policies"),
+        "POLICYENGINE_MIGRATE_ON_START": "false",
+        "POLICYENGINE_SEED_KEYS": json.dumps(seed),
+        "POLICYENGINE_APPROVALS_LINK_SECRET": secrets.token_urlsafe(32),
+        "POLICYENGINE_APPROVALS_SWEEP_INTERVAL_S": "0.5",
+        "SO_APP_TOKEN": tokens["app"], "SO_REVIEWER_TOKEN": tokens["reviewer"],
+        "SO_COOL_URL": cool.url, "SO_PRIMARY_URL": primary.url, "SO_SPARE_URL": spare.url,
+    }
+    a = ServiceProcess(port=ports[0], env={**env, "POLICYENGINE_APPROVALS_PUBLIC_URL": f"http://127.0.0.1:{ports[0]}"},
+                       log_path=d / "a.log", name="replica A", drop_prefixes=("POLICYENGINE_",))
+    b = ServiceProcess(port=ports[1], env={**env, "POLICYENGINE_APPROVALS_PUBLIC_URL": f"http://127.0.0.1:{ports[1]}"},
+                       log_path=d / "b.log", name="replica B", drop_prefixes=("POLICYENGINE_",))
+    try:
+        await a.start(timeout=120)  # one after the other: seeding keys is idempotent, not race-free
+        await b.start(timeout=120)
+        yield Cluster(a, b, cool, primary, spare, names, tokens, db_url, run, redis_url)
+    finally:
+        await asyncio.gather(a.stop(), b.stop())
+        for sim in (cool, primary, spare):
+            await sim.stop()
+        import redis.asyncio as aioredis
+
+        r = aioredis.from_url(redis_url)
+        try:
+            keys = [k async for k in r.scan_iter(match=f"*{run}*")]
+            if keys:
+                await r.delete(*keys)
+        finally:
+            await r.aclose()
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
+async def _chat(client: httpx.AsyncClient, c: Cluster, replica: ServiceProcess, *, use_case: str,
+                session: str | None = None) -> httpx.Response:
+    headers = {**c.auth("app"), "X-PolicyEngine-Use-Case": use_case}
+    if session:
+        headers["X-PolicyEngine-Session"] = session
+    return await client.post(f"{replica.url}/v1/chat/completions", headers=headers,
+                             json={"model": "auto", "messages": [{"role": "user", "content": "Hello there."}]})
+
+
+def _attempts(r: httpx.Response) -> str:
+    return r.headers.get("x-policyengine-attempts", "")
+
+
+async def test_cooldown_set_through_one_replica_is_honoured_by_the_other(cluster: Cluster) -> None:
+    c = cluster
+    p, s = c.names["cool"], c.names["spare"]
+    c.cool.add_fault(Fault(kind="rate_limit", retry_after=30, times=None))
+    try:
+        before = len(c.cool.seen())
+        async with httpx.AsyncClient(timeout=60) as client:
+            r1 = await _chat(client, c, c.a, use_case="cooldown")
+            r2 = await _chat(client, c, c.b, use_case="cooldown")
+        assert r1.status_code == 200 and r1.headers["x-policyengine-model"] == s, r1.text
+        assert f"{p}:429:retry" in _attempts(r1)
+        assert r2.status_code == 200 and r2.headers["x-policyengine-model"] == s, r2.text
+        assert f"{p}:skipped:cooldown" in _attempts(r2), _attempts(r2)
+        assert len(c.cool.seen()) - before == 1  # replica B never called the cooling model
+    finally:
+        c.cool.clear_faults()
+
+
+async def test_session_stays_pinned_across_replicas(cluster: Cluster) -> None:
+    c = cluster
+    p, s = c.names["primary"], c.names["spare"]
+    session = f"sess-{c.run}"
+    c.primary.add_fault(Fault(kind="error", status=500, times=1))  # the primary crashes once
+    async with httpx.AsyncClient(timeout=60) as client:
+        t1 = await _chat(client, c, c.a, use_case="sticky", session=session)
+        before = len(c.primary.seen())
+        t2 = await _chat(client, c, c.b, use_case="sticky", session=session)
+        t3 = await _chat(client, c, c.a, use_case="sticky", session=session)
+        fresh = await _chat(client, c, c.b, use_case="sticky", session=f"other-{c.run}")
+    assert t1.status_code == 200 and t1.headers["x-policyengine-model"] == s, (t1.text, _attempts(t1))
+    assert f"{p}:500:failover" in _attempts(t1)
+    assert t2.status_code == 200 and t2.headers["x-policyengine-model"] == s, _attempts(t2)
+    assert t3.status_code == 200 and t3.headers["x-policyengine-model"] == s, _attempts(t3)
+    assert len(c.primary.seen()) - before == 1  # only the fresh session went to the primary
+    assert fresh.status_code == 200 and fresh.headers["x-policyengine-model"] == p, _attempts(fresh)
+
+
+async def test_approval_on_one_replica_releases_a_waiter_on_the_other(cluster: Cluster) -> None:
+    c = cluster
+    async with httpx.AsyncClient(timeout=60) as client:
+        r = await client.post(f"{c.a.url}/v1/evaluate", headers=c.auth("app"), json={
+            "action": "refund", "actor": "agent-1", "fields": {"amount": "150 GBP", "order": c.run}})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["effect"] == "require_approval"
+        approval_id = body["approval"]["approval_id"]
+        waiter = asyncio.create_task(client.get(f"{c.b.url}/v1/approvals/{approval_id}", params={"wait": 30},
+                                                headers=c.auth("app")))
+        await asyncio.sleep(1.0)
+        assert not waiter.done(), "the long poll on replica B returned before anyone decided"
+        ok = await client.post(f"{c.a.url}/v1/approvals/{approval_id}/approve", headers=c.auth("reviewer"),
+                               json={"reason": "checked the order"})
+        assert ok.status_code == 200, ok.text
+        released = await asyncio.wait_for(waiter, 20)
+    view = released.json()
+    assert released.status_code == 200 and view["state"] == "approved" and view["released"] is True, view
+
+
+async def test_each_timeout_fires_once_with_two_sweeping_replicas(cluster: Cluster) -> None:
+    c = cluster
+    ids = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        for i in range(TIMEOUTS):
+            replica = c.a if i % 2 == 0 else c.b
+            r = await client.post(f"{replica.url}/v1/evaluate", headers=c.auth("app"), json={
+                "action": "wire_transfer", "actor": "agent-1", "fields": {"n": i, "run": c.run}})
+            assert r.status_code == 200 and r.json()["effect"] == "require_approval", r.text
+            ids.append(r.json()["approval"]["approval_id"])
+        # both replicas sweep every 0.5 s; the timeout is 2 s
+        views = await asyncio.gather(*(client.get(f"{c.b.url}/v1/approvals/{i}", params={"wait": 20},
+                                                  headers=c.auth("app")) for i in ids))
+    assert [v.json()["state"] for v in views] == ["expired"] * TIMEOUTS
+    await asyncio.sleep(1.5)  # a few more sweeps on both replicas: nothing may fire again
+    engine = sa.create_engine(c.db_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text(
+                "SELECT approval_id, count(*) FROM approval_events WHERE kind = 'timed_out' "
+                "AND approval_id = ANY(:ids) GROUP BY approval_id"), {"ids": ids}).all()
+            versions = dict(conn.execute(sa.text("SELECT id, version FROM approvals WHERE id = ANY(:ids)"),
+                                         {"ids": ids}).all())
+    finally:
+        engine.dispose()
+    assert dict(rows) == dict.fromkeys(ids, 1)
+    assert set(versions.values()) == {2}  # pending (1) -> expired (2), one compare-and-set each
+
+
+async def test_replicas_share_one_decision_log_chain(cluster: Cluster) -> None:
+    from policyengine.store import make_sync_engine, verify_chain
+
+    engine = make_sync_engine(cluster.db_url)
+    try:
+        res = verify_chain(engine)
+    finally:
+        engine.dispose()
+    assert res.ok, res.problem
+    assert res.rows >= 10
