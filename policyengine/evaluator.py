@@ -74,6 +74,7 @@ class CompiledRule:
     cond: Cond | None
     order: int
     obligation: dict[str, Any] | None = None  # ApprovalObligation fields
+    signals: frozenset[str] = frozenset()  # signals the condition may read
     # verify only
     models: tuple[str, ...] = ()
     threshold: float | None = None
@@ -178,22 +179,29 @@ class EvalContext:
             return None
 
     def mention(self, lexicon: str, text: str | None, path: str) -> str | None:
-        key = f"mentions.{lexicon}"
-        sup = self.action.signals.get(key, MISSING)
-        if sup is MISSING:
-            m = self.action.signals.get("mentions")
-            if isinstance(m, dict) and lexicon in m:
-                sup = m[lexicon]
-        if sup is not MISSING and sup is not None:
+        """Does `text` mention the lexicon? Supplied values win: `signals["mentions:LEX"]`
+        (a MentionMatch/dict, true/false, or None = computed, no match), `"mentions.LEX"`,
+        or `signals["mentions"][LEX]`. Otherwise the provider, else exact phrase matching."""
+        key = f"mentions:{lexicon}"
+        sig = self.action.signals
+        if key in self.signals and path == "text":
+            return _mention_text(self.signals[key])
+        sup: Any = MISSING
+        if path == "text":
+            if key in sig:
+                sup = sig[key]
+            elif f"mentions.{lexicon}" in sig:
+                sup = sig[f"mentions.{lexicon}"]
+            elif isinstance(sig.get("mentions"), dict) and lexicon in sig["mentions"]:
+                sup = sig["mentions"][lexicon]
+        if sup is not MISSING:
+            if hasattr(sup, "model_dump"):
+                sup = sup.model_dump()
             self.signals[key] = sup
-            if sup is False or sup == "":
-                return None
-            return f"supplied: {sup}" if sup is not True else "supplied"
-        if key in self.signals:
-            cached = self.signals[key]
-            return cached["matched_text"] if cached else None
+            return _mention_text(sup)
         if not text:
-            self.signals[key] = None
+            if path == "text":
+                self.signals[key] = None
             return None
         phrases = self.policy.lexicons[lexicon]
         found: dict[str, Any] | None = None
@@ -202,17 +210,25 @@ class EvalContext:
                 mm = self.provider.mentions(text, lexicon, phrases)
             except Exception as e:
                 self.notes.append(f"mentions provider failed ({type(e).__name__}); used exact phrase matching")
-                mm = None
                 found = _lexical(self.policy.lexicon_res[lexicon], text)
             else:
-                if mm is not None:
-                    found = mm.model_dump()
+                found = mm.model_dump() if mm is not None else None
         else:
             found = _lexical(self.policy.lexicon_res[lexicon], text)
-        self.signals[key] = found
-        if not found:
-            return None
-        return f"{found['matched_text']!r} ~ {found['phrase']!r}"
+        self.signals[key if path == "text" else f"{key}@{path}"] = found
+        return _mention_text(found)
+
+
+def _mention_text(v: Any) -> str | None:
+    if v is None or v is False or v == "" or v == {}:
+        return None
+    if isinstance(v, dict):
+        m = v.get("matched_text")
+        p = v.get("phrase")
+        return f"{m!r} ~ {p!r}" if m is not None and p is not None else "supplied"
+    if v is True:
+        return "supplied"
+    return f"supplied: {v}"
 
 
 def _lexical(rx: re.Pattern[str], text: str) -> dict[str, Any] | None:
@@ -248,6 +264,8 @@ class CompiledPolicy:
     choices: list[CompiledChoice] = field(default_factory=list)
     lexicon_res: dict[str, re.Pattern[str]] = field(default_factory=dict)
     actions: frozenset[str] = frozenset()
+    route_signals: frozenset[str] = frozenset()
+    _needed: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
 
     # ------------------------------------------------------------------ API
     def evaluate(self, action: Action, signals: SignalProvider | None = None) -> Decision:
@@ -336,6 +354,24 @@ class CompiledPolicy:
     def allowed_models(self, action: Action) -> list[str]:
         """The user-switchable allowlist for this caller (union of matching `allow model choice`)."""
         return self._allowed(EvalContext(action, None, self))[0]
+
+    def signals_needed(self, action: Action | str) -> set[str]:
+        """Signals a decision on this action may need, named as `policyengine.signals.precompute`
+        expects them: "sentiment", "confidence", "mentions:<lexicon>". (Divergence is never
+        listed: it comes from running the verification.) Already-supplied values need not be computed."""
+        name = action if isinstance(action, str) else action.action
+        cached = self._needed.get(name)
+        if cached is None:
+            plan = self.plans.get(name, self.global_plan)
+            needed: set[str] = set()
+            for r in (*plan.denies, *plan.holds, *plan.authorizes):
+                needed |= r.signals
+            if name == CHAT:
+                needed |= self.route_signals
+            needed.discard("divergence")
+            cached = self._needed[name] = frozenset(needed)
+        supplied = action.signals if isinstance(action, Action) else {}
+        return {s for s in cached if s not in supplied}
 
     # ------------------------------------------------------------------ internals
     def _allowed(self, ctx: EvalContext) -> tuple[list[str], list[RuleHit]]:

@@ -110,6 +110,25 @@ def _obligation(hold: tuple[ast.HoldItem, ...] | None) -> dict[str, Any]:
     return o
 
 
+def signals_of(e: ast.Expr | None) -> frozenset[str]:
+    """The signals a condition reads: "sentiment", "confidence", "divergence", "mentions:<lexicon>"."""
+    out: set[str] = set()
+    stack = [e] if e is not None else []
+    while stack:
+        x = stack.pop()
+        if isinstance(x, ast.And | ast.Or):
+            stack.extend(x.items)
+        elif isinstance(x, ast.Not):
+            stack.append(x.item)
+        elif isinstance(x, ast.Mentions):
+            out.add(f"mentions:{x.lexicon.value}")
+        else:
+            kind, key = classify(x.path.value)  # type: ignore[union-attr]
+            if kind == "signal":
+                out.add(key)
+    return frozenset(out)
+
+
 def _verify_threshold(e: ast.Expr) -> float | None:
     if (isinstance(e, ast.Cmp) and e.path.value in ("divergence", "signals.divergence") and e.op in (">", ">=")
             and e.value.kind == "num"):
@@ -166,7 +185,8 @@ def compile_files(files: list[ast.PolicyFile]) -> CompiledPolicy:
         nonlocal order
         order += 1
         return CompiledRule(kind=kind, rule_id=_rule_id(it.span), span=_sspan(it.span), source=_source(by_file, it.span),
-                            cond=compile_expr(cond) if cond is not None else None, order=order, **extra)
+                            cond=compile_expr(cond) if cond is not None else None, order=order,
+                            signals=signals_of(cond), **extra)
 
     for it in items:
         if isinstance(it, ast.Deny):
@@ -246,6 +266,13 @@ def compile_files(files: list[ast.PolicyFile]) -> CompiledPolicy:
         assert g is not None
         policy.route_index[path] = (g, {v: tuple(ix) for v, ix in table.items()})
     policy.route_scan = tuple(scan)
+    rs: set[str] = set()
+    for rt in routes:
+        rs |= signals_of(rt.cond)
+    for it in items:
+        if isinstance(it, ast.AllowChoice):
+            rs |= signals_of(it.cond)
+    policy.route_signals = frozenset(rs)
     return policy
 
 

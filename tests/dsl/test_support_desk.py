@@ -104,7 +104,7 @@ def test_escalation_triggers(support_desk: CompiledPolicy) -> None:
                                      signals={"sentiment": 0.5, "confidence": 0.9}))
     assert d.effect == "escalate"
     assert any("litigation" in b for h in d.rules for b in h.because)
-    assert d.signals["mentions.litigation"]["matched_text"] == "solicitor"
+    assert d.signals["mentions:litigation"]["matched_text"] == "solicitor"
 
     d = support_desk.evaluate(Action(action="classify_ticket", signals={"sentiment": 0.5, "confidence": 0.42}))
     assert d.effect == "escalate"
@@ -205,3 +205,22 @@ def test_fast_constructed_decision_equals_validated_one(support_desk: CompiledPo
         assert set(d.__dict__) == set(Decision.model_fields)
         validated = Decision.model_validate(d.model_dump())
         assert validated == d
+
+
+def test_signals_needed_names_match_the_signal_precompute(support_desk: CompiledPolicy) -> None:
+    assert support_desk.signals_needed("delete_account") == {"sentiment", "confidence", "mentions:litigation"}
+    assert support_desk.signals_needed(Action(action="chat", signals={"sentiment": 0.5})) == {
+        "confidence", "mentions:litigation"}
+
+
+def test_supplied_mention_results_win(support_desk: CompiledPolicy) -> None:
+    from policyengine.signals.base import MentionMatch
+
+    ok = {"sentiment": 0.9, "confidence": 0.9}
+    # computed upstream: no match (None) even though the exact phrase is there
+    d = support_desk.evaluate(Action(action="classify_ticket", text="court", signals={**ok, "mentions:litigation": None}))
+    assert d.effect == "allow"
+    m = MentionMatch(lexicon="litigation", phrase="sue", matched_text="suing", start=3, end=8, method="lexical")
+    d = support_desk.evaluate(Action(action="classify_ticket", text="am suing", signals={**ok, "mentions:litigation": m}))
+    assert d.effect == "escalate"
+    assert any("'suing' ~ 'sue'" in b for h in d.rules for b in h.because)
