@@ -28,12 +28,12 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from approvals.helpers import refund_action, refund_decision, reviewer, settings  # noqa: E402
+from approvals.helpers import refund_action, refund_decision, reviewer, settings
 
-from policyengine.approvals.errors import ApprovalConflict  # noqa: E402
-from policyengine.approvals.service import ApprovalService, utcnow  # noqa: E402
-from policyengine.store import make_async_engine, upgrade  # noqa: E402
-from policyengine.types import Channel  # noqa: E402
+from policyengine.approvals.errors import ApprovalConflict
+from policyengine.approvals.service import ApprovalService, utcnow
+from policyengine.store import make_async_engine, upgrade
+from policyengine.types import Channel
 
 CHANNELS = [Channel(kind="slack", target="#refunds"), Channel(kind="email", target="refunds@example.com")]
 
