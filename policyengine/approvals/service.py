@@ -176,6 +176,10 @@ class ApprovalService:
         if on_timeout == "escalate" and not escalate_to:
             on_timeout = "deny"
 
+        if request_id is not None:
+            existing = await self._existing_hold(tenant, request_id, digest)
+            if existing is not None:
+                return existing
         approval_id = _new_id("apr")
         row = {
             "id": approval_id,
@@ -211,6 +215,43 @@ class ApprovalService:
             "request_id": request_id,
             "version": 1,
         }
+        try:
+            await self._insert_hold(row, action, principal, decision, digest, groups)
+        except IntegrityError:
+            existing = await self._existing_hold(tenant, request_id, digest) if request_id is not None else None
+            if existing is None:
+                raise
+            return existing
+        self.kick_delivery()
+        return HoldResult(
+            approval_id=approval_id,
+            action_hash=digest,
+            groups=groups,
+            timeout_at=row["timeout_at"],
+            on_timeout=on_timeout if timeout else None,
+            status_url=f"/v1/approvals/{approval_id}",
+        )
+
+    async def _existing_hold(self, tenant: str | None, request_id: str, digest: str) -> HoldResult | None:
+        """An earlier hold with the same request_id (a client retry) — refused if the action differs."""
+        async with self.engine.connect() as conn:
+            q = sa.select(A).where(A.c.request_id == request_id,
+                                   A.c.tenant.is_(None) if tenant is None else A.c.tenant == tenant)
+            row = (await conn.execute(q)).first()
+        if row is None:
+            return None
+        if row.original_action_hash != digest:
+            raise ApprovalConflict(f"request_id {request_id!r} was already used for a different action")
+        return HoldResult(
+            approval_id=row.id, state=State(row.state), action_hash=row.action_hash, groups=list(row.groups or []),
+            timeout_at=row.timeout_at, on_timeout=row.on_timeout if row.timeout_s else None,
+            status_url=f"/v1/approvals/{row.id}", created=False,
+        )
+
+    async def _insert_hold(
+        self, row: dict[str, Any], action: Action, principal: Any, decision: Decision, digest: str, groups: list[str]
+    ) -> None:
+        approval_id, view, now = row["id"], row["action_json"], row["created_at"]
         async with self.engine.begin() as conn:
             await conn.execute(A.insert().values(**row))
             await conn.execute(
@@ -225,15 +266,6 @@ class ApprovalService:
             )
             approval = (await conn.execute(sa.select(A).where(A.c.id == approval_id))).one()
             await self._enqueue_notices(conn, approval, "request")
-        self.kick_delivery()
-        return HoldResult(
-            approval_id=approval_id,
-            action_hash=digest,
-            groups=groups,
-            timeout_at=row["timeout_at"],
-            on_timeout=on_timeout if timeout else None,
-            status_url=f"/v1/approvals/{approval_id}",
-        )
 
     # ------------------------------------------------------------------- read
 

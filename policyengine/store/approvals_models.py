@@ -66,6 +66,8 @@ class ApprovalRow(Base):
     __table_args__ = (
         Index("ix_approvals_pending_timeout", "state", "timeout_at"),
         Index("ix_approvals_pending_reminder", "state", "next_reminder_at"),
+        # A retried hold with the same request_id returns the existing approval.
+        Index("uq_approvals_tenant_request", "tenant", "request_id", unique=True),
     )
 
 

@@ -182,3 +182,13 @@ async def test_other_tenant_sees_not_found(svc):
     res = await svc.hold(action=refund_action(), decision=refund_decision())
     with pytest.raises(ApprovalNotFound):
         await svc.get(res.approval_id, tenant="globex")
+
+
+async def test_retried_hold_with_the_same_request_id_returns_the_same_approval(svc):
+    first = await svc.hold(action=refund_action(), decision=refund_decision(), request_id="req-1")
+    again = await svc.hold(action=refund_action(), decision=refund_decision(), request_id="req-1")
+    assert again.approval_id == first.approval_id and first.created and not again.created
+    with pytest.raises(ApprovalConflict, match="different action"):
+        await svc.hold(action=refund_action(amount="999 GBP"), decision=refund_decision(), request_id="req-1")
+    other_tenant = await svc.hold(action=refund_action(tenant="globex"), decision=refund_decision(), request_id="req-1")
+    assert other_tenant.approval_id != first.approval_id

@@ -58,6 +58,7 @@ def _tables(meta: sa.MetaData) -> list[sa.Table]:
         sa.Column("version", sa.Integer, nullable=False),
         sa.Index("ix_approvals_pending_timeout", "state", "timeout_at"),
         sa.Index("ix_approvals_pending_reminder", "state", "next_reminder_at"),
+        sa.Index("uq_approvals_tenant_request", "tenant", "request_id", unique=True),
     )
     events = sa.Table(
         "approval_events", meta,
