@@ -13,9 +13,8 @@ import pytest
 
 from policyengine.dispatch import DispatchError
 from policyengine.simulate import DEFAULT_ANSWER, Fault
+from policyengine.simulate.testing import USER
 from policyengine.types import Routing
-
-from .conftest import USER
 
 CHAIN = Routing(chain=["primary", "fallback"])
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import uuid
 
 from policyengine.simulate import Fault
+from policyengine.simulate.testing import USER
 from policyengine.state import RedisStateStore
 from policyengine.types import Routing
-
-from .conftest import USER
 
 STICKY = Routing(chain=["primary", "fallback"], sticky=True)
 

@@ -1,0 +1,54 @@
+"""A minimal, fast OpenAI-compatible upstream for benchmarks (SIMULATED, canned answer).
+
+SimServer records every request and supports faults; this one does neither so
+that the benchmark measures the client and the dispatcher, not the fake.
+
+    python -m policyengine.simulate.fastserver --port 8101 [--latency-ms 20] [--status 500] [--processes 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+
+import orjson
+from aiohttp import web
+
+ANSWER = orjson.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "bench", "system_fingerprint": "simulated",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Simulated answer for benchmarking."},
+                 "finish_reason": "stop", "logprobs": None}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}})
+ERROR = orjson.dumps({"error": {"message": "EngineCore encountered an issue.", "type": "InternalServerError",
+                                "param": None, "code": 500}})
+
+
+def make_app(latency: float = 0.0, status: int = 200) -> web.Application:
+    async def chat(request: web.Request) -> web.Response:
+        await request.read()
+        if latency:
+            await asyncio.sleep(latency)
+        if status != 200:
+            return web.Response(status=status, body=ERROR, content_type="application/json")
+        return web.Response(body=ANSWER, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--latency-ms", type=float, default=0.0)
+    p.add_argument("--status", type=int, default=200)
+    a = p.parse_args(argv)
+    print(f"SIMULATED fast upstream on http://{a.host}:{a.port}/v1 (started {time.time():.0f})", file=sys.stderr, flush=True)
+    web.run_app(make_app(a.latency_ms / 1000, a.status), host=a.host, port=a.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
