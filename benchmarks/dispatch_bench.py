@@ -24,7 +24,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import free_port, pin_self, summary, upstream  # noqa: E402
+from _dispatch_common import free_port, pin_self, summary, upstream  # noqa: E402
 
 from policyengine.adapters.http import make_client  # noqa: E402
 from policyengine.dispatch import Dispatcher, DispatchSettings  # noqa: E402
