@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
+from policyengine.approvals.metrics import ApprovalMetrics
 from policyengine.approvals.service import ApprovalService
 from policyengine.approvals.settings import ApprovalSettings
 from policyengine.notifier import Dispatcher
@@ -52,7 +54,7 @@ def load_settings() -> ApprovalSettings:
             "POLICYENGINE_APPROVALS_LINK_SECRET is not set: review links are signed with a random per-process "
             "secret, so they stop working on restart and on other replicas. Set it in production."
         )
-        settings = settings.model_copy(update={"link_secret": secrets.token_urlsafe(32)})
+        settings = settings.model_copy(update={"link_secret": SecretStr(secrets.token_urlsafe(32))})
     if settings.callback_secret is None:
         log.warning("POLICYENGINE_APPROVALS_CALLBACK_SECRET is not set: callbacks to applications are unsigned")
     return settings
@@ -63,7 +65,11 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
     services = app.state.services
     settings = load_settings()
     http = httpx.AsyncClient(timeout=settings.delivery_timeout_s, follow_redirects=False)
-    service = ApprovalService(services.db.engine, settings, dispatcher=build_dispatcher(settings, http))
+    metrics = None
+    registry = getattr(getattr(services, "metrics", None), "registry", None)
+    if registry is not None:
+        metrics = ApprovalMetrics(registry)
+    service = ApprovalService(services.db.engine, settings, dispatcher=build_dispatcher(settings, http), metrics=metrics)
     services.approvals = service
     scheduler = getattr(services, "scheduler", None)
     if scheduler is not None:

@@ -41,6 +41,7 @@ from policyengine.approvals.errors import (
     LinkRefused,
 )
 from policyengine.approvals.hashing import action_hash, action_view
+from policyengine.approvals.metrics import ApprovalMetrics
 from policyengine.approvals.models import (
     ApprovalView,
     AuditEvent,
@@ -105,8 +106,10 @@ class ApprovalService:
         dispatcher: Dispatcher | None = None,
         renderer: TemplateRenderer | None = None,
         clock: Any = utcnow,
+        metrics: ApprovalMetrics | None = None,
     ) -> None:
         self.engine = engine
+        self.metrics = metrics
         self.settings = settings or ApprovalSettings()
         self.dispatcher = dispatcher
         self.renderer = renderer or TemplateRenderer(self.settings.templates_dir)
@@ -658,6 +661,8 @@ class ApprovalService:
                         next_attempt_at=now + timedelta(seconds=delay), version=O.c.version + 1,
                     )
                 )
+            if self.metrics is not None:
+                self.metrics.delivery(item.kind, "dead" if dead else "retry")
             (log.error if dead else log.warning)(
                 "delivery %s %s for approval %s failed (attempt %d/%d%s): %s", item.kind, item.purpose,
                 item.approval_id, item.attempts, item.max_attempts, ", giving up" if dead else "", e,
@@ -670,6 +675,8 @@ class ApprovalService:
                     lease_until=None, last_error=f"{type(e).__name__}: {e}"[:2000],
                     next_attempt_at=self.clock() + timedelta(seconds=self.settings.delivery_backoff_s), version=O.c.version + 1))
             return 0
+        if self.metrics is not None:
+            self.metrics.delivery(item.kind, "delivered")
         async with self.engine.begin() as conn:
             await conn.execute(
                 O.update().where(O.c.id == item.id).values(
@@ -696,7 +703,29 @@ class ApprovalService:
         """One round of every sweep (what the scheduler runs every interval)."""
         out = {"timeouts": await self.sweep_timeouts(), "reminders": await self.sweep_reminders()}
         out["delivered"] = await self.deliver_due()
+        if self.metrics is not None:
+            backlog = await self.backlog()
+            self.metrics.pending.set(backlog["pending"])
+            self.metrics.dead.set(backlog["dead_deliveries"])
         return out
+
+    async def backlog(self) -> dict[str, int]:
+        """How many approvals wait for a reviewer and how many deliveries gave up."""
+        async with self.engine.connect() as conn:
+            pending = (await conn.execute(sa.select(sa.func.count()).select_from(A).where(A.c.state == "pending"))).scalar()
+            dead = (await conn.execute(sa.select(sa.func.count()).select_from(O).where(O.c.state == "dead"))).scalar()
+        return {"pending": int(pending or 0), "dead_deliveries": int(dead or 0)}
+
+    async def redeliver(self, outbox_ids: Sequence[str] | None = None) -> int:
+        """Put dead deliveries back in the queue (all of them, or the given ids) with a fresh attempt budget."""
+        q = O.update().where(O.c.state == "dead")
+        if outbox_ids is not None:
+            q = q.where(O.c.id.in_(list(outbox_ids)))
+        async with self.engine.begin() as conn:
+            res = await conn.execute(q.values(state="pending", attempts=0, next_attempt_at=self.clock(), lease_until=None,
+                                              version=O.c.version + 1))
+        self.kick_delivery()
+        return int(res.rowcount or 0)
 
     def kick_delivery(self) -> None:
         """Try the outbox now, in the background (the periodic sweep is the safety net)."""
@@ -733,6 +762,8 @@ class ApprovalService:
         actor: str | None, via: Via | str | None, ip: str | None = None, ua: str | None = None,
         reason: str | None = None, details: dict[str, Any] | None = None,
     ) -> None:
+        if self.metrics is not None:
+            self.metrics.transition(kind)
         await conn.execute(
             E.insert().values(
                 approval_id=approval_id, at=self.clock(), kind=kind,

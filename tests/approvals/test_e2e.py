@@ -235,3 +235,7 @@ async def test_fifty_concurrent_http_decisions_exactly_one_wins(stack):
         audit = (await rita.get(f"/v1/approvals/{approval_id}/audit")).json()["data"]
     assert sum(e["kind"] in ("approved", "rejected") for e in audit) == 1
     assert sum(e["kind"] == "refused" for e in audit) == 49
+    async with httpx.AsyncClient(base_url=stack.url) as http:
+        metrics = (await http.get("/metrics")).text
+    assert 'policyengine_approval_transitions_total{kind="created"}' in metrics
+    assert 'policyengine_approval_transitions_total{kind="refused"} 49.0' in metrics

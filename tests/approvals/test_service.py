@@ -192,3 +192,14 @@ async def test_retried_hold_with_the_same_request_id_returns_the_same_approval(s
         await svc.hold(action=refund_action(amount="999 GBP"), decision=refund_decision(), request_id="req-1")
     other_tenant = await svc.hold(action=refund_action(tenant="globex"), decision=refund_decision(), request_id="req-1")
     assert other_tenant.approval_id != first.approval_id
+
+
+def test_without_a_link_secret_the_plugin_uses_a_random_one(monkeypatch):
+    from pydantic import SecretStr
+
+    from policyengine.approvals.plugin import load_settings
+
+    monkeypatch.delenv("POLICYENGINE_APPROVALS_LINK_SECRET", raising=False)
+    s = load_settings()
+    assert isinstance(s.link_secret, SecretStr) and len(s.require_link_secret()) >= 32
+    assert "*" not in repr(s.link_secret.get_secret_value()) and "**********" in repr(s)
