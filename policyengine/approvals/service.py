@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import logging
 import secrets
 import uuid
@@ -149,8 +150,15 @@ class ApprovalService:
         """
         if decision.effect not in HELD_EFFECTS:
             raise ApprovalInvalid(f"only require_approval / escalate decisions are held, not {decision.effect!r}")
+        if callback_url is None:  # a callback registered on the API key
+            attrs = getattr(principal, "attributes", None) or {}
+            callback_url = attrs.get("callback_url") if isinstance(attrs.get("callback_url"), str) else None
         if callback_url is not None:
             _check_url(callback_url, "callback_url")
+            allowed = self.settings.callback_allowed_hosts
+            host = (urlparse(callback_url).hostname or "").lower()
+            if allowed and not any(fnmatch.fnmatch(host, pat.lower()) for pat in allowed):
+                raise ApprovalInvalid(f"callback host {host!r} is not in POLICYENGINE_APPROVALS_CALLBACK_ALLOWED_HOSTS")
         now = self.clock()
         tenant = action.tenant if action.tenant is not None else getattr(principal, "tenant", None)
         view = action_view(action.model_copy(update={"tenant": tenant}))
@@ -460,8 +468,8 @@ class ApprovalService:
 
     # ------------------------------------------------------------ review links
 
-    def issue_link(self, approval_id: str, recipient: str, revision: int = 1) -> str:
-        token = self.signer.issue(approval_id, recipient, revision)
+    def issue_link(self, approval_id: str, recipient: str, revision: int = 1, stage: int = 0) -> str:
+        token = self.signer.issue(approval_id, recipient, revision, stage)
         return f"{self.settings.public_url}/review/{quote(token, safe='')}"
 
     async def open_link(self, token: str) -> tuple[LinkClaims, ApprovalView]:
@@ -493,6 +501,12 @@ class ApprovalService:
             if row is not None:
                 await self._refuse(row, Reviewer(subject=claims.recipient, via=via.value, ip=ip), "reused review link")
             raise LinkRefused("this review link has already been used")
+        async with self.engine.connect() as conn:
+            current = await self._row(conn, claims.approval_id)
+        if claims.stage != current.escalations and current.state == State.pending.value:
+            await self._refuse(current, Reviewer(subject=claims.recipient, via=via.value, ip=ip), "link from before an escalation")
+            raise LinkRefused("this approval has been escalated since this link was sent; it now needs "
+                              f"a reviewer of {', '.join(current.groups)}")
         reviewer = Reviewer(
             subject=claims.recipient, via=via.value, ip=ip, user_agent=user_agent, vouched_by_channel=True,
             aliases=frozenset({claims.recipient.split(":", 1)[-1]}),
@@ -549,6 +563,7 @@ class ApprovalService:
                 if row.on_timeout == "escalate" and row.escalate_to and row.escalate_to not in (row.groups or []):
                     values = {
                         "groups": [row.escalate_to], "escalations": row.escalations + 1, "updated_at": now,
+                        "channels": self._group_channels(row.escalate_to, row.channels),
                         "timeout_at": now + timedelta(seconds=row.timeout_s) if row.timeout_s else None,
                         "on_timeout": "deny",  # an escalated approval that times out again is denied
                         "next_reminder_at": now + timedelta(seconds=row.remind_every_s) if row.remind_every_s else None,
@@ -782,6 +797,12 @@ class ApprovalService:
             await self._audit(c2, row.id, "refused", State(row.state), None, actor=reviewer.subject, via=reviewer.via,
                               ip=reviewer.ip, ua=reviewer.user_agent, reason=why)
 
+    def _group_channels(self, group: str, fallback: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+        configured = self.settings.group_channels.get(group)
+        if configured is None:
+            return list(fallback or [])
+        return [c.model_dump() for c in configured]
+
     def _notice(self, row: Any, purpose: str, review_url: str | None) -> Notice:
         view = to_view(row)
         return Notice(
@@ -810,23 +831,23 @@ class ApprovalService:
             kind, target = ch["kind"], ch["target"]
             try:
                 if kind == "email":
-                    link = self.issue_link(row.id, f"email:{target}", row.revision)
+                    link = self.issue_link(row.id, f"email:{target}", row.revision, row.escalations)
                     payload = email_channel.compose(self._notice(row, purpose, link), self.renderer, target)
                     await self._enqueue(conn, row, "email", purpose, target, payload)
                 elif kind == "slack":
-                    link = self.issue_link(row.id, f"slack:{target}", row.revision)
+                    link = self.issue_link(row.id, f"slack:{target}", row.revision, row.escalations)
                     payload = slack_channel.compose(self._notice(row, purpose, link), self.renderer, target)
                     await self._enqueue(conn, row, "slack", purpose, target, payload)
                 elif kind == "teams":
                     url = self.settings.teams_webhooks.get(target, target)
                     _check_url(url, f"teams destination {target!r}")
-                    link = self.issue_link(row.id, f"teams:{target}", row.revision)
+                    link = self.issue_link(row.id, f"teams:{target}", row.revision, row.escalations)
                     payload = teams_channel.compose(self._notice(row, purpose, link), self.renderer)
                     await self._enqueue(conn, row, "teams", purpose, url, payload)
                 elif kind == "webhook":
                     url = self.settings.webhooks.get(target, target)
                     _check_url(url, f"webhook destination {target!r}")
-                    link = self.issue_link(row.id, f"webhook:{target}", row.revision)
+                    link = self.issue_link(row.id, f"webhook:{target}", row.revision, row.escalations)
                     payload = webhook_channel.compose(self._notice(row, purpose, link))
                     await self._enqueue(conn, row, "webhook", purpose, url, payload)
             except ApprovalInvalid as e:

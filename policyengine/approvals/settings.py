@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from policyengine.types import Channel
+
 
 class ApprovalSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="POLICYENGINE_APPROVALS_", extra="ignore")
@@ -23,6 +25,11 @@ class ApprovalSettings(BaseSettings):
     callback_secret: SecretStr | None = Field(default=None, description="HMAC key for callbacks to applications.")
     webhook_secret: SecretStr | None = Field(default=None, description="HMAC key for the generic webhook channel.")
     callback_tolerance_s: float = 300
+    callback_allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host patterns callbacks may go to (fnmatch, e.g. *.internal); empty = any."
+    )
+    # Channels to notify when an approval is escalated to a group (default: the original channels).
+    group_channels: dict[str, list[Channel]] = Field(default_factory=dict)
 
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None

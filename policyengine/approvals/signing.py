@@ -38,6 +38,7 @@ class LinkClaims:
     recipient: str  # e.g. "email:refunds@example.com" or "teams:refunds"
     nonce: str
     revision: int
+    stage: int = 0  # escalation level the link was issued at
 
 
 class LinkSigner:
@@ -48,8 +49,10 @@ class LinkSigner:
             raise ValueError("the review-link secret must be at least 16 characters (set POLICYENGINE_APPROVALS_LINK_SECRET)")
         self._s = URLSafeTimedSerializer(secret, salt=salt)
 
-    def issue(self, approval_id: str, recipient: str, revision: int = 1) -> str:
-        return self._s.dumps({"a": approval_id, "r": recipient, "n": secrets.token_urlsafe(16), "v": revision})
+    def issue(self, approval_id: str, recipient: str, revision: int = 1, stage: int = 0) -> str:
+        return self._s.dumps(
+            {"a": approval_id, "r": recipient, "n": secrets.token_urlsafe(16), "v": revision, "s": stage}
+        )
 
     def load(self, token: str, *, max_age_s: float) -> LinkClaims:
         try:
@@ -59,7 +62,7 @@ class LinkSigner:
         except BadSignature:
             raise LinkError("this review link is not valid (bad signature)")
         try:
-            return LinkClaims(str(data["a"]), str(data["r"]), str(data["n"]), int(data.get("v", 1)))
+            return LinkClaims(str(data["a"]), str(data["r"]), str(data["n"]), int(data.get("v", 1)), int(data.get("s", 0)))
         except (KeyError, TypeError, ValueError):
             raise LinkError("this review link is malformed")
 

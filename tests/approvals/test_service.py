@@ -203,3 +203,50 @@ def test_without_a_link_secret_the_plugin_uses_a_random_one(monkeypatch):
     s = load_settings()
     assert isinstance(s.link_secret, SecretStr) and len(s.require_link_secret()) >= 32
     assert "*" not in repr(s.link_secret.get_secret_value()) and "**********" in repr(s)
+
+
+async def test_escalation_moves_to_the_groups_channels_and_voids_old_links(tmp_path):
+    from policyengine.approvals.errors import LinkRefused
+    from policyengine.types import Channel
+
+    clock = Clock()
+    svc, db = await make_service(
+        f"sqlite:///{tmp_path}/e.db", clock=clock,
+        group_channels={"finance-leads": [{"kind": "email", "target": "leads@example.com"}]},
+    )
+    try:
+        res = await svc.hold(action=refund_action(), decision=refund_decision(
+            [Channel(kind="email", target="refunds@example.com")], timeout_s=60, remind_s=None,
+            on_timeout="escalate", escalate_to="finance-leads"))
+        old_link = svc.issue_link(res.approval_id, "email:refunds@example.com", 1, 0).rsplit("/", 1)[1]
+        clock.advance(61)
+        assert await svc.sweep_timeouts() == 1
+        async with db.engine.connect() as conn:
+            import sqlalchemy as sa
+            targets = [r[0] for r in (await conn.execute(sa.text(
+                "select target from notification_outbox where purpose='escalated'"))).all()]
+        assert targets == ["leads@example.com"]
+        with pytest.raises(LinkRefused, match="escalated"):
+            await svc.decide_with_link(old_link, approve=True, reason=None)
+        new_link = svc.issue_link(res.approval_id, "email:leads@example.com", 1, 1).rsplit("/", 1)[1]
+        assert (await svc.decide_with_link(new_link, approve=True, reason=None)).state == State.approved
+    finally:
+        await db.aclose()
+
+
+async def test_callbacks_only_to_allowed_hosts_and_per_key_default(tmp_path):
+    svc, db = await make_service(f"sqlite:///{tmp_path}/c.db", callback_allowed_hosts=["*.example.com"])
+    try:
+        with pytest.raises(ApprovalInvalid, match="not in"):
+            await svc.hold(action=refund_action(), decision=refund_decision(), callback_url="http://169.254.169.254/x")
+        with pytest.raises(ApprovalInvalid, match="http"):
+            await svc.hold(action=refund_action(), decision=refund_decision(), callback_url="file:///etc/passwd")
+        p = Principal("acme", "k1", "app")
+        p.attributes = {"callback_url": "https://hooks.example.com/pe"}
+        res = await svc.hold(action=refund_action(), decision=refund_decision(), principal=p)
+        async with db.engine.connect() as conn:
+            import sqlalchemy as sa
+            url = (await conn.execute(sa.text("select callback_url from approvals where id=:i"), {"i": res.approval_id})).scalar()
+        assert url == "https://hooks.example.com/pe"
+    finally:
+        await db.aclose()
