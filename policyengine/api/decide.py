@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
 import time
 import uuid
 from typing import Any
@@ -51,10 +53,23 @@ def evaluate_sync(policy: Any, action: Action, signals: Any) -> Decision:
     return policy.evaluate(action, signals)
 
 
+# Signals that run the embedding model (tens of ms): computed in a worker thread, never on the loop.
+SLOW_SIGNALS = frozenset({"sentiment"})
+
+
+def _slow(policy: Any, action: Action) -> bool:
+    if not action.text:
+        return False
+    needed = getattr(policy, "signals_needed", None)
+    if needed is None:
+        return True
+    return not SLOW_SIGNALS.isdisjoint(needed(action))
+
+
 async def evaluate(services: Any, policy: Any, action: Action) -> Decision:
-    """Evaluate; off the event loop when text signals (sentiment, embeddings) may be computed."""
+    """Evaluate inline (microseconds); in a worker thread when a rule needs an embedding-model signal."""
     try:
-        if action.text:
+        if _slow(policy, action):
             return await asyncio.to_thread(policy.evaluate, action, services.signals)
         return policy.evaluate(action, services.signals)
     except (ValueError, TypeError, KeyError) as exc:
@@ -102,5 +117,27 @@ async def hold(services: Any, *, principal: Principal, action: Action, decision:
     return res.model_dump(mode="json") if hasattr(res, "model_dump") else dict(res)
 
 
+class _Ids:
+    """UUID-shaped decision ids: 64 random bits per process + a counter (no syscall per id).
+
+    Unique across replicas with overwhelming probability, ordered within a process.
+    """
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._n = 0
+
+    def next(self) -> str:
+        pid = os.getpid()
+        if pid != self._pid:  # new process (fork): new random prefix
+            self._pid, self._prefix, self._n = pid, secrets.token_hex(8), 0
+        self._n += 1
+        return str(uuid.UUID(self._prefix + f"{self._n:016x}"))
+
+
+_ids = _Ids()
+
+
 def new_decision_id() -> str:
-    return str(uuid.uuid4())
+    return _ids.next()

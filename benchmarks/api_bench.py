@@ -1,0 +1,312 @@
+"""Service benchmark: evaluate throughput/latency with durable logging, and the gateway's added latency.
+
+    .venv/bin/python benchmarks/api_bench.py [--duration 10] [--db sqlite|postgres|both] [--skip-chat]
+
+Layout (per the issue): the service is pinned to CPU 0; the load generator (Debian's `wrk`) and the
+fake upstream are pinned to CPU 1, so the figures are per core. Everything runs in the same invocation,
+so the ratios (gateway vs direct upstream) are measured side by side on the same machine state.
+
+Measured:
+  * POST /v1/evaluate at concurrency 1 and 32, SQLite (WAL, synchronous=FULL) and PostgreSQL; every
+    response is sent only after its decision row is committed (group commit). The row count is checked
+    against the number of 2xx responses.
+  * POST /v1/chat/completions against a fake upstream: wrk straight at the upstream vs through the
+    gateway, at concurrency 1 (added p50/p99 latency) and 32 (throughput), non-streaming and streaming.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+TOKEN = "pe_bench_token_0123456789abcdefghijkl"
+PG_URL = os.environ.get("PE_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+POLICY = textwrap.dedent('''
+    policy "bench" version 1
+
+    model qwen-72b  { provider vllm base_url env("PE_BENCH_UPSTREAM") cost 0 context 32768 }
+    model gemma-27b { provider ollama base_url env("PE_BENCH_UPSTREAM") cost 0 }
+
+    route default -> qwen-72b fallback [gemma-27b]
+    route when use_case == "summarisation" -> gemma-27b fallback [qwen-72b]
+
+    authorize chat, classify_ticket, draft_response, route_department
+    require approval for refund when amount > 100 GBP {
+      reviewers group "refunds"  remind every 1h  timeout 8h -> deny
+    }
+    deny delete_account
+
+    lexicon litigation ["lawsuit", "sue", "solicitor", "attorney", "legal action", "court"]
+    escalate when text mentions litigation
+''')
+
+
+# ----------------------------------------------------------------------------- fake upstream
+
+def run_upstream(port: int) -> None:
+    """A small, fast OpenAI-compatible upstream (SIMULATED canned answer), plain and streaming."""
+    import orjson
+    from aiohttp import web
+
+    answer = {"id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "bench",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "Simulated answer."},
+                           "finish_reason": "stop"}],
+              "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}}
+    plain = orjson.dumps(answer)
+
+    def chunk(delta, finish=None, usage=None):
+        c = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0, "model": "bench",
+             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        if usage:
+            c["choices"], c["usage"] = [], usage
+        return b"data: " + orjson.dumps(c) + b"\n\n"
+
+    stream_body = (chunk({"role": "assistant", "content": ""}) + chunk({"content": "Simulated"})
+                   + chunk({"content": " answer."}) + chunk({}, "stop")
+                   + chunk({}, usage=answer["usage"]) + b"data: [DONE]\n\n")
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        if b'"stream":true' in body.replace(b" ", b""):
+            resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await resp.prepare(request)
+            await resp.write(stream_body)
+            await resp.write_eof()
+            return resp
+        return web.Response(body=plain, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"port {port} never opened")
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    import httpx
+
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"service exited with {proc.returncode}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("service not ready")
+
+
+def wrk(url: str, *, conns: int, duration: int, body: dict, token: str | None, cpu: str) -> dict:
+    script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    script.write("wrk.method = 'POST'\n")
+    script.write(f"wrk.body = {json.dumps(json.dumps(body))}\n")
+    for k, v in headers.items():
+        script.write(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n")
+    script.close()
+    cmd = ["taskset", "-c", cpu, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "-s", script.name, url]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    os.unlink(script.name)
+
+    def ms(label: str) -> float | None:
+        m = re.search(rf"^\s*{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not m:
+            return None
+        v = float(m.group(1))
+        return v / 1000 if m.group(2) == "us" else v * 1000 if m.group(2) == "s" else v
+
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    return {"rps": rps, "p50_ms": ms("50"), "p90_ms": ms("90"), "p99_ms": ms("99"), "requests": total,
+            "non2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(0) if errors else None}
+
+
+class Service:
+    def __init__(self, db_url: str, policy_dir: Path, upstream: str, cpu: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PE_BENCH_TOKEN": TOKEN, "PE_BENCH_UPSTREAM": upstream,
+               "POLICYENGINE_DATABASE_URL": db_url, "POLICYENGINE_POLICY_PATH": str(policy_dir),
+               "POLICYENGINE_SEED_KEYS": json.dumps([{"token_env": "PE_BENCH_TOKEN", "tenant": "bench",
+                                                      "roles": ["app", "admin"]}]),
+               "POLICYENGINE_KEY_CACHE_TTL_S": "30",
+               "POLICYENGINE_APPROVALS_LINK_SECRET": "bench-link-secret-0123456789abcdef",
+               "POLICYENGINE_APPROVALS_CALLBACK_SECRET": "bench-callback-secret-0123456789"}
+        self.log = open(tempfile.mktemp(suffix=".log"), "w+b")  # noqa: SIM115 - lives as long as the service
+        self.proc = subprocess.Popen(["taskset", "-c", cpu, str(BIN / "policyengine"), "serve", "--port",
+                                      str(self.port), "--log-level", "warning"], env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        wait_ready(self.url, self.proc)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def count_rows(db_url: str) -> int:
+    import sqlalchemy as sa
+
+    from policyengine.store import make_sync_engine
+
+    e = make_sync_engine(db_url)
+    with e.connect() as c:
+        n = c.execute(sa.text("SELECT count(*) FROM decisions")).scalar_one()
+    e.dispose()
+    return int(n)
+
+
+def reset_pg(url: str, schema: str) -> str:
+    import sqlalchemy as sa
+
+    from policyengine.store import make_sync_engine
+
+    e = make_sync_engine(url)
+    with e.begin() as c:
+        c.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        c.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    e.dispose()
+    return f"{url}?options=-csearch_path%3D{schema}"
+
+
+# ----------------------------------------------------------------------------- main
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
+    ap.add_argument("--skip-chat", action="store_true")
+    ap.add_argument("--service-cpu", default="0")
+    ap.add_argument("--load-cpu", default="1")
+    ap.add_argument("--json", help="write the results here as JSON")
+    ap.add_argument("--upstream", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.upstream:
+        run_upstream(a.port)
+        return
+    if not shutil.which("wrk"):
+        sys.exit("wrk is not installed: apt-get install wrk")
+    work = Path(tempfile.mkdtemp(prefix="pe-bench-"))
+    pdir = work / "policies"
+    pdir.mkdir()
+    (pdir / "bench.policy").write_text(POLICY)
+    up_port = free_port()
+    upstream = subprocess.Popen(["taskset", "-c", a.load_cpu, sys.executable, __file__, "--upstream", "--port",
+                                 str(up_port)], start_new_session=True)
+    wait_port(up_port, upstream)
+    up_url = f"http://127.0.0.1:{up_port}/v1"
+    results: dict = {"cpus": os.cpu_count(), "duration_s": a.duration, "evaluate": {}, "chat": {}}
+    d = a.duration
+    evaluate_body = {"action": "classify_ticket", "actor": "bench", "fields": {"ticket": 42}}
+    chat_body = {"model": "auto", "messages": [{"role": "user", "content": "Summarise my last ticket."}]}
+    try:
+        dbs = ["sqlite", "postgres"] if a.db == "both" else [a.db]
+        for db in dbs:
+            db_url = f"sqlite:///{work / 'bench.db'}" if db == "sqlite" else reset_pg(PG_URL, "pe_bench")
+            if db == "sqlite":
+                for f in work.glob("bench.db*"):
+                    f.unlink()
+            svc = Service(db_url, pdir, up_url, a.service_cpu)
+            try:
+                wrk(svc.url + "/v1/evaluate", conns=4, duration=2, body=evaluate_body, token=TOKEN,
+                    cpu=a.load_cpu)  # warm-up
+                before = count_rows(db_url)
+                r1 = wrk(svc.url + "/v1/evaluate", conns=1, duration=d, body=evaluate_body, token=TOKEN,
+                         cpu=a.load_cpu)
+                r32 = wrk(svc.url + "/v1/evaluate", conns=32, duration=d, body=evaluate_body, token=TOKEN,
+                          cpu=a.load_cpu)
+                time.sleep(0.5)
+                rows = count_rows(db_url) - before
+                ok = r1["requests"] - r1["non2xx"] + r32["requests"] - r32["non2xx"]
+                results["evaluate"][db] = {"c1": r1, "c32": r32, "rows_committed": rows,
+                                           "2xx_responses_counted_by_wrk": ok}
+                print(f"[evaluate/{db}] c=1: {r1['rps']:.0f} req/s p50 {r1['p50_ms']:.3f} ms p99 "
+                      f"{r1['p99_ms']:.3f} ms | c=32: {r32['rps']:.0f} req/s p50 {r32['p50_ms']:.2f} ms p99 "
+                      f"{r32['p99_ms']:.2f} ms | rows {rows} vs 2xx {ok}", flush=True)
+                if db == "sqlite" and not a.skip_chat:
+                    results["chat"] = bench_chat(svc, up_url, chat_body, d, a.load_cpu)
+            finally:
+                svc.stop()
+    finally:
+        upstream.send_signal(signal.SIGTERM)
+        upstream.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+def bench_chat(svc: Service, up_url: str, body: dict, d: int, cpu: str) -> dict:
+    out: dict = {}
+    stream_body = {**body, "stream": True}
+    direct = up_url + "/chat/completions"
+    gw = svc.url + "/v1/chat/completions"
+    wrk(gw, conns=4, duration=2, body=body, token=TOKEN, cpu=cpu)  # warm-up (connection pools)
+    for name, b in (("plain", body), ("stream", stream_body)):
+        dir1 = wrk(direct, conns=1, duration=d, body=b, token=None, cpu=cpu)
+        gw1 = wrk(gw, conns=1, duration=d, body=b, token=TOKEN, cpu=cpu)
+        gw32 = wrk(gw, conns=32, duration=d, body=b, token=TOKEN, cpu=cpu)
+        dir32 = wrk(direct, conns=32, duration=d, body=b, token=None, cpu=cpu)
+        added = gw1["p50_ms"] - dir1["p50_ms"]
+        out[name] = {"direct_c1": dir1, "gateway_c1": gw1, "gateway_c32": gw32, "direct_c32": dir32,
+                     "added_p50_ms_c1": round(added, 3),
+                     "added_p99_ms_c1": round(gw1["p99_ms"] - dir1["p99_ms"], 3)}
+        print(f"[chat/{name}] direct c=1 p50 {dir1['p50_ms']:.3f} ms | gateway c=1 p50 {gw1['p50_ms']:.3f} ms "
+              f"(added {added:.3f} ms) | gateway c=32 {gw32['rps']:.0f} req/s (non-2xx {gw32['non2xx']}) | "
+              f"direct c=32 {dir32['rps']:.0f} req/s", flush=True)
+    return out
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    main()
