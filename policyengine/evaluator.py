@@ -34,15 +34,19 @@ from policyengine.types import (
 CHAT = "chat"
 
 _set = object.__setattr__
+_NFIELDS: dict[type, int] = {}
+_MENTION_KEYS: dict[str, str] = {}
 
 
 def _make(cls: type[Any], values: dict[str, Any]) -> Any:
     """`cls.model_construct(**values)` for a complete, already-valid field set, without the
     per-field bookkeeping (what pydantic's model_construct ends up doing; ~10x cheaper).
     `values` must name every field of `cls` (checked by the tests)."""
-    fields = cls.model_fields
-    if len(values) != len(fields):  # a field added to the type later: fill its default
-        for name, f in fields.items():
+    n = _NFIELDS.get(cls)
+    if n is None:
+        n = _NFIELDS[cls] = len(cls.model_fields)
+    if len(values) != n:  # a field added to the type later: fill its default
+        for name, f in cls.model_fields.items():
             if name not in values:
                 values[name] = f.get_default(call_default_factory=True, validated_data=values)
     m = cls.__new__(cls)
@@ -182,12 +186,13 @@ class EvalContext:
         """Does `text` mention the lexicon? Supplied values win: `signals["mentions:LEX"]`
         (a MentionMatch/dict, true/false, or None = computed, no match), `"mentions.LEX"`,
         or `signals["mentions"][LEX]`. Otherwise the provider, else exact phrase matching."""
-        key = f"mentions:{lexicon}"
+        key = _MENTION_KEYS.get(lexicon) or _MENTION_KEYS.setdefault(lexicon, f"mentions:{lexicon}")
         sig = self.action.signals
-        if key in self.signals and path == "text":
+        is_text = path == "text"
+        if is_text and key in self.signals:
             return _mention_text(self.signals[key])
         sup: Any = MISSING
-        if path == "text":
+        if is_text and sig:
             if key in sig:
                 sup = sig[key]
             elif f"mentions.{lexicon}" in sig:

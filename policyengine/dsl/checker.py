@@ -429,13 +429,29 @@ class Checker:
                              f"remove `{n.value}` from the fallback list")
                 seen.setdefault(n.value, n)
         conditional = [r for r in routes if r.cond is not None]
+        # An earlier route can only shadow a later one if every test of the earlier one is
+        # implied by the later one; index earlier routes by one `path == value` test so that
+        # only plausible pairs are compared (thousands of tenant routes stay linear).
+        by_key: dict[tuple[str, Any], list[int]] = defaultdict(list)
+        unkeyed: list[int] = []
         for j, rj in enumerate(conditional):
-            for ri in conditional[:j]:
+            cands = set(unkeyed)
+            for path, vals in _equalities(rj.cond).items():  # type: ignore[arg-type]
+                for v in vals:
+                    cands.update(by_key.get((path, v), ()))
+            for i in sorted(cands):
+                ri = conditional[i]
                 if _implies(rj.cond, ri.cond):  # type: ignore[arg-type]
                     self.add("W214", rj.span, f"route never applies: the route at {_where(ri.span)} "
                              f"(`{printer.expr(ri.cond)}`) matches first", "routes are first-match in file order: "  # type: ignore[arg-type]
                              "move this more specific route above it", warning=True)
                     break
+            key = _first_equality(rj.cond)  # type: ignore[arg-type]
+            if key is None:
+                unkeyed.append(j)
+            else:
+                for v in key[1]:
+                    by_key[(key[0], v)].append(j)
         if conditional and not defaults:
             self.add("W215", conditional[0].span, "no `route default`: chat requests that match no route are denied",
                      "add: route default -> MODEL fallback [...]", warning=True)
@@ -506,6 +522,27 @@ def _kind_name(k: str) -> str:
 
 def _env_name(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", model).upper()
+
+
+def _first_equality(e: ast.Expr) -> tuple[str, list[Any]] | None:
+    for c in _conj(e):
+        if isinstance(c, ast.Cmp) and c.op == "==":
+            return c.path.value, [c.value]
+        if isinstance(c, ast.In) and not c.negated:
+            return c.path.value, list(c.values)
+    return None
+
+
+def _equalities(e: ast.Expr) -> dict[str, list[Any]]:
+    """path -> values for every `==` / `in` conjunct (of every disjunct)."""
+    out: dict[str, list[Any]] = defaultdict(list)
+    for d in (e.items if isinstance(e, ast.Or) else (e,)):
+        for c in _conj(d):
+            if isinstance(c, ast.Cmp) and c.op == "==":
+                out[c.path.value].append(c.value)
+            elif isinstance(c, ast.In) and not c.negated:
+                out[c.path.value].extend(c.values)
+    return out
 
 
 def _conj(e: ast.Expr) -> tuple[ast.Expr, ...]:

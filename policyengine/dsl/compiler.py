@@ -49,8 +49,17 @@ def _rule_id(s: ast.Span) -> str:
     return f"{Path(s.file).name}:{s.line}"
 
 
+_LINES: dict[int, list[str]] = {}
+
+
 def _source(files: dict[str, ast.PolicyFile], s: ast.Span) -> str:
-    lines = files[s.file].text.splitlines() if s.file in files else []
+    f = files.get(s.file)
+    if f is None:
+        return ""
+    lines = _LINES.get(id(f))
+    if lines is None or len(_LINES) > 64:
+        _LINES.clear()
+        lines = _LINES[id(f)] = f.text.splitlines()
     if 1 <= s.line <= len(lines):
         first = lines[s.line - 1].strip()
         return first + (" ..." if s.end_line > s.line else "")

@@ -290,7 +290,8 @@ def _compile_cmp(e: ast.Cmp) -> Cond:
         v = get(ctx)
         if v is MISSING:
             return _missing(kind, path, because)
-        n = conv(v)
+        tv = type(v)
+        n = v if tv is float or tv is int else conv(v)
         if n is None:
             because.append(f"{path} {show(v)} is not {what} (undecidable)")
             return None

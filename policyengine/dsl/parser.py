@@ -51,12 +51,19 @@ _TERMINAL_NAMES = {
 @cache
 def _lark() -> Lark:
     grammar = resources.files("policyengine.dsl").joinpath("grammar.lark").read_text()
-    return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True)
+    return Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True, maybe_placeholders=True,
+                cache=True)
+
+
+_ESCAPE_RE = re.compile(r"\\(.)")
+_ESCAPES = {"n": "\n", "t": "\t"}
 
 
 def unescape(tok: str) -> str:
     body = tok[1:-1]
-    return re.sub(r"\\(.)", lambda m: {"n": "\n", "t": "\t"}.get(m.group(1), m.group(1)), body)
+    if "\\" not in body:
+        return body
+    return _ESCAPE_RE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(1)), body)
 
 
 def escape(s: str) -> str:
@@ -86,16 +93,15 @@ def parse_money_token(text: str) -> tuple[Decimal, str]:
     return Decimal(m.group(1).replace("_", "")), m.group(2)
 
 
-def _span(file: str, meta_or_tok: Any) -> ast.Span:
-    line = getattr(meta_or_tok, "line", None) or 1
-    col = getattr(meta_or_tok, "column", None) or 1
-    end_line = getattr(meta_or_tok, "end_line", None) or line
-    end_col = getattr(meta_or_tok, "end_column", None) or col + 1
-    return ast.Span(file, line, col, end_line, end_col)
+def _span(file: str, x: Any) -> ast.Span:
+    """Span of a token or a tree's meta (lark columns and lines are 1-based)."""
+    try:
+        line, col = x.line or 1, x.column or 1
+        return ast.Span(file, line, col, x.end_line or line, x.end_column or col + 1)
+    except AttributeError:  # an empty rule has no position
+        return ast.Span(file, 1, 1, 1, 2)
 
 
-def _tok_text(t: Any) -> str:
-    return str(t)
 
 
 class _Builder(Transformer):
