@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 try:  # the shared Base of the store package: one metadata, one Alembic history
@@ -41,8 +41,8 @@ class ApprovalRow(Base):
     requester_actor: Mapped[str | None] = mapped_column(String(200))
     requester_subject: Mapped[str | None] = mapped_column(String(200))
     requester_key_id: Mapped[str | None] = mapped_column(String(200))
-    remind_every_s: Mapped[float | None] = mapped_column(nullable=True)
-    timeout_s: Mapped[float | None] = mapped_column(nullable=True)
+    remind_every_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    timeout_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     on_timeout: Mapped[str] = mapped_column(String(20), default="deny")
     escalate_to: Mapped[str | None] = mapped_column(String(200))
     timeout_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

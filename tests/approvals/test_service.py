@@ -250,3 +250,22 @@ async def test_callbacks_only_to_allowed_hosts_and_per_key_default(tmp_path):
         assert url == "https://hooks.example.com/pe"
     finally:
         await db.aclose()
+
+
+def test_migration_matches_the_models(tmp_path):
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    import policyengine.store.approvals_models  # noqa: F401
+    from policyengine.store import upgrade
+    from policyengine.store.base import Base
+    from policyengine.store.db import make_sync_engine
+
+    url = f"sqlite:///{tmp_path}/m.db"
+    upgrade(url)
+    engine = make_sync_engine(url)
+    with engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    mine = [d for d in diffs if "approval" in str(d) or "notification_outbox" in str(d)]
+    assert mine == []
