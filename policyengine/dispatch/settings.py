@@ -1,17 +1,20 @@
-"""Dispatcher configuration (pydantic; every field has a production default)."""
+"""Dispatcher configuration: every field has a production default and can be set from the
+environment as `POLICYENGINE_DISPATCH_<FIELD>` (nested: `POLICYENGINE_DISPATCH_BREAKER__THRESHOLD=5`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from policyengine.state import BreakerConfig
 
 
-class DispatchSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DispatchSettings(BaseSettings):
+    model_config = SettingsConfigDict(extra="forbid", env_prefix="POLICYENGINE_DISPATCH_",
+                                      env_nested_delimiter="__")
 
     # retry (same model): bounded attempts, exponential backoff with full jitter
     max_attempts: int = Field(3, ge=1, le=20, description="tries per model/key for retry-class errors")
@@ -24,7 +27,7 @@ class DispatchSettings(BaseModel):
     auth_cooldown: float = Field(300.0, ge=0, description="a key rejected as invalid/expired is skipped this long")
     quota_cooldown: float = Field(900.0, ge=0, description="a key whose quota/credit ran out is skipped this long")
     # circuit breaker (per model)
-    breaker: BreakerConfig = Field(default_factory=lambda: BreakerConfig(threshold=3, window=30.0, open_for=15.0, open_max=300.0, probe_timeout=30.0))
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     # time budgets (seconds); a ModelSpec's own Timeouts win over these
     deadline: float = Field(120.0, gt=0, description="total budget for one request across all attempts")
     connect_timeout: float = Field(3.0, gt=0)

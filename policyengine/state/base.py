@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 BreakerStatus = Literal["closed", "open", "half_open"]
 
@@ -32,9 +32,9 @@ class BreakerState(BaseModel):
 
 
 class BreakerConfig(BaseModel):
-    threshold: int = 5  # consecutive failures (within `window`) that open the breaker
-    window: float = 60.0
-    open_for: float = 30.0  # first open period; doubles per trip up to open_max
+    threshold: int = Field(3, ge=1)  # consecutive failures (within `window`) that open the breaker
+    window: float = Field(30.0, gt=0)
+    open_for: float = Field(15.0, gt=0)  # first open period; doubles per trip up to open_max
     open_max: float = 300.0
     probe_timeout: float = 30.0  # a half-open probe that never reports frees the slot after this
 
