@@ -141,6 +141,10 @@ def dry_run_cmd(
                                                      "JSON-lines file (streamed).")] = None,
     compute_signals: Annotated[bool, typer.Option("--compute-signals", help="Compute signals the log did not record "
                                                   "(counted in the report: not an exact replay).")] = False,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes replaying in parallel "
+                                                "(default: one per CPU for large logs, else 1).")] = None,
+    exact: Annotated[bool, typer.Option("--exact", help="Evaluate every distinct logged input instead of grouping "
+                                        "inputs the policies cannot tell apart (slower; same results).")] = False,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar on stderr "
                                                   "(default: when stderr is a terminal).")] = None,
 ) -> None:
@@ -167,17 +171,18 @@ def dry_run_cmd(
 
     err = _err()
     show = err.is_terminal if progress is None else progress
-    sink_fh = changes_out.open("wb") if changes_out else None
-
-    def sink(change: dict[str, Any]) -> None:
-        assert sink_fh is not None
-        sink_fh.write(orjson.dumps(change, default=str) + b"\n")
-
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from policyengine.ci.replay.parallel import default_workers, replay_parallel
+
+    if workers is None:
+        big = (total or 0) >= 200_000 or (isinstance(src, JsonlSource) and src.bytes_total >= 100_000_000)
+        workers = default_workers() if big and limit is None and not compute_signals else 1
+    elif limit is not None or compute_signals:
+        workers = 1  # a global --limit and a shared signal model need one process
     bar = Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                    TimeElapsedColumn(), console=err, disable=not show, transient=False)
-    by_bytes = total is None and isinstance(src, JsonlSource)
+    by_bytes = total is None and isinstance(src, JsonlSource) and workers == 1
     task = bar.add_task("replay", total=src.bytes_total if by_bytes else total, rate="")
     done = 0
 
@@ -191,15 +196,28 @@ def dry_run_cmd(
 
     try:
         with bar:
-            report = replay(candidate, src, baseline=base,
-                            signal_provider=_signal_provider() if compute_signals else None,
-                            max_examples=examples, source=src.describe(), since=since,
-                            on_change=sink if sink_fh else None, progress=tick)
+            if workers > 1:
+                report = replay_parallel(candidate, src, workers=workers, baseline=base, exact=exact,
+                                         max_examples=examples, since=since, changes_out=changes_out,
+                                         progress=tick)
+            else:
+                sink_fh = changes_out.open("wb") if changes_out else None
+
+                def sink(change: dict[str, Any]) -> None:
+                    assert sink_fh is not None
+                    sink_fh.write(orjson.dumps(change, default=str) + b"\n")
+
+                try:
+                    report = replay(candidate, src, baseline=base,
+                                    signal_provider=_signal_provider() if compute_signals else None, exact=exact,
+                                    max_examples=examples, source=src.describe(), since=since,
+                                    on_change=sink if sink_fh else None, progress=tick)
+                finally:
+                    if sink_fh:
+                        sink_fh.close()
     except (RecordError, SourceError) as exc:
         raise _fail_input(str(exc)) from None
     finally:
-        if sink_fh:
-            sink_fh.close()
         if isinstance(src, DatabaseSource):
             src.close()
     apply_thresholds(report, fail_on_change=fail_on_change, max_change_share=max_change_share)

@@ -16,6 +16,7 @@ chains, rules).
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -230,11 +231,11 @@ def replay(
     report = DryRunReport(policy=_policy_ref(policy), baseline=_policy_ref(baseline) if baseline else None,
                           source=source, since=since)
     tally = _Tally(max_examples)
-    by_effect: Counter[tuple[str, str]] = Counter()
+    by_effect: dict[tuple[str, str], int] = {}
     chain_changes: Counter[tuple[str, str]] = Counter()
     by_kind: Counter[str] = Counter()
-    new_effects: Counter[str] = Counter()
-    hashes: Counter[str] = Counter()
+    new_effects: dict[str, int] = {}
+    hashes: dict[str, int] = {}
     computed_names: Counter[str] = Counter()
     cache: dict[Any, tuple[Outcome, Outcome | None] | str] = {}
     dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
@@ -243,7 +244,7 @@ def replay(
         from policyengine.ci.replay.projection import Projector
 
         projector = Projector([policy, baseline] if baseline is not None else [policy])
-    n = 0
+    n = n_redacted = n_unique = n_errors = n_replayed = n_computed = n_compared = n_unrecorded = n_changed = 0
 
     def evaluate(rec: LoggedRecord, supplied: dict[str, Any]) -> tuple[Outcome, Outcome | None] | str:
         data = dict(rec.request)
@@ -265,48 +266,53 @@ def replay(
         if progress is not None and n % progress_every == 0:
             progress(progress_every)
         if rec.policy_hash:
-            hashes[rec.policy_hash] += 1
+            hashes[rec.policy_hash] = hashes.get(rec.policy_hash, 0) + 1
         if rec.redacted:
-            report.redacted += 1
+            n_redacted += 1
         req_signals = rec.request.get("signals")
         supplied = {**req_signals, **rec.signals} if isinstance(req_signals, dict) and req_signals else rec.signals
         key = (projector.key(rec.request, supplied) if projector is not None
                else dumps((rec.request, supplied), option=sort_keys, default=str))
-        hit = cache.get(key)
+        try:
+            hit = cache.get(key)
+        except TypeError:  # an unhashable value (not a valid Action): key the whole input instead
+            key = dumps((rec.request, supplied), option=sort_keys, default=str)
+            hit = cache.get(key)
         if hit is None:
             hit = evaluate(rec, supplied)
             if len(cache) >= cache_size:
                 del cache[next(iter(cache))]
             cache[key] = hit
-            report.unique_inputs += 1
+            n_unique += 1
         if isinstance(hit, str):
-            report.errors += 1
-            if len(report.error_examples) < MAX_ERROR_EXAMPLES:
+            n_errors += 1
+            if len(report.error_examples) < MAX_ERROR_EXAMPLES:  # bounded
                 report.error_examples.append(ReplayIssue(id=rec.id, message=hit))
             continue
         new, base = hit
-        report.replayed += 1
-        new_effects[new.effect] += 1
+        n_replayed += 1
+        new_effects[new.effect] = new_effects.get(new.effect, 0) + 1
         if new.computed:
-            report.signals_computed += 1
+            n_computed += 1
             computed_names.update(new.computed)
         if base is not None:
             old = base
-            report.compared += 1
-            by_effect[(old.effect, new.effect)] += 1
+            n_compared += 1
+            by_effect[(old.effect, new.effect)] = by_effect.get((old.effect, new.effect), 0) + 1
             if old.effect == new.effect and old.chain == new.chain and old.tags == new.tags and old.holds == new.holds:
                 continue
         elif rec.recorded:
-            report.compared += 1
-            by_effect[(rec.effect or "", new.effect)] += 1
+            n_compared += 1
+            pair = (rec.effect or "", new.effect)
+            by_effect[pair] = by_effect.get(pair, 0) + 1
             if (rec.effect == new.effect and tuple(rec.chain) == new.chain and frozenset(rec.tags) == new.tags
                     and (frozenset(_hold(o) for o in rec.obligations) if rec.obligations else frozenset()) == new.holds):
                 continue
             old = recorded_outcome(rec)
         else:
-            report.unrecorded += 1
+            n_unrecorded += 1
             continue
-        report.changed += 1
+        n_changed += 1
         kinds: list[tuple[str, str, str]] = []
         if old.effect != new.effect:
             kinds.append(("effect", old.effect, new.effect))
@@ -333,19 +339,32 @@ def replay(
     if progress is not None:
         progress(n % progress_every)
 
-    report.total = n
+    report.total, report.redacted, report.unique_inputs, report.errors = n, n_redacted, n_unique, n_errors
+    report.replayed, report.signals_computed, report.compared = n_replayed, n_computed, n_compared
+    report.unrecorded, report.changed = n_unrecorded, n_changed
     report.changed_share = report.changed / report.compared if report.compared else 0.0
     report.by_kind = dict(by_kind)
     report.by_effect = [Transition(old=o, new=nw, count=c)
                         for (o, nw), c in sorted(by_effect.items(), key=lambda kv: (-kv[1], kv[0]))]
-    report.chain_changes = [Transition(old=o, new=nw, count=c) for (o, nw), c in chain_changes.most_common(50)]
+    report.chain_changes = [Transition(old=o, new=nw, count=c) for (o, nw), c in
+                            sorted(chain_changes.items(), key=lambda kv: (-kv[1], kv[0]))[:50]]
     report.groups = tally.finish()
-    report.new_effects = dict(new_effects.most_common())
+    report.new_effects = dict(sorted(new_effects.items(), key=lambda kv: -kv[1]))
     report.signals_computed_names = dict(computed_names.most_common())
-    report.logged_policy_hashes = dict(hashes.most_common(20))
+    report.logged_policy_hashes = dict(sorted(hashes.items(), key=lambda kv: -kv[1])[:20])
     report.elapsed_s = time.perf_counter() - started
     report.rate_per_s = n / report.elapsed_s if report.elapsed_s > 0 else 0.0
+    report.peak_rss_mb = _peak_rss_mb()
     return report
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return None
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb / (1024 * 1024) if sys.platform == "darwin" else kb / 1024, 1)
 
 
 def apply_thresholds(report: DryRunReport, *, fail_on_change: bool, max_change_share: float | None) -> None:

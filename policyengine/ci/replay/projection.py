@@ -10,8 +10,8 @@ same side of every threshold (a 0.81 and a 0.84 sentiment against `< 0.3`).
   replaced by its position against each literal (below / equal / above, or
   "undecidable"), computed with the evaluator's own conversions;
   otherwise the raw value is kept;
-* for `X mentions L`: the recorded mention signal when the log has one, else
-  whether each policy's lexicon matches the text (the evaluator's own regex);
+* for `X mentions L`: whether each policy sees a mention, asked of the evaluator's
+  own `EvalContext.mention` (recorded mention signal, else its phrase matching);
 * the action name, requested model, prompt tokens, whether a divergence was
   supplied, which signal names were supplied and which request keys are present.
 
@@ -23,8 +23,8 @@ text), projection is off and the whole input is the key.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -34,7 +34,7 @@ from policyengine.dsl.conditions import as_money, as_number, as_seconds
 from policyengine.dsl.fields import BUILTIN, MISSING, classify, field_getter
 from policyengine.types import Action
 
-Getter = Callable[[dict[str, Any], dict[str, Any], Any], Any]  # (request, signals, fields-view) -> value
+Getter = Callable[[dict[str, Any], dict[str, Any], Any], Any]  # (request, signals, fields view) -> value
 
 
 def _builtin_attrs() -> dict[str, str]:
@@ -62,16 +62,18 @@ def _attrs() -> dict[str, str]:
 
 
 def _getter(path: str) -> Getter | None:
+    """(request, signals, fields) -> the value the evaluator's getter would see (MISSING when absent)."""
     kind, key = classify(path)
     if kind == "builtin":
         attr = _attrs().get(key)
         if attr is None:
             return None
-        return lambda req, sig, fv: req.get(attr)
+        return lambda req, sig, fields: req.get(attr)
     if kind == "signal":
-        return lambda req, sig, fv: sig.get(key)
+        return lambda req, sig, fields: sig.get(key)
+    # the evaluator's field_getter, on the logged `fields` dict
     fg = field_getter(key)
-    return lambda req, sig, fv: fg(fv)
+    return lambda req, sig, fields: fg(fields)
 
 
 def _atoms(e: Any) -> Iterable[Any]:
@@ -94,6 +96,24 @@ def _hashable(v: Any) -> Any:
     return v
 
 
+class _SignalsView:
+    """What `EvalContext.mention` reads of an Action: its `.signals`."""
+
+    __slots__ = ("signals",)
+
+    def __init__(self, signals: dict[str, Any]) -> None:
+        self.signals = signals
+
+
+class _View:
+    """What `field_getter` reads: an object with `.fields`."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self, fields: dict[str, Any]) -> None:
+        self.fields = fields
+
+
 class Projector:
     """Builds grouping keys for the given compiled policies (candidate and baseline)."""
 
@@ -101,7 +121,7 @@ class Projector:
         from policyengine.ci.rules import parse_sources
 
         uses: dict[str, list[Any]] = {}
-        mentions: dict[tuple[str, str], list[Any]] = {}
+        mentions: dict[tuple[str, str], None] = {}
         for pol in policies:
             for pf in parse_sources(pol.sources):
                 for item in pf.items:
@@ -111,38 +131,85 @@ class Projector:
                     for e in exprs:
                         for atom in _atoms(e):
                             if isinstance(atom, ast.Mentions):
-                                mentions.setdefault((atom.path.value, atom.lexicon.value), [])
+                                mentions[(atom.path.value, atom.lexicon.value)] = None
                             else:
                                 uses.setdefault(atom.path.value, []).append(atom)
-        for (_path, lex), regexes in mentions.items():
+        for (_path, lex) in mentions:
             for pol in policies:
-                rx = getattr(pol, "lexicon_res", {}).get(lex)
-                if rx is None:
-                    raise ValueError(f"policy has no compiled lexicon {lex!r}")
-                regexes.append(rx)
+                if lex not in pol.lexicons:
+                    raise ValueError(f"policy has no lexicon {lex!r}")
+        self.contexts = sorted({m.context for pol in policies for m in pol.models.values() if m.context is not None})
         self.parts: list[Callable[[dict[str, Any], dict[str, Any], Any], Any]] = []
+        self.raw_attrs: list[str] = []  # built-ins compared as raw values: read with one map()
+        self.raw_signals: list[str] = []
         for path, atoms in sorted(uses.items()):
             get = _getter(path)
             if get is None:
                 raise ValueError(f"cannot project path {path!r}")
-            self.parts.append(self._part(get, atoms))
-        for (path, lex), regexes in sorted(mentions.items(), key=lambda kv: kv[0]):
+            kind, key = classify(path)
+            numeric = all(isinstance(a, ast.Cmp) and a.value.kind in ("num", "money", "duration") for a in atoms)
+            if not numeric and kind == "builtin":
+                self.raw_attrs.append(_attrs()[key])
+            elif not numeric and kind == "signal":
+                self.raw_signals.append(key)
+            else:
+                self.parts.append(self._part(get, atoms))
+        for path, lex in sorted(mentions):
             get = _getter(path)
             if get is None:
                 raise ValueError(f"cannot project path {path!r}")
-            self.parts.append(self._mention_part(get, lex, regexes))
+            self.parts.append(self._mention_part(get, path, lex, policies))
 
     @staticmethod
     def _part(get: Getter, atoms: list[Any]) -> Callable[[dict[str, Any], dict[str, Any], Any], Any]:
-        literals = []
+        kinds = set()
         for a in atoms:
             if not (isinstance(a, ast.Cmp) and a.value.kind in ("num", "money", "duration")):
-                return lambda req, sig, fv: _hashable(get(req, sig, fv))
-            literals.append((a.value.kind, a.value.value))
-        literals = list(dict.fromkeys(literals))
+                return lambda req, sig, fields: _hashable(get(req, sig, fields))
+            kinds.add(a.value.kind)
+        if kinds <= {"num"} or kinds <= {"duration"}:
+            # position among the sorted thresholds (+ "equal to one") = every comparison's outcome
+            lits = sorted({float(a.value.value) for a in atoms})
+            conv = as_seconds if kinds == {"duration"} else as_number
 
-        def part(req: dict[str, Any], sig: dict[str, Any], fv: Any) -> Any:
-            v = get(req, sig, fv)
+            def num_part(req: dict[str, Any], sig: dict[str, Any], fields: Any) -> Any:
+                v = get(req, sig, fields)
+                if v is None or v is MISSING:
+                    return ("-", v is None)
+                t = type(v)
+                n = float(v) if (t is float or t is int) and kinds == {"num"} else conv(v)
+                if n is None:
+                    return "u"
+                i = bisect_left(lits, n)
+                return (i, i < len(lits) and lits[i] == n)
+
+            return num_part
+        if kinds == {"money"}:
+            by_cur: dict[str, list[Any]] = {}
+            for a in atoms:
+                amount, cur = a.value.value
+                by_cur.setdefault(cur, []).append(amount)
+            sorted_by_cur = {c: sorted(set(v)) for c, v in by_cur.items()}
+
+            def money_part(req: dict[str, Any], sig: dict[str, Any], fields: Any) -> Any:
+                v = get(req, sig, fields)
+                if v is None or v is MISSING:
+                    return ("-", v is None)
+                m = as_money(v)
+                if m is None:
+                    return "u"
+                amount, cur = m
+                lits = sorted_by_cur.get(cur)
+                if lits is None:
+                    return ("c", cur)  # every comparison is a currency mismatch: undecidable
+                i = bisect_left(lits, amount)
+                return (cur, i, i < len(lits) and lits[i] == amount)
+
+            return money_part
+        literals = list(dict.fromkeys((a.value.kind, a.value.value) for a in atoms))
+
+        def mixed_part(req: dict[str, Any], sig: dict[str, Any], fields: Any) -> Any:
+            v = get(req, sig, fields)
             if v is None or v is MISSING:
                 return ("-", v is None)
             out = []
@@ -155,33 +222,31 @@ class Projector:
                     out.append("u" if n is None else _sign(n, float(lit)))
             return tuple(out)
 
-        return part
+        return mixed_part
 
     @staticmethod
-    def _mention_part(get: Getter, lex: str, regexes: list[Any]) -> Callable[[dict[str, Any], dict[str, Any], Any], Any]:
-        key = f"mentions.{lex}"
+    def _mention_part(get: Getter, path: str, lex: str, policies: list[Any]) -> Callable[[dict[str, Any], dict[str, Any], Any], Any]:
+        """Whether each policy sees a mention, decided by the evaluator's own `EvalContext.mention`
+        (supplied signal values, then exact phrase matching of the text with that policy's lexicon)."""
+        from policyengine.evaluator import EvalContext
 
-        def part(req: dict[str, Any], sig: dict[str, Any], fv: Any) -> Any:
-            sup = sig.get(key, MISSING)
-            if sup is MISSING:
-                m = sig.get("mentions")
-                if isinstance(m, dict) and lex in m:
-                    sup = m[lex]
-            if sup is not MISSING and sup is not None:
-                return ("s", not (sup is False or sup == ""))
-            v = get(req, sig, fv)
-            if not isinstance(v, str) or not v:
-                return ("t", None)
-            return ("t", tuple(rx.search(v) is not None for rx in regexes))
+        def part(req: dict[str, Any], sig: dict[str, Any], fields: Any) -> Any:
+            v = get(req, sig, fields)
+            text = v if isinstance(v, str) else None
+            view = _SignalsView(sig)
+            return tuple(bool(EvalContext(view, None, pol).mention(lex, text, path)) for pol in policies)  # type: ignore[arg-type]
 
         return part
 
     def key(self, request: dict[str, Any], signals: dict[str, Any]) -> tuple[Any, ...]:
         fields = request.get("fields")
-        fv = SimpleNamespace(fields=fields if isinstance(fields, dict) else {})
+        fv = _View(fields if type(fields) is dict else {})
+        pt = request.get("prompt_tokens")
+        if type(pt) is int:  # only its position against each model's context window matters
+            pt = (bisect_left(self.contexts, pt),)
         return (
-            request.get("action"), request.get("requested_model"), request.get("prompt_tokens"),
-            signals.get("divergence") is None, tuple(sorted(signals)),
-            tuple(sorted((k, type(v).__name__) for k, v in request.items())),
-            *(p(request, signals, fv) for p in self.parts),
+            request.get("action"), request.get("requested_model"), pt,
+            signals.get("divergence") is None, tuple(signals), tuple(request), tuple(map(type, request.values())),
+            tuple(map(request.get, self.raw_attrs)), tuple(map(signals.get, self.raw_signals)),
+            *[p(request, signals, fv) for p in self.parts],
         )

@@ -52,11 +52,11 @@ def _has_redaction(value: Any) -> bool:
 
 def _decision_parts(rec: LoggedRecord, d: dict[str, Any]) -> None:
     rec.effect = d.get("effect")
-    routing = d.get("routing") or {}
-    rec.chain = list(routing.get("chain") or d.get("chain") or d.get("model_chain") or [])
-    rec.tags = list(d.get("tags") or [])
-    rec.rules = list(d.get("rules") or [])
-    rec.obligations = list(d.get("obligations") or [])
+    routing = d.get("routing")
+    rec.chain = (routing.get("chain") if isinstance(routing, dict) else None) or d.get("chain") or d.get("model_chain") or []
+    rec.tags = d.get("tags") or []
+    rec.rules = d.get("rules") or []
+    rec.obligations = d.get("obligations") or []
     rec.policy_hash = d.get("policy_hash") or ""
     rec.recorded = rec.effect is not None
 
@@ -69,13 +69,13 @@ def parse_record(obj: Any, *, where: str = "", redaction_hint: bool | None = Non
         request = obj["request"]
         if not isinstance(request, dict):
             raise RecordError(f"{where}`request` must be an object (the Action as logged)")
-        request = dict(request)
         signals = obj.get("signals") or {}
         rec = LoggedRecord(id=str(obj.get("id") or ""), ts=obj.get("ts"), tenant=obj.get("tenant"),
                            request=request, signals=signals, recorded=False)
         _decision_parts(rec, obj)
         if not request.get("action") and obj.get("action"):
-            request["action"] = obj["action"]
+            request = {**request, "action": obj["action"]}
+            rec.request = request
     elif isinstance(obj.get("action"), dict):  # {"action": {...}, "decision": {...}}
         request = dict(obj["action"])
         decision = obj.get("decision")
@@ -99,8 +99,8 @@ def parse_record(obj: Any, *, where: str = "", redaction_hint: bool | None = Non
         rec.tenant = request.get("tenant")
     elif not request.get("tenant"):
         request["tenant"] = rec.tenant  # the service logs the tenant beside the action
-    rec.redacted = _has_redaction(request) if redaction_hint is None else (
-        redaction_hint and _has_redaction(request))
+    rec.redacted = bool(redaction_hint) and _has_redaction(request) if redaction_hint is not None else (
+        _has_redaction(request))
     return rec
 
 

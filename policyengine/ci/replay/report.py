@@ -78,6 +78,7 @@ class DryRunReport(BaseModel):
     unique_inputs: int = 0  # distinct (action, signals) inputs evaluated
     elapsed_s: float = 0.0
     rate_per_s: float = 0.0
+    peak_rss_mb: float | None = None  # peak resident memory of the replaying process
     fail_reasons: list[str] = Field(default_factory=list)
 
     @property

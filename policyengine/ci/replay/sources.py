@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 import sqlalchemy as sa
@@ -40,6 +40,13 @@ class JsonlSource:
         self.since, self.tenant, self.action, self.limit = since, tenant, action, limit
         self.bytes_total = self.path.stat().st_size
         self.bytes_read = 0
+        self.shard_of: tuple[int, int] = (0, 1)  # (this worker, workers): every k-th data line
+
+    def shard(self, index: int, count: int) -> JsonlSource:
+        """The same source restricted to data lines i with i % count == index (for parallel replay)."""
+        s = JsonlSource(self.path, since=self.since, tenant=self.tenant, action=self.action, limit=self.limit)
+        s.shard_of = (index, count)
+        return s
 
     def estimate(self) -> int | None:
         return None  # unknown without reading the file; progress is shown in bytes
@@ -49,12 +56,17 @@ class JsonlSource:
 
     def __iter__(self) -> Iterator[LoggedRecord]:
         n = 0
+        data_line = -1
+        index, count = self.shard_of
         prefix = REDACTED_PREFIX.encode()
         with self.path.open("rb") as fh:
             for lineno, line in enumerate(fh, start=1):
                 self.bytes_read += len(line)
                 s = line.strip()
                 if not s or s.startswith(b"#"):
+                    continue
+                data_line += 1
+                if count > 1 and data_line % count != index:
                     continue
                 where = f"{self.path}:{lineno}: "
                 try:
@@ -91,6 +103,14 @@ class DatabaseSource:
             raise SourceError(str(exc)) from None
         self.url = url
         self.since, self.tenant, self.action, self.limit, self.batch = since, tenant, action, limit, batch
+        self.shard_of: tuple[int, int] = (0, 1)
+
+    def shard(self, index: int, count: int) -> DatabaseSource:
+        """The same source restricted to rows with seq % count == index (for parallel replay)."""
+        s = DatabaseSource(self.url, since=self.since, tenant=self.tenant, action=self.action, limit=self.limit,
+                           batch=self.batch)
+        s.shard_of = (index, count)
+        return s
 
     def describe(self) -> str:
         return sa.make_url(self.url).render_as_string(hide_password=True)
@@ -103,6 +123,9 @@ class DatabaseSource:
             conds.append(table.c.tenant == self.tenant)
         if self.action is not None:
             conds.append(table.c.action == self.action)
+        index, count = self.shard_of
+        if count > 1:
+            conds.append(table.c.seq % count == index)
         return conds
 
     def _table(self) -> sa.Table:
@@ -132,15 +155,35 @@ class DatabaseSource:
             stmt = stmt.limit(self.limit)
         prefix = REDACTED_PREFIX
         loads = orjson.loads
+        for part in self._batches(stmt):
+            for seq, text in part:
+                try:
+                    obj = loads(text)
+                except orjson.JSONDecodeError as exc:
+                    raise RecordError(f"decisions seq {seq}: record is not valid JSON ({exc})") from None
+                yield parse_record(obj, where=f"decisions seq {seq}: ", redaction_hint=prefix in text)
+
+    def _batches(self, stmt: sa.Select[Any]) -> Iterator[list[tuple[int, str]]]:
+        """Plain tuples in batches: a DBAPI cursor (server-side on PostgreSQL), no Row objects per row."""
         with self.engine.connect() as conn:
-            result = conn.execution_options(stream_results=True, yield_per=self.batch).execute(stmt)
-            for part in result.partitions():
-                for seq, text in part:
-                    try:
-                        obj = loads(text)
-                    except orjson.JSONDecodeError as exc:
-                        raise RecordError(f"decisions seq {seq}: record is not valid JSON ({exc})") from None
-                    yield parse_record(obj, where=f"decisions seq {seq}: ", redaction_hint=prefix in text)
+            compiled = stmt.compile(dialect=self.engine.dialect)
+            params = compiled.params
+            raw = conn.connection.driver_connection
+            if self.engine.dialect.name == "postgresql":
+                cur = raw.cursor(name="policyengine_replay")  # psycopg named cursor: streams from the server
+                cur.itersize = self.batch
+            else:
+                cur = raw.cursor()
+            try:
+                positional = [params[name] for name in compiled.positiontup] if compiled.positiontup else None
+                cur.execute(str(compiled), positional if positional is not None else params)
+                while True:
+                    rows = cur.fetchmany(self.batch)
+                    if not rows:
+                        break
+                    yield rows
+            finally:
+                cur.close()
 
     def close(self) -> None:
         self.engine.dispose()
