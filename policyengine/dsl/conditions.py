@@ -135,12 +135,14 @@ def compile_expr(e: ast.Expr, lexicons: dict[str, Any] | None = None) -> Cond:
 
         def and_(ctx: EvalContext, because: list[str]) -> bool | None:
             unknown = False
+            mine: list[str] = []
             for p in parts:
-                r = p(ctx, because)
+                r = p(ctx, mine)
                 if r is False:
-                    return False
+                    return False  # nothing of a false conjunction explains anything
                 if r is None:
                     unknown = True
+            because.extend(mine)
             return None if unknown else True
 
         return and_
@@ -148,14 +150,21 @@ def compile_expr(e: ast.Expr, lexicons: dict[str, Any] | None = None) -> Cond:
         parts = [compile_expr(x, lexicons) for x in e.items]
 
         def or_(ctx: EvalContext, because: list[str]) -> bool | None:
+            undecided: list[str] = []
             unknown = False
             for p in parts:
-                r = p(ctx, because)
+                mine: list[str] = []
+                r = p(ctx, mine)
                 if r is True:
+                    because.extend(mine)  # the branch that made it true
                     return True
                 if r is None:
                     unknown = True
-            return None if unknown else False
+                    undecided.extend(mine)
+            if unknown:
+                because.extend(undecided)
+                return None
+            return False
 
         return or_
     if isinstance(e, ast.Not):
