@@ -182,6 +182,9 @@ class ApprovalService:
                 timeout, on_timeout, escalate_to = ob.timeout_s, ob.on_timeout, ob.escalate_to
         if not groups and self.settings.default_group:
             groups.append(self.settings.default_group)
+        if not channels:  # a rule that names no channel: the deployment's default (or the group's) channels
+            for ch in (self.settings.group_channels.get(groups[0]) if groups else None) or self.settings.default_channels:
+                channels.append(ch.model_dump())
         if timeout is None and self.settings.default_timeout_s:
             timeout = self.settings.default_timeout_s
         if on_timeout == "escalate" and not escalate_to:
@@ -830,10 +833,11 @@ class ApprovalService:
         for ch in row.channels or []:
             kind, target = ch["kind"], ch["target"]
             try:
-                if kind == "email":
-                    link = self.issue_link(row.id, f"email:{target}", row.revision, row.escalations)
-                    payload = email_channel.compose(self._notice(row, purpose, link), self.renderer, target)
-                    await self._enqueue(conn, row, "email", purpose, target, payload)
+                if kind == "email":  # one message and one personal link per address
+                    for address in [a.strip() for a in target.split(",") if a.strip()]:
+                        link = self.issue_link(row.id, f"email:{address}", row.revision, row.escalations)
+                        payload = email_channel.compose(self._notice(row, purpose, link), self.renderer, address)
+                        await self._enqueue(conn, row, "email", purpose, address, payload)
                 elif kind == "slack":
                     link = self.issue_link(row.id, f"slack:{target}", row.revision, row.escalations)
                     payload = slack_channel.compose(self._notice(row, purpose, link), self.renderer, target)

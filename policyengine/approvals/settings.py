@@ -30,6 +30,8 @@ class ApprovalSettings(BaseSettings):
     )
     # Channels to notify when an approval is escalated to a group (default: the original channels).
     group_channels: dict[str, list[Channel]] = Field(default_factory=dict)
+    # Channels for held decisions whose rule names none (e.g. a bare `escalate when sentiment < 0.3`).
+    default_channels: list[Channel] = Field(default_factory=list)
 
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None

@@ -269,3 +269,24 @@ def test_migration_matches_the_models(tmp_path):
     engine.dispose()
     mine = [d for d in diffs if "approval" in str(d) or "notification_outbox" in str(d)]
     assert mine == []
+
+
+async def test_rules_without_channels_use_the_default_channels_and_emails_are_per_address(tmp_path):
+    from policyengine.types import Channel
+
+    svc, db = await make_service(
+        f"sqlite:///{tmp_path}/dc.db", default_group="duty", default_channels=[{"kind": "email", "target": "duty@example.com"}])
+    try:
+        bare = refund_decision().model_copy(update={"effect": "escalate", "obligations": []})
+        res = await svc.hold(action=refund_action(), decision=bare)
+        assert res.groups == ["duty"]
+        two = await svc.hold(action=refund_action(), decision=refund_decision(
+            [Channel(kind="email", target="a@example.com, b@example.com")]))
+        async with db.engine.connect() as conn:
+            import sqlalchemy as sa
+            rows = (await conn.execute(sa.text("select approval_id, target from notification_outbox order by target"))).all()
+        assert [(r[0] == res.approval_id, r[1]) for r in rows] == [
+            (False, "a@example.com"), (False, "b@example.com"), (True, "duty@example.com")]
+        assert two.approval_id
+    finally:
+        await db.aclose()
