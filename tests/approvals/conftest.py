@@ -30,6 +30,9 @@ require approval for refund when amount > 100 GBP {
 }
 authorize refund
 deny delete_account
+require approval for respond_press {
+  reviewers group "comms"      notify teams "refunds"
+}
 """
 
 

@@ -239,3 +239,24 @@ async def test_fifty_concurrent_http_decisions_exactly_one_wins(stack):
         metrics = (await http.get("/metrics")).text
     assert 'policyengine_approval_transitions_total{kind="created"}' in metrics
     assert 'policyengine_approval_transitions_total{kind="refused"} 49.0' in metrics
+
+
+@pytest.mark.slow
+async def test_teams_card_buttons_open_the_review_page(stack):
+    async with api(stack, "app") as app:
+        r = await app.post("/v1/evaluate", json={"action": "respond_press", "actor": "agent-7",
+                                                 "text": "Statement for The Times about the outage"})
+        assert r.json()["effect"] == "require_approval"
+        approval_id = r.json()["approval"]["approval_id"]
+    posted = await until(lambda: stack.rec.on("/teams"), what="the Teams card")
+    card = posted[0].json()["attachments"][0]["content"]
+    approve_url = next(a["url"] for a in card["actions"] if a["title"].startswith("Approve"))
+    assert "Statement for The Times" not in approve_url
+    async with httpx.AsyncClient(timeout=30) as http:
+        page = await http.get(approve_url)
+        assert page.status_code == 200 and "Statement for The Times" in page.text and 'class="intent"' in page.text
+        done = await http.post(approve_url.split("?")[0], data={"decision": "approve"})
+        assert done.status_code == 200
+    async with api(stack, "app") as app:
+        view = (await app.get(f"/v1/approvals/{approval_id}")).json()
+    assert view["state"] == "approved" and view["decided_via"] == "teams" and view["decided_by"] == "teams:refunds"
