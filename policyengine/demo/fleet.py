@@ -28,12 +28,12 @@ class SimModel:
 
 
 MODELS: tuple[SimModel, ...] = (
-    SimModel("qwen-72b", "vllm", "primary, vLLM on a g5.12xlarge", "DEMO_QWEN_URL",
+    SimModel("qwen-72b", "vllm", "primary (g5.12xlarge)", "DEMO_QWEN_URL",
              ("DEMO_QWEN_KEY_1", "DEMO_QWEN_KEY_2"), 32768),
-    SimModel("gemma-27b", "vllm", "summarisation + first fallback, vLLM", "DEMO_GEMMA_URL", (), 8192),
-    SimModel("gemma-9b", "ollama", "classification, Ollama (low latency)", "DEMO_GEMMA9_URL", (), 8192),
-    SimModel("kimi-large", "vllm", "long context / legal, vLLM", "DEMO_KIMI_URL", (), 200000),
-    SimModel("llama-managed", "openai", "managed fallback (stands in for Bedrock)", "DEMO_MANAGED_URL", (), 8192),
+    SimModel("gemma-27b", "vllm", "summarisation, 1st fallback", "DEMO_GEMMA_URL", (), 8192),
+    SimModel("gemma-9b", "ollama", "classification (low latency)", "DEMO_GEMMA9_URL", (), 8192),
+    SimModel("kimi-large", "vllm", "long context / legal", "DEMO_KIMI_URL", (), 200000),
+    SimModel("llama-managed", "openai", "managed fallback (Bedrock)", "DEMO_MANAGED_URL", (), 8192),
 )
 
 

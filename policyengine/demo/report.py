@@ -15,21 +15,34 @@ from .fleet import MODELS, DemoFleet
 def banner(console: Console, fleet: DemoFleet, db_url: str, policy_dir: Path) -> None:
     t = Table(title="[bold yellow]SIMULATED model fleet[/] (canned answers, real HTTP, real error bodies)",
               show_lines=False, expand=False)
-    t.add_column("model (policy name)")
-    t.add_column("imitates")
+    t.add_column("model", no_wrap=True)
+    t.add_column("imitates", no_wrap=True)
     t.add_column("stands for")
-    t.add_column("endpoint")
+    t.add_column("endpoint", no_wrap=True)
     for m in MODELS:
         t.add_row(m.name, f"SIMULATED {m.flavour}", m.role, fleet[m.name].url)
-    console.print(Panel.fit(
-        "[bold]policyengine demo[/]: the control layer between your apps and a fleet of models.\n"
-        "Everything below is real HTTP to the real service ([bold]policyengine serve[/]) on the embedded\n"
-        "default (SQLite decision log, in-memory state). The models are [bold yellow]SIMULATED[/]: no GPU,\n"
+    embedded = db_url.startswith("sqlite")
+    where = ("default (SQLite decision log, in-memory state)" if embedded
+             else "default state (in-memory), with the decision log in the database you gave")
+    console.print(Panel(
+        "[bold]policyengine demo[/]: the control layer between your apps and a fleet of models. "
+        "Everything below is real HTTP to the real service ([bold]policyengine serve[/]) on the embedded "
+        f"{where}. The models are [bold yellow]SIMULATED[/]: no GPU, "
         "no weights, canned answers, failures scripted by the demo the way real servers fail.",
         border_style="cyan"))
     console.print(t)
     console.print(f"policy:       {policy_dir}")
-    console.print(f"decision log: {db_url}")
+    console.print(f"decision log: {shown_url(db_url)}")
+
+
+def shown_url(url: str) -> str:
+    """A database URL safe to print (password masked)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "(unprintable database URL)"
 
 
 def started(console: Console, service: Any, elapsed: float) -> None:
@@ -46,8 +59,11 @@ def step(console: Console, n: int, res: Any, elapsed: float) -> None:
         console.print(f" {sym} {c.what}\n     [dim]{c.observed}[/]", highlight=False)
     if res.error:
         console.print(f" [red]✗ step failed: {res.error}[/]")
-    for label, did in res.decisions.items():
+    shown = list(res.decisions.items())
+    for label, did in shown[:8]:
         console.print(f"   decision [cyan]{did}[/]  {label}", highlight=False)
+    if len(shown) > 8:
+        console.print(f"   ... and {len(shown) - 8} more decisions (GET /v1/decisions)", highlight=False)
     for label, aid in res.approvals.items():
         console.print(f"   approval [magenta]{aid}[/]  {label}", highlight=False)
     for note in res.notes:
@@ -65,8 +81,8 @@ def summary(console: Console, results: list[Any], ok: bool, kept_db: str | None,
         t.add_row(r.title, "[green]PASS[/]" if r.ok else "[red]FAIL[/]", str(len(r.decisions)))
     console.print(t)
     if kept_db:
-        console.print(f"decision log kept: {kept_db}\n"
-                      f"  verify its hash chain:  policyengine verify-log {kept_db}")
+        console.print(f"decision log kept: {shown_url(kept_db)}\n"
+                      f"  verify its hash chain:  policyengine verify-log '{shown_url(kept_db)}'")
     else:
         console.print("the decision log was in a temporary directory and is gone; keep it with "
                       "[bold]policyengine demo --keep-db demo.db[/]")

@@ -146,7 +146,7 @@ async def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
     if opts.summary is not None:
         opts.summary.parent.mkdir(parents=True, exist_ok=True)
         opts.summary.write_text(json.dumps({
-            "ok": ok, "db_url": db_url, "tenant": TENANT, "elapsed_s": round(time.monotonic() - t0, 2),
+            "ok": ok, "db_url": report.shown_url(db_url), "tenant": TENANT, "elapsed_s": round(time.monotonic() - t0, 2),
             "service_pid": service.pid, "ports": ports, "ports_left_open": leftovers,
             "steps": [r.as_dict() for r in results]}, indent=2))
     kept = opts.keep_db is not None or opts.db_url is not None

@@ -386,6 +386,68 @@ async def step_verification(ctx: DemoContext) -> StepResult:
     return res
 
 
+DRAFTS = ("Happy to help! Here is how to reset your password.",
+          "Thank you for the lovely feedback about our delivery team.",
+          "Your order has shipped and will arrive tomorrow. Thanks for shopping with us!")
+
+
+def _day_of_tickets() -> list[tuple[dict[str, Any], str]]:
+    """A scripted support shift: (action, the effect the standing orders give it)."""
+    day: list[tuple[dict[str, Any], str]] = []
+    day += [({"action": "classify_ticket", "fields": {"ticket": f"T-{i}"}}, "allow") for i in range(13)]
+    day += [({"action": "draft_response", "text": DRAFTS[i % 3]}, "allow") for i in range(12)]
+    day += [({"action": "route_department", "fields": {"department": d}}, "allow")
+            for d in ("billing", "returns", "tech", "billing", "sales", "returns")]
+    day += [({"action": "refund", "fields": {"amount": a, "order": f"B-{i}"}}, "allow")
+            for i, a in enumerate(("15 GBP", "25 GBP", "60 GBP", "99.99 GBP"))]
+    day += [({"action": "refund", "fields": {"amount": a, "order": f"C-{i}"}}, "require_approval")
+            for i, a in enumerate(("120 GBP", "480 GBP"))]
+    day += [({"action": "send_email", "fields": {"to": "press@paper.example"}}, "require_approval"),
+            ({"action": "escalate_legal", "fields": {"case": "K-7"}}, "require_approval"),
+            ({"action": "respond_press", "fields": {"outlet": "Daily Example"}}, "require_approval")]
+    return day
+
+
+def _decisions_metric(text: str) -> dict[str, float]:
+    """`policyengine_decisions_total{effect=..., kind="evaluate"}` from a /metrics scrape."""
+    out: dict[str, float] = {}
+    for m in re.finditer(r'^policyengine_decisions_total\{([^}]*)\} ([0-9.e+]+)$', text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        if labels.get("kind") == "evaluate":
+            out[labels.get("effect", "")] = out.get(labels.get("effect", ""), 0.0) + float(m.group(2))
+    return out
+
+
+async def step_autonomy(ctx: DemoContext) -> StepResult:
+    res = StepResult("autonomy", "Standing orders at volume",
+                     "Step 4 C: the standing-orders pattern lets the system handle most of the volume "
+                     "autonomously and routes the edge cases to humans")
+    before = _decisions_metric((await ctx.client.get(f"{ctx.base_url}/metrics")).text)
+    day = _day_of_tickets()
+    calls = await asyncio.gather(*(ctx.evaluate(f"shift #{i:02d} {a['action']}", {**a, "actor": "support-agent-7"})
+                                   for i, (a, _) in enumerate(day)))
+    for c in calls:
+        res.record(c)
+    wrong = [f"{a['action']} {a.get('fields', '')}: {c.effect} (want {want})"
+             for (a, want), c in zip(day, calls, strict=True) if c.effect != want]
+    res.expect(f"each of {len(day)} actions gets the effect its standing order gives", not wrong,
+               "; ".join(wrong[:3]) or "all as written in standing-orders.policy")
+    held = [c for c in calls if c.effect in ("require_approval", "escalate")]
+    res.expect("every held action has an approval waiting for a reviewer",
+               all(_get(c.approval, "approval_id") for c in held), f"{len(held)} held")
+    auto = sum(c.effect == "allow" for c in calls)
+    after = _decisions_metric((await ctx.client.get(f"{ctx.base_url}/metrics")).text)
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    res.expect("/metrics counts the same shift (policyengine_decisions_total by effect)",
+               round(delta.get("allow", 0)) == auto and round(sum(delta.values())) == len(day),
+               f"metrics: {', '.join(f'{k} +{v:g}' for k, v in sorted(delta.items()) if v)}")
+    res.notes.append(f"handled autonomously: {auto}/{len(day)} ({100 * auto / len(day):.1f}%), held for a human: "
+                     f"{len(held)} (a scripted shift, not a measurement)")
+    res.notes.append(f"GET {ctx.base_url}/metrics  -> policyengine_decisions_total{{effect, kind}}")
+    return res
+
+
 STEPS: list[Callable[[DemoContext], Awaitable[StepResult]]] = [
     step_routing, step_failover, step_cooldown, step_session, step_refund, step_litigation, step_verification,
+    step_autonomy,
 ]

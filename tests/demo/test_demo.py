@@ -174,6 +174,24 @@ def test_dual_model_verification(demo_run: dict[str, Any], log) -> None:
     assert aligned["extra"]["verification"]["divergence"] <= 0.25
 
 
+def test_standing_orders_at_volume(demo_run: dict[str, Any], log) -> None:
+    ids = _ids(demo_run, "autonomy")
+    assert len(ids) == 40
+    effects: dict[str, int] = {}
+    for label, did in ids.items():
+        rec = log(did)
+        effects[rec["effect"]] = effects.get(rec["effect"], 0) + 1
+        action = label.split()[-1]
+        if action in ("send_email", "escalate_legal", "respond_press"):
+            assert rec["effect"] == "require_approval", (label, rec["effect"])
+    assert effects == {"allow": 35, "require_approval": 5}
+    held = [did for did in ids.values() if log(did)["effect"] == "require_approval"]
+    pending = log.conn.execute(
+        f"SELECT count(*) FROM approvals WHERE state = 'pending' AND decision_id IN ({','.join('?' * len(held))})",
+        held).fetchone()[0]
+    assert pending == len(held)
+
+
 def test_existing_keep_db_path_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "exists.db"
     db.write_text("")
