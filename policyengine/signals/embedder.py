@@ -20,6 +20,7 @@ import numpy as np
 
 ENV_MODEL = "POLICYENGINE_EMBEDDING_MODEL"
 ENV_DEVICE = "POLICYENGINE_EMBEDDING_DEVICE"
+ENV_THREADS = "POLICYENGINE_EMBEDDING_THREADS"
 
 
 class EmbeddingModelError(RuntimeError):
@@ -58,6 +59,7 @@ class Embedder:
         cache_size: int = 4096,
         batch_size: int = 32,
         max_length: int = 256,
+        threads: int | None = None,
     ) -> None:
         if cache_size < 0:
             raise ValueError("cache_size must be >= 0")
@@ -68,6 +70,18 @@ class Embedder:
         self.cache_size = cache_size
         self.batch_size = batch_size
         self.max_length = max_length
+        env_threads = os.environ.get(ENV_THREADS)
+        if threads is None and env_threads:
+            try:
+                threads = int(env_threads)
+            except ValueError:
+                raise ValueError(f"{ENV_THREADS} must be an integer, got {env_threads!r}") from None
+        if threads is not None and threads < 0:
+            raise ValueError("threads must be >= 0 (0 = leave torch's setting alone)")
+        # torch intra-op threads (process-wide). 1 by default: one short pair
+        # is as fast on one core as on two when the machine is idle, and
+        # several threads collapse (10x+) when the cores are contended.
+        self.threads = 1 if threads is None else threads
         self._model: Any = None
         self._load_lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -94,7 +108,11 @@ class Embedder:
                 return
             name = self.model_name
             try:
+                import torch
                 from sentence_transformers import SentenceTransformer
+
+                if self.threads:
+                    torch.set_num_threads(self.threads)
 
                 model = SentenceTransformer(name, device=self.device)
             except Exception as exc:
