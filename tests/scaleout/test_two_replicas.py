@@ -14,7 +14,6 @@ this run (the service's Redis keys are named after them), deleted afterwards.
 from __future__ import annotations
 
 import asyncio
-import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -25,10 +24,10 @@ import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 
-from policyengine.demo import ServiceProcess, free_port
+from policyengine.demo import ServiceProcess
+from policyengine.demo.cluster import LocalCluster
 from policyengine.simulate.faults import Fault
 from policyengine.simulate.server import SimServer
-from policyengine.store import upgrade
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -81,14 +80,6 @@ require approval for wire_transfer {{
 async def cluster(postgres_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
                   ) -> AsyncIterator[Cluster]:
     run = uuid.uuid4().hex[:8]
-    schema = f"scaleout_{run}"
-    engine = sa.create_engine(postgres_url)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    sep = "&" if "?" in postgres_url else "?"
-    db_url = f"{postgres_url}{sep}options=-csearch_path%3D{schema}"
-    await asyncio.to_thread(upgrade, db_url)  # once, like the deployment's migration job
-
     names = {"cool": f"cool-{run}", "primary": f"prim-{run}", "spare": f"spare-{run}"}
     cool, primary, spare = (SimServer(names[k], flavour="vllm") for k in ("cool", "primary", "spare"))
     for sim in (cool, primary, spare):
@@ -100,42 +91,19 @@ async def cluster(postgres_url: str, redis_url: str, tmp_path_factory: pytest.Te
     seed = [{"token_env": "SO_APP_TOKEN", "tenant": TENANT, "roles": ["app"], "subject": "agent-1"},
             {"token_env": "SO_REVIEWER_TOKEN", "tenant": TENANT, "roles": ["reviewer"], "subject": "rita",
              "groups": ["refunds"]}]
-    ports = [free_port(), free_port()]
-    env = {
-        "POLICYENGINE_DATABASE_URL": db_url,
-        "POLICYENGINE_REDIS_URL": redis_url,
-        "POLICYENGINE_POLICY_PATH": str(d / "policies"),
-        "POLICYENGINE_MIGRATE_ON_START": "false",
-        "POLICYENGINE_SEED_KEYS": json.dumps(seed),
-        "POLICYENGINE_APPROVALS_LINK_SECRET": secrets.token_urlsafe(32),
-        "POLICYENGINE_APPROVALS_SWEEP_INTERVAL_S": "0.5",
-        "SO_APP_TOKEN": tokens["app"], "SO_REVIEWER_TOKEN": tokens["reviewer"],
-        "SO_COOL_URL": cool.url, "SO_PRIMARY_URL": primary.url, "SO_SPARE_URL": spare.url,
-    }
-    a = ServiceProcess(port=ports[0], env={**env, "POLICYENGINE_APPROVALS_PUBLIC_URL": f"http://127.0.0.1:{ports[0]}"},
-                       log_path=d / "a.log", name="replica A", drop_prefixes=("POLICYENGINE_",))
-    b = ServiceProcess(port=ports[1], env={**env, "POLICYENGINE_APPROVALS_PUBLIC_URL": f"http://127.0.0.1:{ports[1]}"},
-                       log_path=d / "b.log", name="replica B", drop_prefixes=("POLICYENGINE_",))
+    lc = LocalCluster(postgres_url=postgres_url, redis_url=redis_url, policy_dir=d / "policies", workdir=d,
+                      replicas=2, seed_keys=seed, run=run, env={
+                          "POLICYENGINE_APPROVALS_SWEEP_INTERVAL_S": "0.5",
+                          "SO_APP_TOKEN": tokens["app"], "SO_REVIEWER_TOKEN": tokens["reviewer"],
+                          "SO_COOL_URL": cool.url, "SO_PRIMARY_URL": primary.url, "SO_SPARE_URL": spare.url})
     try:
-        await a.start(timeout=120)  # one after the other: seeding keys is idempotent, not race-free
-        await b.start(timeout=120)
-        yield Cluster(a, b, cool, primary, spare, names, tokens, db_url, run, redis_url)
+        await lc.start(timeout=120)
+        a, b = lc.replicas
+        yield Cluster(a, b, cool, primary, spare, names, tokens, lc.db_url, run, redis_url)
     finally:
-        await asyncio.gather(a.stop(), b.stop())
+        await lc.stop()
         for sim in (cool, primary, spare):
             await sim.stop()
-        import redis.asyncio as aioredis
-
-        r = aioredis.from_url(redis_url)
-        try:
-            keys = [k async for k in r.scan_iter(match=f"*{run}*")]
-            if keys:
-                await r.delete(*keys)
-        finally:
-            await r.aclose()
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
 
 
 async def _chat(client: httpx.AsyncClient, c: Cluster, replica: ServiceProcess, *, use_case: str,
