@@ -128,6 +128,7 @@ class PolicyEngineClient:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"base_url must be an http(s) URL, got {base_url!r}")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._base_url, self._api_key = base_url.rstrip("/"), api_key
         self._own = http is None
         self._http = http or httpx.AsyncClient(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
         if not self._own:
@@ -235,13 +236,22 @@ class PolicyEngineClient:
                 return _jsonable(data), bound
 
             async def run_async(*args: Any, **kwargs: Any) -> Any:
+                return await guarded(self, args, kwargs)
+
+            async def run_sync(*args: Any, **kwargs: Any) -> Any:
+                # a fresh connection pool per call: each asyncio.run() has its own event loop
+                async with PolicyEngineClient(self._base_url, self._api_key, timeout_s=self._timeout_s,
+                                              max_wait_per_poll_s=self._poll_s) as client:
+                    return await guarded(client, args, kwargs)
+
+            async def guarded(client: PolicyEngineClient, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                 data, bound = build(args, kwargs)
-                result = await self.evaluate(action, fields=data, callback_url=callback_url, **attrs)
+                result = await client.evaluate(action, fields=data, callback_url=callback_url, **attrs)
                 if result.effect == "allow":
                     return await _call(fn, bound.args, bound.kwargs)
                 if result.effect == "deny" or not result.approval_id:
                     raise ActionDenied(result)
-                status = await self.wait_for_approval(result.approval_id, timeout=timeout)
+                status = await client.wait_for_approval(result.approval_id, timeout=timeout)
                 if not status.released:
                     raise ApprovalNotGranted(status)
                 approved = status.fields
@@ -272,7 +282,7 @@ class PolicyEngineClient:
                 try:
                     asyncio.get_running_loop()
                 except RuntimeError:
-                    return asyncio.run(run_async(*args, **kwargs))
+                    return asyncio.run(run_sync(*args, **kwargs))
                 raise RuntimeError(f"{fn.__name__} is guarded and synchronous: call it outside an event loop, "
                                    "or make it async")
 

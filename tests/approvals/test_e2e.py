@@ -260,3 +260,20 @@ async def test_teams_card_buttons_open_the_review_page(stack):
     async with api(stack, "app") as app:
         view = (await app.get(f"/v1/approvals/{approval_id}")).json()
     assert view["state"] == "approved" and view["decided_via"] == "teams" and view["decided_by"] == "teams:refunds"
+
+
+@pytest.mark.slow
+def test_guard_on_a_synchronous_tool(stack):
+    pe = PolicyEngineClient(stack.url, api_key=TOKENS["app"])
+
+    @pe.guard("refund", actor="agent-7")
+    def refund(order: str, amount: str) -> str:
+        return f"refunded {amount}"
+
+    @pe.guard("delete_account")
+    def delete_account(user: str) -> None:
+        raise AssertionError("must not run")
+
+    assert refund(order="S-1", amount="20 GBP") == "refunded 20 GBP"
+    with pytest.raises(ActionDenied, match="delete_account denied"):
+        delete_account(user="u1")
