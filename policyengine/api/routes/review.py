@@ -60,6 +60,9 @@ async def review_page(request: Request, token: str, intent: str | None = Query(N
     except ApprovalError as exc:
         return _page(request, "error.html.j2", exc.status_code, message=exc.message)
     used = await svc.link_used(claims.nonce)
+    if view.state == "pending" and claims.stage != view.escalations:
+        return _page(request, "error.html.j2", 410, message="This approval has been escalated since this link was "
+                     f"sent; it now needs a reviewer of {', '.join(view.groups)}.")
     return _page(request, "review.html.j2", a=view, recipient=claims.recipient, used=used, error=None,
                  intent=intent if intent in ("approve", "reject") else None, post_url=str(request.url.path))
 
