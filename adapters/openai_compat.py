@@ -124,6 +124,34 @@ class OpenAIChunkStream:
                 pass
 
 
+class CompletionAsStream:
+    """A whole chat.completion (from a server that ignored stream=true) as chunks."""
+
+    def __init__(self, completion: dict) -> None:
+        self._c = completion
+        self.saw_done = True
+
+    def __aiter__(self) -> AsyncIterator[dict]:
+        return self._iter()
+
+    async def _iter(self) -> AsyncIterator[dict]:
+        c = self._c
+        base = {"id": c.get("id"), "object": "chat.completion.chunk", "created": c.get("created", 0),
+                "model": c.get("model")}
+        for ch in c.get("choices") or ():
+            msg = ch.get("message") or {}
+            delta: dict[str, Any] = {"role": "assistant", "content": msg.get("content") or ""}
+            if msg.get("tool_calls"):
+                delta["tool_calls"] = [{"index": i, **tc} for i, tc in enumerate(msg["tool_calls"])]
+            yield {**base, "choices": [{"index": ch.get("index", 0), "delta": delta, "finish_reason": None}]}
+            yield {**base, "choices": [{"index": ch.get("index", 0), "delta": {}, "finish_reason": ch.get("finish_reason") or "stop"}]}
+        if c.get("usage"):
+            yield {**base, "choices": [], "usage": c["usage"]}
+
+    async def aclose(self) -> None:
+        return None
+
+
 class OpenAICompatAdapter:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
@@ -175,12 +203,21 @@ class OpenAICompatAdapter:
             raise UpstreamError(resp.status_code, resp.headers, raw)
         ctype = resp.headers.get("content-type", "")
         if "text/event-stream" not in ctype:
-            # Some servers answer an error (or ignore stream=true) with plain JSON.
+            # Some servers ignore stream=true (or report an error) with plain JSON.
             try:
                 raw = await resp.aread()
+            except httpx.HTTPError as exc:
+                raise map_transport_error(exc) from exc
             finally:
                 await resp.aclose()
-            raise UpstreamError(resp.status_code if resp.status_code >= 400 else 502, resp.headers, raw)
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise TransportError("protocol_error", f"expected an event stream, got {ctype or 'no content type'}") from None
+            if isinstance(data, dict) and data.get("choices") and "error" not in data:
+                return CompletionAsStream(data)
+            raise UpstreamError(_error_status(data.get("error", data)) if isinstance(data, dict) else None,
+                                resp.headers, raw, in_stream=True)
         return OpenAIChunkStream(resp)
 
     async def aclose(self) -> None:

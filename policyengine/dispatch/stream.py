@@ -104,6 +104,7 @@ class DispatchStream:
         self._run = run
         self._gen: AsyncIterator[dict] | None = None
         self._current: _Opened | None = None
+        self._last_model: str | None = None
         self.result: DispatchResult | None = None
 
     def __aiter__(self) -> DispatchStream:
@@ -154,13 +155,28 @@ class DispatchStream:
         return call
 
     async def _generate(self) -> AsyncIterator[dict]:
-        d, run = self._d, self._run
         acc = _Acc()
+        try:
+            async for chunk in self._segments(acc):
+                yield chunk
+        except GeneratorExit:  # the client went away mid-stream
+            if self.result is None and acc.sent_any:
+                self.result = DispatchResult(
+                    response=acc.completion(), model=self._last_model or "", attempts=self._run.attempts,
+                    usage=acc.usage, finish_reason=None, complete=False,
+                    latency_ms=(time.perf_counter() - self._run.t0) * 1000,
+                    error={"type": "client_disconnected", "code": "client_disconnected",
+                           "message": "the client closed the stream before the answer was complete"})
+            raise
+
+    async def _segments(self, acc: _Acc) -> AsyncIterator[dict]:
+        d, run = self._d, self._run
         client_wants_usage = bool((run.body.get("stream_options") or {}).get("include_usage"))
         continued_from: list[str] = []
         body = run.body
         opened, spec, key_id = await d.execute(run, self._open_call(body))  # DispatchError propagates
         self._current = opened
+        self._last_model = spec.name
         skip_role = False
         while True:
             budget = d.budget(spec)
@@ -243,6 +259,7 @@ class DispatchStream:
                 else:
                     continued_from.append(spec.name)
                     spec = spec2
+                    self._last_model = spec.name
                     self._current = opened
                     skip_role = True
                     continue

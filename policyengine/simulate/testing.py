@@ -17,8 +17,8 @@ USER = {"messages": [{"role": "user", "content": "Summarise the refund policy."}
 def fast_settings(**kw) -> DispatchSettings:
     base = dict(
         max_attempts=3, backoff_base=0.05, backoff_cap=0.2, max_retry_wait=2.0, cooldown_default=5.0,
-        connect_timeout=1.0, first_token_timeout=0.6, idle_timeout=0.6, attempt_timeout=2.0, deadline=15.0,
-        done_grace=0.3,
+        connect_timeout=2.0, first_token_timeout=2.0, idle_timeout=1.5, attempt_timeout=3.0, deadline=20.0,
+        done_grace=1.0,
         breaker=BreakerConfig(threshold=2, window=30.0, open_for=0.6, open_max=5.0, probe_timeout=5.0),
     )
     base.update(kw)

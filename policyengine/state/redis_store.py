@@ -34,6 +34,17 @@ end
 return 0
 """
 
+# KEYS[1]=cooldown key; ARGV: json, until, ttl_ms. Never shortens a longer cooldown.
+_COOLDOWN = """
+local cur = redis.call('GET', KEYS[1])
+if cur then
+  local cu = tonumber(cjson.decode(cur)['until'])
+  if cu and cu > tonumber(ARGV[2]) then return cur end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return ARGV[1]
+"""
+
 # KEYS[1]=breaker hash; ARGV: now, threshold, window, open_for, open_max
 _FAILURE = """
 local now = tonumber(ARGV[1])
@@ -87,6 +98,7 @@ class RedisStateStore:
         self._prefix = prefix
         self._allow = self._redis.register_script(_ALLOW)
         self._failure = self._redis.register_script(_FAILURE)
+        self._cooldown = self._redis.register_script(_COOLDOWN)
 
     def _k(self, kind: str, name: str) -> str:
         return f"{self._prefix}{kind}:{name}"
@@ -94,13 +106,10 @@ class RedisStateStore:
     # -- cooldowns --------------------------------------------------------
     async def set_cooldown(self, scope: str, seconds: float, reason: str) -> Cooldown:
         until = time.time() + max(0.0, seconds)
-        key = self._k("cd", scope)
-        cur = await self.get_cooldown(scope)
-        if cur is not None and cur.until > until:
-            return cur
         cd = Cooldown(scope=scope, until=until, reason=reason)
-        await self._redis.set(key, cd.model_dump_json(), px=max(1, int(seconds * 1000)))
-        return cd
+        raw = await self._cooldown(keys=[self._k("cd", scope)],
+                                   args=[cd.model_dump_json(), repr(until), max(1, int(seconds * 1000))])
+        return Cooldown.model_validate_json(raw)
 
     async def get_cooldown(self, scope: str) -> Cooldown | None:
         raw = await self._redis.get(self._k("cd", scope))

@@ -126,8 +126,8 @@ async def test_everything_silent_ends_at_the_deadline(fleet, make_dispatcher):
 
 async def test_slow_first_token_streams_from_fallback(fleet, make_dispatcher):
     p, _f = await two(fleet)
-    p.add_fault(Fault(kind="slow_first_token", delay=3.0))
-    d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")], first_token_timeout=0.4)
+    p.add_fault(Fault(kind="slow_first_token", delay=5.0))
+    d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")], first_token_timeout=1.0)
     s = d.stream(USER, CHAIN)
     chunks = [c async for c in s]
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
