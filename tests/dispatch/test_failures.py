@@ -306,3 +306,28 @@ async def test_unknown_model_and_bad_body_are_clear_errors(fleet, make_dispatche
         await d.complete(USER, Routing(chain=["nope"]))
     with pytest.raises(ValueError, match="messages"):
         await d.complete({"prompt": "hi"}, Routing(chain=["primary"]))
+
+
+async def test_error_event_before_first_token_fails_over_invisibly(fleet, make_dispatcher):
+    p = await fleet.add("primary", "vllm")
+    f = await fleet.add("fallback", "vllm")
+    p.add_fault(Fault(kind="stream_error", after_chunks=0))  # 200, role chunk, then an error event
+    d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
+    s = d.stream(USER, CHAIN)
+    chunks = [c async for c in s]
+    assert not any("error" in c for c in chunks) and s.result.model == "fallback" and s.result.complete
+    assert s.result.attempts[0].reason == "engine_crashed" and s.result.attempts[0].error_class == "failover"
+    assert len(p.seen()) == 1 and len(f.seen()) == 1
+
+
+async def test_vllm_continuation_uses_continue_final_message(fleet, make_dispatcher):
+    p = await fleet.add("primary", "vllm")
+    f = await fleet.add("fallback", "vllm")
+    p.add_fault(Fault(kind="stream_cut", after_chunks=2))
+    d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback", capabilities={"prefill": True})])
+    s = d.stream(USER, CHAIN)
+    chunks = [c async for c in s]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")) == DEFAULT_ANSWER
+    body = f.seen()[0].body
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    assert body["messages"][-1]["role"] == "assistant"
