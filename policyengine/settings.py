@@ -110,6 +110,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     default_use_case: str | None = None
     verify_timeout_s: float = Field(120, gt=0)
+    dispatch: dict[str, Any] = Field(default_factory=dict,
+                                     description="DispatchSettings overrides (max_attempts, deadline, breaker...)")
 
     # settings file (read by settings_customise_sources)
     settings_file: str | None = None
@@ -130,6 +132,16 @@ class Settings(BaseSettings):
         from policyengine.store.db import backend
 
         backend(v)  # raises a clear error for an unsupported URL
+        return v
+
+    @field_validator("dispatch")
+    @classmethod
+    def _dispatch(cls, v: dict[str, Any]) -> dict[str, Any]:
+        try:
+            from policyengine.dispatch import DispatchSettings
+        except ImportError:  # pragma: no cover
+            return v
+        DispatchSettings.model_validate(v)  # a clear error at start, not at the first request
         return v
 
     @model_validator(mode="after")

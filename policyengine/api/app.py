@@ -69,11 +69,11 @@ def _make_signals() -> Any:
     return None
 
 
-def _dispatcher_factory(state: Any) -> Any:
+def _dispatcher_factory(state: Any, settings: Settings) -> Any:
     def make(policy: Any) -> Any:
-        from policyengine.dispatch import Dispatcher
+        from policyengine.dispatch import Dispatcher, DispatchSettings
 
-        return Dispatcher(policy.models, state)
+        return Dispatcher(policy.models, state, settings=DispatchSettings.model_validate(settings.dispatch))
 
     return make
 
@@ -107,7 +107,7 @@ def build_services(settings: Settings) -> Services:
         decision_log=DecisionLogger(settings.database_url, redact=settings.redact_fields,
                                     redaction_salt=settings.redaction_salt(), max_batch=settings.log_max_batch,
                                     sqlite_synchronous=settings.sqlite_synchronous),
-        policies=PolicyHolder(settings.policy_path, _dispatcher_factory(state), on_loaded=on_loaded),
+        policies=PolicyHolder(settings.policy_path, _dispatcher_factory(state, settings), on_loaded=on_loaded),
         state=state, signals=_make_signals(), scheduler=AsyncIOScheduler(timezone="UTC"), metrics=metrics,
         keys=keys, decisions=DecisionRepo(db.sessionmaker), policy_versions=policy_versions,
         startup_hooks=list(STARTUP_HOOKS),

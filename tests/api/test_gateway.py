@@ -170,3 +170,19 @@ async def test_dual_model_verification_tags_aligned_answers(service):
         await sdk(service).chat.completions.create(model="auto", messages=MSG,
                                                    metadata={"use_case": "legal"})
     assert exc.value.body["effect"] == "escalate"
+
+
+async def test_streaming_fails_over_before_the_first_byte(service):
+    service.sims["qwen-72b"].add_fault(Fault(kind="unavailable", times=None))
+    async with sdk(service).chat.completions.with_streaming_response.create(
+            model="auto", messages=MSG, stream=True) as resp:
+        assert resp.headers["x-policyengine-model"] == "gemma-27b"
+        assert "qwen-72b" in resp.headers["x-policyengine-attempts"]
+        chunks = [c async for c in await resp.parse()]
+    assert {c.model for c in chunks} == {"gemma-27b"}
+    # nothing answers: a proper HTTP error, not a broken stream
+    for sim in service.sims.values():
+        sim.add_fault(Fault(kind="error", status=500, times=None))
+    with pytest.raises(openai.APIStatusError) as exc:
+        await sdk(service).chat.completions.create(model="auto", messages=MSG, stream=True)
+    assert exc.value.status_code in (502, 503) and exc.value.body["decision_id"]

@@ -258,12 +258,16 @@ def _stream_attempts(stream: Any) -> list[dict[str, Any]]:
     res = getattr(stream, "result", None)
     if res is not None:
         return _attempts(res.attempts)
-    run = getattr(stream, "run", None)
-    return _attempts(getattr(run, "attempts", None) or getattr(stream, "attempts", None))
+    # before the end: the public `attempts` if the stream has one, else its run's (dispatch internals)
+    atts = getattr(stream, "attempts", None)
+    if atts is None:
+        run = getattr(stream, "run", None) or getattr(stream, "_run", None)
+        atts = getattr(run, "attempts", None)
+    return _attempts(list(atts or []))
 
 
 def _stream_model(stream: Any, chunk: dict[str, Any], policy: Any) -> str | None:
-    for attr in ("model", "current_model"):
+    for attr in ("model", "current_model", "_last_model"):
         v = getattr(stream, attr, None)
         if isinstance(v, str):
             return v
@@ -309,7 +313,11 @@ async def _stream(s: Any, principal: Principal, dispatcher: Any, policy: Any, up
                 yield _sse(first)
             try:
                 async for chunk in it:
-                    if model:
+                    if "error" in chunk and "choices" not in chunk:  # the stream broke after it started
+                        outcome, err_info = "failed_in_stream", {"error": chunk["error"]}
+                        chunk = {"error": {**chunk["error"], "decision_id": decision_id}} \
+                            if isinstance(chunk["error"], dict) else chunk
+                    elif model:
                         chunk["model"] = model
                     yield _sse(chunk)
             except DispatchError as exc:
