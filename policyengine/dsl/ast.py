@@ -129,6 +129,14 @@ class PolicyDecl:
 
 
 @dataclass(frozen=True)
+class TimeoutPart:
+    kind: str  # connect | first_token | idle | total
+    seconds: Decimal
+    raw: str
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
 class Prop:
     """One model property: key is provider|base_url|model_id|keys|cost|context|timeout|supports|region|project|header."""
 

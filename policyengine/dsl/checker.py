@@ -222,12 +222,12 @@ class Checker:
                              "e.g. context 32768")
             elif p.key == "timeout":
                 kinds: set[str] = set()
-                for kind, sec, raw, sp in p.value:  # type: ignore[union-attr]
-                    if kind in kinds:
-                        self.add("E202", sp, f"timeout `{kind}` is set twice", "keep one")
-                    kinds.add(kind)
-                    if sec <= 0:
-                        self.add("E206", sp, f"timeout {kind} {raw} must be longer than zero", "e.g. 10s")
+                for t in p.value:  # type: ignore[union-attr]
+                    if t.kind in kinds:
+                        self.add("E202", t.span, f"timeout `{t.kind}` is set twice", "keep one")
+                    kinds.add(t.kind)
+                    if t.seconds <= 0:
+                        self.add("E206", t.span, f"timeout {t.kind} {t.raw} must be longer than zero", "e.g. 10s")
         if provider is None:
             self.add("E205", m.name.span, f"model `{m.name.value}` has no provider",
                      f"add `provider openai` (or one of: {', '.join(PROVIDERS)})")

@@ -59,7 +59,7 @@ def _source(files: dict[str, ast.PolicyFile], s: ast.Span) -> str:
     lines = _LINES.get(id(f))
     if lines is None or len(_LINES) > 64:
         _LINES.clear()
-        lines = _LINES[id(f)] = f.text.splitlines()
+        lines = _LINES[id(f)] = f.text.split("\n")
     if 1 <= s.line <= len(lines):
         first = lines[s.line - 1].strip()
         return first + (" ..." if s.end_line > s.line else "")
@@ -87,7 +87,7 @@ def model_spec(m: ast.ModelDecl) -> ModelSpec:
         elif p.key == "context":
             kw["context"] = p.value
         elif p.key == "timeout":
-            kw["timeouts"] = Timeouts(**{k: float(sec) for k, sec, _raw, _sp in p.value})
+            kw["timeouts"] = Timeouts(**{t.kind: float(t.seconds) for t in p.value})
         elif p.key == "supports":
             caps = set(p.value)
             kw["capabilities"] = Capabilities(streaming="streaming" in caps, tools="tools" in caps,

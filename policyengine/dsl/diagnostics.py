@@ -62,5 +62,5 @@ class PolicyError(Exception):
 
 
 def source_line(text: str, line: int) -> str:
-    lines = text.splitlines()
-    return lines[line - 1] if 1 <= line <= len(lines) else ""
+    lines = text.split("\n")
+    return lines[line - 1].rstrip("\r") if 1 <= line <= len(lines) else ""

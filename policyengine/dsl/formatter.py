@@ -44,7 +44,7 @@ def _prop(p: ast.Prop) -> str:
     if p.key == "context":
         return f"context {v}"
     if p.key == "timeout":
-        return "timeout " + " ".join(f"{k} {raw}" for k, _s, raw, _sp in v)  # type: ignore[union-attr]
+        return "timeout " + " ".join(f"{t.kind} {t.raw}" for t in v)  # type: ignore[union-attr]
     if p.key == "supports":
         return "supports " + ", ".join(v)  # type: ignore[arg-type]
     if p.key == "header":
@@ -120,7 +120,7 @@ def format_item(it: ast.Item) -> str:
 
 
 def format_file(f: ast.PolicyFile) -> str:
-    lines = f.text.splitlines()
+    lines = f.text.split("\n")
     comments = sorted(f.comments, key=lambda c: (c.line, c.col))
     out: list[str] = []
     ci = 0

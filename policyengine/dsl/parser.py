@@ -172,8 +172,8 @@ class _Builder(Transformer):
         return ast.Prop("timeout", tuple(c), self.sp(meta))
 
     @v_args(meta=True)
-    def timeout_part(self, meta: Any, c: list[Token]) -> tuple[str, Decimal, str, ast.Span]:
-        return (str(c[0]), parse_duration(str(c[1])), str(c[1]), self.sp(meta))
+    def timeout_part(self, meta: Any, c: list[Token]) -> ast.TimeoutPart:
+        return ast.TimeoutPart(str(c[0]), parse_duration(str(c[1])), str(c[1]), self.sp(meta))
 
     @v_args(meta=True)
     def prop_supports(self, meta: Any, c: list[Any]) -> ast.Prop:
@@ -372,11 +372,13 @@ class _Builder(Transformer):
     def v_duration(self, c: list[Token]) -> ast.Value:
         return ast.Value("duration", parse_duration(str(c[0])), str(c[0]), self.sp(c[0]))
 
-    def v_true(self, c: list[Any]) -> ast.Value:
-        return ast.Value("bool", True, "true")
+    @v_args(meta=True)
+    def v_true(self, meta: Any, c: list[Any]) -> ast.Value:
+        return ast.Value("bool", True, "true", self.sp(meta))
 
-    def v_false(self, c: list[Any]) -> ast.Value:
-        return ast.Value("bool", False, "false")
+    @v_args(meta=True)
+    def v_false(self, meta: Any, c: list[Any]) -> ast.Value:
+        return ast.Value("bool", False, "false", self.sp(meta))
 
 
 def _expected(exp: set[str] | frozenset[str]) -> str:
@@ -390,7 +392,7 @@ def _syntax_diag(file: str, text: str, e: UnexpectedInput) -> Diagnostic:
     line = getattr(e, "line", None)
     col = getattr(e, "column", None)
     if not isinstance(line, int) or line < 1:
-        lines = text.splitlines() or [""]
+        lines = text.split("\n")
         line, col = len(lines), len(lines[-1]) + 1
     if not isinstance(col, int) or col < 1:
         col = 1
