@@ -103,14 +103,15 @@ async def test_pending_approvals_survive_sigkill_and_time_out_exactly_once(pg_sc
             _ready(p, proc, log)
         ids = [
             (await svc.hold(action=refund_action(amount=f"{200 + i} GBP"), callback_url=f"{rec.url}/callback",
-                            decision=refund_decision(timeout_s=4, remind_s=None))).approval_id
+                            decision=refund_decision(timeout_s=6, remind_s=None))).approval_id
             for i in range(n)
         ]
+        last_deadline = time.monotonic() + 6
         for proc in procs:  # crash both replicas before any deadline
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
         assert [(await svc.get(i)).state for i in ids] == [State.pending] * n
-        await asyncio.sleep(4.5)  # every deadline passes while nothing runs
+        await asyncio.sleep(max(0.0, last_deadline - time.monotonic()) + 0.5)  # deadlines pass while nothing runs
         assert [(await svc.get(i)).state for i in ids] == [State.pending] * n
         procs = [_serve(pg_schema_url, p, tmp_path / "policies", "cb-secret-0123456789abcdef", log) for p in ports]
         for p, proc in zip(ports, procs, strict=True):
