@@ -143,6 +143,8 @@ def dry_run_cmd(
                                                   "(counted in the report: not an exact replay).")] = False,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes replaying in parallel "
                                                 "(default: one per CPU for large logs, else 1).")] = None,
+    all_policies: Annotated[bool, typer.Option("--all-policies", help="Also replay decisions logged under another "
+                                               "policy name (default: only those of the candidate's name).")] = False,
     exact: Annotated[bool, typer.Option("--exact", help="Evaluate every distinct logged input instead of grouping "
                                         "inputs the policies cannot tell apart (slower; same results).")] = False,
     progress: Annotated[bool | None, typer.Option("--progress/--no-progress", help="Progress bar on stderr "
@@ -198,6 +200,7 @@ def dry_run_cmd(
         with bar:
             if workers > 1:
                 report = replay_parallel(candidate, src, workers=workers, baseline=base, exact=exact,
+                                         only_policy=None if all_policies else candidate.name,
                                          max_examples=examples, since=since, changes_out=changes_out,
                                          progress=tick)
             else:
@@ -210,6 +213,7 @@ def dry_run_cmd(
                 try:
                     report = replay(candidate, src, baseline=base,
                                     signal_provider=_signal_provider() if compute_signals else None, exact=exact,
+                                    only_policy=None if all_policies else candidate.name,
                                     max_examples=examples, source=src.describe(), since=since,
                                     on_change=sink if sink_fh else None, progress=tick)
                 finally:

@@ -46,6 +46,9 @@ def _short(v: Any, n: int = 40) -> str:
 
 def _notes(r: DryRunReport) -> list[str]:
     notes = []
+    if r.other_policy:
+        notes.append(f"{r.other_policy} record(s) were logged under another policy and skipped "
+                     "(--all-policies replays them too)")
     if r.unrecorded:
         notes.append(f"{r.unrecorded} record(s) had no logged decision and were not compared (use --baseline)")
     if r.errors:

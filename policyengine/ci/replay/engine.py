@@ -76,8 +76,10 @@ def _norm(text: str) -> str:
 
 def _rule_ref(hit: dict[str, Any]) -> RuleRef:
     span = hit.get("span") or {}
-    where = f"{display_path(span['file'])}:{span.get('line')}" if span.get("file") else str(hit.get("rule_id") or "")
-    text = _norm(hit.get("source") or "") or str(hit.get("rule_id") or hit.get("kind") or "")
+    where = f"{display_path(span['file'])}:{span.get('line')}" if span.get("file") else ""
+    because = hit.get("because") or []
+    text = (_norm(hit.get("source") or "") or (str(because[0]) if because else "")
+            or str(hit.get("rule_id") or hit.get("kind") or ""))
     return RuleRef(kind=str(hit.get("kind") or ""), effect=hit.get("effect"), text=text, where=where)
 
 
@@ -103,8 +105,8 @@ def recorded_outcome(rec: LoggedRecord) -> Outcome:
 
 def decision_outcome(d: Decision, supplied: dict[str, Any]) -> Outcome:
     rules = tuple(
-        RuleRef(kind=h.kind, effect=h.effect, text=_norm(h.source) or h.rule_id,
-                where=f"{display_path(h.span.file)}:{h.span.line}" if h.span else h.rule_id)
+        RuleRef(kind=h.kind, effect=h.effect, text=_norm(h.source) or (h.because[0] if h.because else h.rule_id),
+                where=f"{display_path(h.span.file)}:{h.span.line}" if h.span else "")
         for h in d.rules
     )
     computed = frozenset(k for k in d.signals if k not in supplied)
@@ -144,8 +146,10 @@ def causes(old: Outcome, new: Outcome, kind: str) -> list[str]:
     removed = [r for t, r in old_by.items() if t not in new_by and (r.kind in relevant or not r.kind)]
     if kind == "effect":
         ro, rn = _RANK.get(old.effect, 0), _RANK.get(new.effect, 0)
-        pick_added = [r for r in added if _RANK.get(r.effect or "", -1) == rn] if rn >= ro else []
-        pick_removed = [r for r in removed if _RANK.get(r.effect or "", -1) == ro] if rn <= ro else []
+        all_added = [r for t, r in new_by.items() if t not in old_by]
+        all_removed = [r for t, r in old_by.items() if t not in new_by]
+        pick_added = [r for r in all_added if _RANK.get(r.effect or "", -1) == rn] if rn >= ro else []
+        pick_removed = [r for r in all_removed if _RANK.get(r.effect or "", -1) == ro] if rn <= ro else []
         if pick_added or pick_removed:
             added, removed = pick_added, pick_removed
     out = [f"+ {r.label()}" for r in added] + [f"- {r.label()}" for r in removed]
@@ -211,6 +215,7 @@ def replay(
     baseline: Evaluates | None = None,
     signal_provider: Any = None,
     exact: bool = False,
+    only_policy: str | None = None,
     max_examples: int = 5,
     cache_size: int = 200_000,
     source: str = "",
@@ -222,6 +227,7 @@ def replay(
     """Replay `records` through `policy` (and `baseline`, when given) and build the report.
 
     `max_examples` caps examples per change group (-1: keep all, for tests and small logs).
+    `only_policy`: skip decisions logged under another policy name (counted in `other_policy`).
     Inputs are grouped by what the policies can observe of them (`projection.Projector`)
     unless `exact` is set or a `signal_provider` is given; then only identical inputs are.
     `on_change` receives every changed decision (e.g. to write `--changes-out`), so the full
@@ -261,10 +267,14 @@ def replay(
             return f"evaluation failed: {type(exc).__name__}: {exc}"
         return new, old
 
+    n_other = 0
     for rec in records:
         n += 1
         if progress is not None and n % progress_every == 0:
             progress(progress_every)
+        if only_policy is not None and rec.policy_name and rec.policy_name != only_policy:
+            n_other += 1
+            continue
         if rec.policy_hash:
             hashes[rec.policy_hash] = hashes.get(rec.policy_hash, 0) + 1
         if rec.redacted:
@@ -341,7 +351,7 @@ def replay(
 
     report.total, report.redacted, report.unique_inputs, report.errors = n, n_redacted, n_unique, n_errors
     report.replayed, report.signals_computed, report.compared = n_replayed, n_computed, n_compared
-    report.unrecorded, report.changed = n_unrecorded, n_changed
+    report.unrecorded, report.changed, report.other_policy = n_unrecorded, n_changed, n_other
     report.changed_share = report.changed / report.compared if report.compared else 0.0
     report.by_kind = dict(by_kind)
     report.by_effect = [Transition(old=o, new=nw, count=c)

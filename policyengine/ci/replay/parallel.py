@@ -51,7 +51,7 @@ def _work(index: int) -> DryRunReport:
             counter.value += n
 
     try:
-        return replay(job["policy"], src, baseline=job["baseline"], exact=job["exact"],
+        return replay(job["policy"], src, baseline=job["baseline"], exact=job["exact"], only_policy=job["only_policy"],
                       max_examples=job["max_examples"], source=job["describe"], since=job["since"],
                       on_change=on_change, progress=progress)
     finally:
@@ -63,6 +63,7 @@ def _work(index: int) -> DryRunReport:
 
 
 def replay_parallel(policy: Any, source: Any, *, workers: int, baseline: Any = None, exact: bool = False,
+                    only_policy: str | None = None,
                     max_examples: int = 5, since: str | None = None, changes_out: Path | None = None,
                     progress: Callable[[int], None] | None = None) -> DryRunReport:
     """Like `replay`, on `workers` forked processes; `source` must have `.shard(i, k)`."""
@@ -70,7 +71,7 @@ def replay_parallel(policy: Any, source: Any, *, workers: int, baseline: Any = N
         raise RuntimeError("parallel replay needs the fork start method")
     ctx = mp.get_context("fork")
     counter = ctx.Value("q", 0)
-    _JOB.update(policy=policy, baseline=baseline, exact=exact, max_examples=max_examples, since=since,
+    _JOB.update(policy=policy, baseline=baseline, exact=exact, only_policy=only_policy, max_examples=max_examples, since=since,
                 source=source, workers=workers, counter=counter, describe=source.describe(),
                 changes_out=str(changes_out) if changes_out else None)
     started = time.perf_counter()
@@ -114,7 +115,7 @@ def _sum_dicts(ds: list[dict[str, int]]) -> dict[str, int]:
 def merge_reports(parts: list[DryRunReport], *, max_examples: int) -> DryRunReport:
     first = parts[0]
     out = DryRunReport(policy=first.policy, baseline=first.baseline, source=first.source, since=first.since)
-    for f in ("total", "replayed", "compared", "changed", "unrecorded", "redacted", "signals_computed", "errors",
+    for f in ("total", "replayed", "compared", "changed", "other_policy", "unrecorded", "redacted", "signals_computed", "errors",
               "unique_inputs"):
         setattr(out, f, sum(getattr(p, f) for p in parts))
     out.changed_share = out.changed / out.compared if out.compared else 0.0

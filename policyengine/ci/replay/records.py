@@ -37,6 +37,7 @@ class LoggedRecord:
     rules: list[dict[str, Any]] = field(default_factory=list)
     obligations: list[dict[str, Any]] = field(default_factory=list)
     policy_hash: str = ""
+    policy_name: str | None = None
     redacted: bool = False
 
 
@@ -58,6 +59,7 @@ def _decision_parts(rec: LoggedRecord, d: dict[str, Any]) -> None:
     rec.rules = d.get("rules") or []
     rec.obligations = d.get("obligations") or []
     rec.policy_hash = d.get("policy_hash") or ""
+    rec.policy_name = d.get("policy_name")
     rec.recorded = rec.effect is not None
 
 

@@ -68,6 +68,7 @@ class DryRunReport(BaseModel):
     chain_changes: list[Transition] = Field(default_factory=list)
     groups: list[ChangeGroup] = Field(default_factory=list)
     new_effects: dict[str, int] = Field(default_factory=dict)  # effect under the candidate, all replayed
+    other_policy: int = 0  # records logged under another policy name: skipped
     unrecorded: int = 0  # records without a logged decision (no baseline): not compared
     redacted: int = 0  # records with redacted fields (conditions on them cannot replay exactly)
     signals_computed: int = 0  # records where the candidate needed a signal the log did not record
