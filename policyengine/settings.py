@@ -21,7 +21,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-DEFAULT_POLICY_DIR = "policies"
+DEFAULT_POLICY_DIR = "policies/support-desk"  # the full example set of the repository
 
 
 class SeedKey(BaseModel):
