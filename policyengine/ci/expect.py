@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from policyengine.ci.paths import display_path
 from policyengine.ci.spec import Expectation, ExpectObligation
 from policyengine.types import ApprovalObligation, Decision, RuleHit
 
@@ -25,8 +26,8 @@ def _norm(text: str) -> str:
 
 
 def hit_label(h: RuleHit) -> str:
-    where = str(h.span) if h.span else h.rule_id
-    src = h.source.removesuffix(" ...").rstrip("{ ").strip()
+    where = f"{display_path(h.span.file)}:{h.span.line}" if h.span else h.rule_id
+    src = _WS.sub(" ", h.source.removesuffix(" ...")).rstrip("{ ").strip()
     eff = f" [{h.effect}]" if h.effect else ""
     return f"{where}{eff} {src}".strip() if src else f"{where}{eff}"
 
