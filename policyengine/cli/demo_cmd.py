@@ -22,8 +22,11 @@ def demo(
         "--summary", help="write a JSON summary: each step, its checks and decision ids")] = None,
     startup_timeout: Annotated[float, typer.Option(help="seconds to wait for the service to be ready")] = 120.0,
 ) -> None:
-    """Start the service with a SIMULATED model fleet, walk through routing, failover, cooldowns,
-    sessions, approvals and escalations with real requests, then stop everything.
+    """Run the whole control layer against a SIMULATED model fleet, then stop everything.
+
+    Starts the service (SQLite, in-memory state), a simulated fleet and a reviewers' inbox on 127.0.0.1.
+
+    Walks through routing, failover, cooldowns, sessions, approvals and escalations with real requests.
 
     Exits 0 only if every step behaved as the policy says it must.
     """

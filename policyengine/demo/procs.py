@@ -39,6 +39,17 @@ class ServiceError(RuntimeError):
     """The service did not start (the message carries the end of its log)."""
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the forked child
+    """Linux: the kernel sends SIGTERM to this child if the process that started it dies
+    (even by SIGKILL), so a crashed demo or test never leaves a service running."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def serve_command() -> list[str]:
     """`policyengine serve` with this interpreter (works without the console script on PATH)."""
     return [sys.executable, "-c", "from policyengine.cli import app; app()", "serve"]
@@ -79,7 +90,8 @@ class ServiceProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self._proc = await asyncio.create_subprocess_exec(
             *serve_command(), *self.args, env=self._env, stdout=self._log, stderr=asyncio.subprocess.STDOUT,
-            stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+            stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient(timeout=2.0) as client:
             while True:

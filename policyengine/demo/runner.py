@@ -12,10 +12,12 @@ step behaved as the policy says it must.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass
@@ -69,7 +71,26 @@ def _sqlite_url(path: Path) -> str:
 
 
 async def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
+    """Run the demo; SIGINT / SIGTERM stop it cleanly (everything started is stopped, exit 130)."""
     console = console or Console()
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, lambda: task.cancel() if task else None)
+            installed.append(sig)
+    try:
+        return await _run(opts, console)
+    except asyncio.CancelledError:
+        console.print("[yellow]interrupted: everything the demo started has been stopped[/yellow]")
+        return 130
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def _run(opts: DemoOptions, console: Console) -> int:
     if opts.keep_db is not None and opts.db_url is not None:
         raise DemoError("use either --keep-db PATH or --db-url URL, not both")
     if opts.keep_db is not None and opts.keep_db.exists():
@@ -107,6 +128,7 @@ async def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
                              drop_prefixes=("POLICYENGINE_",))
     results: list[StepResult] = []
     started: list[str] = []
+    cancelled = False
     ports = [port, inbox.port, *(s.port for s in fleet.servers.values())]
     try:
         report.banner(console, fleet, db_url, POLICY_DIR)
@@ -132,6 +154,9 @@ async def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
     except ServiceError as exc:
         console.print(f"[red]the service did not start:[/red] {exc}")
         results.append(StepResult("startup", "start the service", "", error=str(exc)))
+    except asyncio.CancelledError:
+        cancelled = True
+        raise
     finally:
         with contextlib.suppress(Exception):
             rc = await service.stop()
@@ -140,6 +165,8 @@ async def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
         await inbox.stop()
         await fleet.stop()
         leftovers = [p for p in ports if port_in_use(p)]
+        if cancelled and opts.keep_db is None:
+            shutil.rmtree(tmp, ignore_errors=True)
     ok = bool(results) and all(r.ok for r in results) and not leftovers
     if leftovers:
         console.print(f"[red]ports still in use after stopping: {leftovers}[/red]")

@@ -199,3 +199,34 @@ def test_existing_keep_db_path_is_refused(tmp_path: Path) -> None:
                           timeout=60)
     assert proc.returncode == 2
     assert "already exists" in proc.stdout + proc.stderr
+
+
+def test_sigterm_stops_everything(tmp_path: Path) -> None:
+    """An interrupted demo (SIGTERM, like Ctrl-C) stops the service it started and exits 130."""
+    import re
+    import signal
+    import time
+
+    proc = subprocess.Popen([*DEMO], env=_clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    pid = None
+    out = []
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until the service is up (its pid is printed)
+        out.append(line)
+        m = re.search(r"service ready at \S+ \(pid (\d+)\)", line)
+        if m:
+            pid = int(m.group(1))
+            break
+        assert time.monotonic() < deadline, "".join(out)
+    assert pid is not None, "".join(out)
+    assert Path(f"/proc/{pid}").exists()
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, "".join(out) + rest
+    assert "interrupted" in rest
+    for _ in range(50):
+        if not Path(f"/proc/{pid}").exists():
+            break
+        time.sleep(0.1)
+    assert not Path(f"/proc/{pid}").exists(), f"policyengine serve (pid {pid}) survived the interrupted demo"
