@@ -208,7 +208,12 @@ def main() -> int:
         c = f"{cedar[0]:9.2f} {cedar[1]:9.2f} {cedar[0] / ours[0]:8.2f}x" if cedar else f"{'-':>9} {'-':>9} {'-':>9}"
         print(f"{name:<34} {ours[0]:9.2f} {ours[1]:9.2f} {c}  {extra}")
 
-    print(f"python {sys.version.split()[0]}, cedarpy {getattr(cedarpy, '__version__', '?')}, rounds={rounds}")
+    import os
+    from importlib.metadata import version
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"python {sys.version.split()[0]}, cedarpy {version('cedarpy')}, rounds={rounds}, "
+          f"cpus={os.cpu_count()}, load average {load:.1f}")
     print(f"{'scenario':<34} {'ours med':>9} {'ours p99':>9} {'cedar med':>9} {'cedar p99':>9} {'cedar/ours':>9}  (microseconds per decision)")
 
     # support desk

@@ -117,6 +117,7 @@ class Checker:
                 self.add("E208", it.span, f"lexicon `{it.name.value}` is empty", "list at least one phrase")
             seen: set[str] = set()
             for p in it.phrases:
+                self.secret(p)
                 if not p.value.strip():
                     self.add("E208", p.span, "empty phrase in lexicon", "remove the empty string")
                 elif p.value.lower() in seen:
@@ -258,6 +259,8 @@ class Checker:
             seen.setdefault(h.kind, h)
             if h.kind in ("remind", "timeout") and (h.seconds or 0) <= 0:
                 self.add("E235", h.span, f"{h.kind} {h.raw} must be longer than zero", "e.g. 1h")
+            if h.group and SECRET_RE.search(h.group):
+                self.secret(ast.Str(h.group, h.span))
             if h.kind == "reviewers" and not (h.group or "").strip():
                 self.add("E236", h.span, "empty reviewer group", 'e.g. reviewers group "refunds"')
             if h.kind == "notify":
@@ -344,6 +347,9 @@ class Checker:
                              f'compare it: {path} == "..."')
                 continue
             vals = (a.value,) if isinstance(a, ast.Cmp) else a.values  # type: ignore[union-attr]
+            for v in vals:
+                if v.kind == "str" and SECRET_RE.search(str(v.value)):
+                    self.secret(ast.Str(str(v.value), v.span))
             op = a.op if isinstance(a, ast.Cmp) else ("not in" if a.negated else "in")  # type: ignore[union-attr]
             if not self.check_types(a, kind, path, op, vals):
                 continue

@@ -176,3 +176,8 @@ def test_multi_file_set_locates_each_file() -> None:
 
     ds = check_sources({"a.policy": M, "b.policy": "route default -> qwen-72b fallback [gema-27b]\n"})
     assert [(d.file, d.line, d.col, d.code) for d in ds] == [("b.policy", 1, 37, "E210")]
+
+
+def test_secret_looking_strings_in_conditions_and_lexicons() -> None:
+    ds = diags(M + 'authorize a when token == "sk-live-abcdefghijklmnop"\nlexicon l ["ghp_abcdefghijklmnopqrstuv"]\n')
+    assert [(d.code, d.line) for d in ds] == [("E204", 4), ("E204", 5)]
