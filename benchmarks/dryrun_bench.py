@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -179,13 +180,18 @@ def main() -> None:
         (f"first {n_exact:,}, grouped", grouped_slice, wall_g),
         (f"first {n_exact:,}, --exact", exact_slice, wall_e),
     ]
-    print(f"{'run':34} {'decisions':>10} {'replay/s':>10} {'wall s':>7} {'distinct':>9} {'changed':>8} {'peak RSS MB':>12}")
+    print(f"{'run':34} {'decisions':>10} {'replay/s':>10} {'per CPU-s':>10} {'wall s':>7} {'distinct':>9} "
+          f"{'changed':>8} {'peak RSS MB':>12}")
     for name, rep, wall in rows:
-        print(f"{name:34} {rep['total']:>10,} {rep['rate_per_s']:>10,.0f} {wall:>7.1f} "
+        per_cpu = rep["total"] / rep["cpu_s"] if rep.get("cpu_s") else 0.0
+        print(f"{name:34} {rep['total']:>10,} {rep['rate_per_s']:>10,.0f} {per_cpu:>10,.0f} {wall:>7.1f} "
               f"{rep['unique_inputs']:>9,} {rep['changed']:>8,} {rep['peak_rss_mb']:>12.0f}")
     ratio = grouped_slice["rate_per_s"] / exact_slice["rate_per_s"]
     same = (grouped_slice["by_effect"] == exact_slice["by_effect"] and grouped_slice["changed"] == exact_slice["changed"])
     print(f"\ngrouped / exact speed-up on the same {n_exact:,} rows: {ratio:.1f}x; identical results: {same}")
+    load = os.getloadavg()
+    print(f"load average during the run: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on "
+          f"{os.cpu_count()} CPUs (figures are wall-clock; 'per CPU-s' is decisions per CPU-second)")
     print(f"peak RSS, full log vs a quarter of it: {full['peak_rss_mb']:.0f} MB vs {quarter['peak_rss_mb']:.0f} MB")
     eff = [g for g in full["groups"] if g["kind"] == "effect"]
     for g in eff:

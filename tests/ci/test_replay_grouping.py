@@ -90,7 +90,7 @@ def candidate(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _comparable(r) -> dict:
-    d = r.model_dump(mode="json", exclude={"elapsed_s", "rate_per_s", "unique_inputs", "peak_rss_mb"})
+    d = r.model_dump(mode="json", exclude={"elapsed_s", "rate_per_s", "unique_inputs", "peak_rss_mb", "cpu_s"})
     for g in d["groups"]:
         g["examples"] = sorted(e["id"] for e in g["examples"])
     return d

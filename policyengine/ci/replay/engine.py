@@ -234,6 +234,7 @@ def replay(
     list never has to sit in memory.
     """
     started = time.perf_counter()
+    cpu_started = time.process_time()
     report = DryRunReport(policy=_policy_ref(policy), baseline=_policy_ref(baseline) if baseline else None,
                           source=source, since=since)
     tally = _Tally(max_examples)
@@ -365,6 +366,7 @@ def replay(
     report.elapsed_s = time.perf_counter() - started
     report.rate_per_s = n / report.elapsed_s if report.elapsed_s > 0 else 0.0
     report.peak_rss_mb = _peak_rss_mb()
+    report.cpu_s = time.process_time() - cpu_started
     return report
 
 

@@ -116,7 +116,7 @@ def merge_reports(parts: list[DryRunReport], *, max_examples: int) -> DryRunRepo
     first = parts[0]
     out = DryRunReport(policy=first.policy, baseline=first.baseline, source=first.source, since=first.since)
     for f in ("total", "replayed", "compared", "changed", "other_policy", "unrecorded", "redacted", "signals_computed", "errors",
-              "unique_inputs"):
+              "unique_inputs", "cpu_s"):
         setattr(out, f, sum(getattr(p, f) for p in parts))
     out.changed_share = out.changed / out.compared if out.compared else 0.0
     out.by_kind = _sum_dicts([p.by_kind for p in parts])

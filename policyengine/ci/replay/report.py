@@ -78,7 +78,8 @@ class DryRunReport(BaseModel):
     error_examples: list[ReplayIssue] = Field(default_factory=list)
     unique_inputs: int = 0  # distinct (action, signals) inputs evaluated
     elapsed_s: float = 0.0
-    rate_per_s: float = 0.0
+    rate_per_s: float = 0.0  # decisions per wall-clock second
+    cpu_s: float = 0.0  # CPU seconds spent replaying (all workers)
     peak_rss_mb: float | None = None  # peak resident memory of the replaying process
     fail_reasons: list[str] = Field(default_factory=list)
 
