@@ -31,6 +31,7 @@ from policyengine.state import StateStore, StickyEntry, key_scope, model_scope
 from policyengine.types import EnvRef, ModelSpec, Provider, Routing
 
 from .results import Attempt, DispatchError, DispatchResult
+from .safe_state import SafeState, log
 from .settings import DispatchSettings
 from .tokens import estimate_prompt_tokens, requested_output_tokens
 
@@ -82,6 +83,7 @@ class Dispatcher:
             if spec.name != name:
                 raise ValueError(f"models[{name!r}] holds a ModelSpec named {spec.name!r}")
         self.state = state
+        self._state = SafeState(state)  # fail-open view used on the request path
         self.settings = settings or DispatchSettings()
         rules = list(classifier_rules or [])
         if self.settings.classifier_rules_file is not None:
@@ -171,7 +173,7 @@ class Dispatcher:
         if run.routing.prefer_self_hosted:
             chain.sort(key=lambda m: not self.models[m].self_hosted)
         if run.routing.sticky and run.session_id:
-            run.sticky = await self.state.get_sticky(run.session_id)
+            run.sticky = await self._state.get_sticky(run.session_id)
             st = run.sticky
             if st is not None and st.model in chain and not run.routing.sticky_return:
                 chain.remove(st.model)
@@ -192,10 +194,10 @@ class Dispatcher:
             return "no_tool_support"
         if run.need_context is not None and spec.context is not None and spec.context < run.need_context:
             return "context_too_small"
-        cd = await self.state.get_cooldown(model_scope(spec.name))
+        cd = await self._state.get_cooldown(model_scope(spec.name))
         if cd is not None:
             return f"cooldown:{cd.reason}"
-        if not await self.state.breaker_allow(spec.name, self.settings.breaker):
+        if not await self._state.breaker_allow(spec.name, self.settings.breaker):
             return "breaker_open"
         return None
 
@@ -216,7 +218,7 @@ class Dispatcher:
             for key_ref in self._keys(spec, prefer):
                 key_id = key_ref.name if key_ref is not None else None
                 if key_ref is not None:
-                    cd = await self.state.get_cooldown(key_scope(name, key_id))
+                    cd = await self._state.get_cooldown(key_scope(name, key_id))
                     if cd is not None:
                         self._skip(run, name, f"cooldown:{cd.reason}", key_id)
                         continue
@@ -272,6 +274,8 @@ class Dispatcher:
                                         error_class=cls.error_class, reason=cls.reason, started_at=started,
                                         latency_ms=(time.perf_counter() - t) * 1000, message=cls.message))
             run.last = (cls, status, body, spec.name)
+            log.info("attempt failed: model=%s key=%s status=%s class=%s reason=%s", spec.name, opts.key_id,
+                     status, cls.error_class, cls.reason)
             if cls.error_class == "fatal":
                 raise DispatchError("fatal", cls.reason, status=status, body=decode_body(body),
                                     attempts=run.attempts, message=cls.message, model=spec.name)
@@ -283,9 +287,9 @@ class Dispatcher:
                     continue
                 cool = cls.retry_after if cls.retry_after is not None else s.cooldown_default
                 scope = key_scope(spec.name, opts.key_id) if (cls.key_scoped and opts.key_id) else model_scope(spec.name)
-                await self.state.set_cooldown(scope, cool, cls.reason)
+                await self._state.set_cooldown(scope, cool, cls.reason)
                 if cls.reason not in _NO_BREAKER_REASONS:
-                    await self.state.breaker_failure(spec.name, s.breaker)
+                    await self.breaker_failure(spec.name)
                 return ("next_key" if scope.startswith("key:") else "next_model"), None
             # failover
             if cls.reason in CONTEXT_REASONS:
@@ -295,15 +299,20 @@ class Dispatcher:
                 return "next_model", None
             if cls.key_scoped and opts.key_id:
                 cool = s.quota_cooldown if cls.reason in _QUOTA_REASONS else s.auth_cooldown
-                await self.state.set_cooldown(key_scope(spec.name, opts.key_id), cool, cls.reason)
+                await self._state.set_cooldown(key_scope(spec.name, opts.key_id), cool, cls.reason)
                 return "next_key", None
             if cls.reason not in _NO_BREAKER_REASONS:
-                await self.state.breaker_failure(spec.name, s.breaker)
+                await self.breaker_failure(spec.name)
             elif cls.key_scoped:
                 cool = s.quota_cooldown if cls.reason in _QUOTA_REASONS else s.auth_cooldown
-                await self.state.set_cooldown(model_scope(spec.name), cool, cls.reason)
+                await self._state.set_cooldown(model_scope(spec.name), cool, cls.reason)
             return "next_model", None
         return "next_model", None  # pragma: no cover
+
+    async def breaker_failure(self, model: str) -> None:
+        b = await self._state.breaker_failure(model, self.settings.breaker)
+        if b.state == "open" and b.opened_until is not None:
+            log.warning("circuit breaker open: model=%s trips=%d until=%.0f", model, b.trips, b.opened_until)
 
     def _estimate(self, run: Run) -> int:
         if run.estimate is None:
@@ -311,13 +320,13 @@ class Dispatcher:
         return run.prompt_tokens if run.prompt_tokens is not None else run.estimate
 
     async def _on_success(self, run: Run, spec: ModelSpec, key_id: str | None) -> None:
-        await self.state.breaker_success(spec.name)
+        await self._state.breaker_success(spec.name)
         if run.routing.sticky and run.session_id:
             st = run.sticky
             now = time.time()
             if st is None or st.model != spec.name or st.key_id != key_id or now - st.updated > self.settings.sticky_ttl / 4:
                 home = st.home if st is not None and st.home else run.routing.chain[0]
-                await self.state.set_sticky(run.session_id, StickyEntry(model=spec.name, key_id=key_id, home=home,
+                await self._state.set_sticky(run.session_id, StickyEntry(model=spec.name, key_id=key_id, home=home,
                                                                         updated=now), self.settings.sticky_ttl)
 
     def _deadline(self, run: Run) -> DispatchError:

@@ -244,7 +244,7 @@ class DispatchStream:
             run.attempts.append(Attempt(model=spec.name, key_id=key_id, status=status, error_class="failover",
                                         reason=f"{reason}_mid_stream", started_at=started, message=message,
                                         latency_ms=(time.perf_counter() - t_seg) * 1000))
-            await d.state.breaker_failure(spec.name, d.settings.breaker)
+            await d.breaker_failure(spec.name)
             run.exclude.add(spec.name)
             can_continue = (d.settings.continue_broken_streams and not acc.tool_calls
                             and int(run.body.get("n") or 1) == 1 and acc.text)

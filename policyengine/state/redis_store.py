@@ -93,8 +93,11 @@ def _breaker_from(model: str, raw: dict) -> BreakerState:
 class RedisStateStore:
     """State in Redis under `prefix` (use one prefix per deployment / test)."""
 
-    def __init__(self, url: str, *, prefix: str = "policyengine:", client: Redis | None = None) -> None:
-        self._redis = client or Redis.from_url(url, decode_responses=True)
+    def __init__(self, url: str, *, prefix: str = "policyengine:", client: Redis | None = None,
+                 timeout: float = 0.5) -> None:
+        # Short socket timeouts: a slow Redis must not hold requests (the dispatcher fails open).
+        self._redis = client or Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
+                                               socket_connect_timeout=timeout)
         self._prefix = prefix
         self._allow = self._redis.register_script(_ALLOW)
         self._failure = self._redis.register_script(_FAILURE)

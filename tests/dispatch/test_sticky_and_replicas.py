@@ -99,3 +99,18 @@ async def test_two_replicas_share_cooldowns_breakers_and_sessions(fleet, make_di
             await s1._redis.delete(k)
         await s1.aclose()
         await s2.aclose()
+
+
+async def test_unreachable_redis_fails_open(fleet, make_dispatcher, caplog):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = RedisStateStore(f"redis://127.0.0.1:{port}/0", timeout=0.2)
+    await fleet.add("primary", "vllm")
+    d = make_dispatcher([fleet.model_spec("primary")], state=store)
+    r = await d.complete(USER, Routing(chain=["primary"], sticky=True), session_id="s")
+    assert r.model == "primary"
+    assert "state store unavailable" in caplog.text
+    await store.aclose()
