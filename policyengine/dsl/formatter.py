@@ -119,6 +119,52 @@ def format_item(it: ast.Item) -> str:
     raise TypeError(f"cannot format {it!r}")
 
 
+def _block_parts(it: ast.Item) -> tuple[str, list[tuple[int, int, str]]] | None:
+    """A block statement as (header, [(first line, last line, text) per item]); None for one-liners."""
+    if isinstance(it, ast.ModelDecl):
+        return f"model {it.name.value}", [(p.span.line, p.span.end_line, _prop(p)) for p in it.props]
+    if isinstance(it, ast.RequireApproval | ast.Escalate) and it.hold is not None:
+        head = format_item(type(it)(**{**it.__dict__, "hold": None}))  # type: ignore[arg-type]
+        return head, [(h.span.line, h.span.end_line, _hold_item(h)) for h in it.hold]
+    if isinstance(it, ast.Verify):
+        head, _, rest = format_item(it).partition(" {\n")
+        inner = rest.split("\n")[0].strip()
+        return head, [(it.escalate.span.line, it.escalate.span.end_line, inner),
+                      *((h.span.line, h.span.end_line, _hold_item(h)) for h in it.hold)]
+    return None
+
+
+def _block_with_comments(head: str, start_line: int, children: list[tuple[int, int, str]],
+                         comments: list[ast.Comment]) -> str:
+    """Keep comments inside a block with the item they annotate: a comment at the end of an
+    item's line stays there, one on its own line stays above the next item."""
+    head_note: str | None = None
+    before: dict[int, list[str]] = {}
+    after: dict[int, str] = {}
+    tail: list[str] = []
+    for c in comments:
+        if not c.own_line:
+            idx = next((i for i in range(len(children) - 1, -1, -1) if children[i][1] == c.line and i not in after), None)
+            if idx is not None:
+                after[idx] = c.text
+                continue
+            if c.line == start_line and head_note is None:
+                head_note = c.text
+                continue
+        nxt = next((i for i, ch in enumerate(children) if ch[0] > c.line), None)
+        if nxt is None:
+            tail.append(c.text)
+        else:
+            before.setdefault(nxt, []).append(c.text)
+    out = [head + " {" + (f"  {head_note}" if head_note else "")]
+    for i, (_a, _b, text) in enumerate(children):
+        out.extend(f"  {b}" for b in before.get(i, ()))
+        out.append(f"  {text}" + (f"  {after[i]}" if i in after else ""))
+    out.extend(f"  {t}" for t in tail)
+    out.append("}")
+    return "\n".join(out)
+
+
 def format_file(f: ast.PolicyFile) -> str:
     lines = f.text.split("\n")
     comments = sorted(f.comments, key=lambda c: (c.line, c.col))
@@ -150,8 +196,12 @@ def format_file(f: ast.PolicyFile) -> str:
             ci += 1
         if out and blank_between(prev_end, start):
             out.append("")
-        out.extend(c.text for c in inner)
-        text = format_item(it)
+        parts = _block_parts(it)
+        if parts is not None and inner:
+            text = _block_with_comments(parts[0], start, parts[1], inner)
+        else:
+            out.extend(c.text for c in inner)
+            text = format_item(it)
         if trailing is not None:
             text += "  " + trailing.text
         out.append(text)
