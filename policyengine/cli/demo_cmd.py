@@ -20,6 +20,8 @@ def demo(
         "--db-url", help="use this database for the decision log instead (e.g. postgresql+psycopg://...)")] = None,
     summary: Annotated[Path | None, typer.Option(
         "--summary", help="write a JSON summary: each step, its checks and decision ids")] = None,
+    stay: Annotated[bool, typer.Option(
+        "--stay", help="after the walkthrough, keep the service and fleet running to try by hand (Ctrl-C stops)")] = False,
     startup_timeout: Annotated[float, typer.Option(help="seconds to wait for the service to be ready")] = 120.0,
 ) -> None:
     """Run the whole control layer against a SIMULATED model fleet, then stop everything.
@@ -35,7 +37,7 @@ def demo(
     console = Console()
     try:
         code = asyncio.run(run_demo(DemoOptions(keep_db=keep_db, db_url=db_url, summary=summary,
-                                                startup_timeout=startup_timeout), console))
+                                                stay=stay, startup_timeout=startup_timeout), console))
     except DemoError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2)

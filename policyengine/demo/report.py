@@ -71,6 +71,24 @@ def step(console: Console, n: int, res: Any, elapsed: float) -> None:
     console.print()
 
 
+def stay(console: Console, url: str, tokens: dict[str, str], fleet: DemoFleet) -> None:
+    """Everything is still running: how to try it by hand (demo-only keys, valid until Ctrl-C)."""
+    console.rule("still running: try it yourself (Ctrl-C stops everything)", align="left")
+    console.print(f"service  {url}   (OpenAPI: {url}/docs)", highlight=False)
+    for who, tok in tokens.items():
+        console.print(f"  {who:<10} API key  {tok}", highlight=False)
+    console.print(f"\ncurl -s {url}/v1/chat/completions -H 'Authorization: Bearer {tokens['app']}' \\\n"
+                  f"  -H 'content-type: application/json' -H 'X-PolicyEngine-Use-Case: summarisation' \\\n"
+                  """  -d '{"model": "auto", "messages": [{"role": "user", "content": "Summarise this ticket"}]}' -i""",
+                  highlight=False, soft_wrap=True)
+    console.print(f"curl -s {url}/v1/evaluate -H 'Authorization: Bearer {tokens['app']}' "
+                  """-d '{"action": "refund", "fields": {"amount": "250 GBP"}}'""", highlight=False, soft_wrap=True)
+    console.print(f"curl -s '{url}/v1/approvals?state=pending' -H 'Authorization: Bearer {tokens['reviewer']}'",
+                  highlight=False, soft_wrap=True)
+    console.print("the SIMULATED fleet: " + ", ".join(f"{n} {s.url}" for n, s in fleet.servers.items()),
+                  highlight=False, soft_wrap=True)
+
+
 def summary(console: Console, results: list[Any], ok: bool, kept_db: str | None, elapsed: float,
             log_path: Path | None) -> None:
     t = Table(title="demo summary", expand=False)

@@ -41,6 +41,7 @@ class DemoOptions:
     keep_db: Path | None = None  # keep the SQLite decision log at this path
     db_url: str | None = None  # or use this database (e.g. PostgreSQL); never deleted
     summary: Path | None = None  # write a JSON summary (steps, decision ids, db url)
+    stay: bool = False  # after the walkthrough, keep everything running until Ctrl-C
     startup_timeout: float = 120.0
 
 
@@ -151,6 +152,15 @@ async def _run(opts: DemoOptions, console: Console) -> int:
                     res.error = f"{type(exc).__name__}: {exc}"
                 results.append(res)
                 report.step(console, n, res, time.monotonic() - t)
+        if opts.stay:
+            report.stay(console, service.url, tokens, fleet)
+            try:
+                await asyncio.Event().wait()  # until Ctrl-C / SIGTERM
+            except asyncio.CancelledError:
+                me = asyncio.current_task()
+                if me is not None:
+                    me.uncancel()  # this interrupt ends --stay; the results still decide the exit status
+                console.print("stopping...")
     except ServiceError as exc:
         console.print(f"[red]the service did not start:[/red] {exc}")
         results.append(StepResult("startup", "start the service", "", error=str(exc)))
