@@ -50,7 +50,7 @@ def _print_diag(d: Diagnostic) -> None:
 
 @app.command("lint")
 def lint(
-    paths: Annotated[list[Path], typer.Argument(help="Policy files or directories (a directory is one policy set).")],
+    paths: Annotated[list[Path], typer.Argument(help="Policy files or directories; each is checked as its own set.")],
     format: Annotated[LintFormat, typer.Option("--format", "-f", help="text, json, or github annotations.")] = LintFormat.text,
 ) -> None:
     """Check policy sets; exit 1 if any has errors (warnings alone exit 0).
@@ -134,11 +134,11 @@ def _signal_provider() -> tuple[Any | None, str]:
 @app.command("eval")
 def eval_cmd(
     policy: Annotated[list[Path], typer.Argument(help="Policy file(s) or directory (one policy set).")],
-    input: Annotated[Path, typer.Option("--input", "-i", help="Action as JSON ('-' for stdin).")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="Action as JSON, or a JSON array of actions ('-' for stdin).")],
     format: Annotated[EvalFormat, typer.Option("--format", "-f")] = EvalFormat.text,
     no_signals: Annotated[bool, typer.Option("--no-signals", help="Do not compute signals; use only those supplied.")] = False,
 ) -> None:
-    """Evaluate one action against a policy set and explain the decision."""
+    """Evaluate an action (or a list of them) against a policy set and explain each decision."""
     try:
         compiled = load_policy_set(policy)
     except PolicyError as e:
@@ -147,26 +147,42 @@ def eval_cmd(
         raise typer.Exit(1)
     try:
         raw = sys.stdin.read() if str(input) == "-" else input.read_text(encoding="utf-8")
-        action = Action.model_validate_json(raw)
     except OSError as e:
         err.print(f"--input: cannot read {input}: {e}")
         raise typer.Exit(2)
-    except ValidationError as e:
-        err.print(f"--input: not a valid action ({input}):")
-        for x in e.errors():
-            loc = ".".join(str(p) for p in x["loc"]) or "(root)"
-            err.print(f"  {loc}: {x['msg']}")
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError as e:
+        err.print(f"--input: not JSON ({input}): {e}")
         raise typer.Exit(2)
+    docs = doc if isinstance(doc, list) else [doc]
+    actions: list[Action] = []
+    for i, one in enumerate(docs):
+        try:
+            actions.append(Action.model_validate(one))
+        except ValidationError as e:
+            where = f" (item {i})" if isinstance(doc, list) else ""
+            err.print(f"--input: not a valid action{where} ({input}):")
+            for x in e.errors():
+                loc = ".".join(str(p) for p in x["loc"]) or "(root)"
+                err.print(f"  {loc}: {x['msg']}")
+            raise typer.Exit(2)
     provider, provider_note = (None, "signals: only those supplied with the action (--no-signals)") if no_signals \
         else _signal_provider()
-    decision = compiled.evaluate(action, provider)
+    decisions = [compiled.evaluate(a, provider) for a in actions]
     if format is EvalFormat.json:
-        doc = decision.model_dump(mode="json")
-        doc["explanation"] = explain_lines(decision)
-        doc["signal_provider"] = provider_note
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        docs_out = []
+        for d in decisions:
+            one = d.model_dump(mode="json")
+            one["explanation"] = explain_lines(d)
+            one["signal_provider"] = provider_note
+            docs_out.append(one)
+        sys.stdout.write(json.dumps(docs_out if isinstance(doc, list) else docs_out[0], indent=2) + "\n")
     else:
-        render(decision, provider_note)
+        for i, d in enumerate(decisions):
+            if i:
+                out.print()
+            render(d, provider_note)
 
 
 def explain_lines(d: Decision) -> list[str]:

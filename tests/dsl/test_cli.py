@@ -159,3 +159,16 @@ def test_eval_without_signal_provider_says_so(tmp_path: Path, monkeypatch: pytes
     assert r.exit_code == 0, r.output
     assert "no default signal provider installed" in r.output
     assert "signal sentiment not supplied" in r.output
+
+
+def test_eval_a_list_of_actions(tmp_path: Path) -> None:
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps([{"action": "send_email"}, {"action": "drop_database"}]))
+    r = runner.invoke(app, ["eval", str(POLICIES / "approval-gates"), "--input", str(a), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert [d["effect"] for d in json.loads(r.output)] == ["require_approval", "deny"]
+    r = runner.invoke(app, ["eval", str(POLICIES / "approval-gates"), "--input", str(a), "--no-signals"])
+    assert r.output.count("Decision:") == 2
+    a.write_text("{not json")
+    r = runner.invoke(app, ["eval", str(POLICIES / "approval-gates"), "--input", str(a)])
+    assert r.exit_code == 2 and "not JSON" in r.output
