@@ -324,8 +324,8 @@ _PREDICATIVE = _ws(
     "unsuitable appropriate inappropriate complete necessary unnecessary optional responsible liable eligible "
     "ineligible refundable nonrefundable non-refundable expired mandatory compulsory required"
 )
-_COPULA = _ws("is are was were be been being s has have had not it seem seems remain remains become becomes considered "
-                    "deemed no longer still also fully")
+_COPULA = _ws("is are was were be been being s has have had seem seems remain remains become becomes considered "
+              "deemed")
 _NEGATORS = {"not", "never", "no", "neither", "nor", "without", "cannot", "hardly", "none"}
 _SKIP = {"be", "been", "being", "also", "still", "yet", "currently", "now", "then", "really",
          "actually", "unfortunately", "sadly", "afraid", "fully", "definitely", "certainly",

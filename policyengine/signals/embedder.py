@@ -129,7 +129,9 @@ class Embedder:
     @property
     def dimension(self) -> int:
         self.load()
-        dim = self._model.get_sentence_embedding_dimension()
+        model = self._model
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        dim = getter()
         return int(dim)
 
     # -- embedding ---------------------------------------------------------------

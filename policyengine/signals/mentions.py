@@ -85,7 +85,7 @@ def _sentence_start(text: str, start: int) -> bool:
 
 
 _VERB_BEFORE = re.compile(r"(?:\b(?:will|would|shall|must|might|could|should|can|gonna|going\s+to|ready\s+to|want\s+to|"
-                          r"have\s+to|need\s+to|to|then|just|and)|'ll)\s*$", re.I)
+                          r"have\s+to|need\s+to|to|then|just)|'ll)\s*$", re.I)
 _TO_PERSON = re.compile(r"\b(?:pass(?:ed)?|send|sent|give|gave|forward(?:ed)?|speak|spoke|talk(?:ed)?|write|wrote|"
                         r"reply|replied|email(?:ed)?|mention(?:ed)?|explain(?:ed)?|said|over|on|back|it|this|that|"
                         r"letter|message|note)\s+to\s*$", re.I)
@@ -102,10 +102,10 @@ def _is_name(text: str, start: int, end: int) -> bool:
         return True  # "pass this on to Sue", "I spoke to Sue"
     if _NAME_BEFORE.search(before) and not _VERB_BEFORE.search(before):
         return True  # "thanks Sue", "Hi Sue", "my colleague Sue"
+    if _VERB_BEFORE.search(before) and not re.match(r"^\s*(?:from|at)\s", after, re.I):
+        return False  # "I'm ready to Sue.", "we will sue, see you in court"
     if _NAME_AFTER.match(after) or re.match(r"^\s*(?:from|at)\s", after, re.I):
         return True  # "Sue from your team said", "SUE FROM BILLING"
-    if _VERB_BEFORE.search(before):
-        return False  # "I'm ready to Sue.", "I will Sue"
     if token[:1].isupper() and token[1:].islower():
         return not _sentence_start(text, start)  # "I spoke with Sue yesterday"
     return False

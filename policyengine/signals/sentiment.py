@@ -65,6 +65,37 @@ _SARCASTIC_IDIOMS = re.compile(
 )
 
 
+# Negated-comparative praise that lexicons read as negative ("couldn't be happier"),
+# and complaint patterns with no sentiment word in them ("nobody helps", "third time").
+_PRAISE_IDIOMS = re.compile(
+    r"\b(?:could(?:n'?t| not)|can(?:'?t|not| not)) (?:be (?:happier|better|more pleased)|fault|complain|thank you enough|"
+    r"recommend (?:you|it|this|them) (?:enough|highly enough)|ask for (?:a |anything )?(?:better|more))\b|"
+    r"\bno (?:complaints|problems|issues)(?: at all| whatsoever| here)?\b|\bnot (?:a single|one) (?:issue|problem)\b|"
+    r"\bnever had (?:such|a|service|better|this)\b|\bnothing but praise\b|\bnot bad at all\b",
+    re.I,
+)
+_COMPLAINT_CUES = re.compile(
+    r"\b(?:nobody|no one|no-one|nothing)\b(?:\s+\w+){0,2}\s+(?:helps?|cares?|repl(?:y|ies|ied)|answers?|"
+    r"called|came|turned up|happened|works?|arrived)\b|\bstill (?:no|not|waiting|nothing|broken)\b|"
+    r"\b(?:second|third|fourth|fifth|sixth|\d+(?:st|nd|rd|th)) time\b|\b(?:\d+|two|three|four|five|six|seven|"
+    r"eight|nine|ten) times\b|\bon hold\b|\b(?:weeks|months) (?:later|now|and)\b",
+    re.I,
+)
+
+
+_FIXED_SARCASM = re.compile(r"\bthanks? (?:a lot |so much |ever so much )?for nothing\b|\bwhat a joke\b", re.I)
+
+
+def idiom_override(text: str, score: float) -> float:
+    """Fixed idioms whose meaning is not compositional win over the classifier:
+    "couldn't be happier" is praise, "thanks for nothing" is a complaint."""
+    if _FIXED_SARCASM.search(text):
+        return min(score, 0.15)
+    if _PRAISE_IDIOMS.search(text) and not _COMPLAINT_CUES.search(text):
+        return max(score, 0.65)
+    return score
+
+
 def sarcasm_cue(text: str) -> float:
     """1 when a positive opener ("Great,", "Oh brilliant!") precedes a non-positive clause,
     or a known sarcastic idiom appears ("thanks for nothing"); else 0."""
@@ -88,8 +119,10 @@ def surface_features(text: str) -> np.ndarray:
     shouted = len(_CAPS_WORD.findall(text)) / words
     excl = min(1.0, text.count("!") / 3)
     quest = min(1.0, text.count("?") / 3)
-    return np.array([v["neg"], v["neu"], v["pos"], v["compound"], caps, shouted, excl, quest, sarcasm_cue(text)],
-                    dtype=np.float32)
+    praise = float(bool(_PRAISE_IDIOMS.search(text)))
+    complaint = min(1.0, len(_COMPLAINT_CUES.findall(text)) / 2)
+    return np.array([v["neg"], v["neu"], v["pos"], v["compound"], caps, shouted, excl, quest, sarcasm_cue(text),
+                     praise, complaint], dtype=np.float32)
 
 
 def training_set() -> list[tuple[str, str]]:
@@ -173,7 +206,7 @@ class SentimentScorer:
         for row, i in zip(proba, idx, strict=True):
             p_neu = row[cols[1]] if 1 in cols else 0.0
             p_pos = row[cols[2]] if 2 in cols else 0.0
-            out[i] = round(float(p_pos + 0.5 * p_neu), 4)
+            out[i] = round(idiom_override(texts[i], float(p_pos + 0.5 * p_neu)), 4)
         return out
 
     def score(self, text: str) -> float:

@@ -1,0 +1,90 @@
+"""Divergence: cosine plus the checks it misses; calibrated so 0.25 is a sensible line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from policyengine.signals import DivergenceResult, DivergenceScorer
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+def test_approved_vs_not_approved_diverges_although_cosine_is_high(scorer):
+    r = scorer.score("The refund has been approved.", "The refund has not been approved.")
+    assert r.cosine > 0.85  # what cosine alone sees
+    assert not r.aligned and r.divergence > 0.5
+    assert r.reasons == ["polarity: approved vs not approved"]
+    assert r.conflicts == ["polarity"]
+
+
+def test_fifty_vs_five_hundred_pounds(scorer):
+    r = scorer.score("We will refund £50.", "We will refund £500.")
+    assert r.cosine > 0.95
+    assert not r.aligned
+    assert r.reasons == ["amounts differ: £50 vs £500"]
+
+
+def test_refusal_vs_compliance(scorer):
+    r = scorer.score("I'm sorry, but I can't give medical advice.", "Take 400mg of ibuprofen every 4 hours.")
+    assert not r.aligned and "refusal" in r.conflicts
+
+
+def test_paraphrase_is_aligned(scorer):
+    r = scorer.score(
+        "Your refund has been approved and should reach your account within 3-5 working days.",
+        "Good news: we've approved your refund. Expect the money in three to five business days.",
+    )
+    assert r.aligned and r.divergence <= 0.25 and r.reasons == []
+
+
+def test_same_amount_in_other_words_is_aligned(scorer):
+    assert scorer.score("The total is £50.", "The total comes to 50 GBP.").aligned
+
+
+def test_unrelated_answers_diverge_on_meaning(scorer):
+    r = scorer.score("Your parcel was delivered to your neighbour.", "Our stores open at 9am on weekdays.")
+    assert not r.aligned and any("cosine" in x for x in r.reasons)
+
+
+def test_threshold_parameter_and_validation(embedder):
+    s = DivergenceScorer(embedder, threshold=0.9)
+    assert s.score("The refund has been approved.", "The refund has not been approved.").aligned  # 0.85 <= 0.9
+    assert not s.score("a", "b", threshold=0.0).aligned
+    with pytest.raises(ValueError, match="threshold"):
+        DivergenceScorer(embedder, threshold=1.5)
+    with pytest.raises(ValueError, match="threshold"):
+        s.score("a", "b", threshold=-1)
+    with pytest.raises(TypeError):
+        s.score("a", None)  # type: ignore[arg-type]
+
+
+def test_empty_answers(scorer):
+    assert scorer.score("", "  ").aligned
+    r = scorer.score("", "Yes, approved.")
+    assert not r.aligned and r.divergence == 1.0
+
+
+def test_result_is_pydantic_and_bounded(scorer):
+    r = scorer.score("Yes.", "No.")
+    assert isinstance(r, DivergenceResult)
+    assert 0.0 <= r.divergence <= 1.0 and -1.0 <= r.cosine <= 1.0
+    assert DivergenceResult.model_validate_json(r.model_dump_json()) == r
+
+
+async def test_ascore_matches_score(scorer):
+    a, b = "Your flight departs at 7am.", "Your flight departs at 7pm."
+    assert (await scorer.ascore(a, b)) == scorer.score(a, b)
+
+
+def test_labelled_pairs_meet_the_target(scorer):
+    """Quality gate on the shipped set (the benchmark prints the full report)."""
+    rows = [json.loads(x) for x in (DATA / "divergence_pairs.jsonl").read_text().splitlines() if x.strip()]
+    assert len(rows) >= 150
+    truth = np.array([r["divergent"] for r in rows])
+    pred = np.array([not scorer.score(r["a"], r["b"]).aligned for r in rows])
+    bacc = ((pred & truth).sum() / truth.sum() + (~pred & ~truth).sum() / (~truth).sum()) / 2
+    assert bacc >= 0.90

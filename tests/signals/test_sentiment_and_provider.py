@@ -1,0 +1,119 @@
+"""Sentiment, the default SignalProvider and the async pre-compute helper."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from policyengine.signals import (
+    DefaultSignalProvider,
+    MentionMatch,
+    SignalProvider,
+    precompute,
+    vader_sentiment,
+)
+from policyengine.signals.sentiment import SentimentScorer, training_set
+from policyengine.types import Action
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+LIT = ["lawsuit", "sue", "solicitor", "attorney", "legal action", "court"]
+
+
+def test_provider_implements_the_protocol_and_constructs_cheaply():
+    p = DefaultSignalProvider()
+    assert isinstance(p, SignalProvider)
+    assert p._sentiment._clf is None  # nothing trained or loaded yet
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Oh brilliant, the update deleted all my files. Just what I needed.",  # sarcasm
+     "With the greatest respect, I find your handling of this wholly unacceptable.",  # polite fury
+     "I HAVE CALLED FIVE TIMES AND NOBODY HELPS",  # shouting
+     "not happy at all, nobody anwsers the fone",  # negation + typos
+     "The staff were nice but it broke in two days and nobody will refund me."],  # mixed
+)
+def test_low_sentiment_hard_cases(provider, text):
+    assert provider.sentiment(text) < 0.3
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Thank you, the engineer was brilliant and everything works now.",
+     "Could you tell me when my order will be dispatched?",
+     "I couldn't be happier with the service.",
+     "PLEASE CONFIRM MY DELIVERY ADDRESS"],
+)
+def test_not_low_sentiment(provider, text):
+    assert provider.sentiment(text) >= 0.3
+
+
+def test_scores_are_in_unit_interval_and_ordered(provider):
+    neg = provider.sentiment("This is the worst service I have ever had.")
+    neu = provider.sentiment("What are your opening hours?")
+    pos = provider.sentiment("Fantastic service, thank you so much!")
+    assert 0.0 <= neg < neu < pos <= 1.0
+
+
+def test_empty_text_is_neutral_and_bad_input_errors(provider):
+    assert provider.sentiment("") == 0.5
+    with pytest.raises(TypeError):
+        provider.sentiment(None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="method"):
+        SentimentScorer(method="magic")  # type: ignore[arg-type]
+
+
+def test_vader_method_needs_no_model():
+    s = SentimentScorer(method="vader")
+    assert s.score("I love it") == pytest.approx(vader_sentiment("I love it"), abs=1e-4)
+    assert s._clf is None
+
+
+def test_training_and_evaluation_sets_do_not_overlap():
+    train = {t.lower() for t, _ in training_set()}
+    rows = [json.loads(x) for x in (DATA / "sentiment.jsonl").read_text().splitlines() if x.strip()]
+    assert len(rows) >= 150
+    assert not train & {r["text"].lower() for r in rows}
+
+
+def test_labelled_sentiment_set_meets_the_target(provider):
+    rows = [json.loads(x) for x in (DATA / "sentiment.jsonl").read_text().splitlines() if x.strip()]
+    truth = np.array([r["label"] == "negative" for r in rows])
+    pred = np.array(provider._sentiment.scores([r["text"] for r in rows])) < 0.3
+    bacc = ((pred & truth).sum() / truth.sum() + (~pred & ~truth).sum() / (~truth).sum()) / 2
+    assert bacc >= 0.85
+
+
+def test_mentions_and_confidence_through_the_provider(provider):
+    hit = provider.mentions("My solicitor will be in touch.", "litigation", LIT)
+    assert isinstance(hit, MentionMatch) and hit.phrase == "solicitor"
+    assert provider.mentions("Sue from your team was great.", "litigation", LIT) is None
+    assert provider.confidence("answer", {"confidence": 0.42}) == 0.42
+    assert provider.confidence("answer", {}) is None
+
+
+def test_labelled_litigation_set_meets_the_target(provider):
+    lex = [*LIT, "lawyer", "legal proceedings", "small claims", "tribunal"]
+    rows = [json.loads(x) for x in (DATA / "litigation.jsonl").read_text().splitlines() if x.strip()]
+    assert len(rows) >= 150
+    truth = np.array([r["litigation"] for r in rows])
+    pred = np.array([provider.mentions(r["text"], "litigation", lex) is not None for r in rows])
+    tp = (pred & truth).sum()
+    assert tp / pred.sum() >= 0.95 and tp / truth.sum() >= 0.95
+
+
+async def test_precompute_fills_only_what_is_needed(provider):
+    action = Action(action="draft_response", text="I will sue you, this is a disgrace.",
+                    fields={"confidence": "90%"}, signals={"sentiment": 0.9})
+    out = await precompute(provider, action, {"sentiment", "confidence", "mentions:litigation"},
+                           lexicons={"litigation": LIT})
+    assert "sentiment" not in out  # the caller's value wins
+    assert out["confidence"] == 0.9
+    assert out["mentions:litigation"].matched_text == "sue"
+    with pytest.raises(ValueError, match="lexicon"):
+        await precompute(provider, action, {"mentions:pii"})
+    with pytest.raises(ValueError, match="unknown signal"):
+        await precompute(provider, action, {"mood"})
