@@ -197,8 +197,6 @@ class Dispatcher:
         cd = await self._state.get_cooldown(model_scope(spec.name))
         if cd is not None:
             return f"cooldown:{cd.reason}"
-        if not await self._state.breaker_allow(spec.name, self.settings.breaker):
-            return "breaker_open"
         return None
 
     # ------------------------------------------------------------------ the chain
@@ -215,19 +213,27 @@ class Dispatcher:
                 continue
             prefer = run.sticky.key_id if run.sticky is not None and run.sticky.model == name else None
             base_url = self._resolve(spec.base_url)
+            usable: list[tuple[str | None, str | None]] = []  # (key_id, secret)
             for key_ref in self._keys(spec, prefer):
-                key_id = key_ref.name if key_ref is not None else None
-                if key_ref is not None:
-                    cd = await self._state.get_cooldown(key_scope(name, key_id))
-                    if cd is not None:
-                        self._skip(run, name, f"cooldown:{cd.reason}", key_id)
-                        continue
-                    secret = self._resolve(key_ref)
-                    if not secret:
-                        self._skip(run, name, "key_missing", key_id)
-                        continue
-                else:
-                    secret = None
+                if key_ref is None:
+                    usable.append((None, None))
+                    continue
+                cd = await self._state.get_cooldown(key_scope(name, key_ref.name))
+                if cd is not None:
+                    self._skip(run, name, f"cooldown:{cd.reason}", key_ref.name)
+                    continue
+                secret = self._resolve(key_ref)
+                if not secret:
+                    self._skip(run, name, "key_missing", key_ref.name)
+                    continue
+                usable.append((key_ref.name, secret))
+            if not usable:
+                continue
+            # last check: it claims the half-open probe, so only when a call will follow
+            if not await self._state.breaker_allow(name, self.settings.breaker):
+                self._skip(run, name, "breaker_open")
+                continue
+            for key_id, secret in usable:
                 extra = {k: (self._resolve(v) or "") for k, v in spec.headers.items()}
                 opts = CallOptions(key=secret, key_id=key_id, base_url=base_url,
                                    connect_timeout=self.budget(spec).connect,
@@ -277,6 +283,7 @@ class Dispatcher:
             log.info("attempt failed: model=%s key=%s status=%s class=%s reason=%s", spec.name, opts.key_id,
                      status, cls.error_class, cls.reason)
             if cls.error_class == "fatal":
+                await self._state.breaker_success(spec.name)  # it answered: the server is alive
                 raise DispatchError("fatal", cls.reason, status=status, body=decode_body(body),
                                     attempts=run.attempts, message=cls.message, model=spec.name)
             if cls.error_class == "retry":

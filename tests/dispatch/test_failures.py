@@ -250,8 +250,9 @@ async def test_all_keys_dead_moves_to_next_model(fleet, make_dispatcher):
                         environ=env)
     r = await d.complete(USER, CHAIN)
     assert r.model == "fallback"
-    assert [(a.key_id, a.reason) for a in r.attempts[:3]] == [("K1", "auth_invalid"), ("K2", "auth_invalid"),
-                                                              ("K3", "key_missing")]
+    # K3's variable is unset: skipped before any call; K1 and K2 are rejected, then the next model
+    assert [(a.key_id, a.reason) for a in r.attempts[:3]] == [("K3", "key_missing"), ("K1", "auth_invalid"),
+                                                              ("K2", "auth_invalid")]
 
 
 async def test_primary_down_then_recovers_traffic_returns(fleet, make_dispatcher):
