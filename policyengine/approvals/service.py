@@ -150,6 +150,10 @@ class ApprovalService:
         """
         if decision.effect not in HELD_EFFECTS:
             raise ApprovalInvalid(f"only require_approval / escalate decisions are held, not {decision.effect!r}")
+        if answers is not None and (
+            not isinstance(answers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in answers.items())
+        ):
+            raise ApprovalInvalid("answers must be an object of model name -> answer text")
         if callback_url is None:  # a callback registered on the API key
             attrs = getattr(principal, "attributes", None) or {}
             callback_url = attrs.get("callback_url") if isinstance(attrs.get("callback_url"), str) else None
@@ -237,6 +241,7 @@ class ApprovalService:
                 raise
             return existing
         self.kick_delivery()
+        log.info("approval %s created: %s %s for groups %s", approval_id, decision.effect, action.action, groups)
         return HoldResult(
             approval_id=approval_id,
             action_hash=digest,
@@ -445,6 +450,7 @@ class ApprovalService:
                 await self._on_terminal(conn, decided)
             self._wake(approval_id)
             self.kick_delivery()
+            log.info("approval %s %s by %s via %s", approval_id, new_state.value, reviewer.subject, reviewer.via)
             return to_view(decided)
         raise ApprovalConflict(f"approval {approval_id} is changing too fast; retry")
 
@@ -592,6 +598,7 @@ class ApprovalService:
                     details={"on_timeout": row.on_timeout, "timeout_s": row.timeout_s},
                 )
                 fresh = await self._row(conn, approval_id)
+                log.info("approval %s %s (%s after %ss)", approval_id, kind, row.on_timeout, row.timeout_s)
                 if to_state.terminal:
                     await self._on_terminal(conn, fresh)
                 else:

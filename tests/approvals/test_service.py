@@ -290,3 +290,8 @@ async def test_rules_without_channels_use_the_default_channels_and_emails_are_pe
         assert two.approval_id
     finally:
         await db.aclose()
+
+
+async def test_malformed_answers_are_refused(svc):
+    with pytest.raises(ApprovalInvalid, match="answers"):
+        await svc.hold(action=refund_action(), decision=refund_decision(), answers=["not", "a", "dict"])
