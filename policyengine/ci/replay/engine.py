@@ -217,7 +217,7 @@ def replay(
     exact: bool = False,
     only_policy: str | None = None,
     max_examples: int = 5,
-    cache_size: int = 200_000,
+    cache_size: int | None = None,
     source: str = "",
     since: str | None = None,
     on_change: ChangeSink | None = None,
@@ -247,6 +247,8 @@ def replay(
     cache: dict[Any, tuple[Outcome, Outcome | None] | str] = {}
     dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
     projector = None
+    if cache_size is None:  # grouped keys repeat a lot; exact keys rarely do, so keep fewer
+        cache_size = 20_000 if exact or signal_provider is not None else 200_000
     if not exact and signal_provider is None:
         from policyengine.ci.replay.projection import Projector
 
