@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from policyengine.dsl.conditions import Cond
+from policyengine.dsl.conditions import Cond, show
 from policyengine.dsl.fields import MISSING
 from policyengine.signals.base import SignalProvider
 from policyengine.types import (
@@ -397,7 +397,7 @@ class CompiledPolicy:
         for get, table in self.route_index.values():
             v = get(a)
             if v is not None and v is not MISSING:
-                hit = table.get(v if isinstance(v, str) else str(v))
+                hit = table.get(v if isinstance(v, str) else show(v))  # as the conditions compare
                 if hit:
                     cands.extend(hit)
         if len(cands) > 1:

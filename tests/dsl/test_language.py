@@ -362,3 +362,11 @@ def test_action_name_is_a_condition_field() -> None:
     p = with_models('escalate when action == "refund" and sentiment < 0.5\nauthorize refund, other\n')
     assert p.evaluate(Action(action="refund", signals={"sentiment": 0.1})).effect == "escalate"
     assert p.evaluate(Action(action="other", signals={"sentiment": 0.1})).effect == "allow"
+
+
+def test_route_index_compares_non_strings_like_conditions() -> None:
+    p = with_models('route default -> qwen-72b\nroute when fields.beta == "true" -> gemma-27b\n'
+                    'route when fields.shard == "2" -> kimi-large\n')
+    assert p.route(Action(action="chat", fields={"beta": True})).chain[0] == "gemma-27b"
+    assert p.route(Action(action="chat", fields={"shard": 2})).chain[0] == "kimi-large"
+    assert p.route(Action(action="chat", fields={"shard": 2.0})).chain[0] == "kimi-large"

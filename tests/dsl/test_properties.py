@@ -214,7 +214,7 @@ def test_deep_nesting_is_a_located_error() -> None:
 # --------------------------------------------------------------------------- route index == scan
 
 route_field = st.sampled_from(["tenant", "use_case", "channel", "tenant.tier", "fields.region"])
-route_value = st.sampled_from(["a", "b", "c"])
+route_value = st.sampled_from(["a", "b", "c", "2", "true"])
 route_cond = st.one_of(
     st.builds(lambda f, v: f'{f} == "{v}"', route_field, route_value),
     st.builds(lambda f, vs: f"{f} in [" + ", ".join(f'"{v}"' for v in vs) + "]", route_field,
@@ -230,8 +230,8 @@ attrs = st.fixed_dictionaries({}, optional={
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(route_cond, min_size=1, max_size=12), st.lists(attrs, min_size=1, max_size=8),
-       st.lists(route_value, max_size=1))
-def test_route_index_agrees_with_a_first_match_scan(conds: list[str], actions: list[dict], region: list[str]) -> None:
+       st.lists(st.sampled_from(["a", "b", "2", 2, 2.0, True, "true", False]), max_size=1))
+def test_route_index_agrees_with_a_first_match_scan(conds: list[str], actions: list[dict], region: list[Any]) -> None:
     text = MODELS + "route default -> qwen-72b\n" + "".join(
         f"route when {c} -> {['gemma-27b', 'kimi-large', 'bedrock-llama'][i % 3]}\n" for i, c in enumerate(conds))
     sources = {"r.policy": text}
