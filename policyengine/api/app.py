@@ -131,7 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not res.ok:
             raise RuntimeError(f"cannot start: the policy set at {', '.join(settings.policy_path)} does not "
                                f"load: {res.error}\n" + "\n".join(d.get("message", "") for d in res.diagnostics))
-        _watch_cooldowns(services)
+        _warm_signals(services)
         services.scheduler.start()
         for hook in services.startup_hooks:
             await hook(services)
@@ -176,24 +176,18 @@ async def reload_policies(services: Services, by: str) -> Any:
     return res
 
 
-def _watch_cooldowns(services: Services) -> None:
-    state = services.state
-    fn = None
-    for name in ("open_cooldowns", "cooldowns_open", "count_cooldowns"):
-        fn = getattr(state, name, None)
-        if fn is not None:
-            break
-    if fn is None:
+def _warm_signals(services: Services) -> None:
+    """Load the embedding model in the background when the policy uses sentiment (first use ~5 s)."""
+    policy, sig = services.policies.current, services.signals
+    warm = getattr(sig, "warm_up", None)
+    needed = getattr(policy, "signals_needed", None)
+    if warm is None or needed is None:
         return
-
-    def value() -> float:
-        try:
-            v = fn()
-        except Exception:
-            return float("nan")
-        if asyncio.iscoroutine(v):
-            v.close()
-            return float("nan")
-        return float(len(v) if hasattr(v, "__len__") else v)
-
-    services.metrics.set_cooldown_source(value)
+    names = [*getattr(policy, "plans", {}), "chat"]
+    try:
+        if not any("sentiment" in needed(n) for n in names):
+            return
+    except Exception:
+        return
+    task = asyncio.get_running_loop().run_in_executor(None, warm)
+    services.extras["signals_warmup"] = task

@@ -64,7 +64,7 @@ class PolicyHolder:
         self._serving: _Serving | None = None
         self._lock = asyncio.Lock()
         self._grace_s = grace_s
-        self._retired: set[asyncio.Task[None]] = set()
+        self._retired: dict[asyncio.Task[None], Any] = {}  # closing after the grace period
         self.last_result: ReloadResult | None = None
 
     # -- what requests use --------------------------------------------------------------
@@ -112,14 +112,22 @@ class PolicyHolder:
                                    name=policy.name, version=policy.version, files=sorted(policy.sources))
                 self.last_result = res
                 return res
-            dispatcher = self._factory(policy) if self._factory else None
             if self._on_loaded is not None:
-                await self._on_loaded(policy, by)
+                try:
+                    await self._on_loaded(policy, by)
+                except Exception as exc:  # e.g. the database is down: do not serve an unrecorded version
+                    res = ReloadResult(ok=False, hash=prev_hash, previous_hash=prev_hash, files=self.paths,
+                                       error=f"could not record policy version {policy.hash[:12]}: "
+                                             f"{type(exc).__name__}: {exc}")
+                    log.error("policy reload refused: %s", res.error)
+                    self.last_result = res
+                    return res
+            dispatcher = self._factory(policy) if self._factory else None
             self._serving = _Serving(policy=policy, dispatcher=dispatcher, loaded_at=time.time())
             if prev is not None and prev.dispatcher is not None:
                 t = asyncio.create_task(self._retire(prev.dispatcher))
-                self._retired.add(t)
-                t.add_done_callback(self._retired.discard)
+                self._retired[t] = prev.dispatcher
+                t.add_done_callback(lambda task: self._retired.pop(task, None))
             res = ReloadResult(ok=True, changed=True, hash=policy.hash, previous_hash=prev_hash,
                                name=policy.name, version=policy.version, files=sorted(policy.sources))
             log.info("policy %s v%s (%s) serving", policy.name, policy.version, policy.hash[:12])
@@ -132,8 +140,10 @@ class PolicyHolder:
             await dispatcher.aclose()
 
     async def aclose(self) -> None:
-        for t in list(self._retired):
+        for t, dispatcher in list(self._retired.items()):
             t.cancel()
+            with contextlib.suppress(Exception):
+                await dispatcher.aclose()
         if self._serving is not None and self._serving.dispatcher is not None:
             with contextlib.suppress(Exception):
                 await self._serving.dispatcher.aclose()

@@ -99,6 +99,10 @@ class DecisionLogger:
         self._executor.shutdown(wait=True)
         self._engine.dispose()
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done() and not self._closing
+
     # -- API ------------------------------------------------------------------------
 
     def build_record(self, e: LogEntry) -> dict[str, Any]:

@@ -31,8 +31,7 @@ async def readyz(request: Request) -> Response:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
-    task = getattr(s.decision_log, "_task", None)
-    checks["decision_log"] = "ok" if task is not None and not task.done() else "not running"
+    checks["decision_log"] = "ok" if s.decision_log.running else "not running"
     ok = all(v.startswith("ok") for v in checks.values())
     return json_response({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
 
