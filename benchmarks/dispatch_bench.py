@@ -24,12 +24,12 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _dispatch_common import free_port, pin_self, summary, upstream  # noqa: E402
+from _dispatch_common import free_port, pin_self, summary, upstream
+from policyengine.adapters.http import make_client
 
-from policyengine.adapters.http import make_client  # noqa: E402
-from policyengine.dispatch import Dispatcher, DispatchSettings  # noqa: E402
-from policyengine.state import BreakerConfig, MemoryStateStore  # noqa: E402
-from policyengine.types import ModelSpec, Provider, Routing  # noqa: E402
+from policyengine.dispatch import Dispatcher, DispatchSettings
+from policyengine.state import BreakerConfig, MemoryStateStore
+from policyengine.types import ModelSpec, Provider, Routing
 
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "Summarise the refund policy."}]}
 

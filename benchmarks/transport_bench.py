@@ -18,9 +18,8 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _dispatch_common import pin_self, summary, upstream  # noqa: E402
-
-from policyengine.adapters.http import make_client  # noqa: E402
+from _dispatch_common import pin_self, summary, upstream
+from policyengine.adapters.http import make_client
 
 BODY = orjson.dumps({"model": "bench", "messages": [{"role": "user", "content": "Summarise the refund policy."}]})
 

@@ -61,6 +61,7 @@ class Run:
     stream: bool
     deadline: float  # monotonic
     t0: float = field(default_factory=time.perf_counter)
+    started: float = field(default_factory=time.monotonic)
     attempts: list[Attempt] = field(default_factory=list)
     need_context: int | None = None  # tokens the window must hold (known or learnt)
     estimate: int | None = None

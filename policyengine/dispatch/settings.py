@@ -29,7 +29,9 @@ class DispatchSettings(BaseSettings):
     # circuit breaker (per model)
     breaker: BreakerConfig = Field(default_factory=BreakerConfig)
     # time budgets (seconds); a ModelSpec's own Timeouts win over these
-    deadline: float = Field(120.0, gt=0, description="total budget for one request across all attempts")
+    deadline: float = Field(120.0, gt=0, description="total budget for one request across all attempts "
+                            "(for a stream: until its first token)")
+    stream_deadline: float = Field(900.0, gt=0, description="total budget for a streamed answer, once it has started")
     connect_timeout: float = Field(3.0, gt=0)
     first_token_timeout: float = Field(30.0, gt=0, description="streaming: until the first content token")
     idle_timeout: float = Field(15.0, gt=0, description="streaming: largest gap between chunks")

@@ -177,6 +177,8 @@ class DispatchStream:
         opened, spec, key_id = await d.execute(run, self._open_call(body))  # DispatchError propagates
         self._current = opened
         self._last_model = spec.name
+        # the answer has started: from now on the stream's own (longer) total budget applies
+        run.deadline = max(run.deadline, run.started + d.settings.stream_deadline)
         skip_role = False
         while True:
             budget = d.budget(spec)
