@@ -80,6 +80,7 @@ O = OutboxRow.__table__  # noqa: E741
 
 HELD_EFFECTS = ("require_approval", "escalate")
 LEASE_S = 60.0
+DELIVERY_CONCURRENCY = 4
 OTHER_TENANT = "this approval belongs to another tenant"
 
 
@@ -654,25 +655,30 @@ class ApprovalService:
                     ).order_by(O.c.next_attempt_at).limit(limit)
                 )
             ).all()
-        delivered = 0
-        for outbox_id, version in due:
-            async with self.engine.begin() as conn:
-                res = await conn.execute(
-                    O.update().where(O.c.id == outbox_id, O.c.version == version, O.c.state == "pending")
-                    .values(lease_until=now + timedelta(seconds=LEASE_S), attempts=O.c.attempts + 1, version=version + 1)
-                )
-                if res.rowcount != 1:
-                    continue
-                item = (await conn.execute(sa.select(O).where(O.c.id == outbox_id))).one()
-            delivered += await self._deliver_one(item)
-        return delivered
+        gate = asyncio.Semaphore(DELIVERY_CONCURRENCY)  # a slow endpoint must not hold up the others
+
+        async def claim_and_send(outbox_id: str, version: int) -> int:
+            async with gate:
+                async with self.engine.begin() as conn:
+                    res = await conn.execute(
+                        O.update().where(O.c.id == outbox_id, O.c.version == version, O.c.state == "pending")
+                        .values(lease_until=now + timedelta(seconds=LEASE_S), attempts=O.c.attempts + 1,
+                                version=version + 1)
+                    )
+                    if res.rowcount != 1:
+                        return 0  # claimed by another replica (or by a concurrent kick)
+                    item = (await conn.execute(sa.select(O).where(O.c.id == outbox_id))).one()
+                return await self._deliver_one(item)
+
+        results = await asyncio.gather(*(claim_and_send(i, v) for i, v in due))
+        return sum(results)
 
     async def _deliver_one(self, item: Any) -> int:
         assert self.dispatcher is not None
         payload = dict(item.payload)
-        if item.kind == "slack_update" and not payload.get("ts"):
-            payload = await self._resolve_slack_ts(item, payload)
         try:
+            if item.kind == "slack_update" and not payload.get("ts"):
+                payload = await self._resolve_slack_ts(item, payload)
             result = await self.dispatcher.send(item.kind, item.target, payload, key=item.id)
         except DeliveryError as e:
             now = self.clock()
@@ -712,17 +718,20 @@ class ApprovalService:
         return 1
 
     async def _resolve_slack_ts(self, item: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        """The channel / ts of the message to replace: from the delivered request message."""
         async with self.engine.connect() as conn:
-            posted = (await conn.execute(
-                sa.select(O.c.result).where(O.c.approval_id == item.approval_id, O.c.kind == "slack",
-                                            O.c.target == item.target, O.c.state == "delivered")
-            )).first()
-        if not posted or not posted.result or not posted.result.get("ts"):
-            raise_after = DeliveryError("the Slack message to update has not been posted yet", retriable=True)
-            raise_after.retry_after_s = self.settings.delivery_backoff_s
-            # Not delivered yet: try again later (the request message is still in the outbox).
-            raise raise_after
-        return {**payload, "channel": posted.result.get("channel") or payload.get("channel"), "ts": posted.result["ts"]}
+            posts = (await conn.execute(
+                sa.select(O.c.state, O.c.result).where(O.c.approval_id == item.approval_id, O.c.kind == "slack",
+                                                       O.c.target == item.target).order_by(O.c.created_at)
+            )).all()
+        for p in posts:
+            if p.state == "delivered" and p.result and p.result.get("ts"):
+                return {**payload, "channel": p.result.get("channel") or payload.get("channel"), "ts": p.result["ts"]}
+        if any(p.state == "pending" for p in posts):
+            # The request message is still being delivered: update it once it is there.
+            raise DeliveryError("the Slack message to update has not been posted yet", retriable=True,
+                                retry_after_s=self.settings.delivery_backoff_s)
+        raise DeliveryError("no Slack message was posted for this approval; nothing to update", retriable=False)
 
     async def run_sweeps(self) -> dict[str, int]:
         """One round of every sweep (what the scheduler runs every interval)."""
