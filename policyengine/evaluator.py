@@ -434,6 +434,8 @@ class CompiledPolicy:
                 chain = [req, *(m for m in chain if m != req)]
                 hits.extend(choice_hits)
                 because.append(f"requested model {req} is on this caller's allowlist: primary")
+            elif chain and req == chain[0]:
+                because.append(f"requested model {req} is the route's own primary")
             else:
                 why = (f"requested model {req!r} is not on this caller's allowlist {allowed}" if allowed
                        else f"requested model {req!r}: this caller may not choose a model (no `allow model choice` applies)")

@@ -370,3 +370,11 @@ def test_route_index_compares_non_strings_like_conditions() -> None:
     assert p.route(Action(action="chat", fields={"beta": True})).chain[0] == "gemma-27b"
     assert p.route(Action(action="chat", fields={"shard": 2})).chain[0] == "kimi-large"
     assert p.route(Action(action="chat", fields={"shard": 2.0})).chain[0] == "kimi-large"
+
+
+def test_requesting_the_routed_primary_needs_no_allowlist() -> None:
+    p = with_models("route default -> qwen-72b fallback [gemma-27b]\n")
+    d = p.evaluate(Action(action="chat", requested_model="qwen-72b"))
+    assert d.effect == "allow" and d.routing.chain == ["qwen-72b", "gemma-27b"]
+    assert "requested model qwen-72b is the route's own primary" in d.rules[0].because
+    assert p.evaluate(Action(action="chat", requested_model="gemma-27b")).effect == "deny"
