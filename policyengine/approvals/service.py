@@ -309,14 +309,22 @@ class ApprovalService:
         return [AuditEvent.model_validate(r._mapping, from_attributes=True) for r in rows]
 
     async def list_for(self, reviewer: Reviewer, *, state: State | None = State.pending, limit: int = 100) -> list[ApprovalView]:
-        """Approvals this reviewer may decide: their tenant, one of their groups."""
-        q = sa.select(A).where(A.c.tenant.is_(None) if reviewer.tenant is None else A.c.tenant == reviewer.tenant)
+        """Approvals this reviewer may decide: their tenant, one of their groups (newest first)."""
+        limit = max(1, min(limit, 1000))
+        base = sa.select(A).where(A.c.tenant.is_(None) if reviewer.tenant is None else A.c.tenant == reviewer.tenant)
         if state is not None:
-            q = q.where(A.c.state == state.value)
-        q = q.order_by(A.c.created_at.desc()).limit(max(1, min(limit, 1000)) * 4)
+            base = base.where(A.c.state == state.value)
+        base = base.order_by(A.c.created_at.desc(), A.c.id)
+        out: list[ApprovalView] = []
+        page, offset = 500, 0
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(q)).all()
-        out = [to_view(r) for r in rows if not r.groups or "*" in reviewer.groups or set(r.groups) & reviewer.groups]
+            while len(out) < limit:
+                rows = (await conn.execute(base.limit(page).offset(offset))).all()
+                out += [to_view(r) for r in rows
+                        if not r.groups or "*" in reviewer.groups or set(r.groups) & reviewer.groups]
+                if len(rows) < page:
+                    break
+                offset += page
         return out[:limit]
 
     async def wait(self, approval_id: str, timeout_s: float, *, tenant: str | type[Ellipsis] | None = ...) -> ApprovalView:
