@@ -77,7 +77,7 @@ def read_sources(paths: Sequence[str | Path]) -> dict[str, str]:
     sources: dict[str, str] = {}
     for f in files:
         try:
-            sources[str(f)] = f.read_text(encoding="utf-8")
+            sources[str(f)] = f.read_text(encoding="utf-8-sig")  # a leading BOM is not policy text
         except FileNotFoundError:
             raise PolicyError([Diagnostic(file=str(f), line=1, col=1, code="E001", message="no such file")]) from None
         except (UnicodeDecodeError, IsADirectoryError, PermissionError) as e:

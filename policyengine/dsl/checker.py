@@ -406,7 +406,7 @@ class Checker:
                 self.add("E220", v0.span, f"`{path}` is {_kind_name(want)}; compared with {_kind_name(lk)}",
                          f'e.g. {path} == "enterprise"' if want == "str" else f"e.g. {path} > 30000")
                 return False
-            if path == "requested_model" or path == "model":
+            if path == "requested_model":
                 for v in vals:
                     if v.value not in self.models:
                         self.unknown_refs[("model", str(v.value))].append(v.span)

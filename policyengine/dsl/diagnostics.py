@@ -29,7 +29,8 @@ class Diagnostic(BaseModel):
         head = f"{self.file}:{self.line}:{self.col}: {self.code} {self.message}"
         out = [head]
         if self.source_line:
-            out.append("  " + self.source_line.rstrip("\n"))
+            # tabs shown as one space each, so the caret (counted in characters) lines up
+            out.append("  " + self.source_line.rstrip("\n").replace("\t", " "))
             width = 1
             if self.end_line == self.line and self.end_col and self.end_col > self.col:
                 width = self.end_col - self.col

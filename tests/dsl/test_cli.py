@@ -172,3 +172,14 @@ def test_eval_a_list_of_actions(tmp_path: Path) -> None:
     a.write_text("{not json")
     r = runner.invoke(app, ["eval", str(POLICIES / "approval-gates"), "--input", str(a)])
     assert r.exit_code == 2 and "not JSON" in r.output
+
+
+def test_bom_and_tabs(tmp_path: Path) -> None:
+    p = tmp_path / "bom.policy"
+    p.write_bytes("\ufeffpolicy \"b\" version 1\nroute default ->\tnope\n".encode())
+    r = runner.invoke(app, ["lint", str(p)])
+    assert r.exit_code == 1
+    lines = r.output.splitlines()
+    assert lines[0].startswith(f"{p}:2:19: E210")
+    assert lines[1] == "  route default -> nope"
+    assert lines[2].index("^") == lines[1].index("nope")
