@@ -230,3 +230,15 @@ def test_sigterm_stops_everything(tmp_path: Path) -> None:
             break
         time.sleep(0.1)
     assert not Path(f"/proc/{pid}").exists(), f"policyengine serve (pid {pid}) survived the interrupted demo"
+
+
+def test_a_step_that_cannot_run_makes_the_demo_fail(tmp_path: Path) -> None:
+    """The service cannot be ready in 0.5 s: the demo reports it, stops everything and exits 1."""
+    summary = tmp_path / "s.json"
+    proc = subprocess.run([*DEMO, "--startup-timeout", "0.5", "--summary", str(summary)], env=_clean_env(),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    data = json.loads(summary.read_text())
+    assert data["ok"] is False and data["ports_left_open"] == []
+    assert [s["key"] for s in data["steps"]] == ["startup"]
+    assert not Path(f"/proc/{data['service_pid']}").exists()
