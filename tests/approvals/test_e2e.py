@@ -113,13 +113,20 @@ async def test_refund_held_then_approved_by_email_link(stack):
 
 @pytest.mark.slow
 async def test_slack_button_approves_and_forged_or_replayed_requests_are_refused(stack):
-    async with api(stack, "app") as app:
-        r = await app.post("/v1/evaluate", json={"action": "refund", "actor": "agent-7", "fields": {"amount": "250 GBP"}})
-        assert r.status_code == 200 and r.json()["effect"] == "require_approval"
-        approval_id = r.json()["approval"]["approval_id"]
+    pe = PolicyEngineClient(stack.url, api_key=TOKENS["app"])
+    ran: list[str] = []
 
+    @pe.guard("refund", actor="agent-7", callback_url=f"{stack.rec.url}/slack-callback", timeout=60)
+    async def refund(order: str, amount: str) -> str:
+        ran.append(amount)
+        return "done"
+
+    task = asyncio.create_task(refund(order="D-7", amount="250 GBP"))
     posted = await until(lambda: stack.rec.on("/api/chat.postMessage"), what="the Slack message")
     msg = posted[0].json()
+    approval_id = next(e["value"] for b in msg["blocks"] if b["type"] == "actions" for e in b["elements"]
+                       if e.get("action_id") == "pe_approve")
+    assert not task.done() and ran == []
     buttons = [e for b in msg["blocks"] if b["type"] == "actions" for e in b["elements"]]
     assert {b.get("action_id") for b in buttons} >= {"pe_approve", "pe_reject"}
     assert all(b.get("value") == approval_id for b in buttons if b.get("action_id") in ("pe_approve", "pe_reject"))
@@ -146,6 +153,11 @@ async def test_slack_button_approves_and_forged_or_replayed_requests_are_refused
                            response_url=f"{stack.rec.url}/slack-response")
         assert (await http.post(url, content=late, headers=slack_headers(late))).json()["error"] == "approval_already_decided"
 
+    assert await asyncio.wait_for(task, 30) == "done" and ran == ["250 GBP"]  # released
+    await pe.aclose()
+    cb = await until(lambda: stack.rec.on("/slack-callback"), what="the signed callback")
+    outcome = verify_callback(cb[0].body, cb[0].headers, CALLBACK_SECRET)
+    assert outcome["approval_id"] == approval_id and outcome["released"] and outcome["decided_via"] == "slack"
     async with api(stack, "app") as app:
         view = (await app.get(f"/v1/approvals/{approval_id}")).json()
         assert view["state"] == "approved" and view["decided_by"] == "slack:U0RITA" and view["decided_via"] == "slack"
