@@ -180,6 +180,6 @@ def test_bom_and_tabs(tmp_path: Path) -> None:
     r = runner.invoke(app, ["lint", str(p)])
     assert r.exit_code == 1
     lines = r.output.splitlines()
-    assert lines[0].startswith(f"{p}:2:19: E210")
+    assert lines[0].startswith(f"{p}:2:18: E210")
     assert lines[1] == "  route default -> nope"
     assert lines[2].index("^") == lines[1].index("nope")
