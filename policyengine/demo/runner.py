@@ -189,10 +189,12 @@ async def _run(opts: DemoOptions, console: Console) -> int:
     kept = opts.keep_db is not None or opts.db_url is not None
     report.summary(console, results, ok, db_url if kept else None, time.monotonic() - t0,
                    service.log_path if not ok else None)
-    if not ok and not kept:
-        # keep the service log for a failed run; the rest of the temp dir goes
+    if not ok:
+        # keep the service log of a failed run; the rest of the temp dir goes
         with contextlib.suppress(OSError):
-            keep = Path(tempfile.gettempdir()) / f"policyengine-demo-{int(time.time())}.log"
+            where = (opts.summary.parent if opts.summary else opts.keep_db.parent if opts.keep_db
+                     else Path(tempfile.gettempdir()))
+            keep = where / f"policyengine-demo-{int(time.time())}.log"
             shutil.copy(service.log_path, keep)
             console.print(f"service log kept at {keep}")
     shutil.rmtree(tmp, ignore_errors=True)
