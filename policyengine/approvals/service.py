@@ -119,6 +119,8 @@ class ApprovalService:
         self.clock = clock
         self._waiters: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._kick_running = False
+        self._kick_again = False
 
     # ------------------------------------------------------------------ schema
 
@@ -770,22 +772,37 @@ class ApprovalService:
         return int(res.rowcount or 0)
 
     def kick_delivery(self) -> None:
-        """Try the outbox now, in the background (the periodic sweep is the safety net)."""
+        """Try the outbox now, in the background (the periodic sweep is the safety net).
+
+        Kicks coalesce: while one background delivery runs, further kicks only ask it to
+        run once more, so a burst of holds does not start a burst of outbox scans.
+        """
         if self.dispatcher is None:
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return
+        if self._kick_running:
+            self._kick_again = True
+            return
+        self._kick_running = True
         task = loop.create_task(self._safe_deliver())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _safe_deliver(self) -> None:
         try:
-            await self.deliver_due()
-        except Exception:  # pragma: no cover - logged, retried by the sweep
-            log.exception("background delivery failed")
+            while True:
+                self._kick_again = False
+                try:
+                    await self.deliver_due()
+                except Exception:  # pragma: no cover - logged, retried by the sweep
+                    log.exception("background delivery failed")
+                if not self._kick_again:
+                    break
+        finally:
+            self._kick_running = False
 
     async def drain(self) -> None:
         """Wait for background deliveries (tests, shutdown)."""
