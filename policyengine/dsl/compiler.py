@@ -49,19 +49,11 @@ def _rule_id(s: ast.Span) -> str:
     return f"{Path(s.file).name}:{s.line}"
 
 
-_LINES: dict[int, list[str]] = {}
-
-
-def _source(files: dict[str, ast.PolicyFile], s: ast.Span) -> str:
-    f = files.get(s.file)
-    if f is None:
-        return ""
-    lines = _LINES.get(id(f))
-    if lines is None or len(_LINES) > 64:
-        _LINES.clear()
-        lines = _LINES[id(f)] = f.text.split("\n")
-    if 1 <= s.line <= len(lines):
-        first = lines[s.line - 1].strip()
+def _source(lines: dict[str, list[str]], s: ast.Span) -> str:
+    """The rule's first source line (stripped), with " ..." when it spans more lines."""
+    file_lines = lines.get(s.file, [])
+    if 1 <= s.line <= len(file_lines):
+        first = file_lines[s.line - 1].strip()
         return first + (" ..." if s.end_line > s.line else "")
     return ""
 
@@ -168,7 +160,7 @@ def _path_getter(path: str):
 
 
 def compile_files(files: list[ast.PolicyFile]) -> CompiledPolicy:
-    by_file = {f.path: f for f in files}
+    by_file = {f.path: f.text.split("\n") for f in files}
     items: list[ast.Item] = [it for f in files for it in f.items]
     header = next((it for it in items if isinstance(it, ast.PolicyDecl)), None)
     name = header.name if header else (Path(files[0].path).stem if files else "policy")
@@ -285,7 +277,7 @@ def compile_files(files: list[ast.PolicyFile]) -> CompiledPolicy:
     return policy
 
 
-def _route(by_file: dict[str, ast.PolicyFile], rt: ast.Route, order: int, primary: str,
+def _route(by_file: dict[str, list[str]], rt: ast.Route, order: int, primary: str,
            fallback: tuple[str, ...]) -> CompiledRoute:
     chain = tuple(dict.fromkeys((primary, *fallback)))
     return CompiledRoute(
