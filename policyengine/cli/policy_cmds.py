@@ -52,6 +52,7 @@ def _print_diag(d: Diagnostic) -> None:
 def lint(
     paths: Annotated[list[Path], typer.Argument(help="Policy files or directories; each is checked as its own set.")],
     format: Annotated[LintFormat, typer.Option("--format", "-f", help="text, json, or github annotations.")] = LintFormat.text,
+    strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 1).")] = False,
 ) -> None:
     """Check policy sets; exit 1 if any has errors (warnings alone exit 0).
 
@@ -80,7 +81,7 @@ def lint(
             out.print(Text(f"{errors} error(s), {warnings} warning(s) in {files} file(s)", style="bold red"))
         else:
             out.print(Text(f"ok: {files} file(s), {warnings} warning(s)", style="bold green"))
-    raise typer.Exit(1 if errors else 0)
+    raise typer.Exit(1 if errors or (strict and warnings) else 0)
 
 
 @app.command("fmt")

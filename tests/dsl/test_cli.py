@@ -62,6 +62,7 @@ def test_lint_warnings_exit_zero(tmp_path: Path) -> None:
     p.write_text("authorize a\n")
     r = runner.invoke(app, ["lint", str(p)])
     assert r.exit_code == 0 and "W110" in r.output
+    assert runner.invoke(app, ["lint", "--strict", str(p)]).exit_code == 1
 
 
 def test_lint_missing_path(tmp_path: Path) -> None:
