@@ -83,6 +83,51 @@ async def overhead(n: int, rounds: int) -> dict:
     return res
 
 
+async def streaming(n: int) -> dict:
+    """Time to first content token and to the end of a 20-chunk stream, direct SSE vs dispatched."""
+    from httpx_sse import EventSource
+
+    with upstream(cpu=1) as url:
+        client = make_client("aiohttp")
+        payload = orjson.dumps({**BODY, "stream": True})
+        d = Dispatcher({"m": spec("m", url)}, MemoryStateStore())
+        routing = Routing(chain=["m"])
+
+        async def direct() -> tuple[float, float]:
+            t = time.perf_counter()
+            first = None
+            async with client.stream("POST", url + "/chat/completions", content=payload,
+                                     headers={"content-type": "application/json"}) as r:
+                async for ev in EventSource(r).aiter_sse():
+                    if ev.data == "[DONE]":
+                        break
+                    c = orjson.loads(ev.data)
+                    if first is None and c["choices"] and c["choices"][0]["delta"].get("content"):
+                        first = time.perf_counter() - t
+            return first, time.perf_counter() - t
+
+        async def dispatched() -> tuple[float, float]:
+            t = time.perf_counter()
+            first = None
+            async for c in d.stream(BODY, routing):
+                if first is None and c.get("choices") and c["choices"][0]["delta"].get("content"):
+                    first = time.perf_counter() - t
+            return first, time.perf_counter() - t
+
+        res: dict[str, tuple[list[float], list[float]]] = {"direct": ([], []), "dispatched": ([], [])}
+        for _ in range(30):
+            await direct()
+            await dispatched()
+        for _ in range(n):
+            for name, fn in (("direct", direct), ("dispatched", dispatched)):
+                f, total = await fn()
+                res[name][0].append(f)
+                res[name][1].append(total)
+        await client.aclose()
+        await d.aclose()
+    return {k: (summary(v[0]), summary(v[1])) for k, v in res.items()}
+
+
 async def failover(n: int) -> dict:
     settings = DispatchSettings(breaker=BreakerConfig(threshold=10**9))
     out = {}
@@ -127,6 +172,13 @@ async def main(n: int, rounds: int, nf: int) -> None:
         print(f"throughput dispatched/direct at concurrency {conc}: "
               f"{med[('dispatched', conc)][0] / med[('direct', conc)][0]:.2f} "
               f"({med[('dispatched', conc)][0]:.0f} vs {med[('direct', conc)][0]:.0f} req/s)")
+    print("\n== streaming (20 content chunks, concurrency 1) ==")
+    st = await streaming(max(50, nf))
+    for name, (ttft, total) in st.items():
+        print(f"{name:<12} first token p50 {ttft['p50_ms']:.3f} ms p99 {ttft['p99_ms']:.3f} ms; "
+              f"whole stream p50 {total['p50_ms']:.3f} ms p99 {total['p99_ms']:.3f} ms")
+    print(f"added time to first token p50 {st['dispatched'][0]['p50_ms'] - st['direct'][0]['p50_ms']:+.3f} ms, "
+          f"whole stream p50 {st['dispatched'][1]['p50_ms'] - st['direct'][1]['p50_ms']:+.3f} ms")
     print("\n== failover added time (fallback answers in ~20 ms; no backoff involved) ==")
     for label, (alone, chain) in (await failover(nf)).items():
         print(f"primary {label:<20} fallback alone p50 {alone['p50_ms']:.2f} ms, via failover p50 "

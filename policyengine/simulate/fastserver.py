@@ -21,17 +21,30 @@ ANSWER = orjson.dumps({
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "Simulated answer for benchmarking."},
                  "finish_reason": "stop", "logprobs": None}],
     "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}})
+_CHUNK = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 0, "model": "bench",
+          "system_fingerprint": "simulated"}
+STREAM = b"".join(
+    [b"data: " + orjson.dumps({**_CHUNK, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                                      "finish_reason": None}]}) + b"\n\n"]
+    + [b"data: " + orjson.dumps({**_CHUNK, "choices": [{"index": 0, "delta": {"content": f"word{i} "},
+                                                        "finish_reason": None}]}) + b"\n\n" for i in range(20)]
+    + [b"data: " + orjson.dumps({**_CHUNK, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + b"\n\n",
+       b"data: " + orjson.dumps({**_CHUNK, "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 20,
+                                                                    "total_tokens": 32}}) + b"\n\n",
+       b"data: [DONE]\n\n"])
 ERROR = orjson.dumps({"error": {"message": "EngineCore encountered an issue.", "type": "InternalServerError",
                                 "param": None, "code": 500}})
 
 
 def make_app(latency: float = 0.0, status: int = 200) -> web.Application:
     async def chat(request: web.Request) -> web.Response:
-        await request.read()
+        raw = await request.read()
         if latency:
             await asyncio.sleep(latency)
         if status != 200:
             return web.Response(status=status, body=ERROR, content_type="application/json")
+        if b'"stream":true' in raw:
+            return web.Response(body=STREAM, content_type="text/event-stream")
         return web.Response(body=ANSWER, content_type="application/json")
 
     app = web.Application()
