@@ -197,6 +197,16 @@ async def step_failover(ctx: DemoContext) -> StepResult:
                "qwen-72b#DEMO_QWEN_KEY_1:401:failover" in att and "qwen-72b#DEMO_QWEN_KEY_2:200:ok" in att, att or "-")
     res.notes.append(_where(ctx, c))
     kimi.clear_faults()
+    # fatal: a content-policy rejection must not be retried on, or sent to, any other model
+    qwen.add_fault(Fault(kind="content_filter", times=1))  # SIMULATED: the provider's content filter
+    before = ctx.fleet.calls("llama-managed")
+    f = res.record(await ctx.chat("content-filtered request", "Write a scene with graphic violence.",
+                                  use_case="code"))
+    res.expect("a content-policy rejection fails fast: the upstream's 400 comes back, no fallback is asked",
+               f.status == 400 and "qwen-72b" in f.attempts and "llama-managed" not in f.attempts
+               and ctx.fleet.calls("llama-managed") == before,
+               f"HTTP {f.status}, code {_get(f.body, 'error', 'code')}; {f.attempts}")
+    qwen.clear_faults()
     return res
 
 
@@ -447,7 +457,30 @@ async def step_autonomy(ctx: DemoContext) -> StepResult:
     return res
 
 
+async def step_spot(ctx: DemoContext) -> StepResult:
+    res = StepResult("spot", "Spot capacity reclaimed: the managed fallback answers",
+                     "Step 5: self-hosted models (cost 0) first, a pay-per-token managed endpoint (Bedrock in "
+                     "production) for when Spot capacity is reclaimed")
+    qwen = ctx.fleet["qwen-72b"]
+    qwen.down(4.0)  # SIMULATED: the Spot node is gone; connections are refused for 4 s
+    res.notes.append("SIMULATED: qwen-72b's server stops listening for 4 s, as when AWS reclaims a Spot node")
+    await asyncio.sleep(0.2)
+    c = res.record(await ctx.chat("code request during the reclaim", "Refactor this function to be async.",
+                                  use_case="code"))
+    res.expect("answered by the managed fallback (llama-managed, cost > 0) after a failover",
+               c.status == 200 and c.model == "llama-managed" and "qwen-72b" in c.attempts
+               and ":failover" in c.attempts, f"HTTP {c.status}, {c.model or '-'}; {c.attempts}")
+    usage = c.body.get("usage") or {}
+    res.notes.append(f"the fallback is paid per token: {usage.get('total_tokens', '?')} tokens at "
+                     "0.00265 per 1k (policyengine/demo/policies/fleet.policy)")
+    await asyncio.sleep(4.2)  # the node comes back
+    back = res.record(await ctx.chat("code request after recovery", "And now add type hints.", use_case="code"))
+    res.expect("once capacity is back, the self-hosted model answers again",
+               back.status == 200 and back.model == "qwen-72b", f"HTTP {back.status}, {back.model or '-'}")
+    return res
+
+
 STEPS: list[Callable[[DemoContext], Awaitable[StepResult]]] = [
     step_routing, step_failover, step_cooldown, step_session, step_refund, step_litigation, step_verification,
-    step_autonomy,
+    step_spot, step_autonomy,
 ]

@@ -113,6 +113,9 @@ def test_failover_and_key_rotation(demo_run: dict[str, Any], log) -> None:
                             ("qwen-72b", "DEMO_QWEN_KEY_2", 200, None)]
     # only key NAMES are logged, never their values
     assert "sim-" not in json.dumps(rec)
+    fatal = log(_ids(demo_run, "failover")["content-filtered request"])
+    assert fatal["model"] is None and fatal["extra"]["error_class"] == "fatal"
+    assert _called(fatal) == [("qwen-72b", "DEMO_QWEN_KEY_2", 400, "fatal")]  # no other model was asked
 
 
 def test_cooldown_honours_retry_after(demo_run: dict[str, Any], log) -> None:
@@ -172,6 +175,15 @@ def test_dual_model_verification(demo_run: dict[str, Any], log) -> None:
     aligned = log(ids["aligned legal answers"])
     assert aligned["effect"] == "allow" and "high-confidence" in aligned["tags"]
     assert aligned["extra"]["verification"]["divergence"] <= 0.25
+
+
+def test_spot_reclaim_falls_back_to_the_managed_model(demo_run: dict[str, Any], log) -> None:
+    ids = _ids(demo_run, "spot")
+    during, after = log(ids["code request during the reclaim"]), log(ids["code request after recovery"])
+    assert during["model"] == "llama-managed"
+    assert [(a[0], a[3]) for a in _called(during)] == [("qwen-72b", "failover"), ("llama-managed", None)]
+    assert _called(during)[0][2] is None  # connection refused: no HTTP status at all
+    assert after["model"] == "qwen-72b"
 
 
 def test_standing_orders_at_volume(demo_run: dict[str, Any], log) -> None:
