@@ -452,8 +452,15 @@ def parse(text: str, file: str = "<string>") -> ast.PolicyFile:
             Diagnostic(file=file, line=line, col=col, code="E109", message=msg, source_line=source_line(text, line))
         ]) from None
     except RecursionError:
+        # no position survives a RecursionError: point at the line with the most nesting
+        lines = text.split("\n")
+        depth = [len(re.findall(r"\bnot\b|\(", ln)) for ln in lines]
+        line = max(range(len(lines)), key=depth.__getitem__) + 1
+        m = re.search(r"\bnot\b|\(", lines[line - 1])
+        col = m.start() + 1 if m else 1
         raise PolicyError([
-            Diagnostic(file=file, line=1, col=1, code="E105", message="conditions nested too deeply",
-                       hint="flatten the parentheses", source_line=source_line(text, 1))
+            Diagnostic(file=file, line=line, col=col, code="E105", message="condition nested too deeply",
+                       hint="split it into several rules, or remove redundant `not` / parentheses",
+                       source_line=source_line(text, line))
         ]) from None
     return ast.PolicyFile(path=file, text=text, items=list(items), comments=comments)

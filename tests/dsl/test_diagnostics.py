@@ -88,6 +88,11 @@ def test_docs_list_every_code() -> None:
         assert f"`{code}`" in doc, f"{code} is not documented in docs/language.md"
 
 
+def test_too_deep_nesting_is_located() -> None:
+    ds = diags('policy "t"\nauthorize a\nauthorize b when ' + "not " * 3000 + "x\n")
+    assert [(d.code, d.line, d.col) for d in ds] == [("E105", 3, 18)]
+
+
 def test_did_you_mean_hints() -> None:
     [d] = diags(CASES["E210"][0])
     assert d.hint == "did you mean `gemma-27b`?"
