@@ -30,10 +30,11 @@ _SSE = {"content-type": "application/json", "accept": "text/event-stream"}
 @lru_cache(maxsize=1024)
 def chat_url(base_url: str) -> httpx.URL:
     """The chat completions URL for an OpenAI base URL (parsed once: httpx URL parsing is costly)."""
-    base = base_url.rstrip("/")
-    if not base.endswith("/chat/completions"):
-        base += "/chat/completions"
-    return httpx.URL(base)
+    url = httpx.URL(base_url)  # keeps a query string, e.g. Azure's ?api-version=...
+    path = url.path.rstrip("/")
+    if not path.endswith("/chat/completions"):
+        path += "/chat/completions"
+    return url.copy_with(path=path)
 
 
 @lru_cache(maxsize=64)
@@ -46,7 +47,8 @@ def prepare_body(spec: ModelSpec, body: dict, opts: CallOptions, *, stream: bool
     out["model"] = spec.upstream_model
     if stream:
         out["stream"] = True
-        if opts.include_usage:
+        # TGI only gets stream_options when the caller sent them (older releases reject unknown fields)
+        if opts.include_usage and (spec.provider != Provider.tgi or "stream_options" in body):
             so = dict(out.get("stream_options") or {})
             so.setdefault("include_usage", True)
             out["stream_options"] = so
