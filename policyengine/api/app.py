@@ -126,6 +126,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await asyncio.to_thread(upgrade, settings.database_url)
         await services.decision_log.start()
         await _seed_keys(settings, services.keys)
+        if not settings.auth_disabled and not await services.keys.list():
+            log.warning("no API keys exist: every request will get 401. Create one with "
+                        "`policyengine keys create --tenant T --role admin --role app` or set seed_keys")
         res = await services.policies.reload(by="startup")
         services.metrics.policy_reloads.labels("ok" if res.ok else "refused").inc()
         if not res.ok:
@@ -153,6 +156,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await hook(services)
             with contextlib.suppress(Exception):
                 services.scheduler.shutdown(wait=False)
+            pending = list(services.extras.get("background", ()))
+            if pending:  # outcome rows of streams that just finished
+                await asyncio.wait(pending, timeout=10)
             await services.policies.aclose()
             await services.decision_log.aclose()
             close = getattr(services.state, "aclose", None)

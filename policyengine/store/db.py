@@ -77,6 +77,7 @@ def _sqlite_pragmas(engine: Engine, *, synchronous: str, immediate: bool) -> Non
 
 
 def make_sync_engine(url: str, *, writer: bool = False, sqlite_synchronous: str = "FULL", **kw: Any) -> Engine:
+    kw.setdefault("hide_parameters", True)  # never put logged values (or secrets) in error messages
     u = sync_url(url)
     if u.get_backend_name() == "sqlite":
         engine = sa.create_engine(u, **kw)
@@ -87,6 +88,7 @@ def make_sync_engine(url: str, *, writer: bool = False, sqlite_synchronous: str 
 
 
 def make_async_engine(url: str, *, sqlite_synchronous: str = "FULL", **kw: Any) -> AsyncEngine:
+    kw.setdefault("hide_parameters", True)
     u = async_url(url)
     if u.get_backend_name() == "sqlite":
         engine = create_async_engine(u, **kw)

@@ -22,12 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from policyengine.store.chain import canonical_json, row_hash
 from policyengine.store.db import make_sync_engine
-from policyengine.store.models import DecisionChain, DecisionRecord
 from policyengine.store.redaction import Redactor
 
 log = logging.getLogger("policyengine.store.logger")
@@ -71,6 +69,12 @@ class DecisionLogger:
         self.max_batch = max_batch
         self._engine: Engine = make_sync_engine(url, writer=True, sqlite_synchronous=sqlite_synchronous)
         self._is_pg = self._engine.dialect.name == "postgresql"
+        ph = "%s" if self._is_pg else "?"
+        cols = ("seq", "id", "ts", "kind", "tenant", "actor", "session_id", "action", "effect", "model",
+                "policy_hash", "record", "prev_hash", "row_hash")
+        self._sql_head = "SELECT seq, head_hash FROM decision_chain WHERE id = 1" + (" FOR UPDATE" if self._is_pg else "")
+        self._sql_insert = f"INSERT INTO decisions ({', '.join(cols)}) VALUES ({', '.join([ph] * len(cols))})"
+        self._sql_move = f"UPDATE decision_chain SET seq = {ph}, head_hash = {ph} WHERE id = 1"
         self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[LoggedDecision]]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-log")
@@ -179,29 +183,26 @@ class DecisionLogger:
                     q.task_done()
 
     def _append(self, records: list[dict[str, Any]]) -> list[LoggedDecision]:
-        """One transaction: lock the chain head, hash and insert the batch, move the head."""
+        """One transaction: lock the chain head, hash and insert the batch, move the head.
+
+        Plain driver SQL (no ORM/Core compilation per batch): the writer thread holds the GIL as
+        briefly as possible, so the event loop keeps serving while a batch commits.
+        """
         out: list[LoggedDecision] = []
         with self._engine.begin() as conn:
-            head_q = sa.select(DecisionChain.seq, DecisionChain.head_hash).where(DecisionChain.id == 1)
-            if self._is_pg:
-                head_q = head_q.with_for_update()
-            head = conn.execute(head_q).first()
+            head = conn.exec_driver_sql(self._sql_head).first()
             if head is None:
                 raise DecisionLogError("chain head row missing: run `policyengine migrate`")
-            seq, prev = head.seq, head.head_hash
+            seq, prev = head[0], head[1]
             rows = []
             for rec in records:
                 seq += 1
                 text = canonical_json(rec)
                 h = row_hash(prev, text)
-                rows.append({
-                    "seq": seq, "id": rec["id"], "ts": rec["ts"], "kind": rec["kind"], "tenant": rec["tenant"],
-                    "actor": rec["actor"], "session_id": rec["session_id"], "action": rec["action"],
-                    "effect": rec["effect"], "model": rec["model"], "policy_hash": rec["policy_hash"],
-                    "record": text, "prev_hash": prev, "row_hash": h,
-                })
+                rows.append((seq, rec["id"], rec["ts"], rec["kind"], rec["tenant"], rec["actor"], rec["session_id"],
+                             rec["action"], rec["effect"], rec["model"], rec["policy_hash"], text, prev, h))
                 out.append(LoggedDecision(id=rec["id"], seq=seq, row_hash=h))
                 prev = h
-            conn.execute(sa.insert(DecisionRecord), rows)
-            conn.execute(sa.update(DecisionChain).where(DecisionChain.id == 1).values(seq=seq, head_hash=prev))
+            conn.exec_driver_sql(self._sql_insert, rows)
+            conn.exec_driver_sql(self._sql_move, (seq, prev))
         return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import openai
 import pytest
 
@@ -55,8 +57,13 @@ async def test_streaming_relays_chunks_and_logs_before_first_byte(service):
                 text += chunk.choices[0].delta.content
     assert text.startswith("Simulated answer")
     assert models == {"qwen-72b"}
+    # the outcome row (final model, attempts, usage) follows through the same group commit
     async with service.client() as c:
-        rows = (await c.get("/v1/decisions", params={"kind": "chat_outcome"})).json()["data"]
+        for _ in range(100):
+            rows = (await c.get("/v1/decisions", params={"kind": "chat_outcome"})).json()["data"]
+            if rows:
+                break
+            await asyncio.sleep(0.05)
     assert rows and rows[0]["model"] == "qwen-72b"
 
 

@@ -10,6 +10,7 @@ outcome row (final model, attempts, usage) is committed before `[DONE]`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -266,6 +267,21 @@ def _stream_attempts(stream: Any) -> list[dict[str, Any]]:
     return _attempts(list(atts or []))
 
 
+def background(s: Any, coro: Any) -> None:
+    """Run `coro` after the response; the lifespan awaits every such task before the log closes."""
+    tasks: set[asyncio.Task[Any]] = s.extras.setdefault("background", set())
+
+    async def run() -> None:
+        try:
+            await coro
+        except Exception as exc:
+            log.error("background commit failed: %s", exc)
+
+    t = asyncio.create_task(run())
+    tasks.add(t)
+    t.add_done_callback(tasks.discard)
+
+
 def _stream_model(stream: Any, chunk: dict[str, Any], policy: Any) -> str | None:
     for attr in ("model", "current_model", "_last_model"):
         v = getattr(stream, attr, None)
@@ -332,20 +348,17 @@ async def _stream(s: Any, principal: Principal, dispatcher: Any, policy: Any, up
         final_model = getattr(res, "model", None) or model
         atts = _stream_attempts(stream)
         _count_attempts(s, atts)
-        try:
-            await decide.commit(s, kind="chat_outcome", principal=principal,
-                                action=action, decision=decision, decision_id=decide.new_decision_id(),
-                                model=final_model, attempts=atts, latency_ms=(time.perf_counter() - t0) * 1000,
-                                extra={"outcome": outcome, "decision_id": decision_id, "stream": True,
-                                       "usage": getattr(res, "usage", None),
-                                       "finish_reason": getattr(res, "finish_reason", None),
-                                       "complete": getattr(res, "complete", None), **(err_info or {})})
-        except ApiError:
-            log_err = "decision log unavailable: the outcome of this stream was not recorded"
-            yield _sse({"error": {"message": log_err, "type": "service_unavailable",
-                                  "code": "decision_log_unavailable", "decision_id": decision_id}})
         s.metrics.chat_requests.labels(final_model or "-", outcome).inc()
         s.metrics.request_latency.labels("chat_stream").observe(time.perf_counter() - t0)
+        # The decision row was committed before the first byte. The outcome row (final model, every
+        # attempt, usage) goes through the same group commit, without holding the client's [DONE].
+        outcome_entry = {"model": final_model, "attempts": atts, "latency_ms": (time.perf_counter() - t0) * 1000,
+                         "extra": {"outcome": outcome, "decision_id": decision_id, "stream": True,
+                                   "usage": getattr(res, "usage", None),
+                                   "finish_reason": getattr(res, "finish_reason", None),
+                                   "complete": getattr(res, "complete", None), **(err_info or {})}}
+        background(s, decide.commit(s, kind="chat_outcome", principal=principal, action=action,
+                                    decision=decision, decision_id=decide.new_decision_id(), **outcome_entry))
         yield b"data: [DONE]\n\n"
 
     return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
