@@ -14,6 +14,7 @@ class MemoryStateStore:
         self._breakers: dict[str, BreakerState] = {}
         self._sticky: dict[str, tuple[StickyEntry, float]] = {}
         self._counters: dict[str, tuple[int, float | None]] = {}
+        self._writes = 0
 
     # -- cooldowns --------------------------------------------------------
     async def set_cooldown(self, scope: str, seconds: float, reason: str) -> Cooldown:
@@ -23,6 +24,9 @@ class MemoryStateStore:
             return cur
         cd = Cooldown(scope=scope, until=until, reason=reason)
         self._cooldowns[scope] = cd
+        self._writes += 1
+        if self._writes % 1024 == 0:
+            self._sweep(until - max(0.0, seconds))
         return cd
 
     async def get_cooldown(self, scope: str) -> Cooldown | None:
@@ -100,7 +104,19 @@ class MemoryStateStore:
         return item[0]
 
     async def set_sticky(self, session_id: str, entry: StickyEntry, ttl: float) -> None:
-        self._sticky[session_id] = (entry, self._clock() + ttl)
+        now = self._clock()
+        self._sticky[session_id] = (entry, now + ttl)
+        self._writes += 1
+        if self._writes % 1024 == 0:  # amortised sweep: sessions that never come back must not pile up
+            self._sweep(now)
+
+    def _sweep(self, now: float) -> None:
+        for sid in [k for k, (_, exp) in self._sticky.items() if exp <= now]:
+            del self._sticky[sid]
+        for scope in [k for k, cd in self._cooldowns.items() if cd.until <= now]:
+            del self._cooldowns[scope]
+        for name in [k for k, (_, exp) in self._counters.items() if exp is not None and exp <= now]:
+            del self._counters[name]
 
     async def clear_sticky(self, session_id: str) -> None:
         self._sticky.pop(session_id, None)

@@ -84,3 +84,14 @@ def test_make_state_store_validates():
     assert isinstance(make_state_store(None), MemoryStateStore)
     with pytest.raises(ValueError, match="Redis URL"):
         make_state_store("http://localhost:6379")
+
+
+async def test_memory_store_sweeps_expired_sessions():
+    now = [1000.0]
+    s = MemoryStateStore(clock=lambda: now[0])
+    for i in range(1000):
+        await s.set_sticky(f"s{i}", StickyEntry(model="m"), ttl=10)
+    now[0] += 60  # all expired; nobody asks for them again
+    for i in range(1000, 1100):
+        await s.set_sticky(f"s{i}", StickyEntry(model="m"), ttl=10)
+    assert len(s._sticky) == 100  # the 1,000 expired sessions were swept at the 1,024th write
