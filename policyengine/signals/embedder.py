@@ -21,6 +21,7 @@ import numpy as np
 ENV_MODEL = "POLICYENGINE_EMBEDDING_MODEL"
 ENV_DEVICE = "POLICYENGINE_EMBEDDING_DEVICE"
 ENV_THREADS = "POLICYENGINE_EMBEDDING_THREADS"
+ENV_QUANTIZE = "POLICYENGINE_EMBEDDING_QUANTIZE"
 
 
 class EmbeddingModelError(RuntimeError):
@@ -60,6 +61,7 @@ class Embedder:
         batch_size: int = 32,
         max_length: int = 256,
         threads: int | None = None,
+        quantize: bool | None = None,
     ) -> None:
         if cache_size < 0:
             raise ValueError("cache_size must be >= 0")
@@ -82,6 +84,11 @@ class Embedder:
         # is as fast on one core as on two when the machine is idle, and
         # several threads collapse (10x+) when the cores are contended.
         self.threads = 1 if threads is None else threads
+        if quantize is None:
+            quantize = os.environ.get(ENV_QUANTIZE, "").strip().lower() in ("1", "true", "yes", "on")
+        # int8 dynamic quantisation of the Linear layers (CPU only): about half the
+        # CPU time per pair, slightly different vectors (see benchmarks/signals.md).
+        self.quantize = bool(quantize)
         self._model: Any = None
         self._load_lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -121,6 +128,12 @@ class Embedder:
                     "Offline installs need a local path or the packaged default model."
                 ) from exc
             model.eval()
+            if self.quantize and self.device == "cpu":
+                import warnings
+
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
             self._model = model
 
     async def aload(self) -> None:
