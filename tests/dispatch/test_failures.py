@@ -332,3 +332,21 @@ async def test_vllm_continuation_uses_continue_final_message(fleet, make_dispatc
     body = f.seen()[0].body
     assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
     assert body["messages"][-1]["role"] == "assistant"
+
+
+async def test_many_concurrent_requests_survive_a_flapping_primary(fleet, make_dispatcher):
+    p = await fleet.add("primary", "vllm")
+    f = await fleet.add("fallback", "ollama")
+    for kind in ("error", "reset", "unavailable", "error", "reset"):
+        p.add_fault(Fault(kind=kind, status=500 if kind == "error" else None, times=4))
+    d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
+    results = await asyncio.gather(*(d.complete(USER, CHAIN) for _ in range(120)))
+    assert len(results) == 120 and all(r.response["choices"][0]["message"]["content"] for r in results)
+    assert {r.model for r in results} <= {"primary", "fallback"}
+    # every failed primary attempt was followed by an answer; nothing was retried blindly on a crash
+    for r in results:
+        assert r.attempts[-1].status == 200
+        crashes = [a for a in r.attempts if a.model == "primary" and a.reason in ("engine_crashed", "connection_reset")]
+        assert len(crashes) <= 1
+    assert len(p.seen()) <= 120 + 2 * 4  # only the 503s were retried (at most twice each)
+    assert len(f.seen()) >= 1
