@@ -141,3 +141,8 @@ _ids = _Ids()
 
 def new_decision_id() -> str:
     return _ids.next()
+
+
+def outcome_id(decision_id: str) -> str:
+    """The id of a streamed chat's outcome row, derived from its decision id (so it can be found)."""
+    return str(uuid.uuid5(uuid.UUID(decision_id), "outcome"))

@@ -65,6 +65,8 @@ async def test_streaming_relays_chunks_and_logs_before_first_byte(service):
                 break
             await asyncio.sleep(0.05)
     assert rows and rows[0]["model"] == "qwen-72b"
+    explained = await _decision(service, did)
+    assert explained["stream_outcome"]["record"]["extra"]["outcome"] == "ok"
 
 
 async def test_tool_calls_pass_through(service):

@@ -358,7 +358,7 @@ async def _stream(s: Any, principal: Principal, dispatcher: Any, policy: Any, up
                                    "finish_reason": getattr(res, "finish_reason", None),
                                    "complete": getattr(res, "complete", None), **(err_info or {})}}
         background(s, decide.commit(s, kind="chat_outcome", principal=principal, action=action,
-                                    decision=decision, decision_id=decide.new_decision_id(), **outcome_entry))
+                                    decision=decision, decision_id=decide.outcome_id(decision_id), **outcome_entry))
         yield b"data: [DONE]\n\n"
 
     return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)

@@ -90,5 +90,13 @@ async def get_decision(decision_id: str, request: Request,
     if row is None:
         raise ApiError(404, f"no decision {decision_id!r} in tenant {principal.tenant!r}", code="not_found")
     out = decision_view(row, full=True)
-    out["explanation"] = explain(orjson.loads(row.record))
+    rec = orjson.loads(row.record)
+    if row.kind == "chat" and (rec.get("extra") or {}).get("outcome") == "streaming":
+        from policyengine.api.decide import outcome_id
+
+        done = await s.decisions.get(principal.tenant, outcome_id(row.id))
+        if done is not None:  # the streamed answer's final model, attempts and usage
+            out["stream_outcome"] = decision_view(done, full=True)
+            rec = {**rec, "model": done.model, "attempts": orjson.loads(done.record).get("attempts", [])}
+    out["explanation"] = explain(rec)
     return json_response(out)
