@@ -193,7 +193,7 @@ class _Tally:
         order = {"effect": 0, "approval": 1, "chain": 2, "tags": 3}
         out = []
         for key, g in self.groups.items():
-            g.causes = [CauseCount(rule=r, count=c) for r, c in self.group_causes[key].most_common()]
+            g.causes = [CauseCount(rule=r, count=c) for r, c in sorted(self.group_causes[key].items(), key=lambda rc: (-rc[1], rc[0]))]
             out.append(g)
         out.sort(key=lambda g: (order.get(g.kind, 9), -g.count, g.old, g.new))
         return out
@@ -363,7 +363,7 @@ def replay(
                             sorted(chain_changes.items(), key=lambda kv: (-kv[1], kv[0]))[:50]]
     report.groups = tally.finish()
     report.new_effects = dict(sorted(new_effects.items(), key=lambda kv: -kv[1]))
-    report.signals_computed_names = dict(computed_names.most_common())
+    report.signals_computed_names = dict(sorted(computed_names.items(), key=lambda kv: (-kv[1], kv[0])))
     report.logged_policy_hashes = dict(sorted(hashes.items(), key=lambda kv: -kv[1])[:20])
     report.elapsed_s = time.perf_counter() - started
     report.rate_per_s = n / report.elapsed_s if report.elapsed_s > 0 else 0.0

@@ -109,7 +109,7 @@ def _sum_dicts(ds: list[dict[str, int]]) -> dict[str, int]:
     c: Counter[str] = Counter()
     for d in ds:
         c.update(d)
-    return dict(c.most_common())
+    return dict(sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 def merge_reports(parts: list[DryRunReport], *, max_examples: int) -> DryRunReport:
@@ -148,7 +148,7 @@ def merge_reports(parts: list[DryRunReport], *, max_examples: int) -> DryRunRepo
         g.examples.sort(key=lambda e: (e.ts if e.ts is not None else 0.0, e.id))
         if max_examples >= 0:
             del g.examples[max_examples:]
-        g.causes = [CauseCount(rule=r, count=c) for r, c in causes[key].most_common()]
+        g.causes = [CauseCount(rule=r, count=c) for r, c in sorted(causes[key].items(), key=lambda rc: (-rc[1], rc[0]))]
     out.groups = sorted(groups.values(), key=lambda g: (order.get(g.kind, 9), -g.count, g.old, g.new))
     out.error_examples = [e for p in parts for e in p.error_examples][:10]
     return out

@@ -239,8 +239,10 @@ class Projector:
         return part
 
     def key(self, request: dict[str, Any], signals: dict[str, Any]) -> tuple[Any, ...]:
-        fields = request.get("fields")
-        fv = _View(fields if type(fields) is dict else {})
+        fv = None
+        if self.parts:
+            fields = request.get("fields")
+            fv = _View(fields if type(fields) is dict else {})
         pt = request.get("prompt_tokens")
         if type(pt) is int:  # only its position against each model's context window matters
             pt = (bisect_left(self.contexts, pt),)

@@ -67,14 +67,18 @@ def parse_record(obj: Any, *, where: str = "", redaction_hint: bool | None = Non
     """Turn one logged object into a LoggedRecord; RecordError names what is wrong."""
     if not isinstance(obj, dict):
         raise RecordError(f"{where}expected a JSON object, got {type(obj).__name__}")
-    if "request" in obj:  # the store's record
+    if "request" in obj:  # the store's record (the hot path of a database replay: one constructor call)
         request = obj["request"]
-        if not isinstance(request, dict):
+        if type(request) is not dict:
             raise RecordError(f"{where}`request` must be an object (the Action as logged)")
-        signals = obj.get("signals") or {}
-        rec = LoggedRecord(id=str(obj.get("id") or ""), ts=obj.get("ts"), tenant=obj.get("tenant"),
-                           request=request, signals=signals, recorded=False)
-        _decision_parts(rec, obj)
+        routing = obj.get("routing")
+        effect = obj.get("effect")
+        rec = LoggedRecord(
+            str(obj.get("id") or ""), obj.get("ts"), obj.get("tenant"), request, obj.get("signals") or {},
+            effect is not None, effect,
+            (routing.get("chain") if type(routing) is dict else None) or obj.get("chain") or [],
+            obj.get("tags") or [], obj.get("rules") or [], obj.get("obligations") or [],
+            obj.get("policy_hash") or "", obj.get("policy_name"))
         if not request.get("action") and obj.get("action"):
             request = {**request, "action": obj["action"]}
             rec.request = request

@@ -161,7 +161,11 @@ class DatabaseSource:
                     obj = loads(text)
                 except orjson.JSONDecodeError as exc:
                     raise RecordError(f"decisions seq {seq}: record is not valid JSON ({exc})") from None
-                yield parse_record(obj, where=f"decisions seq {seq}: ", redaction_hint=prefix in text)
+                try:
+                    rec = parse_record(obj, redaction_hint=prefix in text)
+                except RecordError as exc:
+                    raise RecordError(f"decisions seq {seq}: {exc}") from None
+                yield rec
 
     def _batches(self, stmt: sa.Select[Any]) -> Iterator[list[tuple[int, str]]]:
         """Plain tuples in batches: a DBAPI cursor (server-side on PostgreSQL), no Row objects per row."""
