@@ -46,7 +46,8 @@ class Inbox:
         except orjson.JSONDecodeError:
             return web.json_response({"error": "not JSON"}, status=400)
         async with self._changed:
-            self.received.append({"at": time.time(), "payload": payload})
+            self.received.append({"at": time.time(), "payload": payload,
+                                  "idempotency_key": request.headers.get("Idempotency-Key")})
             self._changed.notify_all()
         return web.json_response({"ok": True})
 

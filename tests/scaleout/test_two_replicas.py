@@ -14,6 +14,8 @@ this run (the service's Redis keys are named after them), deleted afterwards.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -24,8 +26,9 @@ import pytest
 import pytest_asyncio
 import sqlalchemy as sa
 
-from policyengine.demo import ServiceProcess
+from policyengine.demo import ServiceProcess, free_port
 from policyengine.demo.cluster import LocalCluster
+from policyengine.demo.inbox import Inbox
 from policyengine.simulate.faults import Fault
 from policyengine.simulate.server import SimServer
 
@@ -47,6 +50,7 @@ class Cluster:
     db_url: str
     run: str  # unique suffix of this run
     redis_url: str
+    inbox: Inbox  # the reviewers' webhook
 
     def auth(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
@@ -73,6 +77,12 @@ require approval for wire_transfer {{
   reviewers group "refunds"
   timeout 2s -> deny
 }}
+require approval for send_email {{
+  reviewers group "refunds"
+  notify webhook "env:SO_HOOK"
+  remind every 1s
+  timeout 1h -> deny
+}}
 """
 
 
@@ -84,6 +94,9 @@ async def cluster(postgres_url: str, redis_url: str, tmp_path_factory: pytest.Te
     cool, primary, spare = (SimServer(names[k], flavour="vllm") for k in ("cool", "primary", "spare"))
     for sim in (cool, primary, spare):
         await sim.start()
+    hook_secret = secrets.token_urlsafe(24)
+    inbox = Inbox(port=free_port(), secret=hook_secret)
+    await inbox.start()
     d = tmp_path_factory.mktemp("scaleout")
     (d / "policies").mkdir()
     (d / "policies" / "scaleout.policy").write_text(_policy(names))
@@ -94,14 +107,17 @@ async def cluster(postgres_url: str, redis_url: str, tmp_path_factory: pytest.Te
     lc = LocalCluster(postgres_url=postgres_url, redis_url=redis_url, policy_dir=d / "policies", workdir=d,
                       replicas=2, seed_keys=seed, run=run, env={
                           "POLICYENGINE_APPROVALS_SWEEP_INTERVAL_S": "0.5",
+                          "POLICYENGINE_APPROVALS_WEBHOOK_SECRET": hook_secret,
+                          "POLICYENGINE_APPROVALS_WEBHOOKS": json.dumps({"env:SO_HOOK": inbox.url}),
                           "SO_APP_TOKEN": tokens["app"], "SO_REVIEWER_TOKEN": tokens["reviewer"],
                           "SO_COOL_URL": cool.url, "SO_PRIMARY_URL": primary.url, "SO_SPARE_URL": spare.url})
     try:
         await lc.start(timeout=120)
         a, b = lc.replicas
-        yield Cluster(a, b, cool, primary, spare, names, tokens, lc.db_url, run, redis_url)
+        yield Cluster(a, b, cool, primary, spare, names, tokens, lc.db_url, run, redis_url, inbox)
     finally:
         await lc.stop()
+        await inbox.stop()
         for sim in (cool, primary, spare):
             await sim.stop()
 
@@ -204,6 +220,48 @@ async def test_each_timeout_fires_once_with_two_sweeping_replicas(cluster: Clust
         engine.dispose()
     assert dict(rows) == dict.fromkeys(ids, 1)
     assert set(versions.values()) == {2}  # pending (1) -> expired (2), one compare-and-set each
+
+
+async def test_reminders_and_notifications_go_out_once_with_two_replicas(cluster: Cluster) -> None:
+    c = cluster
+    ids = []
+    async with httpx.AsyncClient(timeout=60) as client:
+        for i, replica in enumerate((c.a, c.b, c.a)):
+            r = await client.post(f"{replica.url}/v1/evaluate", headers=c.auth("app"), json={
+                "action": "send_email", "actor": "agent-1", "fields": {"to": f"x{i}@example.com", "run": c.run}})
+            assert r.status_code == 200 and r.json()["effect"] == "require_approval", r.text
+            ids.append(r.json()["approval"]["approval_id"])
+        await asyncio.sleep(3.6)  # ~3 reminders each, swept by both replicas every 0.5 s
+        for aid in ids:  # stop the reminders: cancel each approval
+            r = await client.post(f"{c.b.url}/v1/approvals/{aid}/cancel", headers=c.auth("app"), json={})
+            assert r.status_code == 200, r.text
+    await asyncio.sleep(1.5)  # let the outbox drain
+    engine = sa.create_engine(c.db_url)
+    try:
+        with engine.connect() as conn:
+            sent = dict(conn.execute(sa.text("SELECT id, reminders_sent FROM approvals WHERE id = ANY(:ids)"),
+                                     {"ids": ids}).all())
+            events = conn.execute(sa.text(
+                "SELECT approval_id, at FROM approval_events WHERE kind = 'reminded' AND approval_id = ANY(:ids) "
+                "ORDER BY approval_id, at"), {"ids": ids}).all()
+    finally:
+        engine.dispose()
+    by: dict[str, list] = {}
+    for aid, at in events:
+        by.setdefault(aid, []).append(at)
+    for aid in ids:
+        ats = by.get(aid, [])
+        assert 2 <= len(ats) == sent[aid] <= 4, (aid, sent[aid], ats)
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(ats)]
+        assert min(gaps) >= 0.9, f"{aid}: two reminders {min(gaps):.3f}s apart (fired twice?)"
+    got = [r for r in c.inbox.received if (r["payload"].get("approval") or {}).get("approval_id") in ids]
+    keys = [r["idempotency_key"] for r in got if r["idempotency_key"]]
+    assert len(keys) == len(set(keys)), "a notification was delivered twice"
+    for aid in ids:
+        mine = [r["payload"]["event"] for r in got if r["payload"]["approval"]["approval_id"] == aid]
+        assert mine.count("approval.request") == 1, (aid, mine)
+        assert mine.count("approval.reminder") == sent[aid], (aid, mine)
+    assert c.inbox.rejected == []  # every body carried a valid signature
 
 
 async def test_replicas_share_one_decision_log_chain(cluster: Cluster) -> None:
