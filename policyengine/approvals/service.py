@@ -23,17 +23,17 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
-import secrets
-import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
-from urllib.parse import quote, urlparse
+from urllib.parse import urlparse
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from policyengine.approvals.compose import OutboxComposer
+from policyengine.approvals.delivery import OutboxWorker
 from policyengine.approvals.errors import (
     ApprovalConflict,
     ApprovalForbidden,
@@ -47,50 +47,21 @@ from policyengine.approvals.models import (
     ApprovalView,
     AuditEvent,
     HoldResult,
-    Outcome,
-    Reason,
     Reviewer,
 )
 from policyengine.approvals.settings import ApprovalSettings
 from policyengine.approvals.signing import LinkClaims, LinkError, LinkSigner
 from policyengine.approvals.states import State, Via
-from policyengine.notifier import Dispatcher, Notice, TemplateRenderer, backoff_s
-from policyengine.notifier import email as email_channel
-from policyengine.notifier import slack as slack_channel
-from policyengine.notifier import teams as teams_channel
-from policyengine.notifier import webhook as webhook_channel
-from policyengine.notifier.errors import DeliveryError
-from policyengine.store.approvals_models import (
-    APPROVAL_TABLES,
-    ApprovalEventRow,
-    ApprovalLinkUseRow,
-    ApprovalRevisionRow,
-    ApprovalRow,
-    OutboxRow,
-)
+from policyengine.approvals.tables import A, E, L, O, R, new_id, utcnow
+from policyengine.approvals.views import apply_edit, check_url, outcome, to_view
+from policyengine.notifier import Dispatcher, TemplateRenderer
+from policyengine.store.approvals_models import APPROVAL_TABLES
 from policyengine.types import Action, Decision
 
 log = logging.getLogger("policyengine.approvals")
 
-A = ApprovalRow.__table__
-E = ApprovalEventRow.__table__
-R = ApprovalRevisionRow.__table__
-L = ApprovalLinkUseRow.__table__
-O = OutboxRow.__table__  # noqa: E741
-
 HELD_EFFECTS = ("require_approval", "escalate")
-LEASE_S = 60.0
-DELIVERY_CONCURRENCY = 4
 OTHER_TENANT = "this approval belongs to another tenant"
-
-
-def utcnow() -> datetime:
-    """Naive UTC (the tables store naive UTC on every backend)."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
 
 
 def _aliases(row: Any) -> set[str]:
@@ -118,9 +89,8 @@ class ApprovalService:
         self.signer = LinkSigner(self.settings.require_link_secret())
         self.clock = clock
         self._waiters: dict[str, asyncio.Event] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._kick_running = False
-        self._kick_again = False
+        self.composer = OutboxComposer(self.settings, self.renderer, self.signer, clock, self._audit)
+        self.worker = OutboxWorker(engine, dispatcher, self.settings, clock, metrics)
 
     # ------------------------------------------------------------------ schema
 
@@ -161,7 +131,7 @@ class ApprovalService:
             attrs = getattr(principal, "attributes", None) or {}
             callback_url = attrs.get("callback_url") if isinstance(attrs.get("callback_url"), str) else None
         if callback_url is not None:
-            _check_url(callback_url, "callback_url")
+            check_url(callback_url, "callback_url")
             allowed = self.settings.callback_allowed_hosts
             host = (urlparse(callback_url).hostname or "").lower()
             if allowed and not any(fnmatch.fnmatch(host, pat.lower()) for pat in allowed):
@@ -201,7 +171,7 @@ class ApprovalService:
             existing = await self._existing_hold(tenant, request_id, digest)
             if existing is not None:
                 return existing
-        approval_id = _new_id("apr")
+        approval_id = new_id("apr")
         row = {
             "id": approval_id,
             "tenant": tenant,
@@ -287,7 +257,7 @@ class ApprovalService:
                 via=Via.api, details={"effect": decision.effect, "groups": groups, "action_hash": digest},
             )
             approval = (await conn.execute(sa.select(A).where(A.c.id == approval_id))).one()
-            await self._enqueue_notices(conn, approval, "request")
+            await self.composer.enqueue_notices(conn, approval, "request")
 
     # ------------------------------------------------------------------- read
 
@@ -417,7 +387,7 @@ class ApprovalService:
                 new_state = State.approved if approve else State.rejected
                 now = self.clock()
                 if edited_action is not None:
-                    new_view = _apply_edit(row.action_json, edited_action)
+                    new_view = apply_edit(row.action_json, edited_action)
                     new_hash = action_hash(new_view)
                     if new_hash != row.action_hash:
                         values.update(action_json=new_view, action_hash=new_hash, revision=row.revision + 1)
@@ -458,7 +428,7 @@ class ApprovalService:
                     ip=reviewer.ip, ua=reviewer.user_agent, reason=reason,
                 )
                 decided = await self._row(conn, approval_id)
-                await self._on_terminal(conn, decided)
+                await self.composer.on_terminal(conn, decided)
             self._wake(approval_id)
             self.kick_delivery()
             log.info("approval %s %s by %s via %s", approval_id, new_state.value, reviewer.subject, reviewer.via)
@@ -481,7 +451,7 @@ class ApprovalService:
                 raise ApprovalConflict(f"approval {approval_id} was already {row.state}")
             await self._audit(conn, approval_id, "cancelled", State.pending, State.cancelled, actor=actor, via=Via.api, reason=reason)
             decided = await self._row(conn, approval_id)
-            await self._on_terminal(conn, decided)
+            await self.composer.on_terminal(conn, decided)
         self._wake(approval_id)
         self.kick_delivery()
         return to_view(decided)
@@ -489,8 +459,7 @@ class ApprovalService:
     # ------------------------------------------------------------ review links
 
     def issue_link(self, approval_id: str, recipient: str, revision: int = 1, stage: int = 0) -> str:
-        token = self.signer.issue(approval_id, recipient, revision, stage)
-        return f"{self.settings.public_url}/review/{quote(token, safe='')}"
+        return self.composer.issue_link(approval_id, recipient, revision, stage)
 
     async def open_link(self, token: str) -> tuple[LinkClaims, ApprovalView]:
         """Verify a link for display (GET): signature and expiry; says if it was already used."""
@@ -583,7 +552,7 @@ class ApprovalService:
                 if row.on_timeout == "escalate" and row.escalate_to and row.escalate_to not in (row.groups or []):
                     values = {
                         "groups": [row.escalate_to], "escalations": row.escalations + 1, "updated_at": now,
-                        "channels": self._group_channels(row.escalate_to, row.channels),
+                        "channels": self.composer.group_channels(row.escalate_to, row.channels),
                         "timeout_at": now + timedelta(seconds=row.timeout_s) if row.timeout_s else None,
                         "on_timeout": "deny",  # an escalated approval that times out again is denied
                         "next_reminder_at": now + timedelta(seconds=row.remind_every_s) if row.remind_every_s else None,
@@ -611,9 +580,9 @@ class ApprovalService:
                 fresh = await self._row(conn, approval_id)
                 log.info("approval %s %s (%s after %ss)", approval_id, kind, row.on_timeout, row.timeout_s)
                 if to_state.terminal:
-                    await self._on_terminal(conn, fresh)
+                    await self.composer.on_terminal(conn, fresh)
                 else:
-                    await self._enqueue_notices(conn, fresh, "escalated")
+                    await self.composer.enqueue_notices(conn, fresh, "escalated")
                 fired += 1
             self._wake(approval_id)
         if fired:
@@ -645,103 +614,11 @@ class ApprovalService:
                     continue
                 await self._audit(conn, approval_id, "reminded", State.pending, State.pending, actor="system:timer", via=Via.timer,
                                   details={"reminder": row.reminders_sent + 1})
-                await self._enqueue_notices(conn, await self._row(conn, approval_id), "reminder")
+                await self.composer.enqueue_notices(conn, await self._row(conn, approval_id), "reminder")
                 sent += 1
         if sent:
             self.kick_delivery()
         return sent
-
-    async def deliver_due(self, *, limit: int = 100) -> int:
-        """Deliver outbox entries that are due; each is claimed by a lease so one replica sends it."""
-        if self.dispatcher is None:
-            return 0
-        now = self.clock()
-        async with self.engine.connect() as conn:
-            due = (
-                await conn.execute(
-                    sa.select(O.c.id, O.c.version).where(
-                        O.c.state == "pending", O.c.next_attempt_at <= now,
-                        sa.or_(O.c.lease_until.is_(None), O.c.lease_until < now),
-                    ).order_by(O.c.next_attempt_at).limit(limit)
-                )
-            ).all()
-        gate = asyncio.Semaphore(DELIVERY_CONCURRENCY)  # a slow endpoint must not hold up the others
-
-        async def claim_and_send(outbox_id: str, version: int) -> int:
-            async with gate:
-                async with self.engine.begin() as conn:
-                    res = await conn.execute(
-                        O.update().where(O.c.id == outbox_id, O.c.version == version, O.c.state == "pending")
-                        .values(lease_until=now + timedelta(seconds=LEASE_S), attempts=O.c.attempts + 1,
-                                version=version + 1)
-                    )
-                    if res.rowcount != 1:
-                        return 0  # claimed by another replica (or by a concurrent kick)
-                    item = (await conn.execute(sa.select(O).where(O.c.id == outbox_id))).one()
-                return await self._deliver_one(item)
-
-        results = await asyncio.gather(*(claim_and_send(i, v) for i, v in due))
-        return sum(results)
-
-    async def _deliver_one(self, item: Any) -> int:
-        assert self.dispatcher is not None
-        payload = dict(item.payload)
-        try:
-            if item.kind == "slack_update" and not payload.get("ts"):
-                payload = await self._resolve_slack_ts(item, payload)
-            result = await self.dispatcher.send(item.kind, item.target, payload, key=item.id)
-        except DeliveryError as e:
-            now = self.clock()
-            dead = not e.retriable or item.attempts >= item.max_attempts
-            delay = backoff_s(item.attempts, base_s=self.settings.delivery_backoff_s,
-                              max_s=self.settings.delivery_backoff_max_s, retry_after_s=e.retry_after_s)
-            async with self.engine.begin() as conn:
-                await conn.execute(
-                    O.update().where(O.c.id == item.id).values(
-                        state="dead" if dead else "pending", lease_until=None, last_error=str(e)[:2000],
-                        next_attempt_at=now + timedelta(seconds=delay), version=O.c.version + 1,
-                    )
-                )
-            if self.metrics is not None:
-                self.metrics.delivery(item.kind, "dead" if dead else "retry")
-            (log.error if dead else log.warning)(
-                "delivery %s %s for approval %s failed (attempt %d/%d%s): %s", item.kind, item.purpose,
-                item.approval_id, item.attempts, item.max_attempts, ", giving up" if dead else "", e,
-            )
-            return 0
-        except Exception as e:  # a bug in a sender must not kill the sweep; retry later
-            log.exception("delivery %s crashed", item.id)
-            async with self.engine.begin() as conn:
-                await conn.execute(O.update().where(O.c.id == item.id).values(
-                    lease_until=None, last_error=f"{type(e).__name__}: {e}"[:2000],
-                    next_attempt_at=self.clock() + timedelta(seconds=self.settings.delivery_backoff_s), version=O.c.version + 1))
-            return 0
-        if self.metrics is not None:
-            self.metrics.delivery(item.kind, "delivered")
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                O.update().where(O.c.id == item.id).values(
-                    state="delivered", lease_until=None, delivered_at=self.clock(), result=result, last_error=None,
-                    version=O.c.version + 1,
-                )
-            )
-        return 1
-
-    async def _resolve_slack_ts(self, item: Any, payload: dict[str, Any]) -> dict[str, Any]:
-        """The channel / ts of the message to replace: from the delivered request message."""
-        async with self.engine.connect() as conn:
-            posts = (await conn.execute(
-                sa.select(O.c.state, O.c.result).where(O.c.approval_id == item.approval_id, O.c.kind == "slack",
-                                                       O.c.target == item.target).order_by(O.c.created_at)
-            )).all()
-        for p in posts:
-            if p.state == "delivered" and p.result and p.result.get("ts"):
-                return {**payload, "channel": p.result.get("channel") or payload.get("channel"), "ts": p.result["ts"]}
-        if any(p.state == "pending" for p in posts):
-            # The request message is still being delivered: update it once it is there.
-            raise DeliveryError("the Slack message to update has not been posted yet", retriable=True,
-                                retry_after_s=self.settings.delivery_backoff_s)
-        raise DeliveryError("no Slack message was posted for this approval; nothing to update", retriable=False)
 
     async def run_sweeps(self) -> dict[str, int]:
         """One round of every sweep (what the scheduler runs every interval)."""
@@ -755,59 +632,21 @@ class ApprovalService:
 
     async def backlog(self) -> dict[str, int]:
         """How many approvals wait for a reviewer and how many deliveries gave up."""
-        async with self.engine.connect() as conn:
-            pending = (await conn.execute(sa.select(sa.func.count()).select_from(A).where(A.c.state == "pending"))).scalar()
-            dead = (await conn.execute(sa.select(sa.func.count()).select_from(O).where(O.c.state == "dead"))).scalar()
-        return {"pending": int(pending or 0), "dead_deliveries": int(dead or 0)}
+        return await self.worker.backlog()
+
+    async def deliver_due(self, *, limit: int = 100) -> int:
+        return await self.worker.deliver_due(limit=limit)
 
     async def redeliver(self, outbox_ids: Sequence[str] | None = None) -> int:
-        """Put dead deliveries back in the queue (all of them, or the given ids) with a fresh attempt budget."""
-        q = O.update().where(O.c.state == "dead")
-        if outbox_ids is not None:
-            q = q.where(O.c.id.in_(list(outbox_ids)))
-        async with self.engine.begin() as conn:
-            res = await conn.execute(q.values(state="pending", attempts=0, next_attempt_at=self.clock(), lease_until=None,
-                                              version=O.c.version + 1))
-        self.kick_delivery()
-        return int(res.rowcount or 0)
+        """Put dead deliveries back in the queue (all, or the given ids) with a fresh attempt budget."""
+        return await self.worker.redeliver(outbox_ids)
 
     def kick_delivery(self) -> None:
-        """Try the outbox now, in the background (the periodic sweep is the safety net).
-
-        Kicks coalesce: while one background delivery runs, further kicks only ask it to
-        run once more, so a burst of holds does not start a burst of outbox scans.
-        """
-        if self.dispatcher is None:
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        if self._kick_running:
-            self._kick_again = True
-            return
-        self._kick_running = True
-        task = loop.create_task(self._safe_deliver())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _safe_deliver(self) -> None:
-        try:
-            while True:
-                self._kick_again = False
-                try:
-                    await self.deliver_due()
-                except Exception:  # pragma: no cover - logged, retried by the sweep
-                    log.exception("background delivery failed")
-                if not self._kick_again:
-                    break
-        finally:
-            self._kick_running = False
+        self.worker.kick()
 
     async def drain(self) -> None:
         """Wait for background deliveries (tests, shutdown)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self.worker.drain()
 
     # ---------------------------------------------------------------- helpers
 
@@ -840,139 +679,6 @@ class ApprovalService:
         async with self.engine.begin() as c2:
             await self._audit(c2, row.id, "refused", State(row.state), None, actor=reviewer.subject, via=reviewer.via,
                               ip=reviewer.ip, ua=reviewer.user_agent, reason=why)
-
-    def _group_channels(self, group: str, fallback: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
-        configured = self.settings.group_channels.get(group)
-        if configured is None:
-            return list(fallback or [])
-        return [c.model_dump() for c in configured]
-
-    def _notice(self, row: Any, purpose: str, review_url: str | None) -> Notice:
-        view = to_view(row)
-        return Notice(
-            approval_id=row.id, purpose=purpose, tenant=row.tenant, action_name=row.action_name, action=row.action_json,
-            action_hash=row.action_hash, revision=row.revision, effect=row.effect, groups=list(row.groups or []),
-            reasons=[r.model_dump() for r in view.reasons], signals=view.signals, answers=view.answers,
-            requester=row.requester_actor or row.requester_subject, state=row.state, decided_by=row.decided_by,
-            decision_reason=row.reason, review_url=review_url, status_url=f"{self.settings.public_url}/v1/approvals/{row.id}",
-            timeout_at=row.timeout_at, on_timeout=row.on_timeout if row.escalate_to is None else f"escalate to {row.escalate_to}",
-            reminders_sent=row.reminders_sent, policy_name=row.policy_name,
-        )
-
-    async def _enqueue(self, conn: AsyncConnection, row: Any, kind: str, purpose: str, target: str, payload: dict[str, Any]) -> None:
-        now = self.clock()
-        await conn.execute(
-            O.insert().values(
-                id=_new_id("ntf"), approval_id=row.id, kind=kind, purpose=purpose, target=target, payload=payload,
-                state="pending", attempts=0, max_attempts=self.settings.delivery_max_attempts, next_attempt_at=now,
-                created_at=now, version=1,
-            )
-        )
-
-    async def _enqueue_notices(self, conn: AsyncConnection, row: Any, purpose: str) -> None:
-        """One outbox entry per channel of the approval, rendered now (what was sent is what is stored)."""
-        for ch in row.channels or []:
-            kind, target = ch["kind"], ch["target"]
-            try:
-                if kind == "email":  # one message and one personal link per address
-                    for address in [a.strip() for a in target.split(",") if a.strip()]:
-                        link = self.issue_link(row.id, f"email:{address}", row.revision, row.escalations)
-                        payload = email_channel.compose(self._notice(row, purpose, link), self.renderer, address)
-                        await self._enqueue(conn, row, "email", purpose, address, payload)
-                elif kind == "slack":
-                    link = self.issue_link(row.id, f"slack:{target}", row.revision, row.escalations)
-                    payload = slack_channel.compose(self._notice(row, purpose, link), self.renderer, target)
-                    await self._enqueue(conn, row, "slack", purpose, target, payload)
-                elif kind == "teams":
-                    url = self.settings.teams_webhooks.get(target, target)
-                    _check_url(url, f"teams destination {target!r}")
-                    link = self.issue_link(row.id, f"teams:{target}", row.revision, row.escalations)
-                    payload = teams_channel.compose(self._notice(row, purpose, link), self.renderer)
-                    await self._enqueue(conn, row, "teams", purpose, url, payload)
-                elif kind == "webhook":
-                    url = self.settings.webhooks.get(target, target)
-                    _check_url(url, f"webhook destination {target!r}")
-                    link = self.issue_link(row.id, f"webhook:{target}", row.revision, row.escalations)
-                    payload = webhook_channel.compose(self._notice(row, purpose, link))
-                    await self._enqueue(conn, row, "webhook", purpose, url, payload)
-            except ApprovalInvalid as e:
-                # A misconfigured channel must not lose the approval: record it and carry on.
-                await self._audit(conn, row.id, "notify_failed", None, None, actor="system", via=Via.system, reason=e.message)
-
-    async def _on_terminal(self, conn: AsyncConnection, row: Any) -> None:
-        """After a final state: update Slack messages, tell the other channels, call the app back."""
-        for ch in row.channels or []:
-            if ch["kind"] == "slack":
-                payload = slack_channel.compose(self._notice(row, "decided", None), self.renderer, ch["target"])
-                await self._enqueue(conn, row, "slack_update", "decided", ch["target"], payload)
-            elif ch["kind"] == "webhook":
-                url = self.settings.webhooks.get(ch["target"], ch["target"])
-                await self._enqueue(conn, row, "webhook", "decided", url, webhook_channel.compose(self._notice(row, "decided", None)))
-        if row.callback_url:
-            await self._enqueue(conn, row, "callback", "callback", row.callback_url, outcome(row).model_dump(mode="json"))
-
-
-def _check_url(url: str, what: str) -> None:
-    p = urlparse(url)
-    if p.scheme not in ("http", "https") or not p.netloc:
-        raise ApprovalInvalid(f"{what} must be an http(s) URL, got {url[:80]!r}")
-
-
-def _apply_edit(current: dict[str, Any], edit: dict[str, Any]) -> dict[str, Any]:
-    allowed = {"fields", "text"}
-    extra = set(edit) - allowed
-    if extra:
-        raise ApprovalInvalid(f"only {sorted(allowed)} of an action can be edited, not {sorted(extra)}")
-    new = dict(current)
-    if "fields" in edit:
-        if not isinstance(edit["fields"], dict):
-            raise ApprovalInvalid("edited fields must be an object")
-        new["fields"] = edit["fields"]
-    if "text" in edit:
-        if edit["text"] is not None and not isinstance(edit["text"], str):
-            raise ApprovalInvalid("edited text must be a string")
-        new["text"] = edit["text"]
-    return action_view(new)
-
-
-def _reasons(decision: dict[str, Any]) -> list[Reason]:
-    out = []
-    for hit in decision.get("rules") or []:
-        if hit.get("effect") in ("allow", None) and hit.get("kind") in ("route", "allow_choice", "authorize"):
-            continue
-        span = hit.get("span") or {}
-        out.append(Reason(
-            rule_id=hit.get("rule_id", ""), kind=hit.get("kind", ""), source=hit.get("source", ""),
-            where=f"{span['file']}:{span['line']}" if span.get("file") else None, because=list(hit.get("because") or []),
-        ))
-    return out
-
-
-def to_view(row: Any) -> ApprovalView:
-    decision = row.decision_json or {}
-    return ApprovalView(
-        id=row.id, state=State(row.state), released=State(row.state).released, tenant=row.tenant, effect=row.effect,
-        action_name=row.action_name, action=row.action_json, action_hash=row.action_hash, revision=row.revision,
-        original_action_hash=row.original_action_hash, edited=row.revision > 1, groups=list(row.groups or []),
-        reasons=_reasons(decision), signals=dict(decision.get("signals") or {}), tags=list(decision.get("tags") or []),
-        answers=row.answers_json, requester=row.requester_actor or row.requester_subject, created_at=row.created_at,
-        updated_at=row.updated_at, timeout_at=row.timeout_at, on_timeout=row.on_timeout, escalate_to=row.escalate_to,
-        next_reminder_at=row.next_reminder_at, reminders_sent=row.reminders_sent, escalations=row.escalations,
-        decided_at=row.decided_at, decided_by=row.decided_by, decided_via=row.decided_via, reason=row.reason,
-        policy_name=row.policy_name, policy_hash=row.policy_hash, decision_id=row.decision_id, version=row.version,
-    )
-
-
-def outcome(row: Any) -> Outcome:
-    return Outcome(
-        approval_id=row.id, state=State(row.state), released=State(row.state).released, action_hash=row.action_hash,
-        original_action_hash=row.original_action_hash, revision=row.revision, action=row.action_json,
-        decided_at=row.decided_at, decided_by=row.decided_by, decided_via=row.decided_via, reason=row.reason,
-    )
-
-
-def new_nonce() -> str:
-    return secrets.token_urlsafe(16)
 
 
 __all__: Sequence[str] = ["ApprovalService", "HoldResult", "Reviewer", "outcome", "to_view", "utcnow"]

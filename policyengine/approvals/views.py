@@ -1,0 +1,70 @@
+"""Rows to API shapes, and the small pure checks on what reviewers and apps send."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlparse
+
+from policyengine.approvals.errors import ApprovalInvalid
+from policyengine.approvals.hashing import action_view
+from policyengine.approvals.models import ApprovalView, Outcome, Reason
+from policyengine.approvals.states import State
+
+
+def check_url(url: str, what: str) -> None:
+    p = urlparse(url)
+    if p.scheme not in ("http", "https") or not p.netloc:
+        raise ApprovalInvalid(f"{what} must be an http(s) URL, got {url[:80]!r}")
+
+
+def apply_edit(current: dict[str, Any], edit: dict[str, Any]) -> dict[str, Any]:
+    allowed = {"fields", "text"}
+    extra = set(edit) - allowed
+    if extra:
+        raise ApprovalInvalid(f"only {sorted(allowed)} of an action can be edited, not {sorted(extra)}")
+    new = dict(current)
+    if "fields" in edit:
+        if not isinstance(edit["fields"], dict):
+            raise ApprovalInvalid("edited fields must be an object")
+        new["fields"] = edit["fields"]
+    if "text" in edit:
+        if edit["text"] is not None and not isinstance(edit["text"], str):
+            raise ApprovalInvalid("edited text must be a string")
+        new["text"] = edit["text"]
+    return action_view(new)
+
+
+def reasons(decision: dict[str, Any]) -> list[Reason]:
+    out = []
+    for hit in decision.get("rules") or []:
+        if hit.get("effect") in ("allow", None) and hit.get("kind") in ("route", "allow_choice", "authorize"):
+            continue
+        span = hit.get("span") or {}
+        out.append(Reason(
+            rule_id=hit.get("rule_id", ""), kind=hit.get("kind", ""), source=hit.get("source", ""),
+            where=f"{span['file']}:{span['line']}" if span.get("file") else None, because=list(hit.get("because") or []),
+        ))
+    return out
+
+
+def to_view(row: Any) -> ApprovalView:
+    decision = row.decision_json or {}
+    return ApprovalView(
+        id=row.id, state=State(row.state), released=State(row.state).released, tenant=row.tenant, effect=row.effect,
+        action_name=row.action_name, action=row.action_json, action_hash=row.action_hash, revision=row.revision,
+        original_action_hash=row.original_action_hash, edited=row.revision > 1, groups=list(row.groups or []),
+        reasons=reasons(decision), signals=dict(decision.get("signals") or {}), tags=list(decision.get("tags") or []),
+        answers=row.answers_json, requester=row.requester_actor or row.requester_subject, created_at=row.created_at,
+        updated_at=row.updated_at, timeout_at=row.timeout_at, on_timeout=row.on_timeout, escalate_to=row.escalate_to,
+        next_reminder_at=row.next_reminder_at, reminders_sent=row.reminders_sent, escalations=row.escalations,
+        decided_at=row.decided_at, decided_by=row.decided_by, decided_via=row.decided_via, reason=row.reason,
+        policy_name=row.policy_name, policy_hash=row.policy_hash, decision_id=row.decision_id, version=row.version,
+    )
+
+
+def outcome(row: Any) -> Outcome:
+    return Outcome(
+        approval_id=row.id, state=State(row.state), released=State(row.state).released, action_hash=row.action_hash,
+        original_action_hash=row.original_action_hash, revision=row.revision, action=row.action_json,
+        decided_at=row.decided_at, decided_by=row.decided_by, decided_via=row.decided_via, reason=row.reason,
+    )
