@@ -68,7 +68,7 @@ def render_text(r: DryRunReport, console: Console) -> None:
     console.print(Text(_policy_line(r), style="bold"))
     console.print(f"source: {r.source}" + (f" since {r.since}" if r.since else ""))
     console.print(f"replayed {r.replayed:,} of {r.total:,} decisions in {r.elapsed_s:.2f}s "
-                  f"({r.rate_per_s:,.0f}/s, {r.unique_inputs:,} distinct inputs)")
+                  f"({r.rate_per_s:,.0f}/s; {r.unique_inputs:,} evaluations, grouping: {r.grouping})")
     style = "yellow" if r.changed else "green"
     console.print(Text(f"{r.changed:,} of {r.compared:,} decisions would change ({r.changed_share:.2%})", style=style))
     if r.by_effect:

@@ -247,12 +247,17 @@ def replay(
     cache: dict[Any, tuple[Outcome, Outcome | None] | str] = {}
     dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
     projector = None
-    if cache_size is None:  # grouped keys repeat a lot; exact keys rarely do, so keep fewer
-        cache_size = 20_000 if exact or signal_provider is not None else 200_000
     if not exact and signal_provider is None:
         from policyengine.ci.replay.projection import Projector
 
-        projector = Projector([policy, baseline] if baseline is not None else [policy])
+        try:
+            projector = Projector([policy, baseline] if baseline is not None else [policy])
+        except Exception as exc:  # a construct the projection does not know: fall back to exact keys
+            report.grouping = f"exact (projection unavailable: {exc})"
+        else:
+            report.grouping = "projected"
+    if cache_size is None:  # grouped keys repeat a lot; exact keys rarely do, so keep fewer
+        cache_size = 200_000 if projector is not None else 20_000
     n = n_redacted = n_unique = n_errors = n_replayed = n_computed = n_compared = n_unrecorded = n_changed = 0
 
     def evaluate(rec: LoggedRecord, supplied: dict[str, Any]) -> tuple[Outcome, Outcome | None] | str:

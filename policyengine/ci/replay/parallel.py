@@ -114,7 +114,8 @@ def _sum_dicts(ds: list[dict[str, int]]) -> dict[str, int]:
 
 def merge_reports(parts: list[DryRunReport], *, max_examples: int) -> DryRunReport:
     first = parts[0]
-    out = DryRunReport(policy=first.policy, baseline=first.baseline, source=first.source, since=first.since)
+    out = DryRunReport(policy=first.policy, baseline=first.baseline, source=first.source, since=first.since,
+                       grouping=first.grouping)
     for f in ("total", "replayed", "compared", "changed", "other_policy", "unrecorded", "redacted", "signals_computed", "errors",
               "unique_inputs", "cpu_s"):
         setattr(out, f, sum(getattr(p, f) for p in parts))

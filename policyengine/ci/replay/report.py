@@ -76,7 +76,8 @@ class DryRunReport(BaseModel):
     logged_policy_hashes: dict[str, int] = Field(default_factory=dict)
     errors: int = 0
     error_examples: list[ReplayIssue] = Field(default_factory=list)
-    unique_inputs: int = 0  # distinct (action, signals) inputs evaluated
+    unique_inputs: int = 0  # distinct inputs evaluated (see `grouping`)
+    grouping: str = "exact"  # "projected": inputs the policies cannot tell apart share one evaluation
     elapsed_s: float = 0.0
     rate_per_s: float = 0.0  # decisions per wall-clock second
     cpu_s: float = 0.0  # CPU seconds spent replaying (all workers)
