@@ -55,7 +55,7 @@ def spec(name: str, url: str) -> ModelSpec:
     return ModelSpec(name=name, provider=Provider.vllm, base_url=url, model_id="bench")
 
 
-async def overhead(n: int, rounds: int) -> dict:
+async def overhead(n: int, rounds: int, redis_url: str | None = None) -> dict:
     with upstream(cpu=1) as url:
         client = make_client("aiohttp")
         payload = orjson.dumps(BODY)
@@ -72,14 +72,30 @@ async def overhead(n: int, rounds: int) -> dict:
         async def dispatched():
             return await d.complete(BODY, routing)
 
+        paths = [("direct", direct), ("dispatched", dispatched)]
+        dr = None
+        if redis_url:
+            import uuid
+
+            from policyengine.state import RedisStateStore
+
+            dr = Dispatcher({"m": spec("m", url)}, RedisStateStore(redis_url, prefix=f"pe-bench-{uuid.uuid4().hex[:8]}:"))
+
+            async def dispatched_redis():
+                return await dr.complete(BODY, routing)
+
+            paths.append(("disp+redis", dispatched_redis))
         res: dict = {}
         for _ in range(rounds):
             for conc in (1, 32):
-                for name, fn in (("direct", direct), ("dispatched", dispatched)):
+                for name, fn in paths:
                     rate, lat = await drive(fn, n if conc > 1 else n // 3, conc)
                     res.setdefault((name, conc), []).append((rate, lat))
         await client.aclose()
         await d.aclose()
+        if dr is not None:
+            await dr.state.aclose()
+            await dr.aclose()
     return res
 
 
@@ -154,14 +170,14 @@ async def failover(n: int) -> dict:
     return out
 
 
-async def main(n: int, rounds: int, nf: int) -> None:
+async def main(n: int, rounds: int, nf: int, redis_url: str | None) -> None:
     pin_self(0)
-    res = await overhead(n, rounds)
+    res = await overhead(n, rounds, redis_url)
     med = {k: sorted(v, key=lambda x: x[0])[len(v) // 2] for k, v in res.items()}
     print("== dispatch overhead (healthy call, in-memory state, one client core) ==")
     print(f"{'path':<12}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
     for conc in (1, 32):
-        for name in ("direct", "dispatched"):
+        for name in [p for p in ("direct", "dispatched", "disp+redis") if (p, conc) in med]:
             rate, lat = med[(name, conc)]
             s = summary(lat)
             print(f"{name:<12}{conc:>5}{rate:>9.0f}{s['p50_ms']:>9.3f}{s['p99_ms']:>9.3f}")
@@ -191,5 +207,6 @@ if __name__ == "__main__":
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--failover-requests", type=int, default=200)
+    ap.add_argument("--redis", default=None, help="also measure dispatch with Redis state, e.g. redis://127.0.0.1:6379/0")
     a = ap.parse_args()
-    asyncio.run(main(a.requests, a.rounds, a.failover_requests))
+    asyncio.run(main(a.requests, a.rounds, a.failover_requests, a.redis))

@@ -69,6 +69,7 @@ class Run:
     require_prefill: bool = False
     last: tuple[Classification, int | None, Any, str] | None = None  # class, status, body, model
     sticky: StickyEntry | None = None
+    breaker_clean: bool = False  # the model that is being tried had no breaker record
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -195,9 +196,6 @@ class Dispatcher:
             return "no_tool_support"
         if run.need_context is not None and spec.context is not None and spec.context < run.need_context:
             return "context_too_small"
-        cd = await self._state.get_cooldown(model_scope(spec.name))
-        if cd is not None:
-            return f"cooldown:{cd.reason}"
         return None
 
     # ------------------------------------------------------------------ the chain
@@ -214,26 +212,38 @@ class Dispatcher:
                 continue
             prefer = run.sticky.key_id if run.sticky is not None and run.sticky.model == name else None
             base_url = self._resolve(spec.base_url)
-            usable: list[tuple[str | None, str | None]] = []  # (key_id, secret)
+            candidates: list[tuple[str | None, str | None]] = []  # (key_id, secret)
             for key_ref in self._keys(spec, prefer):
                 if key_ref is None:
-                    usable.append((None, None))
-                    continue
-                cd = await self._state.get_cooldown(key_scope(name, key_ref.name))
-                if cd is not None:
-                    self._skip(run, name, f"cooldown:{cd.reason}", key_ref.name)
+                    candidates.append((None, None))
                     continue
                 secret = self._resolve(key_ref)
                 if not secret:
                     self._skip(run, name, "key_missing", key_ref.name)
                     continue
-                usable.append((key_ref.name, secret))
+                candidates.append((key_ref.name, secret))
+            if not candidates:
+                continue
+            # one state round trip: model cooldown, key cooldowns, breaker (claims a half-open
+            # probe only when a call will follow)
+            scopes = [key_scope(name, k) for k, _ in candidates if k is not None]
+            pf = await self._state.preflight(name, scopes, self.settings.breaker)
+            if pf.model_cooldown is not None:
+                self._skip(run, name, f"cooldown:{pf.model_cooldown.reason}")
+                continue
+            usable = []
+            for key_id, secret in candidates:
+                cd = pf.key_cooldowns.get(key_scope(name, key_id)) if key_id is not None else None
+                if cd is not None:
+                    self._skip(run, name, f"cooldown:{cd.reason}", key_id)
+                else:
+                    usable.append((key_id, secret))
             if not usable:
                 continue
-            # last check: it claims the half-open probe, so only when a call will follow
-            if not await self._state.breaker_allow(name, self.settings.breaker):
+            if not pf.allowed:
                 self._skip(run, name, "breaker_open")
                 continue
+            run.breaker_clean = pf.breaker_clean
             for key_id, secret in usable:
                 extra = {k: (self._resolve(v) or "") for k, v in spec.headers.items()}
                 opts = CallOptions(key=secret, key_id=key_id, base_url=base_url,
@@ -328,7 +338,8 @@ class Dispatcher:
         return run.prompt_tokens if run.prompt_tokens is not None else run.estimate
 
     async def _on_success(self, run: Run, spec: ModelSpec, key_id: str | None) -> None:
-        await self._state.breaker_success(spec.name)
+        if not run.breaker_clean:
+            await self._state.breaker_success(spec.name)
         if run.routing.sticky and run.session_id:
             st = run.sticky
             now = time.time()

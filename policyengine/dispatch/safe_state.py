@@ -13,7 +13,14 @@ import time
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from policyengine.state import BreakerConfig, BreakerState, Cooldown, StateStore, StickyEntry
+from policyengine.state import (
+    BreakerConfig,
+    BreakerState,
+    Cooldown,
+    Preflight,
+    StateStore,
+    StickyEntry,
+)
 
 log = logging.getLogger("policyengine.dispatch")
 T = TypeVar("T")
@@ -45,6 +52,9 @@ class SafeState:
 
     async def breaker_allow(self, model: str, config: BreakerConfig) -> bool:
         return await self._call(self.store.breaker_allow(model, config), True, "breaker_allow")
+
+    async def preflight(self, model: str, key_scopes: list[str], config: BreakerConfig) -> Preflight:
+        return await self._call(self.store.preflight(model, key_scopes, config), Preflight(allowed=True), "preflight")
 
     async def breaker_success(self, model: str) -> None:
         await self._call(self.store.breaker_success(model), None, "breaker_success")

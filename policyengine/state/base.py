@@ -46,6 +46,21 @@ class StickyEntry(BaseModel):
     updated: float = 0.0
 
 
+class Preflight(BaseModel):
+    """Everything the dispatcher must know before calling a model, read in one step.
+
+    `model_cooldown` set: the model is skipped (nothing else was read or claimed).
+    `key_cooldowns`: the keys (by scope) that are cooling down. `allowed`: the breaker
+    let the call through (None when no key was usable: no probe slot was claimed).
+    `breaker_clean`: no failures are recorded, so a success needs no write.
+    """
+
+    model_cooldown: Cooldown | None = None
+    key_cooldowns: dict[str, Cooldown] = {}
+    allowed: bool | None = None
+    breaker_clean: bool = True
+
+
 def model_scope(model: str) -> str:
     return f"model:{model}"
 
@@ -69,6 +84,11 @@ class StateStore(Protocol):
         ...
 
     async def breaker_success(self, model: str) -> None: ...
+
+    async def preflight(self, model: str, key_scopes: list[str], config: BreakerConfig) -> Preflight:
+        """Model cooldown, key cooldowns and the breaker check (claiming a half-open probe only
+        when at least one key is usable), atomically and in one round trip where possible."""
+        ...
 
     async def breaker_failure(self, model: str, config: BreakerConfig) -> BreakerState: ...
 

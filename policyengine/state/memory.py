@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .base import BreakerConfig, BreakerState, Cooldown, StickyEntry
+from .base import BreakerConfig, BreakerState, Cooldown, Preflight, StickyEntry, model_scope
 
 
 class MemoryStateStore:
@@ -61,6 +61,20 @@ class MemoryStateStore:
             b.probe_until = now + config.probe_timeout
             return True
         return False
+
+    async def preflight(self, model: str, key_scopes: list[str], config: BreakerConfig) -> Preflight:
+        mcd = await self.get_cooldown(model_scope(model))
+        if mcd is not None:
+            return Preflight(model_cooldown=mcd)
+        kcd = {}
+        for scope in key_scopes:
+            cd = await self.get_cooldown(scope)
+            if cd is not None:
+                kcd[scope] = cd
+        if key_scopes and len(kcd) == len(key_scopes):
+            return Preflight(key_cooldowns=kcd)
+        clean = model not in self._breakers
+        return Preflight(key_cooldowns=kcd, allowed=await self.breaker_allow(model, config), breaker_clean=clean)
 
     async def breaker_success(self, model: str) -> None:
         b = self._breakers.get(model)

@@ -11,7 +11,7 @@ import time
 
 from redis.asyncio import Redis
 
-from .base import BreakerConfig, BreakerState, Cooldown, StickyEntry
+from .base import BreakerConfig, BreakerState, Cooldown, Preflight, StickyEntry, model_scope
 
 # KEYS[1]=breaker hash; ARGV: now, probe_timeout. Returns 1 if the caller may send a request.
 _ALLOW = """
@@ -43,6 +43,38 @@ if cur then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return ARGV[1]
+"""
+
+# KEYS[1]=model cooldown, KEYS[2]=breaker hash, KEYS[3..]=key cooldowns; ARGV: now, probe_timeout.
+# Returns {model_cd or false, {key_cd or false...}, allowed (1/0/-1 = not checked), clean (1/0)}.
+_PREFLIGHT = """
+local now = tonumber(ARGV[1])
+local mcd = redis.call('GET', KEYS[1])
+if mcd then return {mcd, {}, -1, 1} end
+local kcds, usable = {}, 0
+for i = 3, #KEYS do
+  local cd = redis.call('GET', KEYS[i])
+  kcds[#kcds + 1] = cd or ''
+  if not cd then usable = usable + 1 end
+end
+if #KEYS > 2 and usable == 0 then return {false, kcds, -1, 1} end
+local st = redis.call('HGET', KEYS[2], 'state')
+if not st then return {false, kcds, 1, 1} end
+if st == 'closed' then return {false, kcds, 1, 0} end
+if st == 'open' then
+  local ou = tonumber(redis.call('HGET', KEYS[2], 'opened_until') or '0')
+  if now >= ou then
+    redis.call('HSET', KEYS[2], 'state', 'half_open', 'probe_until', now + tonumber(ARGV[2]))
+    return {false, kcds, 1, 0}
+  end
+  return {false, kcds, 0, 0}
+end
+local pu = tonumber(redis.call('HGET', KEYS[2], 'probe_until') or '0')
+if now >= pu then
+  redis.call('HSET', KEYS[2], 'probe_until', now + tonumber(ARGV[2]))
+  return {false, kcds, 1, 0}
+end
+return {false, kcds, 0, 0}
 """
 
 # KEYS[1]=breaker hash; ARGV: now, threshold, window, open_for, open_max
@@ -102,6 +134,7 @@ class RedisStateStore:
         self._allow = self._redis.register_script(_ALLOW)
         self._failure = self._redis.register_script(_FAILURE)
         self._cooldown = self._redis.register_script(_COOLDOWN)
+        self._preflight = self._redis.register_script(_PREFLIGHT)
 
     def _k(self, kind: str, name: str) -> str:
         return f"{self._prefix}{kind}:{name}"
@@ -137,6 +170,23 @@ class RedisStateStore:
     # -- circuit breaker --------------------------------------------------
     async def breaker_allow(self, model: str, config: BreakerConfig) -> bool:
         return bool(await self._allow(keys=[self._k("br", model)], args=[time.time(), config.probe_timeout]))
+
+    async def preflight(self, model: str, key_scopes: list[str], config: BreakerConfig) -> Preflight:
+        keys = [self._k("cd", model_scope(model)), self._k("br", model), *(self._k("cd", k) for k in key_scopes)]
+        mcd, kcds, allowed, clean = await self._preflight(keys=keys, args=[time.time(), config.probe_timeout])
+        now = time.time()
+        if mcd:
+            cd = Cooldown.model_validate_json(mcd)
+            if cd.until > now:
+                return Preflight(model_cooldown=cd)
+        key_cds = {}
+        for scope, raw in zip(key_scopes, kcds or [], strict=False):
+            if raw:
+                cd = Cooldown.model_validate_json(raw)
+                if cd.until > now:
+                    key_cds[scope] = cd
+        return Preflight(key_cooldowns=key_cds, allowed=None if allowed == -1 else bool(allowed),
+                         breaker_clean=bool(clean))
 
     async def breaker_success(self, model: str) -> None:
         await self._redis.delete(self._k("br", model))

@@ -95,3 +95,26 @@ async def test_memory_store_sweeps_expired_sessions():
     for i in range(1000, 1100):
         await s.set_sticky(f"s{i}", StickyEntry(model="m"), ttl=10)
     assert len(s._sticky) == 100  # the 1,000 expired sessions were swept at the 1,024th write
+
+
+async def test_preflight_reads_everything_in_one_step(store):
+    ks = ["key:m/K1", "key:m/K2"]
+    pf = await store.preflight("m", ks, CFG)
+    assert pf.model_cooldown is None and pf.key_cooldowns == {} and pf.allowed is True and pf.breaker_clean
+    await store.set_cooldown("key:m/K1", 5, "auth_invalid")
+    pf = await store.preflight("m", ks, CFG)
+    assert list(pf.key_cooldowns) == ["key:m/K1"] and pf.allowed is True
+    # every key cooling: the breaker is not consulted, so no half-open probe is claimed
+    await store.breaker_failure("m", CFG)
+    await store.breaker_failure("m", CFG)  # open
+    await asyncio.sleep(0.55)  # open period over: the next allowed check would claim the probe
+    await store.set_cooldown("key:m/K2", 5, "quota_exhausted")
+    pf = await store.preflight("m", ks, CFG)
+    assert pf.allowed is None and set(pf.key_cooldowns) == set(ks)
+    assert (await store.breaker("m")).state == "open"
+    await store.clear_cooldown("key:m/K2")
+    pf = await store.preflight("m", ks, CFG)
+    assert pf.allowed is True and not pf.breaker_clean and (await store.breaker("m")).state == "half_open"
+    await store.set_cooldown("model:m", 5, "overloaded")
+    pf = await store.preflight("m", ks, CFG)
+    assert pf.model_cooldown.reason == "overloaded" and pf.allowed is None
