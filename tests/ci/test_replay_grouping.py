@@ -90,7 +90,8 @@ def candidate(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _comparable(r) -> dict:
-    d = r.model_dump(mode="json", exclude={"elapsed_s", "rate_per_s", "unique_inputs", "peak_rss_mb", "cpu_s"})
+    d = r.model_dump(mode="json", exclude={"elapsed_s", "rate_per_s", "unique_inputs", "peak_rss_mb", "cpu_s",
+                                           "grouping"})
     for g in d["groups"]:
         g["examples"] = sorted(e["id"] for e in g["examples"])
     return d
@@ -106,6 +107,7 @@ def test_projection_equals_exact_replay(random_log: Path, candidate: Path) -> No
         assert {g.kind for g in grouped.groups} >= {"effect", "chain"}
         assert _comparable(grouped) == _comparable(exact)
         assert grouped.unique_inputs < exact.unique_inputs
+        assert (grouped.grouping, exact.grouping) == ("projected", "exact")
     # and the logged decisions replay unchanged through the policy that made them
     same = replay(old, JsonlSource(random_log))
     assert same.changed == 0 and same.errors == 0
