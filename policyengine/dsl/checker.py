@@ -559,7 +559,7 @@ def _atom_implies(b: ast.Expr, a: ast.Expr) -> bool:
     """Does atom b (true) make atom a true?"""
     if b == a:
         return True
-    if isinstance(a, ast.In) and not a.negated and a.path == b.path:  # type: ignore[union-attr]
+    if isinstance(a, ast.In) and not a.negated and a.path == getattr(b, "path", None):
         if isinstance(b, ast.Cmp) and b.op == "==":
             return b.value in a.values
         if isinstance(b, ast.In) and not b.negated:

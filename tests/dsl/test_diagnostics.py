@@ -168,6 +168,13 @@ def test_shadowing_through_membership() -> None:
     assert diags(text) == []
 
 
+def test_shadowing_check_handles_every_atom_kind() -> None:
+    # found by hypothesis: a `not` atom has no path
+    text = M + 'route default -> qwen-72b\nroute when (tenant or tenant in ["x"]) -> qwen-72b\n' \
+        'route when not tenant == "" -> gemma-27b\nroute when text mentions l -> gemma-27b\nlexicon l ["a"]\n'
+    assert diags(text) == []
+
+
 def test_github_annotation_format() -> None:
     [d] = diags(CASES["E210"][0])
     assert d.github() == (
