@@ -170,8 +170,8 @@ def test_shadowing_through_membership() -> None:
 
 def test_shadowing_check_handles_every_atom_kind() -> None:
     # found by hypothesis: a `not` atom has no path
-    text = M + 'route default -> qwen-72b\nroute when (tenant or tenant in ["x"]) -> qwen-72b\n' \
-        'route when not tenant == "" -> gemma-27b\nroute when text mentions l -> gemma-27b\nlexicon l ["a"]\n'
+    text = M + 'route default -> qwen-72b\nroute when (vip or region in ["x"]) -> qwen-72b\n' \
+        'route when not region == "" -> gemma-27b\nroute when text mentions l -> gemma-27b\nlexicon l ["a"]\n'
     assert diags(text) == []
 
 
