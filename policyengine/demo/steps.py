@@ -320,8 +320,9 @@ def _title(html: str) -> str:
 
 
 async def step_litigation(ctx: DemoContext) -> StepResult:
-    res = StepResult("litigation", "A litigation mention escalated",
-                     "Step 4 C: escalation trigger: the request mentions litigation")
+    res = StepResult("litigation", "A litigation mention escalated (and the other escalation triggers)",
+                     "Step 4 C: escalation triggers: the request mentions litigation, customer sentiment < 0.3, "
+                     "model confidence < threshold")
     text = ("Thanks for the update. If the refund is not processed this week I will take legal action, and my "
             "solicitor will be in touch.")
     c = res.record(await ctx.evaluate("draft a reply to a litigious customer", {
@@ -346,6 +347,12 @@ async def step_litigation(ctx: DemoContext) -> StepResult:
                f"effect {angry.effect}, sentiment {low}")
     if angry.approval:
         res.approvals["sentiment escalation"] = angry.approval.get("approval_id", "")
+    unsure = res.record(await ctx.evaluate("classify with low model confidence", {
+        "action": "classify_ticket", "actor": "support-agent-7",
+        "fields": {"ticket": "T-77", "category": "billing", "confidence": 0.55}}))
+    res.expect("a classification the model is unsure of (confidence 0.55 < 0.7) is escalated",
+               unsure.effect == "escalate", f"effect {unsure.effect}, "
+               f"confidence {unsure.body.get('signals', {}).get('confidence')}")
     return res
 
 

@@ -164,6 +164,10 @@ def test_litigation_escalated(demo_run: dict[str, Any], log) -> None:
     hit = [r for r in rec["rules"] if r.get("effect") == "escalate"]
     assert any("litigation" in r["source"] for r in hit), hit
     assert log(ids["draft a normal reply"])["effect"] == "allow"
+    angry = log(ids["draft a reply to a furious customer"])
+    assert angry["effect"] == "escalate" and angry["signals"]["sentiment"] < 0.3
+    unsure = log(ids["classify with low model confidence"])
+    assert unsure["effect"] == "escalate" and unsure["signals"]["confidence"] == 0.55
 
 
 def test_dual_model_verification(demo_run: dict[str, Any], log) -> None:
