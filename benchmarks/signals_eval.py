@@ -103,7 +103,7 @@ def sentiment(embedder) -> None:
           f" {batch_ms:.1f} ms/message batched, {one_ms:.2f} ms/message when the embedding is cached")
 
 
-def litigation() -> None:
+def litigation(embedder) -> None:
     from policyengine.signals.mentions import LexiconMatcher
 
     rows = load("litigation.jsonl")
@@ -127,6 +127,13 @@ def litigation() -> None:
     print(f"  per tag, ours:         {per_tag(rows, ours == truth)}")
     print(f"  per tag, keyword list: {per_tag(rows, naive == truth)}")
     print(f"  {ms:.3f} ms/message")
+    from policyengine.signals.semantic_mentions import SemanticMentions
+
+    for thr in (0.55, 0.6, 0.65):
+        sem = SemanticMentions(embedder, thr)
+        both = np.array([o or sem.first(r["text"], "litigation", LITIGATION) is not None for o, r in zip(ours, rows, strict=True)])
+        sp, sr = precision_recall(both, truth)
+        print(f"  + optional embedding second signal at cosine {thr}: precision {sp:.3f} recall {sr:.3f}")
 
 
 def divergence(embedder, rounds: int) -> None:
@@ -232,7 +239,7 @@ def main() -> None:
     print(f"policyengine.signals import {import_s * 1000:.0f} ms (no torch yet); embedding model load {load_s:.2f} s"
           f" (once per process): {emb.model_name}")
     sentiment(emb)
-    litigation()
+    litigation(emb)
     divergence(emb, args.rounds)
 
 

@@ -10,6 +10,7 @@ from policyengine.signals.base import MentionMatch
 from policyengine.signals.confidence import confidence_from_fields
 from policyengine.signals.embedder import Embedder
 from policyengine.signals.mentions import LexiconMatcher
+from policyengine.signals.semantic_mentions import SemanticMentions
 from policyengine.signals.sentiment import Method, SentimentScorer
 
 
@@ -29,16 +30,22 @@ class DefaultSignalProvider:
         sentiment_method: Method = "combined",
         fuzzy_mentions: bool = True,
         exclusions: Mapping[str, Sequence[str]] | None = None,
+        semantic_mentions: float | None = None,
     ) -> None:
         self.embedder = embedder
         self._sentiment = SentimentScorer(embedder, method=sentiment_method)
         self._matcher = LexiconMatcher(fuzzy=fuzzy_mentions, exclusions=dict(exclusions or {}))
+        # optional embedding second signal, only consulted when no phrase matched
+        self._semantic = SemanticMentions(embedder, semantic_mentions) if semantic_mentions is not None else None
 
     def sentiment(self, text: str) -> float:
         return self._sentiment.score(text)
 
     def mentions(self, text: str, lexicon: str, phrases: list[str]) -> MentionMatch | None:
-        return self._matcher.first(text, lexicon, phrases)
+        hit = self._matcher.first(text, lexicon, phrases)
+        if hit is None and self._semantic is not None and text.strip():
+            hit = self._semantic.first(text, lexicon, phrases)
+        return hit
 
     def all_mentions(self, text: str, lexicon: str, phrases: list[str]) -> list[MentionMatch]:
         return self._matcher.find_all(text, lexicon, phrases)

@@ -117,3 +117,16 @@ async def test_precompute_fills_only_what_is_needed(provider):
         await precompute(provider, action, {"mentions:pii"})
     with pytest.raises(ValueError, match="unknown signal"):
         await precompute(provider, action, {"mood"})
+
+
+def test_optional_embedding_second_signal_for_mentions(embedder):
+    p = DefaultSignalProvider(embedder, semantic_mentions=0.45)
+    hit = p.mentions("Thanks for nothing. I'll be getting my legal representatives involved.", "litigation",
+                     ["legal action", "solicitor"])
+    assert hit is not None and hit.method == "embedding"
+    assert hit.matched_text == "I'll be getting my legal representatives involved."
+    assert p.mentions("What time do you open?", "litigation", ["legal action", "solicitor"]) is None
+    lexical = p.mentions("My solicitor will call.", "litigation", ["legal action", "solicitor"])
+    assert lexical.method == "lexical"
+    with pytest.raises(ValueError, match="threshold"):
+        DefaultSignalProvider(embedder, semantic_mentions=0)
