@@ -135,8 +135,13 @@ def _run_case(policy: Any, file: str, case: PolicyTest, provider: Any) -> tuple[
     return base, d
 
 
-def run_tests(target: str | Path, *, min_coverage: float | None = None, signal_provider: Any = None) -> PolicyTestReport:
-    """Discover and run every test file for `target` (folder, .policy file or test file)."""
+def run_tests(target: str | Path, *, min_coverage: float | None = None, signal_provider: Any = None,
+              match: str | None = None) -> PolicyTestReport:
+    """Discover and run every test file for `target` (folder, .policy file or test file).
+
+    `match`: run only tests whose name contains it (case-insensitive); coverage then
+    counts only what those tests exercised.
+    """
     report = PolicyTestReport(target=str(target), min_coverage=min_coverage)
     groups: dict[tuple[str, ...], list[Any]] = defaultdict(list)
     for path in discover_test_files(target):
@@ -163,6 +168,8 @@ def run_tests(target: str | Path, *, min_coverage: float | None = None, signal_p
         verify_outcomes: dict[tuple[str, int], set[str]] = defaultdict(set)
         for tf in files:
             for case in tf.tests:
+                if match and match.lower() not in case.name.lower():
+                    continue
                 res, d = _run_case(policy, tf.path, case, signal_provider)
                 sr.cases.append(res)
                 if d is None:

@@ -82,6 +82,8 @@ def test_cmd(
     fmt: Annotated[TestFormat, typer.Option("--format", help="text, json, or github (workflow annotations).")] = TestFormat.text,
     compute_signals: Annotated[bool, typer.Option("--compute-signals", help="Compute signals a test does not supply "
                                                   "(sentiment model, fuzzy mentions) instead of leaving them unset.")] = False,
+    match: Annotated[str | None, typer.Option("--match", "-k", help="Only tests whose name contains this text.")] = None,
+    junit_xml: Annotated[Path | None, typer.Option("--junit-xml", help="Also write a JUnit XML report here.")] = None,
 ) -> None:
     """Run the policy tests written beside the policies and report rule coverage."""
     from policyengine.ci.runner import run_tests
@@ -89,11 +91,15 @@ def test_cmd(
 
     provider = _signal_provider() if compute_signals else None
     try:
-        report = run_tests(path, min_coverage=min_coverage, signal_provider=provider)
+        report = run_tests(path, min_coverage=min_coverage, signal_provider=provider, match=match)
     except (FileNotFoundError, ValueError, SpecError) as exc:
         raise _fail_input(str(exc)) from None
     if not report.sets and not report.file_errors:
         raise _fail_input(f"{path}: no policy test files (*.tests.yaml) found")
+    if junit_xml is not None:
+        from policyengine.ci.render.junit import render_junit
+
+        junit_xml.write_text(render_junit(report), encoding="utf-8")
     if fmt is TestFormat.json:
         from policyengine.ci.render.tests_report import render_json
 

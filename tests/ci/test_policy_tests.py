@@ -146,3 +146,21 @@ tests:
     report = run_tests(pol)
     verify = next(r for s in report.sets for r in s.rules if r.kind == "verify")
     assert verify.covered and verify.partial == "no test with divergence above the threshold"
+
+
+def test_match_and_junit_xml(tmp_path: Path) -> None:
+    import xml.etree.ElementTree as ET
+
+    pol = _copy_with_tests(tmp_path, FAILING)
+    out = tmp_path / "junit.xml"
+    res = runner.invoke(app, ["test", str(pol), "--junit-xml", str(out)])
+    assert res.exit_code == 1
+    root = ET.parse(out).getroot()
+    suite = root.find("testsuite")
+    assert suite is not None and suite.get("tests") == "2" and suite.get("failures") == "2"
+    failure = suite.find("testcase/failure")
+    assert failure is not None and "expected allow | actual require_approval" in (failure.text or "")
+    assert any(p.get("name") == "uncovered_rule" for p in suite.iter("property"))
+    only = runner.invoke(app, ["test", str(pol), "-k", "GEMMA", "--format", "json"])
+    data = json.loads(only.output)
+    assert [c["name"] for c in data["sets"][0]["cases"]] == ["code (wrongly) expected on gemma"]
