@@ -86,3 +86,11 @@ def test_model_is_configurable_by_env(monkeypatch):
     monkeypatch.setenv("POLICYENGINE_EMBEDDING_THREADS", "many")
     with pytest.raises(ValueError, match="THREADS"):
         Embedder()
+
+
+def test_int8_quantisation_is_close_to_fp32(embedder):
+    q = Embedder(quantize=True, cache_size=0)
+    texts = ["Your refund has been approved.", "The engineer will visit on Thursday."]
+    vq, vf = q.embed(texts), embedder.embed(texts)
+    assert "quantized" in type(q._model[0].auto_model.encoder.layer[0].attention.self.query).__module__
+    assert np.all(np.sum(vq * vf, axis=1) > 0.85)  # same space, slightly different vectors
