@@ -164,3 +164,13 @@ def test_match_and_junit_xml(tmp_path: Path) -> None:
     only = runner.invoke(app, ["test", str(pol), "-k", "GEMMA", "--format", "json"])
     data = json.loads(only.output)
     assert [c["name"] for c in data["sets"][0]["cases"]] == ["code (wrongly) expected on gemma"]
+
+
+def test_every_example_policy_set_is_fully_tested() -> None:
+    """The tests beside policies/ pass and exercise every rule (a guard for policy edits)."""
+    report = run_tests(Path(__file__).parents[2] / "policies", min_coverage=100)
+    assert not report.file_errors and all(s.error is None for s in report.sets)
+    failed = [(c.file, c.name, [m.model_dump() for m in c.mismatches]) for s in report.sets for c in s.cases
+              if c.status != "passed"]
+    assert failed == []
+    assert len(report.sets) >= 8 and report.coverage == 100.0
