@@ -89,7 +89,19 @@ def fmt(
     paths: Annotated[list[Path], typer.Argument(help="Policy files or directories.")],
     check_only: Annotated[bool, typer.Option("--check", help="Do not write; exit 1 if a file is not formatted.")] = False,
 ) -> None:
-    """Rewrite policy files in the one canonical format."""
+    """Rewrite policy files in the one canonical format (`-` formats stdin to stdout)."""
+    if [str(p) for p in paths] == ["-"]:
+        text = sys.stdin.read()
+        try:
+            new = format_source(text, "<stdin>")
+        except PolicyError as e:
+            for d in e.diagnostics:
+                err.print(d.format())
+            raise typer.Exit(1)
+        if check_only:
+            raise typer.Exit(0 if new == text else 1)
+        sys.stdout.write(new)
+        raise typer.Exit(0)
     changed: list[Path] = []
     failed = False
     files = expand_paths(paths)

@@ -388,12 +388,25 @@ def _expected(exp: set[str] | frozenset[str]) -> str:
     return ", ".join(f"`{n}`" if " " not in n else n for n in names)
 
 
+def _end_of_text(text: str) -> tuple[int, int]:
+    """Just after the last token (comments and whitespace skipped): where more was expected."""
+    last = None
+    try:
+        for last in _lark().lex(text):  # noqa: B007 - we want the last token
+            pass
+    except UnexpectedInput:
+        last = None
+    if last is not None and last.end_line and last.end_column:
+        return last.end_line, last.end_column
+    return 1, 1
+
+
 def _syntax_diag(file: str, text: str, e: UnexpectedInput) -> Diagnostic:
     line = getattr(e, "line", None)
     col = getattr(e, "column", None)
-    if not isinstance(line, int) or line < 1:
-        lines = text.split("\n")
-        line, col = len(lines), len(lines[-1]) + 1
+    at_end = isinstance(e, UnexpectedEOF) or (isinstance(e, UnexpectedToken) and e.token.type == "$END")
+    if at_end or not isinstance(line, int) or line < 1:
+        line, col = _end_of_text(text)
     if not isinstance(col, int) or col < 1:
         col = 1
     end_col = col + 1

@@ -184,3 +184,11 @@ def test_bom_and_tabs(tmp_path: Path) -> None:
     assert lines[0].startswith(f"{p}:2:18: E210")
     assert lines[1] == "  route default -> nope"
     assert lines[2].index("^") == lines[1].index("nope")
+
+
+def test_fmt_stdin_to_stdout() -> None:
+    r = runner.invoke(app, ["fmt", "-"], input="authorize   a ,b\n")
+    assert r.exit_code == 0 and r.output == "authorize a, b\n"
+    assert runner.invoke(app, ["fmt", "--check", "-"], input="authorize   a\n").exit_code == 1
+    r = runner.invoke(app, ["fmt", "-"], input="authorize\n")
+    assert r.exit_code == 1 and "<stdin>:1:10: E103" in r.output

@@ -18,7 +18,7 @@ CASES: dict[str, tuple[str, int, int]] = {
     "E100": ('policy "t" version 1\nauthorize refund when amount > > 3\n', 2, 32),
     "E101": ('policy "t" version 1\nauthorize refund @\n', 2, 18),
     "E102": ('policy "t" version 1\nlexicon l ["abc\n', 2, 12),
-    "E103": ('policy "t" version 1\nmodel a {\n', 2, 9),
+    "E103": ('policy "t" version 1\nmodel a {\n', 2, 10),
     "E104": ('policy "t" version 1\nlexicon l ["a\\qb"]\n', 2, 14),
     "W110": ("authorize refund\n", 1, 1),
     "E111": (M + 'policy "other" version 2\n', 4, 1),
