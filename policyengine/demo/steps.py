@@ -115,8 +115,11 @@ class DemoContext:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
 
     async def chat(self, label: str, text: str, *, who: str = "app", use_case: str | None = None,
-                   session: str | None = None, model: str = "auto", actor: str | None = None) -> Call:
+                   session: str | None = None, model: str = "auto", actor: str | None = None,
+                   channel: str | None = None) -> Call:
         headers = self.auth(who)
+        if channel:
+            headers["X-PolicyEngine-Channel"] = channel
         if use_case:
             headers["X-PolicyEngine-Use-Case"] = use_case
         if session:
@@ -159,18 +162,25 @@ def _where(ctx: DemoContext, call: Call) -> str:
 async def step_routing(ctx: DemoContext) -> StepResult:
     res = StepResult("routing", "Use-case, tier and user-switchable routing",
                      "Step 2 B-D: code -> qwen-72b, summarisation -> gemma-27b, classification -> gemma-9b; "
-                     "standard tier -> gemma-27b; power users may pick from an allowlist")
+                     "standard tier -> gemma-27b, internal tools -> the free local model; power users may pick "
+                     "from an allowlist")
     cases = [
         ("code", dict(use_case="code"), "qwen-72b", "Write a Python function that validates a UK postcode."),
         ("summarisation", dict(use_case="summarisation"), "gemma-27b", "Summarise this ticket thread for the handover."),
         ("classification", dict(use_case="classification"), "gemma-9b", "Classify: 'my parcel never arrived'"),
         ("standard tier", dict(who="standard"), "gemma-27b", "Hello, where is my order?"),
+        ("internal-tools channel", dict(channel="internal"), "gemma-9b", "Summarise yesterday's on-call log."),
         ("power user picks gemma-27b", dict(who="power", model="gemma-27b"), "gemma-27b", "Draft a reply, quickly."),
     ]
     for label, kw, want, text in cases:
         c = res.record(await ctx.chat(label, text, **kw))
         res.expect(f"{label} -> {want}", c.status == 200 and c.model == want,
                    f"HTTP {c.status}, answered by {c.model or '-'} ({c.attempts or 'no attempts'})")
+    models = await ctx.client.get(f"{ctx.base_url}/v1/models", headers=ctx.auth("power"))
+    listed = [m.get("id") for m in _json(models).get("data") or []]
+    res.expect("GET /v1/models shows a power user the allowlist they may pick from",
+               models.status_code == 200 and set(listed) - {"auto"} == {"qwen-72b", "gemma-27b"},
+               f"{listed} ('auto' = let the policy route)")
     c = res.record(await ctx.chat("power user picks kimi-large", "Use the long-context model.", who="power",
                                   model="kimi-large"))
     res.expect("a model outside the allowlist is refused (403)", c.status == 403,

@@ -94,7 +94,8 @@ def test_decision_log_chain_is_intact(demo_run: dict[str, Any]) -> None:
 def test_routing(demo_run: dict[str, Any], log) -> None:
     ids = _ids(demo_run, "routing")
     want = {"code": "qwen-72b", "summarisation": "gemma-27b", "classification": "gemma-9b",
-            "standard tier": "gemma-27b", "power user picks gemma-27b": "gemma-27b"}
+            "standard tier": "gemma-27b", "internal-tools channel": "gemma-9b",
+            "power user picks gemma-27b": "gemma-27b"}
     for label, model in want.items():
         rec = log(ids[label])
         assert rec["effect"] == "allow" and rec["model"] == model, (label, rec["model"], rec["routing"])
