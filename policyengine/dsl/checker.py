@@ -480,14 +480,28 @@ class Checker:
                 continue
             for n in it.actions:  # type: ignore[union-attr]
                 uses[n.value].append((kind, n, it))
+        def pos(u: tuple[str, ast.Name, Any]) -> tuple[str, int, int]:
+            return (u[1].span.file, u[1].span.line, u[1].span.col)
+
         for name, us in uses.items():
             auth = [u for u in us if u[0] == "authorize" and u[2].cond is None]
             deny = [u for u in us if u[0] == "deny" and u[2].cond is None]
-            if auth and deny:
-                later = max(auth[0], deny[0], key=lambda u: (u[1].span.file, u[1].span.line, u[1].span.col))
-                other = deny[0] if later is auth[0] else auth[0]
-                self.add("E230", later[1].span, f"`{name}` is both authorized and denied (other rule at "
-                         f"{_where(other[1].span)})", "deny always wins: remove one of the two rules")
+            if deny:
+                # an unconditional deny makes every other rule for the action dead
+                for u in us:
+                    if u[0] == "authorize":
+                        if u[2].cond is None and pos(u) < pos(deny[0]):
+                            self.add("E230", deny[0][1].span, f"`{name}` is both authorized and denied (other rule "
+                                     f"at {_where(u[1].span)})", "deny always wins: remove one of the two rules")
+                        else:
+                            self.add("E230", u[1].span, f"`{name}` is authorized here but always denied at "
+                                     f"{_where(deny[0][1].span)}", "deny always wins: remove one of the two rules")
+                        break
+                for u in us:
+                    if u[0] in ("approval", "escalate"):
+                        self.add("W238", u[1].span, f"this rule never applies: `{name}` is always denied at "
+                                 f"{_where(deny[0][1].span)}", "remove it, or make the deny conditional",
+                                 warning=True)
             for dup in auth[1:]:
                 self.add("W231", dup[1].span, f"`{name}` is already authorized at {_where(auth[0][1].span)}",
                          "remove the repeat", warning=True)

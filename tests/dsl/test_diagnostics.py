@@ -49,6 +49,7 @@ CASES: dict[str, tuple[str, int, int]] = {
     "W231": (M + "authorize refund\nauthorize refund\n", 5, 11),
     "W232": (M + "authorize classify_ticket\nrequire approval for classify_ticket when amount > 5 GBP\n"
              'deny clasify_ticket when tenant == "x"\n', 6, 6),
+    "W238": (M + "require approval for refund when amount > 5 GBP\ndeny refund\n", 4, 22),
     "E233": (M + 'require approval for refund {\n  reviewers group "a"\n  reviewers group "b"\n}\n', 6, 3),
     "W234": (M + "require approval for refund {\n  remind every 8h\n  timeout 1h -> deny\n}\n", 5, 3),
     "E235": (M + "require approval for refund {\n  timeout 0s -> deny\n}\n", 5, 3),
@@ -129,6 +130,12 @@ def test_literal_secrets_anywhere() -> None:
     ds = diags(text)
     assert [d.code for d in ds] == ["E204", "E204"]
     assert all('env("NAME")' in (d.hint or "") for d in ds)
+
+
+def test_conditional_authorize_of_an_always_denied_action() -> None:
+    ds = diags(M + "deny refund\nauthorize refund when amount < 5 GBP\n")
+    assert [(d.code, d.line, d.col) for d in ds] == [("E230", 5, 11)]
+    assert "always denied at t.policy:4" in ds[0].message
 
 
 def test_conditional_deny_and_authorize_is_fine() -> None:
