@@ -185,3 +185,9 @@ def test_threshold_change_against_postgres(pg_schema_url: str, tmp_path: Path,
     report = replay(load_policy_set(["tests/ci/data/refunds_v2"]), src, max_examples=-1)
     src.close()
     _check_threshold_report(report.model_dump(mode="json"))
+
+
+def test_database_url_password_is_never_shown() -> None:
+    src = DatabaseSource("postgresql://reader:s3cret-pass@db.internal:5432/policyengine")
+    assert "s3cret-pass" not in src.describe() and "***" in src.describe()
+    src.close()
