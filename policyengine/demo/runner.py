@@ -33,6 +33,7 @@ from .procs import ServiceError, ServiceProcess, free_port, port_in_use
 from .steps import STEPS, DemoContext, StepResult
 
 POLICY_DIR = Path(__file__).resolve().parent / "policies"
+STEP_TIMEOUT_S = 180.0  # a stuck step fails instead of hanging the demo
 TENANT = "acme"
 
 
@@ -146,8 +147,9 @@ async def _run(opts: DemoOptions, console: Console) -> int:
             for n, step in enumerate(STEPS, 1):
                 t = time.monotonic()
                 try:
-                    res = await step(ctx)
-                except Exception as exc:  # a broken step is reported, the others still run
+                    async with asyncio.timeout(STEP_TIMEOUT_S):
+                        res = await step(ctx)
+                except Exception as exc:  # a broken or stuck step is reported, the others still run
                     res = StepResult(step.__name__.removeprefix("step_"), step.__name__, "")
                     res.error = f"{type(exc).__name__}: {exc}"
                 results.append(res)
@@ -164,6 +166,9 @@ async def _run(opts: DemoOptions, console: Console) -> int:
     except ServiceError as exc:
         console.print(f"[red]the service did not start:[/red] {exc}")
         results.append(StepResult("startup", "start the service", "", error=str(exc)))
+    except OSError as exc:  # e.g. a port taken between choosing it and binding it
+        console.print(f"[red]could not start the demo's local servers:[/red] {exc}")
+        results.append(StepResult("startup", "start the local servers", "", error=str(exc)))
     except asyncio.CancelledError:
         cancelled = True
         raise
@@ -175,7 +180,7 @@ async def _run(opts: DemoOptions, console: Console) -> int:
         await inbox.stop()
         await fleet.stop()
         leftovers = [p for p in ports if port_in_use(p)]
-        if cancelled and opts.keep_db is None:
+        if cancelled:
             shutil.rmtree(tmp, ignore_errors=True)
     ok = bool(results) and all(r.ok for r in results) and not leftovers
     if leftovers:
