@@ -219,7 +219,8 @@ def latency(variants: list, pairs: list[tuple[str, str]], rounds: int) -> None:
         base = base or med
         print(f"  {label:<22} wall median {med:6.1f} ms  p90 {float(np.percentile(st['wall'], 90)):6.1f} ms"
               f"  CPU median {cpu:5.1f} ms  embeddings alone {statistics.median(st['emb']):5.1f} ms"
-              f"  (wall vs fp32 {med / base:.2f}x; target <= 25 ms median: {'met' if med <= 25 else 'MISSED'})")
+              f"  (wall vs fp32 {med / base:.2f}x; target <= 25 ms median: wall {'met' if med <= 25 else 'MISSED'},"
+              f" CPU {'met' if cpu <= 25 else 'MISSED'})")
     print(f"  checks alone (extract + compare both answers): median {statistics.median(checks):.2f} ms")
     print("  CPU median = what one pair costs on one core; wall includes waiting for a core on a busy machine")
 
