@@ -141,7 +141,15 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
     raise RuntimeError("service not ready")
 
 
-def wrk(url: str, *, conns: int, duration: int, body: dict, token: str | None, cpu: str) -> dict:
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of a process (and its reaped children), in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / ticks
+
+
+def wrk(url: str, *, conns: int, duration: int, body: dict, token: str | None, cpu: str,
+        measure_pid: int | None = None) -> dict:
     script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
     headers = {"Content-Type": "application/json"}
     if token:
@@ -152,7 +160,9 @@ def wrk(url: str, *, conns: int, duration: int, body: dict, token: str | None, c
         script.write(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}\n")
     script.close()
     cmd = ["taskset", "-c", cpu, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", "-s", script.name, url]
+    cpu0 = proc_cpu_s(measure_pid) if measure_pid else None
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    cpu1 = proc_cpu_s(measure_pid) if measure_pid else None
     os.unlink(script.name)
 
     def ms(label: str) -> float | None:
@@ -166,8 +176,13 @@ def wrk(url: str, *, conns: int, duration: int, body: dict, token: str | None, c
     total = int(re.search(r"(\d+) requests in", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
-    return {"rps": rps, "p50_ms": ms("50"), "p90_ms": ms("90"), "p99_ms": ms("99"), "requests": total,
-            "non2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(0) if errors else None}
+    res = {"rps": rps, "p50_ms": ms("50"), "p90_ms": ms("90"), "p99_ms": ms("99"), "requests": total,
+           "non2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(0) if errors else None}
+    if cpu0 is not None and cpu1 is not None and total:
+        # CPU the service actually got, per request: independent of how busy the machine is
+        res["service_cpu_ms_per_request"] = round((cpu1 - cpu0) * 1000 / total, 4)
+        res["service_cpu_share"] = round((cpu1 - cpu0) / duration, 3)
+    return res
 
 
 class Service:
@@ -273,9 +288,9 @@ def main() -> None:
                     cpu=a.load_cpu)  # warm-up
                 before = count_rows(db_url)
                 r1 = wrk(svc.url + "/v1/evaluate", conns=1, duration=d, body=evaluate_body, token=TOKEN,
-                         cpu=a.load_cpu)
+                         cpu=a.load_cpu, measure_pid=svc.proc.pid)
                 r32 = wrk(svc.url + "/v1/evaluate", conns=32, duration=d, body=evaluate_body, token=TOKEN,
-                          cpu=a.load_cpu)
+                          cpu=a.load_cpu, measure_pid=svc.proc.pid)
                 time.sleep(0.5)
                 rows = count_rows(db_url) - before
                 ok = r1["requests"] - r1["non2xx"] + r32["requests"] - r32["non2xx"]
@@ -283,7 +298,8 @@ def main() -> None:
                                            "2xx_responses_counted_by_wrk": ok, "loadavg": loadavg()}
                 print(f"[evaluate/{db}] load {loadavg()} c=1: {r1['rps']:.0f} req/s p50 {r1['p50_ms']:.3f} ms p99 "
                       f"{r1['p99_ms']:.3f} ms | c=32: {r32['rps']:.0f} req/s p50 {r32['p50_ms']:.2f} ms p99 "
-                      f"{r32['p99_ms']:.2f} ms | rows {rows} vs 2xx {ok}", flush=True)
+                      f"{r32['p99_ms']:.2f} ms, service CPU {r32.get('service_cpu_ms_per_request')} ms/req "
+                      f"(got {r32.get('service_cpu_share')} of a core) | rows {rows} vs 2xx {ok}", flush=True)
                 if mode and not a.skip_chat:
                     results["chat"][db] = bench_chat(svc, up_url, chat_body, d, a.load_cpu, db)
             finally:
@@ -312,15 +328,16 @@ def bench_chat(svc: Service, up_url: str, body: dict, d: int, cpu: str, label: s
     wrk(gw, conns=4, duration=2, body=body, token=TOKEN, cpu=cpu)  # warm-up (connection pools)
     for name, b in (("plain", body), ("stream", stream_body)):
         dir1 = wrk(direct, conns=1, duration=d, body=b, token=None, cpu=cpu)
-        gw1 = wrk(gw, conns=1, duration=d, body=b, token=TOKEN, cpu=cpu)
-        gw32 = wrk(gw, conns=32, duration=d, body=b, token=TOKEN, cpu=cpu)
+        gw1 = wrk(gw, conns=1, duration=d, body=b, token=TOKEN, cpu=cpu, measure_pid=svc.proc.pid)
+        gw32 = wrk(gw, conns=32, duration=d, body=b, token=TOKEN, cpu=cpu, measure_pid=svc.proc.pid)
         dir32 = wrk(direct, conns=32, duration=d, body=b, token=None, cpu=cpu)
         added = gw1["p50_ms"] - dir1["p50_ms"]
         out[name] = {"direct_c1": dir1, "gateway_c1": gw1, "gateway_c32": gw32, "direct_c32": dir32,
                      "added_p50_ms_c1": round(added, 3),
                      "added_p99_ms_c1": round(gw1["p99_ms"] - dir1["p99_ms"], 3), "loadavg": loadavg()}
         print(f"[chat/{label}/{name}] direct c=1 p50 {dir1['p50_ms']:.3f} ms | gateway c=1 p50 {gw1['p50_ms']:.3f} ms "
-              f"(added {added:.3f} ms) | gateway c=32 {gw32['rps']:.0f} req/s (non-2xx {gw32['non2xx']}) | "
+              f"(added {added:.3f} ms) | gateway c=32 {gw32['rps']:.0f} req/s (non-2xx {gw32['non2xx']}), service CPU "
+              f"{gw32.get('service_cpu_ms_per_request')} ms/req (got {gw32.get('service_cpu_share')} of a core) | "
               f"direct c=32 {dir32['rps']:.0f} req/s", flush=True)
     return out
 
