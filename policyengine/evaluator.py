@@ -79,15 +79,12 @@ class CompiledRule:
     order: int
     obligation: dict[str, Any] | None = None  # ApprovalObligation fields
     signals: frozenset[str] = frozenset()  # signals the condition may read
+    restrictive: bool = True  # an undecidable condition fires the rule (all but authorize)
     # verify only
     models: tuple[str, ...] = ()
     threshold: float | None = None
     divergence_cond: Cond | None = None
     tag: str | None = None
-
-    @property
-    def restrictive(self) -> bool:
-        return self.kind != "authorize"
 
     def hit(self, because: list[str], effect: str | None = None, kind: str | None = None) -> RuleHit:
         return _hit(self.rule_id, kind or self.kind, effect, self.span, self.source, because)
@@ -95,12 +92,14 @@ class CompiledRule:
     def test(self, ctx: EvalContext) -> list[str] | None:
         """The comparisons that made the rule fire, or None if it does not."""
         because: list[str] = []
-        if self.cond is None:
+        cond = self.cond
+        if cond is None:
             return because
-        r = self.cond(ctx, because)
-        if r is True or (r is None and self.restrictive):
-            if r is None:
-                because.append("undecidable condition treated as matching (fail-safe)")
+        r = cond(ctx, because)
+        if r is True:
+            return because
+        if r is None and self.restrictive:
+            because.append("undecidable condition treated as matching (fail-safe)")
             return because
         return None
 

@@ -187,7 +187,7 @@ def compile_files(files: list[ast.PolicyFile]) -> CompiledPolicy:
         order += 1
         return CompiledRule(kind=kind, rule_id=_rule_id(it.span), span=_sspan(it.span), source=_source(by_file, it.span),
                             cond=compile_expr(cond) if cond is not None else None, order=order,
-                            signals=signals_of(cond), **extra)
+                            signals=signals_of(cond), restrictive=kind != "authorize", **extra)
 
     for it in items:
         if isinstance(it, ast.Deny):

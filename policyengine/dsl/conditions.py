@@ -15,10 +15,12 @@ import operator
 import re
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
+from functools import partial
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from . import ast, printer
-from .fields import BUILTIN, MISSING, classify, field_getter
+from .fields import BUILTIN_ATTR, MISSING, classify, field_getter
 from .parser import canonical_decimal, parse_duration
 
 if TYPE_CHECKING:
@@ -109,12 +111,21 @@ def as_bool(v: Any) -> bool | None:
 def _getter(path: str) -> tuple[str, Callable[[EvalContext], Any]]:
     kind, key = classify(path)
     if kind == "builtin":
-        g = BUILTIN[key]
-        return kind, lambda ctx: (lambda v: MISSING if v is None else v)(g(ctx.action))
+        read = attrgetter("action." + BUILTIN_ATTR[key])
+
+        def builtin(ctx: EvalContext) -> Any:
+            v = read(ctx)
+            return MISSING if v is None else v
+
+        return kind, builtin
     if kind == "signal":
-        return kind, lambda ctx: ctx.signal(key)
+        return kind, partial(_signal, key=key)
     fg = field_getter(key)
     return kind, lambda ctx: fg(ctx.action)
+
+
+def _signal(ctx: EvalContext, key: str) -> Any:
+    return ctx.signal(key)
 
 
 def _missing(kind: str, path: str, because: list[str], negated: bool = False) -> bool | None:

@@ -32,6 +32,15 @@ BUILTIN: dict[str, Callable[[Action], Any]] = {
     "requested_model": lambda a: a.requested_model,
     "prompt_tokens": lambda a: a.prompt_tokens,
 }
+# The Action attribute each built-in reads (for fast attribute getters).
+BUILTIN_ATTR: dict[str, str] = {
+    "action": "action", "tenant": "tenant", "tenant.id": "tenant", "tenant.tier": "tenant_tier",
+    "tenant.channel": "channel", "channel": "channel", "user": "actor", "user.id": "actor", "user.role": "actor_role",
+    "actor": "actor", "actor.id": "actor", "actor.role": "actor_role", "use_case": "use_case",
+    "session": "session_id", "session.id": "session_id", "session_id": "session_id", "text": "text",
+    "requested_model": "requested_model", "prompt_tokens": "prompt_tokens",
+}
+assert set(BUILTIN_ATTR) == set(BUILTIN)
 BUILTIN_TYPES: dict[str, str] = {k: "str" for k in BUILTIN}
 BUILTIN_TYPES["prompt_tokens"] = "num"
 NAMESPACES = ("tenant", "user", "actor", "session")
