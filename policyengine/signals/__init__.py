@@ -20,7 +20,13 @@ from policyengine.signals.embedder import (
 from policyengine.signals.mentions import LexiconMatcher
 from policyengine.signals.provider import DefaultSignalProvider, precompute
 from policyengine.signals.sentiment import SentimentScorer, vader_sentiment
-from policyengine.signals.verify import VerificationResult, VerifiedAnswer, answer_text, verify
+from policyengine.signals.verify import (
+    VerificationResult,
+    VerifiedAnswer,
+    answer_text,
+    run_verification,
+    verify,
+)
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -41,6 +47,7 @@ __all__ = [
     "default_model_path",
     "parse_confidence",
     "precompute",
+    "run_verification",
     "shared_embedder",
     "vader_sentiment",
     "verify",

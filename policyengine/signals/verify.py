@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from policyengine.signals.confidence import confidence_from_logprobs
 from policyengine.signals.divergence import DEFAULT_THRESHOLD, DivergenceResult, DivergenceScorer
-from policyengine.types import Routing
+from policyengine.types import Routing, Verification
 
 
 class _DispatchResult(Protocol):
@@ -138,4 +138,20 @@ async def verify(
         tags=[tag] if aligned and tag else [],
         confidence=round(1.0 - div.divergence, 4),
         reasons=reasons,
+    )
+
+
+async def run_verification(
+    dispatcher: Dispatcher,
+    body: dict,
+    verification: Verification,
+    *,
+    scorer: DivergenceScorer | None = None,
+    session_id: str | None = None,
+    fallbacks: dict[str, list[str]] | None = None,
+) -> VerificationResult:
+    """`verify()` driven by a Decision's `verification` obligation (models, threshold, tag)."""
+    return await verify(
+        dispatcher, body, list(verification.models), verification.threshold,
+        scorer=scorer, tag=verification.tag, session_id=session_id, fallbacks=fallbacks,
     )

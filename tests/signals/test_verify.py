@@ -175,3 +175,16 @@ async def test_real_dispatcher_failover_inside_verification(sim_fleet, scorer):
         assert lone.escalate and lone.answers[1].error  # no fallback: gemma's failure is reported
     finally:
         await d.aclose()
+
+
+async def test_run_verification_takes_the_decisions_obligation(scorer):
+    from policyengine.signals import run_verification
+    from policyengine.types import Verification
+
+    d = FakeDispatcher({"qwen-72b": "Take 200mg twice a day.", "gemma-27b": "Take 200 mg two times a day."})
+    v = Verification(models=["qwen-72b", "gemma-27b"], threshold=0.25, tag="verified", rule_id="x.policy:3")
+    r = await run_verification(d, BODY, v, scorer=scorer)
+    assert r.aligned and r.tags == ["verified"]
+    d2 = FakeDispatcher({"qwen-72b": "Take 200mg twice a day.", "gemma-27b": "Take 400mg twice a day."})
+    r2 = await run_verification(d2, BODY, v, scorer=scorer)
+    assert r2.escalate and r2.reasons == ["mg differ: 200 mg vs 400 mg"]
