@@ -14,12 +14,16 @@ this run (the service's Redis keys are named after them), deleted afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import re
 import secrets
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -34,6 +38,7 @@ from policyengine.simulate.server import SimServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
+ROOT = Path(__file__).resolve().parents[2]
 TENANT = "scaleout"
 TIMEOUTS = 12  # approvals left to time out while both replicas sweep
 
@@ -275,3 +280,79 @@ async def test_replicas_share_one_decision_log_chain(cluster: Cluster) -> None:
         engine.dispose()
     assert res.ok, res.problem
     assert res.rows >= 10
+
+
+def _nginx_conf(workdir: Path, listen: int, a: int, b: int) -> Path:
+    """examples/deploy/nginx/nginx.conf, pointed at the two local replicas (nothing else changed)."""
+    src = (ROOT / "examples" / "deploy" / "nginx" / "nginx.conf").read_text()
+    conf = (src.replace("server policyengine-1:8000", f"server 127.0.0.1:{a}")
+            .replace("server policyengine-2:8000", f"server 127.0.0.1:{b}")
+            .replace("listen 8080;", f"listen 127.0.0.1:{listen};")
+            .replace("worker_processes auto;", "worker_processes 1;")
+            .replace("http {", "http {\n" + "".join(f"  {k}_temp_path {workdir}/{k};\n"
+                                                     for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")), 1))
+    assert f"127.0.0.1:{a}" in conf and f"127.0.0.1:{b}" in conf and f"127.0.0.1:{listen}" in conf
+    path = workdir / "nginx.conf"
+    path.write_text(conf)
+    return path
+
+
+async def _decisions_total(client: httpx.AsyncClient, url: str) -> float:
+    text = (await client.get(f"{url}/metrics")).text
+    return sum(float(v) for v in re.findall(r'^policyengine_decisions_total\{[^}]*\} ([0-9.e+]+)$', text, re.M))
+
+
+async def test_the_shipped_nginx_config_fronts_both_replicas(cluster: Cluster, tmp_path: Path) -> None:
+    nginx = shutil.which("nginx")
+    if nginx is None:
+        pytest.skip("nginx is not installed (apt-get install nginx-light); the reverse-proxy check needs it")
+    c = cluster
+    port = free_port()
+    conf = _nginx_conf(tmp_path, port, c.a.port, c.b.port)
+    proc = await asyncio.create_subprocess_exec(
+        nginx, "-p", str(tmp_path), "-c", str(conf), "-g", f"daemon off; pid {tmp_path}/nginx.pid;",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+    proxy = f"http://127.0.0.1:{port}"
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            for _ in range(50):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(f"{proxy}/readyz")).status_code == 200:
+                        break
+                assert proc.returncode is None, (await proc.stderr.read()).decode() if proc.stderr else ""
+                await asyncio.sleep(0.1)
+            # round robin: both replicas take decisions made through the proxy
+            before = [await _decisions_total(client, r.url) for r in (c.a, c.b)]
+            for i in range(6):
+                r = await client.post(f"{proxy}/v1/evaluate", headers=c.auth("app"),
+                                      json={"action": "chat", "fields": {"i": i}})
+                assert r.status_code == 200, r.text
+            after = [await _decisions_total(client, r.url) for r in (c.a, c.b)]
+            assert all(x > y for x, y in zip(after, before, strict=True)), (before, after)
+            # metrics stay inside the cluster network
+            assert (await client.get(f"{proxy}/metrics")).status_code == 403
+            # a streamed chat completion is relayed as server-sent events, to the end
+            lines = []
+            async with client.stream("POST", f"{proxy}/v1/chat/completions", headers=c.auth("app"), json={
+                    "model": "auto", "stream": True, "messages": [{"role": "user", "content": "Hello"}]}) as s:
+                assert s.status_code == 200 and s.headers["content-type"].startswith("text/event-stream")
+                async for line in s.aiter_lines():
+                    if line.startswith("data: "):
+                        lines.append(line[6:])
+            assert lines[-1] == "[DONE]" and len(lines) > 3
+            assert json.loads(lines[0])["object"] == "chat.completion.chunk"
+            # an approval long poll through the proxy is released by a decision through the proxy
+            r = await client.post(f"{proxy}/v1/evaluate", headers=c.auth("app"), json={
+                "action": "refund", "actor": "agent-1", "fields": {"amount": "300 GBP", "via": "nginx"}})
+            aid = r.json()["approval"]["approval_id"]
+            waiter = asyncio.create_task(client.get(f"{proxy}/v1/approvals/{aid}", params={"wait": 20},
+                                                    headers=c.auth("app")))
+            await asyncio.sleep(0.5)
+            ok = await client.post(f"{proxy}/v1/approvals/{aid}/approve", headers=c.auth("reviewer"), json={})
+            assert ok.status_code == 200, ok.text
+            view = (await asyncio.wait_for(waiter, 25)).json()
+            assert view["state"] == "approved" and view["released"] is True
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            await proc.wait()
