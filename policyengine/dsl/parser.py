@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from decimal import Decimal, InvalidOperation
 from functools import cache
@@ -45,6 +46,14 @@ _TERMINAL_NAMES = {
     "RPAR": ")",
     "COMMA": ",",
     "__ANON_0": "->",
+}
+
+
+# Words from other policy languages, and what they are called here.
+_SYNONYMS = {
+    "permit": "authorize", "allow": "authorize", "forbid": "deny", "block": "deny", "reject": "deny",
+    "approve": "require approval for", "hold": "require approval for", "approval": "require approval for",
+    "lexicons": "lexicon", "models": "model", "routes": "route", "escalation": "escalate",
 }
 
 
@@ -388,6 +397,17 @@ def _expected(exp: set[str] | frozenset[str]) -> str:
     return ", ".join(f"`{n}`" if " " not in n else n for n in names)
 
 
+def _keyword_guess(word: str, expected: Any) -> str | None:
+    """`modle` -> `model`, `permit` -> `authorize`, when such a keyword fits here."""
+    keywords = {t.lower() for t in expected if t.isupper() and t not in _TERMINAL_NAMES}
+    w = word.lower()
+    syn = _SYNONYMS.get(w)
+    if syn and syn.split()[0] in keywords:
+        return syn
+    close = difflib.get_close_matches(w, sorted(keywords), 1, 0.7)
+    return close[0] if close else None
+
+
 def _end_of_text(text: str) -> tuple[int, int]:
     """Just after the last token (comments and whitespace skipped): where more was expected."""
     last = None
@@ -421,6 +441,12 @@ def _syntax_diag(file: str, text: str, e: UnexpectedInput) -> Diagnostic:
             hint = 'strings know \\" \\\\ \\n \\t; write a backslash as \\\\'
         elif ch == '"':
             msg, code, hint = "unterminated string", "E102", 'close the string with `"` on the same line'
+        elif (word := re.match(r"[A-Za-z_][A-Za-z0-9_]*([.\-/][A-Za-z0-9_]+)*", rest)) is not None:
+            # a word where only keywords fit: most often a misspelt or foreign keyword
+            w = word.group(0)
+            code, msg, end_col = "E100", f"unexpected `{w}`", col + len(w)
+            guess = _keyword_guess(w, e.allowed or ())
+            hint = f"did you mean `{guess}`?" if guess else (f"expected {_expected(e.allowed)}" if e.allowed else None)
         else:
             msg, code = f"unexpected character {ch!r}", "E101"
             hint = f"expected {_expected(e.allowed)}" if e.allowed else None
@@ -435,6 +461,10 @@ def _syntax_diag(file: str, text: str, e: UnexpectedInput) -> Diagnostic:
             code, msg = "E100", f"unexpected `{tok}`"
             end_col = (tok.end_column or col + 1) if tok.end_line == tok.line else col + 1
         hint = f"expected {_expected(e.expected)}" if e.expected else None
+        if tok.type == "NAME" and (guess := _keyword_guess(str(tok), e.expected or ())):
+            hint = f"did you mean `{guess}`?"
+        elif str(tok) == "for":
+            hint = "the action scope comes first: `escalate for ACTION when ...`, `verify for ACTION when ...`"
     else:  # pragma: no cover - lark has no other subclasses
         code, msg, hint = "E100", str(e).splitlines()[0], None
     return Diagnostic(

@@ -94,6 +94,21 @@ def test_too_deep_nesting_is_located() -> None:
     assert [(d.code, d.line, d.col) for d in ds] == [("E105", 3, 18)]
 
 
+def test_misspelt_and_foreign_keywords() -> None:
+    cases = {
+        'policy "t"\nmodle a { provider vllm }\n': (2, 1, "did you mean `model`?"),
+        "permit refund\n": (1, 1, "did you mean `authorize`?"),
+        "authorize a\nforbid b\n": (2, 1, "did you mean `deny`?"),
+        "model a { provder vllm }\n": (1, 11, "did you mean `provider`?"),
+        'require approval for a { reviewer group "x" }\n': (1, 26, "did you mean `reviewers`?"),
+        "escalate when sentiment < 0.3 for refund\n": (1, 31, "the action scope comes first"),
+    }
+    for text, (line, col, hint) in cases.items():
+        [d] = [d for d in diags(text) if d.is_error]
+        assert (d.code, d.line, d.col) == ("E100", line, col), d.format()
+        assert (d.hint or "").startswith(hint), d.format()
+
+
 def test_did_you_mean_hints() -> None:
     [d] = diags(CASES["E210"][0])
     assert d.hint == "did you mean `gemma-27b`?"
