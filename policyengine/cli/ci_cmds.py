@@ -149,6 +149,10 @@ def dry_run_cmd(
                                                   "(counted in the report: not an exact replay).")] = False,
     workers: Annotated[int | None, typer.Option("--workers", min=1, help="Processes replaying in parallel "
                                                 "(default: one per CPU for large logs, else 1).")] = None,
+    rematch: Annotated[list[str] | None, typer.Option("--rematch-lexicon", help="Drop the logged mention results of "
+                                                      "this lexicon and match the logged text again (repeatable). "
+                                                      "Automatic for lexicons that differ from --baseline or from "
+                                                      "the logged policy versions in the database.")] = None,
     all_policies: Annotated[bool, typer.Option("--all-policies", help="Also replay decisions logged under another "
                                                "policy name (default: only those of the candidate's name).")] = False,
     exact: Annotated[bool, typer.Option("--exact", help="Evaluate every distinct logged input instead of grouping "
@@ -179,6 +183,15 @@ def dry_run_cmd(
 
     err = _err()
     show = err.is_terminal if progress is None else progress
+    stale = set(rematch or [])
+    unknown = stale - set(candidate.lexicons)
+    if unknown:
+        raise _fail_input(f"--rematch-lexicon: the candidate has no lexicon {sorted(unknown)[0]!r}")
+    references = _reference_lexicons(base, src, candidate.name)
+    if references:
+        from policyengine.ci.replay.engine import changed_lexicons
+
+        stale |= changed_lexicons(candidate, references)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from policyengine.ci.replay.parallel import default_workers, replay_parallel
@@ -207,6 +220,7 @@ def dry_run_cmd(
             if workers > 1:
                 report = replay_parallel(candidate, src, workers=workers, baseline=base, exact=exact,
                                          only_policy=None if all_policies else candidate.name,
+                                         rematch_lexicons=frozenset(stale),
                                          max_examples=examples, since=since, changes_out=changes_out,
                                          progress=tick)
             else:
@@ -220,6 +234,7 @@ def dry_run_cmd(
                     report = replay(candidate, src, baseline=base,
                                     signal_provider=_signal_provider() if compute_signals else None, exact=exact,
                                     only_policy=None if all_policies else candidate.name,
+                                    rematch_lexicons=frozenset(stale),
                                     max_examples=examples, source=src.describe(), since=since,
                                     on_change=sink if sink_fh else None, progress=tick)
                 finally:
@@ -249,6 +264,36 @@ def dry_run_cmd(
                 render_text(report, Console(file=fh, width=120, no_color=True, highlight=False, markup=False))
     if report.failed:
         raise typer.Exit(1)
+
+
+def _reference_lexicons(baseline: Any, src: Any, name: str) -> list[dict[str, list[str]]]:
+    """The lexicons the logged decisions were made with: the baseline's, else every version of this
+    policy recorded in the database's `policy_versions` table (none for a JSONL file)."""
+    if baseline is not None:
+        return [dict(baseline.lexicons)]
+    engine = getattr(src, "engine", None)
+    if engine is None:
+        return []
+    import sqlalchemy as sa
+
+    from policyengine.ci.rules import parse_sources
+    from policyengine.dsl import ast
+    from policyengine.store.models import PolicyVersion
+
+    out: list[dict[str, list[str]]] = []
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(PolicyVersion.sources).where(PolicyVersion.name == name)).all()
+    except sa.exc.SQLAlchemyError:
+        return []
+    for (sources,) in rows:
+        try:
+            files = parse_sources(sources)
+        except Exception:  # a version that no longer parses: its lexicons are unknown
+            continue
+        out.append({i.name.value: [p.value for p in i.phrases] for f in files for i in f.items
+                    if isinstance(i, ast.Lexicon)})
+    return out
 
 
 @app.command("diff")

@@ -191,3 +191,59 @@ def test_database_url_password_is_never_shown() -> None:
     src = DatabaseSource("postgresql://reader:s3cret-pass@db.internal:5432/policyengine")
     assert "s3cret-pass" not in src.describe() and "***" in src.describe()
     src.close()
+
+
+def test_changed_lexicon_rematches_the_logged_text(tmp_path: Path) -> None:
+    """A phrase added to a lexicon: logged 'no mention' results are dropped and the text matched again."""
+    import asyncio
+    import time
+
+    import sqlalchemy as sa
+
+    from policyengine.store import DecisionLogger, LogEntry, upgrade
+    from policyengine.store.models import PolicyVersion
+    from policyengine.types import Action
+
+    cand = tmp_path / "cand"
+    cand.mkdir()
+    (cand / "support.policy").write_text((V1 / "support.policy").read_text().replace('"court"]', '"court", "tribunal"]'))
+    old = load_policy_set([str(V1)])
+    url = f"sqlite:///{tmp_path / 'lex.db'}"
+    upgrade(url)
+    entries = []
+    for i, text in enumerate(["see you at the tribunal", "thanks for your help"]):
+        a = Action(action="draft_response", tenant="acme", text=text, signals={"sentiment": 0.9, "confidence": 0.9})
+        d = old.evaluate(a)
+        assert d.effect == "allow" and "mentions:litigation" in d.signals  # the log records "no mention"
+        entries.append(LogEntry(kind="evaluate", tenant="acme", action=a.model_dump(mode="json", exclude_defaults=True),
+                                decision=d.model_dump(mode="json"), id=f"t{i}"))
+
+    async def write() -> None:
+        logger = DecisionLogger(url, sqlite_synchronous="OFF")
+        await logger.start()
+        for e in entries:
+            await logger.log(e)
+        await logger.aclose()
+
+    asyncio.run(write())
+    new = str(cand)
+    # without knowing the logged lexicon, the recorded results win: nothing changes, and no re-match is claimed
+    plain = json.loads(runner.invoke(app, ["dry-run", "--policy", new, "--against", url, "--format", "json"]).output)
+    assert plain["changed"] == 0 and plain["rematched_lexicons"] == []
+    # the logged policy version in the database tells which lexicons changed
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.insert(PolicyVersion), [{"hash": old.hash, "name": old.name, "version": "3",
+                                                 "sources": old.sources, "first_loaded_at": time.time(),
+                                                 "last_loaded_at": time.time()}])
+    engine.dispose()
+    for extra in ([], ["--baseline", str(V1)], ["--rematch-lexicon", "litigation"]):
+        args = ["dry-run", "--policy", new, "--against", url, "--format", "json", "--examples", "-1", *extra]
+        data = json.loads(runner.invoke(app, args).output)
+        assert data["rematched_lexicons"] == ["litigation"], extra
+        effect = [g for g in data["groups"] if g["kind"] == "effect"]
+        assert [(g["old"], g["new"], [e["id"] for e in g["examples"]]) for g in effect] == [
+            ("allow", "escalate", ["t0"])], extra
+        assert effect[0]["causes"][0]["rule"].startswith("+ escalate when text mentions litigation")
+    bad = runner.invoke(app, ["dry-run", "--policy", new, "--against", url, "--rematch-lexicon", "nope"])
+    assert bad.exit_code == 2 and "no lexicon 'nope'" in bad.output

@@ -100,9 +100,10 @@ def _comparable(r) -> dict:
 def test_projection_equals_exact_replay(random_log: Path, candidate: Path) -> None:
     new = load_policy_set([str(candidate)])
     old = load_policy_set([str(SUPPORT)])
-    for baseline in (None, old):
-        grouped = replay(new, JsonlSource(random_log), baseline=baseline, max_examples=-1)
-        exact = replay(new, JsonlSource(random_log), baseline=baseline, max_examples=-1, exact=True)
+    for baseline, rematch in ((None, frozenset()), (old, frozenset()), (None, frozenset({"litigation"}))):
+        grouped = replay(new, JsonlSource(random_log), baseline=baseline, max_examples=-1, rematch_lexicons=rematch)
+        exact = replay(new, JsonlSource(random_log), baseline=baseline, max_examples=-1, exact=True,
+                       rematch_lexicons=rematch)
         assert grouped.changed > 50  # the candidate really changes things
         assert {g.kind for g in grouped.groups} >= {"effect", "chain"}
         assert _comparable(grouped) == _comparable(exact)

@@ -49,6 +49,9 @@ def _notes(r: DryRunReport) -> list[str]:
     if r.other_policy:
         notes.append(f"{r.other_policy} record(s) were logged under another policy and skipped "
                      "(--all-policies replays them too)")
+    if r.rematched_lexicons:
+        notes.append("lexicon(s) " + ", ".join(r.rematched_lexicons) + " changed since the decisions were logged: "
+                     "their logged mention results were dropped and the logged text matched again")
     if r.unrecorded:
         notes.append(f"{r.unrecorded} record(s) had no logged decision and were not compared (use --baseline)")
     if r.errors:

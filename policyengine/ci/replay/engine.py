@@ -216,6 +216,7 @@ def replay(
     signal_provider: Any = None,
     exact: bool = False,
     only_policy: str | None = None,
+    rematch_lexicons: frozenset[str] | set[str] = frozenset(),
     max_examples: int = 5,
     cache_size: int | None = None,
     source: str = "",
@@ -227,6 +228,8 @@ def replay(
     """Replay `records` through `policy` (and `baseline`, when given) and build the report.
 
     `max_examples` caps examples per change group (-1: keep all, for tests and small logs).
+    `rematch_lexicons`: lexicons whose phrases changed since the decisions were logged: their
+    recorded mention results are dropped so the candidate matches the logged text again.
     `only_policy`: skip decisions logged under another policy name (counted in `other_policy`).
     Inputs are grouped by what the policies can observe of them (`projection.Projector`)
     unless `exact` is set or a `signal_provider` is given; then only identical inputs are.
@@ -275,6 +278,9 @@ def replay(
             return f"evaluation failed: {type(exc).__name__}: {exc}"
         return new, old
 
+    stale = frozenset(rematch_lexicons)
+    stale_keys = frozenset(k for lex in stale for k in (f"mentions:{lex}", f"mentions.{lex}"))
+    report.rematched_lexicons = sorted(stale)
     n_other = 0
     for rec in records:
         n += 1
@@ -289,6 +295,8 @@ def replay(
             n_redacted += 1
         req_signals = rec.request.get("signals")
         supplied = {**req_signals, **rec.signals} if isinstance(req_signals, dict) and req_signals else rec.signals
+        if (stale_keys and not stale_keys.isdisjoint(supplied)) or (stale and "mentions" in supplied):
+            supplied = drop_mentions(supplied, stale)
         key = (projector.key(rec.request, supplied) if projector is not None
                else dumps((rec.request, supplied), option=sort_keys, default=str))
         try:
@@ -375,6 +383,28 @@ def replay(
     report.peak_rss_mb = _peak_rss_mb()
     report.cpu_s = time.process_time() - cpu_started
     return report
+
+
+def drop_mentions(signals: dict[str, Any], lexicons: frozenset[str]) -> dict[str, Any]:
+    """`signals` without the recorded mention results of `lexicons` (every spelling the evaluator reads)."""
+    keys = {k for lex in lexicons for k in (f"mentions:{lex}", f"mentions.{lex}")}
+    out = {k: v for k, v in signals.items() if k not in keys}
+    m = out.get("mentions")
+    if isinstance(m, dict) and not lexicons.isdisjoint(m):
+        out["mentions"] = {k: v for k, v in m.items() if k not in lexicons}
+    return out
+
+
+def changed_lexicons(candidate: Any, references: list[dict[str, list[str]]]) -> set[str]:
+    """Lexicons of the candidate whose phrases differ from any reference version's (or are new)."""
+    out: set[str] = set()
+    for name, phrases in (getattr(candidate, "lexicons", None) or {}).items():
+        norm = sorted(" ".join(p.lower().split()) for p in phrases)
+        for ref in references:
+            old = ref.get(name)
+            if old is None or sorted(" ".join(p.lower().split()) for p in old) != norm:
+                out.add(name)
+    return out
 
 
 def _peak_rss_mb() -> float | None:

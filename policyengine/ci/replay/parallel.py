@@ -52,6 +52,7 @@ def _work(index: int) -> DryRunReport:
 
     try:
         return replay(job["policy"], src, baseline=job["baseline"], exact=job["exact"], only_policy=job["only_policy"],
+                      rematch_lexicons=job["rematch"],
                       max_examples=job["max_examples"], source=job["describe"], since=job["since"],
                       on_change=on_change, progress=progress)
     finally:
@@ -63,7 +64,7 @@ def _work(index: int) -> DryRunReport:
 
 
 def replay_parallel(policy: Any, source: Any, *, workers: int, baseline: Any = None, exact: bool = False,
-                    only_policy: str | None = None,
+                    only_policy: str | None = None, rematch_lexicons: frozenset[str] | set[str] = frozenset(),
                     max_examples: int = 5, since: str | None = None, changes_out: Path | None = None,
                     progress: Callable[[int], None] | None = None) -> DryRunReport:
     """Like `replay`, on `workers` forked processes; `source` must have `.shard(i, k)`."""
@@ -71,7 +72,7 @@ def replay_parallel(policy: Any, source: Any, *, workers: int, baseline: Any = N
         raise RuntimeError("parallel replay needs the fork start method")
     ctx = mp.get_context("fork")
     counter = ctx.Value("q", 0)
-    _JOB.update(policy=policy, baseline=baseline, exact=exact, only_policy=only_policy, max_examples=max_examples, since=since,
+    _JOB.update(policy=policy, baseline=baseline, exact=exact, only_policy=only_policy, rematch=rematch_lexicons, max_examples=max_examples, since=since,
                 source=source, workers=workers, counter=counter, describe=source.describe(),
                 changes_out=str(changes_out) if changes_out else None)
     started = time.perf_counter()
@@ -115,7 +116,7 @@ def _sum_dicts(ds: list[dict[str, int]]) -> dict[str, int]:
 def merge_reports(parts: list[DryRunReport], *, max_examples: int) -> DryRunReport:
     first = parts[0]
     out = DryRunReport(policy=first.policy, baseline=first.baseline, source=first.source, since=first.since,
-                       grouping=first.grouping)
+                       grouping=first.grouping, rematched_lexicons=first.rematched_lexicons)
     for f in ("total", "replayed", "compared", "changed", "other_policy", "unrecorded", "redacted", "signals_computed", "errors",
               "unique_inputs", "cpu_s"):
         setattr(out, f, sum(getattr(p, f) for p in parts))

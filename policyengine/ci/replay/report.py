@@ -77,6 +77,7 @@ class DryRunReport(BaseModel):
     errors: int = 0
     error_examples: list[ReplayIssue] = Field(default_factory=list)
     unique_inputs: int = 0  # distinct inputs evaluated (see `grouping`)
+    rematched_lexicons: list[str] = Field(default_factory=list)  # recorded mention results dropped, text re-matched
     grouping: str = "exact"  # "projected": inputs the policies cannot tell apart share one evaluation
     elapsed_s: float = 0.0
     rate_per_s: float = 0.0  # decisions per wall-clock second
