@@ -141,3 +141,17 @@ def test_probe_and_cli_names_exist() -> None:
     assert {"/readyz", "/healthz", "/metrics"} <= paths
     commands = {c.name for c in app.registered_commands}
     assert {"serve", "migrate", "lint", "demo", "verify-log"} <= commands
+
+
+def test_a_configmap_mount_loads_the_same_policy(tmp_path: Path) -> None:
+    """Kubernetes mounts a ConfigMap as symlinks into a hidden timestamped directory; the
+    replicas must load exactly the policy set (same hash) that CI linted."""
+    stamp = tmp_path / "..2026_11_25_19_00_00.123456789"
+    stamp.mkdir()
+    for f in (DEPLOY / "policies").glob("*.policy"):
+        (stamp / f.name).write_text(f.read_text())
+        (tmp_path / f.name).symlink_to(Path("..data") / f.name)
+    (tmp_path / "..data").symlink_to(stamp.name)
+    mounted, linted = load_policy_set([tmp_path]), load_policy_set([DEPLOY / "policies"])
+    assert mounted.hash == linted.hash
+    assert set(mounted.models) == set(linted.models)
