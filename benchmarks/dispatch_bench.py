@@ -89,8 +89,10 @@ async def overhead(n: int, rounds: int, redis_url: str | None = None) -> dict:
         for _ in range(rounds):
             for conc in (1, 32):
                 for name, fn in paths:
+                    c0 = time.process_time()
                     rate, lat = await drive(fn, n if conc > 1 else n // 3, conc)
-                    res.setdefault((name, conc), []).append((rate, lat))
+                    cpu_us = (time.process_time() - c0) / (len(lat) + min(50, n)) * 1e6
+                    res.setdefault((name, conc), []).append((rate, lat, cpu_us))
         await client.aclose()
         await d.aclose()
         if dr is not None:
@@ -174,13 +176,18 @@ async def main(n: int, rounds: int, nf: int, redis_url: str | None) -> None:
     pin_self(0)
     res = await overhead(n, rounds, redis_url)
     med = {k: sorted(v, key=lambda x: x[0])[len(v) // 2] for k, v in res.items()}
-    print("== dispatch overhead (healthy call, in-memory state, one client core) ==")
-    print(f"{'path':<12}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    cpu = {k: sorted(x[2] for x in v)[len(v) // 2] for k, v in res.items()}
+    print("== dispatch overhead (healthy call, one client core) ==")
+    print("   cpu us/req = this process's CPU time per request (robust to other load on the machine);")
+    print("   1-core req/s = 1e6 / cpu us/req, the throughput one dedicated core would sustain")
+    print(f"{'path':<12}{'conc':>5}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'cpu us/req':>12}{'1-core req/s':>14}")
     for conc in (1, 32):
         for name in [p for p in ("direct", "dispatched", "disp+redis") if (p, conc) in med]:
-            rate, lat = med[(name, conc)]
+            rate, lat, _ = med[(name, conc)]
             s = summary(lat)
-            print(f"{name:<12}{conc:>5}{rate:>9.0f}{s['p50_ms']:>9.3f}{s['p99_ms']:>9.3f}")
+            c = cpu[(name, conc)]
+            print(f"{name:<12}{conc:>5}{rate:>9.0f}{s['p50_ms']:>9.3f}{s['p99_ms']:>9.3f}{c:>12.0f}{1e6 / c:>14.0f}")
+    print(f"dispatcher CPU added per request at concurrency 32: {cpu[('dispatched', 32)] - cpu[('direct', 32)]:+.0f} us")
     d1, x1 = summary(med[("direct", 1)][1]), summary(med[("dispatched", 1)][1])
     print(f"added latency at concurrency 1: p50 {x1['p50_ms'] - d1['p50_ms']:+.3f} ms, "
           f"p99 {x1['p99_ms'] - d1['p99_ms']:+.3f} ms")
