@@ -62,13 +62,16 @@ class KeyCache:
 
 
 def _token(request: Request) -> str | None:
-    auth = request.headers.get("authorization")
+    from policyengine.api.body import headers
+
+    h = headers(request)
+    auth = h.get("authorization")
     if auth:
         scheme, _, value = auth.partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
         return None
-    key = request.headers.get("x-api-key")
+    key = h.get("x-api-key")
     return key.strip() if key else None
 
 

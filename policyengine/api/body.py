@@ -10,12 +10,26 @@ from fastapi import Request
 from policyengine.api.errors import ApiError
 
 
+def headers(request: Request) -> dict[str, str]:
+    """The request's headers as a plain dict (lower-case names), built once per request.
+
+    Starlette's `request.headers.get` scans the raw header list on every call; the hot paths
+    read a dozen headers per request.
+    """
+    h = request.scope.get("pe.headers")
+    if h is None:
+        h = request.scope["pe.headers"] = {k.decode("latin-1").lower(): v.decode("latin-1")
+                                           for k, v in request.scope.get("headers", ())}
+    return h
+
+
 async def json_object(request: Request) -> dict[str, Any]:
-    ctype = request.headers.get("content-type", "")
+    hdrs = headers(request)
+    ctype = hdrs.get("content-type", "")
     if ctype and "json" not in ctype:
         raise ApiError(415, f"Content-Type must be application/json, got {ctype!r}", code="unsupported_media_type")
     limit = request.app.state.services.settings.max_body_bytes
-    declared = request.headers.get("content-length")
+    declared = hdrs.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit}", code="body_too_large")
     raw = await request.body()

@@ -76,7 +76,9 @@ def estimate_tokens(body: dict[str, Any], chars_per_token: float = 4.0) -> int:
 
 
 def _pick(request: Request, header: str, meta: dict[str, Any], key: str) -> Any:
-    v = request.headers.get(header)
+    from policyengine.api.body import headers
+
+    v = headers(request).get(header)
     if v:
         return v
     return meta.get(key)
