@@ -149,7 +149,8 @@ def _json(r: httpx.Response) -> dict[str, Any]:
 
 def _answer(call: Call) -> str:
     content = _get((call.body.get("choices") or [{}])[0], "message", "content") if call.body.get("choices") else None
-    return (content or "")[:70]
+    content = content or ""
+    return content if len(content) <= 60 else content[:57] + "..."
 
 
 def _where(ctx: DemoContext, call: Call) -> str:
@@ -175,7 +176,7 @@ async def step_routing(ctx: DemoContext) -> StepResult:
     for label, kw, want, text in cases:
         c = res.record(await ctx.chat(label, text, **kw))
         res.expect(f"{label} -> {want}", c.status == 200 and c.model == want,
-                   f"HTTP {c.status}, answered by {c.model or '-'} ({c.attempts or 'no attempts'})")
+                   f"HTTP {c.status}, answered by {c.model or '-'}: {_answer(c)!r}")
     models = await ctx.client.get(f"{ctx.base_url}/v1/models", headers=ctx.auth("power"))
     listed = [m.get("id") for m in _json(models).get("data") or []]
     res.expect("GET /v1/models shows a power user the allowlist they may pick from",
