@@ -124,3 +124,9 @@ def test_business_no_is_not_a_refusal(text):
 
 def test_refusal_vs_compliance_conflict():
     assert conflicts("I'm sorry, I can't help with dosage questions.", "Take 10mg once a day.") == ["refusal"]
+
+
+def test_repetitive_text_does_not_backtrack_catastrophically():
+    # a looping model can emit "one one one ..."; this used to take over a minute
+    facts = extract_facts("one " * 5000 + "x")
+    assert facts.quantities == set()
