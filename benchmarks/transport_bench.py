@@ -24,7 +24,7 @@ from policyengine.adapters.http import make_client
 BODY = orjson.dumps({"model": "bench", "messages": [{"role": "user", "content": "Summarise the refund policy."}]})
 
 
-async def run(transport: str, url: str, n: int, conc: int) -> tuple[float, list[float]]:
+async def run(transport: str, url: str, n: int, conc: int) -> tuple[float, list[float], float]:
     client = make_client(transport)
     lat: list[float] = []
     try:
@@ -40,31 +40,34 @@ async def run(transport: str, url: str, n: int, conc: int) -> tuple[float, list[
                 orjson.loads(r.content)
                 lat.append(time.perf_counter() - t)
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(conc)))
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         await client.aclose()
-    return len(lat) / elapsed, lat
+    return len(lat) / elapsed, lat, cpu / max(1, len(lat)) * 1e6
 
 
 async def main(n: int, rounds: int) -> None:
     pin_self(0)
     with upstream(cpu=1) as base:
         url = base + "/chat/completions"
-        results: dict[tuple[str, int], list[tuple[float, list[float]]]] = {}
+        results: dict[tuple[str, int], list[tuple[float, list[float], float]]] = {}
         for _ in range(rounds):
             for conc in (1, 32):
                 for tr in ("httpx", "aiohttp"):
                     results.setdefault((tr, conc), []).append(await run(tr, url, n if conc > 1 else n // 3, conc))
-    print(f"{'transport':<10}{'conc':>6}{'req/s (best)':>14}{'req/s (median)':>16}{'p50 ms':>9}{'p99 ms':>9}")
+    print(f"{'transport':<10}{'conc':>6}{'req/s (best)':>14}{'req/s (median)':>16}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'cpu us/req':>12}")
     best = {}
     for (tr, conc), rs in sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        rates = sorted(r for r, _ in rs)
-        lat = [x for _, ls in rs for x in ls]
+        rates = sorted(r for r, _, _ in rs)
+        cpus = sorted(c for _, _, c in rs)
+        lat = [x for _, ls, _ in rs for x in ls]
         s = summary(lat)
         best[(tr, conc)] = rates[len(rates) // 2]
-        print(f"{tr:<10}{conc:>6}{rates[-1]:>14.0f}{rates[len(rates) // 2]:>16.0f}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}")
+        print(f"{tr:<10}{conc:>6}{rates[-1]:>14.0f}{rates[len(rates) // 2]:>16.0f}{s['p50_ms']:>9.2f}{s['p99_ms']:>9.2f}"
+              f"{cpus[len(cpus) // 2]:>12.0f}")
     for conc in (1, 32):
         print(f"aiohttp/httpx throughput ratio at concurrency {conc}: "
               f"{best[('aiohttp', conc)] / best[('httpx', conc)]:.2f}x")
