@@ -12,7 +12,7 @@ from policyengine.api import decide
 from policyengine.api.auth import Principal, require_principal
 from policyengine.api.body import json_object
 from policyengine.api.errors import ApiError, json_response
-from policyengine.types import Decision
+from policyengine.types import Action, Decision
 
 router = APIRouter(tags=["evaluate"])
 
@@ -58,8 +58,8 @@ router.add_route("/v1/evaluate", evaluate, methods=["POST"])
 
 
 @router.post("/v1/evaluate", summary="Evaluate an action against the policy and log the decision",
-             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {
-                 "$ref": "#/components/schemas/Action"}}}}},
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": Action.model_json_schema()}}}},
              responses={200: {"model": Decision}})
 async def evaluate_documented(request: Request) -> Response:
     return await evaluate(request)
