@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 
+import numpy as np
 from pydantic import BaseModel, Field
 
 from policyengine.signals.checks import Conflict, compare_facts, extract_facts, shared_facts
@@ -69,8 +71,7 @@ class DivergenceScorer:
         if not a.strip() or not b.strip():
             return DivergenceResult(divergence=1.0, cosine=0.0, semantic=1.0, threshold=thr, aligned=False,
                                     reasons=["one answer is empty"], conflicts=["empty"])
-        vecs = self.embedder.embed([a, b])
-        cosine = float(max(-1.0, min(1.0, float(vecs[0] @ vecs[1]))))
+        cosine = self._cosine(a, b)
         agreed = 0
         conflicts: list[Conflict] = []
         if self.checks:
@@ -78,6 +79,15 @@ class DivergenceScorer:
             conflicts = compare_facts(fa, fb)
             agreed = 0 if conflicts else shared_facts(fa, fb)
         return self._combine(cosine, conflicts, thr, agreed)
+
+    def _cosine(self, a: str, b: str) -> float:
+        """Cosine of the two answers' embeddings. Answers longer than the model's window
+        (256 word pieces) are embedded in sentence-aligned chunks and the chunk vectors
+        averaged, so the end of a long answer counts as much as its start."""
+        ca, cb = _chunks(a), _chunks(b)
+        vecs = self.embedder.embed([*ca, *cb])
+        va, vb = _mean_unit(vecs[: len(ca)]), _mean_unit(vecs[len(ca) :])
+        return float(max(-1.0, min(1.0, float(va @ vb))))
 
     async def ascore(self, a: str, b: str, threshold: float | None = None) -> DivergenceResult:
         """`score()` in a worker thread (the embedding model never blocks the loop)."""
@@ -106,6 +116,40 @@ class DivergenceScorer:
             threshold=thr,
             aligned=divergence <= thr,
         )
+
+
+CHUNK_WORDS = 150  # ~200 word pieces: inside all-MiniLM-L6-v2's 256-piece window
+_SENTENCES = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
+
+
+def _chunks(text: str) -> list[str]:
+    words = text.split()
+    if len(words) <= CHUNK_WORDS:
+        return [text]
+    chunks: list[str] = []
+    cur: list[str] = []
+    for sent in (m.group(0).strip() for m in _SENTENCES.finditer(text)):
+        n = len(sent.split())
+        if cur and len(" ".join(cur).split()) + n > CHUNK_WORDS:
+            chunks.append(" ".join(cur))
+            cur = []
+        if n > CHUNK_WORDS:  # one very long sentence: cut it by words
+            sw = sent.split()
+            chunks += [" ".join(sw[i : i + CHUNK_WORDS]) for i in range(0, len(sw), CHUNK_WORDS)]
+            continue
+        if sent:
+            cur.append(sent)
+    if cur:
+        chunks.append(" ".join(cur))
+    return chunks or [text]
+
+
+def _mean_unit(vecs: np.ndarray) -> np.ndarray:
+    if len(vecs) == 1:
+        return vecs[0]
+    v = vecs.mean(axis=0)
+    n = float(np.linalg.norm(v))
+    return v / n if n > 0 else v
 
 
 def _check_unit(name: str, value: float) -> float:

@@ -88,3 +88,16 @@ def test_labelled_pairs_meet_the_target(scorer):
     pred = np.array([not scorer.score(r["a"], r["b"]).aligned for r in rows])
     bacc = ((pred & truth).sum() / truth.sum() + (~pred & ~truth).sum() / (~truth).sum()) / 2
     assert bacc >= 0.90
+
+
+def test_long_answers_are_compared_beyond_the_model_window(scorer):
+    from policyengine.signals.divergence import _chunks
+
+    intro = "Thank you for contacting us about your order and for your patience while we looked into it. " * 12
+    a = intro + "In summary, the parcel was delivered to your neighbour at number 12 on Tuesday afternoon."
+    b = intro + "Unfortunately our investigation shows the parcel was lost in the depot and will be replaced."
+    assert len(_chunks(a)) > 1 and all(len(c.split()) <= 150 for c in _chunks(a))
+    same = scorer.score(a, a)
+    diff = scorer.score(a, b)
+    assert same.cosine > 0.999
+    assert diff.cosine < same.cosine - 0.01  # the differing ending is seen, not truncated away
