@@ -47,13 +47,13 @@ class TransportError(AdapterError):
 class CallOptions:
     """Per-attempt settings the dispatcher hands to an adapter."""
 
-    key: str | None = None  # the secret itself: adapters send it, never log it
+    key: str | None = field(default=None, repr=False)  # the secret itself: sent, never logged or shown
     key_id: str | None = None  # the env var name, safe to log
     base_url: str | None = None  # resolved from ModelSpec.base_url
     connect_timeout: float = 5.0
     include_usage: bool = True  # ask streaming servers for a final usage chunk
     prefill: bool = False  # the last assistant message is a prefix to continue
-    extra_headers: dict[str, str] = field(default_factory=dict)
+    extra_headers: dict[str, str] = field(default_factory=dict, repr=False)  # may carry keys (Azure api-key)
 
 
 class ChunkStream(Protocol):

@@ -13,6 +13,7 @@ finish_reason but no `[DONE]` is finalised after `done_grace` seconds.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -252,8 +253,12 @@ class DispatchStream:
                             and int(run.body.get("n") or 1) == 1 and acc.text)
             if can_continue:
                 run.require_prefill = True
-                msgs = [*run.body["messages"], {"role": "assistant", "content": "".join(acc.text)}]
+                sent = "".join(acc.text)
+                msgs = [*run.body["messages"], {"role": "assistant", "content": sent}]
                 body = {**run.body, "messages": msgs}
+                for k in ("max_tokens", "max_completion_tokens"):  # the budget left for the rest of the answer
+                    if isinstance(body.get(k), int):
+                        body[k] = max(1, body[k] - math.ceil(len(sent) / d.settings.chars_per_token))
                 try:
                     opened, spec2, key_id = await d.execute(run, self._open_call(body))
                 except DispatchError:

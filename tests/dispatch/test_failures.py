@@ -350,3 +350,18 @@ async def test_many_concurrent_requests_survive_a_flapping_primary(fleet, make_d
         assert len(crashes) <= 1
     assert len(p.seen()) <= 120 + 2 * 4  # only the 503s were retried (at most twice each)
     assert len(f.seen()) >= 1
+
+
+async def test_continuation_gets_the_remaining_token_budget_and_no_secret_leaks(fleet, make_dispatcher):
+    from policyengine.adapters.base import CallOptions
+
+    assert "sk-secret" not in repr(CallOptions(key="sk-secret", extra_headers={"api-key": "sk-secret"}))
+    p = await fleet.add("primary", "vllm")
+    f = await fleet.add("fallback", "vllm")
+    p.add_fault(Fault(kind="stream_cut", after_chunks=4))
+    d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback", capabilities={"prefill": True})])
+    s = d.stream({**USER, "max_tokens": 100}, CHAIN)
+    [c async for c in s]
+    assert s.result.complete
+    assert p.seen()[0].body["max_tokens"] == 100
+    assert 90 <= f.seen()[0].body["max_tokens"] < 100  # what was already sent is taken off the budget
