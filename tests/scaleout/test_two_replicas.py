@@ -56,20 +56,23 @@ class Cluster:
     run: str  # unique suffix of this run
     redis_url: str
     inbox: Inbox  # the reviewers' webhook
+    broken: SimServer  # crashes on every request (circuit breaker scenario)
 
     def auth(self, who: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.tokens[who]}"}
 
 
 def _policy(names: dict[str, str]) -> str:
-    c, p, s = names["cool"], names["primary"], names["spare"]
+    c, p, s, k = names["cool"], names["primary"], names["spare"], names["broken"]
     return f"""
 policy "scaleout" version 1
 model {c} {{ provider vllm base_url env("SO_COOL_URL") cost 0 }}
+model {k} {{ provider vllm base_url env("SO_BROKEN_URL") cost 0 }}
 model {p} {{ provider vllm base_url env("SO_PRIMARY_URL") cost 0 }}
 model {s} {{ provider vllm base_url env("SO_SPARE_URL") cost 0 }}
 
 route when use_case == "cooldown" -> {c} fallback [{s}]
+route when use_case == "breaker"  -> {k} fallback [{s}]
 route when use_case == "sticky"   -> {p} fallback [{s}] sticky session
 route default                     -> {p} fallback [{s}]
 authorize chat
@@ -95,9 +98,9 @@ require approval for send_email {{
 async def cluster(postgres_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory
                   ) -> AsyncIterator[Cluster]:
     run = uuid.uuid4().hex[:8]
-    names = {"cool": f"cool-{run}", "primary": f"prim-{run}", "spare": f"spare-{run}"}
-    cool, primary, spare = (SimServer(names[k], flavour="vllm") for k in ("cool", "primary", "spare"))
-    for sim in (cool, primary, spare):
+    names = {"cool": f"cool-{run}", "primary": f"prim-{run}", "spare": f"spare-{run}", "broken": f"brk-{run}"}
+    cool, primary, spare, broken = (SimServer(names[k], flavour="vllm") for k in ("cool", "primary", "spare", "broken"))
+    for sim in (cool, primary, spare, broken):
         await sim.start()
     hook_secret = secrets.token_urlsafe(24)
     inbox = Inbox(port=free_port(), secret=hook_secret)
@@ -115,15 +118,16 @@ async def cluster(postgres_url: str, redis_url: str, tmp_path_factory: pytest.Te
                           "POLICYENGINE_APPROVALS_WEBHOOK_SECRET": hook_secret,
                           "POLICYENGINE_APPROVALS_WEBHOOKS": json.dumps({"env:SO_HOOK": inbox.url}),
                           "SO_APP_TOKEN": tokens["app"], "SO_REVIEWER_TOKEN": tokens["reviewer"],
-                          "SO_COOL_URL": cool.url, "SO_PRIMARY_URL": primary.url, "SO_SPARE_URL": spare.url})
+                          "SO_COOL_URL": cool.url, "SO_PRIMARY_URL": primary.url, "SO_SPARE_URL": spare.url,
+                          "SO_BROKEN_URL": broken.url})
     try:
         await lc.start(timeout=120)
         a, b = lc.replicas
-        yield Cluster(a, b, cool, primary, spare, names, tokens, lc.db_url, run, redis_url, inbox)
+        yield Cluster(a, b, cool, primary, spare, names, tokens, lc.db_url, run, redis_url, inbox, broken)
     finally:
         await lc.stop()
         await inbox.stop()
-        for sim in (cool, primary, spare):
+        for sim in (cool, primary, spare, broken):
             await sim.stop()
 
 
@@ -156,6 +160,25 @@ async def test_cooldown_set_through_one_replica_is_honoured_by_the_other(cluster
         assert len(c.cool.seen()) - before == 1  # replica B never called the cooling model
     finally:
         c.cool.clear_faults()
+
+
+async def test_circuit_breaker_opened_by_failures_on_both_replicas(cluster: Cluster) -> None:
+    c = cluster
+    k, s = c.names["broken"], c.names["spare"]
+    c.broken.add_fault(Fault(kind="error", status=500, times=None))  # the engine is dead
+    try:
+        async with httpx.AsyncClient(timeout=60) as client:
+            failing = [await _chat(client, c, replica, use_case="breaker") for replica in (c.a, c.b, c.a)]
+            calls = len(c.broken.seen())
+            after = await _chat(client, c, c.b, use_case="breaker")
+        for r in failing:  # each request still answered by the fallback
+            assert r.status_code == 200 and r.headers["x-policyengine-model"] == s, _attempts(r)
+            assert f"{k}:500:failover" in _attempts(r)
+        # three failures, counted across both replicas, open the breaker for everyone
+        assert after.status_code == 200 and f"{k}:skipped:breaker_open" in _attempts(after), _attempts(after)
+        assert len(c.broken.seen()) == calls
+    finally:
+        c.broken.clear_faults()
 
 
 async def test_session_stays_pinned_across_replicas(cluster: Cluster) -> None:
