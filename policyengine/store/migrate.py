@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -18,6 +19,7 @@ from alembic.script import ScriptDirectory
 from policyengine.store.db import make_sync_engine
 
 STORE_HEAD = "0001_store_initial"
+MIGRATION_LOCK_KEY = 0x70E0_0001  # pg_advisory_xact_lock key held while migrating
 
 _HERE = Path(__file__).resolve().parent
 _PKG_ROOT = _HERE.parent  # policyengine/
@@ -45,9 +47,13 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str, revision: str = "heads") -> list[str]:
     """Bring the database at `url` to `revision` (default: every head). Returns the heads now applied."""
     cfg = alembic_config(url)
-    engine = make_sync_engine(url)
+    # Several workers / replicas start at once: one migrates, the others wait and find it done.
+    # SQLite: the whole upgrade is one BEGIN IMMEDIATE transaction; PostgreSQL: an advisory lock.
+    engine = make_sync_engine(url, writer=True)
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
         with engine.connect() as conn:

@@ -150,3 +150,12 @@ def test_redactor_paths_and_names():
     assert out["fields"]["contact"][0]["email"].startswith("redacted:sha256:")
     assert data["fields"]["card"]["number"] == "4111"  # input untouched
     assert Redactor(["email"], salt="s3cret").digest("x") == r.digest("x") != Redactor(["email"]).digest("x")
+
+
+def test_concurrent_migrations_are_serialised(db_url):
+    """Several workers/replicas starting at once: one migrates, the others find it done."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as ex:
+        results = list(ex.map(upgrade, [db_url] * 4))
+    assert all(r == heads() for r in results)
