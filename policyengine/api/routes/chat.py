@@ -22,7 +22,7 @@ from starlette.responses import Response, StreamingResponse
 
 from policyengine.api import decide
 from policyengine.api.auth import Principal, require_principal
-from policyengine.api.body import json_object
+from policyengine.api.body import headers, json_object
 from policyengine.api.chat_request import action_fields, upstream_body, validate_chat
 from policyengine.api.errors import ApiError, json_response
 from policyengine.types import Action, Decision, RuleHit
@@ -181,7 +181,8 @@ async def chat_completions(request: Request) -> Response:
         raise ApiError(403, f"denied by policy: {_reasons(decision)}", code="policy_denied",
                        extra={"decision_id": decision_id}, headers=_headers(decision_id, decision, None, []))
     if decision.effect in decide.HELD:
-        return await _held(s, principal, action, decision, decision_id, log, t0)
+        return await _held(s, principal, action, decision, decision_id, log, t0,
+                           request_id=headers(request).get("idempotency-key"))
     if decision.verification is not None:
         return await _verified(s, principal, policy, dispatcher, body, action, decision, decision_id, log, t0,
                                stream)
@@ -207,11 +208,12 @@ async def chat_completions_documented(request: Request) -> Response:
 
 
 async def _held(s: Any, principal: Principal, action: Action, decision: Decision, decision_id: str, log: Any,
-                t0: float, answers: dict[str, str] | None = None, extra: dict[str, Any] | None = None) -> Response:
+                t0: float, answers: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
+                request_id: str | None = None) -> Response:
     await log(decision, extra={"outcome": "held", **(extra or {})},
               latency_ms=(time.perf_counter() - t0) * 1000)
     approval = await decide.hold(s, principal=principal, action=action, decision=decision,
-                                 decision_id=decision_id, answers=answers)
+                                 decision_id=decision_id, answers=answers, request_id=request_id)
     s.metrics.chat_requests.labels("-", "held").inc()
     msg = (f"held for human review ({decision.effect}): {_reasons(decision)}"
            + (f"; approval {approval['approval_id']}" if approval else ""))

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from policyengine.api import decide
 from policyengine.api.auth import Principal, require_principal
-from policyengine.api.body import json_object
+from policyengine.api.body import headers, json_object
 from policyengine.api.errors import ApiError, json_response
 from policyengine.types import Action, Decision
 
@@ -40,7 +40,8 @@ async def evaluate(request: Request) -> Response:
                         decision_id=decision_id, latency_ms=latency_ms)
     approval = await decide.hold(services, principal=principal, action=action, decision=decision,
                                  decision_id=decision_id, callback_url=env.get("callback_url"),
-                                 answers=env.get("answers"), request_id=env.get("request_id"))
+                                 answers=env.get("answers"),
+                                 request_id=env.get("request_id") or headers(request).get("idempotency-key"))
     body = decision.model_dump(mode="json")
     body["decision_id"] = decision_id
     body["held"] = decision.effect in decide.HELD
