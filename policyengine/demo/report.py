@@ -89,8 +89,7 @@ def stay(console: Console, url: str, tokens: dict[str, str], fleet: DemoFleet) -
                   highlight=False, soft_wrap=True)
 
 
-def summary(console: Console, results: list[Any], ok: bool, kept_db: str | None, elapsed: float,
-            log_path: Path | None) -> None:
+def summary(console: Console, results: list[Any], ok: bool, kept_db: str | None, elapsed: float) -> None:
     t = Table(title="demo summary", expand=False)
     t.add_column("step")
     t.add_column("result")

@@ -192,8 +192,7 @@ async def _run(opts: DemoOptions, console: Console) -> int:
             "service_pid": service.pid, "ports": ports, "ports_left_open": leftovers,
             "steps": [r.as_dict() for r in results]}, indent=2))
     kept = opts.keep_db is not None or opts.db_url is not None
-    report.summary(console, results, ok, db_url if kept else None, time.monotonic() - t0,
-                   service.log_path if not ok else None)
+    report.summary(console, results, ok, db_url if kept else None, time.monotonic() - t0)
     if not ok:
         # keep the service log of a failed run; the rest of the temp dir goes
         with contextlib.suppress(OSError):
