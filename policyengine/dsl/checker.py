@@ -48,8 +48,10 @@ class Checker:
         self.models: dict[str, ast.ModelDecl] = {}
         self.lexicons: dict[str, ast.Lexicon] = {}
         # field path -> (literal kind, span) first seen; currency -> span
-        self.field_kinds: dict[str, tuple[str, ast.Span]] = {}
-        self.field_currencies: dict[str, dict[str, ast.Span]] = defaultdict(dict)
+        # field path -> [(literal kind or currency, where, the actions the rule applies to (None: all))]
+        self.field_kinds: dict[str, list[tuple[str, ast.Span, frozenset[str] | None]]] = defaultdict(list)
+        self.field_currencies: dict[str, list[tuple[str, ast.Span, frozenset[str] | None]]] = defaultdict(list)
+        self.scope: frozenset[str] | None = None  # actions of the rule being checked
         self.unknown_refs: dict[tuple[str, str], list[ast.Span]] = defaultdict(list)
 
     # ------------------------------------------------------------------ helpers
@@ -110,6 +112,11 @@ class Checker:
 
     # ------------------------------------------------------------------ items
     def check_item(self, it: ast.Item) -> None:
+        acts = getattr(it, "actions", None)
+        if isinstance(it, ast.Route | ast.AllowChoice):
+            self.scope = frozenset({"chat"})
+        else:
+            self.scope = frozenset(n.value for n in acts) if acts is not None else None
         if isinstance(it, ast.ModelDecl):
             self.check_model(it)
         elif isinstance(it, ast.Lexicon):
@@ -364,15 +371,15 @@ class Checker:
                                  "(a value in the other currency makes the condition undecidable)")
                         continue  # one root cause: no W223 on top of E224
                     currencies.setdefault(path, (cur, v.span))
-                    seen = self.field_currencies[path]
-                    if seen and cur not in seen:
-                        other, osp = next(iter(seen.items()))
+                    clash = self.clash(self.field_currencies[path], cur)
+                    if clash is not None:
+                        other, osp = clash
                         self.add("W223", v.span, f"`{path}` is compared in {cur} here but in {other} at "
                                  f"{_where(osp)}", f"amounts are never converted: a value in {other} is undecidable "
                                  f"here (and one in {cur} there), and undecidable means held (fail-safe). "
                                  "Use one currency, or accept that other currencies are always held",
                                  warning=True)
-                    seen.setdefault(cur, v.span)
+                    self.field_currencies[path].append((cur, v.span, self.scope))
 
     def check_types(self, a: ast.Expr, kind: str, path: str, op: str, vals: tuple[ast.Value, ...]) -> bool:
         kinds = {v.kind for v in vals}
@@ -411,13 +418,24 @@ class Checker:
                     if v.value not in self.models:
                         self.unknown_refs[("model", str(v.value))].append(v.span)
             return True
-        prev = self.field_kinds.get(path)
-        if prev and prev[0] != lk and {prev[0], lk} != {"num", "duration"}:
+        clash = self.clash(self.field_kinds[path], lk, compatible={"num", "duration"})
+        if clash is not None:
             self.add("E220", v0.span, f"`{path}` is compared with {_kind_name(lk)} here but with "
-                     f"{_kind_name(prev[0])} at {_where(prev[1])}", "a field has one type across the policy set")
+                     f"{_kind_name(clash[0])} at {_where(clash[1])}",
+                     "a field has one type for an action; rename one of them if they are different things")
             return False
-        self.field_kinds.setdefault(path, (lk, v0.span))
+        self.field_kinds[path].append((lk, v0.span, self.scope))
         return True
+
+    def clash(self, seen: list[tuple[str, ast.Span, frozenset[str] | None]], kind: str,
+              compatible: set[str] | None = None) -> tuple[str, ast.Span] | None:
+        """An earlier use of the field with another kind, by a rule that can apply to the same action."""
+        for k, sp, scope in seen:
+            if k == kind or (compatible and {k, kind} <= compatible):
+                continue
+            if scope is None or self.scope is None or scope & self.scope:
+                return k, sp
+        return None
 
     # ------------------------------------------------------------------ routes
     def check_routes(self) -> None:

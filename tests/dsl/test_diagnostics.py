@@ -42,8 +42,7 @@ CASES: dict[str, tuple[str, int, int]] = {
     "E220": (M + "authorize refund when tenant.tier > 3\n", 4, 37),
     "E221": (M + "escalate when sentiment < 1.5\n", 4, 27),
     "E222": (M + 'authorize refund when tenant.teir == "gold"\n', 4, 23),
-    "W223": (M + "require approval for refund when amount > 100 GBP\nrequire approval for payout when amount > 100 USD\n",
-             5, 43),
+    "W223": (M + "require approval for refund when amount > 100 GBP\ndeny refund when amount > 5000 USD\n", 5, 27),
     "E224": (M + "require approval for refund when amount > 100 GBP and amount < 500 USD\n", 4, 64),
     "E230": (M + "authorize refund\ndeny refund\n", 5, 6),
     "W231": (M + "authorize refund\nauthorize refund\n", 5, 11),
@@ -165,12 +164,26 @@ def test_more_type_errors() -> None:
         'authorize refund when prompt_tokens == "x"\n': "`prompt_tokens` is a number",
         "authorize refund when sentiment\n": "is a number, not a condition",
         'authorize refund when use_case in ["a", 3]\n': "list mixes",
-        "authorize refund when amount > 100 GBP\nauthorize payout when amount > 3\n": "compared with a number here but with money",
+        "authorize refund when amount > 100 GBP\ndeny refund when amount > 3\n": "compared with a number here but with money",
     }
     for rule, expected in cases.items():
         ds = diags(M + rule)
         assert [d.code for d in ds] == ["E220"], (rule, [d.format() for d in ds])
         assert expected in ds[0].message, ds[0].message
+
+
+def test_field_types_are_per_action() -> None:
+    # `amount` is money for refunds and a row count for exports: different actions, no clash
+    assert diags(M + "require approval for refund when amount > 100 GBP\n"
+                 "require approval for bulk_export when amount > 10000\n") == []
+    # ... but a global rule reads the field of every action
+    ds = diags(M + "require approval for refund when amount > 100 GBP\nescalate when amount > 5\n")
+    assert [(d.code, d.line) for d in ds] == [("E220", 5)]
+    # currencies per action too
+    ds = diags(M + "require approval for refund when amount > 100 GBP\ndeny refund, payout when amount > 900 USD\n")
+    assert [d.code for d in ds] == ["W223"]
+    assert diags(M + "require approval for refund_uk when amount > 100 GBP\n"
+                 "require approval for refund_us when amount > 120 USD\n") == []
 
 
 def test_negative_cost_and_bad_timeouts() -> None:
