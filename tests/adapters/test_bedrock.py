@@ -52,8 +52,10 @@ def test_translation_round_trip():
     assert out["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
 
 
-async def test_converse_with_sigv4(bedrock, make_dispatcher):
-    d = make_dispatcher([llama(bedrock.url)], environ=ENV)
+@pytest.mark.parametrize("env", [ENV, {**ENV, "AWS_SESSION_TOKEN": "FwoGZXIvYXdzE-simulated-sts-token"}],
+                         ids=["long-term-keys", "sts-session"])
+async def test_converse_with_sigv4(bedrock, make_dispatcher, env):
+    d = make_dispatcher([llama(bedrock.url)], environ=env)
     r = await d.complete(USER, Routing(chain=["bedrock-llama"]))
     assert r.response["choices"][0]["message"]["content"] == DEFAULT_ANSWER
     assert r.usage["prompt_tokens"] == 11 and r.model == "bedrock-llama"
@@ -118,3 +120,24 @@ async def test_stream_exception_before_first_token_fails_over(bedrock, fleet, ma
     # the exception arrived after one word: that word reached the client, qwen has no prefill -> in-band error
     assert "error" in chunks[-1] and chunks[-1]["error"]["code"] == "timeout"
     assert s.result.complete is False
+
+
+@pytest.mark.parametrize("source", ["environment", "shared-credentials-file"])
+async def test_standard_aws_credential_chain(bedrock, make_dispatcher, monkeypatch, tmp_path, source):
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    if source == "environment":
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", ENV["AWS_ACCESS_KEY_ID"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", ENV["AWS_SECRET_ACCESS_KEY"])
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    else:
+        creds = tmp_path / "credentials"
+        creds.write_text(f"[bedrock-fallback]\naws_access_key_id = {ENV['AWS_ACCESS_KEY_ID']}\n"
+                         f"aws_secret_access_key = {ENV['AWS_SECRET_ACCESS_KEY']}\n")
+        monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+        monkeypatch.setenv("AWS_PROFILE", "bedrock-fallback")
+    d = make_dispatcher([llama(bedrock.url)])  # no credentials in the dispatcher's environ: botocore's chain
+    r = await d.complete(USER, Routing(chain=["bedrock-llama"]))
+    assert r.model == "bedrock-llama" and bedrock.requests[-1]["auth"] == "AWS4-HMAC-SHA256"
