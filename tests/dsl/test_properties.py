@@ -72,7 +72,16 @@ hold_item = st.one_of(
     st.builds(lambda d, o: f"timeout {d} -> {o}", duration,
               st.one_of(st.sampled_from(["deny", "approve", "escalate"]), string.map(lambda g: f"escalate to group {g}"))),
 )
-block = st.lists(hold_item, max_size=4).map(lambda xs: "{" + " ".join(xs) + "}")
+inner_gap = st.sampled_from([" ", "\n  ", " # why\n  ", "\n  // own line\n  "])
+
+
+@st.composite
+def joined(draw: Any, parts: st.SearchStrategy[list[str]]) -> str:
+    """Items separated by random whitespace and comments (inside blocks)."""
+    return "".join(draw(inner_gap) + x for x in draw(parts)) + draw(inner_gap)
+
+
+block = joined(st.lists(hold_item, max_size=4)).map(lambda body: "{" + body + "}")
 prop = st.one_of(
     ident.map(lambda s: f"provider {s}"), strval.map(lambda s: f"base_url {s}"), string.map(lambda s: f"model_id {s}"),
     listing(strval).map(lambda s: f"keys {s}"), number.map(lambda n: f"cost {n}"),
@@ -89,7 +98,7 @@ route_opts = st.lists(st.sampled_from(["sticky session", "sticky session return 
 item = st.one_of(
     st.builds(lambda s, v: f"policy {s}{v}", string, st.one_of(st.just(""), st.integers(0, 99).map(lambda n: f" version {n}"),
                                                                 string.map(lambda s: f" version {s}"))),
-    st.builds(lambda n, ps: f"model {n} {{ {' '.join(ps)} }}", model_name, st.lists(prop, max_size=5)),
+    st.builds(lambda n, body: f"model {n} {{{body}}}", model_name, joined(st.lists(prop, max_size=5))),
     st.builds(lambda c, m, fb, o: f"route {c} -> {m}{fb} {o}", st.one_of(st.just("default"), expr.map(lambda e: f"when {e}")),
               model_name, st.one_of(st.just(""), listing(model_name).map(lambda s: f" fallback {s}")), route_opts),
     st.builds(lambda ms, w: f"allow model choice {ms}{w}", listing(model_name), when),
@@ -99,10 +108,10 @@ item = st.one_of(
     st.builds(lambda n, ps: f"lexicon {n} {ps}", ident, listing(string)),
     st.builds(lambda s, e, b: f"escalate{s} when {e} {b}", st.one_of(st.just(""), names.map(lambda n: f" for {n}")),
               expr, st.one_of(st.just(""), block)),
-    st.builds(lambda s, e, ms, d, t, hs: f"verify{s} when {e} with {ms} {{ escalate when {d}{t} {' '.join(hs)} }}",
+    st.builds(lambda s, e, ms, g, d, t, hs: f"verify{s} when {e} with {ms} {{{g}escalate when {d}{t}{hs}}}",
               st.one_of(st.just(""), names.map(lambda n: f" for {n}")), expr,
-              st.lists(model_name, min_size=1, max_size=3).map(", ".join), expr,
-              st.one_of(st.just(""), string.map(lambda s: f" otherwise tag {s}")), st.lists(hold_item, max_size=2)),
+              st.lists(model_name, min_size=1, max_size=3).map(", ".join), inner_gap, expr,
+              st.one_of(st.just(""), string.map(lambda s: f" otherwise tag {s}")), joined(st.lists(hold_item, max_size=2))),
 )
 
 
