@@ -40,6 +40,7 @@ class SimVertex:
         self.faults: list[VertexFault] = []
         self.requests: list[dict[str, Any]] = []
         self.token_requests = 0
+        self.reject_token_requests = False  # e.g. a deleted service-account key
         self.port = 0
         self._runner: web.AppRunner | None = None
 
@@ -74,7 +75,8 @@ class SimVertex:
 
     async def _token(self, request: web.Request) -> web.Response:
         form = await request.post()
-        if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" or not form.get("assertion"):
+        if (form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" or not form.get("assertion")
+                or self.reject_token_requests):
             return web.json_response({"error": "invalid_grant", "error_description": "Invalid JWT"}, status=400)
         self.token_requests += 1
         tok = f"ya29.simulated-{uuid.uuid4().hex[:12]}"

@@ -120,3 +120,12 @@ async def test_google_errors_drive_dispatch(vertex, service_account, fleet, make
     vertex.add_fault("FAILED_PRECONDITION", "User location is not supported for the API use.")
     r = await d.complete(USER, chain)
     assert r.model == "qwen" and r.attempts[0].reason == "precondition_failed"
+
+
+async def test_credential_refresh_failure_fails_over(vertex, service_account, fleet, make_dispatcher):
+    await fleet.add("qwen", "vllm")
+    vertex.reject_token_requests = True  # the service-account key was deleted
+    d = make_dispatcher([gemini(vertex.url), fleet.model_spec("qwen")])
+    r = await d.complete(USER, Routing(chain=["gemini", "qwen"]))
+    assert r.model == "qwen" and r.attempts[0].reason == "auth_invalid" and r.attempts[0].status == 401
+    assert vertex.requests == []  # no unauthenticated call was sent
