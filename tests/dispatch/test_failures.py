@@ -168,9 +168,10 @@ async def test_broken_stream_without_prefill_ends_with_inband_error(fleet, make_
     assert f.seen() == []  # nothing to continue on: no request wasted
 
 
-async def test_missing_done_is_finalised_promptly(fleet, make_dispatcher):
+@pytest.mark.parametrize("hold", [True, False], ids=["socket-held-open", "socket-closed"])
+async def test_missing_done_is_finalised_promptly(fleet, make_dispatcher, hold):
     p, f = await two(fleet)
-    p.add_fault(Fault(kind="no_done", hold=True, delay=30.0))
+    p.add_fault(Fault(kind="no_done", hold=hold, delay=30.0))
     d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
     s = d.stream({**USER, "stream_options": {"include_usage": True}}, CHAIN)
     loop = asyncio.get_running_loop()
