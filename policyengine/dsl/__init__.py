@@ -37,8 +37,13 @@ __all__ = [
 ]
 
 
-def expand_paths(paths: Sequence[str | Path]) -> list[Path]:
+def _as_list(paths: Sequence[str | Path] | str | Path) -> list[str | Path]:
+    return [paths] if isinstance(paths, str | Path) else list(paths)
+
+
+def expand_paths(paths: Sequence[str | Path] | str | Path) -> list[Path]:
     """Files as given; a directory contributes its `*.policy` files (recursively, sorted by path)."""
+    paths = _as_list(paths)
     out: list[Path] = []
     for p in paths:
         p = Path(p)
@@ -68,7 +73,8 @@ def discover_sets(path: str | Path) -> list[list[Path]]:
     return sets
 
 
-def read_sources(paths: Sequence[str | Path]) -> dict[str, str]:
+def read_sources(paths: Sequence[str | Path] | str | Path) -> dict[str, str]:
+    paths = _as_list(paths)
     files = expand_paths(paths)
     if not files:
         where = ", ".join(str(p) for p in paths) or "(nothing)"
@@ -106,7 +112,8 @@ def check_sources(sources: dict[str, str]) -> list[Diagnostic]:
     return check_files(files)
 
 
-def check(paths: Sequence[str | Path]) -> list[Diagnostic]:
+def check(paths: Sequence[str | Path] | str | Path) -> list[Diagnostic]:
+    """Every diagnostic (errors and warnings) of one policy set; never raises."""
     try:
         sources = read_sources(paths)
     except PolicyError as e:
@@ -123,8 +130,6 @@ def compile_sources(sources: dict[str, str]) -> CompiledPolicy:
     return compile_files(files)
 
 
-def load_policy_set(paths: Sequence[str | Path]) -> CompiledPolicy:
+def load_policy_set(paths: Sequence[str | Path] | str | Path) -> CompiledPolicy:
     """Parse, check and compile a policy set (files and/or directories of *.policy). PolicyError on errors."""
-    if isinstance(paths, str | Path):
-        paths = [paths]
     return compile_sources(read_sources(paths))

@@ -123,3 +123,9 @@ def test_hybrid_cost_prefers_self_hosted() -> None:
     assert p.models["vertex-llama"].provider == "vertex" and p.models["llama-13b"].provider == "tgi"
     assert p.route(Action(action="chat", prompt_tokens=20000)).chain == ["qwen-72b", "bedrock-llama", "bedrock-qwen",
                                                                           "vertex-llama"]
+
+
+def test_single_path_arguments() -> None:
+    assert check(str(POLICIES / "support-desk")) == []
+    assert check(POLICIES / "approval-gates" / "approval-gates.policy") == []
+    assert load_policy_set(str(POLICIES / "support-desk")).name == "support-desk"
