@@ -24,6 +24,12 @@ async def test_evaluate_standing_orders(service):
         assert d["obligations"][0]["group"] == "refunds"
         if service.services.approvals is not None:
             assert d["approval"]["approval_id"] and d["approval"]["status_url"]
+        if service.services.approvals is not None:  # a retried held request reuses its approval
+            body = {"action": "refund", "fields": {"amount": "300 GBP"}}
+            a1 = (await c.post("/v1/evaluate", json=body, headers={"Idempotency-Key": "req-1"})).json()
+            a2 = (await c.post("/v1/evaluate", json=body, headers={"Idempotency-Key": "req-1"})).json()
+            assert a1["approval"]["approval_id"] == a2["approval"]["approval_id"]
+            assert a1["decision_id"] != a2["decision_id"]  # each call is still its own logged decision
         r = await c.post("/v1/evaluate", json={"action": "refund", "fields": {"amount": "50 GBP"}})
         assert r.json()["effect"] != "require_approval"
         # the decision is explained later
