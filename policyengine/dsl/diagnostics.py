@@ -43,11 +43,17 @@ class Diagnostic(BaseModel):
         """A GitHub Actions workflow annotation."""
         kind = "error" if self.is_error else "warning"
         msg = self.message + (f" (hint: {self.hint})" if self.hint else "")
-        msg = msg.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+        def data(text: str) -> str:  # workflow-command data escaping
+            return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+        def prop(text: str) -> str:  # property values also escape ':' and ','
+            return data(text).replace(":", "%3A").replace(",", "%2C")
+
         return (
-            f"::{kind} file={self.file},line={self.line},col={self.col},"
+            f"::{kind} file={prop(self.file)},line={self.line},col={self.col},"
             f"endLine={self.end_line or self.line},endColumn={self.end_col or self.col},"
-            f"title={self.code}::{msg}"
+            f"title={prop(self.code)}::{data(msg)}"
         )
 
 

@@ -116,9 +116,6 @@ def test_policy_test_format_github(tmp_path: Path) -> None:
     assert not lines[-1].startswith("::")  # a plain summary line closes the output
 
 
-@pytest.mark.xfail(reason="Diagnostic.github() does not escape ',' and ':' in property values (file=, title=); "
-                          "reported to the language engineer, fix: policyengine.ci.render.github.escape_property",
-                   strict=False)
 def test_lint_github_with_a_comma_in_the_path(tmp_path: Path) -> None:
     pol = tmp_path / "team a, team b"
     pol.mkdir()
