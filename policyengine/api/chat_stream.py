@@ -1,0 +1,116 @@
+"""The streaming path of the gateway: failover before the first byte, then relay, then the outcome row."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.responses import Response, StreamingResponse
+
+from policyengine.api import decide
+from policyengine.api.auth import Principal
+from policyengine.api.chat_common import (
+    SSE_HEADERS,
+    attempt_dicts,
+    background,
+    count_attempts,
+    dispatch_error,
+    response_headers,
+    sse,
+)
+from policyengine.types import Action, Decision
+
+
+def stream_attempts(stream: Any) -> list[dict[str, Any]]:
+    res = getattr(stream, "result", None)
+    if res is not None:
+        return attempt_dicts(res.attempts)
+    # before the end: the public `attempts` if the stream has one, else its run's (dispatch internals)
+    atts = getattr(stream, "attempts", None)
+    if atts is None:
+        run = getattr(stream, "run", None) or getattr(stream, "_run", None)
+        atts = getattr(run, "attempts", None)
+    return attempt_dicts(list(atts or []))
+
+
+def stream_model(stream: Any, chunk: dict[str, Any], policy: Any) -> str | None:
+    for attr in ("model", "current_model", "_last_model"):
+        v = getattr(stream, attr, None)
+        if isinstance(v, str):
+            return v
+    upstream = chunk.get("model")
+    names = [n for n, spec in policy.models.items() if spec.upstream_model == upstream or n == upstream]
+    return names[0] if len(names) == 1 else (upstream if isinstance(upstream, str) else None)
+
+
+async def stream_response(s: Any, principal: Principal, dispatcher: Any, policy: Any, up: dict[str, Any], action: Action,
+                  decision: Decision, decision_id: str, log: Any, t0: float) -> Response:
+    from policyengine.dispatch import DispatchError
+
+    stream = dispatcher.stream(up, decision.routing, session_id=action.session_id,
+                               prompt_tokens=action.prompt_tokens)
+    it = stream.__aiter__()
+    try:
+        first = await it.__anext__()
+    except StopAsyncIteration:
+        first = None
+    except DispatchError as exc:
+        await stream.aclose()
+        atts = attempt_dicts(exc.attempts)
+        count_attempts(s, atts)
+        await log(decision, attempts=atts, latency_ms=(time.perf_counter() - t0) * 1000,
+                  extra={"outcome": "upstream_failed", "error_class": exc.error_class, "reason": exc.reason,
+                         "stream": True})
+        s.metrics.chat_requests.labels(exc.model or "-", f"failed_{exc.error_class}").inc()
+        err = dispatch_error(exc, decision_id, atts)
+        err.headers.update(response_headers(decision_id, decision, None, atts))
+        raise err
+    model = stream_model(stream, first or {}, policy)
+    atts_first = stream_attempts(stream)
+    await log(decision, model=model, attempts=atts_first, latency_ms=(time.perf_counter() - t0) * 1000,
+              extra={"outcome": "streaming", "stream": True})
+    headers = {**SSE_HEADERS, **response_headers(decision_id, decision, model, atts_first, decision.tags)}
+
+    async def relay() -> AsyncIterator[bytes]:
+        outcome, err_info = "ok", None
+        try:
+            if first is not None:
+                if model:
+                    first["model"] = model
+                yield sse(first)
+            try:
+                async for chunk in it:
+                    if "error" in chunk and "choices" not in chunk:  # the stream broke after it started
+                        outcome, err_info = "failed_in_stream", {"error": chunk["error"]}
+                        chunk = {"error": {**chunk["error"], "decision_id": decision_id}} \
+                            if isinstance(chunk["error"], dict) else chunk
+                    elif model:
+                        chunk["model"] = model
+                    yield sse(chunk)
+            except DispatchError as exc:
+                outcome, err_info = f"failed_{exc.error_class}", {"error_class": exc.error_class,
+                                                                  "reason": exc.reason}
+                yield sse({"error": {"message": f"stream failed ({exc.reason})"
+                                      + (f": {exc.message}" if exc.message else ""),
+                                      "type": "upstream_error", "code": exc.reason, "decision_id": decision_id}})
+        finally:
+            await stream.aclose()
+        res = getattr(stream, "result", None)
+        final_model = getattr(res, "model", None) or model
+        atts = stream_attempts(stream)
+        count_attempts(s, atts)
+        s.metrics.chat_requests.labels(final_model or "-", outcome).inc()
+        s.metrics.request_latency.labels("chat_stream").observe(time.perf_counter() - t0)
+        # The decision row was committed before the first byte. The outcome row (final model, every
+        # attempt, usage) goes through the same group commit, without holding the client's [DONE].
+        outcome_entry = {"model": final_model, "attempts": atts, "latency_ms": (time.perf_counter() - t0) * 1000,
+                         "extra": {"outcome": outcome, "decision_id": decision_id, "stream": True,
+                                   "usage": getattr(res, "usage", None),
+                                   "finish_reason": getattr(res, "finish_reason", None),
+                                   "complete": getattr(res, "complete", None), **(err_info or {})}}
+        background(s, decide.commit(s, kind="chat_outcome", principal=principal, action=action,
+                                    decision=decision, decision_id=decide.outcome_id(decision_id), **outcome_entry))
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
