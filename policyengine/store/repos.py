@@ -32,16 +32,25 @@ class PolicyVersionRepo:
 
     async def record_loaded(self, *, hash: str, name: str, version: Any, sources: dict[str, str],
                             loaded_by: str | None = None) -> None:
+        # An upsert, not read-then-insert: replicas starting together on an empty
+        # database would otherwise race on the primary key.
         now = time.time()
+        values = dict(hash=hash, name=name, version=None if version is None else str(version),
+                      sources=sources, first_loaded_at=now, last_loaded_at=now, loaded_by=loaded_by)
         async with self.sm.begin() as s:
-            row = await s.get(PolicyVersion, hash)
-            if row is None:
-                s.add(PolicyVersion(hash=hash, name=name, version=None if version is None else str(version),
-                                    sources=sources, first_loaded_at=now, last_loaded_at=now,
-                                    loaded_by=loaded_by))
-            else:
-                row.last_loaded_at = now
-                row.loaded_by = loaded_by
+            dialect = s.bind.dialect.name
+            if dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            elif dialect == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert
+            else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+                raise RuntimeError(f"unsupported database dialect {dialect!r}")
+            stmt = insert(PolicyVersion).values(**values)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[PolicyVersion.hash],
+                set_={"last_loaded_at": now, "loaded_by": loaded_by},
+            )
+            await s.execute(stmt)
 
     async def get(self, hash: str) -> PolicyVersion | None:
         async with self.sm() as s:

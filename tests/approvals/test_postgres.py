@@ -98,12 +98,11 @@ async def test_pending_approvals_survive_sigkill_and_time_out_exactly_once(pg_sc
     procs: list[subprocess.Popen] = []
     n = 12
     try:
-        # Started one after the other: two replicas booting at the same instant on an empty
-        # database race on recording the policy version (store's record_loaded, reported).
-        procs = []
-        for p in ports:
-            procs.append(_serve(pg_schema_url, p, tmp_path / "policies", "cb-secret-0123456789abcdef", log))
-            _ready(p, procs[-1], log)
+        # Both replicas boot at the same instant on the same database.
+        procs = [_serve(pg_schema_url, p, tmp_path / "policies", "cb-secret-0123456789abcdef", log)
+                 for p in ports]
+        for p, proc in zip(ports, procs, strict=True):
+            _ready(p, proc, log)
         ids = [
             (await svc.hold(action=refund_action(amount=f"{200 + i} GBP"), callback_url=f"{rec.url}/callback",
                             decision=refund_decision(timeout_s=6, remind_s=None))).approval_id

@@ -141,6 +141,19 @@ async def test_api_keys_hashed_and_revocable(db_url):
     await db.aclose()
 
 
+async def test_replicas_recording_one_policy_version_at_once_do_not_race(db_url):
+    """Replicas booting together on an empty database record the same policy hash."""
+    upgrade(db_url)
+    dbs = [Database.open(db_url) for _ in range(4)]
+    repos = [PolicyVersionRepo(d.sessionmaker) for d in dbs]
+    await asyncio.gather(*(r.record_loaded(hash="ef" * 32, name="support", version=1,
+                                           sources={"a.policy": "deny x"}, loaded_by=f"r{i}")
+                           for i, r in enumerate(repos)))
+    assert [p.hash for p in await repos[0].list()] == ["ef" * 32]
+    for d in dbs:
+        await d.aclose()
+
+
 def test_redactor_paths_and_names():
     r = Redactor(["fields.card.number", "email"], salt="s3cret")
     data = {"fields": {"card": {"number": "4111", "exp": "12/30"}, "contact": [{"email": "a@b.c"}]}, "email": "x"}
