@@ -26,19 +26,13 @@ def stream_attempts(stream: Any) -> list[dict[str, Any]]:
     res = getattr(stream, "result", None)
     if res is not None:
         return attempt_dicts(res.attempts)
-    # before the end: the public `attempts` if the stream has one, else its run's (dispatch internals)
-    atts = getattr(stream, "attempts", None)
-    if atts is None:
-        run = getattr(stream, "run", None) or getattr(stream, "_run", None)
-        atts = getattr(run, "attempts", None)
-    return attempt_dicts(list(atts or []))
+    return attempt_dicts(list(getattr(stream, "attempts", None) or []))
 
 
 def stream_model(stream: Any, chunk: dict[str, Any], policy: Any) -> str | None:
-    for attr in ("model", "current_model", "_last_model"):
-        v = getattr(stream, attr, None)
-        if isinstance(v, str):
-            return v
+    v = getattr(stream, "model", None)
+    if isinstance(v, str):
+        return v
     upstream = chunk.get("model")
     names = [n for n, spec in policy.models.items() if spec.upstream_model == upstream or n == upstream]
     return names[0] if len(names) == 1 else (upstream if isinstance(upstream, str) else None)
@@ -111,6 +105,9 @@ async def stream_response(s: Any, principal: Principal, dispatcher: Any, policy:
                                    "complete": getattr(res, "complete", None), **(err_info or {})}}
         background(s, decide.commit(s, kind="chat_outcome", principal=principal, action=action,
                                     decision=decision, decision_id=decide.outcome_id(decision_id), **outcome_entry))
-        yield b"data: [DONE]\n\n"
+        if outcome == "ok":
+            # A broken stream ends on its error event, never on [DONE]: a client must not
+            # mistake a truncated answer for a complete one.
+            yield b"data: [DONE]\n\n"
 
     return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)

@@ -108,6 +108,16 @@ class DispatchStream:
         self._last_model: str | None = None
         self.result: DispatchResult | None = None
 
+    @property
+    def model(self) -> str | None:
+        """The policy model currently (or last) streaming; None before the first chunk."""
+        return self._last_model
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        """Every attempt so far (the final list is also in `result`)."""
+        return list(self._run.attempts)
+
     def __aiter__(self) -> DispatchStream:
         return self
 

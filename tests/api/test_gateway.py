@@ -195,3 +195,23 @@ async def test_streaming_fails_over_before_the_first_byte(service):
     with pytest.raises(openai.APIStatusError) as exc:
         await sdk(service).chat.completions.create(model="auto", messages=MSG, stream=True)
     assert exc.value.status_code in (502, 503) and exc.value.body["decision_id"]
+
+
+async def test_stream_broken_after_first_byte_ends_with_error_not_done(service):
+    """No model here declares prefill: a cut after text was sent ends with an in-band error, never [DONE]."""
+    service.sims["qwen-72b"].add_fault(Fault(kind="stream_cut", after_chunks=2, times=None))
+    async with service.client() as c, c.stream(
+            "POST", "/v1/chat/completions",
+            json={"model": "auto", "messages": MSG, "stream": True}) as resp:
+        assert resp.status_code == 200
+        did = resp.headers["x-policyengine-decision-id"]
+        lines = [line async for line in resp.aiter_lines() if line.startswith("data: ")]
+    assert lines, "the stream started"
+    assert lines[-1] != "data: [DONE]"
+    assert '"error"' in lines[-1] and did in lines[-1]
+    assert "data: [DONE]" not in lines
+    # and the SDK surfaces it as an error rather than a complete answer
+    with pytest.raises(openai.APIError):
+        stream = await sdk(service).chat.completions.create(model="auto", messages=MSG, stream=True)
+        async for _ in stream:
+            pass
