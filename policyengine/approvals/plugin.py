@@ -56,7 +56,8 @@ def load_settings() -> ApprovalSettings:
         )
         settings = settings.model_copy(update={"link_secret": SecretStr(secrets.token_urlsafe(32))})
     if settings.callback_secret is None:
-        log.warning("POLICYENGINE_APPROVALS_CALLBACK_SECRET is not set: callbacks to applications are unsigned")
+        log.warning("POLICYENGINE_APPROVALS_CALLBACK_SECRET is not set: requests registering a callback_url are refused "
+                    "(callbacks are always signed); applications can poll or long-poll approvals")
     return settings
 
 

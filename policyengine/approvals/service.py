@@ -132,6 +132,10 @@ class ApprovalService:
             callback_url = attrs.get("callback_url") if isinstance(attrs.get("callback_url"), str) else None
         if callback_url is not None:
             check_url(callback_url, "callback_url")
+            if self.settings.callback_secret is None:
+                # An unsigned outcome could be forged by anyone who can reach the app.
+                raise ApprovalInvalid("callback_url needs signed callbacks: set POLICYENGINE_APPROVALS_CALLBACK_SECRET "
+                                      "on the service (or poll GET /v1/approvals/{id} instead)")
             allowed = self.settings.callback_allowed_hosts
             host = (urlparse(callback_url).hostname or "").lower()
             if allowed and not any(fnmatch.fnmatch(host, pat.lower()) for pat in allowed):

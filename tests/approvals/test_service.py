@@ -252,6 +252,19 @@ async def test_callbacks_only_to_allowed_hosts_and_per_key_default(tmp_path):
         await db.aclose()
 
 
+async def test_callbacks_are_refused_when_they_could_not_be_signed(tmp_path):
+    svc, db = await make_service(f"sqlite:///{tmp_path}/u.db", callback_secret=None)
+    try:
+        with pytest.raises(ApprovalInvalid, match="CALLBACK_SECRET"):
+            await svc.hold(action=refund_action(), decision=refund_decision(),
+                           callback_url="https://hooks.example.com/pe")
+        # without a callback the action is still held (the app polls instead)
+        res = await svc.hold(action=refund_action(), decision=refund_decision())
+        assert res.state == "pending"
+    finally:
+        await db.aclose()
+
+
 def test_migration_matches_the_models(tmp_path):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
