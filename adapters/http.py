@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+from functools import lru_cache
 from typing import Literal
 
 import aiohttp
@@ -48,7 +49,31 @@ def make_client(transport: TransportName = "aiohttp", *, max_connections: int = 
     else:
         raise ValueError(f"unknown transport {transport!r} (expected 'aiohttp' or 'httpx')")
     client._cookies = _NoCookies()
+    # the transport is recorded so adapters can take the aiohttp fast path (aiohttp_session)
+    client._pe_aiohttp = client._transport if transport == "aiohttp" else None  # type: ignore[attr-defined]
     return client
+
+
+def aiohttp_session(client: httpx.AsyncClient) -> aiohttp.ClientSession | None:
+    """The aiohttp session under a client from `make_client(transport="aiohttp")`, else None.
+
+    The non-streaming chat call goes straight to it: the httpx Request/Response wrapping costs
+    more CPU than the aiohttp call itself (benchmarks/service.md). Same session, so the same
+    connection pool, limits and lifetime (`client.aclose()` closes it) as the httpx API.
+    """
+    t = getattr(client, "_pe_aiohttp", None)
+    if t is None or client.is_closed:
+        return None
+    session = t.client
+    if not isinstance(session, aiohttp.ClientSession):
+        session = t.client = t.get_client()  # what the transport does on its first request
+    return None if session.closed else session
+
+
+@lru_cache(maxsize=64)
+def aiohttp_timeout(connect: float) -> aiohttp.ClientTimeout:
+    """The timeouts the httpx-aiohttp transport derives from httpx.Timeout(connect=c, rest None)."""
+    return aiohttp.ClientTimeout(sock_connect=connect, sock_read=None, connect=None)
 
 
 def _chain(exc: BaseException):

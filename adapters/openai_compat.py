@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from functools import lru_cache
 from typing import Any
 
+import aiohttp
 import httpx
 import orjson
 from httpx_sse import EventSource
@@ -21,10 +22,12 @@ from httpx_sse import EventSource
 from policyengine.types import ModelSpec, Provider
 
 from .base import CallOptions, TransportError, UpstreamError
-from .http import map_transport_error
+from .http import aiohttp_session, aiohttp_timeout, map_transport_error
 
 _JSON = {"content-type": "application/json", "accept": "application/json"}
 _SSE = {"content-type": "application/json", "accept": "text/event-stream"}
+# the aiohttp fast path sends the same request headers the httpx API would
+_JSON_AIO = {**_JSON, "user-agent": f"python-httpx/{httpx.__version__}"}
 
 
 @lru_cache(maxsize=1024)
@@ -35,6 +38,11 @@ def chat_url(base_url: str) -> httpx.URL:
     if not path.endswith("/chat/completions"):
         path += "/chat/completions"
     return url.copy_with(path=path)
+
+
+@lru_cache(maxsize=1024)
+def _url_str(base_url: str) -> str:
+    return str(chat_url(base_url))
 
 
 @lru_cache(maxsize=64)
@@ -162,23 +170,40 @@ class OpenAICompatAdapter:
         if not opts.base_url:
             raise TransportError("config", f"model {spec.name} has no base_url")
         payload = orjson.dumps(prepare_body(spec, body, opts, stream=False))
-        try:
-            resp = await self._client.post(chat_url(opts.base_url), content=payload,
-                                           headers=_headers(_JSON, opts), timeout=_timeout(opts.connect_timeout))
-            raw = resp.content
-        except httpx.HTTPError as exc:
-            raise map_transport_error(exc) from exc
-        except OSError as exc:
-            raise map_transport_error(exc) from exc
-        if resp.status_code >= 400:
-            raise UpstreamError(resp.status_code, resp.headers, raw)
+        session = aiohttp_session(self._client)
+        if session is not None:
+            # hot path: straight to the aiohttp session under the httpx client (same pool)
+            try:
+                async with session.post(_url_str(opts.base_url), data=payload, headers=_headers(_JSON_AIO, opts),
+                                        allow_redirects=False, timeout=aiohttp_timeout(opts.connect_timeout)) as r:
+                    raw = await r.read()
+                    status = r.status
+            except (aiohttp.ClientError, OSError) as exc:
+                raise map_transport_error(exc) from exc
+            if status >= 400:
+                raise UpstreamError(status, httpx.Headers(r.raw_headers), raw)
+            headers: Any = r.headers
+        else:
+            try:
+                resp = await self._client.post(chat_url(opts.base_url), content=payload,
+                                               headers=_headers(_JSON, opts), timeout=_timeout(opts.connect_timeout))
+                raw = resp.content
+            except httpx.HTTPError as exc:
+                raise map_transport_error(exc) from exc
+            except OSError as exc:
+                raise map_transport_error(exc) from exc
+            status, headers = resp.status_code, resp.headers
+            if status >= 400:
+                raise UpstreamError(status, headers, raw)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise TransportError("protocol_error", f"response is not JSON: {raw[:80]!r}") from None
         if not isinstance(data, dict) or "error" in data or data.get("object") == "error":
             err = data.get("error", data) if isinstance(data, dict) else data
-            raise UpstreamError(_error_status(err) or resp.status_code, resp.headers, raw)
+            if not isinstance(headers, httpx.Headers):
+                headers = httpx.Headers(r.raw_headers)
+            raise UpstreamError(_error_status(err) or status, headers, raw)
         if not data.get("choices"):
             raise TransportError("protocol_error", "response has no choices")
         return data
