@@ -69,6 +69,8 @@ class DecisionLogger:
         self.max_batch = max_batch
         self._engine: Engine = make_sync_engine(url, writer=True, sqlite_synchronous=sqlite_synchronous)
         self._is_pg = self._engine.dialect.name == "postgresql"
+        self._is_sqlite = self._engine.dialect.name == "sqlite"
+        self._raw: Any = None  # the SQLite writer's DB-API connection (used by the writer thread only)
         ph = "%s" if self._is_pg else "?"
         cols = ("seq", "id", "ts", "kind", "tenant", "actor", "session_id", "action", "effect", "model",
                 "policy_hash", "record", "prev_hash", "row_hash")
@@ -100,6 +102,8 @@ class DecisionLogger:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         self._task = None
+        with contextlib.suppress(RuntimeError):  # executor already shut down
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._release_raw)
         self._executor.shutdown(wait=True)
         self._engine.dispose()
 
@@ -182,27 +186,63 @@ class DecisionLogger:
                 for _ in batch:
                     q.task_done()
 
+    def _rows(self, head: Any, records: list[dict[str, Any]]) -> tuple[list[tuple[Any, ...]], list[LoggedDecision]]:
+        if head is None:
+            raise DecisionLogError("chain head row missing: run `policyengine migrate`")
+        seq, prev = head[0], head[1]
+        rows, out = [], []
+        for rec in records:
+            seq += 1
+            text = canonical_json(rec)
+            h = row_hash(prev, text)
+            rows.append((seq, rec["id"], rec["ts"], rec["kind"], rec["tenant"], rec["actor"], rec["session_id"],
+                         rec["action"], rec["effect"], rec["model"], rec["policy_hash"], text, prev, h))
+            out.append(LoggedDecision(id=rec["id"], seq=seq, row_hash=h))
+            prev = h
+        return rows, out
+
     def _append(self, records: list[dict[str, Any]]) -> list[LoggedDecision]:
         """One transaction: lock the chain head, hash and insert the batch, move the head.
 
         Plain driver SQL (no ORM/Core compilation per batch): the writer thread holds the GIL as
-        briefly as possible, so the event loop keeps serving while a batch commits.
+        briefly as possible, so the event loop keeps serving while a batch commits. On SQLite the
+        writer thread keeps one DB-API connection (set up by the engine: WAL, synchronous, busy
+        timeout, autocommit mode) and drives the transaction itself: SQLAlchemy's per-batch pool
+        checkout, events and result objects cost as much CPU as the commit (benchmarks/service.md).
         """
-        out: list[LoggedDecision] = []
+        if self._is_sqlite:
+            return self._append_sqlite(records)
         with self._engine.begin() as conn:
-            head = conn.exec_driver_sql(self._sql_head).first()
-            if head is None:
-                raise DecisionLogError("chain head row missing: run `policyengine migrate`")
-            seq, prev = head[0], head[1]
-            rows = []
-            for rec in records:
-                seq += 1
-                text = canonical_json(rec)
-                h = row_hash(prev, text)
-                rows.append((seq, rec["id"], rec["ts"], rec["kind"], rec["tenant"], rec["actor"], rec["session_id"],
-                             rec["action"], rec["effect"], rec["model"], rec["policy_hash"], text, prev, h))
-                out.append(LoggedDecision(id=rec["id"], seq=seq, row_hash=h))
-                prev = h
+            rows, out = self._rows(conn.exec_driver_sql(self._sql_head).first(), records)
             conn.exec_driver_sql(self._sql_insert, rows)
-            conn.exec_driver_sql(self._sql_move, (seq, prev))
+            conn.exec_driver_sql(self._sql_move, rows[-1][0:1] + rows[-1][-1:])
         return out
+
+    def _append_sqlite(self, records: list[dict[str, Any]]) -> list[LoggedDecision]:
+        if self._raw is None:
+            self._raw = self._engine.raw_connection()  # runs the engine's connect hook (pragmas)
+        cur = self._raw.driver_connection.cursor()
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            rows, out = self._rows(cur.execute(self._sql_head).fetchone(), records)
+            cur.executemany(self._sql_insert, rows)
+            cur.execute(self._sql_move, (rows[-1][0], rows[-1][-1]))
+            cur.execute("COMMIT")
+        except BaseException:
+            self._drop_raw()  # rolls back whatever is open; the next batch gets a fresh connection
+            raise
+        finally:
+            cur.close()
+        return out
+
+    def _release_raw(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            with contextlib.suppress(Exception):
+                raw.close()  # back to the pool, which engine.dispose() closes
+
+    def _drop_raw(self) -> None:
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            with contextlib.suppress(Exception):
+                raw.invalidate()
