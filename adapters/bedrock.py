@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
-import httpx
 import orjson
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -26,7 +25,7 @@ from botocore.eventstream import EventStreamBuffer, EventStreamError
 from policyengine.types import ModelSpec
 
 from .base import CallOptions, TransportError, UpstreamError
-from .http import map_transport_error
+from .streams import CredentialedAdapter, TranslatedChunkStream, open_response, post, stream_errors
 from .translate import (
     data_url_parts,
     finish_from_bedrock,
@@ -159,29 +158,14 @@ def from_converse(data: dict, model: str) -> dict:
             "usage": _usage(data.get("usage"))}
 
 
-class BedrockChunkStream:
+class BedrockChunkStream(TranslatedChunkStream):
     """ConverseStream (AWS event stream) -> OpenAI chunk dicts."""
-
-    def __init__(self, response: httpx.Response, model: str, include_usage: bool) -> None:
-        self._response = response
-        self._model = model
-        self._include_usage = include_usage
-        self.saw_done = False
-        self._id = f"chatcmpl-{uuid.uuid4().hex}"
-        self._created = int(time.time())
-
-    def _chunk(self, delta: dict, finish: str | None = None) -> dict:
-        return {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-
-    def __aiter__(self) -> AsyncIterator[dict]:
-        return self._iter()
 
     async def _iter(self) -> AsyncIterator[dict]:
         buf = EventStreamBuffer()
         tool_index: dict[int, int] = {}
         stopped = False
-        try:
+        with stream_errors():
             async for data in self._response.aiter_bytes():
                 try:
                     buf.add_data(data)
@@ -221,30 +205,14 @@ class BedrockChunkStream:
                     elif et == "metadata":
                         usage = _usage(ev.get("usage"))
                         if usage and self._include_usage:
-                            yield {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
-                                   "model": self._model, "choices": [], "usage": usage}
+                            yield self._usage_chunk(usage)
                         self.saw_done = stopped
             if stopped:
                 self.saw_done = True
-        except (TransportError, UpstreamError):
-            raise
-        except (httpx.HTTPError, OSError) as exc:
-            raise map_transport_error(exc, streaming_started=True) from exc
-
-    async def aclose(self) -> None:
-        try:
-            await self._response.aclose()
-        except Exception:
-            pass
 
 
-class BedrockAdapter:
-    def __init__(self, client: httpx.AsyncClient, *, environ: Mapping[str, str] | None = None,
-                 credentials: Credentials | None = None) -> None:
-        self._client = client
-        self._environ = environ
-        self._credentials = credentials
-        self._lock = asyncio.Lock()
+class BedrockAdapter(CredentialedAdapter):
+    """`credentials`: botocore Credentials; by default from `environ` or the AWS credential chain."""
 
     async def _creds(self) -> Credentials:
         if self._credentials is None:
@@ -293,14 +261,7 @@ class BedrockAdapter:
         payload = self._prepare(body)
         url = self._endpoint(spec, opts, False)
         headers = await self._headers(spec, opts, url, payload, "application/json")
-        try:
-            resp = await self._client.post(url, content=payload, headers=headers,
-                                           timeout=httpx.Timeout(connect=opts.connect_timeout, read=None, write=None, pool=None))
-            raw = resp.content
-        except (httpx.HTTPError, OSError) as exc:
-            raise map_transport_error(exc) from exc
-        if resp.status_code >= 400:
-            raise UpstreamError(resp.status_code, resp.headers, raw)
+        raw = await post(self._client, url, payload, headers, opts)
         try:
             return from_converse(orjson.loads(raw), spec.upstream_model)
         except orjson.JSONDecodeError:
@@ -310,19 +271,5 @@ class BedrockAdapter:
         payload = self._prepare(body)
         url = self._endpoint(spec, opts, True)
         headers = await self._headers(spec, opts, url, payload, "application/vnd.amazon.eventstream")
-        req = self._client.build_request("POST", url, content=payload, headers=headers,
-                                         timeout=httpx.Timeout(connect=opts.connect_timeout, read=None, write=None, pool=None))
-        try:
-            resp = await self._client.send(req, stream=True)
-        except (httpx.HTTPError, OSError) as exc:
-            raise map_transport_error(exc) from exc
-        if resp.status_code >= 400:
-            try:
-                raw = await resp.aread()
-            finally:
-                await resp.aclose()
-            raise UpstreamError(resp.status_code, resp.headers, raw)
+        resp = await open_response(self._client, url, payload, headers, opts)
         return BedrockChunkStream(resp, spec.upstream_model, opts.include_usage)
-
-    async def aclose(self) -> None:
-        return None

@@ -26,15 +26,14 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import httpx
 import orjson
 from httpx_sse import EventSource
 
 from policyengine.types import ModelSpec
 
 from .base import CallOptions, TransportError, UpstreamError
-from .http import map_transport_error
 from .openai_compat import OpenAIChunkStream, chat_url, prepare_body
+from .streams import CredentialedAdapter, TranslatedChunkStream, open_response, post, stream_errors
 from .translate import data_url_parts, finish_from_gemini, json_args, text_of
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
@@ -203,28 +202,13 @@ def from_gemini(data: dict, model: str) -> dict:
             "usage": _usage(data.get("usageMetadata"))}
 
 
-class GeminiChunkStream:
+class GeminiChunkStream(TranslatedChunkStream):
     """streamGenerateContent?alt=sse -> OpenAI chunks. The stream has no [DONE]: it is
     complete when a candidate carries a finishReason."""
 
-    def __init__(self, response: httpx.Response, model: str, include_usage: bool) -> None:
-        self._response = response
-        self._model = model
-        self._include_usage = include_usage
-        self.saw_done = False
-        self._id = f"chatcmpl-{uuid.uuid4().hex}"
-        self._created = int(time.time())
-
-    def __aiter__(self) -> AsyncIterator[dict]:
-        return self._iter()
-
-    def _chunk(self, delta: dict, finish: str | None = None, index: int = 0) -> dict:
-        return {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model,
-                "choices": [{"index": index, "delta": delta, "finish_reason": finish}]}
-
     async def _iter(self) -> AsyncIterator[dict]:
         first, usage, ntools = True, None, 0
-        try:
+        with stream_errors():
             async for sse in EventSource(self._response).aiter_sse():
                 if not sse.data:
                     continue
@@ -258,18 +242,7 @@ class GeminiChunkStream:
                         self.saw_done = True
                         yield self._chunk({}, finish_from_gemini(cand["finishReason"], ntools > 0), index=idx)
             if usage and self._include_usage:
-                yield {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
-                       "model": self._model, "choices": [], "usage": usage}
-        except (TransportError, UpstreamError):
-            raise
-        except (httpx.HTTPError, OSError) as exc:
-            raise map_transport_error(exc, streaming_started=True) from exc
-
-    async def aclose(self) -> None:
-        try:
-            await self._response.aclose()
-        except Exception:
-            pass
+                yield self._usage_chunk(usage)
 
 
 # ---------------------------------------------------------------------------
@@ -277,13 +250,8 @@ class GeminiChunkStream:
 # ---------------------------------------------------------------------------
 
 
-class VertexAdapter:
-    def __init__(self, client: httpx.AsyncClient, *, environ: Mapping[str, str] | None = None,
-                 credentials: Any = None) -> None:
-        self._client = client
-        self._environ = environ
-        self._credentials = credentials  # google.auth.credentials.Credentials
-        self._lock = asyncio.Lock()
+class VertexAdapter(CredentialedAdapter):
+    """`credentials`: google.auth.credentials.Credentials; by default Application Default Credentials."""
 
     async def _token(self) -> str:
         async with self._lock:
@@ -355,9 +323,6 @@ class VertexAdapter:
         return (f"{base}/projects/{self._project(spec)}/locations/{self._region(spec)}/publishers/google/models/"
                 f"{model}:{verb}")
 
-    def _timeout(self, opts: CallOptions) -> httpx.Timeout:
-        return httpx.Timeout(connect=opts.connect_timeout, read=None, write=None, pool=None)
-
     def _payload(self, body: dict) -> bytes:
         try:
             return orjson.dumps(to_gemini(body))
@@ -370,13 +335,7 @@ class VertexAdapter:
             url, payload = chat_url(self._openai_base(spec, opts)), orjson.dumps(prepare_body(spec, body, opts, stream=False))
         else:
             url, payload = self._gen_url(spec, opts, False), self._payload(body)
-        try:
-            resp = await self._client.post(url, content=payload, headers=headers, timeout=self._timeout(opts))
-            raw = resp.content
-        except (httpx.HTTPError, OSError) as exc:
-            raise map_transport_error(exc) from exc
-        if resp.status_code >= 400:
-            raise UpstreamError(resp.status_code, resp.headers, raw)
+        raw = await post(self._client, url, payload, headers, opts)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -392,20 +351,7 @@ class VertexAdapter:
             url, payload = chat_url(self._openai_base(spec, opts)), orjson.dumps(prepare_body(spec, body, opts, stream=True))
         else:
             url, payload = self._gen_url(spec, opts, True), self._payload(body)
-        req = self._client.build_request("POST", url, content=payload, headers=headers, timeout=self._timeout(opts))
-        try:
-            resp = await self._client.send(req, stream=True)
-        except (httpx.HTTPError, OSError) as exc:
-            raise map_transport_error(exc) from exc
-        if resp.status_code >= 400:
-            try:
-                raw = await resp.aread()
-            finally:
-                await resp.aclose()
-            raise UpstreamError(resp.status_code, resp.headers, raw)
+        resp = await open_response(self._client, url, payload, headers, opts)
         if mode == "openai":
             return OpenAIChunkStream(resp)
         return GeminiChunkStream(resp, spec.upstream_model, opts.include_usage)
-
-    async def aclose(self) -> None:
-        return None
