@@ -9,7 +9,6 @@ long", ModelNotReadyException, ...) as HTTP errors or as stream exceptions.
 
 from __future__ import annotations
 
-import socket
 import struct
 import time
 import zlib
@@ -23,7 +22,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from pydantic import BaseModel
 
-from .server import DEFAULT_ANSWER, _words
+from .server import DEFAULT_ANSWER, LocalSim, _words, take_fault
 
 _STATUS = {"ThrottlingException": 429, "ModelNotReadyException": 429, "ServiceUnavailableException": 503,
            "ModelTimeoutException": 408, "ValidationException": 400, "ExpiredTokenException": 403,
@@ -64,7 +63,7 @@ class BedrockFault(BaseModel):
     message: str | None = None
 
 
-class SimBedrock:
+class SimBedrock(LocalSim):
     def __init__(self, *, access_key: str = "AKIDSIMULATED", secret_key: str = "simulated-secret",
                  region: str = "eu-west-2", api_keys: list[str] | None = None, answer: str = DEFAULT_ANSWER) -> None:
         self.creds = Credentials(access_key, secret_key)
@@ -84,17 +83,8 @@ class SimBedrock:
         app = web.Application()
         app.router.add_post("/model/{model_id}/converse", self._converse)
         app.router.add_post("/model/{model_id}/converse-stream", self._converse_stream)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+        await self._serve(app)
         return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def add_fault(self, exception: str, **kw: Any) -> None:
         self.faults.append(BedrockFault(exception=exception, **kw))
@@ -123,15 +113,7 @@ class SimBedrock:
         return None
 
     def _take_fault(self, stream: bool) -> BedrockFault | None:
-        for f in self.faults:
-            if f.in_stream and not stream:
-                continue
-            if f.times is not None:
-                f.times -= 1
-                if f.times <= 0:
-                    self.faults.remove(f)
-            return f
-        return None
+        return take_fault(self.faults, lambda f: f.in_stream and not stream)
 
     @staticmethod
     def _error(exc: str, message: str | None = None) -> web.Response:

@@ -28,7 +28,8 @@ import socket
 import struct
 import time
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from aiohttp import web
@@ -65,6 +66,51 @@ def _words(text: str) -> list[str]:
     if cur:
         out.append(cur)
     return out
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS has just handed out on `host` (bound and released)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class _Counted(Protocol):
+    times: int | None
+
+
+_F = TypeVar("_F", bound=_Counted)
+
+
+def take_fault(faults: list[_F], skip: Callable[[_F], bool]) -> _F | None:
+    """The first fault in `faults` that `skip` lets through; a fault with `times` counts
+    down and is removed once used up."""
+    for f in faults:
+        if skip(f):
+            continue
+        if f.times is not None:
+            f.times -= 1
+            if f.times <= 0:
+                faults.remove(f)
+        return f
+    return None
+
+
+class LocalSim:
+    """Runs one aiohttp app on a free 127.0.0.1 port (the provider simulators)."""
+
+    port: int
+    _runner: web.AppRunner | None
+
+    async def _serve(self, app: web.Application) -> None:
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        self.port = free_port()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
 
 
 class SimServer:
@@ -118,9 +164,7 @@ class SimServer:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         if self.port == 0:
-            with socket.socket() as s:
-                s.bind((self.host, 0))
-                self.port = s.getsockname()[1]
+            self.port = free_port(self.host)
         await self._open()
         return self
 
@@ -192,15 +236,7 @@ class SimServer:
 
     # ------------------------------------------------------------------ helpers
     def _take_fault(self, stream: bool) -> Fault | None:
-        for f in self.faults:
-            if f.only_stream is not None and f.only_stream != stream:
-                continue
-            if f.times is not None:
-                f.times -= 1
-                if f.times <= 0:
-                    self.faults.remove(f)
-            return f
-        return None
+        return take_fault(self.faults, lambda f: f.only_stream is not None and f.only_stream != stream)
 
     def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> web.Response:
         if isinstance(body, str):

@@ -9,7 +9,6 @@ INVALID_ARGUMENT + API_KEY_INVALID, FAILED_PRECONDITION...) or a safety block.
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 from typing import Any
@@ -18,7 +17,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel
 
-from .server import DEFAULT_ANSWER, _words
+from .server import DEFAULT_ANSWER, LocalSim, _words, take_fault
 
 _CODES = {"RESOURCE_EXHAUSTED": 429, "UNAVAILABLE": 503, "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400,
           "PERMISSION_DENIED": 403, "UNAUTHENTICATED": 401, "INTERNAL": 500, "NOT_FOUND": 404,
@@ -32,7 +31,7 @@ class VertexFault(BaseModel):
     times: int | None = 1
 
 
-class SimVertex:
+class SimVertex(LocalSim):
     def __init__(self, *, api_keys: list[str] | None = None, answer: str = DEFAULT_ANSWER) -> None:
         self.api_keys = set(api_keys or ())
         self.tokens: set[str] = set()
@@ -58,17 +57,8 @@ class SimVertex:
         app.router.add_post("/v1/projects/{project}/locations/{location}/publishers/google/models/{rest}", self._gen)
         app.router.add_post("/v1beta/models/{rest}", self._gen)
         app.router.add_post("/v1/projects/{project}/locations/{location}/endpoints/openapi/chat/completions", self._openai)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        await web.TCPSite(self._runner, "127.0.0.1", self.port, reuse_address=True).start()
+        await self._serve(app)
         return self
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     def add_fault(self, status: str, message: str = "simulated error", **kw: Any) -> None:
         self.faults.append(VertexFault(status=status, message=message, **kw))
@@ -111,16 +101,10 @@ class SimVertex:
                      "domain": "googleapis.com", "metadata": {"service": "aiplatform.googleapis.com"}}])
             return self._status("UNAUTHENTICATED", "Request had invalid authentication credentials. Expected OAuth 2 "
                                 "access token, login cookie or other valid authentication credential.")
-        fault = None
-        if self.faults:
-            fault = self.faults[0]
-            if fault.times is not None:
-                fault.times -= 1
-                if fault.times <= 0:
-                    self.faults.pop(0)
-            if fault.status != "BLOCKED":
-                rec["status"] = _CODES.get(fault.status, 400)
-                return self._status(fault.status, fault.message, fault.details)
+        fault = take_fault(self.faults, lambda f: False)
+        if fault is not None and fault.status != "BLOCKED":
+            rec["status"] = _CODES.get(fault.status, 400)
+            return self._status(fault.status, fault.message, fault.details)
         rec["status"] = 200
         return body, fault
 
