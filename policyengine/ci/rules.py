@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from policyengine.dsl import ast
-from policyengine.dsl.printer import expr as expr_text
+from policyengine.dsl import ast, printer
+from policyengine.dsl.parser import escape
 
 RULE_TYPES: dict[type, str] = {
     ast.Route: "route",
@@ -41,70 +41,39 @@ class RuleInfo:
         return f"{self.file}:{self.line}"
 
 
-def _names(ns: tuple[ast.Name, ...] | None) -> str:
-    return ", ".join(n.value for n in ns or ())
-
-
-def _q(s: str) -> str:
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def hold_text(items: tuple[ast.HoldItem, ...] | None) -> str:
-    parts: list[str] = []
-    for h in items or ():
-        if h.kind == "reviewers":
-            parts.append(f"reviewers group {_q(h.group or '')}")
-        elif h.kind == "notify":
-            parts.append("notify " + ", ".join(f"{c.kind} {_q(c.target)}" for c in h.channels))
-        elif h.kind == "remind":
-            parts.append(f"remind every {h.raw}")
-        elif h.kind == "timeout":
-            out = h.outcome or "deny"
-            if out == "escalate" and h.group:
-                out += f" to group {_q(h.group)}"
-            parts.append(f"timeout {h.raw} -> {out}")
+    """A hold block on one line (`{ item  item }`), or "" when it has no items."""
+    parts = [printer.hold_item(h) for h in items or ()]
     return "{ " + "  ".join(parts) + " }" if parts else ""
 
 
-def route_text(r: ast.Route) -> str:
-    head = "route default" if r.cond is None else f"route when {expr_text(r.cond)}"
-    s = f"{head} -> {r.primary.value}"
-    if r.fallback is not None:
-        s += f" fallback [{_names(r.fallback)}]"
-    if r.sticky:
-        s += " sticky session" + (" return on recovery" if r.sticky_return else "")
-    if r.prefer_self_hosted:
-        s += " prefer self_hosted"
-    return s
-
-
 def rule_text(node: Any) -> str:
-    """Canonical one-line source for a rule node."""
-    when = f" when {expr_text(node.cond)}" if getattr(node, "cond", None) is not None else ""
+    """Canonical one-line source for a rule node (the formatter's text, blocks on one line)."""
+    when = printer.when(getattr(node, "cond", None))
     if isinstance(node, ast.Route):
-        return route_text(node)
+        return printer.route(node)
     if isinstance(node, ast.AllowChoice):
-        return f"allow model choice [{_names(node.models)}]{when}"
+        return f"allow model choice [{printer.names(node.models)}]{when}"
     if isinstance(node, ast.Authorize):
-        return f"authorize {_names(node.actions)}{when}"
+        return f"authorize {printer.names(node.actions)}{when}"
     if isinstance(node, ast.Deny):
-        return f"deny {_names(node.actions)}{when}"
+        return f"deny {printer.names(node.actions)}{when}"
     if isinstance(node, ast.RequireApproval):
         hold = hold_text(node.hold)
-        return f"require approval for {_names(node.actions)}{when}" + (f" {hold}" if hold else "")
+        return f"require approval for {printer.names(node.actions)}{when}" + (f" {hold}" if hold else "")
     if isinstance(node, ast.Escalate):
-        scope = f" for {_names(node.actions)}" if node.actions else ""
+        scope = f" for {printer.names(node.actions)}" if node.actions else ""
         hold = hold_text(node.hold)
         return f"escalate{scope}{when}" + (f" {hold}" if hold else "")
     if isinstance(node, ast.Verify):
-        scope = f" for {_names(node.actions)}" if node.actions else ""
-        inner = f"escalate when {expr_text(node.escalate)}"
+        scope = f" for {printer.names(node.actions)}" if node.actions else ""
+        inner = f"escalate when {printer.expr(node.escalate)}"
         if node.tag:
-            inner += f" otherwise tag {_q(node.tag)}"
+            inner += f" otherwise tag {escape(node.tag)}"
         hold = hold_text(node.hold)
         if hold:
             inner += " " + hold[2:-2]
-        return f"verify{scope}{when} with {_names(node.models)} {{ {inner} }}"
+        return f"verify{scope}{when} with {printer.names(node.models)} {{ {inner} }}"
     raise TypeError(f"not a rule: {type(node).__name__}")
 
 

@@ -18,10 +18,6 @@ def _sv(v: ast.Str | ast.Env) -> str:
     return f"env({escape(v.name)})" if isinstance(v, ast.Env) else escape(v.value)
 
 
-def _names(ns: tuple[ast.Name, ...]) -> str:
-    return ", ".join(n.value for n in ns)
-
-
 def _per(n: int) -> str:
     if n == 1_000_000:
         return "1m"
@@ -53,27 +49,10 @@ def _prop(p: ast.Prop) -> str:
     raise ValueError(p.key)
 
 
-def _hold_item(h: ast.HoldItem) -> str:
-    if h.kind == "reviewers":
-        return f"reviewers group {escape(h.group or '')}"
-    if h.kind == "notify":
-        return "notify " + ", ".join(f"{c.kind} {escape(c.target)}" for c in h.channels)
-    if h.kind == "remind":
-        return f"remind every {h.raw}"
-    out = f"timeout {h.raw} -> {h.outcome}"
-    if h.outcome == "escalate" and h.group is not None:
-        out += f" to group {escape(h.group)}"
-    return out
-
-
 def _block(head: str, lines: list[str]) -> str:
     if not lines:
         return head + " {\n}"
     return head + " {\n" + "".join(f"  {ln}\n" for ln in lines) + "}"
-
-
-def _when(cond: ast.Expr | None) -> str:
-    return f" when {printer.expr(cond)}" if cond is not None else ""
 
 
 def format_item(it: ast.Item) -> str:
@@ -85,37 +64,29 @@ def format_item(it: ast.Item) -> str:
     if isinstance(it, ast.ModelDecl):
         return _block(f"model {it.name.value}", [_prop(p) for p in it.props])
     if isinstance(it, ast.Route):
-        head = "route default" if it.cond is None else f"route when {printer.expr(it.cond)}"
-        out = f"{head} -> {it.primary.value}"
-        if it.fallback is not None:
-            out += f" fallback [{_names(it.fallback)}]"
-        if it.sticky:
-            out += " sticky session" + (" return on recovery" if it.sticky_return else "")
-        if it.prefer_self_hosted:
-            out += " prefer self_hosted"
-        return out
+        return printer.route(it)
     if isinstance(it, ast.AllowChoice):
-        return f"allow model choice [{_names(it.models)}]{_when(it.cond)}"
+        return f"allow model choice [{printer.names(it.models)}]{printer.when(it.cond)}"
     if isinstance(it, ast.Authorize):
-        return f"authorize {_names(it.actions)}{_when(it.cond)}"
+        return f"authorize {printer.names(it.actions)}{printer.when(it.cond)}"
     if isinstance(it, ast.Deny):
-        return f"deny {_names(it.actions)}{_when(it.cond)}"
+        return f"deny {printer.names(it.actions)}{printer.when(it.cond)}"
     if isinstance(it, ast.RequireApproval):
-        head = f"require approval for {_names(it.actions)}{_when(it.cond)}"
-        return head if it.hold is None else _block(head, [_hold_item(h) for h in it.hold])
+        head = f"require approval for {printer.names(it.actions)}{printer.when(it.cond)}"
+        return head if it.hold is None else _block(head, [printer.hold_item(h) for h in it.hold])
     if isinstance(it, ast.Lexicon):
         return f"lexicon {it.name.value} [" + ", ".join(escape(p.value) for p in it.phrases) + "]"
     if isinstance(it, ast.Escalate):
-        scope = f" for {_names(it.actions)}" if it.actions is not None else ""
+        scope = f" for {printer.names(it.actions)}" if it.actions is not None else ""
         head = f"escalate{scope} when {printer.expr(it.cond)}"
-        return head if it.hold is None else _block(head, [_hold_item(h) for h in it.hold])
+        return head if it.hold is None else _block(head, [printer.hold_item(h) for h in it.hold])
     if isinstance(it, ast.Verify):
-        scope = f" for {_names(it.actions)}" if it.actions is not None else ""
-        head = f"verify{scope}{_when(it.cond)} with {_names(it.models)}"
+        scope = f" for {printer.names(it.actions)}" if it.actions is not None else ""
+        head = f"verify{scope}{printer.when(it.cond)} with {printer.names(it.models)}"
         inner = f"escalate when {printer.expr(it.escalate)}"
         if it.tag is not None:
             inner += f" otherwise tag {escape(it.tag)}"
-        return _block(head, [inner, *(_hold_item(h) for h in it.hold)])
+        return _block(head, [inner, *(printer.hold_item(h) for h in it.hold)])
     raise TypeError(f"cannot format {it!r}")
 
 
@@ -125,12 +96,12 @@ def _block_parts(it: ast.Item) -> tuple[str, list[tuple[int, int, str]]] | None:
         return f"model {it.name.value}", [(p.span.line, p.span.end_line, _prop(p)) for p in it.props]
     if isinstance(it, ast.RequireApproval | ast.Escalate) and it.hold is not None:
         head = format_item(type(it)(**{**it.__dict__, "hold": None}))  # type: ignore[arg-type]
-        return head, [(h.span.line, h.span.end_line, _hold_item(h)) for h in it.hold]
+        return head, [(h.span.line, h.span.end_line, printer.hold_item(h)) for h in it.hold]
     if isinstance(it, ast.Verify):
         head, _, rest = format_item(it).partition(" {\n")
         inner = rest.split("\n")[0].strip()
         return head, [(it.escalate.span.line, it.escalate.span.end_line, inner),
-                      *((h.span.line, h.span.end_line, _hold_item(h)) for h in it.hold)]
+                      *((h.span.line, h.span.end_line, printer.hold_item(h)) for h in it.hold)]
     return None
 
 
