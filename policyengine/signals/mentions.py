@@ -166,8 +166,7 @@ class LexiconMatcher:
         if isinstance(phrases, str):
             raise TypeError(f"lexicon {lexicon!r}: phrases must be a list of strings, not one string")
         key = (lexicon, tuple(phrases))
-        with self._lock:
-            got = self._cache.get(key)
+        got = self._cache.get(key)  # a dict lookup is atomic; the lock guards only the fill
         if got is None:
             got = []
             for p in phrases:
@@ -183,7 +182,8 @@ class LexiconMatcher:
             raise TypeError(f"text must be a string, got {type(text).__name__}")
         hits: list[MentionMatch] = []
         taken: list[tuple[int, int]] = []
-        for entry in self.entries(lexicon, phrases):
+        entries = self.entries(lexicon, phrases)
+        for entry in entries:
             for m in entry.pattern.finditer(text):
                 s, e = m.span()
                 if self._excluded(entry, text, s, e):
@@ -193,11 +193,12 @@ class LexiconMatcher:
                 hits.append(MentionMatch(lexicon=lexicon, phrase=entry.phrase, matched_text=m.group(0), start=s, end=e))
                 taken.append((s, e))
         if self.fuzzy:
-            for entry in self.entries(lexicon, phrases):
+            words: list[tuple[re.Match[str], int, int, str]] | None = None  # tokenised once, on demand
+            for entry in entries:
                 for target in entry.fuzzy_words:
-                    for m in _WORD.finditer(text):
-                        s, e = m.span()
-                        tok = m.group(0).lower()
+                    if words is None:
+                        words = [(m, *m.span(), m.group(0).lower()) for m in _WORD.finditer(text)]
+                    for m, s, e, tok in words:
                         if any(a <= s < b for a, b in taken) or len(tok) < len(target) - 1 or tok[0] != target[0]:
                             continue
                         base = re.sub(r"(?:'s|s)$", "", tok) if not tok.endswith("ss") else tok
