@@ -10,6 +10,7 @@ not JSON a `malformed_chunk` TransportError, a connection that drops a
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import AsyncIterator
 from functools import lru_cache
 from typing import Any
@@ -18,6 +19,7 @@ import aiohttp
 import httpx
 import orjson
 from httpx_sse import EventSource
+from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 from policyengine.types import ModelSpec, Provider
 
@@ -28,6 +30,7 @@ _JSON = {"content-type": "application/json", "accept": "application/json"}
 _SSE = {"content-type": "application/json", "accept": "text/event-stream"}
 # the aiohttp fast path sends the same request headers the httpx API would
 _JSON_AIO = {**_JSON, "user-agent": f"python-httpx/{httpx.__version__}"}
+_SSE_AIO = {**_SSE, "user-agent": _JSON_AIO["user-agent"]}
 
 
 @lru_cache(maxsize=1024)
@@ -98,10 +101,13 @@ class OpenAIChunkStream:
     def __aiter__(self) -> AsyncIterator[dict]:
         return self._iter()
 
+    def _events(self) -> AsyncIterator[Any]:
+        return EventSource(self._response).aiter_sse()
+
     async def _iter(self) -> AsyncIterator[dict]:
         loads = orjson.loads
         try:
-            async for sse in EventSource(self._response).aiter_sse():
+            async for sse in self._events():
                 data = sse.data
                 if not data:
                     continue
@@ -120,9 +126,7 @@ class OpenAIChunkStream:
                 yield chunk
         except (TransportError, UpstreamError):
             raise
-        except httpx.HTTPError as exc:
-            raise map_transport_error(exc, streaming_started=True) from exc
-        except OSError as exc:
+        except (httpx.HTTPError, aiohttp.ClientError, OSError) as exc:
             raise map_transport_error(exc, streaming_started=True) from exc
 
     async def aclose(self) -> None:
@@ -130,6 +134,39 @@ class OpenAIChunkStream:
             self._closed = True
             try:
                 await self._response.aclose()
+            except Exception:
+                pass
+
+
+class AiohttpChunkStream(OpenAIChunkStream):
+    """The same stream read straight from an aiohttp response (the fast path of open_stream):
+    httpx-sse's own line and event decoders over the body's text (charset from the
+    content type, utf-8 by default, undecodable bytes replaced, as httpx decodes it)."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:  # type: ignore[override]
+        self._response = response  # type: ignore[assignment]
+        self.saw_done = False
+        self._closed = False
+
+    async def _events(self) -> AsyncIterator[Any]:
+        resp = self._response
+        text = codecs.getincrementaldecoder(resp.charset or "utf-8")(errors="replace")
+        lines, events = SSELineDecoder(), SSEDecoder()
+        async for raw in resp.content.iter_any():  # type: ignore[attr-defined]
+            for line in lines.decode(text.decode(raw)):
+                sse = events.decode(line.rstrip("\n"))
+                if sse is not None:
+                    yield sse
+        for line in lines.decode(text.decode(b"", True)) + lines.flush():
+            sse = events.decode(line.rstrip("\n"))
+            if sse is not None:
+                yield sse
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                await self._response.__aexit__(None, None, None)  # what httpx-aiohttp does on close
             except Exception:
                 pass
 
@@ -212,6 +249,9 @@ class OpenAICompatAdapter:
         if not opts.base_url:
             raise TransportError("config", f"model {spec.name} has no base_url")
         payload = orjson.dumps(prepare_body(spec, body, opts, stream=True))
+        session = aiohttp_session(self._client)
+        if session is not None:
+            return await self._open_stream_aiohttp(session, payload, opts)
         req = self._client.build_request("POST", chat_url(opts.base_url), content=payload,
                                          headers=_headers(_SSE, opts), timeout=_timeout(opts.connect_timeout))
         try:
@@ -246,6 +286,42 @@ class OpenAICompatAdapter:
             raise UpstreamError(_error_status(data.get("error", data)) if isinstance(data, dict) else None,
                                 resp.headers, raw, in_stream=True)
         return OpenAIChunkStream(resp)
+
+    async def _open_stream_aiohttp(self, session: aiohttp.ClientSession, payload: bytes,
+                                   opts: CallOptions) -> OpenAIChunkStream | CompletionAsStream:
+        """open_stream straight on the aiohttp session: same request, same outcomes."""
+        try:
+            resp = await session.post(_url_str(opts.base_url), data=payload, headers=_headers(_SSE_AIO, opts),
+                                      allow_redirects=False, timeout=aiohttp_timeout(opts.connect_timeout))
+        except (aiohttp.ClientError, OSError) as exc:
+            raise map_transport_error(exc) from exc
+        headers = httpx.Headers(resp.raw_headers) if resp.status >= 400 else None
+        if resp.status >= 400:
+            try:
+                raw = await resp.read()
+            except (aiohttp.ClientError, OSError):
+                raw = b""
+            finally:
+                await AiohttpChunkStream(resp).aclose()
+            raise UpstreamError(resp.status, headers, raw)
+        ctype = resp.headers.get("content-type", "")
+        if "text/event-stream" not in ctype:
+            # Some servers ignore stream=true (or report an error) with plain JSON.
+            try:
+                raw = await resp.read()
+            except (aiohttp.ClientError, OSError) as exc:
+                raise map_transport_error(exc) from exc
+            finally:
+                await AiohttpChunkStream(resp).aclose()
+            try:
+                data = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                raise TransportError("protocol_error", f"expected an event stream, got {ctype or 'no content type'}") from None
+            if isinstance(data, dict) and data.get("choices") and "error" not in data:
+                return CompletionAsStream(data)
+            raise UpstreamError(_error_status(data.get("error", data)) if isinstance(data, dict) else None,
+                                httpx.Headers(resp.raw_headers), raw, in_stream=True)
+        return AiohttpChunkStream(resp)
 
     async def aclose(self) -> None:
         return None
