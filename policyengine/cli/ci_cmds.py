@@ -74,6 +74,20 @@ def _write(text: str, output: Path | None) -> None:
         output.write_text(text, encoding="utf-8")
 
 
+def _write_report(renderer: Any, report: Any, fmt: ReportFormat, output: Path | None) -> None:
+    """A dry-run or diff report in `fmt`, with `renderer` (its module under policyengine.ci.render),
+    to stdout or `output`."""
+    if fmt is ReportFormat.json:
+        _write(renderer.render_json(report), output)
+    elif fmt is ReportFormat.markdown:
+        _write(renderer.render_markdown(report), output)
+    elif output is None:
+        renderer.render_text(report, _out())
+    else:
+        with output.open("w", encoding="utf-8") as fh:
+            renderer.render_text(report, Console(file=fh, width=120, no_color=True, highlight=False, markup=False))
+
+
 @app.command("test")
 def test_cmd(
     path: Annotated[str, typer.Argument(help="A folder (every *.tests.yaml under it), a .policy file or a test file.")],
@@ -246,22 +260,9 @@ def dry_run_cmd(
         if isinstance(src, DatabaseSource):
             src.close()
     apply_thresholds(report, fail_on_change=fail_on_change, max_change_share=max_change_share)
-    if fmt is ReportFormat.json:
-        from policyengine.ci.render.dryrun import render_json
+    from policyengine.ci.render import dryrun as renderer
 
-        _write(render_json(report), output)
-    elif fmt is ReportFormat.markdown:
-        from policyengine.ci.render.dryrun import render_markdown
-
-        _write(render_markdown(report), output)
-    else:
-        from policyengine.ci.render.dryrun import render_text
-
-        if output is None:
-            render_text(report, _out())
-        else:
-            with output.open("w", encoding="utf-8") as fh:
-                render_text(report, Console(file=fh, width=120, no_color=True, highlight=False, markup=False))
+    _write_report(renderer, report, fmt, output)
     if report.failed:
         raise typer.Exit(1)
 
@@ -315,21 +316,8 @@ def diff_cmd(
         raise _fail_input(str(exc)) from None
     except PolicyError as exc:
         raise _fail_input(f"policy does not parse:\n{_policy_error_text(exc)}") from None
-    if fmt is ReportFormat.json:
-        from policyengine.ci.render.diff import render_json
+    from policyengine.ci.render import diff as renderer
 
-        _write(render_json(report), output)
-    elif fmt is ReportFormat.markdown:
-        from policyengine.ci.render.diff import render_markdown
-
-        _write(render_markdown(report), output)
-    else:
-        from policyengine.ci.render.diff import render_text
-
-        if output is None:
-            render_text(report, _out())
-        else:
-            with output.open("w", encoding="utf-8") as fh:
-                render_text(report, Console(file=fh, width=120, no_color=True, highlight=False, markup=False))
+    _write_report(renderer, report, fmt, output)
     if exit_code and report.changed:
         raise typer.Exit(1)
