@@ -278,3 +278,16 @@ def shared_embedder(model: str | None = None) -> Embedder:
         if emb is None:
             emb = _shared[key] = Embedder(model)
         return emb
+
+
+class LazyEmbedder:
+    """For a signal that embeds text: the Embedder it was given (`self._embedder`), else the
+    process-wide shared one, fetched on first use so that construction stays free."""
+
+    _embedder: Embedder | None
+
+    @property
+    def embedder(self) -> Embedder:
+        if self._embedder is None:
+            self._embedder = shared_embedder()
+        return self._embedder

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from policyengine.signals.base import MentionMatch
-from policyengine.signals.embedder import Embedder, shared_embedder
+from policyengine.signals.embedder import Embedder, LazyEmbedder
 
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 
 
-class SemanticMentions:
+class SemanticMentions(LazyEmbedder):
     def __init__(self, embedder: Embedder | None = None, threshold: float = 0.65) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"semantic mention threshold must be in (0, 1], got {threshold!r}")
@@ -29,12 +29,6 @@ class SemanticMentions:
         self.threshold = threshold
         self._protos: dict[tuple[str, ...], np.ndarray] = {}
         self._lock = threading.Lock()
-
-    @property
-    def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = shared_embedder()
-        return self._embedder
 
     def _prototypes(self, phrases: Sequence[str]) -> np.ndarray:
         key = tuple(phrases)

@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from policyengine.signals.embedder import Embedder, shared_embedder
+from policyengine.signals.embedder import Embedder, LazyEmbedder
 
 LABELS = ("negative", "neutral", "positive")
 Method = Literal["combined", "vader", "embedding"]
@@ -132,7 +132,7 @@ def training_set() -> list[tuple[str, str]]:
     return [(r["text"], r["label"]) for r in rows]
 
 
-class SentimentScorer:
+class SentimentScorer(LazyEmbedder):
     """Offline sentiment; construction is free, the classifier trains on first use."""
 
     def __init__(
@@ -153,12 +153,6 @@ class SentimentScorer:
         self._training = training
         self._clf = None
         self._lock = threading.Lock()
-
-    @property
-    def embedder(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = shared_embedder()
-        return self._embedder
 
     def _features(self, texts: list[str]) -> np.ndarray:
         emb = self.embedder.embed(texts)
