@@ -19,6 +19,8 @@ from starlette.responses import HTMLResponse
 
 from policyengine.api.routes.approvals import service_of
 from policyengine.approvals.errors import ApprovalError, LinkRefused
+from policyengine.approvals.models import ApprovalView
+from policyengine.approvals.signing import LinkClaims
 from policyengine.approvals.states import Via
 from policyengine.notifier.render import TemplateRenderer
 
@@ -50,15 +52,23 @@ def _via(recipient: str) -> Via:
     return {"email": Via.email, "teams": Via.teams, "slack": Via.slack}.get(kind, Via.review_page)
 
 
-@router.get("/review/{token}")
-async def review_page(request: Request, token: str, intent: str | None = Query(None)) -> HTMLResponse:
-    svc = service_of(request)
+async def _open_link(request: Request, token: str) -> tuple[LinkClaims, ApprovalView] | HTMLResponse:
+    """The link's claims and approval view, or the error page to answer with."""
     try:
-        claims, view = await svc.open_link(token)
+        return await service_of(request).open_link(token)
     except LinkRefused as exc:
         return _page(request, "error.html.j2", 410, message=exc.message)
     except ApprovalError as exc:
         return _page(request, "error.html.j2", exc.status_code, message=exc.message)
+
+
+@router.get("/review/{token}")
+async def review_page(request: Request, token: str, intent: str | None = Query(None)) -> HTMLResponse:
+    svc = service_of(request)
+    opened = await _open_link(request, token)
+    if isinstance(opened, HTMLResponse):
+        return opened
+    claims, view = opened
     used = await svc.link_used(claims.nonce)
     if view.state == "pending" and claims.stage != view.escalations:
         return _page(request, "error.html.j2", 410, message="This approval has been escalated since this link was "
@@ -74,12 +84,10 @@ async def review_decide(
     svc = service_of(request)
     if decision not in ("approve", "reject"):
         return _page(request, "error.html.j2", 422, message="decision must be approve or reject")
-    try:
-        claims, view = await svc.open_link(token)
-    except LinkRefused as exc:
-        return _page(request, "error.html.j2", 410, message=exc.message)
-    except ApprovalError as exc:
-        return _page(request, "error.html.j2", exc.status_code, message=exc.message)
+    opened = await _open_link(request, token)
+    if isinstance(opened, HTMLResponse):
+        return opened
+    claims, view = opened
     if decision == "reject" and not reason.strip():
         return _page(request, "review.html.j2", 422, a=view, recipient=claims.recipient, used=False,
                      error="A reason is required to reject.", intent="reject", post_url=str(request.url.path))
