@@ -24,7 +24,7 @@ import contextlib
 import fnmatch
 import logging
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
@@ -537,16 +537,20 @@ class ApprovalService:
 
     # ----------------------------------------------------------------- sweeps
 
+    async def _due(self, column: sa.Column, now: datetime, limit: int) -> Sequence[sa.Row]:
+        """(id, version) of the pending approvals whose `column` time has come, earliest first."""
+        async with self.engine.connect() as conn:
+            return (
+                await conn.execute(
+                    sa.select(A.c.id, A.c.version).where(A.c.state == State.pending.value, column <= now)
+                    .order_by(column).limit(limit)
+                )
+            ).all()
+
     async def sweep_timeouts(self, *, limit: int = 200) -> int:
         """Apply the policy's timeout outcome to every overdue approval. Returns how many this call applied."""
         now = self.clock()
-        async with self.engine.connect() as conn:
-            due = (
-                await conn.execute(
-                    sa.select(A.c.id, A.c.version).where(A.c.state == State.pending.value, A.c.timeout_at <= now)
-                    .order_by(A.c.timeout_at).limit(limit)
-                )
-            ).all()
+        due = await self._due(A.c.timeout_at, now, limit)
         fired = 0
         for approval_id, version in due:
             async with self.engine.begin() as conn:
@@ -595,13 +599,7 @@ class ApprovalService:
 
     async def sweep_reminders(self, *, limit: int = 200) -> int:
         now = self.clock()
-        async with self.engine.connect() as conn:
-            due = (
-                await conn.execute(
-                    sa.select(A.c.id, A.c.version).where(A.c.state == State.pending.value, A.c.next_reminder_at <= now)
-                    .order_by(A.c.next_reminder_at).limit(limit)
-                )
-            ).all()
+        due = await self._due(A.c.next_reminder_at, now, limit)
         sent = 0
         for approval_id, version in due:
             async with self.engine.begin() as conn:
