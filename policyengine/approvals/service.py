@@ -400,12 +400,7 @@ class ApprovalService:
                     decided_ip=reviewer.ip, reason=reason, updated_at=now, version=row.version + 1,
                     next_reminder_at=None,
                 )
-                res = await conn.execute(
-                    A.update()
-                    .where(A.c.id == approval_id, A.c.state == State.pending.value, A.c.version == row.version)
-                    .values(**values)
-                )
-                if res.rowcount != 1:
+                if not await self._update_pending(conn, approval_id, row.version, values):
                     continue  # lost the race: re-read (409 if someone decided, retry if a reminder fired)
                 if link_nonce is not None:
                     try:
@@ -535,6 +530,16 @@ class ApprovalService:
     async def _refuse_link(self, token: str, why: str, ip: str | None) -> None:
         log.info("review link refused: %s (ip=%s)", why, ip)
 
+    @staticmethod
+    async def _update_pending(conn: AsyncConnection, approval_id: str, version: int, values: dict[str, Any]) -> bool:
+        """Write `values` to an approval that is still pending at `version` (optimistic lock).
+        False when another writer (a reviewer, a timer, another replica) got there first."""
+        res = await conn.execute(
+            A.update().where(A.c.id == approval_id, A.c.state == State.pending.value, A.c.version == version)
+            .values(**values)
+        )
+        return res.rowcount == 1
+
     # ----------------------------------------------------------------- sweeps
 
     async def _due(self, column: sa.Column, now: datetime, limit: int) -> Sequence[sa.Row]:
@@ -575,10 +580,7 @@ class ApprovalService:
                         "updated_at": now, "next_reminder_at": None, "version": version + 1,
                     }
                     kind = "timed_out"
-                res = await conn.execute(
-                    A.update().where(A.c.id == approval_id, A.c.version == version, A.c.state == State.pending.value).values(**values)
-                )
-                if res.rowcount != 1:
+                if not await self._update_pending(conn, approval_id, version, values):
                     continue  # another replica (or a reviewer) got there first
                 await self._audit(
                     conn, approval_id, kind, State.pending, to_state, actor="system:timeout", via=Via.timer,
@@ -606,13 +608,10 @@ class ApprovalService:
                 row = await self._row(conn, approval_id)
                 if row.version != version or not row.remind_every_s:
                     continue
-                res = await conn.execute(
-                    A.update().where(A.c.id == approval_id, A.c.version == version, A.c.state == State.pending.value).values(
-                        next_reminder_at=now + timedelta(seconds=row.remind_every_s),
-                        reminders_sent=row.reminders_sent + 1, version=version + 1, updated_at=now,
-                    )
-                )
-                if res.rowcount != 1:
+                if not await self._update_pending(conn, approval_id, version, {
+                    "next_reminder_at": now + timedelta(seconds=row.remind_every_s),
+                    "reminders_sent": row.reminders_sent + 1, "version": version + 1, "updated_at": now,
+                }):
                     continue
                 await self._audit(conn, approval_id, "reminded", State.pending, State.pending, actor="system:timer", via=Via.timer,
                                   details={"reminder": row.reminders_sent + 1})
