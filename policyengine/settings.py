@@ -86,6 +86,8 @@ class Settings(BaseSettings):
                               description="sqlite:///path.db (embedded default) or postgresql://user@host/db")
     redis_url: str | None = Field(None, description="Redis for cooldowns/stickiness shared by replicas; "
                                                     "unset = in-memory state (one process)")
+    redis_prefix: str = Field("policyengine:", min_length=1, max_length=100,
+                              description="key prefix in Redis; give each deployment sharing one Redis its own")
     policy_path: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [DEFAULT_POLICY_DIR],
                                    description="policy directories/files (a comma-separated list in the env)")
     host: str = "127.0.0.1"

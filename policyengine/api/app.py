@@ -53,7 +53,7 @@ def discover_routers() -> list[Any]:
 def _make_state(settings: Settings) -> Any:
     from policyengine.state import make_state_store
 
-    return make_state_store(settings.redis_url)
+    return make_state_store(settings.redis_url, prefix=settings.redis_prefix)
 
 
 def _make_signals() -> Any:

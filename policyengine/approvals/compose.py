@@ -6,7 +6,8 @@ change that caused them, so a notification exists exactly when its cause does.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +24,24 @@ from policyengine.notifier import email as email_channel
 from policyengine.notifier import slack as slack_channel
 from policyengine.notifier import teams as teams_channel
 from policyengine.notifier import webhook as webhook_channel
+
+
+def destination(named: Mapping[str, str], target: str, environ: Mapping[str, str] | None = None) -> str:
+    """Where a Teams / webhook channel of the policy delivers.
+
+    A name configured in the settings wins; `env:NAME` (what the policy checker accepts
+    for secret URLs) reads the URL from the environment at send time; anything else is
+    taken as the URL itself (checked by the caller).
+    """
+    if target in named:
+        return named[target]
+    if target.startswith("env:"):
+        name = target[4:].strip()
+        value = (os.environ if environ is None else environ).get(name)
+        if not value:
+            raise ApprovalInvalid(f"destination {target!r}: environment variable {name} is not set")
+        return value
+    return target
 
 
 class OutboxComposer:
@@ -79,13 +98,13 @@ class OutboxComposer:
                     payload = slack_channel.compose(self.notice(row, purpose, link), self.renderer, target)
                     await self.enqueue(conn, row, "slack", purpose, target, payload)
                 elif kind == "teams":
-                    url = self.settings.teams_webhooks.get(target, target)
+                    url = destination(self.settings.teams_webhooks, target)
                     check_url(url, f"teams destination {target!r}")
                     link = self.issue_link(row.id, f"teams:{target}", row.revision, row.escalations)
                     payload = teams_channel.compose(self.notice(row, purpose, link), self.renderer)
                     await self.enqueue(conn, row, "teams", purpose, url, payload)
                 elif kind == "webhook":
-                    url = self.settings.webhooks.get(target, target)
+                    url = destination(self.settings.webhooks, target)
                     check_url(url, f"webhook destination {target!r}")
                     link = self.issue_link(row.id, f"webhook:{target}", row.revision, row.escalations)
                     payload = webhook_channel.compose(self.notice(row, purpose, link))
@@ -101,7 +120,12 @@ class OutboxComposer:
                 payload = slack_channel.compose(self.notice(row, "decided", None), self.renderer, ch["target"])
                 await self.enqueue(conn, row, "slack_update", "decided", ch["target"], payload)
             elif ch["kind"] == "webhook":
-                url = self.settings.webhooks.get(ch["target"], ch["target"])
+                try:
+                    url = destination(self.settings.webhooks, ch["target"])
+                except ApprovalInvalid as e:
+                    await self.audit(conn, row.id, "notify_failed", None, None, actor="system", via=Via.system,
+                                     reason=e.message)
+                    continue
                 await self.enqueue(conn, row, "webhook", "decided", url, webhook_channel.compose(self.notice(row, "decided", None)))
         if row.callback_url:
             await self.enqueue(conn, row, "callback", "callback", row.callback_url, outcome(row).model_dump(mode="json"))
