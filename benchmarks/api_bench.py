@@ -244,6 +244,8 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     ap.add_argument("--skip-chat", action="store_true")
+    ap.add_argument("--only", choices=["all", "evaluate", "plain", "stream"], default="all",
+                    help="measure only this case (the evaluate warm-up still runs)")
     ap.add_argument("--sqlite-modes", default="FULL,NORMAL",
                     help="SQLite synchronous modes to measure (FULL: survives power loss; NORMAL: survives a "
                          "process crash)")
@@ -286,6 +288,9 @@ def main() -> None:
             try:
                 wrk(svc.url + "/v1/evaluate", conns=4, duration=2, body=evaluate_body, token=TOKEN,
                     cpu=a.load_cpu)  # warm-up
+                if a.only in ("plain", "stream"):
+                    results["chat"][db] = bench_chat(svc, up_url, chat_body, d, a.load_cpu, db, only=a.only)
+                    continue
                 before = count_rows(db_url)
                 r1 = wrk(svc.url + "/v1/evaluate", conns=1, duration=d, body=evaluate_body, token=TOKEN,
                          cpu=a.load_cpu, measure_pid=svc.proc.pid)
@@ -300,7 +305,7 @@ def main() -> None:
                       f"{r1['p99_ms']:.3f} ms | c=32: {r32['rps']:.0f} req/s p50 {r32['p50_ms']:.2f} ms p99 "
                       f"{r32['p99_ms']:.2f} ms, service CPU {r32.get('service_cpu_ms_per_request')} ms/req "
                       f"(got {r32.get('service_cpu_share')} of a core) | rows {rows} vs 2xx {ok}", flush=True)
-                if mode and not a.skip_chat:
+                if mode and not a.skip_chat and a.only == "all":
                     results["chat"][db] = bench_chat(svc, up_url, chat_body, d, a.load_cpu, db)
             finally:
                 svc.stop()
@@ -320,13 +325,15 @@ def loadavg() -> str:
         return "?"
 
 
-def bench_chat(svc: Service, up_url: str, body: dict, d: int, cpu: str, label: str) -> dict:
+def bench_chat(svc: Service, up_url: str, body: dict, d: int, cpu: str, label: str, only: str = "all") -> dict:
     out: dict = {}
     stream_body = {**body, "stream": True}
     direct = up_url + "/chat/completions"
     gw = svc.url + "/v1/chat/completions"
     wrk(gw, conns=4, duration=2, body=body, token=TOKEN, cpu=cpu)  # warm-up (connection pools)
     for name, b in (("plain", body), ("stream", stream_body)):
+        if only not in ("all", name):
+            continue
         dir1 = wrk(direct, conns=1, duration=d, body=b, token=None, cpu=cpu)
         gw1 = wrk(gw, conns=1, duration=d, body=b, token=TOKEN, cpu=cpu, measure_pid=svc.proc.pid)
         gw32 = wrk(gw, conns=32, duration=d, body=b, token=TOKEN, cpu=cpu, measure_pid=svc.proc.pid)

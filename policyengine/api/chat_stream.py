@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Any
 
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from policyengine.api import decide
 from policyengine.api.auth import Principal
@@ -20,6 +22,124 @@ from policyengine.api.chat_common import (
     sse,
 )
 from policyengine.types import Action, Decision
+
+
+class _Pass:
+    """Yield one object to the running task and hand back what the task sends (see `_ready_or_pending`)."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __await__(self) -> Any:
+        return (yield self.obj)
+
+
+_END = object()
+
+
+def _ready_or_pending(gen: AsyncGenerator[bytes, None]) -> tuple[Any, Any]:
+    """Step `gen` once without suspending: `(item, None)` if an item (or `_END`) was ready,
+    `(None, (coro, yielded))` if it has to wait (finish it with `_finish`)."""
+    coro = gen.__anext__()
+    try:
+        yielded = coro.send(None)
+    except StopIteration as e:
+        return e.value, None
+    except StopAsyncIteration:
+        return _END, None
+    return None, (coro, yielded)
+
+
+async def _finish(coro: Any, yielded: Any, exc: BaseException | None = None) -> Any:
+    """Drive a suspended `__anext__` coroutine to completion inside the current task (throwing `exc`
+    into it first, if given: then it ends the generator, which is left closable)."""
+    while True:
+        try:
+            if exc is not None:
+                raise exc
+            sent = await _Pass(yielded)
+        except BaseException as e:
+            exc = None
+            try:
+                yielded = coro.throw(e)
+            except StopIteration as stop:
+                return stop.value
+            except StopAsyncIteration:
+                return _END
+            continue
+        try:
+            yielded = coro.send(sent)
+        except StopIteration as e:
+            return e.value
+        except StopAsyncIteration:
+            return _END
+
+
+class SSEResponse(Response):
+    """A `text/event-stream` response sent straight through the ASGI `send`.
+
+    Starlette's `StreamingResponse` runs an anyio task group per response (the body in one task,
+    a disconnect listener in another) and sends each chunk on its own. Here the body is sent
+    from the request's own task; events that are already available when one is produced go out
+    in the same `send` (nothing waits to be coalesced: the buffer is flushed as soon as the next
+    event is not ready); a plain asyncio task waits on `receive()` and on `http.disconnect`
+    cancels the sending task, so the relay generator is closed (and with it the upstream stream)
+    even while it waits for the next chunk.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, content: AsyncGenerator[bytes, None], headers: Mapping[str, str]) -> None:
+        self.body_iterator = content
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        task = asyncio.current_task()
+        state = {"done": False, "disconnected": False}
+
+        async def watch() -> None:
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    if not state["done"]:
+                        state["disconnected"] = True
+                        task.cancel()  # type: ignore[union-attr]
+                    return
+
+        watcher = asyncio.get_running_loop().create_task(watch())
+        gen = self.body_iterator
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            buf: list[bytes] = []
+            while True:
+                item, pending = _ready_or_pending(gen)
+                if pending is not None:
+                    if buf:
+                        try:
+                            await send({"type": "http.response.body", "body": b"".join(buf), "more_body": True})
+                        except BaseException as exc:  # cancelled while flushing: finish the step first
+                            with contextlib.suppress(BaseException):
+                                await _finish(*pending, exc=exc)
+                            raise
+                        buf = []
+                    item = await _finish(*pending)
+                if item is _END:
+                    break
+                buf.append(item)
+            state["done"] = True
+            await send({"type": "http.response.body", "body": b"".join(buf), "more_body": False})
+        except asyncio.CancelledError:
+            if not state["disconnected"]:
+                raise
+            task.uncancel()  # type: ignore[union-attr]  # the client went away: not an error
+        finally:
+            state["done"] = True
+            watcher.cancel()
+            await gen.aclose()
 
 
 def stream_attempts(stream: Any) -> list[dict[str, Any]]:
@@ -110,4 +230,4 @@ async def stream_response(s: Any, principal: Principal, dispatcher: Any, policy:
             # mistake a truncated answer for a complete one.
             yield b"data: [DONE]\n\n"
 
-    return StreamingResponse(relay(), media_type="text/event-stream", headers=headers)
+    return SSEResponse(relay(), headers=headers)
