@@ -51,6 +51,45 @@ def test_not_low_sentiment(provider, text):
     assert provider.sentiment(text) >= 0.3
 
 
+# Everyday messages with no sentiment (none of them is in the training set).
+EVERYDAY = [
+    "Hello, a new conversation.",  # the reported case: ~0.2 before neutral greetings were trained on
+    "Hi, I'd like some help please.",
+    "Afternoon, quick one.",
+    "Hey, are you there?",
+    "Order 31415",
+    "My order number is 27182 and the postcode is LS1 4AB.",
+    "What time do you open on Saturday?",
+    "Can I pay in instalments?",
+    "I need to update my phone number.",
+    "Okay, thanks.",
+    "Sure, one sec.",
+    "Following up on ticket 9001.",
+    "It's the large one in black.",
+    "Just checking the status of my return.",
+]
+
+HARD_NEGATIVES = [
+    "Oh brilliant, the update deleted all my files. Just what I needed.",
+    "Great, another week without my refund.",
+    "With the greatest respect, I find your handling of this wholly unacceptable.",
+    "I am deeply unhappy with how this has been handled. Kind regards.",
+    "I HAVE CALLED FIVE TIMES AND NOBODY HELPS",
+    "THIS IS RIDICULOUS",
+    "Thanks for nothing.",
+    "not happy at all, nobody anwsers the fone",
+]
+
+
+def test_everyday_neutral_messages_are_not_escalated_and_hard_negatives_still_are(provider):
+    train = {t.lower() for t, _ in training_set()}
+    assert not train & {t.lower() for t in EVERYDAY}
+    neutral = dict(zip(EVERYDAY, provider._sentiment.scores(EVERYDAY), strict=True))
+    assert {t: s for t, s in neutral.items() if s < 0.4} == {}
+    negative = dict(zip(HARD_NEGATIVES, provider._sentiment.scores(HARD_NEGATIVES), strict=True))
+    assert {t: s for t, s in negative.items() if s >= 0.3} == {}
+
+
 def test_scores_are_in_unit_interval_and_ordered(provider):
     neg = provider.sentiment("This is the worst service I have ever had.")
     neu = provider.sentiment("What are your opening hours?")
