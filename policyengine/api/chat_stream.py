@@ -21,60 +21,10 @@ from policyengine.api.chat_common import (
     response_headers,
     sse,
 )
+from policyengine.dispatch.step import END as _END
+from policyengine.dispatch.step import finish as _finish
+from policyengine.dispatch.step import ready_or_pending as _ready_or_pending
 from policyengine.types import Action, Decision
-
-
-class _Pass:
-    """Yield one object to the running task and hand back what the task sends (see `_ready_or_pending`)."""
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj: Any) -> None:
-        self.obj = obj
-
-    def __await__(self) -> Any:
-        return (yield self.obj)
-
-
-_END = object()
-
-
-def _ready_or_pending(gen: AsyncGenerator[bytes, None]) -> tuple[Any, Any]:
-    """Step `gen` once without suspending: `(item, None)` if an item (or `_END`) was ready,
-    `(None, (coro, yielded))` if it has to wait (finish it with `_finish`)."""
-    coro = gen.__anext__()
-    try:
-        yielded = coro.send(None)
-    except StopIteration as e:
-        return e.value, None
-    except StopAsyncIteration:
-        return _END, None
-    return None, (coro, yielded)
-
-
-async def _finish(coro: Any, yielded: Any, exc: BaseException | None = None) -> Any:
-    """Drive a suspended `__anext__` coroutine to completion inside the current task (throwing `exc`
-    into it first, if given: then it ends the generator, which is left closable)."""
-    while True:
-        try:
-            if exc is not None:
-                raise exc
-            sent = await _Pass(yielded)
-        except BaseException as e:
-            exc = None
-            try:
-                yielded = coro.throw(e)
-            except StopIteration as stop:
-                return stop.value
-            except StopAsyncIteration:
-                return _END
-            continue
-        try:
-            yielded = coro.send(sent)
-        except StopIteration as e:
-            return e.value
-        except StopAsyncIteration:
-            return _END
 
 
 class SSEResponse(Response):
@@ -182,7 +132,8 @@ async def stream_response(s: Any, principal: Principal, dispatcher: Any, policy:
         raise err
     model = stream_model(stream, first or {}, policy)
     atts_first = stream_attempts(stream)
-    await log(decision, model=model, attempts=atts_first, latency_ms=(time.perf_counter() - t0) * 1000,
+    dumped = decide.dump(action, decision)  # shared by the decision row and the outcome row
+    await log(decision, dumped=dumped, model=model, attempts=atts_first, latency_ms=(time.perf_counter() - t0) * 1000,
               extra={"outcome": "streaming", "stream": True})
     headers = {**SSE_HEADERS, **response_headers(decision_id, decision, model, atts_first, decision.tags)}
 
@@ -224,7 +175,8 @@ async def stream_response(s: Any, principal: Principal, dispatcher: Any, policy:
                                    "finish_reason": getattr(res, "finish_reason", None),
                                    "complete": getattr(res, "complete", None), **(err_info or {})}}
         background(s, decide.commit(s, kind="chat_outcome", principal=principal, action=action,
-                                    decision=decision, decision_id=decide.outcome_id(decision_id), **outcome_entry))
+                                    decision=decision, decision_id=decide.outcome_id(decision_id), dumped=dumped,
+                                    **outcome_entry))
         if outcome == "ok":
             # A broken stream ends on its error event, never on [DONE]: a client must not
             # mistake a truncated answer for a complete one.

@@ -76,13 +76,20 @@ async def evaluate(services: Any, policy: Any, action: Action) -> Decision:
         raise ApiError(422, f"cannot evaluate this action: {exc}", code="evaluation_error")
 
 
+def dump(action: Action, decision: Decision) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The action and the decision as the log records them."""
+    return action.model_dump(mode="json", exclude_defaults=True), decision.model_dump(mode="json")
+
+
 async def commit(services: Any, *, kind: str, principal: Principal, action: Action, decision: Decision,
                  decision_id: str, model: str | None = None, attempts: list[dict[str, Any]] | None = None,
                  latency_ms: float | None = None, extra: dict[str, Any] | None = None,
-                 ts: float | None = None) -> None:
+                 ts: float | None = None, dumped: tuple[dict[str, Any], dict[str, Any]] | None = None) -> None:
+    """Commit one decision row. `dumped`: `dump(action, decision)` made earlier for the same request
+    (a streamed chat logs two rows of the same action and decision; the dicts are only read)."""
+    action_d, decision_d = dumped or dump(action, decision)
     entry = LogEntry(kind=kind, tenant=principal.tenant, actor=action.actor, session_id=action.session_id,
-                     action=action.model_dump(mode="json", exclude_defaults=True),
-                     decision=decision.model_dump(mode="json"), model=model, attempts=attempts or [],
+                     action=action_d, decision=decision_d, model=model, attempts=attempts or [],
                      latency_ms=latency_ms, key_id=principal.key_id, extra=extra or {}, id=decision_id,
                      ts=ts or time.time())
     try:

@@ -23,6 +23,7 @@ from policyengine.adapters.base import CallOptions, ChunkStream, TransportError,
 from policyengine.types import ModelSpec
 
 from .results import Attempt, DispatchError, DispatchResult
+from .step import END, finish, ready_or_pending
 
 if TYPE_CHECKING:
     from .dispatcher import Budget, Dispatcher, Run
@@ -204,17 +205,20 @@ class DispatchStream:
                     elif opened.ended:
                         break
                     else:
-                        wait = d.settings.done_grace if acc.finish_reason else budget.idle
-                        wait = min(wait, max(0.001, run.remaining()))
-                        try:
-                            async with asyncio.timeout(wait):
-                                chunk = await opened.iterator.__anext__()
-                        except StopAsyncIteration:
+                        # a chunk already buffered is taken without arming the idle timer
+                        chunk, waiting = ready_or_pending(opened.iterator)
+                        if waiting is not None:
+                            wait = d.settings.done_grace if acc.finish_reason else budget.idle
+                            wait = min(wait, max(0.001, run.remaining()))
+                            try:
+                                async with asyncio.timeout(wait):
+                                    chunk = await finish(*waiting)
+                            except TimeoutError:
+                                if acc.finish_reason:
+                                    break  # finished, but no [DONE]: finalise now
+                                raise TransportError("idle_timeout", f"no chunk for {wait:.3g}s") from None
+                        if chunk is END:
                             break
-                        except TimeoutError:
-                            if acc.finish_reason:
-                                break  # finished, but no [DONE]: finalise now
-                            raise TransportError("idle_timeout", f"no chunk for {wait:.3g}s") from None
                     if acc.id is None:
                         acc.id, acc.created = chunk.get("id"), chunk.get("created")
                     elif chunk.get("id") != acc.id:
