@@ -403,6 +403,64 @@ def polarity_claims(text: str) -> dict[str, set[bool]]:
     return claims
 
 
+# Antonyms formed by a negating prefix ("enforceable" / "unenforceable", "compliant" /
+# "non-compliant"). A prefixed word counts only when its stem is itself a word the
+# other answer uses the same way (predicatively or as a participle), the prefix fits
+# the stem (im- before b/m/p, il- before l, ir- before r), and the stem ends like an
+# adjective or participle -- so "information" / "formation" never pair up.
+_NEG_PREFIXES = ("non-", "non", "un", "dis", "in", "im", "il", "ir")
+_ADJ_SUFFIXES = ("able", "ible", "al", "ent", "ant", "ive", "ful", "ed", "id", "ar", "ous", "ct", "ete", "ate",
+                 "ite", "ue", "ure", "ic", "le", "ing")
+# prefixed words that are not the opposite of their stem
+_NOT_ANTONYMS = _ws(
+    "discovered disclosed dissolved disappointed dismissed dispatched disposed discharged discounted displayed "
+    "disgusted distressed dispensed disturbed distributed discussed disbursed displaced dispersed disputed "
+    "invaluable inflammable infamous indebted impressed imposed informed inflated involved intended invested "
+    "installed insisted imparted implied imported impeached incurred indicated included insured inspected "
+    "instructed interested intimate irate illustrated unravelled unloosed"
+)
+_PREDICATE_CUES = _COPULA | frozenset({"not", "never", "no", "now", "still", "fully", "deemed", "considered",
+                                       "found", "ruled", "held", "become", "remain", "remains"})
+
+
+def stances(text: str) -> dict[str, set[bool]]:
+    """Adjectives and participles the text asserts, with polarity: "is unenforceable" ->
+    {"unenforceable": {True}}, "is not valid" -> {"valid": {False}}. A word counts when
+    it follows a copula or negator within three words ("was not found eligible") or is a
+    participle (ends in -ed); attributive uses ("legal advice", "valid ID") are left out."""
+    out: dict[str, set[bool]] = {}
+    for words in _tokens(text):
+        for i, w in enumerate(words):
+            if len(w) < 5 or not w.endswith(_ADJ_SUFFIXES):
+                continue
+            prev = words[max(0, i - 3) : i]
+            if not (set(prev) & _PREDICATE_CUES) and not w.endswith("ed"):
+                continue
+            negated = any(p in _NEGATORS for p in prev)
+            out.setdefault(w, set()).add(not negated)
+    return out
+
+
+def prefix_stem(word: str, vocabulary: set[str] | dict[str, set[bool]]) -> str | None:
+    """The stem `word` negates by prefix if that stem is in `vocabulary`, else None:
+    ("unenforceable", {"enforceable"}) -> "enforceable"; ("information", {"formation"}) -> None."""
+    if word in _NOT_ANTONYMS:
+        return None
+    for pre in _NEG_PREFIXES:
+        if not word.startswith(pre):
+            continue
+        stem = word[len(pre) :]
+        if len(stem) < 4 or stem not in vocabulary or not stem.endswith(_ADJ_SUFFIXES):
+            continue
+        first = stem[0]
+        if (pre == "im" and first not in "bmp") or (pre == "il" and first != "l") or (pre == "ir" and first != "r"):
+            continue
+        if pre == "in" and first in "bmplr":
+            continue
+        return stem
+    return None
+
+
 _AUX = _ws("can could may might will would should must shall do does did is are was were be been s "
                  "has have had")
 _SUBJECTS = _ws("i we you they he she it who which that")
@@ -481,6 +539,7 @@ class Facts:
     polarity: dict[str, set[bool]] = field(default_factory=dict)
     negated: set[str] = field(default_factory=set)
     affirmed: set[str] = field(default_factory=set)
+    stances: dict[str, set[bool]] = field(default_factory=dict)
     refusal: bool = False
 
     def fact_count(self) -> int:
@@ -496,6 +555,7 @@ def extract_facts(text: str) -> Facts:
         polarity=polarity_claims(text),
         negated=(na := negated_and_affirmed(text))[0],
         affirmed=na[1],
+        stances=stances(text),
         refusal=is_refusal(text),
     )
 
@@ -554,6 +614,26 @@ def compare_facts(a: Facts, b: Facts) -> list[Conflict]:
                 continue
             sa, sb = (f"not {stem}", stem) if not flip else (stem, f"not {stem}")
             reason = f"negation: {sa} vs {sb}"
+            reported.add(reason)
+            out.append(Conflict("polarity", reason, SEVERITY["polarity"]))
+    for first, second, flip in ((a, b, False), (b, a, True)):
+        for word in sorted(first.stances):
+            stem = prefix_stem(word, second.stances)
+            if stem is None or word in second.stances or stem in first.stances:
+                continue  # both answers use both words: which claim goes with which subject is unclear
+            pw, ps = first.stances[word], second.stances[stem]
+            # "unenforceable" asserts not-enforceable; "not unenforceable" asserts enforceable
+            if len(pw) != 1 or len(ps) != 1 or (True in pw) != (True in ps):
+                continue
+            if any(stem in r for r in reported) or (
+                word in _POLAR and _POLAR[word][0] == _POLAR.get(stem, ("",))[0]
+                and _POLAR[word][0] in a.polarity and _POLAR[word][0] in b.polarity
+            ):
+                continue  # already compared as a decision concept ("legal" / "illegal")
+            sw = word if True in pw else f"not {word}"
+            ss = stem if True in ps else f"not {stem}"
+            sa, sb = (sw, ss) if not flip else (ss, sw)
+            reason = f"prefix antonym: {sa} vs {sb}"
             reported.add(reason)
             out.append(Conflict("polarity", reason, SEVERITY["polarity"]))
     return out

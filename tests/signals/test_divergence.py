@@ -101,3 +101,57 @@ def test_long_answers_are_compared_beyond_the_model_window(scorer):
     diff = scorer.score(a, b)
     assert same.cosine > 0.999
     assert diff.cosine < same.cosine - 0.01  # the differing ending is seen, not truncated away
+
+
+def test_reported_prefix_antonym_diverges(scorer):
+    r = scorer.score("The clause is enforceable; pay £200.", "The clause is unenforceable.")
+    assert not r.aligned and r.divergence > 0.25  # was 0.18 (aligned) before the prefix check
+    assert "prefix antonym: enforceable vs unenforceable" in r.reasons
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [("The contract is valid.", "The contract is invalid."),
+     ("Selling it here is legal.", "Selling it here is illegal."),
+     ("You are eligible for the grant.", "You are ineligible for the grant."),
+     ("The product is compliant with the regulation.", "The product is non-compliant with the regulation."),
+     ("Your claim was approved.", "Your claim was disapproved."),
+     ("The damage is covered by your policy.", "The damage is not covered by your policy."),
+     ("The ruling was regular.", "The ruling was irregular."),
+     ("The agreement is binding.", "The agreement is non-binding."),
+     ("The results are conclusive.", "The results are inconclusive.")],
+)
+def test_antonyms_by_prefix_diverge(scorer, a, b):
+    assert not scorer.score(a, b).aligned
+    assert not scorer.score(b, a).aligned
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [("The clause is enforceable.", "The clause is not unenforceable."),  # double negation agrees
+     ("The leak was discovered at the inspection and the repair is covered.",
+      "The repair is covered; the leak was discovered at the inspection."),
+     ("The details were disclosed last week and the case is closed.",
+      "The case is closed and the details were disclosed last week."),
+     ("The contract is enforceable and the side letter is unenforceable.",
+      "The side letter is unenforceable but the contract is enforceable."),
+     ("It is a valuable ring; the insurer called it invaluable.",
+      "The insurer said the ring is invaluable, a valuable piece.")],
+)
+def test_prefix_look_alikes_stay_aligned(scorer, a, b):
+    r = scorer.score(a, b)
+    assert r.aligned, r.reasons
+    assert not any(x.startswith("prefix antonym") for x in r.reasons)
+
+
+def test_prefix_stem_needs_a_negating_prefix_a_real_stem_and_an_adjective_ending():
+    from policyengine.signals.checks import prefix_stem
+
+    assert prefix_stem("unenforceable", {"enforceable"}) == "enforceable"
+    assert prefix_stem("non-compliant", {"compliant"}) == "compliant"
+    assert prefix_stem("illegal", {"legal"}) == "legal"
+    assert prefix_stem("information", {"formation"}) is None  # noun, not an adjective
+    assert prefix_stem("discovered", {"covered"}) is None  # denylisted: not the opposite
+    assert prefix_stem("invaluable", {"valuable"}) is None
+    assert prefix_stem("imlegal", {"legal"}) is None  # im- only before b/m/p
+    assert prefix_stem("unenforceable", {"valid"}) is None  # stem must be in the other answer
