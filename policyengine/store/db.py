@@ -63,9 +63,11 @@ def _sqlite_pragmas(engine: Engine, *, synchronous: str, immediate: bool) -> Non
         if immediate:
             dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
         cur = dbapi_conn.cursor()
+        # The busy timeout first: switching to WAL needs a lock too, and replicas or
+        # migrators starting together must wait for it rather than fail "database is locked".
+        cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous}")
-        cur.execute("PRAGMA busy_timeout=10000")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
