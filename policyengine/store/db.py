@@ -55,6 +55,31 @@ def async_url(url: str) -> sa.URL:
     return u.set(drivername="postgresql+psycopg")
 
 
+def _enable_wal(cur: Any, deadline_s: float = 30.0) -> None:
+    """Switch the file to WAL (persistent once set).
+
+    SQLite may answer SQLITE_BUSY to the journal-mode change without calling the busy
+    handler while another connection holds a lock (e.g. a migration starting in another
+    process), so the change is retried with a short back-off until the deadline.
+    """
+    import sqlite3
+    import time
+
+    end = time.monotonic() + deadline_s
+    delay = 0.01
+    while True:
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= end:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+
 def _sqlite_pragmas(engine: Engine, *, synchronous: str, immediate: bool) -> None:
     """WAL, a busy timeout, and (for the log writer) BEGIN IMMEDIATE transactions."""
 
@@ -66,7 +91,7 @@ def _sqlite_pragmas(engine: Engine, *, synchronous: str, immediate: bool) -> Non
         # The busy timeout first: switching to WAL needs a lock too, and replicas or
         # migrators starting together must wait for it rather than fail "database is locked".
         cur.execute("PRAGMA busy_timeout=30000")
-        cur.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(cur)
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
