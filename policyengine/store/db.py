@@ -62,18 +62,16 @@ def _enable_wal(cur: Any, deadline_s: float = 30.0) -> None:
     handler while another connection holds a lock (e.g. a migration starting in another
     process), so the change is retried with a short back-off until the deadline.
     """
-    import sqlite3
     import time
 
     end = time.monotonic() + deadline_s
     delay = 0.01
     while True:
         try:
-            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
-                return
+            # (no result is read: the cursor may be the async driver's adapter)
             cur.execute("PRAGMA journal_mode=WAL")
             return
-        except sqlite3.OperationalError as exc:
+        except Exception as exc:  # sqlite3 / aiosqlite OperationalError alike
             if "locked" not in str(exc) or time.monotonic() >= end:
                 raise
             time.sleep(delay)
