@@ -171,6 +171,18 @@ class AiohttpChunkStream(OpenAIChunkStream):
                 pass
 
 
+def _json_instead_of_stream(raw: bytes, ctype: str, headers: httpx.Headers) -> CompletionAsStream:
+    """A server answered stream=true with plain JSON: a whole completion, or an error."""
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise TransportError("protocol_error", f"expected an event stream, got {ctype or 'no content type'}") from None
+    if isinstance(data, dict) and data.get("choices") and "error" not in data:
+        return CompletionAsStream(data)
+    raise UpstreamError(_error_status(data.get("error", data)) if isinstance(data, dict) else None,
+                        headers, raw, in_stream=True)
+
+
 class CompletionAsStream:
     """A whole chat.completion (from a server that ignored stream=true) as chunks."""
 
@@ -277,14 +289,7 @@ class OpenAICompatAdapter:
                 raise map_transport_error(exc) from exc
             finally:
                 await resp.aclose()
-            try:
-                data = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                raise TransportError("protocol_error", f"expected an event stream, got {ctype or 'no content type'}") from None
-            if isinstance(data, dict) and data.get("choices") and "error" not in data:
-                return CompletionAsStream(data)
-            raise UpstreamError(_error_status(data.get("error", data)) if isinstance(data, dict) else None,
-                                resp.headers, raw, in_stream=True)
+            return _json_instead_of_stream(raw, ctype, resp.headers)
         return OpenAIChunkStream(resp)
 
     async def _open_stream_aiohttp(self, session: aiohttp.ClientSession, payload: bytes,
@@ -313,14 +318,7 @@ class OpenAICompatAdapter:
                 raise map_transport_error(exc) from exc
             finally:
                 await AiohttpChunkStream(resp).aclose()
-            try:
-                data = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                raise TransportError("protocol_error", f"expected an event stream, got {ctype or 'no content type'}") from None
-            if isinstance(data, dict) and data.get("choices") and "error" not in data:
-                return CompletionAsStream(data)
-            raise UpstreamError(_error_status(data.get("error", data)) if isinstance(data, dict) else None,
-                                httpx.Headers(resp.raw_headers), raw, in_stream=True)
+            return _json_instead_of_stream(raw, ctype, httpx.Headers(resp.raw_headers))
         return AiohttpChunkStream(resp)
 
     async def aclose(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import sqlalchemy as sa
@@ -11,6 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from policyengine.api.errors import json_response
+
+log = logging.getLogger("policyengine.api")
 
 router = APIRouter(tags=["health"])
 
@@ -44,6 +47,6 @@ async def metrics(request: Request) -> Response:
         try:
             now = time.time()
             s.metrics.cooldowns_open.set(sum(1 for c in await cooldowns() if c.until > now))
-        except Exception:
-            pass
+        except Exception as exc:  # shared state unreachable: serve the other metrics, say why
+            log.warning("metrics: could not read cooldowns from the state store: %s", exc)
     return Response(generate_latest(s.metrics.registry), media_type=CONTENT_TYPE_LATEST)
