@@ -20,6 +20,33 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 # ---------------------------------------------------------------------------
 
 
+_MONEY_RE = re.compile(
+    r"\s*([0-9][0-9_,]*(?:\.[0-9]+)?)\s*([A-Za-z]{3})\s*|\s*([A-Za-z]{3})\s*([0-9][0-9_,]*(?:\.[0-9]+)?)\s*"
+)
+
+
+def parse_money(value: Any) -> tuple[Decimal, str] | None:
+    """The one reader of money values: `"150 GBP"`, `"GBP 150"`, `{amount, currency}` or a
+    Money -> (amount, upper-case currency), or None if it is not money. Cheap: the
+    evaluator calls it on the hot path."""
+    if isinstance(value, dict):
+        try:
+            return Decimal(str(value["amount"])), str(value["currency"]).upper()
+        except (KeyError, InvalidOperation):
+            return None
+    if isinstance(value, str):
+        m = _MONEY_RE.fullmatch(value)
+        if not m:
+            return None
+        num, cur = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
+        return Decimal(num.replace(",", "").replace("_", "")), cur.upper()
+    amount = getattr(value, "amount", None)
+    currency = getattr(value, "currency", None)
+    if isinstance(amount, Decimal) and isinstance(currency, str):
+        return amount, currency
+    return None
+
+
 class Money(BaseModel):
     """An amount in one currency (ISO 4217 code, upper case)."""
 
@@ -40,30 +67,10 @@ class Money(BaseModel):
         """Accept `"150 GBP"`, `"GBP 150"`, `{"amount": 150, "currency": "GBP"}` or a Money."""
         if isinstance(value, Money):
             return value
-        if isinstance(value, dict):
-            return cls(amount=Decimal(str(value["amount"])), currency=str(value["currency"]))
-        if isinstance(value, str):
-            m = re.fullmatch(r"\s*([0-9][0-9_,]*(?:\.[0-9]+)?)\s*([A-Za-z]{3})\s*", value) or None
-            if m:
-                return cls(amount=Decimal(m.group(1).replace(",", "").replace("_", "")), currency=m.group(2))
-            m = re.fullmatch(r"\s*([A-Za-z]{3})\s*([0-9][0-9_,]*(?:\.[0-9]+)?)\s*", value)
-            if m:
-                return cls(amount=Decimal(m.group(2).replace(",", "").replace("_", "")), currency=m.group(1))
-        raise ValueError(f"not a money value: {value!r} (expected e.g. \"150 GBP\" or {{amount, currency}})")
-
-    @staticmethod
-    def looks_like(value: Any) -> bool:
-        if isinstance(value, Money):
-            return True
-        if isinstance(value, dict):
-            return set(value) == {"amount", "currency"}
-        if isinstance(value, str):
-            try:
-                Money.parse(value)
-            except (ValueError, InvalidOperation):
-                return False
-            return True
-        return False
+        parsed = parse_money(value)
+        if parsed is None:
+            raise ValueError(f"not a money value: {value!r} (expected e.g. \"150 GBP\" or {{amount, currency}})")
+        return cls(amount=parsed[0], currency=parsed[1])
 
     def __str__(self) -> str:
         return f"{self.amount} {self.currency}"

@@ -12,12 +12,13 @@ undecidable, e.g. `sentiment 0.21 < 0.3`, `amount 150 USD vs 100 GBP: currency m
 from __future__ import annotations
 
 import operator
-import re
 from collections.abc import Callable
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from functools import partial
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
+
+from policyengine.types import parse_money
 
 from . import ast, printer
 from .fields import BUILTIN_ATTR, MISSING, classify, field_getter
@@ -31,7 +32,6 @@ Cond = Callable[["EvalContext", list[str]], "bool | None"]
 OPS: dict[str, Callable[[Any, Any], bool]] = {
     "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
 }
-_MONEY_RE = re.compile(r"\s*([0-9][0-9_,]*(?:\.[0-9]+)?)\s*([A-Za-z]{3})\s*|\s*([A-Za-z]{3})\s*([0-9][0-9_,]*(?:\.[0-9]+)?)\s*")
 
 
 def show(v: Any) -> str:
@@ -52,23 +52,7 @@ def printer_str(s: str) -> str:
     return '"' + s.replace('"', '\\"') + '"'
 
 
-def as_money(v: Any) -> tuple[Decimal, str] | None:
-    if isinstance(v, dict):
-        try:
-            return Decimal(str(v["amount"])), str(v["currency"]).upper()
-        except (KeyError, InvalidOperation):
-            return None
-    if isinstance(v, str):
-        m = _MONEY_RE.fullmatch(v)
-        if not m:
-            return None
-        num, cur = (m.group(1), m.group(2)) if m.group(1) else (m.group(4), m.group(3))
-        return Decimal(num.replace(",", "").replace("_", "")), cur.upper()
-    amount = getattr(v, "amount", None)
-    currency = getattr(v, "currency", None)
-    if isinstance(amount, Decimal) and isinstance(currency, str):
-        return amount, currency
-    return None
+as_money = parse_money  # one money reader for the language, the runtime and replay
 
 
 def as_number(v: Any) -> float | None:
