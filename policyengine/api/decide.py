@@ -14,7 +14,7 @@ import os
 import secrets
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -22,6 +22,9 @@ from policyengine.api.auth import Principal
 from policyengine.api.errors import ApiError, validation_message
 from policyengine.store import DecisionLogError, LogEntry
 from policyengine.types import Action, Decision
+
+if TYPE_CHECKING:  # the evaluator imports nothing from the API; this only types the calls
+    from policyengine.evaluator import CompiledPolicy
 
 log = logging.getLogger("policyengine.api.decide")
 
@@ -49,24 +52,16 @@ def make_action(data: dict[str, Any], principal: Principal) -> Action:
         raise ApiError(422, f"invalid action: {msg}", code="invalid_action", param=param)
 
 
-def evaluate_sync(policy: Any, action: Action, signals: Any) -> Decision:
-    return policy.evaluate(action, signals)
-
-
 # Signals that run the embedding model (tens of ms): computed in a worker thread, never on the loop.
 SLOW_SIGNALS = frozenset({"sentiment"})
 
 
-def _slow(policy: Any, action: Action) -> bool:
-    if not action.text:
-        return False
-    needed = getattr(policy, "signals_needed", None)
-    if needed is None:
-        return True
-    return not SLOW_SIGNALS.isdisjoint(needed(action))
+def _slow(policy: CompiledPolicy, action: Action) -> bool:
+    # signals_needed leaves out values the caller supplied: those cost nothing here
+    return bool(action.text) and not SLOW_SIGNALS.isdisjoint(policy.signals_needed(action))
 
 
-async def evaluate(services: Any, policy: Any, action: Action) -> Decision:
+async def evaluate(services: Any, policy: CompiledPolicy, action: Action) -> Decision:
     """Evaluate inline (microseconds); in a worker thread when a rule needs an embedding-model signal."""
     try:
         if _slow(policy, action):
