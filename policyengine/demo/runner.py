@@ -121,9 +121,8 @@ async def _run(opts: DemoOptions, console: Console) -> int:
         "POLICYENGINE_APPROVALS_LINK_SECRET": secrets.token_urlsafe(32),
         "POLICYENGINE_APPROVALS_WEBHOOK_SECRET": webhook_secret,
         "POLICYENGINE_APPROVALS_SWEEP_INTERVAL_S": "1",
-        # the policy names the reviewers' webhook by env reference; the approvals settings map it
+        # the policy names the reviewers' webhook by env reference (`env:DEMO_REVIEWERS_WEBHOOK`)
         "DEMO_REVIEWERS_WEBHOOK": inbox.url,
-        "POLICYENGINE_APPROVALS_WEBHOOKS": json.dumps({"env:DEMO_REVIEWERS_WEBHOOK": inbox.url}),
     }
     # the embedded default: never inherit a deployment's POLICYENGINE_* settings
     service = ServiceProcess(port=port, env=env, log_path=tmp / "service.log", name="policyengine serve",
