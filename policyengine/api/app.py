@@ -23,6 +23,7 @@ from policyengine.api import routes as routes_pkg
 from policyengine.api.auth import KeyCache
 from policyengine.api.context import STARTUP_HOOKS, Services
 from policyengine.api.errors import install_error_handlers
+from policyengine.api.hotpath import PolicyEngineApp
 from policyengine.api.metrics import Metrics
 from policyengine.api.policies import PolicyHolder
 from policyengine.settings import Settings
@@ -38,8 +39,9 @@ from policyengine.store import (
 log = logging.getLogger("policyengine.api")
 
 
-def discover_routers() -> list[Any]:
-    routers = []
+def discover_routes() -> tuple[list[Any], dict[str, Any]]:
+    """Every route module's `router`, and the `HOT_ROUTES` (path -> handler) they declare."""
+    routers, hot = [], {}
     for m in sorted(pkgutil.iter_modules(routes_pkg.__path__), key=lambda m: m.name):
         if m.name.startswith("_"):
             continue
@@ -47,7 +49,8 @@ def discover_routers() -> list[Any]:
         router = getattr(mod, "router", None)
         if router is not None:
             routers.append(router)
-    return routers
+        hot.update(getattr(mod, "HOT_ROUTES", {}))
+    return routers, hot
 
 
 def _make_state(settings: Settings) -> Any:
@@ -116,7 +119,7 @@ def build_services(settings: Settings) -> Services:
     return services
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> PolicyEngineApp:
     settings = settings or Settings()
     services = build_services(settings)
 
@@ -167,12 +170,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await close()
             await services.db.aclose()
 
-    app = FastAPI(title="policyengine", version="0.1.0", lifespan=lifespan,
-                  description="Control layer for fleets of language models.")
+    app = PolicyEngineApp(title="policyengine", version="0.1.0", lifespan=lifespan,
+                          description="Control layer for fleets of language models.")
     app.state.services = services
     install_error_handlers(app)
-    for router in discover_routers():
+    routers, hot = discover_routes()
+    for router in routers:
         app.include_router(router)
+    for path, handler in hot.items():
+        app.add_hot_route(path, handler)
     return app
 
 

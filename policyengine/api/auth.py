@@ -103,10 +103,10 @@ def require_principal(*roles: str):
         raise ValueError(f"unknown roles {sorted(unknown)}; roles are {ROLES}")
 
     async def dep(request: Request) -> Principal:
-        p = getattr(request.state, "principal", None)
+        scope = request.scope  # a plain scope key: Starlette's `request.state` builds an object per request
+        p = scope.get("pe.principal")
         if p is None:
-            p = await authenticate(request)
-            request.state.principal = p
+            p = scope["pe.principal"] = await authenticate(request)
         if roles and not p.has(*roles):
             raise AuthError(403, f"this API key lacks the role for this endpoint (needs one of: "
                                  f"{', '.join(roles)}; has: {', '.join(sorted(p.roles)) or 'none'})",

@@ -53,6 +53,11 @@ def error_response(err: ApiError) -> Response:
     return json_response(err.body(), err.status, err.headers)
 
 
+def auth_error_response(exc: AuthError) -> Response:
+    headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
+    return error_response(ApiError(exc.status, exc.message, code=exc.code, headers=headers))
+
+
 def _loc(loc: Any) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
@@ -72,8 +77,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AuthError)
     async def _auth(_: Request, exc: AuthError) -> Response:
-        headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
-        return error_response(ApiError(exc.status, exc.message, code=exc.code, headers=headers))
+        return auth_error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:

@@ -56,7 +56,7 @@ class Preflight(BaseModel):
     """
 
     model_cooldown: Cooldown | None = None
-    key_cooldowns: dict[str, Cooldown] = {}
+    key_cooldowns: dict[str, Cooldown] = Field(default_factory=dict)  # a literal {} is deep-copied per instance
     allowed: bool | None = None
     breaker_clean: bool = True
 

@@ -134,10 +134,10 @@ def test_k8s_manifests_shape() -> None:
 
 
 def test_probe_and_cli_names_exist() -> None:
-    from policyengine.api.app import discover_routers
+    from policyengine.api.app import discover_routes
     from policyengine.cli import app
 
-    paths = {getattr(r, "path", None) for router in discover_routers() for r in router.routes}
+    paths = {getattr(r, "path", None) for router in discover_routes()[0] for r in router.routes}
     assert {"/readyz", "/healthz", "/metrics"} <= paths
     commands = {c.name for c in app.registered_commands}
     assert {"serve", "migrate", "lint", "demo", "verify-log"} <= commands

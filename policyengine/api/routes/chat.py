@@ -98,8 +98,8 @@ async def chat_completions(request: Request) -> Response:
     return await complete_response(s, dispatcher, up, action, decision, decision_id, log, t0)
 
 
-# A plain Starlette route serves the hot path (no dependency solving); the FastAPI route documents it.
-router.add_route("/v1/chat/completions", chat_completions, methods=["POST"])
+# Served straight from the ASGI call (policyengine.api.hotpath); the FastAPI route documents it.
+HOT_ROUTES = {"/v1/chat/completions": chat_completions}
 
 
 @router.post("/v1/chat/completions", summary="OpenAI-compatible chat completions, routed by the policy")

@@ -36,15 +36,14 @@ async def evaluate(request: Request) -> Response:
     decision = await decide.evaluate(services, policy, action)
     decision_id = decide.new_decision_id()
     latency_ms = (time.perf_counter() - t0) * 1000
+    dumped = decide.dump(action, decision)  # the log row and the response body share one dump
     await decide.commit(services, kind="evaluate", principal=principal, action=action, decision=decision,
-                        decision_id=decision_id, latency_ms=latency_ms)
+                        decision_id=decision_id, latency_ms=latency_ms, dumped=dumped)
     approval = await decide.hold(services, principal=principal, action=action, decision=decision,
                                  decision_id=decision_id, callback_url=env.get("callback_url"),
                                  answers=env.get("answers"),
                                  request_id=env.get("request_id") or headers(request).get("idempotency-key"))
-    body = decision.model_dump(mode="json")
-    body["decision_id"] = decision_id
-    body["held"] = decision.effect in decide.HELD
+    body = {**dumped[1], "decision_id": decision_id, "held": decision.effect in decide.HELD}
     if approval is not None:
         body["approval"] = approval
     services.metrics.request_latency.labels("evaluate").observe(time.perf_counter() - t0)
@@ -52,10 +51,10 @@ async def evaluate(request: Request) -> Response:
                                         "X-PolicyEngine-Policy-Hash": decision.policy_hash})
 
 
-# Served by a plain Starlette route (no FastAPI dependency solving: ~1.5x the throughput on
-# this hot path, see benchmarks/service.md). The FastAPI route below only documents it in the
-# OpenAPI schema; it is registered second, so the fast route always matches first.
-router.add_route("/v1/evaluate", evaluate, methods=["POST"])
+# Served straight from the ASGI call (policyengine.api.hotpath: no middleware stack, no route
+# matching, no dependency solving; see benchmarks/service.md). The FastAPI route below documents
+# it in the OpenAPI schema and serves it when the app is mounted without the hot path.
+HOT_ROUTES = {"/v1/evaluate": evaluate}
 
 
 @router.post("/v1/evaluate", summary="Evaluate an action against the policy and log the decision",
