@@ -12,7 +12,13 @@ Public surface:
 from policyengine.store.base import Base
 from policyengine.store.chain import VerifyResult, canonical_json, row_hash, verify_chain
 from policyengine.store.db import Database, DatabaseURLError, make_async_engine, make_sync_engine
-from policyengine.store.logger import DecisionLogError, DecisionLogger, LogEntry, LoggedDecision
+from policyengine.store.logger import (
+    FOLLOW_UP_KINDS,
+    DecisionLogError,
+    DecisionLogger,
+    LogEntry,
+    LoggedDecision,
+)
 from policyengine.store.migrate import STORE_HEAD, current, heads, upgrade
 from policyengine.store.models import ApiKey, DecisionChain, DecisionRecord, PolicyVersion
 from policyengine.store.redaction import Redactor
@@ -27,7 +33,7 @@ from policyengine.store.repos import (
 )
 
 __all__ = [
-    "STORE_HEAD", "ApiKey", "ApiKeyRepo", "Base", "Database", "DatabaseURLError", "DecisionChain",
+    "FOLLOW_UP_KINDS", "STORE_HEAD", "ApiKey", "ApiKeyRepo", "Base", "Database", "DatabaseURLError", "DecisionChain",
     "DecisionLogError", "DecisionLogger", "DecisionQuery", "DecisionRecord", "DecisionRepo", "KeyInfo",
     "LogEntry", "LoggedDecision", "PolicyVersion", "PolicyVersionRepo", "Redactor", "VerifyResult",
     "canonical_json", "current", "decision_view", "hash_token", "heads", "make_async_engine",

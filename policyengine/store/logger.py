@@ -31,6 +31,11 @@ from policyengine.store.redaction import Redactor
 log = logging.getLogger("policyengine.store.logger")
 
 
+# Row kinds that complete an earlier decision row instead of recording a decision (a streamed
+# chat's outcome: final model, attempts, usage). Replays and counts of decisions skip them.
+FOLLOW_UP_KINDS = ("chat_outcome",)
+
+
 class DecisionLogError(RuntimeError):
     """The decision could not be committed: the caller must not act on the decision."""
 
@@ -52,6 +57,9 @@ class LogEntry:
     extra: dict[str, Any] = field(default_factory=dict)  # verification results, upstream usage...
     id: str = field(default_factory=lambda: str(uuid.uuid4()))
     ts: float = field(default_factory=time.time)
+    # set on a follow-up row (FOLLOW_UP_KINDS): the id of the decision row it completes. Such a
+    # row records the outcome only; the request, signals and rules are in the row it follows.
+    follows: str | None = None
 
 
 @dataclass
@@ -77,7 +85,7 @@ class DecisionLogger:
         self._sql_head = "SELECT seq, head_hash FROM decision_chain WHERE id = 1" + (" FOR UPDATE" if self._is_pg else "")
         self._sql_insert = f"INSERT INTO decisions ({', '.join(cols)}) VALUES ({', '.join([ph] * len(cols))})"
         self._sql_move = f"UPDATE decision_chain SET seq = {ph}, head_hash = {ph} WHERE id = 1"
-        self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[LoggedDecision]]] | None = None
+        self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[LoggedDecision] | None]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-log")
         self._closing = False
@@ -115,6 +123,15 @@ class DecisionLogger:
 
     def build_record(self, e: LogEntry) -> dict[str, Any]:
         d = e.decision
+        if e.follows is not None:
+            return {
+                "id": e.id, "ts": round(e.ts, 6), "kind": e.kind, "tenant": e.tenant, "actor": e.actor,
+                "session_id": e.session_id, "action": d.get("action") or e.action.get("action"),
+                "effect": d.get("effect"), "model": e.model, "policy_hash": d.get("policy_hash") or "",
+                "follows": e.follows, "routing": d.get("routing") or {}, "tags": d.get("tags") or [],
+                "attempts": e.attempts, "latency_ms": None if e.latency_ms is None else round(e.latency_ms, 3),
+                "key_id": e.key_id, "extra": self.redactor.redact(e.extra) if e.extra else {},
+            }
         return {
             "id": e.id,
             "ts": round(e.ts, 6),
@@ -153,6 +170,17 @@ class DecisionLogger:
         self._queue.put_nowait((record, fut))
         return await fut
 
+    def enqueue(self, entry: LogEntry) -> None:
+        """Queue a row without waiting for its commit (a follow-up row, written after the response).
+
+        It goes through the same group commit and hash chain; a failed batch is logged. `aclose()`
+        flushes the queue, so a graceful shutdown loses nothing. Raises DecisionLogError only
+        when the log is not running.
+        """
+        if self._queue is None or self._task is None or self._task.done() or self._closing:
+            raise DecisionLogError("decision log is not running")
+        self._queue.put_nowait((self.build_record(entry), None))
+
     # -- writer ---------------------------------------------------------------------
 
     async def _writer(self) -> None:
@@ -173,14 +201,14 @@ class DecisionLogger:
                 log.error("decision log batch of %d failed: %s", len(batch), exc)
                 err = DecisionLogError(f"decision log write failed: {type(exc).__name__}: {exc}")
                 for _, fut in batch:
-                    if not fut.done():
+                    if fut is not None and not fut.done():
                         fut.set_exception(err)
             else:
                 self.batches += 1
                 self.rows += len(batch)
                 self.last_batch_size = len(batch)
                 for (_, fut), res in zip(batch, results, strict=True):
-                    if not fut.done():
+                    if fut is not None and not fut.done():
                         fut.set_result(res)
             finally:
                 for _ in batch:

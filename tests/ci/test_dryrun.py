@@ -247,3 +247,43 @@ def test_changed_lexicon_rematches_the_logged_text(tmp_path: Path) -> None:
         assert effect[0]["causes"][0]["rule"].startswith("+ escalate when text mentions litigation")
     bad = runner.invoke(app, ["dry-run", "--policy", new, "--against", url, "--rematch-lexicon", "nope"])
     assert bad.exit_code == 2 and "no lexicon 'nope'" in bad.output
+
+
+def test_a_streamed_chats_outcome_row_is_not_replayed_as_a_decision(tmp_path: Path) -> None:
+    """A streamed chat logs its decision and, after the stream, an outcome row that follows it:
+    replaying the log must count the decision once (database and JSONL alike)."""
+    import asyncio
+
+    import sqlalchemy as sa
+
+    from policyengine.store import DecisionLogger, LogEntry, upgrade
+
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    upgrade(url)
+    decision = {"action": "chat", "effect": "allow", "policy_hash": "h", "routing": {"chain": ["m"]}}
+
+    async def write() -> None:
+        logger = DecisionLogger(url, sqlite_synchronous="OFF")
+        await logger.start()
+        try:
+            await logger.log(LogEntry(kind="chat", tenant="acme", action={"action": "chat"}, decision=decision,
+                                      id="d1"))
+            logger.enqueue(LogEntry(kind="chat_outcome", tenant="acme", action={}, decision=decision, id="d1-out",
+                                    model="m", follows="d1", extra={"outcome": "ok"}))
+        finally:
+            await logger.aclose()  # flushes the queued follow-up
+
+    asyncio.run(write())
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        texts = [t for (t,) in conn.execute(sa.text("SELECT record FROM decisions ORDER BY seq"))]
+    engine.dispose()
+    assert len(texts) == 2
+    jsonl = tmp_path / "log.jsonl"
+    jsonl.write_text("\n".join(texts) + "\n")
+    db = DatabaseSource(url)
+    try:
+        assert [r.id for r in db] == ["d1"] and db.estimate() == 1
+    finally:
+        db.close()
+    assert [r.id for r in JsonlSource(jsonl)] == ["d1"]

@@ -15,6 +15,7 @@ import orjson
 import sqlalchemy as sa
 
 from policyengine.ci.replay.records import REDACTED_PREFIX, LoggedRecord, RecordError, parse_record
+from policyengine.store.logger import FOLLOW_UP_KINDS
 
 
 class SourceError(ValueError):
@@ -73,6 +74,8 @@ class JsonlSource:
                     obj = orjson.loads(s)
                 except orjson.JSONDecodeError as exc:
                     raise RecordError(f"{where}not valid JSON ({exc})") from None
+                if isinstance(obj, dict) and obj.get("kind") in FOLLOW_UP_KINDS:
+                    continue  # a streamed chat's outcome row: its decision is the row it follows
                 rec = parse_record(obj, where=where, redaction_hint=prefix in s)
                 if self.since is not None and (rec.ts is None or rec.ts < self.since):
                     continue
@@ -116,7 +119,8 @@ class DatabaseSource:
         return sa.make_url(self.url).render_as_string(hide_password=True)
 
     def _where(self, table: sa.Table) -> list[sa.ColumnElement[bool]]:
-        conds: list[sa.ColumnElement[bool]] = []
+        # plain comparisons: `_batches` runs the compiled SQL itself (no expanding IN parameters)
+        conds: list[sa.ColumnElement[bool]] = [table.c.kind != k for k in FOLLOW_UP_KINDS]
         if self.since is not None:
             conds.append(table.c.ts >= self.since)
         if self.tenant is not None:
