@@ -159,9 +159,6 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
                     await hook(services)
             with contextlib.suppress(Exception):
                 services.scheduler.shutdown(wait=False)
-            pending = list(services.extras.get("background", ()))
-            if pending:  # outcome rows of streams that just finished
-                await asyncio.wait(pending, timeout=10)
             await services.policies.aclose()
             await services.decision_log.aclose()
             close = getattr(services.state, "aclose", None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -129,21 +128,6 @@ def count_attempts(s: Any, atts: list[dict[str, Any]]) -> None:
     for a in atts:
         if not a.get("skipped"):
             s.metrics.attempts.labels(a["model"], a.get("error_class") or "ok").inc()
-
-
-def background(s: Any, coro: Any) -> None:
-    """Run `coro` after the response; the lifespan awaits every such task before the log closes."""
-    tasks: set[asyncio.Task[Any]] = s.extras.setdefault("background", set())
-
-    async def run() -> None:
-        try:
-            await coro
-        except Exception as exc:
-            log.error("background commit failed: %s", exc)
-
-    t = asyncio.create_task(run())
-    tasks.add(t)
-    t.add_done_callback(tasks.discard)
 
 
 async def held_response(s: Any, principal: Principal, action: Action, decision: Decision, decision_id: str, log: Any,

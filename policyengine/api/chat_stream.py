@@ -15,7 +15,6 @@ from policyengine.api.auth import Principal
 from policyengine.api.chat_common import (
     SSE_HEADERS,
     attempt_dicts,
-    background,
     count_attempts,
     dispatch_error,
     response_headers,
@@ -34,9 +33,9 @@ class SSEResponse(Response):
     a disconnect listener in another) and sends each chunk on its own. Here the body is sent
     from the request's own task; events that are already available when one is produced go out
     in the same `send` (nothing waits to be coalesced: the buffer is flushed as soon as the next
-    event is not ready); a plain asyncio task waits on `receive()` and on `http.disconnect`
-    cancels the sending task, so the relay generator is closed (and with it the upstream stream)
-    even while it waits for the next chunk.
+    event is not ready); once the relay first has to wait for the upstream, a plain asyncio task
+    waits on `receive()` and on `http.disconnect` cancels the sending task, so the relay generator
+    is closed (and with it the upstream stream) even while it waits for the next chunk.
     """
 
     media_type = "text/event-stream"
@@ -60,7 +59,9 @@ class SSEResponse(Response):
                         task.cancel()  # type: ignore[union-attr]
                     return
 
-        watcher = asyncio.get_running_loop().create_task(watch())
+        # The watcher starts the first time the relay has to wait for the upstream: an answer that
+        # is already complete (a short one, a cached one) goes out without a second task.
+        watcher: asyncio.Task[None] | None = None
         gen = self.body_iterator
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
@@ -68,6 +69,8 @@ class SSEResponse(Response):
             while True:
                 item, pending = _ready_or_pending(gen)
                 if pending is not None:
+                    if watcher is None:
+                        watcher = asyncio.get_running_loop().create_task(watch())
                     if buf:
                         try:
                             await send({"type": "http.response.body", "body": b"".join(buf), "more_body": True})
@@ -88,7 +91,8 @@ class SSEResponse(Response):
             task.uncancel()  # type: ignore[union-attr]  # the client went away: not an error
         finally:
             state["done"] = True
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
             await gen.aclose()
 
 
@@ -168,15 +172,14 @@ async def stream_response(s: Any, principal: Principal, dispatcher: Any, policy:
         s.metrics.chat_requests.labels(final_model or "-", outcome).inc()
         s.metrics.request_latency.labels("chat_stream").observe(time.perf_counter() - t0)
         # The decision row was committed before the first byte. The outcome row (final model, every
-        # attempt, usage) goes through the same group commit, without holding the client's [DONE].
-        outcome_entry = {"model": final_model, "attempts": atts, "latency_ms": (time.perf_counter() - t0) * 1000,
-                         "extra": {"outcome": outcome, "decision_id": decision_id, "stream": True,
-                                   "usage": getattr(res, "usage", None),
-                                   "finish_reason": getattr(res, "finish_reason", None),
-                                   "complete": getattr(res, "complete", None), **(err_info or {})}}
-        background(s, decide.commit(s, kind="chat_outcome", principal=principal, action=action,
-                                    decision=decision, decision_id=decide.outcome_id(decision_id), dumped=dumped,
-                                    **outcome_entry))
+        # attempt, usage) is queued to the same group commit, without holding the client's [DONE].
+        decide.follow_up(s, kind="chat_outcome", follows=decision_id, decision_id=decide.outcome_id(decision_id),
+                         principal=principal, action=action, decision_d=dumped[1], model=final_model,
+                         attempts=atts, latency_ms=(time.perf_counter() - t0) * 1000,
+                         extra={"outcome": outcome, "decision_id": decision_id, "stream": True,
+                                "usage": getattr(res, "usage", None),
+                                "finish_reason": getattr(res, "finish_reason", None),
+                                "complete": getattr(res, "complete", None), **(err_info or {})})
         if outcome == "ok":
             # A broken stream ends on its error event, never on [DONE]: a client must not
             # mistake a truncated answer for a complete one.

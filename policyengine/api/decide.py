@@ -9,6 +9,7 @@ fails with 503 and the decision is not acted on.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import secrets
@@ -96,6 +97,24 @@ async def commit(services: Any, *, kind: str, principal: Principal, action: Acti
     services.metrics.decisions.labels(decision.effect, kind).inc()
 
 
+def follow_up(services: Any, *, kind: str, follows: str, decision_id: str, principal: Principal, action: Action,
+              decision_d: dict[str, Any], model: str | None, attempts: list[dict[str, Any]], latency_ms: float,
+              extra: dict[str, Any]) -> None:
+    """Queue the row that completes decision `follows` (a streamed chat's outcome), without waiting.
+
+    It is written after the response has ended, through the same group commit and hash chain;
+    the decision itself was committed before the first byte. A log that is not running is
+    reported, not raised: the client already has its answer.
+    """
+    entry = LogEntry(kind=kind, tenant=principal.tenant, actor=action.actor, session_id=action.session_id,
+                     action={}, decision=decision_d, model=model, attempts=attempts, latency_ms=latency_ms,
+                     key_id=principal.key_id, extra=extra, id=decision_id, ts=time.time(), follows=follows)
+    try:
+        services.decision_log.enqueue(entry)
+    except DecisionLogError as exc:
+        log.error("outcome of decision %s not logged: %s", follows, exc)
+
+
 async def hold(services: Any, *, principal: Principal, action: Action, decision: Decision, decision_id: str,
                callback_url: str | None = None, answers: dict[str, str] | None = None,
                request_id: str | None = None) -> dict[str, Any] | None:
@@ -146,5 +165,11 @@ def new_decision_id() -> str:
 
 
 def outcome_id(decision_id: str) -> str:
-    """The id of a streamed chat's outcome row, derived from its decision id (so it can be found)."""
-    return str(uuid.uuid5(uuid.UUID(decision_id), "outcome"))
+    """The id of a streamed chat's outcome row, derived from its decision id (so it can be found):
+    `str(uuid.uuid5(uuid.UUID(decision_id), "outcome"))`, computed without building UUID objects
+    (a fifth of the cost; the tests check both agree)."""
+    h = bytearray(hashlib.sha1(bytes.fromhex(decision_id.replace("-", "")) + b"outcome").digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50  # version 5
+    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"

@@ -66,7 +66,19 @@ async def test_streaming_relays_chunks_and_logs_before_first_byte(service):
             await asyncio.sleep(0.05)
     assert rows and rows[0]["model"] == "qwen-72b"
     explained = await _decision(service, did)
-    assert explained["stream_outcome"]["record"]["extra"]["outcome"] == "ok"
+    outcome = explained["stream_outcome"]["record"]
+    assert outcome["extra"]["outcome"] == "ok" and outcome["follows"] == did
+    # the outcome row records the outcome only: the request and the rules are in the decision row
+    assert "request" not in outcome and "rules" not in outcome
+    assert outcome["attempts"][0]["model"] == "qwen-72b" and outcome["extra"]["usage"]
+    assert explained["record"]["request"]["action"] == "chat"
+    from policyengine.store import make_sync_engine, verify_chain
+
+    engine = make_sync_engine(service.settings.database_url)
+    try:
+        assert verify_chain(engine).ok  # the follow-up row is on the same hash chain
+    finally:
+        engine.dispose()
 
 
 async def test_tool_calls_pass_through(service):

@@ -1,0 +1,71 @@
+"""The hot endpoints are served straight from the ASGI call (policyengine.api.hotpath): same
+behaviour as through FastAPI's stack — errors, auth, root_path — without its per-request cost."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+import pytest
+from starlette.requests import Request
+
+from policyengine.api.decide import outcome_id
+from policyengine.api.hotpath import PolicyEngineApp
+
+
+def _app() -> PolicyEngineApp:
+    app = PolicyEngineApp()
+
+    async def boom(request: Request):
+        raise RuntimeError("secret detail that must not reach the client")
+
+    async def echo(request: Request):
+        from policyengine.api.errors import json_response
+
+        return json_response({"path": request.url.path, "body": (await request.body()).decode()})
+
+    app.add_hot_route("/v1/boom", boom)
+    app.add_hot_route("/v1/echo", echo)
+
+    @app.get("/v1/echo")
+    async def echo_get() -> dict:
+        return {"via": "fastapi"}
+
+    return app
+
+
+async def test_unhandled_error_is_a_logged_json_500(caplog: pytest.LogCaptureFixture) -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=_app()), base_url="http://t") as c:
+        r = await c.post("/v1/boom", json={})
+    assert r.status_code == 500
+    err = r.json()["error"]
+    assert err["code"] == "internal_error" and "secret" not in r.text
+    assert "secret detail" in caplog.text  # the traceback is in the server log
+
+
+async def test_only_post_takes_the_hot_path_and_root_path_is_honoured() -> None:
+    app = _app()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        assert (await c.get("/v1/echo")).json() == {"via": "fastapi"}
+        assert (await c.post("/v1/echo", content=b"hi")).json()["body"] == "hi"
+        assert (await c.post("/v1/nope", content=b"hi")).status_code == 404
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app, root_path="/pe"),
+                                 base_url="http://t") as c:
+        assert (await c.post("/pe/v1/echo", content=b"x")).json()["body"] == "x"
+
+
+async def test_auth_errors_match_the_fastapi_routes(service) -> None:
+    async with httpx.AsyncClient(base_url=service.url) as c:
+        hot = await c.post("/v1/evaluate", json={"action": "classify_ticket"})
+        slow = await c.get("/v1/models")
+        bad = await c.post("/v1/chat/completions", json={}, headers={"Authorization": "Bearer nope"})
+    assert hot.status_code == slow.status_code == 401
+    assert hot.headers["www-authenticate"] == slow.headers["www-authenticate"] == "Bearer"
+    assert hot.json()["error"]["code"] == slow.json()["error"]["code"] == "missing_api_key"
+    assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_outcome_id_is_uuid5_of_the_decision_id() -> None:
+    for _ in range(200):
+        d = str(uuid.uuid4())
+        assert outcome_id(d) == str(uuid.uuid5(uuid.UUID(d), "outcome"))
