@@ -13,6 +13,7 @@ import re
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from policyengine.signals.base import MentionMatch
 
@@ -67,12 +68,18 @@ def _inflections(word: str) -> list[str]:
     return sorted((re.escape(f) for f in forms), key=len, reverse=True)
 
 
+# Every entry's pattern is _LEFT_EDGE (?:body) _RIGHT_EDGE; the shared edges let the
+# lexicon's pre-check test them once per position rather than once per entry.
+_LEFT_EDGE = r"(?<![\w'\u2019-])"
+_RIGHT_EDGE = r"(?!\w)"
+
+
 def _compile(phrase: str, extra_exclusions: Iterable[str] = ()) -> _Entry:
     words = re.findall(r"[\w'\u2019]+", phrase.lower())
     if not words:
         raise ValueError(f"lexicon phrase {phrase!r} has no words")
     body = r"[\s\-]+".join("(?:" + "|".join(_inflections(w)) + ")" for w in words)
-    pattern = re.compile(rf"(?<![\w'\u2019-])(?:{body})(?!\w)", re.I)
+    pattern = re.compile(f"{_LEFT_EDGE}(?:{body}){_RIGHT_EDGE}", re.I)
     excl = [re.compile(x, re.I) for w in words for x in DEFAULT_EXCLUSIONS.get(w, ())]
     excl += [re.compile(x, re.I) for x in extra_exclusions]
     fuzzy = tuple(words) if len(words) == 1 and len(words[0]) >= 6 and words[0].isalpha() else ()
@@ -151,6 +158,87 @@ def _typo_of(token: str, target: str) -> bool:
 
 
 _WORD = re.compile(r"[A-Za-z]+")
+_PLURAL = re.compile(r"(?:'s|s)$")
+
+
+class _FuzzyTarget(NamedTuple):
+    entry: _Entry
+    target: str
+    min_len: int  # shorter tokens are never tried against the target
+    # A token with more than max_foreign + 1 letters that the target lacks is a typo of it
+    # neither as it stands nor without a plural "s": _typo_of's letter-count lower bound
+    # (at most 1 for 7-8 letters, 2 for longer; 0 for shorter words, which need the same
+    # letters), and dropping the "s" removes at most one such letter.
+    max_foreign: int
+    letters: bytes  # the target's ASCII letters, for bytes.translate(None, letters)
+
+
+def _fuzzy_target(entry: _Entry, target: str) -> _FuzzyTarget:
+    max_foreign = 0 if len(target) < 7 else 1 if len(target) < 9 else 2
+    return _FuzzyTarget(entry, target, len(target) - 1, max_foreign,
+                        bytes(sorted({ord(c) for c in target if ord(c) < 128})))
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A compiled lexicon: its entries plus what lets find_all skip work on texts without hits."""
+
+    entries: list[_Entry]
+    # Matches somewhere iff some entry's pattern does (None: no pre-check, run every entry).
+    exact_check: re.Pattern[str] | None
+    # The _WORD tokens that can be a typo of some fuzzy target: those whose first letter
+    # starts a target and that are long enough for the shortest such target.
+    fuzzy_tokens: re.Pattern[str] | None
+    # token's first letter -> _FuzzyTarget in entry order, then target order
+    fuzzy_by_letter: dict[str, tuple[_FuzzyTarget, ...]]
+
+
+def _exact_check(entries: Sequence[_Entry]) -> re.Pattern[str] | None:
+    """One regex that finds a match iff at least one entry's pattern finds one.
+
+    An alternation finds a match at a position iff one of its alternatives does, and
+    every pattern here is _LEFT_EDGE (?:body) _RIGHT_EDGE, so the edges are tested once:
+    `LEFT (?:(?:b1)|(?:b2)|...) RIGHT`. Patterns that do not have that shape (or
+    different flags) fall back to the plain alternation `(?:p1)|(?:p2)|...`, or to no
+    pre-check at all.
+    """
+    if not entries or len({e.pattern.flags for e in entries}) != 1:
+        return None
+    flags = entries[0].pattern.flags
+    sources = [e.pattern.pattern for e in entries]
+    bodies = [p[len(_LEFT_EDGE) : len(p) - len(_RIGHT_EDGE)] for p in sources
+              if p.startswith(_LEFT_EDGE) and p.endswith(_RIGHT_EDGE)
+              and len(p) > len(_LEFT_EDGE) + len(_RIGHT_EDGE)]
+    candidates = ["|".join(f"(?:{p})" for p in sources)]
+    if len(bodies) == len(sources):
+        candidates.insert(0, _LEFT_EDGE + "(?:" + "|".join(f"(?:{b})" for b in bodies) + ")" + _RIGHT_EDGE)
+    for source in candidates:
+        try:
+            return re.compile(source, flags)
+        except re.error:  # pragma: no cover - every entry's own pattern compiled
+            continue
+    return None  # pragma: no cover
+
+
+def _plan(entries: list[_Entry]) -> _Plan:
+    by_letter: dict[str, list[_FuzzyTarget]] = {}
+    for entry in entries:
+        for target in entry.fuzzy_words:
+            by_letter.setdefault(target[0], []).append(_fuzzy_target(entry, target))
+    # Tokens are ASCII letters lower-cased, so only an ASCII lower-case first letter can
+    # ever equal a token's; the shortest target there bounds the token length from below.
+    letters = sorted(c for c in by_letter if "a" <= c <= "z")
+    fuzzy_tokens = None
+    if letters:
+        least = min(f.min_len for c in letters for f in by_letter[c])
+        cls = "".join(letters) + "".join(letters).upper()
+        # A maximal run of ASCII letters (what _WORD yields), starting with one of the
+        # letters and at least `least` long. The letter comes first so the regex engine
+        # can skip ahead to it; the look-behind then says the run starts there (the
+        # letter just read is itself a letter, so this fails iff the one before it is).
+        fuzzy_tokens = re.compile(f"[{cls}](?<![A-Za-z][A-Za-z])[A-Za-z]{{{max(least - 1, 0)},}}")
+    return _Plan(entries, _exact_check(entries), fuzzy_tokens,
+                 {c: tuple(v) for c, v in by_letter.items()})
 
 
 class LexiconMatcher:
@@ -159,20 +247,24 @@ class LexiconMatcher:
     def __init__(self, *, fuzzy: bool = True, exclusions: dict[str, Sequence[str]] | None = None) -> None:
         self.fuzzy = fuzzy
         self.exclusions = {k.lower(): tuple(v) for k, v in (exclusions or {}).items()}
-        self._cache: dict[tuple[str, tuple[str, ...]], list[_Entry]] = {}
+        self._cache: dict[tuple[str, tuple[str, ...]], _Plan] = {}
         self._lock = threading.Lock()
 
     def entries(self, lexicon: str, phrases: Sequence[str]) -> list[_Entry]:
+        return self._plan(lexicon, phrases).entries
+
+    def _plan(self, lexicon: str, phrases: Sequence[str]) -> _Plan:
         if isinstance(phrases, str):
             raise TypeError(f"lexicon {lexicon!r}: phrases must be a list of strings, not one string")
         key = (lexicon, tuple(phrases))
         got = self._cache.get(key)  # a dict lookup is atomic; the lock guards only the fill
         if got is None:
-            got = []
+            entries = []
             for p in phrases:
                 if not isinstance(p, str) or not p.strip():
                     raise ValueError(f"lexicon {lexicon!r} has an empty or non-string phrase: {p!r}")
-                got.append(_compile(p, self.exclusions.get(p.lower(), ())))
+                entries.append(_compile(p, self.exclusions.get(p.lower(), ())))
+            got = _plan(entries)
             with self._lock:
                 self._cache[key] = got
         return got
@@ -182,32 +274,43 @@ class LexiconMatcher:
             raise TypeError(f"text must be a string, got {type(text).__name__}")
         hits: list[MentionMatch] = []
         taken: list[tuple[int, int]] = []
-        entries = self.entries(lexicon, phrases)
-        for entry in entries:
-            for m in entry.pattern.finditer(text):
+        plan = self._plan(lexicon, phrases)
+        if plan.exact_check is None or plan.exact_check.search(text) is not None:
+            for entry in plan.entries:
+                for m in entry.pattern.finditer(text):
+                    s, e = m.span()
+                    if self._excluded(entry, text, s, e):
+                        continue
+                    if entry.name_like and _is_name(text, s, e):
+                        continue
+                    hits.append(MentionMatch(lexicon=lexicon, phrase=entry.phrase, matched_text=m.group(0),
+                                             start=s, end=e))
+                    taken.append((s, e))
+        if self.fuzzy and plan.fuzzy_tokens is not None:
+            # Token by token rather than entry by entry: a token goes to the first (entry,
+            # target) that takes it, as before, since a fuzzy hit covers only its own token.
+            # Fuzzy hits never share a start with each other or with an exact hit, so the
+            # stable sort below puts everything in the same order as before.
+            by_letter = plan.fuzzy_by_letter
+            for m in plan.fuzzy_tokens.finditer(text):
                 s, e = m.span()
-                if self._excluded(entry, text, s, e):
+                if taken and any(a <= s < b for a, b in taken):
                     continue
-                if entry.name_like and _is_name(text, s, e):
-                    continue
-                hits.append(MentionMatch(lexicon=lexicon, phrase=entry.phrase, matched_text=m.group(0), start=s, end=e))
-                taken.append((s, e))
-        if self.fuzzy:
-            words: list[tuple[re.Match[str], int, int, str]] | None = None  # tokenised once, on demand
-            for entry in entries:
-                for target in entry.fuzzy_words:
-                    if words is None:
-                        words = [(m, *m.span(), m.group(0).lower()) for m in _WORD.finditer(text)]
-                    for m, s, e, tok in words:
-                        if any(a <= s < b for a, b in taken) or len(tok) < len(target) - 1 or tok[0] != target[0]:
+                word = m.group(0)
+                tok = word.lower()
+                raw = tok.encode("ascii")  # _WORD tokens are ASCII letters
+                base: str | None = None
+                for entry, target, min_len, max_foreign, letters in by_letter[tok[0]]:
+                    if len(tok) < min_len or len(raw.translate(None, letters)) - 1 > max_foreign:
+                        continue
+                    if base is None:
+                        base = _PLURAL.sub("", tok) if not tok.endswith("ss") else tok
+                    if _typo_of(tok, target) or (base != tok and _typo_of(base, target)):
+                        if self._excluded(entry, text, s, e):
                             continue
-                        base = re.sub(r"(?:'s|s)$", "", tok) if not tok.endswith("ss") else tok
-                        if _typo_of(tok, target) or _typo_of(base, target):
-                            if self._excluded(entry, text, s, e):
-                                continue
-                            hits.append(MentionMatch(lexicon=lexicon, phrase=entry.phrase, matched_text=m.group(0),
-                                                     start=s, end=e, method="fuzzy", score=0.9))
-                            taken.append((s, e))
+                        hits.append(MentionMatch(lexicon=lexicon, phrase=entry.phrase, matched_text=word,
+                                                 start=s, end=e, method="fuzzy", score=0.9))
+                        break
         hits.sort(key=lambda h: (h.start, -(h.end - h.start)))
         return hits
 
