@@ -39,23 +39,31 @@ class AuthError(Exception):
         self.status, self.message, self.code = status, message, code
 
 
+def principal_of(info: KeyInfo) -> Principal:
+    return Principal(tenant=info.tenant, key_id=info.key_id, subject=info.subject, roles=frozenset(info.roles),
+                     groups=frozenset(info.groups), attributes=info.attributes)
+
+
 class KeyCache:
+    """Authenticated keys by token hash, as ready-made (immutable) Principals, for `ttl_s` seconds."""
+
     def __init__(self, repo: ApiKeyRepo, ttl_s: float) -> None:
         self.repo, self.ttl_s = repo, ttl_s
-        self._cache: dict[str, tuple[float, KeyInfo | None]] = {}
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
 
-    async def lookup(self, token: str) -> KeyInfo | None:
+    async def lookup(self, token: str) -> Principal | None:
         h = hash_token(token)
         now = time.monotonic()
         hit = self._cache.get(h)
         if hit is not None and hit[0] > now:
             return hit[1]
         info = await self.repo.authenticate(token)
+        p = None if info is None else principal_of(info)
         if self.ttl_s > 0:
             if len(self._cache) > 10_000:
                 self._cache.clear()
-            self._cache[h] = (now + self.ttl_s, info)
-        return info
+            self._cache[h] = (now + self.ttl_s, p)
+        return p
 
     def invalidate(self) -> None:
         self._cache.clear()
@@ -85,12 +93,10 @@ async def authenticate(request: Request) -> Principal:
     if not token:
         raise AuthError(401, "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
                         "missing_api_key")
-    info = await services.extras["key_cache"].lookup(token)
-    if info is None:
+    p = await services.extras["key_cache"].lookup(token)
+    if p is None:
         raise AuthError(401, "invalid or revoked API key", "invalid_api_key")
-    return Principal(tenant=info.tenant, key_id=info.key_id, subject=info.subject,
-                     roles=frozenset(info.roles), groups=frozenset(info.groups),
-                     attributes=info.attributes)
+    return p
 
 
 def require_principal(*roles: str):
