@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     seed_keys: list[SeedKey] = Field(default_factory=list)
     dev_tenant: str = "dev"
     key_cache_ttl_s: float = Field(5.0, ge=0, description="how long an authenticated key is cached in-process")
+    key_revocation_poll_s: float = Field(1.0, ge=0, description="how often the service checks for keys revoked "
+                                         "elsewhere (CLI, other replicas) and clears its key cache; 0 disables")
 
     # gateway
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)

@@ -138,6 +138,10 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
             raise RuntimeError(f"cannot start: the policy set at {', '.join(settings.policy_path)} does not "
                                f"load: {res.error}\n" + "\n".join(d.get("message", "") for d in res.diagnostics))
         _warm_signals(services)
+        watcher = None
+        if settings.key_cache_ttl_s > 0 and settings.key_revocation_poll_s > 0:
+            watcher = asyncio.create_task(services.extras["key_cache"].watch_revocations(
+                settings.key_revocation_poll_s), name="key-revocations")
         services.scheduler.start()
         for hook in services.startup_hooks:
             await hook(services)
@@ -154,6 +158,10 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
             if sighup:
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(signal.SIGHUP)
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await watcher
             for hook in reversed(services.shutdown_hooks):
                 with contextlib.suppress(Exception):
                     await hook(services)

@@ -3,12 +3,16 @@
 Clients send `Authorization: Bearer <token>` (the OpenAI SDK's `api_key`) or
 `X-API-Key: <token>`. Keys are stored as sha256 hashes, each bound to one
 tenant, a subject, roles (app, reviewer, admin) and reviewer groups.
-Authenticated keys are cached in-process for `key_cache_ttl_s` seconds (a
-revocation takes effect within that time; 0 disables the cache).
+Authenticated keys are cached in-process for `key_cache_ttl_s` seconds (0
+disables the cache); a revocation clears the cache within
+`key_revocation_poll_s` wherever it was made (the CLI, the admin API, another
+replica), and at once on the replica that served the admin call.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +22,7 @@ from fastapi import Request
 from policyengine.store import ApiKeyRepo, KeyInfo, hash_token
 
 ROLES = ("app", "reviewer", "admin")
+log = logging.getLogger("policyengine.api.auth")
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,21 @@ class KeyCache:
 
     def invalidate(self) -> None:
         self._cache.clear()
+
+    async def watch_revocations(self, every_s: float) -> None:
+        """Clear the cache as soon as a key is revoked anywhere (the CLI, another replica): one small
+        query every `every_s` seconds, so a revocation takes effect within that time, not the TTL."""
+        mark = await self.repo.revocation_mark()
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                now = await self.repo.revocation_mark()
+            except Exception as exc:  # the database is briefly unavailable: keep serving, retry
+                log.warning("cannot check for revoked API keys: %s: %s", type(exc).__name__, exc)
+                continue
+            if now != mark:
+                mark = now
+                self.invalidate()
 
 
 def _token(request: Request) -> str | None:

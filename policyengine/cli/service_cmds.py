@@ -192,7 +192,7 @@ def keys_list(tenant: Annotated[str | None, typer.Option(help="only this tenant"
 @keys_app.command("revoke")
 def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key_id to revoke")], db: DbOpt = None,
                 settings_file: SettingsOpt = None) -> None:
-    """Revoke an API key (services stop accepting it within key_cache_ttl_s)."""
+    """Revoke an API key (running services stop accepting it within key_revocation_poll_s, 1 s by default)."""
     url = _db_url(db, settings_file)
 
     async def run():

@@ -197,6 +197,12 @@ class ApiKeyRepo:
         async with self.sm() as s:
             return [_info(r) for r in (await s.execute(stmt)).scalars()]
 
+    async def revocation_mark(self) -> tuple[int, float | None]:
+        """(keys revoked, latest revocation time): changes whenever any key is revoked, by any process."""
+        async with self.sm() as s:
+            row = (await s.execute(sa.select(sa.func.count(ApiKey.revoked_at), sa.func.max(ApiKey.revoked_at)))).one()
+        return int(row[0]), row[1]
+
     async def revoke(self, key_id: str, tenant: str | None = None) -> bool:
         stmt = sa.update(ApiKey).where(ApiKey.key_id == key_id, ApiKey.revoked_at.is_(None))
         if tenant is not None:

@@ -94,7 +94,7 @@ async def running_service(db_url: str, monkeypatch, policy_dir: Path = POLICIES,
     monkeypatch.setenv("PE_T_GEMMA_URL", sims["gemma-27b"].url)
     monkeypatch.setenv("PE_T_KIMI_URL", sims["kimi-large"].url)
     settings = Settings(database_url=db_url, policy_path=[str(policy_dir)], seed_keys=seed_env(monkeypatch),
-                        key_cache_ttl_s=0, **overrides)
+                        **{"key_cache_ttl_s": 0, **overrides})
     app = create_app(settings)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",

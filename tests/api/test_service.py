@@ -131,3 +131,32 @@ async def test_two_replicas_share_one_chain(pg_schema_url, service_factory):
     res = verify_chain(engine)
     engine.dispose()
     assert res.ok and res.rows >= 80, res.problem
+
+
+async def test_a_key_revoked_from_the_cli_stops_working_within_the_poll_interval(tmp_path, service_factory):
+    """Keys are cached for key_cache_ttl_s (30 s here), but a revocation made by another process
+    (`policyengine keys revoke`) clears every replica's cache within key_revocation_poll_s."""
+    import asyncio
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import httpx
+
+    url = f"sqlite:///{tmp_path / 'pe.db'}"
+    async with service_factory(url, key_cache_ttl_s=30, key_revocation_poll_s=0.2) as svc:
+        async with svc.client("admin") as c:
+            r = await c.post("/v1/admin/keys", json={"roles": ["app"], "subject": "cli-revoked"})
+            token, key_id = r.json()["token"], r.json()["key_id"]
+        async with httpx.AsyncClient(base_url=svc.url, headers={"X-API-Key": token}) as k:
+            assert (await k.post("/v1/evaluate", json={"action": "classify_ticket"})).status_code == 200  # cached
+            cli = Path(sys.executable).parent / "policyengine"
+            res = await asyncio.to_thread(subprocess.run, [str(cli), "keys", "revoke", key_id, "--db", url],
+                                          capture_output=True, text=True, timeout=120)
+            assert res.returncode == 0, res.stderr
+            t0 = time.monotonic()
+            while (await k.post("/v1/evaluate", json={"action": "classify_ticket"})).status_code == 200:
+                assert time.monotonic() - t0 < 5, "the revoked key still works after 5 s"
+                await asyncio.sleep(0.05)
+            assert (await k.post("/v1/evaluate", json={"action": "classify_ticket"})).status_code == 401
