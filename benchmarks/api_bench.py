@@ -252,11 +252,20 @@ def main() -> None:
     ap.add_argument("--service-cpu", default="0")
     ap.add_argument("--load-cpu", default="1")
     ap.add_argument("--json", help="write the results here as JSON")
+    ap.add_argument("--keep-awake", action="store_true",
+                    help="keep both CPUs out of their idle state during the concurrency-1 chat runs (see KeepAwake)")
+    ap.add_argument("--no-plain-proxy", action="store_true",
+                    help="skip the plain aiohttp proxy measured beside the gateway")
     ap.add_argument("--upstream", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--plain-proxy", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--to", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.upstream:
         run_upstream(a.port)
+        return
+    if a.plain_proxy:
+        run_plain_proxy(a.port, a.to)
         return
     if not shutil.which("wrk"):
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -269,7 +278,10 @@ def main() -> None:
                                  str(up_port)], start_new_session=True)
     wait_port(up_port, upstream)
     up_url = f"http://127.0.0.1:{up_port}/v1"
-    results: dict = {"cpus": os.cpu_count(), "duration_s": a.duration, "evaluate": {}, "chat": {}}
+    proxy = None if a.no_plain_proxy or a.skip_chat or a.only == "evaluate" else PlainProxy(up_url, a.service_cpu)
+    awake = f"{a.service_cpu},{a.load_cpu}" if a.keep_awake else None
+    results: dict = {"cpus": os.cpu_count(), "duration_s": a.duration, "evaluate": {}, "chat": {},
+                     "c1_cpus_kept_awake": awake}
     d = a.duration
     evaluate_body = {"action": "classify_ticket", "actor": "bench", "fields": {"ticket": 42}}
     chat_body = {"model": "auto", "messages": [{"role": "user", "content": "Summarise my last ticket."}]}
@@ -289,7 +301,8 @@ def main() -> None:
                 wrk(svc.url + "/v1/evaluate", conns=4, duration=2, body=evaluate_body, token=TOKEN,
                     cpu=a.load_cpu)  # warm-up
                 if a.only in ("plain", "stream"):
-                    results["chat"][db] = bench_chat(svc, up_url, chat_body, d, a.load_cpu, db, only=a.only)
+                    results["chat"][db] = bench_chat(svc, up_url, chat_body, d, a.load_cpu, db, only=a.only,
+                                                     proxy=proxy, awake_cpus=awake)
                     continue
                 before = count_rows(db_url)
                 r1 = wrk(svc.url + "/v1/evaluate", conns=1, duration=d, body=evaluate_body, token=TOKEN,
@@ -306,10 +319,13 @@ def main() -> None:
                       f"{r32['p99_ms']:.2f} ms, service CPU {r32.get('service_cpu_ms_per_request')} ms/req "
                       f"(got {r32.get('service_cpu_share')} of a core) | rows {rows} vs 2xx {ok}", flush=True)
                 if mode and not a.skip_chat and a.only == "all":
-                    results["chat"][db] = bench_chat(svc, up_url, chat_body, d, a.load_cpu, db)
+                    results["chat"][db] = bench_chat(svc, up_url, chat_body, d, a.load_cpu, db, proxy=proxy,
+                                                     awake_cpus=awake)
             finally:
                 svc.stop()
     finally:
+        if proxy is not None:
+            proxy.stop()
         upstream.send_signal(signal.SIGTERM)
         upstream.wait(10)
         shutil.rmtree(work, ignore_errors=True)
@@ -325,7 +341,8 @@ def loadavg() -> str:
         return "?"
 
 
-def bench_chat(svc: Service, up_url: str, body: dict, d: int, cpu: str, label: str, only: str = "all") -> dict:
+def bench_chat(svc: Service, up_url: str, body: dict, d: int, cpu: str, label: str, only: str = "all",
+               proxy: PlainProxy | None = None, awake_cpus: str | None = None) -> dict:
     out: dict = {}
     stream_body = {**body, "stream": True}
     direct = up_url + "/chat/completions"
@@ -334,19 +351,106 @@ def bench_chat(svc: Service, up_url: str, body: dict, d: int, cpu: str, label: s
     for name, b in (("plain", body), ("stream", stream_body)):
         if only not in ("all", name):
             continue
-        dir1 = wrk(direct, conns=1, duration=d, body=b, token=None, cpu=cpu)
-        gw1 = wrk(gw, conns=1, duration=d, body=b, token=TOKEN, cpu=cpu, measure_pid=svc.proc.pid)
+        with KeepAwake(awake_cpus):
+            dir1 = wrk(direct, conns=1, duration=d, body=b, token=None, cpu=cpu)
+            gw1 = wrk(gw, conns=1, duration=d, body=b, token=TOKEN, cpu=cpu, measure_pid=svc.proc.pid)
+            px1 = wrk(proxy.url, conns=1, duration=d, body=b, token=None, cpu=cpu) if proxy else None
         gw32 = wrk(gw, conns=32, duration=d, body=b, token=TOKEN, cpu=cpu, measure_pid=svc.proc.pid)
         dir32 = wrk(direct, conns=32, duration=d, body=b, token=None, cpu=cpu)
+        px32 = wrk(proxy.url, conns=32, duration=d, body=b, token=None, cpu=cpu, measure_pid=proxy.proc.pid) \
+            if proxy else None
         added = gw1["p50_ms"] - dir1["p50_ms"]
         out[name] = {"direct_c1": dir1, "gateway_c1": gw1, "gateway_c32": gw32, "direct_c32": dir32,
                      "added_p50_ms_c1": round(added, 3),
-                     "added_p99_ms_c1": round(gw1["p99_ms"] - dir1["p99_ms"], 3), "loadavg": loadavg()}
-        print(f"[chat/{label}/{name}] direct c=1 p50 {dir1['p50_ms']:.3f} ms | gateway c=1 p50 {gw1['p50_ms']:.3f} ms "
-              f"(added {added:.3f} ms) | gateway c=32 {gw32['rps']:.0f} req/s (non-2xx {gw32['non2xx']}), service CPU "
-              f"{gw32.get('service_cpu_ms_per_request')} ms/req (got {gw32.get('service_cpu_share')} of a core) | "
-              f"direct c=32 {dir32['rps']:.0f} req/s", flush=True)
+                     "added_p99_ms_c1": round(gw1["p99_ms"] - dir1["p99_ms"], 3), "loadavg": loadavg(),
+                     "c1_cpus_kept_awake": awake_cpus}
+        line = (f"[chat/{label}/{name}] direct c=1 p50 {dir1['p50_ms']:.3f} ms | gateway c=1 p50 {gw1['p50_ms']:.3f} ms "
+                f"(added {added:.3f} ms{', CPUs kept awake' if awake_cpus else ''}) | gateway c=32 {gw32['rps']:.0f} "
+                f"req/s (non-2xx {gw32['non2xx']}), service CPU {gw32.get('service_cpu_ms_per_request')} ms/req (got "
+                f"{gw32.get('service_cpu_share')} of a core) | direct c=32 {dir32['rps']:.0f} req/s")
+        if px1 and px32:
+            out[name].update(plain_proxy_c1=px1, plain_proxy_c32=px32,
+                             plain_proxy_added_p50_ms_c1=round(px1["p50_ms"] - dir1["p50_ms"], 3))
+            line += (f" || plain aiohttp proxy (no policy, no log): c=1 added {px1['p50_ms'] - dir1['p50_ms']:.3f} ms, "
+                     f"c=32 {px32['rps']:.0f} req/s, {px32.get('service_cpu_ms_per_request')} ms CPU/req")
+        print(line, flush=True)
     return out
+
+
+class KeepAwake:
+    """Keep CPUs out of their idle state while the concurrency-1 latencies are measured.
+
+    On this VM an idle vCPU halts (cpuidle `haltpoll` with `guest_halt_poll_ns` = 0), and waking it
+    costs ~0.15-0.25 ms. A proxied request crosses CPUs four times (wrk -> service -> upstream ->
+    service -> wrk) where the direct call crosses none (wrk and the upstream share a CPU), so at
+    concurrency 1 every proxy pays ~0.6-0.9 ms of wake-ups that are not its own work. A busy loop per
+    CPU under SCHED_IDLE keeps them awake (a busy server never halts either); SCHED_IDLE runs only
+    when nothing else wants the CPU and any woken task preempts it at once. The figures without it
+    are the default; the flag adds the run with it.
+    """
+
+    def __init__(self, cpus: str | None) -> None:
+        self.cpus = [c for c in (cpus or "").split(",") if c]
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> KeepAwake:
+        for c in self.cpus:
+            self.procs.append(subprocess.Popen(["taskset", "-c", c, "chrt", "--idle", "0", sys.executable, "-c",
+                                                "while True: pass"]))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+class PlainProxy:
+    """The floor of any Python proxy in this layout: uvicorn (uvloop, httptools) forwarding each POST to the
+    upstream with one aiohttp session and relaying the answer — no policy, no log, no auth, no failover."""
+
+    def __init__(self, upstream: str, cpu: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/v1/chat/completions"
+        self.proc = subprocess.Popen(["taskset", "-c", cpu, sys.executable, __file__, "--plain-proxy", "--port",
+                                      str(self.port), "--to", upstream + "/chat/completions"],
+                                     start_new_session=True)
+        wait_port(self.port, self.proc)
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
+
+
+def run_plain_proxy(port: int, target: str) -> None:
+    import aiohttp
+    import uvicorn
+
+    session: aiohttp.ClientSession | None = None
+
+    async def app(scope: dict, receive, send) -> None:
+        nonlocal session
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        more = True
+        while more:
+            m = await receive()
+            body, more = body + m.get("body", b""), m.get("more_body", False)
+        if session is None:
+            session = aiohttp.ClientSession()
+        async with session.post(target, data=body, headers={"content-type": "application/json"}) as r:
+            ctype = r.headers.get("content-type", "application/json").encode()
+            await send({"type": "http.response.start", "status": r.status, "headers": [(b"content-type", ctype)]})
+            async for chunk in r.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop="uvloop",
+                http="httptools")
 
 
 if __name__ == "__main__":
