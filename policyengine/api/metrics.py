@@ -3,31 +3,53 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+M = TypeVar("M", bound=Any)
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class Labelled(Generic[M]):
+    """A labelled metric whose children are looked up in a dict: prometheus_client's `labels()`
+    validates the values and takes a lock on every call, several times per request on the hot
+    paths. Label values here are model names, effects, outcomes: a bounded set, which the
+    registry keeps for the life of the process anyway."""
+
+    __slots__ = ("_children", "metric")
+
+    def __init__(self, metric: M) -> None:
+        self.metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def labels(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
 
 
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.decisions = Counter("policyengine_decisions", "Decisions made, by effect and kind",
-                                 ["effect", "kind"], registry=r)
-        self.chat_requests = Counter("policyengine_chat_requests",
-                                     "Chat requests by the model that answered and the outcome",
-                                     ["model", "outcome"], registry=r)
-        self.attempts = Counter("policyengine_dispatch_attempts",
-                                "Upstream attempts by model and error class (ok = success)",
-                                ["model", "error_class"], registry=r)
+        self.decisions = Labelled(Counter("policyengine_decisions", "Decisions made, by effect and kind",
+                                          ["effect", "kind"], registry=r))
+        self.chat_requests = Labelled(Counter("policyengine_chat_requests",
+                                              "Chat requests by the model that answered and the outcome",
+                                              ["model", "outcome"], registry=r))
+        self.attempts = Labelled(Counter("policyengine_dispatch_attempts",
+                                         "Upstream attempts by model and error class (ok = success)",
+                                         ["model", "error_class"], registry=r))
         self.cooldowns_open = Gauge("policyengine_cooldowns_open", "Models/keys currently cooling down",
                                     registry=r)
-        self.request_latency = Histogram("policyengine_request_latency_seconds",
-                                         "Service latency by route", ["route"], buckets=LATENCY_BUCKETS,
-                                         registry=r)
-        self.upstream_latency = Histogram("policyengine_upstream_latency_seconds",
-                                          "Latency of upstream model calls by model", ["model"],
-                                          buckets=LATENCY_BUCKETS, registry=r)
+        self.request_latency = Labelled(Histogram("policyengine_request_latency_seconds",
+                                                  "Service latency by route", ["route"], buckets=LATENCY_BUCKETS,
+                                                  registry=r))
+        self.upstream_latency = Labelled(Histogram("policyengine_upstream_latency_seconds",
+                                                   "Latency of upstream model calls by model", ["model"],
+                                                   buckets=LATENCY_BUCKETS, registry=r))
         self.log_batch = Histogram("policyengine_decision_log_batch_rows",
                                    "Rows per decision-log commit (group commit)",
                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)

@@ -252,10 +252,11 @@ class DispatchStream:
             finally:
                 await self._close_current()
             if broken is None:
-                self.result = DispatchResult(response=acc.completion(), model=spec.name, key_id=key_id,
-                                             attempts=run.attempts, usage=acc.usage, finish_reason=acc.finish_reason,
-                                             latency_ms=(time.perf_counter() - run.t0) * 1000,
-                                             continued_from=continued_from)
+                # trusted values (the attempts are Attempt objects already): no validation per stream
+                self.result = DispatchResult.model_construct(
+                    response=acc.completion(), model=spec.name, key_id=key_id, attempts=run.attempts, usage=acc.usage,
+                    finish_reason=acc.finish_reason, latency_ms=(time.perf_counter() - run.t0) * 1000,
+                    continued_from=continued_from, error=None, complete=True)
                 return
             reason, message, status, _ = broken
             run.attempts.append(Attempt(model=spec.name, key_id=key_id, status=status, error_class="failover",
