@@ -107,6 +107,8 @@ class Settings(BaseSettings):
     seed_keys: list[SeedKey] = Field(default_factory=list)
     dev_tenant: str = "dev"
     key_cache_ttl_s: float = Field(5.0, ge=0, description="how long an authenticated key is cached in-process")
+    gc_gen0_threshold: int = Field(20_000, ge=0, description="young-generation GC threshold once the service has "
+                                   "started (CPython's default is 700; 0 leaves the interpreter's settings alone)")
     key_revocation_poll_s: float = Field(1.0, ge=0, description="how often the service checks for keys revoked "
                                          "elsewhere (CLI, other replicas) and clears its key cache; 0 disables")
 

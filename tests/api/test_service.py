@@ -160,3 +160,14 @@ async def test_a_key_revoked_from_the_cli_stops_working_within_the_poll_interval
                 assert time.monotonic() - t0 < 5, "the revoked key still works after 5 s"
                 await asyncio.sleep(0.05)
             assert (await k.post("/v1/evaluate", json={"action": "classify_ticket"})).status_code == 401
+
+
+async def test_gc_is_tuned_while_serving_and_restored_after(tmp_path, service_factory):
+    import gc
+
+    before = gc.get_threshold()
+    async with service_factory(f"sqlite:///{tmp_path / 'pe.db'}", gc_gen0_threshold=12_345) as svc:
+        assert gc.get_threshold()[0] == 12_345 and gc.get_freeze_count() > 0
+        async with svc.client() as c:
+            assert (await c.post("/v1/evaluate", json={"action": "classify_ticket"})).status_code == 200
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
