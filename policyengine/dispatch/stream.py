@@ -119,13 +119,14 @@ class DispatchStream:
         """Every attempt so far (the final list is also in `result`)."""
         return list(self._run.attempts)
 
-    def __aiter__(self) -> DispatchStream:
-        return self
-
-    async def __anext__(self) -> dict:
+    def __aiter__(self) -> AsyncIterator[dict]:
+        # the generator itself: `async for` then steps it directly, one coroutine frame less per chunk
         if self._gen is None:
             self._gen = self._generate()
-        return await self._gen.__anext__()
+        return self._gen
+
+    async def __anext__(self) -> dict:
+        return await self.__aiter__().__anext__()
 
     async def aclose(self) -> None:
         if self._gen is not None:
@@ -169,8 +170,118 @@ class DispatchStream:
     async def _generate(self) -> AsyncIterator[dict]:
         acc = _Acc()
         try:
-            async for chunk in self._segments(acc):
-                yield chunk
+            d, run = self._d, self._run
+            client_wants_usage = bool((run.body.get("stream_options") or {}).get("include_usage"))
+            continued_from: list[str] = []
+            body = run.body
+            opened, spec, key_id = await d.execute(run, self._open_call(body))  # DispatchError propagates
+            self._current = opened
+            self._last_model = spec.name
+            # the answer has started: from now on the stream's own (longer) total budget applies
+            run.deadline = max(run.deadline, run.started + d.settings.stream_deadline)
+            skip_role = False
+            while True:
+                budget = d.budget(spec)
+                finished = False
+                broken: tuple[str, str, int | None, Any] | None = None  # reason, message, status, body
+                t_seg, started = time.perf_counter(), time.time()
+                try:
+                    pending = list(opened.held)
+                    while True:
+                        if pending:
+                            chunk = pending.pop(0)
+                        elif opened.ended:
+                            break
+                        else:
+                            # a chunk already buffered is taken without arming the idle timer
+                            chunk, waiting = ready_or_pending(opened.iterator)
+                            if waiting is not None:
+                                wait = d.settings.done_grace if acc.finish_reason else budget.idle
+                                wait = min(wait, max(0.001, run.remaining()))
+                                try:
+                                    async with asyncio.timeout(wait):
+                                        chunk = await finish(*waiting)
+                                except TimeoutError:
+                                    if acc.finish_reason:
+                                        break  # finished, but no [DONE]: finalise now
+                                    raise TransportError("idle_timeout", f"no chunk for {wait:.3g}s") from None
+                            if chunk is END:
+                                break
+                        if acc.id is None:
+                            acc.id, acc.created = chunk.get("id"), chunk.get("created")
+                        elif chunk.get("id") != acc.id:
+                            chunk = {**chunk, "id": acc.id}
+                        if chunk.get("usage"):
+                            acc.usage = chunk["usage"]
+                        choices = chunk.get("choices")
+                        if not choices:
+                            if chunk.get("usage") and not client_wants_usage:
+                                continue
+                            yield chunk
+                            continue
+                        if skip_role:
+                            delta = (choices[0] or {}).get("delta") or {}
+                            if not _has_payload(chunk):
+                                continue
+                            if "role" in delta:
+                                chunk = {**chunk, "choices": [{**choices[0], "delta": {k: v for k, v in delta.items() if k != "role"}}]}
+                            skip_role = False
+                        acc.add(chunk)
+                        acc.sent_any = True
+                        yield chunk
+                    finished = bool(acc.finish_reason) or opened.stream.saw_done
+                    if not finished:
+                        broken = ("stream_cut", "stream ended without finish_reason or [DONE]", None, None)
+                except UpstreamError as e:
+                    cls = d.classifier.classify(e.status, e.headers, e.body, spec.provider.value)
+                    broken = (cls.reason, cls.message or "error event in stream", e.status, e.body)
+                except TransportError as e:
+                    broken = (e.reason, e.detail, None, None)
+                finally:
+                    await self._close_current()
+                if broken is None:
+                    # trusted values (the attempts are Attempt objects already): no validation per stream
+                    self.result = DispatchResult.model_construct(
+                        response=acc.completion(), model=spec.name, key_id=key_id, attempts=run.attempts, usage=acc.usage,
+                        finish_reason=acc.finish_reason, latency_ms=(time.perf_counter() - run.t0) * 1000,
+                        continued_from=continued_from, error=None, complete=True)
+                    return
+                reason, message, status, _ = broken
+                run.attempts.append(Attempt(model=spec.name, key_id=key_id, status=status, error_class="failover",
+                                            reason=f"{reason}_mid_stream", started_at=started, message=message,
+                                            latency_ms=(time.perf_counter() - t_seg) * 1000))
+                await d.breaker_failure(spec.name)
+                run.exclude.add(spec.name)
+                can_continue = (d.settings.continue_broken_streams and not acc.tool_calls
+                                and int(run.body.get("n") or 1) == 1 and acc.text)
+                if can_continue:
+                    run.require_prefill = True
+                    sent = "".join(acc.text)
+                    msgs = [*run.body["messages"], {"role": "assistant", "content": sent}]
+                    body = {**run.body, "messages": msgs}
+                    for k in ("max_tokens", "max_completion_tokens"):  # the budget left for the rest of the answer
+                        if isinstance(body.get(k), int):
+                            body[k] = max(1, body[k] - math.ceil(len(sent) / d.settings.chars_per_token))
+                    try:
+                        opened, spec2, key_id = await d.execute(run, self._open_call(body))
+                    except DispatchError:
+                        pass
+                    else:
+                        continued_from.append(spec.name)
+                        spec = spec2
+                        self._last_model = spec.name
+                        self._current = opened
+                        skip_role = True
+                        continue
+                err = {"message": f"the answer from {spec.name} was interrupted ({reason}: {message}) and could not be "
+                                  "continued on another model; the text so far is incomplete",
+                       "type": "stream_interrupted", "code": reason, "param": None, "model": spec.name}
+                self.result = DispatchResult(response=acc.completion(), model=spec.name, key_id=key_id,
+                                             attempts=run.attempts, usage=acc.usage, finish_reason=None,
+                                             latency_ms=(time.perf_counter() - run.t0) * 1000,
+                                             continued_from=continued_from, error=err, complete=False)
+                yield {"error": err}
+                return
         except GeneratorExit:  # the client went away mid-stream
             if self.result is None and acc.sent_any:
                 self.result = DispatchResult(
@@ -180,117 +291,3 @@ class DispatchStream:
                     error={"type": "client_disconnected", "code": "client_disconnected",
                            "message": "the client closed the stream before the answer was complete"})
             raise
-
-    async def _segments(self, acc: _Acc) -> AsyncIterator[dict]:
-        d, run = self._d, self._run
-        client_wants_usage = bool((run.body.get("stream_options") or {}).get("include_usage"))
-        continued_from: list[str] = []
-        body = run.body
-        opened, spec, key_id = await d.execute(run, self._open_call(body))  # DispatchError propagates
-        self._current = opened
-        self._last_model = spec.name
-        # the answer has started: from now on the stream's own (longer) total budget applies
-        run.deadline = max(run.deadline, run.started + d.settings.stream_deadline)
-        skip_role = False
-        while True:
-            budget = d.budget(spec)
-            finished = False
-            broken: tuple[str, str, int | None, Any] | None = None  # reason, message, status, body
-            t_seg, started = time.perf_counter(), time.time()
-            try:
-                pending = list(opened.held)
-                while True:
-                    if pending:
-                        chunk = pending.pop(0)
-                    elif opened.ended:
-                        break
-                    else:
-                        # a chunk already buffered is taken without arming the idle timer
-                        chunk, waiting = ready_or_pending(opened.iterator)
-                        if waiting is not None:
-                            wait = d.settings.done_grace if acc.finish_reason else budget.idle
-                            wait = min(wait, max(0.001, run.remaining()))
-                            try:
-                                async with asyncio.timeout(wait):
-                                    chunk = await finish(*waiting)
-                            except TimeoutError:
-                                if acc.finish_reason:
-                                    break  # finished, but no [DONE]: finalise now
-                                raise TransportError("idle_timeout", f"no chunk for {wait:.3g}s") from None
-                        if chunk is END:
-                            break
-                    if acc.id is None:
-                        acc.id, acc.created = chunk.get("id"), chunk.get("created")
-                    elif chunk.get("id") != acc.id:
-                        chunk = {**chunk, "id": acc.id}
-                    if chunk.get("usage"):
-                        acc.usage = chunk["usage"]
-                    choices = chunk.get("choices")
-                    if not choices:
-                        if chunk.get("usage") and not client_wants_usage:
-                            continue
-                        yield chunk
-                        continue
-                    if skip_role:
-                        delta = (choices[0] or {}).get("delta") or {}
-                        if not _has_payload(chunk):
-                            continue
-                        if "role" in delta:
-                            chunk = {**chunk, "choices": [{**choices[0], "delta": {k: v for k, v in delta.items() if k != "role"}}]}
-                        skip_role = False
-                    acc.add(chunk)
-                    acc.sent_any = True
-                    yield chunk
-                finished = bool(acc.finish_reason) or opened.stream.saw_done
-                if not finished:
-                    broken = ("stream_cut", "stream ended without finish_reason or [DONE]", None, None)
-            except UpstreamError as e:
-                cls = d.classifier.classify(e.status, e.headers, e.body, spec.provider.value)
-                broken = (cls.reason, cls.message or "error event in stream", e.status, e.body)
-            except TransportError as e:
-                broken = (e.reason, e.detail, None, None)
-            finally:
-                await self._close_current()
-            if broken is None:
-                # trusted values (the attempts are Attempt objects already): no validation per stream
-                self.result = DispatchResult.model_construct(
-                    response=acc.completion(), model=spec.name, key_id=key_id, attempts=run.attempts, usage=acc.usage,
-                    finish_reason=acc.finish_reason, latency_ms=(time.perf_counter() - run.t0) * 1000,
-                    continued_from=continued_from, error=None, complete=True)
-                return
-            reason, message, status, _ = broken
-            run.attempts.append(Attempt(model=spec.name, key_id=key_id, status=status, error_class="failover",
-                                        reason=f"{reason}_mid_stream", started_at=started, message=message,
-                                        latency_ms=(time.perf_counter() - t_seg) * 1000))
-            await d.breaker_failure(spec.name)
-            run.exclude.add(spec.name)
-            can_continue = (d.settings.continue_broken_streams and not acc.tool_calls
-                            and int(run.body.get("n") or 1) == 1 and acc.text)
-            if can_continue:
-                run.require_prefill = True
-                sent = "".join(acc.text)
-                msgs = [*run.body["messages"], {"role": "assistant", "content": sent}]
-                body = {**run.body, "messages": msgs}
-                for k in ("max_tokens", "max_completion_tokens"):  # the budget left for the rest of the answer
-                    if isinstance(body.get(k), int):
-                        body[k] = max(1, body[k] - math.ceil(len(sent) / d.settings.chars_per_token))
-                try:
-                    opened, spec2, key_id = await d.execute(run, self._open_call(body))
-                except DispatchError:
-                    pass
-                else:
-                    continued_from.append(spec.name)
-                    spec = spec2
-                    self._last_model = spec.name
-                    self._current = opened
-                    skip_role = True
-                    continue
-            err = {"message": f"the answer from {spec.name} was interrupted ({reason}: {message}) and could not be "
-                              "continued on another model; the text so far is incomplete",
-                   "type": "stream_interrupted", "code": reason, "param": None, "model": spec.name}
-            self.result = DispatchResult(response=acc.completion(), model=spec.name, key_id=key_id,
-                                         attempts=run.attempts, usage=acc.usage, finish_reason=None,
-                                         latency_ms=(time.perf_counter() - run.t0) * 1000,
-                                         continued_from=continued_from, error=err, complete=False)
-            yield {"error": err}
-            return
