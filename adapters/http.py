@@ -2,9 +2,15 @@
 
 httpx's own async transport (httpcore) slows down badly under concurrency
 (encode/httpx#3215); `benchmarks/transport_bench.py` measures it against the
-aiohttp transport from `httpx-aiohttp` side by side. The measured winner
-(aiohttp, see benchmarks/dispatch.md) is the default; `transport="httpx"` keeps
-the stock transport available.
+aiohttp transport from `httpx-aiohttp` side by side, and both against the lean
+HTTP/1.1 client of `adapters/h1.py` (see benchmarks/dispatch.md).
+
+* `"native"` (the default): the httpx client runs on the aiohttp transport (Bedrock and
+  Vertex use it) and carries an `H1Pool` (`native_pool`) that the OpenAI-compatible
+  adapter calls directly; `client.aclose()` closes both.
+* `"aiohttp"`: the same httpx client without the pool; the OpenAI-compatible adapter calls
+  the aiohttp session under it (`aiohttp_session`).
+* `"httpx"`: httpx's stock transport, for comparison.
 """
 
 from __future__ import annotations
@@ -12,14 +18,15 @@ from __future__ import annotations
 import asyncio
 import errno
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import aiohttp
 import httpx
 
 from .base import TransportError
+from .h1 import H1Pool
 
-TransportName = Literal["aiohttp", "httpx"]
+TransportName = Literal["native", "aiohttp", "httpx"]
 
 
 class _NoCookies(httpx.Cookies):
@@ -32,26 +39,59 @@ class _NoCookies(httpx.Cookies):
         return None
 
 
-def make_client(transport: TransportName = "aiohttp", *, max_connections: int = 512,
+class PEClient(httpx.AsyncClient):
+    """The httpx client `make_client` returns: it may carry a native `H1Pool` (closed with it)
+    and records its aiohttp transport for the adapters' fast paths."""
+
+    _pe_pool: H1Pool | None = None
+    _pe_aiohttp: Any = None
+
+    async def aclose(self) -> None:
+        try:
+            if self._pe_pool is not None:
+                await self._pe_pool.aclose()
+        finally:
+            await super().aclose()
+
+    async def __aexit__(self, exc_type: Any = None, exc_value: Any = None, traceback: Any = None) -> None:
+        try:  # httpx's __aexit__ does not call aclose
+            if self._pe_pool is not None:
+                await self._pe_pool.aclose()
+        finally:
+            await super().__aexit__(exc_type, exc_value, traceback)
+
+
+def make_client(transport: TransportName = "native", *, max_connections: int = 512,
                 keepalive: int = 128, keepalive_expiry: float = 30.0) -> httpx.AsyncClient:
-    """An httpx.AsyncClient with pooled keep-alive connections on the chosen transport."""
+    """An httpx.AsyncClient with pooled keep-alive connections on the chosen transport
+    (with "native", plus an `H1Pool` with the same limits: see `native_pool`)."""
     limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=keepalive,
                           keepalive_expiry=keepalive_expiry)
     timeout = httpx.Timeout(connect=5.0, read=None, write=None, pool=None)
-    if transport == "aiohttp":
+    if transport in ("native", "aiohttp"):
         from httpx_aiohttp import AiohttpTransport
 
         # trust_env=False: proxies come from explicit configuration, not stray env vars.
-        client = httpx.AsyncClient(transport=AiohttpTransport(limits=limits, trust_env=False),
-                                   timeout=timeout, trust_env=False)
+        client = PEClient(transport=AiohttpTransport(limits=limits, trust_env=False),
+                          timeout=timeout, trust_env=False)
     elif transport == "httpx":
-        client = httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False)
+        client = PEClient(limits=limits, timeout=timeout, trust_env=False)
     else:
-        raise ValueError(f"unknown transport {transport!r} (expected 'aiohttp' or 'httpx')")
+        raise ValueError(f"unknown transport {transport!r} (expected 'native', 'aiohttp' or 'httpx')")
     client._cookies = _NoCookies()
-    # the transport is recorded so adapters can take the aiohttp fast path (aiohttp_session)
-    client._pe_aiohttp = client._transport if transport == "aiohttp" else None  # type: ignore[attr-defined]
+    # recorded so the OpenAI-compatible adapter can take its fast path (native_pool, aiohttp_session)
+    if transport == "native":
+        client._pe_pool = H1Pool(max_connections=max_connections, keepalive=keepalive,
+                                 keepalive_expiry=keepalive_expiry)
+    elif transport == "aiohttp":
+        client._pe_aiohttp = client._transport
     return client
+
+
+def native_pool(client: httpx.AsyncClient) -> H1Pool | None:
+    """The `H1Pool` of a client from `make_client(transport="native")` (open), else None."""
+    pool: H1Pool | None = getattr(client, "_pe_pool", None)
+    return None if pool is None or pool.closed else pool
 
 
 def aiohttp_session(client: httpx.AsyncClient) -> aiohttp.ClientSession | None:

@@ -24,11 +24,11 @@ from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from policyengine.types import ModelSpec, Provider
 
 from .base import CallOptions, TransportError, UpstreamError
-from .http import aiohttp_session, aiohttp_timeout, map_transport_error
+from .http import aiohttp_session, aiohttp_timeout, map_transport_error, native_pool
 
 _JSON = {"content-type": "application/json", "accept": "application/json"}
 _SSE = {"content-type": "application/json", "accept": "text/event-stream"}
-# the aiohttp fast path sends the same request headers the httpx API would
+# the fast paths (native, aiohttp) send the same request headers the httpx API would
 _JSON_AIO = {**_JSON, "user-agent": f"python-httpx/{httpx.__version__}"}
 _SSE_AIO = {**_SSE, "user-agent": _JSON_AIO["user-agent"]}
 
@@ -138,21 +138,28 @@ class OpenAIChunkStream:
                 pass
 
 
-class AiohttpChunkStream(OpenAIChunkStream):
-    """The same stream read straight from an aiohttp response (the fast path of open_stream):
+class _DecodedChunkStream(OpenAIChunkStream):
+    """A stream read straight from a fast-path response (aiohttp's, or the native client's):
     httpx-sse's own line and event decoders over the body's text (charset from the
     content type, utf-8 by default, undecodable bytes replaced, as httpx decodes it)."""
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:  # type: ignore[override]
-        self._response = response  # type: ignore[assignment]
+    def __init__(self, response: Any) -> None:  # type: ignore[override]
+        self._response = response
         self.saw_done = False
         self._closed = False
 
+    @property
+    def content_type(self) -> str:
+        raise NotImplementedError
+
+    def _chunks(self) -> AsyncIterator[bytes]:
+        """The body's bytes as they arrive."""
+        raise NotImplementedError
+
     async def _events(self) -> AsyncIterator[Any]:
-        resp = self._response
-        text = codecs.getincrementaldecoder(resp.charset or "utf-8")(errors="replace")
+        text = codecs.getincrementaldecoder(self._response.charset or "utf-8")(errors="replace")
         lines, events = SSELineDecoder(), SSEDecoder()
-        async for raw in resp.content.iter_any():  # type: ignore[attr-defined]
+        async for raw in self._chunks():
             for line in lines.decode(text.decode(raw)):
                 sse = events.decode(line.rstrip("\n"))
                 if sse is not None:
@@ -162,6 +169,17 @@ class AiohttpChunkStream(OpenAIChunkStream):
             if sse is not None:
                 yield sse
 
+
+class AiohttpChunkStream(_DecodedChunkStream):
+    """The stream read from an aiohttp response (the aiohttp fast path of open_stream)."""
+
+    @property
+    def content_type(self) -> str:
+        return self._response.headers.get("content-type", "")
+
+    def _chunks(self) -> AsyncIterator[bytes]:
+        return self._response.content.iter_any()
+
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
@@ -169,6 +187,22 @@ class AiohttpChunkStream(OpenAIChunkStream):
                 await self._response.__aexit__(None, None, None)  # what httpx-aiohttp does on close
             except Exception:
                 pass
+
+
+class NativeChunkStream(_DecodedChunkStream):
+    """The stream read from an `H1Response` (the native fast path of open_stream)."""
+
+    @property
+    def content_type(self) -> str:
+        return self._response.content_type
+
+    def _chunks(self) -> AsyncIterator[bytes]:
+        return self._response.iter_bytes()
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._response.aclose()  # an unfinished response closes its connection
 
 
 def _json_instead_of_stream(raw: bytes, ctype: str, headers: httpx.Headers) -> CompletionAsStream:
@@ -219,9 +253,23 @@ class OpenAICompatAdapter:
         if not opts.base_url:
             raise TransportError("config", f"model {spec.name} has no base_url")
         payload = orjson.dumps(prepare_body(spec, body, opts, stream=False))
-        session = aiohttp_session(self._client)
-        if session is not None:
-            # hot path: straight to the aiohttp session under the httpx client (same pool)
+        pool = native_pool(self._client)
+        session = aiohttp_session(self._client) if pool is None else None
+        r: Any = None
+        headers: Any = None
+        if pool is not None:
+            # hot path: the lean HTTP/1.1 client (adapters/h1.py) carried by the httpx client
+            try:
+                r = await pool.request("POST", _url_str(opts.base_url), _headers(_JSON_AIO, opts), payload,
+                                       opts.connect_timeout)
+                raw = await r.read()
+            except OSError as exc:
+                raise map_transport_error(exc) from exc
+            status = r.status
+            if status >= 400:
+                raise UpstreamError(status, r.headers, raw)
+        elif session is not None:
+            # straight to the aiohttp session under the httpx client (same pool)
             try:
                 async with session.post(_url_str(opts.base_url), data=payload, headers=_headers(_JSON_AIO, opts),
                                         allow_redirects=False, timeout=aiohttp_timeout(opts.connect_timeout)) as r:
@@ -231,7 +279,6 @@ class OpenAICompatAdapter:
                 raise map_transport_error(exc) from exc
             if status >= 400:
                 raise UpstreamError(status, httpx.Headers(r.raw_headers), raw)
-            headers: Any = r.headers
         else:
             try:
                 resp = await self._client.post(chat_url(opts.base_url), content=payload,
@@ -250,7 +297,7 @@ class OpenAICompatAdapter:
             raise TransportError("protocol_error", f"response is not JSON: {raw[:80]!r}") from None
         if not isinstance(data, dict) or "error" in data or data.get("object") == "error":
             err = data.get("error", data) if isinstance(data, dict) else data
-            if not isinstance(headers, httpx.Headers):
+            if headers is None:  # a fast path: headers are only built for errors
                 headers = httpx.Headers(r.raw_headers)
             raise UpstreamError(_error_status(err) or status, headers, raw)
         if not data.get("choices"):
@@ -261,9 +308,22 @@ class OpenAICompatAdapter:
         if not opts.base_url:
             raise TransportError("config", f"model {spec.name} has no base_url")
         payload = orjson.dumps(prepare_body(spec, body, opts, stream=True))
+        pool = native_pool(self._client)
+        if pool is not None:
+            try:
+                nresp = await pool.request("POST", _url_str(opts.base_url), _headers(_SSE_AIO, opts), payload,
+                                           opts.connect_timeout)
+            except OSError as exc:
+                raise map_transport_error(exc) from exc
+            return await self._open_fast(NativeChunkStream(nresp))
         session = aiohttp_session(self._client)
         if session is not None:
-            return await self._open_stream_aiohttp(session, payload, opts)
+            try:
+                aresp = await session.post(_url_str(opts.base_url), data=payload, headers=_headers(_SSE_AIO, opts),
+                                           allow_redirects=False, timeout=aiohttp_timeout(opts.connect_timeout))
+            except (aiohttp.ClientError, OSError) as exc:
+                raise map_transport_error(exc) from exc
+            return await self._open_fast(AiohttpChunkStream(aresp))
         req = self._client.build_request("POST", chat_url(opts.base_url), content=payload,
                                          headers=_headers(_SSE, opts), timeout=_timeout(opts.connect_timeout))
         try:
@@ -292,24 +352,18 @@ class OpenAICompatAdapter:
             return _json_instead_of_stream(raw, ctype, resp.headers)
         return OpenAIChunkStream(resp)
 
-    async def _open_stream_aiohttp(self, session: aiohttp.ClientSession, payload: bytes,
-                                   opts: CallOptions) -> OpenAIChunkStream | CompletionAsStream:
-        """open_stream straight on the aiohttp session: same request, same outcomes."""
-        try:
-            resp = await session.post(_url_str(opts.base_url), data=payload, headers=_headers(_SSE_AIO, opts),
-                                      allow_redirects=False, timeout=aiohttp_timeout(opts.connect_timeout))
-        except (aiohttp.ClientError, OSError) as exc:
-            raise map_transport_error(exc) from exc
-        headers = httpx.Headers(resp.raw_headers) if resp.status >= 400 else None
+    async def _open_fast(self, stream: _DecodedChunkStream) -> OpenAIChunkStream | CompletionAsStream:
+        """The rest of open_stream on a fast path (native or aiohttp): same outcomes as the httpx API."""
+        resp = stream._response
         if resp.status >= 400:
             try:
                 raw = await resp.read()
-            except (aiohttp.ClientError, OSError):
+            except (aiohttp.ClientError, OSError, TransportError):
                 raw = b""
             finally:
-                await AiohttpChunkStream(resp).aclose()
-            raise UpstreamError(resp.status, headers, raw)
-        ctype = resp.headers.get("content-type", "")
+                await stream.aclose()
+            raise UpstreamError(resp.status, httpx.Headers(resp.raw_headers), raw)
+        ctype = stream.content_type
         if "text/event-stream" not in ctype:
             # Some servers ignore stream=true (or report an error) with plain JSON.
             try:
@@ -317,9 +371,9 @@ class OpenAICompatAdapter:
             except (aiohttp.ClientError, OSError) as exc:
                 raise map_transport_error(exc) from exc
             finally:
-                await AiohttpChunkStream(resp).aclose()
+                await stream.aclose()
             return _json_instead_of_stream(raw, ctype, httpx.Headers(resp.raw_headers))
-        return AiohttpChunkStream(resp)
+        return stream
 
     async def aclose(self) -> None:
         return None

@@ -44,8 +44,11 @@ class DispatchSettings(BaseSettings):
     sticky_ttl: float = Field(3600.0, gt=0)
     # context-window estimate when the caller gives no prompt_tokens: ceil(chars / chars_per_token)
     chars_per_token: float = Field(4.0, gt=0)
-    # transport under the httpx API (see benchmarks/dispatch.md)
-    transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    # upstream HTTP client (see adapters/http.py and benchmarks/dispatch.md): "native" = the lean
+    # HTTP/1.1 client of adapters/h1.py for OpenAI-compatible servers (others on aiohttp);
+    # "aiohttp" = aiohttp for all; "httpx" = httpx's stock transport
+    transport: Literal["native", "aiohttp", "httpx"] = Field(
+        "native", description="upstream HTTP client: native (adapters/h1.py), aiohttp or httpx")
     max_connections: int = Field(512, ge=1)
     classifier_rules_file: Path | None = Field(None, description="YAML/JSON with extra ClassifierRule entries")
 
