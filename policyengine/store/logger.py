@@ -18,6 +18,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,8 +72,10 @@ class LoggedDecision:
 
 class DecisionLogger:
     def __init__(self, url: str, *, redact: list[str] | None = None, redaction_salt: str | None = None,
-                 max_batch: int = 512, sqlite_synchronous: str = "FULL") -> None:
+                 max_batch: int = 512, sqlite_synchronous: str = "FULL",
+                 on_batch: Callable[[int], None] | None = None) -> None:
         self.url = url
+        self.on_batch = on_batch  # called with the size of every committed batch (metrics)
         self.redactor = Redactor(redact or [], redaction_salt)
         self.max_batch = max_batch
         self._engine: Engine = make_sync_engine(url, writer=True, sqlite_synchronous=sqlite_synchronous)
@@ -207,6 +210,8 @@ class DecisionLogger:
                 self.batches += 1
                 self.rows += len(batch)
                 self.last_batch_size = len(batch)
+                if self.on_batch is not None:
+                    self.on_batch(len(batch))
                 for (_, fut), res in zip(batch, results, strict=True):
                     if fut is not None and not fut.done():
                         fut.set_result(res)

@@ -90,6 +90,10 @@ async def test_health_ready_metrics(service):
         await c.post("/v1/evaluate", json={"action": "delete_account"})
         m = (await c.get("/metrics")).text
     assert 'policyengine_decisions_total{effect="deny",kind="evaluate"}' in m
+    # every group commit is observed: at least the one that held this decision
+    count = next(float(line.split()[-1]) for line in m.splitlines()
+                 if line.startswith("policyengine_decision_log_batch_rows_count"))
+    assert count >= 1
     assert "policyengine_cooldowns_open" in m and "policyengine_request_latency_seconds_bucket" in m
 
 
