@@ -12,6 +12,7 @@ from starlette.responses import Response
 from policyengine.api import decide
 from policyengine.api.auth import Principal
 from policyengine.api.errors import ApiError
+from policyengine.dispatch.results import Attempt
 from policyengine.types import Action, Decision, RuleHit
 
 log = logging.getLogger("policyengine.api.chat")
@@ -23,7 +24,10 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def attempt_dicts(atts: list[Any] | None) -> list[dict[str, Any]]:
-    return [a.model_dump(mode="json") if hasattr(a, "model_dump") else dict(a) for a in atts or []]
+    # An Attempt holds only JSON-native values (str, int, float, bool, None): its field dict is
+    # its JSON form, without a pydantic serialisation per attempt.
+    return [dict(a.__dict__) if type(a) is Attempt else a.model_dump(mode="json") if hasattr(a, "model_dump")
+            else dict(a) for a in atts or []]
 
 
 def attempts_header(atts: list[dict[str, Any]]) -> str:

@@ -69,3 +69,17 @@ def test_outcome_id_is_uuid5_of_the_decision_id() -> None:
     for _ in range(200):
         d = str(uuid.uuid4())
         assert outcome_id(d) == str(uuid.uuid5(uuid.UUID(d), "outcome"))
+
+
+def test_attempt_dicts_equal_the_json_dump_of_every_attempt_shape() -> None:
+    """The gateway copies an Attempt's field dict instead of serialising it: that holds only while every
+    field is JSON-native. Fails if a field with another type (a datetime, an enum, a model) is added."""
+    from policyengine.api.chat_common import attempt_dicts
+    from policyengine.dispatch.results import Attempt
+    from policyengine.fastmodel import construct
+
+    full = Attempt(model="m", key_id="K", status=429, error_class="retry", reason="rate_limited", started_at=1.5,
+                   latency_ms=2.25, skipped=False, message="slow down")
+    fast = construct(Attempt, {"model": "m", "started_at": 2.0})
+    for a in (full, fast, Attempt(model="m", started_at=0, skipped=True)):
+        assert attempt_dicts([a]) == [a.model_dump(mode="json")]
