@@ -274,8 +274,13 @@ class Dispatcher:
             status: int | None = None
             body: Any = None
             try:
-                async with asyncio.timeout(budget_n.attempt):
+                if run.stream and budget_n.first_token <= budget_n.attempt:
+                    # opening a stream ends at its first token, under its own first-token timeout,
+                    # which fires first: a second timer would never be the one to expire
                     value = await call(spec, opts, budget_n)
+                else:
+                    async with asyncio.timeout(budget_n.attempt):
+                        value = await call(spec, opts, budget_n)
             except UpstreamError as e:
                 status, body = e.status, e.body
                 cls = self.classifier.classify(e.status, e.headers, e.body, spec.provider.value)
