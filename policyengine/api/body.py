@@ -32,9 +32,16 @@ async def json_object(request: Request) -> dict[str, Any]:
     declared = hdrs.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit}", code="body_too_large")
-    raw = await request.body()
-    if len(raw) > limit:
-        raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
+    # read with a running count: a body sent without Content-Length (chunked) is refused as soon as
+    # it passes the limit, not after all of it has been buffered
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
+        parts.append(part)
+    raw = parts[0] if len(parts) == 1 else b"".join(parts)
     if not raw.strip():
         raise ApiError(400, "request body is empty: send a JSON object", code="empty_body")
     try:

@@ -83,3 +83,27 @@ def test_attempt_dicts_equal_the_json_dump_of_every_attempt_shape() -> None:
     fast = construct(Attempt, {"model": "m", "started_at": 2.0})
     for a in (full, fast, Attempt(model="m", started_at=0, skipped=True)):
         assert attempt_dicts([a]) == [a.model_dump(mode="json")]
+
+
+async def test_oversized_bodies_get_413_declared_or_chunked(tmp_path, service_factory) -> None:
+    """The limit holds whether the client declares the size or streams the body chunked
+    (then it is refused once the running count passes the limit, not after buffering it all)."""
+    import orjson
+
+    async with service_factory(f"sqlite:///{tmp_path / 'pe.db'}", max_body_bytes=2_000) as svc:
+        big = orjson.dumps({"action": "classify_ticket", "fields": {"note": "x" * 5_000}})
+
+        async def chunked():
+            for i in range(0, len(big), 500):
+                yield big[i:i + 500]
+
+        async with svc.client() as c:
+            declared = await c.post("/v1/evaluate", content=big, headers={"content-type": "application/json"})
+            streamed = await c.post("/v1/chat/completions", content=chunked(),
+                                    headers={"content-type": "application/json"})
+            small = await c.post("/v1/evaluate", json={"action": "classify_ticket"})
+    assert declared.status_code == streamed.status_code == 413
+    assert "transfer-encoding" not in declared.request.headers
+    assert streamed.request.headers.get("transfer-encoding") == "chunked"
+    assert streamed.json()["error"]["code"] == "body_too_large"
+    assert small.status_code == 200
