@@ -140,10 +140,6 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
             raise RuntimeError(f"cannot start: the policy set at {', '.join(settings.policy_path)} does not "
                                f"load: {res.error}\n" + "\n".join(d.get("message", "") for d in res.diagnostics))
         _warm_signals(services)
-        watcher = None
-        if settings.key_cache_ttl_s > 0 and settings.key_revocation_poll_s > 0:
-            watcher = asyncio.create_task(services.extras["key_cache"].watch_revocations(
-                settings.key_revocation_poll_s), name="key-revocations")
         services.scheduler.start()
         for hook in services.startup_hooks:
             await hook(services)
@@ -154,6 +150,10 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
                                                                                                  "SIGHUP")))
             sighup = True
         app.state.started_at = time.time()
+        watcher = None  # started last, so a failed start leaves no task behind
+        if settings.key_cache_ttl_s > 0 and settings.key_revocation_poll_s > 0:
+            watcher = asyncio.create_task(services.extras["key_cache"].watch_revocations(
+                settings.key_revocation_poll_s), name="key-revocations")
         gc_before = _tune_gc(settings.gc_gen0_threshold)
         try:
             yield
