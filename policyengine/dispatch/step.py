@@ -47,23 +47,17 @@ def ready_or_pending(it: AsyncIterator[Any]) -> tuple[Any, Any]:
 async def finish(coro: Any, yielded: Any, exc: BaseException | None = None) -> Any:
     """Drive a suspended `__anext__` coroutine to completion inside the current task (throwing `exc`
     into it first, if given: then it ends the generator, which is left closable)."""
+    sent: Any = None
     while True:
-        try:
-            if exc is not None:
-                raise exc
-            sent = await _Pass(yielded)
-        except BaseException as e:
-            exc = None
+        if exc is None:
             try:
-                yielded = coro.throw(e)
-            except StopIteration as stop:
-                return stop.value
-            except StopAsyncIteration:
-                return END
-            continue
+                sent = await _Pass(yielded)
+            except BaseException as e:  # cancelled or timed out while waiting: hand it to the step
+                exc = e
         try:
-            yielded = coro.send(sent)
-        except StopIteration as e:
-            return e.value
+            yielded = coro.send(sent) if exc is None else coro.throw(exc)
+        except StopIteration as stop:
+            return stop.value
         except StopAsyncIteration:
             return END
+        exc = None
