@@ -19,7 +19,7 @@ from typing import Any
 
 from policyengine.dsl.conditions import Cond, show
 from policyengine.dsl.fields import MISSING
-from policyengine.fastmodel import construct
+from policyengine.fastmodel import construct  # every Decision part: values the compiler checked
 from policyengine.signals.base import SignalProvider
 from policyengine.types import (
     Action,
@@ -35,18 +35,17 @@ from policyengine.types import (
 CHAT = "chat"
 
 _MENTION_KEYS: dict[str, str] = {}
-_make = construct  # every Decision part is built from values the compiler already checked
 
 
 def _hit(rule_id: str, kind: str, effect: str | None, span: SourceSpan | None, source: str,
          because: list[str]) -> RuleHit:
-    return _make(RuleHit, {"rule_id": rule_id, "kind": kind, "effect": effect, "span": span, "source": source,
+    return construct(RuleHit, {"rule_id": rule_id, "kind": kind, "effect": effect, "span": span, "source": source,
                            "because": because})
 
 
 def _routing(chain: list[str], sticky: bool = False, sticky_return: bool = False, prefer: bool = False,
              rule_id: str | None = None) -> Routing:
-    return _make(Routing, {"chain": chain, "sticky": sticky, "sticky_return": sticky_return,
+    return construct(Routing, {"chain": chain, "sticky": sticky, "sticky_return": sticky_return,
                            "prefer_self_hosted": prefer, "rule_id": rule_id})
 
 
@@ -288,7 +287,7 @@ class CompiledPolicy:
                 if div is None:
                     hits.append(r.hit(because, None))
                     if verification is None:
-                        verification = _make(Verification, {"models": list(r.models), "threshold": r.threshold,
+                        verification = construct(Verification, {"models": list(r.models), "threshold": r.threshold,
                                                              "tag": r.tag, "rule_id": r.rule_id})
                     continue
                 vb: list[str] = []
@@ -439,7 +438,7 @@ class CompiledPolicy:
     @staticmethod
     def _obligation(r: CompiledRule) -> ApprovalObligation:
         o = r.obligation or {}
-        return _make(ApprovalObligation, {
+        return construct(ApprovalObligation, {
             "group": o.get("group"), "channels": list(o.get("channels", ())), "remind_every_s": o.get("remind_every_s"),
             "timeout_s": o.get("timeout_s"), "on_timeout": o.get("on_timeout", "deny"),
             "escalate_to": o.get("escalate_to"), "rule_id": r.rule_id,
@@ -449,7 +448,7 @@ class CompiledPolicy:
                   allowed: list[str] | None = None, obligations: list[ApprovalObligation] | None = None,
                   tags: list[str] | None = None, verification: Verification | None = None,
                   default_applied: bool = False) -> Decision:
-        return _make(Decision, {
+        return construct(Decision, {
             "effect": effect, "action": ctx.action.action, "routing": routing or _routing([]), "rules": hits,
             "obligations": obligations or [], "tags": tags or [], "signals": ctx.signals,
             "verification": verification, "allowed_models": allowed or [], "default_applied": default_applied,

@@ -41,7 +41,7 @@ async def json_object(request: Request) -> dict[str, Any]:
         if size > limit:
             raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
         parts.append(part)
-    raw = parts[0] if len(parts) == 1 else b"".join(parts)
+    raw = b"".join(parts)
     if not raw.strip():
         raise ApiError(400, "request body is empty: send a JSON object", code="empty_body")
     try:

@@ -24,10 +24,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def attempt_dicts(atts: list[Any] | None) -> list[dict[str, Any]]:
-    # An Attempt holds only JSON-native values (str, int, float, bool, None): its field dict is
-    # its JSON form, without a pydantic serialisation per attempt.
-    return [dict(a.__dict__) if type(a) is Attempt else a.model_dump(mode="json") if hasattr(a, "model_dump")
-            else dict(a) for a in atts or []]
+    return [a.as_json() if isinstance(a, Attempt) else dict(a) for a in atts or []]
 
 
 def attempts_header(atts: list[dict[str, Any]]) -> str:

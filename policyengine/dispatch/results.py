@@ -22,6 +22,11 @@ class Attempt(BaseModel):
     skipped: bool = False
     message: str | None = None  # upstream error message (truncated)
 
+    def as_json(self) -> dict[str, Any]:
+        """`model_dump(mode="json")` without a serialiser run: every field is JSON-native (the tests
+        compare the two), and the gateway calls this for every attempt of every request."""
+        return dict(self.__dict__)
+
 
 class DispatchResult(BaseModel):
     response: dict  # OpenAI chat.completion; "model" is the upstream model id
