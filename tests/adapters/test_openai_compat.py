@@ -31,6 +31,17 @@ def test_prepare_body():
     assert body["model"] == "auto"  # the caller's dict is not modified
 
 
+async def _serve(route: str, handler) -> tuple[web.AppRunner, str]:
+    """A real aiohttp server on a free loopback port answering POST `route`; (runner, base URL)."""
+    app = web.Application()
+    app.router.add_post(route, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+
+
 async def test_server_that_ignores_stream_true(make_dispatcher):
     completion = {"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "whole answer"},
@@ -40,15 +51,9 @@ async def test_server_that_ignores_stream_true(make_dispatcher):
     async def chat(request: web.Request) -> web.Response:
         return web.json_response(completion)
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]
+    runner, base = await _serve("/v1/chat/completions", chat)
     try:
-        d = make_dispatcher([ModelSpec(name="m", provider=Provider.openai, base_url=f"http://127.0.0.1:{port}/v1")])
+        d = make_dispatcher([ModelSpec(name="m", provider=Provider.openai, base_url=f"{base}/v1")])
         s = d.stream(USER, Routing(chain=["m"]))
         chunks = [c async for c in s]
         assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")) == "whole answer"
@@ -104,13 +109,7 @@ async def _upstream(seen: list[dict[str, str]]) -> tuple[web.AppRunner, str]:
                                 headers={"content-type": "text/event-stream; charset=iso-8859-1"})
         raise AssertionError(case)
 
-    app = web.Application()
-    app.router.add_post("/{case}/chat/completions", chat)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    return await _serve("/{case}/chat/completions", chat)
 
 
 async def _outcomes(transport: str, base: str) -> dict[str, object]:
