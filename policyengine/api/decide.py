@@ -167,7 +167,7 @@ def new_decision_id() -> str:
 def outcome_id(decision_id: str) -> str:
     """The id of a streamed chat's outcome row, derived from its decision id (so it can be found):
     `str(uuid.uuid5(uuid.UUID(decision_id), "outcome"))`, computed without building UUID objects
-    (a fifth of the cost; the tests check both agree)."""
+    (a third of the cost, benchmarks/inprocess_bench.py; the tests check both agree)."""
     h = bytearray(hashlib.sha1(bytes.fromhex(decision_id.replace("-", "")) + b"outcome").digest()[:16])
     h[6] = (h[6] & 0x0F) | 0x50  # version 5
     h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant

@@ -1,0 +1,206 @@
+"""In-process figures behind the service's smaller design choices, each measured side by side.
+
+    .venv/bin/python benchmarks/inprocess_bench.py [--only gc|lexicon|outcome_id|writer] [--requests 3200]
+
+* gc: CPU per gateway request (plain, stream, evaluate), the app driven through its ASGI call in
+  this process (no HTTP server) against the fake upstream of api_bench.py on CPU 1, with
+  CPython's default GC thresholds vs what the service sets at start (`gc.freeze()`, young
+  generation at `gc_gen0_threshold`); alternating rounds, this process pinned to CPU 0.
+* lexicon: `LexiconMatcher.find_all` per call on texts with no hit and with hits, against the
+  algorithm it replaced (kept verbatim as the reference in tests/signals/test_mentions_fastpath.py).
+* outcome_id: `decide.outcome_id` vs `str(uuid.uuid5(uuid.UUID(id), "outcome"))`.
+* writer: CPU per decision row of the log writer's transaction by batch size, with and without
+  the `(tenant, action)` / `(tenant, effect)` indexes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT))
+
+import api_bench as ab  # noqa: E402  (the fake upstream and the bench policy)
+
+CHAT = {"model": "auto", "messages": [{"role": "user", "content": "Summarise my last ticket."}]}
+EVALUATE = {"action": "classify_ticket", "actor": "bench", "fields": {"ticket": 42}}
+
+
+# ----------------------------------------------------------------------------- gc
+
+async def _gateway_cpu(app, kind: str, n: int, rounds: int, tune: bool) -> list[float]:
+    body = EVALUATE if kind == "evaluate" else {**CHAT, **({"stream": True} if kind == "stream" else {})}
+    raw = json.dumps(body).encode()
+    path = "/v1/evaluate" if kind == "evaluate" else "/v1/chat/completions"
+    scope = {"type": "http", "method": "POST", "path": path, "root_path": "", "scheme": "http", "query_string": b"",
+             "http_version": "1.1", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
+             "headers": [(b"content-type", b"application/json"), (b"authorization", f"Bearer {ab.TOKEN}".encode()),
+                         (b"content-length", str(len(raw)).encode())]}
+
+    async def one() -> None:
+        done = asyncio.Event()
+        state = {"sent": False, "status": 0}
+
+        async def receive() -> dict:
+            if not state["sent"]:
+                state["sent"] = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(m: dict) -> None:
+            if m["type"] == "http.response.start":
+                state["status"] = m["status"]
+            elif not m.get("more_body"):
+                done.set()
+
+        await app(dict(scope), receive, send)
+        assert state["status"] == 200, state
+
+    out = []
+    before = gc.get_threshold()
+    for _ in range(200):
+        await one()
+    if not tune:  # the app tuned the GC at start: put CPython's defaults back for this case
+        gc.unfreeze()
+        gc.set_threshold(700, 10, 10)
+    for _ in range(rounds):
+        t = time.process_time()
+        for _ in range(n // 32):
+            await asyncio.gather(*(one() for _ in range(32)))
+        out.append((time.process_time() - t) * 1000 / n)
+    gc.set_threshold(*before)
+    return out
+
+
+def bench_gc(n: int, rounds: int) -> None:
+    import uvloop
+
+    from policyengine.api import create_app
+    from policyengine.settings import SeedKey, Settings
+
+    os.sched_setaffinity(0, {0})
+    work = Path(tempfile.mkdtemp(prefix="pe-inproc-"))
+    (work / "p").mkdir()
+    (work / "p" / "bench.policy").write_text(ab.POLICY)
+    port = ab.free_port()
+    up = subprocess.Popen(["taskset", "-c", "1", sys.executable, ab.__file__, "--upstream", "--port", str(port)],
+                          start_new_session=True)
+    ab.wait_port(port, up)
+    os.environ.update(PE_BENCH_UPSTREAM=f"http://127.0.0.1:{port}/v1", PE_BENCH_TOKEN=ab.TOKEN)
+    try:
+        for kind in ("plain", "stream", "evaluate"):
+            res: dict[str, list[float]] = {"default": [], "tuned": []}
+            for tune in (False, True, False, True):  # alternating: each case twice, fresh app each time
+                db = work / f"{kind}-{tune}-{len(res['tuned'])}.db"
+                settings = Settings(database_url=f"sqlite:///{db}", policy_path=[str(work / "p")],
+                                    sqlite_synchronous="NORMAL", key_cache_ttl_s=30,
+                                    seed_keys=[SeedKey(token_env="PE_BENCH_TOKEN", tenant="bench",
+                                                       roles=["app"])])
+                app = create_app(settings)
+
+                async def run(app=app, tune=tune, kind=kind) -> list[float]:
+                    async with app.router.lifespan_context(app):
+                        return await _gateway_cpu(app, kind, n, rounds, tune)
+
+                res["tuned" if tune else "default"] += uvloop.run(run())
+            d, t = statistics.median(res["default"]), statistics.median(res["tuned"])
+            print(f"[gc/{kind}] CPU per request, median of {len(res['default'])} rounds x {n}: default GC "
+                  f"{d:.3f} ms, tuned {t:.3f} ms ({(1 - t / d) * 100:.0f}% less CPU)", flush=True)
+    finally:
+        up.terminate()
+        up.wait(10)
+
+
+# ----------------------------------------------------------------------------- micro
+
+def _per_call_us(fn, number: int) -> float:
+    return min(timeit.repeat(fn, number=number, repeat=7)) / number * 1e6
+
+
+def bench_lexicon() -> None:
+    from policyengine.signals.mentions import LexiconMatcher
+    from tests.signals.test_mentions_fastpath import reference_find_all
+
+    phrases = ["lawsuit", "sue", "solicitor", "attorney", "legal action", "court"]
+    m = LexiconMatcher()
+    texts = {"short, no hit": "Summarise my last ticket.",
+             "2,000 chars, no hit": ("Please summarise the ticket history and the refund status. " * 35)[:2000],
+             "2,000 chars, hits and typos": ("My solicter says we will take legal action and see you in court. "
+                                             "The lawsiut is ready. " * 25)[:2000]}
+    for name, text in texts.items():
+        assert m.find_all(text, "lit", phrases) == reference_find_all(m, text, "lit", phrases)
+        new = _per_call_us(lambda t=text: m.find_all(t, "lit", phrases), 200)
+        old = _per_call_us(lambda t=text: reference_find_all(m, t, "lit", phrases), 200)
+        print(f"[lexicon/{name}] find_all {new:.1f} us vs the replaced algorithm {old:.1f} us ({old / new:.1f}x)")
+
+
+def bench_outcome_id() -> None:
+    from policyengine.api.decide import outcome_id
+
+    d = str(uuid.uuid4())
+    assert outcome_id(d) == str(uuid.uuid5(uuid.UUID(d), "outcome"))
+    new = _per_call_us(lambda: outcome_id(d), 20_000)
+    old = _per_call_us(lambda: str(uuid.uuid5(uuid.UUID(d), "outcome")), 20_000)
+    print(f"[outcome_id] {new:.2f} us vs uuid5 {old:.2f} us ({old / new:.1f}x)")
+
+
+def bench_writer() -> None:
+    from policyengine.store import DecisionLogger, LogEntry, upgrade
+
+    decision = {"action": "chat", "effect": "allow", "policy_hash": "h" * 64, "policy_name": "bench",
+                "routing": {"chain": ["qwen-72b", "gemma-27b"]},
+                "rules": [{"rule_id": "bench.policy:8", "kind": "route", "source": "route default -> qwen-72b",
+                           "because": ["no earlier route matched: default route"]}]}
+    for drop in ((), ("ix_decisions_tenant_action", "ix_decisions_tenant_effect")):
+        path = Path(tempfile.mkdtemp(prefix="pe-writer-")) / "w.db"
+        upgrade(f"sqlite:///{path}")
+        with sqlite3.connect(path) as con:
+            for ix in drop:
+                con.execute(f"DROP INDEX {ix}")
+        logger = DecisionLogger(f"sqlite:///{path}", sqlite_synchronous="NORMAL")
+        rec = logger.build_record(LogEntry(kind="chat", tenant="bench", decision=decision, model="qwen-72b",
+                                           action={"action": "chat", "text": "Summarise my last ticket."}))
+        figures = []
+        for batch in (1, 8, 32):
+            rows = [dict(rec, id=f"{batch}-{i}") for i in range(3200)]
+            t = time.process_time()
+            for i in range(0, len(rows), batch):
+                logger._append(rows[i:i + batch])
+            figures.append(f"batch {batch}: {(time.process_time() - t) * 1e6 / len(rows):.1f}")
+        label = "without the two tenant indexes" if drop else "as shipped"
+        print(f"[writer/{label}] us CPU per row (SQLite NORMAL): " + ", ".join(figures))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=["gc", "lexicon", "outcome_id", "writer"])
+    ap.add_argument("--requests", type=int, default=3200, help="requests per gc round")
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args()
+    if a.only in (None, "lexicon"):
+        bench_lexicon()
+    if a.only in (None, "outcome_id"):
+        bench_outcome_id()
+    if a.only in (None, "writer"):
+        bench_writer()
+    if a.only in (None, "gc"):
+        bench_gc(a.requests, a.rounds)
+
+
+if __name__ == "__main__":
+    main()
