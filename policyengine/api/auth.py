@@ -76,17 +76,17 @@ class KeyCache:
     async def watch_revocations(self, every_s: float) -> None:
         """Clear the cache as soon as a key is revoked anywhere (the CLI, another replica): one small
         query every `every_s` seconds, so a revocation takes effect within that time, not the TTL."""
-        mark = await self.repo.revocation_mark()
+        mark: tuple[int, float | None] | None = None
         while True:
-            await asyncio.sleep(every_s)
             try:
                 now = await self.repo.revocation_mark()
             except Exception as exc:  # the database is briefly unavailable: keep serving, retry
                 log.warning("cannot check for revoked API keys: %s: %s", type(exc).__name__, exc)
-                continue
-            if now != mark:
+            else:
+                if mark is not None and now != mark:
+                    self.invalidate()
                 mark = now
-                self.invalidate()
+            await asyncio.sleep(every_s)
 
 
 def _token(request: Request) -> str | None:

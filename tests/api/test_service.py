@@ -175,3 +175,31 @@ async def test_gc_is_tuned_while_serving_and_restored_after(tmp_path, service_fa
         async with svc.client() as c:
             assert (await c.post("/v1/evaluate", json={"action": "classify_ticket"})).status_code == 200
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+async def test_the_revocation_watcher_survives_a_database_error() -> None:
+    """A failed check (the database briefly unavailable, even on the first try) is logged and
+    retried; the watcher keeps running and still clears the cache on the next revocation."""
+    import asyncio
+
+    from policyengine.api.auth import KeyCache
+
+    class Repo:
+        def __init__(self) -> None:
+            self.answers: list[object] = [RuntimeError("database down"), (0, None), (0, None), (1, 5.0)]
+
+        async def revocation_mark(self):
+            a = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+            if isinstance(a, Exception):
+                raise a
+            return a
+
+    cache = KeyCache(Repo(), ttl_s=30)  # type: ignore[arg-type]
+    cache._cache["h"] = (float("inf"), None)
+    task = asyncio.create_task(cache.watch_revocations(0.01))
+    for _ in range(200):
+        if not cache._cache:
+            break
+        await asyncio.sleep(0.01)
+    assert not task.done() and cache._cache == {}
+    task.cancel()
