@@ -100,6 +100,9 @@ class Settings(BaseSettings):
     redaction_salt_env: str | None = Field(None, description="env var holding an HMAC salt for redaction hashes")
     log_max_batch: int = Field(512, ge=1, le=100_000)
     sqlite_synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
+    log_follow_up_delay_s: float = Field(0.05, ge=0, le=10, description="how long a row nobody waits for (a "
+                                         "streamed chat's outcome) may wait to ride along with the next commit; "
+                                         "0 commits each on its own")
     migrate_on_start: bool = True
 
     # auth

@@ -73,15 +73,36 @@ class LoggedDecision:
 class DecisionLogger:
     def __init__(self, url: str, *, redact: list[str] | None = None, redaction_salt: str | None = None,
                  max_batch: int = 512, sqlite_synchronous: str = "FULL",
-                 on_batch: Callable[[int], None] | None = None) -> None:
+                 on_batch: Callable[[int], None] | None = None, follow_up_delay_s: float = 0.05) -> None:
         self.url = url
+        # A follow-up row (enqueue()) has no caller waiting for it: it rides along with the next
+        # batch that has one, or is released on its own after this delay. One commit instead of
+        # two per streamed chat when requests come one at a time; 0 writes each one at once.
+        self.follow_up_delay_s = follow_up_delay_s
+        self._deferred: list[dict[str, Any]] = []
+        self._deferred_timer: asyncio.TimerHandle | None = None
         self.on_batch = on_batch  # called with the size of every committed batch (metrics)
         self.redactor = Redactor(redact or [], redaction_salt)
         self.max_batch = max_batch
         self._engine: Engine = make_sync_engine(url, writer=True, sqlite_synchronous=sqlite_synchronous)
         self._is_pg = self._engine.dialect.name == "postgresql"
         self._is_sqlite = self._engine.dialect.name == "sqlite"
-        self._raw: Any = None  # the SQLite writer's DB-API connection (used by the writer thread only)
+        self._raw: Any = None  # the SQLite writer's DB-API connection (writer thread, or the loop inline)
+        # A batch of one waiting row is committed on the event loop, not in the writer thread, on
+        # SQLite without an fsync per commit (synchronous NORMAL/OFF: a commit is a WAL append of
+        # ~0.1 ms): at one request at a time the two thread switches cost as much as the commit.
+        # Larger batches (the service under load) and FULL/EXTRA (an fsync must never block the
+        # loop) always go to the thread.
+        self._inline_ok = self._is_sqlite and sqlite_synchronous.upper() in ("NORMAL", "OFF")
+        # WAL checkpoints run in their own thread on their own connection, never inside a commit a
+        # request waits for (the writer's connection has wal_autocheckpoint off).
+        self.checkpoint_rows = 1000
+        self._since_checkpoint = 0
+        self._checkpointing = False
+        self.checkpoints = 0
+        self._ckpt_raw: Any = None
+        self._ckpt_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-log-ckpt") \
+            if self._is_sqlite else None
         ph = "%s" if self._is_pg else "?"
         cols = ("seq", "id", "ts", "kind", "tenant", "actor", "session_id", "action", "effect", "model",
                 "policy_hash", "record", "prev_hash", "row_hash")
@@ -107,6 +128,7 @@ class DecisionLogger:
     async def aclose(self) -> None:
         """Flush everything queued, then stop."""
         self._closing = True
+        self._release_deferred()
         if self._queue is not None and self._task is not None:
             await self._queue.join()
             self._task.cancel()
@@ -116,6 +138,12 @@ class DecisionLogger:
         with contextlib.suppress(RuntimeError):  # executor already shut down
             await asyncio.get_running_loop().run_in_executor(self._executor, self._release_raw)
         self._executor.shutdown(wait=True)
+        if self._ckpt_executor is not None:
+            self._ckpt_executor.shutdown(wait=True)
+            raw, self._ckpt_raw = self._ckpt_raw, None
+            if raw is not None:
+                with contextlib.suppress(Exception):
+                    raw.close()
         self._engine.dispose()
 
     @property
@@ -164,6 +192,11 @@ class DecisionLogger:
 
     async def log(self, entry: LogEntry) -> LoggedDecision:
         """Commit the decision; returns after the row is durable. Raises DecisionLogError."""
+        return await self.submit(entry)
+
+    def submit(self, entry: LogEntry) -> asyncio.Future[LoggedDecision]:
+        """Queue the row now; the future resolves once it is committed (or fails with
+        DecisionLogError). For callers that have other work to do while it commits."""
         if self._queue is None or self._task is None or self._task.done():
             raise DecisionLogError("decision log is not running")
         if self._closing:
@@ -171,18 +204,79 @@ class DecisionLogger:
         record = self.build_record(entry)
         fut: asyncio.Future[LoggedDecision] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((record, fut))
-        return await fut
+        return fut
 
     def enqueue(self, entry: LogEntry) -> None:
         """Queue a row without waiting for its commit (a follow-up row, written after the response).
 
-        It goes through the same group commit and hash chain; a failed batch is logged. `aclose()`
-        flushes the queue, so a graceful shutdown loses nothing. Raises DecisionLogError only
-        when the log is not running.
+        It goes through the same group commit and hash chain, with the next batch that has a caller
+        waiting or, failing one, after `follow_up_delay_s`; a failed batch is logged. `aclose()`
+        flushes everything, so a graceful shutdown loses nothing; a crash loses at most the rows
+        of the last `follow_up_delay_s`. Raises DecisionLogError only when the log is not running.
         """
         if self._queue is None or self._task is None or self._task.done() or self._closing:
             raise DecisionLogError("decision log is not running")
-        self._queue.put_nowait((self.build_record(entry), None))
+        record = self.build_record(entry)
+        if self.follow_up_delay_s <= 0:
+            self._queue.put_nowait((record, None))
+            return
+        self._deferred.append(record)
+        if self._deferred_timer is None:
+            self._deferred_timer = asyncio.get_running_loop().call_later(self.follow_up_delay_s,
+                                                                         self._release_deferred)
+
+    def _take_deferred(self, room: int) -> list[dict[str, Any]]:
+        """Up to `room` deferred follow-up rows, to ride along with the commit being made."""
+        if not self._deferred:
+            return []
+        room = max(room, 0)
+        taken = self._deferred[:room]
+        del self._deferred[:room]
+        if not self._deferred and self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
+        return taken
+
+    def _committed(self, n: int) -> None:
+        self.batches += 1
+        self.rows += n
+        self.last_batch_size = n
+        if self.on_batch is not None:
+            self.on_batch(n)
+        if self._ckpt_executor is not None:
+            self._since_checkpoint += n
+            if self._since_checkpoint >= self.checkpoint_rows and not self._checkpointing:
+                self._since_checkpoint = 0
+                self._checkpointing = True
+                fut = self._ckpt_executor.submit(self._checkpoint)
+                fut.add_done_callback(self._checkpoint_done)
+
+    def _checkpoint(self) -> None:
+        """PASSIVE: copies what it can without waiting for (or blocking) the writer or readers."""
+        if self._ckpt_raw is None:
+            self._ckpt_raw = self._engine.raw_connection()
+        cur = self._ckpt_raw.driver_connection.cursor()
+        try:
+            cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        finally:
+            cur.close()
+        self.checkpoints += 1
+
+    def _checkpoint_done(self, fut: Any) -> None:  # runs in the checkpoint thread
+        self._checkpointing = False
+        if fut.exception() is not None:
+            log.warning("WAL checkpoint failed (retried after the next %d rows): %s", self.checkpoint_rows,
+                        fut.exception())
+
+    def _release_deferred(self) -> None:
+        """Hand the deferred follow-up rows to the writer (their delay is up, or the log closes)."""
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_timer = None
+        records, self._deferred = self._deferred, []
+        if self._queue is not None:
+            for record in records:
+                self._queue.put_nowait((record, None))
 
     # -- writer ---------------------------------------------------------------------
 
@@ -198,8 +292,14 @@ class DecisionLogger:
                     batch.append(q.get_nowait())
                 except asyncio.QueueEmpty:
                     break
+            queued = len(batch)
+            batch += [(r, None) for r in self._take_deferred(self.max_batch - queued)]  # follow-ups ride along
             try:
-                results = await loop.run_in_executor(self._executor, self._append, [r for r, _ in batch])
+                records = [r for r, _ in batch]
+                if queued == 1 and self._inline_ok:
+                    results = self._append(records)
+                else:
+                    results = await loop.run_in_executor(self._executor, self._append, records)
             except Exception as exc:
                 log.error("decision log batch of %d failed: %s", len(batch), exc)
                 err = DecisionLogError(f"decision log write failed: {type(exc).__name__}: {exc}")
@@ -207,16 +307,12 @@ class DecisionLogger:
                     if fut is not None and not fut.done():
                         fut.set_exception(err)
             else:
-                self.batches += 1
-                self.rows += len(batch)
-                self.last_batch_size = len(batch)
-                if self.on_batch is not None:
-                    self.on_batch(len(batch))
+                self._committed(len(batch))
                 for (_, fut), res in zip(batch, results, strict=True):
                     if fut is not None and not fut.done():
                         fut.set_result(res)
             finally:
-                for _ in batch:
+                for _ in range(queued):
                     q.task_done()
 
     def _rows(self, head: Any, records: list[dict[str, Any]]) -> tuple[list[tuple[Any, ...]], list[LoggedDecision]]:
@@ -253,7 +349,9 @@ class DecisionLogger:
 
     def _append_sqlite(self, records: list[dict[str, Any]]) -> list[LoggedDecision]:
         if self._raw is None:
-            self._raw = self._engine.raw_connection()  # runs the engine's connect hook (pragmas)
+            raw = self._engine.raw_connection()  # runs the engine's connect hook (pragmas)
+            raw.driver_connection.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint
+            self._raw = raw
         cur = self._raw.driver_connection.cursor()
         try:
             cur.execute("BEGIN IMMEDIATE")

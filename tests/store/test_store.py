@@ -76,6 +76,113 @@ async def test_group_commit_chain_and_queries(db_url):
     engine.dispose()
 
 
+def _follow_up(i: int, follows: str) -> LogEntry:
+    return LogEntry(kind="chat_outcome", tenant="acme", action={}, decision={"effect": "allow", "action": "chat"},
+                    extra={"outcome": "ok"}, follows=follows, id=f"outcome-{i}")
+
+
+async def test_follow_up_rows_ride_along_with_the_next_commit(db_url):
+    """A follow-up row has nobody waiting for it: it is written with the next batch that has a
+    waiter (one commit, not two), or on its own once its delay is up, and always on close."""
+    upgrade(db_url)
+    logger = DecisionLogger(db_url, follow_up_delay_s=30)
+    await logger.start()
+    try:
+        first = await logger.log(_entry(0))
+        logger.enqueue(_follow_up(0, first.id))
+        await asyncio.sleep(0.05)
+        assert logger.rows == 1  # deferred: nothing waits for it, the delay is long
+        second = await logger.log(_entry(1))
+        assert (logger.batches, logger.rows, logger.last_batch_size) == (2, 3, 2)  # one commit for both
+        assert second.seq == 2  # the waiting row first, the follow-up behind it
+        logger.enqueue(_follow_up(1, second.id))
+    finally:
+        await logger.aclose()  # flushes the one still deferred
+    assert logger.rows == 4
+    engine = make_sync_engine(db_url)
+    res = verify_chain(engine)
+    assert res.ok and res.rows == 4, res.problem
+    with engine.connect() as c:
+        got = c.execute(sa.text("SELECT seq, id, kind FROM decisions ORDER BY seq")).all()
+    engine.dispose()
+    assert [tuple(r) for r in got] == [(1, first.id, "evaluate"), (2, second.id, "evaluate"),
+                                       (3, "outcome-0", "chat_outcome"), (4, "outcome-1", "chat_outcome")]
+
+
+async def test_follow_up_rows_are_written_when_their_delay_is_up(tmp_path):
+    url = f"sqlite:///{tmp_path / 'pe.db'}"
+    upgrade(url)
+    for delay in (0.02, 0):  # 0: each follow-up is queued at once
+        logger = DecisionLogger(url, follow_up_delay_s=delay)
+        await logger.start()
+        try:
+            d = await logger.log(_entry(0))
+            logger.enqueue(_follow_up(delay, d.id))
+            for _ in range(200):
+                if logger.rows == 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert (logger.batches, logger.rows) == (2, 2)  # alone, without another request
+        finally:
+            await logger.aclose()
+    engine = make_sync_engine(url)
+    assert verify_chain(engine).rows == 4
+    engine.dispose()
+
+
+@pytest.mark.parametrize("synchronous,inline", [("NORMAL", True), ("FULL", False)])
+async def test_a_lone_row_commits_on_the_loop_without_fsync_else_in_the_writer_thread(tmp_path, synchronous,
+                                                                                       inline):
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'pe.db'}"
+    upgrade(url)
+    logger = DecisionLogger(url, sqlite_synchronous=synchronous)
+    threads: list[tuple[int, bool]] = []
+    append = logger._append
+
+    def spy(records):
+        threads.append((len(records), threading.current_thread() is threading.main_thread()))
+        return append(records)
+
+    logger._append = spy
+    await logger.start()
+    try:
+        await logger.log(_entry(0))  # alone: a batch of one
+        await asyncio.gather(*(logger.log(_entry(i)) for i in range(1, 40)))  # batched
+    finally:
+        await logger.aclose()
+    assert threads[0] == (1, inline)
+    assert all(not on_loop for n, on_loop in threads if n > 1)  # a batch always goes to the thread
+    engine = make_sync_engine(url)
+    assert verify_chain(engine).rows == 40
+    engine.dispose()
+
+
+async def test_wal_checkpoints_run_beside_the_writer(tmp_path):
+    """The writer's connection never checkpoints inside a commit; a separate thread does, every
+    `checkpoint_rows` rows, so the WAL does not grow without bound."""
+    url = f"sqlite:///{tmp_path / 'pe.db'}"
+    upgrade(url)
+    logger = DecisionLogger(url, sqlite_synchronous="NORMAL")
+    logger.checkpoint_rows = 25
+    await logger.start()
+    try:
+        for i in range(120):
+            await logger.log(_entry(i))
+        for _ in range(100):
+            if logger.checkpoints >= 2:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await logger.aclose()
+    assert logger.checkpoints >= 2  # one may still be running when the next is due: it is then skipped
+    engine = make_sync_engine(url)
+    res = verify_chain(engine)
+    assert res.ok and res.rows == 120, res.problem
+    engine.dispose()
+
+
 async def test_tampered_column_and_deleted_row_detected(tmp_path):
     url = f"sqlite:///{tmp_path / 'pe.db'}"
     upgrade(url)
