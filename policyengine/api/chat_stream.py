@@ -1,4 +1,5 @@
-"""The streaming path of the gateway: failover before the first byte, then relay, then the outcome row."""
+"""The streaming path of the gateway: the decision row commits while failover finds a first chunk;
+then relay, then the outcome row."""
 
 from __future__ import annotations
 
@@ -116,29 +117,48 @@ async def stream_response(s: Any, principal: Principal, dispatcher: Any, policy:
                   decision: Decision, decision_id: str, log: Any, t0: float) -> Response:
     from policyengine.dispatch import DispatchError
 
+    dumped = decide.dump(action, decision)  # shared by the decision row and the outcome row
+    # The decision row commits while the upstream is opened (the row is queued now, the commit
+    # runs while this request waits for its first chunk): the log adds nothing to the time to
+    # first token unless the commit is the slower of the two. Nothing is sent before both are
+    # done, and a failed commit closes the stream unread (503). The answering model, the attempts
+    # and the usage are in the outcome row, which follows (`follows` = this row's id).
+    pending = log(decision, dumped=dumped, latency_ms=(time.perf_counter() - t0) * 1000,
+                  extra={"outcome": "streaming", "stream": True})
     stream = dispatcher.stream(up, decision.routing, session_id=action.session_id,
                                prompt_tokens=action.prompt_tokens)
     it = stream.__aiter__()
+    failed: DispatchError | None = None
     try:
         first = await it.__anext__()
     except StopAsyncIteration:
         first = None
     except DispatchError as exc:
+        failed, first = exc, None
+    except BaseException:
+        pending.abandon()
         await stream.aclose()
-        atts = attempt_dicts(exc.attempts)
+        raise
+    try:
+        await pending
+    except BaseException:
+        await stream.aclose()
+        raise
+    if failed is not None:
+        await stream.aclose()
+        atts = attempt_dicts(failed.attempts)
         count_attempts(s, atts)
-        await log(decision, attempts=atts, latency_ms=(time.perf_counter() - t0) * 1000,
-                  extra={"outcome": "upstream_failed", "error_class": exc.error_class, "reason": exc.reason,
-                         "stream": True})
-        s.metrics.chat_requests.labels(exc.model or "-", f"failed_{exc.error_class}").inc()
-        err = dispatch_error(exc, decision_id, atts)
+        decide.follow_up(s, kind="chat_outcome", follows=decision_id, decision_id=decide.outcome_id(decision_id),
+                         principal=principal, action=action, decision_d=dumped[1], model=None, attempts=atts,
+                         latency_ms=(time.perf_counter() - t0) * 1000,
+                         extra={"outcome": "upstream_failed", "decision_id": decision_id, "stream": True,
+                                "error_class": failed.error_class, "reason": failed.reason})
+        s.metrics.chat_requests.labels(failed.model or "-", f"failed_{failed.error_class}").inc()
+        err = dispatch_error(failed, decision_id, atts)
         err.headers.update(response_headers(decision_id, decision, None, atts))
         raise err
     model = stream_model(stream, first or {}, policy)
     atts_first = stream_attempts(stream)
-    dumped = decide.dump(action, decision)  # shared by the decision row and the outcome row
-    await log(decision, dumped=dumped, model=model, attempts=atts_first, latency_ms=(time.perf_counter() - t0) * 1000,
-              extra={"outcome": "streaming", "stream": True})
     headers = {**SSE_HEADERS, **response_headers(decision_id, decision, model, atts_first, decision.tags)}
 
     async def relay() -> AsyncIterator[bytes]:

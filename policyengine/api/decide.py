@@ -15,6 +15,7 @@ import os
 import secrets
 import time
 import uuid
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -77,24 +78,63 @@ def dump(action: Action, decision: Decision) -> tuple[dict[str, Any], dict[str, 
     return action.model_dump(mode="json", exclude_defaults=True), decision.model_dump(mode="json")
 
 
-async def commit(services: Any, *, kind: str, principal: Principal, action: Action, decision: Decision,
+def _unavailable(decision_id: str, exc: Exception) -> ApiError:
+    log.error("decision %s not committed: %s", decision_id, exc)
+    return ApiError(503, "the decision log is unavailable; the decision was not recorded and must not "
+                         "be acted on", code="decision_log_unavailable", retry=True)
+
+
+class PendingCommit:
+    """A decision row on its way into the log. `await` it before acting on the decision: it
+    returns once the row is committed, or raises the 503 `ApiError` when it cannot be."""
+
+    __slots__ = ("_decision_id", "_effect", "_fut", "_kind", "_services")
+
+    def __init__(self, fut: asyncio.Future[Any], services: Any, effect: str, kind: str, decision_id: str) -> None:
+        self._fut, self._services, self._effect, self._kind = fut, services, effect, kind
+        self._decision_id = decision_id
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self.wait().__await__()
+
+    async def wait(self) -> None:
+        try:
+            await self._fut
+        except DecisionLogError as exc:
+            raise _unavailable(self._decision_id, exc)
+        self._services.metrics.decisions.labels(self._effect, self._kind).inc()
+
+    def abandon(self) -> None:
+        """Nobody will wait for it (the request failed meanwhile): the row still commits; a failure
+        is logged instead of raised."""
+        def done(fut: asyncio.Future[Any]) -> None:
+            if not fut.cancelled() and fut.exception() is not None:
+                log.error("decision %s not committed: %s", self._decision_id, fut.exception())
+        self._fut.add_done_callback(done)
+
+
+def begin_commit(services: Any, *, kind: str, principal: Principal, action: Action, decision: Decision,
                  decision_id: str, model: str | None = None, attempts: list[dict[str, Any]] | None = None,
-                 latency_ms: float | None = None, extra: dict[str, Any] | None = None,
-                 ts: float | None = None, dumped: tuple[dict[str, Any], dict[str, Any]] | None = None) -> None:
-    """Commit one decision row. `dumped`: `dump(action, decision)` made earlier for the same request
-    (a streamed chat logs two rows of the same action and decision; the dicts are only read)."""
+                 latency_ms: float | None = None, extra: dict[str, Any] | None = None, ts: float | None = None,
+                 dumped: tuple[dict[str, Any], dict[str, Any]] | None = None) -> PendingCommit:
+    """Queue one decision row for the group commit; await the result before acting on the decision.
+    `dumped`: `dump(action, decision)` made earlier for the same request (a streamed chat logs two
+    rows of the same action and decision; the dicts are only read)."""
     action_d, decision_d = dumped or dump(action, decision)
     entry = LogEntry(kind=kind, tenant=principal.tenant, actor=action.actor, session_id=action.session_id,
                      action=action_d, decision=decision_d, model=model, attempts=attempts or [],
                      latency_ms=latency_ms, key_id=principal.key_id, extra=extra or {}, id=decision_id,
                      ts=ts or time.time())
     try:
-        await services.decision_log.log(entry)
+        fut = services.decision_log.submit(entry)
     except DecisionLogError as exc:
-        log.error("decision %s not committed: %s", decision_id, exc)
-        raise ApiError(503, "the decision log is unavailable; the decision was not recorded and must not "
-                            "be acted on", code="decision_log_unavailable", retry=True)
-    services.metrics.decisions.labels(decision.effect, kind).inc()
+        raise _unavailable(decision_id, exc)
+    return PendingCommit(fut, services, decision.effect, kind, decision_id)
+
+
+async def commit(services: Any, **kw: Any) -> None:
+    """Commit one decision row (`begin_commit`'s arguments); returns once it is committed."""
+    await begin_commit(services, **kw).wait()
 
 
 def follow_up(services: Any, *, kind: str, follows: str, decision_id: str, principal: Principal, action: Action,

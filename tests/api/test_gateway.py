@@ -207,6 +207,39 @@ async def test_streaming_fails_over_before_the_first_byte(service):
     with pytest.raises(openai.APIStatusError) as exc:
         await sdk(service).chat.completions.create(model="auto", messages=MSG, stream=True)
     assert exc.value.status_code in (502, 503) and exc.value.body["decision_id"]
+    # the decision row was committed (while the chain was tried) before the error was sent; the
+    # outcome row that follows it holds every attempt and the classified failure
+    did = exc.value.body["decision_id"]
+    assert (await _decision(service, did))["record"]["extra"]["outcome"] == "streaming"
+    for _ in range(100):
+        rec = await _decision(service, did)
+        if "stream_outcome" in rec:
+            break
+        await asyncio.sleep(0.05)
+    outcome = rec["stream_outcome"]["record"]
+    assert outcome["extra"]["outcome"] == "upstream_failed" and outcome["extra"]["error_class"]
+    assert {a["model"] for a in outcome["attempts"]} >= {"qwen-72b", "gemma-27b", "kimi-large"}
+    assert any(line.startswith("attempt kimi-large") for line in rec["explanation"])
+
+
+async def test_stream_is_closed_unread_when_its_decision_cannot_be_committed(service, monkeypatch):
+    """The decision row commits while the upstream is opened: if it fails, nothing is relayed."""
+    from policyengine.store import DecisionLogError
+
+    log = service.services.decision_log
+
+    def fail(entry):
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_exception(DecisionLogError("disk full"))
+        return fut
+
+    before = len(service.sims["qwen-72b"].seen())
+    monkeypatch.setattr(log, "submit", fail)
+    async with service.client() as c:
+        r = await c.post("/v1/chat/completions", json={"model": "auto", "messages": MSG, "stream": True})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "decision_log_unavailable"
+    assert "data:" not in r.text
+    assert len(service.sims["qwen-72b"].seen()) == before + 1  # it was opened, then closed unread
 
 
 async def test_stream_broken_after_first_byte_ends_with_error_not_done(service):

@@ -3,9 +3,10 @@
 policy decision -> (deny: 403 | held: 409 + approval | verify: both models, divergence,
 re-evaluate) -> dispatch (failover chain) -> decision row committed -> response.
 
-Streaming (policyengine.api.chat_stream): the first chunk is obtained (failover happens
-before it), the decision row is committed, then the stream is relayed; when it ends an
-outcome row (final model, attempts, usage) is committed through the same group commit.
+Streaming (policyengine.api.chat_stream): the decision row commits while the first chunk is
+obtained (failover happens before it); both are needed before the first byte; then the stream
+is relayed, and an outcome row (final model, attempts, usage) follows through the same group
+commit.
 """
 
 from __future__ import annotations
@@ -59,9 +60,9 @@ async def chat_completions(request: Request) -> Response:
     decision_id = decide.new_decision_id()
     stream = bool(body.get("stream"))
 
-    async def log(decision: Decision, **kw: Any) -> None:
-        await decide.commit(s, kind="chat", principal=principal, action=action, decision=decision,
-                            decision_id=decision_id, ts=ts, **kw)
+    def log(decision: Decision, **kw: Any) -> decide.PendingCommit:  # queued now; await it to wait
+        return decide.begin_commit(s, kind="chat", principal=principal, action=action, decision=decision,
+                                   decision_id=decision_id, ts=ts, **kw)
 
     requested = action.requested_model
     if requested and requested not in decision.allowed_models:
