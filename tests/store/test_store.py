@@ -183,6 +183,29 @@ async def test_wal_checkpoints_run_beside_the_writer(tmp_path):
     engine.dispose()
 
 
+async def test_postgres_writer_survives_its_connection_dying_while_idle(pg_schema_url):
+    """The writer holds one connection; if the server drops it between batches (restart, idle
+    timeout), the next batch reconnects instead of failing its requests."""
+    upgrade(pg_schema_url)
+    logger = DecisionLogger(pg_schema_url)
+    await logger.start()
+    try:
+        await logger.log(_entry(0))
+        pid = logger._raw.driver_connection.info.backend_pid
+        admin = make_sync_engine(pg_schema_url)
+        with admin.begin() as c:
+            assert c.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar()
+        admin.dispose()
+        await logger.log(_entry(1))  # no error: reconnected
+        assert logger._raw.driver_connection.info.backend_pid != pid
+    finally:
+        await logger.aclose()
+    engine = make_sync_engine(pg_schema_url)
+    res = verify_chain(engine)
+    engine.dispose()
+    assert res.ok and res.rows == 2, res.problem
+
+
 async def test_tampered_column_and_deleted_row_detected(tmp_path):
     url = f"sqlite:///{tmp_path / 'pe.db'}"
     upgrade(url)
