@@ -3,7 +3,9 @@
 The order is fixed: evaluate -> commit the decision row (group commit) -> hold
 for approval when the effect asks for it -> respond. A response never leaves
 before its decision row is committed; if the log cannot commit, the request
-fails with 503 and the decision is not acted on.
+fails with 503 and the decision is not acted on. (A streamed chat queues its row
+before opening the upstream and waits for both before its first byte: on a
+failed commit the upstream's answer is discarded unread.)
 """
 
 from __future__ import annotations
