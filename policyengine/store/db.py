@@ -78,6 +78,9 @@ def _enable_wal(cur: Any, deadline_s: float = 30.0) -> None:
             delay = min(delay * 2, 0.25)
 
 
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # how long a connection waits for another one's write lock
+
+
 def _sqlite_pragmas(engine: Engine, *, synchronous: str, immediate: bool) -> None:
     """WAL, a busy timeout, and (for the log writer) BEGIN IMMEDIATE transactions."""
 
@@ -88,7 +91,7 @@ def _sqlite_pragmas(engine: Engine, *, synchronous: str, immediate: bool) -> Non
         cur = dbapi_conn.cursor()
         # The busy timeout first: switching to WAL needs a lock too, and replicas or
         # migrators starting together must wait for it rather than fail "database is locked".
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         _enable_wal(cur)
         cur.execute(f"PRAGMA synchronous={synchronous}")
         cur.execute("PRAGMA foreign_keys=ON")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 import uuid
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from policyengine.store.chain import canonical_json, row_hash
-from policyengine.store.db import make_sync_engine
+from policyengine.store.db import SQLITE_BUSY_TIMEOUT_MS, make_sync_engine
 from policyengine.store.redaction import Redactor
 
 log = logging.getLogger("policyengine.store.logger")
@@ -39,6 +40,10 @@ FOLLOW_UP_KINDS = ("chat_outcome",)
 
 class DecisionLogError(RuntimeError):
     """The decision could not be committed: the caller must not act on the decision."""
+
+
+class _LockBusy(Exception):
+    """Another connection holds SQLite's write lock (raised only where waiting is not allowed)."""
 
 
 @dataclass
@@ -296,9 +301,8 @@ class DecisionLogger:
             batch += [(r, None) for r in self._take_deferred(self.max_batch - queued)]  # follow-ups ride along
             try:
                 records = [r for r, _ in batch]
-                if queued == 1 and self._inline_ok:
-                    results = self._append(records)
-                else:
+                results = self._append_inline(records) if queued == 1 and self._inline_ok else None
+                if results is None:
                     results = await loop.run_in_executor(self._executor, self._append, records)
             except Exception as exc:
                 log.error("decision log batch of %d failed: %s", len(batch), exc)
@@ -386,18 +390,41 @@ class DecisionLogger:
             raise
         return out
 
-    def _append_sqlite(self, records: list[dict[str, Any]]) -> list[LoggedDecision]:
+    def _append_inline(self, records: list[dict[str, Any]]) -> list[LoggedDecision] | None:
+        """`_append_sqlite` on the event loop, or None (nothing written) when another connection
+        holds the write lock. It must not wait for that lock here: the holder may be a transaction
+        of this very process (aiosqlite, approvals, keys) that needs the loop to finish."""
+        try:
+            return self._append_sqlite(records, wait=False)
+        except _LockBusy:
+            return None
+
+    def _append_sqlite(self, records: list[dict[str, Any]], wait: bool = True) -> list[LoggedDecision]:
         if self._raw is None:
             raw = self._engine.raw_connection()  # runs the engine's connect hook (pragmas)
             raw.driver_connection.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint
             self._raw = raw
-        cur = self._raw.driver_connection.cursor()
+        db = self._raw.driver_connection
+        cur = db.cursor()
         try:
-            cur.execute("BEGIN IMMEDIATE")
+            if wait:
+                cur.execute("BEGIN IMMEDIATE")  # waits for the lock up to the busy timeout
+            else:
+                cur.execute("PRAGMA busy_timeout=0")
+                try:
+                    cur.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    if "locked" in str(exc) or "busy" in str(exc):
+                        raise _LockBusy from exc
+                    raise
+                finally:
+                    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             rows, out = self._rows(cur.execute(self._sql_head).fetchone(), records)
             cur.executemany(self._sql_insert, rows)
             cur.execute(self._sql_move, (rows[-1][0], rows[-1][-1]))
             cur.execute("COMMIT")
+        except _LockBusy:
+            raise  # nothing was begun: the connection is fine
         except BaseException:
             self._drop_raw()  # rolls back whatever is open; the next batch gets a fresh connection
             raise

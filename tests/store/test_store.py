@@ -139,13 +139,13 @@ async def test_a_lone_row_commits_on_the_loop_without_fsync_else_in_the_writer_t
     upgrade(url)
     logger = DecisionLogger(url, sqlite_synchronous=synchronous)
     threads: list[tuple[int, bool]] = []
-    append = logger._append
+    append = logger._append_sqlite
 
-    def spy(records):
+    def spy(records, wait=True):
         threads.append((len(records), threading.current_thread() is threading.main_thread()))
-        return append(records)
+        return append(records, wait)
 
-    logger._append = spy
+    logger._append_sqlite = spy
     await logger.start()
     try:
         await logger.log(_entry(0))  # alone: a batch of one
@@ -157,6 +157,35 @@ async def test_a_lone_row_commits_on_the_loop_without_fsync_else_in_the_writer_t
     engine = make_sync_engine(url)
     assert verify_chain(engine).rows == 40
     engine.dispose()
+
+
+async def test_a_lone_row_never_waits_for_the_write_lock_on_the_loop(tmp_path):
+    """Another connection of this process holds the write lock and needs the loop to release it
+    (as an aiosqlite transaction does): the lone row must go to the writer thread, which waits,
+    instead of blocking the loop in BEGIN IMMEDIATE (which would deadlock until the busy timeout)."""
+    import sqlite3
+    import time
+
+    url = f"sqlite:///{tmp_path / 'pe.db'}"
+    upgrade(url)
+    logger = DecisionLogger(url, sqlite_synchronous="NORMAL")
+    await logger.start()
+    try:
+        await logger.log(_entry(0))  # the writer's connection is open
+        holder = sqlite3.connect(tmp_path / "pe.db", isolation_level=None, check_same_thread=False)
+        holder.execute("BEGIN IMMEDIATE")
+        asyncio.get_running_loop().call_later(0.3, holder.execute, "COMMIT")  # needs the loop to run
+        t0 = time.monotonic()
+        await asyncio.wait_for(logger.log(_entry(1)), timeout=10)
+        assert 0.25 < time.monotonic() - t0 < 5
+        holder.close()
+        await logger.log(_entry(2))  # and the next lone row commits on the loop again
+    finally:
+        await logger.aclose()
+    engine = make_sync_engine(url)
+    res = verify_chain(engine)
+    engine.dispose()
+    assert res.ok and res.rows == 3, res.problem
 
 
 async def test_wal_checkpoints_run_beside_the_writer(tmp_path):
