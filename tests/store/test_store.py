@@ -76,6 +76,17 @@ async def test_group_commit_chain_and_queries(db_url):
     engine.dispose()
 
 
+def _chain_rows(url: str) -> int:
+    """Verify the hash chain at `url`; the number of rows in it."""
+    engine = make_sync_engine(url)
+    try:
+        res = verify_chain(engine)
+    finally:
+        engine.dispose()
+    assert res.ok, res.problem
+    return res.rows
+
+
 def _follow_up(i: int, follows: str) -> LogEntry:
     return LogEntry(kind="chat_outcome", tenant="acme", action={}, decision={"effect": "allow", "action": "chat"},
                     extra={"outcome": "ok"}, follows=follows, id=f"outcome-{i}")
@@ -99,9 +110,8 @@ async def test_follow_up_rows_ride_along_with_the_next_commit(db_url):
     finally:
         await logger.aclose()  # flushes the one still deferred
     assert logger.rows == 4
+    assert _chain_rows(db_url) == 4
     engine = make_sync_engine(db_url)
-    res = verify_chain(engine)
-    assert res.ok and res.rows == 4, res.problem
     with engine.connect() as c:
         got = c.execute(sa.text("SELECT seq, id, kind FROM decisions ORDER BY seq")).all()
     engine.dispose()
@@ -125,9 +135,7 @@ async def test_follow_up_rows_are_written_when_their_delay_is_up(tmp_path):
             assert (logger.batches, logger.rows) == (2, 2)  # alone, without another request
         finally:
             await logger.aclose()
-    engine = make_sync_engine(url)
-    assert verify_chain(engine).rows == 4
-    engine.dispose()
+    assert _chain_rows(url) == 4
 
 
 @pytest.mark.parametrize("synchronous,inline", [("NORMAL", True), ("FULL", False)])
@@ -154,9 +162,7 @@ async def test_a_lone_row_commits_on_the_loop_without_fsync_else_in_the_writer_t
         await logger.aclose()
     assert threads[0] == (1, inline)
     assert all(not on_loop for n, on_loop in threads if n > 1)  # a batch always goes to the thread
-    engine = make_sync_engine(url)
-    assert verify_chain(engine).rows == 40
-    engine.dispose()
+    assert _chain_rows(url) == 40
 
 
 async def test_a_lone_row_never_waits_for_the_write_lock_on_the_loop(tmp_path):
@@ -182,10 +188,7 @@ async def test_a_lone_row_never_waits_for_the_write_lock_on_the_loop(tmp_path):
         await logger.log(_entry(2))  # and the next lone row commits on the loop again
     finally:
         await logger.aclose()
-    engine = make_sync_engine(url)
-    res = verify_chain(engine)
-    engine.dispose()
-    assert res.ok and res.rows == 3, res.problem
+    assert _chain_rows(url) == 3
 
 
 async def test_wal_checkpoints_run_beside_the_writer(tmp_path):
@@ -206,10 +209,7 @@ async def test_wal_checkpoints_run_beside_the_writer(tmp_path):
     finally:
         await logger.aclose()
     assert logger.checkpoints >= 2  # one may still be running when the next is due: it is then skipped
-    engine = make_sync_engine(url)
-    res = verify_chain(engine)
-    assert res.ok and res.rows == 120, res.problem
-    engine.dispose()
+    assert _chain_rows(url) == 120
 
 
 async def test_postgres_writer_survives_its_connection_dying_while_idle(pg_schema_url):
@@ -229,10 +229,7 @@ async def test_postgres_writer_survives_its_connection_dying_while_idle(pg_schem
         assert logger._raw.driver_connection.info.backend_pid != pid
     finally:
         await logger.aclose()
-    engine = make_sync_engine(pg_schema_url)
-    res = verify_chain(engine)
-    engine.dispose()
-    assert res.ok and res.rows == 2, res.problem
+    assert _chain_rows(pg_schema_url) == 2
 
 
 async def test_tampered_column_and_deleted_row_detected(tmp_path):
