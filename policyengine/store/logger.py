@@ -42,6 +42,11 @@ class DecisionLogError(RuntimeError):
     """The decision could not be committed: the caller must not act on the decision."""
 
 
+# A batch committed on the event loop has one waiting row and at most this many rows in all (the
+# rest are follow-ups riding along): anything bigger is worth the thread switches.
+INLINE_MAX_ROWS = 4
+
+
 class _LockBusy(Exception):
     """Another connection holds SQLite's write lock (raised only where waiting is not allowed)."""
 
@@ -93,7 +98,7 @@ class DecisionLogger:
         self._is_pg = self._engine.dialect.name == "postgresql"
         self._is_sqlite = self._engine.dialect.name == "sqlite"
         self._raw: Any = None  # the writer's DB-API connection (SQLite, PostgreSQL): one batch at a time
-        # A batch of one waiting row is committed on the event loop, not in the writer thread, on
+        # A batch of one waiting row (INLINE_MAX_ROWS in all) is committed on the event loop, not in the writer thread, on
         # SQLite without an fsync per commit (synchronous NORMAL/OFF: a commit is a WAL append of
         # ~0.1 ms): at one request at a time the two thread switches cost as much as the commit.
         # Larger batches (the service under load) and FULL/EXTRA (an fsync must never block the
@@ -301,7 +306,8 @@ class DecisionLogger:
             batch += [(r, None) for r in self._take_deferred(self.max_batch - queued)]  # follow-ups ride along
             try:
                 records = [r for r, _ in batch]
-                results = self._append_inline(records) if queued == 1 and self._inline_ok else None
+                inline = self._inline_ok and queued == 1 and len(records) <= INLINE_MAX_ROWS
+                results = self._append_inline(records) if inline else None
                 if results is None:
                     results = await loop.run_in_executor(self._executor, self._append, records)
             except Exception as exc:
