@@ -9,6 +9,12 @@ keeps up with the request rate instead of paying one commit per request.
 Appending locks the chain head row (`SELECT ... FOR UPDATE` on PostgreSQL,
 `BEGIN IMMEDIATE` on SQLite), so several replicas (or processes) writing to the
 same database still produce one gap-free chain.
+
+Rows nobody waits for (`enqueue`: a streamed chat's outcome) ride along with the
+next batch that has a waiter, or go alone after `follow_up_delay_s`. On SQLite
+without an fsync per commit, a batch of one waiting row commits on the event
+loop (no thread switches) unless another connection holds the write lock; WAL
+checkpoints run in a thread of their own, outside every commit.
 """
 
 from __future__ import annotations
