@@ -129,6 +129,14 @@ async def stream_response(s: Any, principal: Principal, dispatcher: Any, policy:
                                prompt_tokens=action.prompt_tokens)
     it = stream.__aiter__()
     failed: DispatchError | None = None
+
+    def log_outcome(model: str | None, atts: list[dict[str, Any]], outcome: str, **extra: Any) -> None:
+        """The outcome row that follows the decision row (queued, not awaited)."""
+        decide.follow_up(s, kind="chat_outcome", follows=decision_id, decision_id=decide.outcome_id(decision_id),
+                         principal=principal, action=action, decision_d=dumped[1], model=model, attempts=atts,
+                         latency_ms=(time.perf_counter() - t0) * 1000,
+                         extra={"outcome": outcome, "decision_id": decision_id, "stream": True, **extra})
+
     try:
         first = await it.__anext__()
     except StopAsyncIteration:
@@ -148,11 +156,7 @@ async def stream_response(s: Any, principal: Principal, dispatcher: Any, policy:
         await stream.aclose()
         atts = attempt_dicts(failed.attempts)
         count_attempts(s, atts)
-        decide.follow_up(s, kind="chat_outcome", follows=decision_id, decision_id=decide.outcome_id(decision_id),
-                         principal=principal, action=action, decision_d=dumped[1], model=None, attempts=atts,
-                         latency_ms=(time.perf_counter() - t0) * 1000,
-                         extra={"outcome": "upstream_failed", "decision_id": decision_id, "stream": True,
-                                "error_class": failed.error_class, "reason": failed.reason})
+        log_outcome(None, atts, "upstream_failed", error_class=failed.error_class, reason=failed.reason)
         s.metrics.chat_requests.labels(failed.model or "-", f"failed_{failed.error_class}").inc()
         err = dispatch_error(failed, decision_id, atts)
         err.headers.update(response_headers(decision_id, decision, None, atts))
@@ -193,13 +197,9 @@ async def stream_response(s: Any, principal: Principal, dispatcher: Any, policy:
         s.metrics.request_latency.labels("chat_stream").observe(time.perf_counter() - t0)
         # The decision row was committed before the first byte. The outcome row (final model, every
         # attempt, usage) is queued to the same group commit, without holding the client's [DONE].
-        decide.follow_up(s, kind="chat_outcome", follows=decision_id, decision_id=decide.outcome_id(decision_id),
-                         principal=principal, action=action, decision_d=dumped[1], model=final_model,
-                         attempts=atts, latency_ms=(time.perf_counter() - t0) * 1000,
-                         extra={"outcome": outcome, "decision_id": decision_id, "stream": True,
-                                "usage": getattr(res, "usage", None),
-                                "finish_reason": getattr(res, "finish_reason", None),
-                                "complete": getattr(res, "complete", None), **(err_info or {})})
+        log_outcome(final_model, atts, outcome, usage=getattr(res, "usage", None),
+                    finish_reason=getattr(res, "finish_reason", None), complete=getattr(res, "complete", None),
+                    **(err_info or {}))
         if outcome == "ok":
             # A broken stream ends on its error event, never on [DONE]: a client must not
             # mistake a truncated answer for a complete one.

@@ -4,8 +4,9 @@
 call: no middleware chain (server errors, exception handlers, async exit stack, body
 limit, telemetry), no route matching over every registered route, no dependency solving.
 Measured with benchmarks/api_bench.py (benchmarks/service.md, "Second pass"): this, with two
-smaller changes, took evaluate from 0.67-0.70 to 0.44 ms of CPU per request on one core. Everything else (the documented twins of these routes in
-the OpenAPI schema included) goes through FastAPI unchanged.
+smaller changes, took evaluate from 0.67-0.70 to 0.44 ms of CPU per request on one core.
+Everything else (the documented twins of these routes in the OpenAPI schema included) goes
+through FastAPI unchanged.
 
 The handlers raise the same `ApiError`/`AuthError` as everywhere else and get the same
 error bodies; an unexpected exception becomes a 500 with an OpenAI-shaped body and a

@@ -119,6 +119,10 @@ class DecisionLogger:
         self._ckpt_raw: Any = None
         self._ckpt_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-log-ckpt") \
             if self._is_sqlite else None
+        if self._is_pg:
+            import psycopg  # the PostgreSQL driver (store.db picks it); imported only where it is used
+
+            self._pg_operational_error: type[Exception] = psycopg.OperationalError
         ph = "%s" if self._is_pg else "?"
         cols = ("seq", "id", "ts", "kind", "tenant", "actor", "session_id", "action", "effect", "model",
                 "policy_hash", "record", "prev_hash", "row_hash")
@@ -355,23 +359,14 @@ class DecisionLogger:
         timeout, autocommit mode) and drives the transaction itself: SQLAlchemy's per-batch pool
         checkout, events and result objects cost as much CPU as the commit (benchmarks/service.md).
         """
-        if self._is_sqlite:
-            return self._append_sqlite(records)
-        if self._is_pg:
-            return self._append_pg(records)
-        with self._engine.begin() as conn:
-            rows, out = self._rows(conn.exec_driver_sql(self._sql_head).first(), records)
-            conn.exec_driver_sql(self._sql_insert, rows)
-            conn.exec_driver_sql(self._sql_move, rows[-1][0:1] + rows[-1][-1:])
-        return out
+        # (store.db accepts SQLite and PostgreSQL URLs only)
+        return self._append_sqlite(records) if self._is_sqlite else self._append_pg(records)
 
     def _append_pg(self, records: list[dict[str, Any]]) -> list[LoggedDecision]:
         """The same transaction on one held psycopg connection, in two round trips: the locked chain
         head, then the inserts, the head move and COMMIT sent as one pipeline. (The pooled path
         paid a pre-ping, BEGIN, SELECT, INSERT, UPDATE and COMMIT: six.) A connection that fails is
         dropped; the next batch opens a new one."""
-        import psycopg
-
         for attempt in (1, 2):
             if self._raw is None:
                 self._raw = self._engine.raw_connection()
@@ -381,7 +376,7 @@ class DecisionLogger:
                     cur.execute(self._sql_head)  # opens the transaction (psycopg is not in autocommit)
                     head = cur.fetchone()
                 break
-            except psycopg.OperationalError:
+            except self._pg_operational_error:
                 # The held connection died while idle (server restart, idle timeout, a proxy): nothing
                 # of this batch was sent, so one retry on a fresh connection is safe.
                 self._drop_raw()
@@ -416,8 +411,7 @@ class DecisionLogger:
             raw = self._engine.raw_connection()  # runs the engine's connect hook (pragmas)
             raw.driver_connection.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint
             self._raw = raw
-        db = self._raw.driver_connection
-        cur = db.cursor()
+        cur = self._raw.driver_connection.cursor()
         try:
             if wait:
                 cur.execute("BEGIN IMMEDIATE")  # waits for the lock up to the busy timeout
