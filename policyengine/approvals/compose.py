@@ -17,7 +17,7 @@ from policyengine.approvals.errors import ApprovalInvalid
 from policyengine.approvals.settings import ApprovalSettings
 from policyengine.approvals.signing import LinkSigner
 from policyengine.approvals.states import Via
-from policyengine.approvals.tables import O, new_id
+from policyengine.approvals.tables import new_id, outbox_table
 from policyengine.approvals.views import check_url, outcome, to_view
 from policyengine.notifier import Notice, TemplateRenderer
 from policyengine.notifier import email as email_channel
@@ -76,7 +76,7 @@ class OutboxComposer:
     async def enqueue(self, conn: AsyncConnection, row: Any, kind: str, purpose: str, target: str, payload: dict[str, Any]) -> None:
         now = self.clock()
         await conn.execute(
-            O.insert().values(
+            outbox_table.insert().values(
                 id=new_id("ntf"), approval_id=row.id, kind=kind, purpose=purpose, target=target, payload=payload,
                 state="pending", attempts=0, max_attempts=self.settings.delivery_max_attempts, next_attempt_at=now,
                 created_at=now, version=1,

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from policyengine.approvals.metrics import ApprovalMetrics
 from policyengine.approvals.settings import ApprovalSettings
-from policyengine.approvals.tables import A, O
+from policyengine.approvals.tables import approvals_table, outbox_table
 from policyengine.notifier import Dispatcher, backoff_s
 from policyengine.notifier.errors import DeliveryError
 
@@ -46,10 +46,11 @@ class OutboxWorker:
         async with self.engine.connect() as conn:
             due = (
                 await conn.execute(
-                    sa.select(O.c.id, O.c.version).where(
-                        O.c.state == "pending", O.c.next_attempt_at <= now,
-                        sa.or_(O.c.lease_until.is_(None), O.c.lease_until < now),
-                    ).order_by(O.c.next_attempt_at).limit(limit)
+                    sa.select(outbox_table.c.id, outbox_table.c.version).where(
+                        outbox_table.c.state == "pending",
+                        outbox_table.c.next_attempt_at <= now,
+                        sa.or_(outbox_table.c.lease_until.is_(None), outbox_table.c.lease_until < now),
+                    ).order_by(outbox_table.c.next_attempt_at).limit(limit)
                 )
             ).all()
         gate = asyncio.Semaphore(DELIVERY_CONCURRENCY)  # a slow endpoint must not hold up the others
@@ -58,13 +59,17 @@ class OutboxWorker:
             async with gate:
                 async with self.engine.begin() as conn:
                     res = await conn.execute(
-                        O.update().where(O.c.id == outbox_id, O.c.version == version, O.c.state == "pending")
-                        .values(lease_until=now + timedelta(seconds=LEASE_S), attempts=O.c.attempts + 1,
-                                version=version + 1)
+                        outbox_table.update()
+                        .where(outbox_table.c.id == outbox_id, outbox_table.c.version == version,
+                               outbox_table.c.state == "pending")
+                        .values(lease_until=now + timedelta(seconds=LEASE_S),
+                                attempts=outbox_table.c.attempts + 1, version=version + 1)
                     )
                     if res.rowcount != 1:
                         return 0  # claimed by another replica (or by a concurrent kick)
-                    item = (await conn.execute(sa.select(O).where(O.c.id == outbox_id))).one()
+                    item = (await conn.execute(
+                        sa.select(outbox_table).where(outbox_table.c.id == outbox_id)
+                    )).one()
                 return await self._deliver_one(item)
 
         results = await asyncio.gather(*(claim_and_send(i, v) for i, v in due))
@@ -84,9 +89,9 @@ class OutboxWorker:
                               max_s=self.settings.delivery_backoff_max_s, retry_after_s=e.retry_after_s)
             async with self.engine.begin() as conn:
                 await conn.execute(
-                    O.update().where(O.c.id == item.id).values(
+                    outbox_table.update().where(outbox_table.c.id == item.id).values(
                         state="dead" if dead else "pending", lease_until=None, last_error=str(e)[:2000],
-                        next_attempt_at=now + timedelta(seconds=delay), version=O.c.version + 1,
+                        next_attempt_at=now + timedelta(seconds=delay), version=outbox_table.c.version + 1,
                     )
                 )
             if self.metrics is not None:
@@ -99,17 +104,18 @@ class OutboxWorker:
         except Exception as e:  # a bug in a sender must not kill the sweep; retry later
             log.exception("delivery %s crashed", item.id)
             async with self.engine.begin() as conn:
-                await conn.execute(O.update().where(O.c.id == item.id).values(
+                await conn.execute(outbox_table.update().where(outbox_table.c.id == item.id).values(
                     lease_until=None, last_error=f"{type(e).__name__}: {e}"[:2000],
-                    next_attempt_at=self.clock() + timedelta(seconds=self.settings.delivery_backoff_s), version=O.c.version + 1))
+                    next_attempt_at=self.clock() + timedelta(seconds=self.settings.delivery_backoff_s),
+                    version=outbox_table.c.version + 1))
             return 0
         if self.metrics is not None:
             self.metrics.delivery(item.kind, "delivered")
         async with self.engine.begin() as conn:
             await conn.execute(
-                O.update().where(O.c.id == item.id).values(
+                outbox_table.update().where(outbox_table.c.id == item.id).values(
                     state="delivered", lease_until=None, delivered_at=self.clock(), result=result, last_error=None,
-                    version=O.c.version + 1,
+                    version=outbox_table.c.version + 1,
                 )
             )
         return 1
@@ -118,8 +124,10 @@ class OutboxWorker:
         """The channel / ts of the message to replace: from the delivered request message."""
         async with self.engine.connect() as conn:
             posts = (await conn.execute(
-                sa.select(O.c.state, O.c.result).where(O.c.approval_id == item.approval_id, O.c.kind == "slack",
-                                                       O.c.target == item.target).order_by(O.c.created_at)
+                sa.select(outbox_table.c.state, outbox_table.c.result)
+                .where(outbox_table.c.approval_id == item.approval_id, outbox_table.c.kind == "slack",
+                       outbox_table.c.target == item.target)
+                .order_by(outbox_table.c.created_at)
             )).all()
         for p in posts:
             if p.state == "delivered" and p.result and p.result.get("ts"):
@@ -133,18 +141,23 @@ class OutboxWorker:
     async def backlog(self) -> dict[str, int]:
         """How many approvals wait for a reviewer and how many deliveries gave up."""
         async with self.engine.connect() as conn:
-            pending = (await conn.execute(sa.select(sa.func.count()).select_from(A).where(A.c.state == "pending"))).scalar()
-            dead = (await conn.execute(sa.select(sa.func.count()).select_from(O).where(O.c.state == "dead"))).scalar()
+            pending = (await conn.execute(
+                sa.select(sa.func.count()).select_from(approvals_table)
+                .where(approvals_table.c.state == "pending")
+            )).scalar()
+            dead = (await conn.execute(
+                sa.select(sa.func.count()).select_from(outbox_table).where(outbox_table.c.state == "dead")
+            )).scalar()
         return {"pending": int(pending or 0), "dead_deliveries": int(dead or 0)}
 
     async def redeliver(self, outbox_ids: Sequence[str] | None = None) -> int:
         """Put dead deliveries back in the queue (all of them, or the given ids) with a fresh attempt budget."""
-        q = O.update().where(O.c.state == "dead")
+        q = outbox_table.update().where(outbox_table.c.state == "dead")
         if outbox_ids is not None:
-            q = q.where(O.c.id.in_(list(outbox_ids)))
+            q = q.where(outbox_table.c.id.in_(list(outbox_ids)))
         async with self.engine.begin() as conn:
-            res = await conn.execute(q.values(state="pending", attempts=0, next_attempt_at=self.clock(), lease_until=None,
-                                              version=O.c.version + 1))
+            res = await conn.execute(q.values(state="pending", attempts=0, next_attempt_at=self.clock(),
+                                              lease_until=None, version=outbox_table.c.version + 1))
         self.kick()
         return int(res.rowcount or 0)
 

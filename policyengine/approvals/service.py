@@ -52,7 +52,15 @@ from policyengine.approvals.models import (
 from policyengine.approvals.settings import ApprovalSettings
 from policyengine.approvals.signing import LinkClaims, LinkError, LinkSigner
 from policyengine.approvals.states import State, Via
-from policyengine.approvals.tables import A, E, L, O, R, new_id, utcnow
+from policyengine.approvals.tables import (
+    approvals_table,
+    events_table,
+    link_uses_table,
+    new_id,
+    outbox_table,
+    revisions_table,
+    utcnow,
+)
 from policyengine.approvals.views import apply_edit, check_url, outcome, to_view
 from policyengine.notifier import Dispatcher, TemplateRenderer
 from policyengine.store.approvals_models import APPROVAL_TABLES
@@ -231,8 +239,10 @@ class ApprovalService:
     async def _existing_hold(self, tenant: str | None, request_id: str, digest: str) -> HoldResult | None:
         """An earlier hold with the same request_id (a client retry) — refused if the action differs."""
         async with self.engine.connect() as conn:
-            q = sa.select(A).where(A.c.request_id == request_id,
-                                   A.c.tenant.is_(None) if tenant is None else A.c.tenant == tenant)
+            q = sa.select(approvals_table).where(
+                approvals_table.c.request_id == request_id,
+                approvals_table.c.tenant.is_(None) if tenant is None else approvals_table.c.tenant == tenant,
+            )
             row = (await conn.execute(q)).first()
         if row is None:
             return None
@@ -249,9 +259,9 @@ class ApprovalService:
     ) -> None:
         approval_id, view, now = row["id"], row["action_json"], row["created_at"]
         async with self.engine.begin() as conn:
-            await conn.execute(A.insert().values(**row))
+            await conn.execute(approvals_table.insert().values(**row))
             await conn.execute(
-                R.insert().values(
+                revisions_table.insert().values(
                     approval_id=approval_id, revision=1, action_json=view, action_hash=digest, created_at=now,
                     created_by=action.actor or getattr(principal, "subject", None),
                 )
@@ -260,13 +270,17 @@ class ApprovalService:
                 conn, approval_id, "created", None, State.pending, actor=action.actor or getattr(principal, "subject", None),
                 via=Via.api, details={"effect": decision.effect, "groups": groups, "action_hash": digest},
             )
-            approval = (await conn.execute(sa.select(A).where(A.c.id == approval_id))).one()
+            approval = (await conn.execute(
+                sa.select(approvals_table).where(approvals_table.c.id == approval_id)
+            )).one()
             await self.composer.enqueue_notices(conn, approval, "request")
 
     # ------------------------------------------------------------------- read
 
     async def _row(self, conn: AsyncConnection, approval_id: str) -> Any:
-        row = (await conn.execute(sa.select(A).where(A.c.id == approval_id))).one_or_none()
+        row = (await conn.execute(
+            sa.select(approvals_table).where(approvals_table.c.id == approval_id)
+        )).one_or_none()
         if row is None:
             raise ApprovalNotFound(f"no approval {approval_id!r}")
         return row
@@ -281,16 +295,22 @@ class ApprovalService:
 
     async def audit_trail(self, approval_id: str) -> list[AuditEvent]:
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(sa.select(E).where(E.c.approval_id == approval_id).order_by(E.c.id))).all()
+            rows = (await conn.execute(
+                sa.select(events_table).where(events_table.c.approval_id == approval_id)
+                .order_by(events_table.c.id)
+            )).all()
         return [AuditEvent.model_validate(r._mapping, from_attributes=True) for r in rows]
 
     async def list_for(self, reviewer: Reviewer, *, state: State | None = State.pending, limit: int = 100) -> list[ApprovalView]:
         """Approvals this reviewer may decide: their tenant, one of their groups (newest first)."""
         limit = max(1, min(limit, 1000))
-        base = sa.select(A).where(A.c.tenant.is_(None) if reviewer.tenant is None else A.c.tenant == reviewer.tenant)
+        base = sa.select(approvals_table).where(
+            approvals_table.c.tenant.is_(None) if reviewer.tenant is None
+            else approvals_table.c.tenant == reviewer.tenant
+        )
         if state is not None:
-            base = base.where(A.c.state == state.value)
-        base = base.order_by(A.c.created_at.desc(), A.c.id)
+            base = base.where(approvals_table.c.state == state.value)
+        base = base.order_by(approvals_table.c.created_at.desc(), approvals_table.c.id)
         out: list[ApprovalView] = []
         page, offset = 500, 0
         async with self.engine.connect() as conn:
@@ -406,13 +426,14 @@ class ApprovalService:
                     try:
                         async with conn.begin_nested():
                             await conn.execute(
-                                L.insert().values(nonce=link_nonce, approval_id=approval_id, used_at=now, recipient=reviewer.subject, ip=reviewer.ip)
+                                link_uses_table.insert().values(nonce=link_nonce, approval_id=approval_id, used_at=now,
+                                                                recipient=reviewer.subject, ip=reviewer.ip)
                             )
                     except IntegrityError:
                         raise LinkRefused("this review link has already been used")
                 if "revision" in values:
                     await conn.execute(
-                        R.insert().values(
+                        revisions_table.insert().values(
                             approval_id=approval_id, revision=values["revision"], action_json=values["action_json"],
                             action_hash=values["action_hash"], created_at=now, created_by=reviewer.subject,
                         )
@@ -442,9 +463,11 @@ class ApprovalService:
                 raise ApprovalNotFound(f"no approval {approval_id!r}")
             now = self.clock()
             res = await conn.execute(
-                A.update().where(A.c.id == approval_id, A.c.state == State.pending.value)
+                approvals_table.update()
+                .where(approvals_table.c.id == approval_id, approvals_table.c.state == State.pending.value)
                 .values(state=State.cancelled.value, decided_at=now, decided_by=actor, decided_via=Via.api.value,
-                        reason=reason, updated_at=now, version=A.c.version + 1, next_reminder_at=None)
+                        reason=reason, updated_at=now, version=approvals_table.c.version + 1,
+                        next_reminder_at=None)
             )
             if res.rowcount != 1:
                 raise ApprovalConflict(f"approval {approval_id} was already {row.state}")
@@ -471,7 +494,10 @@ class ApprovalService:
 
     async def link_used(self, nonce: str) -> bool:
         async with self.engine.connect() as conn:
-            return (await conn.execute(sa.select(L.c.nonce).where(L.c.nonce == nonce))).first() is not None
+            used = (await conn.execute(
+                sa.select(link_uses_table.c.nonce).where(link_uses_table.c.nonce == nonce)
+            )).first()
+        return used is not None
 
     async def decide_with_link(
         self, token: str, *, approve: bool, reason: str | None, via: Via = Via.review_page, ip: str | None = None,
@@ -485,7 +511,9 @@ class ApprovalService:
             raise LinkRefused(e.reason)
         if await self.link_used(claims.nonce):
             async with self.engine.connect() as conn:
-                row = (await conn.execute(sa.select(A).where(A.c.id == claims.approval_id))).one_or_none()
+                row = (await conn.execute(
+                    sa.select(approvals_table).where(approvals_table.c.id == claims.approval_id)
+                )).one_or_none()
             if row is not None:
                 await self._refuse(row, Reviewer(subject=claims.recipient, via=via.value, ip=ip), "reused review link")
             raise LinkRefused("this review link has already been used")
@@ -509,7 +537,9 @@ class ApprovalService:
         async with self.engine.connect() as conn:
             row = await self._row(conn, approval_id)
             posted = (await conn.execute(
-                sa.select(O.c.result).where(O.c.approval_id == approval_id, O.c.kind == "slack", O.c.state == "delivered")
+                sa.select(outbox_table.c.result).where(outbox_table.c.approval_id == approval_id,
+                                                       outbox_table.c.kind == "slack",
+                                                       outbox_table.c.state == "delivered")
             )).all()
         channels = {(p.result or {}).get("channel") for p in posted}
         if not any(c["kind"] == "slack" for c in row.channels or []) or (channel_id and channels and channel_id not in channels):
@@ -535,7 +565,9 @@ class ApprovalService:
         """Write `values` to an approval that is still pending at `version` (optimistic lock).
         False when another writer (a reviewer, a timer, another replica) got there first."""
         res = await conn.execute(
-            A.update().where(A.c.id == approval_id, A.c.state == State.pending.value, A.c.version == version)
+            approvals_table.update()
+            .where(approvals_table.c.id == approval_id, approvals_table.c.state == State.pending.value,
+                   approvals_table.c.version == version)
             .values(**values)
         )
         return res.rowcount == 1
@@ -547,7 +579,8 @@ class ApprovalService:
         async with self.engine.connect() as conn:
             return (
                 await conn.execute(
-                    sa.select(A.c.id, A.c.version).where(A.c.state == State.pending.value, column <= now)
+                    sa.select(approvals_table.c.id, approvals_table.c.version)
+                    .where(approvals_table.c.state == State.pending.value, column <= now)
                     .order_by(column).limit(limit)
                 )
             ).all()
@@ -555,7 +588,7 @@ class ApprovalService:
     async def sweep_timeouts(self, *, limit: int = 200) -> int:
         """Apply the policy's timeout outcome to every overdue approval. Returns how many this call applied."""
         now = self.clock()
-        due = await self._due(A.c.timeout_at, now, limit)
+        due = await self._due(approvals_table.c.timeout_at, now, limit)
         fired = 0
         for approval_id, version in due:
             async with self.engine.begin() as conn:
@@ -601,7 +634,7 @@ class ApprovalService:
 
     async def sweep_reminders(self, *, limit: int = 200) -> int:
         now = self.clock()
-        due = await self._due(A.c.next_reminder_at, now, limit)
+        due = await self._due(approvals_table.c.next_reminder_at, now, limit)
         sent = 0
         for approval_id, version in due:
             async with self.engine.begin() as conn:
@@ -664,7 +697,7 @@ class ApprovalService:
         if self.metrics is not None:
             self.metrics.transition(kind)
         await conn.execute(
-            E.insert().values(
+            events_table.insert().values(
                 approval_id=approval_id, at=self.clock(), kind=kind,
                 from_state=from_state.value if from_state else None, to_state=to_state.value if to_state else None,
                 actor=actor, via=str(via.value if isinstance(via, Via) else via) if via else None, ip=ip,

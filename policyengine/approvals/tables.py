@@ -1,4 +1,9 @@
-"""Table handles and clock shared by the approvals modules."""
+"""Table handles, clock and ids shared by the approvals modules.
+
+Each handle is the `sqlalchemy.Table` of one row class in
+`policyengine.store.approvals_models`, for Core statements (`select`, `insert`,
+`update`) that the approvals service issues on its own connections.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +18,11 @@ from policyengine.store.approvals_models import (
     OutboxRow,
 )
 
-A = ApprovalRow.__table__
-E = ApprovalEventRow.__table__
-R = ApprovalRevisionRow.__table__
-L = ApprovalLinkUseRow.__table__
-O = OutboxRow.__table__  # noqa: E741
+approvals_table = ApprovalRow.__table__  # one row per approval: its state, deadlines and version
+events_table = ApprovalEventRow.__table__  # the audit trail: every transition and every refused attempt
+revisions_table = ApprovalRevisionRow.__table__  # each revision of the held action (1 = as submitted)
+link_uses_table = ApprovalLinkUseRow.__table__  # nonces of review links already used to decide
+outbox_table = OutboxRow.__table__  # messages to deliver (notifications, app callbacks)
 
 
 def utcnow() -> datetime:
@@ -26,4 +31,5 @@ def utcnow() -> datetime:
 
 
 def new_id(prefix: str) -> str:
+    """A fresh random id `<prefix>_<32 hex digits>`, unique across replicas."""
     return f"{prefix}_{uuid.uuid4().hex}"

@@ -67,19 +67,20 @@ def list_cmd(
     """List approvals (newest first)."""
     import sqlalchemy as sa
 
-    from policyengine.approvals.service import A, to_view
     from policyengine.approvals.states import State
+    from policyengine.approvals.tables import approvals_table
+    from policyengine.approvals.views import to_view
 
     if state != "all" and state not in State.__members__:
         err.print(f"[red]--state must be one of {', '.join(State.__members__)} or all[/red]")
         raise typer.Exit(2)
 
     async def run(svc: Any) -> list[Any]:
-        q = sa.select(A).order_by(A.c.created_at.desc()).limit(limit)
+        q = sa.select(approvals_table).order_by(approvals_table.c.created_at.desc()).limit(limit)
         if state != "all":
-            q = q.where(A.c.state == state)
+            q = q.where(approvals_table.c.state == state)
         if tenant is not None:
-            q = q.where(A.c.tenant == tenant)
+            q = q.where(approvals_table.c.tenant == tenant)
         async with svc.engine.connect() as conn:
             return [to_view(r) for r in (await conn.execute(q)).all()]
 
@@ -130,12 +131,12 @@ def outbox_cmd(
     """Notification and callback deliveries (what was sent, attempts, last error)."""
     import sqlalchemy as sa
 
-    from policyengine.approvals.service import O
+    from policyengine.approvals.tables import outbox_table
 
     async def run(svc: Any) -> list[Any]:
-        q = sa.select(O).order_by(O.c.created_at.desc()).limit(limit)
+        q = sa.select(outbox_table).order_by(outbox_table.c.created_at.desc()).limit(limit)
         if state:
-            q = q.where(O.c.state == state)
+            q = q.where(outbox_table.c.state == state)
         async with svc.engine.connect() as conn:
             return list((await conn.execute(q)).all())
 

@@ -13,13 +13,7 @@ from typing import Any
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-try:  # the shared Base of the store package: one metadata, one Alembic history
-    from policyengine.store.base import Base  # type: ignore[attr-defined]
-except ImportError:  # pragma: no cover - store package not present
-    from sqlalchemy.orm import DeclarativeBase
-
-    class Base(DeclarativeBase):  # type: ignore[no-redef]
-        pass
+from policyengine.store.base import Base  # one metadata for every table, one Alembic history
 
 
 class ApprovalRow(Base):
