@@ -1,8 +1,8 @@
-"""Dispatcher overhead and failover cost, measured side by side in one run.
+"""ChainDispatcher overhead and failover cost, measured side by side in one run.
 
 1. Overhead: the same chat request sent (a) straight to a fast simulated upstream
    with the same pooled httpx+aiohttp client the adapters use, and (b) through
-   `Dispatcher.complete` (in-memory state). Added latency p50/p99 at concurrency 1,
+   `ChainDispatcher.complete` (in-memory state). Added latency p50/p99 at concurrency 1,
    throughput at concurrency 1 and 32. This process is pinned to one core, the
    upstream runs in its own process on the other.
 2. Failover: chain [broken, fallback] vs chain [fallback] alone, where the broken
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _dispatch_common import free_port, pin_self, summary, upstream
 from policyengine.adapters.http import make_client
 
-from policyengine.dispatch import Dispatcher, DispatchSettings
+from policyengine.dispatch import ChainDispatcher, DispatchSettings
 from policyengine.state import BreakerConfig, MemoryStateStore
 from policyengine.types import ModelSpec, Provider, Routing
 
@@ -66,7 +66,7 @@ async def overhead(n: int, rounds: int, redis_url: str | None = None) -> dict:
             r.raise_for_status()
             return orjson.loads(r.content)
 
-        d = Dispatcher({"m": spec("m", url)}, MemoryStateStore())
+        d = ChainDispatcher({"m": spec("m", url)}, MemoryStateStore())
         routing = Routing(chain=["m"])
 
         async def dispatched():
@@ -79,7 +79,7 @@ async def overhead(n: int, rounds: int, redis_url: str | None = None) -> dict:
 
             from policyengine.state import RedisStateStore
 
-            dr = Dispatcher({"m": spec("m", url)}, RedisStateStore(redis_url, prefix=f"pe-bench-{uuid.uuid4().hex[:8]}:"))
+            dr = ChainDispatcher({"m": spec("m", url)}, RedisStateStore(redis_url, prefix=f"pe-bench-{uuid.uuid4().hex[:8]}:"))
 
             async def dispatched_redis():
                 return await dr.complete(BODY, routing)
@@ -108,7 +108,7 @@ async def streaming(n: int) -> dict:
     with upstream(cpu=1) as url:
         client = make_client("aiohttp")
         payload = orjson.dumps({**BODY, "stream": True})
-        d = Dispatcher({"m": spec("m", url)}, MemoryStateStore())
+        d = ChainDispatcher({"m": spec("m", url)}, MemoryStateStore())
         routing = Routing(chain=["m"])
 
         async def direct() -> tuple[float, float]:
@@ -152,7 +152,7 @@ async def failover(n: int) -> dict:
     with upstream(cpu=1, latency_ms=20) as fb_url, upstream(cpu=1, status=500) as bad_url:
         refused = f"http://127.0.0.1:{free_port()}/v1"
         for label, primary_url in (("500 at once", bad_url), ("connection refused", refused)):
-            d = Dispatcher({"bad": spec("bad", primary_url), "fb": spec("fb", fb_url)}, MemoryStateStore(),
+            d = ChainDispatcher({"bad": spec("bad", primary_url), "fb": spec("fb", fb_url)}, MemoryStateStore(),
                            settings=settings)
             chain, alone = Routing(chain=["bad", "fb"]), Routing(chain=["fb"])
             lat_chain, lat_alone = [], []

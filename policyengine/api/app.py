@@ -75,9 +75,9 @@ def _make_signals() -> Any:
 
 def _dispatcher_factory(state: Any, settings: Settings) -> Any:
     def make(policy: Any) -> Any:
-        from policyengine.dispatch import Dispatcher, DispatchSettings
+        from policyengine.dispatch import ChainDispatcher, DispatchSettings
 
-        return Dispatcher(policy.models, state, settings=DispatchSettings.model_validate(settings.dispatch))
+        return ChainDispatcher(policy.models, state, settings=DispatchSettings.model_validate(settings.dispatch))
 
     return make
 

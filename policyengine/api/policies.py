@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 log = logging.getLogger("policyengine.api.policies")
 
-DispatcherFactory = Callable[[Any], Any]  # CompiledPolicy -> Dispatcher
+DispatcherFactory = Callable[[Any], Any]  # CompiledPolicy -> ChainDispatcher
 
 
 class ReloadResult(BaseModel):

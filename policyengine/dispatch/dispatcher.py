@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from policyengine.adapters.base import Adapter, CallOptions, TransportError, UpstreamError
@@ -29,11 +28,13 @@ from policyengine.adapters.classify import (
 from policyengine.adapters.http import make_client
 from policyengine.fastmodel import construct
 from policyengine.state import StateStore, StickyEntry, key_scope, model_scope
-from policyengine.types import EnvRef, ModelSpec, Provider, Routing
+from policyengine.types import EnvRef, ModelSpec, Routing
 
+from .chain import Budget, Call, Run
 from .results import Attempt, DispatchError, DispatchResult
 from .safe_state import SafeState, log
 from .settings import DispatchSettings
+from .stream import DispatchStream
 from .tokens import estimate_prompt_tokens, requested_output_tokens
 
 T = TypeVar("T")
@@ -43,40 +44,15 @@ _AUTH_REASONS = frozenset({"auth_invalid", "auth_expired", "permission_denied"})
 _NO_BREAKER_REASONS = frozenset({"rate_limited", *CONTEXT_REASONS, *_AUTH_REASONS, *_QUOTA_REASONS, "key_missing"})
 
 
-@dataclass(slots=True)
-class Budget:
-    connect: float
-    first_token: float
-    idle: float
-    attempt: float
+class ChainDispatcher:
+    """Runs a policy's model chain with retry, failover and fail-fast (see the module docstring).
 
+    `complete` returns a `DispatchResult` or raises `DispatchError`; `stream` returns a
+    `DispatchStream`. Every call, skip and failure of a request is in its attempts, in order.
+    Cooldowns, breakers and sticky sessions live in `state`; a state store that fails is
+    treated as empty (fail-open), never as a failed request. Implements `ChainRunner`.
+    """
 
-@dataclass
-class Run:
-    """One request's progress through the chain."""
-
-    body: dict
-    routing: Routing
-    session_id: str | None
-    prompt_tokens: int | None
-    stream: bool
-    deadline: float  # monotonic
-    t0: float = field(default_factory=time.perf_counter)
-    started: float = field(default_factory=time.monotonic)
-    attempts: list[Attempt] = field(default_factory=list)
-    need_context: int | None = None  # tokens the window must hold (known or learnt)
-    estimate: int | None = None
-    exclude: set[str] = field(default_factory=set)
-    require_prefill: bool = False
-    last: tuple[Classification, int | None, Any, str] | None = None  # class, status, body, model
-    sticky: StickyEntry | None = None
-    breaker_clean: bool = False  # the model that is being tried had no breaker record
-
-    def remaining(self) -> float:
-        return self.deadline - time.monotonic()
-
-
-class Dispatcher:
     def __init__(self, models: Mapping[str, ModelSpec], state: StateStore, *,
                  settings: DispatchSettings | None = None,
                  classifier_rules: list[ClassifierRule] | None = None,
@@ -105,6 +81,7 @@ class Dispatcher:
         return os.environ
 
     def adapter(self, spec: ModelSpec) -> Adapter:
+        """The adapter for `spec`'s provider family, made once and shared by its models."""
         fam = "openai" if spec.provider.openai_compatible else spec.provider.value
         a = self._adapters.get(fam)
         if a is None:
@@ -128,6 +105,7 @@ class Dispatcher:
         return a
 
     async def aclose(self) -> None:
+        """Close every adapter and the shared HTTP client (a later call makes new ones)."""
         for a in self._adapters.values():
             await a.aclose()
         self._adapters.clear()
@@ -136,6 +114,7 @@ class Dispatcher:
             self._client = None
 
     def budget(self, spec: ModelSpec) -> Budget:
+        """`spec`'s time limits: its own timeouts, else the settings' defaults."""
         t, s = spec.timeouts, self.settings
         return Budget(connect=t.connect or s.connect_timeout, first_token=t.first_token or s.first_token_timeout,
                       idle=t.idle or s.idle_timeout, attempt=t.total or s.attempt_timeout)
@@ -156,6 +135,8 @@ class Dispatcher:
     # ------------------------------------------------------------------ planning
     def new_run(self, body: dict, routing: Routing, session_id: str | None, prompt_tokens: int | None,
                 stream: bool) -> Run:
+        """A fresh `Run` with the request's deadline; raises ValueError for a malformed body, an
+        empty chain, a model this dispatcher does not know, or negative `prompt_tokens`."""
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
             raise ValueError("body must be an OpenAI chat request with a non-empty 'messages' list")
         if not routing.chain:
@@ -200,9 +181,11 @@ class Dispatcher:
         return None
 
     # ------------------------------------------------------------------ the chain
-    async def execute(self, run: Run, call: Callable[[ModelSpec, CallOptions, Budget], Awaitable[T]]
+    async def execute(self, run: Run, call: Call[T]
                       ) -> tuple[T, ModelSpec, str | None]:
-        """Walk the chain until `call` succeeds; raise DispatchError otherwise."""
+        """Walk the chain until `call` succeeds: its value, model and key id. Raises DispatchError
+        when a fatal error stops the run, the deadline passes, or every candidate failed or was
+        skipped. Every attempt and skip is appended to `run.attempts`."""
         order = await self._order(run)
         for name in order:
             spec = self.models[name]
@@ -261,7 +244,7 @@ class Dispatcher:
         raise self._exhausted(run)
 
     async def _try(self, run: Run, spec: ModelSpec, opts: CallOptions,
-                   call: Callable[[ModelSpec, CallOptions, Budget], Awaitable[T]]) -> tuple[str, Any]:
+                   call: Call[T]) -> tuple[str, Any]:
         s = self.settings
         budget = self.budget(spec)
         for n in range(s.max_attempts):
@@ -336,7 +319,23 @@ class Dispatcher:
             return "next_model", None
         return "next_model", None  # pragma: no cover
 
+    def classify(self, error: UpstreamError, spec: ModelSpec) -> Classification:
+        """The error class and reason of an upstream error from `spec` (user rules first)."""
+        return self.classifier.classify(error.status, error.headers, error.body, spec.provider.value)
+
+    async def stream_broken(self, run: Run, spec: ModelSpec, key_id: str | None, *, reason: str,
+                            message: str | None, status: int | None, started: float,
+                            latency_ms: float) -> None:
+        """Record a stream from `spec` that broke after it had started: a failover attempt with
+        reason `<reason>_mid_stream`, a breaker failure, and `spec` excluded from `run`."""
+        run.attempts.append(Attempt(model=spec.name, key_id=key_id, status=status, error_class="failover",
+                                    reason=f"{reason}_mid_stream", started_at=started, message=message,
+                                    latency_ms=latency_ms))
+        await self.breaker_failure(spec.name)
+        run.exclude.add(spec.name)
+
     async def breaker_failure(self, model: str) -> None:
+        """Count one failure on `model`'s breaker (logged when it opens)."""
         b = await self._state.breaker_failure(model, self.settings.breaker)
         if b.state == "open" and b.opened_until is not None:
             log.warning("circuit breaker open: model=%s trips=%d until=%.0f", model, b.trips, b.opened_until)
@@ -373,6 +372,9 @@ class Dispatcher:
     # ------------------------------------------------------------------ public API
     async def complete(self, body: dict, routing: Routing, *, session_id: str | None = None,
                        prompt_tokens: int | None = None) -> DispatchResult:
+        """Run the chain for a non-streaming chat request: the first model's answer, or
+        DispatchError (with every attempt) when none answered or a fatal error stopped it.
+        ValueError for a malformed request (see `new_run`)."""
         run = self.new_run(body, routing, session_id, prompt_tokens, stream=False)
 
         async def call(spec: ModelSpec, opts: CallOptions, b: Budget) -> dict:
@@ -386,9 +388,9 @@ class Dispatcher:
             continued_from=[], error=None, complete=True)
 
     def stream(self, body: dict, routing: Routing, *, session_id: str | None = None,
-               prompt_tokens: int | None = None):
-        from .stream import DispatchStream
-
+               prompt_tokens: int | None = None) -> DispatchStream:
+        """A stream for a streaming chat request; nothing is called until it is iterated (see
+        `DispatchStream`). ValueError for a malformed request (see `new_run`)."""
         run = self.new_run(body, routing, session_id, prompt_tokens, stream=True)
         return DispatchStream(self, run)
 
@@ -398,4 +400,4 @@ class Dispatcher:
                 "breakers": [b.model_dump() for b in await self.state.breakers()]}
 
 
-__all__ = ["Budget", "Dispatcher", "Provider", "Run"]
+__all__ = ["ChainDispatcher"]

@@ -29,6 +29,11 @@ class Attempt(BaseModel):
 
 
 class DispatchResult(BaseModel):
+    """An answer: the OpenAI chat.completion, the policy model (and key id) that gave it, every
+    attempt on the way in order, usage and latency. For a stream, `continued_from` names the models
+    whose broken answers it continued, and `complete=False` with `error` set marks an answer that
+    ended early (it then has no finish_reason)."""
+
     response: dict  # OpenAI chat.completion; "model" is the upstream model id
     model: str  # the policy's name for the model that answered
     key_id: str | None = None
@@ -42,7 +47,16 @@ class DispatchResult(BaseModel):
 
 
 class DispatchError(Exception):
-    """Every model in the chain failed, or a fatal error stopped the request."""
+    """Every model in the chain failed, or a fatal error stopped the request.
+
+    `error_class` is the class of the last failure: "retry" (transient: rate limit, overload, or
+    every model was skipped while cooling down or with its breaker open; the same request may
+    succeed later, after `retry_after` seconds when known), "failover" (the last model failed
+    for good: server error, timeout, credentials, context window; or the deadline passed),
+    "fatal" (a model refused the request itself, e.g. invalid or content-filtered: no other
+    model was tried). It carries `reason`, the last upstream `status` and decoded `body`, the
+    `model` that failed last, the upstream `message`, and every attempt in order.
+    """
 
     def __init__(self, error_class: ErrorClass, reason: str, *, status: int | None = None,
                  body: Any = None, attempts: list[Attempt] | None = None,

@@ -1,4 +1,4 @@
-"""Dispatcher configuration: every field has a production default and can be set from the
+"""ChainDispatcher configuration: every field has a production default and can be set from the
 environment as `POLICYENGINE_DISPATCH_<FIELD>` (nested: `POLICYENGINE_DISPATCH_BREAKER__THRESHOLD=5`)."""
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from policyengine.state import BreakerConfig
 
 
 class DispatchSettings(BaseSettings):
+    """How a ChainDispatcher retries, fails over, cools down and times out. Unknown fields are
+    refused; values are range-checked and `backoff_cap >= backoff_base`."""
+
     model_config = SettingsConfigDict(extra="forbid", env_prefix="POLICYENGINE_DISPATCH_",
                                       env_nested_delimiter="__")
 

@@ -17,16 +17,14 @@ import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from policyengine.adapters.base import CallOptions, ChunkStream, TransportError, UpstreamError
 from policyengine.types import ModelSpec
 
+from .chain import Budget, Call, ChainRunner, Run
 from .results import Attempt, DispatchError, DispatchResult
 from .step import END, finish, ready_or_pending
-
-if TYPE_CHECKING:
-    from .dispatcher import Budget, Dispatcher, Run
 
 
 def _has_payload(chunk: dict) -> bool:
@@ -99,10 +97,13 @@ class DispatchStream:
     Iterating raises `DispatchError` if no model could start the stream (nothing
     was sent yet, so the caller can still answer with an HTTP error). After the
     first chunk, failures end the stream with one `{"error": {...}}` item.
+
+    It walks the chain through `runner` (the dispatcher, seen as a `ChainRunner`) for `run`,
+    which it owns from now on.
     """
 
-    def __init__(self, dispatcher: Dispatcher, run: Run) -> None:
-        self._d = dispatcher
+    def __init__(self, runner: ChainRunner, run: Run) -> None:
+        self._d = runner
         self._run = run
         self._gen: AsyncIterator[dict] | None = None
         self._current: _Opened | None = None
@@ -139,7 +140,7 @@ class DispatchStream:
             await cur.stream.aclose()
 
     # ------------------------------------------------------------------ internals
-    def _open_call(self, body: dict):
+    def _open_call(self, body: dict) -> Call[_Opened]:
         async def call(spec: ModelSpec, opts: CallOptions, b: Budget) -> _Opened:
             stream: ChunkStream | None = None
             held: list[dict] = []
@@ -178,7 +179,7 @@ class DispatchStream:
             self._current = opened
             self._last_model = spec.name
             # the answer has started: from now on the stream's own (longer) total budget applies
-            run.deadline = max(run.deadline, run.started + d.settings.stream_deadline)
+            run.extend_deadline(d.settings.stream_deadline)
             skip_role = False
             while True:
                 budget = d.budget(spec)
@@ -233,7 +234,7 @@ class DispatchStream:
                     if not finished:
                         broken = ("stream_cut", "stream ended without finish_reason or [DONE]", None, None)
                 except UpstreamError as e:
-                    cls = d.classifier.classify(e.status, e.headers, e.body, spec.provider.value)
+                    cls = d.classify(e, spec)
                     broken = (cls.reason, cls.message or "error event in stream", e.status, e.body)
                 except TransportError as e:
                     broken = (e.reason, e.detail, None, None)
@@ -247,11 +248,8 @@ class DispatchStream:
                         continued_from=continued_from, error=None, complete=True)
                     return
                 reason, message, status, _ = broken
-                run.attempts.append(Attempt(model=spec.name, key_id=key_id, status=status, error_class="failover",
-                                            reason=f"{reason}_mid_stream", started_at=started, message=message,
-                                            latency_ms=(time.perf_counter() - t_seg) * 1000))
-                await d.breaker_failure(spec.name)
-                run.exclude.add(spec.name)
+                await d.stream_broken(run, spec, key_id, reason=reason, message=message, status=status,
+                                      started=started, latency_ms=(time.perf_counter() - t_seg) * 1000)
                 can_continue = (d.settings.continue_broken_streams and not acc.tool_calls
                                 and int(run.body.get("n") or 1) == 1 and acc.text)
                 if can_continue:

@@ -28,6 +28,8 @@ def _text_len(content: Any) -> int:
 
 
 def estimate_prompt_tokens(body: dict, chars_per_token: float = 4.0) -> int:
+    """Estimated prompt tokens of an OpenAI chat body: ceil(characters / chars_per_token) over the
+    messages' text (+4 per message), tool calls and tool definitions. The answer is not counted."""
     chars = 0
     for m in body.get("messages") or ():
         if isinstance(m, dict):
@@ -41,5 +43,6 @@ def estimate_prompt_tokens(body: dict, chars_per_token: float = 4.0) -> int:
 
 
 def requested_output_tokens(body: dict) -> int:
+    """The answer budget the body asks for (`max_completion_tokens`, else `max_tokens`), 0 if none."""
     v = body.get("max_completion_tokens") or body.get("max_tokens") or 0
     return int(v) if isinstance(v, int | float) else 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from policyengine.dispatch import Dispatcher, DispatchSettings
+from policyengine.dispatch import ChainDispatcher, DispatchSettings
 from policyengine.simulate import SimFleet
 from policyengine.state import BreakerConfig, MemoryStateStore
 
@@ -35,10 +35,10 @@ async def fleet():
 
 @pytest.fixture
 async def make_dispatcher():
-    made: list[Dispatcher] = []
+    made: list[ChainDispatcher] = []
 
-    def make(models, *, state=None, environ=None, **settings) -> Dispatcher:
-        d = Dispatcher({m.name: m for m in models}, state or MemoryStateStore(), settings=fast_settings(**settings),
+    def make(models, *, state=None, environ=None, **settings) -> ChainDispatcher:
+        d = ChainDispatcher({m.name: m for m in models}, state or MemoryStateStore(), settings=fast_settings(**settings),
                        environ=environ or {})
         made.append(d)
         return d

@@ -139,7 +139,7 @@ def _dispatcher(fleet, names):
     from policyengine.simulate.testing import fast_settings
     from policyengine.state import MemoryStateStore
 
-    return dispatch.Dispatcher({n: fleet.model_spec(n) for n in names}, MemoryStateStore(),
+    return dispatch.ChainDispatcher({n: fleet.model_spec(n) for n in names}, MemoryStateStore(),
                                settings=fast_settings(), environ={})
 
 
