@@ -1,7 +1,12 @@
 """Escalation signals (sentiment, lexicon mentions, confidence) and dual-model verification.
 
-Everything heavy (the sentence-transformers model, the sentiment classifier)
-loads lazily on first use; importing this package is cheap.
+Importing this package is cheap and needs only the light install (`pip install
+policyengine-llm`): no module here imports numpy, torch, sentence-transformers or
+scikit-learn at import time. Lexicon mentions and confidence work with the light install;
+sentiment, divergence and verification run the sentence-embedding model and need the
+`embeddings` extra (`pip install 'policyengine-llm[embeddings]'`), imported and loaded on
+first use. `require_available(policy)` checks, without importing it, that the stack a
+policy needs is installed.
 """
 
 from policyengine.signals.base import MentionMatch, SignalProvider
@@ -19,6 +24,14 @@ from policyengine.signals.embedder import (
 )
 from policyengine.signals.mentions import LexiconMatcher
 from policyengine.signals.provider import DefaultSignalProvider, precompute
+from policyengine.signals.requirements import (
+    EMBEDDINGS_EXTRA,
+    EmbeddingsNotInstalled,
+    embedding_uses,
+    missing_extras,
+    missing_modules,
+    require_available,
+)
 from policyengine.signals.sentiment import SentimentScorer, vader_sentiment
 from policyengine.signals.verify import (
     VerificationResult,
@@ -30,11 +43,13 @@ from policyengine.signals.verify import (
 
 __all__ = [
     "DEFAULT_THRESHOLD",
+    "EMBEDDINGS_EXTRA",
     "DefaultSignalProvider",
     "DivergenceResult",
     "DivergenceScorer",
     "Embedder",
     "EmbeddingModelError",
+    "EmbeddingsNotInstalled",
     "LexiconMatcher",
     "MentionMatch",
     "SentimentScorer",
@@ -45,8 +60,12 @@ __all__ = [
     "confidence_from_fields",
     "confidence_from_logprobs",
     "default_model_path",
+    "embedding_uses",
+    "missing_extras",
+    "missing_modules",
     "parse_confidence",
     "precompute",
+    "require_available",
     "run_verification",
     "shared_embedder",
     "vader_sentiment",

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from typing import TYPE_CHECKING
 
-import numpy as np
 from pydantic import BaseModel, Field
 
 from policyengine.signals.checks import Conflict, compare_facts, extract_facts, shared_facts
 from policyengine.signals.embedder import Embedder, shared_embedder
+
+if TYPE_CHECKING:  # numpy is part of the embeddings extra: imported where vectors are used
+    import numpy as np
 
 # Cosine similarity at which the semantic part alone reaches DEFAULT_THRESHOLD.
 # Chosen on tests/data/divergence_pairs.jsonl (benchmarks/signals_eval.py prints
@@ -147,6 +150,8 @@ def _chunks(text: str) -> list[str]:
 def _mean_unit(vecs: np.ndarray) -> np.ndarray:
     if len(vecs) == 1:
         return vecs[0]
+    import numpy as np
+
     v = vecs.mean(axis=0)
     n = float(np.linalg.norm(v))
     return v / n if n > 0 else v

@@ -14,9 +14,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:  # numpy is part of the embeddings extra: imported where vectors are made
+    import numpy as np
 
 ENV_MODEL = "POLICYENGINE_EMBEDDING_MODEL"
 ENV_DEVICE = "POLICYENGINE_EMBEDDING_DEVICE"
@@ -151,6 +152,8 @@ class Embedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Embeddings for `texts`, shape (len(texts), dim), rows L2-normalised."""
+        import numpy as np
+
         if isinstance(texts, str):
             raise TypeError("embed() takes a sequence of strings; wrap a single text in a list")
         texts = [self._check(t) for t in texts]
@@ -201,6 +204,7 @@ class Embedder:
 
     def _encode(self, texts: list[str]) -> np.ndarray:
         self.load()
+        import numpy as np
         import torch
 
         model = self._model

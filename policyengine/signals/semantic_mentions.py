@@ -12,11 +12,13 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from policyengine.signals.base import MentionMatch
 from policyengine.signals.embedder import Embedder, LazyEmbedder
+
+if TYPE_CHECKING:  # numpy is part of the embeddings extra: imported where vectors are compared
+    import numpy as np
 
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]*")
 
@@ -41,6 +43,8 @@ class SemanticMentions(LazyEmbedder):
         return got
 
     def first(self, text: str, lexicon: str, phrases: Sequence[str]) -> MentionMatch | None:
+        import numpy as np
+
         spans = [(m.start(), m.end()) for m in _SENTENCE.finditer(text) if m.group(0).strip()]
         if not spans or not phrases:
             return None

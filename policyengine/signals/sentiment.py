@@ -22,11 +22,12 @@ import json
 import re
 import threading
 from importlib import resources
-from typing import Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Literal
 
 from policyengine.signals.embedder import Embedder, LazyEmbedder
+
+if TYPE_CHECKING:  # numpy is part of the embeddings extra: imported where features are built
+    import numpy as np
 
 LABELS = ("negative", "neutral", "positive")
 Method = Literal["combined", "vader", "embedding"]
@@ -115,6 +116,8 @@ def sarcasm_cue(text: str) -> float:
 
 def surface_features(text: str) -> np.ndarray:
     """VADER neg/neu/pos/compound, capitals, shouted words, ! and ? density, sarcasm cue."""
+    import numpy as np
+
     v = vader_scores(text)
     letters = _LETTERS.findall(text)
     caps = sum(c.isupper() for c in letters) / len(letters) if letters else 0.0
@@ -165,6 +168,8 @@ class SentimentScorer(LazyEmbedder):
         self._lock = threading.Lock()
 
     def _features(self, texts: list[str]) -> np.ndarray:
+        import numpy as np
+
         emb = self.embedder.embed(texts)
         if self.method == "embedding":
             return emb
@@ -173,6 +178,7 @@ class SentimentScorer(LazyEmbedder):
 
     def fit(self, rows: list[tuple[str, str]] | None = None) -> SentimentScorer:
         """Train (or retrain) the classifier; called automatically on first use."""
+        import numpy as np
         from sklearn.linear_model import LogisticRegression
 
         rows = rows if rows is not None else (self._training or training_set())
