@@ -23,7 +23,13 @@ class _DispatchResult(Protocol):
     model: str
 
 
-class Dispatcher(Protocol):
+class CompletionSource(Protocol):
+    """Completes an OpenAI chat request on the model(s) a Routing names (e.g. a ChainDispatcher).
+
+    `complete` returns an object with `response` (an OpenAI chat.completion) and `model` (the
+    model that answered), or raises when no model answered.
+    """
+
     async def complete(self, body: dict, routing: Routing, session_id: str | None = None) -> Any: ...
 
 
@@ -70,7 +76,7 @@ def answer_text(response: dict) -> str:
 
 
 async def verify(
-    dispatcher: Dispatcher,
+    dispatcher: CompletionSource,
     body: dict,
     models: list[str],
     threshold: float = DEFAULT_THRESHOLD,
@@ -142,7 +148,7 @@ async def verify(
 
 
 async def run_verification(
-    dispatcher: Dispatcher,
+    dispatcher: CompletionSource,
     body: dict,
     verification: Verification,
     *,

@@ -1,4 +1,4 @@
-"""Dual-model verification through a dispatcher: a tiny fake, then the real Dispatcher over real HTTP."""
+"""Dual-model verification through a dispatcher: a tiny fake, then the real ChainDispatcher over real HTTP."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ class Result:
     model: str
 
 
-class FakeDispatcher:
+class FakeCompletionSource:
     """Answers per model; records calls and how many ran at the same time."""
 
     def __init__(self, answers: dict[str, str | Exception], delay: float = 0.05) -> None:
@@ -56,7 +56,7 @@ class FakeDispatcher:
 
 
 async def test_aligned_answers_are_delivered_with_the_tag(scorer):
-    d = FakeDispatcher({
+    d = FakeCompletionSource({
         "qwen-72b": "Yes, your refund has been approved and will arrive in 3-5 working days.",
         "gemma-27b": "Good news - we approved your refund; expect it within three to five business days.",
     })
@@ -70,7 +70,7 @@ async def test_aligned_answers_are_delivered_with_the_tag(scorer):
 
 
 async def test_divergent_answers_escalate_with_both_attached(scorer):
-    d = FakeDispatcher({"qwen-72b": "Your refund of £50 has been approved.",
+    d = FakeCompletionSource({"qwen-72b": "Your refund of £50 has been approved.",
                         "gemma-27b": "Your refund of £500 has not been approved."})
     r = await verify(d, BODY, ["qwen-72b", "gemma-27b"], 0.25, scorer=scorer)
     assert r.escalate and not r.aligned and r.tags == []
@@ -81,7 +81,7 @@ async def test_divergent_answers_escalate_with_both_attached(scorer):
 
 
 async def test_a_model_that_fails_entirely_escalates_with_its_error(scorer):
-    d = FakeDispatcher({"qwen-72b": "Approved.", "gemma-27b": ConnectionError("connection refused")})
+    d = FakeCompletionSource({"qwen-72b": "Approved.", "gemma-27b": ConnectionError("connection refused")})
     r = await verify(d, BODY, ["qwen-72b", "gemma-27b"], 0.25, scorer=scorer)
     assert r.escalate and r.divergence is None
     assert r.answers[1].error == "ConnectionError: connection refused"
@@ -89,7 +89,7 @@ async def test_a_model_that_fails_entirely_escalates_with_its_error(scorer):
 
 
 async def test_failover_to_the_same_model_is_not_an_independent_check(scorer):
-    d = FakeDispatcher({"qwen-72b": "Approved.", "gemma-27b": TimeoutError("timeout"), "kimi": "x"})
+    d = FakeCompletionSource({"qwen-72b": "Approved.", "gemma-27b": TimeoutError("timeout"), "kimi": "x"})
     r = await verify(d, BODY, ["qwen-72b", "gemma-27b"], 0.25, scorer=scorer,
                      fallbacks={"gemma-27b": ["qwen-72b"]})
     assert [a.model for a in r.answers] == ["qwen-72b", "qwen-72b"]
@@ -99,7 +99,7 @@ async def test_failover_to_the_same_model_is_not_an_independent_check(scorer):
 
 
 async def test_bad_arguments(scorer):
-    d = FakeDispatcher({})
+    d = FakeCompletionSource({})
     with pytest.raises(ValueError, match="two different models"):
         await verify(d, BODY, ["qwen-72b"], scorer=scorer)
     with pytest.raises(ValueError, match="two different models"):
@@ -181,10 +181,10 @@ async def test_run_verification_takes_the_decisions_obligation(scorer):
     from policyengine.signals import run_verification
     from policyengine.types import Verification
 
-    d = FakeDispatcher({"qwen-72b": "Take 200mg twice a day.", "gemma-27b": "Take 200 mg two times a day."})
+    d = FakeCompletionSource({"qwen-72b": "Take 200mg twice a day.", "gemma-27b": "Take 200 mg two times a day."})
     v = Verification(models=["qwen-72b", "gemma-27b"], threshold=0.25, tag="verified", rule_id="x.policy:3")
     r = await run_verification(d, BODY, v, scorer=scorer)
     assert r.aligned and r.tags == ["verified"]
-    d2 = FakeDispatcher({"qwen-72b": "Take 200mg twice a day.", "gemma-27b": "Take 400mg twice a day."})
+    d2 = FakeCompletionSource({"qwen-72b": "Take 200mg twice a day.", "gemma-27b": "Take 400mg twice a day."})
     r2 = await run_verification(d2, BODY, v, scorer=scorer)
     assert r2.escalate and r2.reasons == ["mg differ: 200 mg vs 400 mg"]
