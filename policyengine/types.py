@@ -13,7 +13,7 @@ from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 # ---------------------------------------------------------------------------
 # Literals shared by the language and the runtime
@@ -166,28 +166,48 @@ class ModelSpec(BaseModel):
 # ---------------------------------------------------------------------------
 
 
+# Longest value of the Action fields that are also stored in a sized column (decisions.tenant /
+# actor / session_id / action, approvals.requester_actor / action_name: String(200)).
+STORED_ID_MAX = 200
+# The Action's string fields: NUL is refused in every one of them (each is stored, and PostgreSQL
+# text cannot hold NUL).
+_ACTION_STR_FIELDS = ("action", "tenant", "tenant_tier", "channel", "actor", "actor_role", "use_case",
+                      "session_id", "text", "requested_model")
+
+
 class Action(BaseModel):
     """What an application asks the policy about: an agent action or a model call.
 
     `fields` holds the action's own data (money as "150 GBP" or {amount, currency}).
     `signals` holds pre-computed signal values; they win over computed ones.
+
+    Guarantees that a validated Action can be stored: `action`, `tenant`, `actor` and
+    `session_id` are at most `STORED_ID_MAX` characters (the sizes of the columns that hold
+    them), and no string field contains a NUL character (a ValidationError names the field).
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    action: str = Field(min_length=1, max_length=200)
-    tenant: str | None = None
+    action: str = Field(min_length=1, max_length=STORED_ID_MAX)
+    tenant: str | None = Field(default=None, max_length=STORED_ID_MAX)
     tenant_tier: str | None = None
     channel: str | None = None
-    actor: str | None = None
+    actor: str | None = Field(default=None, max_length=STORED_ID_MAX)
     actor_role: str | None = None
     use_case: str | None = None
-    session_id: str | None = None
+    session_id: str | None = Field(default=None, max_length=STORED_ID_MAX)
     text: str | None = None
     requested_model: str | None = None  # user-switchable model choice
     prompt_tokens: int | None = Field(default=None, ge=0)  # for context-window-aware routing
     fields: dict[str, Any] = Field(default_factory=dict)
     signals: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator(*_ACTION_STR_FIELDS)
+    @classmethod
+    def _no_nul(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and "\x00" in v:
+            raise ValueError(f"{info.field_name} must not contain a NUL character (\\x00)")
+        return v
 
 
 Effect = Literal["allow", "deny", "require_approval", "escalate"]
