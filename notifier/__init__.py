@@ -8,7 +8,7 @@ caller (``policyengine.approvals``), which uses :func:`backoff_s` for timing.
 
 from policyengine.notifier.errors import DeliveryError
 from policyengine.notifier.notice import Notice, Reason
-from policyengine.notifier.outbox import Dispatcher, backoff_s
+from policyengine.notifier.outbox import OutboxSender, backoff_s
 from policyengine.notifier.render import TemplateRenderer
 
-__all__ = ["DeliveryError", "Dispatcher", "Notice", "Reason", "TemplateRenderer", "backoff_s"]
+__all__ = ["DeliveryError", "Notice", "OutboxSender", "Reason", "TemplateRenderer", "backoff_s"]

@@ -28,7 +28,7 @@ def backoff_s(attempt: int, *, base_s: float = 2, max_s: float = 600, retry_afte
     return delay
 
 
-class Dispatcher:
+class OutboxSender:
     """Maps an outbox kind to its sender. A sender that is not configured fails permanently."""
 
     def __init__(

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from policyengine.approvals.metrics import ApprovalMetrics
 from policyengine.approvals.settings import ApprovalSettings
 from policyengine.approvals.tables import approvals_table, outbox_table
-from policyengine.notifier import Dispatcher, backoff_s
+from policyengine.notifier import OutboxSender, backoff_s
 from policyengine.notifier.errors import DeliveryError
 
 log = logging.getLogger("policyengine.approvals.delivery")
@@ -30,7 +30,7 @@ DELIVERY_CONCURRENCY = 4
 
 class OutboxWorker:
     def __init__(
-        self, engine: AsyncEngine, dispatcher: Dispatcher | None, settings: ApprovalSettings,
+        self, engine: AsyncEngine, dispatcher: OutboxSender | None, settings: ApprovalSettings,
         clock: Callable[[], Any], metrics: ApprovalMetrics | None = None,
     ) -> None:
         self.engine, self.dispatcher, self.settings, self.clock, self.metrics = engine, dispatcher, settings, clock, metrics

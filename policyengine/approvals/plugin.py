@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from policyengine.approvals.metrics import ApprovalMetrics
 from policyengine.approvals.service import ApprovalService
 from policyengine.approvals.settings import ApprovalSettings
-from policyengine.notifier import Dispatcher
+from policyengine.notifier import OutboxSender
 from policyengine.notifier.email import EmailSender
 from policyengine.notifier.slack import SlackSender
 
@@ -33,7 +33,7 @@ def _secret(value: Any) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
-def build_dispatcher(settings: ApprovalSettings, http: httpx.AsyncClient) -> Dispatcher:
+def build_dispatcher(settings: ApprovalSettings, http: httpx.AsyncClient) -> OutboxSender:
     slack = None
     if settings.slack_bot_token is not None:
         slack = SlackSender(_secret(settings.slack_bot_token) or "", base_url=settings.slack_api_url,
@@ -43,8 +43,8 @@ def build_dispatcher(settings: ApprovalSettings, http: httpx.AsyncClient) -> Dis
         password=_secret(settings.smtp_password), start_tls=settings.smtp_starttls, use_tls=settings.smtp_tls,
         timeout_s=settings.smtp_timeout_s,
     )
-    return Dispatcher(http=http, slack=slack, email=email, webhook_secret=_secret(settings.webhook_secret),
-                      callback_secret=_secret(settings.callback_secret))
+    return OutboxSender(http=http, slack=slack, email=email, webhook_secret=_secret(settings.webhook_secret),
+                        callback_secret=_secret(settings.callback_secret))
 
 
 def load_settings() -> ApprovalSettings:

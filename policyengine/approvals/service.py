@@ -62,7 +62,7 @@ from policyengine.approvals.tables import (
     utcnow,
 )
 from policyengine.approvals.views import apply_edit, check_url, outcome, to_view
-from policyengine.notifier import Dispatcher, TemplateRenderer
+from policyengine.notifier import OutboxSender, TemplateRenderer
 from policyengine.store.approvals_models import APPROVAL_TABLES
 from policyengine.types import Action, Decision
 
@@ -84,7 +84,7 @@ class ApprovalService:
         engine: AsyncEngine,
         settings: ApprovalSettings | None = None,
         *,
-        dispatcher: Dispatcher | None = None,
+        dispatcher: OutboxSender | None = None,
         renderer: TemplateRenderer | None = None,
         clock: Any = utcnow,
         metrics: ApprovalMetrics | None = None,

@@ -1,4 +1,4 @@
-"""Dispatcher configuration: environment overrides, user classification rules, clear errors."""
+"""ChainDispatcher configuration: environment overrides, user classification rules, clear errors."""
 
 from __future__ import annotations
 

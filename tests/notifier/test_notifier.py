@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from approvals.harness import Recorder, SmtpSink, parts, review_link
 from approvals.helpers import make_service, refund_action, refund_decision
-from policyengine.notifier import Dispatcher, Notice, TemplateRenderer, backoff_s
+from policyengine.notifier import Notice, OutboxSender, TemplateRenderer, backoff_s
 from policyengine.notifier import email as email_channel
 from policyengine.notifier import slack as slack_channel
 from policyengine.notifier import teams as teams_channel
@@ -97,7 +97,7 @@ async def test_email_over_smtp_is_multipart():
 
 async def test_teams_card_and_signed_webhook(rec):
     async with httpx.AsyncClient() as http:
-        d = Dispatcher(http=http, webhook_secret="wh-secret-0123456789abcdef")
+        d = OutboxSender(http=http, webhook_secret="wh-secret-0123456789abcdef")
         await d.send("teams", f"{rec.url}/teams", teams_channel.compose(notice(), TemplateRenderer()))
         await d.send("webhook", f"{rec.url}/hook", {"event": "approval.request", "approval_id": "apr_1"}, key="ntf_1")
     card = rec.on("/teams")[0].json()["attachments"][0]
@@ -121,7 +121,7 @@ async def test_failed_delivery_is_retried_then_delivered_and_never_loses_the_app
     clock = Clock()
     async with httpx.AsyncClient() as http:
         svc, db = await make_service(f"sqlite:///{tmp_path}/o.db", clock=clock,
-                                     dispatcher=Dispatcher(http=http, webhook_secret="wh-secret-0123456789abcdef"))
+                                     dispatcher=OutboxSender(http=http, webhook_secret="wh-secret-0123456789abcdef"))
         try:
             rec.status = 503
             res = await svc.hold(action=refund_action(), decision=refund_decision([Channel(kind="webhook", target=f"{rec.url}/hook")]))
@@ -146,7 +146,7 @@ async def test_failed_delivery_is_retried_then_delivered_and_never_loses_the_app
 
 async def test_permanent_failure_goes_dead_and_is_recorded(tmp_path, rec):
     async with httpx.AsyncClient() as http:
-        svc, db = await make_service(f"sqlite:///{tmp_path}/d.db", dispatcher=Dispatcher(http=http))
+        svc, db = await make_service(f"sqlite:///{tmp_path}/d.db", dispatcher=OutboxSender(http=http))
         try:
             rec.status = 404
             res = await svc.hold(action=refund_action(), decision=refund_decision([Channel(kind="webhook", target=f"{rec.url}/gone")]))
@@ -164,7 +164,7 @@ async def test_reminders_are_emailed_and_links_expire(tmp_path, monkeypatch):
     clock = Clock()
     with SmtpSink() as smtp:
         async with httpx.AsyncClient() as http:
-            d = Dispatcher(http=http, email=EmailSender(host="127.0.0.1", port=smtp.port, sender="pe@example.com"))
+            d = OutboxSender(http=http, email=EmailSender(host="127.0.0.1", port=smtp.port, sender="pe@example.com"))
             svc, db = await make_service(f"sqlite:///{tmp_path}/r.db", clock=clock, dispatcher=d)
             try:
                 res = await svc.hold(action=refund_action(),
