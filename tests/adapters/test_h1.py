@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from helpers.net import free_port
 from policyengine.adapters.base import TransportError
 from policyengine.adapters.h1 import HIGH_WATER, H1Pool, PoolClosedError
 
@@ -483,16 +484,10 @@ async def test_large_body_with_read(pools):
 # ---------------------------------------------------------------------------- failures
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_connection_refused(pools):
     pool = pools()
     with pytest.raises(TransportError) as ei:
-        await fetch(pool, f"http://127.0.0.1:{_free_port()}/v1")
+        await fetch(pool, f"http://127.0.0.1:{free_port()}/v1")
     assert ei.value.reason == "connection_refused"
     assert pool.stats() == {"open": 0, "idle": 0, "waiting": 0}
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 import uvicorn
+from helpers.net import free_port
 
 from policyengine.settings import SeedKey, Settings
 from policyengine.simulate.server import SimServer
@@ -25,12 +25,6 @@ TOKENS = {
     "other": "pe_test_other_tenant_token_0123456789",
     "reviewer": "pe_test_reviewer_token_0123456789abcd",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from helpers.net import free_port
 
 from policyengine.store import make_sync_engine
 
@@ -23,14 +24,6 @@ pytestmark = pytest.mark.slow
 
 TOKEN = "pe_crash_test_token_0123456789abcdef"
 CLI = str(Path(sys.executable).parent / "policyengine")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(db_url: str, policy_dir: Path, port: int, log: Path) -> subprocess.Popen:
@@ -69,7 +62,7 @@ def crash_db(request, tmp_path):
 async def test_sigkill_under_load_loses_no_acknowledged_decision(crash_db, tmp_path, policies_dir):
     pdir = tmp_path / "policies"
     shutil.copytree(policies_dir, pdir)
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     log = tmp_path / "server.log"
     proc = _start(crash_db, pdir, port, log)

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers.net import free_port
 
-from approvals.harness import AppServer, Recorder, SmtpSink, free_port
+from approvals.harness import AppServer, Recorder, SmtpSink
 
 TOKENS = {
     "app": "tok-app-acme-0123456789abcdef",

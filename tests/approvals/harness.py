@@ -13,7 +13,6 @@ import contextlib
 import email
 import json
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,11 +21,7 @@ from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from helpers.net import free_port
 
 
 def wait_until(pred: Callable[[], Any], timeout: float = 20.0, what: str = "condition") -> Any:

@@ -15,9 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from helpers.net import free_port
 
 from approvals.conftest import POLICY
-from approvals.harness import Recorder, free_port
+from approvals.harness import Recorder
 from approvals.helpers import refund_action, refund_decision, reviewer, settings
 from policyengine.approvals.errors import ApprovalConflict
 from policyengine.approvals.service import ApprovalService

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers.net import free_port
 
-from policyengine.demo import ServiceProcess, free_port
+from policyengine.demo import ServiceProcess
 from policyengine.demo.runner import POLICY_DIR
 
 pytestmark = pytest.mark.slow

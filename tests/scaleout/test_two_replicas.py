@@ -29,8 +29,9 @@ import httpx
 import pytest
 import pytest_asyncio
 import sqlalchemy as sa
+from helpers.net import free_port
 
-from policyengine.demo import ServiceProcess, free_port
+from policyengine.demo import ServiceProcess
 from policyengine.demo.cluster import LocalCluster
 from policyengine.demo.inbox import Inbox
 from policyengine.simulate.faults import Fault
