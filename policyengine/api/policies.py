@@ -46,12 +46,18 @@ class _Serving:
 
 
 def _load(paths: Sequence[str]) -> Any:
+    """Parse, lint and compile the policy set; refuse it (raise) if it does not load, or if it
+    uses a signal whose optional dependencies are not installed
+    (`policyengine.signals.EmbeddingsNotInstalled`, naming the rule and the extra)."""
     from policyengine.dsl import load_policy_set
+    from policyengine.signals.requirements import require_available
 
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
         raise FileNotFoundError(f"policy path not found: {', '.join(missing)}")
-    return load_policy_set(list(paths))
+    policy = load_policy_set(list(paths))
+    require_available(policy)  # find_spec only: imports nothing
+    return policy
 
 
 class PolicyHolder:

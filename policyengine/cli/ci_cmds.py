@@ -103,7 +103,7 @@ def test_cmd(
     from policyengine.ci.runner import run_tests
     from policyengine.ci.spec import SpecError
 
-    provider = _signal_provider() if compute_signals else None
+    provider = _test_signal_provider(path) if compute_signals else None
     try:
         report = run_tests(path, min_coverage=min_coverage, signal_provider=provider, match=match)
     except (FileNotFoundError, ValueError, SpecError) as exc:
@@ -132,10 +132,53 @@ def test_cmd(
         raise typer.Exit(1)
 
 
-def _signal_provider() -> Any:
+def _signal_provider(*policies: Any) -> Any:
+    """The default signal provider (`--compute-signals`), after checking that every policy given
+    has the optional dependencies of the signals it uses: one using sentiment or
+    verify/divergence without the `embeddings` extra exits 2 naming the rule and
+    `pip install 'policyengine-llm[embeddings]'`."""
     from policyengine.signals.provider import DefaultSignalProvider
+    from policyengine.signals.requirements import EmbeddingsNotInstalled, require_available
 
+    for p in policies:
+        if p is None:
+            continue
+        try:
+            require_available(p)
+        except EmbeddingsNotInstalled as exc:
+            from rich.markup import escape
+
+            raise _fail_input(escape(f"policy {p.name} does not load: {exc}")) from None
     return DefaultSignalProvider()
+
+
+def _test_signal_provider(path: str) -> Any:
+    """`_signal_provider` for `policyengine test --compute-signals`: the policy sets the tests
+    under `path` name are loaded and checked first (only when the embedding stack is missing;
+    with it installed this costs nothing). Sets that do not load are left to the runner."""
+    from policyengine.signals.requirements import EMBEDDING_SIGNALS, missing_modules
+
+    if not missing_modules(EMBEDDING_SIGNALS):
+        return _signal_provider()
+    from policyengine.ci.spec import SpecError, discover_test_files, load_test_file
+    from policyengine.dsl import load_policy_set
+
+    sets: dict[tuple[str, ...], None] = {}
+    try:
+        for f in discover_test_files(path):
+            try:
+                sets[tuple(load_test_file(f).policy)] = None
+            except SpecError:
+                continue
+    except (FileNotFoundError, ValueError, SpecError):
+        return _signal_provider()  # the runner reports the bad path
+    policies = []
+    for paths in sets:
+        try:
+            policies.append(load_policy_set(list(paths)))
+        except Exception:  # reported by the runner, with its diagnostics
+            continue
+    return _signal_provider(*policies)
 
 
 @app.command("dry-run")
@@ -246,7 +289,8 @@ def dry_run_cmd(
 
                 try:
                     report = replay(candidate, src, baseline=base,
-                                    signal_provider=_signal_provider() if compute_signals else None, exact=exact,
+                                    signal_provider=_signal_provider(candidate, base) if compute_signals else None,
+                                    exact=exact,
                                     only_policy=None if all_policies else candidate.name,
                                     rematch_lexicons=frozenset(stale),
                                     max_examples=examples, source=src.describe(), since=since,

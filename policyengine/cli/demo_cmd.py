@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from policyengine.cli import app
 
@@ -39,7 +40,7 @@ def demo(
         code = asyncio.run(run_demo(DemoOptions(keep_db=keep_db, db_url=db_url, summary=summary,
                                                 stay=stay, startup_timeout=startup_timeout), console))
     except DemoError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(f"[red]{escape(str(exc))}[/red]")  # the message may hold brackets: pip install '...[embeddings]'
         raise typer.Exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; everything the demo started has been stopped[/yellow]")

@@ -132,7 +132,20 @@ def fmt(
     raise typer.Exit(1 if failed or (check_only and changed) else 0)
 
 
-def _signal_provider() -> tuple[Any | None, str]:
+def _signal_provider(policy: Any) -> tuple[Any | None, str]:
+    """The default signal provider for `eval` and a note saying where signals come from.
+
+    A policy using a signal whose optional dependencies are not installed (sentiment or
+    verify/divergence without the `embeddings` extra) is refused here, right after it loads
+    and before anything is evaluated: the error names the rule and `pip install
+    'policyengine-llm[embeddings]'`, exit 1. (`--no-signals` never calls this.)"""
+    from policyengine.signals.requirements import EmbeddingsNotInstalled, require_available
+
+    try:
+        require_available(policy)
+    except EmbeddingsNotInstalled as e:
+        err.print(Text(f"error: {e.message}", style="bold red"))
+        raise typer.Exit(1)
     try:
         from policyengine import signals as sig_mod
 
@@ -181,7 +194,7 @@ def eval_cmd(
                 err.print(f"  {loc}: {x['msg']}")
             raise typer.Exit(2)
     provider, provider_note = (None, "signals: only those supplied with the action (--no-signals)") if no_signals \
-        else _signal_provider()
+        else _signal_provider(compiled)
     decisions = [compiled.evaluate(a, provider) for a in actions]
     if format is EvalFormat.json:
         docs_out = []

@@ -92,11 +92,32 @@ async def run_demo(opts: DemoOptions, console: Console | None = None) -> int:
             loop.remove_signal_handler(sig)
 
 
+def _require_signal_stack() -> None:
+    """The demo policy escalates on sentiment and verifies legal answers (divergence): with the
+    light install (no `embeddings` extra) stop before starting anything, naming the extra."""
+    from policyengine.signals.requirements import (
+        EMBEDDING_SIGNALS,
+        EmbeddingsNotInstalled,
+        missing_modules,
+        require_available,
+    )
+
+    if not missing_modules(EMBEDDING_SIGNALS):
+        return
+    from policyengine.dsl import load_policy_set
+
+    try:
+        require_available(load_policy_set([str(POLICY_DIR)]))
+    except EmbeddingsNotInstalled as exc:
+        raise DemoError(f"the demo cannot run: {exc}") from None
+
+
 async def _run(opts: DemoOptions, console: Console) -> int:
     if opts.keep_db is not None and opts.db_url is not None:
         raise DemoError("use either --keep-db PATH or --db-url URL, not both")
     if opts.keep_db is not None and opts.keep_db.exists():
         raise DemoError(f"--keep-db {opts.keep_db} already exists; give a new path (the demo starts a fresh log)")
+    _require_signal_stack()
     t0 = time.monotonic()
     tmp = Path(tempfile.mkdtemp(prefix="policyengine-demo-"))
     db_path = opts.keep_db.resolve() if opts.keep_db else tmp / "decisions.db"
