@@ -65,3 +65,39 @@ def chromium_path() -> str:
     if not path:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium); browser tests need it")
     return path
+
+
+# -- the simulated fleet and a dispatcher with short budgets (dispatch and adapter tests) --
+# Fixtures live here, not in policyengine.simulate.testing: the shipped package never imports pytest.
+
+
+@pytest.fixture
+async def fleet():
+    """A SimFleet on 127.0.0.1, started for the test and stopped after it."""
+    from policyengine.simulate import SimFleet
+
+    f = SimFleet()
+    await f.start()
+    yield f
+    await f.stop()
+
+
+@pytest.fixture
+async def make_dispatcher():
+    """`make(models, *, state=None, environ=None, **settings)`: a ChainDispatcher over `models`
+    with `fast_settings(**settings)`; every one made is closed after the test."""
+    from policyengine.dispatch import ChainDispatcher
+    from policyengine.simulate.testing import fast_settings
+    from policyengine.state import MemoryStateStore
+
+    made: list[ChainDispatcher] = []
+
+    def make(models, *, state=None, environ=None, **settings) -> ChainDispatcher:
+        d = ChainDispatcher({m.name: m for m in models}, state or MemoryStateStore(), settings=fast_settings(**settings),
+                            environ=environ or {})
+        made.append(d)
+        return d
+
+    yield make
+    for d in made:
+        await d.aclose()

@@ -1,21 +1,26 @@
-"""Pytest fixtures for dispatch tests: a simulated fleet on 127.0.0.1 and a dispatcher with short budgets.
+"""Helpers for tests that drive a dispatcher against the simulated fleet.
 
-Use from a conftest.py: `from policyengine.simulate.testing import fleet, make_dispatcher  # noqa: F401`.
+Plain values and functions only: this module does not import pytest (the shipped package
+never does). The pytest fixtures built on it, `fleet` and `make_dispatcher`, live in the
+test suite (`tests/conftest.py`).
 """
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
-from policyengine.dispatch import ChainDispatcher, DispatchSettings
-from policyengine.simulate import SimFleet
-from policyengine.state import BreakerConfig, MemoryStateStore
+from policyengine.dispatch import DispatchSettings
+from policyengine.state import BreakerConfig
+
+__all__ = ["USER", "fast_settings"]
 
 USER = {"messages": [{"role": "user", "content": "Summarise the refund policy."}]}
 
 
-def fast_settings(**kw) -> DispatchSettings:
-    base = dict(
+def fast_settings(**kw: Any) -> DispatchSettings:
+    """Dispatch settings with short backoffs, timeouts and breaker windows, so failover tests
+    finish in seconds; any field can be overridden by keyword."""
+    base: dict[str, Any] = dict(
         max_attempts=3, backoff_base=0.05, backoff_cap=0.2, max_retry_wait=2.0, cooldown_default=5.0,
         connect_timeout=2.0, first_token_timeout=2.0, idle_timeout=1.5, attempt_timeout=3.0, deadline=20.0,
         done_grace=1.0,
@@ -23,26 +28,3 @@ def fast_settings(**kw) -> DispatchSettings:
     )
     base.update(kw)
     return DispatchSettings(**base)
-
-
-@pytest.fixture
-async def fleet():
-    f = SimFleet()
-    await f.start()
-    yield f
-    await f.stop()
-
-
-@pytest.fixture
-async def make_dispatcher():
-    made: list[ChainDispatcher] = []
-
-    def make(models, *, state=None, environ=None, **settings) -> ChainDispatcher:
-        d = ChainDispatcher({m.name: m for m in models}, state or MemoryStateStore(), settings=fast_settings(**settings),
-                       environ=environ or {})
-        made.append(d)
-        return d
-
-    yield make
-    for d in made:
-        await d.aclose()
