@@ -1,38 +1,34 @@
-"""The compiled policy set and its pure, synchronous `evaluate(action) -> Decision`.
+"""The evaluator: `CompiledPolicy.evaluate(action) -> Decision`, pure and synchronous.
 
-Precedence (fixed): deny > escalate / require approval > authorize (allow) > default deny.
-Within the middle level escalate wins over require_approval when both fire; every
-obligation of every rule that fired at that level is returned.
+`CompiledPolicy` is the compiled form (`policyengine.ir.PolicyIR`, built by
+`policyengine.dsl`) with the methods that decide. `EvalContext` is the per-decision
+state compiled conditions read through (`policyengine.ir.ConditionContext`): the lazy
+signal cache, lexicon mentions, notes. This module imports `policyengine.ir`, never
+`policyengine.dsl`; nothing here does I/O.
 
-Rules are indexed by action name at compile time, routes by the fields they test,
-so a decision evaluates only the rules that can apply. Signals are pulled from the
-provider lazily, only when a rule being evaluated needs one, and values supplied in
-`action.signals` always win. Nothing here does I/O.
+Precedence (fixed): deny > escalate / require approval > authorize (allow) > default
+deny; `CompiledPolicy.evaluate` states it exactly.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
-from policyengine.dsl.conditions import Cond, show
-from policyengine.dsl.fields import MISSING
 from policyengine.fastmodel import construct  # every Decision part: values the compiler checked
+from policyengine.ir import CHAT, MISSING, CompiledRoute, CompiledRule, PolicyIR
 from policyengine.signals.base import SignalProvider
 from policyengine.types import (
     Action,
     ApprovalObligation,
     Decision,
-    ModelSpec,
     Routing,
     RuleHit,
     SourceSpan,
     Verification,
 )
-
-CHAT = "chat"
 
 _MENTION_KEYS: dict[str, str] = {}
 
@@ -49,79 +45,37 @@ def _routing(chain: list[str], sticky: bool = False, sticky_return: bool = False
                            "prefer_self_hosted": prefer, "rule_id": rule_id})
 
 
-@dataclass(slots=True)
-class CompiledRule:
-    kind: str  # deny | require_approval | escalate | authorize | verify
-    rule_id: str
-    span: SourceSpan
-    source: str
-    cond: Cond | None
-    order: int
-    obligation: dict[str, Any] | None = None  # ApprovalObligation fields
-    signals: frozenset[str] = frozenset()  # signals the condition may read
-    restrictive: bool = True  # an undecidable condition fires the rule (all but authorize)
-    # verify only
-    models: tuple[str, ...] = ()
-    threshold: float | None = None
-    divergence_cond: Cond | None = None
-    tag: str | None = None
-
-    def hit(self, because: list[str], effect: str | None = None, kind: str | None = None) -> RuleHit:
-        return _hit(self.rule_id, kind or self.kind, effect, self.span, self.source, because)
-
-    def test(self, ctx: EvalContext) -> list[str] | None:
-        """The comparisons that made the rule fire, or None if it does not."""
-        because: list[str] = []
-        cond = self.cond
-        if cond is None:
-            return because
-        r = cond(ctx, because)
-        if r is True:
-            return because
-        if r is None and self.restrictive:
-            because.append("undecidable condition treated as matching (fail-safe)")
-            return because
-        return None
+def _rule_hit(r: CompiledRule, because: list[str], effect: str | None) -> RuleHit:
+    return _hit(r.rule_id, r.kind, effect, r.span, r.source, because)
 
 
-@dataclass(slots=True)
-class CompiledRoute:
-    rule_id: str
-    span: SourceSpan
-    source: str
-    cond: Cond | None
-    order: int
-    chain: tuple[str, ...]
-    sticky: bool
-    sticky_return: bool
-    prefer_self_hosted: bool
-
-
-@dataclass(slots=True)
-class CompiledChoice:
-    rule_id: str
-    span: SourceSpan
-    source: str
-    cond: Cond | None
-    models: tuple[str, ...]
-
-
-@dataclass(slots=True)
-class ActionPlan:
-    """The rules that can apply to one action name, each list in source order."""
-
-    denies: tuple[CompiledRule, ...] = ()
-    holds: tuple[CompiledRule, ...] = ()  # require_approval, escalate, verify
-    authorizes: tuple[CompiledRule, ...] = ()
-    named: bool = False  # some rule names this action explicitly
+def _fires(r: CompiledRule, ctx: EvalContext) -> list[str] | None:
+    """The comparisons that made the rule fire, or None if it does not. A restrictive
+    rule fires on an undecidable condition, and says so."""
+    because: list[str] = []
+    cond = r.cond
+    if cond is None:
+        return because
+    res = cond(ctx, because)
+    if res is True:
+        return because
+    if res is None and r.restrictive:
+        because.append("undecidable condition treated as matching (fail-safe)")
+        return because
+    return None
 
 
 class EvalContext:
-    """Per-decision state: lazy signal cache, notes. Not shared between decisions."""
+    """Per-decision state: the lazy signal cache and the notes. Not shared between decisions.
+
+    Implements `policyengine.ir.ConditionContext`. `signals` ends up holding every
+    signal value the decision read (None: not available), under the names
+    `Decision.signals` uses; `notes` every explanation that is not a rule hit.
+    """
 
     __slots__ = ("action", "notes", "policy", "provider", "signals")
 
-    def __init__(self, action: Action, provider: SignalProvider | None, policy: CompiledPolicy) -> None:
+    def __init__(self, action: Action, provider: SignalProvider | None, policy: PolicyIR) -> None:
         self.action = action
         self.provider = provider
         self.policy = policy
@@ -129,6 +83,9 @@ class EvalContext:
         self.notes: list[str] = []
 
     def signal(self, name: str) -> Any:
+        """The value of signal `name`, or MISSING. A value supplied in `action.signals` wins;
+        else sentiment and confidence are asked of the provider, once per decision; a
+        signal that cannot be had is noted. A failing provider never raises here."""
         if name in self.signals:
             v = self.signals[name]
             return MISSING if v is None else v
@@ -223,45 +180,80 @@ def _lexical(rx: re.Pattern[str], text: str) -> dict[str, Any] | None:
             "end": m.end(), "method": "lexical", "score": 1.0}
 
 
-def lexicon_regex(phrases: list[str]) -> re.Pattern[str]:
-    """Whole-word, case-insensitive, whitespace-tolerant match of any phrase."""
-    alts = sorted({r"\s+".join(map(re.escape, p.split())) for p in phrases if p.strip()}, key=len, reverse=True)
-    if not alts:
-        return re.compile(r"(?!x)x")
-    return re.compile(r"(?<!\w)(?:" + "|".join(alts) + r")(?!\w)", re.IGNORECASE)
-
-
 @dataclass
-class CompiledPolicy:
-    name: str
-    version: int | str | None
-    hash: str
-    models: dict[str, ModelSpec]
-    lexicons: dict[str, list[str]]
-    sources: dict[str, str]
-    plans: dict[str, ActionPlan] = field(default_factory=dict)
-    global_plan: ActionPlan = field(default_factory=ActionPlan)
-    routes: list[CompiledRoute] = field(default_factory=list)
-    default_route: CompiledRoute | None = None
-    route_index: dict[str, tuple[Callable[[Action], Any], dict[str, tuple[int, ...]]]] = field(default_factory=dict)
-    route_scan: tuple[int, ...] = ()
-    choices: list[CompiledChoice] = field(default_factory=list)
-    lexicon_res: dict[str, re.Pattern[str]] = field(default_factory=dict)
-    actions: frozenset[str] = frozenset()
-    route_signals: frozenset[str] = frozenset()
-    _needed: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
+class CompiledPolicy(PolicyIR):
+    """A compiled policy set that decides: `policyengine.ir.PolicyIR` plus `evaluate`,
+    `route`, `allowed_models` and `signals_needed`. Built by `policyengine.dsl`
+    (`load_policy_set`, `compile_sources`); never changed by deciding, except for the
+    per-action cache behind `signals_needed`. Safe to share between threads.
+    """
+
+    _needed: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @classmethod
+    def from_ir(cls, ir: PolicyIR) -> CompiledPolicy:
+        """The policy set `ir` describes, ready to decide (its parts are shared, not copied)."""
+        return cls(**{f.name: getattr(ir, f.name) for f in fields(PolicyIR)})
 
     # ------------------------------------------------------------------ API
     def evaluate(self, action: Action, signals: SignalProvider | None = None) -> Decision:
+        """Decide `action`: pure and synchronous, no I/O; never raises on action data.
+
+        Only the rules that can apply are tested: those naming `action.action`, plus the
+        `escalate` and `verify` rules without `for` (for an action no rule names, only
+        those). Each level below tests its rules in source order and stops the
+        evaluation when its effect is reached:
+
+        1. **deny**: every `deny` rule that fires is recorded and the effect is `deny`.
+           Nothing else is evaluated (no routing, no signals beyond the deny conditions').
+        2. **routing**, for `chat` only: the first route whose condition is true, else
+           `route default`; `prefer self_hosted` puts cost-0 models first; a requested
+           model on the caller's `allow model choice` allowlist becomes the primary;
+           models whose context window is smaller than `prompt_tokens` are dropped. No
+           matching route, a requested model that is neither allowed nor the route's
+           primary, or an empty chain after the drop is `deny` (routing and allowlist
+           kept in the decision).
+        3. **escalate / require_approval**: every `require approval`, `escalate` and
+           `verify` rule that fires applies. A verify rule whose `divergence` is not
+           supplied in `action.signals` asks for verification (`verification`: the first
+           such rule's models, threshold, tag) and holds nothing; with `divergence`
+           supplied, an escalation condition that is true or undecidable escalates (with
+           the rule's obligation), a false one adds the rule's tag. When any of them
+           held, the effect is `escalate` if an escalate or verify rule escalated, else
+           `require_approval`, with **every** obligation of every rule that held, the
+           tags and the verification.
+        4. **authorize**: the first `authorize` rule that fires gives `allow`.
+        5. **default deny**: with no authorize rule firing, any action but `chat` is
+           denied by the `default` hit (`default_applied` is true when no rule names the
+           action at all); `chat` is allowed by its route.
+
+        Restrictive rules (deny, require approval, escalate, verify) fire on an
+        undecidable condition; authorize, routes and model choices do not.
+
+        Signals are lazy: a value in `action.signals` always wins; otherwise sentiment,
+        confidence and lexicon mentions are computed only when a condition being
+        tested reads them, at most once per decision, through `signals` (lexicon
+        mentions fall back to exact phrase matching without a provider). A signal
+        that cannot be had makes its comparisons false, and a note says so.
+
+        The Decision carries: `effect` (allow, deny, require_approval, escalate);
+        `routing` (chat: the chain, primary first, stickiness, the route's rule id;
+        empty otherwise); `rules`, every rule that applied as a RuleHit with the
+        comparisons that made it fire (`because`), including route and model-choice
+        hits; `obligations` of a held decision; `tags` and `verification` (on allow
+        and held decisions); `signals`, every signal value the decision read (None:
+        not available); `allowed_models` (chat: the caller's allowlist);
+        `default_applied`; `notes`; and the policy's name, version and content hash.
+        """
         ctx = EvalContext(action, signals, self)
         name = action.action
         plan = self.plans.get(name, self.global_plan)
         hits: list[RuleHit] = []
 
         for r in plan.denies:
-            because = r.test(ctx)
+            because = _fires(r, ctx)
             if because is not None:
-                hits.append(r.hit(because, "deny"))
+                hits.append(_rule_hit(r, because, "deny"))
         if hits:
             return self._decision(ctx, "deny", hits)
 
@@ -279,13 +271,13 @@ class CompiledPolicy:
         tags: list[str] = []
         verification: Verification | None = None
         for r in plan.holds:
-            because = r.test(ctx)
+            because = _fires(r, ctx)
             if because is None:
                 continue
             if r.kind == "verify":
                 div = ctx.action.signals.get("divergence")
                 if div is None:
-                    hits.append(r.hit(because, None))
+                    hits.append(_rule_hit(r, because, None))
                     if verification is None:
                         verification = construct(Verification, {"models": list(r.models), "threshold": r.threshold,
                                                              "tag": r.tag, "rule_id": r.rule_id})
@@ -295,20 +287,20 @@ class CompiledPolicy:
                 res = r.divergence_cond(ctx, vb)
                 if res is not False:
                     escalated = True
-                    hits.append(r.hit(because + vb, "escalate"))
+                    hits.append(_rule_hit(r, because + vb, "escalate"))
                     obligations.append(self._obligation(r))
                 else:
                     ctx.signals["divergence"] = div
-                    hits.append(r.hit([*because, f"divergence {div} within threshold {r.threshold:g}"], None))
+                    hits.append(_rule_hit(r, [*because, f"divergence {div} within threshold {r.threshold:g}"], None))
                     if r.tag and r.tag not in tags:
                         tags.append(r.tag)
                 continue
             if r.kind == "escalate":
                 escalated = True
-                hits.append(r.hit(because, "escalate"))
+                hits.append(_rule_hit(r, because, "escalate"))
             else:
                 approval = True
-                hits.append(r.hit(because, "require_approval"))
+                hits.append(_rule_hit(r, because, "require_approval"))
             obligations.append(self._obligation(r))
         if escalated or approval:
             effect = "escalate" if escalated else "require_approval"
@@ -316,9 +308,9 @@ class CompiledPolicy:
                                   tags=tags, verification=verification)
 
         for r in plan.authorizes:
-            because = r.test(ctx)
+            because = _fires(r, ctx)
             if because is not None:
-                hits.append(r.hit(because, "allow"))
+                hits.append(_rule_hit(r, because, "allow"))
                 break
         else:
             if name != CHAT:
@@ -373,10 +365,10 @@ class CompiledPolicy:
     def _match_route(self, ctx: EvalContext) -> tuple[CompiledRoute | None, list[str]]:
         a = ctx.action
         cands: list[int] = list(self.route_scan)
-        for get, table in self.route_index.values():
-            v = get(a)
-            if v is not None and v is not MISSING:
-                hit = table.get(v if isinstance(v, str) else show(v))  # as the conditions compare
+        for key_of, table in self.route_index.values():
+            k = key_of(a)
+            if k is not None:
+                hit = table.get(k)
                 if hit:
                     cands.extend(hit)
         if len(cands) > 1:

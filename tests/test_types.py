@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from policyengine.dsl.conditions import as_money
+from policyengine.dsl.compiler import as_money
 from policyengine.types import Money, parse_money
 
 

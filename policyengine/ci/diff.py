@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from policyengine.ci.rules import RuleInfo, hold_text, parse_sources, rules_of, shape
 from policyengine.dsl import ast
-from policyengine.dsl.printer import expr as expr_text
+from policyengine.dsl.formatter import expr as expr_text
 
 Status = Literal["added", "removed", "changed"]
 

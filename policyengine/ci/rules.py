@@ -13,8 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from policyengine.dsl import ast, printer
-from policyengine.dsl.parser import escape
+from policyengine.dsl import ast
+from policyengine.dsl.formatter import format_item, hold_item
+from policyengine.dsl.parser import parse
 
 RULE_TYPES: dict[type, str] = {
     ast.Route: "route",
@@ -29,6 +30,9 @@ RULE_TYPES: dict[type, str] = {
 
 @dataclass(frozen=True)
 class RuleInfo:
+    """One rule of a policy set: its kind (a RULE_TYPES value), where it is written, its
+    canonical one-line text, the actions it names, and its syntax-tree node."""
+
     kind: str
     file: str
     line: int
@@ -38,46 +42,27 @@ class RuleInfo:
 
     @property
     def location(self) -> str:
+        """`file:line`."""
         return f"{self.file}:{self.line}"
 
 
 def hold_text(items: tuple[ast.HoldItem, ...] | None) -> str:
-    """A hold block on one line (`{ item  item }`), or "" when it has no items."""
-    parts = [printer.hold_item(h) for h in items or ()]
+    """A hold block on one line (`{ item  item }`, as the formatter prints it), or "" when
+    it has no items."""
+    parts = [hold_item(h) for h in items or ()]
     return "{ " + "  ".join(parts) + " }" if parts else ""
 
 
 def rule_text(node: Any) -> str:
-    """Canonical one-line source for a rule node (the formatter's text, blocks on one line)."""
-    when = printer.when(getattr(node, "cond", None))
-    if isinstance(node, ast.Route):
-        return printer.route(node)
-    if isinstance(node, ast.AllowChoice):
-        return f"allow model choice [{printer.names(node.models)}]{when}"
-    if isinstance(node, ast.Authorize):
-        return f"authorize {printer.names(node.actions)}{when}"
-    if isinstance(node, ast.Deny):
-        return f"deny {printer.names(node.actions)}{when}"
-    if isinstance(node, ast.RequireApproval):
-        hold = hold_text(node.hold)
-        return f"require approval for {printer.names(node.actions)}{when}" + (f" {hold}" if hold else "")
-    if isinstance(node, ast.Escalate):
-        scope = f" for {printer.names(node.actions)}" if node.actions else ""
-        hold = hold_text(node.hold)
-        return f"escalate{scope}{when}" + (f" {hold}" if hold else "")
-    if isinstance(node, ast.Verify):
-        scope = f" for {printer.names(node.actions)}" if node.actions else ""
-        inner = f"escalate when {printer.expr(node.escalate)}"
-        if node.tag:
-            inner += f" otherwise tag {escape(node.tag)}"
-        hold = hold_text(node.hold)
-        if hold:
-            inner += " " + hold[2:-2]
-        return f"verify{scope}{when} with {printer.names(node.models)} {{ {inner} }}"
-    raise TypeError(f"not a rule: {type(node).__name__}")
+    """Canonical one-line source for a rule node: the formatter's text, a block's items
+    on the statement's line (`format_item(node, one_line=True)`)."""
+    if type(node) not in RULE_TYPES:
+        raise TypeError(f"not a rule: {type(node).__name__}")
+    return format_item(node, one_line=True)
 
 
 def rule_actions(node: Any) -> tuple[str, ...] | None:
+    """The actions a rule names; None for routes, model choices and rules without `for`."""
     if isinstance(node, ast.Route | ast.AllowChoice):
         return None
     acts = getattr(node, "actions", None)
@@ -99,8 +84,7 @@ def rules_of(files: list[ast.PolicyFile]) -> list[RuleInfo]:
 
 
 def parse_sources(sources: dict[str, str]) -> list[ast.PolicyFile]:
-    from policyengine.dsl.parser import parse
-
+    """Each source {file: text} parsed, in order. PolicyError on a syntax error."""
     return [parse(text, file=name) for name, text in sources.items()]
 
 

@@ -3,6 +3,24 @@
     from policyengine.dsl import load_policy_set
     policy = load_policy_set(["policies/support-desk"])
     decision = policy.evaluate(Action(action="refund", fields={"amount": "150 GBP"}))
+
+The walk of a rule from `.policy` text to a Decision touches five modules (plus the
+syntax tree's node classes, `dsl/ast`; `dsl/diagnostics` only when there is a problem;
+`dsl/formatter` prints conditions for the checker's messages and the compiler's
+explanations):
+
+1. `dsl/parser`: the text -> `dsl.ast` nodes with spans (grammar.lark, LALR);
+   a syntax error is a Diagnostic.
+2. `dsl/checker`: the nodes of the whole set -> Diagnostics (names, types, conflicts);
+   any error stops here (`PolicyError`).
+3. `dsl/compiler`: the nodes -> `policyengine.ir.PolicyIR`: each condition a closure,
+   rules indexed by action name, routes by the values they test, models as ModelSpecs.
+4. `policyengine/ir`: the compiled form (data, the condition protocol, path readers).
+5. `policyengine/evaluator`: `CompiledPolicy.evaluate(action) -> Decision`, the
+   closures run against an `EvalContext`.
+
+Dependencies point one way: dsl -> ir, dsl -> evaluator (this module wraps the
+compiler's PolicyIR as a `CompiledPolicy`), evaluator -> ir; ir imports neither.
 """
 
 from __future__ import annotations
@@ -74,6 +92,8 @@ def discover_sets(path: str | Path) -> list[list[Path]]:
 
 
 def read_sources(paths: Sequence[str | Path] | str | Path) -> dict[str, str]:
+    """{file: text} of every `.policy` file the paths name (see `expand_paths`), read as
+    UTF-8 (a leading BOM dropped). PolicyError (E001) when there are none or one cannot be read."""
     paths = _as_list(paths)
     files = expand_paths(paths)
     if not files:
@@ -122,12 +142,14 @@ def check(paths: Sequence[str | Path] | str | Path) -> list[Diagnostic]:
 
 
 def compile_sources(sources: dict[str, str]) -> CompiledPolicy:
+    """Parse, check and compile a policy set given as {file: text}. PolicyError with every
+    error (warnings do not stop compilation)."""
     files, diags = _parse_all(sources)
     if not diags:
         diags = check_files(files)
     if any(d.is_error for d in diags):
         raise PolicyError([d for d in diags if d.is_error])
-    return compile_files(files)
+    return CompiledPolicy.from_ir(compile_files(files))
 
 
 def load_policy_set(paths: Sequence[str | Path] | str | Path) -> CompiledPolicy:

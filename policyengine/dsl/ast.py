@@ -62,9 +62,6 @@ class Env:
     span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
-StrOrEnv = Str | Env
-
-
 # ----------------------------------------------------------------- expressions
 
 

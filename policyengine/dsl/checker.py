@@ -16,11 +16,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from policyengine.ir import BUILTIN, BUILTIN_TYPES, classify, unknown_builtin
 from policyengine.types import Provider
 
-from . import ast, printer
+from . import ast
+from . import formatter as fmt
 from .diagnostics import Diagnostic, source_line
-from .fields import BUILTIN, BUILTIN_TYPES, classify, unknown_builtin
 
 SECRET_RE = re.compile(
     r"(sk-[A-Za-z0-9_\-]{8,}|AKIA[0-9A-Z]{12,}|xox[abposr]-[A-Za-z0-9\-]{6,}|gh[pousr]_[A-Za-z0-9]{16,}"
@@ -310,7 +311,7 @@ class Checker:
         e = v.escalate
         if not (isinstance(e, ast.Cmp) and e.path.value in ("divergence", "signals.divergence")
                 and e.op in (">", ">=") and e.value.kind == "num"):
-            self.add("E241", e.span, f"verification escalates on `divergence > N`, not `{printer.expr(e)}`",
+            self.add("E241", e.span, f"verification escalates on `divergence > N`, not `{fmt.expr(e)}`",
                      "write: escalate when divergence > 0.25")
         else:
             self.check_expr(e)
@@ -467,7 +468,7 @@ class Checker:
                 ri = conditional[i]
                 if _implies(rj.cond, ri.cond):  # type: ignore[arg-type]
                     self.add("W214", rj.span, f"route never applies: the route at {_where(ri.span)} "
-                             f"(`{printer.expr(ri.cond)}`) matches first", "routes are first-match in file order: "  # type: ignore[arg-type]
+                             f"(`{fmt.expr(ri.cond)}`) matches first", "routes are first-match in file order: "  # type: ignore[arg-type]
                              "move this more specific route above it", warning=True)
                     break
             key = _first_equality(rj.cond)  # type: ignore[arg-type]

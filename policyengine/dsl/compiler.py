@@ -1,21 +1,47 @@
-"""Checked AST -> CompiledPolicy: closures, action index, route index, ModelSpecs."""
+"""Checked AST -> the compiled form (`policyengine.ir.PolicyIR`).
+
+Conditions become closures with three-valued (Kleene) logic. A compiled condition is
+`cond(ctx, because) -> True | False | None` over a `policyengine.ir.ConditionContext`.
+`None` means "cannot be decided" (an action field is missing, a currency differs, a
+value has the wrong type). Each rule decides what `None` means for it: restrictive
+rules (deny, require approval, escalate, verify) fire on `None` (fail-safe: hold rather
+than let through); permissive ones (authorize, routes, model choice) do not. Leaves
+append a human-readable comparison to `because` when they are true or undecidable,
+e.g. `sentiment 0.21 < 0.3`, `amount 150 USD vs 100 GBP: currency mismatch`.
+
+Rules are indexed by the action names they list (rules without `for` join every plan);
+routes by a string equality or membership their condition cannot match without, so
+the evaluator tests only the rules and routes that can apply. Models become ModelSpecs.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import operator
+import re
 from collections import defaultdict
+from collections.abc import Callable
 from decimal import Decimal
+from functools import partial
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from policyengine.evaluator import (
+from policyengine.ir import (
+    BUILTIN,
+    BUILTIN_ATTR,
     CHAT,
+    MISSING,
     ActionPlan,
     CompiledChoice,
-    CompiledPolicy,
     CompiledRoute,
     CompiledRule,
-    lexicon_regex,
+    Cond,
+    ConditionContext,
+    PolicyIR,
+    RouteKey,
+    classify,
+    field_getter,
 )
 from policyengine.types import (
     Capabilities,
@@ -25,11 +51,352 @@ from policyengine.types import (
     Provider,
     SourceSpan,
     Timeouts,
+    parse_money,
 )
 
 from . import ast
-from .conditions import compile_expr
-from .fields import BUILTIN, MISSING, classify, field_getter
+from . import formatter as fmt
+from .parser import canonical_decimal, parse_duration
+
+# ---------------------------------------------------------------------------- conditions
+
+OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+}
+
+
+def show(v: Any) -> str:
+    """A runtime value as explanations print it, and as a string condition compares a
+    non-string value: strings quoted, booleans `true`/`false`, decimals canonical,
+    `{"amount", "currency"}` dicts as `150 GBP`."""
+    if isinstance(v, str):
+        return _quote(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, Decimal):
+        return canonical_decimal(v)
+    if isinstance(v, dict) and set(v) == {"amount", "currency"}:
+        return f"{v['amount']} {v['currency']}"
+    return str(v)
+
+
+def _quote(s: str) -> str:
+    return '"' + s.replace('"', '\\"') + '"'
+
+
+as_money = parse_money  # one money reader for the language, the runtime and replay
+
+
+def as_number(v: Any) -> float | None:
+    """A number from a number or a numeric string; None otherwise (booleans are not numbers)."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return float(v)
+    if isinstance(v, Decimal):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    return None
+
+
+def as_seconds(v: Any) -> float | None:
+    """Seconds from a number of seconds or a duration string (`2h`, `500ms`); None otherwise."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float | Decimal):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(parse_duration(v))
+        except ValueError:
+            n = as_number(v)
+            return n
+    return None
+
+
+def as_bool(v: Any) -> bool | None:
+    """A boolean from a boolean or the string `true`/`false` (any case); None otherwise."""
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    return None
+
+
+def _getter(path: str) -> tuple[str, Callable[[ConditionContext], Any]]:
+    kind, key = classify(path)
+    if kind == "builtin":
+        read = attrgetter("action." + BUILTIN_ATTR[key])
+
+        def builtin(ctx: ConditionContext) -> Any:
+            v = read(ctx)
+            return MISSING if v is None else v
+
+        return kind, builtin
+    if kind == "signal":
+        return kind, partial(_signal, key=key)
+    fg = field_getter(key)
+    return kind, lambda ctx: fg(ctx.action)
+
+
+def _signal(ctx: ConditionContext, key: str) -> Any:
+    return ctx.signal(key)
+
+
+def _missing(kind: str, path: str, because: list[str], negated: bool = False) -> bool | None:
+    """What a missing value means: action fields -> undecidable; built-in attributes -> not set
+    (so `==`/`in` are false and `!=`/`not in` true); signals -> false (rule does not fire)."""
+    if kind == "field":
+        because.append(f"{path} not supplied (undecidable)")
+        return None
+    if negated and kind == "builtin":
+        because.append(f"{path} not set")
+        return True
+    return False
+
+
+def compile_expr(e: ast.Expr) -> Cond:
+    """The condition `e` as a closure over a ConditionContext, in three-valued logic:
+    True, False, or None (undecidable); see the module docstring for what it explains."""
+    if isinstance(e, ast.And):
+        parts = [compile_expr(x) for x in e.items]
+
+        def and_(ctx: ConditionContext, because: list[str]) -> bool | None:
+            unknown = False
+            mine: list[str] = []
+            for p in parts:
+                r = p(ctx, mine)
+                if r is False:
+                    return False  # nothing of a false conjunction explains anything
+                if r is None:
+                    unknown = True
+            because.extend(mine)
+            return None if unknown else True
+
+        return and_
+    if isinstance(e, ast.Or):
+        parts = [compile_expr(x) for x in e.items]
+
+        def or_(ctx: ConditionContext, because: list[str]) -> bool | None:
+            undecided: list[str] = []
+            unknown = False
+            for p in parts:
+                mine: list[str] = []
+                r = p(ctx, mine)
+                if r is True:
+                    because.extend(mine)  # the branch that made it true
+                    return True
+                if r is None:
+                    unknown = True
+                    undecided.extend(mine)
+            if unknown:
+                because.extend(undecided)
+                return None
+            return False
+
+        return or_
+    if isinstance(e, ast.Not):
+        inner = compile_expr(e.item)
+        text = fmt.expr(e.item)
+
+        def not_(ctx: ConditionContext, because: list[str]) -> bool | None:
+            scratch: list[str] = []
+            r = inner(ctx, scratch)
+            if r is None:
+                because.extend(scratch)
+                return None
+            if r is False:
+                because.append(f"not ({text})")
+                return True
+            return False
+
+        return not_
+    if isinstance(e, ast.Cmp):
+        return _compile_cmp(e)
+    if isinstance(e, ast.In):
+        return _compile_in(e)
+    if isinstance(e, ast.Truthy):
+        kind, get = _getter(e.path.value)
+        path = e.path.value
+
+        def truthy(ctx: ConditionContext, because: list[str]) -> bool | None:
+            v = get(ctx)
+            if v is MISSING:
+                return _missing(kind, path, because)
+            b = as_bool(v)
+            if b is None:
+                b = bool(v)
+            if b:
+                because.append(f"{path} is {show(v)}")
+            return b
+
+        return truthy
+    if isinstance(e, ast.Mentions):
+        path = e.path.value
+        lex = e.lexicon.value
+        kind, get = _getter(path)
+
+        def mentions(ctx: ConditionContext, because: list[str]) -> bool | None:
+            v = get(ctx)
+            text = v if isinstance(v, str) else None
+            found = ctx.mention(lex, text, path)
+            if found:
+                because.append(f"{path} mentions {lex} ({found})")
+                return True
+            return False
+
+        return mentions
+    raise TypeError(f"not an expression: {e!r}")
+
+
+def _compile_cmp(e: ast.Cmp) -> Cond:
+    path, opname, lit = e.path.value, e.op, e.value
+    op = OPS[opname]
+    kind, get = _getter(path)
+    raw = lit.raw
+
+    if lit.kind == "money":
+        lamount, lcur = lit.value  # type: ignore[misc]
+
+        def cmp_money(ctx: ConditionContext, because: list[str]) -> bool | None:
+            v = get(ctx)
+            if v is MISSING:
+                return _missing(kind, path, because)
+            m = as_money(v)
+            if m is None:
+                because.append(f"{path} {show(v)} is not an amount with a currency; compared with {raw} (undecidable)")
+                return None
+            amount, cur = m
+            if cur != lcur:
+                because.append(
+                    f"{path} {canonical_decimal(amount)} {cur} {opname} {raw}: currency mismatch "
+                    f"({cur} vs {lcur}), not converted (undecidable)"
+                )
+                return None
+            r = op(amount, lamount)
+            if r:
+                because.append(f"{path} {canonical_decimal(amount)} {cur} {opname} {raw}")
+            return r
+
+        return cmp_money
+
+    if lit.kind == "str":
+        sval = lit.value
+
+        negated = opname == "!="
+
+        def cmp_str(ctx: ConditionContext, because: list[str]) -> bool | None:
+            v = get(ctx)
+            if v is MISSING:
+                return _missing(kind, path, because, negated)
+            if not isinstance(v, str):
+                v = show(v)
+            try:
+                r = op(v, sval)
+            except TypeError:  # pragma: no cover - both are str
+                return None
+            if r:
+                because.append(f"{path} {show(v)} {opname} {raw}")
+            return r
+
+        return cmp_str
+
+    if lit.kind == "bool":
+        bval = lit.value
+
+        def cmp_bool(ctx: ConditionContext, because: list[str]) -> bool | None:
+            v = get(ctx)
+            if v is MISSING:
+                return _missing(kind, path, because)
+            b = as_bool(v)
+            if b is None:
+                because.append(f"{path} {show(v)} is not a boolean (undecidable)")
+                return None
+            r = op(b, bval)
+            if r:
+                because.append(f"{path} {show(b)} {opname} {raw}")
+            return r
+
+        return cmp_bool
+
+    conv = as_seconds if lit.kind == "duration" else as_number
+    nval = float(lit.value)  # type: ignore[arg-type]
+    what = "a duration" if lit.kind == "duration" else "a number"
+
+    def cmp_num(ctx: ConditionContext, because: list[str]) -> bool | None:
+        v = get(ctx)
+        if v is MISSING:
+            return _missing(kind, path, because)
+        tv = type(v)
+        n = v if tv is float or tv is int else conv(v)
+        if n is None:
+            because.append(f"{path} {show(v)} is not {what} (undecidable)")
+            return None
+        r = op(n, nval)
+        if r:
+            because.append(f"{path} {show(v)} {opname} {raw}")
+        return r
+
+    return cmp_num
+
+
+def _compile_in(e: ast.In) -> Cond:
+    path = e.path.value
+    kind, get = _getter(path)
+    neg = e.negated
+    listing = fmt.values(e.values)
+    word = "not in" if neg else "in"
+    strs = frozenset(v.value for v in e.values if v.kind == "str")
+    nums = frozenset(float(v.value) for v in e.values if v.kind in ("num", "duration"))  # type: ignore[arg-type]
+    moneys = frozenset(v.value for v in e.values if v.kind == "money")
+    bools = frozenset(v.value for v in e.values if v.kind == "bool")
+
+    def member(v: Any) -> bool | None:
+        if isinstance(v, str):
+            if v in strs:
+                return True
+            if nums and (n := as_number(v)) is not None and n in nums:
+                return True
+            return bool(moneys) and (m := as_money(v)) is not None and m in moneys
+        if isinstance(v, bool):
+            return v in bools
+        n = as_number(v)
+        if n is not None:
+            return n in nums or show(v) in strs
+        m = as_money(v)
+        if m is not None:
+            return m in moneys
+        return None
+
+    def in_(ctx: ConditionContext, because: list[str]) -> bool | None:
+        v = get(ctx)
+        if v is MISSING:
+            return _missing(kind, path, because, neg)
+        if isinstance(v, list | tuple | set | frozenset):
+            # a list-valued field: in = any element is a member
+            found = [x for x in v if member(x)]
+            hit = bool(found)
+        else:
+            m = member(v)
+            if m is None:
+                because.append(f"{path} {show(v)} cannot be compared with {listing} (undecidable)")
+                return None
+            hit = m
+        r = hit != neg
+        if r:
+            because.append(f"{path} {show(v)} {word} {listing}")
+        return r
+
+    return in_
+
+
+# ---------------------------------------------------------------------------- policy sets
 
 
 def content_hash(sources: dict[str, str]) -> str:
@@ -63,6 +430,7 @@ def _str(v: Any) -> str | EnvRef:
 
 
 def model_spec(m: ast.ModelDecl) -> ModelSpec:
+    """The ModelSpec a checked `model` block declares (provider `openai` when it names none)."""
     kw: dict[str, Any] = {"name": m.name.value, "file": m.span.file, "line": m.span.line}
     for p in m.props:
         if p.key == "provider":
@@ -150,16 +518,37 @@ def _index_key(e: ast.Expr | None) -> tuple[str, tuple[str, ...]] | None:
     return None
 
 
-def _path_getter(path: str):
+def _route_key(path: str) -> RouteKey | None:
+    """The route index's reader of `path`: the value as string conditions compare it
+    (a non-string shown as a literal), None when absent; None for a path that is a signal."""
     kind, key = classify(path)
     if kind == "builtin":
-        return BUILTIN[key]
-    if kind == "field":
-        return field_getter(key)
-    return None
+        get = BUILTIN[key]
+    elif kind == "field":
+        get = field_getter(key)
+    else:
+        return None
+
+    def key_of(a: Any) -> str | None:
+        v = get(a)
+        if v is None or v is MISSING:
+            return None
+        return v if isinstance(v, str) else show(v)
+
+    return key_of
 
 
-def compile_files(files: list[ast.PolicyFile]) -> CompiledPolicy:
+def lexicon_regex(phrases: list[str]) -> re.Pattern[str]:
+    """Whole-word, case-insensitive, whitespace-tolerant match of any phrase."""
+    alts = sorted({r"\s+".join(map(re.escape, p.split())) for p in phrases if p.strip()}, key=len, reverse=True)
+    if not alts:
+        return re.compile(r"(?!x)x")
+    return re.compile(r"(?<!\w)(?:" + "|".join(alts) + r")(?!\w)", re.IGNORECASE)
+
+
+def compile_files(files: list[ast.PolicyFile]) -> PolicyIR:
+    """The compiled form of a checked policy set (its files in order). The caller has
+    run the checker: the compiler assumes names resolve and types agree."""
     by_file = {f.path: f.text.split("\n") for f in files}
     items: list[ast.Item] = [it for f in files for it in f.items]
     header = next((it for it in items if isinstance(it, ast.PolicyDecl)), None)
@@ -168,7 +557,7 @@ def compile_files(files: list[ast.PolicyFile]) -> CompiledPolicy:
 
     models = {it.name.value: model_spec(it) for it in items if isinstance(it, ast.ModelDecl)}
     lexicons = {it.name.value: [p.value for p in it.phrases] for it in items if isinstance(it, ast.Lexicon)}
-    policy = CompiledPolicy(
+    policy = PolicyIR(
         name=name, version=version, hash=content_hash({f.path: f.text for f in files}), models=models,
         lexicons=lexicons, sources={f.path: f.text for f in files},
     )
@@ -176,7 +565,6 @@ def compile_files(files: list[ast.PolicyFile]) -> CompiledPolicy:
 
     specific: dict[str, dict[str, list[CompiledRule]]] = defaultdict(lambda: {"deny": [], "hold": [], "auth": []})
     global_holds: list[CompiledRule] = []
-    global_denies: list[CompiledRule] = []
     named: set[str] = set()
     default_route: ast.Route | None = None
     routes: list[ast.Route] = []
@@ -237,35 +625,35 @@ def compile_files(files: list[ast.PolicyFile]) -> CompiledPolicy:
 
     for a, groups in specific.items():
         policy.plans[a] = ActionPlan(
-            denies=by_order(groups["deny"] + global_denies), holds=by_order(groups["hold"] + global_holds),
+            denies=by_order(groups["deny"]), holds=by_order(groups["hold"] + global_holds),
             authorizes=by_order(groups["auth"]), named=True,
         )
-    policy.global_plan = ActionPlan(denies=by_order(global_denies), holds=by_order(global_holds))
+    policy.global_plan = ActionPlan(holds=by_order(global_holds))
     policy.actions = frozenset(named)
     if CHAT not in policy.plans:
-        policy.plans[CHAT] = ActionPlan(denies=policy.global_plan.denies, holds=policy.global_plan.holds, named=True)
+        policy.plans[CHAT] = ActionPlan(holds=policy.global_plan.holds, named=True)
 
     # routes
     default_fallback: tuple[str, ...] = ()
     if default_route is not None:
         default_fallback = tuple(n.value for n in (default_route.fallback or ()))
-        policy.default_route = _route(by_file, default_route, -1, default_route.primary.value, default_fallback)
+        policy.default_route = _route(by_file, default_route, default_route.primary.value, default_fallback)
         default_fallback = (default_route.primary.value, *default_fallback)
     index: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     scan: list[int] = []
     for i, rt in enumerate(routes):
         fb = tuple(n.value for n in rt.fallback) if rt.fallback is not None else default_fallback
-        policy.routes.append(_route(by_file, rt, i, rt.primary.value, fb))
+        policy.routes.append(_route(by_file, rt, rt.primary.value, fb))
         key = _index_key(rt.cond)
-        if key is not None and _path_getter(key[0]) is not None:
+        if key is not None and _route_key(key[0]) is not None:
             for v in key[1]:
                 index[key[0]][v].append(i)
         else:
             scan.append(i)
     for path, table in index.items():
-        g = _path_getter(path)
-        assert g is not None
-        policy.route_index[path] = (g, {v: tuple(ix) for v, ix in table.items()})
+        key_of = _route_key(path)
+        assert key_of is not None
+        policy.route_index[path] = (key_of, {v: tuple(ix) for v, ix in table.items()})
     policy.route_scan = tuple(scan)
     rs: set[str] = set()
     for rt in routes:
@@ -277,14 +665,14 @@ def compile_files(files: list[ast.PolicyFile]) -> CompiledPolicy:
     return policy
 
 
-def _route(by_file: dict[str, list[str]], rt: ast.Route, order: int, primary: str,
-           fallback: tuple[str, ...]) -> CompiledRoute:
+def _route(by_file: dict[str, list[str]], rt: ast.Route, primary: str, fallback: tuple[str, ...]) -> CompiledRoute:
     chain = tuple(dict.fromkeys((primary, *fallback)))
     return CompiledRoute(
         rule_id=_rule_id(rt.span), span=_sspan(rt.span), source=_source(by_file, rt.span),
-        cond=compile_expr(rt.cond) if rt.cond is not None else None, order=order, chain=chain, sticky=rt.sticky,
+        cond=compile_expr(rt.cond) if rt.cond is not None else None, chain=chain, sticky=rt.sticky,
         sticky_return=rt.sticky_return, prefer_self_hosted=rt.prefer_self_hosted,
     )
 
 
-__all__ = ["MISSING", "compile_files", "content_hash", "model_spec"]
+__all__ = ["as_bool", "as_money", "as_number", "as_seconds", "compile_expr", "compile_files", "content_hash",
+           "lexicon_regex", "model_spec", "show", "signals_of"]

@@ -1,4 +1,6 @@
-"""One canonical layout for policy files (`policyengine fmt`).
+"""The one printer of the policy language: canonical text of conditions, literals,
+statements and whole files (`policyengine fmt`; also the checker's messages, the
+compiler's explanations and CI's rule descriptions).
 
 Rules: one statement per line; model and approval/escalation blocks one property
 per line, indented two spaces; single spaces between tokens; blank lines between
@@ -6,12 +8,76 @@ statements kept (collapsed to one); comments kept: a comment on its own line sta
 above the statement that follows it, a comment at the end of a statement's last
 line stays there, a comment inside a multi-line block moves above that block.
 The output parses to the same tree as the input (spans aside) and is a fixed point.
+`format_item(it, one_line=True)` is the same text with a block's items on its line.
 """
 
 from __future__ import annotations
 
-from . import ast, printer
+from . import ast
 from .parser import canonical_decimal, escape, parse
+
+
+def expr(e: ast.Expr) -> str:
+    """A condition's canonical text (minimal parentheses: `and` binds tighter than `or`)."""
+    if isinstance(e, ast.Or):
+        return " or ".join(expr(x) for x in e.items)
+    if isinstance(e, ast.And):
+        return " and ".join(f"({expr(x)})" if isinstance(x, ast.Or) else expr(x) for x in e.items)
+    if isinstance(e, ast.Not):
+        inner = e.item
+        s = expr(inner)
+        return f"not ({s})" if isinstance(inner, ast.And | ast.Or) else f"not {s}"
+    if isinstance(e, ast.Cmp):
+        return f"{e.path.value} {e.op} {e.value.raw}"
+    if isinstance(e, ast.In):
+        return f"{e.path.value} {'not in' if e.negated else 'in'} {values(e.values)}"
+    if isinstance(e, ast.Mentions):
+        return f"{e.path.value} mentions {e.lexicon.value}"
+    if isinstance(e, ast.Truthy):
+        return e.path.value
+    raise TypeError(f"not an expression: {e!r}")
+
+
+def values(vs: tuple[ast.Value, ...]) -> str:
+    """A literal list as written: `["a", 100 GBP]`."""
+    return "[" + ", ".join(v.raw for v in vs) + "]"
+
+
+def names(ns: tuple[ast.Name, ...] | None) -> str:
+    """Names separated by `, ` (nothing for None)."""
+    return ", ".join(n.value for n in ns or ())
+
+
+def when(cond: ast.Expr | None) -> str:
+    """` when <cond>`, or nothing without a condition."""
+    return f" when {expr(cond)}" if cond is not None else ""
+
+
+def route(r: ast.Route) -> str:
+    """A `route` statement on one line."""
+    head = "route default" if r.cond is None else f"route when {expr(r.cond)}"
+    out = f"{head} -> {r.primary.value}"
+    if r.fallback is not None:
+        out += f" fallback [{names(r.fallback)}]"
+    if r.sticky:
+        out += " sticky session" + (" return on recovery" if r.sticky_return else "")
+    if r.prefer_self_hosted:
+        out += " prefer self_hosted"
+    return out
+
+
+def hold_item(h: ast.HoldItem) -> str:
+    """One item of an approval/escalation hold block."""
+    if h.kind == "reviewers":
+        return f"reviewers group {escape(h.group or '')}"
+    if h.kind == "notify":
+        return "notify " + ", ".join(f"{c.kind} {escape(c.target)}" for c in h.channels)
+    if h.kind == "remind":
+        return f"remind every {h.raw}"
+    out = f"timeout {h.raw} -> {h.outcome}"
+    if h.outcome == "escalate" and h.group is not None:
+        out += f" to group {escape(h.group)}"
+    return out
 
 
 def _sv(v: ast.Str | ast.Env) -> str:
@@ -49,44 +115,48 @@ def _prop(p: ast.Prop) -> str:
     raise ValueError(p.key)
 
 
-def _block(head: str, lines: list[str]) -> str:
+def _block(head: str, lines: list[str], one_line: bool = False) -> str:
+    if one_line:
+        return head + " { " + "".join(f"{ln}  " for ln in lines).rstrip() + (" }" if lines else "}")
     if not lines:
         return head + " {\n}"
     return head + " {\n" + "".join(f"  {ln}\n" for ln in lines) + "}"
 
 
-def format_item(it: ast.Item) -> str:
+def format_item(it: ast.Item, one_line: bool = False) -> str:
+    """One statement's canonical text (comments aside). With `one_line`, a block's items
+    follow its head on the same line, two spaces apart: `head { item  item }`."""
     if isinstance(it, ast.PolicyDecl):
         out = f"policy {escape(it.name)}"
         if it.version is not None:
             out += f" version {it.version if isinstance(it.version, int) else escape(it.version)}"
         return out
     if isinstance(it, ast.ModelDecl):
-        return _block(f"model {it.name.value}", [_prop(p) for p in it.props])
+        return _block(f"model {it.name.value}", [_prop(p) for p in it.props], one_line)
     if isinstance(it, ast.Route):
-        return printer.route(it)
+        return route(it)
     if isinstance(it, ast.AllowChoice):
-        return f"allow model choice [{printer.names(it.models)}]{printer.when(it.cond)}"
+        return f"allow model choice [{names(it.models)}]{when(it.cond)}"
     if isinstance(it, ast.Authorize):
-        return f"authorize {printer.names(it.actions)}{printer.when(it.cond)}"
+        return f"authorize {names(it.actions)}{when(it.cond)}"
     if isinstance(it, ast.Deny):
-        return f"deny {printer.names(it.actions)}{printer.when(it.cond)}"
+        return f"deny {names(it.actions)}{when(it.cond)}"
     if isinstance(it, ast.RequireApproval):
-        head = f"require approval for {printer.names(it.actions)}{printer.when(it.cond)}"
-        return head if it.hold is None else _block(head, [printer.hold_item(h) for h in it.hold])
+        head = f"require approval for {names(it.actions)}{when(it.cond)}"
+        return head if it.hold is None else _block(head, [hold_item(h) for h in it.hold], one_line)
     if isinstance(it, ast.Lexicon):
         return f"lexicon {it.name.value} [" + ", ".join(escape(p.value) for p in it.phrases) + "]"
     if isinstance(it, ast.Escalate):
-        scope = f" for {printer.names(it.actions)}" if it.actions is not None else ""
-        head = f"escalate{scope} when {printer.expr(it.cond)}"
-        return head if it.hold is None else _block(head, [printer.hold_item(h) for h in it.hold])
+        scope = f" for {names(it.actions)}" if it.actions is not None else ""
+        head = f"escalate{scope} when {expr(it.cond)}"
+        return head if it.hold is None else _block(head, [hold_item(h) for h in it.hold], one_line)
     if isinstance(it, ast.Verify):
-        scope = f" for {printer.names(it.actions)}" if it.actions is not None else ""
-        head = f"verify{scope}{printer.when(it.cond)} with {printer.names(it.models)}"
-        inner = f"escalate when {printer.expr(it.escalate)}"
+        scope = f" for {names(it.actions)}" if it.actions is not None else ""
+        head = f"verify{scope}{when(it.cond)} with {names(it.models)}"
+        inner = f"escalate when {expr(it.escalate)}"
         if it.tag is not None:
             inner += f" otherwise tag {escape(it.tag)}"
-        return _block(head, [inner, *(printer.hold_item(h) for h in it.hold)])
+        return _block(head, [inner, *(hold_item(h) for h in it.hold)], one_line)
     raise TypeError(f"cannot format {it!r}")
 
 
@@ -96,12 +166,12 @@ def _block_parts(it: ast.Item) -> tuple[str, list[tuple[int, int, str]]] | None:
         return f"model {it.name.value}", [(p.span.line, p.span.end_line, _prop(p)) for p in it.props]
     if isinstance(it, ast.RequireApproval | ast.Escalate) and it.hold is not None:
         head = format_item(type(it)(**{**it.__dict__, "hold": None}))  # type: ignore[arg-type]
-        return head, [(h.span.line, h.span.end_line, printer.hold_item(h)) for h in it.hold]
+        return head, [(h.span.line, h.span.end_line, hold_item(h)) for h in it.hold]
     if isinstance(it, ast.Verify):
         head, _, rest = format_item(it).partition(" {\n")
         inner = rest.split("\n")[0].strip()
         return head, [(it.escalate.span.line, it.escalate.span.end_line, inner),
-                      *((h.span.line, h.span.end_line, printer.hold_item(h)) for h in it.hold)]
+                      *((h.span.line, h.span.end_line, hold_item(h)) for h in it.hold)]
     return None
 
 

@@ -30,8 +30,8 @@ from typing import Any
 import orjson
 
 from policyengine.dsl import ast
-from policyengine.dsl.conditions import as_money, as_number, as_seconds
-from policyengine.dsl.fields import BUILTIN, MISSING, classify, field_getter
+from policyengine.dsl.compiler import as_money, as_number, as_seconds
+from policyengine.ir import BUILTIN, MISSING, classify, field_getter
 from policyengine.types import Action
 
 Getter = Callable[[dict[str, Any], dict[str, Any], Any], Any]  # (request, signals, fields view) -> value
