@@ -274,7 +274,7 @@ json_value = st.recursive(
     st.dictionaries(st.sampled_from(["amount", "vip", "region", "environment"]), json_value, max_size=3),
     st.dictionaries(st.sampled_from(["sentiment", "confidence", "divergence", "mentions:litigation", "mentions"]),
                     json_value, max_size=3),
-    st.one_of(st.none(), st.text(max_size=40)),
+    st.one_of(st.none(), st.text(st.characters(exclude_characters="\x00"), max_size=40)),  # Action refuses NUL
     st.one_of(st.none(), st.sampled_from(["qwen-72b", "kimi-large", "nope"])),
     st.one_of(st.none(), st.integers(0, 10**6)),
 )
