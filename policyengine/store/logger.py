@@ -15,6 +15,13 @@ next batch that has a waiter, or go alone after `follow_up_delay_s`. On SQLite
 without an fsync per commit, a batch of one waiting row commits on the event
 loop (no thread switches) unless another connection holds the write lock; WAL
 checkpoints run in a thread of their own, outside every commit.
+
+One row's data never fails another row: a record that cannot be serialised is set aside before
+the transaction, and when the database refuses a batch for a row's data (a value longer than its
+column, a NUL on PostgreSQL, a duplicate id) the batch is split and each part retried, so every
+other row commits and only the bad row's caller gets DecisionLogError. Each retry is a
+transaction of its own that re-reads the chain head, so the chain stays gap-free. The happy path
+pays nothing for this: no row is checked before the database sees it.
 """
 
 from __future__ import annotations
@@ -86,6 +93,12 @@ class LoggedDecision:
     row_hash: str
 
 
+# (index in the batch, record, canonical JSON of the record): a row ready to be chained.
+_Prepared = tuple[int, dict[str, Any], str]
+# What the writer hands back per record of a batch, in order.
+_Result = LoggedDecision | DecisionLogError
+
+
 class DecisionLogger:
     def __init__(self, url: str, *, redact: list[str] | None = None, redaction_salt: str | None = None,
                  max_batch: int = 512, sqlite_synchronous: str = "FULL",
@@ -119,10 +132,14 @@ class DecisionLogger:
         self._ckpt_raw: Any = None
         self._ckpt_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-log-ckpt") \
             if self._is_sqlite else None
+        # Errors a database raises for a row's data (too long, NUL, constraint): the batch is split
+        # and retried so that the other rows commit. Any other error fails the whole batch.
+        self._row_errors: tuple[type[Exception], ...] = (sqlite3.DataError, sqlite3.IntegrityError)
         if self._is_pg:
             import psycopg  # the PostgreSQL driver (store.db picks it); imported only where it is used
 
             self._pg_operational_error: type[Exception] = psycopg.OperationalError
+            self._row_errors = (psycopg.DataError, psycopg.IntegrityError)
         ph = "%s" if self._is_pg else "?"
         cols = ("seq", "id", "ts", "kind", "tenant", "actor", "session_id", "action", "effect", "model",
                 "policy_hash", "record", "prev_hash", "row_hash")
@@ -327,22 +344,42 @@ class DecisionLogger:
                     if fut is not None and not fut.done():
                         fut.set_exception(err)
             else:
-                self._committed(len(batch))
-                for (_, fut), res in zip(batch, results, strict=True):
+                committed = 0
+                for (rec, fut), res in zip(batch, results, strict=True):
+                    if isinstance(res, DecisionLogError):
+                        log.error("decision log row %s refused: %s", rec.get("id"), res)
+                        if fut is not None and not fut.done():
+                            fut.set_exception(res)
+                        continue
+                    committed += 1
                     if fut is not None and not fut.done():
                         fut.set_result(res)
+                if committed:
+                    self._committed(committed)
             finally:
                 for _ in range(queued):
                     q.task_done()
 
-    def _rows(self, head: Any, records: list[dict[str, Any]]) -> tuple[list[tuple[Any, ...]], list[LoggedDecision]]:
+    def _prepare(self, records: list[dict[str, Any]]) -> tuple[list[_Prepared], list[_Result | None]]:
+        """The rows that can be stored, serialised (outside any transaction), and a result slot per
+        record: a DecisionLogError for each row refused here, None for the rows to commit."""
+        good: list[_Prepared] = []
+        results: list[_Result | None] = [None] * len(records)
+        for i, rec in enumerate(records):
+            try:
+                good.append((i, rec, canonical_json(rec)))
+            except Exception as exc:  # a record that cannot be serialised
+                results[i] = DecisionLogError(f"decision {rec.get('id')!r} cannot be logged: "
+                                              f"{type(exc).__name__}: {exc}")
+        return good, results
+
+    def _rows(self, head: Any, good: list[_Prepared]) -> tuple[list[tuple[Any, ...]], list[LoggedDecision]]:
         if head is None:
             raise DecisionLogError("chain head row missing: run `policyengine migrate`")
         seq, prev = head[0], head[1]
         rows, out = [], []
-        for rec in records:
+        for _, rec, text in good:
             seq += 1
-            text = canonical_json(rec)
             h = row_hash(prev, text)
             rows.append((seq, rec["id"], rec["ts"], rec["kind"], rec["tenant"], rec["actor"], rec["session_id"],
                          rec["action"], rec["effect"], rec["model"], rec["policy_hash"], text, prev, h))
@@ -350,23 +387,58 @@ class DecisionLogger:
             prev = h
         return rows, out
 
-    def _append(self, records: list[dict[str, Any]]) -> list[LoggedDecision]:
-        """One transaction: lock the chain head, hash and insert the batch, move the head.
+    def _append(self, records: list[dict[str, Any]]) -> list[_Result]:
+        """Commit `records`; one result per record, in order: its LoggedDecision, or the
+        DecisionLogError of a row that could not be stored (every other row is committed).
 
-        Plain driver SQL (no ORM/Core compilation per batch): the writer thread holds the GIL as
-        briefly as possible, so the event loop keeps serving while a batch commits. On SQLite the
-        writer thread keeps one DB-API connection (set up by the engine: WAL, synchronous, busy
-        timeout, autocommit mode) and drives the transaction itself: SQLAlchemy's per-batch pool
-        checkout, events and result objects cost as much CPU as the commit (benchmarks/service.md).
+        One transaction per batch: lock the chain head, hash and insert the rows, move the head.
+        Only when the database refuses the batch for a row's data is it split (see
+        `_commit_isolating`). Plain driver SQL (no ORM/Core compilation per batch): the writer
+        thread holds the GIL as briefly as possible, so the event loop keeps serving while a batch
+        commits. On SQLite the writer thread keeps one DB-API connection (set up by the engine: WAL,
+        synchronous, busy timeout, autocommit mode) and drives the transaction itself: SQLAlchemy's
+        per-batch pool checkout, events and result objects cost as much CPU as the commit
+        (benchmarks/service.md).
         """
-        # (store.db accepts SQLite and PostgreSQL URLs only)
-        return self._append_sqlite(records) if self._is_sqlite else self._append_pg(records)
+        good, results = self._prepare(records)
+        if good:
+            self._commit_isolating(good, results, first=True)
+        return results  # type: ignore[return-value]  # every slot is filled
 
-    def _append_pg(self, records: list[dict[str, Any]]) -> list[LoggedDecision]:
-        """The same transaction on one held psycopg connection, in two round trips: the locked chain
+    def _commit_isolating(self, good: list[_Prepared], results: list[_Result | None], *, first: bool) -> None:
+        """Commit `good` in one transaction; if the database refuses it for a row's data, commit
+        each half on its own (recursively), so only the offending rows fail. A failed transaction
+        wrote nothing, and each retry re-reads the head, so the chain stays gap-free. An error that
+        is not about a row's data fails the batch: raised on the first attempt (the writer fails
+        every waiter), recorded for the rows of that part on a retry (earlier parts are committed)."""
+        try:
+            # (store.db accepts SQLite and PostgreSQL URLs only)
+            out = self._append_sqlite(good) if self._is_sqlite else self._append_pg(good)
+        except self._row_errors as exc:
+            if len(good) == 1:
+                i, rec, _ = good[0]
+                results[i] = DecisionLogError(f"decision {rec['id']!r} refused by the database: "
+                                              f"{type(exc).__name__}: {exc}")
+                return
+            mid = len(good) // 2
+            self._commit_isolating(good[:mid], results, first=False)
+            self._commit_isolating(good[mid:], results, first=False)
+            return
+        except Exception as exc:
+            if first:
+                raise
+            for i, _, _ in good:
+                results[i] = DecisionLogError(f"decision log write failed: {type(exc).__name__}: {exc}")
+            return
+        for (i, _, _), res in zip(good, out, strict=True):
+            results[i] = res
+
+    def _append_pg(self, good: list[_Prepared]) -> list[LoggedDecision]:
+        """One transaction on one held psycopg connection, in two round trips: the locked chain
         head, then the inserts, the head move and COMMIT sent as one pipeline. (The pooled path
-        paid a pre-ping, BEGIN, SELECT, INSERT, UPDATE and COMMIT: six.) A connection that fails is
-        dropped; the next batch opens a new one."""
+        paid a pre-ping, BEGIN, SELECT, INSERT, UPDATE and COMMIT: six.) A transaction refused for
+        a row's data is rolled back and the connection kept; a connection that fails otherwise is
+        dropped and the next batch opens a new one."""
         for attempt in (1, 2):
             if self._raw is None:
                 self._raw = self._engine.raw_connection()
@@ -387,26 +459,37 @@ class DecisionLogger:
                 raise
         try:
             with conn.cursor() as cur:
-                rows, out = self._rows(head, records)
+                rows, out = self._rows(head, good)
                 with conn.pipeline():
                     cur.executemany(self._sql_insert, rows)
                     cur.execute(self._sql_move, (rows[-1][0], rows[-1][-1]))
                     conn.commit()
+        except self._row_errors:
+            self._rollback_or_drop(conn.rollback)
+            raise
         except BaseException:
             self._drop_raw()
             raise
         return out
 
-    def _append_inline(self, records: list[dict[str, Any]]) -> list[LoggedDecision] | None:
-        """`_append_sqlite` on the event loop, or None (nothing written) when another connection
-        holds the write lock. It must not wait for that lock here: the holder may be a transaction
-        of this very process (aiosqlite, approvals, keys) that needs the loop to finish."""
-        try:
-            return self._append_sqlite(records, wait=False)
-        except _LockBusy:
-            return None
+    def _append_inline(self, records: list[dict[str, Any]]) -> list[_Result] | None:
+        """`_append` on the event loop, or None (nothing written) when another connection holds the
+        write lock, or when the database refused a row (the writer thread then isolates it). It
+        must not wait for that lock here: the holder may be a transaction of this very process
+        (aiosqlite, approvals, keys) that needs the loop to finish."""
+        good, results = self._prepare(records)
+        if good:
+            try:
+                out = self._append_sqlite(good, wait=False)
+            except _LockBusy:
+                return None
+            except self._row_errors:
+                return None
+            for (i, _, _), res in zip(good, out, strict=True):
+                results[i] = res
+        return results  # type: ignore[return-value]  # every slot is filled
 
-    def _append_sqlite(self, records: list[dict[str, Any]], wait: bool = True) -> list[LoggedDecision]:
+    def _append_sqlite(self, good: list[_Prepared], wait: bool = True) -> list[LoggedDecision]:
         if self._raw is None:
             raw = self._engine.raw_connection()  # runs the engine's connect hook (pragmas)
             raw.driver_connection.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint
@@ -425,18 +508,29 @@ class DecisionLogger:
                     raise
                 finally:
                     cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            rows, out = self._rows(cur.execute(self._sql_head).fetchone(), records)
+            rows, out = self._rows(cur.execute(self._sql_head).fetchone(), good)
             cur.executemany(self._sql_insert, rows)
             cur.execute(self._sql_move, (rows[-1][0], rows[-1][-1]))
             cur.execute("COMMIT")
         except _LockBusy:
             raise  # nothing was begun: the connection is fine
+        except self._row_errors:
+            self._rollback_or_drop(lambda: cur.execute("ROLLBACK"))
+            raise
         except BaseException:
             self._drop_raw()  # rolls back whatever is open; the next batch gets a fresh connection
             raise
         finally:
             cur.close()
         return out
+
+    def _rollback_or_drop(self, rollback: Callable[[], Any]) -> None:
+        """End a transaction the database refused (nothing of it is written); keep the connection
+        unless the rollback itself fails."""
+        try:
+            rollback()
+        except Exception:
+            self._drop_raw()
 
     def _release_raw(self) -> None:
         raw, self._raw = self._raw, None
