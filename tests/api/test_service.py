@@ -13,7 +13,7 @@ async def test_evaluate_standing_orders(service):
         assert r.status_code == 200, r.text
         d = r.json()
         assert d["effect"] == "allow" and d["decision_id"] and not d["held"]
-        assert d["policy_hash"] == service.services.policies.current.hash
+        assert d["policy_hash"] == service.runtime.policies.current.hash
         r = await c.post("/v1/evaluate", json={"action": "delete_account"})
         assert r.json()["effect"] == "deny"
         r = await c.post("/v1/evaluate", json={"action": "launch_rockets"})
@@ -22,14 +22,14 @@ async def test_evaluate_standing_orders(service):
         d = r.json()
         assert d["effect"] == "require_approval" and d["held"]
         assert d["obligations"][0]["group"] == "refunds"
-        if service.services.approvals is not None:
-            assert d["approval"]["approval_id"] and d["approval"]["status_url"]
-        if service.services.approvals is not None:  # a retried held request reuses its approval
-            body = {"action": "refund", "fields": {"amount": "300 GBP"}}
-            a1 = (await c.post("/v1/evaluate", json=body, headers={"Idempotency-Key": "req-1"})).json()
-            a2 = (await c.post("/v1/evaluate", json=body, headers={"Idempotency-Key": "req-1"})).json()
-            assert a1["approval"]["approval_id"] == a2["approval"]["approval_id"]
-            assert a1["decision_id"] != a2["decision_id"]  # each call is still its own logged decision
+        assert service.runtime.approvals is not None  # the approvals plugin runs in every service
+        assert d["approval"]["approval_id"] and d["approval"]["status_url"]
+        # a retried held request reuses its approval
+        body = {"action": "refund", "fields": {"amount": "300 GBP"}}
+        a1 = (await c.post("/v1/evaluate", json=body, headers={"Idempotency-Key": "req-1"})).json()
+        a2 = (await c.post("/v1/evaluate", json=body, headers={"Idempotency-Key": "req-1"})).json()
+        assert a1["approval"]["approval_id"] == a2["approval"]["approval_id"]
+        assert a1["decision_id"] != a2["decision_id"]  # each call is still its own logged decision
         r = await c.post("/v1/evaluate", json={"action": "refund", "fields": {"amount": "50 GBP"}})
         assert r.json()["effect"] != "require_approval"
         # the decision is explained later
@@ -101,13 +101,13 @@ async def test_policy_reload_is_atomic_and_refuses_bad_sets(tmp_path, service_fa
     pdir = tmp_path / "policies"
     shutil.copytree(policies_dir, pdir)
     async with service_factory(f"sqlite:///{tmp_path / 'pe.db'}", policy_dir=pdir) as svc:
-        old = svc.services.policies.current.hash
+        old = svc.runtime.policies.current.hash
         async with svc.client("admin") as c:
             f = pdir / "gateway.policy"
             f.write_text(f.read_text() + "\ndeny frobnicate when amount >>> 3\n")
             r = await c.post("/v1/admin/policy/reload")
             assert r.status_code == 422 and not r.json()["ok"]
-            assert svc.services.policies.current.hash == old
+            assert svc.runtime.policies.current.hash == old
             f.write_text(f.read_text().replace("\ndeny frobnicate when amount >>> 3\n", "\ndeny frobnicate\n"))
             r = await c.post("/v1/admin/policy/reload")
             assert r.status_code == 200 and r.json()["changed"], r.text

@@ -38,7 +38,8 @@ def test_identical_sets_and_moved_rules() -> None:
     lines = BASE.splitlines()
     moved = "\n".join([lines[0], "deny delete_account", *[ln for ln in lines[1:] if ln != "deny delete_account"]])
     r = _diff(moved)
-    assert not r.rules and r.moved >= 1
+    # every rule keeps its text; deny delete_account and the 8 rules it now precedes changed line
+    assert not r.rules and r.unchanged == 13 and r.moved == 9
 
 
 def test_added_removed_and_route_changes() -> None:

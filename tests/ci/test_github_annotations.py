@@ -81,7 +81,9 @@ def test_lint_format_github_prints_valid_annotations(tmp_path: Path) -> None:
     lines = [ln for ln in res.output.splitlines() if ln.strip()]
     assert lines, "lint printed nothing for a broken policy"
     parsed = [parse_annotation(ln) for ln in lines]
-    assert all(p["command"] == "error" or p["command"] == "warning" for p in parsed)
+    assert {p["command"] for p in parsed} == {"error"}  # both planted problems are errors
+    assert any(p["title"] == "E101" and Path(p["file"]).name == "orders.policy" and p["line"] == "3"
+               for p in parsed), parsed  # the syntax error, at its line
     files = {Path(p["file"]).name for p in parsed}
     assert files <= {"orders.policy", "models.policy"} and files
     assert all(int(p["line"]) >= 1 for p in parsed)

@@ -111,10 +111,28 @@ async def test_teams_card_and_signed_webhook(rec):
         verify_body(hook.body + b" ", hook.headers["x-policyengine-signature"], "wh-secret-0123456789abcdef")
 
 
-def test_backoff_grows_and_honours_retry_after():
-    assert backoff_s(1, base_s=2) <= 2 < backoff_s(5, base_s=2) * 2
-    assert backoff_s(30, base_s=2, max_s=600) <= 600
-    assert backoff_s(1, base_s=2, retry_after_s=120) >= 120
+def test_backoff_doubles_up_to_the_cap_with_jitter_and_honours_retry_after(monkeypatch):
+    # attempt n waits a uniform draw in [c/2, c], c = min(max_s, base_s * 2 ** (n - 1))
+    ceilings = [2, 4, 8, 16, 32, 64, 128, 256, 512, 600, 600]
+
+    def schedule(pick) -> list[float]:
+        monkeypatch.setattr("policyengine.notifier.outbox.random.uniform", pick)
+        return [backoff_s(n, base_s=2, max_s=600) for n in range(1, len(ceilings) + 1)]
+
+    longest = schedule(lambda low, high: high)
+    shortest = schedule(lambda low, high: low)
+    monkeypatch.undo()
+    assert longest == ceilings
+    assert shortest == [c / 2 for c in ceilings]
+    # below the cap, the shortest wait of each attempt is the longest wait of the one before
+    assert shortest[1:9] == longest[:8]
+    for n, ceiling in enumerate(ceilings, start=1):
+        for _ in range(50):
+            assert ceiling / 2 <= backoff_s(n, base_s=2, max_s=600) <= ceiling, n
+    # Retry-After is a floor (capped at max_s), never shortened by the jitter
+    assert backoff_s(1, base_s=2, max_s=600, retry_after_s=120) == 120
+    assert backoff_s(1, base_s=2, max_s=600, retry_after_s=3600) == 600
+    assert 256 <= backoff_s(9, base_s=2, max_s=600, retry_after_s=1) <= 512
 
 
 async def test_failed_delivery_is_retried_then_delivered_and_never_loses_the_approval(tmp_path, rec):
