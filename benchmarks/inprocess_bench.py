@@ -8,7 +8,7 @@
   generation at `gc_gen0_threshold`); alternating rounds, this process pinned to CPU 0.
 * lexicon: `LexiconMatcher.find_all` per call on texts with no hit and with hits, against the
   algorithm it replaced (kept verbatim as the reference in tests/signals/test_mentions_fastpath.py).
-* outcome_id: `decide.outcome_id` vs `str(uuid.uuid5(uuid.UUID(id), "outcome"))`.
+* outcome_id: `gateway.outcome_id` vs `str(uuid.uuid5(uuid.UUID(id), "outcome"))`.
 * writer: CPU per decision row of the log writer's transaction by batch size, with and without
   the `(tenant, action)` / `(tenant, effect)` indexes.
 """
@@ -150,7 +150,7 @@ def bench_lexicon() -> None:
 
 
 def bench_outcome_id() -> None:
-    from policyengine.api.decide import outcome_id
+    from policyengine.gateway import outcome_id
 
     d = str(uuid.uuid4())
     assert outcome_id(d) == str(uuid.uuid5(uuid.UUID(d), "outcome"))

@@ -9,6 +9,7 @@ none of them imports another just for a type.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Any, Literal
@@ -290,3 +291,27 @@ class Decision(BaseModel):
     @property
     def model_chain(self) -> list[str]:
         return self.routing.chain
+
+
+ROLES = ("app", "reviewer", "admin")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, as established by an authenticated API key (never by request text).
+
+    `tenant` scopes every query and decision; `roles` are a subset of `ROLES` (admin holds
+    every role); `groups` name the reviewer groups the key belongs to; `attributes` are the
+    key's authoritative attributes (e.g. `tenant_tier`, `channel`, `actor_role`).
+    """
+
+    tenant: str
+    key_id: str
+    subject: str
+    roles: frozenset[str]
+    groups: frozenset[str]
+    attributes: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def has(self, *roles: str) -> bool:
+        """True when the key holds any of `roles`, or is an admin key."""
+        return "admin" in self.roles or any(r in self.roles for r in roles)

@@ -1,7 +1,12 @@
-"""The FastAPI service: evaluate, the OpenAI-compatible gateway, decisions, admin, health."""
+"""The HTTP service: routes, the hot path and error mapping over `policyengine.gateway`.
+
+`create_app(settings)` builds the FastAPI application; `require_principal(*roles)` is the
+dependency every route authenticates with. Everything a request does beyond translating
+HTTP is in the gateway.
+"""
 
 from policyengine.api.app import create_app
-from policyengine.api.auth import Principal, require_principal
-from policyengine.api.context import STARTUP_HOOKS, Services
+from policyengine.api.auth import require_principal
+from policyengine.types import Principal
 
-__all__ = ["STARTUP_HOOKS", "Principal", "Services", "create_app", "require_principal"]
+__all__ = ["Principal", "create_app", "require_principal"]

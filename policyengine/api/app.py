@@ -21,21 +21,11 @@ from typing import Any
 from fastapi import FastAPI
 
 from policyengine.api import routes as routes_pkg
-from policyengine.api.auth import KeyCache
-from policyengine.api.context import STARTUP_HOOKS, Services
 from policyengine.api.errors import install_error_handlers
 from policyengine.api.hotpath import PolicyEngineApp
-from policyengine.api.metrics import Metrics
-from policyengine.api.policies import PolicyHolder
+from policyengine.gateway import Runtime, build_runtime
 from policyengine.settings import Settings
-from policyengine.store import (
-    ApiKeyRepo,
-    Database,
-    DecisionLogger,
-    DecisionRepo,
-    PolicyVersionRepo,
-    upgrade,
-)
+from policyengine.store import ApiKeyRepo, upgrade
 
 log = logging.getLogger("policyengine.api")
 
@@ -54,34 +44,6 @@ def discover_routes() -> tuple[list[Any], dict[str, Any]]:
     return routers, hot
 
 
-def _make_state(settings: Settings) -> Any:
-    from policyengine.state import make_state_store
-
-    return make_state_store(settings.redis_url, prefix=settings.redis_prefix)
-
-
-def _make_signals() -> Any:
-    """The signal provider (sentiment, lexicon mentions, confidence); None if not installed."""
-    try:
-        from policyengine import signals as sig
-    except ImportError:  # pragma: no cover
-        return None
-    for name in ("default_provider", "DefaultSignalProvider", "SignalComputer", "Signals"):
-        obj = getattr(sig, name, None)
-        if obj is not None:
-            return obj() if callable(obj) else obj
-    return None
-
-
-def _dispatcher_factory(state: Any, settings: Settings) -> Any:
-    def make(policy: Any) -> Any:
-        from policyengine.dispatch import ChainDispatcher, DispatchSettings
-
-        return ChainDispatcher(policy.models, state, settings=DispatchSettings.model_validate(settings.dispatch))
-
-    return make
-
-
 async def _seed_keys(settings: Settings, keys: ApiKeyRepo) -> None:
     for k in settings.seed_keys:
         token = os.environ.get(k.token_env)
@@ -91,69 +53,43 @@ async def _seed_keys(settings: Settings, keys: ApiKeyRepo) -> None:
                           attributes=k.attributes, token=token, description=f"seeded from ${k.token_env}")
 
 
-def build_services(settings: Settings) -> Services:
-    db = Database.open(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-    metrics = Metrics()
-    policy_versions = PolicyVersionRepo(db.sessionmaker)
-
-    async def on_loaded(policy: Any, by: str | None) -> None:
-        await policy_versions.record_loaded(hash=policy.hash, name=policy.name, version=policy.version,
-                                            sources=dict(policy.sources), loaded_by=by)
-        metrics.policy_info.clear()
-        metrics.policy_info.labels(policy.name, str(policy.version), policy.hash).set(1)
-
-    state = _make_state(settings)
-    keys = ApiKeyRepo(db.sessionmaker)
-    from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
-    services = Services(
-        settings=settings, db=db,
-        decision_log=DecisionLogger(settings.database_url, redact=settings.redact_fields,
-                                    redaction_salt=settings.redaction_salt(), max_batch=settings.log_max_batch,
-                                    sqlite_synchronous=settings.sqlite_synchronous,
-                                    on_batch=metrics.log_batch.observe,
-                                    follow_up_delay_s=settings.log_follow_up_delay_s),
-        policies=PolicyHolder(settings.policy_path, _dispatcher_factory(state, settings), on_loaded=on_loaded),
-        state=state, signals=_make_signals(), scheduler=AsyncIOScheduler(timezone="UTC"), metrics=metrics,
-        keys=keys, decisions=DecisionRepo(db.sessionmaker), policy_versions=policy_versions,
-        startup_hooks=list(STARTUP_HOOKS),
-    )
-    services.extras["key_cache"] = KeyCache(keys, settings.key_cache_ttl_s)
-    return services
-
-
 def create_app(settings: Settings | None = None) -> PolicyEngineApp:
+    """The service for `settings` (from the environment when omitted).
+
+    Its lifespan starts, in order: migrations (when `migrate_on_start`), the decision log, the
+    seeded keys, the policy set (a policy that does not load stops the start), the embedding
+    warm-up, the scheduler, the route lifespans (approvals), SIGHUP reload, the key-revocation
+    watcher; and stops them in reverse.
+    """
     settings = settings or Settings()
-    services = build_services(settings)
+    rt = build_runtime(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
             await asyncio.to_thread(upgrade, settings.database_url)
-        await services.decision_log.start()
-        await _seed_keys(settings, services.keys)
-        if not settings.auth_disabled and not await services.keys.list():
+        await rt.log.start()
+        await _seed_keys(settings, rt.keys)
+        if not settings.auth_disabled and not await rt.keys.list():
             log.warning("no API keys exist: every request will get 401. Create one with "
                         "`policyengine keys create --tenant T --role admin --role app` or set seed_keys")
-        res = await services.policies.reload(by="startup")
-        services.metrics.policy_reloads.labels("ok" if res.ok else "refused").inc()
+        res = await rt.policies.reload(by="startup")
+        rt.metrics.policy_reloads.labels("ok" if res.ok else "refused").inc()
         if not res.ok:
             raise RuntimeError(f"cannot start: the policy set at {', '.join(settings.policy_path)} does not "
                                f"load: {res.error}\n" + "\n".join(d.get("message", "") for d in res.diagnostics))
-        _warm_signals(services)
-        services.scheduler.start()
-        for hook in services.startup_hooks:
-            await hook(services)
+        _warm_signals(rt)
+        rt.scheduler.start()
         loop = asyncio.get_running_loop()
         sighup = False
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError, AttributeError):
-            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload_policies(services,
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload_policies(rt,
                                                                                                  "SIGHUP")))
             sighup = True
         app.state.started_at = time.time()
         watcher = None  # started last, so a failed start leaves no task behind
         if settings.key_cache_ttl_s > 0 and settings.key_revocation_poll_s > 0:
-            watcher = asyncio.create_task(services.extras["key_cache"].watch_revocations(
+            watcher = asyncio.create_task(rt.key_cache.watch_revocations(
                 settings.key_revocation_poll_s), name="key-revocations")
         gc_before = _tune_gc(settings.gc_gen0_threshold)
         try:
@@ -169,22 +105,19 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await watcher
-            for hook in reversed(services.shutdown_hooks):
-                with contextlib.suppress(Exception):
-                    await hook(services)
             with contextlib.suppress(Exception):
-                services.scheduler.shutdown(wait=False)
-            await services.policies.aclose()
-            await services.decision_log.aclose()
-            close = getattr(services.state, "aclose", None)
+                rt.scheduler.shutdown(wait=False)
+            await rt.policies.aclose()
+            await rt.log.aclose()
+            close = getattr(rt.state, "aclose", None)
             if close is not None:
                 with contextlib.suppress(Exception):
                     await close()
-            await services.db.aclose()
+            await rt.db.aclose()
 
     app = PolicyEngineApp(title="policyengine", version="0.1.0", lifespan=lifespan,
                           description="Control layer for fleets of language models.")
-    app.state.services = services
+    app.state.runtime = rt
     install_error_handlers(app)
     routers, hot = discover_routes()
     for router in routers:
@@ -194,9 +127,10 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
     return app
 
 
-async def reload_policies(services: Services, by: str) -> Any:
-    res = await services.policies.reload(by=by)
-    services.metrics.policy_reloads.labels(("ok" if res.changed else "unchanged") if res.ok else "refused").inc()
+async def reload_policies(rt: Runtime, by: str) -> Any:
+    """Reload the policy set (refused, and the old one kept, when it does not load); counted."""
+    res = await rt.policies.reload(by=by)
+    rt.metrics.policy_reloads.labels(("ok" if res.changed else "unchanged") if res.ok else "refused").inc()
     return res
 
 
@@ -217,9 +151,9 @@ def _tune_gc(gen0_threshold: int) -> tuple[int, int, int] | None:
     return before
 
 
-def _warm_signals(services: Services) -> None:
+def _warm_signals(rt: Runtime) -> None:
     """Load the embedding model in the background when the policy uses sentiment (first use ~5 s)."""
-    policy, sig = services.policies.current, services.signals
+    policy, sig = rt.policies.current, rt.signals
     warm = getattr(sig, "warm_up", None)
     needed = getattr(policy, "signals_needed", None)
     if warm is None or needed is None:
@@ -230,5 +164,4 @@ def _warm_signals(services: Services) -> None:
             return
     except Exception:
         return
-    task = asyncio.get_running_loop().run_in_executor(None, warm)
-    services.extras["signals_warmup"] = task
+    rt.signals_warmup = asyncio.get_running_loop().run_in_executor(None, warm)

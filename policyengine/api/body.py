@@ -24,11 +24,14 @@ def headers(request: Request) -> dict[str, str]:
 
 
 async def json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, read with a running size count against
+    `max_body_bytes`. Raises `ApiError` 413 (too large), 415 (not JSON), 400 (empty, invalid
+    JSON, not an object)."""
     hdrs = headers(request)
     ctype = hdrs.get("content-type", "")
     if ctype and "json" not in ctype:
         raise ApiError(415, f"Content-Type must be application/json, got {ctype!r}", code="unsupported_media_type")
-    limit = request.app.state.services.settings.max_body_bytes
+    limit = request.app.state.runtime.settings.max_body_bytes
     declared = hdrs.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit}", code="body_too_large")

@@ -8,9 +8,9 @@ smaller changes, took evaluate from 0.67-0.70 to 0.44 ms of CPU per request on o
 Everything else (the documented twins of these routes in the OpenAPI schema included) goes
 through FastAPI unchanged.
 
-The handlers raise the same `ApiError`/`AuthError` as everywhere else and get the same
-error bodies; an unexpected exception becomes a 500 with an OpenAI-shaped body and a
-logged traceback, as Starlette's `ServerErrorMiddleware` would give.
+The handlers raise the same errors as everywhere else and get the same bodies (through
+`policyengine.api.errors.to_response`); an unexpected exception becomes a 500 with an
+OpenAI-shaped body and a logged traceback, as Starlette's `ServerErrorMiddleware` would give.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
-from policyengine.api.auth import AuthError
-from policyengine.api.errors import ApiError, auth_error_response, error_response
+from policyengine.api.errors import internal_error, to_response
+from policyengine.errors import PolicyEngineError
 
 log = logging.getLogger("policyengine.api")
 
@@ -39,6 +39,7 @@ class PolicyEngineApp(FastAPI):
         self.hot_routes: dict[str, Handler] = {}
 
     def add_hot_route(self, path: str, handler: Handler) -> None:
+        """Serve POST `path` with `handler`, ahead of FastAPI's routing."""
         self.hot_routes[path] = handler
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -57,13 +58,11 @@ class PolicyEngineApp(FastAPI):
     async def _serve(self, handler: Handler, scope: Any, receive: Any, send: Any) -> None:
         try:
             response = await handler(Request(scope, receive))
-        except ApiError as exc:
-            response = error_response(exc)
-        except AuthError as exc:
-            response = auth_error_response(exc)
+        except PolicyEngineError as exc:
+            response = to_response(exc)
         except Exception:
             log.exception("unhandled error in %s %s", scope["method"], scope["path"])
-            response = error_response(ApiError(500, "internal server error", code="internal_error", retry=True))
+            response = internal_error()
         # An error while the body is being sent (the client went away, a stream broke) reaches
         # uvicorn, which logs it and closes the connection: there is nothing left to answer.
         await response(scope, receive, send)

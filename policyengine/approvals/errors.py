@@ -1,15 +1,18 @@
-"""Errors the approvals service raises; each maps to one HTTP status."""
+"""Errors the approvals service raises; each names the HTTP status it stands for."""
 
 from __future__ import annotations
 
+from policyengine.errors import PolicyEngineError
 
-class ApprovalError(Exception):
+
+class ApprovalError(PolicyEngineError):
+    """An approval operation refused; `status_code` is the HTTP status it stands for."""
+
     status_code = 400
     code = "approval_error"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
-        self.message = message
 
 
 class ApprovalNotFound(ApprovalError):

@@ -2,7 +2,7 @@
 
 `lifespan` is attached to the approvals router, so FastAPI runs it inside the
 app's own lifespan (after the store, policies and scheduler are up): it builds
-the `ApprovalService` on the service database, sets `services.approvals`, and
+the `ApprovalService` on the service database, sets `runtime.approvals`, and
 adds one APScheduler interval job running every sweep (timeouts, reminders,
 outbox). Every replica runs the job; the sweeps' compare-and-set makes that safe.
 """
@@ -63,16 +63,13 @@ def load_settings() -> ApprovalSettings:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: Any) -> AsyncIterator[None]:
-    services = app.state.services
+    runtime = app.state.runtime
     settings = load_settings()
     http = httpx.AsyncClient(timeout=settings.delivery_timeout_s, follow_redirects=False)
-    metrics = None
-    registry = getattr(getattr(services, "metrics", None), "registry", None)
-    if registry is not None:
-        metrics = ApprovalMetrics(registry)
-    service = ApprovalService(services.db.engine, settings, dispatcher=build_dispatcher(settings, http), metrics=metrics)
-    services.approvals = service
-    scheduler = getattr(services, "scheduler", None)
+    metrics = ApprovalMetrics(runtime.metrics.registry)
+    service = ApprovalService(runtime.db.engine, settings, dispatcher=build_dispatcher(settings, http), metrics=metrics)
+    runtime.approvals = service
+    scheduler = runtime.scheduler
     if scheduler is not None:
         scheduler.add_job(
             service.run_sweeps, "interval", seconds=settings.sweep_interval_s, id=JOB_ID, replace_existing=True,
@@ -88,4 +85,4 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
         with contextlib.suppress(Exception):
             await service.drain()
         await http.aclose()
-        services.approvals = None
+        runtime.approvals = None

@@ -40,6 +40,9 @@ class VerifiedAnswer(BaseModel):
     response: dict | None = None  # the full OpenAI chat.completion
     confidence: float | None = None  # from token logprobs, when the upstream returned them
     error: str | None = None  # why this model produced no answer
+    # every upstream attempt behind this answer, as the source reported them (e.g. dispatch
+    # Attempts), including those of a chain that failed entirely
+    attempts: list[Any] = Field(default_factory=list)
 
 
 class VerificationResult(BaseModel):
@@ -109,16 +112,19 @@ async def verify(
         try:
             result = await dispatcher.complete(dict(body), routing, session_id=session_id)
         except Exception as exc:  # the dispatcher already failed over; report, don't raise
-            return VerifiedAnswer(requested_model=model, error=f"{type(exc).__name__}: {exc}")
+            return VerifiedAnswer(requested_model=model, error=f"{type(exc).__name__}: {exc}",
+                                  attempts=list(getattr(exc, "attempts", None) or []))
         response = result.response
+        attempts = list(getattr(result, "attempts", None) or [])
         try:
             text = answer_text(response)
         except ValueError as exc:
-            return VerifiedAnswer(requested_model=model, model=result.model, response=response, error=str(exc))
+            return VerifiedAnswer(requested_model=model, model=result.model, response=response, error=str(exc),
+                                  attempts=attempts)
         choice = response.get("choices", [{}])[0]
         return VerifiedAnswer(
             requested_model=model, model=result.model, text=text, response=response,
-            confidence=confidence_from_logprobs(choice),
+            confidence=confidence_from_logprobs(choice), attempts=attempts,
         )
 
     answers = list(await asyncio.gather(ask(models[0]), ask(models[1])))

@@ -53,8 +53,8 @@ class Service:
             await c.close()
 
     @property
-    def services(self):
-        return self.app.state.services
+    def runtime(self):
+        return self.app.state.runtime
 
 
 def seed_env(monkeypatch) -> list[SeedKey]:

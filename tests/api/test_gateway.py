@@ -199,6 +199,16 @@ async def test_dual_model_verification_tags_aligned_answers(service):
     assert "high-confidence" in raw.headers["x-policyengine-tags"]
     assert float(raw.headers["x-policyengine-divergence"]) <= 0.25
     assert service.sims["qwen-72b"].seen() and service.sims["gemma-27b"].seen()
+    # both models' upstream attempts are in the header and in the log (the verdict is the outcome row)
+    assert raw.headers["x-policyengine-attempt-count"] == "2"
+    assert {a.split("#")[0].split(":")[0] for a in raw.headers["x-policyengine-attempts"].split(", ")} == {
+        "qwen-72b", "gemma-27b"}
+    rec = await _decision(service, raw.headers["x-policyengine-decision-id"])
+    assert rec["record"]["extra"]["outcome"] == "verifying" and rec["outcome"] == "ok"
+    logged = rec["outcome_row"]["record"]
+    assert sorted(a["model"] for a in logged["attempts"]) == ["gemma-27b", "qwen-72b"]
+    assert all(a["status"] == 200 for a in logged["attempts"])
+    assert logged["extra"]["verification"]["aligned"] is True
     # diverging answers are held for a human, with both answers attached
     service.sims["gemma-27b"].answer = "No. The refund was refused on 3 March and you owe us 500 GBP."
     with pytest.raises(openai.ConflictError) as exc:

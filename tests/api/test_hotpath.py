@@ -9,8 +9,8 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from policyengine.api.decide import outcome_id
 from policyengine.api.hotpath import PolicyEngineApp
+from policyengine.gateway import outcome_id
 
 
 def _app() -> PolicyEngineApp:
@@ -74,9 +74,9 @@ def test_outcome_id_is_uuid5_of_the_decision_id() -> None:
 def test_attempt_dicts_equal_the_json_dump_of_every_attempt_shape() -> None:
     """The gateway copies an Attempt's field dict instead of serialising it: that holds only while every
     field is JSON-native. Fails if a field with another type (a datetime, an enum, a model) is added."""
-    from policyengine.api.chat_common import attempt_dicts
     from policyengine.dispatch.results import Attempt
     from policyengine.fastmodel import construct
+    from policyengine.gateway import attempt_dicts
 
     full = Attempt(model="m", key_id="K", status=429, error_class="retry", reason="rate_limited", started_at=1.5,
                    latency_ms=2.25, skipped=False, message="slow down")

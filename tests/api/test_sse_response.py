@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from policyengine.api.chat_stream import SSEResponse
+from policyengine.api.sse import SSEResponse
 
 
 def _never_disconnects():

@@ -149,8 +149,8 @@ class AppServer:
         return f"http://127.0.0.1:{self.port}"
 
     @property
-    def services(self) -> Any:
-        return self.app.state.services
+    def runtime(self) -> Any:
+        return self.app.state.runtime
 
     def __enter__(self) -> AppServer:
         self.thread.start()

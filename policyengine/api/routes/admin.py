@@ -11,6 +11,7 @@ from starlette.responses import Response
 from policyengine.api.auth import Principal, require_principal
 from policyengine.api.body import json_object
 from policyengine.api.errors import ApiError, json_response
+from policyengine.errors import describe_validation
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -19,14 +20,14 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 async def reload_policy(request: Request, principal: Principal = Depends(require_principal("admin"))) -> Response:
     from policyengine.api.app import reload_policies
 
-    s = request.app.state.services
+    s = request.app.state.runtime
     res = await reload_policies(s, f"admin:{principal.subject}")
     return json_response(res.model_dump(mode="json"), 200 if res.ok else 422)
 
 
 @router.get("/policy", summary="The policy set serving, and the recent versions")
 async def policy_status(request: Request, principal: Principal = Depends(require_principal("admin"))) -> Response:
-    s = request.app.state.services
+    s = request.app.state.runtime
     p = s.policies.current
     versions = await s.policy_versions.list(limit=20)
     return json_response({
@@ -57,13 +58,11 @@ def _key_json(k: Any) -> dict[str, Any]:
 async def create_key(request: Request, principal: Principal = Depends(require_principal("admin"))) -> Response:
     from pydantic import ValidationError
 
-    from policyengine.api.errors import validation_message
-
-    s = request.app.state.services
+    s = request.app.state.runtime
     try:
         body = KeyCreate.model_validate(await json_object(request))
     except ValidationError as exc:
-        msg, param = validation_message(list(exc.errors()))
+        msg, param = describe_validation(list(exc.errors()))
         raise ApiError(422, f"invalid key: {msg}", code="invalid_request", param=param)
     try:
         info, token = await s.keys.create(tenant=principal.tenant, roles=set(body.roles), subject=body.subject,
@@ -76,15 +75,15 @@ async def create_key(request: Request, principal: Principal = Depends(require_pr
 
 @router.get("/keys", summary="API keys of the admin's tenant (hashes are never shown)")
 async def list_keys(request: Request, principal: Principal = Depends(require_principal("admin"))) -> Response:
-    s = request.app.state.services
+    s = request.app.state.runtime
     return json_response({"data": [_key_json(k) for k in await s.keys.list(principal.tenant)]})
 
 
 @router.delete("/keys/{key_id}", summary="Revoke an API key of the admin's tenant")
 async def revoke_key(key_id: str, request: Request,
                      principal: Principal = Depends(require_principal("admin"))) -> Response:
-    s = request.app.state.services
+    s = request.app.state.runtime
     if not await s.keys.revoke(key_id, tenant=principal.tenant):
         raise ApiError(404, f"no active key {key_id!r} in tenant {principal.tenant!r}", code="not_found")
-    s.extras["key_cache"].invalidate()
+    s.key_cache.invalidate()
     return json_response({"key_id": key_id, "revoked": True})

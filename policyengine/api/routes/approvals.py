@@ -20,7 +20,6 @@ from starlette.responses import Response
 
 from policyengine.api.auth import Principal, require_principal
 from policyengine.api.errors import ApiError, json_response
-from policyengine.approvals.errors import ApprovalError
 from policyengine.approvals.models import Reviewer
 from policyengine.approvals.plugin import lifespan
 from policyengine.approvals.service import ApprovalService
@@ -54,14 +53,10 @@ class CancelBody(BaseModel):
 
 
 def service_of(request: Request) -> ApprovalService:
-    svc = getattr(request.app.state.services, "approvals", None)
+    svc = request.app.state.runtime.approvals
     if svc is None:
         raise ApiError(503, "the approvals service is not running", code="approvals_unavailable", retry=True)
     return svc
-
-
-def as_api_error(exc: ApprovalError) -> ApiError:
-    return ApiError(exc.status_code, exc.message, code=exc.code)
 
 
 def _reviewer(principal: Principal, request: Request) -> Reviewer:
@@ -104,21 +99,15 @@ async def get_approval(
     principal: Principal = Depends(require_principal()),
 ) -> Response:
     svc = service_of(request)
-    try:
-        view = await (svc.wait(approval_id, wait, tenant=principal.tenant) if wait > 0
-                      else svc.get(approval_id, tenant=principal.tenant))
-    except ApprovalError as exc:
-        raise as_api_error(exc)
+    view = await (svc.wait(approval_id, wait, tenant=principal.tenant) if wait > 0
+                  else svc.get(approval_id, tenant=principal.tenant))
     return json_response(view.model_dump(mode="json"))
 
 
 @router.get("/v1/approvals/{approval_id}/audit", summary="Every transition of an approval")
 async def audit(request: Request, approval_id: str, principal: Principal = Depends(require_principal("reviewer"))) -> Response:
     svc = service_of(request)
-    try:
-        await svc.get(approval_id, tenant=principal.tenant)
-    except ApprovalError as exc:
-        raise as_api_error(exc)
+    await svc.get(approval_id, tenant=principal.tenant)
     events = await svc.audit_trail(approval_id)
     return json_response({"object": "list", "data": [e.model_dump(mode="json") for e in events]})
 
@@ -127,29 +116,20 @@ async def audit(request: Request, approval_id: str, principal: Principal = Depen
 async def approve(request: Request, approval_id: str, principal: Principal = Depends(require_principal("reviewer"))) -> Response:
     body: ApproveBody = await _json(request, ApproveBody, empty_ok=True)
     edited = body.action.model_dump(exclude_unset=True) if body.action is not None else None
-    try:
-        view = await service_of(request).decide(approval_id, _reviewer(principal, request), approve=True,
-                                                reason=body.reason, edited_action=edited or None)
-    except ApprovalError as exc:
-        raise as_api_error(exc)
+    view = await service_of(request).decide(approval_id, _reviewer(principal, request), approve=True,
+                                            reason=body.reason, edited_action=edited or None)
     return json_response(view.model_dump(mode="json"))
 
 
 @router.post("/v1/approvals/{approval_id}/reject", summary="Reject (a reason is required)")
 async def reject(request: Request, approval_id: str, principal: Principal = Depends(require_principal("reviewer"))) -> Response:
     body: RejectBody = await _json(request, RejectBody, empty_ok=False)
-    try:
-        view = await service_of(request).decide(approval_id, _reviewer(principal, request), approve=False, reason=body.reason)
-    except ApprovalError as exc:
-        raise as_api_error(exc)
+    view = await service_of(request).decide(approval_id, _reviewer(principal, request), approve=False, reason=body.reason)
     return json_response(view.model_dump(mode="json"))
 
 
 @router.post("/v1/approvals/{approval_id}/cancel", summary="The requester withdraws a pending approval")
 async def cancel(request: Request, approval_id: str, principal: Principal = Depends(require_principal("app"))) -> Response:
     body: CancelBody = await _json(request, CancelBody, empty_ok=True)
-    try:
-        view = await service_of(request).cancel(approval_id, actor=principal.subject, reason=body.reason, tenant=principal.tenant)
-    except ApprovalError as exc:
-        raise as_api_error(exc)
+    view = await service_of(request).cancel(approval_id, actor=principal.subject, reason=body.reason, tenant=principal.tenant)
     return json_response(view.model_dump(mode="json"))

@@ -9,11 +9,15 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
+from policyengine import gateway
 from policyengine.api.auth import Principal, require_principal
 from policyengine.api.errors import ApiError, json_response
 from policyengine.store import DecisionQuery, decision_view
 
 router = APIRouter(tags=["decisions"])
+
+# A chat decision row whose outcome is in a follow-up row (policyengine.gateway, step 7).
+OUTCOME_PENDING = ("dispatched", "streaming", "verifying")
 
 
 def _time(value: str | None, name: str) -> float | None:
@@ -43,7 +47,7 @@ async def list_decisions(
     if effect is not None and effect not in ("allow", "deny", "require_approval", "escalate"):
         raise ApiError(422, f"effect must be allow, deny, require_approval or escalate, got {effect!r}",
                        code="invalid_request", param="effect")
-    s = request.app.state.services
+    s = request.app.state.runtime
     rows = await s.decisions.query(DecisionQuery(
         tenant=principal.tenant, action=action, effect=effect, actor=actor, session_id=session_id, model=model,
         kind=kind, policy_hash=policy_hash, since=_time(since, "since"), until=_time(until, "until"),
@@ -85,18 +89,21 @@ def explain(rec: dict[str, Any]) -> list[str]:
 @router.get("/v1/decisions/{decision_id}", summary="One decision, everything logged about it, and why")
 async def get_decision(decision_id: str, request: Request,
                        principal: Principal = Depends(require_principal("app", "reviewer"))) -> Response:
-    s = request.app.state.services
+    s = request.app.state.runtime
     row = await s.decisions.get(principal.tenant, decision_id)
     if row is None:
         raise ApiError(404, f"no decision {decision_id!r} in tenant {principal.tenant!r}", code="not_found")
     out = decision_view(row, full=True)
     rec = orjson.loads(row.record)
-    if row.kind == "chat" and (rec.get("extra") or {}).get("outcome") == "streaming":
-        from policyengine.api.decide import outcome_id
-
-        done = await s.decisions.get(principal.tenant, outcome_id(row.id))
-        if done is not None:  # the streamed answer's final model, attempts and usage
-            out["stream_outcome"] = decision_view(done, full=True)
-            rec = {**rec, "model": done.model, "attempts": orjson.loads(done.record).get("attempts", [])}
+    if row.kind == "chat" and (rec.get("extra") or {}).get("outcome") in OUTCOME_PENDING:
+        done = await s.decisions.get(principal.tenant, gateway.outcome_id(row.id))
+        if done is not None:  # what the answer told: final model, attempts, usage, a decision made on it
+            out["outcome_row"] = decision_view(done, full=True)
+            done_rec = orjson.loads(done.record)
+            out["model"] = done.model
+            rec = {**rec, "model": done.model, "attempts": done_rec.get("attempts", [])}
+            if done_rec.get("effect") != rec.get("effect"):  # decided again on the answers (verification)
+                rec = {**rec, **{k: done_rec.get(k) for k in ("effect", "rules", "tags")}}
+            out["outcome"] = (done_rec.get("extra") or {}).get("outcome")
     out["explanation"] = explain(rec)
     return json_response(out)

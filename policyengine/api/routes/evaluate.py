@@ -8,8 +8,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from policyengine.api import decide
-from policyengine.api.auth import Principal, require_principal
+from policyengine import gateway
+from policyengine.api.auth import require_principal
 from policyengine.api.body import headers, json_object
 from policyengine.api.errors import ApiError, json_response
 from policyengine.types import Action, Decision
@@ -18,37 +18,28 @@ router = APIRouter(tags=["evaluate"])
 
 ENVELOPE = ("callback_url", "request_id", "answers")
 
-
 _auth = require_principal("app")
 
 
 async def evaluate(request: Request) -> Response:
     """Evaluate an action against the policy and log the decision."""
-    principal: Principal = await _auth(request)
+    principal = await _auth(request)
     t0 = time.perf_counter()
-    services = request.app.state.services
+    rt = request.app.state.runtime
     data = await json_object(request)
     env: dict[str, Any] = {k: data.pop(k) for k in ENVELOPE if k in data}
     if env.get("callback_url") is not None and not isinstance(env["callback_url"], str):
         raise ApiError(422, "callback_url must be a string URL", code="invalid_request", param="callback_url")
-    action = decide.make_action(data, principal)
-    policy = services.policies.current
-    decision = await decide.evaluate(services, policy, action)
-    decision_id = decide.new_decision_id()
-    latency_ms = (time.perf_counter() - t0) * 1000
-    dumped = decide.dump(action, decision)  # the log row and the response body share one dump
-    await decide.commit(services, kind="evaluate", principal=principal, action=action, decision=decision,
-                        decision_id=decision_id, latency_ms=latency_ms, dumped=dumped)
-    approval = await decide.hold(services, principal=principal, action=action, decision=decision,
-                                 decision_id=decision_id, callback_url=env.get("callback_url"),
-                                 answers=env.get("answers"),
-                                 request_id=env.get("request_id") or headers(request).get("idempotency-key"))
-    body = {**dumped[1], "decision_id": decision_id, "held": decision.effect in decide.HELD}
-    if approval is not None:
-        body["approval"] = approval
-    services.metrics.request_latency.labels("evaluate").observe(time.perf_counter() - t0)
-    return json_response(body, headers={"X-PolicyEngine-Decision-Id": decision_id,
-                                        "X-PolicyEngine-Policy-Hash": decision.policy_hash})
+    action = gateway.make_action(data, principal)
+    call = await gateway.open_call(rt, principal, action, kind="evaluate", t0=t0,
+                                   request_id=env.get("request_id") or headers(request).get("idempotency-key"))
+    done = await gateway.decide(call, callback_url=env.get("callback_url"), answers=env.get("answers"))
+    body = {**call.dumped()[1], "decision_id": call.decision_id, "held": call.decision.effect in gateway.HELD}
+    if done.approval is not None:
+        body["approval"] = done.approval
+    rt.metrics.request_latency.labels("evaluate").observe(time.perf_counter() - t0)
+    return json_response(body, headers={"X-PolicyEngine-Decision-Id": call.decision_id,
+                                        "X-PolicyEngine-Policy-Hash": call.decision.policy_hash})
 
 
 # Served straight from the ASGI call (policyengine.api.hotpath: no middleware stack, no route
@@ -62,4 +53,5 @@ HOT_ROUTES = {"/v1/evaluate": evaluate}
                  "schema": Action.model_json_schema()}}}},
              responses={200: {"model": Decision}})
 async def evaluate_documented(request: Request) -> Response:
+    """The documented twin of the hot route (same handler)."""
     return await evaluate(request)

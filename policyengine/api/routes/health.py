@@ -25,7 +25,7 @@ async def healthz() -> Response:
 
 @router.get("/readyz", summary="Readiness: policy loaded, database reachable, decision log running")
 async def readyz(request: Request) -> Response:
-    s = request.app.state.services
+    s = request.app.state.runtime
     checks: dict[str, str] = {}
     checks["policy"] = f"ok {s.policies.current.hash[:12]}" if s.policies.loaded else "not loaded"
     try:
@@ -34,14 +34,14 @@ async def readyz(request: Request) -> Response:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
-    checks["decision_log"] = "ok" if s.decision_log.running else "not running"
+    checks["decision_log"] = "ok" if s.log.running else "not running"
     ok = all(v.startswith("ok") for v in checks.values())
     return json_response({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request) -> Response:
-    s = request.app.state.services
+    s = request.app.state.runtime
     cooldowns = getattr(s.state, "cooldowns", None)
     if cooldowns is not None:
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
-from policyengine.api import decide
+from policyengine import gateway
 from policyengine.api.auth import Principal, require_principal
 from policyengine.api.errors import json_response
 
@@ -14,14 +14,14 @@ router = APIRouter(tags=["gateway"])
 
 @router.get("/v1/models", summary="Models the caller may pick (the user-switchable allowlist)")
 async def list_models(request: Request, principal: Principal = Depends(require_principal("app"))) -> Response:
-    s = request.app.state.services
+    s = request.app.state.runtime
     policy = s.policies.current
     q = request.query_params
     fields = {k: v for k, v in (("use_case", q.get("use_case") or request.headers.get("x-policyengine-use-case")),
                                 ("actor", q.get("actor") or request.headers.get("x-policyengine-actor")),
                                 ("actor_role", q.get("actor_role")
                                  or request.headers.get("x-policyengine-actor-role"))) if v}
-    action = decide.make_action({"action": "chat", **fields}, principal)
+    action = gateway.make_action({"action": "chat", **fields}, principal)
     allowed = list(policy.allowed_models(action))
     routing = policy.route(action)
     data = [{"id": "auto", "object": "model", "created": 0, "owned_by": principal.tenant,

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-log = logging.getLogger("policyengine.api.policies")
+log = logging.getLogger("policyengine.gateway.policies")
 
 DispatcherFactory = Callable[[Any], Any]  # CompiledPolicy -> ChainDispatcher
 

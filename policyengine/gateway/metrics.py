@@ -1,4 +1,4 @@
-"""Prometheus metrics, one registry per app (so several apps can live in one process)."""
+"""Prometheus metrics, one registry per runtime (so several services can live in one process)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ class Labelled(Generic[M]):
         self._children: dict[tuple[str, ...], M] = {}
 
     def labels(self, *values: str) -> M:
+        """The child metric for these label values (created once, then looked up)."""
         child = self._children.get(values)
         if child is None:
             child = self._children[values] = self.metric.labels(*values)
@@ -32,6 +33,8 @@ class Labelled(Generic[M]):
 
 
 class Metrics:
+    """Every counter, gauge and histogram the service exports, in its own registry."""
+
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.decisions = Labelled(Counter("policyengine_decisions", "Decisions made, by effect and kind",

@@ -1,0 +1,250 @@
+"""`Call`: one request's context on its way through a gateway path, and its decision rows.
+
+A Call is opened once per request (`open_call`): the caller's Principal, the Action, the
+policy snapshot (policy + dispatcher, read once so a reload mid-request cannot mix them),
+the Decision the policy made, its unguessable id, and the request's clocks. Every path
+(policyengine.gateway.paths) writes its rows through the Call, in the one order the package
+docstring states; nothing else in the service writes decision rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Generator
+from typing import Any
+
+from pydantic import ValidationError
+
+from policyengine.dispatch import ChainDispatcher
+from policyengine.errors import describe_validation
+from policyengine.evaluator import CompiledPolicy
+from policyengine.gateway.errors import (
+    DecisionLogUnavailable,
+    EvaluationFailed,
+    InvalidAction,
+    TenantMismatch,
+)
+from policyengine.gateway.runtime import Runtime
+from policyengine.store import DecisionLogError, LogEntry
+from policyengine.types import Action, Decision, Principal
+
+__all__ = ["HELD", "Call", "PendingCommit", "make_action", "new_decision_id", "open_call", "outcome_id"]
+
+log = logging.getLogger("policyengine.gateway")
+
+HELD = ("require_approval", "escalate")
+# Key attributes that pin a field of the action: an app key cannot claim another tier.
+PINNED = ("tenant_tier", "channel", "actor_role")
+# Signals that run the embedding model (tens of ms): computed in a worker thread, never on the loop.
+SLOW_SIGNALS = frozenset({"sentiment"})
+
+
+def make_action(data: dict[str, Any], principal: Principal) -> Action:
+    """Validate `data` as an Action for this caller.
+
+    The tenant always comes from the API key (a different one is refused); the key's pinned
+    attributes (`tenant_tier`, `channel`, `actor_role`) override what the request says.
+    Raises `InvalidAction` naming the first fields at fault.
+    """
+    tenant = data.get("tenant")
+    if tenant is not None and tenant != principal.tenant:
+        raise TenantMismatch(f"tenant {tenant!r} does not match this API key's tenant {principal.tenant!r}",
+                             param="tenant")
+    data = {**data, "tenant": principal.tenant}
+    for attr in PINNED:
+        if attr in principal.attributes:
+            data[attr] = principal.attributes[attr]
+    if "tenant_tier" not in data and "tier" in principal.attributes:
+        data["tenant_tier"] = principal.attributes["tier"]
+    try:
+        return Action.model_validate(data)
+    except ValidationError as exc:
+        msg, param = describe_validation(list(exc.errors()))
+        raise InvalidAction(f"invalid action: {msg}", param=param)
+
+
+class _Ids:
+    """UUID-shaped decision ids: 64 random bits per process + a counter (no syscall per id).
+
+    Unique across replicas with overwhelming probability, ordered within a process.
+    """
+
+    def __init__(self) -> None:
+        self._pid = -1
+        self._prefix = ""
+        self._n = 0
+
+    def next(self) -> str:
+        pid = os.getpid()
+        if pid != self._pid:  # new process (fork): new random prefix
+            self._pid, self._prefix, self._n = pid, secrets.token_hex(8), 0
+        self._n += 1
+        return str(uuid.UUID(self._prefix + f"{self._n:016x}"))
+
+
+_ids = _Ids()
+
+
+def new_decision_id() -> str:
+    """A fresh decision id (UUID-shaped, unique across replicas)."""
+    return _ids.next()
+
+
+def outcome_id(decision_id: str) -> str:
+    """The id of a decision's outcome row, derived from its decision id (so it can be found):
+    `str(uuid.uuid5(uuid.UUID(decision_id), "outcome"))`, computed without building UUID objects
+    (a third of the cost, benchmarks/inprocess_bench.py; the tests check both agree)."""
+    h = bytearray(hashlib.sha1(bytes.fromhex(decision_id.replace("-", "")) + b"outcome").digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50  # version 5
+    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
+def _unavailable(call: Call, exc: Exception) -> DecisionLogUnavailable:
+    log.error("decision %s not committed: %s", call.decision_id, exc)
+    return DecisionLogUnavailable("the decision log is unavailable; the decision was not recorded and must "
+                                  "not be acted on", decision_id=call.decision_id)
+
+
+class PendingCommit:
+    """A row on its way into the log. `await` it before acting on the decision it records: it
+    returns once the row is committed, or raises `DecisionLogUnavailable` when it cannot be."""
+
+    __slots__ = ("_call", "_counted", "_fut")
+
+    def __init__(self, fut: asyncio.Future[Any], call: Call, counted: bool) -> None:
+        self._fut, self._call, self._counted = fut, call, counted
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return self.wait().__await__()
+
+    async def wait(self) -> None:
+        """Wait for the commit; raises `DecisionLogUnavailable` when it failed."""
+        try:
+            await self._fut
+        except DecisionLogError as exc:
+            raise _unavailable(self._call, exc)
+        if self._counted:
+            self._call.runtime.metrics.decisions.labels(self._call.decision.effect, self._call.kind).inc()
+
+    def abandon(self) -> None:
+        """Nobody will wait for it (the request failed meanwhile): the row still commits; a failure
+        is logged instead of raised."""
+        decision_id = self._call.decision_id
+
+        def done(fut: asyncio.Future[Any]) -> None:
+            if not fut.cancelled() and fut.exception() is not None:
+                log.error("decision %s not committed: %s", decision_id, fut.exception())
+
+        self._fut.add_done_callback(done)
+
+
+class Call:
+    """One request's context: who, what, the policy snapshot, the decision and its id.
+
+    `decision` may be replaced by a path before the decision row is recorded (e.g. a model
+    choice the allowlist refuses turns it into a deny); after `record()` it is what the log
+    says. `dumped` is the action and decision as the log records them, made once.
+    """
+
+    __slots__ = ("_decision", "_dumped", "action", "decision_id", "dispatcher", "kind", "policy", "principal",
+                 "request_id", "runtime", "t0", "ts")
+
+    def __init__(self, runtime: Runtime, principal: Principal, action: Action, policy: CompiledPolicy,
+                 dispatcher: ChainDispatcher | None, decision: Decision, *, kind: str, t0: float,
+                 request_id: str | None = None) -> None:
+        self.runtime, self.principal, self.action = runtime, principal, action
+        self.policy, self.dispatcher, self._decision = policy, dispatcher, decision
+        self.kind, self.t0, self.ts, self.request_id = kind, t0, time.time(), request_id
+        self.decision_id = new_decision_id()
+        self._dumped: tuple[dict[str, Any], dict[str, Any]] | None = None
+
+    @property
+    def decision(self) -> Decision:
+        """The decision this call acts on."""
+        return self._decision
+
+    @decision.setter
+    def decision(self, decision: Decision) -> None:
+        self._decision, self._dumped = decision, None
+
+    def elapsed_ms(self) -> float:
+        """Milliseconds since the request arrived."""
+        return (time.perf_counter() - self.t0) * 1000
+
+    def dumped(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The action and the current decision as JSON dicts (made once; only read afterwards)."""
+        if self._dumped is None:
+            self._dumped = (self.action.model_dump(mode="json", exclude_defaults=True),
+                            self.decision.model_dump(mode="json"))
+        return self._dumped
+
+    def record(self, *, extra: dict[str, Any], model: str | None = None,
+               attempts: list[dict[str, Any]] | None = None) -> PendingCommit:
+        """Queue the decision row (step 2 of the commit order); await the result before acting."""
+        action_d, decision_d = self.dumped()
+        entry = LogEntry(kind=self.kind, tenant=self.principal.tenant, actor=self.action.actor,
+                         session_id=self.action.session_id, action=action_d, decision=decision_d, model=model,
+                         attempts=attempts or [], latency_ms=self.elapsed_ms(), key_id=self.principal.key_id,
+                         extra=extra, id=self.decision_id, ts=self.ts)
+        return self._submit(entry, counted=True)
+
+    def outcome(self, *, outcome: str, model: str | None, attempts: list[dict[str, Any]],
+                decision: Decision | None = None, wait: bool = False, **extra: Any) -> PendingCommit | None:
+        """The row that completes the decision row with what only the answer tells (step 6).
+
+        By default it is queued and never awaited (it rides along with the next commit; a
+        log that is not running is reported, not raised: the client already has its answer).
+        With `wait=True` (a decision made after the answers: dual-model verification) it is
+        a commit to await before acting, like the decision row. `decision`, when given, is
+        the decision the answers led to; otherwise the row repeats the original decision.
+        """
+        decision_d = decision.model_dump(mode="json") if decision is not None else self.dumped()[1]
+        entry = LogEntry(kind="chat_outcome", tenant=self.principal.tenant, actor=self.action.actor,
+                         session_id=self.action.session_id, action={}, decision=decision_d, model=model,
+                         attempts=attempts, latency_ms=self.elapsed_ms(), key_id=self.principal.key_id,
+                         extra={"outcome": outcome, "decision_id": self.decision_id, **extra},
+                         id=outcome_id(self.decision_id), ts=time.time(), follows=self.decision_id)
+        if wait:
+            return self._submit(entry, counted=False)
+        try:
+            self.runtime.log.enqueue(entry)
+        except DecisionLogError as exc:
+            log.error("outcome of decision %s not logged: %s", self.decision_id, exc)
+        return None
+
+    def _submit(self, entry: LogEntry, *, counted: bool) -> PendingCommit:
+        try:
+            fut = self.runtime.log.submit(entry)
+        except DecisionLogError as exc:
+            raise _unavailable(self, exc)
+        return PendingCommit(fut, self, counted)
+
+
+async def evaluate(runtime: Runtime, policy: CompiledPolicy, action: Action) -> Decision:
+    """The policy's decision on `action`: inline (microseconds), or in a worker thread when a rule
+    needs a signal that runs the embedding model. Raises `EvaluationFailed` on a value of the
+    wrong kind."""
+    try:
+        # signals_needed leaves out values the caller supplied: those cost nothing here
+        if action.text and not SLOW_SIGNALS.isdisjoint(policy.signals_needed(action)):
+            return await asyncio.to_thread(policy.evaluate, action, runtime.signals)
+        return policy.evaluate(action, runtime.signals)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise EvaluationFailed(f"cannot evaluate this action: {exc}")
+
+
+async def open_call(runtime: Runtime, principal: Principal, action: Action, *, kind: str, t0: float,
+                    request_id: str | None = None) -> Call:
+    """Step 1 of every path: read the policy snapshot once, evaluate, and open the Call."""
+    snap = runtime.policies.snapshot()
+    decision = await evaluate(runtime, snap.policy, action)
+    return Call(runtime, principal, action, snap.policy, snap.dispatcher, decision, kind=kind, t0=t0,
+                request_id=request_id)

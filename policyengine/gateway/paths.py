@@ -1,0 +1,462 @@
+"""The gateway's paths: one function per kind of request, each following the one commit order.
+
+- `decide(call)`: an action submitted for a decision (`/v1/evaluate`).
+- `chat(call, body, stream=...)`: a model call routed by the policy; it refuses, holds, or
+  hands over to `complete` (one answer), `stream` (relayed chunks) or `verify` (two models,
+  divergence, a second decision).
+- `hold(call, ...)`: the approval for a held decision.
+
+The commit order, the same on every path (stated once, in policyengine/gateway/__init__.py):
+decide -> record the decision row -> [call models while it commits] -> confirm the commit ->
+[a decision that depends on the answers: record it and confirm it] -> act -> outcome row.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from policyengine.approvals.errors import ApprovalError
+from policyengine.dispatch import Attempt, DispatchError
+from policyengine.gateway.call import HELD, Call, PendingCommit, evaluate
+from policyengine.gateway.errors import (
+    ApprovalRequired,
+    ApprovalsUnavailable,
+    ModelNotAllowed,
+    NoRoute,
+    PolicyDenied,
+    UpstreamFailed,
+    VerificationFailed,
+)
+from policyengine.types import Decision, RuleHit
+
+__all__ = ["ChatStream", "Completion", "Decided", "StreamEncoder", "attempt_dicts", "chat", "decide", "hold",
+           "reasons"]
+
+log = logging.getLogger("policyengine.gateway")
+
+
+# ------------------------------------------------------------------------------ results
+
+
+@dataclass(slots=True)
+class Decided:
+    """The outcome of `decide`: the committed decision, and the approval when it is held."""
+
+    call: Call
+    approval: dict[str, Any] | None
+
+
+@dataclass(slots=True)
+class Completion:
+    """One answer, ready to send: the OpenAI chat.completion (its `model` renamed to the policy's
+    name), the model that answered, every upstream attempt, the tags, and the divergence when
+    dual-model verification ran. Its decision row is committed."""
+
+    call: Call
+    response: dict[str, Any]
+    model: str | None
+    attempts: list[dict[str, Any]]
+    tags: list[str]
+    divergence: float | None = None
+
+
+class StreamEncoder(Protocol):
+    """How a dialect writes stream items on the wire (e.g. OpenAI's `data: {...}` SSE lines)."""
+
+    def chunk(self, obj: dict[str, Any]) -> bytes:
+        """One chunk (or in-band error object)."""
+        ...
+
+    def done(self) -> bytes:
+        """The end of a complete answer."""
+        ...
+
+
+@dataclass(slots=True)
+class ChatStream:
+    """A streamed answer whose decision row is committed and whose first chunk is in hand.
+
+    `model` and `attempts` are as of the first chunk. `relay(encoder)` yields the encoded
+    stream once; when it ends (or the client goes away and the generator is closed) the
+    outcome row is queued. A broken stream ends on its error item, never on `done()`.
+    """
+
+    call: Call
+    model: str | None
+    attempts: list[dict[str, Any]]
+    tags: list[str]
+    _relay: Any = field(repr=False)
+    divergence: float | None = None
+
+    def relay(self, encoder: StreamEncoder) -> AsyncIterator[bytes]:
+        """The encoded stream (call once)."""
+        return self._relay(encoder)
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def attempt_dicts(atts: list[Any] | None) -> list[dict[str, Any]]:
+    """Attempts as the JSON dicts the log and the headers use."""
+    return [a.as_json() if isinstance(a, Attempt) else dict(a) for a in atts or []]
+
+
+def reasons(decision: Decision) -> str:
+    """A one-line account of the rules behind `decision`'s effect (at most three)."""
+    hits = [r for r in decision.rules if r.effect == decision.effect] or decision.rules
+    out = []
+    for r in hits[:3]:
+        where = f" ({r.span})" if r.span else ""
+        because = f": {'; '.join(r.because)}" if r.because else ""
+        out.append(f"{r.source or r.rule_id}{where}{because}")
+    if decision.default_applied:
+        out.append("no rule allows this action (default deny)")
+    return " | ".join(out) or decision.effect
+
+
+def _count_attempts(call: Call, atts: list[dict[str, Any]]) -> None:
+    m = call.runtime.metrics.attempts
+    for a in atts:
+        if not a.get("skipped"):
+            m.labels(a["model"], a.get("error_class") or "ok").inc()
+
+
+def _upstream_failed(call: Call, exc: DispatchError, atts: list[dict[str, Any]]) -> UpstreamFailed:
+    cls, reason = exc.error_class, exc.reason
+    upstream = exc.body if isinstance(exc.body, dict) else None
+    if cls == "fatal":  # the upstream's own 4xx message, unchanged
+        message = exc.message or (str(exc.body) if exc.body else reason)
+        if upstream and isinstance(upstream.get("error"), dict):
+            message = upstream["error"].get("message") or message
+    else:
+        what = "is unavailable" if cls == "retry" else "failed"
+        message = f"every model in the chain {what} ({reason})" + (f": {exc.message}" if exc.message else "")
+    return UpstreamFailed(message, error_class=cls, reason=reason, status=exc.status, upstream=upstream,
+                          upstream_model=exc.model, retry_after=exc.retry_after, decision_id=call.decision_id,
+                          decision=call.decision, attempts=atts)
+
+
+def _rename(resp: dict[str, Any], model: str) -> dict[str, Any]:
+    resp = dict(resp)
+    resp["model"] = model
+    return resp
+
+
+# ------------------------------------------------------------------------------ hold
+
+
+async def hold(call: Call, *, callback_url: str | None = None, answers: dict[str, str] | None = None,
+               request_id: str | None = None) -> dict[str, Any] | None:
+    """Create the approval for a held, committed decision (step 5, "act").
+
+    Returns the approval as JSON, or None when the decision is not held or no approvals
+    service runs. An `ApprovalError` (the request is wrong, e.g. a refused callback URL)
+    passes through unchanged; any other failure is `ApprovalsUnavailable`.
+    """
+    rt = call.runtime
+    if call.decision.effect not in HELD or rt.approvals is None:
+        return None
+    try:
+        res = await rt.approvals.hold(action=call.action, decision=call.decision, principal=call.principal,
+                                      callback_url=callback_url, answers=answers, decision_id=call.decision_id,
+                                      request_id=request_id or call.request_id)
+    except ApprovalError:
+        raise
+    except Exception as exc:
+        log.exception("approval hold failed for decision %s", call.decision_id)
+        raise ApprovalsUnavailable(f"the decision {call.decision_id} was recorded ({call.decision.effect}) but "
+                                   f"the approval could not be created: {type(exc).__name__}",
+                                   decision_id=call.decision_id, decision=call.decision)
+    return res.model_dump(mode="json") if hasattr(res, "model_dump") else dict(res)
+
+
+# ------------------------------------------------------------------------------ decide
+
+
+async def decide(call: Call, *, callback_url: str | None = None, answers: dict[str, str] | None = None) -> Decided:
+    """An action's decision: recorded and confirmed, then held when the policy says so."""
+    await call.record(extra={})
+    approval = await hold(call, callback_url=callback_url, answers=answers)
+    return Decided(call, approval)
+
+
+# ------------------------------------------------------------------------------ chat
+
+
+def _deny_model_choice(decision: Decision, requested: str) -> Decision:
+    allowed = decision.allowed_models
+    because = (f"model {requested!r} is not on this caller's allowlist "
+               f"({', '.join(allowed) if allowed else 'no models may be chosen; send model=auto'})")
+    hit = RuleHit(rule_id="gateway:model-choice", kind="allow_choice", effect="deny", source="allow model choice",
+                  because=[because])
+    return decision.model_copy(update={"effect": "deny", "rules": [*decision.rules, hit]})
+
+
+async def _held(call: Call, *, answers: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
+                pending: PendingCommit | None = None) -> ApprovalRequired:
+    if pending is None:
+        pending = call.record(extra={"outcome": "held", **(extra or {})})
+    await pending
+    approval = await hold(call, answers=answers)
+    call.runtime.metrics.chat_requests.labels("-", "held").inc()
+    d = call.decision
+    msg = (f"held for human review ({d.effect}): {reasons(d)}"
+           + (f"; approval {approval['approval_id']}" if approval else ""))
+    return ApprovalRequired(msg, decision_id=call.decision_id, decision=d,
+                            extra={"effect": d.effect, "approval": approval})
+
+
+async def chat(call: Call, body: dict[str, Any], *, stream: bool) -> Completion | ChatStream:
+    """A chat request routed by the policy. `body` is the OpenAI chat request to send upstream
+    (gateway-only fields removed). Raises `ModelNotAllowed`, `PolicyDenied`, `ApprovalRequired`,
+    `NoRoute`, `UpstreamFailed` or `DecisionLogUnavailable`, each after its row is committed
+    (except the last)."""
+    d = call.decision
+    requested = call.action.requested_model
+    if requested and requested not in d.allowed_models:
+        if d.effect != "deny":
+            call.decision = _deny_model_choice(d, requested)
+        allowed = call.decision.allowed_models
+        await call.record(extra={"outcome": "model_not_allowed"})
+        call.runtime.metrics.chat_requests.labels("-", "denied").inc()
+        raise ModelNotAllowed(
+            f"model {requested!r} is not on this caller's allowlist "
+            f"({'allowed: ' + ', '.join(allowed) if allowed else 'no models may be chosen; send model=auto'})",
+            param="model", decision_id=call.decision_id, decision=call.decision,
+            extra={"allowed_models": allowed})
+    if d.effect == "deny":
+        await call.record(extra={"outcome": "denied"})
+        call.runtime.metrics.chat_requests.labels("-", "denied").inc()
+        raise PolicyDenied(f"denied by policy: {reasons(d)}", decision_id=call.decision_id, decision=d)
+    if d.effect in HELD:
+        raise await _held(call)
+    if d.verification is not None:
+        return await verify(call, body, stream=stream)
+    if not d.routing.chain:
+        await call.record(extra={"outcome": "no_route"})
+        raise NoRoute("the policy gives no model chain for this request (add a `route default -> ...`)",
+                      decision_id=call.decision_id, decision=d)
+    if call.dispatcher is None:
+        raise NoRoute("no dispatcher is configured", decision_id=call.decision_id, decision=d)
+    if stream:
+        return await stream_chat(call, body)
+    return await complete(call, body)
+
+
+async def complete(call: Call, body: dict[str, Any]) -> Completion:
+    """One answer through the failover chain. The decision row commits while the chain runs;
+    the answer is returned only once it is committed; the outcome row (model, attempts, usage)
+    follows."""
+    assert call.dispatcher is not None
+    rt, d = call.runtime, call.decision
+    pending = call.record(extra={"outcome": "dispatched"})
+    try:
+        result = await call.dispatcher.complete(body, d.routing, session_id=call.action.session_id,
+                                                prompt_tokens=call.action.prompt_tokens)
+    except DispatchError as exc:
+        await pending
+        atts = attempt_dicts(exc.attempts)
+        _count_attempts(call, atts)
+        call.outcome(outcome="upstream_failed", model=None, attempts=atts, error_class=exc.error_class,
+                     reason=exc.reason)
+        rt.metrics.chat_requests.labels(exc.model or "-", f"failed_{exc.error_class}").inc()
+        raise _upstream_failed(call, exc, atts)
+    except BaseException:
+        pending.abandon()
+        raise
+    await pending
+    atts = attempt_dicts(result.attempts)
+    _count_attempts(call, atts)
+    call.outcome(outcome="ok", model=result.model, attempts=atts, usage=result.usage,
+                 finish_reason=result.finish_reason, upstream_latency_ms=round(result.latency_ms, 3))
+    rt.metrics.chat_requests.labels(result.model, "ok").inc()
+    rt.metrics.upstream_latency.labels(result.model).observe(result.latency_ms / 1000)
+    rt.metrics.request_latency.labels("chat").observe(call.elapsed_ms() / 1000)
+    return Completion(call, _rename(result.response, result.model), result.model, atts, d.tags)
+
+
+def _stream_model(stream: Any, chunk: dict[str, Any], call: Call) -> str | None:
+    v = getattr(stream, "model", None)
+    if isinstance(v, str):
+        return v
+    upstream = chunk.get("model")
+    names = [n for n, spec in call.policy.models.items() if spec.upstream_model == upstream or n == upstream]
+    return names[0] if len(names) == 1 else (upstream if isinstance(upstream, str) else None)
+
+
+def _stream_attempts(stream: Any) -> list[dict[str, Any]]:
+    res = getattr(stream, "result", None)
+    return attempt_dicts(res.attempts if res is not None else list(getattr(stream, "attempts", None) or []))
+
+
+async def stream_chat(call: Call, body: dict[str, Any]) -> ChatStream:
+    """A streamed answer. The decision row commits while failover finds a first chunk; both are
+    needed before anything is sent (a failed commit closes the stream unread); the outcome row
+    follows the end of the stream."""
+    assert call.dispatcher is not None
+    rt, d = call.runtime, call.decision
+    pending = call.record(extra={"outcome": "streaming", "stream": True})
+    stream = call.dispatcher.stream(body, d.routing, session_id=call.action.session_id,
+                                    prompt_tokens=call.action.prompt_tokens)
+    it = stream.__aiter__()
+    failed: DispatchError | None = None
+    first: dict[str, Any] | None
+    try:
+        first = await it.__anext__()
+    except StopAsyncIteration:
+        first = None
+    except DispatchError as exc:
+        failed, first = exc, None
+    except BaseException:
+        pending.abandon()
+        await stream.aclose()
+        raise
+    try:
+        await pending
+    except BaseException:
+        await stream.aclose()
+        raise
+    if failed is not None:
+        await stream.aclose()
+        atts = attempt_dicts(failed.attempts)
+        _count_attempts(call, atts)
+        call.outcome(outcome="upstream_failed", model=None, attempts=atts, stream=True,
+                     error_class=failed.error_class, reason=failed.reason)
+        rt.metrics.chat_requests.labels(failed.model or "-", f"failed_{failed.error_class}").inc()
+        raise _upstream_failed(call, failed, atts)
+    model = _stream_model(stream, first or {}, call)
+    decision_id = call.decision_id
+
+    async def relay(enc: StreamEncoder) -> AsyncIterator[bytes]:
+        outcome, err_info = "ok", None
+        try:
+            if first is not None:
+                if model:
+                    first["model"] = model
+                yield enc.chunk(first)
+            try:
+                async for chunk in it:
+                    if "error" in chunk and "choices" not in chunk:  # the stream broke after it started
+                        outcome, err_info = "failed_in_stream", {"error": chunk["error"]}
+                        if isinstance(chunk["error"], dict):
+                            chunk = {"error": {**chunk["error"], "decision_id": decision_id}}
+                    elif model:
+                        chunk["model"] = model
+                    yield enc.chunk(chunk)
+            except DispatchError as exc:
+                outcome, err_info = f"failed_{exc.error_class}", {"error_class": exc.error_class,
+                                                                  "reason": exc.reason}
+                yield enc.chunk({"error": {"message": f"stream failed ({exc.reason})"
+                                           + (f": {exc.message}" if exc.message else ""),
+                                           "type": "upstream_error", "code": exc.reason, "decision_id": decision_id}})
+        finally:
+            await stream.aclose()
+        res = getattr(stream, "result", None)
+        final_model = getattr(res, "model", None) or model
+        atts = _stream_attempts(stream)
+        _count_attempts(call, atts)
+        rt.metrics.chat_requests.labels(final_model or "-", outcome).inc()
+        rt.metrics.request_latency.labels("chat_stream").observe(call.elapsed_ms() / 1000)
+        call.outcome(outcome=outcome, model=final_model, attempts=atts, stream=True, usage=getattr(res, "usage", None),
+                     finish_reason=getattr(res, "finish_reason", None), complete=getattr(res, "complete", None),
+                     **(err_info or {}))
+        if outcome == "ok":
+            # A broken stream ends on its error item, never on done(): a client must not
+            # mistake a truncated answer for a complete one.
+            yield enc.done()
+
+    return ChatStream(call, model, _stream_attempts(stream), d.tags, relay)
+
+
+# ------------------------------------------------------------------------------ verify
+
+
+def completion_chunks(resp: dict[str, Any]) -> list[dict[str, Any]]:
+    """A complete chat.completion as stream chunks (to stream a verified answer)."""
+    base = {"id": resp.get("id"), "object": "chat.completion.chunk", "created": resp.get("created", 0),
+            "model": resp.get("model")}
+    chunks = []
+    for ch in resp.get("choices") or []:
+        msg = ch.get("message") or {}
+        delta: dict[str, Any] = {"role": "assistant"}
+        if msg.get("content") is not None:
+            delta["content"] = msg["content"]
+        if msg.get("tool_calls"):
+            delta["tool_calls"] = [{**tc, "index": i} for i, tc in enumerate(msg["tool_calls"])]
+        chunks.append({**base, "choices": [{"index": ch.get("index", 0), "delta": delta, "finish_reason": None}]})
+        chunks.append({**base, "choices": [{"index": ch.get("index", 0), "delta": {},
+                                            "finish_reason": ch.get("finish_reason") or "stop"}]})
+    if resp.get("usage"):
+        chunks.append({**base, "choices": [], "usage": resp["usage"]})
+    return chunks
+
+
+async def verify(call: Call, body: dict[str, Any], *, stream: bool) -> Completion | ChatStream:
+    """Dual-model verification: both models answer while the decision row commits; divergence is
+    scored and the policy decides again on it; that second decision is the outcome row, committed
+    before anything is sent or held. Every upstream attempt of both models is in that row."""
+    # the embedding stack: imported on first use
+    from policyengine.signals.verify import verify as run_verify
+
+    assert call.dispatcher is not None
+    rt, d = call.runtime, call.decision
+    v = d.verification
+    assert v is not None
+    pending = call.record(extra={"outcome": "verifying"})
+    up = {k: val for k, val in body.items() if k not in ("stream", "stream_options")}
+    try:
+        result = await run_verify(call.dispatcher, up, list(v.models), v.threshold, tag=v.tag,
+                                  session_id=call.action.session_id, scorer=rt.divergence_scorer())
+    except ValueError as exc:
+        await pending
+        call.outcome(outcome="verification_error", model=None, attempts=[], error=str(exc))
+        raise VerificationFailed(f"verification rule {v.rule_id} cannot run: {exc}", decision_id=call.decision_id,
+                                 decision=d)
+    except BaseException:
+        pending.abandon()
+        raise
+    await pending
+    atts = [a for ans in result.answers for a in attempt_dicts(ans.attempts)]
+    _count_attempts(call, atts)
+    div = result.divergence.divergence if result.divergence is not None else 1.0
+    answers = {a.requested_model: (a.text if a.text is not None else f"(no answer: {a.error})")
+               for a in result.answers}
+    vextra = {"verification": {"models": v.models, "threshold": v.threshold, "divergence": div,
+                               "aligned": result.aligned, "reasons": result.reasons,
+                               "answered_by": {a.requested_model: a.model for a in result.answers},
+                               "errors": {a.requested_model: a.error for a in result.answers if a.error}}}
+    call.action = call.action.model_copy(update={"signals": {**call.action.signals, "divergence": div}})
+    final = await evaluate(rt, call.policy, call.action)
+    if result.escalate and final.effect not in (*HELD, "deny"):
+        # the scorer saw a missing or non-independent answer: never deliver as verified
+        final = final.model_copy(update={"effect": "escalate", "rules": [*final.rules, RuleHit(
+            rule_id=v.rule_id or "verify", kind="verify", effect="escalate", source="dual-model verification",
+            because=result.reasons or ["verification could not confirm the answer"])]})
+    ans = result.answer
+    if final.effect not in (*HELD, "deny"):
+        final = final.model_copy(update={"tags": list(dict.fromkeys([*final.tags, *result.tags]))})
+    outcome = "held" if final.effect in HELD else "denied" if final.effect == "deny" else "ok"
+    verdict = call.outcome(outcome=outcome, model=ans.model if outcome == "ok" else None, attempts=atts,
+                           decision=final, wait=True, **vextra)
+    assert verdict is not None
+    call.decision = final
+    if outcome == "held":
+        raise await _held(call, answers=answers, pending=verdict)
+    await verdict
+    if outcome == "denied":
+        raise PolicyDenied(f"denied by policy after verification: {reasons(final)}", decision_id=call.decision_id,
+                           decision=final, attempts=atts)
+    rt.metrics.chat_requests.labels(ans.model or "-", "ok_verified").inc()
+    resp = _rename(ans.response or {}, ans.model or "")
+    if not stream:
+        return Completion(call, resp, ans.model, atts, final.tags, divergence=div)
+
+    async def replay(enc: StreamEncoder) -> AsyncIterator[bytes]:
+        for chunk in completion_chunks(resp):
+            yield enc.chunk(chunk)
+        yield enc.done()
+
+    return ChatStream(call, ans.model, atts, final.tags, replay, divergence=div)
