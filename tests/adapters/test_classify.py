@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -204,11 +205,16 @@ def test_body_may_be_dict_str_or_bytes():
         assert classify_error(429, {}, form).reason == "rate_limited"
 
 
-def test_retry_after_forms():
+def test_retry_after_forms(monkeypatch):
     assert classify_error(429, {"Retry-After": "7"}, b"").retry_after == 7.0
     assert classify_error(429, {"retry-after-ms": "1500", "retry-after": "9"}, b"").retry_after == 1.5
-    date = email.utils.formatdate(time.time() + 30, usegmt=True)
-    assert 28 <= classify_error(429, {"retry-after": date}, b"").retry_after <= 31
+    now = float(int(time.time()))  # a whole second: an HTTP date holds no fraction
+    date = email.utils.formatdate(now + 30, usegmt=True)
+    assert parse_retry_after({"retry-after": date}, now=now) == 30.0
+    assert parse_retry_after({"retry-after": date}, now=now + 40) == 0.0  # a date in the past: no wait
+    monkeypatch.setattr("policyengine.adapters.classify.time", SimpleNamespace(time=lambda: now + 0.25))
+    assert classify_error(429, {"retry-after": date}, b"").retry_after == 29.75  # measured from the clock
+    monkeypatch.undo()
     gem = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "quota", "details": [
         {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "12s"}]}}
     assert classify_error(429, {}, gem).retry_after == 12.0

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 
 import pytest
 
@@ -21,6 +22,24 @@ CHAIN = Routing(chain=["primary", "fallback"])
 
 def gaps(reqs) -> list[float]:
     return [b.t - a.t for a, b in itertools.pairwise(reqs)]
+
+
+class _CeilingJitter:
+    """Stands in for the dispatcher's `random`: every backoff draw is its ceiling, and recorded."""
+
+    def __init__(self) -> None:
+        self.draws: list[tuple[float, float]] = []
+
+    def uniform(self, a: float, b: float) -> float:
+        self.draws.append((a, b))
+        return b
+
+
+@pytest.fixture
+def jitter(monkeypatch) -> _CeilingJitter:
+    j = _CeilingJitter()
+    monkeypatch.setattr("policyengine.dispatch.dispatcher.random", j)
+    return j
 
 
 async def two(fleet, pflavour="vllm", fflavour="ollama", **pkw):
@@ -49,24 +68,30 @@ async def test_429_retry_after_ms_and_http_date(fleet, make_dispatcher):
     assert r.model == "primary" and len(p.seen()) == 3
     g = gaps(p.seen())
     assert g[0] >= 0.3
-    assert g[1] >= 0.0  # an HTTP date has 1 s resolution: waits until that second, never hammers
+    # an HTTP date has 1 s resolution: the date sent is at least the next whole second after the
+    # 429 arrived, and the retry waits until then (never earlier), but no longer than 1 s
+    assert p.seen()[2].wall >= math.floor(p.seen()[1].wall + 1) - 0.01
+    assert g[1] < 1.5
     assert f.seen() == []
 
 
-async def test_429_without_retry_after_backs_off_then_cools_down(fleet, make_dispatcher):
+async def test_429_without_retry_after_backs_off_then_cools_down(fleet, make_dispatcher, jitter):
     p, _f = await two(fleet)
     p.add_fault(Fault(kind="rate_limit", times=None))
     d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
     r = await d.complete(USER, CHAIN)
     assert r.model == "fallback"
     assert len(p.seen()) == 3  # max_attempts, then move on
-    assert all(g > 0 for g in gaps(p.seen()))
+    # full jitter under an exponential ceiling (backoff_base 0.05, doubling): one draw per 429
+    assert jitter.draws == [(0, 0.05), (0, 0.1), (0, 0.2)]
+    g = gaps(p.seen())
+    assert g[0] >= 0.05 and g[1] >= 0.1
     # the primary is now cooling down: the next request does not touch it
     r2 = await d.complete(USER, CHAIN)
     assert r2.model == "fallback" and len(p.seen()) == 3
     assert r2.attempts[0].skipped and r2.attempts[0].reason == "cooldown:rate_limited"
     status = await d.status()
-    assert any(c["scope"] == "model:primary" for c in status["cooldowns"])
+    assert [(c["scope"], c["reason"]) for c in status["cooldowns"]] == [("model:primary", "rate_limited")]
 
 
 async def test_500_once_fails_over_and_primary_stays_in_use(fleet, make_dispatcher):
@@ -81,14 +106,16 @@ async def test_500_once_fails_over_and_primary_stays_in_use(fleet, make_dispatch
     assert r2.model == "primary"
 
 
-async def test_503_persisting_retries_with_backoff_then_fails_over(fleet, make_dispatcher):
+async def test_503_persisting_retries_with_backoff_then_fails_over(fleet, make_dispatcher, jitter):
     p, _f = await two(fleet, "ollama", "vllm")
     p.add_fault(Fault(kind="unavailable", times=None))
     d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
     r = await d.complete(USER, CHAIN)
     assert r.model == "fallback"
     assert [a.reason for a in r.attempts[:3]] == ["overloaded"] * 3
-    assert len(p.seen()) == 3 and all(g > 0 for g in gaps(p.seen()))
+    assert jitter.draws == [(0, 0.05), (0, 0.1), (0, 0.2)]
+    g = gaps(p.seen())
+    assert len(p.seen()) == 3 and g[0] >= 0.05 and g[1] >= 0.1
     for _ in range(3):
         assert (await d.complete(USER, CHAIN)).model == "fallback"
     assert len(p.seen()) == 3  # cooled down: not hammered
@@ -121,7 +148,11 @@ async def test_everything_silent_ends_at_the_deadline(fleet, make_dispatcher):
     d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")], attempt_timeout=5, deadline=0.8)
     with pytest.raises(DispatchError) as ei:
         await d.complete(USER, CHAIN)
-    assert ei.value.error_class == "failover" and ei.value.reason in ("timeout", "deadline_exceeded")
+    # the primary's attempt is clipped to the deadline, so it times out exactly there: the
+    # fallback is never called and the run ends with deadline_exceeded
+    assert ei.value.error_class == "failover" and ei.value.reason == "deadline_exceeded"
+    assert [(a.model, a.reason) for a in ei.value.attempts] == [("primary", "timeout")]
+    assert len(p.seen()) == 1 and f.seen() == []
 
 
 async def test_slow_first_token_streams_from_fallback(fleet, make_dispatcher):
@@ -137,8 +168,13 @@ async def test_slow_first_token_streams_from_fallback(fleet, make_dispatcher):
     assert len(p.seen()) == 1
 
 
-@pytest.mark.parametrize("kind", ["stream_cut", "stall", "malformed", "stream_error"])
-async def test_broken_stream_continues_on_prefill_model(fleet, make_dispatcher, kind):
+@pytest.mark.parametrize(("kind", "reason", "status"), [
+    ("stream_cut", "stream_cut_mid_stream", None),
+    ("stall", "idle_timeout_mid_stream", None),
+    ("malformed", "malformed_chunk_mid_stream", None),
+    ("stream_error", "engine_crashed_mid_stream", 500),
+], ids=["stream_cut", "stall", "malformed", "stream_error"])
+async def test_broken_stream_continues_on_prefill_model(fleet, make_dispatcher, kind, reason, status):
     p, f = await two(fleet)
     p.add_fault(Fault(kind=kind, after_chunks=4, delay=5.0))
     d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback", capabilities={"prefill": True})])
@@ -149,7 +185,9 @@ async def test_broken_stream_continues_on_prefill_model(fleet, make_dispatcher, 
     assert text == DEFAULT_ANSWER  # nothing lost, nothing repeated
     assert sum(1 for c in chunks if c.get("choices") and c["choices"][0].get("finish_reason")) == 1
     assert s.result.model == "fallback" and s.result.continued_from == ["primary"] and s.result.complete
-    assert s.result.attempts[1].reason.endswith("_mid_stream")
+    assert [(a.model, a.status, a.error_class, a.reason) for a in s.result.attempts] == [
+        ("primary", 200, None, None), ("primary", status, "failover", reason), ("fallback", 200, None, None)]
+    assert (await d.state.breaker("primary")).failures == 1  # the break counts against the primary
     # the fallback was asked to continue from exactly what the client already had
     sent = "".join(DEFAULT_ANSWER.split(" ")[i] + " " for i in range(4))
     assert f.seen()[0].prefill == sent
@@ -178,7 +216,10 @@ async def test_missing_done_is_finalised_promptly(fleet, make_dispatcher, hold):
     t0 = loop.time()
     chunks = [c async for c in s]
     assert loop.time() - t0 < 10  # not held for the 30 s the upstream keeps the socket open
-    assert s.result.complete and s.result.finish_reason == "stop" and s.result.usage["completion_tokens"] > 0
+    # the simulator sends one token per content chunk
+    content_chunks = sum(1 for c in chunks if c.get("choices") and c["choices"][0]["delta"].get("content"))
+    assert s.result.complete and s.result.finish_reason == "stop"
+    assert content_chunks > 0 and s.result.usage["completion_tokens"] == content_chunks
     assert chunks[-1]["usage"]  # client asked for usage and got it
     assert f.seen() == []
 
@@ -272,10 +313,12 @@ async def test_primary_down_then_recovers_traffic_returns(fleet, make_dispatcher
         await asyncio.sleep(0.02)
     assert served and set(served) == {"fallback"}  # every request survived the outage
     br = await d.state.breaker("primary")
-    assert br.state in ("open", "half_open") and br.trips >= 1
-    # the breaker kept traffic off the crashed primary: threshold + a probe per open period,
-    # not one try per request
-    assert primary_tries <= 2 + 4 and primary_tries < len(served)
+    # two failures (the threshold) open it for open_for=0.6 s; the one probe after that fails and
+    # reopens it for 1.2 s, past the end of the outage loop. A failed probe leaves it open, never
+    # half-open, once its request has finished.
+    assert br.state == "open" and br.trips == 2
+    # the breaker kept traffic off the crashed primary: the threshold plus that one probe
+    assert primary_tries == 2 + 1 and primary_tries < len(served)
     await asyncio.sleep(1.0)  # primary is back; breaker half-opens after open_for
     after = []
     for _ in range(30):
@@ -343,14 +386,18 @@ async def test_many_concurrent_requests_survive_a_flapping_primary(fleet, make_d
     d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
     results = await asyncio.gather(*(d.complete(USER, CHAIN) for _ in range(120)))
     assert len(results) == 120 and all(r.response["choices"][0]["message"]["content"] for r in results)
-    assert {r.model for r in results} <= {"primary", "fallback"}
+    assert {r.model for r in results} == {"primary", "fallback"}  # crashes went over, the rest stayed
     # every failed primary attempt was followed by an answer; nothing was retried blindly on a crash
     for r in results:
         assert r.attempts[-1].status == 200
         crashes = [a for a in r.attempts if a.model == "primary" and a.reason in ("engine_crashed", "connection_reset")]
         assert len(crashes) <= 1
     assert len(p.seen()) <= 120 + 2 * 4  # only the 503s were retried (at most twice each)
-    assert len(f.seen()) >= 1
+    # every fault was served exactly once, each request the primary saw is one recorded attempt,
+    # and the fallback answered exactly the requests it was given (it never fails here)
+    assert sum(1 for q in p.seen() if q.fault) == 20
+    assert len(p.seen()) == sum(1 for r in results for a in r.attempts if a.model == "primary" and not a.skipped)
+    assert len(f.seen()) == sum(1 for r in results if r.model == "fallback") >= 4 + 4 + 4 + 4
 
 
 async def test_continuation_gets_the_remaining_token_budget_and_no_secret_leaks(fleet, make_dispatcher):
@@ -365,4 +412,7 @@ async def test_continuation_gets_the_remaining_token_budget_and_no_secret_leaks(
     [c async for c in s]
     assert s.result.complete
     assert p.seen()[0].body["max_tokens"] == 100
-    assert 90 <= f.seen()[0].body["max_tokens"] < 100  # what was already sent is taken off the budget
+    # what was already sent (ceil(chars / chars_per_token=4) tokens) is taken off the budget
+    sent = f.seen()[0].body["messages"][-1]["content"]
+    assert sent and DEFAULT_ANSWER.startswith(sent)
+    assert f.seen()[0].body["max_tokens"] == 100 - math.ceil(len(sent) / 4)
