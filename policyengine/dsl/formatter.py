@@ -207,6 +207,8 @@ def _block_with_comments(head: str, start_line: int, children: list[tuple[int, i
 
 
 def format_file(f: ast.PolicyFile) -> str:
+    """The canonical text of a parsed file, its comments kept (see the module docstring);
+    "" for a file with neither statements nor comments."""
     lines = f.text.split("\n")
     comments = sorted(f.comments, key=lambda c: (c.line, c.col))
     out: list[str] = []
