@@ -7,6 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 ErrorClass = Literal["retry", "failover", "fatal"]
+"""The class of a failure: retry (transient, same model later), failover (another key or model
+now), fatal (the request itself was refused: stop)."""
 
 
 class Attempt(BaseModel):

@@ -130,6 +130,7 @@ class DispatchStream:
         return await self.__aiter__().__anext__()
 
     async def aclose(self) -> None:
+        """Stop the stream and close its upstream connection (safe to call more than once)."""
         if self._gen is not None:
             await self._gen.aclose()  # type: ignore[attr-defined]
         await self._close_current()
