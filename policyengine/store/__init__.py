@@ -6,11 +6,20 @@ Public surface:
     upgrade(url)                 run every migration (also `policyengine migrate`)
     Database.open(url)           async engine + sessionmaker
     DecisionLogger / LogEntry    durable group-commit, hash-chained decision log
-    verify_chain(engine)         check the chain (also `policyengine verify-log`)
+    verify_chain(engine, anchors) check both chains and any anchors (also `policyengine verify-log`)
+    append_approval_event(conn)  write one approval event, hash-chained, in the caller's transaction
+    make_checkpoint / read_checkpoint  signed checkpoints of the heads (`policyengine log checkpoint`)
 """
 
+from policyengine.store.approval_chain import ApprovalChainError, append_approval_event
 from policyengine.store.base import Base
-from policyengine.store.chain import VerifyResult, canonical_json, row_hash, verify_chain
+from policyengine.store.chain import Anchor, VerifyResult, canonical_json, row_hash, verify_chain
+from policyengine.store.checkpoint import (
+    CheckpointError,
+    checkpoint_key,
+    make_checkpoint,
+    read_checkpoint,
+)
 from policyengine.store.db import Database, DatabaseURLError, make_async_engine, make_sync_engine
 from policyengine.store.logger import (
     FOLLOW_UP_KINDS,
@@ -33,9 +42,41 @@ from policyengine.store.repos import (
 )
 
 __all__ = [
-    "FOLLOW_UP_KINDS", "STORE_HEAD", "ApiKey", "ApiKeyRepo", "Base", "Database", "DatabaseURLError", "DecisionChain",
-    "DecisionLogError", "DecisionLogger", "DecisionQuery", "DecisionRecord", "DecisionRepo", "KeyInfo",
-    "LogEntry", "LoggedDecision", "PolicyVersion", "PolicyVersionRepo", "Redactor", "VerifyResult",
-    "canonical_json", "current", "decision_view", "hash_token", "heads", "make_async_engine",
-    "make_sync_engine", "row_hash", "upgrade", "verify_chain",
+    "FOLLOW_UP_KINDS",
+    "STORE_HEAD",
+    "Anchor",
+    "ApiKey",
+    "ApiKeyRepo",
+    "ApprovalChainError",
+    "Base",
+    "CheckpointError",
+    "Database",
+    "DatabaseURLError",
+    "DecisionChain",
+    "DecisionLogError",
+    "DecisionLogger",
+    "DecisionQuery",
+    "DecisionRecord",
+    "DecisionRepo",
+    "KeyInfo",
+    "LogEntry",
+    "LoggedDecision",
+    "PolicyVersion",
+    "PolicyVersionRepo",
+    "Redactor",
+    "VerifyResult",
+    "append_approval_event",
+    "canonical_json",
+    "checkpoint_key",
+    "current",
+    "decision_view",
+    "hash_token",
+    "heads",
+    "make_async_engine",
+    "make_checkpoint",
+    "make_sync_engine",
+    "read_checkpoint",
+    "row_hash",
+    "upgrade",
+    "verify_chain",
 ]

@@ -10,10 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import DDL, JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, event
 from sqlalchemy.orm import Mapped, mapped_column
 
-from policyengine.store.base import Base  # one metadata for every table, one Alembic history
+# one metadata for every table, one Alembic history
+from policyengine.store.base import Base, BigInt
 
 
 class ApprovalRow(Base):
@@ -82,6 +83,27 @@ class ApprovalEventRow(Base):
     user_agent: Mapped[str | None] = mapped_column(String(400))
     reason: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The events' hash chain (policyengine.store.approval_chain): row_hash = sha256(prev_hash ||
+    # canonical JSON of chain_seq and every column above but `id`); chain_seq gap-free from 1.
+    # NULL on events written before the chain existed (or by a writer that does not chain them).
+    chain_seq: Mapped[int | None] = mapped_column(BigInt, nullable=True, unique=True, index=True)
+    prev_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    row_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class ApprovalEventChain(Base):
+    """The head of the approval events' hash chain: one row (id=1), locked by each append."""
+
+    __tablename__ = "approval_event_chain"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInt)
+    head_hash: Mapped[str] = mapped_column(String(64))
+
+
+# A table made by `create_all` (tests, embedded use) gets the genesis head, as the migration's does.
+event.listen(ApprovalEventChain.__table__, "after_create",
+             DDL("INSERT INTO approval_event_chain (id, seq, head_hash) VALUES (1, 0, '" + "0" * 64 + "')"))
 
 
 class ApprovalRevisionRow(Base):
@@ -135,6 +157,7 @@ class OutboxRow(Base):
 APPROVAL_TABLES = [
     ApprovalRow.__table__,
     ApprovalEventRow.__table__,
+    ApprovalEventChain.__table__,
     ApprovalRevisionRow.__table__,
     ApprovalLinkUseRow.__table__,
     OutboxRow.__table__,
