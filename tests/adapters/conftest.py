@@ -1,3 +1,4 @@
-"""Dispatch test fixtures live in policyengine.simulate.testing (shared with the adapter tests)."""
+"""Dispatch test helpers: `USER` and `fast_settings` from policyengine.simulate.testing; the
+`fleet` and `make_dispatcher` fixtures are in tests/conftest.py (shared with the adapter tests)."""
 
-from policyengine.simulate.testing import USER, fast_settings  # noqa: F401  (fixtures `fleet`, `make_dispatcher`: tests/conftest.py)
+from policyengine.simulate.testing import USER, fast_settings  # noqa: F401

@@ -182,7 +182,7 @@ async def test_the_revocation_watcher_survives_a_database_error() -> None:
     retried; the watcher keeps running and still clears the cache on the next revocation."""
     import asyncio
 
-    from policyengine.api.auth import KeyCache
+    from policyengine.gateway import KeyCache
 
     class Repo:
         def __init__(self) -> None:

@@ -37,15 +37,19 @@ from policyengine.types import Action
 Getter = Callable[[dict[str, Any], dict[str, Any], Any], Any]  # (request, signals, fields view) -> value
 
 
+# Marks a probe value: a string no real field starts with, and that Action accepts (no NUL).
+_MARK = "\u2063probe:"
+
+
 def _builtin_attrs() -> dict[str, str]:
     """Which Action attribute each built-in path reads, found by probing BUILTIN with marked values."""
     names = [n for n, f in Action.model_fields.items() if f.annotation in (str | None, str)]
-    probe = Action.model_validate({n: f"\x00{n}" for n in names} | {"prompt_tokens": 987654321})
+    probe = Action.model_validate({n: f"{_MARK}{n}" for n in names} | {"prompt_tokens": 987654321})
     out: dict[str, str] = {}
     for path, get in BUILTIN.items():
         v = get(probe)
-        if isinstance(v, str) and v.startswith("\x00"):
-            out[path] = v[1:]
+        if isinstance(v, str) and v.startswith(_MARK):
+            out[path] = v[len(_MARK):]
         elif v == 987654321:
             out[path] = "prompt_tokens"
     return out
