@@ -6,7 +6,7 @@ HTTP is in the gateway.
 """
 
 from policyengine.api.app import create_app
-from policyengine.api.auth import require_principal
+from policyengine.api.http import require_principal
 from policyengine.types import Principal
 
 __all__ = ["Principal", "create_app", "require_principal"]

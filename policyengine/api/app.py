@@ -22,7 +22,7 @@ from fastapi import FastAPI
 
 from policyengine.api import routes as routes_pkg
 from policyengine.api.errors import install_error_handlers
-from policyengine.api.hotpath import PolicyEngineApp
+from policyengine.api.http import PolicyEngineApp
 from policyengine.gateway import Runtime, build_runtime
 from policyengine.settings import Settings
 from policyengine.store import ApiKeyRepo, upgrade

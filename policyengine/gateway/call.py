@@ -32,9 +32,11 @@ from policyengine.gateway.errors import (
 )
 from policyengine.gateway.runtime import Runtime
 from policyengine.store import DecisionLogError, LogEntry
+from policyengine.store.logger import VERDICT_KIND
 from policyengine.types import Action, Decision, Principal
 
-__all__ = ["HELD", "Call", "PendingCommit", "make_action", "new_decision_id", "open_call", "outcome_id"]
+__all__ = ["HELD", "Call", "PendingCommit", "make_action", "merged_record", "new_decision_id", "open_call",
+           "outcome_id"]
 
 log = logging.getLogger("policyengine.gateway")
 
@@ -204,10 +206,12 @@ class Call:
         log that is not running is reported, not raised: the client already has its answer).
         With `wait=True` (a decision made after the answers: dual-model verification) it is
         a commit to await before acting, like the decision row. `decision`, when given, is
-        the decision the answers led to; otherwise the row repeats the original decision.
+        the decision the answers led to: the row is then a verdict (`kind=chat_verdict`) with
+        that decision's rules, signals and obligations; otherwise (`kind=chat_outcome`) it
+        repeats only the original decision's effect, routing and tags.
         """
         decision_d = decision.model_dump(mode="json") if decision is not None else self.dumped()[1]
-        entry = LogEntry(kind="chat_outcome", tenant=self.principal.tenant, actor=self.action.actor,
+        entry = LogEntry(kind="chat_outcome" if decision is None else VERDICT_KIND, tenant=self.principal.tenant, actor=self.action.actor,
                          session_id=self.action.session_id, action={}, decision=decision_d, model=model,
                          attempts=attempts, latency_ms=self.elapsed_ms(), key_id=self.principal.key_id,
                          extra={"outcome": outcome, "decision_id": self.decision_id, **extra},
@@ -248,3 +252,20 @@ async def open_call(runtime: Runtime, principal: Principal, action: Action, *, k
     decision = await evaluate(runtime, snap.policy, action)
     return Call(runtime, principal, action, snap.policy, snap.dispatcher, decision, kind=kind, t0=t0,
                 request_id=request_id)
+
+
+# What a follow-up row says about the decision itself (a verdict's decision replaces the first's).
+_DECIDED = ("effect", "tags", "rules", "signals", "obligations", "verification")
+
+
+def merged_record(decision: dict[str, Any], outcome: dict[str, Any] | None) -> dict[str, Any]:
+    """One chat decision as a reader wants it: the decision row's record with what its outcome
+    row tells (the answering model, every attempt, the outcome's extra) and, for a verdict, the
+    decision made on the answers. `outcome` None: the decision row as it is."""
+    if outcome is None:
+        return decision
+    merged = {**decision, "model": outcome.get("model"), "attempts": outcome.get("attempts") or [],
+              "extra": {**(decision.get("extra") or {}), **(outcome.get("extra") or {})}}
+    if outcome.get("kind") == VERDICT_KIND:
+        merged.update({k: outcome[k] for k in _DECIDED if k in outcome})
+    return merged

@@ -48,7 +48,10 @@ log = logging.getLogger("policyengine.store.logger")
 
 # Row kinds that complete an earlier decision row instead of recording a decision (a streamed
 # chat's outcome: final model, attempts, usage). Replays and counts of decisions skip them.
-FOLLOW_UP_KINDS = ("chat_outcome",)
+FOLLOW_UP_KINDS = ("chat_outcome", "chat_verdict")
+# A follow-up that records a decision made on the answers (dual-model verification): its row
+# carries that decision's rules, signals and obligations, like a decision row.
+VERDICT_KIND = "chat_verdict"
 
 
 class DecisionLogError(RuntimeError):
@@ -199,6 +202,9 @@ class DecisionLogger:
                 "follows": e.follows, "routing": d.get("routing") or {}, "tags": d.get("tags") or [],
                 "attempts": e.attempts, "latency_ms": None if e.latency_ms is None else round(e.latency_ms, 3),
                 "key_id": e.key_id, "extra": self.redactor.redact(e.extra) if e.extra else {},
+                **({"signals": self.redactor.redact(d.get("signals") or {}), "rules": d.get("rules") or [],
+                    "obligations": d.get("obligations") or [], "verification": d.get("verification")}
+                   if e.kind == VERDICT_KIND else {}),
             }
         return {
             "id": e.id,

@@ -1,4 +1,4 @@
-"""The hot endpoints are served straight from the ASGI call (policyengine.api.hotpath): same
+"""The hot endpoints are served straight from the ASGI call (policyengine.api.http): same
 behaviour as through FastAPI's stack — errors, auth, root_path — without its per-request cost."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import httpx
 import pytest
 from starlette.requests import Request
 
-from policyengine.api.hotpath import PolicyEngineApp
+from policyengine.api.http import PolicyEngineApp
 from policyengine.gateway import outcome_id
 
 

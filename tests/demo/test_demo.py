@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from policyengine.gateway import merged_record, outcome_id
 from policyengine.store import make_sync_engine, verify_chain
 
 pytestmark = pytest.mark.slow
@@ -53,7 +54,10 @@ def log(demo_run: dict[str, Any]):
         assert row is not None, f"decision {decision_id} is not in the decision log"
         rec = json.loads(row["record"])
         assert rec["effect"] == row["effect"] and rec["model"] == row["model"]
-        return rec
+        # a chat's answer (model, attempts, a verdict) is in the outcome row that follows it
+        done = conn.execute("SELECT record FROM decisions WHERE id = ? AND follows = ?",
+                            (outcome_id(decision_id), decision_id)).fetchone()
+        return merged_record(rec, json.loads(done["record"]) if done is not None else None)
 
     record.conn = conn  # type: ignore[attr-defined]
     yield record

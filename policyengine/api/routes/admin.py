@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 from starlette.responses import Response
 
-from policyengine.api.auth import Principal, require_principal
-from policyengine.api.body import json_object
 from policyengine.api.errors import ApiError, json_response
+from policyengine.api.http import json_object, require_principal
 from policyengine.errors import describe_validation
+from policyengine.types import Principal
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 

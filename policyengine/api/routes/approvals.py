@@ -18,12 +18,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from policyengine.api.auth import Principal, require_principal
 from policyengine.api.errors import ApiError, json_response
+from policyengine.api.http import require_principal
 from policyengine.approvals.models import Reviewer
 from policyengine.approvals.plugin import lifespan
 from policyengine.approvals.service import ApprovalService
 from policyengine.approvals.states import State
+from policyengine.types import Principal
 
 router = APIRouter(tags=["approvals"], lifespan=lifespan)
 

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from starlette.responses import Response
 
 from policyengine import gateway
-from policyengine.api.auth import Principal, require_principal
 from policyengine.api.errors import ApiError, json_response
+from policyengine.api.http import require_principal
 from policyengine.store import DecisionQuery, decision_view
+from policyengine.types import Principal
 
 router = APIRouter(tags=["decisions"])
 
@@ -98,12 +99,10 @@ async def get_decision(decision_id: str, request: Request,
     if row.kind == "chat" and (rec.get("extra") or {}).get("outcome") in OUTCOME_PENDING:
         done = await s.decisions.get(principal.tenant, gateway.outcome_id(row.id))
         if done is not None:  # what the answer told: final model, attempts, usage, a decision made on it
-            out["outcome_row"] = decision_view(done, full=True)
             done_rec = orjson.loads(done.record)
-            out["model"] = done.model
-            rec = {**rec, "model": done.model, "attempts": done_rec.get("attempts", [])}
-            if done_rec.get("effect") != rec.get("effect"):  # decided again on the answers (verification)
-                rec = {**rec, **{k: done_rec.get(k) for k in ("effect", "rules", "tags")}}
+            out["outcome_row"] = decision_view(done, full=True)
             out["outcome"] = (done_rec.get("extra") or {}).get("outcome")
+            rec = gateway.merged_record(rec, done_rec)
+            out.update(model=rec["model"], effect=rec["effect"], tags=rec.get("tags", []))
     out["explanation"] = explain(rec)
     return json_response(out)

@@ -9,9 +9,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from policyengine import gateway
-from policyengine.api.auth import require_principal
-from policyengine.api.body import headers, json_object
 from policyengine.api.errors import ApiError, json_response
+from policyengine.api.http import headers, json_object, require_principal
 from policyengine.types import Action, Decision
 
 router = APIRouter(tags=["evaluate"])
@@ -42,7 +41,7 @@ async def evaluate(request: Request) -> Response:
                                         "X-PolicyEngine-Policy-Hash": call.decision.policy_hash})
 
 
-# Served straight from the ASGI call (policyengine.api.hotpath: no middleware stack, no route
+# Served straight from the ASGI call (policyengine.api.http: no middleware stack, no route
 # matching, no dependency solving; see benchmarks/service.md). The FastAPI route below documents
 # it in the OpenAPI schema and serves it when the app is mounted without the hot path.
 HOT_ROUTES = {"/v1/evaluate": evaluate}

@@ -6,8 +6,9 @@ from fastapi import APIRouter, Depends, Request
 from starlette.responses import Response
 
 from policyengine import gateway
-from policyengine.api.auth import Principal, require_principal
 from policyengine.api.errors import json_response
+from policyengine.api.http import require_principal
+from policyengine.types import Principal
 
 router = APIRouter(tags=["gateway"])
 
