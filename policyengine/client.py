@@ -72,6 +72,8 @@ class ApprovalNotGranted(Exception):
 
 
 class ApprovalWaitTimeout(TimeoutError):
+    """`wait_for_approval` gave up: the approval was still pending when its timeout ran out."""
+
     def __init__(self, approval_id: str, waited_s: float) -> None:
         super().__init__(f"approval {approval_id} still pending after {waited_s:.0f}s")
         self.approval_id = approval_id
@@ -92,10 +94,14 @@ class EvaluateResult(Decision):
 
     @property
     def approval_id(self) -> str | None:
+        """The id of the approval holding this action, or None when the decision was not held."""
         return (self.approval or {}).get("approval_id")
 
 
 class ApprovalStatus(BaseModel):
+    """An approval as the service reports it: its state, whether the action was released, and the
+    action (possibly a reviewer's edited revision) with its hash."""
+
     model_config = ConfigDict(extra="ignore")
 
     id: str
@@ -113,14 +119,23 @@ class ApprovalStatus(BaseModel):
 
     @property
     def terminal(self) -> bool:
+        """True once the approval is decided for good: approved, rejected, expired or cancelled."""
         return self.state in TERMINAL
 
     @property
     def fields(self) -> dict[str, Any]:
+        """A copy of the (approved) action's fields; empty when it has none."""
         return dict(self.action.get("fields") or {})
 
 
 class PolicyEngineClient:
+    """An async client for one policy service: evaluate actions, wait for approvals, guard tool functions.
+
+    Every service error or unreachable service raises `PolicyEngineError`. An HTTP client
+    passed as `http` is used as is (the API key is added to its headers) and is not closed
+    by `aclose`.
+    """
+
     def __init__(
         self, base_url: str, api_key: str | None = None, *, timeout_s: float = 30.0,
         http: httpx.AsyncClient | None = None, max_wait_per_poll_s: float = 55.0,
@@ -143,6 +158,7 @@ class PolicyEngineClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the HTTP client this client created; one passed in as `http` is left open."""
         if self._own:
             await self._http.aclose()
 
@@ -182,6 +198,7 @@ class PolicyEngineClient:
         return EvaluateResult.model_validate(await self._request("POST", "/v1/evaluate", json=_jsonable(body)))
 
     async def get_approval(self, approval_id: str) -> ApprovalStatus:
+        """The approval's current status, at once (no waiting); PolicyEngineError when the service refuses."""
         return ApprovalStatus.model_validate(await self._request("GET", f"/v1/approvals/{approval_id}"))
 
     async def wait_for_approval(self, approval_id: str, *, timeout: float | None = None) -> ApprovalStatus:

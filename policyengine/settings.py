@@ -55,6 +55,12 @@ class _FileSource(PydanticBaseSettingsSource):
 
 
 def load_settings_file(path: str | Path) -> dict[str, Any]:
+    """The settings mapping in a `.toml` (its `[policyengine]` table when it has one), `.yaml`/`.yml`
+    or `.json` file.
+
+    ValueError when the file is missing, has another suffix, is not valid TOML or JSON, or
+    does not hold a mapping (a YAML syntax error propagates as `yaml.YAMLError`).
+    """
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"settings file not found: {p}")
@@ -79,6 +85,13 @@ def load_settings_file(path: str | Path) -> dict[str, Any]:
 
 
 class Settings(BaseSettings):
+    """Every setting of the service, validated at construction (`extra="forbid"`: an unknown name is an error).
+
+    Sources, highest first: arguments, `POLICYENGINE_*` environment variables, the settings
+    file, defaults. The database URL and the `dispatch` overrides are checked here, so a bad
+    value fails at start rather than at the first request.
+    """
+
     model_config = SettingsConfigDict(env_prefix="POLICYENGINE_", extra="forbid", validate_default=True)
 
     # where things are
@@ -169,12 +182,16 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Pydantic hook: arguments, then the environment, then the settings file (the `settings_file`
+        argument or `POLICYENGINE_SETTINGS_FILE`), then file secrets; `.env` files are not read."""
         path = None
         init = getattr(init_settings, "init_kwargs", {}) or {}
         path = init.get("settings_file") or os.environ.get("POLICYENGINE_SETTINGS_FILE")
         return (init_settings, env_settings, _FileSource(settings_cls, path), file_secret_settings)
 
     def redaction_salt(self) -> str | None:
+        """The HMAC salt for redaction hashes, read now from the variable `redaction_salt_env` names;
+        None when no variable is named or it is unset."""
         return os.environ.get(self.redaction_salt_env) if self.redaction_salt_env else None
 
     def public_dict(self) -> dict[str, Any]:

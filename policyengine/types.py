@@ -95,6 +95,7 @@ class Provider(StrEnum):
 
     @property
     def openai_compatible(self) -> bool:
+        """True for every family served by the OpenAI-compatible adapter (all but Bedrock and Vertex)."""
         return self not in (Provider.bedrock, Provider.vertex)
 
 
@@ -106,6 +107,7 @@ class EnvRef(BaseModel):
     name: str
 
     def resolve(self, environ: dict[str, str] | None = None) -> str | None:
+        """The variable's current value in `environ` (default: `os.environ`), or None when unset."""
         import os
 
         return (environ if environ is not None else os.environ).get(self.name)
@@ -126,6 +128,8 @@ class Timeouts(BaseModel):
 
 
 class Capabilities(BaseModel):
+    """What a model's endpoint supports: streaming, tool calls, continuing a trailing assistant message."""
+
     model_config = ConfigDict(frozen=True)
 
     streaming: bool = True
@@ -155,10 +159,12 @@ class ModelSpec(BaseModel):
 
     @property
     def upstream_model(self) -> str:
+        """The model id sent upstream: `model_id` when declared, otherwise the policy's `name`."""
         return self.model_id or self.name
 
     @property
     def self_hosted(self) -> bool:
+        """True when the model costs nothing per call (`cost_per_1k == 0`), which is how self-hosted is declared."""
         return self.cost_per_1k == 0
 
 
@@ -215,6 +221,8 @@ Effect = Literal["allow", "deny", "require_approval", "escalate"]
 
 
 class SourceSpan(BaseModel):
+    """Where a rule is in policy source: 1-based line and column, optionally its end; `str()` is `file:line`."""
+
     model_config = ConfigDict(frozen=True)
 
     file: str
@@ -239,6 +247,8 @@ class RuleHit(BaseModel):
 
 
 class Channel(BaseModel):
+    """One place an approval notice is sent: a channel kind and its target (channel, address or URL)."""
+
     kind: Literal["slack", "teams", "email", "webhook"]
     target: str
 
@@ -265,6 +275,8 @@ class Verification(BaseModel):
 
 
 class Routing(BaseModel):
+    """The models a decision may call, in order, and how the dispatcher walks them (stickiness, self-hosted first)."""
+
     chain: list[str] = Field(default_factory=list)  # primary first, then fallbacks
     sticky: bool = False
     sticky_return: bool = False  # move back to the original model once it recovers
@@ -273,6 +285,14 @@ class Routing(BaseModel):
 
 
 class Decision(BaseModel):
+    """The policy's answer for one Action: the effect, the rules that produced it and what the caller must do.
+
+    `rules` lists every rule that applied (a default deny is `default_applied`); `obligations`
+    are the approvals a held effect needs; `routing` and `verification` say how a model call
+    must be dispatched; `policy_name`, `policy_version` and `policy_hash` identify the policy
+    that decided.
+    """
+
     effect: Effect
     action: str
     routing: Routing = Field(default_factory=Routing)
@@ -290,6 +310,7 @@ class Decision(BaseModel):
 
     @property
     def model_chain(self) -> list[str]:
+        """The routing chain: the models to try, primary first (the same list as `routing.chain`)."""
         return self.routing.chain
 
 
