@@ -62,4 +62,5 @@ class Metrics:
                                  ["name", "version", "hash"], registry=r)
 
     def set_cooldown_source(self, fn: Callable[[], float]) -> None:
+        """Make `policyengine_cooldowns_open` report `fn()` at each scrape (it replaces any earlier source)."""
         self.cooldowns_open.set_function(fn)

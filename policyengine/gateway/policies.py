@@ -26,6 +26,9 @@ DispatcherFactory = Callable[[Any], Any]  # CompiledPolicy -> ChainDispatcher
 
 
 class ReloadResult(BaseModel):
+    """The outcome of one reload: `ok` False means refused (the old set, `hash`, still serves; `error`
+    and `diagnostics` say why); `changed` False with `ok` means the files compiled to the serving hash."""
+
     ok: bool
     changed: bool = False
     hash: str | None = None  # the hash serving after the call
@@ -61,6 +64,12 @@ def _load(paths: Sequence[str]) -> Any:
 
 
 class PolicyHolder:
+    """Holds the policy set serving and its dispatcher; `reload` swaps both in one assignment or not at all.
+
+    A request reads `snapshot()` once and sees one consistent pair. A retired dispatcher is
+    closed after `grace_s` seconds, so requests in flight on it finish.
+    """
+
     def __init__(self, paths: Sequence[str], dispatcher_factory: DispatcherFactory | None = None, *,
                  on_loaded: Callable[[Any, str | None], Awaitable[None]] | None = None,
                  grace_s: float = 60.0) -> None:
@@ -77,12 +86,14 @@ class PolicyHolder:
 
     @property
     def current(self) -> Any:
+        """The CompiledPolicy serving now; RuntimeError before the first successful load."""
         if self._serving is None:
             raise RuntimeError("no policy loaded")
         return self._serving.policy
 
     @property
     def dispatcher(self) -> Any:
+        """The dispatcher built for the serving policy (None without a factory); RuntimeError before the first load."""
         if self._serving is None:
             raise RuntimeError("no policy loaded")
         return self._serving.dispatcher
@@ -95,11 +106,15 @@ class PolicyHolder:
 
     @property
     def loaded(self) -> bool:
+        """True once a policy set has loaded (from then on one always serves)."""
         return self._serving is not None
 
     # -- reload ---------------------------------------------------------------------------
 
     async def reload(self, *, by: str | None = None) -> ReloadResult:
+        """Load the policy files again (one reload at a time) and serve them if they compile and the
+        `on_loaded` hook, when set, succeeds (it is given `by`, who asked). A set that does not load,
+        or that the hook fails on, is refused as `ok=False`, not raised, and the old set keeps serving."""
         async with self._lock:
             prev = self._serving
             prev_hash = getattr(prev.policy, "hash", None) if prev else None
@@ -146,6 +161,7 @@ class PolicyHolder:
             await dispatcher.aclose()
 
     async def aclose(self) -> None:
+        """Close every dispatcher now: the retired ones (their grace period cut short) and the serving one."""
         for t, dispatcher in list(self._retired.items()):
             t.cancel()
             with contextlib.suppress(Exception):

@@ -43,7 +43,9 @@ class ApprovalsPort(Protocol):
 
     async def hold(self, *, action: Action, decision: Decision, principal: Principal | None = None,
                    callback_url: str | None = None, answers: dict[str, str] | None = None,
-                   decision_id: str | None = None, request_id: str | None = None) -> Any: ...
+                   decision_id: str | None = None, request_id: str | None = None) -> Any:
+        """Create the pending approval bound to exactly `action` under the held `decision`, and notify its reviewers."""
+        ...
 
 
 @dataclass
