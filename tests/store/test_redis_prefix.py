@@ -6,8 +6,13 @@ import uuid
 
 import pytest
 
-from policyengine.api.app import _make_state
 from policyengine.settings import Settings
+from policyengine.state import make_state_store
+
+
+def _make_state(settings: Settings):
+    """The state store the service builds from its settings (gateway.runtime)."""
+    return make_state_store(settings.redis_url, prefix=settings.redis_prefix)
 
 
 @pytest.mark.redis
