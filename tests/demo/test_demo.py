@@ -55,8 +55,7 @@ def log(demo_run: dict[str, Any]):
         rec = json.loads(row["record"])
         assert rec["effect"] == row["effect"] and rec["model"] == row["model"]
         # a chat's answer (model, attempts, a verdict) is in the outcome row that follows it
-        done = conn.execute("SELECT record FROM decisions WHERE id = ? AND follows = ?",
-                            (outcome_id(decision_id), decision_id)).fetchone()
+        done = conn.execute("SELECT record FROM decisions WHERE id = ?", (outcome_id(decision_id),)).fetchone()
         return merged_record(rec, json.loads(done["record"]) if done is not None else None)
 
     record.conn = conn  # type: ignore[attr-defined]
