@@ -1,4 +1,5 @@
-"""Decision log commands: `policyengine log checkpoint`, and the anchors `verify-log` checks."""
+"""Decision log commands: `policyengine verify-log`, `policyengine log checkpoint`, and the anchors
+`verify-log` checks."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import typer
 from rich.console import Console
 
 from policyengine.cli import app
+from policyengine.cli.service_cmds import SettingsOpt, _db_url, out
 
 console = Console(stderr=True)
 
@@ -61,7 +63,6 @@ def checkpoint(
     Keep checkpoints outside the database (an append-only store, a ticket, another system);
     `verify-log --checkpoint FILE` then fails if the log no longer holds that head at that count.
     Exit 0: printed; 1: the log does not verify (nothing printed); 2: no key or cannot read."""
-    from policyengine.cli.service_cmds import _db_url
     from policyengine.store import make_sync_engine, verify_chain
     from policyengine.store.checkpoint import CheckpointError, checkpoint_key, make_checkpoint
 
@@ -93,3 +94,53 @@ def checkpoint(
             console.print(f"[red]cannot write {out}:[/red] {exc}")
             raise typer.Exit(2)
     typer.echo(line)
+
+
+@app.command("verify-log")
+def verify_log(
+    db_url: Annotated[str | None, typer.Argument(help="database URL (default: from settings)")] = None,
+    settings_file: SettingsOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    expect_head: Annotated[list[str] | None, typer.Option(
+        "--expect-head", help="HASH: the log's head must be HASH; HASH:COUNT: row COUNT must have hash HASH "
+                              "(the log may have grown since). Repeatable")] = None,
+    checkpoint: Annotated[list[Path] | None, typer.Option(
+        "--checkpoint", help="a signed checkpoint file (`policyengine log checkpoint`): the log must hold its "
+                             "heads at its counts and continue intact from them. Repeatable")] = None,
+    key_env: Annotated[str, typer.Option("--key-env", help="environment variable holding the checkpoint key")]
+        = "POLICYENGINE_CHECKPOINT_KEY",
+) -> None:
+    """Verify the decision log's and the approval events' hash chains, and any anchors given;
+    report the first broken row. Exit 0: OK; 1: broken or an anchor fails; 2: cannot read."""
+    from policyengine.store import make_sync_engine, verify_chain
+
+    url = _db_url(db_url, settings_file)
+    anchors = anchors_from_options(expect_head, checkpoint, key_env)
+    engine = make_sync_engine(url)
+    try:
+        res = verify_chain(engine, anchors)
+    except Exception as exc:
+        console.print(f"[red]cannot read the decision log:[/red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(2)
+    finally:
+        engine.dispose()
+    if as_json:
+        out.print_json(json.dumps(res.__dict__))
+    elif res.ok:
+        anchored = f"; {res.anchors_checked} anchor(s) hold" if res.anchors_checked else ""
+        legacy = f" (+{res.approval_events_unchained} from before chaining)" if res.approval_events_unchained else ""
+        out.print(f"[green]OK[/green] {res.rows} decisions, chain intact; head seq {res.head_seq} "
+                  f"hash {res.head_hash}\n   {res.approval_events} approval events{legacy}, chain intact; head seq "
+                  f"{res.approval_head_seq} hash {res.approval_head_hash}{anchored}")
+    elif res.first_bad_seq is None and res.first_bad_id is None:
+        out.print(f"[red]BROKEN[/red] {res.table or 'decisions'}: {res.problem}")
+    else:
+        good = res.rows if res.table == "decisions" else res.approval_events
+        out.print(f"[red]BROKEN[/red] {res.table} after {good} good rows: first bad row seq={res.first_bad_seq} "
+                  f"id={res.first_bad_id}\n  {res.problem}")
+    for d in res.details:
+        out.print(f"  {d}")
+    if res.ok and not res.anchors_checked and not as_json:
+        console.print("not anchored: a log emptied or rewritten together with its head would read the same; "
+                      "check against --checkpoint FILE (policyengine log checkpoint) or --expect-head HASH:COUNT")
+    raise typer.Exit(0 if res.ok else 1)

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -94,57 +93,6 @@ def migrate(db: DbOpt = None, settings_file: SettingsOpt = None) -> None:
     out.print(f"database at {after} (was {before or 'empty'}; code heads {heads()})")
 
 
-@app.command("verify-log")
-def verify_log(
-    db_url: Annotated[str | None, typer.Argument(help="database URL (default: from settings)")] = None,
-    settings_file: SettingsOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
-    expect_head: Annotated[list[str] | None, typer.Option(
-        "--expect-head", help="HASH: the log's head must be HASH; HASH:COUNT: row COUNT must have hash HASH "
-                              "(the log may have grown since). Repeatable")] = None,
-    checkpoint: Annotated[list[Path] | None, typer.Option(
-        "--checkpoint", help="a signed checkpoint file (`policyengine log checkpoint`): the log must hold its "
-                             "heads at its counts and continue intact from them. Repeatable")] = None,
-    key_env: Annotated[str, typer.Option("--key-env", help="environment variable holding the checkpoint key")]
-        = "POLICYENGINE_CHECKPOINT_KEY",
-) -> None:
-    """Verify the decision log's and the approval events' hash chains, and any anchors given;
-    report the first broken row. Exit 0: OK; 1: broken or an anchor fails; 2: cannot read."""
-    from policyengine.cli.log_cmds import anchors_from_options
-    from policyengine.store import make_sync_engine, verify_chain
-
-    url = _db_url(db_url, settings_file)
-    anchors = anchors_from_options(expect_head, checkpoint, key_env)
-    engine = make_sync_engine(url)
-    try:
-        res = verify_chain(engine, anchors)
-    except Exception as exc:
-        console.print(f"[red]cannot read the decision log:[/red] {type(exc).__name__}: {exc}")
-        raise typer.Exit(2)
-    finally:
-        engine.dispose()
-    if as_json:
-        out.print_json(json.dumps(res.__dict__))
-    elif res.ok:
-        anchored = f"; {res.anchors_checked} anchor(s) hold" if res.anchors_checked else ""
-        legacy = f" (+{res.approval_events_unchained} from before chaining)" if res.approval_events_unchained else ""
-        out.print(f"[green]OK[/green] {res.rows} decisions, chain intact; head seq {res.head_seq} "
-                  f"hash {res.head_hash}\n   {res.approval_events} approval events{legacy}, chain intact; head seq "
-                  f"{res.approval_head_seq} hash {res.approval_head_hash}{anchored}")
-    elif res.first_bad_seq is None and res.first_bad_id is None:
-        out.print(f"[red]BROKEN[/red] {res.table or 'decisions'}: {res.problem}")
-    else:
-        good = res.rows if res.table == "decisions" else res.approval_events
-        out.print(f"[red]BROKEN[/red] {res.table} after {good} good rows: first bad row seq={res.first_bad_seq} "
-                  f"id={res.first_bad_id}\n  {res.problem}")
-    for d in res.details:
-        out.print(f"  {d}")
-    if res.ok and not res.anchors_checked and not as_json:
-        console.print("not anchored: a log emptied or rewritten together with its head would read the same; "
-                      "check against --checkpoint FILE (policyengine log checkpoint) or --expect-head HASH:COUNT")
-    raise typer.Exit(0 if res.ok else 1)
-
-
 def _keys_repo(url: str):
     from policyengine.store import ApiKeyRepo, Database, upgrade
 
@@ -229,5 +177,3 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key_id to revoke
         console.print(f"[red]no active key {key_id!r}[/red]")
         raise typer.Exit(1)
     out.print(f"revoked {key_id}")
-
-

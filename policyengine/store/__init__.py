@@ -13,7 +13,7 @@ Public surface:
 
 from policyengine.store.approval_chain import ApprovalChainError, append_approval_event
 from policyengine.store.base import Base
-from policyengine.store.chain import Anchor, VerifyResult, canonical_json, row_hash, verify_chain
+from policyengine.store.chain import Anchor, VerifyResult, verify_chain
 from policyengine.store.checkpoint import (
     CheckpointError,
     checkpoint_key,
@@ -40,6 +40,7 @@ from policyengine.store.repos import (
     decision_view,
     hash_token,
 )
+from policyengine.store.rowhash import canonical_json, row_hash
 
 __all__ = [
     "FOLLOW_UP_KINDS",

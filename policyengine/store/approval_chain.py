@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from policyengine.store.approvals_models import ApprovalEventChain, ApprovalEventRow
-from policyengine.store.chain import canonical_json, row_hash
+from policyengine.store.rowhash import canonical_json, row_hash
 
 # The hashed columns of approval_events (besides chain_seq), in the order of the table.
 EVENT_FIELDS = ("approval_id", "at", "kind", "from_state", "to_state", "actor", "via", "ip", "user_agent",

@@ -18,17 +18,18 @@ is what detects a log rewritten or emptied together with its head.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Literal
 
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from policyengine.store.approval_chain import EVENT_FIELDS, event_record
+from policyengine.store.approvals_models import ApprovalEventChain, ApprovalEventRow
 from policyengine.store.models import GENESIS_HASH, DecisionChain, DecisionRecord
+from policyengine.store.rowhash import row_hash
 
 # Columns that duplicate a field of the record (for queries) and must agree with it: every column
 # of `decisions` but seq (the chain order), record, prev_hash and row_hash (the chain itself).
@@ -36,26 +37,6 @@ INDEXED_FIELDS = ("id", "ts", "kind", "tenant", "actor", "session_id", "action",
                   "policy_hash")
 
 ChainName = Literal["decisions", "approval_events"]
-
-
-def _default(obj: Any) -> Any:
-    if isinstance(obj, Decimal):
-        return str(obj)
-    if isinstance(obj, set | frozenset):
-        return sorted(obj)
-    if hasattr(obj, "model_dump"):
-        return obj.model_dump(mode="json")
-    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no whitespace, UTF-8: the same value always gives the same text."""
-    return orjson.dumps(value, default=_default, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
-
-
-def row_hash(prev_hash: str, record: str) -> str:
-    """sha256(prev_hash || record), hex."""
-    return hashlib.sha256(prev_hash.encode() + record.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -193,8 +174,6 @@ def _verify_approval_events(conn: Connection, res: VerifyResult, wanted: set[int
     """Walk the chained approval events in `chain_seq` order; fills `res`; returns the hashes of
     the `wanted` seqs found. Unchained events (NULL chain columns) are allowed only before the
     first chained one: they were written before the chain existed."""
-    from policyengine.store.approval_chain import EVENT_FIELDS, event_record
-    from policyengine.store.approvals_models import ApprovalEventChain, ApprovalEventRow
 
     found: dict[int, str] = {0: GENESIS_HASH}
     insp = sa.inspect(conn)

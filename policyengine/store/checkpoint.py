@@ -25,7 +25,8 @@ from typing import Any
 
 import orjson
 
-from policyengine.store.chain import Anchor, VerifyResult, canonical_json
+from policyengine.store.chain import Anchor, VerifyResult
+from policyengine.store.rowhash import canonical_json
 
 CHECKPOINT_FORMAT = "policyengine-checkpoint/1"
 DEFAULT_KEY_ENV = "POLICYENGINE_CHECKPOINT_KEY"

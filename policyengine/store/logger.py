@@ -39,9 +39,9 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
-from policyengine.store.chain import canonical_json, row_hash
 from policyengine.store.db import SQLITE_BUSY_TIMEOUT_MS, make_sync_engine
 from policyengine.store.redaction import Redactor
+from policyengine.store.rowhash import canonical_json, row_hash
 
 log = logging.getLogger("policyengine.store.logger")
 
