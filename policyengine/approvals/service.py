@@ -63,6 +63,7 @@ from policyengine.approvals.tables import (
 )
 from policyengine.approvals.views import apply_edit, check_url, outcome, to_view
 from policyengine.notifier import OutboxSender, TemplateRenderer
+from policyengine.store.approval_chain import append_approval_event
 from policyengine.store.approvals_models import APPROVAL_TABLES
 from policyengine.types import Action, Decision
 
@@ -696,13 +697,12 @@ class ApprovalService:
     ) -> None:
         if self.metrics is not None:
             self.metrics.transition(kind)
-        await conn.execute(
-            events_table.insert().values(
-                approval_id=approval_id, at=self.clock(), kind=kind,
-                from_state=from_state.value if from_state else None, to_state=to_state.value if to_state else None,
-                actor=actor, via=str(via.value if isinstance(via, Via) else via) if via else None, ip=ip,
-                user_agent=(ua or None) and ua[:400], reason=reason, details=details,
-            )
+        # on the approval-event hash chain (verify-log checks it), in the caller's transaction
+        await append_approval_event(
+            conn, approval_id=approval_id, at=self.clock(), kind=kind,
+            from_state=from_state.value if from_state else None, to_state=to_state.value if to_state else None,
+            actor=actor, via=str(via.value if isinstance(via, Via) else via) if via else None, ip=ip,
+            user_agent=(ua or None) and ua[:400], reason=reason, details=details,
         )
 
     async def _refuse(self, row: Any, reviewer: Reviewer, why: str) -> None:
