@@ -54,6 +54,46 @@ FOLLOW_UP_KINDS = ("chat_outcome", "chat_verdict")
 VERDICT_KIND = "chat_verdict"
 
 
+REDACTED_BECAUSE = "(redacted)"
+
+
+def _covered(redactor: Redactor, parts: list[str]) -> bool:
+    """True when the value at `parts` (a path in the logged action) is, contains or is inside a
+    value `redactor` hashes."""
+    if any(p in redactor.names for p in parts):
+        return True
+    return any(rule[:len(parts)] == parts or parts[:len(rule)] == rule for rule in redactor.paths)
+
+
+def redact_rules(redactor: Redactor, rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rules` (RuleHit dicts) with every explanation that shows a redacted value rewritten.
+
+    An explanation starts with the path it read (`amount 150 GBP > 100 GBP`, `card.number ...
+    in [...]`); when the value at that path (as an action field, `fields.<path>`, or a top-level
+    attribute such as `text`) is redacted, the line becomes `<path> (redacted)`. The rule's
+    `source` (its text, with the threshold) is kept. Returns `rules` itself when nothing is
+    redacted; never modifies it.
+    """
+    if not redactor or not rules:
+        return rules
+    out = []
+    for hit in rules:
+        because = hit.get("because") if isinstance(hit, dict) else None
+        if not because:
+            out.append(hit)
+            continue
+        lines = []
+        for line in because:
+            path = str(line).split(" ", 1)[0]
+            parts = path.split(".")
+            as_field = parts[1:] if parts[0] == "fields" else parts
+            if path and (_covered(redactor, ["fields", *as_field]) or _covered(redactor, parts)):
+                line = f"{path} {REDACTED_BECAUSE}"
+            lines.append(line)
+        out.append({**hit, "because": lines})
+    return out
+
+
 class DecisionLogError(RuntimeError):
     """The decision could not be committed: the caller must not act on the decision."""
 
@@ -202,7 +242,8 @@ class DecisionLogger:
                 "follows": e.follows, "routing": d.get("routing") or {}, "tags": d.get("tags") or [],
                 "attempts": e.attempts, "latency_ms": None if e.latency_ms is None else round(e.latency_ms, 3),
                 "key_id": e.key_id, "extra": self.redactor.redact(e.extra) if e.extra else {},
-                **({"signals": self.redactor.redact(d.get("signals") or {}), "rules": d.get("rules") or [],
+                **({"signals": self.redactor.redact(d.get("signals") or {}),
+                    "rules": redact_rules(self.redactor, d.get("rules") or []),
                     "obligations": d.get("obligations") or [], "verification": d.get("verification")}
                    if e.kind == VERDICT_KIND else {}),
             }
@@ -221,7 +262,7 @@ class DecisionLogger:
             "policy_version": d.get("policy_version"),
             "request": self.redactor.redact(e.action),
             "signals": self.redactor.redact(d.get("signals") or {}),
-            "rules": d.get("rules") or [],
+            "rules": redact_rules(self.redactor, d.get("rules") or []),
             "routing": d.get("routing") or {},
             "obligations": d.get("obligations") or [],
             "tags": d.get("tags") or [],
