@@ -331,6 +331,13 @@ class CompiledPolicy(PolicyIR):
         """The user-switchable allowlist for this caller (union of matching `allow model choice`)."""
         return self._allowed(EvalContext(action, None, self))[0]
 
+    def always_denied(self, action: str) -> bool:
+        """True when `action` is denied whatever its fields and signals: a deny rule without a
+        condition names it, or no authorize, approval or escalation rule could let it through
+        (the default deny)."""
+        plan = self.plans.get(action, self.global_plan)
+        return any(r.cond is None for r in plan.denies) or not (plan.holds or plan.authorizes)
+
     def signals_needed(self, action: Action | str) -> set[str]:
         """Signals a decision on this action may need, named as `policyengine.signals.precompute`
         expects them: "sentiment", "confidence", "mentions:<lexicon>". (Divergence is never

@@ -132,6 +132,15 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     default_use_case: str | None = None
     verify_timeout_s: float = Field(120, gt=0)
+    # tool calls a model returns are judged as actions (policyengine.gateway.tools)
+    tool_call_max_argument_bytes: int = Field(64 * 1024, ge=2, description="larger tool-call arguments are denied")
+    tool_calls_denied: Literal["note", "remove"] = Field(
+        "note", description="a denied or held tool call is removed; 'note' also says so in the message content")
+    strip_denied_tools: bool = Field(
+        False, description="remove from the request the tools the standing orders always deny")
+    # held chats (policyengine.gateway.paths): how long a request may wait for its reviewer
+    chat_hold_max_wait_s: float = Field(300, ge=0, description="cap on X-PolicyEngine-Hold-Wait")
+    chat_hold_keepalive_s: float = Field(10, gt=0, description="SSE comment interval while a stream waits")
     dispatch: dict[str, Any] = Field(default_factory=dict,
                                      description="DispatchSettings overrides (max_attempts, deadline, breaker...)")
 

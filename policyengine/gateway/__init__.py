@@ -57,6 +57,7 @@ from policyengine.gateway.errors import (
     UpstreamFailed,
     VerificationFailed,
 )
+from policyengine.gateway.hold import hold, reasons
 from policyengine.gateway.keys import KeyCache
 from policyengine.gateway.paths import (
     ChatStream,
@@ -67,8 +68,6 @@ from policyengine.gateway.paths import (
     chat,
     complete,
     decide,
-    hold,
-    reasons,
     stream_chat,
     verify,
 )

@@ -18,17 +18,24 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from policyengine.approvals.errors import ApprovalError
 from policyengine.dispatch import Attempt, DispatchError
 from policyengine.gateway.call import HELD, Call, PendingCommit, evaluate
 from policyengine.gateway.errors import (
     ApprovalRequired,
-    ApprovalsUnavailable,
+    DecisionLogUnavailable,
     ModelNotAllowed,
     NoRoute,
     PolicyDenied,
     UpstreamFailed,
     VerificationFailed,
+)
+from policyengine.gateway.hold import hold, reasons
+from policyengine.gateway.tools import (
+    ToolCallBuffer,
+    ToolVerdict,
+    apply_verdicts,
+    judge_tool_calls,
+    strip_denied_tools,
 )
 from policyengine.types import Decision, RuleHit
 
@@ -104,19 +111,6 @@ def attempt_dicts(atts: list[Any] | None) -> list[dict[str, Any]]:
     return [a.as_json() if isinstance(a, Attempt) else dict(a) for a in atts or []]
 
 
-def reasons(decision: Decision) -> str:
-    """A one-line account of the rules behind `decision`'s effect (at most three)."""
-    hits = [r for r in decision.rules if r.effect == decision.effect] or decision.rules
-    out = []
-    for r in hits[:3]:
-        where = f" ({r.span})" if r.span else ""
-        because = f": {'; '.join(r.because)}" if r.because else ""
-        out.append(f"{r.source or r.rule_id}{where}{because}")
-    if decision.default_applied:
-        out.append("no rule allows this action (default deny)")
-    return " | ".join(out) or decision.effect
-
-
 def _count_attempts(call: Call, atts: list[dict[str, Any]]) -> None:
     m = call.runtime.metrics.attempts
     for a in atts:
@@ -143,34 +137,6 @@ def _rename(resp: dict[str, Any], model: str) -> dict[str, Any]:
     resp = dict(resp)
     resp["model"] = model
     return resp
-
-
-# ------------------------------------------------------------------------------ hold
-
-
-async def hold(call: Call, *, callback_url: str | None = None, answers: dict[str, str] | None = None,
-               request_id: str | None = None) -> dict[str, Any] | None:
-    """Create the approval for a held, committed decision (step 5, "act").
-
-    Returns the approval as JSON, or None when the decision is not held or no approvals
-    service runs. An `ApprovalError` (the request is wrong, e.g. a refused callback URL)
-    passes through unchanged; any other failure is `ApprovalsUnavailable`.
-    """
-    rt = call.runtime
-    if call.decision.effect not in HELD or rt.approvals is None:
-        return None
-    try:
-        res = await rt.approvals.hold(action=call.action, decision=call.decision, principal=call.principal,
-                                      callback_url=callback_url, answers=answers, decision_id=call.decision_id,
-                                      request_id=request_id or call.request_id)
-    except ApprovalError:
-        raise
-    except Exception as exc:
-        log.exception("approval hold failed for decision %s", call.decision_id)
-        raise ApprovalsUnavailable(f"the decision {call.decision_id} was recorded ({call.decision.effect}) but "
-                                   f"the approval could not be created: {type(exc).__name__}",
-                                   decision_id=call.decision_id, decision=call.decision)
-    return res.model_dump(mode="json") if hasattr(res, "model_dump") else dict(res)
 
 
 # ------------------------------------------------------------------------------ decide
@@ -241,6 +207,8 @@ async def chat(call: Call, body: dict[str, Any], *, stream: bool) -> Completion 
                       decision_id=call.decision_id, decision=d)
     if call.dispatcher is None:
         raise NoRoute("no dispatcher is configured", decision_id=call.decision_id, decision=d)
+    if call.runtime.settings.strip_denied_tools:
+        body = strip_denied_tools(call, body)
     if stream:
         return await stream_chat(call, body)
     return await complete(call, body)
@@ -270,12 +238,36 @@ async def complete(call: Call, body: dict[str, Any]) -> Completion:
     await pending
     atts = attempt_dicts(result.attempts)
     _count_attempts(call, atts)
+    resp = _rename(result.response, result.model)
+    verdicts = await _judge_tools(call, resp)
     call.outcome(outcome="ok", model=result.model, attempts=atts, usage=result.usage,
-                 finish_reason=result.finish_reason, upstream_latency_ms=round(result.latency_ms, 3))
+                 finish_reason=resp["choices"][0].get("finish_reason") if verdicts else result.finish_reason,
+                 upstream_latency_ms=round(result.latency_ms, 3),
+                 **({"tool_calls": [v.as_json() for v in verdicts]} if verdicts else {}))
     rt.metrics.chat_requests.labels(result.model, "ok").inc()
     rt.metrics.upstream_latency.labels(result.model).observe(result.latency_ms / 1000)
     rt.metrics.request_latency.labels("chat").observe(call.elapsed_ms() / 1000)
-    return Completion(call, _rename(result.response, result.model), result.model, atts, d.tags)
+    return Completion(call, resp, result.model, atts, d.tags)
+
+
+async def _judge_tools(call: Call, resp: dict[str, Any]) -> list[ToolVerdict]:
+    """Judge the tool calls of a complete answer and rewrite it in place (only the allowed calls
+    stay executable; `policyengine.tool_calls` lists every verdict). No tool calls: []."""
+    choices = resp.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
+        return []
+    message = choices[0].get("message")
+    calls = message.get("tool_calls") if isinstance(message, dict) else None
+    if not calls or not isinstance(calls, list):
+        return []
+    verdicts = await judge_tool_calls(call, calls)
+    msg, left = apply_verdicts(message, verdicts, note=call.runtime.settings.tool_calls_denied == "note")
+    choice = {**choices[0], "message": msg}
+    if not left and choice.get("finish_reason") == "tool_calls":
+        choice["finish_reason"] = "stop"
+    resp["choices"] = [choice, *choices[1:]]
+    resp["policyengine"] = {"tool_calls": [v.as_json() for v in verdicts]}
+    return verdicts
 
 
 def _stream_model(stream: Any, chunk: dict[str, Any], call: Call) -> str | None:
@@ -330,22 +322,42 @@ async def stream_chat(call: Call, body: dict[str, Any]) -> ChatStream:
     model = _stream_model(stream, first or {}, call)
     decision_id = call.decision_id
 
+    note = rt.settings.tool_calls_denied == "note"
+
     async def relay(enc: StreamEncoder) -> AsyncIterator[bytes]:
         outcome, err_info = "ok", None
+        tools = ToolCallBuffer()
+        verdicts: list[ToolVerdict] = []
+
+        async def send(chunk: dict[str, Any]) -> list[dict[str, Any]]:
+            """What to send for one upstream chunk: tool calls are held back until judged."""
+            nonlocal verdicts
+            if model:
+                chunk["model"] = model
+            now, finished = tools.feed(chunk)
+            if finished is None:
+                return [now] if now is not None else []
+            verdicts = await judge_tool_calls(call, tools.calls())
+            return tools.release(finished, verdicts, note=note)
+
         try:
-            if first is not None:
-                if model:
-                    first["model"] = model
-                yield enc.chunk(first)
             try:
+                if first is not None:
+                    for c in await send(first):
+                        yield enc.chunk(c)
                 async for chunk in it:
                     if "error" in chunk and "choices" not in chunk:  # the stream broke after it started
                         outcome, err_info = "failed_in_stream", {"error": chunk["error"]}
                         if isinstance(chunk["error"], dict):
                             chunk = {"error": {**chunk["error"], "decision_id": decision_id}}
-                    elif model:
-                        chunk["model"] = model
-                    yield enc.chunk(chunk)
+                        yield enc.chunk(chunk)
+                        continue
+                    for c in await send(chunk):
+                        yield enc.chunk(c)
+            except DecisionLogUnavailable as exc:  # a tool call's decision could not be committed
+                outcome, err_info = "failed_log", {"error_class": "log", "reason": exc.code}
+                yield enc.chunk({"error": {"message": exc.message, "type": "service_unavailable",
+                                           "code": exc.code, "decision_id": decision_id}})
             except DispatchError as exc:
                 outcome, err_info = f"failed_{exc.error_class}", {"error_class": exc.error_class,
                                                                   "reason": exc.reason}
@@ -362,7 +374,7 @@ async def stream_chat(call: Call, body: dict[str, Any]) -> ChatStream:
         rt.metrics.request_latency.labels("chat_stream").observe(call.elapsed_ms() / 1000)
         call.outcome(outcome=outcome, model=final_model, attempts=atts, stream=True, usage=getattr(res, "usage", None),
                      finish_reason=getattr(res, "finish_reason", None), complete=getattr(res, "complete", None),
-                     **(err_info or {}))
+                     **({"tool_calls": [v.as_json() for v in verdicts]} if verdicts else {}), **(err_info or {}))
         if outcome == "ok":
             # A broken stream ends on its error item, never on done(): a client must not
             # mistake a truncated answer for a complete one.
@@ -451,6 +463,7 @@ async def verify(call: Call, body: dict[str, Any], *, stream: bool) -> Completio
                            decision=final, attempts=atts)
     rt.metrics.chat_requests.labels(ans.model or "-", "ok_verified").inc()
     resp = _rename(ans.response or {}, ans.model or "")
+    await _judge_tools(call, resp)
     if not stream:
         return Completion(call, resp, ans.model, atts, final.tags, divergence=div)
 

@@ -128,6 +128,9 @@ class SimServer:
         self.expired_keys: set[str] = set()
         self.context = context
         self.answer = answer
+        # the tool calls to answer with when the request offers tools: [(name, arguments), ...]
+        # (several: parallel calls); None: call the first tool offered with {"query": ...}
+        self.tool_plan: list[tuple[str, dict[str, Any] | str]] | None = None
         self.chunk_delay = chunk_delay
         self.latency = latency
         self.vllm_envelope = vllm_envelope
@@ -280,6 +283,10 @@ class SimServer:
         prefix = None
         if msgs and isinstance(msgs[-1], dict) and msgs[-1].get("role") == "assistant":
             prefix = msgs[-1].get("content") or ""
+        if body.get("tools") and body.get("tool_choice") != "none" and not prefix and self.tool_plan is not None:
+            return "", None, [{"id": f"call_{uuid.uuid4().hex[:12]}", "type": "function",
+                               "function": {"name": name, "arguments": args if isinstance(args, str)
+                                            else orjson.dumps(args).decode()}} for name, args in self.tool_plan]
         if body.get("tools") and body.get("tool_choice") != "none" and not prefix:
             tool = body["tools"][0].get("function", {})
             last = next((m.get("content") for m in reversed(msgs) if m.get("role") == "user"), "") or ""
@@ -414,7 +421,9 @@ class SimServer:
             for i, tc in enumerate(tools):
                 events.append(chunk({"tool_calls": [{"index": i, "id": tc["id"], "type": "function",
                                                      "function": {"name": tc["function"]["name"], "arguments": ""}}]}))
-                events.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": tc["function"]["arguments"]}}]}))
+                args = tc["function"]["arguments"]  # in pieces, as real servers stream them
+                events += [chunk({"tool_calls": [{"index": i, "function": {"arguments": args[j:j + 12]}}]})
+                           for j in range(0, len(args), 12)]
         else:
             events += [chunk({"content": p}) for p in pieces]
         completion_tokens = len(pieces) + (8 if tools else 0)
