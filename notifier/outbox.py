@@ -45,7 +45,7 @@ class OutboxSender:
         self.email = email
         self.teams = TeamsSender(http)
         self.webhook = WebhookSender(http, webhook_secret)
-        self.callback = WebhookSender(http, callback_secret)
+        self.callback = WebhookSender(http, callback_secret, purpose="callback")
 
     async def send(self, kind: str, target: str, payload: dict[str, Any], *, key: str | None = None) -> dict[str, Any]:
         if kind in ("slack", "slack_update"):

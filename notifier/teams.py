@@ -8,12 +8,16 @@ are ``Action.OpenUrl`` to the signed review page: Teams never decides by itself.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from policyengine.notifier.errors import DeliveryError, classify_status
 from policyengine.notifier.notice import Notice
 from policyengine.notifier.render import TemplateRenderer
+from policyengine.notifier.webhook import check_target
+
+if TYPE_CHECKING:
+    from policyengine.netcheck import OutboundPolicy
 
 
 def build_card(notice: Notice, renderer: TemplateRenderer) -> dict[str, Any]:
@@ -73,12 +77,18 @@ def compose(notice: Notice, renderer: TemplateRenderer) -> dict[str, Any]:
 
 
 class TeamsSender:
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    """POSTs Adaptive Cards to Teams workflow webhooks, checked against the webhook outbound policy first
+    (`policy`, default the settings'; see `policyengine.notifier.webhook.check_target`); no redirects."""
+
+    def __init__(self, client: httpx.AsyncClient, *, policy: OutboundPolicy | None = None) -> None:
         self._client = client
+        self._policy = policy
 
     async def post(self, url: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Send `payload` to `url` once it passes the outbound check; `DeliveryError` on refusal or failure."""
+        await check_target(url, "webhook", self._policy, "teams webhook")
         try:
-            resp = await self._client.post(url, json=payload)
+            resp = await self._client.post(url, json=payload, follow_redirects=False)
         except httpx.HTTPError as e:
             raise DeliveryError(f"teams webhook: {type(e).__name__}: {e}")
         if resp.status_code >= 300:

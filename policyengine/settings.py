@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -20,6 +21,9 @@ from pydantic_settings import (
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+if TYPE_CHECKING:
+    from policyengine.netcheck import OutboundPolicy
 
 DEFAULT_POLICY_DIR = "policies/support-desk"  # the full example set of the repository
 
@@ -84,7 +88,110 @@ def load_settings_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-class Settings(BaseSettings):
+def _split_list(v: Any) -> Any:
+    if isinstance(v, str):
+        s = v.strip()
+        if s.startswith("["):
+            return json.loads(s)
+        return [p.strip() for p in s.split(",") if p.strip()]
+    return v
+
+
+class OutboundHosts(BaseModel):
+    """Where the service may send requests (SSRF defence; `policyengine.netcheck` applies them).
+
+    Cloud metadata, link-local, unspecified, multicast and reserved addresses, and URLs that are
+    not http(s), are refused whatever these say. Each `*_hosts_allow` list holds CIDRs or IPs
+    (`10.0.0.0/8`, `fd12::/16`), host names or fnmatch patterns (`*.corp.example`), or the words
+    `public` / `private` (every public / every private-or-loopback address); a comma-separated
+    list or a JSON list in the environment. A malformed entry fails validation.
+    """
+
+    model_hosts_allow_private: bool = Field(
+        True, description="model base_urls may be private or loopback addresses (self-hosted models live there); "
+                          "false: only public addresses and model_hosts_allow")
+    model_hosts_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="extra hosts/CIDRs a model base_url may point at")
+    webhook_hosts_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="webhook and Teams targets may be public addresses, plus these "
+                                          "hosts/CIDRs (e.g. an internal receiver)")
+    callback_hosts_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="an application's callback_url must be one of these hosts/CIDRs "
+                                          "(empty: every callback_url is refused; `public` admits any public host)")
+
+    @field_validator("model_hosts_allow", "webhook_hosts_allow", "callback_hosts_allow", mode="before")
+    @classmethod
+    def _split_hosts(cls, v: Any) -> Any:
+        return _split_list(v)
+
+    @model_validator(mode="after")
+    def _check_hosts(self) -> OutboundHosts:
+        self.outbound_rules()  # a malformed entry is an error at start
+        return self
+
+    def outbound_rules(self) -> OutboundRules:
+        """The three `OutboundPolicy`s these settings describe."""
+        from policyengine.netcheck import OutboundPolicy
+
+        return OutboundRules(
+            model=OutboundPolicy("model", allow_public=True, allow_private=self.model_hosts_allow_private,
+                                 allow=tuple(self.model_hosts_allow),
+                                 setting="POLICYENGINE_MODEL_HOSTS_ALLOW (or POLICYENGINE_MODEL_HOSTS_ALLOW_PRIVATE)"),
+            webhook=OutboundPolicy("webhook", allow_public=True, allow_private=False,
+                                   allow=tuple(self.webhook_hosts_allow), setting="POLICYENGINE_WEBHOOK_HOSTS_ALLOW"),
+            callback=OutboundPolicy("callback", allow_public=False, allow_private=False,
+                                    allow=tuple(self.callback_hosts_allow),
+                                    setting="POLICYENGINE_CALLBACK_HOSTS_ALLOW"),
+        )
+
+
+@dataclass(frozen=True)
+class OutboundRules:
+    """The outbound policies for model calls, webhooks (and Teams) and application callbacks."""
+
+    model: OutboundPolicy
+    webhook: OutboundPolicy
+    callback: OutboundPolicy
+
+
+class OutboundSettings(OutboundHosts, BaseSettings):
+    """Only the outbound-host settings, read the way `Settings` reads them (environment `POLICYENGINE_*`,
+    then the file named by `POLICYENGINE_SETTINGS_FILE`), for call sites that are not given a `Settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="POLICYENGINE_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, the environment, then the settings file named by `POLICYENGINE_SETTINGS_FILE`."""
+        return (init_settings, env_settings, _FileSource(settings_cls, os.environ.get("POLICYENGINE_SETTINGS_FILE")))
+
+
+_OUTBOUND_ENV = ("POLICYENGINE_MODEL_HOSTS_ALLOW_PRIVATE", "POLICYENGINE_MODEL_HOSTS_ALLOW",
+                 "POLICYENGINE_WEBHOOK_HOSTS_ALLOW", "POLICYENGINE_CALLBACK_HOSTS_ALLOW", "POLICYENGINE_SETTINGS_FILE")
+_outbound_cache: dict[tuple[str | None, ...], OutboundRules] = {}
+
+
+def default_outbound_rules() -> OutboundRules:
+    """The outbound policies from the environment (and `POLICYENGINE_SETTINGS_FILE`), for call sites not given
+    any. Recomputed whenever one of those variables changes (a settings file's content is read once)."""
+    key = tuple(os.environ.get(k) for k in _OUTBOUND_ENV)
+    rules = _outbound_cache.get(key)
+    if rules is None:
+        rules = OutboundSettings().outbound_rules()
+        if len(_outbound_cache) > 32:
+            _outbound_cache.clear()
+        _outbound_cache[key] = rules
+    return rules
+
+
+class Settings(OutboundHosts, BaseSettings):
     """Every setting of the service, validated at construction (`extra="forbid"`: an unknown name is an error).
 
     Sources, highest first: arguments, `POLICYENGINE_*` environment variables, the settings

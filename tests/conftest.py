@@ -15,6 +15,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The suite's webhook, Teams and callback receivers listen on 127.0.0.1, which the service refuses
+# by default (policyengine.netcheck); allow exactly that, and the example.com hosts some tests
+# register as callbacks (never resolved: no DNS). tests/test_netcheck.py sets its own policies.
+os.environ.setdefault("POLICYENGINE_WEBHOOK_HOSTS_ALLOW", "127.0.0.1")
+os.environ.setdefault("POLICYENGINE_CALLBACK_HOSTS_ALLOW", "127.0.0.1,*.example.com")
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379

@@ -26,7 +26,9 @@ from policyengine.adapters.classify import (
     load_rules,
 )
 from policyengine.adapters.http import make_client
+from policyengine.errors import Location
 from policyengine.fastmodel import construct
+from policyengine.netcheck import OutboundPolicy, OutboundRefused, OutboundUnresolved
 from policyengine.state import StateStore, StickyEntry, key_scope, model_scope
 from policyengine.types import EnvRef, ModelSpec, Routing
 
@@ -56,7 +58,8 @@ class ChainDispatcher:
     def __init__(self, models: Mapping[str, ModelSpec], state: StateStore, *,
                  settings: DispatchSettings | None = None,
                  classifier_rules: list[ClassifierRule] | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+                 environ: Mapping[str, str] | None = None,
+                 outbound: OutboundPolicy | None = None) -> None:
         self.models = dict(models)
         for name, spec in self.models.items():
             if spec.name != name:
@@ -71,6 +74,17 @@ class ChainDispatcher:
         self._environ = environ
         self._client = None
         self._adapters: dict[str, Adapter] = {}
+        # SSRF: every base_url is checked against the model outbound policy (`policyengine.netcheck`) now,
+        # without DNS (a refused one raises OutboundRefused located at the model); names are resolved
+        # and checked once per URL before their first call.
+        if outbound is None:
+            from policyengine.settings import default_outbound_rules
+
+            outbound = default_outbound_rules().model
+        self.outbound = outbound
+        self._checked_urls: set[str] = set()
+        for spec in self.models.values():
+            self._check_base_url_static(spec)
 
     # ------------------------------------------------------------------ plumbing
     def _env(self) -> Mapping[str, str]:
@@ -118,6 +132,33 @@ class ChainDispatcher:
         t, s = spec.timeouts, self.settings
         return Budget(connect=t.connect or s.connect_timeout, first_token=t.first_token or s.first_token_timeout,
                       idle=t.idle or s.idle_timeout, attempt=t.total or s.attempt_timeout)
+
+    def _check_base_url_static(self, spec: ModelSpec) -> None:
+        url = self._resolve(spec.base_url)
+        if not url:
+            return  # an unset env(): the call fails as a configuration error
+        try:
+            self.outbound.check_static(url)
+        except OutboundRefused as e:
+            where = f"{spec.file}:{spec.line}: " if spec.file and spec.line else ""
+            via = f" (from env {spec.base_url.name})" if isinstance(spec.base_url, EnvRef) else ""
+            raise OutboundRefused(f"{where}model `{spec.name}` base_url{via} refused: {e.message}", reason=e.reason,
+                                  url=e.url, purpose="model",
+                                  span=Location(spec.file, spec.line) if spec.file and spec.line else None) from None
+
+    async def _base_url_refused(self, spec: ModelSpec, url: str | None) -> str | None:
+        """None when `url` may be called (checked with DNS once per URL); else why not (logged)."""
+        if not url or url in self._checked_urls:
+            return None
+        try:
+            await self.outbound.acheck(url)
+        except OutboundUnresolved:
+            return None  # nothing to check: the connection fails the usual way
+        except OutboundRefused as e:
+            log.warning("model %s: %s", spec.name, e.message)
+            return f"outbound_refused:{e.reason}"
+        self._checked_urls.add(url)
+        return None
 
     def _resolve(self, v: str | EnvRef | None) -> str | None:
         if isinstance(v, EnvRef):
@@ -196,6 +237,10 @@ class ChainDispatcher:
                 continue
             prefer = run.sticky.key_id if run.sticky is not None and run.sticky.model == name else None
             base_url = self._resolve(spec.base_url)
+            refused = await self._base_url_refused(spec, base_url)
+            if refused is not None:
+                self._skip(run, name, refused)
+                continue
             candidates: list[tuple[str | None, str | None]] = []  # (key_id, secret)
             for key_ref in self._keys(spec, prefer):
                 if key_ref is None:
