@@ -140,7 +140,7 @@ class ApprovalService:
             attrs = getattr(principal, "attributes", None) or {}
             callback_url = attrs.get("callback_url") if isinstance(attrs.get("callback_url"), str) else None
         if callback_url is not None:
-            check_url(callback_url, "callback_url")
+            check_url(callback_url, "callback_url", purpose="callback")
             if self.settings.callback_secret is None:
                 # An unsigned outcome could be forged by anyone who can reach the app.
                 raise ApprovalInvalid("callback_url needs signed callbacks: set POLICYENGINE_APPROVALS_CALLBACK_SECRET "

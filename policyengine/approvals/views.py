@@ -9,12 +9,28 @@ from policyengine.approvals.errors import ApprovalInvalid
 from policyengine.approvals.hashing import action_view
 from policyengine.approvals.models import ApprovalView, Outcome, Reason
 from policyengine.approvals.states import State
+from policyengine.netcheck import OutboundRefused, Purpose, redact_url
 
 
-def check_url(url: str, what: str) -> None:
+def check_url(url: str, what: str, purpose: Purpose | None = None) -> None:
+    """Refuse (`ApprovalInvalid`, 422, with the reason) a URL the service must not send requests to.
+
+    Always: it must be an http(s) URL with a host. With `purpose` (`"callback"`, `"webhook"`), also the
+    outbound policy of that purpose from the settings (`POLICYENGINE_CALLBACK_HOSTS_ALLOW`, ...;
+    `policyengine.netcheck`), as far as it is known without DNS: metadata, link-local and other
+    always-refused literal addresses, literal addresses the policy does not admit, and hosts that
+    cannot pass its allowlist. Names are resolved and checked again when the request is sent.
+    """
     p = urlparse(url)
     if p.scheme not in ("http", "https") or not p.netloc:
-        raise ApprovalInvalid(f"{what} must be an http(s) URL, got {url[:80]!r}")
+        raise ApprovalInvalid(f"{what} must be an http(s) URL, got {redact_url(url)[:80]!r}")
+    if purpose is not None:
+        from policyengine.settings import default_outbound_rules
+
+        try:
+            getattr(default_outbound_rules(), purpose).check_static(url)
+        except OutboundRefused as e:
+            raise ApprovalInvalid(f"{what} refused: {e.message}") from None
 
 
 def apply_edit(current: dict[str, Any], edit: dict[str, Any]) -> dict[str, Any]:
