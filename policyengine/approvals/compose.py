@@ -24,6 +24,7 @@ from policyengine.notifier import email as email_channel
 from policyengine.notifier import slack as slack_channel
 from policyengine.notifier import teams as teams_channel
 from policyengine.notifier import webhook as webhook_channel
+from policyengine.store.redaction import Redactor
 
 
 def destination(named: Mapping[str, str], target: str, environ: Mapping[str, str] | None = None) -> str:
@@ -47,9 +48,11 @@ def destination(named: Mapping[str, str], target: str, environ: Mapping[str, str
 class OutboxComposer:
     def __init__(
         self, settings: ApprovalSettings, renderer: TemplateRenderer, signer: LinkSigner, clock: Callable[[], Any],
-        audit: Callable[..., Awaitable[None]],
+        audit: Callable[..., Awaitable[None]], redactor: Redactor | None = None,
     ) -> None:
+        """`redactor` hashes the deployment's redacted fields in every notice and stored callback."""
         self.settings, self.renderer, self.signer, self.clock, self.audit = settings, renderer, signer, clock, audit
+        self.redactor = redactor
 
     def issue_link(self, approval_id: str, recipient: str, revision: int = 1, stage: int = 0) -> str:
         token = self.signer.issue(approval_id, recipient, revision, stage)
@@ -62,12 +65,12 @@ class OutboxComposer:
         return [c.model_dump() for c in configured]
 
     def notice(self, row: Any, purpose: str, review_url: str | None) -> Notice:
-        view = to_view(row)
+        view = to_view(row, self.redactor)  # redacted fields hashed: notices are stored and sent
         return Notice(
-            approval_id=row.id, purpose=purpose, tenant=row.tenant, action_name=row.action_name, action=row.action_json,
+            approval_id=row.id, purpose=purpose, tenant=row.tenant, action_name=row.action_name, action=view.action,
             action_hash=row.action_hash, revision=row.revision, effect=row.effect, groups=list(row.groups or []),
             reasons=[r.model_dump() for r in view.reasons], signals=view.signals, answers=view.answers,
-            requester=row.requester_actor or row.requester_subject, state=row.state, decided_by=row.decided_by,
+            requester=row.requester_subject or row.requester_actor, state=row.state, decided_by=row.decided_by,
             decision_reason=row.reason, review_url=review_url, status_url=f"{self.settings.public_url}/v1/approvals/{row.id}",
             timeout_at=row.timeout_at, on_timeout=row.on_timeout if row.escalate_to is None else f"escalate to {row.escalate_to}",
             reminders_sent=row.reminders_sent, policy_name=row.policy_name,
@@ -128,4 +131,6 @@ class OutboxComposer:
                     continue
                 await self.enqueue(conn, row, "webhook", "decided", url, webhook_channel.compose(self.notice(row, "decided", None)))
         if row.callback_url:
-            await self.enqueue(conn, row, "callback", "callback", row.callback_url, outcome(row).model_dump(mode="json"))
+            # stored with redacted fields hashed; the worker fills in the exact action when it sends
+            await self.enqueue(conn, row, "callback", "callback", row.callback_url,
+                               outcome(row, self.redactor).model_dump(mode="json"))

@@ -81,6 +81,8 @@ class OutboxWorker:
         try:
             if item.kind == "slack_update" and not payload.get("ts"):
                 payload = await self._resolve_slack_ts(item, payload)
+            if item.kind == "callback":
+                payload = await self._exact_action(item, payload)
             result = await self.dispatcher.send(item.kind, item.target, payload, key=item.id)
         except DeliveryError as e:
             now = self.clock()
@@ -119,6 +121,21 @@ class OutboxWorker:
                 )
             )
         return 1
+
+    async def _exact_action(self, item: Any, payload: dict[str, Any]) -> dict[str, Any]:
+        """A callback's outcome with the exact approved action, read from the approval now.
+
+        The outbox stores the outcome with redacted fields hashed; the application needs the
+        action it will run (and checks it against `action_hash`), so it is filled in here,
+        only when the approval still holds the revision the outcome names."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                sa.select(approvals_table.c.action_json, approvals_table.c.action_hash)
+                .where(approvals_table.c.id == item.approval_id)
+            )).first()
+        if row is None or row.action_hash != payload.get("action_hash"):
+            return payload
+        return {**payload, "action": row.action_json}
 
     async def _resolve_slack_ts(self, item: Any, payload: dict[str, Any]) -> dict[str, Any]:
         """The channel / ts of the message to replace: from the delivered request message."""

@@ -51,7 +51,11 @@ class ApprovalView(BaseModel):
     signals: dict[str, Any]
     tags: list[str] = Field(default_factory=list)
     answers: dict[str, str] | None = None
-    requester: str | None = None
+    # the answer the reviewer released for a held chat with dual answers (the chosen one, or their
+    # edit); None: the first model's answer is released on approval
+    answer: str | None = None
+    requester: str | None = None  # the requesting API key's subject (the authenticated identity)
+    actor: str | None = None  # the action's `actor` as the application wrote it: context, not an identity
     created_at: datetime
     updated_at: datetime
     timeout_at: datetime | None
@@ -106,6 +110,7 @@ class Reviewer:
 
     subject: str  # e.g. "alice", "email:refunds@example.com", "slack:U123"
     tenant: str | None = None
+    key_id: str | None = None  # the API key deciding (REST); None for link / Slack reviewers
     groups: frozenset[str] = frozenset()
     roles: frozenset[str] = frozenset()
     via: str = "api"
@@ -120,6 +125,7 @@ class Reviewer:
         return cls(
             subject=str(getattr(principal, "subject", None) or getattr(principal, "key_id", "")),
             tenant=getattr(principal, "tenant", None),
+            key_id=getattr(principal, "key_id", None),
             groups=frozenset(getattr(principal, "groups", None) or ()),
             roles=frozenset(getattr(principal, "roles", None) or ()),
             via="api",

@@ -5,6 +5,10 @@ app's own lifespan (after the store, policies and scheduler are up): it builds
 the `ApprovalService` on the service database, sets `runtime.approvals`, and
 adds one APScheduler interval job running every sweep (timeouts, reminders,
 outbox). Every replica runs the job; the sweeps' compare-and-set makes that safe.
+
+The service is given the policy serving (`policy_evaluator`: edited revisions are
+evaluated again before they can be approved) and the decision log's redaction
+settings (`redactor`: `redact_fields` are hashed in every approval copy stored or sent).
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -24,6 +28,8 @@ from policyengine.approvals.settings import ApprovalSettings
 from policyengine.notifier import OutboxSender
 from policyengine.notifier.email import EmailSender
 from policyengine.notifier.slack import SlackSender
+from policyengine.store.redaction import Redactor
+from policyengine.types import Action, Decision
 
 log = logging.getLogger("policyengine.approvals")
 JOB_ID = "policyengine-approvals-sweep"
@@ -47,6 +53,27 @@ def build_dispatcher(settings: ApprovalSettings, http: httpx.AsyncClient) -> Out
                         callback_secret=_secret(settings.callback_secret))
 
 
+def policy_evaluator(runtime: Any) -> Callable[[Action], Awaitable[Decision]]:
+    """`evaluate(action) -> Decision` with the policy serving at the time of the call
+    (`runtime.policies.current`, so a reload applies to the next edit) and the runtime's
+    signals, exactly as the gateway evaluates a request (slow signals in a worker thread)."""
+    from policyengine.gateway.call import evaluate as gateway_evaluate
+
+    async def evaluate(action: Action) -> Decision:
+        return await gateway_evaluate(runtime, runtime.policies.current, action)
+
+    return evaluate
+
+
+def redactor(runtime: Any) -> Redactor | None:
+    """The decision log's redaction rules and salt (same digests in the log and the approvals)."""
+    settings = runtime.settings
+    rules = list(getattr(settings, "redact_fields", None) or [])
+    if not rules:
+        return None
+    return Redactor(rules, settings.redaction_salt())
+
+
 def load_settings() -> ApprovalSettings:
     settings = ApprovalSettings()
     if settings.link_secret is None:
@@ -67,7 +94,8 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
     settings = load_settings()
     http = httpx.AsyncClient(timeout=settings.delivery_timeout_s, follow_redirects=False)
     metrics = ApprovalMetrics(runtime.metrics.registry)
-    service = ApprovalService(runtime.db.engine, settings, dispatcher=build_dispatcher(settings, http), metrics=metrics)
+    service = ApprovalService(runtime.db.engine, settings, dispatcher=build_dispatcher(settings, http), metrics=metrics,
+                              evaluate=policy_evaluator(runtime), redactor=redactor(runtime))
     runtime.approvals = service
     scheduler = runtime.scheduler
     if scheduler is not None:

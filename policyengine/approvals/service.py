@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import fnmatch
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
@@ -36,6 +36,7 @@ from policyengine.approvals.compose import OutboxComposer
 from policyengine.approvals.delivery import OutboxWorker
 from policyengine.approvals.errors import (
     ApprovalConflict,
+    ApprovalError,
     ApprovalForbidden,
     ApprovalInvalid,
     ApprovalNotFound,
@@ -50,7 +51,13 @@ from policyengine.approvals.models import (
     Reviewer,
 )
 from policyengine.approvals.settings import ApprovalSettings
-from policyengine.approvals.signing import LinkClaims, LinkError, LinkSigner
+from policyengine.approvals.signing import (
+    LinkClaims,
+    LinkError,
+    LinkSigner,
+    SignatureError,
+    verify_reviewer,
+)
 from policyengine.approvals.states import State, Via
 from policyengine.approvals.tables import (
     approvals_table,
@@ -61,20 +68,61 @@ from policyengine.approvals.tables import (
     revisions_table,
     utcnow,
 )
-from policyengine.approvals.views import apply_edit, check_url, outcome, to_view
+from policyengine.approvals.views import (
+    apply_edit,
+    check_url,
+    outcome,
+    redact_action,
+    redact_decision,
+    restore_redacted,
+    to_view,
+)
+from policyengine.errors import PolicyEngineError
 from policyengine.notifier import OutboxSender, TemplateRenderer
 from policyengine.store.approval_chain import append_approval_event
 from policyengine.store.approvals_models import APPROVAL_TABLES
+from policyengine.store.logger import redact_rules
+from policyengine.store.redaction import Redactor
 from policyengine.types import Action, Decision
 
 log = logging.getLogger("policyengine.approvals")
 
 HELD_EFFECTS = ("require_approval", "escalate")
 OTHER_TENANT = "this approval belongs to another tenant"
+SELF_APPROVAL = "the requester cannot approve their own action"
+# Prefixes naming the channel an identity came through ("email:alice@acme", "slack:U123").
+CHANNEL_PREFIXES = frozenset({"email", "slack", "teams", "webhook", "key", "api"})
+MAX_REVIEWER_ID = 200
+
+Evaluate = Callable[[Action], Awaitable[Decision]]
 
 
-def _aliases(row: Any) -> set[str]:
-    return {x.lower() for x in (row.requester_actor, row.requester_subject) if x}
+def identity_forms(name: str | None) -> set[str]:
+    """The forms under which an identity is compared for self-approval.
+
+    Case-folded and stripped; without a channel prefix (`email:`, `slack:`, `webhook:` ...);
+    and the local part of an address (`alice@acme` -> `alice`). Two identities are the same
+    person when their forms meet. This errs on the side of refusing: `alice@acme` and
+    `alice@globex` count as one person (within one tenant, which is where reviewers decide).
+    """
+    if not name or not name.strip():
+        return set()
+    n = name.strip().lower()
+    out = {n}
+    kind, sep, rest = n.partition(":")
+    if sep and kind in CHANNEL_PREFIXES and rest:
+        n = rest
+        out.add(n)
+    local = n.split("@", 1)[0]
+    if local:
+        out.add(local)
+    return out
+
+
+def _requester_forms(row: Any) -> set[str]:
+    """The requester's identity: the subject of the API key that created the approval (never
+    the action's free-text `actor`, which is context only)."""
+    return identity_forms(row.requester_subject)
 
 
 class ApprovalService:
@@ -89,8 +137,16 @@ class ApprovalService:
         renderer: TemplateRenderer | None = None,
         clock: Any = utcnow,
         metrics: ApprovalMetrics | None = None,
+        evaluate: Evaluate | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
+        """`evaluate(action) -> Decision` is the policy serving now: every edited revision is
+        evaluated with it before it can be approved (without it, edits are refused).
+        `redactor` hashes the fields the deployment redacts (`settings.redact_fields`) in every
+        copy the approvals store or send, except the held action itself (see `get`)."""
         self.engine = engine
+        self.evaluate = evaluate
+        self.redactor = redactor if redactor else None
         self.metrics = metrics
         self.settings = settings or ApprovalSettings()
         self.dispatcher = dispatcher
@@ -98,7 +154,7 @@ class ApprovalService:
         self.signer = LinkSigner(self.settings.require_link_secret())
         self.clock = clock
         self._waiters: dict[str, asyncio.Event] = {}
-        self.composer = OutboxComposer(self.settings, self.renderer, self.signer, clock, self._audit)
+        self.composer = OutboxComposer(self.settings, self.renderer, self.signer, clock, self._audit, self.redactor)
         self.worker = OutboxWorker(engine, dispatcher, self.settings, clock, metrics)
 
     # ------------------------------------------------------------------ schema
@@ -195,7 +251,7 @@ class ApprovalService:
             "action_hash": digest,
             "original_action_hash": digest,
             "revision": 1,
-            "decision_json": decision.model_dump(mode="json"),
+            "decision_json": redact_decision(decision.model_dump(mode="json"), self.redactor),
             "answers_json": dict(answers) if answers else None,
             "groups": groups,
             "channels": channels,
@@ -261,15 +317,17 @@ class ApprovalService:
         approval_id, view, now = row["id"], row["action_json"], row["created_at"]
         async with self.engine.begin() as conn:
             await conn.execute(approvals_table.insert().values(**row))
+            requester = getattr(principal, "subject", None) or action.actor
             await conn.execute(
                 revisions_table.insert().values(
-                    approval_id=approval_id, revision=1, action_json=view, action_hash=digest, created_at=now,
-                    created_by=action.actor or getattr(principal, "subject", None),
+                    approval_id=approval_id, revision=1, action_json=redact_action(view, self.redactor),
+                    action_hash=digest, created_at=now, created_by=requester,
                 )
             )
             await self._audit(
-                conn, approval_id, "created", None, State.pending, actor=action.actor or getattr(principal, "subject", None),
-                via=Via.api, details={"effect": decision.effect, "groups": groups, "action_hash": digest},
+                conn, approval_id, "created", None, State.pending, actor=requester, via=Via.api,
+                details={"effect": decision.effect, "groups": groups, "action_hash": digest,
+                         "key_id": getattr(principal, "key_id", None), "actor": action.actor},
             )
             approval = (await conn.execute(
                 sa.select(approvals_table).where(approvals_table.c.id == approval_id)
@@ -286,13 +344,32 @@ class ApprovalService:
             raise ApprovalNotFound(f"no approval {approval_id!r}")
         return row
 
-    async def get(self, approval_id: str, *, tenant: str | type[Ellipsis] | None = ...) -> ApprovalView:
-        """One approval; pass `tenant` to refuse (as not found) another tenant's approval."""
+    def view(self, row: Any, *, reveal: bool = False, for_key: str | None = None) -> ApprovalView:
+        """`row` as the API shows it. Redacted fields are hashed in `action` unless `reveal`, or
+        `for_key` is the API key that requested the approval (the application needs the exact
+        action it will run, and checks it against `action_hash`)."""
+        exact = reveal or (for_key is not None and for_key == row.requester_key_id)
+        return to_view(row, None if exact else self.redactor)
+
+    async def get(self, approval_id: str, *, tenant: str | type[Ellipsis] | None = ..., reveal: bool = False,
+                  for_key: str | None = None) -> ApprovalView:
+        """One approval; pass `tenant` to refuse (as not found) another tenant's approval.
+        Redacted fields are hashed unless `reveal` or `for_key` is the requesting key (see `view`)."""
         async with self.engine.connect() as conn:
             row = await self._row(conn, approval_id)
         if tenant is not ... and row.tenant != tenant:
             raise ApprovalNotFound(f"no approval {approval_id!r}")
-        return to_view(row)
+        return self.view(row, reveal=reveal, for_key=for_key)
+
+    async def find_request(self, tenant: str | None, request_id: str, *, for_key: str | None = None) -> ApprovalView | None:
+        """The approval a client request created, by the request's id (its Idempotency-Key) in this
+        tenant, or None. Lets a resent request pick up its approval instead of opening another."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(approvals_table).where(
+                approvals_table.c.request_id == request_id,
+                approvals_table.c.tenant.is_(None) if tenant is None else approvals_table.c.tenant == tenant,
+            ))).first()
+        return None if row is None else self.view(row, for_key=for_key)
 
     async def audit_trail(self, approval_id: str) -> list[AuditEvent]:
         async with self.engine.connect() as conn:
@@ -317,14 +394,15 @@ class ApprovalService:
         async with self.engine.connect() as conn:
             while len(out) < limit:
                 rows = (await conn.execute(base.limit(page).offset(offset))).all()
-                out += [to_view(r) for r in rows
+                out += [self.view(r) for r in rows
                         if not r.groups or "*" in reviewer.groups or set(r.groups) & reviewer.groups]
                 if len(rows) < page:
                     break
                 offset += page
         return out[:limit]
 
-    async def wait(self, approval_id: str, timeout_s: float, *, tenant: str | type[Ellipsis] | None = ...) -> ApprovalView:
+    async def wait(self, approval_id: str, timeout_s: float, *, tenant: str | type[Ellipsis] | None = ...,
+                   for_key: str | None = None) -> ApprovalView:
         """Long poll: return as soon as the approval leaves `pending`, or after `timeout_s`.
 
         Decisions taken in this process wake the waiter at once; decisions taken by
@@ -334,7 +412,7 @@ class ApprovalService:
         deadline = loop.time() + max(0.0, timeout_s)
         pause = 0.25
         while True:
-            view = await self.get(approval_id, tenant=tenant)
+            view = await self.get(approval_id, tenant=tenant, for_key=for_key)
             remaining = deadline - loop.time()
             if view.state.terminal or remaining <= 0:
                 return view
@@ -358,12 +436,26 @@ class ApprovalService:
             return why, ApprovalForbidden(why)
         return None
 
+    @staticmethod
+    def is_requester(row: Any, reviewer: Reviewer) -> bool:
+        """True when `reviewer` is the one who asked: the same API key, or the same subject in
+        any of its forms (`identity_forms`: case, channel prefix, address local part), also
+        under the reviewer's aliases (Slack user names, a link's addressee). The action's
+        `actor` text is not an identity and plays no part."""
+        if reviewer.key_id is not None and reviewer.key_id == row.requester_key_id:
+            return True
+        mine = _requester_forms(row)
+        if not mine:
+            return False
+        theirs: set[str] = set()
+        for name in (reviewer.subject, *reviewer.aliases):
+            theirs |= identity_forms(name)
+        return bool(mine & theirs)
+
     def _authorise(self, row: Any, reviewer: Reviewer) -> str | None:
         """Why this reviewer may not decide this approval, or None."""
-        names = {reviewer.subject.lower(), *(a.lower() for a in reviewer.aliases)}
-        bare = {n.split(":", 1)[1] if ":" in n else n for n in names}
-        if _aliases(row) & (names | bare):
-            return "the requester cannot approve their own action"
+        if self.is_requester(row, reviewer):
+            return SELF_APPROVAL
         if reviewer.vouched_by_channel:
             return None
         if row.tenant != reviewer.tenant:
@@ -385,12 +477,17 @@ class ApprovalService:
         reason: str | None = None,
         edited_action: dict[str, Any] | None = None,
         link_nonce: str | None = None,
+        details: dict[str, Any] | None = None,
     ) -> ApprovalView:
         """Approve or reject. First decision wins; later ones raise ApprovalConflict (409).
 
         `edited_action` (approve only) is a replacement for the action's `fields`
-        (and optionally `text`): it is recorded as a new revision with a new hash,
-        and the application is told to run that revision.
+        (and optionally `text`): it is evaluated again with the policy serving now and
+        approved only when the policy would still hold it (require_approval / escalate) or
+        allow it; a deny refuses the approval (`ApprovalInvalid`, 422, naming the rule). The
+        revision is recorded with its new hash, and the application is told to run it.
+        A redacted field sent back as the digest the reviewer was shown keeps its value.
+        `details` are added to the decision's audit event.
         """
         reason = (reason or "").strip() or None
         if not approve and not reason:
@@ -399,6 +496,7 @@ class ApprovalService:
             raise ApprovalInvalid("reason is too long (max 2000 characters)")
         if edited_action is not None and not approve:
             raise ApprovalInvalid("an edited action can only be approved")
+        checked: tuple[str, dict[str, Any], str, str] | None = None  # (from hash, view, hash, effect)
         for _ in range(20):  # retry only when a concurrent reminder bumped the version
             async with self.engine.connect() as conn:
                 row = await self._row(conn, approval_id)
@@ -407,15 +505,17 @@ class ApprovalService:
                 why, exc = refusal
                 await self._refuse(row, reviewer, why)  # audited in its own transaction, then refused
                 raise exc
+            if edited_action is not None and (checked is None or checked[0] != row.action_hash):
+                new_view = apply_edit(row.action_json, restore_redacted(row.action_json, edited_action, self.redactor))
+                new_hash = action_hash(new_view)
+                effect = "" if new_hash == row.action_hash else await self._reevaluate(row, reviewer, new_view)
+                checked = (row.action_hash, new_view, new_hash, effect)
             async with self.engine.begin() as conn:
                 values: dict[str, Any] = {}
                 new_state = State.approved if approve else State.rejected
                 now = self.clock()
-                if edited_action is not None:
-                    new_view = apply_edit(row.action_json, edited_action)
-                    new_hash = action_hash(new_view)
-                    if new_hash != row.action_hash:
-                        values.update(action_json=new_view, action_hash=new_hash, revision=row.revision + 1)
+                if checked is not None and checked[2] != row.action_hash:
+                    values.update(action_json=checked[1], action_hash=checked[2], revision=row.revision + 1)
                 values.update(
                     state=new_state.value, decided_at=now, decided_by=reviewer.subject, decided_via=reviewer.via,
                     decided_ip=reviewer.ip, reason=reason, updated_at=now, version=row.version + 1,
@@ -433,51 +533,114 @@ class ApprovalService:
                     except IntegrityError:
                         raise LinkRefused("this review link has already been used")
                 if "revision" in values:
+                    assert checked is not None
                     await conn.execute(
                         revisions_table.insert().values(
-                            approval_id=approval_id, revision=values["revision"], action_json=values["action_json"],
+                            approval_id=approval_id, revision=values["revision"],
+                            action_json=redact_action(values["action_json"], self.redactor),
                             action_hash=values["action_hash"], created_at=now, created_by=reviewer.subject,
                         )
                     )
                     await self._audit(
                         conn, approval_id, "edited", State.pending, State.pending, actor=reviewer.subject, via=reviewer.via,
                         ip=reviewer.ip, ua=reviewer.user_agent, reason=reason,
-                        details={"from_hash": row.action_hash, "to_hash": values["action_hash"], "revision": values["revision"]},
+                        details={"from_hash": row.action_hash, "to_hash": values["action_hash"], "revision": values["revision"],
+                                 "re_evaluated": checked[3]},
                     )
                 await self._audit(
                     conn, approval_id, new_state.value, State.pending, new_state, actor=reviewer.subject, via=reviewer.via,
-                    ip=reviewer.ip, ua=reviewer.user_agent, reason=reason,
+                    ip=reviewer.ip, ua=reviewer.user_agent, reason=reason, details=details or None,
                 )
                 decided = await self._row(conn, approval_id)
                 await self.composer.on_terminal(conn, decided)
             self._wake(approval_id)
             self.kick_delivery()
             log.info("approval %s %s by %s via %s", approval_id, new_state.value, reviewer.subject, reviewer.via)
-            return to_view(decided)
+            return self.view(decided)
         raise ApprovalConflict(f"approval {approval_id} is changing too fast; retry")
 
-    async def cancel(self, approval_id: str, *, actor: str, reason: str | None = None, tenant: str | None = None) -> ApprovalView:
-        """The requester withdraws a pending approval."""
-        async with self.engine.begin() as conn:
+    async def _reevaluate(self, row: Any, reviewer: Reviewer, new_view: dict[str, Any]) -> str:
+        """The serving policy's effect on an edited revision; refuses (audited) one it would deny.
+
+        The original decision's signal values go with it when the text is unchanged (they are
+        the evidence the reviewer saw); an edited text has its signals computed afresh.
+        """
+        if self.evaluate is None:
+            why = "an edited action must be evaluated again, and this service has no policy to re-evaluate it"
+            await self._refuse(row, reviewer, why)
+            raise ApprovalInvalid(f"{why}: approve the action as held, or reject it")
+        data = dict(new_view)
+        signals = (row.decision_json or {}).get("signals") or {}
+        if signals and data.get("text") == (row.action_json or {}).get("text"):
+            data["signals"] = {k: v for k, v in signals.items()
+                               if not (isinstance(v, str) and v.startswith("redacted:sha256:"))}
+        try:
+            decision = await self.evaluate(Action.model_validate(data))
+        except (PolicyEngineError, ValueError, TypeError, KeyError) as exc:
+            why = f"the edited action could not be evaluated against the policy: {exc}"
+            await self._refuse(row, reviewer, why[:1000])
+            raise ApprovalInvalid(why)
+        if decision.effect == "deny":
+            rules = redact_rules(self.redactor, [r.model_dump(mode="json") for r in decision.rules]) if self.redactor \
+                else [r.model_dump(mode="json") for r in decision.rules]
+            named = []
+            for hit in rules:
+                if hit.get("effect") != "deny":
+                    continue
+                span = hit.get("span") or {}
+                where = f" ({span['file']}:{span['line']})" if span.get("file") else ""
+                because = f" because {'; '.join(hit['because'])}" if hit.get("because") else ""
+                named.append(f"`{hit.get('source') or hit.get('rule_id')}`{where}{because}")
+            if not named and decision.default_applied:
+                named.append("no rule allows it (default deny)")
+            why = "the edited action is denied by the policy: " + ("; ".join(named) or "deny")
+            await self._refuse(row, reviewer, why[:1000])
+            raise ApprovalInvalid(why)
+        return decision.effect
+
+    async def cancel(
+        self, approval_id: str, principal: Any, *, reason: str | None = None, ip: str | None = None,
+        user_agent: str | None = None,
+    ) -> ApprovalView:
+        """The requester withdraws a pending approval.
+
+        Only the API key that created it (its `requester_key_id`) or an admin key of the same
+        tenant may cancel: another key of the tenant gets `ApprovalForbidden` (403, audited),
+        another tenant `ApprovalNotFound` (404). A decided approval raises `ApprovalConflict`.
+        """
+        tenant = getattr(principal, "tenant", None)
+        key_id = getattr(principal, "key_id", None)
+        subject = str(getattr(principal, "subject", None) or key_id or "unknown")
+        roles = set(getattr(principal, "roles", None) or ())
+        async with self.engine.connect() as conn:
             row = await self._row(conn, approval_id)
-            if row.tenant != tenant:
-                raise ApprovalNotFound(f"no approval {approval_id!r}")
+        if row.tenant != tenant:
+            raise ApprovalNotFound(f"no approval {approval_id!r}")
+        if "admin" not in roles and (key_id is None or key_id != row.requester_key_id):
+            why = "only the requester (the API key that created this approval) or an admin may cancel it"
+            await self._refuse(row, Reviewer(subject=subject, tenant=tenant, key_id=key_id, via=Via.api.value, ip=ip,
+                                             user_agent=user_agent), why)
+            raise ApprovalForbidden(why)
+        async with self.engine.begin() as conn:
             now = self.clock()
             res = await conn.execute(
                 approvals_table.update()
                 .where(approvals_table.c.id == approval_id, approvals_table.c.state == State.pending.value)
-                .values(state=State.cancelled.value, decided_at=now, decided_by=actor, decided_via=Via.api.value,
-                        reason=reason, updated_at=now, version=approvals_table.c.version + 1,
+                .values(state=State.cancelled.value, decided_at=now, decided_by=subject, decided_via=Via.api.value,
+                        decided_ip=ip, reason=reason, updated_at=now, version=approvals_table.c.version + 1,
                         next_reminder_at=None)
             )
             if res.rowcount != 1:
-                raise ApprovalConflict(f"approval {approval_id} was already {row.state}")
-            await self._audit(conn, approval_id, "cancelled", State.pending, State.cancelled, actor=actor, via=Via.api, reason=reason)
+                current = await self._row(conn, approval_id)
+                raise ApprovalConflict(f"approval {approval_id} was already {current.state}")
+            await self._audit(conn, approval_id, "cancelled", State.pending, State.cancelled, actor=subject, via=Via.api,
+                              ip=ip, ua=user_agent, reason=reason,
+                              details={"key_id": key_id, "admin": key_id != row.requester_key_id})
             decided = await self._row(conn, approval_id)
             await self.composer.on_terminal(conn, decided)
         self._wake(approval_id)
         self.kick_delivery()
-        return to_view(decided)
+        return self.view(decided, for_key=key_id)
 
     # ------------------------------------------------------------ review links
 
@@ -502,9 +665,18 @@ class ApprovalService:
 
     async def decide_with_link(
         self, token: str, *, approve: bool, reason: str | None, via: Via = Via.review_page, ip: str | None = None,
-        user_agent: str | None = None,
+        user_agent: str | None = None, reviewer: str | None = None, reviewer_signature: str | None = None,
     ) -> ApprovalView:
-        """POST from the review page: signature, expiry, single use, then `decide`."""
+        """POST from the review page: signature, expiry, single use, then `decide`.
+
+        The decision is recorded as the link's addressee (`email:<address>`, `teams:<name>`).
+        A webhook link is addressed to a system, not a person: a decision through it must
+        name the person in `reviewer`, vouched for by `reviewer_signature`
+        (`signing.sign_reviewer(token, reviewer, POLICYENGINE_APPROVALS_WEBHOOK_SECRET)`),
+        and is recorded as `webhook:<reviewer>`; without it the decision is refused
+        (`ApprovalInvalid`), with a bad signature too (`ApprovalForbidden`). Other links
+        ignore `reviewer`.
+        """
         try:
             claims = self.signer.load(token, max_age_s=self.settings.link_ttl_s)
         except LinkError as e:
@@ -524,17 +696,51 @@ class ApprovalService:
             await self._refuse(current, Reviewer(subject=claims.recipient, via=via.value, ip=ip), "link from before an escalation")
             raise LinkRefused("this approval has been escalated since this link was sent; it now needs "
                               f"a reviewer of {', '.join(current.groups)}")
-        reviewer = Reviewer(
-            subject=claims.recipient, via=via.value, ip=ip, user_agent=user_agent, vouched_by_channel=True,
-            aliases=frozenset({claims.recipient.split(":", 1)[-1]}),
-        )
-        return await self.decide(claims.approval_id, reviewer, approve=approve, reason=reason, link_nonce=claims.nonce)
+        subject, aliases = claims.recipient, frozenset({claims.recipient.split(":", 1)[-1]})
+        if claims.recipient.startswith("webhook:"):
+            via = Via.webhook
+            person = self._vouched_person(token, reviewer, reviewer_signature)
+            if isinstance(person, ApprovalError):
+                await self._refuse(current, Reviewer(subject=claims.recipient, via=via.value, ip=ip, user_agent=user_agent),
+                                   person.message)
+                raise person
+            subject, aliases = f"webhook:{person}", frozenset({person})
+        who = Reviewer(subject=subject, via=via.value, ip=ip, user_agent=user_agent, vouched_by_channel=True,
+                       aliases=aliases)
+        return await self.decide(claims.approval_id, who, approve=approve, reason=reason, link_nonce=claims.nonce,
+                                 details={"link_recipient": claims.recipient})
+
+    def _vouched_person(self, token: str, reviewer: str | None, signature: str | None) -> str | ApprovalError:
+        """The reviewer a webhook receiver vouches for, or the error refusing the attempt."""
+        if not reviewer or not reviewer.strip():
+            return ApprovalInvalid(
+                "a decision through a webhook link must name the reviewer: send `reviewer` and `reviewer_signature` "
+                "(HMAC of the link token and the reviewer with POLICYENGINE_APPROVALS_WEBHOOK_SECRET)")
+        person = reviewer.strip()
+        if len(person) > MAX_REVIEWER_ID or any(ord(c) < 32 for c in person):
+            return ApprovalInvalid(f"reviewer must be at most {MAX_REVIEWER_ID} printable characters")
+        secret = self.settings.webhook_secret
+        if secret is None:
+            return ApprovalInvalid("decisions through webhook links need POLICYENGINE_APPROVALS_WEBHOOK_SECRET "
+                                   "(it signs the reviewer's identity)")
+        try:
+            verify_reviewer(token, person, signature, secret.get_secret_value(),
+                            tolerance_s=self.settings.callback_tolerance_s)
+        except SignatureError as e:
+            return ApprovalForbidden(f"the reviewer's identity is not vouched for: bad signature ({e})")
+        return person
 
     async def decide_from_slack(
-        self, approval_id: str, *, user_id: str, user_names: Sequence[str], approve: bool, reason: str | None,
-        channel_id: str | None, ip: str | None = None,
+        self, approval_id: str, *, user_id: str, user_names: Sequence[str | None], approve: bool, reason: str | None,
+        channel_id: str | None, message_ts: str | None = None, ip: str | None = None,
     ) -> ApprovalView:
-        """A verified Slack button click: the approval must have been posted to that Slack channel."""
+        """A verified Slack button click, bound to a message actually posted for this approval.
+
+        The click's channel id and message ts must be those recorded when a message of this
+        approval was delivered (`chat.postMessage`'s answer, in the outbox); otherwise the
+        click is refused (`ApprovalForbidden`, audited): it cannot decide an approval of
+        another tenant, or one whose message was never posted.
+        """
         async with self.engine.connect() as conn:
             row = await self._row(conn, approval_id)
             posted = (await conn.execute(
@@ -542,11 +748,11 @@ class ApprovalService:
                                                        outbox_table.c.kind == "slack",
                                                        outbox_table.c.state == "delivered")
             )).all()
-        channels = {(p.result or {}).get("channel") for p in posted}
-        if not any(c["kind"] == "slack" for c in row.channels or []) or (channel_id and channels and channel_id not in channels):
+        messages = {((p.result or {}).get("channel"), (p.result or {}).get("ts")) for p in posted}
+        if not channel_id or not message_ts or (channel_id, message_ts) not in messages:
             reviewer = Reviewer(subject=f"slack:{user_id}", via=Via.slack.value, ip=ip)
-            await self._refuse(row, reviewer, "approval was not sent to this Slack channel")
-            raise ApprovalForbidden("this approval was not sent to this Slack channel")
+            await self._refuse(row, reviewer, "the Slack click is not on a message posted for this approval")
+            raise ApprovalForbidden("this Slack message was not posted for this approval")
         allowed = [self.settings.slack_reviewers[g] for g in (row.groups or []) if g in self.settings.slack_reviewers]
         if allowed and not any(user_id in ids for ids in allowed):
             await self._refuse(row, Reviewer(subject=f"slack:{user_id}", via="slack", ip=ip),
@@ -556,7 +762,8 @@ class ApprovalService:
             subject=f"slack:{user_id}", via=Via.slack.value, ip=ip, vouched_by_channel=True,
             aliases=frozenset(n for n in user_names if n),
         )
-        return await self.decide(approval_id, reviewer, approve=approve, reason=reason)
+        return await self.decide(approval_id, reviewer, approve=approve, reason=reason,
+                                 details={"slack_channel": channel_id, "slack_ts": message_ts})
 
     async def _refuse_link(self, token: str, why: str, ip: str | None) -> None:
         log.info("review link refused: %s (ip=%s)", why, ip)

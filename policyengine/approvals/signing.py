@@ -75,7 +75,25 @@ def sign_body(body: bytes, secret: str, *, timestamp: int | None = None) -> str:
 
 
 class SignatureError(Exception):
-    pass
+    """A signature header that is missing, malformed, stale (replay window) or does not match."""
+
+
+def _reviewer_message(token: str, reviewer: str) -> bytes:
+    return f"{token}:{reviewer}".encode()
+
+
+def sign_reviewer(token: str, reviewer: str, secret: str, *, timestamp: int | None = None) -> str:
+    """What a webhook receiver sends as `reviewer_signature` when it posts a decision to the
+    review link `token` on behalf of `reviewer`: `t=<unix>,v1=<hex HMAC-SHA256(secret,
+    "<t>." + "<token>:<reviewer>")>`, with the webhook secret. It binds the identity to this
+    one link; it is checked within the callback tolerance window (5 minutes)."""
+    return sign_body(_reviewer_message(token, reviewer), secret, timestamp=timestamp)
+
+
+def verify_reviewer(token: str, reviewer: str, signature: str | None, secret: str, *,
+                    tolerance_s: float = DEFAULT_TOLERANCE_S, now: float | None = None) -> int:
+    """Check a `sign_reviewer` signature; returns its timestamp or raises SignatureError."""
+    return verify_body(_reviewer_message(token, reviewer), signature, secret, tolerance_s=tolerance_s, now=now)
 
 
 def verify_body(

@@ -53,5 +53,6 @@ class Via(StrEnum):
     email = "email"
     slack = "slack"
     teams = "teams"
+    webhook = "webhook"  # a webhook link, the receiver vouching for the reviewer
     timer = "timer"
     system = "system"

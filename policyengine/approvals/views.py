@@ -10,6 +10,8 @@ from policyengine.approvals.hashing import action_view
 from policyengine.approvals.models import ApprovalView, Outcome, Reason
 from policyengine.approvals.states import State
 from policyengine.netcheck import OutboundRefused, Purpose, redact_url
+from policyengine.store.logger import redact_rules
+from policyengine.store.redaction import Redactor
 
 
 def check_url(url: str, what: str, purpose: Purpose | None = None) -> None:
@@ -50,6 +52,42 @@ def apply_edit(current: dict[str, Any], edit: dict[str, Any]) -> dict[str, Any]:
     return action_view(new)
 
 
+def redact_action(action: dict[str, Any], redactor: Redactor | None) -> dict[str, Any]:
+    """A copy of `action` with the deployment's redacted fields hashed (`action` itself without a redactor)."""
+    return redactor.redact(action) if redactor else action
+
+
+def redact_decision(decision: dict[str, Any], redactor: Redactor | None) -> dict[str, Any]:
+    """A copy of a Decision's JSON whose signals and explanations (`rules[].because`) show no
+    redacted value (`decision` itself without a redactor)."""
+    if not redactor:
+        return decision
+    out = dict(decision)
+    if out.get("signals"):
+        out["signals"] = redactor.redact(dict(out["signals"]))
+    if out.get("rules"):
+        out["rules"] = redact_rules(redactor, list(out["rules"]))
+    return out
+
+
+def restore_redacted(current: dict[str, Any], edit: dict[str, Any], redactor: Redactor | None) -> dict[str, Any]:
+    """`edit` with every value that is the digest a reviewer was shown for a redacted value of
+    `current` (at the same place) put back to that value: a reviewer who edits one field and
+    sends the others back as they saw them does not overwrite a redacted value with its hash."""
+    if not redactor:
+        return edit
+    shown = redactor.redact(current)
+
+    def merge(new: Any, seen: Any, real: Any) -> Any:
+        if isinstance(new, dict) and isinstance(seen, dict) and isinstance(real, dict):
+            return {k: merge(v, seen.get(k), real.get(k)) if k in seen and k in real else v for k, v in new.items()}
+        if isinstance(new, str) and new == seen and seen != real and new.startswith("redacted:"):
+            return real
+        return new
+
+    return {k: merge(v, shown.get(k), current.get(k)) if k in current else v for k, v in edit.items()}
+
+
 def reasons(decision: dict[str, Any]) -> list[Reason]:
     out = []
     for hit in decision.get("rules") or []:
@@ -63,14 +101,18 @@ def reasons(decision: dict[str, Any]) -> list[Reason]:
     return out
 
 
-def to_view(row: Any) -> ApprovalView:
-    decision = row.decision_json or {}
+def to_view(row: Any, redactor: Redactor | None = None) -> ApprovalView:
+    """The API shape of an approval row; with `redactor`, its redacted fields are hashed everywhere
+    (the action, signals and explanations), without it the action is exact."""
+    decision = redact_decision(row.decision_json or {}, redactor)
     return ApprovalView(
         id=row.id, state=State(row.state), released=State(row.state).released, tenant=row.tenant, effect=row.effect,
-        action_name=row.action_name, action=row.action_json, action_hash=row.action_hash, revision=row.revision,
+        action_name=row.action_name, action=redact_action(row.action_json, redactor), action_hash=row.action_hash,
+        revision=row.revision,
         original_action_hash=row.original_action_hash, edited=row.revision > 1, groups=list(row.groups or []),
         reasons=reasons(decision), signals=dict(decision.get("signals") or {}), tags=list(decision.get("tags") or []),
-        answers=row.answers_json, requester=row.requester_actor or row.requester_subject, created_at=row.created_at,
+        answers=row.answers_json, requester=row.requester_subject or row.requester_key_id, actor=row.requester_actor,
+        created_at=row.created_at,
         updated_at=row.updated_at, timeout_at=row.timeout_at, on_timeout=row.on_timeout, escalate_to=row.escalate_to,
         next_reminder_at=row.next_reminder_at, reminders_sent=row.reminders_sent, escalations=row.escalations,
         decided_at=row.decided_at, decided_by=row.decided_by, decided_via=row.decided_via, reason=row.reason,
@@ -78,9 +120,12 @@ def to_view(row: Any) -> ApprovalView:
     )
 
 
-def outcome(row: Any) -> Outcome:
+def outcome(row: Any, redactor: Redactor | None = None) -> Outcome:
+    """The signed outcome an application is called back with; with `redactor`, the action's redacted
+    fields are hashed (the form stored in the outbox; the exact action is filled in when sending)."""
     return Outcome(
         approval_id=row.id, state=State(row.state), released=State(row.state).released, action_hash=row.action_hash,
-        original_action_hash=row.original_action_hash, revision=row.revision, action=row.action_json,
+        original_action_hash=row.original_action_hash, revision=row.revision,
+        action=redact_action(row.action_json, redactor),
         decided_at=row.decided_at, decided_by=row.decided_by, decided_via=row.decided_via, reason=row.reason,
     )

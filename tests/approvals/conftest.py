@@ -17,6 +17,9 @@ TOKENS = {
     "sam": "tok-sam-acme-refunds-0123456789a",
     "lena": "tok-lena-acme-legal-0123456789ab",
     "gina": "tok-gina-globex-refunds-01234567",
+    "alice": "tok-alice-acme-app-reviewer-0123",  # asks (app) and reviews, subject "alice@acme"
+    "alice2": "tok-alice-acme-reviewer-key2-012",  # alice's other key, subject "alice"
+    "app2": "tok-app2-acme-billing-0123456789",
 }
 CALLBACK_SECRET = "callback-secret-0123456789abcdef"
 SLACK_SIGNING_SECRET = "slack-signing-secret-0123456789"
@@ -30,6 +33,7 @@ require approval for refund when amount > 100 GBP {
   remind every 1h              timeout 8h -> deny
 }
 authorize refund
+deny refund when amount > 1000 GBP
 deny delete_account
 require approval for respond_press {
   reviewers group "comms"      notify teams "refunds"
@@ -84,6 +88,11 @@ def stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
                 SeedKey(token_env="PE_TEST_TOKEN_SAM", tenant="acme", roles=["reviewer"], subject="sam", groups=["refunds"]),
                 SeedKey(token_env="PE_TEST_TOKEN_LENA", tenant="acme", roles=["reviewer"], subject="lena", groups=["legal"]),
                 SeedKey(token_env="PE_TEST_TOKEN_GINA", tenant="globex", roles=["reviewer"], subject="gina", groups=["refunds"]),
+                SeedKey(token_env="PE_TEST_TOKEN_ALICE", tenant="acme", roles=["app", "reviewer"], subject="alice@acme",
+                        groups=["refunds"]),
+                SeedKey(token_env="PE_TEST_TOKEN_ALICE2", tenant="acme", roles=["reviewer"], subject="alice",
+                        groups=["refunds"]),
+                SeedKey(token_env="PE_TEST_TOKEN_APP2", tenant="acme", roles=["app"], subject="billing-bot"),
             ],
         )
         with AppServer(settings) as app:

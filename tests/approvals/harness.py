@@ -47,9 +47,10 @@ class Recorded:
 
 @dataclass
 class Recorder:
-    """Records requests; Slack Web API methods answer `{"ok": true, "channel", "ts"}`."""
+    """Records requests; Slack Web API methods answer `{"ok": true, "channel", "ts"}` (each ts in `slack_ts`)."""
 
     requests: list[Recorded] = field(default_factory=list)
+    slack_ts: list[str] = field(default_factory=list)
     status: int = 200
     server: ThreadingHTTPServer | None = None
 
@@ -70,7 +71,10 @@ class Recorder:
                 body = self.rfile.read(n)
                 rec.requests.append(Recorded("POST", self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                 if self.path.startswith("/api/chat."):
-                    out = json.dumps({"ok": True, "channel": "C0REFUNDS", "ts": f"{time.time():.6f}"}).encode()
+                    ts = f"{time.time():.6f}"
+                    if self.path.startswith("/api/chat.postMessage"):
+                        rec.slack_ts.append(ts)
+                    out = json.dumps({"ok": True, "channel": "C0REFUNDS", "ts": ts}).encode()
                     self.send_response(200)
                     self.send_header("content-type", "application/json")
                 else:

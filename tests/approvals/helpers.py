@@ -22,6 +22,9 @@ class Principal:
     roles: list[str] = field(default_factory=lambda: ["reviewer"])
     groups: list[str] = field(default_factory=list)
 
+    def has(self, *roles: str) -> bool:
+        return "admin" in self.roles or any(r in self.roles for r in roles)
+
 
 def refund_action(amount: str = "150 GBP", actor: str = "agent-7", tenant: str = "acme") -> Action:
     return Action(action="refund", tenant=tenant, actor=actor, fields={"amount": amount, "order": "A-1001"})
@@ -52,8 +55,9 @@ def refund_decision(
 
 
 def reviewer(subject: str = "rita", *, tenant: str | None = "acme", groups: tuple[str, ...] = ("refunds",),
-             roles: tuple[str, ...] = ("reviewer",)) -> Reviewer:
-    return Reviewer(subject=subject, tenant=tenant, groups=frozenset(groups), roles=frozenset(roles))
+             roles: tuple[str, ...] = ("reviewer",), key_id: str | None = None) -> Reviewer:
+    return Reviewer(subject=subject, tenant=tenant, groups=frozenset(groups), roles=frozenset(roles),
+                    key_id=key_id or f"key-{subject}")
 
 
 def settings(**kw: Any) -> ApprovalSettings:
@@ -67,5 +71,8 @@ async def make_service(url: str, **kw: Any) -> tuple[ApprovalService, Database]:
     db = Database.open(url)
     dispatcher = kw.pop("dispatcher", None)
     clock = kw.pop("clock", None)
-    extra = {"clock": clock} if clock else {}
+    extra: dict[str, Any] = {"clock": clock} if clock else {}
+    for name in ("evaluate", "redactor"):  # the policy serving (edits are re-evaluated), field redaction
+        if name in kw:
+            extra[name] = kw.pop(name)
     return ApprovalService(db.engine, settings(**kw), dispatcher=dispatcher, **extra), db

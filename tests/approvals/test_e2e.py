@@ -5,6 +5,7 @@ the signed outcome. Every refused case is refused."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -47,11 +48,27 @@ def slack_headers(body: bytes, *, ts: int | None = None, secret: str = SLACK_SIG
             "Content-Type": "application/x-www-form-urlencoded"}
 
 
+async def slack_delivered(stack: Any, approval_id: str, timeout: float = 20) -> None:
+    """Wait until the outbox has recorded the approval's Slack message (channel + ts) as delivered."""
+    import sqlite3
+
+    path = stack.app.runtime.settings.database_url.removeprefix("sqlite:///")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+            n = db.execute("select count(*) from notification_outbox where approval_id=? and kind='slack' "
+                           "and state='delivered'", (approval_id,)).fetchone()[0]
+        if n:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("timed out waiting for the Slack message to be recorded as delivered")
+
+
 def slack_click(approval_id: str, action_id: str, *, user: str = "U0RITA", username: str = "rita.slack",
-                reason: str | None = None, response_url: str = "") -> bytes:
+                reason: str | None = None, response_url: str = "", message_ts: str = "1.0") -> bytes:
     payload = {
         "type": "block_actions", "user": {"id": user, "username": username, "name": username},
-        "channel": {"id": "C0REFUNDS", "name": "refunds"}, "container": {"type": "message", "message_ts": "1.0"},
+        "channel": {"id": "C0REFUNDS", "name": "refunds"}, "container": {"type": "message", "message_ts": message_ts},
         "response_url": response_url, "actions": [{"action_id": action_id, "value": approval_id, "type": "button"}],
         "state": {"values": {"pe_reason": {"pe_reason_input": {"type": "plain_text_input", "value": reason}}}},
     }
@@ -133,7 +150,9 @@ async def test_slack_button_approves_and_forged_or_replayed_requests_are_refused
     assert posted[0].headers["authorization"] == "Bearer xoxb-test-token"
 
     url = f"{stack.url}/v1/integrations/slack/interactivity"
-    body = slack_click(approval_id, "pe_approve", response_url=f"{stack.rec.url}/slack-response")
+    ts = (await until(lambda: stack.rec.slack_ts, what="the posted message's ts"))[0]
+    await slack_delivered(stack, approval_id)
+    body = slack_click(approval_id, "pe_approve", response_url=f"{stack.rec.url}/slack-response", message_ts=ts)
     async with httpx.AsyncClient(timeout=30) as http:
         forged = await http.post(url, content=body, headers=slack_headers(body, secret="not-the-secret-xxxxxxxx"))
         assert forged.status_code == 401
@@ -147,10 +166,14 @@ async def test_slack_button_approves_and_forged_or_replayed_requests_are_refused
         noreason = slack_click(approval_id, "pe_reject", response_url=f"{stack.rec.url}/slack-response")
         assert (await http.post(url, content=noreason, headers=slack_headers(noreason))).status_code == 200
         await until(lambda: stack.rec.on("/slack-response"), what="the ephemeral reply")
+        # A click on another message (or without one) is not bound to this approval: refused.
+        other = slack_click(approval_id, "pe_approve", response_url=f"{stack.rec.url}/slack-response", message_ts="1.0")
+        refused = await http.post(url, content=other, headers=slack_headers(other))
+        assert refused.status_code == 200 and refused.json()["error"] == "approval_forbidden"
         ok = await http.post(url, content=body, headers=slack_headers(body))
         assert ok.status_code == 200 and ok.json()["state"] == "approved"
         late = slack_click(approval_id, "pe_reject", user="U0SAM", reason="too late",
-                           response_url=f"{stack.rec.url}/slack-response")
+                           response_url=f"{stack.rec.url}/slack-response", message_ts=ts)
         assert (await http.post(url, content=late, headers=slack_headers(late))).json()["error"] == "approval_already_decided"
 
     assert await asyncio.wait_for(task, 30) == "done" and ran == ["250 GBP"]  # released
@@ -170,8 +193,10 @@ async def test_slack_button_approves_and_forged_or_replayed_requests_are_refused
 @pytest.mark.slow
 async def test_rest_reviewers_security_and_first_decision_wins(stack):
     async with api(stack, "app") as app, api(stack, "rita") as rita, api(stack, "sam") as sam, \
-            api(stack, "lena") as lena, api(stack, "gina") as gina:
-        r = await app.post("/v1/evaluate", json={"action": "refund", "actor": "rita", "fields": {"amount": "300 GBP"}})
+            api(stack, "lena") as lena, api(stack, "gina") as gina, api(stack, "alice") as alice, \
+            api(stack, "alice2") as alice2, api(stack, "app2") as app2:
+        # alice asks with her own key (the actor text names someone else: context only)
+        r = await alice.post("/v1/evaluate", json={"action": "refund", "actor": "agent-7", "fields": {"amount": "300 GBP"}})
         approval_id = r.json()["approval"]["approval_id"]
         # Only reviewers of the group and tenant see it.
         assert [a["id"] for a in (await sam.get("/v1/approvals")).json()["data"]] == [approval_id]
@@ -180,12 +205,20 @@ async def test_rest_reviewers_security_and_first_decision_wins(stack):
         # Refused: another tenant, another group, the requester themself, an app key, no reason.
         assert (await gina.post(f"/v1/approvals/{approval_id}/approve")).status_code == 404
         assert (await lena.post(f"/v1/approvals/{approval_id}/approve")).status_code == 403
-        self_ok = await rita.post(f"/v1/approvals/{approval_id}/approve")
-        assert self_ok.status_code == 403 and "own action" in self_ok.json()["error"]["message"]
+        for own in (alice, alice2):  # the requesting key itself, and her other key (subject "alice")
+            self_ok = await own.post(f"/v1/approvals/{approval_id}/approve")
+            assert self_ok.status_code == 403 and "own action" in self_ok.json()["error"]["message"]
         assert (await app.post(f"/v1/approvals/{approval_id}/approve")).status_code == 403
         assert (await sam.post(f"/v1/approvals/{approval_id}/reject", json={})).status_code == 422
+        # Only the requesting key cancels: another app key of the tenant is refused.
+        for other in (app, app2):
+            assert (await other.post(f"/v1/approvals/{approval_id}/cancel")).status_code == 403
+        # An edit the policy denies cannot be approved (the edited revision is evaluated again).
+        denied = await sam.post(f"/v1/approvals/{approval_id}/approve",
+                                json={"reason": "why not", "action": {"fields": {"amount": "50000 GBP"}}})
+        assert denied.status_code == 422 and "deny refund when amount > 1000 GBP" in denied.json()["error"]["message"]
         # Long poll returns when sam decides (edit-and-approve: a new revision).
-        poll = asyncio.create_task(app.get(f"/v1/approvals/{approval_id}", params={"wait": 20}))
+        poll = asyncio.create_task(alice.get(f"/v1/approvals/{approval_id}", params={"wait": 20}))
         await asyncio.sleep(0.3)
         assert not poll.done()
         ok = await sam.post(f"/v1/approvals/{approval_id}/approve",

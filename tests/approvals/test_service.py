@@ -33,7 +33,11 @@ class Clock:
 @pytest.fixture
 async def svc(tmp_path):
     clock = Clock()
-    service, db = await make_service(f"sqlite:///{tmp_path}/a.db", clock=clock)
+
+    async def still_held(action):  # the policy serving, for edited revisions: holds every refund
+        return refund_decision()
+
+    service, db = await make_service(f"sqlite:///{tmp_path}/a.db", clock=clock, evaluate=still_held)
     service.test_clock = clock
     yield service
     await db.aclose()
@@ -79,12 +83,13 @@ async def test_reject_needs_a_reason(svc):
     ("who", "message"),
     [
         (reviewer(groups=("legal",)), "group refunds"),
-        (reviewer("agent-7"), "own action"),
+        (reviewer("support-bot"), "own action"),  # the requesting key's subject
         (reviewer(roles=("viewer",)), "roles"),
     ],
 )
 async def test_wrong_reviewers_are_refused_and_audited(svc, who, message):
-    res = await svc.hold(action=refund_action(), decision=refund_decision())
+    res = await svc.hold(action=refund_action(), decision=refund_decision(),
+                         principal=Principal("acme", "k-app", "support-bot", roles=["app"]))
     with pytest.raises(ApprovalForbidden, match=message):
         await svc.decide(res.approval_id, who, approve=True)
     assert (await svc.get(res.approval_id)).state == State.pending

@@ -5,9 +5,12 @@
     GET  /v1/approvals/{id}/audit             reviewer / admin of the tenant: every transition
     POST /v1/approvals/{id}/approve           {"reason"?, "action"?: {"fields": {...}, "text"?}}  (edit-and-approve)
     POST /v1/approvals/{id}/reject            {"reason": "..."} (required)
-    POST /v1/approvals/{id}/cancel            the requesting app withdraws it
+    POST /v1/approvals/{id}/cancel            the requesting key (or an admin) withdraws it
 
-The first decision wins; a later one gets 409 with who decided.
+The first decision wins; a later one gets 409 with who decided. Bodies are read with a
+running size count against `max_body_bytes` (413 past it, never buffered whole). The exact
+action (redacted fields included) is shown only to the key that requested the approval;
+everyone else sees redacted fields hashed.
 """
 
 from __future__ import annotations
@@ -65,8 +68,28 @@ def _reviewer(principal: Principal, request: Request) -> Reviewer:
                                    user_agent=request.headers.get("user-agent"))
 
 
+async def read_body(request: Request) -> bytes:
+    """The request body, read with a running size count against the service's `max_body_bytes`.
+
+    Raises `ApiError` 413 as soon as the body (declared by Content-Length, or counted while
+    it streams in, chunked) passes the limit, before buffering more of it.
+    """
+    limit = request.app.state.runtime.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit}", code="body_too_large")
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
+        parts.append(part)
+    return b"".join(parts)
+
+
 async def _json(request: Request, model: type[BaseModel], *, empty_ok: bool) -> Any:
-    raw = await request.body()
+    raw = await read_body(request)
     if not raw.strip():
         if empty_ok:
             return model()
@@ -100,8 +123,8 @@ async def get_approval(
     principal: Principal = Depends(require_principal()),
 ) -> Response:
     svc = service_of(request)
-    view = await (svc.wait(approval_id, wait, tenant=principal.tenant) if wait > 0
-                  else svc.get(approval_id, tenant=principal.tenant))
+    view = await (svc.wait(approval_id, wait, tenant=principal.tenant, for_key=principal.key_id) if wait > 0
+                  else svc.get(approval_id, tenant=principal.tenant, for_key=principal.key_id))
     return json_response(view.model_dump(mode="json"))
 
 
@@ -129,8 +152,10 @@ async def reject(request: Request, approval_id: str, principal: Principal = Depe
     return json_response(view.model_dump(mode="json"))
 
 
-@router.post("/v1/approvals/{approval_id}/cancel", summary="The requester withdraws a pending approval")
+@router.post("/v1/approvals/{approval_id}/cancel", summary="The requesting key (or an admin) withdraws a pending approval")
 async def cancel(request: Request, approval_id: str, principal: Principal = Depends(require_principal("app"))) -> Response:
     body: CancelBody = await _json(request, CancelBody, empty_ok=True)
-    view = await service_of(request).cancel(approval_id, actor=principal.subject, reason=body.reason, tenant=principal.tenant)
+    view = await service_of(request).cancel(approval_id, principal, reason=body.reason,
+                                            ip=request.client.host if request.client else None,
+                                            user_agent=request.headers.get("user-agent"))
     return json_response(view.model_dump(mode="json"))

@@ -2,9 +2,12 @@
 
 Slack POSTs ``application/x-www-form-urlencoded`` with ``payload=<json>`` and
 signs it (``X-Slack-Signature: v0=HMAC_SHA256(signing_secret, "v0:<ts>:<body>")``,
-``X-Slack-Request-Timestamp``). A request with a bad signature, or a timestamp
+``X-Slack-Request-Timestamp``). The body is read with a running size count against
+``max_body_bytes`` (413 past it, before the signature is checked and without
+buffering more). A request with a bad signature, or a timestamp
 more than five minutes away from now (a replay), is refused with 401 before
-anything is parsed. The decision then goes through the same compare-and-set as
+anything is parsed. A click decides only when its channel and message ``ts`` are
+those of a message delivered for that approval. The decision then goes through the same compare-and-set as
 every other channel; the message is replaced by its outcome (``chat.update``)
 through the outbox, and errors are shown to the clicking user as an ephemeral
 message through ``response_url``.
@@ -24,7 +27,7 @@ from slack_sdk.signature import SignatureVerifier
 from starlette.responses import Response
 
 from policyengine.api.errors import ApiError, json_response
-from policyengine.api.routes.approvals import service_of
+from policyengine.api.routes.approvals import read_body, service_of
 from policyengine.approvals.errors import ApprovalError
 from policyengine.notifier.slack import APPROVE_ACTION, REASON_ACTION, REASON_BLOCK, REJECT_ACTION
 
@@ -54,6 +57,14 @@ async def _ephemeral(url: str, text: str) -> None:
         log.warning("could not answer Slack response_url: %s", exc)
 
 
+def _message_ts(payload: dict[str, Any]) -> str | None:
+    """The ts of the message whose button was clicked (`container.message_ts`, else `message.ts`)."""
+    for ts in ((payload.get("container") or {}).get("message_ts"), (payload.get("message") or {}).get("ts")):
+        if isinstance(ts, str) and ts:
+            return ts
+    return None
+
+
 def _reason(payload: dict[str, Any]) -> str | None:
     values = ((payload.get("state") or {}).get("values") or {}).get(REASON_BLOCK) or {}
     value = (values.get(REASON_ACTION) or {}).get("value")
@@ -66,7 +77,7 @@ async def slack_interactivity(request: Request, background: BackgroundTasks) -> 
     secret = svc.settings.slack_signing_secret
     if secret is None:
         raise ApiError(503, "Slack is not configured (POLICYENGINE_APPROVALS_SLACK_SIGNING_SECRET)", code="slack_not_configured")
-    body = await request.body()
+    body = await read_body(request)
     _verify(request, body, secret.get_secret_value(), svc.settings.slack_timestamp_tolerance_s)
     try:
         payload = json.loads(parse_qs(body.decode("utf-8")).get("payload", [""])[0])
@@ -91,7 +102,7 @@ async def slack_interactivity(request: Request, background: BackgroundTasks) -> 
         view = await svc.decide_from_slack(
             str(act.get("value", "")), user_id=str(user.get("id", "")), user_names=[user.get("username"), user.get("name")],
             approve=approve, reason=reason, channel_id=(payload.get("channel") or {}).get("id"),
-            ip=request.client.host if request.client else None,
+            message_ts=_message_ts(payload), ip=request.client.host if request.client else None,
         )
     except ApprovalError as exc:
         if reply_ok:

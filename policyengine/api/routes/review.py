@@ -3,7 +3,9 @@
     GET  /review/{token}   shows the held action, why it was held, model answers side
                            by side, and the approve / reject forms. Decides nothing, so
                            mail scanners and link previews cannot approve.
-    POST /review/{token}   decision=approve|reject, reason (required to reject).
+    POST /review/{token}   decision=approve|reject, reason (required to reject); through a
+                           webhook link also reviewer=<identity> and reviewer_signature
+                           (see `policyengine.approvals.signing.sign_reviewer`).
 
 The signed token in the URL is the credential and the CSRF defence: a forged
 cross-site POST would need it. Links expire and work once (nonce recorded).
@@ -49,7 +51,7 @@ def _page(request: Request, name: str, status: int = 200, **ctx: object) -> HTML
 
 def _via(recipient: str) -> Via:
     kind = recipient.split(":", 1)[0]
-    return {"email": Via.email, "teams": Via.teams, "slack": Via.slack}.get(kind, Via.review_page)
+    return {"email": Via.email, "teams": Via.teams, "slack": Via.slack, "webhook": Via.webhook}.get(kind, Via.review_page)
 
 
 async def _open_link(request: Request, token: str) -> tuple[LinkClaims, ApprovalView] | HTMLResponse:
@@ -80,6 +82,7 @@ async def review_page(request: Request, token: str, intent: str | None = Query(N
 @router.post("/review/{token}")
 async def review_decide(
     request: Request, token: str, decision: str = Form(...), reason: str = Form(""),
+    reviewer: str = Form(""), reviewer_signature: str = Form(""),
 ) -> HTMLResponse:
     svc = service_of(request)
     if decision not in ("approve", "reject"):
@@ -95,6 +98,7 @@ async def review_decide(
         decided = await svc.decide_with_link(
             token, approve=decision == "approve", reason=reason, via=_via(claims.recipient),
             ip=request.client.host if request.client else None, user_agent=request.headers.get("user-agent"),
+            reviewer=reviewer or None, reviewer_signature=reviewer_signature or None,
         )
     except ApprovalError as exc:
         return _page(request, "error.html.j2", exc.status_code, message=exc.message)
