@@ -10,11 +10,17 @@ reports failure as `UpstreamError` (the server answered with an error) or
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from policyengine.types import ModelSpec
+
+log = logging.getLogger("policyengine.adapters")
+
+R = TypeVar("R")
 
 
 class AdapterError(Exception):
@@ -35,12 +41,34 @@ class UpstreamError(AdapterError):
 
 class TransportError(AdapterError):
     """No usable answer: `reason` is one of connection_refused, connection_reset, connect_timeout,
-    timeout, first_token_timeout, idle_timeout, stream_cut, malformed_chunk, protocol_error, config."""
+    timeout, first_token_timeout, idle_timeout, stream_cut, malformed_chunk, protocol_error, config,
+    adapter_error (the adapter itself failed, e.g. on an answer it could not translate: see `guarded`)."""
 
     def __init__(self, reason: str, detail: str = "") -> None:
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}" if detail else reason)
+
+
+def guarded(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+    """Wrap an adapter's `complete` / `open_stream` so that an exception it did not mean to raise
+    (a bug, or an answer it cannot translate, after the model may already have been called)
+    reaches the dispatcher as `TransportError("adapter_error")`: a classified failover, logged
+    with its traceback here, instead of an unclassified exception that would bypass the chain
+    and the outcome row. `AdapterError`s and timeouts pass through unchanged."""
+
+    @functools.wraps(fn)
+    async def call(self: Any, spec: ModelSpec, body: dict, opts: CallOptions) -> R:
+        try:
+            return await fn(self, spec, body, opts)
+        except (AdapterError, TimeoutError):
+            raise
+        except Exception as exc:
+            log.exception("adapter %s failed on model %s", type(self).__name__, spec.name)
+            raise TransportError("adapter_error", "the adapter could not handle this call (the service log "
+                                                  "has the detail)") from exc
+
+    return call
 
 
 @dataclass(slots=True)

@@ -24,7 +24,7 @@ from botocore.eventstream import EventStreamBuffer, EventStreamError
 
 from policyengine.types import ModelSpec
 
-from .base import CallOptions, TransportError, UpstreamError
+from .base import CallOptions, TransportError, UpstreamError, guarded
 from .streams import CredentialedAdapter, TranslatedChunkStream, open_response, post, stream_errors
 from .translate import (
     data_url_parts,
@@ -257,6 +257,7 @@ class BedrockAdapter(CredentialedAdapter):
         except BedrockRequestError as exc:
             raise UpstreamError(400, {"x-amzn-ErrorType": "ValidationException"}, {"message": str(exc)}) from None
 
+    @guarded
     async def complete(self, spec: ModelSpec, body: dict, opts: CallOptions) -> dict:
         payload = self._prepare(body)
         url = self._endpoint(spec, opts, False)
@@ -267,6 +268,7 @@ class BedrockAdapter(CredentialedAdapter):
         except orjson.JSONDecodeError:
             raise TransportError("protocol_error", "Converse response is not JSON") from None
 
+    @guarded
     async def open_stream(self, spec: ModelSpec, body: dict, opts: CallOptions) -> BedrockChunkStream:
         payload = self._prepare(body)
         url = self._endpoint(spec, opts, True)

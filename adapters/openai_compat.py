@@ -23,7 +23,7 @@ from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 from policyengine.types import ModelSpec, Provider
 
-from .base import CallOptions, TransportError, UpstreamError
+from .base import CallOptions, TransportError, UpstreamError, guarded
 from .http import aiohttp_session, aiohttp_timeout, map_transport_error, native_pool
 
 _JSON = {"content-type": "application/json", "accept": "application/json"}
@@ -249,6 +249,7 @@ class OpenAICompatAdapter:
     def __init__(self, client: httpx.AsyncClient) -> None:
         self._client = client
 
+    @guarded
     async def complete(self, spec: ModelSpec, body: dict, opts: CallOptions) -> dict:
         if not opts.base_url:
             raise TransportError("config", f"model {spec.name} has no base_url")
@@ -304,6 +305,7 @@ class OpenAICompatAdapter:
             raise TransportError("protocol_error", "response has no choices")
         return data
 
+    @guarded
     async def open_stream(self, spec: ModelSpec, body: dict, opts: CallOptions) -> OpenAIChunkStream:
         if not opts.base_url:
             raise TransportError("config", f"model {spec.name} has no base_url")

@@ -31,7 +31,7 @@ from httpx_sse import EventSource
 
 from policyengine.types import ModelSpec
 
-from .base import CallOptions, TransportError, UpstreamError
+from .base import CallOptions, TransportError, UpstreamError, guarded
 from .openai_compat import OpenAIChunkStream, chat_url, prepare_body
 from .streams import CredentialedAdapter, TranslatedChunkStream, open_response, post, stream_errors
 from .translate import data_url_parts, finish_from_gemini, json_args, text_of
@@ -329,6 +329,7 @@ class VertexAdapter(CredentialedAdapter):
         except VertexRequestError as exc:
             raise UpstreamError(400, {}, {"error": {"code": 400, "message": str(exc), "status": "INVALID_ARGUMENT"}}) from None
 
+    @guarded
     async def complete(self, spec: ModelSpec, body: dict, opts: CallOptions) -> dict:
         headers = {"content-type": "application/json", **(await self._auth(opts))}
         if self._mode(spec, opts) == "openai":
@@ -344,6 +345,7 @@ class VertexAdapter(CredentialedAdapter):
             return data
         return from_gemini(data, spec.upstream_model)
 
+    @guarded
     async def open_stream(self, spec: ModelSpec, body: dict, opts: CallOptions):
         headers = {"content-type": "application/json", "accept": "text/event-stream", **(await self._auth(opts))}
         mode = self._mode(spec, opts)

@@ -28,6 +28,31 @@ if TYPE_CHECKING:
 DEFAULT_POLICY_DIR = "policies/support-desk"  # the full example set of the repository
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` serves this machine only: `localhost`, 127.0.0.0/8 or ::1
+    (`0.0.0.0`, `::`, any other address or name is reachable from elsewhere)."""
+    import ipaddress
+
+    h = host.strip().strip("[]").lower()
+    if h == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def auth_disabled_problem(settings: Settings) -> str | None:
+    """Why these settings must not start (`auth_disabled` on a bind reachable from other machines),
+    or None."""
+    if settings.auth_disabled and not is_loopback(settings.host):
+        return (f"auth_disabled is set and the service would listen on {settings.host!r}, which is not a "
+                "loopback address: every caller would be an admin of tenant "
+                f"{settings.dev_tenant!r}. auth_disabled is for development on loopback only "
+                "(--host 127.0.0.1); create API keys instead (policyengine keys create)")
+    return None
+
+
 class SeedKey(BaseModel):
     """An API key created at start from the environment (dev / embedded default).
 
@@ -237,6 +262,8 @@ class Settings(OutboundHosts, BaseSettings):
 
     # gateway
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    max_json_depth: int = Field(32, ge=2, le=512, description="deepest nesting of objects and arrays accepted "
+                                "in a request body (the body itself is level 1); deeper bodies get 400")
     default_use_case: str | None = None
     verify_timeout_s: float = Field(120, gt=0)
     # tool calls a model returns are judged as actions (policyengine.gateway.tools)

@@ -32,9 +32,12 @@ def parse_money(value: Any) -> tuple[Decimal, str] | None:
     evaluator calls it on the hot path."""
     if isinstance(value, dict):
         try:
-            return Decimal(str(value["amount"])), str(value["currency"]).upper()
+            amount, currency = Decimal(str(value["amount"])), str(value["currency"]).upper()
         except (KeyError, InvalidOperation):
             return None
+        if not amount.is_finite():  # NaN, sNaN, Infinity: not an amount (and NaN cannot be compared)
+            return None
+        return amount, currency
     if isinstance(value, str):
         m = _MONEY_RE.fullmatch(value)
         if not m:
@@ -48,12 +51,50 @@ def parse_money(value: Any) -> tuple[Decimal, str] | None:
     return None
 
 
+_NON_FINITE = r"[+-]?(?:s?nan|inf(?:inity)?)"
+_NON_FINITE_MONEY_RE = re.compile(rf"\s*{_NON_FINITE}\s*[A-Za-z]{{3}}\s*|\s*[A-Za-z]{{3}}\s*{_NON_FINITE}\s*",
+                                  re.IGNORECASE)
+
+
+def non_finite_money(value: Any) -> bool:
+    """Whether `value` is shaped like money but its amount is not a finite number (`"NaN GBP"`,
+    `{"amount": "sNaN", "currency": "GBP"}`, `"GBP Infinity"`): a value no comparison can decide."""
+    if isinstance(value, str):
+        return len(value) < 40 and _NON_FINITE_MONEY_RE.fullmatch(value) is not None
+    if isinstance(value, dict) and "amount" in value and "currency" in value:
+        amount = value["amount"]
+        if isinstance(amount, bool) or not isinstance(amount, str | int | float):
+            return False
+        try:
+            return not Decimal(str(amount)).is_finite()
+        except InvalidOperation:
+            return False
+    return False
+
+
+def _check_money_values(fields: dict[str, Any], limit: int = 10_000) -> None:
+    """Raise ValueError naming the first value in `fields` (at any depth) that is money with a
+    non-finite amount. Looks at no more than `limit` values."""
+    stack: list[tuple[str, Any]] = [("", fields)]
+    seen = 0
+    while stack and seen < limit:
+        path, obj = stack.pop()
+        items = obj.items() if isinstance(obj, dict) else enumerate(obj)
+        for k, v in items:
+            seen += 1
+            where = f"{path}.{k}" if path else str(k)
+            if non_finite_money(v):
+                raise ValueError(f"fields.{where}: a money amount must be a finite number, got {v!r}")
+            if isinstance(v, dict | list):
+                stack.append((where, v))
+
+
 class Money(BaseModel):
-    """An amount in one currency (ISO 4217 code, upper case)."""
+    """An amount in one currency (ISO 4217 code, upper case); the amount is a finite number."""
 
     model_config = ConfigDict(frozen=True)
 
-    amount: Decimal
+    amount: Decimal = Field(allow_inf_nan=False)
     currency: str
 
     @field_validator("currency")
@@ -214,6 +255,13 @@ class Action(BaseModel):
     def _no_nul(cls, v: str | None, info: ValidationInfo) -> str | None:
         if v is not None and "\x00" in v:
             raise ValueError(f"{info.field_name} must not contain a NUL character (\\x00)")
+        return v
+
+    @field_validator("fields")
+    @classmethod
+    def _finite_money(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if v:
+            _check_money_values(v)
         return v
 
 

@@ -24,7 +24,7 @@ from policyengine.api import routes as routes_pkg
 from policyengine.api.errors import install_error_handlers
 from policyengine.api.http import PolicyEngineApp
 from policyengine.gateway import Runtime, build_runtime
-from policyengine.settings import Settings
+from policyengine.settings import Settings, auth_disabled_problem
 from policyengine.store import ApiKeyRepo, upgrade
 
 log = logging.getLogger("policyengine.api")
@@ -62,6 +62,9 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
     watcher; and stops them in reverse.
     """
     settings = settings or Settings()
+    problem = auth_disabled_problem(settings)
+    if problem:
+        raise RuntimeError(f"cannot start: {problem}")
     rt = build_runtime(settings)
 
     @contextlib.asynccontextmanager
@@ -70,6 +73,9 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
             await asyncio.to_thread(upgrade, settings.database_url)
         await rt.log.start()
         await _seed_keys(settings, rt.keys)
+        if settings.auth_disabled:
+            log.warning("AUTH IS DISABLED (auth_disabled=true): no API key is checked; every request is tenant "
+                        "%r with every role. Development on loopback only.", settings.dev_tenant)
         if not settings.auth_disabled and not await rt.keys.list():
             log.warning("no API keys exist: every request will get 401. Create one with "
                         "`policyengine keys create --tenant T --role admin --role app` or set seed_keys")

@@ -37,6 +37,7 @@ from policyengine.gateway.errors import (
     NoRoute,
     PolicyDenied,
     TenantMismatch,
+    UntrustedInput,
     UpstreamFailed,
     VerificationFailed,
 )
@@ -56,6 +57,7 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permi
 _GATEWAY: dict[type[GatewayError], tuple[int, str | None, bool]] = {
     InvalidAction: (422, None, False),
     TenantMismatch: (403, None, False),
+    UntrustedInput: (403, None, False),
     EvaluationFailed: (422, None, False),
     PolicyDenied: (403, None, False),
     ModelNotAllowed: (403, None, False),
@@ -158,7 +160,12 @@ def _from_gateway(exc: GatewayError) -> ApiError:
         return ApiError(502, exc.message, code=exc.code, extra=extra, headers=headers, type="upstream_error")
     status, type_, retry = next((v for cls, v in _GATEWAY.items() if isinstance(exc, cls)), (500, None, False))
     extra.update(exc.extra)
-    return ApiError(status, exc.message, code=exc.code, param=exc.param, type=type_, extra=extra,
+    message = exc.message
+    if isinstance(exc, ApprovalsUnavailable):  # the cause is logged where it happened, never sent
+        effect = f" ({exc.decision.effect})" if exc.decision is not None else ""
+        message = (f"the decision {exc.decision_id} was recorded{effect} but its approval could not be created; "
+                   "retry later")
+    return ApiError(status, message, code=exc.code, param=exc.param, type=type_, extra=extra,
                     headers=headers, retry=retry)
 
 
@@ -199,6 +206,13 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
         msg, param = describe_validation(list(exc.errors()))
         return to_response(ApiError(422, f"invalid request: {msg}", code="invalid_request", param=param))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        # Starlette's last resort answers in plain text; this answers in the OpenAI shape, without
+        # the exception's class or message (logged here; Starlette re-raises it for the server log)
+        log.error("unhandled error in %s %s: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        return internal_error()
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:

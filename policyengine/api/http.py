@@ -31,11 +31,14 @@ from policyengine.api.errors import ApiError, AuthError, internal_error, to_resp
 from policyengine.errors import PolicyEngineError
 from policyengine.types import ROLES, Principal
 
-__all__ = ["PolicyEngineApp", "authenticate", "headers", "json_object", "require_principal"]
+__all__ = ["PolicyEngineApp", "authenticate", "headers", "json_object", "require_principal", "too_deep"]
 
 log = logging.getLogger("policyengine.api")
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+# With `auth_disabled` (development only, loopback only) the caller is trusted with everything.
+DEV_ATTRIBUTES = {"trusted_signals": True, "trusted_fields": True}
 
 
 class PolicyEngineApp(FastAPI):
@@ -50,17 +53,68 @@ class PolicyEngineApp(FastAPI):
         self.hot_routes[path] = handler
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST":
-            path = scope["path"]
-            root = scope.get("root_path")
-            if root and path.startswith(root):
-                path = path[len(root):]
-            handler = self.hot_routes.get(path)
-            if handler is not None:
-                scope["app"] = self
-                await self._serve(handler, scope, receive, send)
+        if scope["type"] == "http":
+            if scope["method"] == "POST":
+                path = scope["path"]
+                root = scope.get("root_path")
+                if root and path.startswith(root):
+                    path = path[len(root):]
+                handler = self.hot_routes.get(path)
+                if handler is not None:  # reads its body with json_object (bounded)
+                    scope["app"] = self
+                    await self._serve(handler, scope, receive, send)
+                    return
+            receive = await self._bounded(scope, receive, send)
+            if receive is None:
                 return
         await super().__call__(scope, receive, send)
+
+    async def _bounded(self, scope: Any, receive: Any, send: Any) -> Any:
+        """Every other route's body held to `max_body_bytes`, whether or not the route reads it: a
+        declared length over the limit is refused at once; a chunked body is read here with a running
+        count (refused as soon as it passes the limit) and replayed to the route. Returns the receive
+        callable to use, or None when the request was answered (413) or the client went away."""
+        runtime = getattr(self.state, "runtime", None)
+        if runtime is None:
+            return receive
+        limit = runtime.settings.max_body_bytes
+        chunked = False
+        for k, v in scope.get("headers", ()):
+            k = k.lower()
+            if k == b"content-length":
+                if v.isdigit() and int(v) > limit:
+                    await self._too_large(scope, receive, send, f"request body of {int(v)} bytes exceeds the "
+                                                                f"limit of {limit}")
+                    return None
+                return receive  # the server holds the body to its declared length
+            if k == b"transfer-encoding":
+                chunked = True
+        if not chunked:
+            return receive
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            msg = await receive()
+            if msg["type"] != "http.request":  # the client went away
+                return None
+            body = msg.get("body", b"")
+            size += len(body)
+            if size > limit:
+                await self._too_large(scope, receive, send, f"request body exceeds the limit of {limit} bytes")
+                return None
+            parts.append(body)
+            if not msg.get("more_body", False):
+                break
+        replay: list[dict[str, Any]] = [{"type": "http.request", "body": b"".join(parts), "more_body": False}]
+
+        async def replayed() -> dict[str, Any]:
+            return replay.pop() if replay else await receive()
+
+        return replayed
+
+    @staticmethod
+    async def _too_large(scope: Any, receive: Any, send: Any, message: str) -> None:
+        await to_response(ApiError(413, message, code="body_too_large"))(scope, receive, send)
 
     async def _serve(self, handler: Handler, scope: Any, receive: Any, send: Any) -> None:
         try:
@@ -120,8 +174,31 @@ async def json_object(request: Request) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"request body is not valid JSON: {exc}", code="invalid_json")
     if not isinstance(data, dict):
-        raise ApiError(400, f"request body must be a JSON object, got {type(data).__name__}", code="invalid_body")
+        raise ApiError(400, f"request body must be a JSON object, got {_JSON_KINDS.get(type(data), 'a value')}",
+                       code="invalid_body")
+    depth = getattr(request.app.state.runtime.settings, "max_json_depth", 32)
+    if too_deep(data, depth):
+        raise ApiError(400, f"request body is nested more than {depth} levels deep", code="body_too_deep")
     return data
+
+
+_JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false",
+               type(None): "null"}
+
+
+def too_deep(data: Any, limit: int) -> bool:
+    """Whether `data` (parsed JSON) nests objects and arrays more than `limit` levels deep (the
+    body itself is level 1). Walks only the containers, without recursion."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        obj, d = pop()
+        if d > limit:
+            return True
+        for v in (obj.values() if isinstance(obj, dict) else obj):
+            if isinstance(v, dict | list):
+                push((v, d + 1))
+    return False
 
 
 # ------------------------------------------------------------------------------ who is calling
@@ -145,7 +222,7 @@ async def authenticate(request: Request) -> Principal:
     settings = runtime.settings
     if settings.auth_disabled:
         return Principal(tenant=settings.dev_tenant, key_id="dev", subject="dev",
-                         roles=frozenset(ROLES), groups=frozenset({"*"}))
+                         roles=frozenset(ROLES), groups=frozenset({"*"}), attributes=dict(DEV_ATTRIBUTES))
     token = _token(request)
     if not token:
         raise AuthError(401, "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",

@@ -71,6 +71,15 @@ def serve(
 
     s = _settings(settings_file, policy_path=policies or None, host=host, port=port, database_url=db,
                   redis_url=redis, workers=workers)
+    from policyengine.settings import auth_disabled_problem
+
+    problem = auth_disabled_problem(s)
+    if problem:
+        console.print(f"[red]refusing to start:[/red] {problem}")
+        raise typer.Exit(2)
+    if s.auth_disabled:
+        console.print(f"[bold yellow]WARNING: auth_disabled=true: no API key is checked; every request is tenant "
+                      f"{s.dev_tenant!r} with every role (development on loopback only)[/bold yellow]")
     if s.workers > 1 and s.database_url.startswith("sqlite"):
         console.print("[yellow]several workers on SQLite serialise on one writer; use PostgreSQL to scale out[/yellow]")
     # the app factory re-reads settings from the environment in each worker

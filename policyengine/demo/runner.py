@@ -53,7 +53,8 @@ class DemoError(RuntimeError):
 def _seed_keys(tokens: dict[str, str]) -> tuple[list[dict], dict[str, str]]:
     """API keys the service creates at start; tokens are passed by env var NAME, never inline."""
     spec = {
-        "app": dict(roles=["app"], subject="support-agent", attributes={}),
+        # the routing step sends X-PolicyEngine-Channel: internal with this key (trusted_fields allows it)
+        "app": dict(roles=["app"], subject="support-agent", attributes={"trusted_fields": ["channel"]}),
         "standard": dict(roles=["app"], subject="standard-tier-app", attributes={"tier": "standard"}),
         "enterprise": dict(roles=["app"], subject="enterprise-tier-app", attributes={"tier": "enterprise"}),
         "power": dict(roles=["app"], subject="power-user", attributes={"actor_role": "power"}),

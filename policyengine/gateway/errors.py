@@ -25,6 +25,7 @@ __all__ = [
     "NoRoute",
     "PolicyDenied",
     "TenantMismatch",
+    "UntrustedInput",
     "UpstreamFailed",
     "VerificationFailed",
 ]
@@ -62,6 +63,14 @@ class TenantMismatch(GatewayError):
     """The request names a tenant other than the API key's."""
 
     code = "tenant_mismatch"
+
+
+class UntrustedInput(GatewayError):
+    """The request sets something only a trusted key may set: precomputed `signals`, or the
+    actor role, channel or tenant tier. `extra['attribute']` names the API key attribute that
+    would allow it (`trusted_signals` or `trusted_fields`)."""
+
+    code = "untrusted_input"
 
 
 class EvaluationFailed(GatewayError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -16,13 +17,55 @@ from policyengine.types import Principal
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 
+# A refused reload's stable codes, by the class that refused it (the detail stays in the server log).
+_RELOAD_CODES = {"FileNotFoundError": "policy_path_not_found", "EmbeddingsNotInstalled": "embeddings_not_installed"}
+
+
+def display_path(path: str, roots: list[str]) -> str:
+    """`path` as a client may see it: relative to the policy directory it is in (a policy file
+    given directly: its name), never the server's absolute path."""
+    p = os.path.abspath(path)
+    for r in roots:
+        root = os.path.abspath(r)
+        if p == root:
+            return os.path.basename(p) or p
+        if p.startswith(root.rstrip(os.sep) + os.sep):
+            return os.path.relpath(p, root)
+    return os.path.basename(p)
+
+
+def public_reload(res: Any, roots: list[str]) -> dict[str, Any]:
+    """A reload result without server paths or exception names: file names relative to the policy
+    directories, and for a refused set a stable `error_code` with a message that says what to fix."""
+    out = res.model_dump(mode="json")
+    out["files"] = [display_path(f, roots) for f in out.get("files") or []]
+    out["diagnostics"] = [{**d, "file": display_path(d["file"], roots)} if isinstance(d.get("file"), str) else d
+                          for d in out.get("diagnostics") or []]
+    if out.get("error"):
+        kind, _, _ = str(out["error"]).partition(":")
+        if out["diagnostics"]:
+            n = sum(1 for d in out["diagnostics"] if d.get("severity", "error") == "error")
+            code, msg = "policy_invalid", f"the policy set does not lint: {n} error(s), see diagnostics"
+        elif str(out["error"]).startswith("could not record policy version"):
+            code, msg = "policy_version_not_recorded", ("the policy set compiled but its version could not be "
+                                                        "recorded in the database")
+        elif kind in _RELOAD_CODES:
+            code = _RELOAD_CODES[kind]
+            msg = ("a configured policy path does not exist" if code == "policy_path_not_found" else
+                   "the policy uses sentiment or divergence, which need `pip install 'policyengine-llm[embeddings]'`")
+        else:
+            code, msg = "policy_load_failed", "the policy set could not be loaded (the service log has the detail)"
+        out.update(error=msg + "; the previous set keeps serving", error_code=code)
+    return out
+
+
 @router.post("/policy/reload", summary="Reload the policy directory atomically (refused if lint fails)")
 async def reload_policy(request: Request, principal: Principal = Depends(require_principal("admin"))) -> Response:
     from policyengine.api.app import reload_policies
 
     s = request.app.state.runtime
     res = await reload_policies(s, f"admin:{principal.subject}")
-    return json_response(res.model_dump(mode="json"), 200 if res.ok else 422)
+    return json_response(public_reload(res, s.policies.paths), 200 if res.ok else 422)
 
 
 @router.get("/policy", summary="The policy set serving, and the recent versions")
@@ -30,10 +73,11 @@ async def policy_status(request: Request, principal: Principal = Depends(require
     s = request.app.state.runtime
     p = s.policies.current
     versions = await s.policy_versions.list(limit=20)
+    roots = s.policies.paths
     return json_response({
-        "name": p.name, "version": p.version, "hash": p.hash, "files": sorted(p.sources),
-        "models": sorted(p.models), "paths": s.policies.paths,
-        "last_reload": s.policies.last_result.model_dump(mode="json") if s.policies.last_result else None,
+        "name": p.name, "version": p.version, "hash": p.hash, "files": sorted(display_path(f, roots) for f in p.sources),
+        "models": sorted(p.models), "paths": [display_path(r, roots) for r in roots],
+        "last_reload": public_reload(s.policies.last_result, roots) if s.policies.last_result else None,
         "history": [{"hash": v.hash, "name": v.name, "version": v.version, "first_loaded_at": v.first_loaded_at,
                      "last_loaded_at": v.last_loaded_at, "loaded_by": v.loaded_by} for v in versions],
     })

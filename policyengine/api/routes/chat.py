@@ -37,6 +37,8 @@ def _bad(message: str, param: str) -> ApiError:
 
 
 def validate_chat(body: dict[str, Any]) -> None:
+    """Refuse (400, naming the field) a chat body the gateway cannot read: messages, their roles and
+    content (a string, or content parts whose text parts hold strings), model, stream, n, metadata, tools."""
     msgs = body.get("messages")
     if msgs is None:
         raise _bad("'messages' is required: a non-empty list of {role, content} objects", "messages")
@@ -54,6 +56,13 @@ def validate_chat(body: dict[str, Any]) -> None:
                        f"messages[{i}].content")
         if content is None and role not in ("assistant", "tool", "function") :
             raise _bad(f"messages[{i}].content is required for role {role!r}", f"messages[{i}].content")
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                where = f"messages[{i}].content[{j}]"
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                    raise _bad(f"{where} must be an object with a string 'type'", where)
+                if part["type"] == "text" and not isinstance(part.get("text"), str):
+                    raise _bad(f"{where}.text must be a string", f"{where}.text")
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise _bad("'model' must be a string (a model name, or 'auto' to let the policy route)", "model")
@@ -74,7 +83,8 @@ def _text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        return " ".join(t for p in content if isinstance(p, dict) and p.get("type") == "text"
+                        and isinstance(t := p.get("text"), str))
     return ""
 
 

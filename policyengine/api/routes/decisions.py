@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
 
@@ -18,19 +19,28 @@ from policyengine.types import Principal
 router = APIRouter(tags=["decisions"])
 
 # A chat decision row whose outcome is in a follow-up row (policyengine.gateway, step 7).
-OUTCOME_PENDING = ("dispatched", "streaming", "verifying")
+OUTCOME_PENDING = ("dispatched", "streaming", "verifying", "held", "resumed")
+
+
+# The largest `seq` a database column holds (a signed 64-bit integer): a larger cursor is a 422.
+SEQ_MAX = 2**63 - 1
 
 
 def _time(value: str | None, name: str) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        t = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(t):
+            raise ApiError(422, f"{name} must be a finite number of epoch seconds, got {value!r}",
+                           code="invalid_request", param=name)
+        return t
     try:
         return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ApiError(422, f"{name} must be epoch seconds or an ISO 8601 time, got {value!r}",
                        code="invalid_request", param=name)
 
@@ -42,7 +52,7 @@ async def list_decisions(
     action: str | None = None, effect: str | None = None, actor: str | None = None,
     session_id: str | None = None, model: str | None = None, kind: str | None = None,
     policy_hash: str | None = None, since: str | None = None, until: str | None = None,
-    before: int | None = Query(None, description="cursor: only decisions with seq < before"),
+    before: int | None = Query(None, ge=0, le=SEQ_MAX, description="cursor: only decisions with seq < before"),
     limit: int = Query(50, ge=1, le=1000),
 ) -> Response:
     if effect is not None and effect not in ("allow", "deny", "require_approval", "escalate"):
