@@ -327,7 +327,8 @@ class ApprovalService:
             await self._audit(
                 conn, approval_id, "created", None, State.pending, actor=requester, via=Via.api,
                 details={"effect": decision.effect, "groups": groups, "action_hash": digest,
-                         "key_id": getattr(principal, "key_id", None), "actor": action.actor},
+                         "key_id": getattr(principal, "key_id", None),
+                         "actor": redact_action(view, self.redactor).get("actor")},
             )
             approval = (await conn.execute(
                 sa.select(approvals_table).where(approvals_table.c.id == approval_id)

@@ -354,12 +354,13 @@ def _asgi_app(svc: Any, limit: int) -> Any:
     from fastapi import FastAPI
 
     from policyengine.api.errors import install_error_handlers
-    from policyengine.api.routes import approvals, integrations
+    from policyengine.api.routes import approvals, integrations, review
 
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(approvals.router)
     app.include_router(integrations.router)
+    app.include_router(review.router)
     app.state.runtime = SimpleNamespace(
         approvals=svc,
         settings=SimpleNamespace(max_body_bytes=limit, auth_disabled=True, dev_tenant="acme"),
@@ -432,5 +433,37 @@ async def test_the_slack_body_is_read_with_a_limit_before_the_signature_check(tm
             app, "/v1/integrations/slack/interactivity", total=10, chunk=10,
             content_type="application/x-www-form-urlencoded", extra_headers=[(b"content-length", str(GIB_QUARTER).encode())])
         assert declared[0] == 413 and declared[1] == 0  # a declared length over the limit is refused unread
+    finally:
+        await db.aclose()
+
+
+async def test_the_review_form_is_read_with_a_limit_and_carries_the_webhook_reviewer(tmp_path, policy):
+    from urllib.parse import urlencode
+
+    import httpx
+
+    from policyengine.approvals.signing import sign_reviewer
+
+    secret = "webhook-secret-0123456789abcdef"
+    svc, db = await make_service(f"sqlite:///{tmp_path}/rf.db", webhook_secret=secret)
+    try:
+        action = refund_action()
+        decision = with_channels(policy.evaluate(action), Channel(kind="webhook", target="https://hooks.example.com/pe"))
+        res = await svc.hold(action=action, decision=decision, principal=Principal("acme", "k", "support-bot"))
+        token = svc.issue_link(res.approval_id, "webhook:https://hooks.example.com/pe").rsplit("/", 1)[1]
+        app = _asgi_app(svc, limit=64 * 1024)
+        status, pulled, _ = await _post_endless(app, f"/review/{token}", total=GIB_QUARTER, chunk=64 * 1024,
+                                                content_type="application/x-www-form-urlencoded")
+        assert status == 413 and pulled <= 2 * 64 * 1024
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://pe") as http:
+            bare = await http.post(f"/review/{token}", data={"decision": "approve"})
+            assert bare.status_code == 422 and "reviewer" in bare.text
+            form = {"decision": "approve", "reason": "ok", "reviewer": "carol@acme.example",
+                    "reviewer_signature": sign_reviewer(token, "carol@acme.example", secret)}
+            done = await http.post(f"/review/{token}", content=urlencode(form),
+                                   headers={"content-type": "application/x-www-form-urlencoded"})
+            assert done.status_code == 200, done.text
+        view = await svc.get(res.approval_id)
+        assert view.state == State.approved and view.decided_by == "webhook:carol@acme.example"
     finally:
         await db.aclose()

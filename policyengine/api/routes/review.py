@@ -3,7 +3,8 @@
     GET  /review/{token}   shows the held action, why it was held, model answers side
                            by side, and the approve / reject forms. Decides nothing, so
                            mail scanners and link previews cannot approve.
-    POST /review/{token}   decision=approve|reject, reason (required to reject); through a
+    POST /review/{token}   (urlencoded, at most max_body_bytes: 413 past it)
+                           decision=approve|reject, reason (required to reject); through a
                            webhook link also reviewer=<identity> and reviewer_signature
                            (see `policyengine.approvals.signing.sign_reviewer`).
 
@@ -15,11 +16,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Form, Query, Request
+from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse
 
-from policyengine.api.routes.approvals import service_of
+from policyengine.api.errors import ApiError
+from policyengine.api.routes.approvals import read_body, service_of
 from policyengine.approvals.errors import ApprovalError, LinkRefused
 from policyengine.approvals.models import ApprovalView
 from policyengine.approvals.signing import LinkClaims
@@ -79,12 +82,26 @@ async def review_page(request: Request, token: str, intent: str | None = Query(N
                  intent=intent if intent in ("approve", "reject") else None, post_url=str(request.url.path))
 
 
+async def _form(request: Request) -> dict[str, str]:
+    """The POSTed form (urlencoded), read with a running size count against `max_body_bytes`
+    (`ApiError` 413 past it); the first value of each name."""
+    raw = await read_body(request)
+    try:
+        parsed = parse_qs(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=20)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return {k: v[0] for k, v in parsed.items() if v}
+
+
 @router.post("/review/{token}")
-async def review_decide(
-    request: Request, token: str, decision: str = Form(...), reason: str = Form(""),
-    reviewer: str = Form(""), reviewer_signature: str = Form(""),
-) -> HTMLResponse:
+async def review_decide(request: Request, token: str) -> HTMLResponse:
     svc = service_of(request)
+    try:
+        form = await _form(request)
+    except ApiError as exc:
+        return _page(request, "error.html.j2", exc.status, message=exc.message)
+    decision, reason = form.get("decision", ""), form.get("reason", "")
+    reviewer, reviewer_signature = form.get("reviewer", ""), form.get("reviewer_signature", "")
     if decision not in ("approve", "reject"):
         return _page(request, "error.html.j2", 422, message="decision must be approve or reject")
     opened = await _open_link(request, token)
