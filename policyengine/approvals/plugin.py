@@ -65,9 +65,10 @@ def policy_evaluator(runtime: Any) -> Callable[[Action], Awaitable[Decision]]:
     return evaluate
 
 
-def redactor(runtime: Any) -> Redactor | None:
-    """The decision log's redaction rules and salt (same digests in the log and the approvals)."""
-    settings = runtime.settings
+def redactor(settings: Any) -> Redactor | None:
+    """The decision log's redaction rules and salt from the service `Settings` (`redact_fields`,
+    `redaction_salt()`), so the log and the approvals hash a value to the same digest; None when
+    nothing is redacted. Every ApprovalService that composes notices should be given it."""
     rules = list(getattr(settings, "redact_fields", None) or [])
     if not rules:
         return None
@@ -95,7 +96,7 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
     http = httpx.AsyncClient(timeout=settings.delivery_timeout_s, follow_redirects=False)
     metrics = ApprovalMetrics(runtime.metrics.registry)
     service = ApprovalService(runtime.db.engine, settings, dispatcher=build_dispatcher(settings, http), metrics=metrics,
-                              evaluate=policy_evaluator(runtime), redactor=redactor(runtime))
+                              evaluate=policy_evaluator(runtime), redactor=redactor(runtime.settings))
     runtime.approvals = service
     scheduler = runtime.scheduler
     if scheduler is not None:

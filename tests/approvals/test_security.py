@@ -467,3 +467,16 @@ async def test_the_review_form_is_read_with_a_limit_and_carries_the_webhook_revi
         assert view.state == State.approved and view.decided_by == "webhook:carol@acme.example"
     finally:
         await db.aclose()
+
+
+async def test_the_plugin_wires_the_serving_policy_and_the_log_redaction(policy):
+    from policyengine.approvals import plugin
+
+    runtime = SimpleNamespace(policies=SimpleNamespace(current=policy), signals=None,
+                              settings=SimpleNamespace(redact_fields=["amount"], redaction_salt=lambda: "salt"))
+    evaluate = plugin.policy_evaluator(runtime)
+    assert (await evaluate(refund_action("5000 GBP"))).effect == "deny"
+    assert (await evaluate(refund_action("500 GBP"))).effect == "require_approval"
+    red = plugin.redactor(runtime.settings)
+    assert red is not None and red.redact({"fields": {"amount": "5 GBP"}})["fields"]["amount"].startswith("redacted:")
+    assert plugin.redactor(SimpleNamespace(redact_fields=[], redaction_salt=lambda: None)) is None
