@@ -1,6 +1,6 @@
 """In-process figures behind the service's smaller design choices, each measured side by side.
 
-    .venv/bin/python benchmarks/inprocess_bench.py [--only gc|lexicon|outcome_id|writer] [--requests 3200]
+    .venv/bin/python benchmarks/inprocess_bench.py [--only gc|lexicon|outcome_id|ids|writer] [--requests 3200]
 
 * gc: CPU per gateway request (plain, stream, evaluate), the app driven through its ASGI call in
   this process (no HTTP server) against the fake upstream of api_bench.py on CPU 1, with
@@ -9,6 +9,9 @@
 * lexicon: `LexiconMatcher.find_all` per call on texts with no hit and with hits, against the
   algorithm it replaced (kept verbatim as the reference in tests/signals/test_mentions_fastpath.py).
 * outcome_id: `gateway.outcome_id` vs `str(uuid.uuid5(uuid.UUID(id), "outcome"))`.
+* ids: `gateway.new_decision_id` (blake2b keyed per process over a counter, UUIDv4-shaped) vs the
+  ids it replaced (64 random bits per process + a counter in a `uuid.UUID`, kept here verbatim),
+  and `str(uuid.uuid4())` (a syscall per id) for scale.
 * writer: CPU per decision row of the log writer's transaction by batch size, with and without
   the `(tenant, action)` / `(tenant, effect)` indexes.
 """
@@ -159,6 +162,34 @@ def bench_outcome_id() -> None:
     print(f"[outcome_id] {new:.2f} us vs uuid5 {old:.2f} us ({old / new:.1f}x)")
 
 
+class _CounterIds:
+    """The decision ids before #13, verbatim: 64 random bits per process + a counter (sequential,
+    so a tenant could count everyone's traffic)."""
+
+    def __init__(self) -> None:
+        self._pid, self._prefix, self._n = -1, "", 0
+
+    def next(self) -> str:
+        pid = os.getpid()
+        if pid != self._pid:
+            import secrets
+
+            self._pid, self._prefix, self._n = pid, secrets.token_hex(8), 0
+        self._n += 1
+        return str(uuid.UUID(self._prefix + f"{self._n:016x}"))
+
+
+def bench_ids() -> None:
+    from policyengine.gateway import new_decision_id
+
+    old_ids = _CounterIds()
+    new = _per_call_us(new_decision_id, 100_000)
+    old = _per_call_us(old_ids.next, 100_000)
+    v4 = _per_call_us(lambda: str(uuid.uuid4()), 100_000)
+    print(f"[ids] new_decision_id {new:.2f} us (keyed blake2b) vs {old:.2f} us before (counter in a uuid.UUID), "
+          f"uuid4 {v4:.2f} us")
+
+
 def bench_writer() -> None:
     from policyengine.store import DecisionLogger, LogEntry, upgrade
 
@@ -188,7 +219,7 @@ def bench_writer() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["gc", "lexicon", "outcome_id", "writer"])
+    ap.add_argument("--only", choices=["gc", "lexicon", "outcome_id", "ids", "writer"])
     ap.add_argument("--requests", type=int, default=3200, help="requests per gc round")
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
@@ -196,6 +227,8 @@ def main() -> None:
         bench_lexicon()
     if a.only in (None, "outcome_id"):
         bench_outcome_id()
+    if a.only in (None, "ids"):
+        bench_ids()
     if a.only in (None, "writer"):
         bench_writer()
     if a.only in (None, "gc"):
