@@ -725,7 +725,7 @@ class ApprovalService:
             return ApprovalInvalid("decisions through webhook links need POLICYENGINE_APPROVALS_WEBHOOK_SECRET "
                                    "(it signs the reviewer's identity)")
         try:
-            verify_reviewer(token, person, signature, secret.get_secret_value(),
+            verify_reviewer(token, reviewer, signature, secret.get_secret_value(),  # as signed, unstripped
                             tolerance_s=self.settings.callback_tolerance_s)
         except SignatureError as e:
             return ApprovalForbidden(f"the reviewer's identity is not vouched for: bad signature ({e})")
