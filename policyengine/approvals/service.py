@@ -255,7 +255,7 @@ class ApprovalService:
             "answers_json": dict(answers) if answers else None,
             "groups": groups,
             "channels": channels,
-            "requester_actor": action.actor,
+            "requester_actor": redact_action(view, self.redactor).get("actor"),  # context, hashed if redacted
             "requester_subject": getattr(principal, "subject", None),
             "requester_key_id": getattr(principal, "key_id", None),
             "remind_every_s": remind,

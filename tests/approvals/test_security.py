@@ -325,6 +325,24 @@ async def test_redacted_fields_never_reach_the_approval_rows_outbox_or_views(tmp
         await db.aclose()
 
 
+async def test_a_redacted_actor_is_hashed_in_the_approval_row_too(tmp_path, policy):
+    from policyengine.store.redaction import Redactor
+
+    svc, db = await make_service(f"sqlite:///{tmp_path}/ra.db", redactor=Redactor(["actor"]))
+    try:
+        action = refund_action(actor="customer-8812")
+        res = await svc.hold(action=action, decision=policy.evaluate(action), principal=Principal("acme", "k", "bot"))
+        async with db.engine.connect() as conn:
+            texts = [json.dumps([list(r) for r in (await conn.execute(sa.text(f"select * from {t}"))).all()], default=str)
+                     for t in ("approval_events", "approval_revisions", "notification_outbox")]
+            actor = (await conn.execute(sa.text("select requester_actor from approvals"))).scalar()
+        assert actor.startswith("redacted:sha256:") and not any("customer-8812" in t for t in texts)
+        assert (await svc.get(res.approval_id)).actor == actor
+        assert (await svc.get(res.approval_id, reveal=True)).action["actor"] == "customer-8812"
+    finally:
+        await db.aclose()
+
+
 def test_the_decision_log_redacts_the_explanations_too(tmp_path):
     from policyengine.store.logger import DecisionLogger, LogEntry
 
