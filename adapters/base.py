@@ -64,11 +64,16 @@ def guarded(fn: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
         except (AdapterError, TimeoutError):
             raise
         except Exception as exc:
-            log.exception("adapter %s failed on model %s", type(self).__name__, spec.name)
-            raise TransportError("adapter_error", "the adapter could not handle this call (the service log "
-                                                  "has the detail)") from exc
+            raise unforeseen(exc, f"{type(self).__name__}.{fn.__name__} (model {spec.name})") from exc
 
     return call
+
+
+def unforeseen(exc: Exception, where: str) -> TransportError:
+    """The `TransportError("adapter_error")` for an exception an adapter did not mean to raise
+    (logged here with its traceback; the client sees only the reason)."""
+    log.error("adapter failure in %s", where, exc_info=exc)
+    return TransportError("adapter_error", "the adapter could not handle this call (the service log has the detail)")
 
 
 @dataclass(slots=True)

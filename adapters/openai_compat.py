@@ -23,7 +23,7 @@ from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 from policyengine.types import ModelSpec, Provider
 
-from .base import CallOptions, TransportError, UpstreamError, guarded
+from .base import CallOptions, TransportError, UpstreamError, guarded, unforeseen
 from .http import aiohttp_session, aiohttp_timeout, map_transport_error, native_pool
 
 _JSON = {"content-type": "application/json", "accept": "application/json"}
@@ -128,6 +128,8 @@ class OpenAIChunkStream:
             raise
         except (httpx.HTTPError, aiohttp.ClientError, OSError) as exc:
             raise map_transport_error(exc, streaming_started=True) from exc
+        except Exception as exc:  # a chunk the adapter could not handle: a classified failure, not a crash
+            raise unforeseen(exc, f"{type(self).__name__} stream") from exc
 
     async def aclose(self) -> None:
         if not self._closed:

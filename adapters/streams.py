@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from .base import CallOptions, TransportError, UpstreamError
+from .base import CallOptions, TransportError, UpstreamError, unforeseen
 from .http import map_transport_error
 
 
@@ -27,6 +27,8 @@ def stream_errors() -> Iterator[None]:
         raise
     except (httpx.HTTPError, OSError) as exc:
         raise map_transport_error(exc, streaming_started=True) from exc
+    except Exception as exc:  # an event the adapter could not translate: a classified failure, not a crash
+        raise unforeseen(exc, "stream") from exc
 
 
 class TranslatedChunkStream:

@@ -181,6 +181,29 @@ async def test_an_adapter_failing_after_the_call_leaves_both_rows_and_a_502(serv
     assert all(a["reason"] == "adapter_error" for a in out["attempts"] if not a.get("skipped"))
 
 
+async def test_a_stream_the_adapter_cannot_read_is_a_classified_failure():
+    """Before: an unexpected exception while reading a stream's chunks escaped as itself (a crash of
+    the relay) instead of a classified failover."""
+    from policyengine.adapters import TransportError
+    from policyengine.adapters.openai_compat import OpenAIChunkStream
+
+    class Event:
+        event, data = "message", '{"choices": []}'
+
+    class Broken(OpenAIChunkStream):
+        async def _events(self):
+            yield Event()
+            raise KeyError("choices")
+
+    stream = Broken(response=None)  # type: ignore[arg-type]
+    got = []
+    with pytest.raises(TransportError) as e:
+        async for chunk in stream:
+            got.append(chunk)
+    assert got == [{"choices": []}] and e.value.reason == "adapter_error"
+    assert "KeyError" not in str(e.value)
+
+
 @pytest.mark.xfail(strict=True, reason="needs the gateway/paths.py change in complete() described in the "
                                        "hardening report (an unexpected exception -> outcome row + 502)")
 async def test_an_unexpected_dispatcher_error_leaves_an_outcome_row_and_a_502(service, monkeypatch):
