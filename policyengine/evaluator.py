@@ -440,7 +440,7 @@ class CompiledPolicy(PolicyIR):
         return construct(ApprovalObligation, {
             "group": o.get("group"), "channels": list(o.get("channels", ())), "remind_every_s": o.get("remind_every_s"),
             "timeout_s": o.get("timeout_s"), "on_timeout": o.get("on_timeout", "deny"),
-            "escalate_to": o.get("escalate_to"), "rule_id": r.rule_id,
+            "escalate_to": o.get("escalate_to"), "rule_id": r.rule_id, "chat": o.get("chat", "hold"),
         })
 
     def _decision(self, ctx: EvalContext, effect: str, hits: list[RuleHit], *, routing: Routing | None = None,

@@ -311,6 +311,9 @@ class ApprovalObligation(BaseModel):
     on_timeout: Literal["deny", "approve", "escalate"] = "deny"
     escalate_to: str | None = None  # group, when on_timeout == "escalate"
     rule_id: str | None = None
+    # what the hold means for a chat request: hold it before the model is called, answer then
+    # review (the answer goes out tagged, a review case opens), or block (refuse)
+    chat: Literal["hold", "review", "block"] = "hold"
 
 
 class Verification(BaseModel):

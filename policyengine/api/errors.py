@@ -27,6 +27,7 @@ from starlette.responses import Response
 from policyengine.approvals.errors import ApprovalError
 from policyengine.errors import PolicyEngineError, describe_validation
 from policyengine.gateway.errors import (
+    ApprovalRefused,
     ApprovalRequired,
     ApprovalsUnavailable,
     DecisionLogUnavailable,
@@ -62,6 +63,7 @@ _GATEWAY: dict[type[GatewayError], tuple[int, str | None, bool]] = {
     PolicyDenied: (403, None, False),
     ModelNotAllowed: (403, None, False),
     ApprovalRequired: (409, "approval_required", False),
+    ApprovalRefused: (403, None, False),
     NoRoute: (503, None, False),
     DecisionLogUnavailable: (503, None, True),
     ApprovalsUnavailable: (503, None, True),

@@ -33,6 +33,10 @@ class OpenAIEvents:
         """The `[DONE]` event."""
         return b"data: [DONE]\n\n"
 
+    def comment(self, text: str) -> bytes:
+        """An SSE comment line (`: text`), which clients ignore: a keep-alive."""
+        return b": " + text.replace("\n", " ").encode() + b"\n\n"
+
 
 OPENAI_EVENTS = OpenAIEvents()
 

@@ -176,14 +176,16 @@ class Channel:
 
 @dataclass(frozen=True)
 class HoldItem:
-    """reviewers (group) | notify (channels) | remind (seconds) | timeout (seconds, outcome, group)."""
+    """reviewers (group) | notify (channels) | remind (seconds) | timeout (seconds, outcome, group)
+    | chat (mode: what a hold means for a chat request: hold, review or block)."""
 
-    kind: Literal["reviewers", "notify", "remind", "timeout"]
+    kind: Literal["reviewers", "notify", "remind", "timeout", "chat"]
     group: str | None = None
     channels: tuple[Channel, ...] = ()
     seconds: Decimal | None = None
     raw: str = ""  # duration as written, canonical
     outcome: Literal["deny", "approve", "escalate"] | None = None
+    mode: Literal["hold", "review", "block"] | None = None
     span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 

@@ -151,11 +151,13 @@ class Checker:
                 self.check_expr(it.cond)
             if isinstance(it, ast.RequireApproval):
                 self.check_hold(it.hold or ())
+                self.check_chat_mode(it.actions, it.hold or (), it.span, implicit_review=False)
         elif isinstance(it, ast.Escalate):
             if it.actions:
                 self.dupes(it.actions, "action")
             self.check_expr(it.cond)
             self.check_hold(it.hold or ())
+            self.check_chat_mode(it.actions, it.hold or (), it.span, implicit_review=it.actions is None)
         elif isinstance(it, ast.Verify):
             self.check_verify(it)
 
@@ -278,6 +280,22 @@ class Checker:
         if r and t and r.seconds and t.seconds and 0 < t.seconds <= r.seconds:
             self.add("W234", r.span, f"reminder every {r.raw} never fires before the {t.raw} timeout",
                      "remind more often than the timeout", warning=True)
+
+    def check_chat_mode(self, actions: tuple[ast.Name, ...] | None, hold: tuple[ast.HoldItem, ...], span: ast.Span,
+                        *, implicit_review: bool) -> None:
+        """`on chat ...` only means something where the rule applies to chat; an escalation that
+        names no action applies to chat too, and should say what a hold means there."""
+        mode = next((h for h in hold if h.kind == "chat"), None)
+        if mode is not None and actions is not None and "chat" not in {a.value for a in actions}:
+            self.add("W251", mode.span, "`on chat` has no effect: this rule does not apply to chat requests",
+                     "remove it, or add chat to the rule's actions", warning=True)
+        # a policy set with no route serves no chat: its escalations only ever see actions
+        if implicit_review and mode is None and any(isinstance(it, ast.Route) for it in self.items):
+            self.add("W250", span, "this escalation names no action, so it also applies to chat requests: a "
+                     "matching chat is answered and sent for review (the default)",
+                     "say so with `{ on chat review }`, hold the chat before the model is called with "
+                     "`{ on chat hold }`, refuse it with `{ on chat block }`, or scope the rule with `for ...`",
+                     warning=True)
 
     def check_channel(self, c: ast.Channel) -> None:
         t = c.target

@@ -463,8 +463,10 @@ def model_spec(m: ast.ModelDecl) -> ModelSpec:
     return ModelSpec(**kw)
 
 
-def _obligation(hold: tuple[ast.HoldItem, ...] | None) -> dict[str, Any]:
-    o: dict[str, Any] = {"channels": [], "on_timeout": "deny"}
+def _obligation(hold: tuple[ast.HoldItem, ...] | None, chat: str = "hold") -> dict[str, Any]:
+    """The rule's ApprovalObligation fields; `chat` is what the hold means for a chat request
+    when the block does not say (`on chat ...`)."""
+    o: dict[str, Any] = {"channels": [], "on_timeout": "deny", "chat": chat}
     for h in hold or ():
         if h.kind == "reviewers":
             o["group"] = h.group
@@ -476,6 +478,8 @@ def _obligation(hold: tuple[ast.HoldItem, ...] | None) -> dict[str, Any]:
             o["timeout_s"] = float(h.seconds or 0)
             o["on_timeout"] = h.outcome or "deny"
             o["escalate_to"] = h.group
+        elif h.kind == "chat":
+            o["chat"] = h.mode
     return o
 
 
@@ -594,7 +598,10 @@ def compile_files(files: list[ast.PolicyFile]) -> PolicyIR:
                 specific[a.value]["hold"].append(r)
                 named.add(a.value)
         elif isinstance(it, ast.Escalate):
-            r = rule("escalate", it, it.cond, obligation=_obligation(it.hold))
+            # an escalation that names no action also applies to chat: by default a matching chat
+            # is answered and sent for review (`on chat review`), not held (docs/language.md)
+            r = rule("escalate", it, it.cond,
+                     obligation=_obligation(it.hold, chat="review" if it.actions is None else "hold"))
             if it.actions is None:
                 global_holds.append(r)
             else:

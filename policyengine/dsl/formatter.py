@@ -74,6 +74,8 @@ def hold_item(h: ast.HoldItem) -> str:
         return "notify " + ", ".join(f"{c.kind} {escape(c.target)}" for c in h.channels)
     if h.kind == "remind":
         return f"remind every {h.raw}"
+    if h.kind == "chat":
+        return f"on chat {h.mode}"
     out = f"timeout {h.raw} -> {h.outcome}"
     if h.outcome == "escalate" and h.group is not None:
         out += f" to group {escape(h.group)}"

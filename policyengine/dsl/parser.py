@@ -291,6 +291,19 @@ class _Builder(Transformer):
             span=self.sp(meta),
         )
 
+    @v_args(meta=True)
+    def hold_chat(self, meta: Any, c: list[Any]) -> ast.HoldItem:
+        return ast.HoldItem("chat", mode=c[0], span=self.sp(meta))
+
+    def chat_hold(self, c: list[Any]) -> str:
+        return "hold"
+
+    def chat_review(self, c: list[Any]) -> str:
+        return "review"
+
+    def chat_block(self, c: list[Any]) -> str:
+        return "block"
+
     def outcome_deny(self, c: list[Any]) -> tuple[str, None]:
         return ("deny", None)
 

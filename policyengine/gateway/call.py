@@ -198,6 +198,13 @@ class PendingCommit:
         if self._counted:
             self._call.runtime.metrics.decisions.labels(self._call.decision.effect, self._call.kind).inc()
 
+    @classmethod
+    def confirmed(cls, call: Call) -> PendingCommit:
+        """A commit that already happened (the row was recorded and confirmed earlier)."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return cls(fut, call, False)
+
     def abandon(self) -> None:
         """Nobody will wait for it (the request failed meanwhile): the row still commits; a failure
         is logged instead of raised."""
@@ -216,10 +223,11 @@ class Call:
     `decision` may be replaced by a path before the decision row is recorded (e.g. a model
     choice the allowlist refuses turns it into a deny); after `record()` it is what the log
     says. `dumped` is the action and decision as the log records them, made once.
+    `resume_id` / `hold_wait_s` say how a held chat resumes (policyengine.gateway.held).
     """
 
-    __slots__ = ("_decision", "_dumped", "action", "decision_id", "dispatcher", "kind", "policy", "principal",
-                 "request_id", "runtime", "t0", "ts")
+    __slots__ = ("_decision", "_dumped", "action", "decision_id", "dispatcher", "hold_wait_s", "kind", "policy",
+                 "principal", "request_id", "resume_id", "runtime", "t0", "ts")
 
     def __init__(self, runtime: Runtime, principal: Principal, action: Action, policy: CompiledPolicy,
                  dispatcher: ChainDispatcher | None, decision: Decision, *, kind: str, t0: float,
@@ -229,6 +237,10 @@ class Call:
         self.kind, self.t0, self.ts, self.request_id = kind, t0, time.time(), request_id
         self.decision_id = new_decision_id()
         self._dumped: tuple[dict[str, Any], dict[str, Any]] | None = None
+        # a held chat: the approval the request says it resumes, and how long it may wait for a
+        # reviewer (seconds, already capped by the transport); set by the transport
+        self.resume_id: str | None = None
+        self.hold_wait_s: float = 0.0
 
     @property
     def decision(self) -> Decision:

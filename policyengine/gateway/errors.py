@@ -15,6 +15,7 @@ from policyengine.errors import PolicyEngineError
 from policyengine.types import Decision
 
 __all__ = [
+    "ApprovalRefused",
     "ApprovalRequired",
     "ApprovalsUnavailable",
     "DecisionLogUnavailable",
@@ -96,6 +97,13 @@ class ApprovalRequired(GatewayError):
     when no approvals service runs) and `extra['effect']` the held effect."""
 
     code = "approval_required"
+
+
+class ApprovalRefused(GatewayError):
+    """The approval a held request waited for ended without releasing it (rejected, expired or
+    cancelled); `extra['approval']` says by whom and why."""
+
+    code = "approval_rejected"
 
 
 class NoRoute(GatewayError):

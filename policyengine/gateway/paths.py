@@ -13,22 +13,25 @@ decide -> record the decision row -> [call models while it commits] -> confirm t
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from policyengine.dispatch import Attempt, DispatchError
+from policyengine.gateway import held
 from policyengine.gateway.call import HELD, Call, PendingCommit, evaluate
 from policyengine.gateway.errors import (
-    ApprovalRequired,
     DecisionLogUnavailable,
+    GatewayError,
     ModelNotAllowed,
     NoRoute,
     PolicyDenied,
     UpstreamFailed,
     VerificationFailed,
 )
+from policyengine.gateway.held import Held
 from policyengine.gateway.hold import hold, reasons
 from policyengine.gateway.tools import (
     ToolCallBuffer,
@@ -79,6 +82,10 @@ class StreamEncoder(Protocol):
 
     def done(self) -> bytes:
         """The end of a complete answer."""
+        ...
+
+    def comment(self, text: str) -> bytes:
+        """A keep-alive the client ignores (while a held stream waits for its reviewer)."""
         ...
 
 
@@ -161,18 +168,112 @@ def _deny_model_choice(decision: Decision, requested: str) -> Decision:
     return decision.model_copy(update={"effect": "deny", "rules": [*decision.rules, hit]})
 
 
-async def _held(call: Call, *, answers: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
-                pending: PendingCommit | None = None) -> ApprovalRequired:
+async def _hold_chat(call: Call, *, answers: dict[str, str] | None = None,
+                     pending: PendingCommit | None = None) -> Held:
+    """Record and confirm the held decision, then create (or find again) its approval."""
     if pending is None:
-        pending = call.record(extra={"outcome": "held", **(extra or {})})
+        pending = call.record(extra={"outcome": "held"})
     await pending
-    approval = await hold(call, answers=answers)
+    res = await hold(call, answers=answers)
     call.runtime.metrics.chat_requests.labels("-", "held").inc()
+    if res is None:  # no approvals service runs: nobody could ever release it
+        raise held.required(call, None)
+    return Held.of_hold(res, answers)
+
+
+async def _resume(call: Call, body: dict[str, Any], h: Held, *, stream: bool, recorded: bool,
+                  answered: bool = False) -> Completion | ChatStream:
+    """Carry on with a held chat whose approval is `h`: wait if the request asked to, then
+    answer (approved), refuse (rejected, expired, cancelled) or say it is still pending.
+    `recorded`: this call's decision row is committed already; `answered`: its outcome row too."""
+    if h.pending and call.hold_wait_s > 0:
+        if stream:
+            return await _waiting_stream(call, body, h, recorded=recorded, answered=answered)
+        h = await held.wait(call, h, call.hold_wait_s)
+    if h.approved:
+        extra = {"outcome": "resumed", "approval_id": h.approval_id}
+        if h.answers:
+            return await _released(call, h, stream=stream, recorded=recorded, answered=answered)
+        _check_route(call)
+        if stream:
+            return await stream_chat(call, body, recorded=recorded, extra=extra)
+        return await complete(call, body, recorded=recorded, extra=extra)
+    if not recorded:
+        await call.record(extra={"outcome": "held" if h.pending else "refused", "approval_id": h.approval_id})
+    if h.pending:
+        raise held.required(call, h)
+    call.runtime.metrics.chat_requests.labels("-", "refused").inc()
+    raise held.refused(call, h)
+
+
+async def _released(call: Call, h: Held, *, stream: bool, recorded: bool, answered: bool) -> Completion | ChatStream:
+    """The answer a reviewer released for a held pair of dual-model answers (no model is called)."""
+    if not recorded:
+        await call.record(extra={"outcome": "resumed", "approval_id": h.approval_id})
+    text = h.released_answer() or ""
+    model = next((m for m, t in (h.answers or {}).items() if t == text), None)
+    if not answered:
+        call.outcome(outcome="released_by_reviewer", model=model, attempts=[], approval_id=h.approval_id)
+    tags = list(dict.fromkeys([*call.decision.tags, "human-reviewed"]))
+    resp = {"id": f"chatcmpl-{call.decision_id}", "object": "chat.completion", "created": int(call.ts),
+            "model": model or "human-reviewed",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "policyengine": {"approval": h.json}}
+    if not stream:
+        return Completion(call, resp, model, [], tags)
+
+    async def replay(enc: StreamEncoder) -> AsyncIterator[bytes]:
+        for chunk in completion_chunks(resp):
+            yield enc.chunk(chunk)
+        yield enc.done()
+
+    return ChatStream(call, model, [], tags, replay)
+
+
+async def _waiting_stream(call: Call, body: dict[str, Any], h: Held, *, recorded: bool,
+                          answered: bool) -> ChatStream:
+    """A streamed held chat that waits for its reviewer: SSE comments every
+    `chat_hold_keepalive_s` while it waits, then the answer, or an in-band error (refused, still
+    pending at the end of the wait, or a failure on the way)."""
+    if not recorded:  # the decision row is durable before the first byte, as on every stream
+        await call.record(extra={"outcome": "held", "approval_id": h.approval_id})
+    rt = call.runtime
+    keepalive = rt.settings.chat_hold_keepalive_s
+
+    async def relay(enc: StreamEncoder) -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + call.hold_wait_s
+        cur = h
+        while cur.pending and (left := deadline - loop.time()) > 0:
+            yield enc.comment(f"held for human review: approval {cur.approval_id}")
+            cur = await held.wait(call, cur, min(keepalive, left))
+        try:
+            if not cur.approved:
+                raise held.required(call, cur) if cur.pending else held.refused(call, cur)
+            if cur.answers:
+                res = await _released(call, cur, stream=True, recorded=True, answered=answered)
+            else:
+                _check_route(call)
+                res = await stream_chat(call, body, recorded=True,
+                                        extra={"outcome": "resumed", "approval_id": cur.approval_id})
+        except GatewayError as exc:
+            yield enc.chunk({"error": {"message": exc.message, "type": exc.code, "code": exc.code,
+                                       "decision_id": call.decision_id, **exc.extra}})
+            return
+        assert isinstance(res, ChatStream)
+        async for part in res.relay(enc):
+            yield part
+
+    return ChatStream(call, None, [], call.decision.tags, relay)
+
+
+def _check_route(call: Call) -> None:
     d = call.decision
-    msg = (f"held for human review ({d.effect}): {reasons(d)}"
-           + (f"; approval {approval['approval_id']}" if approval else ""))
-    return ApprovalRequired(msg, decision_id=call.decision_id, decision=d,
-                            extra={"effect": d.effect, "approval": approval})
+    if not d.routing.chain:
+        raise NoRoute("the policy gives no model chain for this request (add a `route default -> ...`)",
+                      decision_id=call.decision_id, decision=d)
+    if call.dispatcher is None:
+        raise NoRoute("no dispatcher is configured", decision_id=call.decision_id, decision=d)
 
 
 async def chat(call: Call, body: dict[str, Any], *, stream: bool) -> Completion | ChatStream:
@@ -197,30 +298,43 @@ async def chat(call: Call, body: dict[str, Any], *, stream: bool) -> Completion 
         await call.record(extra={"outcome": "denied"})
         call.runtime.metrics.chat_requests.labels("-", "denied").inc()
         raise PolicyDenied(f"denied by policy: {reasons(d)}", decision_id=call.decision_id, decision=d)
+    if call.resume_id or (call.request_id and (d.effect in HELD or d.verification is not None)):
+        found = await held.find(call)  # a resent held request picks up its approval: no second hold
+        if found is not None:
+            return await _resume(call, body, found, stream=stream, recorded=False)
+    review = False
     if d.effect in HELD:
-        raise await _held(call)
+        mode = held.chat_mode(d)
+        if mode == "block":
+            await call.record(extra={"outcome": "blocked"})
+            call.runtime.metrics.chat_requests.labels("-", "denied").inc()
+            raise PolicyDenied(f"refused by policy (held rules block chat): {reasons(d)}",
+                               decision_id=call.decision_id, decision=d)
+        if mode == "hold":
+            return await _resume(call, body, await _hold_chat(call), stream=stream, recorded=True)
+        review = True  # answer, then a review case
     if d.verification is not None:
         return await verify(call, body, stream=stream)
     if not d.routing.chain:
         await call.record(extra={"outcome": "no_route"})
-        raise NoRoute("the policy gives no model chain for this request (add a `route default -> ...`)",
-                      decision_id=call.decision_id, decision=d)
-    if call.dispatcher is None:
-        raise NoRoute("no dispatcher is configured", decision_id=call.decision_id, decision=d)
+    _check_route(call)
     if call.runtime.settings.strip_denied_tools:
         body = strip_denied_tools(call, body)
     if stream:
-        return await stream_chat(call, body)
-    return await complete(call, body)
+        return await stream_chat(call, body, review=review)
+    return await complete(call, body, review=review)
 
 
-async def complete(call: Call, body: dict[str, Any]) -> Completion:
-    """One answer through the failover chain. The decision row commits while the chain runs;
-    the answer is returned only once it is committed; the outcome row (model, attempts, usage)
-    follows."""
+async def complete(call: Call, body: dict[str, Any], *, recorded: bool = False, extra: dict[str, Any] | None = None,
+                   review: bool = False) -> Completion:
+    """One answer through the failover chain. The decision row commits while the chain runs
+    (`recorded`: it was committed before); the answer is returned only once it is committed;
+    the outcome row (model, attempts, usage) follows. `review`: the answer goes out tagged
+    `under-review` and a review case (an approval holding the answer) is opened first."""
     assert call.dispatcher is not None
     rt, d = call.runtime, call.decision
-    pending = call.record(extra={"outcome": "dispatched"})
+    pending = (PendingCommit.confirmed(call) if recorded
+               else call.record(extra={"outcome": "dispatched", **(extra or {})}))
     try:
         result = await call.dispatcher.complete(body, d.routing, session_id=call.action.session_id,
                                                 prompt_tokens=call.action.prompt_tokens)
@@ -247,7 +361,24 @@ async def complete(call: Call, body: dict[str, Any]) -> Completion:
     rt.metrics.chat_requests.labels(result.model, "ok").inc()
     rt.metrics.upstream_latency.labels(result.model).observe(result.latency_ms / 1000)
     rt.metrics.request_latency.labels("chat").observe(call.elapsed_ms() / 1000)
-    return Completion(call, resp, result.model, atts, d.tags)
+    tags = d.tags
+    if review:
+        tags = await _open_review(call, result.model, resp)
+    return Completion(call, resp, result.model, atts, tags)
+
+
+async def _open_review_pair(call: Call, answers: dict[str, str]) -> list[str]:
+    """The review case of a dual answer released under `on chat review`."""
+    await hold(call, answers=answers)
+    return ["under-review"]
+
+
+async def _open_review(call: Call, model: str | None, resp: dict[str, Any]) -> list[str]:
+    """Open the review case of an answered held chat (`on chat review`): an approval that holds
+    the answer; the answer carries it in `policyengine.review`. Returns the answer's tags."""
+    approval = await hold(call, answers={model or "answer": _text_or_empty(resp)})
+    resp.setdefault("policyengine", {})["review"] = approval
+    return list(dict.fromkeys([*call.decision.tags, "under-review"]))
 
 
 async def _judge_tools(call: Call, resp: dict[str, Any]) -> list[ToolVerdict]:
@@ -284,13 +415,17 @@ def _stream_attempts(stream: Any) -> list[dict[str, Any]]:
     return attempt_dicts(res.attempts if res is not None else list(getattr(stream, "attempts", None) or []))
 
 
-async def stream_chat(call: Call, body: dict[str, Any]) -> ChatStream:
-    """A streamed answer. The decision row commits while failover finds a first chunk; both are
-    needed before anything is sent (a failed commit closes the stream unread); the outcome row
-    follows the end of the stream."""
+async def stream_chat(call: Call, body: dict[str, Any], *, recorded: bool = False,
+                      extra: dict[str, Any] | None = None, review: bool = False) -> ChatStream:
+    """A streamed answer. The decision row commits while failover finds a first chunk (`recorded`:
+    it was committed before); both are needed before anything is sent (a failed commit closes the
+    stream unread); the outcome row follows the end of the stream. `review`: the stream is tagged
+    `under-review` and, once it ends, a review case holding the answer is opened (its approval
+    is in the last chunk's `policyengine.review`)."""
     assert call.dispatcher is not None
     rt, d = call.runtime, call.decision
-    pending = call.record(extra={"outcome": "streaming", "stream": True})
+    pending = (PendingCommit.confirmed(call) if recorded
+               else call.record(extra={"outcome": "streaming", "stream": True, **(extra or {})}))
     stream = call.dispatcher.stream(body, d.routing, session_id=call.action.session_id,
                                     prompt_tokens=call.action.prompt_tokens)
     it = stream.__aiter__()
@@ -376,11 +511,27 @@ async def stream_chat(call: Call, body: dict[str, Any]) -> ChatStream:
                      finish_reason=getattr(res, "finish_reason", None), complete=getattr(res, "complete", None),
                      **({"tool_calls": [v.as_json() for v in verdicts]} if verdicts else {}), **(err_info or {}))
         if outcome == "ok":
+            if review and res is not None:
+                approval = await hold(call, answers={final_model or "answer": _text_or_empty(res.response)})
+                yield enc.chunk({"object": "chat.completion.chunk", "choices": [],
+                                 "policyengine": {"review": approval}})
             # A broken stream ends on its error item, never on done(): a client must not
             # mistake a truncated answer for a complete one.
             yield enc.done()
 
-    return ChatStream(call, model, _stream_attempts(stream), d.tags, relay)
+    tags = list(dict.fromkeys([*d.tags, "under-review"])) if review else d.tags
+    return ChatStream(call, model, _stream_attempts(stream), tags, relay)
+
+
+def _text_or_empty(resp: dict[str, Any]) -> str:
+    """The assistant text of a chat.completion ("" when it has none)."""
+    try:
+        content = resp["choices"][0]["message"].get("content")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return ""
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return content if isinstance(content, str) else ""
 
 
 # ------------------------------------------------------------------------------ verify
@@ -456,8 +607,16 @@ async def verify(call: Call, body: dict[str, Any], *, stream: bool) -> Completio
     assert verdict is not None
     call.decision = final
     if outcome == "held":
-        raise await _held(call, answers=answers, pending=verdict)
-    await verdict
+        if held.chat_mode(final) == "hold":
+            h = await _hold_chat(call, answers=answers, pending=verdict)
+            return await _resume(call, body, h, stream=stream, recorded=True, answered=True)
+        # `on chat review`: the first answer goes out tagged and the pair is reviewed afterwards
+        await verdict
+        tags = await _open_review_pair(call, answers)
+        final = call.decision = final.model_copy(update={"tags": list(dict.fromkeys([*final.tags, *tags]))})
+        outcome = "ok"
+    else:
+        await verdict
     if outcome == "denied":
         raise PolicyDenied(f"denied by policy after verification: {reasons(final)}", decision_id=call.decision_id,
                            decision=final, attempts=atts)

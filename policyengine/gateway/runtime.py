@@ -41,6 +41,19 @@ class ApprovalsPort(Protocol):
     service is unavailable.
     """
 
+    async def get(self, approval_id: str, *, tenant: str | None = ..., for_key: str | None = None) -> Any:
+        """The approval (an ApprovalView), refused as not found in another tenant."""
+        ...
+
+    async def wait(self, approval_id: str, timeout_s: float, *, tenant: str | None = ...,
+                   for_key: str | None = None) -> Any:
+        """The approval once decided, or as it is after `timeout_s`."""
+        ...
+
+    async def find_request(self, tenant: str | None, request_id: str, *, for_key: str | None = None) -> Any:
+        """The approval a request with this id (Idempotency-Key) created, or None."""
+        ...
+
     async def hold(self, *, action: Action, decision: Decision, principal: Principal | None = None,
                    callback_url: str | None = None, answers: dict[str, str] | None = None,
                    decision_id: str | None = None, request_id: str | None = None) -> Any:

@@ -145,6 +145,26 @@ def upstream_body(body: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------ the route
 
+
+def _hold_options(h: dict[str, str], max_wait_s: float) -> tuple[str | None, float]:
+    """`X-PolicyEngine-Approval-Id` (the approval a resent held chat resumes) and
+    `X-PolicyEngine-Hold-Wait` (seconds to wait for the reviewer, capped at `max_wait_s`)."""
+    resume = h.get("x-policyengine-approval-id") or None
+    if resume is not None and (len(resume) > 100 or not resume.isprintable()):
+        raise ApiError(400, "X-PolicyEngine-Approval-Id must be an approval id (apr_...)", code="invalid_request",
+                       param="X-PolicyEngine-Approval-Id")
+    raw = h.get("x-policyengine-hold-wait")
+    if raw is None:
+        return resume, 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not 0 <= wait < float("inf"):
+        raise ApiError(400, f"X-PolicyEngine-Hold-Wait must be a number of seconds, got {raw!r}",
+                       code="invalid_request", param="X-PolicyEngine-Hold-Wait")
+    return resume, min(wait, max_wait_s)
+
 _auth = require_principal("app")
 
 
@@ -156,8 +176,9 @@ async def chat_completions(request: Request) -> Response:
     body = await json_object(request)
     validate_chat(body)
     action = gateway.make_action(action_fields(request, body, rt.settings.default_use_case), principal)
-    call = await gateway.open_call(rt, principal, action, kind="chat", t0=t0,
-                                   request_id=headers(request).get("idempotency-key"))
+    h = headers(request)
+    call = await gateway.open_call(rt, principal, action, kind="chat", t0=t0, request_id=h.get("idempotency-key"))
+    call.resume_id, call.hold_wait_s = _hold_options(h, rt.settings.chat_hold_max_wait_s)
     result = await gateway.chat(call, upstream_body(body), stream=bool(body.get("stream")))
     h = response_headers(call.decision_id, call.decision, result.model, result.attempts, result.tags)
     if result.divergence is not None:

@@ -1,0 +1,144 @@
+"""Held chats resume: the real `openai` SDK through the gateway. A chat held for review (a litigation
+mention held before the model is called; divergent dual answers) gets its completion once a reviewer
+decides: by waiting, or by resending with the same Idempotency-Key or the approval id, never through a
+second hold. Per rule, a hold on chat may also mean "answer, then review" or "refuse"."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+import httpx
+import openai
+import pytest
+
+LEGAL = [{"role": "user", "content": "My solicitor will start legal action over order 77 unless you fix it."}]
+
+
+def sdk(service) -> openai.AsyncOpenAI:
+    return service.sdk("app")
+
+
+async def _approve_by_link(service, approval_id: str, *, decision: str = "approve", reason: str = "",
+                           shows: str = "solicitor") -> None:
+    """A reviewer opens the signed review link and decides there (the page a notification links to)."""
+    url = service.runtime.approvals.issue_link(approval_id, "email:rita@acme.example")
+    path = urlsplit(url).path
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as c:
+        page = await c.get(path)
+        assert page.status_code == 200 and shows in page.text  # the reviewer sees what is held
+        done = await c.post(path, data={"decision": decision, "reason": reason})
+    assert done.status_code == 200, done.text
+
+
+async def _approvals(service) -> list[dict]:
+    async with service.client("reviewer") as c:
+        r = await c.get("/v1/approvals", params={"state": "all"})
+    assert r.status_code == 200, r.text
+    return r.json()["data"]
+
+
+async def test_held_chat_resumes_with_the_same_idempotency_key(service):
+    qwen = service.sims["qwen-72b"]
+    headers = {"Idempotency-Key": "chat-77-a"}
+    with pytest.raises(openai.ConflictError) as exc:
+        await sdk(service).chat.completions.create(model="auto", messages=LEGAL, extra_headers=headers)
+    body = exc.value.body
+    approval_id = body["approval"]["approval_id"]
+    assert body["code"] == "approval_required" and approval_id in body["message"]
+    assert qwen.seen() == []  # held before any model was called
+    # still pending: resending gives the same approval, not a second one
+    with pytest.raises(openai.ConflictError) as again:
+        await sdk(service).chat.completions.create(model="auto", messages=LEGAL, extra_headers=headers)
+    assert again.value.body["approval"]["approval_id"] == approval_id
+    await _approve_by_link(service, approval_id)
+    raw = await sdk(service).chat.completions.with_raw_response.create(model="auto", messages=LEGAL,
+                                                                       extra_headers=headers)
+    assert raw.parse().choices[0].message.content.startswith("Simulated answer")
+    assert len(qwen.seen()) == 1  # the model was called once, after the approval
+    assert [a["id"] for a in await _approvals(service)] == [approval_id]  # no second hold
+    # the decision of the resumed request records the approval it resumed
+    async with service.client() as c:
+        rec = (await c.get(f"/v1/decisions/{raw.headers['x-policyengine-decision-id']}")).json()
+    assert rec["record"]["extra"] == {"outcome": "resumed", "approval_id": approval_id}
+
+
+async def test_held_chat_resumes_by_approval_id_and_a_rejection_is_a_refusal(service):
+    with pytest.raises(openai.ConflictError) as exc:
+        await sdk(service).chat.completions.create(model="auto", messages=LEGAL)
+    approval_id = exc.value.body["approval"]["approval_id"]
+    # an approval id is bound to the request it held
+    other = [{"role": "user", "content": "Something else entirely, my solicitor says hi."}]
+    with pytest.raises(openai.ConflictError) as wrong:
+        await sdk(service).chat.completions.create(model="auto", messages=other,
+                                                   extra_headers={"X-PolicyEngine-Approval-Id": approval_id})
+    assert "different request" in wrong.value.body["message"]
+    await _approve_by_link(service, approval_id, decision="reject", reason="legal answers this one")
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        await sdk(service).chat.completions.create(model="auto", messages=LEGAL,
+                                                   extra_headers={"X-PolicyEngine-Approval-Id": approval_id})
+    assert refused.value.body["code"] == "approval_rejected"
+    assert "legal answers this one" in refused.value.body["message"]
+    assert service.sims["qwen-72b"].seen() == []
+
+
+async def test_a_held_chat_can_wait_for_its_reviewer(service):
+    client = sdk(service)
+    task = asyncio.create_task(client.chat.completions.create(
+        model="auto", messages=LEGAL, extra_headers={"X-PolicyEngine-Hold-Wait": "30"}, timeout=60))
+    for _ in range(200):
+        pending = [a for a in await _approvals(service) if a["state"] == "pending"]
+        if pending:
+            break
+        await asyncio.sleep(0.05)
+    assert not task.done()
+    await _approve_by_link(service, pending[0]["id"])
+    completion = await asyncio.wait_for(task, 30)
+    assert completion.choices[0].message.content.startswith("Simulated answer")
+
+
+async def test_a_held_stream_keeps_alive_then_streams_the_answer(service):
+    async with httpx.AsyncClient(base_url=service.url, timeout=60,
+                                 headers={"Authorization": f"Bearer {service.tokens['app']}"}) as c:
+        async with c.stream("POST", "/v1/chat/completions", json={"model": "auto", "messages": LEGAL, "stream": True},
+                            headers={"X-PolicyEngine-Hold-Wait": "30"}) as resp:
+            assert resp.status_code == 200
+            lines = resp.aiter_lines()
+            first = await lines.__anext__()
+            assert first.startswith(": held for human review: approval apr_")
+            approval_id = first.split("approval ")[1].strip()
+            await _approve_by_link(service, approval_id)
+            rest = [line async for line in lines if line]
+    data = [line for line in rest if line.startswith("data: ")]
+    assert data[-1] == "data: [DONE]" and any("Simulated" in line for line in data)
+
+
+async def test_per_rule_chat_modes_review_and_block(service):
+    raw = await sdk(service).chat.completions.with_raw_response.create(
+        model="auto", messages=[{"role": "user", "content": "I am disgusted by the delay on order 12."}])
+    completion = raw.parse()
+    assert completion.choices[0].message.content  # answered at once...
+    assert "under-review" in raw.headers["x-policyengine-tags"]  # ...tagged, with a review case open
+    review = completion.model_extra["policyengine"]["review"]
+    async with service.client() as c:
+        apr = (await c.get(f"/v1/approvals/{review['approval_id']}")).json()
+    assert apr["state"] == "pending" and "Simulated answer" in next(iter(apr["answers"].values()))
+    with pytest.raises(openai.PermissionDeniedError) as blocked:
+        await sdk(service).chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "You idiot, where is my order?"}])
+    assert blocked.value.body["code"] == "policy_denied"
+
+
+async def test_divergent_answers_held_then_released_on_resend(service):
+    service.sims["gemma-27b"].answer = "No. The refund was refused on 3 March and you owe us 500 GBP."
+    headers = {"X-PolicyEngine-Use-Case": "legal", "Idempotency-Key": "legal-9"}
+    msg = [{"role": "user", "content": "Was my refund approved?"}]
+    with pytest.raises(openai.ConflictError) as exc:
+        await sdk(service).chat.completions.create(model="auto", messages=msg, extra_headers=headers)
+    approval = exc.value.body["approval"]
+    calls = len(service.sims["qwen-72b"].seen()) + len(service.sims["gemma-27b"].seen())
+    await _approve_by_link(service, approval["approval_id"], shows="you owe us 500 GBP")  # both answers shown
+    completion = await sdk(service).chat.completions.create(model="auto", messages=msg, extra_headers=headers)
+    # the released answer comes from the approval: neither model is asked again
+    assert completion.choices[0].message.content.startswith("Simulated answer")
+    assert len(service.sims["qwen-72b"].seen()) + len(service.sims["gemma-27b"].seen()) == calls
