@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 from policyengine.ir import BUILTIN, BUILTIN_TYPES, classify, unknown_builtin
+from policyengine.netcheck import ALWAYS_REFUSED, AddressClass, OutboundRefused, literal_class
 from policyengine.types import Provider
 
 from . import ast
@@ -29,6 +31,35 @@ SECRET_RE = re.compile(
 )
 PROVIDERS = [p.value for p in Provider]
 KEY_PROPS_ONCE = ("provider", "base_url", "model_id", "keys", "cost", "context", "supports", "region", "project")
+# Query parameters that carry credentials (`?api_key=...`, `?token=...`, Azure SAS `sig=`), and header
+# names whose value is a credential (`X-Api-Key`, `X-Auth-Token`, `Ocp-Apim-Subscription-Key`, `Cookie`).
+SECRET_PARAMS = frozenset({
+    "api_key", "apikey", "api-key", "key", "token", "access_token", "auth_token", "refresh_token", "id_token",
+    "secret", "client_secret", "password", "passwd", "pwd", "sig", "signature", "x-api-key", "auth",
+})
+SECRET_HEADER_RE = re.compile(
+    r"(^|[-_])(authorization|auth|apikey|api[-_]?key|key|token|secret|password|passwd|cookie|credentials?"
+    r"|signature|session)($|[-_])", re.IGNORECASE)
+
+
+def url_secret(value: str) -> str | None:
+    """What in URL `value` is a credential written literally (a password in the userinfo, a long token as
+    the user, a credential query parameter), or None."""
+    if "://" not in value:
+        return None
+    try:
+        p = urlsplit(value.strip())
+        password, user = p.password, p.username
+    except ValueError:
+        return None
+    if password:
+        return "the password in the URL (`user:password@`)"
+    if user and len(user) >= 16:
+        return "the token in the URL's user part (`token@`)"
+    for k, v in parse_qsl(p.query):
+        if k.lower() in SECRET_PARAMS and v.strip():
+            return f"the query parameter `{k}=`"
+    return None
 
 
 def _close(name: str, candidates: Any) -> str | None:
@@ -70,6 +101,8 @@ class Checker:
             self.check_item(it)
         self.check_routes()
         self.check_actions()
+        self.check_urls()
+        self.check_unattended()
         self.report_unknown()
         self.diags.sort(key=lambda d: (d.file, d.line, d.col, d.code))
         return self.diags
@@ -217,7 +250,7 @@ class Checker:
                     self.secret(v)
             elif p.key == "header":
                 hname, hval = p.value  # type: ignore[misc]
-                secret_name = hname.lower() in ("authorization", "x-api-key", "api-key", "proxy-authorization")
+                secret_name = SECRET_HEADER_RE.search(hname) is not None
                 if isinstance(hval, ast.Str) and (secret_name or SECRET_RE.search(hval.value)):
                     self.add("E204", hval.span, f"secret header `{hname}` written as a literal string",
                              'use env("NAME") for the value')
@@ -258,6 +291,10 @@ class Checker:
         if SECRET_RE.search(s.value):
             self.add("E204", s.span, "this string looks like a secret (API key or token)",
                      'never write secrets in a policy: use env("NAME")')
+        elif (what := url_secret(s.value)) is not None:
+            self.add("E204", s.span, f"{what} is a secret written literally in this URL",
+                     'never write secrets in a policy: give the whole URL as env("NAME") '
+                     '(e.g. base_url env("QWEN_URL")) and set NAME in the environment')
 
     # ------------------------------------------------------------------ holds
     def check_hold(self, hold: tuple[ast.HoldItem, ...]) -> None:
@@ -311,7 +348,7 @@ class Checker:
                     "email": 'an address like "refunds@example.com"',
                     "webhook": 'an URL "https://..."', "teams": "a Teams incoming-webhook URL"}[c.kind]
             self.add("E237", c.span, f"invalid {c.kind} target {t!r}", hint)
-        if SECRET_RE.search(t) or "hooks.slack.com/services/" in t:
+        if SECRET_RE.search(t) or "hooks.slack.com/services/" in t or url_secret(t) is not None:
             self.add("E204", c.span, f"{c.kind} target contains a secret URL or token",
                      'configure the secret webhook in the notifier settings (env) and name the channel here')
 
@@ -556,6 +593,73 @@ class Checker:
             if dist <= max(1, min(2, len(close) // 5)):
                 self.add("W232", us[0][1].span, f"action `{name}` is named only here",
                          f"did you mean `{close}`?", warning=True)
+
+    # ------------------------------------------------------------------ outbound URLs (SSRF)
+    def check_urls(self) -> None:
+        """Literal URLs the service would send requests to: model base_urls, webhook and Teams targets.
+        env() values are checked when the dispatcher is built and at delivery (policyengine.netcheck)."""
+        for it in self.items:
+            if isinstance(it, ast.ModelDecl):
+                for p in it.props:
+                    if p.key == "base_url" and isinstance(p.value, ast.Str):
+                        self.check_url(p.value.value, p.value.span, "model")
+            hold = getattr(it, "hold", None) or ()
+            for h in hold:
+                for c in h.channels if h.kind == "notify" else ():
+                    if c.kind in ("webhook", "teams") and "://" in c.target:
+                        self.check_url(c.target, c.span, "webhook", f"{c.kind} target")
+
+    def check_url(self, url: str, span: ast.Span, purpose: str, what: str = "base_url") -> None:
+        try:
+            cls = literal_class(url)
+        except OutboundRefused as e:
+            if what == "webhook target" and e.reason == "scheme":
+                return  # E237 already says the webhook target is not an http(s) URL
+            self.add("E260", span, f"{what} {e.message.split(' URL ', 1)[-1]}",
+                     "the service only sends http:// or https:// requests" if e.reason == "scheme"
+                     else "write a plain http(s) URL: scheme, host, optional port and path")
+            return
+        if cls is None or cls is AddressClass.public:
+            return
+        if cls in ALWAYS_REFUSED:
+            why = {AddressClass.metadata: "a cloud metadata service", AddressClass.link_local: "a link-local address",
+                   AddressClass.multicast: "a multicast address", AddressClass.unspecified: "the unspecified address",
+                   AddressClass.reserved: "a reserved address"}[cls]
+            self.add("E261", span, f"{what} points at {why}: the service always refuses to send requests there",
+                     "metadata and link-local addresses (169.254.0.0/16, fd00:ec2::254, metadata.google.internal) "
+                     "hand out cloud credentials; point it at the real endpoint")
+            return
+        if purpose == "model":
+            if cls is AddressClass.private:
+                self.add("W262", span, f"{what} points at a private address ({urlsplit(url).hostname})",
+                         "allowed while POLICYENGINE_MODEL_HOSTS_ALLOW_PRIVATE is true (the default, for self-hosted "
+                         "models); a deployment that sets it false must list the address in "
+                         "POLICYENGINE_MODEL_HOSTS_ALLOW. Or give the URL as env(\"NAME\")", warning=True)
+            return
+        self.add("W262", span, f"{what} points at a {cls.value} address ({urlsplit(url).hostname}): "
+                 "it is refused at delivery by default", "webhooks go to public addresses unless the deployment lists "
+                 "the host or CIDR in POLICYENGINE_WEBHOOK_HOSTS_ALLOW", warning=True)
+
+    # ------------------------------------------------------------------ approvals nobody sees
+    def check_unattended(self) -> None:
+        """`require approval` rules that name no reviewers, notify nobody or never time out (what the
+        approvals service does then: docs/approvals.md)."""
+        for it in self.items:
+            if not isinstance(it, ast.RequireApproval):
+                continue
+            kinds = {h.kind for h in it.hold or ()}
+            if "reviewers" not in kinds:
+                self.add("W270", it.span, "this approval names no reviewers: any reviewer of the tenant may approve it",
+                         'add `reviewers group "NAME"` to the block (or set POLICYENGINE_APPROVALS_DEFAULT_GROUP)',
+                         warning=True)
+            if "notify" not in kinds:
+                self.add("W271", it.span, "this approval notifies nobody: it waits unseen until someone looks",
+                         'add `notify slack "#channel"` (or email, teams, webhook) to the block, or set '
+                         "POLICYENGINE_APPROVALS_DEFAULT_CHANNELS", warning=True)
+            if "timeout" not in kinds:
+                self.add("W272", it.span, "this approval has no timeout: it waits for a decision forever",
+                         "add `timeout 8h -> deny` (or -> approve, -> escalate to group \"...\") to the block, or "
+                         "set POLICYENGINE_APPROVALS_DEFAULT_TIMEOUT_S", warning=True)
 
 
 def edit_distance(a: str, b: str) -> int:

@@ -12,6 +12,7 @@ M = """policy "t" version 1
 model qwen-72b { provider vllm base_url env("Q") cost 0 context 32768 }
 model gemma-27b { provider ollama base_url env("G") cost 0 }
 """
+HELD = ' { reviewers group "r" notify slack "#r" timeout 1h -> deny }'  # a complete approval block (no W270-W272)
 
 # code -> (policy text, line, col)
 CASES: dict[str, tuple[str, int, int]] = {
@@ -42,18 +43,23 @@ CASES: dict[str, tuple[str, int, int]] = {
     "E220": (M + "authorize refund when tenant.tier > 3\n", 4, 37),
     "E221": (M + "escalate when sentiment < 1.5\n", 4, 27),
     "E222": (M + 'authorize refund when tenant.teir == "gold"\n', 4, 23),
-    "W223": (M + "require approval for refund when amount > 100 GBP\ndeny refund when amount > 5000 USD\n", 5, 27),
-    "E224": (M + "require approval for refund when amount > 100 GBP and amount < 500 USD\n", 4, 64),
+    "W223": (M + "require approval for refund when amount > 100 GBP" + HELD + "\ndeny refund when amount > 5000 USD\n", 5, 27),
+    "E224": (M + "require approval for refund when amount > 100 GBP and amount < 500 USD" + HELD + "\n", 4, 64),
     "E230": (M + "authorize refund\ndeny refund\n", 5, 6),
     "W231": (M + "authorize refund\nauthorize refund\n", 5, 11),
-    "W232": (M + "authorize classify_ticket\nrequire approval for classify_ticket when amount > 5 GBP\n"
+    "W232": (M + "authorize classify_ticket\nrequire approval for classify_ticket when amount > 5 GBP" + HELD + "\n"
              'deny clasify_ticket when tenant == "x"\n', 6, 6),
-    "W238": (M + "require approval for refund when amount > 5 GBP\ndeny refund\n", 4, 22),
-    "E233": (M + 'require approval for refund {\n  reviewers group "a"\n  reviewers group "b"\n}\n', 6, 3),
-    "W234": (M + "require approval for refund {\n  remind every 8h\n  timeout 1h -> deny\n}\n", 5, 3),
-    "E235": (M + "require approval for refund {\n  timeout 0s -> deny\n}\n", 5, 3),
-    "E236": (M + 'require approval for refund {\n  reviewers group ""\n}\n', 5, 3),
-    "E237": (M + 'require approval for refund {\n  notify email "not-an-address"\n}\n', 5, 10),
+    "W238": (M + "require approval for refund when amount > 5 GBP" + HELD + "\ndeny refund\n", 4, 22),
+    "E233": (M + 'require approval for refund {\n  reviewers group "a"\n  reviewers group "b"\n'
+             '  notify slack "#r"\n  timeout 1h -> deny\n}\n', 6, 3),
+    "W234": (M + 'require approval for refund {\n  remind every 8h\n  timeout 1h -> deny\n  reviewers group "r"\n'
+             '  notify slack "#r"\n}\n', 5, 3),
+    "E235": (M + 'require approval for refund {\n  timeout 0s -> deny\n  reviewers group "r"\n  notify slack "#r"\n}\n',
+             5, 3),
+    "E236": (M + 'require approval for refund {\n  reviewers group ""\n  notify slack "#r"\n  timeout 1h -> deny\n}\n',
+             5, 3),
+    "E237": (M + 'require approval for refund {\n  notify email "not-an-address"\n  reviewers group "r"\n'
+             '  timeout 1h -> deny\n}\n', 5, 10),
     "E240": (M + 'verify when use_case == "legal" with qwen-72b, qwen-72b {\n  escalate when divergence > 0.2\n}\n', 4, 38),
     "E241": (M + 'verify when use_case == "legal" with qwen-72b, gemma-27b {\n  escalate when sentiment < 0.2\n}\n', 5, 17),
     "E242": (M + "allow model choice []\n", 4, 1),
@@ -173,17 +179,18 @@ def test_more_type_errors() -> None:
 
 
 def test_field_types_are_per_action() -> None:
+    # (every approval names its reviewers, channels and timeout: W270-W272 are not what this tests)
     # `amount` is money for refunds and a row count for exports: different actions, no clash
-    assert diags(M + "require approval for refund when amount > 100 GBP\n"
-                 "require approval for bulk_export when amount > 10000\n") == []
+    assert diags(M + "require approval for refund when amount > 100 GBP" + HELD + "\n"
+                 "require approval for bulk_export when amount > 10000" + HELD + "\n") == []
     # ... but a global rule reads the field of every action
-    ds = diags(M + "require approval for refund when amount > 100 GBP\nescalate when amount > 5\n")
+    ds = diags(M + "require approval for refund when amount > 100 GBP" + HELD + "\nescalate when amount > 5\n")
     assert [(d.code, d.line) for d in ds] == [("E220", 5)]
     # currencies per action too
-    ds = diags(M + "require approval for refund when amount > 100 GBP\ndeny refund, payout when amount > 900 USD\n")
+    ds = diags(M + "require approval for refund when amount > 100 GBP" + HELD + "\ndeny refund, payout when amount > 900 USD\n")
     assert [d.code for d in ds] == ["W223"]
-    assert diags(M + "require approval for refund_uk when amount > 100 GBP\n"
-                 "require approval for refund_us when amount > 120 USD\n") == []
+    assert diags(M + "require approval for refund_uk when amount > 100 GBP" + HELD + "\n"
+                 "require approval for refund_us when amount > 120 USD" + HELD + "\n") == []
 
 
 def test_negative_cost_and_bad_timeouts() -> None:
