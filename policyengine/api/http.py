@@ -188,16 +188,18 @@ _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a num
 
 def too_deep(data: Any, limit: int) -> bool:
     """Whether `data` (parsed JSON) nests objects and arrays more than `limit` levels deep (the
-    body itself is level 1). Walks only the containers, without recursion."""
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        obj, d = pop()
-        if d > limit:
+    body itself is level 1). Walks the containers level by level, without recursion."""
+    level, depth = [data], 1
+    containers = (dict, list)
+    while level:
+        if depth > limit:
             return True
-        for v in (obj.values() if isinstance(obj, dict) else obj):
-            if isinstance(v, dict | list):
-                push((v, d + 1))
+        below = []
+        for obj in level:
+            for v in (obj.values() if type(obj) is dict else obj):
+                if isinstance(v, containers):
+                    below.append(v)
+        level, depth = below, depth + 1
     return False
 
 
