@@ -303,7 +303,7 @@ class Settings(OutboundHosts, BaseSettings):
     @classmethod
     def _dispatch(cls, v: dict[str, Any]) -> dict[str, Any]:
         try:
-            from policyengine.dispatch import DispatchSettings
+            from policyengine.dispatch.settings import DispatchSettings
         except ImportError:  # pragma: no cover
             return v
         DispatchSettings.model_validate(v)  # a clear error at start, not at the first request
