@@ -22,6 +22,45 @@ The guard evaluates the call's arguments as the action's fields; a held call
 waits for the approval and then runs the *approved* revision (a reviewer may
 have edited the arguments); a denied, rejected or timed-out call raises and the
 function never runs.
+
+Tool-calling agents (the `openai` SDK against the gateway)
+----------------------------------------------------------
+
+The gateway judges every tool call a model returns before the answer reaches the agent: an
+allowed call stays in `message.tool_calls`; a denied or held one is removed from it. Every
+call, whatever its verdict, is listed in the answer's ``policyengine.tool_calls``. The loop:
+
+    from policyengine.client import (ApprovalNotGranted, assistant_message, tool_refused_message,
+                                     tool_result_message, tool_verdicts)
+
+    completion = await openai_client.chat.completions.create(model="auto", messages=messages, tools=TOOLS)
+    done = []                                   # (the call as it is put in the history, its tool message)
+    for v in tool_verdicts(completion):         # every call, in the order the model wrote them
+        if v.allowed:
+            call = v.call()                     # run it as the model wrote it
+        elif v.held:                            # e.g. refund(£150): a reviewer decides
+            print("waiting for", v.approval_id)
+            try:
+                call = await pe.wait_for_tool_call(v, timeout=3600)   # the *approved* call
+            except ApprovalNotGranted as exc:   # rejected, expired or cancelled: never run
+                done.append((v.call(), tool_refused_message(v, str(exc))))
+                continue
+        else:                                   # denied: never run
+            done.append((v.call(), tool_refused_message(v)))
+            continue
+        done.append((call, tool_result_message(call, await TOOLS_BY_NAME[call.name](**call.arguments))))
+    messages.append(assistant_message(completion, [c for c, _ in done]))
+    messages += [m for _, m in done]            # then ask the model again, for its answer
+
+`wait_for_tool_call` long-polls ``GET /v1/approvals/{id}?wait=N`` and returns the call as
+the reviewer released it: the tool's name and the approved revision's arguments (a reviewer
+may have edited them; the approvals service evaluated the edit against the policy again
+before approving it). It raises `ApprovalNotGranted` for a rejected, expired or cancelled
+approval, `ApprovalWaitTimeout` when the wait runs out first, and `ApprovalTampered` when the
+approval is not the one the verdict names or its action does not match its hash, so a held
+call is run only after, and only as, a reviewer approved it. `tool_verdicts` raises
+`UnjudgedToolCalls` for an answer whose tool calls carry no verdicts (it did not come
+through the gateway), so an agent written this way fails closed.
 """
 
 from __future__ import annotations
@@ -30,7 +69,8 @@ import asyncio
 import functools
 import inspect
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
@@ -228,6 +268,30 @@ class PolicyEngineClient:
                     raise ApprovalTampered(f"approval {approval_id}: the approved action does not match its hash")
                 return status
 
+    async def wait_for_tool_call(self, verdict: ToolVerdict, *, timeout: float | None = None) -> ToolCall:
+        """Wait for the approval of a held tool call and return the call as the reviewer released it.
+
+        The returned call has the verdict's call id, the tool's name and the approved
+        revision's arguments (money the gateway read as ``{"amount", "currency"}`` is given
+        back in the form the model wrote it: ``"amount": 150`` beside ``"currency": "GBP"``).
+        Raises `ValueError` for a verdict that is not held, `ApprovalNotGranted` when the
+        approval ended rejected, expired or cancelled, `ApprovalWaitTimeout` after `timeout`
+        seconds, and `ApprovalTampered` when the approval is for another tool or its action
+        does not match its hash. A call returned here is released: run it once.
+        """
+        if not verdict.held or not verdict.approval_id:
+            raise ValueError(f"tool call {verdict.name!r} is not held for approval (effect {verdict.effect})")
+        status = await self.wait_for_approval(verdict.approval_id, timeout=timeout)
+        if not status.released:
+            raise ApprovalNotGranted(status)
+        if status.id != verdict.approval_id:
+            raise ApprovalTampered(f"asked for approval {verdict.approval_id}, the service answered {status.id}")
+        name = status.action.get("action") or status.action_name
+        if name != verdict.name:
+            raise ApprovalTampered(f"approval {status.id} released {name!r}, not the tool call {verdict.name!r}")
+        return ToolCall(verdict.call_id or _call_id(verdict.index), verdict.name,
+                        _tool_arguments(status.fields, verdict.arguments, status.id), approval=status)
+
     def guard(
         self, action: str, *, fields: Callable[..., Mapping[str, Any]] | None = None, timeout: float | None = None,
         callback_url: str | None = None, **attrs: Any,
@@ -319,6 +383,225 @@ def _jsonable(data: Any) -> Any:
     return orjson.loads(canonical_json(data))
 
 
+class UnjudgedToolCalls(ValueError):
+    """An answer has tool calls but no ``policyengine.tool_calls`` verdicts: it did not come through the
+    gateway (or was altered on the way), so none of its calls may be run."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool call the agent may run: its call id, the tool's name and the arguments to run it with.
+
+    `approval` is the approval that released it (None for a call the policy allowed at once);
+    `edited` says a reviewer changed its arguments before approving.
+    """
+
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    approval: ApprovalStatus | None = None
+
+    @property
+    def edited(self) -> bool:
+        """True when the call was released as a reviewer's edited revision."""
+        return bool(self.approval and self.approval.edited)
+
+    def as_openai(self) -> dict[str, Any]:
+        """The call as an assistant message's ``tool_calls`` entry (arguments as a JSON string)."""
+        return {"id": self.call_id, "type": "function",
+                "function": {"name": self.name, "arguments": canonical_json(self.arguments)}}
+
+
+@dataclass(frozen=True, slots=True)
+class ToolVerdict:
+    """The gateway's decision on one tool call of an answer (an entry of ``policyengine.tool_calls``).
+
+    `effect` is allow, deny, require_approval or escalate; `arguments` are the call's parsed
+    arguments as the model wrote them (None when they could not be parsed; a denied call
+    then carries its reason only); `approval` is the approval's JSON when the call is held.
+    """
+
+    index: int
+    call_id: str | None
+    name: str
+    effect: str
+    decision_id: str | None
+    reason: str
+    approval: dict[str, Any] | None
+    arguments: dict[str, Any] | None
+
+    @property
+    def allowed(self) -> bool:
+        """The policy allowed the call: it is in the answer's ``tool_calls``, to run now."""
+        return self.effect == "allow"
+
+    @property
+    def held(self) -> bool:
+        """The call waits for a reviewer (require_approval or escalate); `approval_id` names the approval."""
+        return self.effect in ("require_approval", "escalate")
+
+    @property
+    def denied(self) -> bool:
+        """The call was refused (by a rule, the default deny, or unreadable arguments): never run it."""
+        return not (self.allowed or self.held)
+
+    @property
+    def approval_id(self) -> str | None:
+        """The id of the approval holding the call, or None."""
+        return (self.approval or {}).get("approval_id")
+
+    def call(self) -> ToolCall:
+        """The call as the model wrote it (its arguments, or ``{}`` when unreadable): run it only when
+        `allowed`; for a held or denied call it is what to record in the conversation's history."""
+        return ToolCall(self.call_id or _call_id(self.index), self.name, dict(self.arguments or {}))
+
+
+def _get(obj: Any, key: str) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    value = getattr(obj, key, None)
+    if value is None:
+        extra = getattr(obj, "model_extra", None)
+        if isinstance(extra, Mapping):
+            value = extra.get(key)
+    return value
+
+
+def _message(completion: Any) -> Any:
+    choices = _get(completion, "choices") or []
+    return _get(choices[0], "message") if choices else None
+
+
+def _call_id(index: int) -> str:
+    return f"call_pe_{index}"
+
+
+def _args_of(tc: Any) -> dict[str, Any] | None:
+    raw = _get(_get(tc, "function"), "arguments")
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    try:
+        out = orjson.loads(raw or "{}")
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+    return out if isinstance(out, dict) else None
+
+
+def tool_verdicts(completion: Any, *, tool_calls: Sequence[Any] | None = None) -> list[ToolVerdict]:
+    """The gateway's verdict on every tool call of an answer, in the order the model wrote them.
+
+    `completion` is the openai SDK's ChatCompletion (the verdicts are in its `model_extra`) or
+    its dict form; for a stream, pass the finishing chunk (it carries the verdicts) and the
+    tool calls accumulated from the deltas as `tool_calls`. Allowed verdicts get their
+    arguments from the executable ``tool_calls`` (matched by id, else in order). Returns ``[]``
+    for an answer without tool calls; raises `UnjudgedToolCalls` for one whose tool calls
+    carry no verdicts, or whose verdicts allow a call it does not carry.
+    """
+    pe = _get(completion, "policyengine")
+    entries = _get(pe, "tool_calls") if pe is not None else None
+    message = _message(completion)
+    if tool_calls is not None:
+        executable = list(tool_calls)
+    else:
+        executable = list(_get(message, "tool_calls") or []) if message is not None else []
+    if not entries:
+        if executable:
+            raise UnjudgedToolCalls("the answer has tool calls without policyengine verdicts: it did not come "
+                                    "through the policyengine gateway, so none of them may be run")
+        return []
+    by_id = {_get(tc, "id"): tc for tc in executable if _get(tc, "id")}
+    in_order = iter(executable)
+    out = []
+    for i, e in enumerate(entries):
+        e = dict(e) if isinstance(e, Mapping) else dict(getattr(e, "__dict__", {}))
+        effect = str(e.get("effect") or "deny")
+        args = e.get("arguments") if isinstance(e.get("arguments"), dict) else None
+        call_id = e.get("id") if isinstance(e.get("id"), str) else None
+        if effect == "allow":
+            tc = by_id.get(call_id) if call_id else None
+            tc = tc if tc is not None else next(in_order, None)
+            if tc is None:
+                raise UnjudgedToolCalls(f"the verdicts allow tool call {i} ({e.get('name')}), which the answer "
+                                        "does not carry")
+            args = _args_of(tc)
+            call_id = call_id or _get(tc, "id")
+        out.append(ToolVerdict(int(e.get("index", i)), call_id, str(e.get("name") or ""), effect,
+                               e.get("decision_id"), str(e.get("reason") or ""),
+                               e.get("approval") if isinstance(e.get("approval"), dict) else None, args))
+    return out
+
+
+def held_calls(completion: Any) -> list[ToolVerdict]:
+    """The tool calls of an answer that wait for a reviewer (see `tool_verdicts`)."""
+    return [v for v in tool_verdicts(completion) if v.held]
+
+
+def denied_calls(completion: Any) -> list[ToolVerdict]:
+    """The tool calls of an answer the policy refused (see `tool_verdicts`)."""
+    return [v for v in tool_verdicts(completion) if v.denied]
+
+
+def _is_money(v: Any) -> bool:
+    return (isinstance(v, Mapping) and set(v) == {"amount", "currency"}
+            and isinstance(v["amount"], int | float) and not isinstance(v["amount"], bool))
+
+
+def _tool_arguments(fields: dict[str, Any], original: Mapping[str, Any] | None, approval_id: str) -> dict[str, Any]:
+    """The approved fields as tool arguments: a money value the gateway built from a plain number
+    beside `currency` is that number again (its currency must then be the `currency` argument's)."""
+    out = dict(fields)
+    cur = fields.get("currency")
+    for k, v in fields.items():
+        if not _is_money(v) or not isinstance(cur, str) or (original is not None and _is_money(original.get(k))):
+            continue
+        if v["currency"] != cur:
+            raise ApprovalTampered(f"approval {approval_id}: {k} is in {v['currency']} but the currency "
+                                   f"argument is {cur}; the approved call is ambiguous")
+        out[k] = v["amount"]
+    return out
+
+
+def _content(result: Any) -> str:
+    if isinstance(result, str):
+        return result
+    return orjson.dumps(_jsonable(result)).decode()
+
+
+def tool_result_message(call: ToolCall | ToolVerdict, result: Any) -> dict[str, Any]:
+    """The ``role: "tool"`` message handing a call's result back to the model (a str as is, anything
+    else as JSON)."""
+    call_id = call.call_id if isinstance(call, ToolCall) else (call.call_id or _call_id(call.index))
+    return {"role": "tool", "tool_call_id": call_id, "content": _content(result)}
+
+
+def tool_refused_message(verdict: ToolVerdict, why: str | None = None) -> dict[str, Any]:
+    """The ``role: "tool"`` message telling the model a call was not run, and why (by default the
+    verdict's reason)."""
+    what = "denied by policy" if verdict.denied else "not approved"
+    return tool_result_message(verdict, {"error": f"not run: {what}", "tool": verdict.name,
+                                         "reason": why or verdict.reason})
+
+
+_NOTE = "[policyengine] The tool call "
+
+
+def assistant_message(completion: Any, calls: Sequence[ToolCall | ToolVerdict]) -> dict[str, Any]:
+    """The answer's assistant message for the conversation's history, with `calls` as its ``tool_calls``.
+
+    Put every call the model made in `calls` (those run, as run, and those refused), each
+    followed by its tool message: the API requires a tool message per call. The gateway's
+    notes about removed calls are dropped from the content, since the tool messages report them.
+    """
+    message = _message(completion)
+    content = _get(message, "content") if message is not None else None
+    if isinstance(content, str):
+        content = "\n".join(line for line in content.split("\n") if not line.startswith(_NOTE)).strip() or None
+    out: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls:
+        out["tool_calls"] = [(c if isinstance(c, ToolCall) else c.call()).as_openai() for c in calls]
+    return out
+
+
 def verify_callback(
     body: bytes, headers: Mapping[str, str], secret: str, *, tolerance_s: float = 300, now: float | None = None,
 ) -> dict[str, Any]:
@@ -337,5 +620,7 @@ def verify_callback(
 
 __all__ = [
     "ActionDenied", "ApprovalNotGranted", "ApprovalStatus", "ApprovalTampered", "ApprovalWaitTimeout",
-    "EvaluateResult", "PolicyEngineClient", "PolicyEngineError", "SignatureError", "verify_callback",
+    "EvaluateResult", "PolicyEngineClient", "PolicyEngineError", "SignatureError", "ToolCall", "ToolVerdict",
+    "UnjudgedToolCalls", "assistant_message", "denied_calls", "held_calls", "tool_refused_message",
+    "tool_result_message", "tool_verdicts", "verify_callback",
 ]
