@@ -118,6 +118,9 @@ async def test_malformed_values_are_4xx_with_a_message(service):
             ("GET", "/v1/decisions?before=-1", None),
             ("GET", "/v1/decisions?since=nan", None),
             ("GET", "/v1/decisions?until=1e999", None),
+            ("GET", "/v1/decisions?action=%00", None),  # PostgreSQL text cannot hold NUL: was a 500 there
+            ("GET", "/v1/decisions?kind=%00", None),
+            ("GET", "/v1/decisions/%00", None),
         ]
         for method, path, body in cases:
             if isinstance(body, bytes):
@@ -128,6 +131,12 @@ async def test_malformed_values_are_4xx_with_a_message(service):
                                                 r.status_code, r.text[:300])
             err = r.json()["error"]
             assert err["message"] and err["code"], err
+    async with service.client("admin") as c:
+        for method, path, body in [("DELETE", "/v1/admin/keys/%00", None),
+                                   ("POST", "/v1/admin/keys", {"roles": ["app"], "subject": "a\x00b"}),
+                                   ("POST", "/v1/admin/keys", {"roles": ["app"], "subject": "a", "groups": ["\x00"]})]:
+            r = await c.request(method, path, json=body)
+            assert 400 <= r.status_code < 500 and r.json()["error"]["message"], (path, body, r.status_code, r.text)
 
 
 async def test_request_bodies_are_limited_in_depth(tmp_path, service_factory):

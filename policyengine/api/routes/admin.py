@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from starlette.responses import Response
 
 from policyengine.api.errors import ApiError, json_response
@@ -87,9 +87,23 @@ class KeyCreate(BaseModel):
     model_config = {"extra": "forbid"}
     roles: list[str] = Field(min_length=1)
     subject: str = Field(min_length=1, max_length=200)
-    groups: list[str] = Field(default_factory=list)
+    groups: list[Annotated[str, Field(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=100)
     attributes: dict[str, Any] = Field(default_factory=dict)
-    description: str | None = None
+    description: str | None = Field(None, max_length=1000)
+
+    @field_validator("subject", "description")
+    @classmethod
+    def _no_nul(cls, v: str | None) -> str | None:
+        if v is not None and "\x00" in v:
+            raise ValueError("must not contain a NUL character")
+        return v
+
+    @field_validator("roles", "groups")
+    @classmethod
+    def _no_nul_items(cls, v: list[str]) -> list[str]:
+        if any("\x00" in x for x in v):
+            raise ValueError("must not contain a NUL character")
+        return v
 
 
 def _key_json(k: Any) -> dict[str, Any]:
@@ -127,7 +141,7 @@ async def list_keys(request: Request, principal: Principal = Depends(require_pri
 async def revoke_key(key_id: str, request: Request,
                      principal: Principal = Depends(require_principal("admin"))) -> Response:
     s = request.app.state.runtime
-    if not await s.keys.revoke(key_id, tenant=principal.tenant):
+    if "\x00" in key_id or not await s.keys.revoke(key_id, tenant=principal.tenant):
         raise ApiError(404, f"no active key {key_id!r} in tenant {principal.tenant!r}", code="not_found")
     s.key_cache.invalidate()
     return json_response({"key_id": key_id, "revoked": True})

@@ -26,6 +26,14 @@ OUTCOME_PENDING = ("dispatched", "streaming", "verifying", "held", "resumed")
 SEQ_MAX = 2**63 - 1
 
 
+def _check_text(value: str | None, name: str) -> None:
+    """A text filter the database can compare: no NUL (PostgreSQL text cannot hold one), at most 1,000
+    characters (every column filtered on is shorter)."""
+    if value is not None and ("\x00" in value or len(value) > 1000):
+        raise ApiError(422, f"{name} must be at most 1000 characters, without NUL", code="invalid_request",
+                       param=name)
+
+
 def _time(value: str | None, name: str) -> float | None:
     if value is None:
         return None
@@ -58,6 +66,9 @@ async def list_decisions(
     if effect is not None and effect not in ("allow", "deny", "require_approval", "escalate"):
         raise ApiError(422, f"effect must be allow, deny, require_approval or escalate, got {effect!r}",
                        code="invalid_request", param="effect")
+    for name, value in (("action", action), ("actor", actor), ("session_id", session_id), ("model", model),
+                        ("kind", kind), ("policy_hash", policy_hash)):
+        _check_text(value, name)
     s = request.app.state.runtime
     rows = await s.decisions.query(DecisionQuery(
         tenant=principal.tenant, action=action, effect=effect, actor=actor, session_id=session_id, model=model,
@@ -101,7 +112,7 @@ def explain(rec: dict[str, Any]) -> list[str]:
 async def get_decision(decision_id: str, request: Request,
                        principal: Principal = Depends(require_principal("app", "reviewer"))) -> Response:
     s = request.app.state.runtime
-    row = await s.decisions.get(principal.tenant, decision_id)
+    row = None if "\x00" in decision_id else await s.decisions.get(principal.tenant, decision_id)
     if row is None:
         raise ApiError(404, f"no decision {decision_id!r} in tenant {principal.tenant!r}", code="not_found")
     out = decision_view(row, full=True)
