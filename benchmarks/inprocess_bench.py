@@ -1,6 +1,6 @@
 """In-process figures behind the service's smaller design choices, each measured side by side.
 
-    .venv/bin/python benchmarks/inprocess_bench.py [--only gc|lexicon|outcome_id|ids|writer] [--requests 3200]
+    .venv/bin/python benchmarks/inprocess_bench.py [--only gc|lexicon|outcome_id|ids|writer|tools] [--requests 3200]
 
 * gc: CPU per gateway request (plain, stream, evaluate), the app driven through its ASGI call in
   this process (no HTTP server) against the fake upstream of api_bench.py on CPU 1, with
@@ -14,6 +14,10 @@
   and `str(uuid.uuid4())` (a syscall per id) for scale.
 * writer: CPU per decision row of the log writer's transaction by batch size, with and without
   the `(tenant, action)` / `(tenant, effect)` indexes.
+* tools: what judging the tool calls of an answer adds (policyengine.gateway.tools): CPU per chat
+  request through the app's ASGI call, a plain answer vs an answer with 1 and 4 tool calls
+  (each an Action decided by the policy and a decision row committed before the answer), the
+  same simulated upstream on CPU 1 for both, alternating rounds; the added CPU per tool call.
 """
 
 from __future__ import annotations
@@ -45,8 +49,12 @@ EVALUATE = {"action": "classify_ticket", "actor": "bench", "fields": {"ticket": 
 
 # ----------------------------------------------------------------------------- gc
 
+TOOLS = [{"type": "function", "function": {"name": "classify_ticket", "parameters": {"type": "object"}}}]
+
+
 async def _gateway_cpu(app, kind: str, n: int, rounds: int, tune: bool) -> list[float]:
-    body = EVALUATE if kind == "evaluate" else {**CHAT, **({"stream": True} if kind == "stream" else {})}
+    body = (EVALUATE if kind == "evaluate" else {**CHAT, "tools": TOOLS} if kind == "tools"
+            else {**CHAT, **({"stream": True} if kind == "stream" else {})})
     raw = json.dumps(body).encode()
     path = "/v1/evaluate" if kind == "evaluate" else "/v1/chat/completions"
     scope = {"type": "http", "method": "POST", "path": path, "root_path": "", "scheme": "http", "query_string": b"",
@@ -127,6 +135,89 @@ def bench_gc(n: int, rounds: int) -> None:
     finally:
         up.terminate()
         up.wait(10)
+
+
+# ----------------------------------------------------------------------------- tools
+
+_SIM = """
+import asyncio, sys
+from policyengine.simulate.server import SimServer
+async def main():
+    sim = SimServer("qwen-72b", port=int(sys.argv[1]))
+    sim.tool_plan = [("classify_ticket", {"ticket": 42, "queue": "billing"})] * int(sys.argv[2])
+    await sim.start()
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def bench_tools_decide() -> float:
+    """Median µs to decide one tool call (parse, build its Action, evaluate, reason): no I/O."""
+    from types import SimpleNamespace
+
+    from policyengine.dsl import compile_sources
+    from policyengine.gateway.call import Call
+    from policyengine.gateway.tools import decide_tool_call
+    from policyengine.settings import Settings
+    from policyengine.types import Action, Principal
+
+    os.environ.setdefault("PE_BENCH_UPSTREAM", "http://127.0.0.1:9/v1")
+    policy = compile_sources({"bench.policy": ab.POLICY})
+    rt = SimpleNamespace(settings=Settings(), signals=None)
+    who = Principal(tenant="bench", key_id="k", subject="bench", roles=frozenset({"app"}), groups=frozenset())
+    chat = Action(action="chat", tenant="bench", text="Summarise my last ticket.", session_id="s-1")
+    call = Call(rt, who, chat, policy, None, policy.evaluate(chat), kind="chat", t0=time.perf_counter())  # type: ignore[arg-type]
+    tc = {"id": "call_1", "type": "function",
+          "function": {"name": "classify_ticket", "arguments": '{"ticket": 42, "queue": "billing"}'}}
+    us = _per_call_us(lambda: decide_tool_call(call, 0, tc), 2000)
+    print(f"[tools/decide] deciding one tool call (parse, Action, evaluate, reason; no I/O): {us:.1f} us "
+          f"(target under 50 us: {'met' if us < 50 else 'MISSED'})", flush=True)
+    return us
+
+
+def bench_tools(n: int, rounds: int) -> None:
+    import uvloop
+
+    from policyengine.api import create_app
+    from policyengine.settings import SeedKey, Settings
+
+    os.sched_setaffinity(0, {0})
+    work = Path(tempfile.mkdtemp(prefix="pe-tools-"))
+    (work / "p").mkdir()
+    (work / "p" / "bench.policy").write_text(ab.POLICY)
+    os.environ["PE_BENCH_TOKEN"] = ab.TOKEN
+    per_calls: dict[int, float] = {}
+    for k in (1, 4):
+        port = ab.free_port()
+        up = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-c", _SIM, str(port), str(k)],
+                              start_new_session=True)
+        ab.wait_port(port, up)
+        os.environ["PE_BENCH_UPSTREAM"] = f"http://127.0.0.1:{port}/v1"
+        try:
+            res: dict[str, list[float]] = {"plain": [], "tools": []}
+            for kind in ("plain", "tools", "plain", "tools"):
+                db = work / f"{k}-{kind}-{len(res[kind])}.db"
+                settings = Settings(database_url=f"sqlite:///{db}", policy_path=[str(work / "p")],
+                                    sqlite_synchronous="NORMAL", key_cache_ttl_s=30,
+                                    seed_keys=[SeedKey(token_env="PE_BENCH_TOKEN", tenant="bench", roles=["app"])])
+                app = create_app(settings)
+
+                async def run(app=app, kind=kind) -> list[float]:
+                    async with app.router.lifespan_context(app):
+                        return await _gateway_cpu(app, kind, n, rounds, True)
+
+                res[kind] += uvloop.run(run())
+            plain, tools = statistics.median(res["plain"]), statistics.median(res["tools"])
+            per_calls[k] = (tools - plain) * 1000 / k
+            print(f"[tools/{k} call{'s' if k > 1 else ''}] CPU per chat request, median of {len(res['plain'])} "
+                  f"rounds x {n}: plain answer {plain:.3f} ms, answer with {k} tool call(s) {tools:.3f} ms; "
+                  f"added per tool call {per_calls[k]:.1f} us (decided + its row committed)", flush=True)
+        finally:
+            up.terminate()
+            up.wait(10)
+    print(f"[tools] end to end, each call decided and its decision row committed before the answer: "
+          f"{max(per_calls.values()):.0f} us per tool call at most (the row is the larger part: see --only writer)",
+          flush=True)
 
 
 # ----------------------------------------------------------------------------- micro
@@ -219,7 +310,7 @@ def bench_writer() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["gc", "lexicon", "outcome_id", "ids", "writer"])
+    ap.add_argument("--only", choices=["gc", "lexicon", "outcome_id", "ids", "writer", "tools"])
     ap.add_argument("--requests", type=int, default=3200, help="requests per gc round")
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
@@ -233,6 +324,9 @@ def main() -> None:
         bench_writer()
     if a.only in (None, "gc"):
         bench_gc(a.requests, a.rounds)
+    if a.only in (None, "tools"):
+        bench_tools_decide()
+        bench_tools(a.requests, a.rounds)
 
 
 if __name__ == "__main__":

@@ -28,17 +28,18 @@ before the answer is sent (step 5 of the commit order: a decision made on the an
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from policyengine.fastmodel import construct
 from policyengine.gateway.call import HELD, Call
 from policyengine.gateway.hold import hold, reasons
-from policyengine.types import Decision, RuleHit
+from policyengine.types import Action, Decision, RuleHit
 
-__all__ = ["MONEY_NAMES", "ToolVerdict", "apply_verdicts", "judge_tool_calls", "strip_denied_tools"]
+__all__ = ["MONEY_NAMES", "ToolCallBuffer", "ToolVerdict", "apply_verdicts", "decide_tool_call", "judge_tool_calls",
+           "strip_denied_tools"]
 
 # Argument names read as money when a `currency` argument stands beside them.
 MONEY_NAMES = frozenset({"amount", "price", "total", "cost", "fee", "value", "refund", "balance"})
@@ -118,31 +119,37 @@ def _parse(tc: Any, limit: int) -> tuple[str, str | None, dict[str, Any] | None,
     return name, call_id, args, None
 
 
+def decide_tool_call(call: Call, index: int, tc: Any) -> tuple[Call, str | None, dict[str, Any] | None, str]:
+    """Decide one tool call of `call`'s answer (no I/O): its own Call (action, decision, id), the
+    call's id, the parsed arguments and the one-line reason."""
+    rt = call.runtime
+    name, call_id, args, refused = _parse(tc, rt.settings.tool_call_max_argument_bytes)
+    # the chat's Action, validated at the boundary, with this call's name and fields: built
+    # without validating again (the name was checked by _parse; fields are free-form data)
+    base = call.action.__dict__
+    if refused is not None:
+        action = construct(Action, {**base, "action": name or "?", "fields": {}, "requested_model": None,
+                                    "prompt_tokens": None})
+        decision = _refused(call, name, refused)
+    else:
+        assert args is not None
+        action = construct(Action, {**base, "action": name, "fields": _fields(args), "requested_model": None,
+                                    "prompt_tokens": None, "signals": dict(call.decision.signals)})
+        decision = call.policy.evaluate(action, rt.signals)
+    child = Call(rt, call.principal, action, call.policy, None, decision, kind="tool_call", t0=call.t0,
+                 request_id=f"{call.request_id}:tool:{index}" if call.request_id else None)
+    return child, call_id, args, refused or reasons(decision)
+
+
 async def judge_tool_calls(call: Call, tool_calls: list[Any]) -> list[ToolVerdict]:
     """Decide every tool call of one answer, commit the decisions (one group commit), and create
     the approvals of the held ones. Returns one verdict per call, in order. Raises
     `DecisionLogUnavailable` when the rows cannot be committed (nothing may be released)."""
-    rt = call.runtime
-    limit = rt.settings.tool_call_max_argument_bytes
-    base = call.action
-    children: list[tuple[Call, str | None, dict[str, Any] | None, str]] = []
-    for i, tc in enumerate(tool_calls):
-        name, call_id, args, refused = _parse(tc, limit)
-        if refused is not None:
-            decision = _refused(call, name, refused)
-            action = base.model_copy(update={"action": name or "?", "fields": {}, "requested_model": None,
-                                             "prompt_tokens": None})
-        else:
-            assert args is not None
-            action = base.model_copy(update={"action": name, "fields": _fields(args), "requested_model": None,
-                                             "prompt_tokens": None, "signals": dict(call.decision.signals)})
-            decision = call.policy.evaluate(action, rt.signals)
-        child = Call(rt, call.principal, action, call.policy, None, decision, kind="tool_call", t0=call.t0,
-                     request_id=f"{call.request_id}:tool:{i}" if call.request_id else None)
-        children.append((child, call_id, args, refused or reasons(decision)))
+    children = [decide_tool_call(call, i, tc) for i, tc in enumerate(tool_calls)]
     pendings = [c.record(extra={"chat_decision_id": call.decision_id, "tool_call_id": call_id, "index": i})
                 for i, (c, call_id, _, _) in enumerate(children)]
-    await asyncio.gather(*(p.wait() for p in pendings))
+    for p in pendings:  # queued together: they commit in one batch, so waiting in turn costs nothing
+        await p
     verdicts = []
     for i, (child, call_id, args, why) in enumerate(children):
         approval = await hold(child) if child.decision.effect in HELD else None
