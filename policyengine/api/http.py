@@ -81,15 +81,13 @@ class PolicyEngineApp(FastAPI):
         chunked = False
         for k, v in scope.get("headers", ()):
             k = k.lower()
-            if k == b"content-length":
-                if v.isdigit() and int(v) > limit:
-                    await self._too_large(scope, receive, send, f"request body of {int(v)} bytes exceeds the "
-                                                                f"limit of {limit}")
-                    return None
-                return receive  # the server holds the body to its declared length
+            if k == b"content-length" and v.isdigit() and int(v) > limit:
+                await self._too_large(scope, receive, send, f"request body of {int(v)} bytes exceeds the "
+                                                            f"limit of {limit}")
+                return None
             if k == b"transfer-encoding":
                 chunked = True
-        if not chunked:
+        if not chunked:  # no body, or one the server holds to its declared length
             return receive
         parts: list[bytes] = []
         size = 0
