@@ -218,3 +218,46 @@ async def test_tool_calls_without_verdicts_are_refused():
     with pytest.raises(UnjudgedToolCalls):
         tool_verdicts(plain)
     assert tool_verdicts({"choices": [{"message": {"role": "assistant", "content": "hi"}}]}) == []
+
+
+def _pe_answering(approval: dict) -> PolicyEngineClient:
+    """A client whose service answers every approval request with `approval` (its hash filled in)."""
+    from policyengine.approvals.hashing import action_hash
+
+    body = {"id": "apr_1", "released": approval["state"] == "approved", "action_hash": action_hash(approval["action"]),
+            **approval}
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json=body))
+    return PolicyEngineClient("http://pe.test", http=httpx.AsyncClient(base_url="http://pe.test", transport=transport))
+
+
+def _held_refund() -> object:
+    completion = {"choices": [{"message": {"role": "assistant", "content": None}}], "policyengine": {"tool_calls": [
+        {"index": 0, "id": "c1", "name": "refund", "effect": "require_approval", "decision_id": "d1",
+         "reason": "amount 150 GBP > 100 GBP", "approval": {"approval_id": "apr_1", "state": "pending"},
+         "arguments": {"order_id": "A1", "amount": 150, "currency": "GBP"}}]}}
+    [v] = tool_verdicts(completion)
+    return v
+
+
+async def test_the_released_call_is_checked_against_the_verdict():
+    from policyengine.client import ApprovalNotGranted, ApprovalTampered
+
+    v = _held_refund()
+    money = {"order_id": "A1", "amount": {"amount": 120, "currency": "GBP"}, "currency": "GBP"}
+    ok = _pe_answering({"state": "approved", "action": {"action": "refund", "fields": money}, "edited": True})
+    call = await ok.wait_for_tool_call(v, timeout=5)
+    assert (call.call_id, call.name, call.arguments, call.edited) == (
+        "c1", "refund", {"order_id": "A1", "amount": 120, "currency": "GBP"}, True)
+    other_tool = _pe_answering({"state": "approved", "action": {"action": "delete_account", "fields": {}}})
+    with pytest.raises(ApprovalTampered):
+        await other_tool.wait_for_tool_call(v, timeout=5)
+    mixed = {**money, "amount": {"amount": 120, "currency": "EUR"}}
+    ambiguous = _pe_answering({"state": "approved", "action": {"action": "refund", "fields": mixed}})
+    with pytest.raises(ApprovalTampered, match="ambiguous"):
+        await ambiguous.wait_for_tool_call(v, timeout=5)
+    rejected = _pe_answering({"state": "rejected", "action": {"action": "refund", "fields": money}, "reason": "no"})
+    with pytest.raises(ApprovalNotGranted):
+        await rejected.wait_for_tool_call(v, timeout=5)
+    with pytest.raises(ValueError):
+        await ok.wait_for_tool_call(tool_verdicts({"choices": [], "policyengine": {"tool_calls": [
+            {"index": 0, "name": "x", "effect": "deny", "reason": "no"}]}})[0])
