@@ -1,0 +1,241 @@
+"""Who, where, which and what: the divergence checks that compare two answers token by token.
+
+`checks` compares facts each answer states on its own (amounts, dates, polarity). The
+checks here compare the two answers *with each other*:
+
+* **identifiers**: account and card numbers, references, codes, phone numbers, e-mail
+  addresses, postcodes, seat/gate/room numbers and bare counts. Each answer's set is
+  normalised (spaces and hyphens inside a number dropped, case folded); they conflict when
+  both answers state identifiers and neither set contains the other.
+* **substitutions**: when the two answers are largely the same wording (at least half of
+  their tokens align), a span one answer has where the other has a *different* span is a
+  changed slot: a recipient ("billing address" / "delivery address"), a place ("Leeds" /
+  "Manchester"), a person ("Dr Patel" / "Dr Okafor"), a department, an action ("repair" /
+  "replace"), a decision or a fact ("in credit" / "in debit"). Function words, the same
+  word inflected and known synonyms ("working" / "business", "post" / "mail") never count;
+  extra words on one side only (more detail) never count.
+* **containment**: how much of the shorter answer's content the longer one repeats, so a
+  longer answer that only adds detail is not read as a different answer.
+
+Everything is pure Python over one pair (no model), English only.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from difflib import SequenceMatcher
+
+__all__ = ["Substitution", "containment", "identifier_conflict", "identifiers", "opposites", "substitutions"]
+
+_TOKEN = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\d[\d ,./-]*\d|[A-Za-z]+(?:['\u2019][a-z]+)?|\d|[£$€%]")
+_STOP = frozenset(
+    ["a", "an", "the", "this", "that", "these", "those", "it", "its", "is", "are", "was", "were", "be", "been", "being", "am", "has", "have", "had", "do", "does", "did", "will", "would", "shall", "should", "can", "could", "may", "might", "must", "to", "of", "for", "with", "at", "by", "from", "as", "and", "or", "but", "so", "if", "then", "than", "there", "here", "your", "you", "yours", "we", "our", "ours", "us", "i", "me", "my", "mine", "he", "she", "they", "them", "their", "his", "her", "please", "just", "also", "now", "still", "yet", "very", "really", "all", "any", "some", "each", "every", "which", "who", "whom", "what", "when", "where", "how", "s", "ll", "ve", "re", "d", "m", "t", "about", "into", "onto", "over", "again", "once", "further", "only", "own", "same", "such", "too", "can't", "won't", "don't", "isn't", "that's", "it's", "good", "news", "great", "thanks", "thank", "sorry", "unfortunately", "afraid", "happy", "glad", "well", "okay", "ok", "hi", "hello", "dear"]
+)
+# words that name the same thing (within a group), so swapping them is a paraphrase
+_SYNONYMS: tuple[frozenset[str], ...] = tuple(frozenset(g.split()) for g in (
+    "working business", "post posted mail mailed send sent dispatched shipped", "ring call phone rang called phoned",
+    "shop store", "cancelled canceled", "email e-mail emailed", "mobile cell phone", "cost costs price fee charge",
+    "bill invoice statement", "fix fixed resolved repair sorted", "money funds payment", "parcel package",
+    "holiday vacation", "booking reservation", "flat apartment", "postcode zip", "lift elevator",
+    "queue line", "autumn fall", "fortnight two weeks", "customer client", "agent advisor adviser representative",
+    "team department", "quickly soon promptly", "approved accepted granted", "refused declined rejected denied",
+    "pay paid payment", "receive get got received", "today now", "arrive arrives delivered reach",
+    "help assist", "start begin starts begins", "end finish ends finishes", "buy purchase", "check review",
+    "close closes closed shut shuts", "taken collected", "boarding gate", "sold none", "funds money",
+    "mailed posted sent", "ready available",
+))
+# Facts stated with numbers, dates, times and money belong to `checks` (which know that
+# "12/05/2025" is "12 May 2025" and "53p" is "£0.53"): a substitution touching them is not one.
+_FACT_TOKEN = re.compile(
+    r"\d|^(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec|january|february|march|april|june|july|august|"
+    r"september|october|november|december|am|pm|p|pence|pounds?|dollars?|euros?|cents?|gbp|usd|eur|per|a|"
+    r"monday|tuesday|wednesday|thursday|friday|saturday|sunday|one|two|three|four|five|six|seven|eight|nine|ten|"
+    r"eleven|twelve|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|thousand|once|twice)$")
+
+# Opposite poles of facts support answers state in words: an answer with one pole and not
+# the other contradicts an answer with the other and not the first.
+_OPPOSITES: tuple[tuple[re.Pattern[str], re.Pattern[str], str], ...] = tuple(
+    (re.compile(x, re.I), re.compile(y, re.I), name) for x, y, name in (
+        (r"\b(?:free|no (?:\w+ )?(?:fee|charge|cost)|(?:won'?t|will not|doesn'?t|does not) cost)\b",
+         r"\b(?:costs?|charged?|fee|extra|pay(?:able)?)\b(?! back)", "free vs charged"),
+        (r"\bkeep\b", r"\b(?:return|send (?:it )?back)\b", "keep vs return"),
+        (r"\b(?:hold|held|reserve[ds]?)\b", r"\b(?:release[ds]?|let go)\b", "held vs released"),
+        (r"\b(?:stop|stopped|pause[ds]?|suspend(?:ed)?|put on hold|halt(?:ed)?)\b",
+         r"\b(?:go ahead|goes ahead|proceed|continue|as planned)\b", "stopped vs going ahead"),
+        (r"\bopen\b", r"\b(?:closed|shut)\b", "open vs closed"),
+        (r"\bin stock\b", r"\b(?:out of stock|sold out|none left)\b", "in stock vs out of stock"),
+        (r"\bin credit\b", r"\b(?:in debit|in arrears|you owe|overdrawn)\b", "in credit vs owing"),
+        (r"\b(?:includes?|included|including)\b", r"\b(?:exclud\w*|not included|extra)\b", "included vs excluded"),
+        (r"\bdirect\b", r"\b(?:stops?|connection|change planes)\b", "direct vs with a stop"),
+        (r"\bone-off\b|\bsingle payment\b", r"\b(?:recurring|every month|monthly|each month)\b",
+         "one-off vs recurring"),
+        (r"\bjoint(?:ly)?\b", r"\b(?:sole|only)\b", "joint vs sole"),
+        (r"\bupfront\b", r"\b(?:spread|instalments?|installments?|over \d+ months)\b", "upfront vs spread"),
+        (r"\b(?:assembled|fitted|installed) by\b", r"\b(?:flat-?pack(?:ed)?|self-assembly|yourself)\b",
+         "assembled vs self-assembly"),
+        (r"\bupgrad\w*", r"\bdowngrad\w*", "upgrade vs downgrade"),
+        (r"\b(?:abroad|anywhere|worldwide|any network)\b", r"\bonly (?:works? )?in\b", "anywhere vs only"),
+        (r"\b(?:still under|under|within) warranty\b|\bwarranty (?:is )?(?:valid|active)\b",
+         r"\bwarranty\b.{0,30}\bexpired\b|\bexpired\b", "under warranty vs expired"),
+        (r"\b(?:was|were|has been|have been) delivered\b",
+         r"\b(?:not (?:yet )?(?:been )?(?:dispatched|sent|shipped|delivered)|hasn'?t been (?:dispatched|sent|shipped)|"
+         r"returned to (?:the )?depot)\b", "delivered vs not delivered"),
+        (r"\b(?:already|has|have) (?:been )?complet\w*", r"\bwill complete\b", "completed vs pending"),
+        (r"\bin error\b|\bby mistake\b", r"\bbecause\b", "in error vs justified"),
+    ))
+
+
+
+def _norm(tok: str) -> str:
+    t = tok.lower().replace("\u2019", "'")
+    if t.endswith("'s"):
+        t = t[:-2]
+    return t
+
+
+def _stem(w: str) -> str:
+    for suf in ("ing", "ed", "es", "s", "er", "ly"):
+        if len(w) > len(suf) + 3 and w.endswith(suf):
+            return w[: -len(suf)]
+    return w
+
+
+def _synonyms(a: set[str], b: set[str]) -> bool:
+    return any(a <= g and b <= g for g in _SYNONYMS) or (any(
+        (x in g and y in g) for g in _SYNONYMS for x in a for y in b) and len(a) == len(b) == 1)
+
+
+def _content(tokens: list[str]) -> list[str]:
+    return [t for t in tokens if t not in _STOP and not re.fullmatch(r"[£$€%]", t)]
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-cased word, number, e-mail and currency tokens of the text."""
+    return [_norm(m.group(0)) for m in _TOKEN.finditer(text)]
+
+
+# ---------------------------------------------------------------------------- identifiers
+
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_CODE = re.compile(r"(?<![\w£$€.,])(?:[A-Z]{1,6}[- ]?\d[\dA-Z-]*|\d+[A-Z][\dA-Z]*|\d[\d -]{2,}\d|\d{1,3})(?![\w%])")
+_NOT_ID_AFTER = re.compile(
+    r"^\s*(?:%|percent|per\s*cent|p\b|pence|k\b|gb|mb|kg|g\b|mg|ml|am|pm|a\.m|p\.m|st\b|nd\b|rd\b|th\b|"
+    r"minutes?|mins?|hours?|hrs?|days?|working|business|weeks?|months?|years?|nights?|times?|"
+    r"jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec|january|february|march|april|june|july|august|"
+    r"september|october|november|december)", re.I)
+_MONEY_BEFORE = re.compile(r"[£$€]\s?$|(?:GBP|USD|EUR)\s?$", re.I)
+
+
+_DATE_LIKE = re.compile(r"\b(\d{1,4})([/.:-])(\d{1,2})(?:[/.-](\d{2,4}))?\b(?!\d)")
+
+
+def _plausible_date(m: re.Match[str]) -> bool:
+    x, sep, y = int(m.group(1)), m.group(2), int(m.group(3))
+    if sep == ":":
+        return x <= 23 and y <= 59
+    if len(m.group(1)) == 4:
+        return 1 <= y <= 12
+    return (1 <= x <= 31 and 1 <= y <= 12) or (1 <= y <= 31 and 1 <= x <= 12)
+
+
+def identifiers(text: str) -> set[str]:
+    """Identifiers and bare numbers the text states (normalised): e-mail addresses, codes,
+    account, phone and reference numbers, seat/gate/room numbers, counts. Amounts,
+    percentages, durations, dates and times are left to `checks`."""
+    out = {m.group(0).lower() for m in _EMAIL.finditer(text)}
+    masked = _EMAIL.sub(" ", text)
+    # dates like 03/03/2025, 2025-06-30, 4/11 and times like 10:30 belong to checks
+    masked = _DATE_LIKE.sub(lambda m: " " if _plausible_date(m) else m.group(0), masked)
+    for m in _CODE.finditer(masked):
+        raw = m.group(0).strip(" -")
+        if _MONEY_BEFORE.search(masked[max(0, m.start() - 4): m.start()]):
+            continue
+        if _NOT_ID_AFTER.match(masked[m.end(): m.end() + 12]) and not re.search(r"[A-Za-z]", raw):
+            continue
+        if re.fullmatch(r"\d{4}", raw) and 1900 <= int(raw) <= 2100:
+            continue  # a year
+        out.add(re.sub(r"[\s-]", "", raw).upper())
+    return out
+
+
+def identifier_conflict(a: str, b: str) -> tuple[set[str], set[str]] | None:
+    """(a's identifiers, b's) when both state some and neither set contains the other."""
+    ia, ib = identifiers(a), identifiers(b)
+    if not ia or not ib or ia <= ib or ib <= ia:
+        return None
+    return ia, ib
+
+
+# ---------------------------------------------------------------------------- substitutions
+
+
+@dataclass(frozen=True)
+class Substitution:
+    """A span of answer a replaced by a different span in answer b (as written, lower case)."""
+
+    a: str
+    b: str
+    kind: str  # identifier | name | wording
+
+
+def _is_name(tok: str, text: str) -> bool:
+    return bool(re.search(rf"(?<![.!?]\s)(?<!^)\b{re.escape(tok)}\b", text, re.I)) and any(
+        w[:1].isupper() for w in re.findall(rf"\b{re.escape(tok)}\b", text, re.I))
+
+
+def alignment_ratio(ta: list[str], tb: list[str]) -> float:
+    """Share of the two token lists that align (difflib's ratio), 0..1."""
+    if not ta and not tb:
+        return 1.0
+    return SequenceMatcher(None, ta, tb, autojunk=False).ratio()
+
+
+def substitutions(a: str, b: str, *, min_ratio: float = 0.5) -> list[Substitution]:
+    """Changed slots between two largely parallel answers (see the module docstring)."""
+    ta, tb = tokens(a), tokens(b)
+    sm = SequenceMatcher(None, ta, tb, autojunk=False)
+    if sm.ratio() < min_ratio:
+        return []
+    out: list[Substitution] = []
+    for op, i1, i2, j1, j2 in sm.get_opcodes():
+        if op != "replace":
+            continue
+        sa, sb = ta[i1:i2], tb[j1:j2]
+        ca, cb = _content(sa), _content(sb)
+        if not ca or not cb:
+            continue
+        if any(_FACT_TOKEN.search(x) for x in sa + sb):
+            continue
+        if {_stem(x) for x in ca} == {_stem(x) for x in cb}:
+            continue
+        if _synonyms(set(ca), set(cb)):
+            continue
+        if any(re.search(r"\d", x) for x in ca + cb):
+            kind = "identifier"
+        elif any(_is_name(x, a) for x in ca) or any(_is_name(x, b) for x in cb):
+            kind = "name"
+        else:
+            kind = "wording"
+        out.append(Substitution(" ".join(sa), " ".join(sb), kind))
+    return out
+
+
+def opposites(a: str, b: str) -> list[str]:
+    """The opposite poles (see `_OPPOSITES`) one answer states and the other contradicts."""
+    out = []
+    for x, y, name in _OPPOSITES:
+        ax, ay, bx, by = bool(x.search(a)), bool(y.search(a)), bool(x.search(b)), bool(y.search(b))
+        if (ax and not ay and by and not bx) or (ay and not ax and bx and not by):
+            out.append(name)
+    return out
+
+
+def containment(a: str, b: str) -> float:
+    """Share of the shorter answer's content words (stemmed) that the longer one also has."""
+    ca = {_stem(t) for t in _content(tokens(a))}
+    cb = {_stem(t) for t in _content(tokens(b))}
+    short, long_ = (ca, cb) if len(ca) <= len(cb) else (cb, ca)
+    if not short:
+        return 1.0
+    return len(short & long_) / len(short)
