@@ -32,7 +32,9 @@ class Notice(BaseModel):
     groups: list[str] = Field(default_factory=list)
     reasons: list[Reason] = Field(default_factory=list)
     signals: dict[str, Any] = Field(default_factory=dict)
-    answers: dict[str, str] | None = None
+    answers: dict[str, str] | None = None  # a held chat's candidate answers (model -> text), shown A, B, ...
+    answer: str | None = None  # once approved: the answer released to the client
+    answer_from: str | None = None  # the model it is from (None: the reviewer's edit)
     requester: str | None = None
     state: str = "pending"
     decided_by: str | None = None
@@ -57,3 +59,14 @@ class Notice(BaseModel):
     @property
     def fields(self) -> dict[str, Any]:
         return dict(self.action.get("fields") or {})
+
+    @property
+    def prompt(self) -> str | None:
+        """The held action's text: a held chat's prompt (None when it has none)."""
+        text = self.action.get("text")
+        return text if isinstance(text, str) and text else None
+
+    @property
+    def text_label(self) -> str:
+        """What the action's text is called: the prompt of a chat, else the text."""
+        return "Prompt" if self.answers or self.action_name == "chat" else "Text"

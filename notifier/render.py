@@ -5,6 +5,7 @@ Templates are looked up first in the deployment's directory
 Names ending in ``.html.j2`` are autoescaped; text templates are not (they are
 never shown as HTML). Slack mrkdwn goes through the ``slack`` filter, which
 escapes ``& < >`` as Slack requires, so action data cannot inject links or mentions.
+``letter`` labels answers (0 -> A), ``clip(n)`` cuts long text (prompts, answers) with a note.
 """
 
 from __future__ import annotations
@@ -22,6 +23,19 @@ def _autoescape(name: str | None) -> bool:
 
 def slack_escape(value: Any) -> str:
     return str(value).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def letter(index: int) -> str:
+    """The label of the answer at 0-based `index`: A, B, ... Z, then 27, 28, ..."""
+    return chr(ord("A") + index) if 0 <= index < 26 else str(index + 1)
+
+
+def clip(value: Any, limit: int = 4000) -> str:
+    """`value` as text, cut to `limit` characters with a note of how much was left out."""
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text) - limit} more characters: see the review page]"
 
 
 def _tojson_pretty(value: Any) -> str:
@@ -47,6 +61,8 @@ class TemplateRenderer:
         )
         self.env.filters["slack"] = slack_escape
         self.env.filters["pretty"] = _tojson_pretty
+        self.env.filters["letter"] = letter
+        self.env.filters["clip"] = clip
 
     def render(self, name: str, **context: Any) -> str:
         return self.env.get_template(name).render(**context).strip()

@@ -4,20 +4,35 @@ Teams' "Post to a channel when a webhook request is received" workflow accepts
 ``{"type": "message", "attachments": [{"contentType":
 "application/vnd.microsoft.card.adaptive", "content": <card>}]}``. Card buttons
 are ``Action.OpenUrl`` to the signed review page: Teams never decides by itself.
+
+A held chat's prompt and candidate answers (A, B, ...) are ``RichTextBlock`` text runs, which
+Teams shows as plain text (no markdown, so model output cannot add links), cut with a note to
+keep the card within Teams' size limit; with answers, there is an "Approve A…" / "Approve B…"
+button per answer (the review page with that answer chosen), "Edit the answer…" and "Reject…".
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import httpx
 from policyengine.notifier.errors import DeliveryError, classify_status
 from policyengine.notifier.notice import Notice
-from policyengine.notifier.render import TemplateRenderer
+from policyengine.notifier.render import TemplateRenderer, clip, letter
 from policyengine.notifier.webhook import check_target
 
 if TYPE_CHECKING:
     from policyengine.netcheck import OutboundPolicy
+
+
+PROMPT_MAX = 3000
+ANSWER_MAX = 2000
+
+
+def _plain(text: str, limit: int, **style: Any) -> dict[str, Any]:
+    """Text shown as it is (a RichTextBlock's TextRun does not render markdown)."""
+    return {"type": "RichTextBlock", "inlines": [{"type": "TextRun", "text": clip(text, limit), **style}]}
 
 
 def build_card(notice: Notice, renderer: TemplateRenderer) -> dict[str, Any]:
@@ -34,7 +49,11 @@ def build_card(notice: Notice, renderer: TemplateRenderer) -> dict[str, Any]:
         {"type": "FactSet", "facts": facts},
         {"type": "TextBlock", "text": renderer.render("teams.md.j2", n=notice) or " ", "wrap": True},
     ]
-    if notice.answers:
+    if notice.prompt:
+        body += [{"type": "TextBlock", "weight": "Bolder", "text": notice.text_label, "wrap": True},
+                 _plain(notice.prompt, PROMPT_MAX)]
+    answers = list((notice.answers or {}).items())
+    if answers:
         body.append(
             {
                 "type": "ColumnSet",
@@ -43,20 +62,28 @@ def build_card(notice: Notice, renderer: TemplateRenderer) -> dict[str, Any]:
                         "type": "Column",
                         "width": "stretch",
                         "items": [
-                            {"type": "TextBlock", "weight": "Bolder", "text": model, "wrap": True},
-                            {"type": "TextBlock", "text": answer[:2000], "wrap": True},
+                            _plain(f"{letter(i)} · {model}", 200, weight="Bolder"),
+                            _plain(answer, ANSWER_MAX),
                         ],
                     }
-                    for model, answer in notice.answers.items()
+                    for i, (model, answer) in enumerate(answers)
                 ],
             }
         )
+    if notice.answer is not None:
+        body.append(_plain("Released to the client: " + (f"the answer of {notice.answer_from}" if notice.answer_from
+                                                         else "the reviewer's edited answer"), 300, weight="Bolder"))
     actions: list[dict[str, Any]] = []
     if notice.review_url and notice.purpose != "decided":
-        actions = [
-            {"type": "Action.OpenUrl", "title": "Approve…", "url": f"{notice.review_url}?intent=approve"},
-            {"type": "Action.OpenUrl", "title": "Reject…", "url": f"{notice.review_url}?intent=reject"},
-        ]
+        if answers:  # the review page with that answer chosen: the reviewer confirms there
+            actions = [{"type": "Action.OpenUrl", "title": f"Approve {letter(i)}…",
+                        "url": f"{notice.review_url}?intent=approve&choice={quote('model:' + model, safe='')}"}
+                       for i, (model, _) in enumerate(answers)]
+            actions.append({"type": "Action.OpenUrl", "title": "Edit the answer…",
+                            "url": f"{notice.review_url}?intent=approve&choice=edit"})
+        else:
+            actions = [{"type": "Action.OpenUrl", "title": "Approve…", "url": f"{notice.review_url}?intent=approve"}]
+        actions.append({"type": "Action.OpenUrl", "title": "Reject…", "url": f"{notice.review_url}?intent=reject"})
     card: dict[str, Any] = {
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",

@@ -54,6 +54,8 @@ class ApprovalView(BaseModel):
     # the answer the reviewer released for a held chat with dual answers (the chosen one, or their
     # edit); None: the first model's answer is released on approval
     answer: str | None = None
+    # the model whose answer `answer` is (a key of `answers`); None for a reviewer's edit
+    answer_from: str | None = None
     requester: str | None = None  # the requesting API key's subject (the authenticated identity)
     actor: str | None = None  # the action's `actor` as the application wrote it: context, not an identity
     created_at: datetime

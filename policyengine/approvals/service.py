@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
+import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
@@ -71,6 +72,7 @@ from policyengine.approvals.tables import (
 from policyengine.approvals.views import (
     apply_edit,
     check_url,
+    choose_answer,
     outcome,
     redact_action,
     redact_decision,
@@ -123,6 +125,17 @@ def _requester_forms(row: Any) -> set[str]:
     """The requester's identity: the subject of the API key that created the approval (never
     the action's free-text `actor`, which is context only)."""
     return identity_forms(row.requester_subject)
+
+
+def _answer_details(text: str, model: str | None, by_reviewer: bool) -> dict[str, Any]:
+    """What the decision's audit event says about the released answer: whose it is, how it was
+    chosen, its digest and length, and the text itself when it is the reviewer's edit."""
+    out: dict[str, Any] = {"from": model, "edited": model is None,
+                           "chosen": "reviewer" if by_reviewer else "default (the first answer)",
+                           "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(), "chars": len(text)}
+    if model is None:
+        out["text"] = text
+    return out
 
 
 class ApprovalService:
@@ -479,8 +492,17 @@ class ApprovalService:
         edited_action: dict[str, Any] | None = None,
         link_nonce: str | None = None,
         details: dict[str, Any] | None = None,
+        answer_from: str | None = None,
+        answer: str | None = None,
     ) -> ApprovalView:
         """Approve or reject. First decision wins; later ones raise ApprovalConflict (409).
+
+        For an approval holding model answers (a held chat's divergent dual answers), approving
+        releases `answer_from`'s answer (a model name, a key of `answers`) or `answer`, the
+        reviewer's edited text (text only: it is not evaluated against the policy again); with
+        neither, the first answer. The released text is stored (`ApprovalView.answer`) and named
+        in the decision's audit event; a choice naming an unknown model, or made on an approval
+        without answers, is refused (`ApprovalInvalid`, 422, audited).
 
         `edited_action` (approve only) is a replacement for the action's `fields`
         (and optionally `text`): it is evaluated again with the policy serving now and
@@ -497,6 +519,8 @@ class ApprovalService:
             raise ApprovalInvalid("reason is too long (max 2000 characters)")
         if edited_action is not None and not approve:
             raise ApprovalInvalid("an edited action can only be approved")
+        if (answer_from is not None or answer is not None) and not approve:
+            raise ApprovalInvalid("an answer can only be chosen when approving")
         checked: tuple[str, dict[str, Any], str, str] | None = None  # (from hash, view, hash, effect)
         for _ in range(20):  # retry only when a concurrent reminder bumped the version
             async with self.engine.connect() as conn:
@@ -506,6 +530,11 @@ class ApprovalService:
                 why, exc = refusal
                 await self._refuse(row, reviewer, why)  # audited in its own transaction, then refused
                 raise exc
+            try:
+                chosen = choose_answer(row.answers_json, answer_from, answer) if approve else None
+            except ApprovalInvalid as exc:
+                await self._refuse(row, reviewer, exc.message)
+                raise
             if edited_action is not None and (checked is None or checked[0] != row.action_hash):
                 new_view = apply_edit(row.action_json, restore_redacted(row.action_json, edited_action, self.redactor))
                 new_hash = action_hash(new_view)
@@ -522,6 +551,11 @@ class ApprovalService:
                     decided_ip=reviewer.ip, reason=reason, updated_at=now, version=row.version + 1,
                     next_reminder_at=None,
                 )
+                event = dict(details or {})
+                if chosen is not None:
+                    text, model, by_reviewer = chosen
+                    values.update(released_answer=text, released_answer_from=model)
+                    event["released_answer"] = _answer_details(text, model, by_reviewer)
                 if not await self._update_pending(conn, approval_id, row.version, values):
                     continue  # lost the race: re-read (409 if someone decided, retry if a reminder fired)
                 if link_nonce is not None:
@@ -550,7 +584,7 @@ class ApprovalService:
                     )
                 await self._audit(
                     conn, approval_id, new_state.value, State.pending, new_state, actor=reviewer.subject, via=reviewer.via,
-                    ip=reviewer.ip, ua=reviewer.user_agent, reason=reason, details=details or None,
+                    ip=reviewer.ip, ua=reviewer.user_agent, reason=reason, details=event or None,
                 )
                 decided = await self._row(conn, approval_id)
                 await self.composer.on_terminal(conn, decided)
@@ -667,8 +701,10 @@ class ApprovalService:
     async def decide_with_link(
         self, token: str, *, approve: bool, reason: str | None, via: Via = Via.review_page, ip: str | None = None,
         user_agent: str | None = None, reviewer: str | None = None, reviewer_signature: str | None = None,
+        answer_from: str | None = None, answer: str | None = None,
     ) -> ApprovalView:
-        """POST from the review page: signature, expiry, single use, then `decide`.
+        """POST from the review page: signature, expiry, single use, then `decide` (with the
+        reviewer's choice of answer, `answer_from` / `answer`, for an approval holding answers).
 
         The decision is recorded as the link's addressee (`email:<address>`, `teams:<name>`).
         A webhook link is addressed to a system, not a person: a decision through it must
@@ -709,7 +745,7 @@ class ApprovalService:
         who = Reviewer(subject=subject, via=via.value, ip=ip, user_agent=user_agent, vouched_by_channel=True,
                        aliases=aliases)
         return await self.decide(claims.approval_id, who, approve=approve, reason=reason, link_nonce=claims.nonce,
-                                 details={"link_recipient": claims.recipient})
+                                 details={"link_recipient": claims.recipient}, answer_from=answer_from, answer=answer)
 
     def _vouched_person(self, token: str, reviewer: str | None, signature: str | None) -> str | ApprovalError:
         """The reviewer a webhook receiver vouches for, or the error refusing the attempt."""
@@ -734,8 +770,10 @@ class ApprovalService:
     async def decide_from_slack(
         self, approval_id: str, *, user_id: str, user_names: Sequence[str | None], approve: bool, reason: str | None,
         channel_id: str | None, message_ts: str | None = None, ip: str | None = None,
+        answer_from: str | None = None,
     ) -> ApprovalView:
-        """A verified Slack button click, bound to a message actually posted for this approval.
+        """A verified Slack button click, bound to a message actually posted for this approval
+        ("Approve A" / "Approve B" name the model whose answer is released: `answer_from`).
 
         The click's channel id and message ts must be those recorded when a message of this
         approval was delivered (`chat.postMessage`'s answer, in the outbox); otherwise the
@@ -764,7 +802,7 @@ class ApprovalService:
             aliases=frozenset(n for n in user_names if n),
         )
         return await self.decide(approval_id, reviewer, approve=approve, reason=reason,
-                                 details={"slack_channel": channel_id, "slack_ts": message_ts})
+                                 details={"slack_channel": channel_id, "slack_ts": message_ts}, answer_from=answer_from)
 
     async def _refuse_link(self, token: str, why: str, ip: str | None) -> None:
         log.info("review link refused: %s (ip=%s)", why, ip)

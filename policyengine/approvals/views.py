@@ -52,6 +52,44 @@ def apply_edit(current: dict[str, Any], edit: dict[str, Any]) -> dict[str, Any]:
     return action_view(new)
 
 
+MAX_ANSWER_CHARS = 20000  # a reviewer's edited answer
+
+
+def choose_answer(answers: dict[str, str] | None, answer_from: str | None,
+                  answer: str | None) -> tuple[str, str | None, bool] | None:
+    """The answer an approval releases: (text, the model it is from or None for an edit, whether
+    the reviewer chose it). None for an approval without answers and no choice.
+
+    `answer_from` names one of `answers` (model name -> text); `answer` is the reviewer's own text
+    (at most MAX_ANSWER_CHARS; one that is exactly a model's answer counts as that model's). With
+    neither, the first answer is released. Refuses (`ApprovalInvalid`, 422) a choice on an approval
+    without answers, an unknown model, both at once, and an empty or oversized edit.
+    """
+    if answer_from is None and answer is None:
+        if not answers:
+            return None
+        first = next(iter(answers))
+        return answers[first], first, False
+    if not answers:
+        raise ApprovalInvalid("this approval holds no model answers to choose from: approve it without "
+                              "answer_from / answer")
+    if answer_from is not None and answer is not None:
+        raise ApprovalInvalid("choose one: answer_from (a model's answer as it is) or answer (your edited text)")
+    if answer_from is not None:
+        if answer_from not in answers:
+            raise ApprovalInvalid(f"answer_from {str(answer_from)[:100]!r} is not one of this approval's answers "
+                                  f"({', '.join(answers)})")
+        return answers[answer_from], answer_from, True
+    if not isinstance(answer, str) or not answer.strip():
+        raise ApprovalInvalid("an edited answer must be non-empty text")
+    if len(answer) > MAX_ANSWER_CHARS:
+        raise ApprovalInvalid(f"the edited answer is too long ({len(answer)} characters, max {MAX_ANSWER_CHARS})")
+    if "\x00" in answer:
+        raise ApprovalInvalid("the edited answer must not contain NUL characters")
+    same = next((m for m, t in answers.items() if t == answer), None)
+    return answer, same, True
+
+
 def redact_action(action: dict[str, Any], redactor: Redactor | None) -> dict[str, Any]:
     """A copy of `action` with the deployment's redacted fields hashed (`action` itself without a redactor)."""
     return redactor.redact(action) if redactor else action
@@ -111,7 +149,8 @@ def to_view(row: Any, redactor: Redactor | None = None) -> ApprovalView:
         revision=row.revision,
         original_action_hash=row.original_action_hash, edited=row.revision > 1, groups=list(row.groups or []),
         reasons=reasons(decision), signals=dict(decision.get("signals") or {}), tags=list(decision.get("tags") or []),
-        answers=row.answers_json, requester=row.requester_subject or row.requester_key_id, actor=row.requester_actor,
+        answers=row.answers_json, answer=row.released_answer, answer_from=row.released_answer_from,
+        requester=row.requester_subject or row.requester_key_id, actor=row.requester_actor,
         created_at=row.created_at,
         updated_at=row.updated_at, timeout_at=row.timeout_at, on_timeout=row.on_timeout, escalate_to=row.escalate_to,
         next_reminder_at=row.next_reminder_at, reminders_sent=row.reminders_sent, escalations=row.escalations,

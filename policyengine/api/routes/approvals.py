@@ -4,6 +4,7 @@
     GET  /v1/approvals/{id}?wait=30           requester or reviewer of the tenant; long poll up to 60 s
     GET  /v1/approvals/{id}/audit             reviewer / admin of the tenant: every transition
     POST /v1/approvals/{id}/approve           {"reason"?, "action"?: {"fields": {...}, "text"?}}  (edit-and-approve)
+                                              a held chat's answers: + "answer_from": "<model>" or "answer": "<text>"
     POST /v1/approvals/{id}/reject            {"reason": "..."} (required)
     POST /v1/approvals/{id}/cancel            the requesting key (or an admin) withdraws it
 
@@ -27,6 +28,7 @@ from policyengine.approvals.models import Reviewer
 from policyengine.approvals.plugin import lifespan
 from policyengine.approvals.service import ApprovalService
 from policyengine.approvals.states import State
+from policyengine.approvals.views import MAX_ANSWER_CHARS
 from policyengine.types import Principal
 
 router = APIRouter(tags=["approvals"], lifespan=lifespan)
@@ -44,6 +46,9 @@ class ApproveBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str | None = Field(default=None, max_length=2000)
     action: EditedAction | None = None
+    # for an approval holding model answers: the model whose answer is released, or the reviewer's edit
+    answer_from: str | None = Field(default=None, min_length=1, max_length=200)
+    answer: str | None = Field(default=None, max_length=MAX_ANSWER_CHARS)
 
 
 class RejectBody(BaseModel):
@@ -141,7 +146,8 @@ async def approve(request: Request, approval_id: str, principal: Principal = Dep
     body: ApproveBody = await _json(request, ApproveBody, empty_ok=True)
     edited = body.action.model_dump(exclude_unset=True) if body.action is not None else None
     view = await service_of(request).decide(approval_id, _reviewer(principal, request), approve=True,
-                                            reason=body.reason, edited_action=edited or None)
+                                            reason=body.reason, edited_action=edited or None,
+                                            answer_from=body.answer_from, answer=body.answer)
     return json_response(view.model_dump(mode="json"))
 
 

@@ -10,7 +10,9 @@ anything is parsed. A click decides only when its channel and message ``ts`` are
 those of a message delivered for that approval. The decision then goes through the same compare-and-set as
 every other channel; the message is replaced by its outcome (``chat.update``)
 through the outbox, and errors are shown to the clicking user as an ephemeral
-message through ``response_url``.
+message through ``response_url``. For a held chat's answers the approve buttons are
+"Approve A" / "Approve B" (``pe_approve_answer_<i>``); the button's value names the approval
+and the model whose answer is released to the client.
 """
 
 from __future__ import annotations
@@ -29,7 +31,14 @@ from starlette.responses import Response
 from policyengine.api.errors import ApiError, json_response
 from policyengine.api.routes.approvals import read_body, service_of
 from policyengine.approvals.errors import ApprovalError
-from policyengine.notifier.slack import APPROVE_ACTION, REASON_ACTION, REASON_BLOCK, REJECT_ACTION
+from policyengine.notifier.slack import (
+    APPROVE_ACTION,
+    REASON_ACTION,
+    REASON_BLOCK,
+    REJECT_ACTION,
+    is_answer_action,
+    parse_answer_value,
+)
 
 router = APIRouter(tags=["integrations"])
 log = logging.getLogger("policyengine.approvals.slack")
@@ -85,11 +94,19 @@ async def slack_interactivity(request: Request, background: BackgroundTasks) -> 
         raise ApiError(400, "Slack payload is not valid JSON", code="invalid_request")
     if not isinstance(payload, dict) or payload.get("type") != "block_actions":
         return Response(status_code=200)  # other interaction types are not ours
-    actions = [a for a in payload.get("actions") or [] if a.get("action_id") in (APPROVE_ACTION, REJECT_ACTION)]
+    actions = [a for a in payload.get("actions") or [] if isinstance(a, dict) and (
+        a.get("action_id") in (APPROVE_ACTION, REJECT_ACTION) or is_answer_action(a.get("action_id")))]
     if not actions:
         return Response(status_code=200)  # e.g. the "open review page" link button
     act = actions[0]
-    approve = act["action_id"] == APPROVE_ACTION
+    approve = act["action_id"] != REJECT_ACTION
+    approval_id, answer_from = str(act.get("value", "")), None
+    if is_answer_action(act["action_id"]):  # "Approve A": the value names the approval and the model
+        parsed = parse_answer_value(approval_id)
+        if parsed is None:
+            raise ApiError(400, "the Slack button's value does not name an approval and an answer",
+                           code="invalid_request")
+        approval_id, answer_from = parsed
     user = payload.get("user") or {}
     response_url = payload.get("response_url")
     reply_ok = isinstance(response_url, str) and response_url.startswith(svc.settings.slack_response_url_prefix)
@@ -100,7 +117,7 @@ async def slack_interactivity(request: Request, background: BackgroundTasks) -> 
         return Response(status_code=200)
     try:
         view = await svc.decide_from_slack(
-            str(act.get("value", "")), user_id=str(user.get("id", "")), user_names=[user.get("username"), user.get("name")],
+            approval_id, answer_from=answer_from, user_id=str(user.get("id", "")), user_names=[user.get("username"), user.get("name")],
             approve=approve, reason=reason, channel_id=(payload.get("channel") or {}).get("id"),
             message_ts=_message_ts(payload), ip=request.client.host if request.client else None,
         )
