@@ -268,6 +268,13 @@ class PolicyEngineClient:
                     raise ApprovalTampered(f"approval {approval_id}: the approved action does not match its hash")
                 return status
 
+    async def cancel_approval(self, approval_id: str, *, reason: str | None = None) -> ApprovalStatus:
+        """Withdraw a pending approval this client's key requested (e.g. the agent stopped waiting), so no
+        reviewer approves what will not run; PolicyEngineError (409) when it was already decided."""
+        body = {"reason": reason} if reason else {}
+        return ApprovalStatus.model_validate(await self._request("POST", f"/v1/approvals/{approval_id}/cancel",
+                                                                 json=body))
+
     async def wait_for_tool_call(self, verdict: ToolVerdict, *, timeout: float | None = None) -> ToolCall:
         """Wait for the approval of a held tool call and return the call as the reviewer released it.
 

@@ -42,6 +42,7 @@ from policyengine.client import (
     ApprovalNotGranted,
     ApprovalWaitTimeout,
     PolicyEngineClient,
+    PolicyEngineError,
     ToolCall,
     ToolVerdict,
     assistant_message,
@@ -161,10 +162,24 @@ class ToolAgent:
             self.log(f"  {v.name}: {exc}; not run")
             return v.call(), tool_refused_message(v, str(exc))
         except ApprovalWaitTimeout as exc:
-            self.log(f"  {v.name}: {exc}; not run")
+            self.log(f"  {v.name}: {exc}; not run, approval withdrawn")
+            try:  # nobody should approve a call the agent no longer waits for
+                await self.pe.cancel_approval(exc.approval_id, reason="the agent stopped waiting")
+            except PolicyEngineError as err:
+                if err.status != 409:
+                    raise
+                return await self._decided_meanwhile(v)
             return v.call(), tool_refused_message(v, f"no reviewer decided in time ({exc})")
         by = call.approval.decided_by if call.approval else None
         self.log(f"  {v.name}: approved by {by}" + (f", edited to {call.arguments}" if call.edited else ""))
+        return await self._run(call)
+
+    async def _decided_meanwhile(self, v: ToolVerdict) -> tuple[ToolCall, dict[str, Any]]:
+        """A reviewer decided between the end of the wait and the withdrawal: follow their decision."""
+        try:
+            call = await self.pe.wait_for_tool_call(v, timeout=5)
+        except ApprovalNotGranted as exc:
+            return v.call(), tool_refused_message(v, str(exc))
         return await self._run(call)
 
     async def _run(self, call: ToolCall) -> tuple[ToolCall, dict[str, Any]]:

@@ -172,6 +172,23 @@ async def test_a_rejected_refund_never_runs_and_the_model_is_told(world):
 
 
 @SQLITE
+async def test_an_agent_that_stops_waiting_withdraws_the_approval(world):
+    service, model = world
+    model.tool_plan = [REFUND_150]
+    async with Run(service, approval_timeout=1) as run:
+        held = await run.next_held()
+        await run.answer()
+    assert run.shop.refunds == []
+    body = json.loads(_last_turn(model)[-1]["content"])
+    assert "no reviewer decided in time" in body["reason"]
+    async with service.client("reviewer") as rev:
+        apr = (await rev.get(f"/v1/approvals/{held.approval_id}")).json()
+        assert apr["state"] == "cancelled"
+        late = await rev.post(f"/v1/approvals/{held.approval_id}/approve", json={})
+    assert late.status_code == 409  # nobody can approve what will not run
+
+
+@SQLITE
 async def test_a_reviewer_edit_is_what_runs(world):
     service, model = world
     model.tool_plan = [REFUND_150]
@@ -261,3 +278,25 @@ async def test_the_released_call_is_checked_against_the_verdict():
     with pytest.raises(ValueError):
         await ok.wait_for_tool_call(tool_verdicts({"choices": [], "policyengine": {"tool_calls": [
             {"index": 0, "name": "x", "effect": "deny", "reason": "no"}]}})[0])
+
+
+@SQLITE
+async def test_verdicts_of_a_stream(world):
+    service, model = world
+    model.tool_plan = [("lookup_order", {"order_id": "A1"}), REFUND_150]
+    stream = await service.sdk().chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": QUESTION}], tools=agent_mod.TOOLS, stream=True)
+    calls: dict[int, dict] = {}
+    last = None
+    async for chunk in stream:
+        for ch in chunk.choices:
+            for tc in ch.delta.tool_calls or []:
+                acc = calls.setdefault(tc.index, {"id": None, "function": {"name": "", "arguments": ""}})
+                acc["id"] = tc.id or acc["id"]
+                acc["function"]["name"] += tc.function.name or ""
+                acc["function"]["arguments"] += tc.function.arguments or ""
+        last = chunk
+    lookup, refund = tool_verdicts(last, tool_calls=[calls[i] for i in sorted(calls)])
+    assert lookup.allowed and lookup.call().arguments == {"order_id": "A1"}
+    assert lookup.call_id == calls[0]["id"]
+    assert refund.held and refund.approval_id and refund.arguments["amount"] == 150
