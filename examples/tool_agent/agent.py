@@ -77,9 +77,11 @@ class Shop:
     orders: dict[str, dict[str, Any]] = field(default_factory=lambda: {
         "A1": {"order_id": "A1", "item": "espresso machine", "paid": "150.00 GBP", "status": "delivered, damaged"}})
     refunds: list[dict[str, Any]] = field(default_factory=list)
+    lookups: list[str] = field(default_factory=list)
 
     def lookup_order(self, order_id: str) -> dict[str, Any]:
-        """The order, or an error naming the unknown id."""
+        """The order, or an error naming the unknown id (appends the id to `lookups`)."""
+        self.lookups.append(order_id)
         return self.orders.get(order_id) or {"error": f"no order {order_id}"}
 
     def refund(self, order_id: str, amount: float | int | str, currency: str | None = None) -> dict[str, Any]:
@@ -113,7 +115,8 @@ class ToolAgent:
     """One conversation with the model through the gateway; tool calls run only as the policy says.
 
     A held call is run after, and as, a reviewer approved it, at most once; a denied, rejected
-    or timed-out one never runs (the model gets a tool message saying so). `on_held(verdict)`
+    or timed-out one never runs (the model gets a tool message saying so). The calls of one
+    answer that need no reviewer run first; the held ones wait together. `on_held(verdict)`
     is called (and awaited, when async) as soon as a call is held, before the wait.
     """
 
@@ -139,7 +142,12 @@ class ToolAgent:
             verdicts = tool_verdicts(completion)  # raises when the answer did not come through the gateway
             if not verdicts:
                 return completion.choices[0].message.content or ""
-            done = [await self._settle(v) for v in verdicts]
+            # the calls that need no reviewer first, then the held ones, each waiting on its own approval
+            # (concurrently); the history keeps the model's order
+            now = {i: await self._settle(v) for i, v in enumerate(verdicts) if not v.held}
+            held = [i for i, v in enumerate(verdicts) if v.held]
+            later = dict(zip(held, await asyncio.gather(*(self._settle(verdicts[i]) for i in held)), strict=True))
+            done = [{**now, **later}[i] for i in range(len(verdicts))]
             messages.append(assistant_message(completion, [call for call, _ in done]))
             messages.extend(msg for _, msg in done)
         raise RuntimeError(f"no final answer after {self.max_turns} turns")

@@ -158,14 +158,15 @@ async def test_a_held_refund_runs_once_after_the_reviewer_approves_by_link(world
 @SQLITE
 async def test_a_rejected_refund_never_runs_and_the_model_is_told(world):
     service, model = world
-    model.tool_plan = [REFUND_150]
+    model.tool_plan = [REFUND_150, ("lookup_order", {"order_id": "A1"})]
     async with Run(service) as run:
         held = await run.next_held()
+        assert run.shop.lookups == ["A1"]  # the allowed call did not wait for the held one
         await _approve_by_link(service, held.approval_id, decision="reject", reason="no photo of the damage")
         await run.answer()
     assert run.shop.refunds == []
-    tool = _last_turn(model)[-1]
-    assert tool["role"] == "tool"
+    tool, lookup = _last_turn(model)[-2:]  # in the model's order
+    assert tool["role"] == "tool" and json.loads(lookup["content"])["order_id"] == "A1"
     body = json.loads(tool["content"])
     assert body["error"] == "not run: not approved" and "rejected" in body["reason"]
     assert "no photo of the damage" in body["reason"]
