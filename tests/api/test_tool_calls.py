@@ -3,6 +3,7 @@ simulated upstreams that answer with (parallel) tool calls, plain and streamed."
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -49,7 +50,17 @@ async def test_parallel_tool_calls_are_judged_one_by_one(service):
         rec = await _decision(service, v[name]["decision_id"])
         assert rec["kind"] == "tool_call" and rec["action"] == name and rec["effect"] == want
         assert rec["record"]["extra"]["chat_decision_id"] == chat_id
+    # GET of the chat decision shows the chain: each tool call's decision and approval
+    for _ in range(100):
+        chat = await _decision(service, chat_id)
+        if "tool_calls" in chat:
+            break
+        await asyncio.sleep(0.05)
+    assert {t["name"]: t["decision_id"] for t in chat["tool_calls"]} == {n: v[n]["decision_id"] for n in v}
+    assert any(line.startswith("tool call refund -> require_approval") and "approval apr_" in line
+               for line in chat["explanation"])
     refund = await _decision(service, v["refund"]["decision_id"])
+    assert any(f"chat decision {chat_id}" in line for line in refund["explanation"])
     assert refund["record"]["request"]["fields"]["amount"] == {"amount": 150, "currency": "GBP"}
     # the approval is bound to that decision
     async with service.client() as c:

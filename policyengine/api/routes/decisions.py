@@ -101,6 +101,13 @@ def explain(rec: dict[str, Any]) -> list[str]:
                      f"{a.get('error_class') or 'ok'} {a.get('reason') or ''}".rstrip())
     if rec.get("model"):
         lines.append(f"answered by {rec['model']}")
+    for v in (rec.get("extra") or {}).get("tool_calls") or []:
+        apr = (v.get("approval") or {}).get("approval_id")
+        lines.append(f"tool call {v.get('name')} -> {v.get('effect')} (decision {v.get('decision_id')}"
+                     + (f", approval {apr}" if apr else "") + f"): {v.get('reason')}")
+    chat = (rec.get("extra") or {}).get("chat_decision_id") if rec.get("kind") == "tool_call" else None
+    if chat:
+        lines.append(f"a tool call the model returned in chat decision {chat}")
     if rec.get("tags"):
         lines.append("tags: " + ", ".join(rec["tags"]))
     lines.append(f"final effect: {effect} (policy {rec.get('policy_name')} v{rec.get('policy_version')}, "
@@ -125,5 +132,7 @@ async def get_decision(decision_id: str, request: Request,
             out["outcome"] = (done_rec.get("extra") or {}).get("outcome")
             rec = gateway.merged_record(rec, done_rec)
             out.update(model=rec["model"], effect=rec["effect"], tags=rec.get("tags", []))
+            if (rec.get("extra") or {}).get("tool_calls"):  # the chain: chat -> each tool call -> approval
+                out["tool_calls"] = rec["extra"]["tool_calls"]
     out["explanation"] = explain(rec)
     return json_response(out)
