@@ -58,7 +58,9 @@ may have edited them; the approvals service evaluated the edit against the polic
 before approving it). It raises `ApprovalNotGranted` for a rejected, expired or cancelled
 approval, `ApprovalWaitTimeout` when the wait runs out first, and `ApprovalTampered` when the
 approval is not the one the verdict names or its action does not match its hash, so a held
-call is run only after, and only as, a reviewer approved it. `tool_verdicts` raises
+call is run only after, and only as, a reviewer approved it. An agent that gives up waiting
+withdraws the approval with `cancel_approval`, so nobody approves a call that will not run.
+`tool_verdicts` raises
 `UnjudgedToolCalls` for an answer whose tool calls carry no verdicts (it did not come
 through the gateway), so an agent written this way fails closed.
 """
