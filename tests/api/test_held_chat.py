@@ -142,3 +142,124 @@ async def test_divergent_answers_held_then_released_on_resend(service):
     # the released answer comes from the approval: neither model is asked again
     assert completion.choices[0].message.content.startswith("Simulated answer")
     assert len(service.sims["qwen-72b"].seen()) + len(service.sims["gemma-27b"].seen()) == calls
+
+
+# ------------------------------------------------------------------ the reviewer's choice of answer
+
+DIVERGENT_B = "No. The refund was refused on 3 March and you owe us 500 GBP."
+
+
+async def _hold_divergent(service, key: str, question: str = "Was my refund approved?") -> tuple[dict, list, dict]:
+    """A legal question whose two answers diverge: held with both answers (A: qwen-72b, B: gemma-27b)."""
+    service.sims["gemma-27b"].answer = DIVERGENT_B
+    headers = {"X-PolicyEngine-Use-Case": "legal", "Idempotency-Key": key}
+    msg = [{"role": "user", "content": question}]
+    with pytest.raises(openai.ConflictError) as exc:
+        await sdk(service).chat.completions.create(model="auto", messages=msg, extra_headers=headers)
+    return exc.value.body["approval"], msg, headers
+
+
+async def _approve_rest(service, approval_id: str, body: dict) -> httpx.Response:
+    async with service.client("reviewer") as c:
+        return await c.post(f"/v1/approvals/{approval_id}/approve", json=body)
+
+
+async def test_rest_approve_with_answer_from_b_releases_b(service):
+    approval, msg, headers = await _hold_divergent(service, "legal-choice-b")
+    r = await _approve_rest(service, approval["approval_id"], {"answer_from": "gemma-27b", "reason": "B is right"})
+    assert r.status_code == 200, r.text
+    assert r.json()["answer"] == DIVERGENT_B and r.json()["answer_from"] == "gemma-27b"
+    calls = len(service.sims["qwen-72b"].seen()) + len(service.sims["gemma-27b"].seen())
+    completion = await sdk(service).chat.completions.create(model="auto", messages=msg, extra_headers=headers)
+    assert completion.choices[0].message.content == DIVERGENT_B
+    assert completion.model == "gemma-27b"
+    assert len(service.sims["qwen-72b"].seen()) + len(service.sims["gemma-27b"].seen()) == calls
+    async with service.client("reviewer") as c:
+        events = (await c.get(f"/v1/approvals/{approval['approval_id']}/audit")).json()["data"]
+    released = next(e for e in events if e["kind"] == "approved")["details"]["released_answer"]
+    assert released["from"] == "gemma-27b" and released["chosen"] == "reviewer" and not released["edited"]
+
+
+async def test_review_page_edited_answer_is_what_the_client_receives(service):
+    approval, msg, headers = await _hold_divergent(service, "legal-edit")
+    url = service.runtime.approvals.issue_link(approval["approval_id"], "email:rita@acme.example")
+    path = urlsplit(url).path
+    edit = "Your refund is under review by our legal team <see letter 4>; we will write by Friday."
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as c:
+        page = await c.get(path, params={"intent": "approve", "choice": "edit"})
+        assert page.status_code == 200
+        assert "Was my refund approved?" in page.text and "you owe us 500 GBP" in page.text  # prompt and both
+        assert "Simulated answer" in page.text
+        assert 'value="edit" id="choice-edit" checked' in page.text  # the link's choice is preselected
+        # an edit sent with a model's answer chosen would be lost: refused, and the link still works
+        lost = await c.post(path, data={"decision": "approve", "choice": "model:qwen-72b", "answer": edit})
+        assert lost.status_code == 422 and "You edited the answer" in lost.text
+        assert "&lt;see letter 4&gt;" in lost.text  # the edit is kept, escaped
+        done = await c.post(path, data={"decision": "approve", "choice": "edit", "answer": edit.replace(" by ", "\r\nby ")})
+        assert done.status_code == 200, done.text
+        assert "your edited answer" in done.text
+    completion = await sdk(service).chat.completions.create(model="auto", messages=msg, extra_headers=headers)
+    assert completion.choices[0].message.content == edit.replace(" by ", "\nby ")  # the browser's CRLF as LF
+    async with service.client("reviewer") as c:
+        view = (await c.get(f"/v1/approvals/{approval['approval_id']}")).json()
+    assert view["answer_from"] is None and view["answer"].startswith("Your refund is under review")
+
+
+async def test_review_page_choice_of_b_releases_b(service):
+    approval, msg, headers = await _hold_divergent(service, "legal-page-b")
+    url = service.runtime.approvals.issue_link(approval["approval_id"], "email:rita@acme.example")
+    path = urlsplit(url).path
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as c:
+        page = await c.get(path)
+        first = page.text.split('name="answer"')[1]  # the edit box is prefilled with the first answer
+        assert "Simulated answer" in first.split("</textarea>")[0]
+        # the form as a browser sends it: B chosen, the edit box left as it was prefilled
+        view = await service.runtime.approvals.get(approval["approval_id"])
+        done = await c.post(path, data={"decision": "approve", "choice": "model:gemma-27b",
+                                        "answer": view.answers["qwen-72b"].replace("\n", "\r\n")})
+        assert done.status_code == 200, done.text
+    completion = await sdk(service).chat.completions.create(model="auto", messages=msg, extra_headers=headers)
+    assert completion.choices[0].message.content == DIVERGENT_B
+
+
+async def test_a_choice_naming_an_unknown_model_or_without_answers_is_422(service):
+    approval, _, _ = await _hold_divergent(service, "legal-unknown")
+    r = await _approve_rest(service, approval["approval_id"], {"answer_from": "kimi-large"})
+    assert r.status_code == 422 and "kimi-large" in r.json()["error"]["message"] and "gemma-27b" in r.json()["error"]["message"]
+    both = await _approve_rest(service, approval["approval_id"], {"answer_from": "gemma-27b", "answer": "x"})
+    assert both.status_code == 422
+    empty = await _approve_rest(service, approval["approval_id"], {"answer": "   "})
+    assert empty.status_code == 422
+    too_long = await _approve_rest(service, approval["approval_id"], {"answer": "x" * 20001})
+    assert too_long.status_code == 422
+    # nothing was decided: the approval is still pending, and the refusals are audited
+    async with service.client("reviewer") as c:
+        assert (await c.get(f"/v1/approvals/{approval['approval_id']}")).json()["state"] == "pending"
+        events = (await c.get(f"/v1/approvals/{approval['approval_id']}/audit")).json()["data"]
+    assert any(e["kind"] == "refused" and "kimi-large" in (e["reason"] or "") for e in events)
+    # a held chat without answers (a litigation mention, held before any model is called)
+    with pytest.raises(openai.ConflictError) as exc:
+        await sdk(service).chat.completions.create(model="auto", messages=LEGAL)
+    plain = exc.value.body["approval"]["approval_id"]
+    r = await _approve_rest(service, plain, {"answer_from": "qwen-72b"})
+    assert r.status_code == 422 and "no model answers" in r.json()["error"]["message"]
+    r = await _approve_rest(service, plain, {"answer": "an answer nobody asked for"})
+    assert r.status_code == 422
+
+
+async def test_approving_without_a_choice_releases_the_first_and_a_rejection_is_a_refusal(service):
+    approval, msg, headers = await _hold_divergent(service, "legal-default")
+    r = await _approve_rest(service, approval["approval_id"], {})
+    assert r.status_code == 200 and r.json()["answer_from"] == "qwen-72b"
+    completion = await sdk(service).chat.completions.create(model="auto", messages=msg, extra_headers=headers)
+    assert completion.choices[0].message.content.startswith("Simulated answer")
+    rejected, msg2, headers2 = await _hold_divergent(service, "legal-rejected", "Can I sue you over the refund?")
+    async with service.client("reviewer") as c:
+        r = await c.post(f"/v1/approvals/{rejected['approval_id']}/reject",
+                         json={"reason": "neither answer is safe to send"})
+    assert r.status_code == 200 and r.json()["answer"] is None
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        await sdk(service).chat.completions.create(model="auto", messages=msg2, extra_headers=headers2)
+    body = refused.value.body
+    assert body["code"] == "approval_rejected" and "neither answer is safe to send" in body["message"]
+    assert "not answered" in body["message"]
