@@ -40,9 +40,11 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import ipaddress
+import json
+import os
 import re
 import socket
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
@@ -56,15 +58,18 @@ __all__ = [
     "AddressClass",
     "OutboundPolicy",
     "OutboundRefused",
+    "OutboundRules",
     "OutboundUnresolved",
     "Purpose",
     "Target",
     "acheck_url",
+    "build_rules",
     "check_url",
     "classify_ip",
     "literal_class",
     "parse_target",
     "redact_url",
+    "rules_from_env",
 ]
 
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -411,3 +416,61 @@ def check_url(url: str, policy: OutboundPolicy) -> Target:
 async def acheck_url(url: str, policy: OutboundPolicy) -> Target:
     """`policy.acheck(url)`: the parsed target, or `OutboundRefused` / `OutboundUnresolved`."""
     return await policy.acheck(url)
+
+
+@dataclass(frozen=True)
+class OutboundRules:
+    """The outbound policies for model calls, webhooks (and Teams) and application callbacks."""
+
+    model: OutboundPolicy
+    webhook: OutboundPolicy
+    callback: OutboundPolicy
+
+
+def build_rules(*, model_allow_private: bool = True, model_allow: Iterable[str] = (), webhook_allow: Iterable[str] = (),
+                callback_allow: Iterable[str] = ()) -> OutboundRules:
+    """The policies the settings `model_hosts_allow_private`, `model_hosts_allow`, `webhook_hosts_allow` and
+    `callback_hosts_allow` describe: models may use public addresses (and private / loopback ones while
+    `model_allow_private`), webhooks public ones, callbacks only their allowlist; each plus its allowlist.
+    ValueError for a malformed allowlist entry."""
+    return OutboundRules(
+        model=OutboundPolicy("model", allow_public=True, allow_private=model_allow_private, allow=tuple(model_allow),
+                             setting="POLICYENGINE_MODEL_HOSTS_ALLOW (or POLICYENGINE_MODEL_HOSTS_ALLOW_PRIVATE)"),
+        webhook=OutboundPolicy("webhook", allow_public=True, allow_private=False, allow=tuple(webhook_allow),
+                               setting="POLICYENGINE_WEBHOOK_HOSTS_ALLOW"),
+        callback=OutboundPolicy("callback", allow_public=False, allow_private=False, allow=tuple(callback_allow),
+                                setting="POLICYENGINE_CALLBACK_HOSTS_ALLOW"),
+    )
+
+
+ENV_VARS = ("POLICYENGINE_MODEL_HOSTS_ALLOW_PRIVATE", "POLICYENGINE_MODEL_HOSTS_ALLOW",
+            "POLICYENGINE_WEBHOOK_HOSTS_ALLOW", "POLICYENGINE_CALLBACK_HOSTS_ALLOW")
+_env_cache: dict[tuple[str | None, ...], OutboundRules] = {}
+
+
+def _env_list(v: str | None) -> tuple[str, ...]:
+    if not v or not v.strip():
+        return ()
+    s = v.strip()
+    if s.startswith("["):
+        return tuple(str(x) for x in json.loads(s))
+    return tuple(p.strip() for p in s.split(",") if p.strip())
+
+
+def rules_from_env(environ: Mapping[str, str] | None = None) -> OutboundRules:
+    """`build_rules` from the variables `ENV_VARS` in `environ` (default `os.environ`), parsed as the settings
+    parse them (a boolean; comma-separated or JSON lists), for call sites given no policy. ValueError for a
+    malformed value. Cached per distinct values."""
+    env = os.environ if environ is None else environ
+    key = tuple(env.get(k) for k in ENV_VARS)
+    rules = _env_cache.get(key)
+    if rules is None:
+        flag = (key[0] or "true").strip().lower()
+        if flag not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ValueError(f"POLICYENGINE_MODEL_HOSTS_ALLOW_PRIVATE must be true or false, not {key[0]!r}")
+        rules = build_rules(model_allow_private=flag in ("1", "true", "yes", "on"), model_allow=_env_list(key[1]),
+                            webhook_allow=_env_list(key[2]), callback_allow=_env_list(key[3]))
+        if len(_env_cache) > 32:
+            _env_cache.clear()
+        _env_cache[key] = rules
+    return rules

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -23,7 +22,7 @@ from pydantic_settings import (
 )
 
 if TYPE_CHECKING:
-    from policyengine.netcheck import OutboundPolicy
+    from policyengine.netcheck import OutboundRules
 
 DEFAULT_POLICY_DIR = "policies/support-desk"  # the full example set of the repository
 
@@ -155,28 +154,11 @@ class OutboundHosts(BaseModel):
         return self
 
     def outbound_rules(self) -> OutboundRules:
-        """The three `OutboundPolicy`s these settings describe."""
-        from policyengine.netcheck import OutboundPolicy
+        """The three `OutboundPolicy`s these settings describe (`policyengine.netcheck.build_rules`)."""
+        from policyengine.netcheck import build_rules
 
-        return OutboundRules(
-            model=OutboundPolicy("model", allow_public=True, allow_private=self.model_hosts_allow_private,
-                                 allow=tuple(self.model_hosts_allow),
-                                 setting="POLICYENGINE_MODEL_HOSTS_ALLOW (or POLICYENGINE_MODEL_HOSTS_ALLOW_PRIVATE)"),
-            webhook=OutboundPolicy("webhook", allow_public=True, allow_private=False,
-                                   allow=tuple(self.webhook_hosts_allow), setting="POLICYENGINE_WEBHOOK_HOSTS_ALLOW"),
-            callback=OutboundPolicy("callback", allow_public=False, allow_private=False,
-                                    allow=tuple(self.callback_hosts_allow),
-                                    setting="POLICYENGINE_CALLBACK_HOSTS_ALLOW"),
-        )
-
-
-@dataclass(frozen=True)
-class OutboundRules:
-    """The outbound policies for model calls, webhooks (and Teams) and application callbacks."""
-
-    model: OutboundPolicy
-    webhook: OutboundPolicy
-    callback: OutboundPolicy
+        return build_rules(model_allow_private=self.model_hosts_allow_private, model_allow=self.model_hosts_allow,
+                           webhook_allow=self.webhook_hosts_allow, callback_allow=self.callback_hosts_allow)
 
 
 class OutboundSettings(OutboundHosts, BaseSettings):

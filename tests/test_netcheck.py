@@ -322,3 +322,35 @@ async def test_a_base_url_changed_in_the_environment_is_checked_before_its_first
         assert [(a.model, a.reason, a.skipped) for a in e.value.attempts] == [("m", "outbound_refused:metadata", True)]
     finally:
         await d.aclose()
+
+
+def test_rules_from_the_environment_for_a_dispatcher_given_none(monkeypatch):
+    from policyengine.dispatch import ChainDispatcher
+    from policyengine.netcheck import rules_from_env
+    from policyengine.state import MemoryStateStore
+
+    assert rules_from_env({}).model.allow_private is True
+    strict = rules_from_env({"POLICYENGINE_MODEL_HOSTS_ALLOW_PRIVATE": "false",
+                             "POLICYENGINE_MODEL_HOSTS_ALLOW": '["10.1.0.0/16"]'})
+    strict.model.check("http://10.1.0.7/v1")
+    with pytest.raises(OutboundRefused):
+        strict.model.check("http://10.2.0.7/v1")
+    with pytest.raises(ValueError):
+        rules_from_env({"POLICYENGINE_MODEL_HOSTS_ALLOW_PRIVATE": "maybe"})
+    monkeypatch.setenv("POLICYENGINE_MODEL_HOSTS_ALLOW_PRIVATE", "false")
+    with pytest.raises(OutboundRefused, match="private"):
+        ChainDispatcher({"m": _spec("m", "http://10.0.0.5/v1")}, MemoryStateStore(), environ={})
+
+
+def test_the_service_builds_its_dispatchers_with_the_settings_policy(tmp_path, monkeypatch):
+    from policyengine.dsl import compile_sources
+    from policyengine.gateway.runtime import _dispatcher_factory
+    from policyengine.state import MemoryStateStore
+
+    policy = compile_sources({"m.policy": 'policy "m" version 1\nmodel q { provider vllm base_url env("Q_URL") }\n'
+                                          "route default -> q\n"})
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/s.db", model_hosts_allow_private=False)
+    monkeypatch.setenv("Q_URL", "http://10.0.0.5:8000/v1")
+    with pytest.raises(OutboundRefused) as e:
+        _dispatcher_factory(MemoryStateStore(), settings)(policy)
+    assert e.value.message.startswith("m.policy:2: model `q`")

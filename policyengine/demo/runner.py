@@ -145,6 +145,8 @@ async def _run(opts: DemoOptions, console: Console) -> int:
         "POLICYENGINE_APPROVALS_SWEEP_INTERVAL_S": "1",
         # the policy names the reviewers' webhook by env reference (`env:DEMO_REVIEWERS_WEBHOOK`)
         "DEMO_REVIEWERS_WEBHOOK": inbox.url,
+        # ... which listens on loopback: webhooks go to public addresses only unless allowlisted
+        "POLICYENGINE_WEBHOOK_HOSTS_ALLOW": "127.0.0.1",
     }
     # the embedded default: never inherit a deployment's POLICYENGINE_* settings
     service = ServiceProcess(port=port, env=env, log_path=tmp / "service.log", name="policyengine serve",

@@ -28,7 +28,12 @@ from policyengine.adapters.classify import (
 from policyengine.adapters.http import make_client
 from policyengine.errors import Location
 from policyengine.fastmodel import construct
-from policyengine.netcheck import OutboundPolicy, OutboundRefused, OutboundUnresolved
+from policyengine.netcheck import (
+    OutboundPolicy,
+    OutboundRefused,
+    OutboundUnresolved,
+    rules_from_env,
+)
 from policyengine.state import StateStore, StickyEntry, key_scope, model_scope
 from policyengine.types import EnvRef, ModelSpec, Routing
 
@@ -60,6 +65,7 @@ class ChainDispatcher:
                  classifier_rules: list[ClassifierRule] | None = None,
                  environ: Mapping[str, str] | None = None,
                  outbound: OutboundPolicy | None = None) -> None:
+        """`outbound`: the policy every model's base_url must pass (default: `netcheck.rules_from_env().model`)."""
         self.models = dict(models)
         for name, spec in self.models.items():
             if spec.name != name:
@@ -77,10 +83,8 @@ class ChainDispatcher:
         # SSRF: every base_url is checked against the model outbound policy (`policyengine.netcheck`) now,
         # without DNS (a refused one raises OutboundRefused located at the model); names are resolved
         # and checked once per URL before their first call.
-        if outbound is None:
-            from policyengine.settings import default_outbound_rules
-
-            outbound = default_outbound_rules().model
+        if outbound is None:  # the service passes the settings' policy; otherwise the environment's
+            outbound = rules_from_env().model
         self.outbound = outbound
         self._checked_urls: set[str] = set()
         for spec in self.models.values():

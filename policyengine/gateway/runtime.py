@@ -97,7 +97,7 @@ def _dispatcher_factory(state: StateStore, settings: Settings) -> Any:
     dispatch_settings = DispatchSettings.model_validate(settings.dispatch)
 
     def make(policy: CompiledPolicy) -> ChainDispatcher:
-        return ChainDispatcher(policy.models, state, settings=dispatch_settings)
+        return ChainDispatcher(policy.models, state, settings=dispatch_settings, outbound=settings.outbound_rules().model)
 
     return make
 
