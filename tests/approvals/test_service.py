@@ -242,7 +242,7 @@ async def test_escalation_moves_to_the_groups_channels_and_voids_old_links(tmp_p
 async def test_callbacks_only_to_allowed_hosts_and_per_key_default(tmp_path):
     svc, db = await make_service(f"sqlite:///{tmp_path}/c.db", callback_allowed_hosts=["*.example.com"])
     try:
-        with pytest.raises(ApprovalInvalid, match="not in|metadata"):
+        with pytest.raises(ApprovalInvalid, match=r"not in|metadata"):
             await svc.hold(action=refund_action(), decision=refund_decision(), callback_url="http://169.254.169.254/x")
         with pytest.raises(ApprovalInvalid, match="http"):
             await svc.hold(action=refund_action(), decision=refund_decision(), callback_url="file:///etc/passwd")

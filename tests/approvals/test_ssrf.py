@@ -11,9 +11,9 @@ import socket
 import httpx
 import pytest
 import sqlalchemy as sa
+from policyengine.notifier import OutboxSender
 
 from policyengine.approvals.errors import ApprovalInvalid
-from policyengine.notifier import OutboxSender
 from policyengine.types import Channel
 
 from .helpers import make_service, refund_action, refund_decision, reviewer
@@ -91,7 +91,7 @@ async def test_an_allowlisted_callback_is_held_and_checked_again_when_it_is_sent
             await svc.deliver_due()
             rows = [r for r in await _outbox(db) if r[0] == "callback"]
             assert len(rows) == 1
-            kind, state, attempts, error = rows[0]
+            _kind, state, attempts, error = rows[0]
             assert state == "dead" and attempts == 1 and "metadata" in (error or "")  # not retried
         finally:
             await db.aclose()
