@@ -18,7 +18,15 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from policyengine.fastmodel import construct  # every Decision part: values the compiler checked
-from policyengine.ir import CHAT, MISSING, CompiledRoute, CompiledRule, PolicyIR
+from policyengine.ir import (
+    CHAT,
+    MISSING,
+    CompiledRoute,
+    CompiledRule,
+    PolicyIR,
+    mention_mode,
+    mention_signal,
+)
 from policyengine.signals.base import SignalProvider
 from policyengine.types import (
     Action,
@@ -118,11 +126,17 @@ class EvalContext:
             self.notes.append(f"signal {name} provider failed ({type(e).__name__}): rules on {name} did not fire")
             return None
 
-    def mention(self, lexicon: str, text: str | None, path: str) -> str | None:
-        """Does `text` mention the lexicon? Supplied values win: `signals["mentions:LEX"]`
-        (a MentionMatch/dict, true/false, or None = computed, no match), `"mentions.LEX"`,
-        or `signals["mentions"][LEX]`. Otherwise the provider, else exact phrase matching."""
+    def mention(self, lexicon: str, text: str | None, path: str, mode: str = "words") -> str | None:
+        """Does `text` mention the lexicon in `mode` (`words`, `intent`, `both`)? Supplied values
+        win: `signals["mentions:LEX:MODE"]` for an explicit mode, then `signals["mentions:LEX"]`
+        (a MentionMatch/dict, true/false, or None = computed, no match), `"mentions.LEX"`, or
+        `signals["mentions"][LEX]`. Otherwise the provider (`mention_intent` for intent and
+        both; a provider without it decides by words, noted), else exact phrase matching."""
+        if mode != "words":
+            return self._mention_intent(lexicon, text, path, mode)
         key = _MENTION_KEYS.get(lexicon) or _MENTION_KEYS.setdefault(lexicon, f"mentions:{lexicon}")
+        if mention_mode(lexicon, None) != "words":
+            key = f"{key}:words"  # `by words` on a lexicon whose default is intent-aware
         sig = self.action.signals
         is_text = path == "text"
         if is_text and key in self.signals:
@@ -131,6 +145,8 @@ class EvalContext:
         if is_text and sig:
             if key in sig:
                 sup = sig[key]
+            elif key != f"mentions:{lexicon}" and f"mentions:{lexicon}" in sig:
+                sup = sig[f"mentions:{lexicon}"]
             elif f"mentions.{lexicon}" in sig:
                 sup = sig[f"mentions.{lexicon}"]
             elif isinstance(sig.get("mentions"), dict) and lexicon in sig["mentions"]:
@@ -159,6 +175,36 @@ class EvalContext:
         self.signals[key if path == "text" else f"{key}@{path}"] = found
         return _mention_text(found)
 
+    def _mention_intent(self, lexicon: str, text: str | None, path: str, mode: str) -> str | None:
+        key = mention_signal(lexicon, mode)
+        sig = self.action.signals
+        if path == "text":
+            if key in self.signals:
+                return _mention_text(self.signals[key])
+            for k in dict.fromkeys((key, f"mentions:{lexicon}")):
+                if sig and k in sig:
+                    sup = sig[k]
+                    if hasattr(sup, "model_dump"):
+                        sup = sup.model_dump()
+                    self.signals[key] = sup
+                    return _mention_text(sup)
+        if not text:
+            if path == "text":
+                self.signals[key] = None
+            return None
+        fn = getattr(self.provider, "mention_intent", None)
+        if fn is None:
+            self.notes.append(f"mentions {lexicon} by {mode}: the signal provider has no intent model; decided by words")
+            return self.mention(lexicon, text, path)
+        try:
+            mm = fn(text, lexicon, self.policy.lexicons[lexicon], mode)
+        except Exception as e:
+            self.notes.append(f"mentions {lexicon} by {mode}: provider failed ({type(e).__name__}); decided by words")
+            return self.mention(lexicon, text, path)
+        found = mm.model_dump() if mm is not None else None
+        self.signals[key if path == "text" else f"{key}@{path}"] = found
+        return _mention_text(found)
+
 
 def _mention_text(v: Any) -> str | None:
     if v is None or v is False or v == "" or v == {}:
@@ -166,7 +212,11 @@ def _mention_text(v: Any) -> str | None:
     if isinstance(v, dict):
         m = v.get("matched_text")
         p = v.get("phrase")
-        return f"{m!r} ~ {p!r}" if m is not None and p is not None else "supplied"
+        words = f"{m!r} ~ {p!r}" if m is not None and p is not None else None
+        if v.get("intent") is not None:
+            said = f"intent {float(v['intent']):.2f}: {v.get('evidence')!r}"
+            return f"{said}; words {words}" if words else said
+        return words or "supplied"
     if v is True:
         return "supplied"
     return f"supplied: {v}"

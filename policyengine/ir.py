@@ -142,8 +142,9 @@ class ConditionContext(Protocol):
         """The signal's value (supplied, else computed once per decision), or MISSING."""
         ...
 
-    def mention(self, lexicon: str, text: str | None, path: str) -> str | None:
-        """How `text` (read from `path`) mentions `lexicon`, or None when it does not."""
+    def mention(self, lexicon: str, text: str | None, path: str, mode: str = "words") -> str | None:
+        """How `text` (read from `path`) mentions `lexicon` in `mode` (`MENTION_MODES`), or None
+        when it does not."""
         ...
 
 
@@ -253,8 +254,34 @@ class PolicyIR:
     route_signals: frozenset[str] = frozenset()
 
 
+# How `text mentions LEXICON [by MODE]` decides (docs/language.md): `words` matches the
+# lexicon's phrases; `intent` asks the lexicon topic's intent model whether the text means
+# it; `both` (the default when the lexicon has an intent model) fires on intent and shows
+# the matched words as evidence. A lexicon without an intent model defaults to `words`.
+MENTION_MODES: tuple[str, ...] = ("both", "words", "intent")
+# Lexicon names with a shipped intent model (policyengine.signals.intent.INTENT_TOPICS;
+# tests/signals/test_mention_modes.py checks the two agree).
+INTENT_LEXICONS: frozenset[str] = frozenset({"litigation"})
+
+
+def mention_mode(lexicon: str, mode: str | None) -> str:
+    """The effective mode of `mentions LEXICON [by MODE]`: the one written, else `both` for a
+    lexicon with an intent model and `words` otherwise."""
+    if mode is not None:
+        return mode
+    return "both" if lexicon in INTENT_LEXICONS else "words"
+
+
+def mention_signal(lexicon: str, mode: str) -> str:
+    """The signal name a mention condition reads: `mentions:LEX` for the default (`both`, or
+    `words` on a lexicon without an intent model), `mentions:LEX:words` / `mentions:LEX:intent`
+    for an explicit mode that differs from the default."""
+    return f"mentions:{lexicon}" if mode == mention_mode(lexicon, None) else f"mentions:{lexicon}:{mode}"
+
+
 __all__ = [
-    "BUILTIN", "BUILTIN_ATTR", "BUILTIN_TYPES", "CHAT", "MISSING", "NAMESPACES", "SIGNALS", "ActionPlan",
-    "CompiledChoice", "CompiledRoute", "CompiledRule", "Cond", "ConditionContext", "PathKind", "PolicyIR",
-    "RouteKey", "classify", "field_getter", "unknown_builtin",
+    "BUILTIN", "BUILTIN_ATTR", "BUILTIN_TYPES", "CHAT", "INTENT_LEXICONS", "MENTION_MODES", "MISSING", "NAMESPACES",
+    "SIGNALS", "ActionPlan", "CompiledChoice", "CompiledRoute", "CompiledRule", "Cond", "ConditionContext",
+    "PathKind", "PolicyIR", "RouteKey", "classify", "field_getter", "mention_mode", "mention_signal",
+    "unknown_builtin",
 ]

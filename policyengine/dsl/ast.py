@@ -86,6 +86,7 @@ class Mentions:
     path: Name
     lexicon: Name
     span: Span = field(default=NOWHERE, compare=False, repr=False)
+    mode: Name | None = None  # `by words` / `by intent` / `by both`; None = the lexicon's default
 
 
 @dataclass(frozen=True)

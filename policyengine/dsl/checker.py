@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from policyengine.ir import BUILTIN, BUILTIN_TYPES, classify, unknown_builtin
+from policyengine.ir import (
+    BUILTIN,
+    BUILTIN_TYPES,
+    INTENT_LEXICONS,
+    MENTION_MODES,
+    classify,
+    unknown_builtin,
+)
 from policyengine.netcheck import ALWAYS_REFUSED, AddressClass, OutboundRefused, literal_class
 from policyengine.types import Provider
 
@@ -81,8 +88,8 @@ class Checker:
         self.lexicons: dict[str, ast.Lexicon] = {}
         # field path -> (literal kind, span) first seen; currency -> span
         # field path -> [(literal kind or currency, where, the actions the rule applies to (None: all))]
-        self.field_kinds: dict[str, list[tuple[str, ast.Span, frozenset[str] | None]]] = defaultdict(list)
-        self.field_currencies: dict[str, list[tuple[str, ast.Span, frozenset[str] | None]]] = defaultdict(list)
+        self.field_kinds: dict[str, FieldUses] = defaultdict(FieldUses)
+        self.field_currencies: dict[str, FieldUses] = defaultdict(FieldUses)
         self.scope: frozenset[str] | None = None  # actions of the rule being checked
         self.unknown_refs: dict[tuple[str, str], list[ast.Span]] = defaultdict(list)
 
@@ -397,6 +404,16 @@ class Checker:
             if isinstance(a, ast.Mentions):
                 if a.lexicon.value not in self.lexicons:
                     self.unknown_refs[("lexicon", a.lexicon.value)].append(a.lexicon.span)
+                if a.mode is not None and a.mode.value not in MENTION_MODES:
+                    close = _close(a.mode.value, list(MENTION_MODES))
+                    self.add("E225", a.mode.span, f"unknown mention mode `{a.mode.value}`",
+                             (f"did you mean `{close}`? " if close else "")
+                             + "modes: `by words`, `by intent`, `by both` (the default)")
+                elif a.mode is not None and a.mode.value != "words" and a.lexicon.value not in INTENT_LEXICONS:
+                    self.add("E226", a.mode.span, f"lexicon `{a.lexicon.value}` has no intent model: "
+                             f"`by {a.mode.value}` cannot be decided",
+                             "write `by words`, or name the lexicon after a topic with an intent model: "
+                             + ", ".join(sorted(INTENT_LEXICONS)))
                 if kind == "signal" or BUILTIN_TYPES.get(path) == "num":
                     self.add("E220", a.path.span, f"`{path}` is a number: `mentions` looks in text",
                              "write `text mentions LEXICON`")
@@ -483,15 +500,9 @@ class Checker:
         self.field_kinds[path].append((lk, v0.span, self.scope))
         return True
 
-    def clash(self, seen: list[tuple[str, ast.Span, frozenset[str] | None]], kind: str,
-              compatible: set[str] | None = None) -> tuple[str, ast.Span] | None:
-        """An earlier use of the field with another kind, by a rule that can apply to the same action."""
-        for k, sp, scope in seen:
-            if k == kind or (compatible and {k, kind} <= compatible):
-                continue
-            if scope is None or self.scope is None or scope & self.scope:
-                return k, sp
-        return None
+    def clash(self, seen: FieldUses, kind: str, compatible: set[str] | None = None) -> tuple[str, ast.Span] | None:
+        """The first earlier use of the field with another kind, by a rule that can apply to the same action."""
+        return seen.first_clash(kind, self.scope, compatible)
 
     # ------------------------------------------------------------------ routes
     def check_routes(self) -> None:
@@ -583,10 +594,12 @@ class Checker:
         # almost certainly a typo (`clasify_ticket`); distinct actions that merely share words
         # (`read_database` / `modify_database`) are many edits apart and are left alone.
         established = {k for k, us in uses.items() if len(us) > 1} | {"chat"}
+        near = _NearNames(established)
         for name, us in uses.items():
             if len(us) != 1:
                 continue
-            best = min(((edit_distance(name, k), k) for k in established if k != name), default=None)
+            # only names within two edits can be reported: the deletion index finds all of them
+            best = min(((edit_distance(name, k), k) for k in near.within2(name) if k != name), default=None)
             if best is None:
                 continue
             dist, close = best
@@ -660,6 +673,87 @@ class Checker:
                 self.add("W272", it.span, "this approval has no timeout: it waits for a decision forever",
                          "add `timeout 8h -> deny` (or -> approve, -> escalate to group \"...\") to the block, or "
                          "set POLICYENGINE_APPROVALS_DEFAULT_TIMEOUT_S", warning=True)
+
+
+class FieldUses:
+    """The uses of one field (or of its currencies) so far: `entries` in order, each (kind, span,
+    the actions of the rule, None: all), indexed by kind and action so that `first_clash` looks
+    at one position per kind and action of the asking rule instead of every earlier use (a set
+    of 50k rules testing `amount` stays linear)."""
+
+    __slots__ = ("_kinds", "entries")
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, ast.Span, frozenset[str] | None]] = []
+        # kind -> [first position, first position with no action list, {action: first position}]
+        self._kinds: dict[str, list[Any]] = {}
+
+    def append(self, entry: tuple[str, ast.Span, frozenset[str] | None]) -> None:
+        pos = len(self.entries)
+        self.entries.append(entry)
+        kind, _span, scope = entry
+        ix = self._kinds.get(kind)
+        if ix is None:
+            ix = self._kinds[kind] = [pos, None, {}]
+        if scope is None:
+            if ix[1] is None:
+                ix[1] = pos
+        else:
+            for a in scope:
+                ix[2].setdefault(a, pos)
+
+    def first_clash(self, kind: str, scope: frozenset[str] | None,
+                    compatible: set[str] | None = None) -> tuple[str, ast.Span] | None:
+        """The earliest entry of another kind (not both in `compatible`) whose rule can apply to an
+        action of `scope` (None: every action); what scanning `entries` in order would find."""
+        best: int | None = None
+        for k, (first, first_all, by_action) in self._kinds.items():
+            if k == kind or (compatible and {k, kind} <= compatible):
+                continue
+            if scope is None:
+                pos = first
+            else:
+                pos = first_all
+                for a in scope:
+                    p = by_action.get(a)
+                    if p is not None and (pos is None or p < pos):
+                        pos = p
+            if pos is not None and (best is None or pos < best):
+                best = pos
+        if best is None:
+            return None
+        k, sp, _scope = self.entries[best]
+        return k, sp
+
+
+def _deletions(s: str, n: int = 2) -> set[str]:
+    """`s` with up to `n` characters deleted (itself included)."""
+    out = {s}
+    frontier = {s}
+    for _ in range(n):
+        frontier = {w[:i] + w[i + 1:] for w in frontier for i in range(len(w))}
+        out |= frontier
+    return out
+
+
+class _NearNames:
+    """Names indexed by their two-deletion neighbourhoods (symmetric delete): every name within
+    edit distance 2 of a query (insertions, deletions, substitutions and swaps of neighbours each
+    cost one deletion on at most each side) shares a neighbour with it, so `within2` returns a
+    superset of them without comparing the query with every name."""
+
+    def __init__(self, names: Any) -> None:
+        self._names = list(names)
+        self._by_del: dict[str, list[str]] = defaultdict(list)
+        for k in self._names:
+            for d in _deletions(k):
+                self._by_del[d].append(k)
+
+    def within2(self, name: str) -> set[str]:
+        out: set[str] = set()
+        for d in _deletions(name):
+            out.update(self._by_del.get(d, ()))
+        return out
 
 
 def edit_distance(a: str, b: str) -> int:

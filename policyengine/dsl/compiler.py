@@ -42,6 +42,8 @@ from policyengine.ir import (
     RouteKey,
     classify,
     field_getter,
+    mention_mode,
+    mention_signal,
 )
 from policyengine.types import (
     Capabilities,
@@ -240,14 +242,16 @@ def compile_expr(e: ast.Expr) -> Cond:
     if isinstance(e, ast.Mentions):
         path = e.path.value
         lex = e.lexicon.value
+        mode = mention_mode(lex, e.mode.value if e.mode is not None else None)
         kind, get = _getter(path)
+        by = f" by {mode}" if e.mode is not None else ""
 
         def mentions(ctx: ConditionContext, because: list[str]) -> bool | None:
             v = get(ctx)
             text = v if isinstance(v, str) else None
-            found = ctx.mention(lex, text, path)
+            found = ctx.mention(lex, text, path, mode) if mode != "words" else ctx.mention(lex, text, path)
             if found:
-                because.append(f"{path} mentions {lex} ({found})")
+                because.append(f"{path} mentions {lex}{by} ({found})")
                 return True
             return False
 
@@ -494,7 +498,8 @@ def signals_of(e: ast.Expr | None) -> frozenset[str]:
         elif isinstance(x, ast.Not):
             stack.append(x.item)
         elif isinstance(x, ast.Mentions):
-            out.add(f"mentions:{x.lexicon.value}")
+            lex = x.lexicon.value
+            out.add(mention_signal(lex, mention_mode(lex, x.mode.value if x.mode is not None else None)))
         else:
             kind, key = classify(x.path.value)  # type: ignore[union-attr]
             if kind == "signal":

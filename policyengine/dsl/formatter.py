@@ -32,7 +32,8 @@ def expr(e: ast.Expr) -> str:
     if isinstance(e, ast.In):
         return f"{e.path.value} {'not in' if e.negated else 'in'} {values(e.values)}"
     if isinstance(e, ast.Mentions):
-        return f"{e.path.value} mentions {e.lexicon.value}"
+        by = f" by {e.mode.value}" if e.mode is not None else ""
+        return f"{e.path.value} mentions {e.lexicon.value}{by}"
     if isinstance(e, ast.Truthy):
         return e.path.value
     raise TypeError(f"not an expression: {e!r}")

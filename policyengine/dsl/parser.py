@@ -373,6 +373,10 @@ class _Builder(Transformer):
         return ast.Mentions(c[0], self.name(c[1]), self.sp(meta))
 
     @v_args(meta=True)
+    def mentions_by(self, meta: Any, c: list[Any]) -> ast.Mentions:
+        return ast.Mentions(c[0], self.name(c[1]), self.sp(meta), self.name(c[2]))
+
+    @v_args(meta=True)
     def truthy(self, meta: Any, c: list[Any]) -> ast.Truthy:
         return ast.Truthy(c[0], self.sp(meta))
 

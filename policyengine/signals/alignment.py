@@ -53,6 +53,15 @@ _FACT_TOKEN = re.compile(
     r"monday|tuesday|wednesday|thursday|friday|saturday|sunday|one|two|three|four|five|six|seven|eight|nine|ten|"
     r"eleven|twelve|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|thousand|once|twice)$")
 
+_NEGATION_TOKEN = re.compile(r"\b(?:not|no|never|none|nothing|without|n't|cannot)\b")
+_PREFIXES = ("non-", "non", "un", "in", "im", "il", "ir", "dis")
+
+
+def _prefix_pair(ca: list[str], cb: list[str]) -> bool:
+    """A word on one side is a negating prefix plus a word on the other (enforceable / unenforceable)."""
+    return any(x == p + y or y == p + x for x in ca for y in cb for p in _PREFIXES)
+
+
 # Opposite poles of facts support answers state in words: an answer with one pole and not
 # the other contradicts an answer with the other and not the first.
 _OPPOSITES: tuple[tuple[re.Pattern[str], re.Pattern[str], str], ...] = tuple(
@@ -207,6 +216,8 @@ def substitutions(a: str, b: str, *, min_ratio: float = 0.5) -> list[Substitutio
             continue
         if any(_FACT_TOKEN.search(x) for x in sa + sb):
             continue
+        if _NEGATION_TOKEN.search(" ".join(ca + cb)) or _prefix_pair(ca, cb):
+            continue  # negation and negating prefixes are the polarity checks' domain
         if {_stem(x) for x in ca} == {_stem(x) for x in cb}:
             continue
         if _synonyms(set(ca), set(cb)):

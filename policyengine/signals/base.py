@@ -15,13 +15,25 @@ from pydantic import BaseModel
 
 
 class MentionMatch(BaseModel):
+    """A text that mentions a lexicon: the words that matched and, when the lexicon's topic
+    has an intent model and the mode asked for it, the intent probability and its sentence.
+
+    By words (`mode="words"`): `phrase` is the lexicon entry, `matched_text` the text as
+    written, `start`/`end` its span. By intent or both: `intent` is the probability (at or
+    above the model's threshold), `evidence` the sentence that carried it (`start`/`end` its
+    span), and `phrase`/`matched_text` the lexicon word inside it, or None when the intent
+    came without any lexicon word (an indirect form: "my legal team will be in touch")."""
+
     lexicon: str
-    phrase: str  # the lexicon entry that matched
-    matched_text: str  # the text as it appeared, e.g. "suing"
+    phrase: str | None  # the lexicon entry that matched (None: intent without a lexicon word)
+    matched_text: str | None  # the text as it appeared, e.g. "suing"
     start: int
     end: int
-    method: str = "lexical"  # lexical | embedding
+    method: str = "lexical"  # lexical | fuzzy | embedding | intent
     score: float = 1.0
+    mode: str = "words"  # words | intent | both
+    intent: float | None = None  # P(the text means the lexicon's topic), for intent and both
+    evidence: str | None = None  # the sentence the intent model read
 
 
 @runtime_checkable

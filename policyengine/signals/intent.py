@@ -153,14 +153,14 @@ class IntentModel(LazyEmbedder):
     """One topic's intent classifier. Construction is free; it trains on first use."""
 
     def __init__(self, topic: str = "litigation", embedder: Embedder | None = None, *,
-                 regularisation: float = 32.0, cue_weight: float = 1.0, threshold: float = 0.4,
+                 regularisation: float = 32.0, cue_weight: float = 1.0, threshold: float = 0.3,
                  training: list[tuple[str, bool]] | None = None) -> None:
         if topic not in INTENT_TOPICS:
             raise KeyError(f"no intent model for {topic!r}; topics: {', '.join(sorted(INTENT_TOPICS))}")
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"intent threshold must be in (0, 1), got {threshold!r}")
         self.topic = topic
-        # probability at or above which the text means the topic; 0.4 was chosen on the
+        # probability at or above which the text means the topic; 0.3 was chosen on the
         # tune split (tests/data/signals_tune), C and the cue weight likewise
         self.threshold = threshold
         self._embedder = embedder

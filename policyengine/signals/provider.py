@@ -9,6 +9,7 @@ from typing import Any
 from policyengine.signals.base import MentionMatch
 from policyengine.signals.confidence import confidence_from_fields
 from policyengine.signals.embedder import Embedder
+from policyengine.signals.intent import IntentModel, has_intent_model
 from policyengine.signals.mentions import LexiconMatcher
 from policyengine.signals.semantic_mentions import SemanticMentions
 from policyengine.signals.sentiment import Method, SentimentScorer
@@ -37,6 +38,7 @@ class DefaultSignalProvider:
         self._matcher = LexiconMatcher(fuzzy=fuzzy_mentions, exclusions=dict(exclusions or {}))
         # optional embedding second signal, only consulted when no phrase matched
         self._semantic = SemanticMentions(embedder, semantic_mentions) if semantic_mentions is not None else None
+        self._intents: dict[str, IntentModel] = {}
 
     def sentiment(self, text: str) -> float:
         return self._sentiment.score(text)
@@ -47,6 +49,38 @@ class DefaultSignalProvider:
             hit = self._semantic.first(text, lexicon, phrases)
         return hit
 
+    def intent_model(self, lexicon: str) -> IntentModel:
+        """The lexicon topic's intent model (one per provider, trained on first use)."""
+        model = self._intents.get(lexicon)
+        if model is None:
+            model = self._intents[lexicon] = IntentModel(lexicon, self.embedder)
+        return model
+
+    def mention_intent(self, text: str, lexicon: str, phrases: list[str], mode: str = "both") -> MentionMatch | None:
+        """`text mentions LEXICON by intent` / `by both`: a MentionMatch when the lexicon topic's
+        intent model says the text means it (probability >= the model's threshold), else None.
+
+        `intent` ignores the lexicon's words for the decision; `both` decides the same way and
+        reports the lexicon word found in (or, failing that, anywhere outside) the evidence
+        sentence. A lexicon without an intent model is decided by words (`mentions`). Raises
+        ValueError for an unknown mode."""
+        if mode not in ("intent", "both"):
+            raise ValueError(f"mention_intent mode must be intent or both, got {mode!r}")
+        if not has_intent_model(lexicon):
+            return self.mentions(text, lexicon, phrases)
+        model = self.intent_model(lexicon)
+        res = model.result(text)
+        if res.probability < model.threshold or res.sentence is None:
+            return None
+        hits = self._matcher.find_all(text, lexicon, phrases)
+        inside = [h for h in hits if res.start <= h.start < res.end] or hits
+        word = inside[0] if inside else None
+        return MentionMatch(
+            lexicon=lexicon, phrase=word.phrase if word else None, matched_text=word.matched_text if word else None,
+            start=res.start, end=res.end, method="intent", score=res.probability, mode=mode,
+            intent=res.probability, evidence=res.sentence,
+        )
+
     def all_mentions(self, text: str, lexicon: str, phrases: list[str]) -> list[MentionMatch]:
         return self._matcher.find_all(text, lexicon, phrases)
 
@@ -56,8 +90,11 @@ class DefaultSignalProvider:
         return confidence_from_fields(fields)
 
     def warm_up(self) -> None:
-        """Load the embedding model and train the sentiment classifier now."""
+        """Load the embedding model and train the sentiment classifier and the shipped intent
+        models now."""
         self._sentiment.score("warm up")
+        for topic in ("litigation",):
+            self.intent_model(topic).result("warm up: I will sue")
 
 
 async def precompute(
@@ -68,8 +105,9 @@ async def precompute(
 ) -> dict[str, Any]:
     """Compute the signals a decision needs, off the event loop, for `Action.signals`.
 
-    `needed` names signals: "sentiment", "confidence", or "mentions:<lexicon>"
-    (phrases taken from `lexicons`). Values the action already carries in
+    `needed` names signals: "sentiment", "confidence", or "mentions:<lexicon>" (the default
+    mode: intent-aware for a lexicon with an intent model), "mentions:<lexicon>:words",
+    "mentions:<lexicon>:intent" (phrases taken from `lexicons`). Values the action already carries in
     `action.signals` are left alone. Returns only the newly computed values:
     `{"sentiment": 0.12, "confidence": 0.8, "mentions:litigation": MentionMatch | None}`.
     """
@@ -89,12 +127,20 @@ async def precompute(
             elif name == "confidence":
                 out[name] = provider.confidence(text or None, fields)
             elif name.startswith("mentions:"):
-                lex = name.split(":", 1)[1]
+                _, lex, *rest = name.split(":")
                 if lex not in lexicons:
                     raise ValueError(f"signal {name!r} needs the phrases of lexicon {lex!r}")
-                out[name] = provider.mentions(text, lex, list(lexicons[lex])) if text else None
+                mode = rest[0] if rest else ("both" if has_intent_model(lex) else "words")
+                if mode not in ("words", "intent", "both"):
+                    raise ValueError(f"unknown mention mode in {name!r} (words, intent, both)")
+                if not text:
+                    out[name] = None
+                elif mode == "words" or not hasattr(provider, "mention_intent"):
+                    out[name] = provider.mentions(text, lex, list(lexicons[lex]))
+                else:
+                    out[name] = provider.mention_intent(text, lex, list(lexicons[lex]), mode)
             else:
-                raise ValueError(f"unknown signal {name!r} (sentiment, confidence, mentions:<lexicon>)")
+                raise ValueError(f"unknown signal {name!r} (sentiment, confidence, mentions:<lexicon>[:mode])")
         return out
 
     return await asyncio.to_thread(work)

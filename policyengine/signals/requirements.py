@@ -74,6 +74,8 @@ def _importable(module: str) -> bool:
 
 def _modules_for(signal: str) -> tuple[str, ...]:
     mods = EMBEDDING_SIGNALS.get(signal, ())
+    if signal.startswith("mentions:") and signal.endswith(":intent"):
+        mods = (*_EMBEDDER, "sklearn")  # `text mentions LEX by intent` runs the intent model
     if mods and not os.environ.get(_ENV_MODEL):
         mods = (*mods, _DEFAULT_MODEL_MODULE)
     return mods
@@ -176,7 +178,7 @@ def embedding_uses(policy: Any) -> list[SignalUse]:
     Routes and `allow model choice` conditions are included (located by their source text)."""
     uses: list[SignalUse] = []
     for r in _rules(policy):
-        names = set(r.signals) & set(EMBEDDING_SIGNALS)
+        names = {s for s in r.signals if s in EMBEDDING_SIGNALS or (s.startswith("mentions:") and s.endswith(":intent"))}
         if r.kind == "verify":
             names.add("divergence")
         for name in sorted(names):
@@ -201,7 +203,7 @@ def require_available(policy_or_signals: Any) -> None:
         uses = embedding_uses(policy_or_signals)
     else:
         uses = [SignalUse(signal=s, kind="signal", rule_id=None, span=None)
-                for s in dict.fromkeys(policy_or_signals) if s in EMBEDDING_SIGNALS]
+                for s in dict.fromkeys(policy_or_signals) if _modules_for(s)]
     if not uses:
         return
     missing = missing_modules(u.signal for u in uses)

@@ -79,7 +79,7 @@ _PRAISE_IDIOMS = re.compile(
     re.I,
 )
 _COMPLAINT_CUES = re.compile(
-    r"\b(?:nobody|no one|no-one|nothing)\b(?:\s+\w+){0,2}\s+(?:helps?|cares?|repl(?:y|ies|ied)|answers?|"
+    r"\b(?:nobody|no one|no-one|nothing)\b(?:\s+\w+){0,2}\s+(?:helps?|cares?|repl(?:y|ys|ies|ied)|an(?:sw|ws)e?rs?|"
     r"called|came|turned up|happened|works?|arrived)\b|\bstill (?:no|not|waiting|nothing|broken)\b|"
     r"\b(?:second|third|fourth|fifth|sixth|\d+(?:st|nd|rd|th)) time\b|\b(?:\d+|two|three|four|five|six|seven|"
     r"eight|nine|ten) times\b|\bon hold\b|\b(?:weeks|months) (?:later|now|and)\b",
