@@ -26,7 +26,8 @@ async def _key(service, **attributes: Any) -> str:
 
 
 def _as(service, token: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(base_url=service.url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    # generous: the first text a litigation rule reads may load the signal models
+    return httpx.AsyncClient(base_url=service.url, headers={"Authorization": f"Bearer {token}"}, timeout=180)
 
 
 def _refused(r: httpx.Response, attribute: str) -> None:
@@ -42,7 +43,7 @@ def _refused(r: httpx.Response, attribute: str) -> None:
 async def test_signals_from_a_key_without_trusted_signals_are_refused(service):
     """Before: `signals: {"mentions:litigation": false}` switched the litigation escalation off (200 allow)."""
     action = {"action": "draft_response", "text": LITIGIOUS}
-    async with service.client() as c:
+    async with _as(service, service.tokens["app"]) as c:
         assert (await c.post("/v1/evaluate", json=action)).json()["effect"] == "escalate"
         for signals in ({"mentions:litigation": False}, {"mentions": {"litigation": False}}, {"sentiment": 0.99}):
             _refused(await c.post("/v1/evaluate", json={**action, "signals": signals}), "trusted_signals")
