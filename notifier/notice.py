@@ -35,6 +35,12 @@ class Notice(BaseModel):
     answers: dict[str, str] | None = None  # a held chat's candidate answers (model -> text), shown A, B, ...
     answer: str | None = None  # once approved: the answer released to the client
     answer_from: str | None = None  # the model it is from (None: the reviewer's edit)
+    already_answered: bool = False  # a chat answered before review: approving releases nothing
+
+    @property
+    def choosing(self) -> bool:
+        """The reviewer picks the answer the client receives (A, B or an edit)."""
+        return bool(self.answers) and not self.already_answered
     requester: str | None = None
     state: str = "pending"
     decided_by: str | None = None

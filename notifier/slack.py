@@ -94,6 +94,9 @@ def build_blocks(notice: Notice, renderer: TemplateRenderer) -> tuple[str, list[
     for i, (model, answer) in enumerate(answers):
         blocks.append({"type": "section", "block_id": f"pe_answer_{i}",
                        "text": {"type": "mrkdwn", "text": clipped(f"*{letter(i)} · {slack_escape(model)}*", answer)}})
+    if notice.already_answered:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
+            "The client was already answered with the first answer: this is a review after the fact")}]})
     if notice.answers and len(notice.answers) > MAX_ANSWERS:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": (
             f"{len(notice.answers) - MAX_ANSWERS} more answer(s) on the review page")}]})
@@ -107,7 +110,7 @@ def build_blocks(notice: Notice, renderer: TemplateRenderer) -> tuple[str, list[
                 "element": {"type": "plain_text_input", "action_id": REASON_ACTION, "multiline": False},
             }
         )
-        if answers:  # one approve button per answer: the client receives the one approved
+        if answers and notice.choosing:  # one approve button per answer: the client receives the one approved
             elements: list[dict[str, Any]] = [
                 _approve_button(f"{APPROVE_ANSWER_ACTION}_{i}", f"Approve {letter(i)}",
                                 answer_value(notice.approval_id, model),
@@ -129,8 +132,8 @@ def build_blocks(notice: Notice, renderer: TemplateRenderer) -> tuple[str, list[
         if notice.review_url:
             elements.append(
                 {"type": "button", "action_id": "pe_open",
-                 "text": {"type": "plain_text", "text": "Edit the answer…" if answers else "Open review page"},
-                 "url": f"{notice.review_url}?intent=approve&choice=edit" if answers else notice.review_url}
+                 "text": {"type": "plain_text", "text": "Edit the answer…" if notice.choosing else "Open review page"},
+                 "url": f"{notice.review_url}?intent=approve&choice=edit" if notice.choosing else notice.review_url}
             )
         blocks.append({"type": "actions", "block_id": f"pe_actions_{notice.approval_id}", "elements": elements})
     blocks.append(

@@ -70,12 +70,15 @@ def build_card(notice: Notice, renderer: TemplateRenderer) -> dict[str, Any]:
                 ],
             }
         )
+    if notice.already_answered:
+        body.append(_plain("The client was already answered with the first answer: this is a review after the fact.",
+                           300, isSubtle=True))
     if notice.answer is not None:
         body.append(_plain("Released to the client: " + (f"the answer of {notice.answer_from}" if notice.answer_from
                                                          else "the reviewer's edited answer"), 300, weight="Bolder"))
     actions: list[dict[str, Any]] = []
     if notice.review_url and notice.purpose != "decided":
-        if answers:  # the review page with that answer chosen: the reviewer confirms there
+        if notice.choosing:  # the review page with that answer chosen: the reviewer confirms there
             actions = [{"type": "Action.OpenUrl", "title": f"Approve {letter(i)}…",
                         "url": f"{notice.review_url}?intent=approve&choice={quote('model:' + model, safe='')}"}
                        for i, (model, _) in enumerate(answers)]

@@ -70,7 +70,7 @@ class OutboxComposer:
             approval_id=row.id, purpose=purpose, tenant=row.tenant, action_name=row.action_name, action=view.action,
             action_hash=row.action_hash, revision=row.revision, effect=row.effect, groups=list(row.groups or []),
             reasons=[r.model_dump() for r in view.reasons], signals=view.signals, answers=view.answers,
-            answer=view.answer, answer_from=view.answer_from,
+            answer=view.answer, answer_from=view.answer_from, already_answered=view.already_answered,
             requester=row.requester_subject or row.requester_actor, state=row.state, decided_by=row.decided_by,
             decision_reason=row.reason, review_url=review_url, status_url=f"{self.settings.public_url}/v1/approvals/{row.id}",
             timeout_at=row.timeout_at, on_timeout=row.on_timeout if row.escalate_to is None else f"escalate to {row.escalate_to}",

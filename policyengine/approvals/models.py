@@ -56,6 +56,8 @@ class ApprovalView(BaseModel):
     answer: str | None = None
     # the model whose answer `answer` is (a key of `answers`); None for a reviewer's edit
     answer_from: str | None = None
+    # a chat answered before review (`on chat review`): the client already has the first answer
+    already_answered: bool = False
     requester: str | None = None  # the requesting API key's subject (the authenticated identity)
     actor: str | None = None  # the action's `actor` as the application wrote it: context, not an identity
     created_at: datetime

@@ -139,6 +139,19 @@ def reasons(decision: dict[str, Any]) -> list[Reason]:
     return out
 
 
+_CHAT_RANK = {"review": 0, "hold": 1, "block": 2}
+
+
+def already_answered(row: Any) -> bool:
+    """True for the review case of a chat answered before review (`on chat review`): the client
+    has its answer already, so approving it releases nothing (a choice of answer is only recorded)."""
+    if row.action_name != "chat":
+        return False
+    modes = [str(ob.get("chat") or "hold") for ob in (row.decision_json or {}).get("obligations") or []
+             if isinstance(ob, dict)] or ["hold"]
+    return max(modes, key=lambda m: _CHAT_RANK.get(m, 1)) == "review"
+
+
 def to_view(row: Any, redactor: Redactor | None = None) -> ApprovalView:
     """The API shape of an approval row; with `redactor`, its redacted fields are hashed everywhere
     (the action, signals and explanations), without it the action is exact."""
@@ -150,6 +163,7 @@ def to_view(row: Any, redactor: Redactor | None = None) -> ApprovalView:
         original_action_hash=row.original_action_hash, edited=row.revision > 1, groups=list(row.groups or []),
         reasons=reasons(decision), signals=dict(decision.get("signals") or {}), tags=list(decision.get("tags") or []),
         answers=row.answers_json, answer=row.released_answer, answer_from=row.released_answer_from,
+        already_answered=already_answered(row),
         requester=row.requester_subject or row.requester_key_id, actor=row.requester_actor,
         created_at=row.created_at,
         updated_at=row.updated_at, timeout_at=row.timeout_at, on_timeout=row.on_timeout, escalate_to=row.escalate_to,

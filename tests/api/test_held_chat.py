@@ -263,3 +263,17 @@ async def test_approving_without_a_choice_releases_the_first_and_a_rejection_is_
     body = refused.value.body
     assert body["code"] == "approval_rejected" and "neither answer is safe to send" in body["message"]
     assert "not answered" in body["message"]
+
+
+async def test_a_chat_answered_before_review_offers_no_choice_of_answer(service):
+    completion = await sdk(service).chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "I am disgusted by the delay on order 13."}])
+    approval_id = completion.model_extra["policyengine"]["review"]["approval_id"]
+    async with service.client("reviewer") as c:
+        view = (await c.get(f"/v1/approvals/{approval_id}")).json()
+    assert view["already_answered"] and view["answers"]
+    url = service.runtime.approvals.issue_link(approval_id, "email:rita@acme.example")
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as c:
+        page = await c.get(urlsplit(url).path)
+    assert "already answered" in page.text and 'name="choice"' not in page.text
+    assert "disgusted by the delay" in page.text  # the prompt

@@ -235,3 +235,14 @@ async def test_teams_approve_b_link_opens_the_page_with_b_chosen(stack):
     async with httpx.AsyncClient(base_url=stack.url, headers={"Authorization": f"Bearer {TOKENS['app']}"}) as app:
         view = (await app.get(f"/v1/approvals/{approval_id}")).json()
     assert view["answer"] == B and view["decided_via"] == "teams"
+
+
+def test_a_chat_answered_before_review_gets_one_approve_button_and_no_choice_links():
+    n = _notice(answers={"qwen-72b": A}, already_answered=True)
+    _, blocks = slack_channel.build_blocks(n, TemplateRenderer())
+    buttons = next(b for b in blocks if b["type"] == "actions")["elements"]
+    assert [e["action_id"] for e in buttons] == [slack_channel.APPROVE_ACTION, slack_channel.REJECT_ACTION, "pe_open"]
+    assert A in _slack_texts(blocks)
+    assert [a["title"] for a in teams_channel.build_card(n, TemplateRenderer())["actions"]] == ["Approve…", "Reject…"]
+    msg = email_channel.compose(n, TemplateRenderer(), "rita@example.com")
+    assert "choice=" not in msg["text"] and "choice=" not in msg["html"] and "already answered" in msg["text"]
