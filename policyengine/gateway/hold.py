@@ -49,9 +49,9 @@ async def hold(call: Call, *, callback_url: str | None = None, answers: dict[str
                                       request_id=request_id or call.request_id)
     except ApprovalError:
         raise
-    except Exception as exc:
+    except Exception:
         log.exception("approval hold failed for decision %s", call.decision_id)
         raise ApprovalsUnavailable(f"the decision {call.decision_id} was recorded ({call.decision.effect}) but "
-                                   f"the approval could not be created: {type(exc).__name__}",
+                                   "its approval could not be created",
                                    decision_id=call.decision_id, decision=call.decision)
     return res.model_dump(mode="json") if hasattr(res, "model_dump") else dict(res)

@@ -140,6 +140,13 @@ def _upstream_failed(call: Call, exc: DispatchError, atts: list[dict[str, Any]])
                           decision=call.decision, attempts=atts)
 
 
+def _internal(call: Call, exc: Exception) -> DispatchError:
+    """An exception the model chain did not mean to raise, as a failover the paths log and answer
+    like any other (an outcome row, a 502); its detail goes to the server log only."""
+    log.error("decision %s: the model chain raised an unexpected error", call.decision_id, exc_info=exc)
+    return DispatchError("failover", "internal_error")
+
+
 def _rename(resp: dict[str, Any], model: str) -> dict[str, Any]:
     resp = dict(resp)
     resp["model"] = model
@@ -336,8 +343,13 @@ async def complete(call: Call, body: dict[str, Any], *, recorded: bool = False, 
     pending = (PendingCommit.confirmed(call) if recorded
                else call.record(extra={"outcome": "dispatched", **(extra or {})}))
     try:
-        result = await call.dispatcher.complete(body, d.routing, session_id=call.action.session_id,
-                                                prompt_tokens=call.action.prompt_tokens)
+        try:
+            result = await call.dispatcher.complete(body, d.routing, session_id=call.action.session_id,
+                                                    prompt_tokens=call.action.prompt_tokens)
+        except DispatchError:
+            raise
+        except Exception as exc:  # not a classified chain failure (a bug below): still logged, a 502
+            raise _internal(call, exc)
     except DispatchError as exc:
         await pending
         atts = attempt_dicts(exc.attempts)
@@ -432,7 +444,12 @@ async def stream_chat(call: Call, body: dict[str, Any], *, recorded: bool = Fals
     failed: DispatchError | None = None
     first: dict[str, Any] | None
     try:
-        first = await it.__anext__()
+        try:
+            first = await it.__anext__()
+        except (StopAsyncIteration, DispatchError):
+            raise
+        except Exception as exc:  # not a classified chain failure (a bug below)
+            raise _internal(call, exc)
     except StopAsyncIteration:
         first = None
     except DispatchError as exc:
@@ -493,7 +510,9 @@ async def stream_chat(call: Call, body: dict[str, Any], *, recorded: bool = Fals
                 outcome, err_info = "failed_log", {"error_class": "log", "reason": exc.code}
                 yield enc.chunk({"error": {"message": exc.message, "type": "service_unavailable",
                                            "code": exc.code, "decision_id": decision_id}})
-            except DispatchError as exc:
+            except Exception as exc:
+                if not isinstance(exc, DispatchError):  # not a classified chain failure (a bug below)
+                    exc = _internal(call, exc)
                 outcome, err_info = f"failed_{exc.error_class}", {"error_class": exc.error_class,
                                                                   "reason": exc.reason}
                 yield enc.chunk({"error": {"message": f"stream failed ({exc.reason})"

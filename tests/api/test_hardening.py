@@ -214,8 +214,6 @@ async def test_a_stream_the_adapter_cannot_read_is_a_classified_failure():
     assert "KeyError" not in str(e.value)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the gateway/paths.py change in complete() described in the "
-                                       "hardening report (an unexpected exception -> outcome row + 502)")
 async def test_an_unexpected_dispatcher_error_leaves_an_outcome_row_and_a_502(service, monkeypatch):
     """A failure outside the adapters (the dispatcher itself) is still classified and logged."""
     disp = service.runtime.policies.dispatcher

@@ -177,7 +177,11 @@ async def chat_completions(request: Request) -> Response:
     validate_chat(body)
     action = gateway.make_action(action_fields(request, body, rt.settings.default_use_case), principal)
     h = headers(request)
-    call = await gateway.open_call(rt, principal, action, kind="chat", t0=t0, request_id=h.get("idempotency-key"))
+    key = h.get("idempotency-key")
+    if key is not None and (not 0 < len(key) <= 100 or not key.isprintable()):  # approvals.request_id: 100
+        raise ApiError(400, "Idempotency-Key must be 1 to 100 printable characters", code="invalid_request",
+                       param="Idempotency-Key")
+    call = await gateway.open_call(rt, principal, action, kind="chat", t0=t0, request_id=key)
     call.resume_id, call.hold_wait_s = _hold_options(h, rt.settings.chat_hold_max_wait_s)
     result = await gateway.chat(call, upstream_body(body), stream=bool(body.get("stream")))
     h = response_headers(call.decision_id, call.decision, result.model, result.attempts, result.tags)
