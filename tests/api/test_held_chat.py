@@ -277,3 +277,11 @@ async def test_a_chat_answered_before_review_offers_no_choice_of_answer(service)
         page = await c.get(urlsplit(url).path)
     assert "already answered" in page.text and 'name="choice"' not in page.text
     assert "disgusted by the delay" in page.text  # the prompt
+
+
+async def test_a_streamed_resend_gets_the_chosen_answer(service):
+    approval, msg, headers = await _hold_divergent(service, "legal-stream-b")
+    assert (await _approve_rest(service, approval["approval_id"], {"answer_from": "gemma-27b"})).status_code == 200
+    stream = await sdk(service).chat.completions.create(model="auto", messages=msg, extra_headers=headers, stream=True)
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert text == DIVERGENT_B

@@ -204,8 +204,13 @@ async def test_slack_approve_b_releases_b_and_email_shows_both(stack):
     payload = json.loads(parse_qs(slack_click(approval_id, "unused", message_ts=ts).decode())["payload"][0])
     payload["actions"] = [{"action_id": button_b["action_id"], "value": button_b["value"], "type": "button"}]
     body = urlencode({"payload": json.dumps(payload)}).encode()
+    bad = json.loads(json.dumps(payload))
+    bad["actions"][0]["value"] = slack_channel.answer_value(approval_id, "kimi-large")  # not one of the answers
+    bad_body = urlencode({"payload": json.dumps(bad)}).encode()
     async with httpx.AsyncClient(timeout=30) as http:
         url = f"{stack.url}/v1/integrations/slack/interactivity"
+        refused = await http.post(url, content=bad_body, headers=slack_headers(bad_body))
+        assert refused.status_code == 200 and refused.json() == {"ok": False, "error": "approval_invalid"}
         ok = await http.post(url, content=body, headers=slack_headers(body))
         assert ok.status_code == 200 and ok.json()["ok"], ok.text
     async with api(stack, "app") as app:
