@@ -105,7 +105,7 @@ def test_email_text_and_html_show_the_prompt_and_both_answers_escaped():
     assert "Approve B (gemma-27b): https://pe.example/review/tok?intent=approve&choice=model%3Agemma-27b" in text
     assert "order &lt;A-1001&gt; approved? Tom &amp; Jerry&#39;s" in html
     assert "&lt;b&gt;refused&lt;/b&gt;" in html and "<b>refused" not in html
-    assert "choice=model%3Aqwen-72b" in html and ">Approve A…</a>" in html
+    assert "?intent=approve&amp;choice=model%3Aqwen-72b" in html and ">Approve A…</a>" in html
 
 
 def test_email_clips_a_huge_prompt():
