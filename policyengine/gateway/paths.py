@@ -604,8 +604,9 @@ async def verify(call: Call, body: dict[str, Any], *, stream: bool) -> Completio
     atts = [a for ans in result.answers for a in attempt_dicts(ans.attempts)]
     _count_attempts(call, atts)
     div = result.divergence.divergence if result.divergence is not None else 1.0
-    answers = {a.requested_model: (a.text if a.text is not None else f"(no answer: {a.error})")
-               for a in result.answers}
+    # only real answers can be released by a reviewer; a model that gave none is in the reasons
+    # (and with no answer at all, an approval lets the request go to the chain instead)
+    answers = {a.requested_model: a.text for a in result.answers if a.text is not None}
     vextra = {"verification": {"models": v.models, "threshold": v.threshold, "divergence": div,
                                "aligned": result.aligned, "reasons": result.reasons,
                                "answered_by": {a.requested_model: a.model for a in result.answers},
