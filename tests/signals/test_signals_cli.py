@@ -33,7 +33,7 @@ def test_eval_reports_every_detector_in_json(tmp_path, provider):
     res = CliRunner().invoke(app, ["signals", "eval", "--data", str(_file(tmp_path)), "--format", "json",
                                    "--policy", "policies/support-desk"])
     assert res.exit_code == 0, res.output
-    report = json.loads(res.output)
+    report = json.loads(res.stdout)
     assert report["rows"] == 6
     assert report["sentiment"]["n"] == 4 and report["sentiment"]["decision"] == "sentiment < 0.3"
     lit = report["mentions:litigation"]
@@ -54,7 +54,7 @@ def test_eval_text_output_names_the_metrics(tmp_path, provider):
 def test_calibrate_proposes_thresholds(tmp_path, provider):
     res = CliRunner().invoke(app, ["signals", "calibrate", "--data", str(_file(tmp_path)), "--format", "json"])
     assert res.exit_code == 0, res.output
-    report = json.loads(res.output)
+    report = json.loads(res.stdout)
     for key in ("sentiment", "divergence", "mentions:litigation:intent"):
         e = report[key]
         assert e["proposed_balanced_accuracy"] >= e["current_balanced_accuracy"]
