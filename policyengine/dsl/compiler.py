@@ -20,7 +20,7 @@ import hashlib
 import operator
 import re
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from decimal import Decimal
 from functools import partial
 from operator import attrgetter
@@ -558,6 +558,18 @@ def lexicon_regex(phrases: list[str]) -> re.Pattern[str]:
 def compile_files(files: list[ast.PolicyFile]) -> PolicyIR:
     """The compiled form of a checked policy set (its files in order). The caller has
     run the checker: the compiler assumes names resolve and types agree."""
+    steps = compile_steps(files)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def compile_steps(files: list[ast.PolicyFile]) -> Generator[None, None, PolicyIR]:
+    """`compile_files` one rule at a time: the generator yields after each item and each route
+    and returns the PolicyIR, so a caller can compile a large set in slices (the service's
+    reload does, on its event loop, between requests: `policyengine.gateway.policies`)."""
     by_file = {f.path: f.text.split("\n") for f in files}
     items: list[ast.Item] = [it for f in files for it in f.items]
     header = next((it for it in items if isinstance(it, ast.PolicyDecl)), None)
@@ -587,6 +599,7 @@ def compile_files(files: list[ast.PolicyFile]) -> PolicyIR:
                             signals=signals_of(cond), restrictive=kind != "authorize", **extra)
 
     for it in items:
+        yield
         if isinstance(it, ast.Deny):
             r = rule("deny", it, it.cond)
             for a in it.actions:
@@ -636,6 +649,7 @@ def compile_files(files: list[ast.PolicyFile]) -> PolicyIR:
         return tuple(sorted({id(r): r for r in rs}.values(), key=lambda r: r.order)) if rs else ()
 
     for a, groups in specific.items():
+        yield
         policy.plans[a] = ActionPlan(
             denies=by_order(groups["deny"]), holds=by_order(groups["hold"] + global_holds),
             authorizes=by_order(groups["auth"]), named=True,
@@ -654,6 +668,7 @@ def compile_files(files: list[ast.PolicyFile]) -> PolicyIR:
     index: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     scan: list[int] = []
     for i, rt in enumerate(routes):
+        yield
         fb = tuple(n.value for n in rt.fallback) if rt.fallback is not None else default_fallback
         policy.routes.append(_route(by_file, rt, rt.primary.value, fb))
         key = _index_key(rt.cond)
@@ -669,9 +684,11 @@ def compile_files(files: list[ast.PolicyFile]) -> PolicyIR:
     policy.route_scan = tuple(scan)
     rs: set[str] = set()
     for rt in routes:
+        yield
         rs |= signals_of(rt.cond)
     for it in items:
         if isinstance(it, ast.AllowChoice):
+            yield
             rs |= signals_of(it.cond)
     policy.route_signals = frozenset(rs)
     return policy
@@ -686,5 +703,5 @@ def _route(by_file: dict[str, list[str]], rt: ast.Route, primary: str, fallback:
     )
 
 
-__all__ = ["as_bool", "as_money", "as_number", "as_seconds", "compile_expr", "compile_files", "content_hash",
-           "lexicon_regex", "model_spec", "show", "signals_of"]
+__all__ = ["as_bool", "as_money", "as_number", "as_seconds", "compile_expr", "compile_files", "compile_steps",
+           "content_hash", "lexicon_regex", "model_spec", "show", "signals_of"]
