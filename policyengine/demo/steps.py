@@ -13,9 +13,11 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from policyengine.approvals.signing import sign_reviewer
 from policyengine.simulate.faults import Fault
 
 from .fleet import DemoFleet
@@ -308,8 +310,13 @@ async def step_refund(ctx: DemoContext) -> StepResult:
     res.expect("GET the link: a confirmation page (deciding needs a POST)",
                page.status_code == 200 and "approve" in page.text.lower(),
                f"HTTP {page.status_code}, {len(page.text)} bytes of HTML")
-    post = await ctx.client.post(link, data={"decision": "approve", "reason": "Order A-1001 arrived damaged; "
-                                                                                "refund agreed."})
+    # the link reached the reviewers through the webhook: the receiver vouches for who decides
+    # (a signed reviewer identity, so the decision is recorded as that person, not as "webhook")
+    reviewer = "rita@support.demo"
+    token = unquote(urlsplit(link).path.rsplit("/", 1)[-1])
+    post = await ctx.client.post(link, data={
+        "decision": "approve", "reason": "Order A-1001 arrived damaged; refund agreed.", "reviewer": reviewer,
+        "reviewer_signature": sign_reviewer(token, reviewer, ctx.inbox.secret or "")})
     res.expect("POST approve through the link", post.status_code == 200,
                f"HTTP {post.status_code}: {_title(post.text)}")
     again = await ctx.client.post(link, data={"decision": "approve", "reason": "again"})
