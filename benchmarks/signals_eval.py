@@ -178,17 +178,24 @@ def latency(rounds: int) -> None:
 
     torch.set_num_threads(1)
     lexicon = shipped_policy()
-    emb = Embedder(cache_size=0)
+    # Each message (each pair) pays for its own embeddings: the cache is cleared before it,
+    # so only what one message's detectors share (its text, its sentences) is reused.
+    emb = Embedder()
     prov = DefaultSignalProvider(emb)
     prov.warm_up()
     msgs = [r["text"] for s in ("tune", "holdout") for r in load(s, "messages.jsonl")]
     prs = [(r["a"], r["b"]) for s in ("tune", "holdout") for r in load(s, "pairs.jsonl")]
     sc = DivergenceScorer(emb)
-    per_msg, per_pair, naive_msg, naive_pair = [], [], [], []
+    per_msg, per_pair, naive_msg, naive_pair, emb_msg = [], [], [], [], []
     from policyengine.signals import vader_sentiment
 
     for _ in range(rounds):
         for t in msgs:
+            emb.cache_clear()
+            c = time.process_time()
+            emb.embed([t])
+            emb_msg.append(time.process_time() - c)
+            emb.cache_clear()
             c = time.process_time()
             prov.sentiment(t)
             prov.mention_intent(t, "litigation", lexicon, "both")
@@ -198,9 +205,11 @@ def latency(rounds: int) -> None:
             any(w in t.lower() for w in lexicon)
             naive_msg.append(time.process_time() - c)
         for a, b in prs:
+            emb.cache_clear()
             c = time.process_time()
             sc.score(a, b)
             per_pair.append(time.process_time() - c)
+            emb.cache_clear()
             c = time.process_time()
             emb.embed([a, b])
             naive_pair.append(time.process_time() - c)
@@ -213,10 +222,11 @@ def latency(rounds: int) -> None:
     def ms(x: list[float], q: float = 0.5) -> str:
         return f"{1000 * float(np.quantile(x, q)):.2f} ms"
 
-    print(f"\n== latency (CPU time, one core, cache off, {rounds} round(s); load average "
+    print(f"\n== latency (CPU time, one core, cache cleared per message / pair, {rounds} round(s); load average "
           f"{os.getloadavg()[0]:.1f})")
     print(f"per message, sentiment + intent-aware mention: median {ms(per_msg)}, p90 {ms(per_msg, 0.9)}   "
-          f"(naive: VADER + keyword list {ms(naive_msg)})   target <= 10 ms")
+          f"(naive: VADER + keyword list {ms(naive_msg)}; one embedding of the text alone {ms(emb_msg)})   "
+          "target <= 10 ms")
     print(f"per answer pair, divergence: median {ms(per_pair)}, p90 {ms(per_pair, 0.9)}   "
           f"(naive: the two embeddings alone {ms(naive_pair)}; fact extraction alone {ms(checks)})   target <= 25 ms")
     print(f"mean per message {1000 * statistics.fmean(per_msg):.2f} ms, per pair {1000 * statistics.fmean(per_pair):.2f} ms")
@@ -227,6 +237,7 @@ def main() -> None:
     ap.add_argument("--split", choices=["tune", "holdout", "both"], default="both")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--latency-only", action="store_true")
     args = ap.parse_args()
     import torch
 
@@ -237,7 +248,7 @@ def main() -> None:
     emb.load()
     lexicon = shipped_policy()
     print(f"policy {POLICY.relative_to(ROOT)}: lexicon litigation {lexicon}; torch {torch.__version__}, 1 thread")
-    for split in (["tune", "holdout"] if args.split == "both" else [args.split]):
+    for split in ([] if args.latency_only else ["tune", "holdout"] if args.split == "both" else [args.split]):
         messages(emb, split, lexicon)
         pairs(emb, split)
     if not args.no_latency:
