@@ -648,13 +648,20 @@ def compile_steps(files: list[ast.PolicyFile]) -> Generator[None, None, PolicyIR
     def by_order(rs: list[CompiledRule]) -> tuple[CompiledRule, ...]:
         return tuple(sorted({id(r): r for r in rs}.values(), key=lambda r: r.order)) if rs else ()
 
+    # Every plan holds the global holds too. An action with no hold of its own shares the one
+    # sorted tuple (thousands of actions x thousands of global escalations were sorted and
+    # de-duplicated again per action: quadratic); one with its own merges two sorted runs (the
+    # two are disjoint: a rule is global exactly when it names no action).
+    global_sorted = by_order(global_holds)
+    order_of = attrgetter("order")
     for a, groups in specific.items():
         yield
+        own = by_order(groups["hold"])
+        holds = tuple(sorted(own + global_sorted, key=order_of)) if own and global_sorted else own or global_sorted
         policy.plans[a] = ActionPlan(
-            denies=by_order(groups["deny"]), holds=by_order(groups["hold"] + global_holds),
-            authorizes=by_order(groups["auth"]), named=True,
+            denies=by_order(groups["deny"]), holds=holds, authorizes=by_order(groups["auth"]), named=True,
         )
-    policy.global_plan = ActionPlan(holds=by_order(global_holds))
+    policy.global_plan = ActionPlan(holds=global_sorted)
     policy.actions = frozenset(named)
     if CHAT not in policy.plans:
         policy.plans[CHAT] = ActionPlan(holds=policy.global_plan.holds, named=True)

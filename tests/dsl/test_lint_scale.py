@@ -158,3 +158,25 @@ def test_deferred_full_gc_restores_the_threshold() -> None:
         assert gc.get_threshold()[2] == 7
     finally:
         gc.set_threshold(*before)
+
+
+def test_plans_hold_their_own_and_the_global_holds_in_source_order() -> None:
+    from policyengine.dsl import ast
+    from policyengine.dsl.compiler import compile_files
+
+    files = _files(1200)
+    ir = compile_files(files)
+    glob = ir.global_plan.holds
+    assert len(glob) == 100  # `escalate when confidence ...`, one per 12 rules
+    own: dict[str, int] = {}
+    for it in files[0].items:
+        if isinstance(it, ast.RequireApproval | ast.Escalate | ast.Verify) and it.actions:
+            for a in {n.value for n in it.actions}:
+                own[a] = own.get(a, 0) + 1
+    for name, plan in ir.plans.items():
+        orders = [r.order for r in plan.holds]
+        assert orders == sorted(set(orders)), name
+        assert set(map(id, glob)) <= set(map(id, plan.holds))
+        assert len(plan.holds) == len(glob) + own.get(name, 0), name
+        if name not in own:
+            assert plan.holds is glob  # shared, not rebuilt per action
