@@ -195,15 +195,23 @@ class EvalContext:
         fn = getattr(self.provider, "mention_intent", None)
         if fn is None:
             self.notes.append(f"mentions {lexicon} by {mode}: the signal provider has no intent model; decided by words")
-            return self.mention(lexicon, text, path)
+            return self._by_words_instead(lexicon, text, path, key)
         try:
             mm = fn(text, lexicon, self.policy.lexicons[lexicon], mode)
         except Exception as e:
             self.notes.append(f"mentions {lexicon} by {mode}: provider failed ({type(e).__name__}); decided by words")
-            return self.mention(lexicon, text, path)
+            return self._by_words_instead(lexicon, text, path, key)
         found = mm.model_dump() if mm is not None else None
         self.signals[key if path == "text" else f"{key}@{path}"] = found
         return _mention_text(found)
+
+    def _by_words_instead(self, lexicon: str, text: str, path: str, key: str) -> str | None:
+        """Decide an intent mention by words; the decision's signals carry it under the intent key too."""
+        found = self.mention(lexicon, text, path)
+        words_key = f"mentions:{lexicon}:words"
+        if path == "text" and words_key in self.signals:
+            self.signals[key] = self.signals[words_key]
+        return found
 
 
 def _mention_text(v: Any) -> str | None:

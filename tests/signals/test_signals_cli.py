@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from policyengine.cli import app
 
 ROWS = [
-    {"text": "Dear customer, your refund is on its way.", "sentiment": "neutral", "mentions": {"litigation": False},
+    {"text": "Dear customer, your replacement charger is on its way.", "sentiment": "neutral", "mentions": {"litigation": False},
      "tags": ["outbound"]},
     {"text": "I've had enough. My solicitor will be in touch about the damaged sofa.", "sentiment": "negative",
      "mentions": {"litigation": True}, "tags": ["indirect"]},
