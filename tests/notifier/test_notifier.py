@@ -71,6 +71,11 @@ def test_slack_escapes_mrkdwn_and_has_buttons():
     text = json.dumps(p["blocks"])
     assert "<!channel>" not in text and "&lt;!channel&gt;" in text
     actions = next(b for b in p["blocks"] if b["type"] == "actions")["elements"]
+    # with candidate answers, one approve button per answer (the one approved is released)
+    assert [a["action_id"] for a in actions] == ["pe_approve_answer_0", "pe_approve_answer_1", "pe_reject",
+                                                 "pe_open"]
+    plain = slack_channel.compose(notice(answers=None), TemplateRenderer(), "#refunds")
+    actions = next(b for b in plain["blocks"] if b["type"] == "actions")["elements"]
     assert [a["action_id"] for a in actions] == ["pe_approve", "pe_reject", "pe_open"]
     decided = slack_channel.compose(notice(purpose="decided", state="approved", decided_by="rita"), TemplateRenderer(), "#r")
     assert not any(b["type"] in ("actions", "input") for b in decided["blocks"])
@@ -98,7 +103,7 @@ async def test_email_over_smtp_is_multipart():
 async def test_teams_card_and_signed_webhook(rec):
     async with httpx.AsyncClient() as http:
         d = OutboxSender(http=http, webhook_secret="wh-secret-0123456789abcdef")
-        await d.send("teams", f"{rec.url}/teams", teams_channel.compose(notice(), TemplateRenderer()))
+        await d.send("teams", f"{rec.url}/teams", teams_channel.compose(notice(answers=None), TemplateRenderer()))
         await d.send("webhook", f"{rec.url}/hook", {"event": "approval.request", "approval_id": "apr_1"}, key="ntf_1")
     card = rec.on("/teams")[0].json()["attachments"][0]
     assert card["contentType"] == "application/vnd.microsoft.card.adaptive"
