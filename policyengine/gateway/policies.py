@@ -258,6 +258,16 @@ class PolicyHolder:
                                    name=policy.name, version=policy.version, files=sorted(policy.sources))
                 self.last_result = res
                 return res
+            try:  # e.g. a model base_url the outbound policy refuses: refuse the set, keep serving
+                dispatcher = self._factory(policy) if self._factory else None
+            except Exception as exc:
+                res = ReloadResult(ok=False, hash=prev_hash, previous_hash=prev_hash, files=self.paths,
+                                   diagnostics=[d.model_dump(mode="json") for d in getattr(exc, "diagnostics", [])
+                                                if hasattr(d, "model_dump")],
+                                   error=f"{type(exc).__name__}: {exc}")
+                log.error("policy reload refused (still serving %s): %s", prev_hash, res.error)
+                self.last_result = res
+                return res
             if self._on_loaded is not None:
                 try:
                     await self._on_loaded(policy, by)
@@ -267,8 +277,9 @@ class PolicyHolder:
                                              f"{type(exc).__name__}: {exc}")
                     log.error("policy reload refused: %s", res.error)
                     self.last_result = res
+                    if dispatcher is not None:
+                        await dispatcher.aclose()
                     return res
-            dispatcher = self._factory(policy) if self._factory else None
             self._serving = _Serving(policy=policy, dispatcher=dispatcher, loaded_at=time.time())
             if prev is not None and prev.dispatcher is not None:
                 t = asyncio.create_task(self._retire(prev.dispatcher))

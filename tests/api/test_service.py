@@ -203,3 +203,27 @@ async def test_the_revocation_watcher_survives_a_database_error() -> None:
         await asyncio.sleep(0.01)
     assert not task.done() and cache._cache == {}
     task.cancel()
+
+
+async def test_a_reload_whose_model_url_is_refused_is_refused_and_not_recorded(tmp_path, service_factory,
+                                                                               policies_dir):
+    """A model base_url on the cloud metadata address fails the dispatcher's outbound check: the reload
+    is refused like a lint error (the old set keeps serving), and the refused set is not recorded."""
+    pdir = tmp_path / "policies"
+    shutil.copytree(policies_dir, pdir)
+    async with service_factory(f"sqlite:///{tmp_path / 'pe.db'}", policy_dir=pdir) as svc:
+        old = svc.runtime.policies.current.hash
+        f = pdir / "gateway.policy"
+        f.write_text(f.read_text() + '\nmodel meta { provider openai base_url env("PE_T_META_URL") }\n')
+        import os
+
+        os.environ["PE_T_META_URL"] = "http://169.254.169.254/v1"
+        try:
+            async with svc.client("admin") as c:
+                r = await c.post("/v1/admin/policy/reload")
+                assert r.status_code == 422 and not r.json()["ok"], r.text
+                assert svc.runtime.policies.current.hash == old
+                hist = (await c.get("/v1/admin/policy")).json()["history"]
+        finally:
+            del os.environ["PE_T_META_URL"]
+        assert {h["hash"] for h in hist} == {old}
