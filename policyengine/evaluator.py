@@ -207,10 +207,13 @@ class EvalContext:
 
     def _by_words_instead(self, lexicon: str, text: str, path: str, key: str) -> str | None:
         """Decide an intent mention by words; the decision's signals carry it under the intent key too."""
-        found = self.mention(lexicon, text, path)
         words_key = f"mentions:{lexicon}:words"
+        had = words_key in self.signals
+        found = self.mention(lexicon, text, path)
         if path == "text" and words_key in self.signals:
-            self.signals[key] = self.signals[words_key]
+            # recorded under the key the rule reads (the one replay and dry-run know), not as a
+            # `by words` result nobody asked for
+            self.signals[key] = self.signals[words_key] if had else self.signals.pop(words_key)
         return found
 
 

@@ -40,7 +40,7 @@ def test_distress_without_abuse_is_below_it(provider, text):
     ("Please call our lost property office.", "Please call our complaints office.",
      "different: 'lost property' vs 'complaints'"),
     ("We'll cancel the order.", "We'll pause the order.", "different: 'cancel' vs 'pause'"),
-    ("Delivery costs nothing on this order, it's free.", "Delivery on this order costs £3.99.", None),
+    ("Delivery on this order is free.", "Delivery on this order costs £3.99.", None),
 ])
 def test_different_who_where_which_what_diverges(scorer, a, b, reason):
     r = scorer.score(a, b)
