@@ -537,12 +537,17 @@ class Checker:
                              f"(`{fmt.expr(ri.cond)}`) matches first", "routes are first-match in file order: "  # type: ignore[arg-type]
                              "move this more specific route above it", warning=True)
                     break
-            key = _first_equality(rj.cond)  # type: ignore[arg-type]
-            if key is None:
+            # index it under its least crowded equality (any one will do: a later route it shadows
+            # implies all of them), so routes sharing a test (`tenant.tier == "enterprise" and
+            # tenant.id == ...`) are not all compared with each other
+            keys = _equality_conjuncts(rj.cond)  # type: ignore[arg-type]
+            if not keys:
                 unkeyed.append(j)
-            else:
-                for v in key[1]:
-                    by_key[(key[0], v)].append(j)
+            elif any(vs for _p, vs in keys):  # (`x in []` is E220, and never true)
+                path, vals = min(((p, vs) for p, vs in keys if vs),
+                                 key=lambda k: sum(len(by_key.get((k[0], v), ())) for v in k[1]))
+                for v in vals:
+                    by_key[(path, v)].append(j)
         if conditional and not defaults:
             self.add("W215", conditional[0].span, "no `route default`: chat requests that match no route are denied",
                      "add: route default -> MODEL fallback [...]", warning=True)
@@ -777,6 +782,17 @@ def _kind_name(k: str) -> str:
 
 def _env_name(model: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", model).upper()
+
+
+def _equality_conjuncts(e: ast.Expr) -> list[tuple[str, list[Any]]]:
+    """Every `path == v` / `path in [...]` conjunct of `e`, as (path, values), in order."""
+    out: list[tuple[str, list[Any]]] = []
+    for c in _conj(e):
+        if isinstance(c, ast.Cmp) and c.op == "==":
+            out.append((c.path.value, [c.value]))
+        elif isinstance(c, ast.In) and not c.negated:
+            out.append((c.path.value, list(c.values)))
+    return out
 
 
 def _first_equality(e: ast.Expr) -> tuple[str, list[Any]] | None:

@@ -180,3 +180,39 @@ def test_plans_hold_their_own_and_the_global_holds_in_source_order() -> None:
         assert len(plan.holds) == len(glob) + own.get(name, 0), name
         if name not in own:
             assert plan.holds is glob  # shared, not rebuilt per action
+
+
+def test_shadowed_routes_sharing_a_test_are_found_without_comparing_every_pair(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """600 routes that all test `tenant.tier == "enterprise"` first: each was compared with
+    every earlier one (180,000 implication checks). The W214 found are those of a full
+    pairwise scan (the first earlier route implied, for every route)."""
+    lines = [HEADER]
+    for i in range(600):
+        extra = f' and region == "r{i}"' if i % 10 == 5 else ""
+        tid = i - 3 if i % 10 == 5 else i  # every tenth route repeats an earlier one's tenant
+        lines.append(f'route when tenant.tier == "enterprise" and tenant.id == "t{tid}"{extra} -> qwen-72b')
+    lines.append('route when tenant.tier == "enterprise" -> gemma-27b')
+    lines.append('route when tenant.id in ["t4", "t8"] and tenant.tier == "enterprise" -> gemma-27b')
+    files = [parse("\n".join(lines), "r.policy")]
+    calls = 0
+    real = C._implies
+
+    def counting(later, earlier) -> bool:
+        nonlocal calls
+        calls += 1
+        return real(later, earlier)
+
+    monkeypatch.setattr(C, "_implies", counting)
+    got = [(d.line, d.message) for d in C.check_files(files) if d.code == "W214"]
+    assert calls < 3 * 600, calls
+    routes = [it for it in files[0].items if isinstance(it, C.ast.Route) and it.cond is not None]
+    want = []
+    for j, rj in enumerate(routes):
+        for ri in routes[:j]:
+            if real(rj.cond, ri.cond):
+                want.append((rj.span.line, f"route never applies: the route at {C._where(ri.span)} "
+                             f"(`{C.fmt.expr(ri.cond)}`) matches first"))
+                break
+    assert got == want
+    assert len(want) == 61
