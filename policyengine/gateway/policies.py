@@ -163,6 +163,42 @@ async def _load_large(sources: dict[str, str]) -> Any:
     return policy
 
 
+FREE_POLL_S = 1.0  # how often a retired large set is looked at until nothing else holds it
+
+
+def _source_size(policy: Any) -> int:
+    return sum(len(t) for t in getattr(policy, "sources", {}).values())
+
+
+async def _free_in_slices(policy: Any, grace_s: float) -> None:
+    """Free a retired policy set a slice at a time once only this task holds it (requests in
+    flight and the retired dispatcher let go of it); after twice the grace period, just drop it."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + 2 * grace_s + 10
+    while sys.getrefcount(policy) > 2:  # this frame's reference and getrefcount's argument
+        if loop.time() > give_up:
+            return
+        await asyncio.sleep(FREE_POLL_S)
+    parts: list[Any] = []
+    seen: set[int] = set()
+    for plan in [*policy.plans.values(), policy.global_plan]:
+        for rules in (plan.denies, plan.holds, plan.authorizes):
+            if id(rules) not in seen:  # plans share the global holds' tuple
+                seen.add(id(rules))
+                parts.extend(rules)
+    parts.extend(policy.routes)
+    parts.extend(policy.choices)
+    policy.plans, policy.routes, policy.route_index, policy.choices = {}, [], {}, []
+    del seen
+    clock = time.perf_counter
+    deadline = clock() + SLICE_S
+    while parts:
+        del parts[-20:]
+        if clock() >= deadline:
+            await asyncio.sleep(0)
+            deadline = clock() + SLICE_S
+
+
 async def _load_async(paths: Sequence[str]) -> Any:
     """`_load`, without starving the event loop: a small set in a worker thread, a large one
     through `_load_large`."""
@@ -205,6 +241,7 @@ class PolicyHolder:
         self._lock = asyncio.Lock()
         self._grace_s = grace_s
         self._retired: dict[asyncio.Task[None], Any] = {}  # closing after the grace period
+        self._freeing: set[asyncio.Task[None]] = set()  # large retired policy sets, freed in slices
         self.last_result: ReloadResult | None = None
 
     # -- what requests use --------------------------------------------------------------
@@ -285,6 +322,12 @@ class PolicyHolder:
                 t = asyncio.create_task(self._retire(prev.dispatcher))
                 self._retired[t] = prev.dispatcher
                 t.add_done_callback(lambda task: self._retired.pop(task, None))
+            if prev is not None and _source_size(prev.policy) >= SUBPROCESS_BYTES:
+                # freeing a large set in one go stalls the loop (171 ms at 20k rules): in slices,
+                # once nothing else holds it
+                f = asyncio.create_task(_free_in_slices(prev.policy, self._grace_s))
+                self._freeing.add(f)
+                f.add_done_callback(self._freeing.discard)
             res = ReloadResult(ok=True, changed=True, hash=policy.hash, previous_hash=prev_hash,
                                name=policy.name, version=policy.version, files=sorted(policy.sources))
             log.info("policy %s v%s (%s) serving", policy.name, policy.version, policy.hash[:12])
@@ -298,6 +341,8 @@ class PolicyHolder:
 
     async def aclose(self) -> None:
         """Close every dispatcher now: the retired ones (their grace period cut short) and the serving one."""
+        for f in list(self._freeing):
+            f.cancel()
         for t, dispatcher in list(self._retired.items()):
             t.cancel()
             with contextlib.suppress(Exception):

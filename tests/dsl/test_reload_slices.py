@@ -128,3 +128,33 @@ def test_large_reload_falls_back_to_a_thread_without_a_child(tmp_path, large,
     res = asyncio.run(holder.reload())
     assert res.ok, res.error
     assert "refund" in holder.current.actions
+
+
+def test_a_retired_large_set_is_freed_only_once_nothing_holds_it(tmp_path, large,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import weakref
+
+    monkeypatch.setattr(policies, "FREE_POLL_S", 0.01)
+    (tmp_path / "a.policy").write_text(_rules(20))
+
+    async def run() -> None:
+        holder = PolicyHolder([str(tmp_path)], grace_s=0.05)
+        assert (await holder.reload()).ok
+        old = holder.snapshot()  # a request in flight on the old set
+        cond = weakref.ref(old.policy.routes[0].cond)
+        before = _decisions(old.policy)
+        (tmp_path / "a.policy").write_text(_rules(21))
+        assert (await holder.reload()).changed
+        assert len(holder._freeing) == 1
+        await asyncio.sleep(0.2)
+        assert old.policy.plans and old.policy.routes  # still whole while the request holds it
+        assert _decisions(old.policy) == before
+        del old
+        for _ in range(200):
+            if not holder._freeing:
+                break
+            await asyncio.sleep(0.01)
+        assert not holder._freeing and cond() is None
+        await holder.aclose()
+
+    asyncio.run(run())
