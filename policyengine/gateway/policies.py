@@ -11,14 +11,15 @@ loads, and a worker thread does: it holds the GIL, and every time the event loop
 wakes (a socket, the log writer) it waits up to the switch interval (5 ms) for it,
 so an 8,000-rule reload took evaluate p99 from 13 to 191 ms (security #15.14). So
 parsing and linting, most of the work, run in a separate process (a fresh
-interpreter for the reload, then gone); the checked syntax tree comes back pickled in chunks, and the
-event loop itself unpickles and compiles it (closures do not pickle) in slices of
-`SLICE_S`, letting requests run between slices. Full garbage collections wait while
+interpreter for the reload, then gone); the checked syntax tree comes back pickled
+in chunks, and the event loop itself unpickles and compiles it (closures do not
+pickle) in slices of `SLICE_S`, letting requests run between slices. Full garbage collections wait while
 the set loads (`policyengine.dsl.deferred_full_gc`), and the loaded set is then
 frozen out of the collector's way (`gc.freeze`), as the service does with the
 first one at start: otherwise the first full collection afterwards walks every
-object of the new set in one go, on whichever thread allocates. Small sets load
-in a worker thread as before (a few milliseconds; a process would cost more).
+object of the new set in one go, on whichever thread allocates. A retired large
+set is freed in slices too, once nothing holds it. Smaller sets (under about 3,000
+rules) load in a worker thread as before: starting an interpreter costs about a second.
 """
 
 from __future__ import annotations
@@ -110,7 +111,7 @@ async def _stage_in_process(sources: dict[str, str]) -> tuple[list[dict[str, Any
 
 
 async def _load_large(sources: dict[str, str]) -> Any:
-    """`_load` for a large set: parse and lint in a spawned process, then unpickle and compile on
+    """`_load` for a large set: parse and lint in a child interpreter, then unpickle and compile on
     the event loop in slices of SLICE_S (see the module docstring)."""
     from policyengine.dsl import STAGE_CHUNK_ITEMS, PolicyError, deferred_full_gc
     from policyengine.dsl import ast as dsl_ast
