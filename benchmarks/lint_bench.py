@@ -6,11 +6,13 @@
 
 Part 1 generates policy sets of N rules that test the same fields (`amount`, `tenant.tier`,
 `tenant.id`, `region`, `user.role`, `use_case`, signals) and mix every kind the checker
-looks at: approvals (with currencies that disagree now and then: W223), denies (some
-unconditional: E230-free but W238), authorizations (repeats: W231; a misspelt action now
-and then: W232), escalations with and without an action list (W250), verifications, model
-choices, routes keyed on `tenant.id` / `use_case` (a share of them shadowed by an earlier
-one: W214) and a few unkeyed routes. It times parse, check (lint) and compile separately
+looks at: approvals (with currencies that disagree now and then: W223), denies (an
+unconditional one now and then, which makes a later approval dead: W238), authorizations
+(repeats: W231; 40 shared actions, `tool_N` named twice and thousands of `once_N` named once,
+which W232 compares with the established ones), escalations with and without an action list,
+verifications, model choices, routes keyed on `tenant.id` / `use_case` (a share of them
+shadowed by an earlier one: W214) and a few unkeyed routes. The sets have warnings only, so
+they compile. It times parse, check (lint) and compile separately
 (best of --repeat runs), prints µs per rule for each stage and the ratio of the time per
 rule at the largest size to that at the smallest (target: <= 1.5, and 50k rules in < 30 s).
 
@@ -18,9 +20,10 @@ Part 2 serves a policy from a `PolicyHolder` in an asyncio loop that makes a req
 millisecond (`CompiledPolicy.evaluate`, then a hand-off to a writer thread, as the decision
 log's group commit does) and measures each request's latency from when it was due, first
 with no reload (the baseline), then while `PolicyHolder.reload()` loads a --reload-rules rule
-set, once the way it did before #15.14 (all of it in a worker thread: `thread`) and once the
-way it does now (`process`: parse and lint in a child process, compile on the loop in slices);
-p50 / p99 / max of each, in the same run.
+set, once the way it did before #15.14 (all of it in a worker thread: `thread`, though with
+this change's linear checks and deferred full collections) and once the way it does now
+(`process`: parse and lint in a child process, compile on the loop in slices); p50 / p99 /
+max of each, in the same run.
 """
 
 from __future__ import annotations
