@@ -98,17 +98,17 @@ async def test_a_held_chat_can_wait_for_its_reviewer(service):
 
 
 async def test_a_held_stream_keeps_alive_then_streams_the_answer(service):
-    async with httpx.AsyncClient(base_url=service.url, timeout=60,
-                                 headers={"Authorization": f"Bearer {service.tokens['app']}"}) as c:
-        async with c.stream("POST", "/v1/chat/completions", json={"model": "auto", "messages": LEGAL, "stream": True},
-                            headers={"X-PolicyEngine-Hold-Wait": "30"}) as resp:
-            assert resp.status_code == 200
-            lines = resp.aiter_lines()
-            first = await lines.__anext__()
-            assert first.startswith(": held for human review: approval apr_")
-            approval_id = first.split("approval ")[1].strip()
-            await _approve_by_link(service, approval_id)
-            rest = [line async for line in lines if line]
+    auth = {"Authorization": f"Bearer {service.tokens['app']}"}
+    body = {"model": "auto", "messages": LEGAL, "stream": True}
+    async with (httpx.AsyncClient(base_url=service.url, timeout=60, headers=auth) as c,
+                c.stream("POST", "/v1/chat/completions", json=body, headers={"X-PolicyEngine-Hold-Wait": "30"}) as resp):
+        assert resp.status_code == 200
+        lines = resp.aiter_lines()
+        first = await lines.__anext__()
+        assert first.startswith(": held for human review: approval apr_")
+        approval_id = first.split("approval ")[1].strip()
+        await _approve_by_link(service, approval_id)
+        rest = [line async for line in lines if line]
     data = [line for line in rest if line.startswith("data: ")]
     assert data[-1] == "data: [DONE]" and any("Simulated" in line for line in data)
 
