@@ -83,23 +83,34 @@ def _fmt_metrics(name: str, m: dict[str, Any], out: Console) -> None:
         out.print("  per tag: " + ", ".join(f"{t} {c['correct']}/{c['n']}" for t, c in tags.items()))
 
 
-@signals_app.command("eval")
-def eval_cmd(data: DataOpt, policy: PolicyOpt = None, fmt: FormatOpt = Format.text) -> None:
-    """Balanced accuracy, precision, recall, confusion and per-tag counts of every detector the labels call for."""
-    from policyengine.signals.evaluate import DataError, evaluate
+def _report(run: Any, data: list[Path], policy: str | None, fmt: Format) -> tuple[dict[str, Any] | None, Console]:
+    """Run `run` (evaluate or calibrate) on the labelled rows; print JSON and return None for
+    `--format json`, else return the report with its heading printed. Bad data exits 2."""
+    from policyengine.signals.evaluate import DataError
 
     rows = _load(data)
     lexicons, sent, div = _settings(policy)
     try:
-        report = evaluate(rows, _provider(), lexicons=lexicons, sentiment_threshold=sent, divergence_threshold=div)
+        report = run(rows, _provider(), lexicons=lexicons, sentiment_threshold=sent, divergence_threshold=div)
     except DataError as exc:
         Console(stderr=True).print(f"error: {exc}", markup=False)
         raise typer.Exit(INPUT_ERROR) from exc
     out = Console(highlight=False, markup=False, width=200)
     if fmt is Format.json:
         out.print(json.dumps(report, indent=2, sort_keys=True), soft_wrap=True)
-        return
+        return None, out
     out.print(f"{report['rows']} labelled rows")
+    return report, out
+
+
+@signals_app.command("eval")
+def eval_cmd(data: DataOpt, policy: PolicyOpt = None, fmt: FormatOpt = Format.text) -> None:
+    """Balanced accuracy, precision, recall, confusion and per-tag counts of every detector the labels call for."""
+    from policyengine.signals.evaluate import evaluate
+
+    report, out = _report(evaluate, data, policy, fmt)
+    if report is None:
+        return
     if "sentiment" in report:
         _fmt_metrics(f"sentiment ({report['sentiment']['decision']} escalates)", report["sentiment"], out)
     for key, modes in report.items():
@@ -113,20 +124,11 @@ def eval_cmd(data: DataOpt, policy: PolicyOpt = None, fmt: FormatOpt = Format.te
 @signals_app.command("calibrate")
 def calibrate_cmd(data: DataOpt, policy: PolicyOpt = None, fmt: FormatOpt = Format.text) -> None:
     """Propose thresholds (maximal balanced accuracy on the data) beside the current ones."""
-    from policyengine.signals.evaluate import DataError, calibrate
+    from policyengine.signals.evaluate import calibrate
 
-    rows = _load(data)
-    lexicons, sent, div = _settings(policy)
-    try:
-        report = calibrate(rows, _provider(), lexicons=lexicons, sentiment_threshold=sent, divergence_threshold=div)
-    except DataError as exc:
-        Console(stderr=True).print(f"error: {exc}", markup=False)
-        raise typer.Exit(INPUT_ERROR) from exc
-    out = Console(highlight=False, markup=False, width=200)
-    if fmt is Format.json:
-        out.print(json.dumps(report, indent=2, sort_keys=True), soft_wrap=True)
+    report, out = _report(calibrate, data, policy, fmt)
+    if report is None:
         return
-    out.print(f"{report['rows']} labelled rows")
     for key, e in report.items():
         if key == "rows":
             continue
