@@ -117,6 +117,8 @@ async def cluster(postgres_url: str, redis_url: str, tmp_path_factory: pytest.Te
                       replicas=2, seed_keys=seed, run=run, env={
                           "POLICYENGINE_APPROVALS_SWEEP_INTERVAL_S": "0.5",
                           "POLICYENGINE_APPROVALS_WEBHOOK_SECRET": hook_secret,
+                          # the reviewers' webhook is on loopback: outbound requests there are allowlisted
+                          "POLICYENGINE_WEBHOOK_HOSTS_ALLOW": "127.0.0.1",
                           "SO_HOOK": inbox.url,  # the policy says notify webhook "env:SO_HOOK"
                           "SO_APP_TOKEN": tokens["app"], "SO_REVIEWER_TOKEN": tokens["reviewer"],
                           "SO_COOL_URL": cool.url, "SO_PRIMARY_URL": primary.url, "SO_SPARE_URL": spare.url,
