@@ -621,25 +621,26 @@ async def verify(call: Call, body: dict[str, Any], *, stream: bool) -> Completio
     ans = result.answer
     if final.effect not in (*HELD, "deny"):
         final = final.model_copy(update={"tags": list(dict.fromkeys([*final.tags, *result.tags]))})
-    outcome = "held" if final.effect in HELD else "denied" if final.effect == "deny" else "ok"
-    verdict = call.outcome(outcome=outcome, model=ans.model if outcome == "ok" else None, attempts=atts,
+    # what the held verdict means for this chat (`on chat hold | review | block`), decided before
+    # the verdict row is written, so the row says what happens
+    mode = held.chat_mode(final) if final.effect in HELD else None
+    outcome = ("denied" if final.effect == "deny" or mode == "block" else "held" if mode == "hold"
+               else "ok_under_review" if mode == "review" else "ok")
+    verdict = call.outcome(outcome=outcome, model=ans.model if outcome.startswith("ok") else None, attempts=atts,
                            decision=final, wait=True, **vextra)
     assert verdict is not None
     call.decision = final
     if outcome == "held":
-        if held.chat_mode(final) == "hold":
-            h = await _hold_chat(call, answers=answers, pending=verdict)
-            return await _resume(call, body, h, stream=stream, recorded=True, answered=True)
-        # `on chat review`: the first answer goes out tagged and the pair is reviewed afterwards
-        await verdict
+        h = await _hold_chat(call, answers=answers, pending=verdict)
+        return await _resume(call, body, h, stream=stream, recorded=True, answered=True)
+    await verdict
+    if outcome == "denied":
+        why = "held rules block chat" if mode == "block" else "denied by policy"
+        raise PolicyDenied(f"{why} after verification: {reasons(final)}", decision_id=call.decision_id,
+                           decision=final, attempts=atts)
+    if outcome == "ok_under_review":  # the first answer goes out tagged; the pair is reviewed afterwards
         tags = await _open_review_pair(call, answers)
         final = call.decision = final.model_copy(update={"tags": list(dict.fromkeys([*final.tags, *tags]))})
-        outcome = "ok"
-    else:
-        await verdict
-    if outcome == "denied":
-        raise PolicyDenied(f"denied by policy after verification: {reasons(final)}", decision_id=call.decision_id,
-                           decision=final, attempts=atts)
     rt.metrics.chat_requests.labels(ans.model or "-", "ok_verified").inc()
     resp = _rename(ans.response or {}, ans.model or "")
     await _judge_tools(call, resp)
