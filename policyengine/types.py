@@ -178,8 +178,33 @@ class Capabilities(BaseModel):
     prefill: bool = False  # accepts a trailing assistant message to continue from
 
 
+BalanceStrategy = Literal["weighted", "least_outstanding", "latency"]
+"""How the dispatcher spreads one model's requests over its deployments (see `policyengine.dispatch.balance`)."""
+
+
+class Deployment(BaseModel):
+    """One place a model is served from: its endpoint (or region), keys, share of traffic and concurrency cap.
+
+    A deployment's unset `base_url`, `keys` or `region` fall back to the model's own values;
+    `weight` > 0; `max_concurrency` None means unbounded (per dispatcher replica).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    base_url: str | EnvRef | None = None
+    keys: tuple[EnvRef, ...] = ()
+    region: str | None = None
+    weight: float = Field(1.0, gt=0)
+    max_concurrency: int | None = Field(None, ge=1)
+    line: int | None = None
+
+
 class ModelSpec(BaseModel):
-    """One model the policy may route to: everything the dispatcher needs to call it."""
+    """One model the policy may route to: everything the dispatcher needs to call it.
+
+    `deployments` empty means one implicit deployment: the model's own base_url, keys and region.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -195,6 +220,8 @@ class ModelSpec(BaseModel):
     region: str | None = None  # bedrock / vertex
     project: str | EnvRef | None = None  # vertex
     headers: dict[str, str | EnvRef] = Field(default_factory=dict)
+    deployments: tuple[Deployment, ...] = ()
+    balance: BalanceStrategy = "weighted"
     file: str | None = None
     line: int | None = None
 
@@ -332,6 +359,8 @@ class Routing(BaseModel):
     sticky: bool = False
     sticky_return: bool = False  # move back to the original model once it recovers
     prefer_self_hosted: bool = False
+    hedge_after: float | None = None  # seconds without a first token before a hedge starts (None: no hedging)
+    hedge_budget: float = 0.1  # hedges at most this fraction of requests (0 < budget <= 1)
     rule_id: str | None = None
 
 

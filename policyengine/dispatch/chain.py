@@ -63,6 +63,9 @@ class Run:
     last: tuple[Classification, int | None, Any, str] | None = None  # class, status, body, model
     sticky: StickyEntry | None = None
     breaker_clean: bool = False  # the model that is being tried had no breaker record
+    deployment: str | None = None  # the deployment that answered last (None: the model's only one)
+    state_id: str | None = None  # its cooldown/breaker name ("<model>@<deployment>" or the model name)
+    exclude_deployments: set[str] = field(default_factory=set)  # state ids not to try again in this run
 
     def remaining(self) -> float:
         """Seconds left before the deadline (negative once it has passed)."""

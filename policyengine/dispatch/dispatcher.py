@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, TypeVar
 
 from policyengine.adapters.base import Adapter, CallOptions, TransportError, UpstreamError
@@ -37,7 +37,9 @@ from policyengine.netcheck import (
 from policyengine.state import StateStore, StickyEntry, key_scope, model_scope
 from policyengine.types import EnvRef, ModelSpec, Routing
 
+from .balance import Balancer, Target, targets_of
 from .chain import Budget, Call, Run
+from .hedge import HedgeBudget
 from .results import Attempt, DispatchError, DispatchResult
 from .safe_state import SafeState, log
 from .settings import DispatchSettings
@@ -48,6 +50,8 @@ T = TypeVar("T")
 
 _QUOTA_REASONS = frozenset({"quota_exhausted"})
 _AUTH_REASONS = frozenset({"auth_invalid", "auth_expired", "permission_denied"})
+# transport failures that mean the deployment is gone (reclaimed, crashed): no request reached a model
+_DRAIN_REASONS = frozenset({"connection_refused", "connection_reset", "connect_error", "connect_timeout"})
 _NO_BREAKER_REASONS = frozenset({"rate_limited", *CONTEXT_REASONS, *_AUTH_REASONS, *_QUOTA_REASONS, "key_missing"})
 
 
@@ -88,7 +92,12 @@ class ChainDispatcher:
         self.outbound = outbound
         self._checked_urls: set[str] = set()
         for spec in self.models.values():
-            self._check_base_url_static(spec)
+            for tgt in targets_of(spec):
+                self._check_base_url_static(tgt.spec)
+        self.balancer = Balancer()  # per-replica load figures of every deployment
+        self.hedges = HedgeBudget()
+        self._targets_of: dict[str, list[Target]] = {}
+        self.health: Any = None  # a HealthMonitor once started (settings.health_interval)
 
     # ------------------------------------------------------------------ plumbing
     def _env(self) -> Mapping[str, str]:
@@ -122,8 +131,26 @@ class ChainDispatcher:
             self._adapters[fam] = a
         return a
 
+    def _ensure_health(self) -> None:
+        if self.health is None and self.settings.health_interval is not None:
+            from .health import HealthMonitor
+
+            self.health = HealthMonitor(self, interval=self.settings.health_interval,
+                                        timeout=self.settings.health_timeout)
+            self.health.start()
+
+    def targets(self, model: str) -> list[Target]:
+        """The deployments of `model` as callable targets, in declared order."""
+        tgts = self._targets_of.get(model)
+        if tgts is None:
+            tgts = self._targets_of[model] = targets_of(self.models[model])
+        return tgts
+
     async def aclose(self) -> None:
-        """Close every adapter and the shared HTTP client (a later call makes new ones)."""
+        """Stop the health checks, close every adapter and the shared HTTP client (a later call makes new ones)."""
+        if self.health is not None:
+            await self.health.aclose()
+            self.health = None
         for a in self._adapters.values():
             await a.aclose()
         self._adapters.clear()
@@ -209,8 +236,10 @@ class ChainDispatcher:
                 chain.insert(0, st.model)
         return chain
 
-    def _skip(self, run: Run, model: str, reason: str, key_id: str | None = None) -> None:
-        run.attempts.append(Attempt(model=model, key_id=key_id, reason=reason, started_at=time.time(), skipped=True))
+    def _skip(self, run: Run, model: str, reason: str, key_id: str | None = None, *,
+              deployment: str | None = None) -> None:
+        run.attempts.append(Attempt(model=model, key_id=key_id, reason=reason, started_at=time.time(), skipped=True,
+                                    deployment=deployment))
 
     async def _skip_reason(self, run: Run, spec: ModelSpec) -> str | None:
         if spec.name in run.exclude:
@@ -230,8 +259,31 @@ class ChainDispatcher:
                       ) -> tuple[T, ModelSpec, str | None]:
         """Walk the chain until `call` succeeds: its value, model and key id. Raises DispatchError
         when a fatal error stops the run, the deadline passes, or every candidate failed or was
-        skipped. Every attempt and skip is appended to `run.attempts`."""
-        order = await self._order(run)
+        skipped. Every attempt and skip is appended to `run.attempts`.
+
+        Each model is tried deployment by deployment in the order its balance strategy gives
+        (a failed deployment moves to the next one; a context-window error skips the model's
+        other deployments). With `routing.hedge_after` set, a target whose answer (first token,
+        for a stream) is slower than that starts the next target in parallel, within the hedge
+        budget; the first answer wins and the other call is cancelled."""
+        self._ensure_health()
+        dead: set[str] = set()  # models not to try again in this execute (context too small)
+        targets = self._targets(run, await self._order(run), dead)
+        r = run.routing
+        if r.hedge_after is not None:
+            self.hedges.on_request(r.rule_id, r.hedge_budget)
+            return await self._hedged(run, targets, call, dead, r.hedge_after)
+        async for tgt, usable in targets:
+            outcome, value, key_id = await self._run_target(run, tgt, usable, call)
+            if outcome == "ok":
+                return value, tgt.spec, key_id
+            if outcome == "next_model":
+                dead.add(tgt.model)
+        raise self._exhausted(run)
+
+    async def _targets(self, run: Run, order: list[str], dead: set[str]
+                       ) -> AsyncIterator[tuple[Target, list[tuple[str | None, str | None]]]]:
+        """The callable (target, usable keys) pairs of the chain, in order; skips are recorded as they are met."""
         for name in order:
             spec = self.models[name]
             why = await self._skip_reason(run, spec)
@@ -239,62 +291,158 @@ class ChainDispatcher:
                 if why != "excluded":
                     self._skip(run, name, why)
                 continue
-            prefer = run.sticky.key_id if run.sticky is not None and run.sticky.model == name else None
-            base_url = self._resolve(spec.base_url)
-            refused = await self._base_url_refused(spec, base_url)
-            if refused is not None:
-                self._skip(run, name, refused)
-                continue
-            candidates: list[tuple[str | None, str | None]] = []  # (key_id, secret)
-            for key_ref in self._keys(spec, prefer):
-                if key_ref is None:
-                    candidates.append((None, None))
+            st = run.sticky if run.sticky is not None and run.sticky.model == name else None
+            tgts = self.targets(name)
+            if len(tgts) > 1:
+                tgts = self.balancer.order(spec.balance, tgts, st.deployment if st is not None else None)
+            for tgt in tgts:
+                if name in dead:
+                    break
+                if tgt.state_id in run.exclude_deployments:
                     continue
-                secret = self._resolve(key_ref)
-                if not secret:
-                    self._skip(run, name, "key_missing", key_ref.name)
+                usable = await self._prepare(run, tgt, st.key_id if st is not None else None)
+                if usable:
+                    yield tgt, usable
+
+    async def _prepare(self, run: Run, tgt: Target, prefer: str | None) -> list[tuple[str | None, str | None]]:
+        """The (key id, secret) pairs `tgt` may be called with now; empty (and the skip recorded) when none."""
+        spec, sid = tgt.spec, tgt.state_id
+        if self.balancer.at_capacity(tgt):
+            self._skip(run, spec.name, "deployment_at_capacity", deployment=tgt.deployment)
+            return []
+        refused = await self._base_url_refused(spec, self._resolve(spec.base_url))
+        if refused is not None:
+            self._skip(run, spec.name, refused, deployment=tgt.deployment)
+            return []
+        candidates: list[tuple[str | None, str | None]] = []  # (key_id, secret)
+        for key_ref in self._keys(spec, prefer):
+            if key_ref is None:
+                candidates.append((None, None))
+                continue
+            secret = self._resolve(key_ref)
+            if not secret:
+                self._skip(run, spec.name, "key_missing", key_ref.name, deployment=tgt.deployment)
+                continue
+            candidates.append((key_ref.name, secret))
+        if not candidates:
+            return []
+        # one state round trip: deployment cooldown, key cooldowns, breaker (claims a half-open
+        # probe only when a call will follow)
+        scopes = [key_scope(sid, k) for k, _ in candidates if k is not None]
+        pf = await self._state.preflight(sid, scopes, self.settings.breaker)
+        if pf.model_cooldown is not None:
+            self._skip(run, spec.name, f"cooldown:{pf.model_cooldown.reason}", deployment=tgt.deployment)
+            return []
+        usable = []
+        for key_id, secret in candidates:
+            cd = pf.key_cooldowns.get(key_scope(sid, key_id)) if key_id is not None else None
+            if cd is not None:
+                self._skip(run, spec.name, f"cooldown:{cd.reason}", key_id, deployment=tgt.deployment)
+            else:
+                usable.append((key_id, secret))
+        if not usable:
+            return []
+        if not pf.allowed:
+            self._skip(run, spec.name, "breaker_open", deployment=tgt.deployment)
+            return []
+        run.breaker_clean = pf.breaker_clean
+        return usable
+
+    async def _run_target(self, run: Run, tgt: Target, usable: list[tuple[str | None, str | None]],
+                          call: Call[T]) -> tuple[str, Any, str | None]:
+        """Call `tgt` with its usable keys in turn: ("ok", value, key id), or ("next_target" |
+        "next_model", None, None). Counts the call in the balancer's load figures."""
+        spec = tgt.spec
+        clean = run.breaker_clean
+        for key_id, secret in usable:
+            extra = {k: (self._resolve(v) or "") for k, v in spec.headers.items()}
+            opts = CallOptions(key=secret, key_id=key_id, base_url=self._resolve(spec.base_url),
+                               connect_timeout=self.budget(spec).connect,
+                               include_usage=self.settings.stream_include_usage,
+                               prefill=run.require_prefill, extra_headers=extra)
+            self.balancer.started(tgt.state_id)
+            t = time.perf_counter()
+            latency: float | None = None
+            try:
+                outcome, value = await self._try(run, spec, opts, call, tgt)
+                latency = (time.perf_counter() - t) * 1000
+            finally:
+                self.balancer.finished(tgt.state_id, latency)  # a cancelled hedge feeds no sample
+            if outcome == "ok":
+                run.breaker_clean = clean
+                run.deployment, run.state_id = tgt.deployment, tgt.state_id
+                await self._on_success(run, spec, key_id)
+                return "ok", value, key_id
+            if outcome == "next_key":
+                continue
+            return outcome, None, None
+        return "next_target", None, None
+
+    async def _hedged(self, run: Run, targets: AsyncIterator[tuple[Target, list]], call: Call[T],
+                      dead: set[str], delay: float) -> tuple[T, ModelSpec, str | None]:
+        """`execute` with hedging: at most one hedge per request, started `delay` seconds after the
+        current target when it has not answered yet and the hedge budget allows."""
+        it = aiter(targets)
+
+        async def pull() -> tuple[Target, list] | None:
+            try:
+                return await anext(it)
+            except StopAsyncIteration:
+                return None
+
+        pending: dict[asyncio.Task, tuple[Target, float]] = {}
+
+        def start(item: tuple[Target, list]) -> None:
+            tgt, usable = item
+            pending[asyncio.ensure_future(self._run_target(run, tgt, usable, call))] = (tgt, time.time())
+
+        hedged = False
+        try:
+            first = await pull()
+            if first is None:
+                raise self._exhausted(run)
+            start(first)
+            while pending:
+                wait = delay if not hedged and len(pending) == 1 else None
+                done, _ = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                if not done:
+                    hedged = True  # one decision per request: hedge now, or never
+                    if self.hedges.try_take(run.routing.rule_id, run.routing.hedge_budget):
+                        nxt = await pull()
+                        if nxt is not None:
+                            log.info("hedge: %s slower than %.3gs, also trying %s", next(iter(pending.values()))[0].state_id,
+                                     delay, nxt[0].state_id)
+                            start(nxt)
                     continue
-                candidates.append((key_ref.name, secret))
-            if not candidates:
-                continue
-            # one state round trip: model cooldown, key cooldowns, breaker (claims a half-open
-            # probe only when a call will follow)
-            scopes = [key_scope(name, k) for k, _ in candidates if k is not None]
-            pf = await self._state.preflight(name, scopes, self.settings.breaker)
-            if pf.model_cooldown is not None:
-                self._skip(run, name, f"cooldown:{pf.model_cooldown.reason}")
-                continue
-            usable = []
-            for key_id, secret in candidates:
-                cd = pf.key_cooldowns.get(key_scope(name, key_id)) if key_id is not None else None
-                if cd is not None:
-                    self._skip(run, name, f"cooldown:{cd.reason}", key_id)
-                else:
-                    usable.append((key_id, secret))
-            if not usable:
-                continue
-            if not pf.allowed:
-                self._skip(run, name, "breaker_open")
-                continue
-            run.breaker_clean = pf.breaker_clean
-            for key_id, secret in usable:
-                extra = {k: (self._resolve(v) or "") for k, v in spec.headers.items()}
-                opts = CallOptions(key=secret, key_id=key_id, base_url=base_url,
-                                   connect_timeout=self.budget(spec).connect,
-                                   include_usage=self.settings.stream_include_usage,
-                                   prefill=run.require_prefill, extra_headers=extra)
-                outcome, value = await self._try(run, spec, opts, call)
-                if outcome == "ok":
-                    await self._on_success(run, spec, key_id)
-                    return value, spec, key_id
-                if outcome == "next_key":
-                    continue
-                break  # next model
-        raise self._exhausted(run)
+                winner: tuple[Any, Target, str | None] | None = None
+                for task in done:
+                    tgt, _ = pending.pop(task)
+                    outcome, value, key_id = task.result()  # DispatchError (fatal, deadline) propagates
+                    if outcome == "ok" and winner is None:
+                        winner = (value, tgt, key_id)
+                    elif outcome == "ok":
+                        await _discard(value)  # both answered at once: keep one
+                    elif outcome == "next_model":
+                        dead.add(tgt.model)
+                if winner is not None:
+                    return winner[0], winner[1].spec, winner[2]
+                if not pending:
+                    nxt = await pull()
+                    if nxt is not None:
+                        start(nxt)
+            raise self._exhausted(run)
+        finally:
+            for task, (tgt, started) in pending.items():  # the losers: cancelled, recorded
+                task.cancel()
+                run.attempts.append(Attempt(model=tgt.model, deployment=tgt.deployment, reason="hedge_cancelled",
+                                            started_at=started, latency_ms=(time.time() - started) * 1000))
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
 
     async def _try(self, run: Run, spec: ModelSpec, opts: CallOptions,
-                   call: Call[T]) -> tuple[str, Any]:
+                   call: Call[T], tgt: Target) -> tuple[str, Any]:
         s = self.settings
+        sid, dep = tgt.state_id, tgt.deployment
         budget = self.budget(spec)
         for n in range(s.max_attempts):
             remaining = run.remaining()
@@ -326,16 +474,17 @@ class ChainDispatcher:
                 run.attempts.append(construct(Attempt, {
                     "model": spec.name, "key_id": opts.key_id, "status": 200, "error_class": None, "reason": None,
                     "started_at": started, "latency_ms": (time.perf_counter() - t) * 1000, "skipped": False,
-                    "message": None}))
+                    "message": None, "deployment": dep}))
                 return "ok", value
             run.attempts.append(Attempt(model=spec.name, key_id=opts.key_id, status=status,
                                         error_class=cls.error_class, reason=cls.reason, started_at=started,
-                                        latency_ms=(time.perf_counter() - t) * 1000, message=cls.message))
+                                        latency_ms=(time.perf_counter() - t) * 1000, message=cls.message,
+                                        deployment=dep))
             run.last = (cls, status, body, spec.name)
-            log.info("attempt failed: model=%s key=%s status=%s class=%s reason=%s", spec.name, opts.key_id,
-                     status, cls.error_class, cls.reason)
+            log.info("attempt failed: model=%s deployment=%s key=%s status=%s class=%s reason=%s", spec.name, dep,
+                     opts.key_id, status, cls.error_class, cls.reason)
             if cls.error_class == "fatal":
-                await self._state.breaker_success(spec.name)  # it answered: the server is alive
+                await self._state.breaker_success(sid)  # it answered: the server is alive
                 raise DispatchError("fatal", cls.reason, status=status, body=decode_body(body),
                                     attempts=run.attempts, message=cls.message, model=spec.name)
             if cls.error_class == "retry":
@@ -345,27 +494,31 @@ class ChainDispatcher:
                     await asyncio.sleep(delay)
                     continue
                 cool = cls.retry_after if cls.retry_after is not None else s.cooldown_default
-                scope = key_scope(spec.name, opts.key_id) if (cls.key_scoped and opts.key_id) else model_scope(spec.name)
+                scope = key_scope(sid, opts.key_id) if (cls.key_scoped and opts.key_id) else model_scope(sid)
                 await self._state.set_cooldown(scope, cool, cls.reason)
                 if cls.reason not in _NO_BREAKER_REASONS:
-                    await self.breaker_failure(spec.name)
-                return ("next_key" if scope.startswith("key:") else "next_model"), None
+                    await self.breaker_failure(sid)
+                return ("next_key" if scope.startswith("key:") else "next_target"), None
             # failover
             if cls.reason in CONTEXT_REASONS:
                 learnt = max(spec.context + 1 if spec.context else 0,
                              self._estimate(run) + requested_output_tokens(run.body))
                 run.need_context = max(run.need_context or 0, learnt)
-                return "next_model", None
+                return "next_model", None  # every deployment of the model has the same window
+            if cls.reason in _DRAIN_REASONS and tgt.deployment is not None:
+                # the deployment vanished (Spot reclaim, crash): drain it for every replica; the
+                # request was not answered, so the next deployment takes it
+                await self._state.set_cooldown(model_scope(sid), s.drain_cooldown, f"drained:{cls.reason}")
             if cls.key_scoped and opts.key_id:
                 cool = s.quota_cooldown if cls.reason in _QUOTA_REASONS else s.auth_cooldown
-                await self._state.set_cooldown(key_scope(spec.name, opts.key_id), cool, cls.reason)
+                await self._state.set_cooldown(key_scope(sid, opts.key_id), cool, cls.reason)
                 return "next_key", None
             if cls.reason not in _NO_BREAKER_REASONS:
-                await self.breaker_failure(spec.name)
+                await self.breaker_failure(sid)
             elif cls.key_scoped:
                 cool = s.quota_cooldown if cls.reason in _QUOTA_REASONS else s.auth_cooldown
-                await self._state.set_cooldown(model_scope(spec.name), cool, cls.reason)
-            return "next_model", None
+                await self._state.set_cooldown(model_scope(sid), cool, cls.reason)
+            return "next_target", None
         return "next_model", None  # pragma: no cover
 
     def classify(self, error: UpstreamError, spec: ModelSpec) -> Classification:
@@ -376,12 +529,20 @@ class ChainDispatcher:
                             message: str | None, status: int | None, started: float,
                             latency_ms: float) -> None:
         """Record a stream from `spec` that broke after it had started: a failover attempt with
-        reason `<reason>_mid_stream`, a breaker failure, and `spec` excluded from `run`."""
+        reason `<reason>_mid_stream`, a breaker failure, and `spec` excluded from `run`. When
+        `spec` has several deployments only the one that broke (`run.state_id`) is excluded, and
+        drained for every replica when its connection went away."""
+        sid = run.state_id or spec.name
         run.attempts.append(Attempt(model=spec.name, key_id=key_id, status=status, error_class="failover",
                                     reason=f"{reason}_mid_stream", started_at=started, message=message,
-                                    latency_ms=latency_ms))
-        await self.breaker_failure(spec.name)
-        run.exclude.add(spec.name)
+                                    latency_ms=latency_ms, deployment=run.deployment))
+        await self.breaker_failure(sid)
+        if run.deployment is not None and len(self.targets(spec.name)) > 1:
+            run.exclude_deployments.add(sid)
+            if reason in _DRAIN_REASONS or reason == "stream_cut":
+                await self._state.set_cooldown(model_scope(sid), self.settings.drain_cooldown, f"drained:{reason}")
+        else:
+            run.exclude.add(spec.name)
 
     async def breaker_failure(self, model: str) -> None:
         """Count one failure on `model`'s breaker (logged when it opens)."""
@@ -396,14 +557,17 @@ class ChainDispatcher:
 
     async def _on_success(self, run: Run, spec: ModelSpec, key_id: str | None) -> None:
         if not run.breaker_clean:
-            await self._state.breaker_success(spec.name)
+            await self._state.breaker_success(run.state_id or spec.name)
         if run.routing.sticky and run.session_id:
             st = run.sticky
             now = time.time()
-            if st is None or st.model != spec.name or st.key_id != key_id or now - st.updated > self.settings.sticky_ttl / 4:
+            dep = run.deployment
+            if st is None or st.model != spec.name or st.key_id != key_id or st.deployment != dep \
+                    or now - st.updated > self.settings.sticky_ttl / 4:
                 home = st.home if st is not None and st.home else run.routing.chain[0]
-                await self._state.set_sticky(run.session_id, StickyEntry(model=spec.name, key_id=key_id, home=home,
-                                                                        updated=now), self.settings.sticky_ttl)
+                entry = StickyEntry(model=spec.name, key_id=key_id, home=home, updated=now, deployment=dep)
+                run.sticky = entry
+                await self._state.set_sticky(run.session_id, entry, self.settings.sticky_ttl)
 
     def _deadline(self, run: Run) -> DispatchError:
         return DispatchError("failover", "deadline_exceeded", attempts=run.attempts,
@@ -444,9 +608,22 @@ class ChainDispatcher:
         return DispatchStream(self, run)
 
     async def status(self) -> dict:
-        """Observable state: cooldowns and breakers (for the API and metrics)."""
+        """Observable state: cooldowns and breakers (shared), this replica's deployment load and hedge counts."""
         return {"cooldowns": [c.model_dump() for c in await self.state.cooldowns()],
-                "breakers": [b.model_dump() for b in await self.state.breakers()]}
+                "breakers": [b.model_dump() for b in await self.state.breakers()],
+                "deployments": {sid: {"outstanding": st.outstanding, "ewma_ms": st.ewma_ms}
+                                for sid, st in self.balancer.stats.items()},
+                "hedges": self.hedges.counts()}
+
+
+async def _discard(value: Any) -> None:
+    """Close an answer nobody will read (a stream opened by the losing side of a hedge)."""
+    close = getattr(getattr(value, "stream", value), "aclose", None)  # an opened stream holds its upstream
+    if close is not None:
+        try:
+            await close()
+        except Exception:  # closing a loser must never fail the winner
+            log.debug("closing a discarded hedge answer failed", exc_info=True)
 
 
 __all__ = ["ChainDispatcher"]

@@ -23,6 +23,7 @@ class Attempt(BaseModel):
     latency_ms: float = 0.0
     skipped: bool = False
     message: str | None = None  # upstream error message (truncated)
+    deployment: str | None = None  # the model's deployment that was called (None: its only one)
 
     def as_json(self) -> dict[str, Any]:
         """`model_dump(mode="json")` without a serialiser run: every field is JSON-native (the tests

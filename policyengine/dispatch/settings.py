@@ -43,6 +43,11 @@ class DispatchSettings(BaseSettings):
     # streaming
     stream_include_usage: bool = Field(True, description="ask servers for a final usage chunk (stream_options.include_usage)")
     continue_broken_streams: bool = Field(True, description="continue a broken stream on a prefill-capable model")
+    # deployments: draining and active health checks (see dispatch/health.py)
+    drain_cooldown: float = Field(30.0, ge=0, description="a deployment whose connection went away is skipped this long")
+    health_interval: float | None = Field(None, gt=0, description="seconds between active health checks of every "
+                                          "deployment (None: no active checks)")
+    health_timeout: float = Field(2.0, gt=0, description="one health check's time limit")
     # stickiness
     sticky_ttl: float = Field(3600.0, gt=0)
     # context-window estimate when the caller gives no prompt_tokens: ceil(chars / chars_per_token)

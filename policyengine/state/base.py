@@ -43,6 +43,7 @@ class StickyEntry(BaseModel):
     model: str
     key_id: str | None = None
     home: str | None = None  # the model the session started on (for sticky_return)
+    deployment: str | None = None  # the model's deployment the session is pinned to (its KV cache lives there)
     updated: float = 0.0
 
 
