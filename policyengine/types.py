@@ -178,7 +178,7 @@ class Capabilities(BaseModel):
     prefill: bool = False  # accepts a trailing assistant message to continue from
 
 
-BalanceStrategy = Literal["weighted", "least_outstanding", "latency"]
+BalanceStrategy = Literal["weighted", "round_robin", "least_outstanding", "latency"]
 """How the dispatcher spreads one model's requests over its deployments (see `policyengine.dispatch.balance`)."""
 
 
