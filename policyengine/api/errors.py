@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from policyengine.approvals.errors import ApprovalError
+from policyengine.dispatch.explain import short as short_attempt
 from policyengine.errors import PolicyEngineError, describe_validation
 from policyengine.gateway.errors import (
     ApprovalRefused,
@@ -116,15 +117,10 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 def attempts_header(atts: list[dict[str, Any]]) -> str:
-    """`model[#KEY_ENV]:status:class` per attempt, e.g. `qwen-72b#QWEN_KEY_1:429:retry, gemma-27b:200:ok`."""
-    parts = []
-    for a in atts:
-        who = a["model"] + (f"#{a['key_id']}" if a.get("key_id") else "")
-        if a.get("skipped"):
-            parts.append(f"{who}:skipped:{a.get('reason') or '-'}")
-        else:
-            parts.append(f"{who}:{a.get('status') or '-'}:{a.get('error_class') or 'ok'}")
-    return ", ".join(parts)
+    """`model[@deployment][#KEY_ENV]:status:outcome[:reason]` per attempt, e.g.
+    `qwen-72b#QWEN_KEY_1:429:retry:rate_limited, kimi-large:-:failover:timeout,
+    gemma-9b:skipped:cooldown:rate_limited, gemma-27b:200:ok` (see `policyengine.dispatch.explain`)."""
+    return ", ".join(short_attempt(a) for a in atts)
 
 
 def response_headers(decision_id: str, decision: Decision, model: str | None, atts: list[dict[str, Any]],

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from policyengine import gateway
 from policyengine.api.errors import ApiError, json_response
 from policyengine.api.http import require_principal
+from policyengine.dispatch.explain import describe as describe_attempt
 from policyengine.store import DecisionQuery, decision_view
 from policyengine.types import Principal
 
@@ -97,8 +98,7 @@ def explain(rec: dict[str, Any]) -> list[str]:
     if chain:
         lines.append("model chain: " + " -> ".join(chain))
     for a in rec.get("attempts") or []:
-        lines.append(f"attempt {a.get('model')} key={a.get('key_id') or '-'} status={a.get('status')} "
-                     f"{a.get('error_class') or 'ok'} {a.get('reason') or ''}".rstrip())
+        lines.append(describe_attempt(a))
     if rec.get("model"):
         lines.append(f"answered by {rec['model']}")
     for v in (rec.get("extra") or {}).get("tool_calls") or []:
