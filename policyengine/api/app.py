@@ -137,6 +137,8 @@ async def reload_policies(rt: Runtime, by: str) -> Any:
     """Reload the policy set (refused, and the old one kept, when it does not load); counted."""
     res = await rt.policies.reload(by=by)
     rt.metrics.policy_reloads.labels(("ok" if res.changed else "unchanged") if res.ok else "refused").inc()
+    if res.ok and res.changed:
+        _warm_signals(rt)  # a new set may need more loaded: /readyz waits for it
     return res
 
 
@@ -158,16 +160,8 @@ def _tune_gc(gen0_threshold: int) -> tuple[int, int, int] | None:
 
 
 def _warm_signals(rt: Runtime) -> None:
-    """Load the embedding model in the background when the policy uses sentiment (first use ~5 s)."""
-    policy, sig = rt.policies.current, rt.signals
-    warm = getattr(sig, "warm_up", None)
-    needed = getattr(policy, "signals_needed", None)
-    if warm is None or needed is None:
-        return
-    names = [*getattr(policy, "plans", {}), "chat"]
-    try:
-        if not any("sentiment" in needed(n) for n in names):
-            return
-    except Exception:
-        return
-    rt.signals_warmup = asyncio.get_running_loop().run_in_executor(None, warm)
+    """Load what the serving policy needs (embedding model, classifiers) in the background;
+    `/readyz` is not ready until it is loaded (policyengine.gateway.readiness)."""
+    from policyengine.gateway.readiness import start_warmup
+
+    start_warmup(rt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 
 import pytest
@@ -85,8 +86,12 @@ async def test_auth_and_tenant_scoping(service):
 async def test_health_ready_metrics(service):
     async with service.client() as c:
         assert (await c.get("/healthz")).json() == {"status": "ok"}
-        r = await c.get("/readyz")
-        assert r.status_code == 200 and r.json()["checks"]["database"] == "ok"
+        for _ in range(1200):  # ready once the embedding model the policy's `verify` needs is loaded
+            r = await c.get("/readyz")
+            if r.status_code == 200 or r.json()["checks"]["signals"].startswith("error"):
+                break
+            await asyncio.sleep(0.05)
+        assert r.status_code == 200 and r.json()["checks"]["database"] == "ok", r.json()
         await c.post("/v1/evaluate", json={"action": "delete_account"})
         m = (await c.get("/metrics")).text
     assert 'policyengine_decisions_total{effect="deny",kind="evaluate"}' in m

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response
 
 from policyengine.api.errors import json_response
+from policyengine.gateway.readiness import warmup_check
 
 log = logging.getLogger("policyengine.api")
 
@@ -23,7 +24,8 @@ async def healthz() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.get("/readyz", summary="Readiness: policy loaded, database reachable, decision log running")
+@router.get("/readyz", summary="Readiness: policy loaded, database reachable, decision log running, the "
+                              "models and classifiers the policy needs loaded")
 async def readyz(request: Request) -> Response:
     s = request.app.state.runtime
     checks: dict[str, str] = {}
@@ -36,6 +38,7 @@ async def readyz(request: Request) -> Response:
         log.warning("readiness: the database is not reachable: %s: %s", type(exc).__name__, exc)
         checks["database"] = "error: unreachable"
     checks["decision_log"] = "ok" if s.log.running else "not running"
+    checks["signals"] = warmup_check(s)  # the embedding model and classifiers the policy needs
     ok = all(v.startswith("ok") for v in checks.values())
     return json_response({"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503)
 
