@@ -259,6 +259,15 @@ class Settings(OutboundHosts, BaseSettings):
     chat_hold_keepalive_s: float = Field(10, gt=0, description="SSE comment interval while a stream waits")
     dispatch: dict[str, Any] = Field(default_factory=dict,
                                      description="DispatchSettings overrides (max_attempts, deadline, breaker...)")
+    # provider keys without restarts (policyengine.gateway.secrets): loaded at start, on SIGHUP, on change
+    secrets_file: str | None = Field(None, description="a NAME=value file (dotenv) or a directory of files named "
+                                                       "after variables, loaded into the environment")
+    secrets_poll_s: float = Field(2.0, ge=0, description="how often the secrets file is checked for changes "
+                                                         "(0: only at start and on SIGHUP)")
+    # tracing (policyengine.tracing): OpenTelemetry spans, exported over OTLP/HTTP when an endpoint is set
+    otel_endpoint: str | None = Field(None, description="OTLP/HTTP endpoint (default: $OTEL_EXPORTER_OTLP_ENDPOINT; "
+                                                        "unset: no tracing)")
+    otel_service_name: str = Field("policyengine", min_length=1, max_length=200)
 
     # settings file (read by settings_customise_sources)
     settings_file: str | None = None

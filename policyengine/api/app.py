@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from policyengine.api import routes as routes_pkg
 from policyengine.api.errors import install_error_handlers
 from policyengine.api.http import PolicyEngineApp
-from policyengine.gateway import Runtime, build_runtime
+from policyengine.gateway import Runtime, build_runtime, secrets
 from policyengine.settings import Settings, auth_disabled_problem
 from policyengine.store import ApiKeyRepo, upgrade
 
@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
             await asyncio.to_thread(upgrade, settings.database_url)
         await rt.log.start()
         await _seed_keys(settings, rt.keys)
+        secrets.load_at_start(rt)  # keys and base URLs from the secrets file, before the policy reads them
         if settings.auth_disabled:
             log.warning("AUTH IS DISABLED (auth_disabled=true): no API key is checked; every request is tenant "
                         "%r with every role. Development on loopback only.", settings.dev_tenant)
@@ -84,19 +85,23 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
         if not res.ok:
             raise RuntimeError(f"cannot start: the policy set at {', '.join(settings.policy_path)} does not "
                                f"load: {res.error}\n" + "\n".join(d.get("message", "") for d in res.diagnostics))
+        secrets.remember(rt)
         _warm_signals(rt)
         rt.scheduler.start()
         loop = asyncio.get_running_loop()
         sighup = False
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError, AttributeError):
-            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload_policies(rt,
-                                                                                                 "SIGHUP")))
+            loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(on_sighup(rt)))
             sighup = True
         app.state.started_at = time.time()
         watcher = None  # started last, so a failed start leaves no task behind
         if settings.key_cache_ttl_s > 0 and settings.key_revocation_poll_s > 0:
             watcher = asyncio.create_task(rt.key_cache.watch_revocations(
                 settings.key_revocation_poll_s), name="key-revocations")
+        secrets_watch = None
+        if settings.secrets_file and settings.secrets_poll_s > 0:
+            secrets_watch = asyncio.create_task(secrets.watch_secrets(rt, settings.secrets_poll_s),
+                                                name="secrets-file")
         gc_before = _tune_gc(settings.gc_gen0_threshold)
         try:
             yield
@@ -107,6 +112,10 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
             if sighup:
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(signal.SIGHUP)
+            if secrets_watch is not None:
+                secrets_watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await secrets_watch
             if watcher is not None:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -131,6 +140,16 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
     for path, handler in hot.items():
         app.add_hot_route(path, handler)
     return app
+
+
+async def on_sighup(rt: Runtime) -> None:
+    """SIGHUP: re-read the secrets file (a changed key clears the cooldowns its old value earned),
+    then reload the policy set."""
+    try:
+        await secrets.reload_secrets(rt)
+    except Exception:  # a broken secrets file must not stop the policy reload
+        log.exception("SIGHUP: reloading the secrets file failed")
+    await reload_policies(rt, "SIGHUP")
 
 
 async def reload_policies(rt: Runtime, by: str) -> Any:
