@@ -174,11 +174,20 @@ class ApiKeyRepo:
         row = ApiKey(key_id=key_id, token_hash=hash_token(token), tenant=tenant, subject=subject,
                      roles=sorted(roles), groups=sorted(groups or ()), attributes=attributes or {},
                      created_at=time.time(), revoked_at=None, description=description)
-        async with self.sm.begin() as s:
-            existing = (await s.execute(sa.select(ApiKey).where(ApiKey.token_hash == row.token_hash))).scalar()
-            if existing is not None:
-                return _info(existing), token
-            s.add(row)
+        try:
+            async with self.sm.begin() as s:
+                existing = (await s.execute(sa.select(ApiKey).where(ApiKey.token_hash == row.token_hash))).scalar()
+                if existing is not None:
+                    return _info(existing), token
+                s.add(row)
+        except sa.exc.IntegrityError:
+            # Replicas seeding the same key at once (seed_keys on an empty database): one insert
+            # wins, the others find its row. Any other conflict is re-raised.
+            async with self.sm() as s:
+                existing = (await s.execute(sa.select(ApiKey).where(ApiKey.token_hash == row.token_hash))).scalar()
+            if existing is None:
+                raise
+            return _info(existing), token
         return _info(row), token
 
     async def authenticate(self, token: str) -> KeyInfo | None:

@@ -310,6 +310,20 @@ async def test_replicas_recording_one_policy_version_at_once_do_not_race(db_url)
         await d.aclose()
 
 
+async def test_replicas_seeding_one_key_at_once_do_not_race(db_url):
+    """Replicas starting together with the same seed_keys entry (found by the compose smoke test:
+    one replica failed its start on PostgreSQL's duplicate key) all get the one key."""
+    upgrade(db_url)
+    dbs = [Database.open(db_url) for _ in range(6)]
+    token = "pe_seed_" + "s" * 32
+    infos = await asyncio.gather(*(ApiKeyRepo(d.sessionmaker).create(tenant="acme", roles={"admin"}, subject="boot",
+                                                                      token=token) for d in dbs))
+    assert {i.key_id for i, _ in infos} == {infos[0][0].key_id}
+    assert len(await ApiKeyRepo(dbs[0].sessionmaker).list("acme")) == 1
+    for d in dbs:
+        await d.aclose()
+
+
 def test_redactor_paths_and_names():
     r = Redactor(["fields.card.number", "email"], salt="s3cret")
     data = {"fields": {"card": {"number": "4111", "exp": "12/30"}, "contact": [{"email": "a@b.c"}]}, "email": "x"}
