@@ -1,6 +1,6 @@
 """`python -m policyengine.simulate --model qwen-72b=vllm --model gemma-27b=ollama:8002 ...`
 
-Starts a SIMULATED fleet on 127.0.0.1, prints one JSON line describing it
+Starts a SIMULATED fleet on 127.0.0.1 (or `--host`), prints one JSON line describing it
 (`{"simulated": true, "models": {name: {url, admin, ...}}}`) and serves until
 interrupted. Control each server through its admin URL (see server.py).
 """
@@ -37,7 +37,7 @@ def parse_model(spec: str) -> tuple[str, str, int]:
 async def _main(args: argparse.Namespace) -> None:
     fleet = SimFleet()
     for name, flavour, port in args.model:
-        await fleet.add(name, flavour, port=port, keys=args.key or None, context=args.context,
+        await fleet.add(name, flavour, host=args.host, port=port, keys=args.key or None, context=args.context,
                         chunk_delay=args.chunk_delay, latency=args.latency)
     await fleet.start()
     print(orjson.dumps(fleet.describe()).decode(), flush=True)
@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m policyengine.simulate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", action="append", type=parse_model, required=True, help="NAME=FLAVOUR[:PORT]")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 inside a container)")
     p.add_argument("--key", action="append", help="accepted bearer key (repeat); default: no auth")
     p.add_argument("--context", type=int, default=None, help="context window in tokens (reject longer prompts)")
     p.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
