@@ -19,7 +19,6 @@ from typing import Any
 
 from policyengine.fastmodel import construct  # every Decision part: values the compiler checked
 from policyengine.ir import (
-    CHAT,
     EMBEDDINGS,
     MISSING,
     ROUTED,

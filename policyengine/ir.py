@@ -289,8 +289,8 @@ def mention_signal(lexicon: str, mode: str) -> str:
 
 
 __all__ = [
-    "BUILTIN", "BUILTIN_ATTR", "BUILTIN_TYPES", "CHAT", "INTENT_LEXICONS", "MENTION_MODES", "MISSING", "NAMESPACES",
-    "EMBEDDINGS", "ROUTED", "SIGNALS", "ActionPlan", "CompiledChoice", "CompiledRoute", "CompiledRule", "Cond", "ConditionContext",
+    "BUILTIN", "BUILTIN_ATTR", "BUILTIN_TYPES", "CHAT", "EMBEDDINGS", "INTENT_LEXICONS", "MENTION_MODES", "MISSING",
+    "NAMESPACES", "ROUTED", "SIGNALS", "ActionPlan", "CompiledChoice", "CompiledRoute", "CompiledRule", "Cond", "ConditionContext",
     "PathKind", "PolicyIR", "RouteKey", "classify", "field_getter", "mention_mode", "mention_signal",
     "unknown_builtin",
 ]

@@ -44,6 +44,7 @@ from policyengine.gateway.call import (
     open_call,
     outcome_id,
 )
+from policyengine.gateway.embed import Embedded, embed
 from policyengine.gateway.errors import (
     ApprovalRequired,
     ApprovalsUnavailable,
@@ -58,7 +59,6 @@ from policyengine.gateway.errors import (
     UpstreamFailed,
     VerificationFailed,
 )
-from policyengine.gateway.embed import Embedded, embed
 from policyengine.gateway.hold import hold, reasons
 from policyengine.gateway.keys import KeyCache
 from policyengine.gateway.paths import (
@@ -84,8 +84,8 @@ __all__ = [
     "ChatStream",
     "Completion",
     "Decided",
-    "Embedded",
     "DecisionLogUnavailable",
+    "Embedded",
     "EvaluationFailed",
     "GatewayError",
     "InvalidAction",
