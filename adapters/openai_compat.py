@@ -23,7 +23,7 @@ from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 from policyengine.types import ModelSpec, Provider
 
-from .base import CallOptions, TransportError, UpstreamError, guarded, unforeseen
+from .base import NATIVE_KEY, CallOptions, TransportError, UpstreamError, guarded, unforeseen
 from .http import aiohttp_session, aiohttp_timeout, map_transport_error, native_pool
 
 _JSON = {"content-type": "application/json", "accept": "application/json"}
@@ -67,6 +67,7 @@ def _timeout(connect: float) -> httpx.Timeout:
 
 def prepare_body(spec: ModelSpec, body: dict, opts: CallOptions, *, stream: bool) -> dict:
     out = dict(body)
+    out.pop(NATIVE_KEY, None)  # another dialect's original request: only its own adapter reads it
     out["model"] = spec.upstream_model
     if stream:
         out["stream"] = True

@@ -133,11 +133,12 @@ class Provider(StrEnum):
     lmstudio = "lmstudio"
     bedrock = "bedrock"
     vertex = "vertex"
+    anthropic = "anthropic"  # any Anthropic Messages API server (/v1/messages)
 
     @property
     def openai_compatible(self) -> bool:
-        """True for every family served by the OpenAI-compatible adapter (all but Bedrock and Vertex)."""
-        return self not in (Provider.bedrock, Provider.vertex)
+        """True for every family served by the OpenAI-compatible adapter (all but Bedrock, Vertex and Anthropic)."""
+        return self not in (Provider.bedrock, Provider.vertex, Provider.anthropic)
 
 
 class EnvRef(BaseModel):

@@ -122,6 +122,10 @@ class ChainDispatcher:
                 from policyengine.adapters.bedrock import BedrockAdapter
 
                 a = BedrockAdapter(self._client, environ=self._environ)
+            elif fam == "anthropic":
+                from policyengine.adapters.anthropic import AnthropicAdapter
+
+                a = AnthropicAdapter(self._client)
             elif fam == "vertex":
                 from policyengine.adapters.vertex import VertexAdapter
 

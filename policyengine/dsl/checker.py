@@ -293,7 +293,7 @@ class Checker:
                      f"add `provider openai` (or one of: {', '.join(PROVIDERS)})")
         elif not bad_provider:
             prov = Provider(provider)
-            if prov.openai_compatible and "base_url" not in seen:
+            if (prov.openai_compatible or prov is Provider.anthropic) and "base_url" not in seen:
                 self.add("E205", m.name.span, f"model `{m.name.value}` ({provider}) has no base_url",
                          f'add base_url env("{_env_name(m.name.value)}_URL")')
             if prov is Provider.bedrock and "region" not in seen:

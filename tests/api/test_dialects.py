@@ -9,6 +9,8 @@ import openai
 import pytest
 import pytest_asyncio
 
+from policyengine.simulate.anthropic import SimAnthropic
+
 TOOLS = [{"name": n, "description": f"{n} tool", "input_schema": {"type": "object"}}
          for n in ("lookup_order", "refund", "delete_account")]
 PLAN = [("lookup_order", {"order_id": "A1"}), ("delete_account", {"user": "u-9"})]
@@ -41,7 +43,15 @@ model embed-b {
   serves [embeddings]
 }
 
+model claude {
+  provider anthropic
+  base_url env("PE_T_CLAUDE_URL")
+  keys [env("PE_T_CLAUDE_KEY")]
+  model_id "claude-sim-1"
+}
+
 route default -> qwen-72b fallback [gemma-27b]
+route when use_case == "native" -> claude fallback [qwen-72b]
 route default -> embed-a fallback [embed-b]
 allow model choice [qwen-72b, gemma-27b] when user.role == "power"
 
@@ -63,14 +73,23 @@ async def svc(tmp_path_factory):
     d = tmp_path_factory.mktemp("dialects")
     (d / "policies").mkdir()
     (d / "policies" / "dialects.policy").write_text(POLICY)
+    claude = await SimAnthropic(keys=["ck1"], models=["claude-sim-1"]).start()
     with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PE_T_CLAUDE_URL", claude.url)
+        mp.setenv("PE_T_CLAUDE_KEY", "ck1")
         async with running_service(f"sqlite:///{d / 'pe.db'}", mp, policy_dir=d / "policies") as s:
+            s.sims["claude"] = claude  # type: ignore[assignment]
             yield s
+    await claude.stop()
 
 
 @pytest.fixture(autouse=True)
 def fresh(svc):
-    for sim in svc.sims.values():
+    for name, sim in svc.sims.items():
+        if name == "claude":
+            sim.faults.clear()
+            sim.requests.clear()
+            continue
         sim.reset()
         sim.tool_plan = None
     yield
@@ -182,6 +201,48 @@ async def test_anthropic_errors_are_the_sdks_usual_exceptions(svc):
     assert (await bearer.messages.create(model="auto", max_tokens=10,
                                          messages=[{"role": "user", "content": "hi"}])).content
     await bearer.close()
+    await client.close()
+
+
+NATIVE = {"X-PolicyEngine-Use-Case": "native"}
+
+
+async def test_anthropic_upstream_gets_the_request_natively(svc):
+    client = _anthropic(svc)
+    system = [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}]
+    raw = await client.messages.with_raw_response.create(
+        model="auto", max_tokens=40, system=system, extra_body={"top_k": 5}, extra_headers=NATIVE,
+        messages=[{"role": "user", "content": [{"type": "text", "text": "hello", "cache_control": {"type": "ephemeral"}}]}])
+    msg = await raw.parse()
+    assert msg.content[0].text.startswith("Simulated answer") and raw.headers["x-policyengine-model"] == "claude"
+    sent = svc.sims["claude"].requests[-1]
+    assert sent["headers"]["x-api-key"] == "ck1" and sent["headers"]["anthropic-version"]
+    body = sent["body"]
+    # what the caller wrote, as it wrote it (cache_control, top_k), with the policy's model id
+    assert body["system"] == system and body["top_k"] == 5 and body["model"] == "claude-sim-1"
+    assert body["messages"][0]["content"][0]["cache_control"] == {"type": "ephemeral"}
+    assert "_pe_native" not in body
+    async with client.messages.stream(model="auto", max_tokens=40, extra_headers=NATIVE,
+                                      messages=[{"role": "user", "content": "hi"}]) as stream:
+        text = "".join([t async for t in stream.text_stream])
+    assert text.startswith("Simulated answer")
+    # the same model serves OpenAI clients: translated both ways, tool calls included
+    chat = await svc.sdk().chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "look it up"}], extra_headers=NATIVE,
+        tools=[{"type": "function", "function": {"name": "lookup_order", "parameters": {"type": "object"}}}])
+    assert chat.choices[0].message.tool_calls[0].function.name == "lookup_order"
+    assert chat.choices[0].finish_reason == "tool_calls"
+    assert svc.sims["claude"].requests[-1]["body"]["tools"][0]["input_schema"] == {"type": "object"}
+    # overloaded (529) fails over to the next model of the chain, which gets no Anthropic-only fields
+    for _ in range(6):  # retried, then cooled down: every attempt on claude is refused
+        svc.sims["claude"].add_fault(529, "overloaded_error")
+    raw = await client.messages.with_raw_response.create(model="auto", max_tokens=20, extra_body={"top_k": 3},
+                                                         extra_headers=NATIVE,
+                                                         messages=[{"role": "user", "content": "hi"}])
+    assert raw.headers["x-policyengine-model"] == "qwen-72b"
+    assert raw.headers["x-policyengine-attempts"].startswith("claude#PE_T_CLAUDE_KEY:529:retry:overloaded")
+    up = svc.sims["qwen-72b"].requests[-1].body
+    assert "_pe_native" not in up and "top_k" not in up
     await client.close()
 
 

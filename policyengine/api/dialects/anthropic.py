@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from policyengine.adapters.base import NATIVE_KEY
 from policyengine.api.dialects import DialectError
 
 __all__ = ["AnthropicEvents", "error_body", "error_type", "stop_reason", "to_chat", "to_message"]
@@ -268,6 +269,8 @@ def to_chat(body: dict[str, Any]) -> dict[str, Any]:
         rest = {k: v for k, v in meta.items() if k != "user_id"}
         if rest:
             chat["metadata"] = rest
+    # the original request, for an Anthropic-compatible upstream to receive natively (adapters/anthropic.py)
+    chat[NATIVE_KEY] = {"anthropic": dict(body)}
     return chat
 
 

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from policyengine import gateway
+from policyengine.adapters.base import NATIVE_KEY
 from policyengine.api.errors import ApiError, json_response, response_headers
 from policyengine.api.http import headers, json_object, require_principal
 from policyengine.api.sse import OPENAI_EVENTS, SSE_HEADERS, SSEResponse
@@ -204,6 +205,7 @@ async def chat_completions(request: Request) -> Response:
     principal = await _auth(request)
     t0 = time.perf_counter()
     body = await json_object(request)
+    body.pop(NATIVE_KEY, None)  # only a dialect at the edge may set it, never the caller
     result = await run_chat(request, principal, body, t0)
     h = result_headers(result)
     if isinstance(result, gateway.ChatStream):
