@@ -8,7 +8,8 @@ What is translated:
   provider (`openai/`, `hosted_vllm/`, `ollama/`, `ollama_chat/`, `lm_studio/`,
   `huggingface/` (TGI), `bedrock/`, `vertex_ai/`, `azure/`, and the OpenAI-compatible hosted
   APIs: `groq/`, `together_ai/`, `mistral/`, `deepseek/`, `fireworks_ai/`, `openrouter/`,
-  `xai/`, `perplexity/`) and the rest is the `model_id`; `api_base` -> `base_url`;
+  `xai/`, `perplexity/`; `anthropic/` (and a bare `claude-...`) -> `provider anthropic`) and
+  the rest is the `model_id`; `api_base` -> `base_url`;
   `os.environ/KEY` -> `env("KEY")` (a literal key is never copied: an `env()` reference takes
   its place and the report says which variable to set); `model_info.mode: embedding` ->
   `serves [embeddings]`; `max_input_tokens` -> `context`; `input_cost_per_token` -> `cost`;
@@ -63,6 +64,7 @@ PREFIXES: dict[str, tuple[str, str | None]] = {
     "xai": ("openai", "https://api.x.ai/v1"),
     "perplexity": ("openai", "https://api.perplexity.ai"),
     "azure": ("openai", None),
+    "anthropic": ("anthropic", "https://api.anthropic.com"),
     "bedrock": ("bedrock", None),
     "vertex_ai": ("vertex", None),
 }
@@ -202,7 +204,7 @@ class _Importer:
         prefix, sep, rest = mstr.partition("/")
         if not sep:
             prefix, rest = ("anthropic" if mstr.startswith("claude") else "openai"), mstr
-        if prefix == "anthropic" or prefix not in PREFIXES:
+        if prefix not in PREFIXES:
             self.note(model_node, "litellm_params.model", f"{group!r}: provider {prefix!r} ({mstr}) has no adapter "
                       "here (OpenAI-compatible servers, Bedrock and Vertex do): skipped; declare it by hand if it "
                       "speaks the OpenAI API")

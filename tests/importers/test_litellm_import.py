@@ -35,6 +35,7 @@ def test_import_lints_clean_and_reports_by_line(tmp_path):
     assert "provider vllm" in models and "provider bedrock" in models and "provider vertex" in models
     assert 'base_url "http://ollama.internal:11434/v1"' in models  # ollama's OpenAI-compatible API
     assert "serves [embeddings]" in models
+    assert 'provider anthropic\n  base_url "https://api.anthropic.com"' in models
     assert "sk-literal" not in models  # a literal key is never copied
     report = (out / "import-report.txt").read_text().splitlines()
     lines = CONFIG.read_text().splitlines()
