@@ -545,7 +545,7 @@ class Checker:
         for d in defaults:
             kinds = self.served(d.primary.value)
             taken = [k for k in sorted(kinds) if k in first_default]
-            if kinds and len(taken) == len(kinds):
+            if taken:
                 first = first_default[taken[0]]
                 self.add("E212", d.span, f"second `route default` for {' and '.join(taken)} requests "
                          f"(first at {_where(first.span)})",

@@ -196,6 +196,9 @@ async def test_anthropic_errors_are_the_sdks_usual_exceptions(svc):
     with pytest.raises(anthropic.BadRequestError) as up:  # the upstream's own 4xx, in Anthropic's shape
         await client.messages.create(model="auto", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
     assert up.value.body["error"]["message"] == "bad prompt"
+    # count_tokens: the gateway's estimate
+    counted = await client.messages.count_tokens(model="auto", messages=[{"role": "user", "content": "x" * 400}])
+    assert counted.input_tokens == 100
     # Bearer works as well as x-api-key (the SDK's auth_token)
     bearer = anthropic.AsyncAnthropic(base_url=svc.url, auth_token=svc.tokens["app"], max_retries=0)
     assert (await bearer.messages.create(model="auto", max_tokens=10,

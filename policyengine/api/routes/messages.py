@@ -23,7 +23,7 @@ from policyengine.api.dialects import DialectError
 from policyengine.api.dialects import anthropic as dialect
 from policyengine.api.errors import ApiError, json_response, to_api_error
 from policyengine.api.http import json_object, require_principal
-from policyengine.api.routes.chat import result_headers, run_chat
+from policyengine.api.routes.chat import estimate_tokens, result_headers, run_chat
 from policyengine.api.sse import SSE_HEADERS, SSEResponse
 from policyengine.errors import PolicyEngineError
 
@@ -64,11 +64,33 @@ async def messages(request: Request) -> Response:
         return json_response(dialect.error_body(500, "internal server error"), 500)
 
 
+async def count_tokens(request: Request) -> Response:
+    """Anthropic's `count_tokens`: the gateway's estimate of the request's input tokens (characters
+    / `chars_per_token` over the messages, system and tools: the same estimate the policy's
+    context-window routing uses), without a model call or a decision."""
+    try:
+        await _auth(request)
+        body = await json_object(request)
+        try:
+            chat = dialect.to_chat({"max_tokens": 1, **body})
+        except DialectError as exc:
+            raise ApiError(400, exc.message, code="invalid_request", param=exc.param) from None
+        return json_response({"input_tokens": estimate_tokens(chat)})
+    except PolicyEngineError as exc:
+        return anthropic_error(exc)
+
+
 # Served straight from the ASGI call (policyengine.api.http); the FastAPI route documents it.
-HOT_ROUTES = {"/v1/messages": messages}
+HOT_ROUTES = {"/v1/messages": messages, "/v1/messages/count_tokens": count_tokens}
 
 
 @router.post("/v1/messages", summary="Anthropic Messages API, routed by the policy")
 async def messages_documented(request: Request) -> Response:
     """The documented twin of the hot route (same handler)."""
     return await messages(request)
+
+
+@router.post("/v1/messages/count_tokens", summary="Anthropic count_tokens: the gateway's estimate of the input tokens")
+async def count_tokens_documented(request: Request) -> Response:
+    """The documented twin of the hot route (same handler)."""
+    return await count_tokens(request)
