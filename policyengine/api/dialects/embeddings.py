@@ -18,11 +18,12 @@ import math
 import struct
 from typing import Any
 
+from policyengine.adapters.base import NATIVE_KEY
 from policyengine.api.dialects import DialectError
 
 __all__ = ["action_text", "encode", "estimate_tokens", "upstream_body", "validate"]
 
-GATEWAY_ONLY = ("metadata",)
+GATEWAY_ONLY = ("metadata", NATIVE_KEY)
 
 
 def _is_tokens(v: Any) -> bool:
