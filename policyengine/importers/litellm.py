@@ -181,7 +181,7 @@ class _Importer:
             name = re.sub(r"[^A-Za-z0-9_]", "_", name)
         if name != group and group not in self.groups:
             self.note(node, "model_name", f"{group!r} is called `{name}` in the policy (policy names are letters, "
-                                          "digits, _ and single . - / between them)")
+                                          f"digits, _ and single . - / between them): clients request `{name}`")
         self.taken.add(name)
         return name
 
