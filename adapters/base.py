@@ -23,6 +23,12 @@ log = logging.getLogger("policyengine.adapters")
 R = TypeVar("R")
 
 
+NATIVE_KEY = "_pe_native"
+"""The key of an OpenAI chat request under which a dialect at the edge leaves the caller's
+original request for an adapter that speaks that dialect natively (`{"anthropic": {...}}`:
+see adapters/anthropic.py). Every other adapter drops it; it is never sent as it is."""
+
+
 class AdapterError(Exception):
     """Base class for everything an adapter raises about an upstream call."""
 

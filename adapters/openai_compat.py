@@ -23,7 +23,7 @@ from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 
 from policyengine.types import ModelSpec, Provider
 
-from .base import CallOptions, TransportError, UpstreamError, guarded, unforeseen
+from .base import NATIVE_KEY, CallOptions, TransportError, UpstreamError, guarded, unforeseen
 from .http import aiohttp_session, aiohttp_timeout, map_transport_error, native_pool
 
 _JSON = {"content-type": "application/json", "accept": "application/json"}
@@ -48,6 +48,18 @@ def _url_str(base_url: str) -> str:
     return str(chat_url(base_url))
 
 
+@lru_cache(maxsize=1024)
+def embeddings_url(base_url: str) -> httpx.URL:
+    """The embeddings URL for an OpenAI base URL (`.../v1` -> `.../v1/embeddings`)."""
+    url = httpx.URL(base_url)
+    path = url.path.rstrip("/")
+    if path.endswith("/chat/completions"):
+        path = path[: -len("/chat/completions")]
+    if not path.endswith("/embeddings"):
+        path += "/embeddings"
+    return url.copy_with(path=path)
+
+
 @lru_cache(maxsize=64)
 def _timeout(connect: float) -> httpx.Timeout:
     return httpx.Timeout(connect=connect, read=None, write=None, pool=None)
@@ -55,6 +67,7 @@ def _timeout(connect: float) -> httpx.Timeout:
 
 def prepare_body(spec: ModelSpec, body: dict, opts: CallOptions, *, stream: bool) -> dict:
     out = dict(body)
+    out.pop(NATIVE_KEY, None)  # another dialect's original request: only its own adapter reads it
     out["model"] = spec.upstream_model
     if stream:
         out["stream"] = True
@@ -305,6 +318,31 @@ class OpenAICompatAdapter:
             raise UpstreamError(_error_status(err) or status, headers, raw)
         if not data.get("choices"):
             raise TransportError("protocol_error", "response has no choices")
+        return data
+
+    @guarded
+    async def embed(self, spec: ModelSpec, body: dict, opts: CallOptions) -> dict:
+        """An OpenAI embeddings call (`POST {base_url}/embeddings`), `model` set to the spec's upstream
+        id; the answer is the server's embeddings list, checked to hold `data`."""
+        if not opts.base_url:
+            raise TransportError("config", f"model {spec.name} has no base_url")
+        payload = orjson.dumps({**body, "model": spec.upstream_model})
+        try:
+            resp = await self._client.post(embeddings_url(opts.base_url), content=payload,
+                                           headers=_headers(_JSON, opts), timeout=_timeout(opts.connect_timeout))
+        except (httpx.HTTPError, OSError) as exc:
+            raise map_transport_error(exc) from exc
+        raw = resp.content
+        if resp.status_code >= 400:
+            raise UpstreamError(resp.status_code, resp.headers, raw)
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise TransportError("protocol_error", f"response is not JSON: {raw[:80]!r}") from None
+        if not isinstance(data, dict) or "error" in data:
+            raise UpstreamError(resp.status_code if resp.status_code >= 400 else 500, resp.headers, raw)
+        if not isinstance(data.get("data"), list):
+            raise TransportError("protocol_error", "embeddings response has no data list")
         return data
 
     @guarded

@@ -19,8 +19,9 @@ from typing import Any
 
 from policyengine.fastmodel import construct  # every Decision part: values the compiler checked
 from policyengine.ir import (
-    CHAT,
+    EMBEDDINGS,
     MISSING,
+    ROUTED,
     CompiledRoute,
     CompiledRule,
     PolicyIR,
@@ -284,9 +285,10 @@ class CompiledPolicy(PolicyIR):
            `require_approval`, with **every** obligation of every rule that held, the
            tags and the verification.
         4. **authorize**: the first `authorize` rule that fires gives `allow`.
-        5. **default deny**: with no authorize rule firing, any action but `chat` is
-           denied by the `default` hit (`default_applied` is true when no rule names the
-           action at all); `chat` is allowed by its route.
+        5. **default deny**: with no authorize rule firing, any action but the model
+           calls (`chat`, `embeddings`) is denied by the `default` hit (`default_applied` is
+           true when no rule names the action at all); a model call is allowed by its route
+           (`embeddings` by the routes whose primary `serves [embeddings]`).
 
         Restrictive rules (deny, require approval, escalate, verify) fire on an
         undecidable condition; authorize, routes and model choices do not.
@@ -320,7 +322,7 @@ class CompiledPolicy(PolicyIR):
 
         routing: Routing | None = None
         allowed: list[str] = []
-        if name == CHAT:
+        if name in ROUTED:
             routing, allowed, route_hits, refusal = self._route(ctx)
             hits.extend(route_hits)
             if refusal is not None:
@@ -374,7 +376,7 @@ class CompiledPolicy(PolicyIR):
                 hits.append(_rule_hit(r, because, "allow"))
                 break
         else:
-            if name != CHAT:
+            if name not in ROUTED:
                 default = _hit("default", "default", "deny", None, "",
                                [f"no rule authorizes {name!r}: default deny"
                                 + ("" if plan.named else " (no rule names this action)")])
@@ -410,7 +412,7 @@ class CompiledPolicy(PolicyIR):
             needed: set[str] = set()
             for r in (*plan.denies, *plan.holds, *plan.authorizes):
                 needed |= r.signals
-            if name == CHAT:
+            if name in ROUTED:
                 needed |= self.route_signals
             needed.discard("divergence")
             cached = self._needed[name] = frozenset(needed)
@@ -432,6 +434,14 @@ class CompiledPolicy(PolicyIR):
 
     def _match_route(self, ctx: EvalContext) -> tuple[CompiledRoute | None, list[str]]:
         a = ctx.action
+        if a.action == EMBEDDINGS:  # the embeddings routes: few, scanned in source order
+            for r in self.embedding_routes:
+                because: list[str] = []
+                if r.cond is not None and r.cond(ctx, because) is True:
+                    return r, because
+            if self.embedding_default is not None:
+                return self.embedding_default, ["no earlier embeddings route matched: default route"]
+            return None, []
         cands: list[int] = list(self.route_scan)
         for key_of, table in self.route_index.values():
             k = key_of(a)
@@ -459,8 +469,10 @@ class CompiledPolicy(PolicyIR):
         if self.choices:
             allowed, choice_hits = self._allowed(ctx)
         if r is None:
-            refusal = _hit("route", "route", "deny", None, "",
-                           ["no route matches this request and the policy has no `route default`"])
+            why = ("no route matches this request and the policy has no `route default`" if a.action != EMBEDDINGS
+                   else "no route leads to a model that serves embeddings (declare one with `serves [embeddings]` "
+                        "and route to it)")
+            refusal = _hit("route", "route", "deny", None, "", [why])
             return None, allowed, hits, refusal
         chain = list(r.chain)
         if r.prefer_self_hosted:

@@ -38,7 +38,13 @@ MISSING: Any = object()
 """The value of a path the action does not carry (distinct from a supplied None)."""
 
 CHAT = "chat"
-"""The action name of a model call: the only action that is routed."""
+"""The action name of a chat model call."""
+
+EMBEDDINGS = "embeddings"
+"""The action name of an embeddings call (routed to the models that `serve [embeddings]`)."""
+
+ROUTED = frozenset({CHAT, EMBEDDINGS})
+"""The actions that are model calls: routed, and allowed by their route unless a rule says otherwise."""
 
 # ---------------------------------------------------------------------------- paths
 
@@ -248,6 +254,9 @@ class PolicyIR:
     default_route: CompiledRoute | None = None
     route_index: dict[str, tuple[RouteKey, dict[str, tuple[int, ...]]]] = field(default_factory=dict)
     route_scan: tuple[int, ...] = ()
+    # embeddings requests: the routes whose primary serves embeddings, in source order (few: scanned)
+    embedding_routes: list[CompiledRoute] = field(default_factory=list)
+    embedding_default: CompiledRoute | None = None
     choices: list[CompiledChoice] = field(default_factory=list)
     lexicon_res: dict[str, re.Pattern[str]] = field(default_factory=dict)
     actions: frozenset[str] = frozenset()
@@ -280,8 +289,8 @@ def mention_signal(lexicon: str, mode: str) -> str:
 
 
 __all__ = [
-    "BUILTIN", "BUILTIN_ATTR", "BUILTIN_TYPES", "CHAT", "INTENT_LEXICONS", "MENTION_MODES", "MISSING", "NAMESPACES",
-    "SIGNALS", "ActionPlan", "CompiledChoice", "CompiledRoute", "CompiledRule", "Cond", "ConditionContext",
+    "BUILTIN", "BUILTIN_ATTR", "BUILTIN_TYPES", "CHAT", "EMBEDDINGS", "INTENT_LEXICONS", "MENTION_MODES", "MISSING",
+    "NAMESPACES", "ROUTED", "SIGNALS", "ActionPlan", "CompiledChoice", "CompiledRoute", "CompiledRule", "Cond", "ConditionContext",
     "PathKind", "PolicyIR", "RouteKey", "classify", "field_getter", "mention_mode", "mention_signal",
     "unknown_builtin",
 ]

@@ -133,11 +133,12 @@ class Provider(StrEnum):
     lmstudio = "lmstudio"
     bedrock = "bedrock"
     vertex = "vertex"
+    anthropic = "anthropic"  # any Anthropic Messages API server (/v1/messages)
 
     @property
     def openai_compatible(self) -> bool:
-        """True for every family served by the OpenAI-compatible adapter (all but Bedrock and Vertex)."""
-        return self not in (Provider.bedrock, Provider.vertex)
+        """True for every family served by the OpenAI-compatible adapter (all but Bedrock, Vertex and Anthropic)."""
+        return self not in (Provider.bedrock, Provider.vertex, Provider.anthropic)
 
 
 class EnvRef(BaseModel):
@@ -177,6 +178,11 @@ class Capabilities(BaseModel):
     tools: bool = True
     prefill: bool = False  # accepts a trailing assistant message to continue from
 
+
+ServedKind = Literal["chat", "embeddings"]
+"""What a model's endpoint answers (`serves [chat, embeddings]` in its model block; chat by default)."""
+
+SERVED_KINDS: tuple[str, ...] = ("chat", "embeddings")
 
 BalanceStrategy = Literal["weighted", "round_robin", "least_outstanding", "latency"]
 """How the dispatcher spreads one model's requests over its deployments (see `policyengine.dispatch.balance`)."""
@@ -222,6 +228,7 @@ class ModelSpec(BaseModel):
     headers: dict[str, str | EnvRef] = Field(default_factory=dict)
     deployments: tuple[Deployment, ...] = ()
     balance: BalanceStrategy = "weighted"
+    serves: tuple[ServedKind, ...] = ("chat",)  # what the endpoint answers: chat completions, embeddings
     file: str | None = None
     line: int | None = None
 

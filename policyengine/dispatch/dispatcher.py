@@ -122,6 +122,10 @@ class ChainDispatcher:
                 from policyengine.adapters.bedrock import BedrockAdapter
 
                 a = BedrockAdapter(self._client, environ=self._environ)
+            elif fam == "anthropic":
+                from policyengine.adapters.anthropic import AnthropicAdapter
+
+                a = AnthropicAdapter(self._client)
             elif fam == "vertex":
                 from policyengine.adapters.vertex import VertexAdapter
 
@@ -206,10 +210,14 @@ class ChainDispatcher:
 
     # ------------------------------------------------------------------ planning
     def new_run(self, body: dict, routing: Routing, session_id: str | None, prompt_tokens: int | None,
-                stream: bool) -> Run:
-        """A fresh `Run` with the request's deadline; raises ValueError for a malformed body, an
-        empty chain, a model this dispatcher does not know, or negative `prompt_tokens`."""
-        if not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
+                stream: bool, *, embeddings: bool = False) -> Run:
+        """A fresh `Run` with the request's deadline; raises ValueError for a malformed body (a chat
+        request without messages; an embeddings request without input), an empty chain, a model this
+        dispatcher does not know, or negative `prompt_tokens`."""
+        if embeddings:
+            if not isinstance(body, dict) or body.get("input") in (None, "", []):
+                raise ValueError("body must be an OpenAI embeddings request with an 'input'")
+        elif not isinstance(body, dict) or not isinstance(body.get("messages"), list) or not body["messages"]:
             raise ValueError("body must be an OpenAI chat request with a non-empty 'messages' list")
         if not routing.chain:
             raise ValueError("routing has an empty model chain")
@@ -599,6 +607,26 @@ class ChainDispatcher:
             response=response, model=spec.name, key_id=key_id, attempts=run.attempts, usage=response.get("usage"),
             latency_ms=(time.perf_counter() - run.t0) * 1000, finish_reason=(choices[0] or {}).get("finish_reason"),
             continued_from=[], error=None, complete=True)
+
+    async def embed(self, body: dict, routing: Routing, *, session_id: str | None = None,
+                    prompt_tokens: int | None = None) -> DispatchResult:
+        """Run the chain for an embeddings request (OpenAI's `/v1/embeddings` body): the first
+        model's answer (`response` is the OpenAI embeddings list), with the same retries, failover,
+        cooldowns, breakers and keys as a chat request, or DispatchError."""
+        run = self.new_run(body, routing, session_id, prompt_tokens, stream=False, embeddings=True)
+
+        async def call(spec: ModelSpec, opts: CallOptions, b: Budget) -> dict:
+            adapter = self.adapter(spec)
+            embed = getattr(adapter, "embed", None)
+            if embed is None:
+                raise TransportError("config", f"the {spec.provider.value} adapter does not serve embeddings")
+            return await embed(spec, run.body, opts)
+
+        response, spec, key_id = await self.execute(run, call)
+        return DispatchResult.model_construct(
+            response=response, model=spec.name, key_id=key_id, attempts=run.attempts, usage=response.get("usage"),
+            latency_ms=(time.perf_counter() - run.t0) * 1000, finish_reason=None, continued_from=[], error=None,
+            complete=True)
 
     def stream(self, body: dict, routing: Routing, *, session_id: str | None = None,
                prompt_tokens: int | None = None) -> DispatchStream:

@@ -26,7 +26,7 @@ from policyengine.ir import (
     unknown_builtin,
 )
 from policyengine.netcheck import ALWAYS_REFUSED, AddressClass, OutboundRefused, literal_class
-from policyengine.types import Provider
+from policyengine.types import SERVED_KINDS, Provider
 
 from . import ast
 from . import formatter as fmt
@@ -37,7 +37,8 @@ SECRET_RE = re.compile(
     r"|AIza[0-9A-Za-z_\-]{20,}|hf_[A-Za-z0-9]{16,}|Bearer\s+\S{8,})"
 )
 PROVIDERS = [p.value for p in Provider]
-KEY_PROPS_ONCE = ("provider", "base_url", "model_id", "keys", "cost", "context", "supports", "region", "project")
+KEY_PROPS_ONCE = ("provider", "base_url", "model_id", "keys", "cost", "context", "supports", "serves", "region",
+                  "project")
 # Query parameters that carry credentials (`?api_key=...`, `?token=...`, Azure SAS `sig=`), and header
 # names whose value is a credential (`X-Api-Key`, `X-Auth-Token`, `Ocp-Apim-Subscription-Key`, `Cookie`).
 SECRET_PARAMS = frozenset({
@@ -267,6 +268,14 @@ class Checker:
                     self.add("E206", p.span, f"cost {amount} is negative", "cost is >= 0 (0 = self-hosted)")
                 if per <= 0:
                     self.add("E206", p.span, "cost unit must be positive", "write `per 1k tokens`")
+            elif p.key == "serves":
+                if not p.value:
+                    self.add("E216", p.span, "empty `serves` list", "write serves [chat], serves [embeddings] or both")
+                for n in p.value:  # type: ignore[union-attr]
+                    if n.value not in SERVED_KINDS:
+                        close = _close(n.value, SERVED_KINDS)
+                        self.add("E216", n.span, f"unknown kind `{n.value}` in serves",
+                                 f"did you mean `{close}`?" if close else f"one of: {', '.join(SERVED_KINDS)}")
             elif p.key == "context":
                 if p.value <= 0:  # type: ignore[operator]
                     self.add("E206", p.span, "context window must be a positive number of tokens",
@@ -284,7 +293,7 @@ class Checker:
                      f"add `provider openai` (or one of: {', '.join(PROVIDERS)})")
         elif not bad_provider:
             prov = Provider(provider)
-            if prov.openai_compatible and "base_url" not in seen:
+            if (prov.openai_compatible or prov is Provider.anthropic) and "base_url" not in seen:
                 self.add("E205", m.name.span, f"model `{m.name.value}` ({provider}) has no base_url",
                          f'add base_url env("{_env_name(m.name.value)}_URL")')
             if prov is Provider.bedrock and "region" not in seen:
@@ -366,6 +375,9 @@ class Checker:
         self.check_expr(v.cond)
         for m in v.models:
             self.ref_model(m)
+            if m.value in self.models and "chat" not in self.served(m.value):
+                self.add("E217", m.span, f"verification asks `{m.value}` for an answer, but it serves only "
+                         "embeddings", "verify with two models that serve chat")
         names = [m.value for m in v.models]
         if len(set(names)) < 2:
             self.add("E240", v.models[0].span, "dual-model verification needs two different models",
@@ -505,12 +517,44 @@ class Checker:
         return seen.first_clash(kind, self.scope, compatible)
 
     # ------------------------------------------------------------------ routes
+    def served(self, name: str) -> frozenset[str]:
+        """What model `name` serves as declared (`serves [...]`; chat when it says nothing or is
+        not declared: an unknown model is reported once, as E210)."""
+        m = self.models.get(name)
+        for p in m.props if m is not None else ():
+            if p.key == "serves":
+                return frozenset(n.value for n in p.value if n.value in SERVED_KINDS)  # type: ignore[union-attr]
+        return frozenset({"chat"})
+
+    def check_serves(self, primary: ast.Name, others: tuple[ast.Name, ...], what: str) -> None:
+        """E217: a chain that sends a request to a model that does not serve its kind (chat to an
+        embeddings-only model, or embeddings to a chat-only one)."""
+        kinds = self.served(primary.value)
+        for n in others:
+            theirs = self.served(n.value)
+            if kinds and theirs and not kinds & theirs:
+                self.add("E217", n.span, f"{what} sends {' and '.join(sorted(kinds))} requests to `{n.value}`, "
+                         f"which serves only {' and '.join(sorted(theirs))}",
+                         f"use a model that serves {' or '.join(sorted(kinds))} here, or declare "
+                         f"`serves [{', '.join(sorted(kinds | theirs))}]` on `{n.value}` if it answers both")
+
     def check_routes(self) -> None:
         routes = [it for it in self.items if isinstance(it, ast.Route)]
         defaults = [r for r in routes if r.cond is None]
-        for d in defaults[1:]:
-            self.add("E212", d.span, f"second `route default` (first at {_where(defaults[0].span)})",
-                     "a policy set has one default route; make this one conditional with `route when ...`")
+        first_default: dict[str, ast.Route] = {}
+        for d in defaults:
+            kinds = self.served(d.primary.value)
+            taken = [k for k in sorted(kinds) if k in first_default]
+            if taken:
+                first = first_default[taken[0]]
+                self.add("E212", d.span, f"second `route default` for {' and '.join(taken)} requests "
+                         f"(first at {_where(first.span)})",
+                         "a policy set has one default route per kind of request (chat, embeddings); make this "
+                         "one conditional with `route when ...`")
+            for k in kinds:
+                first_default.setdefault(k, d)
+        for r in routes:
+            self.check_serves(r.primary, tuple(r.fallback or ()), "this route")
         for r in routes:
             chain = [r.primary, *(r.fallback or ())]
             seen: dict[str, ast.Name] = {}

@@ -31,6 +31,7 @@ from policyengine.ir import (
     BUILTIN,
     BUILTIN_ATTR,
     CHAT,
+    EMBEDDINGS,
     MISSING,
     ActionPlan,
     CompiledChoice,
@@ -456,6 +457,8 @@ def model_spec(m: ast.ModelDecl) -> ModelSpec:
             caps = set(p.value)
             kw["capabilities"] = Capabilities(streaming="streaming" in caps, tools="tools" in caps,
                                               prefill="prefill" in caps)
+        elif p.key == "serves":
+            kw["serves"] = tuple(dict.fromkeys(n.value for n in p.value))
         elif p.key == "region":
             kw["region"] = p.value.value
         elif p.key == "project":
@@ -589,6 +592,7 @@ def compile_steps(files: list[ast.PolicyFile]) -> Generator[None, None, PolicyIR
     named: set[str] = set()
     default_route: ast.Route | None = None
     routes: list[ast.Route] = []
+    embed_routes: list[ast.Route] = []
     order = 0
 
     def rule(kind: str, it: Any, cond: ast.Expr | None, **extra: Any) -> CompiledRule:
@@ -636,10 +640,14 @@ def compile_steps(files: list[ast.PolicyFile]) -> Generator[None, None, PolicyIR
                     specific[a.value]["hold"].append(r)
                     named.add(a.value)
         elif isinstance(it, ast.Route):
-            if it.cond is None:
-                default_route = default_route or it
-            else:
-                routes.append(it)
+            # a route serves what its primary serves: chat routes, embeddings routes, or both
+            if _serves(models, it.primary.value, CHAT):
+                if it.cond is None:
+                    default_route = default_route or it
+                else:
+                    routes.append(it)
+            if _serves(models, it.primary.value, EMBEDDINGS):
+                embed_routes.append(it)
         elif isinstance(it, ast.AllowChoice):
             policy.choices.append(CompiledChoice(
                 rule_id=_rule_id(it.span), span=_sspan(it.span), source=_source(by_file, it.span),
@@ -698,7 +706,37 @@ def compile_steps(files: list[ast.PolicyFile]) -> Generator[None, None, PolicyIR
             yield
             rs |= signals_of(it.cond)
     policy.route_signals = frozenset(rs)
+    _embedding_routes(policy, by_file, embed_routes)
     return policy
+
+
+def _serves(models: dict[str, ModelSpec], name: str, kind: str) -> bool:
+    """Whether model `name` serves `kind` (an undeclared model is a chat model: the checker
+    reports it)."""
+    spec = models.get(name)
+    return kind in (spec.serves if spec is not None else (CHAT,))
+
+
+def _embedding_routes(policy: PolicyIR, by_file: dict[str, list[str]], routes: list[ast.Route]) -> None:
+    """The routes of embeddings requests (those whose primary serves embeddings), each chain kept
+    to the models that serve embeddings; a conditional route without its own fallback inherits
+    the embeddings default's."""
+    default = next((r for r in routes if r.cond is None), None)
+    models = policy.models
+
+    def chain_of(names: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(n for n in names if _serves(models, n, EMBEDDINGS))
+
+    inherited: tuple[str, ...] = ()
+    if default is not None:
+        fb = chain_of(tuple(n.value for n in (default.fallback or ())))
+        policy.embedding_default = _route(by_file, default, default.primary.value, fb)
+        inherited = (default.primary.value, *fb)
+    for rt in routes:
+        if rt.cond is None:
+            continue
+        fb = chain_of(tuple(n.value for n in rt.fallback)) if rt.fallback is not None else inherited
+        policy.embedding_routes.append(_route(by_file, rt, rt.primary.value, fb))
 
 
 def _route(by_file: dict[str, list[str]], rt: ast.Route, primary: str, fallback: tuple[str, ...]) -> CompiledRoute:

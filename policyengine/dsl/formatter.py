@@ -112,6 +112,8 @@ def _prop(p: ast.Prop) -> str:
         return "timeout " + " ".join(f"{t.kind} {t.raw}" for t in v)  # type: ignore[union-attr]
     if p.key == "supports":
         return "supports " + ", ".join(v)  # type: ignore[arg-type]
+    if p.key == "serves":
+        return "serves [" + ", ".join(n.value for n in v) + "]"  # type: ignore[union-attr]
     if p.key == "header":
         name, val = v  # type: ignore[misc]
         return f"header {escape(name)} {_sv(val)}"

@@ -189,6 +189,10 @@ class _Builder(Transformer):
         return ast.Prop("supports", tuple(str(x) for x in c if x is not None), self.sp(meta))
 
     @v_args(meta=True)
+    def prop_serves(self, meta: Any, c: list[Any]) -> ast.Prop:
+        return ast.Prop("serves", tuple(self.name(x) for x in c if x is not None), self.sp(meta))
+
+    @v_args(meta=True)
     def prop_region(self, meta: Any, c: list[Any]) -> ast.Prop:
         return ast.Prop("region", ast.Str(unescape(c[0]), self.sp(c[0])), self.sp(meta))
 

@@ -7,7 +7,8 @@ policy decides), and hands the Call to one path:
 - `decide(call)`: an action submitted for a decision (`/v1/evaluate`);
 - `chat(call, body, stream=...)`: a model call, which refuses, holds, or goes on to
   `complete`, `stream_chat` or `verify`;
-- `hold(call)`: the approval of a held decision (used by the two above).
+- `embed(call, body)`: an embeddings call routed to the models that serve embeddings;
+- `hold(call)`: the approval of a held decision (used by the paths above).
 
 It gets back a result (`Decided`, `Completion`, `ChatStream`) or a `GatewayError`, and
 writes either in its own format. The gateway imports no transport; the transports import
@@ -43,6 +44,7 @@ from policyengine.gateway.call import (
     open_call,
     outcome_id,
 )
+from policyengine.gateway.embed import Embedded, embed
 from policyengine.gateway.errors import (
     ApprovalRequired,
     ApprovalsUnavailable,
@@ -83,6 +85,7 @@ __all__ = [
     "Completion",
     "Decided",
     "DecisionLogUnavailable",
+    "Embedded",
     "EvaluationFailed",
     "GatewayError",
     "InvalidAction",
@@ -101,6 +104,7 @@ __all__ = [
     "chat",
     "complete",
     "decide",
+    "embed",
     "hold",
     "make_action",
     "merged_record",

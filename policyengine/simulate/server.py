@@ -21,8 +21,10 @@ HTTP admin API (for subprocess use): GET /_sim/requests, POST /_sim/faults
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import email.utils
+import hashlib
 import math
 import socket
 import struct
@@ -156,6 +158,7 @@ class SimServer:
     async def start(self) -> SimServer:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/_sim/requests", self._admin_requests)
@@ -372,6 +375,60 @@ class SimServer:
                          "finish_reason": "tool_calls" if tools else ("length" if max_tokens and completion_tokens >= max_tokens else "stop")}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens}})
+
+    async def _embeddings(self, request: web.Request) -> web.StreamResponse:
+        """OpenAI's embeddings endpoint: a deterministic unit vector of `dimensions` (default 8)
+        floats per input (the same text always gets the same vector), as floats or base64 float32;
+        auth, the served model name and non-stream faults are checked as on the chat endpoint."""
+        now = time.monotonic()
+        auth = request.headers.get("authorization", "")
+        key = auth[7:] if auth.lower().startswith("bearer ") else None
+        try:
+            body = orjson.loads(await request.read())
+            if not isinstance(body, dict):
+                raise ValueError
+        except ValueError:
+            return self._json(400, {"object": "error", "message": "Invalid JSON body", "type": "BadRequestError",
+                                    "param": None, "code": 400})
+        rec = RecordedRequest(t=now, wall=time.time(), path=request.path, key=key, model=body.get("model"),
+                              stream=False, body=body)
+        self.requests.append(rec)
+        if self.valid_keys is not None and (key not in self.valid_keys or key in self.expired_keys):
+            status, err = error_body(self.flavour, "expired_key", model=self.served_model)
+            rec.status, rec.fault = status, "auth"
+            return self._json(status, err)
+        if body.get("model") not in (self.served_model, self.model):
+            status, err = error_body(self.flavour, "model_not_found", model=str(body.get("model")))
+            rec.status = status
+            return self._json(status, err)
+        inputs = body.get("input")
+        if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
+            inputs = [inputs]
+        if not isinstance(inputs, list) or not inputs:
+            rec.status = 400
+            return self._json(400, {"object": "error", "message": "input must be a string or a non-empty list",
+                                    "type": "BadRequestError", "param": None, "code": 400})
+        fault = self._take_fault(False)
+        if fault is not None:
+            rec.fault = fault.kind
+            resp = await self._apply_fault(request, fault, rec, 0, 0)
+            if resp is not None:
+                return resp
+        dims = body.get("dimensions") if isinstance(body.get("dimensions"), int) and body["dimensions"] > 0 else 8
+        data, tokens = [], 0
+        for i, item in enumerate(inputs):
+            text = item if isinstance(item, str) else " ".join(str(t) for t in item)
+            tokens += max(1, math.ceil(len(text) / 4))
+            digest = hashlib.sha256(text.encode()).digest() * (dims // 32 + 1)
+            vec = [b / 255.0 - 0.5 for b in digest[:dims]]
+            norm = math.sqrt(sum(v * v for v in vec)) or 1.0
+            vec = [v / norm for v in vec]
+            emb: Any = (base64.b64encode(struct.pack(f"<{dims}f", *vec)).decode()
+                        if body.get("encoding_format") == "base64" else vec)
+            data.append({"object": "embedding", "index": i, "embedding": emb})
+        rec.status = 200
+        return self._json(200, {"object": "list", "data": data, "model": self.served_model,
+                                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     async def _apply_fault(self, request: web.Request, f: Fault, rec: RecordedRequest,
                            prompt_tokens: int, max_tokens: int) -> web.StreamResponse | None:

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from policyengine import gateway
+from policyengine.adapters.base import NATIVE_KEY
 from policyengine.api.errors import ApiError, json_response, response_headers
 from policyengine.api.http import headers, json_object, require_principal
 from policyengine.api.sse import OPENAI_EVENTS, SSE_HEADERS, SSEResponse
@@ -168,25 +169,45 @@ def _hold_options(h: dict[str, str], max_wait_s: float) -> tuple[str | None, flo
 _auth = require_principal("app")
 
 
-async def chat_completions(request: Request) -> Response:
-    """OpenAI-compatible chat completions, routed by the policy."""
-    principal = await _auth(request)
-    t0 = time.perf_counter()
-    rt = request.app.state.runtime
-    body = await json_object(request)
-    validate_chat(body)
-    action = gateway.make_action(action_fields(request, body, rt.settings.default_use_case), principal)
-    h = headers(request)
+def idempotency_key(h: dict[str, str]) -> str | None:
+    """The request's `Idempotency-Key` (1 to 100 printable characters), or None."""
     key = h.get("idempotency-key")
     if key is not None and (not 0 < len(key) <= 100 or not key.isprintable()):  # approvals.request_id: 100
         raise ApiError(400, "Idempotency-Key must be 1 to 100 printable characters", code="invalid_request",
                        param="Idempotency-Key")
-    call = await gateway.open_call(rt, principal, action, kind="chat", t0=t0, request_id=key)
+    return key
+
+
+async def run_chat(request: Request, principal: Any, body: dict[str, Any], t0: float) -> Any:
+    """An OpenAI chat request (already read; from any dialect) through the gateway: validated,
+    made an Action, decided, dispatched. Returns the `Completion` or `ChatStream`; raises the
+    gateway's errors. Every dialect's route goes through here, so all share one policy path."""
+    rt = request.app.state.runtime
+    validate_chat(body)
+    action = gateway.make_action(action_fields(request, body, rt.settings.default_use_case), principal)
+    h = headers(request)
+    call = await gateway.open_call(rt, principal, action, kind="chat", t0=t0, request_id=idempotency_key(h))
     call.resume_id, call.hold_wait_s = _hold_options(h, rt.settings.chat_hold_max_wait_s)
-    result = await gateway.chat(call, upstream_body(body), stream=bool(body.get("stream")))
+    return await gateway.chat(call, upstream_body(body), stream=bool(body.get("stream")))
+
+
+def result_headers(result: Any) -> dict[str, str]:
+    """The `X-PolicyEngine-*` headers of a chat result (decision, model, attempts, tags, divergence)."""
+    call = result.call
     h = response_headers(call.decision_id, call.decision, result.model, result.attempts, result.tags)
     if result.divergence is not None:
         h["X-PolicyEngine-Divergence"] = f"{result.divergence:.4f}"
+    return h
+
+
+async def chat_completions(request: Request) -> Response:
+    """OpenAI-compatible chat completions, routed by the policy."""
+    principal = await _auth(request)
+    t0 = time.perf_counter()
+    body = await json_object(request)
+    body.pop(NATIVE_KEY, None)  # only a dialect at the edge may set it, never the caller
+    result = await run_chat(request, principal, body, t0)
+    h = result_headers(result)
     if isinstance(result, gateway.ChatStream):
         return SSEResponse(result.relay(OPENAI_EVENTS), headers={**SSE_HEADERS, **h})
     return json_response(result.response, headers=h)

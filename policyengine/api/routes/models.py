@@ -32,6 +32,7 @@ async def list_models(request: Request, principal: Principal = Depends(require_p
         data.append({"id": name, "object": "model", "created": 0, "owned_by": principal.tenant,
                      "provider": str(spec.provider) if spec else None,
                      "self_hosted": spec.self_hosted if spec else None,
-                     "context": spec.context if spec else None})
+                     "context": spec.context if spec else None,
+                     "serves": list(spec.serves) if spec else None})
     return json_response({"object": "list", "data": data, "default_chain": routing.chain,
                           "policy_hash": policy.hash})
