@@ -19,9 +19,11 @@ from typing import Any
 
 from policyengine.fastmodel import construct  # every Decision part: values the compiler checked
 from policyengine.ir import (
+    CHAT,
     EMBEDDINGS,
     MISSING,
     ROUTED,
+    CompiledLimit,
     CompiledRoute,
     CompiledRule,
     PolicyIR,
@@ -33,6 +35,7 @@ from policyengine.types import (
     Action,
     ApprovalObligation,
     Decision,
+    LimitHit,
     Routing,
     RuleHit,
     SourceSpan,
@@ -365,10 +368,11 @@ class CompiledPolicy(PolicyIR):
                 approval = True
                 hits.append(_rule_hit(r, because, "require_approval"))
             obligations.append(self._obligation(r))
+        limits = self._limits(ctx, routing) if name == CHAT and self.limits else None
         if escalated or approval:
             effect = "escalate" if escalated else "require_approval"
             return self._decision(ctx, effect, hits, routing=routing, allowed=allowed, obligations=obligations,
-                                  tags=tags, verification=verification)
+                                  tags=tags, verification=verification, limits=limits)
 
         for r in plan.authorizes:
             because = _fires(r, ctx)
@@ -383,7 +387,84 @@ class CompiledPolicy(PolicyIR):
                 hits.append(default)
                 return self._decision(ctx, "deny", hits, default_applied=not plan.named)
         return self._decision(ctx, "allow", hits, routing=routing, allowed=allowed, tags=tags,
-                              verification=verification)
+                              verification=verification, limits=limits)
+
+    def limits_for(self, action: Action, routing: Routing | None = None) -> list[LimitHit]:
+        """The limits and budgets that count a model call by this caller on `routing` (default: the
+        policy's route for it): those whose `on model` holds the chain's primary and whose
+        condition is true or undecidable (a limit is restrictive: it counts when in doubt)."""
+        ctx = EvalContext(action, None, self)
+        return self._limits(ctx, routing if routing is not None else self.route(action))
+
+    def limit(self, rule_id: str) -> CompiledLimit | None:
+        """The compiled limit with this rule id, or None."""
+        return next((lm for lm in self.limits if lm.rule_id == rule_id), None)
+
+    def at_limit(self, decision: Decision, exceeded: list[tuple[LimitHit, str]],
+                 action: Action | None = None) -> Decision:
+        """What `decision` becomes when the limits in `exceeded` (each with a sentence saying how far
+        it is used, e.g. `spend 50.2 GBP of 50 GBP per day`) are at their `at N%`: pure.
+
+        The strictest action wins: `deny` (effect deny, a `limit` hit; the transport answers 429),
+        then `require_approval` (the over-limit request is held for a reviewer of the limit's
+        group: the existing approvals), then `prefer_self_hosted` (the chain keeps only its cost-0
+        models, else the policy's cost-0 models in declaration order; none: deny). The limits
+        that led to a reroute are dropped from `limits` (a cost-0 call is not charged to them); given
+        the `action`, the other limits are listed again for the new primary.
+        """
+        if not exceeded:
+            return decision
+        actions = {h.on_limit for h, _ in exceeded}
+        over = [h.rule_id for h, _ in exceeded]
+        if "deny" in actions or decision.effect == "deny":
+            hits = [*decision.rules, *(_hit(h.rule_id, "limit", "deny" if h.on_limit == "deny" else None,
+                                            self._span(h.rule_id), self._source(h.rule_id), [why])
+                                       for h, why in exceeded)]
+            return decision.model_copy(update={"effect": "deny", "rules": hits})
+        if "require_approval" in actions:
+            first = next(h for h, _ in exceeded if h.on_limit == "require_approval")
+            lm = self.limit(first.rule_id)
+            obligation = construct(ApprovalObligation, {
+                "group": lm.group if lm else None, "channels": [], "remind_every_s": None, "timeout_s": None,
+                "on_timeout": "deny", "escalate_to": None, "rule_id": first.rule_id, "chat": "hold"})
+            hits = [*decision.rules, *(_hit(h.rule_id, "limit", "require_approval" if h.on_limit ==
+                                            "require_approval" else None, self._span(h.rule_id),
+                                            self._source(h.rule_id), [why]) for h, why in exceeded)]
+            effect = decision.effect if decision.effect == "escalate" else "require_approval"
+            return decision.model_copy(update={"effect": effect, "rules": hits,
+                                               "obligations": [*decision.obligations, obligation]})
+        free = [m for m in decision.routing.chain if self.models[m].self_hosted] or \
+            [m for m, spec in self.models.items() if spec.self_hosted]
+        why_free = "at the limit: only cost-0 models" + ("" if free else " (none declared): denied")
+        hits = [*decision.rules, *(_hit(h.rule_id, "limit", None if free else "deny", self._span(h.rule_id),
+                                        self._source(h.rule_id), [why, why_free]) for h, why in exceeded)]
+        if not free:
+            return decision.model_copy(update={"effect": "deny", "rules": hits})
+        routing = decision.routing.model_copy(update={"chain": free, "prefer_self_hosted": True})
+        again = self._limits(EvalContext(action, None, self), routing) if action is not None else decision.limits
+        kept = [h for h in again if h.rule_id not in over]
+        return decision.model_copy(update={"routing": routing, "rules": hits, "limits": kept})
+
+    def _span(self, rule_id: str) -> SourceSpan | None:
+        lm = self.limit(rule_id)
+        return lm.span if lm else None
+
+    def _source(self, rule_id: str) -> str:
+        lm = self.limit(rule_id)
+        return lm.source if lm else ""
+
+    def _limits(self, ctx: EvalContext, routing: Routing | None) -> list[LimitHit]:
+        primary = routing.chain[0] if routing is not None and routing.chain else None
+        out: list[LimitHit] = []
+        for lm in self.limits:
+            if lm.models is not None and primary not in lm.models:
+                continue
+            if lm.cond is not None and lm.cond(ctx, []) is False:
+                continue
+            out.append(construct(LimitHit, {
+                "rule_id": lm.rule_id, "kind": lm.kind, "limit": lm.limit_text, "window": lm.window,
+                "scope": list(lm.scope), "model": primary, "on_limit": lm.on_limit, "at_percent": lm.cap_percent}))
+        return out
 
     def route(self, action: Action) -> Routing:
         """The model chain for a model call by this caller (empty if none applies)."""
@@ -519,10 +600,11 @@ class CompiledPolicy(PolicyIR):
     def _decision(self, ctx: EvalContext, effect: str, hits: list[RuleHit], *, routing: Routing | None = None,
                   allowed: list[str] | None = None, obligations: list[ApprovalObligation] | None = None,
                   tags: list[str] | None = None, verification: Verification | None = None,
-                  default_applied: bool = False) -> Decision:
+                  default_applied: bool = False, limits: list[LimitHit] | None = None) -> Decision:
         return construct(Decision, {
             "effect": effect, "action": ctx.action.action, "routing": routing or _routing([]), "rules": hits,
             "obligations": obligations or [], "tags": tags or [], "signals": ctx.signals,
             "verification": verification, "allowed_models": allowed or [], "default_applied": default_applied,
+            "limits": limits or [],
             "policy_name": self.name, "policy_version": self.version, "policy_hash": self.hash, "notes": ctx.notes,
         })

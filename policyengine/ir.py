@@ -229,6 +229,54 @@ class ActionPlan:
     named: bool = False  # some rule names this action explicitly
 
 
+# The windows a limit may count over, in seconds (`month` is the calendar month, UTC).
+WINDOWS: dict[str, int] = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 7 * 86400, "month": 0}
+# What a limit may be counted per: the Action / Principal attribute each names.
+LIMIT_SCOPES: tuple[str, ...] = ("tenant", "user", "key", "model", "use_case")
+
+
+@dataclass(slots=True)
+class CompiledLimit:
+    """One `limit` / `budget` statement, compiled.
+
+    `amount` is an integer in the counter's unit: requests, tokens, or micro-units of
+    `currency` (1 GBP = 1_000_000) for a budget. `window_s` is the fixed window's length
+    (0: the calendar month, UTC). `scope` the `per` names in order; `models` the `on
+    model` set (None: any model). `cond` None: always. `cap_percent` is where `on_limit`
+    applies (100: at the limit); `notify` the thresholds (percent, channels) that send a
+    notice once per window; `fail_open` what a request does when the counters cannot be
+    reached (budgets fail closed by default, rate limits open).
+    """
+
+    rule_id: str
+    span: SourceSpan
+    source: str
+    kind: Literal["requests", "tokens", "spend"]
+    amount: int
+    limit_text: str  # "60", "50 GBP"
+    currency: str | None
+    window: str  # as written
+    window_s: int
+    scope: tuple[str, ...]
+    models: frozenset[str] | None
+    cond: Cond | None
+    on_limit: Literal["deny", "prefer_self_hosted", "require_approval"] = "deny"
+    cap_percent: float = 100.0
+    group: str | None = None  # require approval group
+    notify: tuple[tuple[float, tuple[Any, ...]], ...] = ()  # (percent, Channel...)
+    fail_open: bool = False
+    signals: frozenset[str] = frozenset()
+
+    @property
+    def cap(self) -> int:
+        """The counter value at which `on_limit` applies."""
+        return int(self.amount * self.cap_percent / 100)
+
+
+MICRO = 1_000_000
+"""Money counters count micro-units of the budget's currency (integers: no rounding drift)."""
+
+
 @dataclass
 class PolicyIR:
     """One compiled policy set, as the compiler leaves it; read-only afterwards.
@@ -261,6 +309,7 @@ class PolicyIR:
     lexicon_res: dict[str, re.Pattern[str]] = field(default_factory=dict)
     actions: frozenset[str] = frozenset()
     route_signals: frozenset[str] = frozenset()
+    limits: list[CompiledLimit] = field(default_factory=list)
 
 
 # How `text mentions LEXICON [by MODE]` decides (docs/language.md): `words` matches the
@@ -289,8 +338,33 @@ def mention_signal(lexicon: str, mode: str) -> str:
 
 
 __all__ = [
-    "BUILTIN", "BUILTIN_ATTR", "BUILTIN_TYPES", "CHAT", "EMBEDDINGS", "INTENT_LEXICONS", "MENTION_MODES", "MISSING",
-    "NAMESPACES", "ROUTED", "SIGNALS", "ActionPlan", "CompiledChoice", "CompiledRoute", "CompiledRule", "Cond", "ConditionContext",
-    "PathKind", "PolicyIR", "RouteKey", "classify", "field_getter", "mention_mode", "mention_signal",
+    "BUILTIN",
+    "BUILTIN_ATTR",
+    "BUILTIN_TYPES",
+    "CHAT",
+    "EMBEDDINGS",
+    "INTENT_LEXICONS",
+    "LIMIT_SCOPES",
+    "MENTION_MODES",
+    "MICRO",
+    "MISSING",
+    "NAMESPACES",
+    "ROUTED",
+    "SIGNALS",
+    "WINDOWS",
+    "ActionPlan",
+    "CompiledChoice",
+    "CompiledLimit",
+    "CompiledRoute",
+    "CompiledRule",
+    "Cond",
+    "ConditionContext",
+    "PathKind",
+    "PolicyIR",
+    "RouteKey",
+    "classify",
+    "field_getter",
+    "mention_mode",
+    "mention_signal",
     "unknown_builtin",
 ]

@@ -220,6 +220,7 @@ class ModelSpec(BaseModel):
     model_id: str | None = None  # upstream model id; defaults to `name`
     keys: tuple[EnvRef, ...] = ()  # rotated on auth failure, in order
     cost_per_1k: Decimal = Decimal(0)  # 0 = self-hosted
+    cost_currency: str | None = None  # `cost 0.5 GBP per 1k tokens`; None: the currency of the budget counting it
     context: int | None = None  # context window in tokens
     timeouts: Timeouts = Timeouts()
     capabilities: Capabilities = Capabilities()
@@ -241,6 +242,10 @@ class ModelSpec(BaseModel):
     def self_hosted(self) -> bool:
         """True when the model costs nothing per call (`cost_per_1k == 0`), which is how self-hosted is declared."""
         return self.cost_per_1k == 0
+
+    def cost_of(self, tokens: int) -> Decimal:
+        """What `tokens` tokens (prompt and completion alike) cost on this model, in its currency."""
+        return self.cost_per_1k * tokens / 1000
 
 
 # ---------------------------------------------------------------------------
@@ -371,6 +376,26 @@ class Routing(BaseModel):
     rule_id: str | None = None
 
 
+LimitKind = Literal["requests", "tokens", "spend"]
+LimitAction = Literal["deny", "prefer_self_hosted", "require_approval"]
+
+
+class LimitHit(BaseModel):
+    """A `limit` or `budget` that applies to a decision: what it counts, how much per window,
+    over which scope, and what happens at the limit. The evaluator lists the limits that apply
+    (pure); the gateway counts them (`policyengine.gateway.limits`) and, at the limit, the
+    policy's `at_limit` decides what the request becomes."""
+
+    rule_id: str
+    kind: LimitKind
+    limit: str  # "60", "50 GBP"
+    window: str  # as written: "minute", "day", "2s"
+    scope: list[str] = Field(default_factory=list)  # the `per` names: tenant, user, key, model, use_case
+    model: str | None = None  # the model the scope's `model` (and `on model`) counted: the chain's primary
+    on_limit: LimitAction = "deny"
+    at_percent: float = 100.0  # the share of the limit at which on_limit applies
+
+
 class Decision(BaseModel):
     """The policy's answer for one Action: the effect, the rules that produced it and what the caller must do.
 
@@ -390,6 +415,7 @@ class Decision(BaseModel):
     verification: Verification | None = None
     allowed_models: list[str] = Field(default_factory=list)  # user-switchable allowlist for this caller
     default_applied: bool = False  # no rule named the action: default deny
+    limits: list[LimitHit] = Field(default_factory=list)  # the limits and budgets that count this request (chat)
     notes: list[str] = Field(default_factory=list)  # explanation that is not a rule hit (signal not supplied...)
     policy_name: str = ""
     policy_version: int | str | None = None

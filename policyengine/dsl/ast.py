@@ -238,7 +238,40 @@ class Verify:
     span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
-Item = PolicyDecl | ModelDecl | Route | AllowChoice | Authorize | RequireApproval | Deny | Lexicon | Escalate | Verify
+@dataclass(frozen=True)
+class LimitItem:
+    """One item of a limit's block: `at P% notify ...` (kind notify), `at P% deny | prefer
+    self_hosted | require approval [group "g"]` (kind action), `on outage fail open|closed` (kind outage)."""
+
+    kind: Literal["notify", "action", "outage"]
+    percent: Decimal | None = None
+    raw: str = ""  # the percentage as written, canonical (`80%`)
+    channels: tuple[Channel, ...] = ()
+    action: Literal["deny", "prefer_self_hosted", "require_approval"] | None = None
+    group: str | None = None  # require approval group "..."
+    fail_open: bool | None = None
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """`limit requests|tokens N per WINDOW ...` (kind requests / tokens, amount a num Value) or
+    `budget MONEY per WINDOW ...` (kind spend, amount a money Value). `window` is the window as
+    written (`minute`, `day`, `2s`); `scope` the `per` names (empty: one counter for the service);
+    `models` the `on model` list (None: every model)."""
+
+    kind: Literal["requests", "tokens", "spend"]
+    amount: Value
+    window: Name
+    scope: tuple[Name, ...]
+    models: tuple[Name, ...] | None
+    cond: Expr | None
+    items: tuple[LimitItem, ...] | None
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+Item = (PolicyDecl | ModelDecl | Route | AllowChoice | Authorize | RequireApproval | Deny | Lexicon | Escalate | Verify
+        | Limit)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,9 @@ from policyengine.ir import (
     BUILTIN,
     BUILTIN_TYPES,
     INTENT_LEXICONS,
+    LIMIT_SCOPES,
     MENTION_MODES,
+    WINDOWS,
     classify,
     unknown_builtin,
 )
@@ -31,6 +33,7 @@ from policyengine.types import SERVED_KINDS, Provider
 from . import ast
 from . import formatter as fmt
 from .diagnostics import Diagnostic, source_line
+from .parser import parse_duration
 
 SECRET_RE = re.compile(
     r"(sk-[A-Za-z0-9_\-]{8,}|AKIA[0-9A-Z]{12,}|xox[abposr]-[A-Za-z0-9\-]{6,}|gh[pousr]_[A-Za-z0-9]{16,}"
@@ -108,6 +111,7 @@ class Checker:
         for it in self.items:
             self.check_item(it)
         self.check_routes()
+        self.check_limits()
         self.check_actions()
         self.check_urls()
         self.check_unattended()
@@ -155,7 +159,7 @@ class Checker:
     # ------------------------------------------------------------------ items
     def check_item(self, it: ast.Item) -> None:
         acts = getattr(it, "actions", None)
-        if isinstance(it, ast.Route | ast.AllowChoice):
+        if isinstance(it, ast.Route | ast.AllowChoice | ast.Limit):
             self.scope = frozenset({"chat"})
         else:
             self.scope = frozenset(n.value for n in acts) if acts is not None else None
@@ -201,6 +205,116 @@ class Checker:
             self.check_chat_mode(it.actions, it.hold or (), it.span, implicit_review=it.actions is None)
         elif isinstance(it, ast.Verify):
             self.check_verify(it)
+        elif isinstance(it, ast.Limit):
+            self.check_limit(it)
+
+    # ------------------------------------------------------------------ limits and budgets
+    def check_limit(self, lm: ast.Limit) -> None:
+        what = "budget" if lm.kind == "spend" else f"{lm.kind} limit"
+        amount = lm.amount.value[0] if lm.kind == "spend" else lm.amount.value  # type: ignore[index]
+        if amount <= 0:  # type: ignore[operator]
+            self.add("E280", lm.amount.span, f"this {what} of {lm.amount.raw} never admits a request",
+                     "a limit is a positive amount; to refuse outright write `deny chat when ...`")
+        w = lm.window.value
+        if w not in WINDOWS:
+            try:
+                secs = parse_duration(w)
+            except ValueError:
+                close = _close(w.rstrip("s"), WINDOWS)
+                self.add("E281", lm.window.span, f"unknown window `{w}`",
+                         f"did you mean `{close}`?" if close else
+                         f"one of: {', '.join(WINDOWS)}, or a duration such as 10s, 5m")
+                secs = None
+            if secs is not None and (secs < 1 or secs != secs.to_integral_value()):
+                self.add("E281", lm.window.span, f"window {w} is not a whole number of seconds (at least 1s)",
+                         "counters count whole seconds: write 1s or longer")
+        elif lm.kind == "spend" and w in ("second", "minute"):
+            self.add("W288", lm.window.span, f"a budget per {w}: money is usually budgeted per day, week or month",
+                     "for a rate, write `limit requests N per minute` or `limit tokens N per minute`", warning=True)
+        seen: set[str] = set()
+        for n in lm.scope:
+            if n.value not in LIMIT_SCOPES:
+                close = _close(n.value, LIMIT_SCOPES)
+                self.add("E282", n.span, f"a limit cannot be counted per `{n.value}`",
+                         f"did you mean `{close}`?" if close else f"one of: {', '.join(LIMIT_SCOPES)}")
+            elif n.value in seen:
+                self.add("W231", n.span, f"scope `{n.value}` is listed twice in this limit", "remove the repeat",
+                         warning=True)
+            seen.add(n.value)
+        for m in lm.models or ():
+            self.ref_model(m)
+        if lm.models is not None:
+            self.dupes(lm.models, "model")
+        if lm.cond is not None:
+            self.check_expr(lm.cond)
+        actions = [li for li in lm.items or () if li.kind == "action"]
+        for extra in actions[1:]:
+            self.add("E285", extra.span, f"a second action at the limit (first at line {actions[0].span.line})",
+                     "a limit has one action: `at N% deny`, `at N% prefer self_hosted` or `at N% require approval`")
+        outages = [li for li in lm.items or () if li.kind == "outage"]
+        for extra in outages[1:]:
+            self.add("E233", extra.span, "`on outage` is given twice in this block", "keep one")
+        for li in lm.items or ():
+            if li.percent is not None and li.percent <= 0:
+                self.add("E285", li.span, f"threshold {li.raw} must be above 0%", "e.g. at 80% notify ...")
+            for c in li.channels:
+                self.check_channel(c)
+            cap = actions[0] if actions else ast.LimitItem("action", Decimal(100), "100%", action="deny")
+            if li.kind == "notify" and li.percent is not None and cap.percent is not None \
+                    and li.percent > cap.percent and cap.action == "deny":
+                self.add("W286", li.span, f"notice at {li.raw} never sent: requests are refused from {cap.raw}",
+                         "notify below the limit, e.g. at 80%", warning=True)
+
+    def check_limits(self) -> None:
+        """Set-wide: one currency for every budget and priced model it counts; budgets that can be charged;
+        a cost-0 model to reroute to."""
+        budgets = [it for it in self.items if isinstance(it, ast.Limit) and it.kind == "spend"]
+        limits = [it for it in self.items if isinstance(it, ast.Limit)]
+        currencies: dict[str, ast.Limit] = {}
+        for b in budgets:
+            cur = b.amount.value[1]  # type: ignore[index]
+            first = next(iter(currencies.values()), None)
+            if currencies and cur not in currencies and first is not None:
+                self.add("E284", b.amount.span, f"mixed currencies: this budget is in {cur}, the budget at "
+                         f"{_where(first.span)} in {first.amount.value[1]}",  # type: ignore[index]
+                         "money is never converted: budget every model in one currency")
+            currencies.setdefault(cur, b)
+            priced = [m for m in (b.models or ()) if m.value in self.models] if b.models is not None else None
+            for m in priced or ():
+                spec = self.models[m.value]
+                amount, _per, mcur = self._cost(spec)
+                if amount == 0:
+                    self.add("E283", m.span, f"budget on model `{m.value}`, which has no cost: nothing is ever "
+                             "charged to it", f"give `{m.value}` a price (`cost 0.5 {cur} per 1k tokens`), or "
+                             "limit its requests or tokens instead")
+                elif mcur is not None and mcur != cur:
+                    self.add("E284", m.span, f"mixed currencies: model `{m.value}` costs {mcur}, this budget is "
+                             f"in {cur}", "money is never converted: price the model in the budget's currency")
+            if b.models is None:
+                models = list(self.models.values())
+                if models and all(self._cost(md)[0] == 0 for md in models):
+                    self.add("W287", b.span, "budget in a policy set where every model costs 0: nothing is ever "
+                             "charged", "give the managed models a `cost`", warning=True)
+                for md in models:
+                    amount, _per, mcur = self._cost(md)
+                    if amount and mcur is not None and mcur != cur:
+                        self.add("E284", b.amount.span, f"mixed currencies: model `{md.name.value}` costs {mcur}, "
+                                 f"this budget counts every model in {cur}",
+                                 f"price `{md.name.value}` in {cur}, or add `on model ...` to the budget")
+                        break
+        free = [m for m in self.models.values() if self._cost(m)[0] == 0]
+        for lm in limits:
+            for li in lm.items or ():
+                if li.kind == "action" and li.action == "prefer_self_hosted" and not free:
+                    self.add("E289", li.span, "`prefer self_hosted` at the limit, but no model costs 0",
+                             "declare a self-hosted model (`cost 0`) to reroute to, or `at 100% deny`")
+
+    @staticmethod
+    def _cost(m: ast.ModelDecl) -> tuple[Decimal, int, str | None]:
+        for p in m.props:
+            if p.key == "cost":
+                return p.value  # type: ignore[return-value]
+        return Decimal(0), 1000, None
 
     def dupes(self, names: tuple[ast.Name, ...], what: str) -> None:
         seen: set[str] = set()
@@ -263,7 +377,7 @@ class Checker:
                     self.add("E204", hval.span, f"secret header `{hname}` written as a literal string",
                              'use env("NAME") for the value')
             elif p.key == "cost":
-                amount, per = p.value  # type: ignore[misc]
+                amount, per, _currency = p.value  # type: ignore[misc]
                 if amount < 0:
                     self.add("E206", p.span, f"cost {amount} is negative", "cost is >= 0 (0 = self-hosted)")
                 if per <= 0:

@@ -32,9 +32,12 @@ from policyengine.ir import (
     BUILTIN_ATTR,
     CHAT,
     EMBEDDINGS,
+    MICRO,
     MISSING,
+    WINDOWS,
     ActionPlan,
     CompiledChoice,
+    CompiledLimit,
     CompiledRoute,
     CompiledRule,
     Cond,
@@ -447,8 +450,9 @@ def model_spec(m: ast.ModelDecl) -> ModelSpec:
         elif p.key == "keys":
             kw["keys"] = tuple(EnvRef(name=k.name) for k in p.value if isinstance(k, ast.Env))
         elif p.key == "cost":
-            amount, per = p.value
+            amount, per, currency = p.value
             kw["cost_per_1k"] = (amount * Decimal(1000) / Decimal(per)).normalize()
+            kw["cost_currency"] = currency
         elif p.key == "context":
             kw["context"] = p.value
         elif p.key == "timeout":
@@ -648,6 +652,8 @@ def compile_steps(files: list[ast.PolicyFile]) -> Generator[None, None, PolicyIR
                     routes.append(it)
             if _serves(models, it.primary.value, EMBEDDINGS):
                 embed_routes.append(it)
+        elif isinstance(it, ast.Limit):
+            policy.limits.append(compile_limit(by_file, it))
         elif isinstance(it, ast.AllowChoice):
             policy.choices.append(CompiledChoice(
                 rule_id=_rule_id(it.span), span=_sspan(it.span), source=_source(by_file, it.span),
@@ -705,6 +711,8 @@ def compile_steps(files: list[ast.PolicyFile]) -> Generator[None, None, PolicyIR
         if isinstance(it, ast.AllowChoice):
             yield
             rs |= signals_of(it.cond)
+    for lm in policy.limits:
+        rs |= lm.signals
     policy.route_signals = frozenset(rs)
     _embedding_routes(policy, by_file, embed_routes)
     return policy
@@ -739,6 +747,40 @@ def _embedding_routes(policy: PolicyIR, by_file: dict[str, list[str]], routes: l
         policy.embedding_routes.append(_route(by_file, rt, rt.primary.value, fb))
 
 
+def window_seconds(window: str) -> int:
+    """A checked limit window in seconds (`minute` 60, `2s` 2); 0 for `month` (the calendar month)."""
+    if window in WINDOWS:
+        return WINDOWS[window]
+    return int(parse_duration(window))
+
+
+def compile_limit(by_file: dict[str, list[str]], lm: ast.Limit) -> CompiledLimit:
+    """A checked `limit` / `budget` statement as the gateway counts it."""
+    if lm.kind == "spend":
+        amount, currency = lm.amount.value  # type: ignore[misc]
+        units = int(amount * MICRO)
+    else:
+        units, currency = int(lm.amount.value), None  # type: ignore[call-overload]
+    # budgets fail closed (money), rate limits open, unless the block says otherwise
+    kw: dict[str, Any] = {"fail_open": lm.kind != "spend"}
+    notify: list[tuple[float, tuple[Any, ...]]] = []
+    for li in lm.items or ():
+        if li.kind == "notify":
+            notify.append((float(li.percent or 0), tuple(Channel(kind=c.kind, target=c.target)  # type: ignore[arg-type]
+                                                          for c in li.channels)))
+        elif li.kind == "action":
+            kw.update(on_limit=li.action, cap_percent=float(li.percent or 100), group=li.group)
+        elif li.kind == "outage":
+            kw["fail_open"] = bool(li.fail_open)
+    return CompiledLimit(
+        rule_id=_rule_id(lm.span), span=_sspan(lm.span), source=_source(by_file, lm.span), kind=lm.kind,
+        amount=units, limit_text=lm.amount.raw, currency=currency, window=lm.window.value,
+        window_s=window_seconds(lm.window.value), scope=tuple(n.value for n in lm.scope),
+        models=frozenset(m.value for m in lm.models) if lm.models is not None else None,
+        cond=compile_expr(lm.cond) if lm.cond is not None else None, notify=tuple(sorted(notify, key=lambda n: n[0])),
+        signals=signals_of(lm.cond), **kw)
+
+
 def _route(by_file: dict[str, list[str]], rt: ast.Route, primary: str, fallback: tuple[str, ...]) -> CompiledRoute:
     chain = tuple(dict.fromkeys((primary, *fallback)))
     return CompiledRoute(
@@ -748,5 +790,19 @@ def _route(by_file: dict[str, list[str]], rt: ast.Route, primary: str, fallback:
     )
 
 
-__all__ = ["as_bool", "as_money", "as_number", "as_seconds", "compile_expr", "compile_files", "compile_steps",
-           "content_hash", "lexicon_regex", "model_spec", "show", "signals_of"]
+__all__ = [
+    "as_bool",
+    "as_money",
+    "as_number",
+    "as_seconds",
+    "compile_expr",
+    "compile_files",
+    "compile_limit",
+    "compile_steps",
+    "content_hash",
+    "lexicon_regex",
+    "model_spec",
+    "show",
+    "signals_of",
+    "window_seconds",
+]

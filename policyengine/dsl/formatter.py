@@ -83,6 +83,30 @@ def hold_item(h: ast.HoldItem) -> str:
     return out
 
 
+def limit_item(li: ast.LimitItem) -> str:
+    """One item of a limit's block."""
+    if li.kind == "notify":
+        return f"at {li.raw} notify " + ", ".join(f"{c.kind} {escape(c.target)}" for c in li.channels)
+    if li.kind == "outage":
+        return f"on outage fail {'open' if li.fail_open else 'closed'}"
+    what = {"deny": "deny", "prefer_self_hosted": "prefer self_hosted", "require_approval": "require approval"}
+    out = f"at {li.raw} {what[li.action or 'deny']}"
+    if li.group is not None:
+        out += f" group {escape(li.group)}"
+    return out
+
+
+def limit_head(lm: ast.Limit) -> str:
+    """A limit or budget statement without its block."""
+    head = f"budget {lm.amount.raw}" if lm.kind == "spend" else f"limit {lm.kind} {lm.amount.raw}"
+    head += f" per {lm.window.value}"
+    if lm.scope:
+        head += f" per {names(lm.scope)}"
+    if lm.models is not None:
+        head += f" on model {names(lm.models)}"
+    return head + when(lm.cond)
+
+
 def _sv(v: ast.Str | ast.Env) -> str:
     return f"env({escape(v.name)})" if isinstance(v, ast.Env) else escape(v.value)
 
@@ -104,8 +128,9 @@ def _prop(p: ast.Prop) -> str:
     if p.key == "keys":
         return "keys [" + ", ".join(_sv(k) for k in v) + "]"  # type: ignore[union-attr]
     if p.key == "cost":
-        amount, per = v  # type: ignore[misc]
-        return "cost 0" if amount == 0 and per == 1000 else f"cost {canonical_decimal(amount)} per {_per(per)} tokens"
+        amount, per, currency = v  # type: ignore[misc]
+        money = canonical_decimal(amount) + (f" {currency}" if currency else "")
+        return "cost 0" if amount == 0 and per == 1000 and not currency else f"cost {money} per {_per(per)} tokens"
     if p.key == "context":
         return f"context {v}"
     if p.key == "timeout":
@@ -162,6 +187,9 @@ def format_item(it: ast.Item, one_line: bool = False) -> str:
         if it.tag is not None:
             inner += f" otherwise tag {escape(it.tag)}"
         return _block(head, [inner, *(hold_item(h) for h in it.hold)], one_line)
+    if isinstance(it, ast.Limit):
+        head = limit_head(it)
+        return head if it.items is None else _block(head, [limit_item(li) for li in it.items], one_line)
     raise TypeError(f"cannot format {it!r}")
 
 
@@ -172,6 +200,8 @@ def _block_parts(it: ast.Item) -> tuple[str, list[tuple[int, int, str]]] | None:
     if isinstance(it, ast.RequireApproval | ast.Escalate) and it.hold is not None:
         head = format_item(type(it)(**{**it.__dict__, "hold": None}))  # type: ignore[arg-type]
         return head, [(h.span.line, h.span.end_line, hold_item(h)) for h in it.hold]
+    if isinstance(it, ast.Limit) and it.items is not None:
+        return limit_head(it), [(li.span.line, li.span.end_line, limit_item(li)) for li in it.items]
     if isinstance(it, ast.Verify):
         head, _, rest = format_item(it).partition(" {\n")
         inner = rest.split("\n")[0].strip()

@@ -38,6 +38,9 @@ _TERMINAL_NAMES = {
     "CAPABILITY": "streaming, tools or prefill",
     "CHANNEL_KIND": "slack, teams, email or webhook",
     "COST_UNIT": "1k or 1m",
+    "LIMIT_KIND": "requests or tokens",
+    "FAIL_MODE": "open or closed",
+    "PERCENT": "a percentage (80%)",
     "LBRACE": "{",
     "RBRACE": "}",
     "LSQB": "[",
@@ -162,10 +165,15 @@ class _Builder(Transformer):
 
     @v_args(meta=True)
     def prop_cost(self, meta: Any, c: list[Any]) -> ast.Prop:
-        amount = Decimal(str(c[0]))
+        tok = c[0]
+        currency: str | None = None
+        if getattr(tok, "type", None) == "MONEY":
+            amount, currency = parse_money_token(str(tok))
+        else:
+            amount = Decimal(str(tok))
         per = c[1] if c[1] is not None else 1000
-        # normalise to cost per 1k tokens
-        return ast.Prop("cost", (amount, per), self.sp(meta))
+        # (amount, tokens it is the price of, currency or None)
+        return ast.Prop("cost", (amount, per, currency), self.sp(meta))
 
     def cost_unit(self, c: list[Token]) -> int:
         t = str(c[0])
@@ -337,6 +345,60 @@ class _Builder(Transformer):
 
     def otherwise(self, c: list[Any]) -> str:
         return unescape(c[0])
+
+    # ------------------------------------------------------------ limits and budgets
+    @v_args(meta=True)
+    def limit_rule(self, meta: Any, c: list[Any]) -> ast.Limit:
+        kind, n, window, scope, models, cond, items = c
+        d = Decimal(str(n))
+        amount = ast.Value("num", d, canonical_decimal(d), self.sp(n))
+        return ast.Limit(str(kind), amount, window, scope or (), models, cond, items,  # type: ignore[arg-type]
+                         self.sp(meta))
+
+    @v_args(meta=True)
+    def budget_rule(self, meta: Any, c: list[Any]) -> ast.Limit:
+        money, window, scope, models, cond, items = c
+        return ast.Limit("spend", self.v_money([money]), window, scope or (), models, cond, items, self.sp(meta))
+
+    def window(self, c: list[Token]) -> ast.Name:
+        return self.name(c[0])
+
+    def limit_scope(self, c: list[Token]) -> tuple[ast.Name, ...]:
+        return self.names_of(c)
+
+    def limit_models(self, c: list[Token]) -> tuple[ast.Name, ...]:
+        return self.names_of(c)
+
+    def limit_block(self, c: list[Any]) -> tuple[ast.LimitItem, ...]:
+        return tuple(c)
+
+    def _percent(self, tok: Token) -> tuple[Decimal, str]:
+        d = Decimal(str(tok)[:-1])
+        return d, f"{canonical_decimal(d)}%"
+
+    @v_args(meta=True)
+    def at_notify(self, meta: Any, c: list[Any]) -> ast.LimitItem:
+        pct, raw = self._percent(c[0])
+        return ast.LimitItem("notify", pct, raw, channels=tuple(c[1:]), span=self.sp(meta))
+
+    @v_args(meta=True)
+    def at_action(self, meta: Any, c: list[Any]) -> ast.LimitItem:
+        pct, raw = self._percent(c[0])
+        action, group = c[1]
+        return ast.LimitItem("action", pct, raw, action=action, group=group, span=self.sp(meta))
+
+    @v_args(meta=True)
+    def on_outage(self, meta: Any, c: list[Any]) -> ast.LimitItem:
+        return ast.LimitItem("outage", fail_open=str(c[0]) == "open", span=self.sp(meta))
+
+    def la_deny(self, c: list[Any]) -> tuple[str, None]:
+        return ("deny", None)
+
+    def la_prefer(self, c: list[Any]) -> tuple[str, None]:
+        return ("prefer_self_hosted", None)
+
+    def la_approval(self, c: list[Any]) -> tuple[str, str | None]:
+        return ("require_approval", unescape(c[0]) if c[0] is not None else None)
 
     # ------------------------------------------------------------ conditions
     @v_args(meta=True)
