@@ -215,6 +215,10 @@ class Settings(OutboundHosts, BaseSettings):
                                                     "unset = in-memory state (one process)")
     redis_prefix: str = Field("policyengine:", min_length=1, max_length=100,
                               description="key prefix in Redis; give each deployment sharing one Redis its own")
+    limits_redis_url: str | None = Field(None, description="Redis for the limit and budget counters; unset = "
+                                                           "redis_url (and without either: this process only)")
+    limits_default_completion_tokens: int = Field(
+        256, ge=1, description="the answer length a limit reserves for a request that sets no max_tokens")
     policy_path: Annotated[list[str], NoDecode] = Field(default_factory=lambda: [DEFAULT_POLICY_DIR],
                                    description="policy directories/files (a comma-separated list in the env)")
     host: str = "127.0.0.1"

@@ -16,6 +16,7 @@ missing key); every other error comes from the engine and is mapped by `to_respo
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import orjson
@@ -35,6 +36,8 @@ from policyengine.gateway.errors import (
     EvaluationFailed,
     GatewayError,
     InvalidAction,
+    LimitExceeded,
+    LimitsUnavailable,
     ModelNotAllowed,
     NoRoute,
     PolicyDenied,
@@ -68,6 +71,7 @@ _GATEWAY: dict[type[GatewayError], tuple[int, str | None, bool]] = {
     NoRoute: (503, None, False),
     DecisionLogUnavailable: (503, None, True),
     ApprovalsUnavailable: (503, None, True),
+    LimitsUnavailable: (503, "service_unavailable", True),
     VerificationFailed: (500, None, False),
 }
 
@@ -144,6 +148,12 @@ def _from_gateway(exc: GatewayError) -> ApiError:
     if exc.decision is not None and exc.decision_id is not None:
         headers.update(response_headers(exc.decision_id, exc.decision, None, exc.attempts,
                                         exc.decision.tags if isinstance(exc, ApprovalRequired) else None))
+    if isinstance(exc, LimitExceeded):  # OpenAI's shape for a rate limit: 429, type requests/tokens
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        extra.update(exc.extra)
+        kind = (exc.extra.get("limit") or {}).get("kind", "requests")
+        return ApiError(429, exc.message, code=exc.code, extra=extra, headers=headers,
+                        type="insufficient_quota" if kind == "spend" else kind, retry=True)
     if isinstance(exc, UpstreamFailed):
         extra.update(error_class=exc.error_class, reason=exc.reason, attempts=exc.attempts)
         if exc.error_class == "fatal":  # the upstream's own 4xx, unchanged in status and message

@@ -95,9 +95,11 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
     settings = load_settings()
     http = httpx.AsyncClient(timeout=settings.delivery_timeout_s, follow_redirects=False)
     metrics = ApprovalMetrics(runtime.metrics.registry)
-    service = ApprovalService(runtime.db.engine, settings, dispatcher=build_dispatcher(settings, http), metrics=metrics,
+    sender = build_dispatcher(settings, http)
+    service = ApprovalService(runtime.db.engine, settings, dispatcher=sender, metrics=metrics,
                               evaluate=policy_evaluator(runtime), redactor=redactor(runtime.settings))
     runtime.approvals = service
+    runtime.limit_sender = sender  # limit threshold notices go out through the same senders
     scheduler = runtime.scheduler
     if scheduler is not None:
         scheduler.add_job(
@@ -115,3 +117,4 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
             await service.drain()
         await http.aclose()
         runtime.approvals = None
+        runtime.limit_sender = None

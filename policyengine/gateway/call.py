@@ -226,7 +226,7 @@ class Call:
     `resume_id` / `hold_wait_s` say how a held chat resumes (policyengine.gateway.held).
     """
 
-    __slots__ = ("_decision", "_dumped", "action", "decision_id", "dispatcher", "hold_wait_s", "kind", "policy",
+    __slots__ = ("_decision", "_dumped", "action", "admission", "decision_id", "dispatcher", "hold_wait_s", "kind", "policy",
                  "principal", "request_id", "resume_id", "runtime", "t0", "ts")
 
     def __init__(self, runtime: Runtime, principal: Principal, action: Action, policy: CompiledPolicy,
@@ -241,6 +241,8 @@ class Call:
         # reviewer (seconds, already capped by the transport); set by the transport
         self.resume_id: str | None = None
         self.hold_wait_s: float = 0.0
+        # what this call holds on the limit counters (policyengine.gateway.limits.admit), until charged
+        self.admission: Any = None
 
     @property
     def decision(self) -> Decision:

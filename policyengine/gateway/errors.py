@@ -22,6 +22,8 @@ __all__ = [
     "EvaluationFailed",
     "GatewayError",
     "InvalidAction",
+    "LimitExceeded",
+    "LimitsUnavailable",
     "ModelNotAllowed",
     "NoRoute",
     "PolicyDenied",
@@ -128,6 +130,23 @@ class VerificationFailed(GatewayError):
     """A dual-model verification rule cannot run (e.g. its models are misconfigured)."""
 
     code = "verification_error"
+
+
+class LimitExceeded(GatewayError):
+    """A `limit` or `budget` refuses the request until its window ends (`retry_after` seconds):
+    HTTP 429 with `Retry-After`, the limit in `extra["limit"]`."""
+
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class LimitsUnavailable(GatewayError):
+    """The limit counters cannot be reached and a limit counting the request fails closed (503)."""
+
+    code = "limits_unavailable"
 
 
 class UpstreamFailed(GatewayError):

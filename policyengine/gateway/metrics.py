@@ -58,6 +58,18 @@ class Metrics:
                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)
         self.policy_reloads = Counter("policyengine_policy_reloads", "Policy reloads by outcome", ["outcome"],
                                       registry=r)
+        self.limit_checks = Labelled(Counter(
+            "policyengine_limit_checks", "Limit reservations by outcome (ok, exceeded, rerouted, held, failed_open, "
+            "failed_closed)", ["outcome"], registry=r))
+        self.limit_exceeded = Labelled(Counter("policyengine_limit_exceeded",
+                                               "Requests at a limit, by what it counts and what the policy did",
+                                               ["kind", "action"], registry=r))
+        self.limit_notices = Labelled(Counter("policyengine_limit_notices", "Limit threshold notices sent, by channel",
+                                              ["channel"], registry=r))
+        self.tokens = Labelled(Counter("policyengine_tokens", "Tokens used by model and where the count came from "
+                                       "(upstream usage, or counted)", ["model", "source"], registry=r))
+        self.spend = Labelled(Counter("policyengine_spend", "Money spent (usage x the model's cost), by model and "
+                                      "currency", ["model", "currency"], registry=r))
         self.policy_info = Gauge("policyengine_policy_info", "The policy set serving (value 1)",
                                  ["name", "version", "hash"], registry=r)
 

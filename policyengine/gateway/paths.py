@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from policyengine.dispatch import Attempt, DispatchError
 from policyengine.gateway import held
+from policyengine.gateway import limits as limits_mod
 from policyengine.gateway.call import HELD, Call, PendingCommit, evaluate
 from policyengine.gateway.errors import (
     DecisionLogUnavailable,
@@ -305,6 +306,11 @@ async def chat(call: Call, body: dict[str, Any], *, stream: bool) -> Completion 
         await call.record(extra={"outcome": "denied"})
         call.runtime.metrics.chat_requests.labels("-", "denied").inc()
         raise PolicyDenied(f"denied by policy: {reasons(d)}", decision_id=call.decision_id, decision=d)
+    if d.limits and d.verification is None:
+        # reserve on the limits that count it; at a limit the decision becomes what the policy says
+        # (a reroute, a hold) or the request is refused here (429, its row recorded)
+        await limits_mod.admit(call, body)
+        d = call.decision
     if call.resume_id or (call.request_id and (d.effect in HELD or d.verification is not None)):
         found = await held.find(call)  # a resent held request picks up its approval: no second hold
         if found is not None:
@@ -351,22 +357,26 @@ async def complete(call: Call, body: dict[str, Any], *, recorded: bool = False, 
         except Exception as exc:  # not a classified chain failure (a bug below): still logged, a 502
             raise _internal(call, exc)
     except DispatchError as exc:
+        charged = await limits_mod.charge(call, None, None, body, answered=False)
         await pending
         atts = attempt_dicts(exc.attempts)
         _count_attempts(call, atts)
         call.outcome(outcome="upstream_failed", model=None, attempts=atts, error_class=exc.error_class,
-                     reason=exc.reason)
+                     reason=exc.reason, **charged)
         rt.metrics.chat_requests.labels(exc.model or "-", f"failed_{exc.error_class}").inc()
         raise _upstream_failed(call, exc, atts)
     except BaseException:
         pending.abandon()
+        if call.admission is not None:
+            await limits_mod.charge(call, None, None, body, answered=False)
         raise
+    charged = await limits_mod.charge(call, result.model, result.usage, body, _text_or_empty(result.response))
     await pending
     atts = attempt_dicts(result.attempts)
     _count_attempts(call, atts)
     resp = _rename(result.response, result.model)
     verdicts = await _judge_tools(call, resp)
-    call.outcome(outcome="ok", model=result.model, attempts=atts, usage=result.usage,
+    call.outcome(outcome="ok", model=result.model, attempts=atts, **charged,
                  finish_reason=resp["choices"][0].get("finish_reason") if verdicts else result.finish_reason,
                  upstream_latency_ms=round(result.latency_ms, 3),
                  **({"tool_calls": [v.as_json() for v in verdicts]} if verdicts else {}))
@@ -465,10 +475,11 @@ async def stream_chat(call: Call, body: dict[str, Any], *, recorded: bool = Fals
         raise
     if failed is not None:
         await stream.aclose()
+        charged = await limits_mod.charge(call, None, None, body, answered=False)
         atts = attempt_dicts(failed.attempts)
         _count_attempts(call, atts)
         call.outcome(outcome="upstream_failed", model=None, attempts=atts, stream=True,
-                     error_class=failed.error_class, reason=failed.reason)
+                     error_class=failed.error_class, reason=failed.reason, **charged)
         rt.metrics.chat_requests.labels(failed.model or "-", f"failed_{failed.error_class}").inc()
         raise _upstream_failed(call, failed, atts)
     model = _stream_model(stream, first or {}, call)
@@ -526,7 +537,11 @@ async def stream_chat(call: Call, body: dict[str, Any], *, recorded: bool = Fals
         _count_attempts(call, atts)
         rt.metrics.chat_requests.labels(final_model or "-", outcome).inc()
         rt.metrics.request_latency.labels("chat_stream").observe(call.elapsed_ms() / 1000)
-        call.outcome(outcome=outcome, model=final_model, attempts=atts, stream=True, usage=getattr(res, "usage", None),
+        # streamed usage: the upstream's final chunk, else counted from the text relayed
+        text = _text_or_empty(res.response) if res is not None else ""
+        charged = await limits_mod.charge(call, final_model, getattr(res, "usage", None), body, text,
+                                          answered=res is not None or bool(text))
+        call.outcome(outcome=outcome, model=final_model, attempts=atts, stream=True, **charged,
                      finish_reason=getattr(res, "finish_reason", None), complete=getattr(res, "complete", None),
                      **({"tool_calls": [v.as_json() for v in verdicts]} if verdicts else {}), **(err_info or {}))
         if outcome == "ok":

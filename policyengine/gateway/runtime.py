@@ -17,12 +17,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from policyengine.dispatch import ChainDispatcher, DispatchSettings
 from policyengine.gateway.keys import KeyCache
+from policyengine.gateway.limits import Limiter
 from policyengine.gateway.metrics import Metrics
 from policyengine.gateway.policies import PolicyHolder
 from policyengine.settings import Settings
 from policyengine.signals import DefaultSignalProvider
 from policyengine.signals.base import SignalProvider
-from policyengine.state import StateStore, make_state_store
+from policyengine.state import StateStore, make_limit_store, make_state_store
 from policyengine.store import ApiKeyRepo, Database, DecisionLogger, DecisionRepo, PolicyVersionRepo
 from policyengine.types import Action, Decision, Principal
 
@@ -80,6 +81,9 @@ class Runtime:
     decisions: DecisionRepo
     policy_versions: PolicyVersionRepo
     approvals: ApprovalsPort | None = None
+    limiter: Limiter | None = None  # the limit and budget counters (policyengine.gateway.limits)
+    # sends limit threshold notices (`send(kind, target, payload, key=...)`): the approvals' notifier, once it runs
+    limit_sender: Any = None
     signals_warmup: asyncio.Future[Any] | None = None
     _scorer: DivergenceScorer | None = field(default=None, repr=False)
 
@@ -126,4 +130,6 @@ def build_runtime(settings: Settings) -> Runtime:
         state=state, signals=DefaultSignalProvider(), scheduler=AsyncIOScheduler(timezone="UTC"), metrics=metrics,
         keys=keys, key_cache=KeyCache(keys, settings.key_cache_ttl_s), decisions=DecisionRepo(db.sessionmaker),
         policy_versions=policy_versions,
+        limiter=Limiter(make_limit_store(settings.limits_redis_url or settings.redis_url, prefix=settings.redis_prefix),
+                        default_completion_tokens=settings.limits_default_completion_tokens),
     )

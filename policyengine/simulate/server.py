@@ -136,6 +136,8 @@ class SimServer:
         self.chunk_delay = chunk_delay
         self.latency = latency
         self.vllm_envelope = vllm_envelope
+        # an upstream that reports no token usage (a stream without the usage chunk, an answer without `usage`)
+        self.omit_usage = False
         self.faults: list[Fault] = []
         self.requests: list[RecordedRequest] = []
         self._down_until = 0.0
@@ -486,7 +488,7 @@ class SimServer:
         completion_tokens = len(pieces) + (8 if tools else 0)
         events.append(chunk({}, "tool_calls" if tools else "stop"))
         so = body.get("stream_options") or {}
-        if so.get("include_usage"):
+        if so.get("include_usage") and not self.omit_usage:
             events.append(b"data: " + orjson.dumps({
                 "id": cid, "object": "chat.completion.chunk", "created": created, "model": self.served_model,
                 "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,

@@ -13,6 +13,17 @@ from .base import (
     key_scope,
     model_scope,
 )
+from .limits import (
+    Counter,
+    CounterState,
+    LimitStore,
+    LimitStoreUnavailable,
+    MemoryLimitStore,
+    Reservation,
+    counter_key,
+    split_key,
+)
+from .limits_redis import RedisLimitStore
 from .memory import MemoryStateStore
 from .redis_store import RedisStateStore
 
@@ -26,17 +37,34 @@ def make_state_store(redis_url: str | None, *, prefix: str = "policyengine:") ->
     return MemoryStateStore()
 
 
+def make_limit_store(redis_url: str | None, *, prefix: str = "policyengine:") -> LimitStore:
+    """The limit and budget counters: Redis when a URL is given (shared by replicas), else this process."""
+    if redis_url:
+        return RedisLimitStore(redis_url, prefix=prefix)
+    return MemoryLimitStore()
+
+
 __all__ = [
     "BreakerConfig",
     "BreakerState",
     "BreakerStatus",
     "Cooldown",
+    "Counter",
+    "CounterState",
+    "LimitStore",
+    "LimitStoreUnavailable",
+    "MemoryLimitStore",
     "MemoryStateStore",
     "Preflight",
+    "RedisLimitStore",
     "RedisStateStore",
+    "Reservation",
     "StateStore",
     "StickyEntry",
+    "counter_key",
     "key_scope",
+    "make_limit_store",
     "make_state_store",
     "model_scope",
+    "split_key",
 ]

@@ -1,0 +1,355 @@
+"""Counting limits and budgets for a chat request: reserve before the model call, settle after.
+
+The policy says which limits count a request (`Decision.limits`, pure); this module does the
+I/O. `admit(call, body)` reserves the request's estimate on every counter (one round trip to
+the store, all or nothing) and, when a counter is at its limit, lets the policy's `at_limit`
+say what the request becomes: refused (`LimitExceeded`, a 429 with `Retry-After` = the end of
+the window), rerouted to cost-0 models (reserved again, for the limits that still count it),
+or held for approval (the approved overage is charged without a reservation). `charge(call,
+...)` computes what the answer used and cost (from the upstream's usage, else counted from the
+text: `usage_source: counted`), settles the reservation with it (a second round trip) and
+returns the fields the outcome row records: `usage`, `usage_source`, `cost`, `limits`.
+
+Estimates: tokens = the prompt estimate (`dispatch.tokens`) + `max_tokens` (or
+`limits_default_completion_tokens`); spend = those tokens x the primary's cost, rounded up to
+a micro-unit. Counter scopes: `tenant` is implied by `user`, `key` and `use_case` (those names
+are the tenant's own); a limit per `model` alone, or with no `per`, is one counter for the
+whole service (only admins see it in `/v1/usage`).
+
+When the store is unreachable, each limit's `on outage` decides: fail open (the request goes
+on, uncounted, and the row says `limits: failed_open`) or fail closed (`LimitsUnavailable`, a
+503). Budgets fail closed by default, rate limits open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import ROUND_CEILING, Decimal
+from typing import TYPE_CHECKING, Any
+
+from policyengine.dispatch.tokens import estimate_prompt_tokens, requested_output_tokens
+from policyengine.gateway.errors import LimitExceeded, LimitsUnavailable
+from policyengine.ir import MICRO, CompiledLimit
+from policyengine.state.limits import (
+    Counter,
+    LimitStore,
+    LimitStoreUnavailable,
+    counter_key,
+    split_key,
+)
+from policyengine.types import Action, LimitHit, Principal
+
+if TYPE_CHECKING:
+    from policyengine.evaluator import CompiledPolicy
+
+# `call` below is a policyengine.gateway.call.Call (not imported: call -> runtime -> limits)
+Call = Any
+
+__all__ = ["Admission", "Limiter", "admit", "charge", "describe_usage", "usage_report", "window_bounds"]
+
+log = logging.getLogger("policyengine.gateway")
+
+TENANT_LOCAL = frozenset({"user", "key", "use_case", "tenant"})
+
+
+def window_bounds(lm: CompiledLimit, now: float) -> tuple[int, float]:
+    """(start, end) in epoch seconds of the fixed window of `lm` that holds `now`: windows are
+    aligned to the epoch (days start at 00:00 UTC), `month` is the calendar month (UTC)."""
+    if lm.window_s:
+        start = int(now // lm.window_s) * lm.window_s
+        return start, float(start + lm.window_s)
+    dt = datetime.fromtimestamp(now, UTC)
+    first = datetime(dt.year, dt.month, 1, tzinfo=UTC)
+    nxt = datetime(dt.year + dt.month // 12, dt.month % 12 + 1, 1, tzinfo=UTC)
+    return int(first.timestamp()), nxt.timestamp()
+
+
+def scope_of(lm: CompiledLimit, action: Action, principal: Principal, model: str | None) -> tuple[str | None, str]:
+    """(tenant the counter belongs to or None for a service-wide one, `name=value,...` of the scope)."""
+    values = {"tenant": principal.tenant, "user": action.actor or "-", "key": principal.key_id,
+              "model": model or "-", "use_case": action.use_case or "-"}
+    tenant = principal.tenant if TENANT_LOCAL.intersection(lm.scope) else None
+    return tenant, ",".join(f"{s}={values[s]}" for s in lm.scope)
+
+
+def _micro(amount: Decimal) -> int:
+    return int((amount * MICRO).to_integral_value(ROUND_CEILING))
+
+
+def show_amount(lm: CompiledLimit, units: int) -> str:
+    """A counter value in the limit's terms: `12`, `0.25 GBP`."""
+    if lm.kind == "spend":
+        d = (Decimal(units) / MICRO).normalize()
+        return f"{format(d, 'f')} {lm.currency}"
+    return str(units)
+
+
+def describe_usage(lm: CompiledLimit, level: int, scope: str) -> str:
+    """`spend 49.9 GBP of 50 GBP per day (tenant=acme)`: how far a limit is used."""
+    where = f" ({scope})" if scope else ""
+    return f"{lm.kind} {show_amount(lm, level)} of {lm.limit_text} per {lm.window}{where}"
+
+
+@dataclass(slots=True)
+class Admission:
+    """What a call holds on the limit counters: each entry's hit, limit, counter and scope, and how:
+    `reserved` (the counters hold this call's estimate), else charged afterwards without a
+    reservation (`mode` = "approved_overage") or not counted at all ("failed_open")."""
+
+    entries: list[tuple[LimitHit, CompiledLimit, Counter, str]]
+    reserved: bool
+    mode: str = "reserved"
+
+
+class Limiter:
+    """Builds a request's counters and talks to the store. `clock` is injectable (tests roll
+    windows over without sleeping)."""
+
+    def __init__(self, store: LimitStore, *, clock: Callable[[], float] = time.time,
+                 default_completion_tokens: int = 256) -> None:
+        self.store = store
+        self.clock = clock
+        self.default_completion_tokens = default_completion_tokens
+
+    def estimate_tokens(self, body: dict[str, Any], prompt_tokens: int | None = None) -> int:
+        """Tokens a request may use: its prompt (given, else estimated) plus the answer it asks for."""
+        out = requested_output_tokens(body) or self.default_completion_tokens
+        return (prompt_tokens if prompt_tokens is not None else estimate_prompt_tokens(body)) + out
+
+    def counters(self, policy: CompiledPolicy, hits: list[LimitHit], action: Action, principal: Principal,
+                 tokens: int, *, charge_only: bool = False) -> list[tuple[LimitHit, CompiledLimit, Counter, str]]:
+        """The counters `hits` reserve for a request of `tokens` estimated tokens (amount 0 with
+        `charge_only`: nothing is reserved, the answer is charged afterwards)."""
+        now = self.clock()
+        out = []
+        for h in hits:
+            lm = policy.limit(h.rule_id)
+            if lm is None:
+                continue
+            start, end = window_bounds(lm, now)
+            tenant, scope = scope_of(lm, action, principal, h.model)
+            if charge_only:
+                amount = 0
+            elif lm.kind == "requests":
+                amount = 1
+            elif lm.kind == "tokens":
+                amount = tokens
+            else:
+                spec = policy.models.get(h.model or "")
+                amount = _micro(spec.cost_of(tokens)) if spec is not None else 0
+            thresholds = tuple(int(lm.amount * pct / 100) for pct, _ in lm.notify)
+            out.append((h, lm, Counter(counter_key(tenant, lm.rule_id, scope, start), lm.cap, amount, end,
+                                       thresholds), scope))
+        return out
+
+
+async def admit(call: Call, body: dict[str, Any]) -> None:
+    """Reserve this chat request on the limits that count it (`call.admission`), or change
+    `call.decision` as the policy says at the limit. Raises `LimitExceeded` (its row recorded)
+    when it is refused, `LimitsUnavailable` when the store is down and a limit fails closed."""
+    rt = call.runtime
+    limiter = rt.limiter
+    if limiter is None or not call.decision.limits:
+        return
+    policy, m = call.policy, rt.metrics
+    tokens = limiter.estimate_tokens(body, call.action.prompt_tokens)
+    for _ in range(3):  # a reroute re-reserves once for the limits that still count the request
+        d = call.decision
+        if not d.limits:
+            return
+        entries = limiter.counters(policy, d.limits, call.action, call.principal, tokens)
+        try:
+            res = await limiter.store.reserve([c for _, _, c, _ in entries])
+        except LimitStoreUnavailable as exc:
+            closed = [lm.rule_id for _, lm, _, _ in entries if not lm.fail_open]
+            if closed:
+                m.limit_checks.labels("failed_closed").inc()
+                log.error("decision %s: %s; refused (fail closed: %s)", call.decision_id, exc, ", ".join(closed))
+                await call.record(extra={"outcome": "limits_unavailable", "limits": {"failed_closed": closed}})
+                raise LimitsUnavailable("the limit counters are unavailable and a limit that counts this request "
+                                        f"fails closed ({', '.join(closed)}); retry later",
+                                        decision_id=call.decision_id, decision=call.decision)
+            m.limit_checks.labels("failed_open").inc()
+            log.warning("decision %s: %s; the request goes on uncounted (fail open)", call.decision_id, exc)
+            call.admission = Admission(entries, reserved=False, mode="failed_open")
+            return
+        if res.ok:
+            m.limit_checks.labels("ok").inc()
+            call.admission = Admission(entries, reserved=True)
+            for (_, lm, c, scope), (used, reserved), crossed in zip(entries, res.levels, res.crossed, strict=True):
+                for j in crossed:
+                    _notify(call, lm, j, used + reserved, scope, c)
+            return
+        assert res.refused is not None
+        hit, lm, c, scope = entries[res.refused]
+        used, reserved = res.levels[res.refused]
+        why = describe_usage(lm, used + reserved, scope) + f": this request needs {show_amount(lm, c.amount)} more"
+        m.limit_exceeded.labels(lm.kind, lm.on_limit).inc()
+        call.decision = new = policy.at_limit(d, [(hit, why)], call.action)
+        if new.effect == "deny":
+            m.limit_checks.labels("exceeded").inc()
+            retry_after = max(1.0, c.expires_at - limiter.clock())
+            info = {"rule_id": lm.rule_id, "kind": lm.kind, "limit": lm.limit_text, "window": lm.window,
+                    "scope": scope, "used": show_amount(lm, used), "reserved": show_amount(lm, reserved),
+                    "resets_at": c.expires_at}
+            await call.record(extra={"outcome": "limited", "limit": info})
+            m.chat_requests.labels("-", "limited").inc()
+            raise LimitExceeded(f"{why} ({lm.source or lm.rule_id}); retry after {math.ceil(retry_after)}s",
+                                retry_after=retry_after, decision_id=call.decision_id, decision=new,
+                                extra={"limit": info})
+        if new.effect in ("require_approval", "escalate"):
+            m.limit_checks.labels("held").inc()
+            # approved, the overage runs and is charged afterwards (no reservation: the limit is spent)
+            call.admission = Admission(limiter.counters(policy, d.limits, call.action, call.principal, tokens,
+                                                        charge_only=True), reserved=False, mode="approved_overage")
+            return
+        m.limit_checks.labels("rerouted").inc()
+    call.admission = None
+
+
+def _usage_numbers(usage: Any, body: dict[str, Any], text: str) -> tuple[int, int, str]:
+    if isinstance(usage, dict):
+        p, c = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        if isinstance(p, int) and isinstance(c, int):
+            return p, c, "upstream"
+        t = usage.get("total_tokens")
+        if isinstance(t, int):
+            return t, 0, "upstream"
+    return estimate_prompt_tokens(body), math.ceil(len(text) / 4), "counted"
+
+
+def _currency(policy: CompiledPolicy, model: str | None) -> str | None:
+    spec = policy.models.get(model or "")
+    if spec is not None and spec.cost_currency:
+        return spec.cost_currency
+    return next((lm.currency for lm in policy.limits if lm.currency), None)
+
+
+async def charge(call: Call, model: str | None, usage: Any, body: dict[str, Any], text: str = "",
+                 *, answered: bool = True) -> dict[str, Any]:
+    """What the answer used and cost, settled on the call's limits; the outcome row's fields.
+    `answered` False (the chain failed): nothing was used; reservations are released (a request
+    limit still counts the request). Never raises: a failed settle is logged."""
+    rt, policy = call.runtime, call.policy
+    out: dict[str, Any] = {}
+    total = 0
+    cost = Decimal(0)
+    if answered:
+        p, c, source = _usage_numbers(usage, body, text)
+        total = p + c
+        spec = policy.models.get(model or "")
+        cost = spec.cost_of(total) if spec is not None else Decimal(0)
+        cur = _currency(policy, model)
+        shown = usage if source == "upstream" else {"prompt_tokens": p, "completion_tokens": c, "total_tokens": total}
+        out = {"usage": shown,
+               "usage_source": source,
+               "cost": {"amount": format(cost.normalize(), "f"), "currency": cur}}
+        rt.metrics.tokens.labels(model or "-", source).inc(total)
+        if cost:
+            rt.metrics.spend.labels(model or "-", cur or "-").inc(float(cost))
+    adm: Admission | None = getattr(call, "admission", None)
+    if adm is None:
+        return out
+    if adm.mode == "failed_open":
+        out["limits"] = {"mode": "failed_open"}
+        return out
+    settled = []
+    shown = []
+    for hit, lm, counter, scope in adm.entries:
+        if lm.kind == "requests":
+            actual = 1
+        elif lm.kind == "tokens":
+            actual = total
+        else:
+            # the model that answered is charged at its own price (a fallback may cost more or less)
+            actual = _micro(cost) if (lm.models is None or model in lm.models) else 0
+        settled.append((counter, counter.amount if adm.reserved else 0, actual))
+        shown.append({"rule_id": hit.rule_id, "scope": scope, "charged": show_amount(lm, actual)})
+    try:
+        await rt.limiter.store.settle(settled)  # type: ignore[union-attr]
+    except LimitStoreUnavailable as exc:
+        log.error("decision %s: usage not settled on its limits: %s", call.decision_id, exc)
+        out["limits_settled"] = False
+    out["limits"] = {"mode": adm.mode, "counters": shown}
+    call.admission = None
+    return out
+
+
+def _notify(call: Call, lm: CompiledLimit, j: int, level: int, scope: str, counter: Counter) -> None:
+    """Send the `at P% notify` notice of threshold j (once per window: the store said it is the first)."""
+    pct, channels = lm.notify[j]
+    rt = call.runtime
+    tenant = split_key(counter.key)[0]
+    text = (f"Limit {pct:g}% reached: {describe_usage(lm, level, scope)} - {lm.source} "
+            f"(tenant {tenant}; the window resets at "
+            f"{datetime.fromtimestamp(counter.expires_at, UTC).isoformat(timespec='seconds')})")
+    payload = {"event": "limit_threshold", "tenant": call.principal.tenant, "rule_id": lm.rule_id,
+               "percent": pct, "scope": scope, "used": show_amount(lm, level), "limit": lm.limit_text,
+               "window": lm.window, "resets_at": counter.expires_at, "text": text}
+    sender = rt.limit_sender
+    for ch in channels:
+        rt.metrics.limit_notices.labels(ch.kind).inc()
+        if sender is None:
+            log.warning("limit notice not sent (no notifier is running): %s", text)
+            continue
+        kind, target = ch.kind, ch.target
+        if target.startswith("env:"):  # `notify webhook "env:NAME"`: the URL is in the environment
+            target = os.environ.get(target[4:], "")
+            if not target:
+                log.warning("limit notice not sent: %s is not set", ch.target[4:])
+                continue
+        if kind == "email":
+            body: dict[str, Any] = {"to": [target], "subject": f"Limit {pct:g}% reached: {lm.rule_id}", "text": text,
+                                    "html": f"<p>{text}</p>"}
+        elif kind == "slack":
+            body = {"channel": target, "text": text}
+        else:
+            body = payload
+        task = asyncio.get_running_loop().create_task(_send(sender, kind, target, body, f"{counter.key}#{j}"))
+        _TASKS.add(task)
+        task.add_done_callback(_TASKS.discard)
+
+
+_TASKS: set[asyncio.Task[None]] = set()  # notices in flight (a task nobody holds may be collected)
+
+
+async def _send(sender: Any, kind: str, target: str, body: dict[str, Any], key: str) -> None:
+    try:
+        await sender.send(kind, target, body, key=key)
+    except Exception as exc:  # a notice must never break a request
+        log.warning("limit notice to %s failed: %s", kind, exc)
+
+
+async def usage_report(runtime: Any, tenant: str | None) -> dict[str, Any]:
+    """The live limit counters of `tenant` (None: every tenant and the service-wide ones), each
+    with its limit from the serving policy: used, reserved, remaining, the share used and when its
+    window resets. Raises `LimitsUnavailable` when the store cannot be reached."""
+    limiter: Limiter | None = runtime.limiter
+    if limiter is None:
+        return {"counters": []}
+    policy = runtime.policies.current
+    try:
+        states = await limiter.store.usage(tenant)
+    except LimitStoreUnavailable as exc:
+        raise LimitsUnavailable(f"the limit counters are unavailable ({exc}); retry later")
+    out = []
+    for st in states:
+        t, rule_id, scope, start = split_key(st.key)
+        lm = policy.limit(rule_id)
+        if lm is None:  # a limit of an earlier policy version: its counters expire with their window
+            continue
+        level = st.used + st.reserved
+        out.append({
+            "tenant": None if t == "*" else t, "rule_id": rule_id, "kind": lm.kind, "limit": lm.limit_text,
+            "window": lm.window, "scope": scope, "used": show_amount(lm, st.used),
+            "reserved": show_amount(lm, st.reserved), "remaining": show_amount(lm, max(0, lm.amount - level)),
+            "percent": round(100 * level / lm.amount, 2) if lm.amount else 100.0, "window_start": start,
+            "resets_at": st.expires_at, "source": lm.source})
+    return {"counters": out}

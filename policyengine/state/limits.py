@@ -1,0 +1,189 @@
+"""Counters for limits and budgets: reserve before a model call, settle after it.
+
+Every counter is one fixed window of one limit for one scope (e.g. `budget 50 GBP per day per
+tenant` for tenant acme, today): `used` (settled) and `reserved` (requests in flight), both
+integers (requests, tokens, or micro-units of a currency). A request reserves its estimate on
+every counter that counts it, all or nothing: if any counter would pass its cap
+(`used + reserved + amount > cap`), nothing is reserved and the first such counter is named.
+Once the answer is known the request settles: `reserved -= estimate; used += actual`. So
+concurrent requests can never be admitted past a cap, whichever replica they arrive on; the
+real cost can exceed the estimate only by what the estimate missed (a request without
+`max_tokens` is estimated with a default answer length).
+
+Why not the `limits` library: it counts hits against rate limits (moving / fixed / sliding
+windows) and has no reservation to settle later with a different amount, no all-or-nothing
+hit across several limits, and no per-window notice flags. Building them on top of it would
+take a second round trip per request (hit, then correct the amount) and a race between the
+limits of one request. Hand-written, one Lua script per step keeps it to one Redis round trip
+for reserve and one for settle; benchmarks/limits_bench.py measures it beside `limits`
+(`FixedWindowRateLimiter.hit`) in the same run.
+
+Notices: each counter may carry thresholds (counter values); the reservation that first
+reaches a threshold in a window reports it, once per window, whichever replica it ran on.
+
+The window is part of the counter's key, so a new window is a new counter and old ones expire
+(Redis `PEXPIREAT`; in memory, dropped when read after their end). A reservation whose request
+never settles (the process died) is freed when its window ends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+from urllib.parse import quote, unquote
+
+__all__ = ["Counter", "CounterState", "LimitStore", "LimitStoreUnavailable", "MemoryLimitStore", "Reservation",
+           "counter_key", "split_key"]
+
+
+class LimitStoreUnavailable(Exception):
+    """The counters cannot be reached (Redis down or too slow): each limit's `on outage` decides."""
+
+
+def counter_key(tenant: str | None, rule_id: str, scope: str, window_start: int) -> str:
+    """The name of one counter: `tenant|rule|scope|window` (each part %-quoted; tenant `*` for a limit
+    not counted per tenant, which only admins see)."""
+    return "|".join(quote(p, safe="=,:.-_@") for p in (tenant or "*", rule_id, scope, str(window_start)))
+
+
+def split_key(key: str) -> tuple[str, str, str, int]:
+    """(tenant, rule_id, scope, window start) of a counter key."""
+    t, r, s, w = key.split("|")
+    return unquote(t), unquote(r), unquote(s), int(w)
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One counter a request reserves against: its key, the cap, this request's amount, when the
+    window ends (epoch seconds) and the counter values at which a notice is due."""
+
+    key: str
+    cap: int
+    amount: int
+    expires_at: float
+    thresholds: tuple[int, ...] = ()
+
+
+@dataclass(slots=True)
+class Reservation:
+    """The answer to `reserve`: `ok`, else `refused` (the index of the first counter that would
+    pass its cap; nothing was reserved). `levels[i]` is counter i's (used, reserved) after the
+    reservation (when refused: as read). `crossed[i]` the indexes of counter i's thresholds this
+    reservation reached first in its window."""
+
+    ok: bool
+    refused: int | None = None
+    levels: list[tuple[int, int]] = field(default_factory=list)
+    crossed: list[tuple[int, ...]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class CounterState:
+    """One live counter as `usage` lists it."""
+
+    key: str
+    used: int
+    reserved: int
+    expires_at: float
+
+
+@runtime_checkable
+class LimitStore(Protocol):
+    """Where the counters live: this process (`MemoryLimitStore`) or Redis (`RedisLimitStore`).
+    Every method raises `LimitStoreUnavailable` when the counters cannot be reached."""
+
+    async def reserve(self, counters: list[Counter]) -> Reservation:
+        """Reserve each counter's amount, all or nothing, atomically (one round trip)."""
+        ...
+
+    async def settle(self, settled: list[tuple[Counter, int, int]]) -> None:
+        """For each (counter, reserved, actual): `reserved -= reserved; used += actual` (one round trip)."""
+        ...
+
+    async def usage(self, tenant: str | None) -> list[CounterState]:
+        """The live counters of `tenant` (None: every tenant, and the ones not counted per tenant)."""
+        ...
+
+    async def set_used(self, counter: Counter, used: int) -> None:
+        """Set a counter's settled value (tests, dry runs, an operator's correction)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+class _Cell:
+    __slots__ = ("expires_at", "flags", "reserved", "used")
+
+    def __init__(self, expires_at: float) -> None:
+        self.used = 0
+        self.reserved = 0
+        self.expires_at = expires_at
+        self.flags: set[int] = set()
+
+
+class MemoryLimitStore:
+    """The counters in this process (one replica). Atomic because nothing awaits inside a step."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._cells: dict[str, _Cell] = {}
+        self._clock = clock
+
+    def _cell(self, c: Counter, now: float) -> _Cell:
+        cell = self._cells.get(c.key)
+        if cell is None or cell.expires_at <= now:
+            cell = self._cells[c.key] = _Cell(c.expires_at)
+            if len(self._cells) > 4096 and len(self._cells) % 1024 == 0:
+                self._purge(now)
+        return cell
+
+    def _purge(self, now: float) -> None:
+        for k in [k for k, v in self._cells.items() if v.expires_at <= now]:
+            del self._cells[k]
+
+    async def reserve(self, counters: list[Counter]) -> Reservation:
+        """See `LimitStore.reserve`."""
+        now = self._clock()
+        cells = [self._cell(c, now) for c in counters]
+        for i, (c, cell) in enumerate(zip(counters, cells, strict=True)):
+            if c.amount > 0 and cell.used + cell.reserved + c.amount > c.cap:
+                return Reservation(False, i, [(x.used, x.reserved) for x in cells])
+        levels: list[tuple[int, int]] = []
+        crossed: list[tuple[int, ...]] = []
+        for c, cell in zip(counters, cells, strict=True):
+            cell.reserved += c.amount
+            after = cell.used + cell.reserved
+            hit = tuple(j for j, t in enumerate(c.thresholds) if after >= t and j not in cell.flags)
+            cell.flags.update(hit)
+            levels.append((cell.used, cell.reserved))
+            crossed.append(hit)
+        return Reservation(True, None, levels, crossed)
+
+    async def settle(self, settled: list[tuple[Counter, int, int]]) -> None:
+        """See `LimitStore.settle`. A counter whose window ended meanwhile is not revived."""
+        now = self._clock()
+        for c, reserved, actual in settled:
+            cell = self._cells.get(c.key)
+            if cell is None:
+                if c.expires_at <= now:
+                    continue
+                cell = self._cell(c, now)
+            cell.reserved = max(0, cell.reserved - reserved)
+            cell.used += actual
+
+    async def usage(self, tenant: str | None) -> list[CounterState]:
+        """See `LimitStore.usage`."""
+        now = self._clock()
+        head = None if tenant is None else counter_key(tenant, "", "", 0).split("|", 1)[0] + "|"
+        return sorted((CounterState(k, v.used, v.reserved, v.expires_at) for k, v in self._cells.items()
+                       if v.expires_at > now and (head is None or k.startswith(head))), key=lambda s: s.key)
+
+    async def set_used(self, counter: Counter, used: int) -> None:
+        """See `LimitStore.set_used`."""
+        self._cell(counter, self._clock()).used = used
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
