@@ -20,7 +20,7 @@ GOOD = MODELS + '''
 limit requests 60 per minute per user
 limit tokens 100000 per hour per key, model on model cloud
 budget 50 GBP per day per tenant when use_case == "chat" {
-  at 80% notify email "ops@example.com"
+  at 80% notify email "ops@example.com"  # notice once per window
   at 100% prefer self_hosted
   on outage fail open
 }
