@@ -9,7 +9,7 @@ take the last unit. `settle` is a second script. One round trip each.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from .limits import Counter, CounterState, LimitStoreUnavailable, Reservation, counter_key
@@ -69,9 +69,14 @@ class RedisLimitStore:
     decides what the request does."""
 
     def __init__(self, url: str, *, prefix: str = "policyengine:", client: Redis | None = None,
-                 timeout: float = 0.5) -> None:
-        self._redis = client or Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
-                                               socket_connect_timeout=timeout)
+                 timeout: float = 0.5, max_connections: int = 32, pool_timeout: float = 2.0) -> None:
+        # a blocking pool: a burst of requests waits (up to pool_timeout) for one of max_connections
+        # instead of failing with "too many connections" (which would count as an outage); Redis runs
+        # the scripts one at a time anyway, so a few connections carry the load
+        pool = BlockingConnectionPool.from_url(url, decode_responses=True, socket_timeout=timeout,
+                                               socket_connect_timeout=max(timeout, 1.0), max_connections=max_connections,
+                                               timeout=pool_timeout)
+        self._redis = client or Redis(connection_pool=pool)
         self._prefix = prefix + "lim:"
         self._reserve = self._redis.register_script(_RESERVE)
         self._settle = self._redis.register_script(_SETTLE)

@@ -1,0 +1,130 @@
+"""The limit counters, in memory and in the real Redis: all-or-nothing reservations under concurrency,
+settlement, notices once per window, windows rolling over on an injected clock, and a Redis outage."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from policyengine.dsl import compile_sources
+from policyengine.gateway.limits import Limiter, window_bounds
+from policyengine.state.limits import (
+    Counter,
+    LimitStoreUnavailable,
+    MemoryLimitStore,
+    counter_key,
+    split_key,
+)
+from policyengine.state.limits_redis import RedisLimitStore
+from policyengine.types import Action, Principal
+
+pytestmark = pytest.mark.asyncio
+
+
+@pytest_asyncio.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[object]:
+    if request.param == "memory":
+        yield MemoryLimitStore()
+        return
+    url = request.getfixturevalue("redis_url")
+    prefix = f"pe-test-{uuid.uuid4().hex[:8]}:"
+    s = RedisLimitStore(url, prefix=prefix)
+    try:
+        yield s
+    finally:
+        keys = [k async for k in s._redis.scan_iter(match=prefix + "*")]
+        if keys:
+            await s._redis.delete(*keys)
+        await s.aclose()
+
+
+def _c(key: str, cap: int, amount: int, *, thresholds: tuple[int, ...] = (), ttl: float = 60) -> Counter:
+    return Counter(key, cap, amount, time.time() + ttl, thresholds)
+
+
+async def test_concurrent_reservations_never_pass_the_cap(store) -> None:
+    a = counter_key("acme", "p:1", "tenant=acme", 0)
+    res = await asyncio.gather(*(store.reserve([_c(a, 50, 3)]) for _ in range(200)))
+    assert sum(r.ok for r in res) == 16  # 16 x 3 = 48 <= 50 < 51
+    [st] = await store.usage("acme")
+    assert (st.used, st.reserved) == (0, 48)
+
+
+async def test_all_or_nothing_and_settle(store) -> None:
+    a, b = counter_key("acme", "p:1", "", 0), counter_key("acme", "p:2", "", 0)
+    assert (await store.reserve([_c(a, 10, 4), _c(b, 5, 4)])).ok
+    refused = await store.reserve([_c(a, 10, 4), _c(b, 5, 4)])
+    assert not refused.ok and refused.refused == 1 and refused.levels[1] == (0, 4)
+    # nothing was reserved on `a` by the refused request
+    assert {s.key: s.reserved for s in await store.usage("acme")} == {a: 4, b: 4}
+    await store.settle([(_c(a, 10, 4), 4, 3), (_c(b, 5, 4), 4, 2)])
+    assert {s.key: (s.used, s.reserved) for s in await store.usage("acme")} == {a: (3, 0), b: (2, 0)}
+    assert (await store.reserve([_c(b, 5, 3)])).ok  # the room the settlement gave back
+    # a charge without reservation (an approved overage) may pass the cap
+    await store.settle([(_c(b, 5, 0), 0, 10)])
+    assert [s.used for s in await store.usage("acme") if s.key == b] == [12]
+
+
+async def test_thresholds_are_reported_once_per_window(store) -> None:
+    a = counter_key("acme", "p:1", "", 0)
+    crossed = [(await store.reserve([_c(a, 10, 1, thresholds=(5, 8))])).crossed[0] for _ in range(10)]
+    assert crossed == [(), (), (), (), (0,), (), (), (1,), (), ()]
+    b = counter_key("acme", "p:1", "", 60)  # the next window: a new counter, new notices
+    assert (await store.reserve([_c(b, 10, 6, thresholds=(5, 8))])).crossed[0] == (0,)
+
+
+async def test_tenants_see_their_own_counters(store) -> None:
+    await store.reserve([_c(counter_key("acme", "p:1", "user=bob", 0), 10, 1)])
+    await store.reserve([_c(counter_key("globex", "p:1", "user=bob", 0), 10, 1)])
+    await store.reserve([_c(counter_key(None, "p:2", "", 0), 10, 1)])
+    assert [split_key(s.key)[0] for s in await store.usage("acme")] == ["acme"]
+    assert sorted(split_key(s.key)[0] for s in await store.usage(None)) == ["*", "acme", "globex"]
+
+
+POLICY = '''policy "w" version 1
+model m { provider openai base_url env("M") cost 1 GBP per 1k tokens }
+route default -> m
+limit requests 2 per 10s per user
+budget 1 GBP per month per tenant
+'''
+
+
+async def test_windows_roll_over_on_the_clock(store) -> None:
+    policy = compile_sources({"w.policy": POLICY})
+    # the start of the next 10 s window (windows are aligned to the epoch); the clock is moved by hand
+    now = [float(int(time.time() // 10) * 10 + 10)]
+    limiter = Limiter(store, clock=lambda: now[0])
+    if isinstance(store, MemoryLimitStore):
+        store._clock = lambda: now[0]
+    action = Action(action="chat", tenant=f"t-{uuid.uuid4().hex[:6]}", actor="bob")
+    principal = Principal(tenant=action.tenant or "", key_id="k1", subject="s", roles=frozenset({"app"}),
+                          groups=frozenset())
+    hits = policy.evaluate(action).limits
+
+    async def once() -> bool:
+        entries = limiter.counters(policy, hits, action, principal, 10)
+        return (await store.reserve([c for _, _, c, _ in entries])).ok
+
+    assert [await once(), await once(), await once()] == [True, True, False]
+    now[0] += 9.9
+    assert await once() is False  # still the same window
+    now[0] += 0.2
+    assert await once() is True  # the next one
+    start, end = window_bounds(policy.limits[1], 1_000_000_000.0)  # 2001-09-09: all September, UTC
+    assert (start, end) == (999302400, 1001894400)
+
+
+async def test_redis_outage_is_reported() -> None:
+    s = RedisLimitStore("redis://127.0.0.1:1/0", timeout=0.2)  # nothing listens on port 1
+    try:
+        with pytest.raises(LimitStoreUnavailable):
+            await s.reserve([_c("a|b|c|0", 1, 1)])
+        with pytest.raises(LimitStoreUnavailable):
+            await s.settle([(_c("a|b|c|0", 1, 1), 1, 1)])
+    finally:
+        await s.aclose()
