@@ -153,3 +153,33 @@ async def test_over_budget_requires_approval(service_factory, limits_dir, tmp_pa
         assert first.status_code == 200
         assert held.status_code == 409, held.text
         assert held.json()["error"]["code"] == "approval_required"
+
+
+OUTAGE = '''policy "outage-test" version 1
+model qwen-72b { provider openai base_url env("PE_T_QWEN_URL") keys [env("PE_T_QWEN_KEY_1")] cost 1 GBP per 1k tokens }
+route default -> qwen-72b
+authorize chat
+limit requests 100 per minute per user when use_case == "open"
+budget 10 GBP per day per tenant when use_case == "closed"
+budget 10 GBP per day per tenant when use_case == "opened" { on outage fail open }
+'''
+
+
+async def test_redis_outage_fails_open_or_closed_per_limit(service_factory, tmp_path):
+    d = tmp_path / "outage"
+    d.mkdir()
+    (d / "outage.policy").write_text(OUTAGE)
+    # nothing listens on port 1: every reservation fails at once
+    async with service_factory(f"sqlite:///{tmp_path / 'pe.db'}", policy_dir=d,
+                               limits_redis_url="redis://127.0.0.1:1/0") as svc:
+        async with svc.client() as c:
+            rate = await _chat(c, "open")  # a rate limit fails open by default
+            budget = await _chat(c, "closed")  # a budget fails closed by default
+            opened = await _chat(c, "opened")  # unless it says `on outage fail open`
+            usage = await c.get("/v1/usage")
+        assert rate.status_code == 200 and opened.status_code == 200
+        assert budget.status_code == 503, budget.text
+        assert budget.json()["error"]["code"] == "limits_unavailable"
+        assert usage.status_code == 503
+        row = await _outcome(svc, rate.headers["x-policyengine-decision-id"])
+        assert row["extra"]["limits"] == {"mode": "failed_open"} and float(row["extra"]["cost"]["amount"]) > 0
