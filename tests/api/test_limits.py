@@ -5,6 +5,7 @@ a reroute to cost-0 models at a budget, an approval for the overage, /v1/usage, 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,18 @@ async def test_rate_limit_is_a_429_with_retry_after_and_cost_is_recorded(service
         assert counters and counters[0]["used"] == "3" and counters[0]["remaining"] == "0"
         assert 'policyengine_limit_checks_total{outcome="exceeded"} 1.0' in metrics
         assert "policyengine_spend_total" in metrics
+        # the CLI reads the same endpoint (`policyengine usage --json`), with the key from the environment
+        from typer.testing import CliRunner
+
+        from policyengine.cli import app as cli
+
+        res = await asyncio.to_thread(CliRunner().invoke, cli, ["usage", "--json", "--url", svc.url],
+                                      env={"POLICYENGINE_API_KEY": svc.tokens["app"]})
+        assert res.exit_code == 0, res.output
+        assert {u["scope"] for u in json.loads(res.output)["counters"]} >= {"user=bob", "user=alice"}
+        table = await asyncio.to_thread(CliRunner().invoke, cli, ["usage", "--url", svc.url],
+                                        env={"POLICYENGINE_API_KEY": svc.tokens["app"], "COLUMNS": "200"})
+        assert table.exit_code == 0 and "user=bob" in table.output
 
 
 async def test_budget_reroutes_to_cost_0_and_notifies_once(service_factory, limits_dir, tmp_path):
