@@ -21,6 +21,7 @@ from policyengine.fastmodel import construct  # every Decision part: values the 
 from policyengine.ir import (
     CHAT,
     EMBEDDINGS,
+    MICRO,
     MISSING,
     ROUTED,
     CompiledLimit,
@@ -40,6 +41,7 @@ from policyengine.types import (
     RuleHit,
     SourceSpan,
     Verification,
+    parse_money,
 )
 
 _MENTION_KEYS: dict[str, str] = {}
@@ -235,6 +237,21 @@ def _mention_text(v: Any) -> str | None:
     if v is True:
         return "supplied"
     return f"supplied: {v}"
+
+
+def _units(lm: CompiledLimit, value: Any) -> int:
+    """A usage value in a limit's counter units (money: micro-units of the budget's currency)."""
+    if lm.kind == "spend":
+        m = parse_money(value)
+        if m is None:
+            raise ValueError(f"usage of {lm.rule_id} ({lm.limit_text}) must be money, e.g. \"10 {lm.currency}\"; "
+                             f"got {value!r}")
+        if m[1] != lm.currency:
+            raise ValueError(f"usage of {lm.rule_id} is in {m[1]}, the budget in {lm.currency}")
+        return int(m[0] * MICRO)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"usage of {lm.rule_id} ({lm.kind}) must be a number, got {value!r}")
+    return int(value)
 
 
 def _lexical(rx: re.Pattern[str], text: str) -> dict[str, Any] | None:
@@ -444,6 +461,48 @@ class CompiledPolicy(PolicyIR):
         again = self._limits(EvalContext(action, None, self), routing) if action is not None else decision.limits
         kept = [h for h in again if h.rule_id not in over]
         return decision.model_copy(update={"routing": routing, "rules": hits, "limits": kept})
+
+    def find_limit(self, ref: str) -> CompiledLimit | None:
+        """The limit `ref` names: its rule id (`file.policy:12`), its line (`12`), or text its source
+        contains (`budget 50 GBP`); None when no limit or more than one matches."""
+        exact = [lm for lm in self.limits if ref in (lm.rule_id, str(lm.span.line))]
+        found = exact or [lm for lm in self.limits if ref and ref in lm.source]
+        return found[0] if len(found) == 1 else None
+
+    def evaluate_with_usage(self, action: Action, usage: dict[str, Any], signals: SignalProvider | None = None,
+                            *, tokens: int | None = None) -> Decision:
+        """`evaluate`, then what the decision becomes given how far its limits are used (a dry run:
+        pure, no counters). `usage` maps a limit's rule id to its current value in the limit's
+        terms: requests or tokens (a number), money (`"49.9 GBP"`). The request itself needs 1
+        request, `tokens` (default: `action.prompt_tokens`, else 1) tokens, or their cost on the
+        primary (at least one micro-unit); a limit it would carry past `at N%` is at the limit and
+        `at_limit` applies (a reroute is checked once more). Raises ValueError on a value that is
+        not in the limit's terms (a number for a budget, another currency)."""
+        d = self.evaluate(action, signals)
+        n = tokens if tokens is not None else (action.prompt_tokens or 1)
+        for _ in range(2):
+            exceeded = []
+            for h in d.limits:
+                lm = self.limit(h.rule_id)
+                if lm is None or h.rule_id not in usage:
+                    continue
+                used = _units(lm, usage[h.rule_id])
+                if lm.kind == "requests":
+                    need = 1
+                elif lm.kind == "tokens":
+                    need = n
+                else:
+                    spec = self.models.get(h.model or "")
+                    need = max(1, int(spec.cost_of(n) * MICRO)) if spec is not None and not spec.self_hosted else 0
+                if need and used + need > lm.cap:
+                    exceeded.append((h, f"{lm.kind} {usage[h.rule_id]} of {lm.limit_text} per {lm.window} "
+                                        "(usage given)"))
+            if not exceeded:
+                return d
+            d = self.at_limit(d, exceeded[:1], action)
+            if exceeded[0][0].on_limit != "prefer_self_hosted" or d.effect == "deny":
+                return d  # refused or held: nothing more to count; a reroute is checked once more
+        return d
 
     def _span(self, rule_id: str) -> SourceSpan | None:
         lm = self.limit(rule_id)

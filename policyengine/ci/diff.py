@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from policyengine.ci.rules import RuleInfo, hold_text, parse_sources, rules_of, shape
 from policyengine.dsl import ast
 from policyengine.dsl.formatter import expr as expr_text
+from policyengine.dsl.formatter import limit_item
 
 Status = Literal["added", "removed", "changed"]
 
@@ -119,6 +120,12 @@ def _parts(node: Any, s: _Set) -> dict[str, str]:
                                                 ("prefer self_hosted", node.prefer_self_hosted)) if on) or "(none)"
     elif isinstance(node, ast.AllowChoice):
         p["models"] = ", ".join(n.value for n in node.models)
+    elif isinstance(node, ast.Limit):
+        p["amount"] = f"{node.amount.raw} per {node.window.value}"
+        p["scope"] = ", ".join(n.value for n in node.scope) or "(the whole service)"
+        p["models"] = ", ".join(n.value for n in node.models) if node.models is not None else "(any model)"
+        p["at the limit"] = "  ".join(limit_item(li) for li in node.items or ()) or "at 100% deny"
+        return p
     else:
         acts = getattr(node, "actions", None)
         p["actions"] = ", ".join(n.value for n in acts) if acts else "(every action)"
@@ -140,6 +147,10 @@ def _identity(r: RuleInfo) -> tuple[Any, ...]:
         return ("allow_choice", expr_text(node.cond) if node.cond is not None else "")
     if r.kind in ("authorize", "require_approval", "deny"):
         return (r.kind, tuple(sorted(r.actions or ())))
+    if r.kind == "limit":  # what it counts, per what, on which models, when
+        return ("limit", node.kind, tuple(n.value for n in node.scope),
+                tuple(sorted(n.value for n in node.models)) if node.models is not None else None,
+                expr_text(node.cond) if node.cond is not None else "")
     return (r.kind, tuple(sorted(r.actions or ())), expr_text(node.cond))
 
 
@@ -173,6 +184,8 @@ def _targets(r: RuleInfo) -> list[str]:
         return ["model calls (default route)" if cond is None else f"model calls when {expr_text(cond)}"]
     if r.kind == "allow_choice":
         return ["user model choice" + (f" when {expr_text(r.node.cond)}" if r.node.cond is not None else "")]
+    if r.kind == "limit":
+        return ["model calls" + (f" when {expr_text(r.node.cond)}" if r.node.cond is not None else "")]
     if r.actions is None:
         return ["every action" + (" (model calls included)" if r.kind in ("escalate", "verify") else "")]
     return [f"action {a}" for a in r.actions]

@@ -25,6 +25,7 @@ RULE_TYPES: dict[type, str] = {
     ast.Deny: "deny",
     ast.Escalate: "escalate",
     ast.Verify: "verify",
+    ast.Limit: "limit",
 }
 
 
@@ -63,7 +64,7 @@ def rule_text(node: Any) -> str:
 
 def rule_actions(node: Any) -> tuple[str, ...] | None:
     """The actions a rule names; None for routes, model choices and rules without `for`."""
-    if isinstance(node, ast.Route | ast.AllowChoice):
+    if isinstance(node, ast.Route | ast.AllowChoice | ast.Limit):
         return None
     acts = getattr(node, "actions", None)
     return tuple(n.value for n in acts) if acts else None

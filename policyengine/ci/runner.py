@@ -123,7 +123,18 @@ def _run_case(policy: Any, file: str, case: PolicyTest, provider: Any) -> tuple[
         base.error = case.skip if isinstance(case.skip, str) else None
         return base, None
     try:
-        d = policy.evaluate(case.given, provider)
+        if case.usage:
+            usage = {}
+            for ref, value in case.usage.items():
+                lm = policy.find_limit(ref)
+                if lm is None:
+                    base.status, base.error = "error", (f"usage: no single limit matches {ref!r} (give its rule id, "
+                                                        "line, or text of its source)")
+                    return base, None
+                usage[lm.rule_id] = value
+            d = policy.evaluate_with_usage(case.given, usage, provider)
+        else:
+            d = policy.evaluate(case.given, provider)
     except Exception as exc:
         base.status, base.error = "error", f"evaluation raised {type(exc).__name__}: {exc}"
         return base, None

@@ -123,6 +123,9 @@ class PolicyTest(BaseModel):
     name: str = Field(min_length=1)
     given: Action
     expect: Expectation
+    # how far limits are used when the case runs: limit (rule id, line, or text of its source) -> value
+    # in the limit's terms (`12` requests / tokens, `"49.9 GBP"`); limits not named are unused
+    usage: dict[str, int | float | str] = Field(default_factory=dict)
     skip: bool | str = False  # true or a reason
     line: int = 0  # line of the case in its file (filled by the loader)
 
