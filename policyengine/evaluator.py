@@ -271,6 +271,7 @@ class CompiledPolicy(PolicyIR):
     """
 
     _needed: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _limit_ix: dict[str, CompiledLimit] | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_ir(cls, ir: PolicyIR) -> CompiledPolicy:
@@ -415,7 +416,10 @@ class CompiledPolicy(PolicyIR):
 
     def limit(self, rule_id: str) -> CompiledLimit | None:
         """The compiled limit with this rule id, or None."""
-        return next((lm for lm in self.limits if lm.rule_id == rule_id), None)
+        ix = self._limit_ix
+        if ix is None:
+            ix = self._limit_ix = {lm.rule_id: lm for lm in self.limits}
+        return ix.get(rule_id)
 
     def at_limit(self, decision: Decision, exceeded: list[tuple[LimitHit, str]],
                  action: Action | None = None) -> Decision:

@@ -71,12 +71,16 @@ def window_bounds(lm: CompiledLimit, now: float) -> tuple[int, float]:
     return int(first.timestamp()), nxt.timestamp()
 
 
+_SCOPE_VALUE = {
+    "tenant": lambda a, p, m: p.tenant, "user": lambda a, p, m: a.actor or "-", "key": lambda a, p, m: p.key_id,
+    "model": lambda a, p, m: m or "-", "use_case": lambda a, p, m: a.use_case or "-",
+}
+
+
 def scope_of(lm: CompiledLimit, action: Action, principal: Principal, model: str | None) -> tuple[str | None, str]:
     """(tenant the counter belongs to or None for a service-wide one, `name=value,...` of the scope)."""
-    values = {"tenant": principal.tenant, "user": action.actor or "-", "key": principal.key_id,
-              "model": model or "-", "use_case": action.use_case or "-"}
-    tenant = principal.tenant if TENANT_LOCAL.intersection(lm.scope) else None
-    return tenant, ",".join(f"{s}={values[s]}" for s in lm.scope)
+    tenant = principal.tenant if not TENANT_LOCAL.isdisjoint(lm.scope) else None
+    return tenant, ",".join(f"{s}={_SCOPE_VALUE[s](action, principal, model)}" for s in lm.scope)
 
 
 def _micro(amount: Decimal) -> int:

@@ -28,6 +28,7 @@ never settles (the process died) is freed when its window ends.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,10 +43,17 @@ class LimitStoreUnavailable(Exception):
     """The counters cannot be reached (Redis down or too slow): each limit's `on outage` decides."""
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9=,:.\-_@]*")
+
+
+def _q(part: str) -> str:
+    return part if _PLAIN.fullmatch(part) else quote(part, safe="=,:.-_@")
+
+
 def counter_key(tenant: str | None, rule_id: str, scope: str, window_start: int) -> str:
     """The name of one counter: `tenant|rule|scope|window` (each part %-quoted; tenant `*` for a limit
     not counted per tenant, which only admins see)."""
-    return "|".join(quote(p, safe="=,:.-_@") for p in (tenant or "*", rule_id, scope, str(window_start)))
+    return f"{_q(tenant or '*')}|{_q(rule_id)}|{_q(scope)}|{window_start}"
 
 
 def split_key(key: str) -> tuple[str, str, str, int]:

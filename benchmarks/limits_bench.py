@@ -1,0 +1,215 @@
+"""The limit check beside the plain chat path, measured side by side in one run.
+
+    .venv/bin/python benchmarks/limits_bench.py [--requests 3200] [--rounds 5] [--no-redis] [--no-app]
+
+* check/memory: what a request adds when three limits count it (a request limit per user, a token
+  limit per key on the model, a budget per tenant): building its counters, the all-or-nothing
+  reservation and the settlement, in this process (`MemoryLimitStore`). Target: under 30 us.
+* check/redis: the same against the real Redis (127.0.0.1:6379): wall time per request, and the
+  commands Redis ran per reservation and per settlement (`INFO commandstats`: one EVALSHA each,
+  i.e. one round trip each).
+* limits library, for the code comment in policyengine/state/limits.py: `limits`'
+  `FixedWindowRateLimiter.hit` (memory and Redis) for the same three limits: three hits per
+  request and nothing to settle with the real amount (it cannot reserve an estimate and correct
+  it later). Skipped unless `limits` is importable (PE_BENCH_LIMITS_PATH may name a directory
+  holding it: it is not a dependency).
+* chat/plain vs chat/limited: CPU per chat request through the app's ASGI call (no HTTP server),
+  the fake upstream of api_bench.py on CPU 1, the bench policy without limits vs the same policy
+  with the three limits (in-memory counters), alternating rounds; the difference is what the
+  limits cost on the whole path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(ROOT))
+
+import api_bench as ab  # noqa: E402  (the fake upstream and the bench policy)
+
+LIMITS = '''
+limit requests 1000000 per minute per user
+limit tokens 1000000000 per hour per key on model qwen-72b
+budget 1000000 GBP per day per tenant
+'''
+PRICED = ab.POLICY.replace('model qwen-72b  { provider vllm base_url env("PE_BENCH_UPSTREAM") cost 0',
+                           'model qwen-72b  { provider vllm base_url env("PE_BENCH_UPSTREAM") cost 1 GBP per 1m tokens')
+BODY = {"model": "auto", "messages": [{"role": "user", "content": "Summarise my last ticket."}], "max_tokens": 64}
+
+
+def _policy():
+    from policyengine.dsl import compile_sources
+
+    os.environ.setdefault("PE_BENCH_UPSTREAM", "http://127.0.0.1:9/v1")
+    return compile_sources({"bench.policy": PRICED + LIMITS})
+
+
+async def _check_loop(store, n: int, clock=time.process_time) -> float:
+    """Mean us per request of counters + reserve + settle over n requests (CPU time by default: the
+    machine may be shared; wall time for Redis, where the round trip is the cost)."""
+    from policyengine.gateway.limits import Limiter
+    from policyengine.types import Action, Principal
+
+    policy = _policy()
+    limiter = Limiter(store)
+    action = Action(action="chat", tenant=f"bench-{uuid.uuid4().hex[:6]}", actor="bob")
+    who = Principal(tenant=action.tenant or "", key_id="k1", subject="bench", roles=frozenset({"app"}),
+                    groups=frozenset())
+    hits = policy.evaluate(action).limits
+    assert len(hits) == 3, hits
+    tokens = limiter.estimate_tokens(BODY)
+    t = clock()
+    for _ in range(n):
+        entries = limiter.counters(policy, hits, action, who, tokens)
+        res = await store.reserve([c for _, _, c, _ in entries])
+        assert res.ok
+        await store.settle([(c, c.amount, c.amount) for _, _, c, _ in entries])
+    return (clock() - t) * 1e6 / n
+
+
+async def _commands(redis, name: str) -> int:
+    info = await redis.info("commandstats")
+    return int((info.get(f"cmdstat_{name}") or {}).get("calls", 0))
+
+
+async def bench_check(n: int, rounds: int, redis_url: str | None) -> dict[str, float]:
+    from policyengine.state.limits import MemoryLimitStore
+
+    out: dict[str, float] = {}
+    mem = [await _check_loop(MemoryLimitStore(), n) for _ in range(rounds)]
+    out["memory"] = statistics.median(mem)
+    print(f"[check/memory] 3 limits, counters + reserve + settle: {out['memory']:.1f} us CPU per request "
+          f"(median of {rounds} x {n}; target under 30 us: {'met' if out['memory'] < 30 else 'MISSED'})", flush=True)
+    if redis_url:
+        from policyengine.state.limits_redis import RedisLimitStore
+
+        prefix = f"pe-bench-{uuid.uuid4().hex[:6]}:"
+        store = RedisLimitStore(redis_url, prefix=prefix)
+        r = store._redis
+        try:
+            await _check_loop(store, 10)  # scripts loaded
+            before = {c: await _commands(r, c) for c in ("evalsha", "eval", "script|load")}
+            m = max(200, n // 8)
+            rt = [await _check_loop(store, m, time.perf_counter) for _ in range(rounds)]
+            after = {c: await _commands(r, c) for c in before}
+            per = sum(after[c] - before[c] for c in before) / (m * rounds)
+            out["redis"] = statistics.median(rt)
+            print(f"[check/redis] 3 limits, reserve + settle against Redis: {out['redis']:.1f} us per request "
+                  f"(median of {rounds} x {m}); Redis ran {per:.2f} commands per request "
+                  f"(= 1 EVALSHA for the reservation + 1 for the settlement)", flush=True)
+            out["redis_cmds"] = per
+        finally:
+            keys = [k async for k in r.scan_iter(match=prefix + "*")]
+            if keys:
+                await r.delete(*keys)
+            await store.aclose()
+    return out
+
+
+async def bench_limits_library(n: int, rounds: int, redis_url: str | None) -> None:
+    path = os.environ.get("PE_BENCH_LIMITS_PATH")
+    if path:
+        sys.path.insert(0, path)
+    try:
+        from limits import parse
+        from limits.aio.storage import MemoryStorage, RedisStorage
+        from limits.aio.strategies import FixedWindowRateLimiter
+    except ImportError:
+        print("[limits library] skipped: `limits` is not importable (set PE_BENCH_LIMITS_PATH)", flush=True)
+        return
+    items = [parse("1000000/minute"), parse("1000000000/hour"), parse("1000000000/day")]
+
+    async def loop(lim, m: int, clock=time.process_time) -> float:
+        t = clock()
+        for i in range(m):
+            for j, item in enumerate(items):
+                assert await lim.hit(item, "bench", str(j), cost=1 if j == 0 else 90 + i % 3)
+        return (clock() - t) * 1e6 / m
+
+    mem = FixedWindowRateLimiter(MemoryStorage())
+    us = statistics.median([await loop(mem, n) for _ in range(rounds)])
+    print(f"[limits library/memory] FixedWindowRateLimiter.hit x 3 limits: {us:.1f} us CPU per request "
+          "(no reservation to settle: the real cost cannot replace the estimate)", flush=True)
+    if redis_url:
+        storage = RedisStorage(redis_url.replace("redis://", "async+redis://"), implementation="redispy",
+                               key_prefix=f"pe-bench-{uuid.uuid4().hex[:6]}")
+        red = FixedWindowRateLimiter(storage)
+        m = max(200, n // 8)
+        us = statistics.median([await loop(red, m, time.perf_counter) for _ in range(rounds)])
+        print(f"[limits library/redis] FixedWindowRateLimiter.hit x 3 limits: {us:.1f} us per request "
+              "(one round trip per limit and hit: 3 per request, and a settlement would need more)", flush=True)
+
+
+def bench_app(n: int, rounds: int) -> tuple[float, float]:
+    import inprocess_bench as ib
+    import uvloop
+
+    from policyengine.api import create_app
+    from policyengine.settings import SeedKey, Settings
+
+    os.sched_setaffinity(0, {0})
+    work = Path(tempfile.mkdtemp(prefix="pe-limits-"))
+    for kind, text in (("plain", PRICED), ("limited", PRICED + LIMITS)):
+        (work / kind).mkdir()
+        (work / kind / "bench.policy").write_text(text)
+    port = ab.free_port()
+    up = subprocess.Popen(["taskset", "-c", "1", sys.executable, ab.__file__, "--upstream", "--port", str(port)],
+                          start_new_session=True)
+    ab.wait_port(port, up)
+    os.environ.update(PE_BENCH_UPSTREAM=f"http://127.0.0.1:{port}/v1", PE_BENCH_TOKEN=ab.TOKEN)
+    res: dict[str, list[float]] = {"plain": [], "limited": []}
+    try:
+        for kind in ("plain", "limited", "plain", "limited"):
+            db = work / f"{kind}-{len(res[kind])}.db"
+            settings = Settings(database_url=f"sqlite:///{db}", policy_path=[str(work / kind)],
+                                sqlite_synchronous="NORMAL", key_cache_ttl_s=30,
+                                seed_keys=[SeedKey(token_env="PE_BENCH_TOKEN", tenant="bench", roles=["app"])])
+            app = create_app(settings)
+
+            async def run(app=app) -> list[float]:
+                async with app.router.lifespan_context(app):
+                    return await ib._gateway_cpu(app, "plain", n, rounds, True)
+
+            res[kind] += uvloop.run(run())
+    finally:
+        up.terminate()
+        up.wait(10)
+    plain, limited = statistics.median(res["plain"]), statistics.median(res["limited"])
+    print(f"[chat] CPU per chat request through the app, median of {len(res['plain'])} rounds x {n}: plain "
+          f"{plain * 1000:.0f} us, with 3 limits (in memory) {limited * 1000:.0f} us: +{(limited - plain) * 1000:.0f} us "
+          f"({limited / plain:.3f}x)", flush=True)
+    return plain, limited
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--requests", type=int, default=3200)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--no-redis", action="store_true")
+    ap.add_argument("--no-app", action="store_true")
+    args = ap.parse_args()
+    redis_url = None if args.no_redis else os.environ.get("PE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+    print(f"load average {ab.loadavg()}", flush=True)
+    check = asyncio.run(bench_check(args.requests, args.rounds, redis_url))
+    asyncio.run(bench_limits_library(args.requests, args.rounds, redis_url))
+    if not args.no_app:
+        plain, limited = bench_app(args.requests, args.rounds)
+        print(f"[summary] limit check {check['memory']:.1f} us in memory = {check['memory'] / (plain * 1000):.3f} of "
+              f"the plain chat path's {plain * 1000:.0f} us; measured on the path +{(limited - plain) * 1000:.0f} us"
+              + (f"; Redis {check['redis']:.0f} us wall, {check['redis_cmds']:.0f} commands per request"
+                 if "redis" in check else ""), flush=True)
+
+
+if __name__ == "__main__":
+    main()
