@@ -266,11 +266,8 @@ class CompiledLimit:
     notify: tuple[tuple[float, tuple[Any, ...]], ...] = ()  # (percent, Channel...)
     fail_open: bool = False
     signals: frozenset[str] = frozenset()
-
-    @property
-    def cap(self) -> int:
-        """The counter value at which `on_limit` applies."""
-        return int(self.amount * self.cap_percent / 100)
+    cap: int = 0  # the counter value at which `on_limit` applies (amount x cap_percent; set by the compiler)
+    thresholds: tuple[int, ...] = ()  # the counter values of the `notify` thresholds, in order
 
 
 MICRO = 1_000_000

@@ -772,13 +772,16 @@ def compile_limit(by_file: dict[str, list[str]], lm: ast.Limit) -> CompiledLimit
             kw.update(on_limit=li.action, cap_percent=float(li.percent or 100), group=li.group)
         elif li.kind == "outage":
             kw["fail_open"] = bool(li.fail_open)
+    notify.sort(key=lambda n: n[0])
+    cap = int(units * Decimal(str(kw.get("cap_percent", 100.0))) / 100)
     return CompiledLimit(
         rule_id=_rule_id(lm.span), span=_sspan(lm.span), source=_source(by_file, lm.span), kind=lm.kind,
         amount=units, limit_text=lm.amount.raw, currency=currency, window=lm.window.value,
         window_s=window_seconds(lm.window.value), scope=tuple(n.value for n in lm.scope),
         models=frozenset(m.value for m in lm.models) if lm.models is not None else None,
-        cond=compile_expr(lm.cond) if lm.cond is not None else None, notify=tuple(sorted(notify, key=lambda n: n[0])),
-        signals=signals_of(lm.cond), **kw)
+        cond=compile_expr(lm.cond) if lm.cond is not None else None, notify=tuple(notify),
+        signals=signals_of(lm.cond), cap=cap,
+        thresholds=tuple(int(units * Decimal(str(pct)) / 100) for pct, _ in notify), **kw)
 
 
 def _route(by_file: dict[str, list[str]], rt: ast.Route, primary: str, fallback: tuple[str, ...]) -> CompiledRoute:

@@ -56,7 +56,6 @@ __all__ = ["Admission", "Limiter", "admit", "charge", "describe_usage", "usage_r
 
 log = logging.getLogger("policyengine.gateway")
 
-TENANT_LOCAL = frozenset({"user", "key", "use_case", "tenant"})
 
 
 def window_bounds(lm: CompiledLimit, now: float) -> tuple[int, float]:
@@ -71,16 +70,23 @@ def window_bounds(lm: CompiledLimit, now: float) -> tuple[int, float]:
     return int(first.timestamp()), nxt.timestamp()
 
 
-_SCOPE_VALUE = {
-    "tenant": lambda a, p, m: p.tenant, "user": lambda a, p, m: a.actor or "-", "key": lambda a, p, m: p.key_id,
-    "model": lambda a, p, m: m or "-", "use_case": lambda a, p, m: a.use_case or "-",
-}
-
-
 def scope_of(lm: CompiledLimit, action: Action, principal: Principal, model: str | None) -> tuple[str | None, str]:
     """(tenant the counter belongs to or None for a service-wide one, `name=value,...` of the scope)."""
-    tenant = principal.tenant if not TENANT_LOCAL.isdisjoint(lm.scope) else None
-    return tenant, ",".join(f"{s}={_SCOPE_VALUE[s](action, principal, model)}" for s in lm.scope)
+    parts = []
+    local = False
+    for s in lm.scope:
+        if s == "tenant":
+            v, local = principal.tenant, True
+        elif s == "user":
+            v, local = action.actor or "-", True
+        elif s == "key":
+            v, local = principal.key_id, True
+        elif s == "use_case":
+            v, local = action.use_case or "-", True
+        else:
+            v = model or "-"
+        parts.append(f"{s}={v}")
+    return (principal.tenant if local else None), ",".join(parts)
 
 
 def _micro(amount: Decimal) -> int:
@@ -148,9 +154,8 @@ class Limiter:
             else:
                 spec = policy.models.get(h.model or "")
                 amount = _micro(spec.cost_of(tokens)) if spec is not None else 0
-            thresholds = tuple(int(lm.amount * pct / 100) for pct, _ in lm.notify)
             out.append((h, lm, Counter(counter_key(tenant, lm.rule_id, scope, start), lm.cap, amount, end,
-                                       thresholds), scope))
+                                       lm.thresholds), scope))
         return out
 
 

@@ -50,10 +50,20 @@ def _q(part: str) -> str:
     return part if _PLAIN.fullmatch(part) else quote(part, safe="=,:.-_@")
 
 
+_KEYS: dict[tuple[str | None, str, str, int], str] = {}
+
+
 def counter_key(tenant: str | None, rule_id: str, scope: str, window_start: int) -> str:
     """The name of one counter: `tenant|rule|scope|window` (each part %-quoted; tenant `*` for a limit
-    not counted per tenant, which only admins see)."""
-    return f"{_q(tenant or '*')}|{_q(rule_id)}|{_q(scope)}|{window_start}"
+    not counted per tenant, which only admins see). Recent keys are remembered (a request's keys
+    repeat until their window ends)."""
+    k = (tenant, rule_id, scope, window_start)
+    key = _KEYS.get(k)
+    if key is None:
+        if len(_KEYS) > 8192:
+            _KEYS.clear()
+        key = _KEYS[k] = f"{_q(tenant or '*')}|{_q(rule_id)}|{_q(scope)}|{window_start}"
+    return key
 
 
 def split_key(key: str) -> tuple[str, str, str, int]:
@@ -62,7 +72,7 @@ def split_key(key: str) -> tuple[str, str, str, int]:
     return unquote(t), unquote(r), unquote(s), int(w)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Counter:
     """One counter a request reserves against: its key, the cap, this request's amount, when the
     window ends (epoch seconds) and the counter values at which a notice is due."""
