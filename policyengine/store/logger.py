@@ -263,6 +263,7 @@ class DecisionLogger:
             "request": self.redactor.redact(e.action),
             "signals": self.redactor.redact(d.get("signals") or {}),
             "rules": redact_rules(self.redactor, d.get("rules") or []),
+            **({"limits": d["limits"]} if d.get("limits") else {}),  # the limits and budgets that counted it
             "routing": d.get("routing") or {},
             "obligations": d.get("obligations") or [],
             "tags": d.get("tags") or [],

@@ -287,3 +287,18 @@ def test_a_streamed_chats_outcome_row_is_not_replayed_as_a_decision(tmp_path: Pa
     finally:
         db.close()
     assert [r.id for r in JsonlSource(jsonl)] == ["d1"]
+
+
+def test_a_new_limit_is_reported_for_the_requests_it_would_count(logged: LoggedSet, tmp_path: Path) -> None:
+    pol = tmp_path / "p"
+    pol.mkdir()
+    text = (V1 / "support.policy").read_text() + '\nlimit requests 100 per minute per user when use_case == "code"\n'
+    (pol / "support.policy").write_text(text)
+    for source in (JsonlSource(logged.jsonl), DatabaseSource(logged.url)):
+        report = replay(load_policy_set([str(pol)]), source, max_examples=-1)
+        groups = [g for g in report.groups if g.kind == "limits"]
+        assert [(g.old, g.new, g.count) for g in groups] == [
+            ("(none)", "requests 100 per minute per user on qwen-72b", 1)]
+        assert [e.id for e in groups[0].examples] == ["chat-code"]
+        assert groups[0].causes[0].rule == "+ requests 100 per minute per user on qwen-72b"
+        assert [g.kind for g in report.groups] == ["limits"]  # nothing else changed

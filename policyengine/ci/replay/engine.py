@@ -68,6 +68,14 @@ class Outcome:
     holds: frozenset[str]
     rules: tuple[RuleRef, ...]
     computed: frozenset[str] = frozenset()  # signals the candidate computed (not in the log)
+    limits: frozenset[str] | None = None  # the limits that count it, by what they say (None: unknown)
+
+
+def limit_label(h: dict[str, Any]) -> str:
+    """A limit as a dry run compares it across versions (line numbers move): `spend 50 GBP per day per tenant`."""
+    scope = h.get("scope") or []
+    on = f" on {h['model']}" if h.get("model") else ""
+    return f"{h.get('kind')} {h.get('limit')} per {h.get('window')}" + (f" per {', '.join(scope)}" if scope else "") + on
 
 
 def _norm(text: str) -> str:
@@ -100,6 +108,7 @@ def recorded_outcome(rec: LoggedRecord) -> Outcome:
         tags=frozenset(rec.tags),
         holds=frozenset(_hold(o) for o in rec.obligations) if rec.obligations else frozenset(),
         rules=tuple(_rule_ref(h) for h in rec.rules),
+        limits=frozenset(limit_label(h) for h in rec.limits) if rec.limits is not None else None,
     )
 
 
@@ -111,8 +120,9 @@ def decision_outcome(d: Decision, supplied: dict[str, Any]) -> Outcome:
     )
     computed = frozenset(k for k in d.signals if k not in supplied)
     holds = frozenset(_hold(o.model_dump(mode="json")) for o in d.obligations) if d.obligations else frozenset()
+    limits = frozenset(limit_label(h.model_dump()) for h in d.limits)
     return Outcome(effect=d.effect, chain=tuple(d.routing.chain), tags=frozenset(d.tags), holds=holds,
-                   rules=rules, computed=computed)
+                   rules=rules, computed=computed, limits=limits)
 
 
 def chain_label(chain: tuple[str, ...] | list[str]) -> str:
@@ -134,6 +144,9 @@ def causes(old: Outcome, new: Outcome, kind: str) -> list[str]:
     that decided before and no longer fire. (Rules that merely stopped being
     reached, like an authorize shadowed by a new hold, are left out.)
     """
+    if kind == "limits":  # the limits that count the request: added (+) or no longer counting it (-)
+        o, nw = old.limits or frozenset(), new.limits or frozenset()
+        return [f"+ {x}" for x in sorted(nw - o)] + [f"- {x}" for x in sorted(o - nw)]
     old_by = {r.text: r for r in old.rules}
     new_by = {r.text: r for r in new.rules}
     if kind in ("effect", "approval"):
@@ -190,7 +203,7 @@ class _Tally:
                                       old=old, new=new, causes=why))
 
     def finish(self) -> list[ChangeGroup]:
-        order = {"effect": 0, "approval": 1, "chain": 2, "tags": 3}
+        order = {"effect": 0, "approval": 1, "chain": 2, "tags": 3, "limits": 4}
         out = []
         for key, g in self.groups.items():
             g.causes = [CauseCount(rule=r, count=c) for r, c in sorted(self.group_causes[key].items(), key=lambda rc: (-rc[1], rc[0]))]
@@ -325,14 +338,16 @@ def replay(
             old = base
             n_compared += 1
             by_effect[(old.effect, new.effect)] = by_effect.get((old.effect, new.effect), 0) + 1
-            if old.effect == new.effect and old.chain == new.chain and old.tags == new.tags and old.holds == new.holds:
+            if (old.effect == new.effect and old.chain == new.chain and old.tags == new.tags and old.holds == new.holds
+                    and old.limits == new.limits):
                 continue
         elif rec.recorded:
             n_compared += 1
             pair = (rec.effect or "", new.effect)
             by_effect[pair] = by_effect.get(pair, 0) + 1
             if (rec.effect == new.effect and tuple(rec.chain) == new.chain and frozenset(rec.tags) == new.tags
-                    and (frozenset(_hold(o) for o in rec.obligations) if rec.obligations else frozenset()) == new.holds):
+                    and (frozenset(_hold(o) for o in rec.obligations) if rec.obligations else frozenset()) == new.holds
+                    and (rec.limits is None or frozenset(limit_label(h) for h in rec.limits) == new.limits)):
                 continue
             old = recorded_outcome(rec)
         else:
@@ -350,6 +365,8 @@ def replay(
             chain_changes[(o, nw)] += 1
         if old.tags != new.tags:
             kinds.append(("tags", _set_label(old.tags), _set_label(new.tags)))
+        if old.limits is not None and new.limits is not None and old.limits != new.limits:
+            kinds.append(("limits", _set_label(old.limits), _set_label(new.limits)))
         all_causes: dict[str, list[str]] = {}
         for kind, o, nw in kinds:
             by_kind[kind] += 1

@@ -145,7 +145,7 @@ def merge_reports(parts: list[DryRunReport], *, max_examples: int) -> DryRunRepo
             m.count += g.count
             m.examples.extend(g.examples)
             causes[key].update({c.rule: c.count for c in g.causes})
-    order = {"effect": 0, "approval": 1, "chain": 2, "tags": 3}
+    order = {"effect": 0, "approval": 1, "chain": 2, "tags": 3, "limits": 4}
     for key, g in groups.items():
         g.examples.sort(key=lambda e: (e.ts if e.ts is not None else 0.0, e.id))
         if max_examples >= 0:

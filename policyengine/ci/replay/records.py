@@ -39,6 +39,7 @@ class LoggedRecord:
     policy_hash: str = ""
     policy_name: str | None = None
     redacted: bool = False
+    limits: list[dict[str, Any]] | None = None  # the limits that counted it (None: the log does not say)
 
 
 def _has_redaction(value: Any) -> bool:
@@ -60,6 +61,7 @@ def _decision_parts(rec: LoggedRecord, d: dict[str, Any]) -> None:
     rec.obligations = d.get("obligations") or []
     rec.policy_hash = d.get("policy_hash") or ""
     rec.policy_name = d.get("policy_name")
+    rec.limits = d.get("limits")
     rec.recorded = rec.effect is not None
 
 
@@ -79,6 +81,10 @@ def parse_record(obj: Any, *, where: str = "", redaction_hint: bool | None = Non
             (routing.get("chain") if type(routing) is dict else None) or obj.get("chain") or [],
             obj.get("tags") or [], obj.get("rules") or [], obj.get("obligations") or [],
             obj.get("policy_hash") or "", obj.get("policy_name"))
+        if obj.get("limits"):
+            rec.limits = obj["limits"]
+        elif effect is not None and "ts" in obj and obj.get("kind") == "chat":
+            rec.limits = []  # a chat decision row of a version that records limits: none counted it
         if not request.get("action") and obj.get("action"):
             request = {**request, "action": obj["action"]}
             rec.request = request

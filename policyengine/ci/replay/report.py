@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-ChangeKind = Literal["effect", "chain", "tags", "approval"]
+ChangeKind = Literal["effect", "chain", "tags", "approval", "limits"]
 
 
 class PolicyRef(BaseModel):
