@@ -165,7 +165,9 @@ class OutboundSettings(OutboundHosts, BaseSettings):
     """Only the outbound-host settings, read the way `Settings` reads them (environment `POLICYENGINE_*`,
     then the file named by `POLICYENGINE_SETTINGS_FILE`), for call sites that are not given a `Settings`."""
 
-    model_config = SettingsConfigDict(env_prefix="POLICYENGINE_", extra="ignore")
+    # An empty variable is an unset one: docker-compose's `${X:-}` and Kubernetes pass "" for values
+    # nobody filled in (an empty SMTP username must not turn SMTP AUTH on).
+    model_config = SettingsConfigDict(env_prefix="POLICYENGINE_", extra="ignore", env_ignore_empty=True)
 
     @classmethod
     def settings_customise_sources(
@@ -206,7 +208,10 @@ class Settings(OutboundHosts, BaseSettings):
     value fails at start rather than at the first request.
     """
 
-    model_config = SettingsConfigDict(env_prefix="POLICYENGINE_", extra="forbid", validate_default=True)
+    # An empty variable is an unset one: docker-compose's `${X:-}` and Kubernetes pass "" for values
+    # nobody filled in (an empty SMTP username must not turn SMTP AUTH on).
+    model_config = SettingsConfigDict(env_prefix="POLICYENGINE_", extra="forbid", validate_default=True,
+                                      env_ignore_empty=True)
 
     # where things are
     database_url: str = Field("sqlite:///policyengine.db",

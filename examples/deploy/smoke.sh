@@ -55,6 +55,9 @@ cleanup() {
   if [ "$rc" != 0 ]; then
     log "logs of the failed run (last 40 lines per service):"
     compose logs --no-color --tail 40 >&2 2>/dev/null || true
+    for port in "${SMOKE_REPLICA_1_PORT:-}" "${SMOKE_REPLICA_2_PORT:-}"; do
+      [ -n "$port" ] && log "replica on :$port /readyz: $(curl -s --max-time 3 "http://127.0.0.1:$port/readyz" || echo unreachable)"
+    done
   fi
   log "tearing down"
   compose down -v --remove-orphans >/dev/null 2>&1 || true

@@ -15,7 +15,9 @@ from policyengine.types import Channel
 
 
 class ApprovalSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="POLICYENGINE_APPROVALS_", extra="ignore")
+    # An empty variable is an unset one: docker-compose's `${X:-}` and Kubernetes pass "" for values
+    # nobody filled in (an empty SMTP username must not turn SMTP AUTH on).
+    model_config = SettingsConfigDict(env_prefix="POLICYENGINE_APPROVALS_", extra="ignore", env_ignore_empty=True)
 
     public_url: str = Field(
         default="http://127.0.0.1:8000", description="Base URL reviewers reach the service at (links in notifications)."

@@ -17,7 +17,7 @@ class DispatchSettings(BaseSettings):
     refused; values are range-checked and `backoff_cap >= backoff_base`."""
 
     model_config = SettingsConfigDict(extra="forbid", env_prefix="POLICYENGINE_DISPATCH_",
-                                      env_nested_delimiter="__")
+                                      env_nested_delimiter="__", env_ignore_empty=True)
 
     # retry (same model): bounded attempts, exponential backoff with full jitter
     max_attempts: int = Field(3, ge=1, le=20, description="tries per model/key for retry-class errors")

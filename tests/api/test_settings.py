@@ -25,3 +25,17 @@ def test_good_values_are_taken_from_the_environment(monkeypatch):
     monkeypatch.setenv("POLICYENGINE_KEY_REVOCATION_POLL_S", "2.5")
     s = Settings()
     assert (s.log_follow_up_delay_s, s.key_revocation_poll_s) == (0, 2.5)
+
+
+def test_an_empty_variable_is_an_unset_one(monkeypatch):
+    """docker-compose's `${X:-}` passes "" for a value nobody filled in: it must mean unset (an empty
+    SMTP username turned SMTP AUTH on against a server without it, found by the compose smoke test)."""
+    from policyengine.approvals.settings import ApprovalSettings
+
+    monkeypatch.setenv("POLICYENGINE_APPROVALS_SMTP_USERNAME", "")
+    monkeypatch.setenv("POLICYENGINE_APPROVALS_SMTP_PASSWORD", "")
+    monkeypatch.setenv("POLICYENGINE_APPROVALS_SLACK_BOT_TOKEN", "")
+    monkeypatch.setenv("POLICYENGINE_REDIS_URL", "")
+    s = ApprovalSettings()
+    assert s.smtp_username is None and s.smtp_password is None and s.slack_bot_token is None
+    assert Settings().redis_url is None

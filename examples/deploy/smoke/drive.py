@@ -72,11 +72,17 @@ class Stack:
         except openai.APIStatusError as exc:
             return exc.status_code, dict(exc.response.headers), exc.body
 
-    def decision(self, decision_id: str) -> dict[str, Any]:
-        """The decision as the log has it (GET /v1/decisions/{id} with the app key)."""
-        r = self.http.get(f"{self.base}/v1/decisions/{decision_id}", headers={"Authorization": f"Bearer {self.app}"})
-        r.raise_for_status()
-        return r.json()
+    def decision(self, decision_id: str, *, outcome: bool = False) -> dict[str, Any]:
+        """The decision as the log has it (GET /v1/decisions/{id} with the app key). With `outcome`,
+        wait (up to 15 s) for a chat's outcome row: it is committed after the answer is sent."""
+        deadline = time.monotonic() + 15
+        while True:
+            r = self.http.get(f"{self.base}/v1/decisions/{decision_id}", headers={"Authorization": f"Bearer {self.app}"})
+            r.raise_for_status()
+            row = r.json()
+            if not outcome or row.get("outcome_row") or time.monotonic() > deadline:
+                return row
+            time.sleep(0.3)
 
     def sim(self, name: str, path: str, body: Any = None) -> Any:
         url = f"{self.fleet[name]}/_sim/{path}"
@@ -101,6 +107,11 @@ class Stack:
 
 def _attempts(h: dict) -> str:
     return h.get("x-policyengine-attempts", "")
+
+
+def _has(attempts: str, model: str, rest: str) -> bool:
+    """Whether the attempts header has `model[#KEY]:rest[:reason]` (e.g. `qwen-72b#QWEN_KEY_1:500:failover:...`)."""
+    return re.search(rf"(^|, ){re.escape(model)}(#[A-Za-z0-9_]+)?:{re.escape(rest)}(:|,|$)", attempts) is not None
 
 
 def _logged_attempts(row: dict[str, Any]) -> list[dict[str, Any]]:
@@ -139,8 +150,8 @@ def step_failover(s: Stack, c: Checks) -> None:
     att = _attempts(h)
     c.expect("answered by the fallback gemma-9b", st == 200 and h.get("x-policyengine-model") == GEMMA,
              f"HTTP {st}, model {h.get('x-policyengine-model')}")
-    c.expect("qwen-72b's 500 classified failover", f"{QWEN}:500:failover" in att, att)
-    row = s.decision(h["x-policyengine-decision-id"])
+    c.expect("qwen-72b's 500 classified failover", _has(att, QWEN, "500:failover"), att)
+    row = s.decision(h["x-policyengine-decision-id"], outcome=True)
     logged = [f"{a.get('model')}:{a.get('status')}:{a.get('error_class') or 'ok'}" for a in _logged_attempts(row)]
     c.expect("the log records both attempts", f"{QWEN}:500:failover" in logged and f"{GEMMA}:200:ok" in logged,
              logged or row.get("explanation"))
@@ -154,12 +165,12 @@ def step_cooldown(s: Stack, c: Checks) -> None:
         st, h, _ = s.chat("Summarise: the router reboots every night.", use_case="summarisation")
         att = _attempts(h)
         c.expect("first request: gemma-9b 429, answered by qwen-72b", st == 200 and
-                 h.get("x-policyengine-model") == QWEN and f"{GEMMA}:429" in att, f"HTTP {st}; {att}")
+                 h.get("x-policyengine-model") == QWEN and _has(att, GEMMA, "429:retry"), f"HTTP {st}; {att}")
         for i, replica in enumerate(s.replicas, 1):
             st, h, _ = s.chat("Summarise: the bill doubled.", base=replica, use_case="summarisation")
             att = _attempts(h)
             c.expect(f"replica {i} (asked directly) skips gemma-9b: cooling down", st == 200 and
-                     f"{GEMMA}:skipped:cooldown" in att and h.get("x-policyengine-model") == QWEN, f"HTTP {st}; {att}")
+                     _has(att, GEMMA, "skipped:cooldown") and h.get("x-policyengine-model") == QWEN, f"HTTP {st}; {att}")
             row = s.decision(h["x-policyengine-decision-id"])
             c.expect(f"replica {i}'s decision is in the shared log", row.get("id") == h["x-policyengine-decision-id"],
                      row.get("id"))
@@ -167,9 +178,15 @@ def step_cooldown(s: Stack, c: Checks) -> None:
                  s.sim_calls("gemma") - before == 1, f"{s.sim_calls('gemma') - before} call(s)")
     finally:
         s.sim("gemma", "reset", {})
-    r = s.http.post(f"{s.base}/v1/fleet/cooldowns/clear", json={"scope": f"model:{GEMMA}"},
-                    headers={"Authorization": f"Bearer {s.admin}"})
-    c.expect("an admin clears the cooldown through the fleet API", r.status_code == 200, f"HTTP {r.status_code}")
+    admin = {"Authorization": f"Bearer {s.admin}"}
+    fleet = s.http.get(f"{s.base}/v1/fleet", headers=admin).json()
+    gemma = next(m for m in fleet["models"] if m["name"] == GEMMA)
+    scopes = [cd["scope"] for d in gemma["deployments"] for cd in d["cooldowns"]]
+    c.expect("GET /v1/fleet shows gemma-9b cooling down", bool(scopes) and gemma["status"] != "available",
+             f"status {gemma['status']}, cooldowns {scopes}")
+    codes = [s.http.post(f"{s.base}/v1/fleet/cooldowns/clear", json={"scope": sc}, headers=admin).status_code
+             for sc in scopes]
+    c.expect("an admin clears its cooldowns through the fleet API", codes and set(codes) == {200}, codes)
     st, h, _ = s.chat("Summarise: all good now.", use_case="summarisation")
     c.expect("gemma-9b serves again at once", st == 200 and h.get("x-policyengine-model") == GEMMA,
              f"HTTP {st}, model {h.get('x-policyengine-model')}")
