@@ -112,7 +112,8 @@ class ChainDispatcher:
 
     def adapter(self, spec: ModelSpec) -> Adapter:
         """The adapter for `spec`'s provider family, made once and shared by its models."""
-        fam = "openai" if spec.provider.openai_compatible else spec.provider.value
+        fam = "ollama_native" if spec.api == "native" else \
+            "openai" if spec.provider.openai_compatible else spec.provider.value
         a = self._adapters.get(fam)
         if a is None:
             if self._client is None:
@@ -121,6 +122,10 @@ class ChainDispatcher:
                 from policyengine.adapters.openai_compat import OpenAICompatAdapter
 
                 a = OpenAICompatAdapter(self._client)
+            elif fam == "ollama_native":
+                from policyengine.adapters.ollama import OllamaNativeAdapter
+
+                a = OllamaNativeAdapter(self._client)
             elif fam == "bedrock":
                 from policyengine.adapters.bedrock import BedrockAdapter
 
