@@ -287,8 +287,10 @@ async def test_stream_is_closed_unread_when_its_decision_cannot_be_committed(ser
 
 
 async def test_stream_broken_after_first_byte_ends_with_error_not_done(service):
-    """No model here declares prefill: a cut after text was sent ends with an in-band error, never [DONE]."""
-    service.sims["qwen-72b"].add_fault(Fault(kind="stream_cut", after_chunks=2, times=None))
+    """No model here declares prefill, and every model cuts its stream (so the follow-up-turn rescue
+    breaks too): a cut after text was sent ends with an in-band error, never [DONE]."""
+    for sim in service.sims.values():
+        sim.add_fault(Fault(kind="stream_cut", after_chunks=2, times=None))
     async with service.client() as c, c.stream(
             "POST", "/v1/chat/completions",
             json={"model": "auto", "messages": MSG, "stream": True}) as resp:

@@ -225,7 +225,8 @@ async def test_broken_stream_continues_on_prefill_model(fleet, make_dispatcher, 
 async def test_broken_stream_without_prefill_ends_with_inband_error(fleet, make_dispatcher):
     p, f = await two(fleet)
     p.add_fault(Fault(kind="stream_cut", after_chunks=3))
-    d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])  # no prefill support
+    # no prefill support, and the instruction rescue (tests/dispatch/test_continuation.py) turned off
+    d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")], continue_without_prefill=False)
     s = d.stream(USER, CHAIN)
     chunks = [c async for c in s]
     assert "error" in chunks[-1] and chunks[-1]["error"]["code"] == "stream_cut"
