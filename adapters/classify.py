@@ -28,6 +28,11 @@ KEY_SCOPED_REASONS = frozenset(
 )
 #: Reasons that say the request is too long for this model's context window.
 CONTEXT_REASONS = frozenset({"context_length_exceeded"})
+#: Reasons that say this model cannot serve this request at all (a capability it lacks): next model.
+CAPABILITY_REASONS = frozenset({"capability_missing"})
+#: Sent inside a 200 event stream instead of a chunk: an OpenAI-style `error` event, or a
+#: Responses-style `response.failed` (its error under `response.error`).
+STREAM_ERROR_EVENTS = frozenset({"error", "response.failed"})
 
 BUILTIN_RULES_FILE = Path(__file__).with_name("classifier_rules.yaml")
 
@@ -40,6 +45,8 @@ class Classification(BaseModel):
     retry_after: float | None = None  # seconds the upstream asked us to wait
     rule: str | None = None  # name of the rule that matched
     message: str | None = None  # upstream message, for logs (never contains a key)
+    #: same-target retries before `error_class` applies (a generic 500: once, then failover)
+    retries: int = 0
 
     @property
     def key_scoped(self) -> bool:
@@ -61,6 +68,8 @@ class ClassifierRule(BaseModel):
     error_class: ErrorClass = Field(alias="class")
     reason: str = Field(min_length=1, max_length=80)
     retry_after: float | None = Field(default=None, ge=0)  # default when the upstream gave none
+    #: a failover-class error worth trying again on the same target first (a generic 500)
+    retries: int = Field(default=0, ge=0, le=5)
 
     @field_validator("code", "type", "message", "detail")
     @classmethod
@@ -169,7 +178,12 @@ def decode_body(body: Any) -> Any:
     return body
 
 
-def extract_facts(status: int | None, headers: Mapping[str, str] | None, body: Any) -> ErrorFacts:
+def extract_facts(status: int | None, headers: Mapping[str, str] | None, body: Any,
+                  _nested: bool = False) -> ErrorFacts:
+    """What `body` says about an error, whatever its envelope: OpenAI-style `error` objects,
+    flat vLLM/AWS bodies, `{"error": "..."}` strings (Ollama, TGI), a Responses-style
+    `response.failed` event, a Gemini response whose prompt was blocked, an SSE `data:` line,
+    and an error message that is itself another server's JSON error body (read once more)."""
     facts = ErrorFacts(status=status)
     data = decode_body(body)
     if isinstance(data, list) and data:  # Vertex sometimes wraps the error in a list
@@ -213,9 +227,17 @@ def extract_facts(status: int | None, headers: Mapping[str, str] | None, body: A
                         if v.get(k):
                             facts.details.append(str(v[k]))
 
+    if isinstance(data, Mapping) and data.get("type") == "response.failed" \
+            and isinstance(data.get("response"), Mapping):
+        data = data["response"]  # Responses API: {"type": "response.failed", "response": {"error": {...}}}
     if isinstance(data, Mapping):
         err = data.get("error")
-        if isinstance(err, Mapping):  # OpenAI/vLLM-new/LM Studio/Azure/Anthropic/Google
+        fb = data.get("promptFeedback")
+        if err is None and isinstance(fb, Mapping) and fb.get("blockReason") and not data.get("candidates"):
+            # Gemini/Vertex: a 200 with no candidates, the prompt blocked (content filter, fatal)
+            facts.message = f"The prompt was blocked by the safety filters (blockReason: {fb['blockReason']})"
+            facts.details.append(f"PROMPT_BLOCKED_{fb['blockReason']}")
+        elif isinstance(err, Mapping):  # OpenAI/vLLM-new/LM Studio/Azure/Anthropic/Google
             read_error_obj(err)
             add_type(data.get("type")) if data.get("type") not in (None, "error") else None
         elif isinstance(err, str):  # Ollama, TGI, vLLM auth: {"error": "..."}
@@ -231,6 +253,15 @@ def extract_facts(status: int | None, headers: Mapping[str, str] | None, body: A
                         break
     elif isinstance(data, str):
         facts.message = data.strip()[:2000]
+    if facts.message.lstrip().startswith("{") and not _nested:
+        # a server that relays another's error body as its message (Ollama passes llama-server's
+        # {"error": {"type": "exceed_context_size_error", ...}} on as a string): read that too
+        inner = extract_facts(None, None, facts.message, _nested=True)
+        facts.codes += inner.codes
+        facts.types += inner.types
+        facts.details += inner.details
+        if inner.message:
+            facts.message = inner.message
 
     if headers:
         aws = _header(headers, "x-amzn-errortype") or _header(headers, ":exception-type")
@@ -353,6 +384,7 @@ class Classifier:
                     retry_after=retry_after if retry_after is not None else r.retry_after,
                     rule=r.name,
                     message=(facts.message or facts.raw)[:500] or None,
+                    retries=r.retries,
                 )
         return Classification(error_class="failover", reason="unclassified", retry_after=retry_after,
                               message=(facts.message or facts.raw)[:500] or None)

@@ -24,6 +24,7 @@ from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from policyengine.types import ModelSpec, Provider
 
 from .base import NATIVE_KEY, CallOptions, TransportError, UpstreamError, guarded, unforeseen
+from .classify import STREAM_ERROR_EVENTS
 from .http import aiohttp_session, aiohttp_timeout, map_transport_error, native_pool
 
 _JSON = {"content-type": "application/json", "accept": "application/json"}
@@ -103,6 +104,30 @@ def _error_status(err: Any) -> int | None:
     return None
 
 
+def _is_error_event(chunk: dict, event: str | None) -> bool:
+    """An error sent inside a 200 event stream instead of a chunk: a non-null `error` (OpenAI,
+    vLLM, TGI, OpenRouter), a flat `{"object": "error"}` (vLLM), an SSE `event: error`, or a
+    Responses-style `{"type": "error"}` / `{"type": "response.failed"}` event."""
+    return (chunk.get("error") is not None or chunk.get("object") == "error" or event in STREAM_ERROR_EVENTS
+            or chunk.get("type") in STREAM_ERROR_EVENTS)
+
+
+def _withheld(data: dict) -> bool:
+    """A 200 answer that is a safety block: no choices but a Gemini-style `promptFeedback`, or
+    every choice stopped by the content filter with nothing in it."""
+    choices = data.get("choices")
+    if not choices:
+        return bool((data.get("promptFeedback") or {}).get("blockReason"))
+    return all(isinstance(c, dict) and c.get("finish_reason") == "content_filter"
+               and not (c.get("message") or {}).get("content") and not (c.get("message") or {}).get("tool_calls")
+               for c in choices)
+
+
+_WITHHELD = orjson.dumps({"error": {"code": "content_filter", "type": "content_filter",
+                                    "message": "the answer was withheld by the server's content filter "
+                                               "(HTTP 200 with no content)"}})
+
+
 class OpenAIChunkStream:
     """SSE chunks from an OpenAI-compatible server, decoded."""
 
@@ -133,8 +158,8 @@ class OpenAIChunkStream:
                     raise TransportError("malformed_chunk", f"not JSON: {data[:80]!r}") from None
                 if not isinstance(chunk, dict):
                     raise TransportError("malformed_chunk", "chunk is not a JSON object")
-                if "error" in chunk or chunk.get("object") == "error" or sse.event == "error":
-                    err = chunk.get("error", chunk)
+                if _is_error_event(chunk, sse.event):
+                    err = chunk.get("error") or chunk
                     raise UpstreamError(_error_status(err), {}, chunk, in_stream=True)
                 yield chunk
         except (TransportError, UpstreamError):
@@ -226,7 +251,9 @@ def _json_instead_of_stream(raw: bytes, ctype: str, headers: httpx.Headers) -> C
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise TransportError("protocol_error", f"expected an event stream, got {ctype or 'no content type'}") from None
-    if isinstance(data, dict) and data.get("choices") and "error" not in data:
+    if isinstance(data, dict) and data.get("error") is None and _withheld(data):
+        raise UpstreamError(None, headers, raw if data.get("promptFeedback") else _WITHHELD, in_stream=True)
+    if isinstance(data, dict) and data.get("choices") and data.get("error") is None:
         return CompletionAsStream(data)
     raise UpstreamError(_error_status(data.get("error", data)) if isinstance(data, dict) else None,
                         headers, raw, in_stream=True)
@@ -311,11 +338,13 @@ class OpenAICompatAdapter:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             raise TransportError("protocol_error", f"response is not JSON: {raw[:80]!r}") from None
-        if not isinstance(data, dict) or "error" in data or data.get("object") == "error":
-            err = data.get("error", data) if isinstance(data, dict) else data
+        if not isinstance(data, dict) or data.get("error") is not None or data.get("object") == "error":
+            err = (data.get("error") or data) if isinstance(data, dict) else data
             if headers is None:  # a fast path: headers are only built for errors
                 headers = httpx.Headers(r.raw_headers)
             raise UpstreamError(_error_status(err) or status, headers, raw)
+        if _withheld(data):  # a safety block sent as a 200: fatal, not an empty answer
+            raise UpstreamError(None, {}, raw if data.get("promptFeedback") else _WITHHELD)
         if not data.get("choices"):
             raise TransportError("protocol_error", "response has no choices")
         return data

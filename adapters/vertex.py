@@ -162,12 +162,27 @@ def _usage(u: Mapping[str, Any] | None) -> dict | None:
     return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": int(u.get("totalTokenCount", p + c))}
 
 
-def _blocked(data: dict) -> UpstreamError | None:
+#: finishReasons that mean the safety system withheld the answer (generateContent's FinishReason enum)
+_SAFETY_FINISH = frozenset({"SAFETY", "PROHIBITED_CONTENT", "BLOCKLIST", "SPII", "IMAGE_SAFETY"})
+
+
+def _blocked(data: dict, *, started: bool = False) -> UpstreamError | None:
+    """A safety block sent as HTTP 200: the prompt blocked (`promptFeedback.blockReason`, no
+    candidates), or, before any text was sent, every candidate stopped by a safety finishReason
+    with no content. An error the classifier calls fatal (content_filter): another model must
+    not be asked the same thing."""
     fb = data.get("promptFeedback") or {}
-    if fb.get("blockReason") and not data.get("candidates"):
+    cands = data.get("candidates") or []
+    if fb.get("blockReason") and not cands:
         msg = f"The prompt was blocked by Gemini safety filters (blockReason: {fb['blockReason']})"
         return UpstreamError(400, {}, {"error": {"code": 400, "message": msg, "status": "INVALID_ARGUMENT",
                                                  "details": [{"reason": f"PROMPT_BLOCKED_{fb['blockReason']}"}]}})
+    if not started and cands and all(c.get("finishReason") in _SAFETY_FINISH
+                                     and not (c.get("content") or {}).get("parts") for c in cands):
+        why = cands[0]["finishReason"]
+        msg = f"The answer was blocked by Gemini safety filters (finishReason: {why})"
+        return UpstreamError(400, {}, {"error": {"code": 400, "message": msg, "status": "INVALID_ARGUMENT",
+                                                 "details": [{"reason": f"RESPONSE_BLOCKED_{why}"}]}})
     return None
 
 
@@ -221,7 +236,7 @@ class GeminiChunkStream(TranslatedChunkStream):
                 if "error" in data:
                     err = data["error"]
                     raise UpstreamError(err.get("code") if isinstance(err, dict) else None, {}, data, in_stream=True)
-                blocked = _blocked(data)
+                blocked = _blocked(data, started=not first)
                 if blocked is not None:
                     raise blocked
                 usage = _usage(data.get("usageMetadata")) or usage

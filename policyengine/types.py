@@ -206,6 +206,12 @@ class Deployment(BaseModel):
     line: int | None = None
 
 
+ApiKind = Literal["openai", "native"]
+"""How a model is called: its provider's OpenAI-compatible API, or its native one (Ollama only)."""
+#: providers that have a native API the dispatcher speaks
+NATIVE_API_PROVIDERS = frozenset({"ollama"})
+
+
 class ModelSpec(BaseModel):
     """One model the policy may route to: everything the dispatcher needs to call it.
 
@@ -216,6 +222,9 @@ class ModelSpec(BaseModel):
 
     name: str  # the policy's name for it, e.g. "qwen-72b"
     provider: Provider
+    #: the wire protocol: "openai" (the OpenAI-compatible API every family but Bedrock/Vertex
+    #: serves) or "native" (the provider's own API: Ollama's /api/chat, with num_ctx = `context`)
+    api: ApiKind = "openai"
     base_url: str | EnvRef | None = None  # OpenAI-compatible endpoint (.../v1) or Vertex endpoint
     model_id: str | None = None  # upstream model id; defaults to `name`
     keys: tuple[EnvRef, ...] = ()  # rotated on auth failure, in order
@@ -232,6 +241,14 @@ class ModelSpec(BaseModel):
     serves: tuple[ServedKind, ...] = ("chat",)  # what the endpoint answers: chat completions, embeddings
     file: str | None = None
     line: int | None = None
+
+    @field_validator("api")
+    @classmethod
+    def _api_for_provider(cls, v: str, info: ValidationInfo) -> str:
+        prov = info.data.get("provider")
+        if v == "native" and prov is not None and str(prov) not in NATIVE_API_PROVIDERS:
+            raise ValueError(f"api native is only for provider {', '.join(sorted(NATIVE_API_PROVIDERS))}, not {prov}")
+        return v
 
     @property
     def upstream_model(self) -> str:

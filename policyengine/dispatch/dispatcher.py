@@ -5,7 +5,8 @@ session is pinned, self-hosted first when the policy prefers it); a candidate is
 skipped while cooling down, while its breaker is open, or when its context
 window is known to be too small. Each (model, key) is tried up to
 `max_attempts` times for retry-class errors; failover-class errors move to the
-next key (credential problems) or the next model; a fatal error stops at once.
+next key (credential problems) or the next model, after `Classification.retries`
+more tries on the same target (a generic 500: one); a fatal error stops at once.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 from policyengine.adapters.base import Adapter, CallOptions, TransportError, UpstreamError
 from policyengine.adapters.classify import (
+    CAPABILITY_REASONS,
     CONTEXT_REASONS,
     Classification,
     Classifier,
@@ -52,7 +54,8 @@ _QUOTA_REASONS = frozenset({"quota_exhausted"})
 _AUTH_REASONS = frozenset({"auth_invalid", "auth_expired", "permission_denied"})
 # transport failures that mean the deployment is gone (reclaimed, crashed): no request reached a model
 _DRAIN_REASONS = frozenset({"connection_refused", "connection_reset", "connect_error", "connect_timeout"})
-_NO_BREAKER_REASONS = frozenset({"rate_limited", *CONTEXT_REASONS, *_AUTH_REASONS, *_QUOTA_REASONS, "key_missing"})
+_NO_BREAKER_REASONS = frozenset({"rate_limited", *CONTEXT_REASONS, *CAPABILITY_REASONS, *_AUTH_REASONS,
+                                 *_QUOTA_REASONS, "key_missing", "request_too_large"})
 
 
 class ChainDispatcher:
@@ -109,7 +112,8 @@ class ChainDispatcher:
 
     def adapter(self, spec: ModelSpec) -> Adapter:
         """The adapter for `spec`'s provider family, made once and shared by its models."""
-        fam = "openai" if spec.provider.openai_compatible else spec.provider.value
+        fam = "ollama_native" if spec.api == "native" else \
+            "openai" if spec.provider.openai_compatible else spec.provider.value
         a = self._adapters.get(fam)
         if a is None:
             if self._client is None:
@@ -118,6 +122,10 @@ class ChainDispatcher:
                 from policyengine.adapters.openai_compat import OpenAICompatAdapter
 
                 a = OpenAICompatAdapter(self._client)
+            elif fam == "ollama_native":
+                from policyengine.adapters.ollama import OllamaNativeAdapter
+
+                a = OllamaNativeAdapter(self._client)
             elif fam == "bedrock":
                 from policyengine.adapters.bedrock import BedrockAdapter
 
@@ -484,11 +492,25 @@ class ChainDispatcher:
                     "started_at": started, "latency_ms": (time.perf_counter() - t) * 1000, "skipped": False,
                     "message": None, "deployment": dep}))
                 return "ok", value
+            # a failover-class error the classifier says is worth one more try here (a generic
+            # 500, no crash marker): retried on the same target after a backoff, recorded as a retry
+            again = None
+            if cls.error_class == "failover" and n < cls.retries and n + 1 < s.max_attempts:
+                wait = cls.retry_after if cls.retry_after is not None else \
+                    random.uniform(0, min(s.backoff_cap, s.backoff_base * 2 ** n))
+                if wait <= s.max_retry_wait and wait < run.remaining() - 0.05:
+                    again = wait
             run.attempts.append(Attempt(model=spec.name, key_id=opts.key_id, status=status,
-                                        error_class=cls.error_class, reason=cls.reason, started_at=started,
+                                        error_class="retry" if again is not None else cls.error_class,
+                                        reason=cls.reason, started_at=started,
                                         latency_ms=(time.perf_counter() - t) * 1000, message=cls.message,
                                         deployment=dep))
             run.last = (cls, status, body, spec.name)
+            if again is not None:
+                log.info("attempt failed: model=%s deployment=%s status=%s reason=%s: trying it once more",
+                         spec.name, dep, status, cls.reason)
+                await asyncio.sleep(again)
+                continue
             log.info("attempt failed: model=%s deployment=%s key=%s status=%s class=%s reason=%s", spec.name, dep,
                      opts.key_id, status, cls.error_class, cls.reason)
             if cls.error_class == "fatal":
@@ -513,6 +535,8 @@ class ChainDispatcher:
                              self._estimate(run) + requested_output_tokens(run.body))
                 run.need_context = max(run.need_context or 0, learnt)
                 return "next_model", None  # every deployment of the model has the same window
+            if cls.reason in CAPABILITY_REASONS:
+                return "next_model", None  # the model (every deployment of it) cannot serve this request
             if cls.reason in _DRAIN_REASONS and tgt.deployment is not None:
                 # the deployment vanished (Spot reclaim, crash): drain it for every replica; the
                 # request was not answered, so the next deployment takes it

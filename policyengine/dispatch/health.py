@@ -2,7 +2,7 @@
 
 Every `interval` seconds each deployment (every target of every model with a base_url) is
 probed: OpenAI-compatible servers with `GET <base_url>/models` (served by vLLM, TGI, Ollama,
-LM Studio, llama.cpp and OpenAI alike), Bedrock and Vertex endpoints with a TCP connect to
+LM Studio, llama.cpp and OpenAI alike; a model on Ollama's native API with `GET /api/tags`), Bedrock and Vertex endpoints with a TCP connect to
 their host (no signed call, no cost). A probe that cannot connect, times out or gets a 5xx
 puts the deployment in a cooldown with reason `health_check_failed` in the shared state
 store, so every replica skips it; a later probe that answers (any status below 500: a 401
@@ -110,6 +110,11 @@ class HealthMonitor:
                     key = self._d._resolve(spec.keys[0])
                     if key:
                         headers["Authorization"] = f"Bearer {key}"
+                if spec.api == "native":  # Ollama's own API: the list of local models
+                    from policyengine.adapters.ollama import native_root
+
+                    r = await client.get(native_root(url) + "/api/tags", headers=headers)
+                    return r.status_code < 500
                 r = await client.get(url.rstrip("/") + "/models", headers=headers)
                 return r.status_code < 500
         except (OSError, TimeoutError):

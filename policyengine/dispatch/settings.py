@@ -43,6 +43,9 @@ class DispatchSettings(BaseSettings):
     # streaming
     stream_include_usage: bool = Field(True, description="ask servers for a final usage chunk (stream_options.include_usage)")
     continue_broken_streams: bool = Field(True, description="continue a broken stream on a prefill-capable model")
+    continue_without_prefill: bool = Field(
+        True, description="when no model can continue from an assistant prefill, ask one in a follow-up turn to "
+        "write the rest, and check that it continues the text before streaming it (see dispatch/splice.py)")
     # deployments: draining and active health checks (see dispatch/health.py)
     drain_cooldown: float = Field(30.0, ge=0, description="a deployment whose connection went away is skipped this long")
     health_interval: float | None = Field(None, gt=0, description="seconds between active health checks of every "

@@ -5,7 +5,11 @@ like a plain call (role-only chunks are held back, so a model that dies after
 announcing itself costs nothing). After that, a broken stream (cut, stalled
 past the idle budget, malformed event, error event) continues on the next
 model that declares assistant-prefill support, from the text already sent;
-otherwise the stream ends with an in-band error event. A truncated answer is
+when none can (none declares it, or each refused it), a model is asked in a
+follow-up turn to write the rest, and its first characters are checked to
+continue the text (repeats dropped, a preamble or a different answer refused:
+dispatch/splice.py) before any of it is sent; otherwise the stream ends with an
+in-band error event. A truncated answer is
 never finished with a finish_reason. A stream whose upstream sent its
 finish_reason but no `[DONE]` is finalised after `done_grace` seconds.
 """
@@ -24,6 +28,7 @@ from policyengine.types import ModelSpec
 
 from .chain import Budget, Call, ChainRunner, Run
 from .results import Attempt, DispatchError, DispatchResult
+from .splice import CONTINUE_INSTRUCTION, needs_more, splice
 from .step import END, finish, ready_or_pending
 
 
@@ -33,6 +38,30 @@ def _has_payload(chunk: dict) -> bool:
         if d.get("content") or d.get("tool_calls") or d.get("reasoning_content") or ch.get("finish_reason"):
             return True
     return False
+
+
+def _content(chunk: dict) -> str:
+    for ch in chunk.get("choices") or ():
+        if ch.get("index", 0) == 0:
+            return (ch.get("delta") or {}).get("content") or ""
+    return ""
+
+
+def _finish(chunk: dict) -> bool:
+    return any(ch.get("finish_reason") for ch in chunk.get("choices") or ())
+
+
+def _with_content(chunk: dict, content: str | None) -> dict:
+    """`chunk` with choice 0's delta content replaced (None: removed)."""
+    choices = []
+    for ch in chunk.get("choices") or ():
+        if ch.get("index", 0) == 0:
+            delta = {k: v for k, v in (ch.get("delta") or {}).items() if k != "content"}
+            if content is not None:
+                delta["content"] = content
+            ch = {**ch, "delta": delta}
+        choices.append(ch)
+    return {**chunk, "choices": choices}
 
 
 @dataclass
@@ -109,6 +138,8 @@ class DispatchStream:
         self._current: _Opened | None = None
         self._last_model: str | None = None
         self.result: DispatchResult | None = None
+        #: how each break was continued, in order: "prefill" or "instruction"
+        self.continuations: list[str] = []
 
     @property
     def model(self) -> str | None:
@@ -139,6 +170,94 @@ class DispatchStream:
         cur, self._current = self._current, None
         if cur is not None:
             await cur.stream.aclose()
+
+    # ------------------------------------------------------------------ continuation
+    def _budgeted(self, body: dict, sent: str) -> dict:
+        """`body` with its output budget reduced by the (estimated) tokens already sent."""
+        for k in ("max_tokens", "max_completion_tokens"):
+            if isinstance(body.get(k), int):
+                body[k] = max(1, body[k] - math.ceil(len(sent) / self._d.settings.chars_per_token))
+        return body
+
+    async def _continue(self, sent: str) -> tuple[_Opened, ModelSpec, str | None, str] | str | None:
+        """Open the rest of a cut answer whose text so far is `sent`: (stream, model, key id, how)
+        with how "prefill" or "instruction", or why not (None: no model could be asked).
+
+        First on a model that declares prefill, from `sent` as a trailing assistant message. When
+        none can (none declares it, or each one refused it) and `continue_without_prefill` is on,
+        a model is asked in a follow-up turn to write the rest (`splice.CONTINUE_INSTRUCTION`);
+        its first characters are read and checked by `splice.splice` before anything is sent
+        on: what it repeated is dropped, and an answer that does not continue the text (a
+        preamble, a different restart) is refused (recorded as `continuation_rejected`)."""
+        d, run = self._d, self._run
+        msgs = [*run.body["messages"], {"role": "assistant", "content": sent}]
+        run.require_prefill = True
+        try:
+            opened, spec, key_id = await d.execute(run, self._open_call(self._budgeted({**run.body, "messages": msgs},
+                                                                                      sent)))
+            return opened, spec, key_id, "prefill"
+        except DispatchError as e:
+            if e.reason == "content_filter" or not d.settings.continue_without_prefill:
+                return None
+        finally:
+            run.require_prefill = False
+        body = self._budgeted({**run.body, "messages": [*msgs, {"role": "user", "content": CONTINUE_INSTRUCTION}]},
+                              sent)
+        try:
+            opened, spec, key_id = await d.execute(run, self._open_call(body))
+        except DispatchError:
+            return None
+        started = time.time()
+        try:
+            kept = await self._checked_head(opened, sent, d.budget(spec).idle)
+        except (TransportError, UpstreamError, TimeoutError) as exc:
+            kept, why = None, f"the continuation broke before it could be checked: {exc}"
+        else:
+            why = "the continuation did not continue the text (a preamble or a different answer)"
+        if kept is None:
+            await opened.stream.aclose()
+            run.exclude.add(spec.name)
+            run.attempts.append(Attempt(model=spec.name, key_id=key_id, error_class="failover",
+                                        reason="continuation_rejected", started_at=started, message=why[:300]))
+            return why
+        opened.held = kept
+        return opened, spec, key_id, "instruction"
+
+    @staticmethod
+    async def _checked_head(opened: _Opened, sent: str, idle: float) -> list[dict] | None:
+        """Read the start of a continuation until it can be judged, then: the chunks to send on
+        (the repeated text removed, in one content chunk where the text was), or None when it
+        does not continue `sent`."""
+        chunks = list(opened.held)
+        head = "".join(_content(c) for c in chunks)
+        finished = any(_finish(c) for c in chunks)
+        while not opened.ended and not finished and needs_more(sent, head):
+            try:
+                async with asyncio.timeout(idle):
+                    chunk = await opened.iterator.__anext__()
+            except StopAsyncIteration:
+                opened.ended = True
+                break
+            chunks.append(chunk)
+            head += _content(chunk)
+            finished = _finish(chunk)
+        rest = splice(sent, head)
+        if rest is None:
+            return None
+        out: list[dict] = []
+        placed = False
+        for c in chunks:
+            if _content(c):
+                if not placed:
+                    placed = True
+                    if rest:
+                        out.append(_with_content(c, rest))
+                stripped = _with_content(c, None)
+                if _has_payload(stripped):
+                    out.append(stripped)
+            else:
+                out.append(c)
+        return out
 
     # ------------------------------------------------------------------ internals
     def _open_call(self, body: dict) -> Call[_Opened]:
@@ -253,27 +372,22 @@ class DispatchStream:
                                       started=started, latency_ms=(time.perf_counter() - t_seg) * 1000)
                 can_continue = (d.settings.continue_broken_streams and not acc.tool_calls
                                 and int(run.body.get("n") or 1) == 1 and acc.text)
+                rejected: str | None = None
                 if can_continue:
-                    run.require_prefill = True
-                    sent = "".join(acc.text)
-                    msgs = [*run.body["messages"], {"role": "assistant", "content": sent}]
-                    body = {**run.body, "messages": msgs}
-                    for k in ("max_tokens", "max_completion_tokens"):  # the budget left for the rest of the answer
-                        if isinstance(body.get(k), int):
-                            body[k] = max(1, body[k] - math.ceil(len(sent) / d.settings.chars_per_token))
-                    try:
-                        opened, spec2, key_id = await d.execute(run, self._open_call(body))
-                    except DispatchError:
-                        pass
-                    else:
+                    got = await self._continue("".join(acc.text))
+                    if isinstance(got, tuple):
+                        opened, spec2, key_id, how = got
                         continued_from.append(spec.name)
+                        self.continuations.append(how)
                         spec = spec2
                         self._last_model = spec.name
                         self._current = opened
                         skip_role = True
                         continue
+                    rejected = got
                 err = {"message": f"the answer from {spec.name} was interrupted ({reason}: {message}) and could not be "
-                                  "continued on another model; the text so far is incomplete",
+                                  "continued on another model" + (f" ({rejected})" if rejected else "")
+                                  + "; the text so far is incomplete",
                        "type": "stream_interrupted", "code": reason, "param": None, "model": spec.name}
                 self.result = DispatchResult(response=acc.completion(), model=spec.name, key_id=key_id,
                                              attempts=run.attempts, usage=acc.usage, finish_reason=None,

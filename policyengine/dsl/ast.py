@@ -136,7 +136,7 @@ class TimeoutPart:
 
 @dataclass(frozen=True)
 class Prop:
-    """One model property: key is provider|base_url|model_id|keys|cost|context|timeout|supports|serves|region|project|header."""
+    """One model property: key is provider|api|base_url|model_id|keys|cost|context|timeout|supports|serves|region|project|header."""
 
     key: str
     value: object

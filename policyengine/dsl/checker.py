@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import parse_qsl, urlsplit
 
 from policyengine.ir import (
@@ -28,7 +28,7 @@ from policyengine.ir import (
     unknown_builtin,
 )
 from policyengine.netcheck import ALWAYS_REFUSED, AddressClass, OutboundRefused, literal_class
-from policyengine.types import SERVED_KINDS, Provider
+from policyengine.types import NATIVE_API_PROVIDERS, SERVED_KINDS, ApiKind, Provider
 
 from . import ast
 from . import formatter as fmt
@@ -40,8 +40,9 @@ SECRET_RE = re.compile(
     r"|AIza[0-9A-Za-z_\-]{20,}|hf_[A-Za-z0-9]{16,}|Bearer\s+\S{8,})"
 )
 PROVIDERS = [p.value for p in Provider]
-KEY_PROPS_ONCE = ("provider", "base_url", "model_id", "keys", "cost", "context", "supports", "serves", "region",
-                  "project")
+API_KINDS = list(get_args(ApiKind))
+KEY_PROPS_ONCE = ("provider", "api", "base_url", "model_id", "keys", "cost", "context", "supports", "serves",
+                  "region", "project")
 # Query parameters that carry credentials (`?api_key=...`, `?token=...`, Azure SAS `sig=`), and header
 # names whose value is a credential (`X-Api-Key`, `X-Auth-Token`, `Ocp-Apim-Subscription-Key`, `Cookie`).
 SECRET_PARAMS = frozenset({
@@ -359,6 +360,12 @@ class Checker:
                     close = _close(provider, PROVIDERS)
                     self.add("E203", p.value.span, f"unknown provider `{provider}`",  # type: ignore[union-attr]
                              f"did you mean `{close}`?" if close else f"one of: {', '.join(PROVIDERS)}")
+            elif p.key == "api":
+                api = p.value.value  # type: ignore[union-attr]
+                if api not in API_KINDS:
+                    close = _close(api, API_KINDS)
+                    self.add("E203", p.value.span, f"unknown api `{api}`",  # type: ignore[union-attr]
+                             f"did you mean `{close}`?" if close else f"one of: {', '.join(API_KINDS)}")
             elif p.key == "keys":
                 for k in p.value:  # type: ignore[union-attr]
                     if isinstance(k, ast.Str):
@@ -410,6 +417,11 @@ class Checker:
             if (prov.openai_compatible or prov is Provider.anthropic) and "base_url" not in seen:
                 self.add("E205", m.name.span, f"model `{m.name.value}` ({provider}) has no base_url",
                          f'add base_url env("{_env_name(m.name.value)}_URL")')
+            api_prop = seen.get("api")
+            if api_prop is not None and api_prop.value.value == "native" \
+                    and provider not in NATIVE_API_PROVIDERS:  # type: ignore[union-attr]
+                self.add("E206", api_prop.span, f"`api native` is not available for provider {provider}",
+                         f"only {', '.join(sorted(NATIVE_API_PROVIDERS))} has a native API here; remove `api native`")
             if prov is Provider.bedrock and "region" not in seen:
                 self.add("E205", m.name.span, f"bedrock model `{m.name.value}` has no region",
                          'add region "eu-west-2" (or your region)')

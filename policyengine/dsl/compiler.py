@@ -443,6 +443,8 @@ def model_spec(m: ast.ModelDecl) -> ModelSpec:
     for p in m.props:
         if p.key == "provider":
             kw["provider"] = Provider(p.value.value)
+        elif p.key == "api":
+            kw["api"] = p.value.value
         elif p.key == "base_url":
             kw["base_url"] = _str(p.value)
         elif p.key == "model_id":

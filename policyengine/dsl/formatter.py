@@ -121,6 +121,8 @@ def _prop(p: ast.Prop) -> str:
     v = p.value
     if p.key == "provider":
         return f"provider {v.value}"  # type: ignore[union-attr]
+    if p.key == "api":
+        return f"api {v.value}"  # type: ignore[union-attr]
     if p.key in ("base_url", "project"):
         return f"{p.key} {_sv(v)}"  # type: ignore[arg-type]
     if p.key in ("model_id", "region"):

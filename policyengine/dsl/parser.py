@@ -152,6 +152,10 @@ class _Builder(Transformer):
         return ast.Prop("provider", self.name(c[0]), self.sp(meta))
 
     @v_args(meta=True)
+    def prop_api(self, meta: Any, c: list[Any]) -> ast.Prop:
+        return ast.Prop("api", self.name(c[0]), self.sp(meta))
+
+    @v_args(meta=True)
     def prop_base_url(self, meta: Any, c: list[Any]) -> ast.Prop:
         return ast.Prop("base_url", c[0], self.sp(meta))
 

@@ -167,13 +167,13 @@ async def decide(call: Call, *, callback_url: str | None = None, answers: dict[s
 # ------------------------------------------------------------------------------ chat
 
 
-def _deny_model_choice(decision: Decision, requested: str) -> Decision:
-    allowed = decision.allowed_models
-    because = (f"model {requested!r} is not on this caller's allowlist "
-               f"({', '.join(allowed) if allowed else 'no models may be chosen; send model=auto'})")
-    hit = RuleHit(rule_id="gateway:model-choice", kind="allow_choice", effect="deny", source="allow model choice",
-                  because=[because])
-    return decision.model_copy(update={"effect": "deny", "rules": [*decision.rules, hit]})
+def _model_choice_refused(decision: Decision) -> bool:
+    """True when the evaluator refused the request's `requested_model` (an `allow_choice` deny hit).
+
+    The evaluator is the one judge of a requested model (on the caller's allowlist, or the
+    route's own primary: allowed; anything else: denied with the reason); the gateway only
+    turns its refusal into `ModelNotAllowed`, so it can never disagree with `policyengine eval`."""
+    return any(h.kind == "allow_choice" and h.effect == "deny" for h in decision.rules)
 
 
 async def _hold_chat(call: Call, *, answers: dict[str, str] | None = None,
@@ -291,16 +291,14 @@ async def chat(call: Call, body: dict[str, Any], *, stream: bool) -> Completion 
     (except the last)."""
     d = call.decision
     requested = call.action.requested_model
-    if requested and requested not in d.allowed_models:
-        if d.effect != "deny":
-            call.decision = _deny_model_choice(d, requested)
-        allowed = call.decision.allowed_models
+    if requested and _model_choice_refused(d):
+        allowed = d.allowed_models
         await call.record(extra={"outcome": "model_not_allowed"})
         call.runtime.metrics.chat_requests.labels("-", "denied").inc()
         raise ModelNotAllowed(
             f"model {requested!r} is not on this caller's allowlist "
             f"({'allowed: ' + ', '.join(allowed) if allowed else 'no models may be chosen; send model=auto'})",
-            param="model", decision_id=call.decision_id, decision=call.decision,
+            param="model", decision_id=call.decision_id, decision=d,
             extra={"allowed_models": allowed})
     if d.effect == "deny":
         await call.record(extra={"outcome": "denied"})

@@ -117,9 +117,16 @@ async def test_stream_exception_before_first_token_fails_over(bedrock, fleet, ma
     bedrock.add_fault("ModelTimeoutException", in_stream=True)
     s = d.stream(USER, Routing(chain=["bedrock-llama", "qwen"]))
     chunks = [c async for c in s]
-    # the exception arrived after one word: that word reached the client, qwen has no prefill -> in-band error
-    assert "error" in chunks[-1] and chunks[-1]["error"]["code"] == "timeout"
-    assert s.result.complete is False
+    # the exception arrived after one word: that word reached the client; qwen has no prefill, so it
+    # is asked for the rest in a follow-up turn (its reply, which starts over, is de-duplicated)
+    assert not any("error" in c for c in chunks) and s.result.complete
+    assert s.continuations == ["instruction"] and s.result.continued_from == ["bedrock-llama"]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")) == DEFAULT_ANSWER
+    assert s.result.attempts[1].reason == "timeout_mid_stream"
+    d2 = make_dispatcher([llama(bedrock.url), fleet.model_spec("qwen")], environ=ENV, continue_without_prefill=False)
+    bedrock.add_fault("ModelTimeoutException", in_stream=True)
+    chunks = [c async for c in d2.stream(USER, Routing(chain=["bedrock-llama", "qwen"]))]
+    assert "error" in chunks[-1] and chunks[-1]["error"]["code"] == "timeout"  # without the rescue: in-band error
 
 
 @pytest.mark.parametrize("source", ["environment", "shared-credentials-file"])

@@ -71,7 +71,7 @@ CASES = [
         "developer page or use the `lms load` command.", "type": "invalid_request_error", "param": "model",
         "code": "model_not_found"}}, "failover", "model_not_loaded"),
     ("lmstudio-crash", "lmstudio", 500, {}, {"error": "Model has crashed without additional information. (Exit "
-        "code: null)"}, "failover", "server_error"),
+        "code: null)"}, "failover", "engine_crashed"),  # a crash marker: no retry on the same model
     # ---------------- OpenAI ----------------
     ("openai-rate-limit", "openai", 429, {"retry-after": "2"}, {"error": {"message": "Rate limit reached for gpt-4o "
         "in organization org-abc on tokens per min (TPM): Limit 30000, Used 29500, Requested 1200. Please try again "

@@ -132,6 +132,28 @@ async def test_user_switchable_models_checked_against_allowlist(service):
     assert "not on this caller's allowlist" in exc.value.message
 
 
+async def test_naming_the_routes_own_primary_is_served(service):
+    """What OpenAI SDK users do: name the model the route would pick anyway. The evaluator allows
+    it (docs/language.md, `policyengine eval`), so the gateway serves it, plain and streamed, for a
+    caller with no allowlist; another model of the chain is still refused, as the evaluator says."""
+    from policyengine.types import Action
+
+    policy = service.runtime.policies.current
+    assert policy.evaluate(Action(action="chat", tenant="acme", requested_model="qwen-72b")).effect == "allow"
+    raw = await sdk(service).chat.completions.with_raw_response.create(model="qwen-72b", messages=MSG)
+    assert raw.parse().model == "qwen-72b" and raw.headers["x-policyengine-model"] == "qwen-72b"
+    stream = await sdk(service).chat.completions.create(model="qwen-72b", messages=MSG, stream=True)
+    assert "".join([c.choices[0].delta.content or "" async for c in stream if c.choices]).startswith("Simulated")
+    # the summarisation route's primary is gemma-27b: naming it there is no choice either
+    completion = await sdk(service).chat.completions.create(
+        model="gemma-27b", messages=MSG, extra_headers={"X-PolicyEngine-Use-Case": "summarisation"})
+    assert completion.model == "gemma-27b"
+    assert policy.evaluate(Action(action="chat", tenant="acme", requested_model="kimi-large")).effect == "deny"
+    with pytest.raises(openai.PermissionDeniedError) as exc:
+        await sdk(service).chat.completions.create(model="kimi-large", messages=MSG)
+    assert exc.value.code == "model_not_allowed"
+
+
 async def test_escalation_holds_the_answer(service):
     with pytest.raises(openai.ConflictError) as exc:
         await sdk(service).chat.completions.create(
@@ -265,8 +287,10 @@ async def test_stream_is_closed_unread_when_its_decision_cannot_be_committed(ser
 
 
 async def test_stream_broken_after_first_byte_ends_with_error_not_done(service):
-    """No model here declares prefill: a cut after text was sent ends with an in-band error, never [DONE]."""
-    service.sims["qwen-72b"].add_fault(Fault(kind="stream_cut", after_chunks=2, times=None))
+    """No model here declares prefill, and every model cuts its stream (so the follow-up-turn rescue
+    breaks too): a cut after text was sent ends with an in-band error, never [DONE]."""
+    for sim in service.sims.values():
+        sim.add_fault(Fault(kind="stream_cut", after_chunks=2, times=None))
     async with service.client() as c, c.stream(
             "POST", "/v1/chat/completions",
             json={"model": "auto", "messages": MSG, "stream": True}) as resp:

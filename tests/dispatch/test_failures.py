@@ -106,6 +106,34 @@ async def test_500_once_fails_over_and_primary_stays_in_use(fleet, make_dispatch
     assert r2.model == "primary"
 
 
+async def test_generic_500_is_retried_once_on_the_same_model(fleet, make_dispatcher):
+    """A 500 with no engine-crash marker (OpenAI's "The server had an error ...", an empty body)
+    is tried once more on the same model; a second one fails over; a crash body fails over at once."""
+    p, f = await two(fleet, "openai", "vllm")
+    d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
+    p.add_fault(Fault(kind="error", status=500, times=1))
+    r = await d.complete(USER, CHAIN)
+    assert r.model == "primary" and len(p.seen()) == 2 and f.seen() == []
+    assert [(a.status, a.error_class, a.reason) for a in r.attempts] == [(500, "retry", "server_error"),
+                                                                        (200, None, None)]
+    p.add_fault(Fault(kind="error", status=500, times=2, body=""))  # no body at all: still generic
+    r = await d.complete(USER, CHAIN)
+    assert r.model == "fallback" and len(p.seen()) == 4
+    assert [(a.status, a.error_class) for a in r.attempts] == [(500, "retry"), (500, "failover"), (200, None)]
+    # streams take the same path when the error comes before the first chunk
+    p.add_fault(Fault(kind="error", status=500, times=1))
+    s = d.stream(USER, CHAIN)
+    text = "".join([c["choices"][0]["delta"].get("content") or "" async for c in s if c.get("choices")])
+    assert text and s.result.model == "primary"
+    crash = {"error": {"message": "EngineCore encountered an issue. See stack trace (above) for the root cause.",
+                       "type": "InternalServerError", "param": None, "code": 500}}
+    p.add_fault(Fault(kind="error", status=500, times=1, body=crash))
+    n = len(p.seen())
+    r = await d.complete(USER, CHAIN)
+    assert r.model == "fallback" and len(p.seen()) == n + 1  # a crashed engine is not asked again
+    assert (r.attempts[0].error_class, r.attempts[0].reason) == ("failover", "engine_crashed")
+
+
 async def test_503_persisting_retries_with_backoff_then_fails_over(fleet, make_dispatcher, jitter):
     p, _f = await two(fleet, "ollama", "vllm")
     p.add_fault(Fault(kind="unavailable", times=None))
@@ -197,7 +225,8 @@ async def test_broken_stream_continues_on_prefill_model(fleet, make_dispatcher, 
 async def test_broken_stream_without_prefill_ends_with_inband_error(fleet, make_dispatcher):
     p, f = await two(fleet)
     p.add_fault(Fault(kind="stream_cut", after_chunks=3))
-    d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])  # no prefill support
+    # no prefill support, and the instruction rescue (tests/dispatch/test_continuation.py) turned off
+    d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")], continue_without_prefill=False)
     s = d.stream(USER, CHAIN)
     chunks = [c async for c in s]
     assert "error" in chunks[-1] and chunks[-1]["error"]["code"] == "stream_cut"

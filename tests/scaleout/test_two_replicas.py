@@ -188,7 +188,7 @@ async def test_session_stays_pinned_across_replicas(cluster: Cluster) -> None:
     c = cluster
     p, s = c.names["primary"], c.names["spare"]
     session = f"sess-{c.run}"
-    c.primary.add_fault(Fault(kind="error", status=500, times=1))  # the primary crashes once
+    c.primary.add_fault(Fault(kind="error", status=500, times=1))  # the primary crashes once (vLLM EngineCore body: no retry)
     async with httpx.AsyncClient(timeout=60) as client:
         t1 = await _chat(client, c, c.a, use_case="sticky", session=session)
         before = len(c.primary.seen())
