@@ -545,6 +545,18 @@ class CompiledPolicy(PolicyIR):
         plan = self.plans.get(action, self.global_plan)
         return any(r.cond is None for r in plan.denies) or not (plan.holds or plan.authorizes)
 
+    def never_allowed(self, action: Action) -> bool:
+        """True when `action`, as far as it is known (the caller's attributes and the fields given,
+        typically none of its arguments yet), is denied whatever else it may carry: it is
+        `always_denied`, or a deny rule that reads no signal holds on it as given. A condition on a
+        field the action lacks is undecidable here and does not count, so only denials that depend
+        on the caller (tenant, role, channel...) or the given fields hide an action."""
+        if self.always_denied(action.action):
+            return True
+        plan = self.plans.get(action.action, self.global_plan)
+        ctx = EvalContext(action, None, self)
+        return any(r.cond is not None and not r.signals and r.cond(ctx, []) is True for r in plan.denies)
+
     def signals_needed(self, action: Action | str) -> set[str]:
         """Signals a decision on this action may need, named as `policyengine.signals.precompute`
         expects them: "sentiment", "confidence", "mentions:<lexicon>". (Divergence is never
@@ -658,6 +670,7 @@ class CompiledPolicy(PolicyIR):
             "group": o.get("group"), "channels": list(o.get("channels", ())), "remind_every_s": o.get("remind_every_s"),
             "timeout_s": o.get("timeout_s"), "on_timeout": o.get("on_timeout", "deny"),
             "escalate_to": o.get("escalate_to"), "rule_id": r.rule_id, "chat": o.get("chat", "hold"),
+            "user_confirm": o.get("user_confirm", False),
         })
 
     def _decision(self, ctx: EvalContext, effect: str, hits: list[RuleHit], *, routing: Routing | None = None,

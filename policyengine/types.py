@@ -370,6 +370,9 @@ class ApprovalObligation(BaseModel):
     # what the hold means for a chat request: hold it before the model is called, answer then
     # review (the answer goes out tagged, a review case opens), or block (refuse)
     chat: Literal["hold", "review", "block"] = "hold"
+    # `confirm by user`: a client that can ask its own user (MCP elicitation) may release the
+    # hold on the user's confirmation instead of a reviewer's; other paths ignore it
+    user_confirm: bool = False
 
 
 class Verification(BaseModel):

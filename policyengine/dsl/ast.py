@@ -178,9 +178,11 @@ class Channel:
 @dataclass(frozen=True)
 class HoldItem:
     """reviewers (group) | notify (channels) | remind (seconds) | timeout (seconds, outcome, group)
-    | chat (mode: what a hold means for a chat request: hold, review or block)."""
+    | chat (mode: what a hold means for a chat request: hold, review or block)
+    | confirm (`confirm by user`: a client that can ask its user, e.g. an MCP client through
+    elicitation, may release the hold on the user's own confirmation)."""
 
-    kind: Literal["reviewers", "notify", "remind", "timeout", "chat"]
+    kind: Literal["reviewers", "notify", "remind", "timeout", "chat", "confirm"]
     group: str | None = None
     channels: tuple[Channel, ...] = ()
     seconds: Decimal | None = None

@@ -493,6 +493,8 @@ def _obligation(hold: tuple[ast.HoldItem, ...] | None, chat: str = "hold") -> di
             o["escalate_to"] = h.group
         elif h.kind == "chat":
             o["chat"] = h.mode
+        elif h.kind == "confirm":
+            o["user_confirm"] = True
     return o
 
 

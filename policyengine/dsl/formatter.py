@@ -77,6 +77,8 @@ def hold_item(h: ast.HoldItem) -> str:
         return f"remind every {h.raw}"
     if h.kind == "chat":
         return f"on chat {h.mode}"
+    if h.kind == "confirm":
+        return "confirm by user"
     out = f"timeout {h.raw} -> {h.outcome}"
     if h.outcome == "escalate" and h.group is not None:
         out += f" to group {escape(h.group)}"

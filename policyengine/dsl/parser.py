@@ -311,6 +311,10 @@ class _Builder(Transformer):
     def hold_chat(self, meta: Any, c: list[Any]) -> ast.HoldItem:
         return ast.HoldItem("chat", mode=c[0], span=self.sp(meta))
 
+    @v_args(meta=True)
+    def hold_confirm(self, meta: Any, c: list[Any]) -> ast.HoldItem:
+        return ast.HoldItem("confirm", span=self.sp(meta))
+
     def chat_hold(self, c: list[Any]) -> str:
         return "hold"
 

@@ -275,7 +275,8 @@ class Call:
         return self._submit(entry, counted=True)
 
     def outcome(self, *, outcome: str, model: str | None, attempts: list[dict[str, Any]],
-                decision: Decision | None = None, wait: bool = False, **extra: Any) -> PendingCommit | None:
+                decision: Decision | None = None, wait: bool = False, kind: str = "chat_outcome",
+                **extra: Any) -> PendingCommit | None:
         """The row that completes the decision row with what only the answer tells (step 6).
 
         By default it is queued and never awaited (it rides along with the next commit; a
@@ -284,10 +285,11 @@ class Call:
         a commit to await before acting, like the decision row. `decision`, when given, is
         the decision the answers led to: the row is then a verdict (`kind=chat_verdict`) with
         that decision's rules, signals and obligations; otherwise (`kind=chat_outcome`) it
-        repeats only the original decision's effect, routing and tags.
+        repeats only the original decision's effect, routing and tags. `kind` names another
+        follow-up kind (one of `FOLLOW_UP_KINDS`, e.g. `mcp_outcome`) for a row that is not a chat's.
         """
         decision_d = decision.model_dump(mode="json") if decision is not None else self.dumped()[1]
-        entry = LogEntry(kind="chat_outcome" if decision is None else VERDICT_KIND, tenant=self.principal.tenant, actor=self.action.actor,
+        entry = LogEntry(kind=kind if decision is None else VERDICT_KIND, tenant=self.principal.tenant, actor=self.action.actor,
                          session_id=self.action.session_id, action={}, decision=decision_d, model=model,
                          attempts=attempts, latency_ms=self.elapsed_ms(), key_id=self.principal.key_id,
                          extra={"outcome": outcome, "decision_id": self.decision_id, **extra},

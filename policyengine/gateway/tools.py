@@ -39,7 +39,7 @@ from policyengine.gateway.hold import hold, reasons
 from policyengine.types import Action, Decision, RuleHit
 
 __all__ = ["MONEY_NAMES", "ToolCallBuffer", "ToolVerdict", "apply_verdicts", "decide_tool_call", "judge_tool_calls",
-           "strip_denied_tools"]
+           "strip_denied_tools", "tool_fields"]
 
 # Argument names read as money when a `currency` argument stands beside them.
 MONEY_NAMES = frozenset({"amount", "price", "total", "cost", "fee", "value", "refund", "balance"})
@@ -71,7 +71,10 @@ class ToolVerdict:
         return out
 
 
-def _fields(args: dict[str, Any]) -> dict[str, Any]:
+def tool_fields(args: dict[str, Any]) -> dict[str, Any]:
+    """A tool call's arguments as an Action's fields: unchanged, except that a number argument
+    read as money (see the module docstring) beside a three-letter `currency` becomes
+    `{"amount": n, "currency": cur}`. Never mutates `args`."""
     cur = args.get("currency")
     if not (isinstance(cur, str) and len(cur) == 3 and cur.isalpha()):
         return args
@@ -133,7 +136,7 @@ def decide_tool_call(call: Call, index: int, tc: Any) -> tuple[Call, str | None,
         decision = _refused(call, name, refused)
     else:
         assert args is not None
-        action = construct(Action, {**base, "action": name, "fields": _fields(args), "requested_model": None,
+        action = construct(Action, {**base, "action": name, "fields": tool_fields(args), "requested_model": None,
                                     "prompt_tokens": None, "signals": dict(call.decision.signals)})
         decision = call.policy.evaluate(action, rt.signals)
     child = Call(rt, call.principal, action, call.policy, None, decision, kind="tool_call", t0=call.t0,

@@ -47,8 +47,9 @@ log = logging.getLogger("policyengine.store.logger")
 
 
 # Row kinds that complete an earlier decision row instead of recording a decision (a streamed
-# chat's outcome: final model, attempts, usage). Replays and counts of decisions skip them.
-FOLLOW_UP_KINDS = ("chat_outcome", "chat_verdict")
+# chat's outcome: final model, attempts, usage; an MCP tool call's: the upstream's status).
+# Replays and counts of decisions skip them.
+FOLLOW_UP_KINDS = ("chat_outcome", "chat_verdict", "mcp_outcome")
 # A follow-up that records a decision made on the answers (dual-model verification): its row
 # carries that decision's rules, signals and obligations, like a decision row.
 VERDICT_KIND = "chat_verdict"

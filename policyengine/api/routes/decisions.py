@@ -21,6 +21,8 @@ router = APIRouter(tags=["decisions"])
 
 # A chat decision row whose outcome is in a follow-up row (policyengine.gateway, step 7).
 OUTCOME_PENDING = ("dispatched", "streaming", "verifying", "held", "resumed")
+# Row kinds whose outcome is always a follow-up row: an MCP tool call's (policyengine.mcpgate).
+FOLLOWED = ("mcp_tool_call",)
 
 
 # The largest `seq` a database column holds (a signed 64-bit integer): a larger cursor is a 422.
@@ -108,6 +110,13 @@ def explain(rec: dict[str, Any]) -> list[str]:
     chat = (rec.get("extra") or {}).get("chat_decision_id") if rec.get("kind") == "tool_call" else None
     if chat:
         lines.append(f"a tool call the model returned in chat decision {chat}")
+    mcp = (rec.get("extra") or {}).get("mcp") if rec.get("kind") == "mcp_tool_call" else None
+    if isinstance(mcp, dict):
+        ex = rec.get("extra") or {}
+        status = f", upstream {ex['upstream_status']}" if ex.get("upstream_status") else ""
+        apr = f", approval {ex['approval_id']}" if ex.get("approval_id") else ""
+        lines.append(f"MCP tool call {mcp.get('tool')} on {mcp.get('server')}: {ex.get('outcome', 'no outcome yet')}"
+                     f"{status}{apr}")
     if rec.get("tags"):
         lines.append("tags: " + ", ".join(rec["tags"]))
     lines.append(f"final effect: {effect} (policy {rec.get('policy_name')} v{rec.get('policy_version')}, "
@@ -124,7 +133,7 @@ async def get_decision(decision_id: str, request: Request,
         raise ApiError(404, f"no decision {decision_id!r} in tenant {principal.tenant!r}", code="not_found")
     out = decision_view(row, full=True)
     rec = orjson.loads(row.record)
-    if row.kind == "chat" and (rec.get("extra") or {}).get("outcome") in OUTCOME_PENDING:
+    if (row.kind == "chat" and (rec.get("extra") or {}).get("outcome") in OUTCOME_PENDING) or row.kind in FOLLOWED:
         done = await s.decisions.get(principal.tenant, gateway.outcome_id(row.id))
         if done is not None:  # what the answer told: final model, attempts, usage, a decision made on it
             done_rec = orjson.loads(done.record)

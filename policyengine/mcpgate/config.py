@@ -1,0 +1,162 @@
+"""What the MCP gateway fronts and how it waits: the upstream servers and the gateway's settings.
+
+An upstream is written `NAME=stdio:COMMAND ARGS...` (the command is split like a shell would,
+and started as a subprocess speaking MCP on its stdin/stdout) or `NAME=http(s)://HOST/PATH` (an
+MCP server speaking streamable HTTP). The same list can come from a YAML or JSON file:
+
+    upstreams:
+      shop: "stdio:python shop_server.py"
+      crm:
+        url: https://crm.internal/mcp
+        headers: {Authorization: "env:CRM_MCP_TOKEN"}   # a secret is only ever an env reference
+    hold_wait_s: 30
+
+Names are what conditions see as `mcp.server`; they are 1-64 letters, digits, `_` or `-`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = ["ConfigError", "McpSettings", "UpstreamSpec", "load_config", "parse_upstream"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ConfigError(ValueError):
+    """The gateway's configuration is wrong; the message says what and where."""
+
+
+class UpstreamSpec(BaseModel):
+    """One MCP server behind the gateway: a subprocess over stdio, or a streamable HTTP URL.
+
+    `headers` values (HTTP only) are sent on every request; a value `env:NAME` is read from
+    the environment when the connection opens, so a token never sits in a file or a log."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: Literal["stdio", "http"]
+    command: list[str] = Field(default_factory=list)
+    url: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"upstream name {v!r} must be 1-64 letters, digits, '_' or '-'")
+        return v
+
+    @model_validator(mode="after")
+    def _target(self) -> UpstreamSpec:
+        if self.kind == "stdio" and not self.command:
+            raise ValueError(f"upstream {self.name!r}: stdio needs a command (NAME=stdio:COMMAND ARGS...)")
+        if self.kind == "http" and not (self.url and self.url.startswith(("http://", "https://"))):
+            raise ValueError(f"upstream {self.name!r}: http needs an http:// or https:// URL")
+        return self
+
+    def resolved_headers(self) -> dict[str, str]:
+        """The headers with `env:NAME` values read from the environment (a missing one is an error)."""
+        out = {}
+        for k, v in self.headers.items():
+            if v.startswith("env:"):
+                var = v[4:]
+                if var not in os.environ:
+                    raise ConfigError(f"upstream {self.name!r}: header {k} names the environment variable {var}, "
+                                      "which is not set")
+                v = os.environ[var]
+            out[k] = v
+        return out
+
+    def describe(self) -> str:
+        """Where it is, for logs and errors (never a header value)."""
+        return f"stdio:{shlex.join(self.command)}" if self.kind == "stdio" else str(self.url)
+
+
+class McpSettings(BaseModel):
+    """The gateway's settings.
+
+    `hold_wait_s`: how long a held tools/call waits for a reviewer before it answers with a
+    pending result the client can resume (0: answer at once). `progress_every_s`: how often a
+    waiting call sends a progress notification (when the client sent a progress token).
+    `max_argument_bytes`: the largest arguments object (as JSON) judged; larger is refused.
+    `text_max_chars`: how much of the arguments' string values becomes the action's text."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    upstreams: list[UpstreamSpec] = Field(default_factory=list)
+    hold_wait_s: float = Field(default=30.0, ge=0, le=3600)
+    progress_every_s: float = Field(default=1.0, gt=0, le=60)
+    max_argument_bytes: int = Field(default=65536, gt=0)
+    text_max_chars: int = Field(default=16384, ge=0)
+    upstream_timeout_s: float = Field(default=120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _unique(self) -> McpSettings:
+        names = [u.name for u in self.upstreams]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"upstream names must be unique: {', '.join(dup)} given more than once")
+        return self
+
+
+def parse_upstream(text: str) -> UpstreamSpec:
+    """`NAME=stdio:COMMAND ARGS...` or `NAME=http(s)://...` as an UpstreamSpec. Raises ConfigError."""
+    name, sep, target = text.partition("=")
+    if not sep or not name or not target:
+        raise ConfigError(f"--upstream {text!r}: write NAME=stdio:COMMAND ARGS... or NAME=http://HOST/PATH")
+    return _spec(name.strip(), target.strip())
+
+
+def _spec(name: str, target: Any) -> UpstreamSpec:
+    try:
+        if isinstance(target, dict):
+            data = dict(target)
+            if "url" in data:
+                data.setdefault("kind", "http")
+            elif "command" in data:
+                data.setdefault("kind", "stdio")
+                if isinstance(data["command"], str):
+                    data["command"] = shlex.split(data["command"])
+            return UpstreamSpec(name=name, **data)
+        if not isinstance(target, str):
+            raise ConfigError(f"upstream {name!r}: expected a string or a mapping, got {type(target).__name__}")
+        if target.startswith("stdio:"):
+            return UpstreamSpec(name=name, kind="stdio", command=shlex.split(target[6:]))
+        if target.startswith(("http://", "https://")):
+            return UpstreamSpec(name=name, kind="http", url=target)
+        raise ConfigError(f"upstream {name!r}: {target!r} is neither stdio:COMMAND nor an http(s):// URL")
+    except ValidationError as exc:
+        raise ConfigError("; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors()))
+    except ValueError as exc:  # shlex: an unterminated quote
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"upstream {name!r}: {exc}")
+
+
+def load_config(path: str | Path) -> McpSettings:
+    """The settings in a YAML (or JSON) file; `upstreams` is a mapping of name -> target. Raises ConfigError."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{p}: cannot read the MCP gateway config: {exc}")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the MCP gateway config must be a mapping")
+    ups = data.pop("upstreams", {}) or {}
+    if not isinstance(ups, dict):
+        raise ConfigError(f"{p}: upstreams must be a mapping of name -> stdio:COMMAND or URL")
+    specs = [_spec(str(k), v) for k, v in ups.items()]
+    try:
+        return McpSettings(upstreams=specs, **data)
+    except ValidationError as exc:
+        raise ConfigError(f"{p}: " + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
