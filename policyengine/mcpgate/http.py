@@ -112,3 +112,22 @@ def mount(app: Any, gateway: McpGateway, *, allowed_hosts: list[str] | None = No
 
     app.router.lifespan_context = lifespan
     app.state.mcp_gateway = gateway
+
+
+def create_gateway_app(settings: Any, mcp_settings: Any, *, allowed_hosts: list[str] | None = None) -> Any:
+    """The policyengine service for `settings` with a gateway for `mcp_settings` mounted at `/mcp`.
+
+    Each HTTP upstream's URL is checked against the outbound policy for model URLs
+    (`policyengine.netcheck`; private addresses allowed unless the settings say otherwise):
+    a refused one raises `OutboundRefused` here, before anything starts."""
+    from policyengine.api import create_app
+    from policyengine.netcheck import check_url
+
+    rules = settings.outbound_rules().model
+    for u in mcp_settings.upstreams:
+        if u.kind == "http":
+            check_url(u.url, rules)
+    app = create_app(settings)
+    gateway = McpGateway(app.state.runtime, mcp_settings)
+    mount(app, gateway, allowed_hosts=allowed_hosts)
+    return app

@@ -1,0 +1,91 @@
+"""The gateway's pure parts: the upstream specs and config file, a tools/call as an Action, the
+`confirm by user` hold option, and `never_allowed` (what tools/list hides)."""
+
+from __future__ import annotations
+
+import pytest
+
+from policyengine.dsl import compile_sources, format_source
+from policyengine.mcpgate.config import ConfigError, load_config, parse_upstream
+from policyengine.mcpgate.decide import ArgumentsRefused, argument_text, tool_action
+from policyengine.types import Principal
+
+POLICY = '''policy "u" version 1
+authorize lookup_order
+deny refund when user.role == "intern"
+require approval for refund when amount > 100 GBP {
+  confirm by user
+}
+authorize refund
+deny wire_transfer
+deny send_email when mcp.server == "legacy-mail"
+authorize send_email
+'''
+
+
+def _p(**attrs) -> Principal:
+    return Principal(tenant="acme", key_id="k1", subject="agent", roles=frozenset({"app"}), groups=frozenset(),
+                     attributes=attrs)
+
+
+def test_upstream_specs():
+    s = parse_upstream("shop=stdio:python -m shop --db 'my file.db'")
+    assert (s.name, s.kind, s.command) == ("shop", "stdio", ["python", "-m", "shop", "--db", "my file.db"])
+    h = parse_upstream("crm=https://crm.internal/mcp")
+    assert (h.kind, h.url) == ("http", "https://crm.internal/mcp")
+    for bad, said in (("shop", "NAME=stdio"), ("x=ftp://a", "neither stdio"), ("b@d=stdio:x", "letters"),
+                      ("s=stdio:", "needs a command"), ("s=stdio:'open", "quotation")):
+        with pytest.raises(ConfigError, match=said):
+            parse_upstream(bad)
+
+
+def test_config_file(tmp_path, monkeypatch):
+    f = tmp_path / "mcp.yaml"
+    f.write_text("upstreams:\n  shop: stdio:python shop.py\n  crm:\n    url: https://crm/mcp\n"
+                 "    headers: {Authorization: 'env:CRM_TOKEN'}\nhold_wait_s: 5\n")
+    cfg = load_config(f)
+    assert [u.name for u in cfg.upstreams] == ["shop", "crm"] and cfg.hold_wait_s == 5
+    with pytest.raises(ConfigError, match="CRM_TOKEN"):
+        cfg.upstreams[1].resolved_headers()
+    monkeypatch.setenv("CRM_TOKEN", "Bearer s3cret")
+    assert cfg.upstreams[1].resolved_headers() == {"Authorization": "Bearer s3cret"}
+    assert "s3cret" not in cfg.upstreams[1].describe()
+    f.write_text("hold_wait_s: -1\n")
+    with pytest.raises(ConfigError, match="hold_wait_s"):
+        load_config(f)
+
+
+def test_a_tool_call_as_an_action():
+    a = tool_action(_p(), "shop", "refund", {"order_id": "A1", "amount": 150, "currency": "GBP",
+                                             "note": {"why": "broken"}, "mcp": "spoofed"},
+                    session_id="s1", max_bytes=10_000, text_max_chars=100)
+    assert a.action == "refund" and a.channel == "mcp" and a.tenant == "acme" and a.actor == "agent"
+    assert a.fields["amount"] == {"amount": 150, "currency": "GBP"}
+    assert a.fields["mcp"] == {"server": "shop", "tool": "refund"}  # the gateway's, not the argument's
+    assert a.text == "A1\nGBP\nbroken\nspoofed"  # every string argument is text
+    assert argument_text({"a": "x" * 50, "b": "y"}, 10) == "x" * 10
+    with pytest.raises(ArgumentsRefused, match="over the limit of 10"):
+        tool_action(_p(), "shop", "refund", {"order_id": "A1"}, session_id=None, max_bytes=10, text_max_chars=0)
+    assert tool_action(_p(channel="desk"), "shop", "x", {}, session_id=None, max_bytes=99,
+                       text_max_chars=9).channel == "desk"  # a key that pins a channel keeps it
+
+
+def test_confirm_by_user_parses_formats_and_compiles():
+    assert format_source(POLICY, "u.policy") == POLICY
+    policy = compile_sources({"u.policy": POLICY})
+    d = policy.evaluate(tool_action(_p(), "shop", "refund", {"amount": 150, "currency": "GBP"}, session_id=None,
+                                    max_bytes=999, text_max_chars=99))
+    assert d.effect == "require_approval" and [o.user_confirm for o in d.obligations] == [True]
+
+
+def test_never_allowed_is_what_tools_list_hides():
+    from policyengine.mcpgate.decide import probe_action
+
+    policy = compile_sources({"u.policy": POLICY})
+    hidden = {t for t in ("lookup_order", "refund", "wire_transfer", "unknown_tool", "send_email")
+              if policy.never_allowed(probe_action(_p(), "shop", t))}
+    assert hidden == {"wire_transfer", "unknown_tool"}  # denied whatever; the default deny
+    assert policy.never_allowed(probe_action(_p(actor_role="intern"), "shop", "refund"))
+    assert policy.never_allowed(probe_action(_p(), "legacy-mail", "send_email"))
+    # a condition on an argument is undecidable before the call: the tool stays listed
+    assert not policy.never_allowed(probe_action(_p(), "shop", "refund"))
