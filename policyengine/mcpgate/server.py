@@ -104,7 +104,7 @@ class McpGateway:
             "policyengine", version="0.1.0", title="policyengine MCP gateway",
             instructions="Tool calls pass through policyengine: some need a human's approval first; a refused "
                          "call says why.",
-            on_list_tools=self.list_tools, on_call_tool=self.call_tool)
+            on_list_tools=self.list_tools, on_call_tool=self.call_tool, get_tool_input_schema=self.input_schema)
 
     async def start(self) -> None:
         """Connect the upstreams (one that cannot connect yet is retried in the background)."""
@@ -125,6 +125,12 @@ class McpGateway:
         return p
 
     # ------------------------------------------------------------------ tools/list
+
+    def input_schema(self, shown: str) -> dict[str, Any] | None:
+        """The input schema of a shown tool, as its server declared it (the SDK checks a 2026-07-28
+        request's `Mcp-Param-*` headers against it without listing every tool again)."""
+        hit = self.upstreams.routes().get(shown)
+        return dict(hit[1].input_schema) if hit is not None else None
 
     async def list_tools(self, ctx: ServerRequestContext[Any, Any],
                          params: types.PaginatedRequestParams | None) -> types.ListToolsResult:

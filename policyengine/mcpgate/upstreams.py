@@ -53,6 +53,7 @@ class Upstream:
     def __init__(self, spec: UpstreamSpec, *, timeout_s: float = 120.0) -> None:
         self.spec, self.name, self.timeout_s = spec, spec.name, timeout_s
         self.tools: list[types.Tool] = []
+        self.version = 0  # counts tool listings (what the shown names are made from)
         self.last_error: str | None = None
         self._client: Client | None = None
         self._broken = asyncio.Event()
@@ -99,6 +100,7 @@ class Upstream:
                 client, http = self._client_for()
                 async with client:
                     self.tools = await _list_all(client)
+                    self.version += 1
                     self._client, self.last_error, pause = client, None, 0.2
                     log.info("upstream %s connected (%s): %d tools", self.name, self.spec.describe(), len(self.tools))
                     self._connected.set()
@@ -137,6 +139,7 @@ class Upstream:
         c = self._need()
         try:
             self.tools = await _list_all(c)
+            self.version += 1
         except MCPError as exc:
             if exc.code == types.CONNECTION_CLOSED:
                 raise self._down(exc)
@@ -188,6 +191,8 @@ class Upstreams:
 
     def __init__(self, specs: list[UpstreamSpec], *, timeout_s: float = 120.0) -> None:
         self.by_name = {s.name: Upstream(s, timeout_s=timeout_s) for s in specs}
+        self._routes: dict[str, tuple[Route, types.Tool]] = {}
+        self._routes_key: tuple[tuple[bool, int], ...] | None = None
 
     async def start(self) -> None:
         """Connect every upstream (in parallel); one that cannot connect is retried in the background."""
@@ -198,7 +203,14 @@ class Upstreams:
         await asyncio.gather(*(u.aclose() for u in self.by_name.values()), return_exceptions=True)
 
     def routes(self) -> dict[str, tuple[Route, types.Tool]]:
-        """Shown name -> (route, the tool as its server describes it), over the upstreams that are up."""
+        """Shown name -> (route, the tool as its server describes it), over the upstreams that are up.
+        Made again only when an upstream's tools or state changed since the last call."""
+        key = tuple((u.up, u.version) for u in self.by_name.values())
+        if key != self._routes_key:
+            self._routes, self._routes_key = self._make_routes(), key
+        return self._routes
+
+    def _make_routes(self) -> dict[str, tuple[Route, types.Tool]]:
         count: dict[str, int] = {}
         for u in self.by_name.values():
             for t in u.tools if u.up else ():
