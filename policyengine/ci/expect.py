@@ -51,6 +51,8 @@ def obligation_label(o: ApprovalObligation) -> str:
         parts.append(f"remind={o.remind_every_s:g}s")
     if o.timeout_s is not None:
         parts.append(f"timeout={o.timeout_s:g}s->{o.on_timeout}" + (f":{o.escalate_to}" if o.escalate_to else ""))
+    if o.user_confirm:
+        parts.append("confirm-by-user")
     return " ".join(parts)
 
 
@@ -65,6 +67,8 @@ def _expected_obligation_label(e: ExpectObligation) -> str:
     if e.timeout is not None or e.on_timeout is not None:
         t = f"{e.timeout:g}s" if e.timeout is not None else "*"
         parts.append(f"timeout={t}->{e.on_timeout or '*'}" + (f":{e.escalate_to}" if e.escalate_to else ""))
+    if e.user_confirm is not None:
+        parts.append("confirm-by-user" if e.user_confirm else "no-confirm-by-user")
     return " ".join(parts) or "(any obligation)"
 
 
@@ -78,6 +82,8 @@ def _obligation_matches(e: ExpectObligation, o: ApprovalObligation) -> bool:
     if e.timeout is not None and e.timeout != o.timeout_s:
         return False
     if e.on_timeout is not None and e.on_timeout != o.on_timeout:
+        return False
+    if e.user_confirm is not None and e.user_confirm != o.user_confirm:
         return False
     return not (e.escalate_to is not None and e.escalate_to != o.escalate_to)
 

@@ -68,6 +68,7 @@ class ExpectObligation(BaseModel):
     timeout: float | None = None
     on_timeout: Literal["deny", "approve", "escalate"] | None = None
     escalate_to: str | None = None
+    user_confirm: bool | None = None  # `confirm by user`
 
     @field_validator("channels", mode="before")
     @classmethod
