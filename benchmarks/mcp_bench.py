@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import sqlite3
 import statistics
@@ -50,6 +52,42 @@ SERVER = textwrap.dedent('''
     uvicorn.run(mcp.streamable_http_app(host="0.0.0.0"), host="127.0.0.1", port=int(sys.argv[1]),
                 log_level="warning")
 ''')
+# A do-nothing MCP proxy on the same SDK (its low-level Server in front, its Client behind): the
+# floor any gateway built on the SDK pays for the extra hop, measured beside ours.
+PROXY = textwrap.dedent('''
+    import contextlib, sys, uvicorn
+    import mcp_types as types
+    from mcp import Client
+    from mcp.server.lowlevel import Server
+    from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+
+    up = {}
+
+    async def list_tools(ctx, params):
+        return await up["c"].list_tools()
+
+    async def call_tool(ctx, params):
+        return await up["c"].call_tool(params.name, params.arguments or {})
+
+    server = Server("proxy", on_list_tools=list_tools, on_call_tool=call_tool,
+                    get_tool_input_schema=lambda name: None)
+    manager = StreamableHTTPSessionManager(app=server)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        async with Client(sys.argv[2], cache=None) as c, manager.run():
+            up["c"] = c
+            yield
+
+    class Endpoint:
+        async def __call__(self, scope, receive, send):
+            await manager.handle_request(scope, receive, send)
+
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+    app = Starlette(routes=[Route("/mcp", endpoint=Endpoint(), methods=["GET", "POST", "DELETE"])], lifespan=lifespan)
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+''')
 POLICY = 'policy "bench" version 1\nauthorize lookup_order\n'
 
 
@@ -71,6 +109,12 @@ def wait_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 90)
     raise RuntimeError(f"{what} did not listen on {port}")
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))]
@@ -86,25 +130,28 @@ async def timed(client: Client, n: int) -> list[float]:
     return out
 
 
-async def measure(server_url: str, gateway_url: str, calls: int, rounds: int) -> tuple[list[float], list[float]]:
-    direct_http = httpx2.AsyncClient(timeout=30)
-    gw_http = httpx2.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {TOKEN}"})
-    direct: list[float] = []
-    via: list[float] = []
-    async with Client(streamable_http_client(server_url, http_client=direct_http)) as d, \
-            Client(streamable_http_client(gateway_url, http_client=gw_http)) as g:
-        await timed(d, 50)  # warm-up: connections, the SDK's validators, the policy's first decisions
-        await timed(g, 50)
+async def measure(urls: dict[str, str], calls: int, rounds: int, pids: dict[str, int],
+                  ) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Latencies per side (direct, proxy, gateway) and CPU seconds per process per side."""
+    https = {k: httpx2.AsyncClient(timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}) for k in urls}
+    lat: dict[str, list[float]] = {k: [] for k in urls}
+    cpu: dict[str, float] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {k: await stack.enter_async_context(Client(streamable_http_client(u, http_client=https[k])))
+                   for k, u in urls.items()}
+        for c in clients.values():  # warm-up: connections, the SDK's validators, the first decisions
+            await timed(c, 50)
         per = max(1, calls // rounds)
-        for r in range(rounds):  # alternate which side goes first
-            first, second = (d, g) if r % 2 == 0 else (g, d)
-            a = await timed(first, per)
-            b = await timed(second, per)
-            (direct if first is d else via).extend(a)
-            (via if second is g else direct).extend(b)
-    await direct_http.aclose()
-    await gw_http.aclose()
-    return direct, via
+        order = list(urls)
+        for r in range(rounds):  # rotate which side goes first
+            for side in order[r % len(order):] + order[:r % len(order)]:
+                before = {k: cpu_s(p) for k, p in pids.items()}
+                lat[side].extend(await timed(clients[side], per))
+                for k, p in pids.items():
+                    cpu[f"{k}@{side}"] = cpu.get(f"{k}@{side}", 0.0) + cpu_s(p) - before[k]
+    for h in https.values():
+        await h.aclose()
+    return lat, cpu
 
 
 def gateway_split(db: Path) -> tuple[list[float], list[float]]:
@@ -130,6 +177,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="mcp-bench-"))
     (tmp / "server.py").write_text(SERVER)
     (tmp / "bench.policy").write_text(POLICY)
+    (tmp / "gateway.py").write_text("from policyengine.cli import app\napp()\n")
     sport, gport = free_port(), free_port()
     db = tmp / "pe.db"
     (tmp / "settings.json").write_text(json.dumps({
@@ -138,35 +186,53 @@ def main() -> None:
         "seed_keys": [{"token_env": "PE_BENCH_TOKEN", "tenant": "bench", "roles": ["app"], "subject": "bench"}]}))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PE_BENCH_TOKEN": TOKEN,
            "POLICYENGINE_APPROVALS_LINK_SECRET": "bench-link-secret-0123456789abcdef"}
+    (tmp / "proxy.py").write_text(PROXY)
+    pport = free_port()
     server = subprocess.Popen([sys.executable, str(tmp / "server.py"), str(sport)], env=env)
-    gateway = None
+    gateway = proxy = None
     try:
         wait_port(sport, server, "the MCP server")
+        proxy = subprocess.Popen([sys.executable, str(tmp / "proxy.py"), str(pport),
+                                  f"http://127.0.0.1:{sport}/mcp"], env=env)
+        wait_port(pport, proxy, "the bare SDK proxy")
         gateway = subprocess.Popen(
-            [sys.executable, "-c", "from policyengine.cli import app; app()", "mcp", "--transport", "http",
+            [sys.executable, *(["-m", "cProfile", "-o", os.environ["MCP_BENCH_PROFILE"]]
+                               if os.environ.get("MCP_BENCH_PROFILE") else []),
+             str(tmp / "gateway.py"), "mcp", "--transport", "http",
              "--settings", str(tmp / "settings.json"), "--upstream", f"bench=http://127.0.0.1:{sport}/mcp",
              "--log-level", "warning"], env=env, stderr=subprocess.DEVNULL)
         wait_port(gport, gateway, "the gateway")
         time.sleep(1.0)  # the upstream connection is made in the lifespan, before the port listens
-        direct, via = asyncio.run(measure(f"http://127.0.0.1:{sport}/mcp", f"http://127.0.0.1:{gport}/mcp",
-                                          args.calls, args.rounds))
+        urls = {"direct": f"http://127.0.0.1:{sport}/mcp", "proxy": f"http://127.0.0.1:{pport}/mcp",
+                "gateway": f"http://127.0.0.1:{gport}/mcp"}
+        lat, cpu = asyncio.run(measure(urls, args.calls, args.rounds,
+                                       {"server": server.pid, "proxy": proxy.pid, "gateway": gateway.pid}))
     finally:
-        for p in (gateway, server):
+        for p in (gateway, proxy, server):
             if p is not None:
-                p.terminate()
-                p.wait(10)
+                p.send_signal(signal.SIGINT)  # a clean stop (the profile, when asked for, is written)
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    p.kill()
     inside, upstream = gateway_split(db)
     load = os.getloadavg()[0]
-    print(f"MCP gateway bench: {len(direct)} calls per side, concurrency 1, SQLite {args.sync}, load {load:.1f}")
-    print(f"{'':28}{'p50':>9}{'p90':>9}{'p99':>9}   (ms)")
-    for name, xs in (("direct to the server", direct), ("through the gateway", via)):
-        print(f"{name:28}{pct(xs, .5):9.3f}{pct(xs, .9):9.3f}{pct(xs, .99):9.3f}")
-    print(f"{'added by the gateway':28}{pct(via, .5) - pct(direct, .5):9.3f}{pct(via, .9) - pct(direct, .9):9.3f}"
-          f"{'':9}   ratio p50 {pct(via, .5) / pct(direct, .5):.2f}x")
+    n = len(lat["direct"])
+    print(f"MCP gateway bench: {n} calls per side, concurrency 1, SQLite {args.sync}, load {load:.1f}")
+    print(f"{'':34}{'p50':>9}{'p90':>9}{'p99':>9}   (ms)")
+    names = {"direct": "direct to the server", "proxy": "through a bare SDK proxy", "gateway": "through the gateway"}
+    for side, name in names.items():
+        xs = lat[side]
+        print(f"{name:34}{pct(xs, .5):9.3f}{pct(xs, .9):9.3f}{pct(xs, .99):9.3f}")
+    d50, p50, g50 = (pct(lat[k], .5) for k in ("direct", "proxy", "gateway"))
+    print(f"added at p50: gateway {g50 - d50:.3f} ms ({g50 / d50:.2f}x direct); bare SDK proxy {p50 - d50:.3f} ms; "
+          f"gateway beyond the bare proxy {g50 - p50:.3f} ms")
+    per = {k: v / n * 1000 for k, v in cpu.items()}
+    print(f"CPU per call (ms): gateway process {per['gateway@gateway']:.2f}, bare proxy process "
+          f"{per['proxy@proxy']:.2f}; the MCP server {per['server@direct']:.2f} called directly")
     if inside:
-        print(f"inside the gateway (log rows, {len(inside)} calls): outside the upstream call p50 "
-              f"{statistics.median(inside):.3f} ms; its own upstream call p50 {statistics.median(upstream):.3f} ms")
-
+        print(f"inside the gateway (its log rows, {len(inside)} calls): outside its upstream call p50 "
+              f"{statistics.median(inside):.3f} ms; its upstream call p50 {statistics.median(upstream):.3f} ms")
 
 if __name__ == "__main__":
     main()
