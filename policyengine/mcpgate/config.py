@@ -88,6 +88,7 @@ class McpSettings(BaseModel):
     `hold_wait_s`: how long a held tools/call waits for a reviewer before it answers with a
     pending result the client can resume (0: answer at once). `progress_every_s`: how often a
     waiting call sends a progress notification (when the client sent a progress token).
+    `confirm_wait_s`: how long the user may take to answer a `confirm by user` question.
     `max_argument_bytes`: the largest arguments object (as JSON) judged; larger is refused.
     `text_max_chars`: how much of the arguments' string values becomes the action's text."""
 
@@ -96,6 +97,7 @@ class McpSettings(BaseModel):
     upstreams: list[UpstreamSpec] = Field(default_factory=list)
     hold_wait_s: float = Field(default=30.0, ge=0, le=3600)
     progress_every_s: float = Field(default=1.0, gt=0, le=60)
+    confirm_wait_s: float = Field(default=300.0, gt=0, le=86400)
     max_argument_bytes: int = Field(default=65536, gt=0)
     text_max_chars: int = Field(default=16384, ge=0)
     upstream_timeout_s: float = Field(default=120.0, gt=0)

@@ -304,9 +304,10 @@ class McpGateway:
             try:
                 answer = await asyncio.wait_for(
                     ctx.session.elicit_form(message, _CONFIRM_SCHEMA, related_request_id=ctx.request_id),
-                    self.settings.hold_wait_s or None)
-            except (TimeoutError, MCPError) as exc:
-                why = "the user did not answer in time" if isinstance(exc, TimeoutError) else exc.message
+                    self.settings.confirm_wait_s)
+            except Exception as exc:  # no answer in time, the client refused, the channel broke
+                why = ("the user did not answer in time" if isinstance(exc, TimeoutError)
+                       else f"the user could not be asked: {getattr(exc, 'message', None) or exc}")
                 self._outcome(call, "user_unanswered", server, error=why)
                 return refusal(f"{tool} was not run: {why}", outcome="user_unanswered", effect=d.effect,
                                decision_id=call.decision_id, reason=reasons(d))
@@ -323,7 +324,7 @@ class McpGateway:
         if not isinstance(answer, types.ElicitResult) or not params.request_state:
             return None
         try:
-            state = self._state.loads(params.request_state, max_age=max(self.settings.hold_wait_s, 600))
+            state = self._state.loads(params.request_state, max_age=self.settings.confirm_wait_s)
         except BadSignature:
             return None
         if state.get("h") != action_hash(call.action) or state.get("k") != call.principal.key_id:

@@ -33,6 +33,7 @@ TOKENS = {
     "app": "pe_test_mcp_app_token_0123456789abcdef",
     "intern": "pe_test_mcp_intern_token_0123456789abc",
     "reviewer": "pe_test_mcp_reviewer_token_0123456789",
+    "globex": "pe_test_mcp_globex_token_0123456789abc",
 }
 
 
@@ -129,6 +130,7 @@ async def gateway(tmp_path_factory) -> AsyncIterator[Gateway]:
         seeds = [SeedKey(token_env="PE_T_MCP_APP", tenant="acme", roles=["app"], subject="support-agent"),
                  SeedKey(token_env="PE_T_MCP_INTERN", tenant="acme", roles=["app"], subject="intern-agent",
                          attributes={"actor_role": "intern"}),
+                 SeedKey(token_env="PE_T_MCP_GLOBEX", tenant="globex", roles=["app"], subject="globex-agent"),
                  SeedKey(token_env="PE_T_MCP_REVIEWER", tenant="acme", roles=["reviewer"], subject="rita@acme",
                          groups=["refunds", "legal"])]
         settings = Settings(database_url=f"sqlite:///{tmp / 'pe.db'}", policy_path=[str(POLICIES)],

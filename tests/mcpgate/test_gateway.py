@@ -195,3 +195,26 @@ async def test_malformed_json_rpc_gets_an_error_and_other_sessions_go_on(gw):
             unauth = await h.post("/mcp", content=b"{}", headers={**hdrs, "authorization": "Bearer nope"})
             assert unauth.status_code == 401 and unauth.headers["www-authenticate"].startswith("Bearer")
         assert not (await c.call_tool("lookup_order", {"order_id": "E6"})).is_error
+
+
+async def test_keys_are_tenant_scoped(gw):
+    gw.gateway.settings.hold_wait_s = 0
+    args = {"order_id": "F7", "amount": 300, "currency": "GBP"}
+    async with gw.client() as c:
+        approval_id = _pe(await c.call_tool("refund", args))["approval"]["approval_id"]
+    await gw.approve_by_link(approval_id)
+    async with gw.client("globex") as other:  # another tenant cannot use acme's approval
+        r = await other.call_tool("refund", args, meta={"policyengine/approval_id": approval_id})
+    assert r.is_error and _pe(r)["outcome"] == "refused" and gw.upstream_calls() == []
+    # nor join a session another key opened: the SDK answers as if it did not exist
+    async with gw.http() as h:
+        hdrs = {"content-type": "application/json", "accept": "application/json, text/event-stream",
+                "mcp-protocol-version": "2025-11-25"}
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+        opened = await h.post("/mcp", json=init, headers=hdrs)
+        sid = opened.headers["mcp-session-id"]
+    async with gw.http("globex") as h:
+        ping = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+        stolen = await h.post("/mcp", json=ping, headers={**hdrs, "mcp-session-id": sid})
+    assert stolen.status_code == 404
