@@ -52,6 +52,12 @@ async def test_a_denied_call_is_an_error_result_with_the_reason(gw):
     rec = await gw.outcome(pe["decision_id"])
     assert rec["effect"] == "deny" and rec["extra"]["outcome"] == "denied"
     assert gw.upstream_calls() == []  # it never reached the server
+    async with gw.client() as c:  # arguments too large to judge are refused, and logged as such
+        big = await c.call_tool("lookup_order", {"order_id": "x" * 70_000})
+    assert big.is_error and "over the limit of 65536" in _text(big)
+    rec = await gw.outcome(_pe(big)["decision_id"])
+    assert rec["effect"] == "deny" and rec["kind"] == "mcp_tool_call"
+    assert gw.upstream_calls() == []
 
 
 async def test_a_held_call_waits_with_progress_then_runs_once_approved_through_the_review_link(gw):

@@ -89,3 +89,23 @@ def test_never_allowed_is_what_tools_list_hides():
     assert policy.never_allowed(probe_action(_p(), "legacy-mail", "send_email"))
     # a condition on an argument is undecidable before the call: the tool stays listed
     assert not policy.never_allowed(probe_action(_p(), "shop", "refund"))
+
+
+def test_a_tool_two_servers_offer_is_shown_with_its_server():
+    import mcp_types as types
+
+    from policyengine.mcpgate.upstreams import Upstreams
+
+    ups = Upstreams([parse_upstream("shop=stdio:a"), parse_upstream("crm=http://127.0.0.1:1/mcp")])
+    tool = lambda n: types.Tool(name=n, input_schema={"type": "object"})  # noqa: E731
+    ups.by_name["shop"].tools = [tool("lookup_order"), tool("search")]
+    ups.by_name["crm"].tools = [tool("search")]
+    for u in ups.by_name.values():
+        u._client = object()  # connected, as far as routing goes
+        u.version += 1
+    routes = ups.routes()
+    assert sorted(routes) == ["crm.search", "lookup_order", "shop.search"]
+    assert (routes["crm.search"][0].upstream.name, routes["crm.search"][0].tool) == ("crm", "search")
+    ups.by_name["crm"]._client = None  # down: its tools go, the other keeps its own
+    assert sorted(ups.routes()) == ["lookup_order", "search"]
+    assert ups.route("crm.search") is None and ups.owner_of("crm.search").name == "crm"
