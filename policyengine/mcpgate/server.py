@@ -196,10 +196,11 @@ class McpGateway:
             if not isinstance(res, tuple):
                 return res
             released_by, approval_id = res
-        return await self._forward(call, route, server, tool, args, released_by, approval_id)
+        return await self._forward(ctx, call, route, server, tool, args, released_by, approval_id)
 
-    async def _forward(self, call: Call, route: Route | None, server: str, tool: str, args: dict[str, Any],
-                       released_by: str | None, approval_id: str | None) -> types.CallToolResult:
+    async def _forward(self, ctx: ServerRequestContext[Any, Any], call: Call, route: Route | None, server: str,
+                       tool: str, args: dict[str, Any], released_by: str | None,
+                       approval_id: str | None) -> types.CallToolResult:
         extra = {"released_by": released_by, "approval_id": approval_id}
         extra = {k: v for k, v in extra.items() if v is not None}
         if route is None:
@@ -210,7 +211,9 @@ class McpGateway:
                            effect=call.decision.effect, decision_id=call.decision_id, reason=why)
         t = time.perf_counter()
         try:
-            result = await route.upstream.call(tool, args)
+            # the server's own progress reaches the client when the client asked for progress
+            relay = ctx.session.report_progress if (ctx.meta or {}).get("progress_token") is not None else None
+            result = await route.upstream.call(tool, args, progress=relay)
         except UpstreamUnavailable as exc:
             self._outcome(call, "upstream_unavailable", server, error=str(exc), **extra)
             return refusal(f"{tool} was allowed but not run: {exc}", outcome="upstream_unavailable",

@@ -148,13 +148,13 @@ class Upstream:
             raise self._down(exc)
         return self.tools
 
-    async def call(self, tool: str, arguments: dict[str, Any], meta: dict[str, Any] | None = None,
-                   ) -> types.CallToolResult:
-        """Call `tool` upstream. A JSON-RPC error the server answers comes back as an error result
+    async def call(self, tool: str, arguments: dict[str, Any], *, progress: Any = None) -> types.CallToolResult:
+        """Call `tool` upstream; `progress(progress, total, message)` receives the server's progress
+        notifications. A JSON-RPC error the server answers comes back as an error result
         (`is_error`); a broken connection raises `UpstreamUnavailable` (and starts a reconnect)."""
         c = self._need()
         try:
-            return await c.call_tool(tool, arguments, meta=meta or None)  # type: ignore[arg-type]
+            return await c.call_tool(tool, arguments, progress_callback=progress)
         except MCPError as exc:
             if exc.code == types.CONNECTION_CLOSED:
                 raise self._down(exc)

@@ -1,6 +1,6 @@
 """The MCP servers behind the gateway in the tests, written with the official SDK (`MCPServer`).
 
-`python shop_server.py` serves the shop (lookup_order, refund, delete_account, crash) on stdio;
+`python shop_server.py` serves the shop (lookup_order, refund, pack_order, delete_account, crash) on stdio;
 `mail_app()` is the mail server (send_email) as an ASGI app for streamable HTTP. Every call a
 server runs is appended to the file named by `SHOP_CALLS` (one JSON line), so a test can see
 what reached it.
@@ -12,6 +12,7 @@ import json
 import os
 
 from mcp.server import MCPServer
+from mcp.server.mcpserver import Context
 
 
 def _note(tool: str, args: dict) -> None:
@@ -43,6 +44,14 @@ def delete_account(user: str) -> str:
     """Delete a customer's account."""
     _note("delete_account", {"user": user})
     return f"deleted {user}"
+
+
+@shop.tool()
+async def pack_order(order_id: str, ctx: Context) -> str:
+    """Pack an order, reporting progress as it goes."""
+    for step in (1, 2):
+        await ctx.report_progress(step, 2, f"packing {order_id}: step {step}")
+    return f"packed {order_id}"
 
 
 @shop.tool()

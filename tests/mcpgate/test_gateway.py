@@ -25,10 +25,10 @@ async def test_tools_list_hides_what_the_caller_may_never_use(gw):
     async with gw.client() as c:
         names = {t.name for t in (await c.list_tools()).tools}
     # delete_account is denied whatever its arguments; the rest can be allowed
-    assert names == {"lookup_order", "refund", "crash", "send_email"}
+    assert names == {"lookup_order", "refund", "pack_order", "crash", "send_email"}
     async with gw.client("intern") as c:
         intern = {t.name for t in (await c.list_tools()).tools}
-    assert intern == {"lookup_order", "crash", "send_email"}  # deny refund when user.role == "intern"
+    assert intern == {"lookup_order", "pack_order", "crash", "send_email"}  # deny refund when user.role == "intern"
 
 
 async def test_an_allowed_call_is_forwarded_and_logged(gw):
@@ -41,6 +41,18 @@ async def test_an_allowed_call_is_forwarded_and_logged(gw):
     assert extra["outcome"] == "forwarded" and extra["upstream_status"] == "ok" and extra["upstream"] == "shop"
     assert extra["mcp"] == {"server": "shop", "tool": "lookup_order", "shown": "lookup_order"}
     assert rec["record"]["request"]["fields"]["mcp"]["server"] == "shop"
+
+
+async def test_the_servers_progress_reaches_the_client(gw):
+    seen: list[tuple[float, float | None, str | None]] = []
+
+    async def on_progress(p: float, total: float | None, message: str | None) -> None:
+        seen.append((p, total, message))
+
+    async with gw.client() as c:
+        r = await c.call_tool("pack_order", {"order_id": "P1"}, progress_callback=on_progress)
+    assert _text(r) == "packed P1"
+    assert seen == [(1, 2, "packing P1: step 1"), (2, 2, "packing P1: step 2")]
 
 
 async def test_a_denied_call_is_an_error_result_with_the_reason(gw):

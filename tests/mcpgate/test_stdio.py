@@ -42,7 +42,7 @@ async def test_a_desktop_agent_reaches_the_tools_through_the_stdio_gateway(tmp_p
         "--config", str(config)])
     async with Client(cmd, read_timeout_seconds=60) as c:
         names = {t.name for t in (await c.list_tools()).tools}
-        assert names == {"lookup_order", "refund", "crash"}  # delete_account: denied whatever its arguments
+        assert names == {"lookup_order", "refund", "pack_order", "crash"}  # delete_account: denied whatever its arguments
         ok = await c.call_tool("lookup_order", {"order_id": "S1"})
         assert not ok.is_error and "order S1" in ok.content[0].text
         denied = await c.call_tool("delete_account", {"user": "u-1"})
