@@ -109,3 +109,15 @@ def test_a_tool_two_servers_offer_is_shown_with_its_server():
     ups.by_name["crm"]._client = None  # down: its tools go, the other keeps its own
     assert sorted(ups.routes()) == ["lookup_order", "search"]
     assert ups.route("crm.search") is None and ups.owner_of("crm.search").name == "crm"
+
+
+def test_an_upstream_url_is_checked_before_anything_starts(tmp_path):
+    from policyengine.mcpgate import McpSettings
+    from policyengine.mcpgate.http import create_gateway_app
+    from policyengine.netcheck import OutboundRefused
+    from policyengine.settings import Settings
+
+    s = Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}", policy_path=[str(tmp_path)])
+    metadata = McpSettings(upstreams=[parse_upstream("m=http://169.254.169.254/mcp")])
+    with pytest.raises(OutboundRefused):
+        create_gateway_app(s, metadata)
