@@ -131,6 +131,18 @@ async def test_a_held_call_times_out_pending_then_resumes_with_its_approval(gw):
     assert gw.upstream_calls() == [{"tool": "refund", "args": {"order_id": "B2", "amount": 250.0, "currency": "GBP"}}]
 
 
+async def test_an_approval_that_times_out_is_an_error_result(gw):
+    gw.gateway.settings.hold_wait_s = 0
+    args = {"to": "press@acme.example", "subject": "Statement", "body": "No comment."}
+    async with gw.client() as c:
+        approval_id = _pe(await c.call_tool("send_email", args))["approval"]["approval_id"]
+        await asyncio.sleep(1.1)
+        assert await gw.runtime.approvals.sweep_timeouts() >= 1  # the timer's sweep (every 5 s in service)
+        r = await c.call_tool("send_email", args, meta={"policyengine/approval_id": approval_id})
+    assert r.is_error and _pe(r)["outcome"] == "approval_expired" and "no decision within 1s" in _text(r)
+    assert gw.upstream_calls() == []
+
+
 async def test_a_rejected_approval_is_an_error_result(gw):
     gw.gateway.settings.hold_wait_s = 0.2
     args = {"order_id": "C3", "amount": 500, "currency": "GBP"}
