@@ -31,6 +31,7 @@ serving. Malformed JSON-RPC is answered by the SDK's transport with a JSON-RPC e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -167,8 +168,12 @@ class McpGateway:
             server, tool = route.upstream.name, route.tool
         else:
             owner = self.upstreams.owner_of(shown)
-            if owner is None:
-                raise MCPError(types.INVALID_PARAMS, f"Unknown tool: {shown!r} (no upstream MCP server serves it)")
+            if owner is None:  # logged as a refusal, answered as the protocol error it is
+                why = f"Unknown tool: {shown!r} (no upstream MCP server serves it)"
+                unknown = self._refused_call(p, "", shown, _session_id(ctx), why, t0)
+                with contextlib.suppress(DecisionLogUnavailable):
+                    await unknown.record(extra={"mcp": {"server": None, "tool": shown[:200], "shown": shown[:200]}})
+                raise MCPError(types.INVALID_PARAMS, why)
             server = owner.name
             tool = shown.split(".", 1)[1] if shown.startswith(f"{owner.name}.") else shown
         session_id = _session_id(ctx)
@@ -343,8 +348,9 @@ class McpGateway:
                       t0: float) -> Call:
         """A Call for a tools/call that cannot be evaluated (its arguments are refused): a deny."""
         snap = self.rt.policies.snapshot()
-        action = Action(action=tool[:200] or "?", tenant=p.tenant, actor=p.subject, session_id=session_id,
-                        channel="mcp", fields={"mcp": {"server": server, "tool": tool[:200]}})
+        tool = tool.replace("\x00", "?")[:200]  # a client's name, stored: no NUL, within the column
+        action = Action(action=tool or "?", tenant=p.tenant, actor=p.subject, session_id=session_id,
+                        channel="mcp", fields={"mcp": {"server": server, "tool": tool}})
         hit = RuleHit(rule_id="gateway:mcp-tool-call", kind="tool_call", effect="deny", source="tool call arguments",
                       because=[why])
         pol = snap.policy

@@ -7,6 +7,7 @@ import asyncio
 
 import mcp_types as types
 import pytest
+from mcp.shared.exceptions import MCPError
 
 from policyengine.mcpgate.server import DECISION_META
 
@@ -224,6 +225,9 @@ async def test_malformed_json_rpc_gets_an_error_and_other_sessions_go_on(gw):
             assert 400 <= odd.status_code < 500 and "error" in odd.json()
             unauth = await h.post("/mcp", content=b"{}", headers={**hdrs, "authorization": "Bearer nope"})
             assert unauth.status_code == 401 and unauth.headers["www-authenticate"].startswith("Bearer")
+        with pytest.raises(MCPError) as unknown:  # a tool nobody serves is a protocol error (and logged)
+            await c.call_tool("no\x00such_tool", {})
+        assert unknown.value.code == types.INVALID_PARAMS and "Unknown tool" in unknown.value.message
         assert not (await c.call_tool("lookup_order", {"order_id": "E6"})).is_error
 
 
