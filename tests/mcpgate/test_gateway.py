@@ -138,7 +138,7 @@ async def test_an_approval_that_times_out_is_an_error_result(gw):
     async with gw.client() as c:
         approval_id = _pe(await c.call_tool("send_email", args))["approval"]["approval_id"]
         await asyncio.sleep(1.1)
-        assert await gw.runtime.approvals.sweep_timeouts() >= 1  # the timer's sweep (every 5 s in service)
+        await gw.runtime.approvals.sweep_timeouts()  # what the service's timer does every 5 s (or already did)
         r = await c.call_tool("send_email", args, meta={"policyengine/approval_id": approval_id})
     assert r.is_error and _pe(r)["outcome"] == "approval_expired" and "no decision within 1s" in _text(r)
     assert gw.upstream_calls() == []
