@@ -35,7 +35,11 @@ die() { log "ERROR: $*"; exit 1; }
 # Docker >= 23 builds with BuildKit through the buildx plugin; Debian's docker.io client may
 # lack the plugin. The Dockerfiles need nothing BuildKit-only, so the classic builder is used
 # when buildx is missing.
-if ! "$DOCKER" buildx version >/dev/null 2>&1; then export DOCKER_BUILDKIT=0; fi
+BUILD_FLAGS=()
+if ! "$DOCKER" buildx version >/dev/null 2>&1; then
+  export DOCKER_BUILDKIT=0
+  BUILD_FLAGS=(--force-rm)   # the classic builder leaves a failed step's container behind otherwise
+fi
 
 case "$MODE" in
   --online) MODE=online ;;
@@ -49,7 +53,7 @@ esac
 image_size() { "$DOCKER" image inspect -f '{{.Size}}' "$1" | awk '{printf "%.0f MB", $1/1e6}'; }
 
 if [ "$MODE" = online ]; then
-  "$DOCKER" build -f "$HERE/Dockerfile" -t "$TAG" "$ROOT"
+  "$DOCKER" build "${BUILD_FLAGS[@]}" -f "$HERE/Dockerfile" -t "$TAG" "$ROOT"
   for img in postgres:16-alpine redis:7-alpine nginx:1.27-alpine; do "$DOCKER" pull -q "$img" >/dev/null; done
   cat > "$HERE/.images.env" <<EOF
 PE_IMAGE=$TAG
@@ -97,11 +101,11 @@ else
   fi
   log "wheelhouse: $(ls "$wh"/*.whl | wc -l) wheels, $(du -sh "$wh" | cut -f1)"
   # 3. the policyengine image
-  "$DOCKER" build -f "$HERE/Dockerfile" --build-arg BASE_IMAGE="$BASE_TAG" --build-arg WHEELHOUSE=1 \
+  "$DOCKER" build "${BUILD_FLAGS[@]}" -f "$HERE/Dockerfile" --build-arg BASE_IMAGE="$BASE_TAG" --build-arg WHEELHOUSE=1 \
     -t "$TAG" "$ROOT"
   # 4. PostgreSQL, Redis and nginx from Debian's packages on the same base
   for svc in postgres redis nginx; do
-    "$DOCKER" build -f "$HERE/images/$svc.Dockerfile" --build-arg BASE_IMAGE="$BASE_TAG" \
+    "$DOCKER" build "${BUILD_FLAGS[@]}" -f "$HERE/images/$svc.Dockerfile" --build-arg BASE_IMAGE="$BASE_TAG" \
       -t "pe-$svc:bookworm" "$HERE/images"
   done
   cat > "$HERE/.images.env" <<EOF
