@@ -109,23 +109,40 @@ _FORMAL_NOTICE = re.compile(
     r"i (?:write|am writing) to (?:inform|notify|advise|confirm|let you know)|this is to (?:inform|notify|confirm|"
     r"put you on notice)|further to|following our|i (?:hereby )?confirm that|we (?:hereby )?(?:give|write to give) notice)\b",
     re.I)
+# The writer takes the dispute to a regulator, an ombudsman or a card chargeback ("I'm
+# reporting this to Ofcom", "I've raised a chargeback"): a complaint, however calmly put.
+_REGULATOR_BODY = (r"(?:ombudsman|trading standards|regulator|ofcom|ofgem|ofwat|fca|cfpb|ftc|fcc|bbb|better business bureau|"
+                   r"citizens advice|cqc|(?:state |insurance )*commissioner|attorney general|(?:my )?mp\b|the (?:press|papers)|"
+                   r"chargeback|card (?:provider|issuer))")
+_REGULATOR_ESCALATION = re.compile(
+    r"\b(?:i|we)(?:'ve|'m|'re|'ll| am| are| have| will| shall)?\b[^.!?]{0,40}?\b(?:report\w*|complain\w*|escalat\w*|"
+    r"go(?:ing)? (?:straight )?to|contact\w*|fil(?:e|ed|ing)|rais(?:e|ed|ing)|been in touch with|refer\w*|tak\w+ (?:this|it) to|"
+    r"disput\w*)\b[^.!?]{0,30}?\b" + _REGULATOR_BODY + r"|\bnext stop is (?:the )?" + _REGULATOR_BODY, re.I)
+REGULATOR_CAP = 0.25
+_ULTIMATUM = re.compile(r"\b(?:unless|failing (?:which|that|this)|absent (?:a|an|payment|your)|within \d+ (?:working )?days|"
+                        r"i (?:require|demand|expect)|you have (?:\d+|until))\b", re.I)
 MILD_FLOOR = 0.35  # the score a downplayed annoyance gets at least (the policy threshold is 0.3)
 OUTBOUND_FLOOR = 0.4  # routine outbound text is neutral (apologies included)
 
 
 def idiom_override(text: str, score: float) -> float:
     """Fixed idioms whose meaning is not compositional win over the classifier:
-    "couldn't be happier" is praise, "thanks for nothing" is a complaint; a downplayed
+    "couldn't be happier" is praise, "thanks for nothing" and taking the matter to a regulator
+    are complaints (`REGULATOR_CAP`); a downplayed
     annoyance ("bit annoying, but not a big deal") and routine outbound text (a notice or
     reply written by the company) and a formal notice ("Please be advised that ...") are at least neutral-ish (`MILD_FLOOR`, `OUTBOUND_FLOOR`)
     unless sarcasm or a complaint pattern is present."""
     if _FIXED_SARCASM.search(text):
         return min(score, 0.15)
+    if _REGULATOR_ESCALATION.search(text):
+        return min(score, REGULATOR_CAP)
     if _PRAISE_IDIOMS.search(text) and not _COMPLAINT_CUES.search(text):
         return max(score, 0.65)
     if outbound_cue(text) and not _CAPS_WORD.search(text.replace("I ", "")):
         return max(score, OUTBOUND_FLOOR)
-    formal = bool(_FORMAL_NOTICE.search(text)) and vader_scores(text)["neg"] < 0.1  # no grievance words
+    # a notice of what has been done, with no grievance words and no ultimatum, is neutral;
+    # a demand with a deadline ("unless ... within 14 days") is a complaint
+    formal = bool(_FORMAL_NOTICE.search(text)) and vader_scores(text)["neg"] < 0.1 and not _ULTIMATUM.search(text)
     if (_DOWNPLAY.search(text) or formal) and not _COMPLAINT_CUES.search(text) and not sarcasm_cue(text):
         return max(score, MILD_FLOOR)
     return score
