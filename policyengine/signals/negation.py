@@ -34,7 +34,7 @@ _FORMULAIC = re.compile(
     r"(?:don'?t|do not) forget|not sure)\b",
     re.I,
 )
-_ANSWER_PARTICLE = re.compile(r"^\s*(?:yes|no|yep|nope|yeah)\b[\s,.!:;-]+", re.I)
+_ANSWER_PARTICLE = re.compile(r"^\s*(?:yes|no|yep|nope|yeah)\s*[,.!:;\u2013\u2014-]+\s*", re.I)
 # grammatical negators (counted once each)
 _NEGATOR = re.compile(
     r"\b(?:not|no|never|none|nothing|nobody|neither|nor|without|cannot|unable|no longer)\b|n['\u2019]t\b", re.I)
