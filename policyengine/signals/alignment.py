@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from difflib import SequenceMatcher
 
-__all__ = ["Substitution", "containment", "identifier_conflict", "identifiers", "opposites", "substitutions"]
+__all__ = ["Substitution", "containment", "destinations", "identifier_conflict", "identifiers", "opposites", "substitutions"]
 
 _TOKEN = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+|\d[\d ,./-]*\d|[A-Za-z]+(?:['\u2019][a-z]+)?|\d|[£$€%]")
 _STOP = frozenset(
@@ -63,19 +63,18 @@ def _prefix_pair(ca: list[str], cb: list[str]) -> bool:
 
 
 # Opposite poles of facts support answers state in words: an answer with one pole and not
-# the other contradicts an answer with the other and not the first.
+# the other contradicts an answer with the other and not the first. Poles that are a
+# negation of each other (open / closed, free / charged, in / out of stock, included /
+# excluded) are left to `negation` (sentence parity), which sees "we don't open" = "closed".
 _OPPOSITES: tuple[tuple[re.Pattern[str], re.Pattern[str], str], ...] = tuple(
     (re.compile(x, re.I), re.compile(y, re.I), name) for x, y, name in (
-        (r"\b(?:free|no (?:\w+ )?(?:fee|charge|cost)|(?:won'?t|will not|doesn'?t|does not) cost)\b",
-         r"\b(?:costs?|charged?|fee|extra|pay(?:able)?)\b(?! back)", "free vs charged"),
         (r"\bkeep\b", r"\b(?:return|send (?:it )?back)\b", "keep vs return"),
         (r"\b(?:hold|held|reserve[ds]?)\b", r"\b(?:release[ds]?|let go)\b", "held vs released"),
         (r"\b(?:stop|stopped|pause[ds]?|suspend(?:ed)?|put on hold|halt(?:ed)?)\b",
          r"\b(?:go ahead|goes ahead|proceed|continue|as planned)\b", "stopped vs going ahead"),
-        (r"\bopen\b", r"\b(?:closed|shut)\b", "open vs closed"),
-        (r"\bin stock\b", r"\b(?:out of stock|sold out|none left)\b", "in stock vs out of stock"),
-        (r"\bin credit\b", r"\b(?:in debit|in arrears|you owe|overdrawn)\b", "in credit vs owing"),
-        (r"\b(?:includes?|included|including)\b", r"\b(?:exclud\w*|not included|extra)\b", "included vs excluded"),
+        (r"\bin credit\b|\b(?:we|i) owe you\b|\b(?:you(?:'re| are) )?(?:due|owed) (?:a |an )?(?:refund|credit|money back)\b",
+         r"\b(?:in debit|in arrears|you owe|overdrawn|overdue|outstanding balance|amount outstanding)\b",
+         "owed to you vs owed by you"),
         (r"\bdirect\b", r"\b(?:stops?|connection|change planes)\b", "direct vs with a stop"),
         (r"\bone-off\b|\bsingle payment\b", r"\b(?:recurring|every month|monthly|each month)\b",
          "one-off vs recurring"),
@@ -169,11 +168,39 @@ def identifiers(text: str) -> set[str]:
 
 
 def identifier_conflict(a: str, b: str) -> tuple[set[str], set[str]] | None:
-    """(a's identifiers, b's) when both state some and neither set contains the other."""
+    """(a's identifiers, b's) when both state some and neither set contains the other, or
+    when both state the same identifiers bound to different words ("Flat 2, 18 Rose
+    Street" / "Flat 18, 2 Rose Street")."""
     ia, ib = identifiers(a), identifiers(b)
-    if not ia or not ib or ia <= ib or ib <= ia:
+    if not ia or not ib:
+        return None
+    if ia == ib and len(ia) >= 2:
+        ba, bb = _bindings(a, ia), _bindings(b, ib)
+        if any(ba[w] != bb[w] for w in ba.keys() & bb.keys()):
+            return ({f"{w} {ba[w]}" for w in sorted(ba.keys() & bb.keys())},
+                    {f"{w} {bb[w]}" for w in sorted(ba.keys() & bb.keys())})
+        return None
+    if ia <= ib or ib <= ia:
         return None
     return ia, ib
+
+
+def _bindings(text: str, ids: set[str]) -> dict[str, str]:
+    """Content word -> the one identifier written right before or after it ("flat" -> "2",
+    "rose" -> "18"); words next to two different identifiers are left out."""
+    seen: dict[str, set[str]] = {}
+    for m in _CODE.finditer(text):
+        ident = re.sub(r"[\s-]", "", m.group(0).strip(" -")).upper()
+        if ident not in ids:
+            continue
+        before = re.findall(r"[A-Za-z]+", text[max(0, m.start() - 30): m.start()])
+        after = re.findall(r"[A-Za-z]+", text[m.end(): m.end() + 30])
+        for w in (before[-1:] if before and re.search(r"[A-Za-z]+\W{0,2}$", text[: m.start()]) else []) + \
+                 (after[:1] if after and re.match(r"\W{0,2}[A-Za-z]", text[m.end():]) else []):
+            w = w.lower()
+            if w not in _STOP:
+                seen.setdefault(w, set()).add(ident)
+    return {w: next(iter(v)) for w, v in seen.items() if len(v) == 1}
 
 
 # ---------------------------------------------------------------------------- substitutions
@@ -200,6 +227,19 @@ def alignment_ratio(ta: list[str], tb: list[str]) -> float:
     return SequenceMatcher(None, ta, tb, autojunk=False).ratio()
 
 
+_DESTINATION = frozenset({"to", "from", "with", "for", "at", "via", "by", "on"})
+_PERSONAL = frozenset({"you", "yourself", "us", "me", "him", "her", "them"})
+
+
+def _recipient_swap(ta: list[str], tb: list[str], i: int, j: int, sa: list[str], sb: list[str]) -> bool:
+    """After the same preposition, one answer names a person ("to you") and the other a
+    third party or place ("to your financial adviser"): a different recipient."""
+    if i == 0 or j == 0 or ta[i - 1] != tb[j - 1] or ta[i - 1] not in _DESTINATION:
+        return False
+    bare, full = (sa, sb) if not _content(sa) else (sb, sa)
+    return bool(set(bare) & _PERSONAL) and not set(full) & _PERSONAL and len(full) <= 5
+
+
 def substitutions(a: str, b: str, *, min_ratio: float = 0.5) -> list[Substitution]:
     """Changed slots between two largely parallel answers (see the module docstring)."""
     ta, tb = tokens(a), tokens(b)
@@ -212,6 +252,9 @@ def substitutions(a: str, b: str, *, min_ratio: float = 0.5) -> list[Substitutio
             continue
         sa, sb = ta[i1:i2], tb[j1:j2]
         ca, cb = _content(sa), _content(sb)
+        if bool(ca) != bool(cb) and _recipient_swap(ta, tb, i1, j1, sa, sb):
+            out.append(Substitution(" ".join(sa), " ".join(sb), "name"))
+            continue
         if not ca or not cb:
             continue
         if any(_FACT_TOKEN.search(x) for x in sa + sb):
@@ -250,3 +293,32 @@ def containment(a: str, b: str) -> float:
     if not short:
         return 1.0
     return len(short & long_) / len(short)
+
+
+# Where a thing goes or is (the destination slot): a place category named after a
+# preposition. Longer names first, so "store credit" is credit and not a store.
+_PLACES: tuple[tuple[str, str], ...] = (
+    ("credit", r"store credit|credit note|gift card|gift voucher|e-?voucher|voucher|wallet"),
+    ("pickup point", r"post office|parcel (?:shop|locker)|locker|collection point|pick-?up point|sorting office"),
+    ("depot", r"depot|warehouse|returns centre|returns center"),
+    ("neighbour", r"neighbou?rs?"),
+    ("card", r"card(?: ending| you paid with)?|bank account|original payment method|payment card"),
+    ("home", r"(?:home |registered |billing |delivery |postal )?address|home|house|doorstep|front door|safe place"),
+    ("store", r"store|branch|shop|counter"),
+)
+_PLACE_RX = re.compile(
+    r"\b(?:to|at|from|with|in|into|onto|as|by|on)\s+(?:(?:the|your|our|a|an|any|each|one of our|this|that|"
+    r"nearest|local|registered|usual|main|own|[A-Z][a-z]+(?: [A-Z][a-z]+)?)\s+){0,3}("
+    + "|".join(f"(?P<g{i}>{rx})" for i, (_, rx) in enumerate(_PLACES)) + r")\b")
+
+
+def destinations(text: str) -> set[str]:
+    """Place categories the text names after a preposition ("to your home address" ->
+    {"home"}, "as store credit" -> {"credit"}, "from our Oxford Street store" -> {"store"})."""
+    out = set()
+    for m in _PLACE_RX.finditer(text):
+        for i, (name, _) in enumerate(_PLACES):
+            if m.group(f"g{i}"):
+                out.add(name)
+                break
+    return out

@@ -99,10 +99,27 @@ def _amount(cur: str, raw: str, mult: str | None = None) -> Amount | None:
     return Amount(cur, _norm(value))
 
 
+_MONEY_COMPOUND = re.compile(
+    rf"(?<![\w.£$€])({_NUM})\s?(pounds?|quid|dollars?|euros?)\s+(?:and\s+)?({_NUM})(?:\s?(cents?|pence|p)\b)?",
+    re.I,
+)
+_MAJOR = {"pound": "GBP", "quid": "GBP", "dollar": "USD", "euro": "EUR"}
+
+
 def extract_amounts(text: str) -> set[Amount]:
     found: set[Amount] = set()
     spans: list[tuple[int, int]] = []
+    # a major and a minor unit in words ("two dollars fifty", "ten pounds and 20p") is one amount
+    for m in _MONEY_COMPOUND.finditer(text):
+        major, minor = parse_number(m.group(1)), parse_number(m.group(3).strip())
+        if major is None or minor is None or not 0 < minor < 100 or minor != minor.to_integral_value():
+            continue
+        cur = _MAJOR[m.group(2).lower().rstrip("s")]
+        found.add(Amount(cur, _norm(major + minor / 100)))
+        spans.append(m.span())
     for m in _MONEY_SYM.finditer(text):
+        if any(st <= m.start() < e for st, e in spans):
+            continue
         a = _amount(_SYMBOLS[m.group(1)], m.group(2), m.group(3))
         if a:
             found.add(a)
@@ -143,6 +160,9 @@ _UNIT_CANON = {
     "times": "times", "tablet": "tablets", "tablets": "tablets", "capsule": "tablets",
     "capsules": "tablets", "dose": "doses", "doses": "doses", "units": "units",
     "items": "items", "item": "items", "instalments": "instalments", "installments": "instalments",
+    "mb": "Mb", "mbps": "Mb", "mbit/s": "Mb", "meg": "Mb", "megs": "Mb", "gb": "GB", "gigs": "GB", "tb": "TB",
+    "kwh": "kWh", "km": "km", "miles": "miles", "mile": "miles", "litres": "litres", "liters": "litres",
+    "nights": "nights", "night": "nights", "seats": "seats", "users": "users", "bags": "bags", "bag": "bags",
 }
 _UNIT_RE = "|".join(sorted((re.escape(u) for u in _UNIT_CANON), key=len, reverse=True))
 _QTY = re.compile(
@@ -181,7 +201,15 @@ def extract_quantities(text: str) -> set[Quantity]:
     for m in _FREQ_RE.finditer(text):
         unit, n = _FREQ[m.group(1).lower()]
         found.add(Quantity(unit, Decimal(n), Decimal(n)))
+    for m in _DAY_WORDS.finditer(text):
+        n = Decimal(0 if m.group(1).lower().startswith("same") else 1)
+        found.add(Quantity("days", n, n))
     return found
+
+
+# durations said in words: "same day" is 0 days, "next day" / "overnight" 1 day
+_DAY_WORDS = re.compile(r"\b(same[- ]day|(?:the )?same day|next[- ]day|overnight)\b(?!\s*(?:delivery )?(?:on|at)\b)",
+                        re.I)
 
 
 # ---------------------------------------------------------------------------
@@ -199,6 +227,8 @@ _DMY = re.compile(rf"\b{_ORD}\s+(?:of\s+)?{_MON}(?:,?\s+(\d{{4}}))?\b", re.I)
 _MDY = re.compile(rf"\b{_MON}\s+{_ORD}(?:,?\s+(\d{{4}}))?\b", re.I)
 _ISO = re.compile(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b")
 _SLASH = re.compile(r"\b(\d{1,2})[/.](\d{1,2})[/.](\d{2,4})\b")
+_ORDINAL_DAY = re.compile(r"\b(?:the\s+)?(\d{1,2})(?:st|nd|rd|th)\b", re.I)
+_DAY_MONTH = re.compile(r"(?<![\d/.])(\d{1,2})/(\d{1,2})(?![\d/]|\.\d)")
 _WEEKDAY = re.compile(r"\b(monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b", re.I)
 _TIME = re.compile(r"\b(\d{1,2})(?:[:.](\d{2}))?\s?(am|pm|a\.m\.|p\.m\.)", re.I)
 _TIME24 = re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b")
@@ -217,12 +247,16 @@ class DateRef:
         if self.weekday:
             return self.weekday.capitalize()
         names = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        if not self.month:
+            return f"day {self.day}"
         s = f"{self.day} {names[self.month - 1]}"
         return f"{s} {self.year}" if self.year else s
 
     def same_as(self, other: DateRef) -> bool:
         if self.weekday or other.weekday:
             return self.weekday == other.weekday
+        if not self.month or not other.month:  # "the 3rd": a day of the month, any month
+            return self.day == other.day
         if (self.month, self.day) != (other.month, other.day):
             return False
         return not (self.year and other.year and self.year != other.year)
@@ -257,6 +291,22 @@ def extract_dates(text: str) -> set[DateRef]:
             d, mon = mon, d
         if _valid(mon, d):
             found.add(DateRef(mon, d, y))
+    taken = [m.span() for rx in (_DMY, _MDY, _ISO, _SLASH) for m in rx.finditer(text)]
+    for m in _DAY_MONTH.finditer(text):  # "28/02": day/month (UK order) without a year
+        if any(st <= m.start() < e for st, e in taken) or m.group(0) == "24/7":
+            continue
+        d, mon = int(m.group(1)), int(m.group(2))
+        if not _valid(mon, d) and _valid(d, mon):
+            d, mon = mon, d
+        if _valid(mon, d):
+            found.add(DateRef(mon, d))
+    for m in _ORDINAL_DAY.finditer(text):  # "on the 1st", "the 23rd of each month"
+        if any(st <= m.start(1) < e for st, e in taken) or not 1 <= int(m.group(1)) <= 31:
+            continue
+        if re.match(r"\s*(?:time|floor|row|place|century|birthday|anniversary|attempt|call|year|week|month)\b",
+                    text[m.end():m.end() + 12], re.I):
+            continue  # "3rd time", "2nd floor": an ordinal, not a day
+        found.add(DateRef(0, int(m.group(1))))
     for m in _WEEKDAY.finditer(text):
         found.add(DateRef(weekday=m.group(1).lower()))
     return found
@@ -272,6 +322,8 @@ def extract_times(text: str) -> set[str]:
         found.add(f"{h:02d}:{mins:02d}")
     for m in _TIME24.finditer(text):
         found.add(f"{int(m.group(1)):02d}:{m.group(2)}")
+    for m in re.finditer(r"\b(noon|midday|midnight)\b", text, re.I):
+        found.add("00:00" if m.group(1).lower() == "midnight" else "12:00")
     return found
 
 
@@ -587,17 +639,24 @@ def compare_facts(a: Facts, b: Facts) -> list[Conflict]:
     for unit in sorted({q.unit for q in a.quantities} & {q.unit for q in b.quantities}):
         qa = {q for q in a.quantities if q.unit == unit}
         qb = {q for q in b.quantities if q.unit == unit}
-        if not any(_overlap(x, y) for x in qa for y in qb):
+        # no value in common, or each answer states a value the other does not (25 years
+        # and 5 years vs 25 years and 2 years)
+        only_a = [x for x in qa if not any(_overlap(x, y) for y in qb)]
+        only_b = [y for y in qb if not any(_overlap(x, y) for x in qa)]
+        if not any(_overlap(x, y) for x in qa for y in qb) or (only_a and only_b):
             out.append(Conflict("quantities", f"{unit} differ: {_fmt(qa)} vs {_fmt(qb)}", SEVERITY["quantities"]))
     da = {d for d in a.dates if not d.weekday}
     db = {d for d in b.dates if not d.weekday}
-    if da and db and not any(x.same_as(y) for x in da for y in db):
+    only_da = [x for x in da if not any(x.same_as(y) for y in db)]
+    only_db = [y for y in db if not any(x.same_as(y) for x in da)]
+    if da and db and (not any(x.same_as(y) for x in da for y in db) or (only_da and only_db)):
         out.append(Conflict("dates", f"dates differ: {_fmt(da)} vs {_fmt(db)}", SEVERITY["dates"]))
     wa = {d for d in a.dates if d.weekday}
     wb = {d for d in b.dates if d.weekday}
     if wa and wb and wa.isdisjoint(wb):
         out.append(Conflict("dates", f"days differ: {_fmt(wa)} vs {_fmt(wb)}", SEVERITY["dates"]))
-    if a.times and b.times and a.times.isdisjoint(b.times):
+    # disjoint, or each states a time the other does not ("8am to 12pm" vs "12pm to 6pm")
+    if a.times and b.times and (a.times.isdisjoint(b.times) or (a.times - b.times and b.times - a.times)):
         out.append(Conflict("times", f"times differ: {_fmt(a.times)} vs {_fmt(b.times)}", SEVERITY["times"]))
     for concept in sorted(set(a.polarity) & set(b.polarity)):
         pa, pb = a.polarity[concept], b.polarity[concept]

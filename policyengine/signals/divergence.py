@@ -18,12 +18,14 @@ from pydantic import BaseModel, Field
 
 from policyengine.signals.alignment import (
     containment,
+    destinations,
     identifier_conflict,
     opposites,
     substitutions,
 )
 from policyengine.signals.checks import Conflict, compare_facts, extract_facts, shared_facts
 from policyengine.signals.embedder import Embedder, shared_embedder
+from policyengine.signals.negation import action_conflicts, parity_agrees, parity_conflicts
 
 if TYPE_CHECKING:  # numpy is part of the embeddings extra: imported where vectors are used
     import numpy as np
@@ -40,7 +42,8 @@ FACT_AGREEMENT_DISCOUNT = 0.6
 DETAIL_DISCOUNT = 0.5
 DETAIL_CONTAINMENT = 0.75
 # severities of the alignment checks (policyengine.signals.alignment)
-ALIGNMENT_SEVERITY = {"identifier": 0.8, "name": 0.8, "wording": 0.7, "opposite": 0.75}
+ALIGNMENT_SEVERITY = {"identifier": 0.8, "name": 0.8, "wording": 0.7, "opposite": 0.75, "negation": 0.75}
+_EXPLICIT_NEGATOR = re.compile(r"\b(?:not|no|never|cannot|unable|without)\b|n['\u2019]t\b", re.I)
 
 
 class DivergenceResult(BaseModel):
@@ -92,7 +95,7 @@ class DivergenceScorer:
         conflicts: list[Conflict] = []
         if self.checks:
             fa, fb = extract_facts(a), extract_facts(b)
-            conflicts = compare_facts(fa, fb)
+            conflicts = _without_parity_artifacts(a, b, compare_facts(fa, fb))
             conflicts += alignment_conflicts(a, b, conflicts)
             agreed = 0 if conflicts else shared_facts(fa, fb)
         detail = self.checks and not conflicts and containment(a, b) >= DETAIL_CONTAINMENT
@@ -152,9 +155,23 @@ def alignment_conflicts(a: str, b: str, found: list[Conflict] = ()) -> list[Conf
         out.append(Conflict("identifiers", f"identifiers differ: {', '.join(sorted(ia))} vs {', '.join(sorted(ib))}",
                             ALIGNMENT_SEVERITY["identifier"]))
     if not found and not out:
+        for pc in parity_conflicts(a, b):
+            out.append(Conflict("negation", f"one answer negates the other: {pc.a!r} vs {pc.b!r}",
+                                ALIGNMENT_SEVERITY["negation"]))
+            break
+    if not found and not out:
+        for name in action_conflicts(a, b):
+            out.append(Conflict("contradiction", f"opposite actions: {name}", ALIGNMENT_SEVERITY["opposite"]))
+            break
+    if not found and not out:
         for name in opposites(a, b):
             out.append(Conflict("contradiction", f"contradiction: {name}", ALIGNMENT_SEVERITY["opposite"]))
             break
+    if not found and not out:
+        da, db = destinations(a), destinations(b)
+        if da and db and da.isdisjoint(db):
+            out.append(Conflict("destination", f"different place: {', '.join(sorted(da))} vs {', '.join(sorted(db))}",
+                                ALIGNMENT_SEVERITY["name"]))
     if not found and not out:
         for sub in substitutions(a, b):
             if sub.kind == "identifier" and ids is None and kinds:
@@ -164,6 +181,17 @@ def alignment_conflicts(a: str, b: str, found: list[Conflict] = ()) -> list[Conf
                                 ALIGNMENT_SEVERITY[sub.kind]))
             break
     return out
+
+
+def _without_parity_artifacts(a: str, b: str, conflicts: list[Conflict]) -> list[Conflict]:
+    """Drop word-level polarity conflicts when both answers negate explicitly and every
+    aligned sentence pair has the same negation parity: "We can't approve the discount" and
+    "The discount isn't something we're able to approve" say the same thing."""
+    if not any(c.kind == "polarity" for c in conflicts):
+        return conflicts
+    if not (_EXPLICIT_NEGATOR.search(a) and _EXPLICIT_NEGATOR.search(b) and parity_agrees(a, b)):
+        return conflicts
+    return [c for c in conflicts if c.kind != "polarity"]
 
 
 CHUNK_WORDS = 150  # ~200 word pieces: inside all-MiniLM-L6-v2's 256-piece window

@@ -89,6 +89,7 @@ class IntentResult:
 _CLAUSE = re.compile(r"[,;:]|\b(?:if|unless|but|until|or|should|because|so|otherwise)\b", re.I)
 _PRONOUN = re.compile(r"\b(?:i|i'm|i'll|i've|i'd|we|we'll|we're|we've|you|he|she|they)\b", re.I)
 _RELATION = re.compile(r"\b(?:brother|sister|son|daughter|mum|mom|mother|father|dad|husband|wife|partner|friend|"
+                       r"couple|family|people|someone|somebody|next door|"
                        r"neighbou?r|colleague|boss|employer|client|tenant|landlord|aunt|uncle|flatmate|nephew|"
                        r"niece|cousin|company's|firm's|estate's|executor)\b", re.I)
 _AGAINST = re.compile(r"\bagainst\s+(?:you|your|the\s+(?:company|bank|clinic|airline|hotel|firm|store|shop|"
@@ -96,7 +97,12 @@ _AGAINST = re.compile(r"\bagainst\s+(?:you|your|the\s+(?:company|bank|clinic|air
                       r"be\s+served)\b|\b(?:sue|suing|sued)\s+(?:you|your|the)\b", re.I)
 _ROLE_SELF = re.compile(r"\b(?:i'?m|i am|we'?re|we are)\s+an?\s+(?:\w+\s+){0,2}?(?:lawyer|solicitor|attorney|"
                         r"paralegal|barrister|journalist|witness|executor|receiver|deputy|reporter|consultant|"
-                        r"firm|student|judge)\b|\b(?:estate|probate|jury|witness)\b", re.I)
+                        r"firm|student|judge)\b|\b(?:estate|probate|jury|witness)\b|"
+                        r"\bcourt[- ]appointed\b|\bappointed by the court\b", re.I)
+
+
+# the legal action is aimed at someone else's party ("suing their builder", "taking her landlord to court")
+_OTHERS_TARGET = re.compile(r"\b(?:su(?:e|es|ing|ed)|tak(?:e|es|ing)|took)\s+(?:their|his|her)\s+\w+", re.I)
 
 
 def _clause(before: str) -> str:
@@ -127,7 +133,7 @@ def _negated(before: str) -> bool:
 def _third_party(sentence: str, before: str) -> bool:
     """Someone else's legal matter: a relation noun before the topic word in its clause
     with no first-person subject after it, or the writer naming a role ("I'm a paralegal")."""
-    if _ROLE_SELF.search(sentence):
+    if _ROLE_SELF.search(sentence) or _OTHERS_TARGET.search(sentence):
         return True
     clause = _clause(before)
     found = list(_RELATION.finditer(clause))

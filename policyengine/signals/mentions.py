@@ -141,13 +141,16 @@ _DERIVED_SUFFIXES = frozenset({"ed", "ing", "s", "es", "er", "ers", "ation", "at
 
 
 def _typo_of(token: str, target: str) -> bool:
-    """One edit for 7-8 letter words, two for longer ones; same first letter."""
+    """One edit for 7-8 letter words, two for longer ones, a swap (or for 6 letters one inserted
+    letter) for shorter ones; same first letter."""
     if token == target or token[0] != target[0]:
         return False
     stem = target[:-2]
     if token.startswith(stem) and token[len(stem):] in _DERIVED_SUFFIXES:
         return False  # "solicited", "solicitation": a related real word, not a typo
-    if len(target) < 7:  # short words: only a swapped pair of letters ("lawyre")
+    if len(target) < 7:  # short words: a swapped pair of letters ("lawyre"), or for 6 letters one extra ("lawywer")
+        if len(target) == 6 and len(token) == 7 and edit_distance(token, target, 1) <= 1:
+            return True
         return len(token) == len(target) and sorted(token) == sorted(target) and edit_distance(token, target, 1) <= 1
     limit = 1 if len(target) < 9 else 2
     # Lower bound first: every letter of the token that the target lacks costs an edit

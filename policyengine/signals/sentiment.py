@@ -75,7 +75,8 @@ _PRAISE_IDIOMS = re.compile(
     r"\b(?:could(?:n'?t| not)|can(?:'?t|not| not)) (?:be (?:happier|better|more pleased)|fault|complain|thank you enough|"
     r"recommend (?:you|it|this|them) (?:enough|highly enough)|ask for (?:a |anything )?(?:better|more))\b|"
     r"\bno (?:complaints|problems|issues)(?: at all| whatsoever| here)?\b|\bnot (?:a single|one) (?:issue|problem)\b|"
-    r"\bnever had (?:such|a|service|better|this)\b|\bnothing but praise\b|\bnot bad at all\b",
+    r"\bnever had (?:such|a|service|better|this)\b|\bnothing but praise\b|\bnot bad at all\b|"
+    r"\bcould(?:n'?t| not) have been (?:happier|better|more pleased)\b",
     re.I,
 )
 _COMPLAINT_CUES = re.compile(
@@ -87,16 +88,63 @@ _COMPLAINT_CUES = re.compile(
 )
 
 
+_SALUTATION = re.compile(r"^\W*(?:dear|hi|hello|hey|good (?:morning|afternoon|evening)|good news|thanks?(?: you)?,)\b",
+                         re.I)
 _FIXED_SARCASM = re.compile(r"\bthanks? (?:a lot |so much |ever so much )?for nothing\b|\bwhat a joke\b", re.I)
+
+
+# The writer says the problem is small ("not a big deal", "but I get it", "it still works"):
+# mild annoyance, which is above the escalation threshold.
+_DOWNPLAY = re.compile(
+    r"\b(?:not (?:a |that |too )?(?:big|huge|major|massive|serious) (?:deal|problem|issue)|no big deal|"
+    r"not the end of the world|not urgent|no rush|nothing (?:major|serious|dramatic|urgent)|(?:a |one )?small thing|"
+    r"minor (?:thing|issue|point|niggle)|but (?:i|we) (?:get|understand)(?: it| that| why)?|but (?:it|that)(?:'s| is) fine|"
+    r"all good(?: now)?|can live with it|(?:but )?it (?:still )?works|just (?:a heads up|flagging|wanted to (?:flag|"
+    r"let you know|mention|say))|no harm done|seems fine|not a problem really|no worries|not (?:that )?(?:i'?m |we'?re )?unhappy)\b",
+    re.I)
+# The register of a formal notice ("Please be advised that...", "I write to inform you"):
+# by the labelling rules a calm legal or procedural notice is neutral, not a complaint.
+_FORMAL_NOTICE = re.compile(
+    r"^\W*(?:please (?:be advised|note|be informed|treat this|accept this)|kindly note|for (?:your records|information)|"
+    r"i (?:write|am writing) to (?:inform|notify|advise|confirm|let you know)|this is to (?:inform|notify|confirm|"
+    r"put you on notice)|further to|following our|i (?:hereby )?confirm that|we (?:hereby )?(?:give|write to give) notice)\b",
+    re.I)
+# The writer takes the dispute to a regulator, an ombudsman or a card chargeback ("I'm
+# reporting this to Ofcom", "I've raised a chargeback"): a complaint, however calmly put.
+_REGULATOR_BODY = (r"(?:ombudsman|trading standards|regulator|ofcom|ofgem|ofwat|fca|cfpb|ftc|fcc|bbb|better business bureau|"
+                   r"citizens advice|cqc|(?:state |insurance )*commissioner|attorney general|(?:my )?mp\b|the (?:press|papers)|"
+                   r"chargeback|card (?:provider|issuer))")
+_REGULATOR_ESCALATION = re.compile(
+    r"\b(?:i|we)(?:'ve|'m|'re|'ll| am| are| have| will| shall)?\b[^.!?]{0,40}?\b(?:report\w*|complain\w*|escalat\w*|"
+    r"go(?:ing)? (?:straight )?to|contact\w*|fil(?:e|ed|ing)|rais(?:e|ed|ing)|been in touch with|refer\w*|tak\w+ (?:this|it) to|"
+    r"disput\w*)\b[^.!?]{0,30}?\b" + _REGULATOR_BODY + r"|\bnext stop is (?:the )?" + _REGULATOR_BODY, re.I)
+REGULATOR_CAP = 0.25
+_ULTIMATUM = re.compile(r"\b(?:unless|failing (?:which|that|this)|absent (?:a|an|payment|your)|within \d+ (?:working )?days|"
+                        r"i (?:require|demand|expect)|you have (?:\d+|until))\b", re.I)
+MILD_FLOOR = 0.35  # the score a downplayed annoyance gets at least (the policy threshold is 0.3)
+OUTBOUND_FLOOR = 0.4  # routine outbound text is neutral (apologies included)
 
 
 def idiom_override(text: str, score: float) -> float:
     """Fixed idioms whose meaning is not compositional win over the classifier:
-    "couldn't be happier" is praise, "thanks for nothing" is a complaint."""
+    "couldn't be happier" is praise, "thanks for nothing" and taking the matter to a regulator
+    are complaints (`REGULATOR_CAP`); a downplayed
+    annoyance ("bit annoying, but not a big deal") and routine outbound text (a notice or
+    reply written by the company) and a formal notice ("Please be advised that ...") are at least neutral-ish (`MILD_FLOOR`, `OUTBOUND_FLOOR`)
+    unless sarcasm or a complaint pattern is present."""
     if _FIXED_SARCASM.search(text):
         return min(score, 0.15)
+    if _REGULATOR_ESCALATION.search(text):
+        return min(score, REGULATOR_CAP)
     if _PRAISE_IDIOMS.search(text) and not _COMPLAINT_CUES.search(text):
         return max(score, 0.65)
+    if outbound_cue(text) and not _CAPS_WORD.search(text.replace("I ", "")):
+        return max(score, OUTBOUND_FLOOR)
+    # a notice of what has been done, with no grievance words and no ultimatum, is neutral;
+    # a demand with a deadline ("unless ... within 14 days") is a complaint
+    formal = bool(_FORMAL_NOTICE.search(text)) and vader_scores(text)["neg"] < 0.1 and not _ULTIMATUM.search(text)
+    if (_DOWNPLAY.search(text) or formal) and not _COMPLAINT_CUES.search(text) and not sarcasm_cue(text):
+        return max(score, MILD_FLOOR)
     return score
 
 
@@ -105,6 +153,8 @@ def sarcasm_cue(text: str) -> float:
     or a known sarcastic idiom appears ("thanks for nothing"); else 0."""
     if _SARCASTIC_IDIOMS.search(text):
         return 1.0
+    if _SALUTATION.match(text) or outbound_cue(text):
+        return 0.0  # "Dear customer, ..." / "Good news, ...": a greeting or an announcement, not irony
     m = _OPENER.match(text.strip())
     if not m:
         return 0.0
@@ -114,13 +164,24 @@ def sarcasm_cue(text: str) -> float:
     return float(vader_scores(head)["compound"] >= 0.3 and vader_scores(rest)["compound"] < 0.3)
 
 
-# Text written by the company to the customer (an outbound draft): a salutation, or "we"
-# as the subject of what was done for "you". Routine outbound text is neutral.
+# Text written by the company to the customer (an outbound draft): a salutation to a
+# customer, "we" as the subject of what was done for "you", "your <thing> has been <done>",
+# or the formulas of notices ("Good news", "We acknowledge", "Thank you for your patience",
+# "If this wasn't you"). Routine outbound text is neutral: see `outbound_floor`.
 _OUTBOUND = re.compile(
-    r"^\W*(?:dear\s+(?:customer|patient|guest|member|sir|madam|mr|mrs|ms|miss|dr)\b|hi\s+[A-Z][a-z]+,)|"
-    r"\b(?:we(?:'ve| have| will|'ll)|our team)\s+(?:\w+\s+){0,2}?(?:received|processed|refunded|credited|applied|"
+    r"^\W*(?:dear\s+(?:customer|patient|guest|member|mr|mrs|ms|miss|dr)\b|(?:hi|hello)\s+(?!there\b)(?:mr\s+|mrs\s+|ms\s+|miss\s+|dr\s+)?[A-Z][a-z]+,)|"
+    r"(?<![\"'])\b(?:we(?:'ve| have| will|'ll)|our team)\s+(?:\w+\s+){0,2}?(?:received|processed|refunded|credited|applied|"
     r"cancelled|canceled|updated|sent|issued|approved|passed|forwarded|referred|booked|arranged|removed|added|"
-    r"reviewed|note|acknowledge)\b|\byour\s+(?:\w+\s+){0,3}?(?:has|have)\s+been\s+\w+ed\b",
+    r"reviewed|note|acknowledge|upgraded|submitted|escalated|checked|waived|unblocked|unlocked|reset|raised|logged)\b|"
+    r"\byour\s+(?:[\w£$€.,-]+\s+){0,6}?(?:(?:has|have) (?:now )?been|will (?:now )?be)\s+(?:\w+ed|sent|set up|shipped)\b|"
+    r"\byour\s+(?:[\w£$€.,-]+\s+){0,6}?(?:is|are|was|were)\s+(?:now\s+)?(?:ready|available|confirmed|booked|"
+    r"on (?:its|their) way|attached|enclosed|changed successfully|set up)\b|"
+    r"^\W*(?:good news|welcome (?:aboard|to|back)|just confirming|please find (?:attached|enclosed)|"
+    r"we(?:'re| are) (?:writing|sorry|really sorry|so sorry|delighted|pleased|glad)|we acknowledge|we note|"
+    r"thanks? (?:you )?(?:so much )?for (?:contacting|getting in touch|your (?:patience|letter|email|message|kind|payment|"
+    r"order|feedback)|staying|flying|choosing|shopping|being))|"
+    r"\bwe apologi[sz]e\b|\bif this wasn'?t you\b|\ba member of our team\b|\byour reference (?:number )?is\b|"
+    r"\bplanned\s+(?:\w+\s+){0,3}(?:interruption|outage|maintenance|works)\b|\bhas been resolved\b",
     re.I)
 
 

@@ -1,4 +1,9 @@
-"""The issue #16 labelled set: its size, its split, and that no holdout text is training data."""
+"""The issue #16 labelled set: its size and its split.
+
+The first holdout (signals_holdout/) was scored once and its misses were read, so it is now
+tuning data and its rows are in the shipped training data; the untouched split is
+signals_holdout2/ (tests/signals/test_holdout2_disjoint.py checks it is in no training data).
+"""
 
 from __future__ import annotations
 
@@ -46,11 +51,15 @@ def test_tune_and_holdout_share_no_message():
     assert not tune & hold
 
 
-def test_no_holdout_text_is_in_the_shipped_training_data():
-    holdout = _texts("holdout")
-    for name in ("sentiment_train.jsonl", "intent_litigation.jsonl"):
+def test_the_tuning_splits_are_the_shipped_training_data():
+    """Both tuning splits' messages are in the sentiment and intent training data (so the
+    benchmark cross-validates on them rather than scoring them in-sample), except the few
+    that the older evaluation sets (tests/data/sentiment.jsonl, litigation.jsonl) also hold."""
+    tuning = {_norm(r["text"]) for s in ("tune", "holdout") for r in _rows(DATA / f"signals_{s}" / "messages.jsonl")}
+    for name, older in (("sentiment_train.jsonl", "sentiment.jsonl"), ("intent_litigation.jsonl", "litigation.jsonl")):
         shipped = {_norm(r["text"]) for r in _rows(SHIPPED / name)}
-        assert not holdout & shipped, (name, sorted(holdout & shipped)[:5])
+        evaluation = {_norm(r["text"]) for r in _rows(DATA / older)}
+        assert tuning - evaluation <= shipped, (name, len(tuning - evaluation - shipped))
 
 
 def test_the_intent_topics_agree_with_the_language():
