@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -26,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import api_bench as ab  # noqa: E402  (a sibling script, not a package)
+import api_bench as ab  # a sibling script, not a package
 
 
 def rss_mb(pid: int) -> float:
