@@ -54,9 +54,9 @@ def _hit(rule_id: str, kind: str, effect: str | None, span: SourceSpan | None, s
 
 
 def _routing(chain: list[str], sticky: bool = False, sticky_return: bool = False, prefer: bool = False,
-             rule_id: str | None = None) -> Routing:
+             rule_id: str | None = None, rate_limit_wait: float | None = None) -> Routing:
     return construct(Routing, {"chain": chain, "sticky": sticky, "sticky_return": sticky_return,
-                           "prefer_self_hosted": prefer, "rule_id": rule_id})
+                           "prefer_self_hosted": prefer, "rule_id": rule_id, "rate_limit_wait": rate_limit_wait})
 
 
 def _rule_hit(r: CompiledRule, because: list[str], effect: str | None) -> RuleHit:
@@ -659,7 +659,7 @@ class CompiledPolicy(PolicyIR):
             if not chain and refusal is None:
                 refusal = _hit(r.rule_id, "route", "deny", r.span, r.source,
                                [*because, f"no model in the chain has a context window of {a.prompt_tokens} tokens"])
-        routing = _routing(chain, r.sticky, r.sticky_return, r.prefer_self_hosted, r.rule_id)
+        routing = _routing(chain, r.sticky, r.sticky_return, r.prefer_self_hosted, r.rule_id, r.rate_limit_wait)
         hits.append(_hit(r.rule_id, "route", None, r.span, r.source, because))
         return routing, allowed, hits, refusal
 

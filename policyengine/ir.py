@@ -206,6 +206,7 @@ class CompiledRoute:
     sticky: bool
     sticky_return: bool
     prefer_self_hosted: bool
+    rate_limit_wait: float | None = None  # `on rate_limit wait up to <d>`, seconds
 
 
 @dataclass(slots=True)

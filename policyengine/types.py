@@ -393,6 +393,10 @@ class Routing(BaseModel):
     prefer_self_hosted: bool = False
     hedge_after: float | None = None  # seconds without a first token before a hedge starts (None: no hedging)
     hedge_budget: float = 0.1  # hedges at most this fraction of requests (0 < budget <= 1)
+    # `on rate_limit wait up to <d>`: the longest Retry-After (or rate-limit backoff) waited out on
+    # the same model while a healthy fallback is available. None: a healthy fallback is called at
+    # once. With no fallback available the dispatcher waits up to `max_retry_wait` either way.
+    rate_limit_wait: float | None = None
     rule_id: str | None = None
 
 

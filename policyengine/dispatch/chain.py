@@ -66,6 +66,7 @@ class Run:
     deployment: str | None = None  # the deployment that answered last (None: the model's only one)
     state_id: str | None = None  # its cooldown/breaker name ("<model>@<deployment>" or the model name)
     exclude_deployments: set[str] = field(default_factory=set)  # state ids not to try again in this run
+    order: list[str] = field(default_factory=list)  # the chain in the order it is walked (set by execute)
 
     def remaining(self) -> float:
         """Seconds left before the deadline (negative once it has passed)."""

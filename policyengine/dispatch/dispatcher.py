@@ -284,7 +284,8 @@ class ChainDispatcher:
         budget; the first answer wins and the other call is cancelled."""
         self._ensure_health()
         dead: set[str] = set()  # models not to try again in this execute (context too small)
-        targets = self._targets(run, await self._order(run), dead)
+        run.order = await self._order(run)
+        targets = self._targets(run, run.order, dead)
         r = run.routing
         if r.hedge_after is not None:
             self.hedges.on_request(r.rule_id, r.hedge_budget)
@@ -520,7 +521,14 @@ class ChainDispatcher:
             if cls.error_class == "retry":
                 delay = cls.retry_after if cls.retry_after is not None else \
                     random.uniform(0, min(s.backoff_cap, s.backoff_base * 2 ** n))
-                if n + 1 < s.max_attempts and delay <= s.max_retry_wait and delay < run.remaining() - 0.05:
+                cap = s.max_retry_wait
+                if n + 1 < s.max_attempts and (cls.retry_after is not None or cls.reason == "rate_limited") \
+                        and await self._fallback_ready(run, tgt):
+                    # the server asked us to come back later and a healthy fallback can answer now:
+                    # waiting is the policy's choice (`on rate_limit wait up to <d>`), never the default
+                    wait = run.routing.rate_limit_wait
+                    cap = -1.0 if wait is None else min(wait, s.max_retry_wait)
+                if n + 1 < s.max_attempts and delay <= cap and delay < run.remaining() - 0.05:
                     await asyncio.sleep(delay)
                     continue
                 cool = cls.retry_after if cls.retry_after is not None else s.cooldown_default
@@ -552,6 +560,38 @@ class ChainDispatcher:
                 await self._state.set_cooldown(model_scope(sid), cool, cls.reason)
             return "next_target", None
         return "next_model", None  # pragma: no cover
+
+    async def _fallback_ready(self, run: Run, tgt: Target) -> bool:
+        """Whether a target after `tgt` in this run could be called now: another deployment of its
+        model not tried yet in this run, or a later model of the chain, that the run has not excluded, that can take
+        the request (capabilities, known context window) and that is neither cooling down nor
+        behind an open breaker (shared state; key cooldowns are not looked at)."""
+        now = time.time()
+
+        async def healthy(t: Target) -> bool:
+            if t.state_id in run.exclude_deployments or self.balancer.at_capacity(t):
+                return False
+            if await self._state.get_cooldown(model_scope(t.state_id)) is not None:
+                return False
+            b = await self._state.breaker(t.state_id)
+            return not (b.state == "open" and b.opened_until is not None and b.opened_until > now)
+
+        same = self.targets(tgt.model)
+        if len(same) > 1:
+            tried = {(a.model, a.deployment) for a in run.attempts}
+            for t in same:
+                if t.state_id != tgt.state_id and (t.model, t.deployment) not in tried and await healthy(t):
+                    return True
+        names = run.order or list(run.routing.chain)
+        after = names[names.index(tgt.model) + 1:] if tgt.model in names else []
+        for name in after:
+            spec = self.models[name]
+            if await self._skip_reason(run, spec) is not None:
+                continue
+            for t in self.targets(name):
+                if await healthy(t):
+                    return True
+        return False
 
     def classify(self, error: UpstreamError, spec: ModelSpec) -> Classification:
         """The error class and reason of an upstream error from `spec` (user rules first)."""

@@ -69,6 +69,9 @@ class SafeState:
     async def preflight(self, model: str, key_scopes: list[str], config: BreakerConfig) -> Preflight:
         return await self._call(self.store.preflight(model, key_scopes, config), _open_preflight, "preflight")
 
+    async def breaker(self, model: str) -> BreakerState:
+        return await self._call(self.store.breaker(model), lambda: BreakerState(model=model), "breaker")
+
     async def breaker_success(self, model: str) -> None:
         await self._call(self.store.breaker_success(model), _none, "breaker_success")
 

@@ -159,6 +159,9 @@ class Route:
     sticky_return: bool = False
     prefer_self_hosted: bool = False
     span: Span = field(default=NOWHERE, compare=False, repr=False)
+    # `on rate_limit wait up to <d>`: seconds (and the text as written), None when absent
+    rate_limit_wait: Decimal | None = None
+    rate_limit_wait_raw: str | None = None
 
 
 @dataclass(frozen=True)

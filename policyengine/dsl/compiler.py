@@ -794,6 +794,7 @@ def _route(by_file: dict[str, list[str]], rt: ast.Route, primary: str, fallback:
         rule_id=_rule_id(rt.span), span=_sspan(rt.span), source=_source(by_file, rt.span),
         cond=compile_expr(rt.cond) if rt.cond is not None else None, chain=chain, sticky=rt.sticky,
         sticky_return=rt.sticky_return, prefer_self_hosted=rt.prefer_self_hosted,
+        rate_limit_wait=float(rt.rate_limit_wait) if rt.rate_limit_wait is not None else None,
     )
 
 

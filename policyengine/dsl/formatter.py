@@ -64,6 +64,8 @@ def route(r: ast.Route) -> str:
         out += " sticky session" + (" return on recovery" if r.sticky_return else "")
     if r.prefer_self_hosted:
         out += " prefer self_hosted"
+    if r.rate_limit_wait_raw is not None:
+        out += f" on rate_limit wait up to {r.rate_limit_wait_raw}"
     return out
 
 

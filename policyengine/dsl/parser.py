@@ -229,12 +229,16 @@ class _Builder(Transformer):
     def route_decl(self, meta: Any, c: list[Any]) -> ast.Route:
         cond, primary, fb, *opts = c
         sticky = sticky_return = prefer = False
+        wait: tuple[Decimal, str] | None = None
         for o in opts:
             if o[0] == "sticky":
                 sticky, sticky_return = True, o[1]
             elif o[0] == "prefer":
                 prefer = True
-        return ast.Route(cond, self.name(primary), fb, sticky, sticky_return, prefer, self.sp(meta))
+            elif o[0] == "rate_wait":
+                wait = o[1]
+        return ast.Route(cond, self.name(primary), fb, sticky, sticky_return, prefer, self.sp(meta),
+                         rate_limit_wait=wait[0] if wait else None, rate_limit_wait_raw=wait[1] if wait else None)
 
     def route_default(self, c: list[Any]) -> None:
         return None
@@ -253,6 +257,9 @@ class _Builder(Transformer):
 
     def opt_prefer(self, c: list[Any]) -> tuple[str, bool]:
         return ("prefer", True)
+
+    def opt_rate_wait(self, c: list[Any]) -> tuple[str, tuple[Decimal, str]]:
+        return ("rate_wait", (parse_duration(str(c[0])), str(c[0])))
 
     @v_args(meta=True)
     def allow_choice(self, meta: Any, c: list[Any]) -> ast.AllowChoice:

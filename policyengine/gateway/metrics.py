@@ -56,6 +56,9 @@ class Metrics:
         self.log_batch = Histogram("policyengine_decision_log_batch_rows",
                                    "Rows per decision-log commit (group commit)",
                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), registry=r)
+        self.log_wal_bytes = Gauge("policyengine_decision_log_wal_bytes",
+                                   "SQLite: the decision log's WAL file size now (bounded by sqlite_wal_max_mb)",
+                                   registry=r)
         self.policy_reloads = Counter("policyengine_policy_reloads", "Policy reloads by outcome", ["outcome"],
                                       registry=r)
         self.limit_checks = Labelled(Counter(
@@ -72,6 +75,10 @@ class Metrics:
                                       "currency", ["model", "currency"], registry=r))
         self.policy_info = Gauge("policyengine_policy_info", "The policy set serving (value 1)",
                                  ["name", "version", "hash"], registry=r)
+
+    def set_wal_source(self, fn: Callable[[], float]) -> None:
+        """Make `policyengine_decision_log_wal_bytes` report `fn()` at each scrape."""
+        self.log_wal_bytes.set_function(fn)
 
     def set_cooldown_source(self, fn: Callable[[], float]) -> None:
         """Make `policyengine_cooldowns_open` report `fn()` at each scrape (it replaces any earlier source)."""

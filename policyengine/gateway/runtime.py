@@ -120,12 +120,15 @@ def build_runtime(settings: Settings) -> Runtime:
 
     state = make_state_store(settings.redis_url, prefix=settings.redis_prefix)
     keys = ApiKeyRepo(db.sessionmaker)
+    decision_log = DecisionLogger(settings.database_url, redact=settings.redact_fields,
+                                  redaction_salt=settings.redaction_salt(), max_batch=settings.log_max_batch,
+                                  sqlite_synchronous=settings.sqlite_synchronous,
+                                  on_batch=metrics.log_batch.observe,
+                                  follow_up_delay_s=settings.log_follow_up_delay_s,
+                                  wal_max_bytes=int(settings.sqlite_wal_max_mb * 1024 * 1024))
+    metrics.set_wal_source(lambda: float(decision_log.wal_size() or 0))
     return Runtime(
-        settings=settings, db=db,
-        log=DecisionLogger(settings.database_url, redact=settings.redact_fields,
-                           redaction_salt=settings.redaction_salt(), max_batch=settings.log_max_batch,
-                           sqlite_synchronous=settings.sqlite_synchronous, on_batch=metrics.log_batch.observe,
-                           follow_up_delay_s=settings.log_follow_up_delay_s),
+        settings=settings, db=db, log=decision_log,
         policies=PolicyHolder(settings.policy_path, _dispatcher_factory(state, settings), on_loaded=on_loaded),
         state=state, signals=DefaultSignalProvider(), scheduler=AsyncIOScheduler(timezone="UTC"), metrics=metrics,
         keys=keys, key_cache=KeyCache(keys, settings.key_cache_ttl_s), decisions=DecisionRepo(db.sessionmaker),

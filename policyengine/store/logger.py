@@ -16,6 +16,11 @@ without an fsync per commit, a batch of one waiting row commits on the event
 loop (no thread switches) unless another connection holds the write lock; WAL
 checkpoints run in a thread of their own, outside every commit.
 
+The WAL's size is bounded (`wal_max_bytes`): a PASSIVE checkpoint beside a busy writer copies
+the pages but can never reset the WAL (new frames are always appended while it runs), so once the
+file passes the bound the writer itself runs a TRUNCATE checkpoint between two batches, when it is
+the only writer; `journal_size_limit` caps whatever the WAL grows to before that.
+
 One row's data never fails another row: a record that cannot be serialised is set aside before
 the transaction, and when the database refuses a batch for a row's data (a value longer than its
 column, a NUL on PostgreSQL, a duplicate id) the batch is split and each part retried, so every
@@ -29,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 import uuid
@@ -146,7 +152,11 @@ _Result = LoggedDecision | DecisionLogError
 class DecisionLogger:
     def __init__(self, url: str, *, redact: list[str] | None = None, redaction_salt: str | None = None,
                  max_batch: int = 512, sqlite_synchronous: str = "FULL",
-                 on_batch: Callable[[int], None] | None = None, follow_up_delay_s: float = 0.05) -> None:
+                 on_batch: Callable[[int], None] | None = None, follow_up_delay_s: float = 0.05,
+                 wal_max_bytes: int = 16 * 1024 * 1024) -> None:
+        """`wal_max_bytes` (SQLite): the WAL file size past which the writer resets it (see the module
+        docstring); the file stays within about this bound plus what is written between two
+        checkpoints (`checkpoint_rows` rows)."""
         self.url = url
         # A follow-up row (enqueue()) has no caller waiting for it: it rides along with the next
         # batch that has one, or is released on its own after this delay. One commit instead of
@@ -174,8 +184,21 @@ class DecisionLogger:
         self._checkpointing = False
         self.checkpoints = 0
         self._ckpt_raw: Any = None
+        self._ckpt_future: Any = None  # the checkpoint thread's current job (a concurrent Future)
         self._ckpt_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-log-ckpt") \
             if self._is_sqlite else None
+        # Invariant: the WAL is reset (TRUNCATE) by the writer thread only, between batches, when the
+        # writer finds the file past `wal_max_bytes` after a commit. It does not wait for the checkpoint
+        # thread (under load that thread lags many batches behind, waiting for the GIL); a reset that
+        # fails (a reader holds an old snapshot) is tried again `checkpoint_rows` rows later.
+        self.wal_max_bytes = wal_max_bytes
+        db_path = self._engine.url.database if self._is_sqlite else None
+        self._wal_path = f"{db_path}-wal" if db_path and db_path != ":memory:" and not db_path.startswith("file:") \
+            else None
+        self._wal_retry_at = 0  # `rows` before which no reset is tried again (after a failed one)
+        self.wal_resets = 0
+        self.wal_reset_failures = 0
+        self.wal_peak_bytes = 0  # the largest WAL size a checkpoint saw (for /metrics and benchmarks)
         # Errors a database raises for a row's data (too long, NUL, constraint): the batch is split
         # and retried so that the other rows commit. Any other error fails the whole batch.
         self._row_errors: tuple[type[Exception], ...] = (sqlite3.DataError, sqlite3.IntegrityError)
@@ -334,11 +357,12 @@ class DecisionLogger:
             if self._since_checkpoint >= self.checkpoint_rows and not self._checkpointing:
                 self._since_checkpoint = 0
                 self._checkpointing = True
-                fut = self._ckpt_executor.submit(self._checkpoint)
+                fut = self._ckpt_future = self._ckpt_executor.submit(self._checkpoint)
                 fut.add_done_callback(self._checkpoint_done)
 
     def _checkpoint(self) -> None:
-        """PASSIVE: copies what it can without waiting for (or blocking) the writer or readers."""
+        """PASSIVE: copies what it can without waiting for (or blocking) the writer or readers (it
+        cannot reset the WAL while the writer appends: see `_reset_wal`)."""
         if self._ckpt_raw is None:
             self._ckpt_raw = self._engine.raw_connection()
         cur = self._ckpt_raw.driver_connection.cursor()
@@ -353,6 +377,68 @@ class DecisionLogger:
         if fut.exception() is not None:
             log.warning("WAL checkpoint failed (retried after the next %d rows): %s", self.checkpoint_rows,
                         fut.exception())
+
+    def wal_size(self) -> int | None:
+        """The WAL file's size in bytes now (None: not SQLite, or no WAL file)."""
+        if self._wal_path is None:
+            return None
+        try:
+            return os.path.getsize(self._wal_path)
+        except OSError:
+            return None
+
+    # how long the reset waits for readers of this or another process (a reader holding an old
+    # snapshot keeps the WAL from being reset; the reset is then tried `checkpoint_rows` rows later)
+    WAL_RESET_BUSY_MS = 200
+
+    def _reset_wal(self) -> bool:
+        """TRUNCATE checkpoint on the writer's own connection, in the writer thread, between two batches:
+        no other writer of this process runs, so it copies the frames the PASSIVE checkpoints could not
+        and empties the file (the caller makes sure no PASSIVE checkpoint runs at the same time). Waits
+        at most WAL_RESET_BUSY_MS for readers. True when the WAL was reset."""
+        if self._raw is None:
+            return False
+        cur = self._raw.driver_connection.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout={self.WAL_RESET_BUSY_MS}")
+            busy, _, _ = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            with contextlib.suppress(Exception):
+                cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            cur.close()
+        if busy:
+            self.wal_reset_failures += 1
+            log.info("WAL reset deferred: a reader or another writer held the database (WAL %s bytes)",
+                     self.wal_size())
+            return False
+        self.wal_resets += 1
+        return True
+
+    async def _maybe_reset_wal(self, loop: asyncio.AbstractEventLoop) -> None:
+        """After a batch: `_reset_wal` in the writer thread when the WAL file is past `wal_max_bytes`."""
+        if self._wal_path is None or self.rows < self._wal_retry_at:
+            return
+        size = self.wal_size()
+        if size is None:
+            return
+        if size > self.wal_peak_bytes:
+            self.wal_peak_bytes = size
+        if size <= self.wal_max_bytes:
+            return
+        ckpt = self._ckpt_future
+        if ckpt is not None and not ckpt.done():
+            # SQLite refuses a second checkpoint at once: wait for the PASSIVE one (a few ms of C;
+            # its thread gets the GIL as soon as this loop waits)
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(ckpt)
+        try:
+            ok = await loop.run_in_executor(self._executor, self._reset_wal)
+        except Exception as exc:
+            ok = False
+            self.wal_reset_failures += 1
+            log.warning("WAL reset failed (retried after %d rows): %s", self.checkpoint_rows, exc)
+        if not ok:
+            self._wal_retry_at = self.rows + self.checkpoint_rows
 
     def _release_deferred(self) -> None:
         """Hand the deferred follow-up rows to the writer (their delay is up, or the log closes)."""
@@ -408,6 +494,8 @@ class DecisionLogger:
             finally:
                 for _ in range(queued):
                     q.task_done()
+            # between two batches (every waiter of this one is answered), never inside a commit
+            await self._maybe_reset_wal(loop)
 
     def _prepare(self, records: list[dict[str, Any]]) -> tuple[list[_Prepared], list[_Result | None]]:
         """The rows that can be stored, serialised (outside any transaction), and a result slot per
@@ -542,6 +630,9 @@ class DecisionLogger:
         if self._raw is None:
             raw = self._engine.raw_connection()  # runs the engine's connect hook (pragmas)
             raw.driver_connection.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint
+            # a WAL that is reset (by _reset_wal, or by SQLite after a complete checkpoint) is cut
+            # back to this size instead of keeping its largest size on disk
+            raw.driver_connection.execute(f"PRAGMA journal_size_limit={int(self.wal_max_bytes)}")
             self._raw = raw
         cur = self._raw.driver_connection.cursor()
         try:

@@ -100,6 +100,9 @@ async def test_health_ready_metrics(service):
                  if line.startswith("policyengine_decision_log_batch_rows_count"))
     assert count >= 1
     assert "policyengine_cooldowns_open" in m and "policyengine_request_latency_seconds_bucket" in m
+    wal = next(float(line.split()[-1]) for line in m.splitlines()
+               if line.startswith("policyengine_decision_log_wal_bytes "))
+    assert wal >= 0  # SQLite: the WAL's size now (0 on PostgreSQL)
 
 
 async def test_policy_reload_is_atomic_and_refuses_bad_sets(tmp_path, service_factory, policies_dir):

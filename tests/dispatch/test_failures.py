@@ -18,6 +18,8 @@ from policyengine.simulate.testing import USER
 from policyengine.types import Routing
 
 CHAIN = Routing(chain=["primary", "fallback"])
+# the policy chose to wait out a short rate limit on the primary (`on rate_limit wait up to 2s`)
+WAITING = Routing(chain=["primary", "fallback"], rate_limit_wait=2.0)
 
 
 def gaps(reqs) -> list[float]:
@@ -48,11 +50,48 @@ async def two(fleet, pflavour="vllm", fflavour="ollama", **pkw):
     return p, f
 
 
+async def test_429_with_retry_after_and_a_healthy_fallback_moves_on_at_once(fleet, make_dispatcher):
+    """The default: waiting is not worth it while a healthy fallback can answer now. The primary
+    cools down for its Retry-After, so the requests after this one skip it without a call."""
+    p, f = await two(fleet)
+    p.add_fault(Fault(kind="rate_limit", retry_after=1, times=None))
+    d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
+    r = await d.complete(USER, CHAIN)
+    assert r.model == "fallback"
+    assert [(a.status, a.reason) for a in r.attempts] == [(429, "rate_limited"), (200, None)]
+    assert len(p.seen()) == 1 and len(f.seen()) == 1  # no retry on the primary, no wait
+    assert f.seen()[0].t - p.seen()[0].t < 0.9  # well within the 1 s it asked for
+    r2 = await d.complete(USER, CHAIN)
+    assert r2.model == "fallback" and len(p.seen()) == 1
+    assert r2.attempts[0].skipped and r2.attempts[0].reason == "cooldown:rate_limited"
+
+
+async def test_a_retry_after_longer_than_the_policy_waits_moves_on(fleet, make_dispatcher):
+    p, f = await two(fleet)
+    p.add_fault(Fault(kind="rate_limit", retry_after=1))
+    d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
+    r = await d.complete(USER, Routing(chain=["primary", "fallback"], rate_limit_wait=0.2))
+    assert r.model == "fallback" and len(p.seen()) == 1 and len(f.seen()) == 1
+
+
+async def test_429_with_retry_after_waits_when_the_fallback_is_cooling_down(fleet, make_dispatcher):
+    """No healthy fallback: waiting the Retry-After out is the only way to an answer."""
+    p, f = await two(fleet)
+    p.add_fault(Fault(kind="rate_limit", retry_after=0.4))
+    d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
+    await d.state.set_cooldown("model:fallback", 30, "rate_limited")
+    r = await d.complete(USER, CHAIN)
+    assert r.model == "primary" and f.seen() == []
+    assert len(p.seen()) == 2 and gaps(p.seen())[0] >= 0.4
+    r = await d.complete(USER, Routing(chain=["primary"]))  # and with no fallback at all
+    assert r.model == "primary"
+
+
 async def test_429_with_retry_after_waits_then_same_model(fleet, make_dispatcher):
     p, f = await two(fleet)
     p.add_fault(Fault(kind="rate_limit", retry_after=0.4))
     d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
-    r = await d.complete(USER, CHAIN)
+    r = await d.complete(USER, WAITING)
     assert r.model == "primary"
     assert [(a.status, a.error_class, a.reason) for a in r.attempts] == [(429, "retry", "rate_limited"), (200, None, None)]
     assert len(p.seen()) == 2 and f.seen() == []
@@ -64,7 +103,7 @@ async def test_429_retry_after_ms_and_http_date(fleet, make_dispatcher):
     p.add_fault(Fault(kind="rate_limit", retry_after_ms=300))
     p.add_fault(Fault(kind="rate_limit", retry_after=1, retry_after_http_date=True))
     d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
-    r = await d.complete(USER, CHAIN)
+    r = await d.complete(USER, WAITING)
     assert r.model == "primary" and len(p.seen()) == 3
     g = gaps(p.seen())
     assert g[0] >= 0.3
@@ -79,7 +118,7 @@ async def test_429_without_retry_after_backs_off_then_cools_down(fleet, make_dis
     p, _f = await two(fleet)
     p.add_fault(Fault(kind="rate_limit", times=None))
     d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
-    r = await d.complete(USER, CHAIN)
+    r = await d.complete(USER, WAITING)
     assert r.model == "fallback"
     assert len(p.seen()) == 3  # max_attempts, then move on
     # full jitter under an exponential ceiling (backoff_base 0.05, doubling): one draw per 429

@@ -34,7 +34,7 @@ async def test_session_moves_when_model_cools_and_stays_without_sticky_return(fl
     await fleet.add("fallback", "ollama")
     d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
     assert (await d.complete(USER, STICKY, session_id="s")).model == "primary"
-    p.add_fault(Fault(kind="rate_limit", retry_after=0.3, times=3))  # exhausts retries, cools 0.3 s
+    p.add_fault(Fault(kind="rate_limit", retry_after=0.3, times=1))  # a healthy fallback: cools 0.3 s, moves on
     assert (await d.complete(USER, STICKY, session_id="s")).model == "fallback"
     await d.state.clear_cooldown("model:primary")
     # primary is healthy again, but the session stays where its cache is warm

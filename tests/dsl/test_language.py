@@ -117,6 +117,13 @@ def test_sticky_and_return_on_recovery() -> None:
     assert r.sticky and not r.sticky_return
 
 
+def test_on_rate_limit_wait_up_to() -> None:
+    p = with_models("route default -> qwen-72b fallback [gemma-27b] on rate_limit wait up to 1500ms\n"
+                    'route when tenant == "x" -> gemma-27b fallback [qwen-72b]\n')
+    assert p.evaluate(Action(action="chat")).routing.rate_limit_wait == 1.5
+    assert p.evaluate(Action(action="chat", tenant="x")).routing.rate_limit_wait is None  # default: no wait
+
+
 def test_prefer_self_hosted_is_a_stable_reorder() -> None:
     p = with_models("route default -> bedrock-llama fallback [kimi-large, qwen-72b, gemma-27b] prefer self_hosted\n")
     d = p.evaluate(Action(action="chat"))

@@ -93,7 +93,8 @@ prop = st.one_of(
     string.map(lambda s: f"region {s}"), strval.map(lambda s: f"project {s}"),
     st.builds(lambda h, v: f"header {h} {v}", string, strval),
 )
-route_opts = st.lists(st.sampled_from(["sticky session", "sticky session return on recovery", "prefer self_hosted"]),
+route_opts = st.lists(st.sampled_from(["sticky session", "sticky session return on recovery", "prefer self_hosted",
+                                       "on rate_limit wait up to 2s"]),
                       max_size=2).map(" ".join)
 item = st.one_of(
     st.builds(lambda s, v: f"policy {s}{v}", string, st.one_of(st.just(""), st.integers(0, 99).map(lambda n: f" version {n}"),
