@@ -54,9 +54,11 @@ def _hit(rule_id: str, kind: str, effect: str | None, span: SourceSpan | None, s
 
 
 def _routing(chain: list[str], sticky: bool = False, sticky_return: bool = False, prefer: bool = False,
-             rule_id: str | None = None, rate_limit_wait: float | None = None) -> Routing:
+             rule_id: str | None = None, rate_limit_wait: float | None = None, hedge_after: float | None = None,
+             hedge_budget: float = 0.1) -> Routing:
     return construct(Routing, {"chain": chain, "sticky": sticky, "sticky_return": sticky_return,
-                           "prefer_self_hosted": prefer, "rule_id": rule_id, "rate_limit_wait": rate_limit_wait})
+                           "prefer_self_hosted": prefer, "rule_id": rule_id, "rate_limit_wait": rate_limit_wait,
+                           "hedge_after": hedge_after, "hedge_budget": hedge_budget})
 
 
 def _rule_hit(r: CompiledRule, because: list[str], effect: str | None) -> RuleHit:
@@ -659,7 +661,8 @@ class CompiledPolicy(PolicyIR):
             if not chain and refusal is None:
                 refusal = _hit(r.rule_id, "route", "deny", r.span, r.source,
                                [*because, f"no model in the chain has a context window of {a.prompt_tokens} tokens"])
-        routing = _routing(chain, r.sticky, r.sticky_return, r.prefer_self_hosted, r.rule_id, r.rate_limit_wait)
+        routing = _routing(chain, r.sticky, r.sticky_return, r.prefer_self_hosted, r.rule_id, r.rate_limit_wait,
+                           r.hedge_after, r.hedge_budget)
         hits.append(_hit(r.rule_id, "route", None, r.span, r.source, because))
         return routing, allowed, hits, refusal
 

@@ -207,6 +207,8 @@ class CompiledRoute:
     sticky_return: bool
     prefer_self_hosted: bool
     rate_limit_wait: float | None = None  # `on rate_limit wait up to <d>`, seconds
+    hedge_after: float | None = None  # seconds without a first token before a hedge (None: no hedging)
+    hedge_budget: float = 0.1  # at most this fraction of the route's requests are hedged
 
 
 @dataclass(slots=True)

@@ -212,10 +212,26 @@ ApiKind = Literal["openai", "native"]
 NATIVE_API_PROVIDERS = frozenset({"ollama"})
 
 
+class HealthCheck(BaseModel):
+    """A model's active health check (`health "PATH" every D` in a policy).
+
+    `path` None: the provider's default (`<base_url>/models` for OpenAI-compatible servers; a TCP
+    connect to the endpoint for Bedrock and Vertex). A path starting with `/` is requested from the
+    server root (`/health` on `http://h:8000/v1` is `http://h:8000/health`); any other is appended to
+    the base_url. `interval` None: the dispatcher's `health_interval` (10 s when that is unset).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str | None = None
+    interval: float | None = Field(None, gt=0)
+
+
 class ModelSpec(BaseModel):
     """One model the policy may route to: everything the dispatcher needs to call it.
 
     `deployments` empty means one implicit deployment: the model's own base_url, keys and region.
+    `health` set: its deployments are probed even when the dispatcher's health checks are off.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -239,6 +255,7 @@ class ModelSpec(BaseModel):
     deployments: tuple[Deployment, ...] = ()
     balance: BalanceStrategy = "weighted"
     serves: tuple[ServedKind, ...] = ("chat",)  # what the endpoint answers: chat completions, embeddings
+    health: HealthCheck | None = None
     file: str | None = None
     line: int | None = None
 

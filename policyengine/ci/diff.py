@@ -22,6 +22,7 @@ from policyengine.ci.rules import RuleInfo, hold_text, parse_sources, rules_of, 
 from policyengine.dsl import ast
 from policyengine.dsl.formatter import expr as expr_text
 from policyengine.dsl.formatter import limit_item
+from policyengine.dsl.formatter import prop_text
 
 Status = Literal["added", "removed", "changed"]
 
@@ -108,6 +109,12 @@ def _chain_label(chain: tuple[str, ...]) -> str:
     return " > ".join(chain)
 
 
+def _hedge_text(r: ast.Route) -> str:
+    if r.hedge is None:
+        return ""
+    return f"hedge after {r.hedge.after.raw}" + (f" budget {r.hedge.budget.raw}" if r.hedge.budget is not None else "")
+
+
 def _parts(node: Any, s: _Set) -> dict[str, str]:
     """The comparable parts of a rule, as text."""
     p: dict[str, str] = {}
@@ -117,7 +124,8 @@ def _parts(node: Any, s: _Set) -> dict[str, str]:
         p["chain"] = _chain_label(s.chain(node))
         p["options"] = " ".join(x for x, on in (("sticky session", node.sticky),
                                                 ("return on recovery", node.sticky_return),
-                                                ("prefer self_hosted", node.prefer_self_hosted)) if on) or "(none)"
+                                                ("prefer self_hosted", node.prefer_self_hosted),
+                                                (_hedge_text(node), node.hedge is not None)) if on) or "(none)"
     elif isinstance(node, ast.AllowChoice):
         p["models"] = ", ".join(n.value for n in node.models)
     elif isinstance(node, ast.Limit):
@@ -194,6 +202,10 @@ def _targets(r: RuleInfo) -> list[str]:
 def _props(m: ast.ModelDecl) -> dict[str, str]:
     out: dict[str, str] = {}
     for p in m.props:
+        if p.key in ("deployment", "health"):  # blocks: their canonical text (one per deployment name)
+            key = f"deployment {p.value.name.value}" if p.key == "deployment" else "health"
+            out[key] = prop_text(p).partition(" ")[2]
+            continue
         out[p.key if p.key != "header" else f"header {p.value!r}"] = _show(p.value)
     return out
 

@@ -230,6 +230,8 @@ def render(d: Decision, provider_note: str) -> None:
     if d.routing.chain:
         extra = [x for x, on in (("sticky session", d.routing.sticky), ("returns on recovery", d.routing.sticky_return),
                                  ("prefer self_hosted", d.routing.prefer_self_hosted)) if on]
+        if d.routing.hedge_after is not None:
+            extra.append(f"hedge after {d.routing.hedge_after:g}s, budget {d.routing.hedge_budget:.0%}")
         out.print(f"Model chain: {' -> '.join(d.routing.chain)}" + (f"  ({', '.join(extra)})" if extra else ""))
     if d.allowed_models:
         out.print(f"Caller may choose: {', '.join(d.allowed_models)}")

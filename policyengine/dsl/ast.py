@@ -136,10 +136,41 @@ class TimeoutPart:
 
 @dataclass(frozen=True)
 class Prop:
-    """One model property: key is provider|api|base_url|model_id|keys|cost|context|timeout|supports|serves|region|project|header."""
+    """One model property: key is provider|api|base_url|model_id|keys|cost|context|timeout|supports|serves|region
+    |project|header|deployment (a DeploymentDecl)|balance (a Name)|health (a HealthDecl); inside a deployment also
+    weight and max_concurrency (a num Value)."""
 
     key: str
     value: object
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class DeploymentDecl:
+    """`deployment NAME { ... }` inside a model: props base_url | keys | weight | max_concurrency | region
+    (weight and max_concurrency hold a num `Value`)."""
+
+    name: Name
+    props: tuple[Prop, ...]
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class HealthDecl:
+    """`health ["PATH"] [every DURATION]` inside a model: its active health check."""
+
+    path: Str | None
+    every: Value | None  # a duration Value
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Hedge:
+    """`hedge after DURATION [budget N%]` on a route; `budget` is a num Value holding the fraction
+    (0.1 for `10%` or `0.1`), its raw text the canonical percentage."""
+
+    after: Value  # a duration Value
+    budget: Value | None
     span: Span = field(default=NOWHERE, compare=False, repr=False)
 
 
@@ -162,6 +193,7 @@ class Route:
     # `on rate_limit wait up to <d>`: seconds (and the text as written), None when absent
     rate_limit_wait: Decimal | None = None
     rate_limit_wait_raw: str | None = None
+    hedge: Hedge | None = None
 
 
 @dataclass(frozen=True)

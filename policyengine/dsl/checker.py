@@ -28,7 +28,7 @@ from policyengine.ir import (
     unknown_builtin,
 )
 from policyengine.netcheck import ALWAYS_REFUSED, AddressClass, OutboundRefused, literal_class
-from policyengine.types import NATIVE_API_PROVIDERS, SERVED_KINDS, ApiKind, Provider
+from policyengine.types import NATIVE_API_PROVIDERS, SERVED_KINDS, ApiKind, BalanceStrategy, Provider
 
 from . import ast
 from . import formatter as fmt
@@ -41,8 +41,10 @@ SECRET_RE = re.compile(
 )
 PROVIDERS = [p.value for p in Provider]
 API_KINDS = list(get_args(ApiKind))
+BALANCE_STRATEGIES = list(get_args(BalanceStrategy))
 KEY_PROPS_ONCE = ("provider", "api", "base_url", "model_id", "keys", "cost", "context", "supports", "serves",
-                  "region", "project")
+                  "region", "project", "balance", "health")
+DEPLOYMENT_PROPS_ONCE = ("base_url", "keys", "weight", "max_concurrency", "region")
 # Query parameters that carry credentials (`?api_key=...`, `?token=...`, Azure SAS `sig=`), and header
 # names whose value is a credential (`X-Api-Key`, `X-Auth-Token`, `Ocp-Apim-Subscription-Key`, `Cookie`).
 SECRET_PARAMS = frozenset({
@@ -346,6 +348,7 @@ class Checker:
     # ------------------------------------------------------------------ models
     def check_model(self, m: ast.ModelDecl) -> None:
         seen: dict[str, ast.Prop] = {}
+        deployments: dict[str, ast.DeploymentDecl] = {}
         provider: str | None = None
         bad_provider = False
         for p in m.props:
@@ -401,6 +404,17 @@ class Checker:
                 if p.value <= 0:  # type: ignore[operator]
                     self.add("E206", p.span, "context window must be a positive number of tokens",
                              "e.g. context 32768")
+            elif p.key == "deployment":
+                self.check_deployment(m, p.value, deployments)  # type: ignore[arg-type]
+            elif p.key == "balance":
+                strategy = p.value.value  # type: ignore[union-attr]
+                if strategy not in BALANCE_STRATEGIES:
+                    close = _close(strategy, BALANCE_STRATEGIES)
+                    self.add("E283", p.value.span, f"unknown balance strategy `{strategy}`",  # type: ignore[union-attr]
+                             (f"did you mean `{close}`? " if close else "")
+                             + "strategies: " + ", ".join(BALANCE_STRATEGIES))
+            elif p.key == "health":
+                self.check_health(p.value)  # type: ignore[arg-type]
             elif p.key == "timeout":
                 kinds: set[str] = set()
                 for t in p.value:  # type: ignore[union-attr]
@@ -409,25 +423,83 @@ class Checker:
                     kinds.add(t.kind)
                     if t.seconds <= 0:
                         self.add("E206", t.span, f"timeout {t.kind} {t.raw} must be longer than zero", "e.g. 10s")
+        if "balance" in seen and len(deployments) < 2:
+            self.add("W288", seen["balance"].span, f"`balance` has no effect: model `{m.name.value}` has "
+                     f"{'one deployment' if deployments else 'no deployments'}",
+                     "declare two or more `deployment NAME { base_url ... }` blocks, or remove `balance`", warning=True)
         if provider is None:
             self.add("E205", m.name.span, f"model `{m.name.value}` has no provider",
                      f"add `provider openai` (or one of: {', '.join(PROVIDERS)})")
         elif not bad_provider:
             prov = Provider(provider)
-            if (prov.openai_compatible or prov is Provider.anthropic) and "base_url" not in seen:
-                self.add("E205", m.name.span, f"model `{m.name.value}` ({provider}) has no base_url",
-                         f'add base_url env("{_env_name(m.name.value)}_URL")')
+            # with deployments, a base_url (region) may be given by every deployment instead of the model
+            lacking = [d for d in deployments.values() if not any(q.key == "base_url" for q in d.props)]
+            if (prov.openai_compatible or prov is Provider.anthropic) and "base_url" not in seen \
+                    and (not deployments or lacking):
+                where = lacking[0].name.span if deployments else m.name.span
+                self.add("E205", where, f"model `{m.name.value}` ({provider}) has no base_url"
+                         + (f" for deployment `{lacking[0].name.value}`" if deployments else ""),
+                         f'add base_url env("{_env_name(m.name.value)}_URL")'
+                         + (" to the model or to the deployment" if deployments else ""))
             api_prop = seen.get("api")
             if api_prop is not None and api_prop.value.value == "native" \
                     and provider not in NATIVE_API_PROVIDERS:  # type: ignore[union-attr]
                 self.add("E206", api_prop.span, f"`api native` is not available for provider {provider}",
                          f"only {', '.join(sorted(NATIVE_API_PROVIDERS))} has a native API here; remove `api native`")
-            if prov is Provider.bedrock and "region" not in seen:
-                self.add("E205", m.name.span, f"bedrock model `{m.name.value}` has no region",
-                         'add region "eu-west-2" (or your region)')
+            no_region = [d for d in deployments.values() if not any(q.key == "region" for q in d.props)]
+            if prov is Provider.bedrock and "region" not in seen and (not deployments or no_region):
+                self.add("E205", no_region[0].name.span if deployments else m.name.span,
+                         f"bedrock model `{m.name.value}` has no region", 'add region "eu-west-2" (or your region)')
             if prov is Provider.vertex and "project" not in seen:
                 self.add("E205", m.name.span, f"vertex model `{m.name.value}` has no project",
                          'add project env("GCP_PROJECT")')
+
+    def check_deployment(self, m: ast.ModelDecl, d: ast.DeploymentDecl, seen: dict[str, ast.DeploymentDecl]) -> None:
+        """One `deployment` block: a unique name in its model, each property once, weight > 0,
+        max_concurrency a positive integer, secrets only by env()."""
+        prev = seen.get(d.name.value)
+        if prev is not None:
+            self.add("E280", d.name.span, f"deployment `{d.name.value}` is already declared in model "
+                     f"`{m.name.value}` (line {prev.span.line})", "give each deployment of a model its own name")
+        else:
+            seen[d.name.value] = d
+        props: dict[str, ast.Prop] = {}
+        for p in d.props:
+            if p.key in DEPLOYMENT_PROPS_ONCE and p.key in props:
+                self.add("E202", p.span, f"`{p.key}` is set twice for deployment `{d.name.value}` "
+                         f"(first at line {props[p.key].span.line})", "keep one")
+            props.setdefault(p.key, p)
+            v = p.value
+            if p.key == "weight":
+                if v.value <= 0:  # type: ignore[union-attr, operator]
+                    self.add("E281", v.span, f"deployment weight {v.raw} must be greater than zero",  # type: ignore[union-attr]
+                             "a weight is a share of traffic, e.g. weight 3; to take a deployment out, remove it")
+            elif p.key == "max_concurrency":
+                n = v.value  # type: ignore[union-attr]
+                if n <= 0 or n != n.to_integral_value():  # type: ignore[union-attr, operator]
+                    self.add("E282", v.span, f"max_concurrency {v.raw} must be a whole number of at least 1",  # type: ignore[union-attr]
+                             "e.g. max_concurrency 16 (requests in flight per gateway replica); omit it for no limit")
+            elif p.key == "keys":
+                for k in v:  # type: ignore[union-attr]
+                    if isinstance(k, ast.Str):
+                        self.add("E204", k.span, "API key written as a literal string",
+                                 'secrets are never written in a policy: use env("NAME") and set NAME in the environment')
+                if not v:
+                    self.add("E206", p.span, "empty key list", "list env(\"NAME\") references or remove `keys`")
+            elif p.key in ("base_url", "region") and isinstance(v, ast.Str):
+                self.secret(v)
+
+    def check_health(self, h: ast.HealthDecl) -> None:
+        """`health "PATH" every D`: a path (not a URL: the probe goes to the model's own server), D > 0."""
+        if h.path is not None:
+            path = h.path.value
+            if "://" in path or not path.strip() or any(c.isspace() for c in path) or "?" in path:
+                self.add("E284", h.path.span, f"health path {path!r} is not a path",
+                         'write a path: "/health" (from the server root) or "models" (after the base_url)')
+            elif SECRET_RE.search(path):
+                self.secret(h.path)
+        if h.every is not None and h.every.value <= 0:  # type: ignore[operator]
+            self.add("E284", h.every.span, f"health check every {h.every.raw} must be longer than zero", "e.g. every 10s")
 
     def secret(self, s: ast.Str) -> None:
         if SECRET_RE.search(s.value):
@@ -681,7 +753,13 @@ class Checker:
                 first_default.setdefault(k, d)
         for r in routes:
             self.check_serves(r.primary, tuple(r.fallback or ()), "this route")
+        # what a conditional route without `fallback` inherits: the chat default's chain
+        chat_default = next((d for d in defaults if "chat" in self.served(d.primary.value)), None)
+        default_chain = (chat_default.primary, *(chat_default.fallback or ())) if chat_default else ()
         for r in routes:
+            if r.hedge is not None:
+                eff = r.fallback if r.fallback is not None else (default_chain if r.cond is not None else ())
+                self.check_hedge(r, [n.value for n in (r.primary, *eff)])
             chain = [r.primary, *(r.fallback or ())]
             seen: dict[str, ast.Name] = {}
             for n in chain:
@@ -721,6 +799,28 @@ class Checker:
         if conditional and not defaults:
             self.add("W215", conditional[0].span, "no `route default`: chat requests that match no route are denied",
                      "add: route default -> MODEL fallback [...]", warning=True)
+
+    def check_hedge(self, r: ast.Route, chain: list[str]) -> None:
+        """`hedge after D budget B`: D > 0, 0 < B <= 1, and something to hedge to (a second model in
+        the chain, or a primary with more than one deployment)."""
+        h = r.hedge
+        assert h is not None
+        if h.after.value <= 0:  # type: ignore[operator]
+            self.add("E286", h.after.span, f"hedge after {h.after.raw} must be longer than zero",
+                     "e.g. hedge after 300ms: about the p95 of the primary's time to first token")
+        if h.budget is not None and not (0 < h.budget.value <= 1):  # type: ignore[operator]
+            self.add("E285", h.budget.span, f"hedge budget {h.budget.raw} is outside (0%, 100%]",
+                     "the budget is the most extra load hedging may add, e.g. budget 10% (or 0.1)")
+        others = list(dict.fromkeys(chain))
+        m = self.models.get(r.primary.value)
+        if m is None:
+            return  # E210 already
+        n_deps = sum(1 for p in m.props if p.key == "deployment")
+        if len(others) < 2 and n_deps < 2:
+            self.add("W287", h.span, f"nothing to hedge to: the route has no fallback and `{r.primary.value}` has "
+                     f"{'one deployment' if n_deps else 'no deployments'}",
+                     "add a fallback [...] to the route or a second `deployment` to the model, or remove the hedge",
+                     warning=True)
 
     # ------------------------------------------------------------------ actions
     def check_actions(self) -> None:
@@ -791,6 +891,10 @@ class Checker:
                 for p in it.props:
                     if p.key == "base_url" and isinstance(p.value, ast.Str):
                         self.check_url(p.value.value, p.value.span, "model")
+                    elif p.key == "deployment":
+                        for q in p.value.props:  # type: ignore[union-attr]
+                            if q.key == "base_url" and isinstance(q.value, ast.Str):
+                                self.check_url(q.value.value, q.value.span, "model")
             hold = getattr(it, "hold", None) or ()
             for h in hold:
                 for c in h.channels if h.kind == "notify" else ():

@@ -52,7 +52,9 @@ from policyengine.ir import (
 from policyengine.types import (
     Capabilities,
     Channel,
+    Deployment,
     EnvRef,
+    HealthCheck,
     ModelSpec,
     Provider,
     SourceSpan,
@@ -472,8 +474,35 @@ def model_spec(m: ast.ModelDecl) -> ModelSpec:
         elif p.key == "header":
             hname, hval = p.value
             kw.setdefault("headers", {})[hname] = _str(hval)
+        elif p.key == "deployment":
+            kw.setdefault("deployments", []).append(_deployment(p.value))
+        elif p.key == "balance":
+            kw["balance"] = p.value.value
+        elif p.key == "health":
+            h = p.value
+            kw["health"] = HealthCheck(path=h.path.value if h.path is not None else None,
+                                       interval=float(h.every.value) if h.every is not None else None)
     kw.setdefault("provider", Provider.openai)
+    if "deployments" in kw:
+        kw["deployments"] = tuple(kw["deployments"])
     return ModelSpec(**kw)
+
+
+def _deployment(d: ast.DeploymentDecl) -> Deployment:
+    """The Deployment a checked `deployment` block declares."""
+    kw: dict[str, Any] = {"name": d.name.value, "line": d.span.line}
+    for p in d.props:
+        if p.key == "base_url":
+            kw["base_url"] = _str(p.value)
+        elif p.key == "keys":
+            kw["keys"] = tuple(EnvRef(name=k.name) for k in p.value if isinstance(k, ast.Env))
+        elif p.key == "weight":
+            kw["weight"] = float(p.value.value)
+        elif p.key == "max_concurrency":
+            kw["max_concurrency"] = int(p.value.value)
+        elif p.key == "region":
+            kw["region"] = p.value.value
+    return Deployment(**kw)
 
 
 def _obligation(hold: tuple[ast.HoldItem, ...] | None, chat: str = "hold") -> dict[str, Any]:
@@ -795,6 +824,8 @@ def _route(by_file: dict[str, list[str]], rt: ast.Route, primary: str, fallback:
         cond=compile_expr(rt.cond) if rt.cond is not None else None, chain=chain, sticky=rt.sticky,
         sticky_return=rt.sticky_return, prefer_self_hosted=rt.prefer_self_hosted,
         rate_limit_wait=float(rt.rate_limit_wait) if rt.rate_limit_wait is not None else None,
+        hedge_after=float(rt.hedge.after.value) if rt.hedge is not None else None,
+        hedge_budget=float(rt.hedge.budget.value) if rt.hedge is not None and rt.hedge.budget is not None else 0.1,
     )
 
 

@@ -66,6 +66,10 @@ def route(r: ast.Route) -> str:
         out += " prefer self_hosted"
     if r.rate_limit_wait_raw is not None:
         out += f" on rate_limit wait up to {r.rate_limit_wait_raw}"
+    if r.hedge is not None:
+        out += f" hedge after {r.hedge.after.raw}"
+        if r.hedge.budget is not None:
+            out += f" budget {r.hedge.budget.raw}"
     return out
 
 
@@ -148,7 +152,27 @@ def _prop(p: ast.Prop) -> str:
     if p.key == "header":
         name, val = v  # type: ignore[misc]
         return f"header {escape(name)} {_sv(val)}"
+    if p.key == "deployment":
+        # one line: `deployment NAME { prop prop }` (a comment inside moves above it)
+        inner = " ".join(_prop(q) for q in v.props)  # type: ignore[union-attr]
+        return f"deployment {v.name.value} {{ {inner} }}" if inner else f"deployment {v.name.value} {{}}"  # type: ignore[union-attr]
+    if p.key == "balance":
+        return f"balance {v.value}"  # type: ignore[union-attr]
+    if p.key == "health":
+        out = "health"
+        if v.path is not None:  # type: ignore[union-attr]
+            out += f" {escape(v.path.value)}"  # type: ignore[union-attr]
+        if v.every is not None:  # type: ignore[union-attr]
+            out += f" every {v.every.raw}"  # type: ignore[union-attr]
+        return out
+    if p.key in ("weight", "max_concurrency"):
+        return f"{p.key} {v.raw}"  # type: ignore[union-attr]
     raise ValueError(p.key)
+
+
+def prop_text(p: ast.Prop) -> str:
+    """One model (or deployment) property's canonical text, e.g. `deployment a { base_url env("A") weight 3 }`."""
+    return _prop(p)
 
 
 def _block(head: str, lines: list[str], one_line: bool = False) -> str:

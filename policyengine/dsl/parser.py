@@ -96,6 +96,11 @@ def canonical_decimal(d: Decimal) -> str:
     return s or "0"
 
 
+def percent(frac: Decimal) -> str:
+    """A fraction as the canonical percentage text: 0.1 -> `10%`, 0.125 -> `12.5%`."""
+    return canonical_decimal(frac * 100) + "%"
+
+
 def parse_money_token(text: str) -> tuple[Decimal, str]:
     text = text.strip()
     if text[0] in CURRENCY_SYMBOLS:
@@ -217,6 +222,29 @@ class _Builder(Transformer):
         return ast.Prop("header", (unescape(c[0]), c[1]), self.sp(meta))
 
     @v_args(meta=True)
+    def prop_deployment(self, meta: Any, c: list[Any]) -> ast.Prop:
+        dep = ast.DeploymentDecl(self.name(c[0]), tuple(c[1:]), self.sp(meta))
+        return ast.Prop("deployment", dep, self.sp(meta))
+
+    @v_args(meta=True)
+    def prop_balance(self, meta: Any, c: list[Any]) -> ast.Prop:
+        return ast.Prop("balance", self.name(c[0]), self.sp(meta))
+
+    @v_args(meta=True)
+    def prop_health(self, meta: Any, c: list[Any]) -> ast.Prop:
+        path = ast.Str(unescape(c[0]), self.sp(c[0])) if c[0] is not None else None
+        every = self.v_duration([c[1]]) if c[1] is not None else None
+        return ast.Prop("health", ast.HealthDecl(path, every, self.sp(meta)), self.sp(meta))
+
+    @v_args(meta=True)
+    def prop_weight(self, meta: Any, c: list[Any]) -> ast.Prop:
+        return ast.Prop("weight", self.v_num(c), self.sp(meta))
+
+    @v_args(meta=True)
+    def prop_max_concurrency(self, meta: Any, c: list[Any]) -> ast.Prop:
+        return ast.Prop("max_concurrency", self.v_num(c), self.sp(meta))
+
+    @v_args(meta=True)
     def str_lit(self, meta: Any, c: list[Any]) -> ast.Str:
         return ast.Str(unescape(c[0]), self.sp(meta))
 
@@ -230,6 +258,7 @@ class _Builder(Transformer):
         cond, primary, fb, *opts = c
         sticky = sticky_return = prefer = False
         wait: tuple[Decimal, str] | None = None
+        hedge: ast.Hedge | None = None
         for o in opts:
             if o[0] == "sticky":
                 sticky, sticky_return = True, o[1]
@@ -237,8 +266,11 @@ class _Builder(Transformer):
                 prefer = True
             elif o[0] == "rate_wait":
                 wait = o[1]
+            elif o[0] == "hedge":
+                hedge = o[1]
         return ast.Route(cond, self.name(primary), fb, sticky, sticky_return, prefer, self.sp(meta),
-                         rate_limit_wait=wait[0] if wait else None, rate_limit_wait_raw=wait[1] if wait else None)
+                         rate_limit_wait=wait[0] if wait else None, rate_limit_wait_raw=wait[1] if wait else None,
+                         hedge=hedge)
 
     def route_default(self, c: list[Any]) -> None:
         return None
@@ -260,6 +292,17 @@ class _Builder(Transformer):
 
     def opt_rate_wait(self, c: list[Any]) -> tuple[str, tuple[Decimal, str]]:
         return ("rate_wait", (parse_duration(str(c[0])), str(c[0])))
+
+    @v_args(meta=True)
+    def opt_hedge(self, meta: Any, c: list[Any]) -> tuple[str, ast.Hedge]:
+        return ("hedge", ast.Hedge(self.v_duration([c[0]]), c[1], self.sp(meta)))
+
+    def hedge_budget(self, c: list[Token]) -> ast.Value:
+        """`10%` and `0.1` both mean a tenth of the requests; the raw text is the canonical `10%`."""
+        t = str(c[0])
+        frac = Decimal(t[:-1]) / 100 if t.endswith("%") else Decimal(t)
+        # (a negative budget, an error the checker reports, keeps its fraction form: `-5%` does not lex)
+        return ast.Value("num", frac, percent(frac) if frac >= 0 else canonical_decimal(frac), self.sp(c[0]))
 
     @v_args(meta=True)
     def allow_choice(self, meta: Any, c: list[Any]) -> ast.AllowChoice:

@@ -92,9 +92,18 @@ prop = st.one_of(
     st.lists(st.sampled_from(["streaming", "tools", "prefill"]), max_size=3).map(lambda cs: "supports " + ", ".join(cs)),
     string.map(lambda s: f"region {s}"), strval.map(lambda s: f"project {s}"),
     st.builds(lambda h, v: f"header {h} {v}", string, strval),
+    st.builds(lambda n, body: f"deployment {n} {{{body}}}", model_name, joined(st.lists(st.one_of(
+        strval.map(lambda s: f"base_url {s}"), listing(strval).map(lambda s: f"keys {s}"),
+        number.map(lambda n: f"weight {n}"), number.map(lambda n: f"max_concurrency {n}"),
+        string.map(lambda s: f"region {s}")), max_size=4))),
+    ident.map(lambda s: f"balance {s}"),
+    st.builds(lambda p, e: f"health{p}{e}", st.one_of(st.just(""), string.map(lambda s: f" {s}")),
+              st.one_of(st.just(""), duration.map(lambda d: f" every {d}"))),
 )
-route_opts = st.lists(st.sampled_from(["sticky session", "sticky session return on recovery", "prefer self_hosted",
-                                       "on rate_limit wait up to 2s"]),
+hedge = st.builds(lambda d, b: f"hedge after {d}{b}", duration, st.one_of(
+    st.just(""), number.map(lambda n: f" budget {n}"), number.map(lambda n: f" budget {n}%")))
+route_opts = st.lists(st.one_of(st.sampled_from(["sticky session", "sticky session return on recovery",
+                                                 "prefer self_hosted", "on rate_limit wait up to 2s"]), hedge),
                       max_size=2).map(" ".join)
 item = st.one_of(
     st.builds(lambda s, v: f"policy {s}{v}", string, st.one_of(st.just(""), st.integers(0, 99).map(lambda n: f" version {n}"),
