@@ -100,7 +100,8 @@ class ChainDispatcher:
         self.balancer = Balancer()  # per-replica load figures of every deployment
         self.hedges = HedgeBudget()
         self._targets_of: dict[str, list[Target]] = {}
-        self.health: Any = None  # a HealthMonitor once started (settings.health_interval)
+        self.health: Any = None  # a HealthMonitor once started (settings.health_interval, or a model's `health`)
+        self._declares_health = any(spec.health is not None for spec in self.models.values())
 
     # ------------------------------------------------------------------ plumbing
     def _env(self) -> Mapping[str, str]:
@@ -144,7 +145,7 @@ class ChainDispatcher:
         return a
 
     def _ensure_health(self) -> None:
-        if self.health is None and self.settings.health_interval is not None:
+        if self.health is None and (self.settings.health_interval is not None or self._declares_health):
             from .health import HealthMonitor
 
             self.health = HealthMonitor(self, interval=self.settings.health_interval,

@@ -151,3 +151,99 @@ async def test_redis_shares_drain_across_replicas(three, make_dispatcher, redis_
     finally:
         await s1.aclose()
         await s2.aclose()
+
+
+async def test_reclaim_with_requests_in_flight_loses_none(make_dispatcher) -> None:
+    """A deployment shut down (Spot reclaim) while plain requests and streams are in flight on it,
+    some streams with headers and the role chunk sent but no token yet, some without even headers:
+    every one of them is answered in full by the other deployment, and the client never sees it."""
+    gone = SimServer("m", chunk_delay=30.0)  # a stream sends its role chunk, then waits before the first token
+    ok = SimServer("m")
+    await gone.start()
+    await ok.start()
+    try:
+        gone.add_fault("hang", times=None, only_stream=False)  # plain requests: accepted, never answered
+        gone.add_fault("slow_first_token", times=2, delay=30.0, only_stream=True)  # two streams: no headers yet
+        spec = ModelSpec(name="m", provider=Provider.vllm, deployments=(
+            Deployment(name="gone", base_url=gone.url, weight=1e6), Deployment(name="ok", base_url=ok.url, weight=1e-6)))
+        # long attempt budgets: the in-flight requests must fail because the server went away, not time out
+        d = make_dispatcher([spec], attempt_timeout=20.0, first_token_timeout=20.0, deadline=30.0)
+        routing = Routing(chain=["m"])
+
+        async def plain() -> str:
+            return (await d.complete(USER, routing)).response["choices"][0]["message"]["content"]
+
+        async def stream() -> tuple[str, list]:
+            s = d.stream({**USER, "stream": True}, routing)
+            text = []
+            async for ch in s:
+                assert "error" not in ch, ch
+                for c in ch.get("choices") or ():
+                    text.append((c.get("delta") or {}).get("content") or "")
+            return "".join(text), s.result.attempts
+
+        tasks = [asyncio.ensure_future(plain()) for _ in range(6)] + [asyncio.ensure_future(stream()) for _ in range(4)]
+        async with asyncio.timeout(10):
+            while len(gone.seen()) < 10:  # all ten requests are in flight on `gone`
+                await asyncio.sleep(0.01)
+        assert len(ok.seen()) == 0 and not any(t.done() for t in tasks)
+        await gone.stop()  # the node is reclaimed: its listener and every open connection go away
+        async with asyncio.timeout(15):
+            results = await asyncio.gather(*tasks)
+        answer = ok.answer
+        assert [r for r in results[:6]] == [answer] * 6
+        for text, attempts in results[6:]:
+            assert text == answer  # one whole answer, no duplicated or lost prefix
+            failed = [a for a in attempts if a.deployment == "gone" and not a.skipped]
+            assert failed and all(a.error_class == "failover" for a in failed), attempts
+            assert attempts[-1].deployment == "ok" and attempts[-1].status == 200
+        assert len(ok.seen()) == 10
+        # drained for every replica: the next request does not even try it
+        assert (await d.state.get_cooldown(model_scope("m@gone"))).reason.startswith("drained:")
+        r = await d.complete(USER, routing)
+        assert [a.deployment for a in r.attempts if not a.skipped] == ["ok"]
+    finally:
+        await gone.stop()
+        await ok.stop()
+
+
+async def test_declared_health_path_probes_without_the_global_interval(make_dispatcher) -> None:
+    from policyengine.dispatch.health import HEALTH_REASON, probe_url
+    from policyengine.types import HealthCheck
+
+    a, b = SimServer("m"), SimServer("m")
+    await a.start()
+    await b.start()
+    try:
+        spec = ModelSpec(name="m", provider=Provider.vllm, health=HealthCheck(path="/health", interval=0.2),
+                         deployments=(Deployment(name="a", base_url=a.url, weight=1e6),
+                                      Deployment(name="b", base_url=b.url, weight=1e-6)))
+        d = make_dispatcher([spec])  # health_interval unset: only the model's own `health` starts the checks
+        assert probe_url(d.targets("m")[0], a.url) == f"{a.base}/health"
+        b.down(60)
+        r = await d.complete(USER, Routing(chain=["m"]))  # the first request starts the monitor
+        assert [x.deployment for x in r.attempts] == ["a"]
+        async with asyncio.timeout(5):
+            while d.health.rounds < 1:
+                await asyncio.sleep(0.05)
+        assert d.health.last == {"m@a": True, "m@b": False}
+        assert (await d.state.get_cooldown(model_scope("m@b"))).reason == HEALTH_REASON
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+def test_probe_urls_per_provider() -> None:
+    from policyengine.dispatch.health import probe_url
+    from policyengine.types import HealthCheck
+
+    def url(provider: Provider, base: str | None, **kw) -> str | None:
+        return probe_url(targets_of(ModelSpec(name="x", provider=provider, base_url=base, **kw))[0], base)
+
+    assert url(Provider.vllm, "http://h:8000/v1") == "http://h:8000/v1/models"
+    assert url(Provider.tgi, "http://h:8000/v1", health=HealthCheck(path="/health")) == "http://h:8000/health"
+    assert url(Provider.ollama, "http://h:11434/v1", health=HealthCheck(path="models")) == "http://h:11434/v1/models"
+    assert url(Provider.vllm, None) is None
+    assert url(Provider.bedrock, None, region="eu-west-2") == "https://bedrock-runtime.eu-west-2.amazonaws.com"
+    assert url(Provider.vertex, None, region="europe-west4") == "https://europe-west4-aiplatform.googleapis.com"
+    assert url(Provider.bedrock, "http://127.0.0.1:9/x") == "http://127.0.0.1:9/x"
