@@ -18,11 +18,12 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def upstream(*, latency_ms: float = 0.0, status: int = 200, cpu: int | None = 1):
-    """A fast simulated upstream in its own process (pinned to `cpu` when possible)."""
+def upstream(*, latency_ms: float = 0.0, status: int = 200, cpu: int | None = 1, extra: tuple[str, ...] = ()):
+    """A fast simulated upstream in its own process (pinned to `cpu` when possible); `extra`: more
+    fastserver options (`--fail-rate`, `--slow-rate`, `--slow-ms`, `--seed`)."""
     port = free_port()
     cmd = [sys.executable, "-m", "policyengine.simulate.fastserver", "--port", str(port),
-           "--latency-ms", str(latency_ms), "--status", str(status)]
+           "--latency-ms", str(latency_ms), "--status", str(status), *extra]
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL)
     if cpu is not None and hasattr(os, "sched_setaffinity") and os.cpu_count() and os.cpu_count() > 1:
         with contextlib.suppress(OSError):

@@ -14,7 +14,9 @@ deployments; `benchmarks/balance_bench.py` measures its cost per request.
 
 from __future__ import annotations
 
+import math
 import random
+import time
 from dataclasses import dataclass, field
 
 from policyengine.types import Deployment, ModelSpec
@@ -39,6 +41,7 @@ class DeploymentStats:
     outstanding: int = 0
     ewma_ms: float | None = None
     samples: int = 0
+    updated: float = 0.0  # time.monotonic() of the last sample
 
 
 @dataclass
@@ -48,10 +51,19 @@ class Balancer:
     Guarantees: the order is a permutation of the targets given; a sticky deployment that is
     among them comes first; a deployment at its `max_concurrency` on this replica is moved
     behind every one that is not (the dispatcher then skips it). `alpha` is the EWMA weight
-    of a new sample.
+    of a new sample. For `latency`, a deployment's expected wait is its latency EWMA x
+    (1 + `load_factor` x requests in flight), divided by its weight: LLM servers batch, so a
+    request in flight adds a fraction of the latency, not all of it (set 1.0 for servers that
+    answer one request at a time). A failed call counts as its time plus `fail_penalty_ms` (a
+    deployment that fails fast must not look fast; the penalty stands for the retry elsewhere).
+    An estimate more than a second old fades (x e^(-age / `decay_s`)), so a deployment that was
+    avoided is tried again and re-measured instead of being starved for good.
     """
 
     alpha: float = 0.3
+    load_factor: float = 0.25
+    fail_penalty_ms: float = 100.0
+    decay_s: float = 10.0
     rng: random.Random = field(default_factory=random.Random)
     stats: dict[str, DeploymentStats] = field(default_factory=dict)
     _rr: dict[str, int] = field(default_factory=dict)
@@ -67,23 +79,34 @@ class Balancer:
         """A request to `state_id` is now in flight."""
         self.stat(state_id).outstanding += 1
 
-    def finished(self, state_id: str, latency_ms: float | None) -> None:
-        """A request to `state_id` ended; `latency_ms` (time to answer or first token) feeds the EWMA when given.
-        A failure should pass a penalised latency (the dispatcher passes the time it took, at least its timeout share)."""
-        s = self.stat(state_id)
-        s.outstanding = max(0, s.outstanding - 1)
+    def finished(self, state_id: str, latency_ms: float | None, *, failed: bool = False) -> None:
+        """A request to `state_id` ended; `latency_ms` (time to answer or first token) feeds the EWMA when
+        given (None: a cancelled call, no sample). `failed`: the sample is `latency_ms + fail_penalty_ms`."""
+        s = self.stats.get(state_id) or self.stat(state_id)
+        if s.outstanding > 0:
+            s.outstanding -= 1
         if latency_ms is not None:
-            s.ewma_ms = latency_ms if s.ewma_ms is None else s.ewma_ms + self.alpha * (latency_ms - s.ewma_ms)
+            if failed:
+                latency_ms += self.fail_penalty_ms
+            now = time.monotonic()
+            if s.ewma_ms is None:
+                s.ewma_ms = latency_ms
+            else:
+                e = _faded(s, now, self.decay_s)
+                s.ewma_ms = e + self.alpha * (latency_ms - e)
+            s.updated = now
             s.samples += 1
 
     def at_capacity(self, t: Target) -> bool:
         """True when this replica has `t.max_concurrency` requests in flight to `t`."""
         return t.max_concurrency is not None and self.stat(t.state_id).outstanding >= t.max_concurrency
 
-    def _score(self, t: Target) -> float:
-        # expected wait: latency estimate scaled by the queue in front of us; unmeasured = 0 (explore first)
-        s = self.stat(t.state_id)
-        return (s.ewma_ms or 0.0) * (s.outstanding + 1) / t.weight
+    def _score(self, t: Target, now: float) -> float:
+        # expected wait: latency estimate scaled by the requests in flight; unmeasured = 0 (explore first)
+        s = self.stats.get(t.state_id) or self.stat(t.state_id)
+        if s.ewma_ms is None:
+            return 0.0
+        return _faded(s, now, self.decay_s) * (1.0 + self.load_factor * s.outstanding) / t.weight
 
     def order(self, strategy: str, targets: list[Target], sticky: str | None = None) -> list[Target]:
         """`targets` in the order to try them under `strategy` (see the class docstring)."""
@@ -96,10 +119,15 @@ class Balancer:
         elif strategy == "latency":
             # power of two choices: sample two, call the one with the lower expected wait;
             # the rest follow by score (failover goes to the next best)
-            a, b = self.rng.sample(range(n), 2)
-            first = targets[a] if self._score(targets[a]) <= self._score(targets[b]) else targets[b]
-            rest = sorted((t for t in targets if t is not first), key=self._score)
-            out = [first, *rest]
+            now = time.monotonic()
+            scores = [self._score(t, now) for t in targets]
+            rnd = self.rng.random
+            a = int(rnd() * n)
+            b = int(rnd() * (n - 1))
+            b += b >= a  # two distinct indices, uniformly
+            k = a if scores[a] <= scores[b] else b
+            rest = sorted((i for i in range(n) if i != k), key=scores.__getitem__)
+            out = [targets[k], *(targets[i] for i in rest)]
         elif strategy == "round_robin":
             i = self._rr.get(targets[0].model, 0)
             self._rr[targets[0].model] = i + 1
@@ -124,6 +152,13 @@ class Balancer:
         if any(t.max_concurrency is not None for t in out):
             out.sort(key=self.at_capacity)  # stable: full ones last, order otherwise kept
         return out
+
+
+def _faded(s: DeploymentStats, now: float, decay_s: float) -> float:
+    """`s`'s latency estimate, faded when its last sample is more than a second old."""
+    age = now - s.updated
+    e = s.ewma_ms or 0.0
+    return e if age < 1.0 else e * math.exp(-age / decay_s)
 
 
 def targets_of(spec: ModelSpec) -> list[Target]:

@@ -381,11 +381,13 @@ class ChainDispatcher:
             self.balancer.started(tgt.state_id)
             t = time.perf_counter()
             latency: float | None = None
+            outcome = "next_target"
             try:
                 outcome, value = await self._try(run, spec, opts, call, tgt)
                 latency = (time.perf_counter() - t) * 1000
             finally:
-                self.balancer.finished(tgt.state_id, latency)  # a cancelled hedge feeds no sample
+                # a cancelled hedge (or a fatal error) feeds no sample; a failure a penalised one
+                self.balancer.finished(tgt.state_id, latency, failed=outcome != "ok")
             if outcome == "ok":
                 run.breaker_clean = clean
                 run.deployment, run.state_id = tgt.deployment, tgt.state_id
