@@ -4,7 +4,7 @@
    (`policyengine.simulate.fastserver`, SIMULATED): `slow` answers in 150 ms, `flaky` in 10 ms but
    30% of its answers are an instant 500 with vLLM's engine-crash body, `healthy` in 10 ms. The same
    plain chat requests go through a ChainDispatcher with `balance round_robin` and one with
-   `balance latency` (EWMA + power of two choices), in interleaved rounds at a fixed concurrency.
+   `balance latency` (EWMA of latency x load, least expected wait), in interleaved rounds at a fixed concurrency.
    Reported: client latency p50/p99, client-visible error rate, failed upstream attempts per
    request, and each deployment's share of the calls.
 2. Hedging. Two deployments, streaming: `tail` gives its first token in 10 ms except on 10% of
@@ -143,7 +143,7 @@ async def balancing(args: argparse.Namespace) -> None:
                 await d.aclose()
     rr = summary(tallies["round_robin"].lat)
     print(row("round_robin", tallies["round_robin"]))
-    print(row("latency (EWMA + P2C)", tallies["latency"], rr))
+    print(row("latency (EWMA, least wait)", tallies["latency"], rr))
     lat = summary(tallies["latency"].lat)
     print(f"  => latency-aware vs round-robin: p99 {rr['p99_ms'] / lat['p99_ms']:.1f}x lower, "
           f"p50 {rr['p50_ms'] / lat['p50_ms']:.2f}x")

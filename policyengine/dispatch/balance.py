@@ -57,13 +57,16 @@ class Balancer:
     answer one request at a time). A failed call counts as its time plus `fail_penalty_ms` (a
     deployment that fails fast must not look fast; the penalty stands for the retry elsewhere).
     An estimate more than a second old fades (x e^(-age / `decay_s`)), so a deployment that was
-    avoided is tried again and re-measured instead of being starved for good.
+    avoided is tried again and re-measured instead of being starved for good. With at most
+    `full_scan_max` deployments the one with the least expected wait is called; with more, the
+    better of two drawn at random (power of two choices: many deployments do not all herd onto one).
     """
 
     alpha: float = 0.3
     load_factor: float = 0.25
-    fail_penalty_ms: float = 100.0
+    fail_penalty_ms: float = 500.0
     decay_s: float = 10.0
+    full_scan_max: int = 4
     rng: random.Random = field(default_factory=random.Random)
     stats: dict[str, DeploymentStats] = field(default_factory=dict)
     _rr: dict[str, int] = field(default_factory=dict)
@@ -117,15 +120,22 @@ class Balancer:
             rnd = self.rng.random
             out = sorted(targets, key=lambda t: (self.stat(t.state_id).outstanding / t.weight, rnd()))
         elif strategy == "latency":
-            # power of two choices: sample two, call the one with the lower expected wait;
-            # the rest follow by score (failover goes to the next best)
+            # the first by expected wait (below); the rest follow by score (failover goes to the next best)
             now = time.monotonic()
             scores = [self._score(t, now) for t in targets]
             rnd = self.rng.random
-            a = int(rnd() * n)
-            b = int(rnd() * (n - 1))
-            b += b >= a  # two distinct indices, uniformly
-            k = a if scores[a] <= scores[b] else b
+            if n <= self.full_scan_max:
+                # few deployments: the least expected wait of all (P2C would pick the worse of the two
+                # bad ones in 1/3 of the picks among three); ties broken at random
+                k, best = 0, scores[0]
+                for i in range(1, n):
+                    if scores[i] < best or (scores[i] == best and rnd() < 0.5):
+                        k, best = i, scores[i]
+            else:  # power of two choices: sample two, call the one with the lower expected wait
+                a = int(rnd() * n)
+                b = int(rnd() * (n - 1))
+                b += b >= a  # two distinct indices, uniformly
+                k = a if scores[a] <= scores[b] else b
             rest = sorted((i for i in range(n) if i != k), key=scores.__getitem__)
             out = [targets[k], *(targets[i] for i in rest)]
         elif strategy == "round_robin":

@@ -139,8 +139,9 @@ async def test_redis_shares_drain_across_replicas(three, make_dispatcher, redis_
     prefix = f"pe-test-{uuid.uuid4().hex[:8]}:"
     s1, s2 = RedisStateStore(redis_url, prefix=prefix), RedisStateStore(redis_url, prefix=prefix)
     try:
-        d1 = make_dispatcher([_spec(three)], state=s1)
-        d2 = make_dispatcher([_spec(three)], state=s2)
+        # round-robin: six requests reach d0 twice (a weighted draw missed it in 9% of runs)
+        d1 = make_dispatcher([_spec(three, balance="round_robin")], state=s1)
+        d2 = make_dispatcher([_spec(three, balance="round_robin")], state=s2)
         three[0].down(30)
         for _ in range(6):
             await d1.complete(USER, Routing(chain=["m"]))
@@ -247,3 +248,25 @@ def test_probe_urls_per_provider() -> None:
     assert url(Provider.bedrock, None, region="eu-west-2") == "https://bedrock-runtime.eu-west-2.amazonaws.com"
     assert url(Provider.vertex, None, region="europe-west4") == "https://europe-west4-aiplatform.googleapis.com"
     assert url(Provider.bedrock, "http://127.0.0.1:9/x") == "http://127.0.0.1:9/x"
+
+
+def test_latency_balancer_penalises_failures_and_forgets_old_estimates() -> None:
+    spec = ModelSpec(name="m", provider=Provider.vllm, deployments=tuple(
+        Deployment(name=n, base_url=f"http://127.0.0.1:{9 + i}/v1") for i, n in enumerate(("fast", "failing", "slow"))))
+    tg = {t.deployment: t for t in targets_of(spec)}
+    b = Balancer()
+    b.finished(tg["fast"].state_id, 10.0)
+    b.finished(tg["slow"].state_id, 150.0)
+    b.finished(tg["failing"].state_id, 1.0, failed=True)  # an instant 500 must not look fast
+    assert b.stat(tg["failing"].state_id).ewma_ms == 1.0 + b.fail_penalty_ms
+    order = [b.order("latency", list(tg.values()))[0].deployment for _ in range(200)]
+    assert set(order) == {"fast"}  # three deployments: the least expected wait, never the worse of a pair
+    # requests in flight raise the expected wait (a batching server: a quarter of the latency each)
+    for _ in range(60):
+        b.started(tg["fast"].state_id)
+    assert b.order("latency", list(tg.values()))[0].deployment == "slow"
+    for _ in range(60):
+        b.finished(tg["fast"].state_id, None)
+    # an estimate nobody refreshed fades, so an avoided deployment is tried again
+    b.stat(tg["slow"].state_id).updated -= 60.0
+    assert b.order("latency", list(tg.values()))[0].deployment == "slow"
