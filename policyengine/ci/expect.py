@@ -107,6 +107,11 @@ def compare(exp: Expectation, d: Decision) -> list[Mismatch]:
         miss("primary", exp.primary, chain[0] if chain else "(no model)")
     if exp.sticky is not None and exp.sticky != d.routing.sticky:
         miss("sticky", exp.sticky, d.routing.sticky)
+    if exp.hedge_after is not None and (exp.hedge_after or None) != d.routing.hedge_after:
+        miss("hedge after", f"{exp.hedge_after:g}s" if exp.hedge_after else "(no hedging)",
+             f"{d.routing.hedge_after:g}s" if d.routing.hedge_after is not None else "(no hedging)")
+    if exp.hedge_budget is not None and abs(exp.hedge_budget - d.routing.hedge_budget) > 1e-9:
+        miss("hedge budget", f"{exp.hedge_budget:.4g}", f"{d.routing.hedge_budget:.4g}")
     if exp.tags is not None and sorted(set(exp.tags)) != sorted(set(d.tags)):
         miss("tags", _list(sorted(exp.tags)), _list(sorted(d.tags)))
     if exp.tags_include is not None:

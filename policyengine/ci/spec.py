@@ -102,6 +102,8 @@ class Expectation(BaseModel):
     chain: list[str] | None = None  # the whole model chain, in order
     primary: str | None = None  # just the first model of the chain
     sticky: bool | None = None
+    hedge_after: float | None = None  # the route's hedge delay ("300ms", "1.5s" or seconds); 0: no hedging
+    hedge_budget: float | None = None  # the route's hedge budget ("10%" or 0.1)
     tags: list[str] | None = None  # exactly these tags (any order)
     tags_include: list[str] | None = None  # at least these tags
     obligations: list[ExpectObligation] | None = None  # same count, compared in order
@@ -111,6 +113,18 @@ class Expectation(BaseModel):
     verification: ExpectVerification | None = None
     allowed_models: list[str] | None = None  # the user-switchable allowlist (any order)
     default_applied: bool | None = None  # no rule named the action: default deny
+
+    @field_validator("hedge_after", mode="before")
+    @classmethod
+    def _hedge_after(cls, v: Any) -> Any:
+        return None if v is None else (0.0 if v in (0, "0", "none", False) else parse_duration(v))
+
+    @field_validator("hedge_budget", mode="before")
+    @classmethod
+    def _budget(cls, v: Any) -> Any:
+        if isinstance(v, str) and v.strip().endswith("%"):
+            return float(v.strip()[:-1]) / 100
+        return v
 
     @field_validator("chain", "tags", "tags_include", "rules", "rules_not", "allowed_models", mode="before")
     @classmethod

@@ -65,7 +65,7 @@ class Balancer:
     alpha: float = 0.3
     load_factor: float = 0.25
     fail_penalty_ms: float = 500.0
-    decay_s: float = 10.0
+    decay_s: float = 30.0
     full_scan_max: int = 4
     rng: random.Random = field(default_factory=random.Random)
     stats: dict[str, DeploymentStats] = field(default_factory=dict)

@@ -174,3 +174,16 @@ def test_every_example_policy_set_is_fully_tested() -> None:
               if c.status != "passed"]
     assert failed == []
     assert len(report.sets) >= 8 and report.coverage == 100.0
+
+
+def test_hedge_expectations(tmp_path: Path) -> None:
+    src = Path(__file__).resolve().parents[2] / "policies" / "fleet-deployments"
+    assert run_tests(src).count("passed") == 4
+    dest = tmp_path / "fleet"
+    shutil.copytree(src, dest)
+    (dest / "fleet-deployments.tests.yaml").write_text(
+        "tests:\n  - name: wrong hedge\n    given: {action: chat}\n"
+        "    expect: {hedge_after: 1s, hedge_budget: 20%}\n")
+    res = runner.invoke(app, ["test", str(dest)])
+    assert res.exit_code == 1
+    assert "hedge after" in res.output and "0.4s" in res.output and "hedge budget" in res.output

@@ -268,5 +268,5 @@ def test_latency_balancer_penalises_failures_and_forgets_old_estimates() -> None
     for _ in range(60):
         b.finished(tg["fast"].state_id, None)
     # an estimate nobody refreshed fades, so an avoided deployment is tried again
-    b.stat(tg["slow"].state_id).updated -= 60.0
+    b.stat(tg["slow"].state_id).updated -= 300.0
     assert b.order("latency", list(tg.values()))[0].deployment == "slow"

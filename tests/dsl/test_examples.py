@@ -133,3 +133,19 @@ def test_single_path_arguments() -> None:
     assert check(str(POLICIES / "support-desk")) == []
     assert check(POLICIES / "approval-gates" / "approval-gates.policy") == []
     assert load_policy_set(str(POLICIES / "support-desk")).name == "support-desk"
+
+
+def test_fleet_deployments_compiles_to_deployments_a_dispatcher_can_call() -> None:
+    from policyengine.dispatch.balance import targets_of
+
+    p = load_policy_set([POLICIES / "fleet-deployments"])
+    q = p.models["qwen-72b"]
+    assert [d.name for d in q.deployments] == ["gpu-a", "gpu-b", "spot"] and q.balance == "latency"
+    assert q.health is not None and q.health.path == "/health" and q.health.interval == 10.0
+    tg = {t.deployment: t for t in targets_of(q)}
+    assert tg["spot"].spec.keys[0].name == "QWEN_SPOT_KEY" and tg["gpu-a"].spec.keys[0].name == "QWEN_KEY"
+    assert tg["gpu-a"].state_id == "qwen-72b@gpu-a" and tg["gpu-a"].max_concurrency == 32
+    assert [t.spec.region for t in targets_of(p.models["bedrock-llama"])] == ["eu-west-2", "eu-west-1"]
+    r = p.route(Action(action="chat", channel="voice"))
+    assert (r.hedge_after, r.hedge_budget) == (0.25, 0.05)
+    assert p.route(Action(action="chat", use_case="batch")).hedge_after is None
