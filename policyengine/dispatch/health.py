@@ -16,7 +16,8 @@ interval, else `DEFAULT_INTERVAL`). What a probe is:
 A probe that cannot connect, times out or gets a 5xx puts the deployment in a cooldown with
 reason `health_check_failed` in the shared state store, so every replica skips it; a later probe
 that answers (any status below 500: a 401 still proves the server is up) clears that cooldown,
-and only that one (a cooldown a real request set stays). The monitor is one background task
+or a drain (`drained:<reason>`, set when a request found the deployment's connections refused
+or reset), and only those (a cooldown a rate limit or a breaker set stays). The monitor is one background task
 owned by the dispatcher; `aclose` cancels it and waits for it.
 """
 
@@ -140,7 +141,9 @@ class HealthMonitor:
                                      HEALTH_REASON)
         else:
             cd = await state.get_cooldown(scope)
-            if cd is not None and cd.reason == HEALTH_REASON:
+            # a drain (connections refused or reset) is a transport signal too: a probe that
+            # connects and gets an answer ends it early
+            if cd is not None and (cd.reason == HEALTH_REASON or cd.reason.startswith("drained:")):
                 await self._d.state.clear_cooldown(scope)
                 log.info("health check passed again: model=%s deployment=%s", tgt.model, tgt.deployment)
         return ok

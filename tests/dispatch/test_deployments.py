@@ -270,3 +270,14 @@ def test_latency_balancer_penalises_failures_and_forgets_old_estimates() -> None
     # an estimate nobody refreshed fades, so an avoided deployment is tried again
     b.stat(tg["slow"].state_id).updated -= 300.0
     assert b.order("latency", list(tg.values()))[0].deployment == "slow"
+
+
+async def test_a_probe_that_answers_ends_a_drain_but_not_a_rate_limit(three, make_dispatcher) -> None:
+    from policyengine.dispatch.health import HealthMonitor
+
+    d = make_dispatcher([_spec(three)])
+    await d.state.set_cooldown(model_scope("m@d0"), 30, "drained:connection_refused")
+    await d.state.set_cooldown(model_scope("m@d1"), 30, "rate_limited")
+    assert await HealthMonitor(d, interval=5.0, timeout=0.5).check_all() == {"m@d0": True, "m@d1": True, "m@d2": True}
+    assert await d.state.get_cooldown(model_scope("m@d0")) is None
+    assert (await d.state.get_cooldown(model_scope("m@d1"))).reason == "rate_limited"
