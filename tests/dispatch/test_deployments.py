@@ -154,19 +154,16 @@ async def test_redis_shares_drain_across_replicas(three, make_dispatcher, redis_
         await s2.aclose()
 
 
-async def test_reclaim_with_requests_in_flight_loses_none(make_dispatcher) -> None:
-    """A deployment shut down (Spot reclaim) while plain requests and streams are in flight on it,
-    some streams with headers and the role chunk sent but no token yet, some without even headers:
-    every one of them is answered in full by the other deployment, and the client never sees it."""
-    gone = SimServer("m", chunk_delay=30.0)  # a stream sends its role chunk, then waits before the first token
+async def _reclaim_in_flight(make_dispatcher, gone_url: str, seen, reclaim) -> None:
+    """Ten requests in flight on deployment `gone` (six plain ones it never answers, two streams
+    with headers and the role chunk sent but no token, two with nothing sent yet), then
+    `reclaim()`: every one must be answered in full by deployment `ok`, invisibly to the client.
+    `seen()` counts the chat requests `gone` has received."""
     ok = SimServer("m")
-    await gone.start()
     await ok.start()
     try:
-        gone.add_fault("hang", times=None, only_stream=False)  # plain requests: accepted, never answered
-        gone.add_fault("slow_first_token", times=2, delay=30.0, only_stream=True)  # two streams: no headers yet
         spec = ModelSpec(name="m", provider=Provider.vllm, deployments=(
-            Deployment(name="gone", base_url=gone.url, weight=1e6), Deployment(name="ok", base_url=ok.url, weight=1e-6)))
+            Deployment(name="gone", base_url=gone_url, weight=1e6), Deployment(name="ok", base_url=ok.url, weight=1e-6)))
         # long attempt budgets: the in-flight requests must fail because the server went away, not time out
         d = make_dispatcher([spec], attempt_timeout=20.0, first_token_timeout=20.0, deadline=30.0)
         routing = Routing(chain=["m"])
@@ -184,15 +181,15 @@ async def test_reclaim_with_requests_in_flight_loses_none(make_dispatcher) -> No
             return "".join(text), s.result.attempts
 
         tasks = [asyncio.ensure_future(plain()) for _ in range(6)] + [asyncio.ensure_future(stream()) for _ in range(4)]
-        async with asyncio.timeout(10):
-            while len(gone.seen()) < 10:  # all ten requests are in flight on `gone`
-                await asyncio.sleep(0.01)
+        async with asyncio.timeout(15):
+            while await seen() < 10:  # all ten requests are in flight on `gone`
+                await asyncio.sleep(0.02)
         assert len(ok.seen()) == 0 and not any(t.done() for t in tasks)
-        await gone.stop()  # the node is reclaimed: its listener and every open connection go away
+        await reclaim()
         async with asyncio.timeout(15):
             results = await asyncio.gather(*tasks)
         answer = ok.answer
-        assert [r for r in results[:6]] == [answer] * 6
+        assert list(results[:6]) == [answer] * 6
         for text, attempts in results[6:]:
             assert text == answer  # one whole answer, no duplicated or lost prefix
             failed = [a for a in attempts if a.deployment == "gone" and not a.skipped]
@@ -204,8 +201,59 @@ async def test_reclaim_with_requests_in_flight_loses_none(make_dispatcher) -> No
         r = await d.complete(USER, routing)
         assert [a.deployment for a in r.attempts if not a.skipped] == ["ok"]
     finally:
-        await gone.stop()
         await ok.stop()
+
+
+_FAULTS = [{"kind": "hang", "times": None, "only_stream": False},  # plain requests: accepted, never answered
+           {"kind": "slow_first_token", "times": 2, "delay": 30.0, "only_stream": True}]  # two streams: no headers yet
+
+
+async def test_reclaim_with_requests_in_flight_loses_none(make_dispatcher) -> None:
+    """The server shut down (listener closed, every open connection dropped) mid-traffic."""
+    gone = SimServer("m", chunk_delay=30.0)  # a stream sends its role chunk, then waits before the first token
+    await gone.start()
+    for f in _FAULTS:
+        gone.add_fault(f["kind"], **{k: v for k, v in f.items() if k != "kind"})
+
+    async def seen() -> int:
+        return len(gone.seen())
+
+    try:
+        await _reclaim_in_flight(make_dispatcher, gone.url, seen, gone.stop)
+    finally:
+        await gone.stop()
+
+
+async def test_spot_reclaim_kill_9_loses_none(make_dispatcher) -> None:
+    """The server is a separate process killed with SIGKILL mid-traffic, as a reclaimed Spot node."""
+    import json
+    import subprocess
+    import sys
+
+    import httpx
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "policyengine.simulate", "--model", "m=vllm", "--chunk-delay", "30",
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        async with asyncio.timeout(30):
+            info = json.loads(await proc.stdout.readline())["models"]["m"]
+        async with httpx.AsyncClient(timeout=5) as admin:
+            (await admin.post(info["admin"] + "/faults", json=_FAULTS)).raise_for_status()
+
+            async def seen() -> int:
+                reqs = (await admin.get(info["admin"] + "/requests")).json()
+                return sum(r["path"].endswith("/chat/completions") for r in reqs)
+
+            async def kill() -> None:
+                proc.kill()
+                await proc.wait()
+
+            await _reclaim_in_flight(make_dispatcher, info["url"], seen, kill)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def test_declared_health_path_probes_without_the_global_interval(make_dispatcher) -> None:
