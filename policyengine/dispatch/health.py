@@ -11,7 +11,7 @@ interval, else `DEFAULT_INTERVAL`). What a probe is:
   a model on Ollama's native API (`api native`) with `GET /api/tags` by default.
 * Bedrock and Vertex: a TCP connect to the endpoint's host and port (the deployment's base_url,
   else `bedrock-runtime.<region>.amazonaws.com:443` / `<region>-aiplatform.googleapis.com:443`):
-  no signed call, no cost, no quota used.
+  no signed call, no cost, no quota used. Anthropic servers: a TCP connect to their base_url.
 
 A probe that cannot connect, times out or gets a 5xx puts the deployment in a cooldown with
 reason `health_check_failed` in the shared state store, so every replica skips it; a later probe
@@ -45,6 +45,8 @@ def probe_url(tgt: Target, base_url: str | None, environ: Any = None) -> str | N
     if not spec.provider.openai_compatible:
         if base_url:
             return base_url
+        if spec.provider.value not in ("bedrock", "vertex"):
+            return None  # an Anthropic server needs its base_url (nothing to connect to without one)
         if spec.provider.value == "bedrock":  # the adapter's own default endpoint (adapters/bedrock.py)
             region = spec.region or (environ or {}).get("AWS_REGION") or "us-east-1"
             return f"https://bedrock-runtime.{region}.amazonaws.com"

@@ -296,6 +296,8 @@ def test_probe_urls_per_provider() -> None:
     assert url(Provider.bedrock, None, region="eu-west-2") == "https://bedrock-runtime.eu-west-2.amazonaws.com"
     assert url(Provider.vertex, None, region="europe-west4") == "https://europe-west4-aiplatform.googleapis.com"
     assert url(Provider.bedrock, "http://127.0.0.1:9/x") == "http://127.0.0.1:9/x"
+    assert url(Provider.anthropic, "https://api.anthropic.com") == "https://api.anthropic.com"
+    assert url(Provider.anthropic, None) is None
 
 
 def test_latency_balancer_penalises_failures_and_forgets_old_estimates() -> None:
