@@ -21,8 +21,7 @@ from pydantic import BaseModel, Field
 from policyengine.ci.rules import RuleInfo, hold_text, parse_sources, rules_of, shape
 from policyengine.dsl import ast
 from policyengine.dsl.formatter import expr as expr_text
-from policyengine.dsl.formatter import limit_item
-from policyengine.dsl.formatter import prop_text
+from policyengine.dsl.formatter import limit_item, prop_text
 
 Status = Literal["added", "removed", "changed"]
 

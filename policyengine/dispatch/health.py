@@ -55,7 +55,8 @@ def probe_url(tgt: Target, base_url: str | None, environ: Any = None) -> str | N
     if not base_url:
         return None
     if spec.api == "native" and not (spec.health is not None and spec.health.path):
-        from policyengine.adapters.ollama import native_root  # Ollama's own API: the list of local models
+        # Ollama's own API: the list of local models
+        from policyengine.adapters.ollama import native_root
 
         return native_root(base_url) + "/api/tags"
     path = spec.health.path if spec.health is not None and spec.health.path else "models"

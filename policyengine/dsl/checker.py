@@ -28,7 +28,13 @@ from policyengine.ir import (
     unknown_builtin,
 )
 from policyengine.netcheck import ALWAYS_REFUSED, AddressClass, OutboundRefused, literal_class
-from policyengine.types import NATIVE_API_PROVIDERS, SERVED_KINDS, ApiKind, BalanceStrategy, Provider
+from policyengine.types import (
+    NATIVE_API_PROVIDERS,
+    SERVED_KINDS,
+    ApiKind,
+    BalanceStrategy,
+    Provider,
+)
 
 from . import ast
 from . import formatter as fmt
@@ -410,7 +416,7 @@ class Checker:
                 strategy = p.value.value  # type: ignore[union-attr]
                 if strategy not in BALANCE_STRATEGIES:
                     close = _close(strategy, BALANCE_STRATEGIES)
-                    self.add("E283", p.value.span, f"unknown balance strategy `{strategy}`",  # type: ignore[union-attr]
+                    self.add("E293", p.value.span, f"unknown balance strategy `{strategy}`",  # type: ignore[union-attr]
                              (f"did you mean `{close}`? " if close else "")
                              + "strategies: " + ", ".join(BALANCE_STRATEGIES))
             elif p.key == "health":
@@ -424,7 +430,7 @@ class Checker:
                     if t.seconds <= 0:
                         self.add("E206", t.span, f"timeout {t.kind} {t.raw} must be longer than zero", "e.g. 10s")
         if "balance" in seen and len(deployments) < 2:
-            self.add("W288", seen["balance"].span, f"`balance` has no effect: model `{m.name.value}` has "
+            self.add("W298", seen["balance"].span, f"`balance` has no effect: model `{m.name.value}` has "
                      f"{'one deployment' if deployments else 'no deployments'}",
                      "declare two or more `deployment NAME { base_url ... }` blocks, or remove `balance`", warning=True)
         if provider is None:
@@ -459,7 +465,7 @@ class Checker:
         max_concurrency a positive integer, secrets only by env()."""
         prev = seen.get(d.name.value)
         if prev is not None:
-            self.add("E280", d.name.span, f"deployment `{d.name.value}` is already declared in model "
+            self.add("E290", d.name.span, f"deployment `{d.name.value}` is already declared in model "
                      f"`{m.name.value}` (line {prev.span.line})", "give each deployment of a model its own name")
         else:
             seen[d.name.value] = d
@@ -472,12 +478,12 @@ class Checker:
             v = p.value
             if p.key == "weight":
                 if v.value <= 0:  # type: ignore[union-attr, operator]
-                    self.add("E281", v.span, f"deployment weight {v.raw} must be greater than zero",  # type: ignore[union-attr]
+                    self.add("E291", v.span, f"deployment weight {v.raw} must be greater than zero",  # type: ignore[union-attr]
                              "a weight is a share of traffic, e.g. weight 3; to take a deployment out, remove it")
             elif p.key == "max_concurrency":
                 n = v.value  # type: ignore[union-attr]
                 if n <= 0 or n != n.to_integral_value():  # type: ignore[union-attr, operator]
-                    self.add("E282", v.span, f"max_concurrency {v.raw} must be a whole number of at least 1",  # type: ignore[union-attr]
+                    self.add("E292", v.span, f"max_concurrency {v.raw} must be a whole number of at least 1",  # type: ignore[union-attr]
                              "e.g. max_concurrency 16 (requests in flight per gateway replica); omit it for no limit")
             elif p.key == "keys":
                 for k in v:  # type: ignore[union-attr]
@@ -494,12 +500,12 @@ class Checker:
         if h.path is not None:
             path = h.path.value
             if "://" in path or not path.strip() or any(c.isspace() for c in path) or "?" in path:
-                self.add("E284", h.path.span, f"health path {path!r} is not a path",
+                self.add("E294", h.path.span, f"health path {path!r} is not a path",
                          'write a path: "/health" (from the server root) or "models" (after the base_url)')
             elif SECRET_RE.search(path):
                 self.secret(h.path)
         if h.every is not None and h.every.value <= 0:  # type: ignore[operator]
-            self.add("E284", h.every.span, f"health check every {h.every.raw} must be longer than zero", "e.g. every 10s")
+            self.add("E294", h.every.span, f"health check every {h.every.raw} must be longer than zero", "e.g. every 10s")
 
     def secret(self, s: ast.Str) -> None:
         if SECRET_RE.search(s.value):
@@ -806,10 +812,10 @@ class Checker:
         h = r.hedge
         assert h is not None
         if h.after.value <= 0:  # type: ignore[operator]
-            self.add("E286", h.after.span, f"hedge after {h.after.raw} must be longer than zero",
+            self.add("E296", h.after.span, f"hedge after {h.after.raw} must be longer than zero",
                      "e.g. hedge after 300ms: about the p95 of the primary's time to first token")
         if h.budget is not None and not (0 < h.budget.value <= 1):  # type: ignore[operator]
-            self.add("E285", h.budget.span, f"hedge budget {h.budget.raw} is outside (0%, 100%]",
+            self.add("E295", h.budget.span, f"hedge budget {h.budget.raw} is outside (0%, 100%]",
                      "the budget is the most extra load hedging may add, e.g. budget 10% (or 0.1)")
         others = list(dict.fromkeys(chain))
         m = self.models.get(r.primary.value)
@@ -817,7 +823,7 @@ class Checker:
             return  # E210 already
         n_deps = sum(1 for p in m.props if p.key == "deployment")
         if len(others) < 2 and n_deps < 2:
-            self.add("W287", h.span, f"nothing to hedge to: the route has no fallback and `{r.primary.value}` has "
+            self.add("W297", h.span, f"nothing to hedge to: the route has no fallback and `{r.primary.value}` has "
                      f"{'one deployment' if n_deps else 'no deployments'}",
                      "add a fallback [...] to the route or a second `deployment` to the model, or remove the hedge",
                      warning=True)

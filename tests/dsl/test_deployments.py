@@ -76,18 +76,18 @@ TWO = H + 'model m {\n  provider vllm\n  deployment a { base_url env("A") }\n  d
 
 # code -> (text, line, col)
 CASES: dict[str, tuple[str, int, int]] = {
-    "E280": (H + 'model m {\n  provider vllm\n  deployment a { base_url env("A") }\n  deployment a { base_url env("B") }\n}\n',
+    "E290": (H + 'model m {\n  provider vllm\n  deployment a { base_url env("A") }\n  deployment a { base_url env("B") }\n}\n',
              5, 14),
-    "E281": (H + 'model m {\n  provider vllm\n  deployment a { base_url env("A") weight 0 }\n'
+    "E291": (H + 'model m {\n  provider vllm\n  deployment a { base_url env("A") weight 0 }\n'
              '  deployment b { base_url env("B") }\n}\n', 4, 43),
-    "E282": (H + 'model m {\n  provider vllm\n  deployment a { base_url env("A") max_concurrency 0 }\n'
+    "E292": (H + 'model m {\n  provider vllm\n  deployment a { base_url env("A") max_concurrency 0 }\n'
              '  deployment b { base_url env("B") }\n}\n', 4, 52),
-    "E283": (TWO.replace("}\n}\n", "}\n  balance least_outstandng\n}\n"), 6, 11),
-    "E284": (ONE.replace(' }\n', ' health "/health" every 0s }\n'), 2, 66),
-    "E285": (TWO + "route default -> m hedge after 300ms budget 150%\n", 7, 45),
-    "E286": (TWO + "route default -> m hedge after 0ms\n", 7, 32),
-    "W287": (ONE + "route default -> m hedge after 300ms\n", 3, 20),
-    "W288": (ONE.replace(' }\n', ' balance latency }\n'), 2, 43),
+    "E293": (TWO.replace("}\n}\n", "}\n  balance least_outstandng\n}\n"), 6, 11),
+    "E294": (ONE.replace(' }\n', ' health "/health" every 0s }\n'), 2, 66),
+    "E295": (TWO + "route default -> m hedge after 300ms budget 150%\n", 7, 45),
+    "E296": (TWO + "route default -> m hedge after 0ms\n", 7, 32),
+    "W297": (ONE + "route default -> m hedge after 300ms\n", 3, 20),
+    "W298": (ONE.replace(' }\n', ' balance latency }\n'), 2, 43),
 }
 
 
@@ -108,14 +108,14 @@ def test_each_code_once_at_its_place(code: str) -> None:
 
 
 def test_did_you_mean_strategy_and_messages() -> None:
-    [d] = diags(CASES["E283"][0])
+    [d] = diags(CASES["E293"][0])
     assert d.hint.startswith("did you mean `least_outstanding`?")
-    [d] = diags(CASES["E280"][0])
+    [d] = diags(CASES["E290"][0])
     assert "already declared in model `m` (line 4)" in d.message
     [d] = diags(TWO + "route default -> m hedge after 1s budget -0.5\n")
-    assert d.code == "E285"
+    assert d.code == "E295"
     [d] = diags(H + 'model m {\n  provider vllm\n  deployment a { base_url env("A") max_concurrency 2.5 }\n}\n')
-    assert d.code == "E282"
+    assert d.code == "E292"
 
 
 def test_hedge_has_something_to_hedge_to() -> None:
@@ -125,7 +125,7 @@ def test_hedge_has_something_to_hedge_to() -> None:
     assert diags(TWO + "route default -> m hedge after 300ms\n") == []
     assert diags(two_models + 'route default -> m fallback [n]\nroute when use_case == "x" -> m hedge after 1s\n') == []
     [d] = diags(two_models + 'route default -> m fallback [n]\nroute when use_case == "x" -> m fallback [] hedge after 1s\n')
-    assert d.code == "W287"
+    assert d.code == "W297"
 
 
 def test_deployments_give_the_base_url_secrets_and_urls_are_checked() -> None:
@@ -151,7 +151,7 @@ def test_health_forms() -> None:
     p = compile_sources({"t.policy": ONE.replace(' }\n', ' health every 5s }\n')})
     assert p.models["m"].health == HealthCheck(interval=5.0)
     [d] = diags(ONE.replace(' }\n', ' health "http://x/health" }\n'))
-    assert d.code == "E284"
+    assert d.code == "E294"
 
 
 def test_docs_list_the_codes() -> None:

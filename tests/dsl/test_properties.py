@@ -101,7 +101,7 @@ prop = st.one_of(
               st.one_of(st.just(""), duration.map(lambda d: f" every {d}"))),
 )
 hedge = st.builds(lambda d, b: f"hedge after {d}{b}", duration, st.one_of(
-    st.just(""), number.map(lambda n: f" budget {n}"), number.map(lambda n: f" budget {n}%")))
+    st.just(""), number.map(lambda n: f" budget {n}"), number.map(lambda n: f" budget {n.lstrip('-')}%")))
 route_opts = st.lists(st.one_of(st.sampled_from(["sticky session", "sticky session return on recovery",
                                                  "prefer self_hosted", "on rate_limit wait up to 2s"]), hedge),
                       max_size=2).map(" ".join)
