@@ -33,7 +33,7 @@ def broken(tmp_path: Path) -> Path:
 def test_lint_ok_on_every_example() -> None:
     r = runner.invoke(app, ["lint", str(POLICIES)])
     assert r.exit_code == 0, r.output
-    assert "ok: 13 file(s), 0 warning(s)" in r.output
+    assert "ok: 14 file(s), 0 warning(s)" in r.output
 
 
 def test_lint_error_text(broken: Path) -> None:
