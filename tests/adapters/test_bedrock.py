@@ -95,7 +95,9 @@ async def test_converse_stream_and_tools(bedrock, make_dispatcher):
 async def test_bedrock_errors_drive_dispatch(bedrock, fleet, make_dispatcher):
     await fleet.add("qwen", "vllm")
     d = make_dispatcher([llama(bedrock.url), fleet.model_spec("qwen")], environ=ENV)
-    chain = Routing(chain=["bedrock-llama", "qwen"])
+    # the route waits out a throttle (`on rate_limit wait up to 5s`): without it a healthy fallback
+    # is taken at once; the point here is that the throttle is classified a retry on the same model
+    chain = Routing(chain=["bedrock-llama", "qwen"], rate_limit_wait=5)
     bedrock.add_fault("ThrottlingException")
     r = await d.complete(USER, chain)
     assert r.model == "bedrock-llama" and [a.reason for a in r.attempts] == ["rate_limited", None]

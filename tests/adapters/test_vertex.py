@@ -107,7 +107,9 @@ async def test_openai_compatible_endpoint(vertex, service_account, make_dispatch
 async def test_google_errors_drive_dispatch(vertex, service_account, fleet, make_dispatcher):
     await fleet.add("qwen", "vllm")
     d = make_dispatcher([gemini(vertex.url), fleet.model_spec("qwen")])
-    chain = Routing(chain=["gemini", "qwen"])
+    # the route waits out a rate limit (`on rate_limit wait up to 5s`): without it a healthy
+    # fallback is taken at once; the point here is the classification (a retry on the same model)
+    chain = Routing(chain=["gemini", "qwen"], rate_limit_wait=5)
     vertex.add_fault("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).")
     r = await d.complete(USER, chain)
     assert r.model == "gemini" and r.attempts[0].reason == "rate_limited"
