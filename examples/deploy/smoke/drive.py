@@ -120,6 +120,12 @@ def _logged_attempts(row: dict[str, Any]) -> list[dict[str, Any]]:
     return rec.get("attempts") or ((row.get("outcome_row") or {}).get("record") or {}).get("attempts") or []
 
 
+def _answered_by(row: dict[str, Any]) -> str | None:
+    """The model that answered: the decision row is committed before the call (no model yet), its
+    outcome row names the model."""
+    return (row.get("outcome_row") or {}).get("model") or row.get("model")
+
+
 def _text_of(msg: email.message.EmailMessage) -> str:
     part = msg.get_body(preferencelist=("plain", "html"))
     return part.get_content() if part is not None else ""
@@ -130,14 +136,15 @@ def step_routing(s: Stack, c: Checks) -> None:
     st, h, _ = s.chat("Hello, where is my order?")
     c.expect("default route answered by qwen-72b", st == 200 and h.get("x-policyengine-model") == QWEN,
              f"HTTP {st}, model {h.get('x-policyengine-model')}")
-    row = s.decision(h["x-policyengine-decision-id"])
-    c.expect("the log has the decision: allow, model qwen-72b", row.get("effect") == "allow" and row.get("model") == QWEN,
-             f"effect {row.get('effect')}, model {row.get('model')}")
+    row = s.decision(h["x-policyengine-decision-id"], outcome=True)
+    c.expect("the log has the decision: allow, answered by qwen-72b",
+             row.get("effect") == "allow" and _answered_by(row) == QWEN,
+             f"effect {row.get('effect')}, model {_answered_by(row)}")
     st, h, _ = s.chat("Summarise this ticket: the parcel arrived late.", use_case="summarisation")
     c.expect("use_case summarisation routed to gemma-9b", st == 200 and h.get("x-policyengine-model") == GEMMA,
              f"HTTP {st}, model {h.get('x-policyengine-model')}")
-    row = s.decision(h["x-policyengine-decision-id"])
-    c.expect("the log says gemma-9b for it", row.get("model") == GEMMA, f"model {row.get('model')}")
+    row = s.decision(h["x-policyengine-decision-id"], outcome=True)
+    c.expect("the log says gemma-9b answered it", _answered_by(row) == GEMMA, f"model {_answered_by(row)}")
 
 
 def step_failover(s: Stack, c: Checks) -> None:
