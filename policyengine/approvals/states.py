@@ -54,5 +54,6 @@ class Via(StrEnum):
     slack = "slack"
     teams = "teams"
     webhook = "webhook"  # a webhook link, the receiver vouching for the reviewer
+    console = "console"  # the web console, logged in with the reviewer's API key
     timer = "timer"
     system = "system"

@@ -124,17 +124,16 @@ def explain(rec: dict[str, Any]) -> list[str]:
     return lines
 
 
-@router.get("/v1/decisions/{decision_id}", summary="One decision, everything logged about it, and why")
-async def get_decision(decision_id: str, request: Request,
-                       principal: Principal = Depends(require_principal("app", "reviewer"))) -> Response:
-    s = request.app.state.runtime
-    row = None if "\x00" in decision_id else await s.decisions.get(principal.tenant, decision_id)
+async def decision_detail(s: Any, tenant: str, decision_id: str) -> dict[str, Any] | None:
+    """One decision of `tenant` with everything logged about it (its outcome or verdict row merged
+    in) and its explanation; None when the tenant has no such decision."""
+    row = None if "\x00" in decision_id else await s.decisions.get(tenant, decision_id)
     if row is None:
-        raise ApiError(404, f"no decision {decision_id!r} in tenant {principal.tenant!r}", code="not_found")
+        return None
     out = decision_view(row, full=True)
     rec = orjson.loads(row.record)
     if (row.kind == "chat" and (rec.get("extra") or {}).get("outcome") in OUTCOME_PENDING) or row.kind in FOLLOWED:
-        done = await s.decisions.get(principal.tenant, gateway.outcome_id(row.id))
+        done = await s.decisions.get(tenant, gateway.outcome_id(row.id))
         if done is not None:  # what the answer told: final model, attempts, usage, a decision made on it
             done_rec = orjson.loads(done.record)
             out["outcome_row"] = decision_view(done, full=True)
@@ -144,4 +143,15 @@ async def get_decision(decision_id: str, request: Request,
             if (rec.get("extra") or {}).get("tool_calls"):  # the chain: chat -> each tool call -> approval
                 out["tool_calls"] = rec["extra"]["tool_calls"]
     out["explanation"] = explain(rec)
+    out["merged"] = rec
+    return out
+
+
+@router.get("/v1/decisions/{decision_id}", summary="One decision, everything logged about it, and why")
+async def get_decision(decision_id: str, request: Request,
+                       principal: Principal = Depends(require_principal("app", "reviewer"))) -> Response:
+    out = await decision_detail(request.app.state.runtime, principal.tenant, decision_id)
+    if out is None:
+        raise ApiError(404, f"no decision {decision_id!r} in tenant {principal.tenant!r}", code="not_found")
+    out.pop("merged")
     return json_response(out)
