@@ -450,6 +450,15 @@ class ApprovalService:
             return why, ApprovalForbidden(why)
         return None
 
+    async def refusal_for(self, approval_id: str, reviewer: Reviewer) -> str | None:
+        """Why `reviewer` may not decide this approval now (self-approval, another group, another
+        tenant, already decided, a missing role), or None. Reads only and audits nothing: a page's
+        hint before a form is shown; `decide` checks again and audits a refusal."""
+        async with self.engine.connect() as conn:
+            row = await self._row(conn, approval_id)
+        refusal = self._refusal(row, reviewer)
+        return None if refusal is None else refusal[0]
+
     @staticmethod
     def is_requester(row: Any, reviewer: Reviewer) -> bool:
         """True when `reviewer` is the one who asked: the same API key, or the same subject in

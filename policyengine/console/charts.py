@@ -8,21 +8,30 @@ disabled). Every chart also has its numbers as a table next to it in the page.
 from __future__ import annotations
 
 import pygal
+from pygal.etree import etree
 from pygal.style import Style
 
 from policyengine.console.queries import Buckets, ModelStats
 
 EFFECT_COLOURS = {"allow": "#2e7d32", "deny": "#c62828", "require_approval": "#ef6c00", "escalate": "#6a1b9a"}
-STYLE = Style(background="white", plot_background="white", foreground="#222", foreground_strong="#111",
-              foreground_subtle="#888", font_family="system-ui, sans-serif", label_font_size=11,
-              major_label_font_size=11, legend_font_size=12, title_font_size=14,
-              colors=tuple(EFFECT_COLOURS.values()))
+_LOOK = {"background": "white", "plot_background": "white", "foreground": "#222", "foreground_strong": "#111",
+         "foreground_subtle": "#888", "font_family": "system-ui, sans-serif", "label_font_size": 11,
+         "major_label_font_size": 11, "legend_font_size": 12, "title_font_size": 14}
+STYLE = Style(**_LOOK, colors=tuple(EFFECT_COLOURS.values()))  # effects; answered / failed / skipped
+NEUTRAL = Style(**_LOOK, colors=("#1565c0", "#00838f", "#5d4037", "#455a64", "#6d4c41", "#283593"))  # one per model
 _COMMON = {"js": [], "disable_xml_declaration": True, "style": STYLE, "width": 760, "height": 300,
            "legend_at_bottom": True, "print_values": False, "show_y_guides": True, "margin": 12}
 
 
 def _render(chart: pygal.graph.graph.Graph) -> str:
-    return chart.render(is_unicode=True)
+    """The chart as inline SVG without any <script> element (pygal always writes one holding its
+    config for the tooltips, even with `js=[]`): removed from the element tree before serialising."""
+    tree = chart.render_tree()
+    for parent in list(tree.iter()):
+        for child in list(parent):
+            if isinstance(child.tag, str) and child.tag.rsplit("}", 1)[-1] == "script":
+                parent.remove(child)
+    return etree.tostring(tree, encoding="unicode")  # pygal's etree: the backend that built the tree
 
 
 def effects_chart(b: Buckets) -> str:
@@ -35,8 +44,9 @@ def effects_chart(b: Buckets) -> str:
 
 
 def latency_chart(stats: list[ModelStats]) -> str:
-    """Mean latency of answered calls per model (ms)."""
-    chart = pygal.HorizontalBar(title="Mean answer latency per model (ms)", **{**_COMMON, "height": 80 + 40 * max(1, len(stats))})
+    """Mean latency of answered calls per model (ms), one neutral colour per model."""
+    chart = pygal.HorizontalBar(title="Mean answer latency per model (ms)",
+                                **{**_COMMON, "style": NEUTRAL, "height": 120 + 36 * max(1, len(stats))})
     for s in stats:
         chart.add(s.model, [round(s.mean_latency_ms, 1) if s.mean_latency_ms is not None else None])
     return _render(chart)

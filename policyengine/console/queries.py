@@ -49,15 +49,16 @@ class Buckets:
     total: int = 0
 
 
-def effects_over_time(rows: list[Any], *, buckets: int = 12, now: float | None = None) -> Buckets:
+def effects_over_time(rows: list[Any], *, buckets: int = 12, now: float | None = None,
+                      start: float | None = None) -> Buckets:
     """Count `rows` (decision rows; follow-ups are left out) by effect in `buckets` equal time slices
-    from the oldest row to `now`."""
+    from `start` (default: the oldest row) to `now`."""
     rows = [r for r in rows if r.kind not in FOLLOW_UPS]
     out = Buckets(series={e: [0] * buckets for e in EFFECTS})
     now = time.time() if now is None else now
     if not rows:
         return out
-    start = min(r.ts for r in rows)
+    start = min(r.ts for r in rows) if start is None else min(start, min(r.ts for r in rows))
     width = max(1.0, (now - start) / buckets)
     fmt = "%H:%M:%S" if width < 60 else ("%H:%M" if width < 86400 / 2 else "%d %b %H:%M")
     out.labels = [time.strftime(fmt, time.gmtime(start + i * width)) for i in range(buckets)]

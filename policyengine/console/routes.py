@@ -31,10 +31,11 @@ from policyengine.api.errors import ApiError
 from policyengine.api.routes.decisions import SEQ_MAX, _check_text, _time, decision_detail
 from policyengine.approvals.errors import ApprovalError
 from policyengine.approvals.models import Reviewer
+from policyengine.approvals.service import SELF_APPROVAL
 from policyengine.approvals.states import State, Via
 from policyengine.console import charts, queries, session
 from policyengine.dispatch.explain import describe, outcome, why
-from policyengine.gateway.fleet import fleet_status
+from policyengine.gateway.fleet import FleetError, clear_cooldown, fleet_status, reset_breaker
 from policyengine.store import DecisionQuery, decision_view
 
 log = logging.getLogger("policyengine.console")
@@ -65,6 +66,7 @@ def _env() -> Environment:
     env.filters["why"] = why
     env.filters["outcome"] = outcome
     env.filters["describe"] = describe
+    env.filters["basename"] = lambda p: str(p).replace("\\", "/").rsplit("/", 1)[-1]
     return env
 
 
@@ -152,7 +154,10 @@ async def login(request: Request) -> Response:
     rt = _rt(request)
     if not _same_origin(request):
         return _page("login.html.j2", 403, me=None, error="This form must be sent from this console's own page.")
-    form = await _form(request)
+    try:
+        form = await _form(request)
+    except ApiError as exc:
+        return _page("login.html.j2", exc.status, me=None, error=exc.message)
     key = (form.get("key") or "").strip()
     if rt.settings.auth_disabled:
         from policyengine.api.http import authenticate
@@ -180,7 +185,10 @@ async def login(request: Request) -> Response:
 @router.post("/logout")
 async def logout(request: Request) -> Response:
     s = await _session(request)
-    form = await _form(request)
+    try:
+        form = await _form(request)
+    except ApiError:
+        form = {}
     if s is not None and not session.csrf_ok(s, form.get("csrf")):
         return _error(s, 403, "The form's CSRF token is missing or wrong: reload the page and try again.")
     resp = _to_login(request)
@@ -213,10 +221,10 @@ async def decisions(request: Request) -> Response:
             raise ValueError
     except ApiError as exc:
         return _page("decisions.html.j2", 422, error=exc.message, rows=[], q=q, chart=None, next_url=None,
-                     **_ctx(s, "decisions"))
+                     effects=queries.EFFECTS, **_ctx(s, "decisions"))
     except ValueError:
         return _page("decisions.html.j2", 422, error="before must be a decision sequence number", rows=[], q=q,
-                     chart=None, next_url=None, **_ctx(s, "decisions"))
+                     chart=None, next_url=None, effects=queries.EFFECTS, **_ctx(s, "decisions"))
     rows = await rt.decisions.query(DecisionQuery(
         tenant=tenant, action=q["action"], effect=q["effect"], actor=q["actor"], model=q["model"], kind=q["kind"],
         since=since, until=until, before_seq=before, limit=PAGE))
@@ -228,10 +236,10 @@ async def decisions(request: Request) -> Response:
     chart_rows = await rt.decisions.query(DecisionQuery(
         tenant=tenant, action=q["action"], effect=q["effect"], actor=q["actor"], model=q["model"], kind=q["kind"],
         since=since, until=until, limit=queries.MAX_ROWS))
-    buckets = queries.effects_over_time(chart_rows, now=until or time.time())
+    buckets = queries.effects_over_time(chart_rows, now=until or time.time(), start=since)
     chart = charts.effects_chart(buckets) if buckets.total else None
     return _page("decisions.html.j2", rows=data, q=q, chart=chart, buckets=buckets, next_url=next_url, error=None,
-                 effects=queries.EFFECTS, **_ctx(s, "decisions"))
+                 effects=queries.EFFECTS, max_rows=queries.MAX_ROWS, **_ctx(s, "decisions"))
 
 
 @router.get("/decisions/{decision_id}")
@@ -277,33 +285,18 @@ async def approvals(request: Request) -> Response:
 async def _approval_page(request: Request, s: session.Session, approval_id: str, *, status: int = 200,
                          error: str | None = None, form: dict[str, str] | None = None) -> HTMLResponse:
     svc = _rt(request).approvals
+    reviewer = _reviewer(s, request)
     try:
         view = await svc.get(approval_id, tenant=s.principal.tenant)
+        refusal = await svc.refusal_for(approval_id, reviewer)
     except ApprovalError as exc:
         return _error(s, exc.status_code, exc.message, "approvals")
     audit = await svc.audit_trail(approval_id)
-    reviewer = _reviewer(s, request)
-    mine = view.requester is not None and svc.is_requester(_RowLike(view), reviewer)
     fields = (view.action or {}).get("fields") or {}
-    return _page("approval.html.j2", status, a=view, audit=audit, error=error, self_approval=mine,
+    return _page("approval.html.j2", status, a=view, audit=audit, error=error, refusal=refusal,
+                 self_approval=refusal == SELF_APPROVAL,
                  fields_json=(form or {}).get("fields") or json.dumps(fields, indent=2, ensure_ascii=False, default=str),
                  form=form or {}, **_ctx(s, "approvals"))
-
-
-@dataclasses.dataclass
-class _RowLike:
-    """What `ApprovalService.is_requester` reads of a row, from a view (to warn before the form is sent;
-    the service decides again on POST)."""
-
-    view: Any
-
-    @property
-    def requester_key_id(self) -> None:
-        return None
-
-    @property
-    def requester_subject(self) -> str | None:
-        return self.view.requester
 
 
 @router.get("/approvals/{approval_id}")
@@ -367,18 +360,57 @@ async def approval_decide(request: Request, approval_id: str) -> Response:
 # ------------------------------------------------------------------------------ fleet
 
 
+FLEET_ONLY = "The fleet page is for admins (it shows every model's endpoint and state)."
+
+
+async def _fleet_page(request: Request, s: session.Session, *, status: int = 200, error: str | None = None,
+                      notice: str | None = None) -> HTMLResponse:
+    rt = _rt(request)
+    data = await fleet_status(rt)
+    rows = await queries.recent_rows(rt, s.principal.tenant, kind="chat_outcome")
+    rows += await queries.recent_rows(rt, s.principal.tenant, kind="chat_verdict", limit=500)
+    stats = queries.model_stats(rows)
+    return _page("fleet.html.j2", status, fleet=data, stats=stats, rows_read=len(rows), error=error, notice=notice,
+                 latency_chart=charts.latency_chart(stats) if stats else None,
+                 failover_chart=charts.failovers_chart(stats) if stats else None, **_ctx(s, "fleet"))
+
+
 @router.get("/fleet")
 async def fleet(request: Request) -> Response:
     s = await _session(request)
     if s is None:
         return _to_login(request)
     if "admin" not in s.principal.roles:
-        return _error(s, 403, "The fleet page is for admins (it shows every model's endpoint and state).", "fleet")
+        return _error(s, 403, FLEET_ONLY, "fleet")
+    return await _fleet_page(request, s)
+
+
+@router.post("/fleet/{lever}/{verb}")
+async def fleet_lever(request: Request, lever: str, verb: str) -> Response:
+    """Clear a cooldown (`cooldowns/clear`, form field `scope`) or close a breaker (`breakers/reset`,
+    `state_id`): admin only, CSRF token and same origin required, as `POST /v1/fleet/...`."""
+    s = await _session(request)
+    if s is None:
+        return _to_login(request)
+    if "admin" not in s.principal.roles:
+        return _error(s, 403, FLEET_ONLY, "fleet")
+    if (lever, verb) not in (("cooldowns", "clear"), ("breakers", "reset")):
+        return _error(s, 404, "No such fleet action.", "fleet")
+    try:
+        form = await _form(request)
+    except ApiError as exc:
+        return _error(s, exc.status, exc.message, "fleet")
+    if not _same_origin(request) or not session.csrf_ok(s, form.get("csrf")):
+        return _error(s, 403, "The form's CSRF token is missing or wrong: reload the page and try again.", "fleet")
     rt = _rt(request)
-    data = await fleet_status(rt)
-    rows = await queries.recent_rows(rt, s.principal.tenant, kind="chat_outcome")
-    rows += await queries.recent_rows(rt, s.principal.tenant, kind="chat_verdict", limit=500)
-    stats = queries.model_stats(rows)
-    return _page("fleet.html.j2", fleet=data, stats=stats, rows_read=len(rows),
-                 latency_chart=charts.latency_chart(stats) if stats else None,
-                 failover_chart=charts.failovers_chart(stats) if stats else None, **_ctx(s, "fleet"))
+    try:
+        if lever == "cooldowns":
+            out = await clear_cooldown(rt, form.get("scope") or "")
+            notice = f"Cooldown {out['scope']} cleared." if out["cleared"] else f"{out['scope']} was not cooling down."
+        else:
+            out = await reset_breaker(rt, form.get("state_id") or "")
+            notice = f"Breaker of {out['state_id']} closed (was {out['was']})."
+    except FleetError as exc:
+        return await _fleet_page(request, s, status=404, error=str(exc))
+    log.warning("console: %s by %s (tenant %s): %s", f"{lever}/{verb}", s.principal.subject, s.principal.tenant, notice)
+    return await _fleet_page(request, s, notice=notice)

@@ -49,7 +49,8 @@ def _secret(rt: Any) -> bytes:
     svc = getattr(rt, "approvals", None)
     link = None
     if svc is not None:
-        link = svc.settings.require_link_secret()
+        secret = svc.settings.link_secret
+        link = secret.get_secret_value() if secret is not None else None
     else:
         from policyengine.approvals.settings import ApprovalSettings
 
@@ -87,7 +88,7 @@ async def read(rt: Any, cookie: str | None) -> Session | None:
         p = Principal(tenant=rt.settings.dev_tenant, key_id="dev", subject="dev", roles=frozenset(ROLES),
                       groups=frozenset({"*"}), attributes=dict(DEV_ATTRIBUTES))
         return Session(p, data["c"])
-    info = next((k for k in await rt.keys.list(data["t"]) if k.key_id == data["k"]), None)
+    info = await rt.keys.get(data["k"], data["t"])
     if info is None or info.revoked_at is not None:
         return None
     p = principal_of(info)

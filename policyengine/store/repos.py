@@ -206,6 +206,12 @@ class ApiKeyRepo:
         async with self.sm() as s:
             return [_info(r) for r in (await s.execute(stmt)).scalars()]
 
+    async def get(self, key_id: str, tenant: str) -> KeyInfo | None:
+        """The key `key_id` of `tenant` (revoked or not), or None: one primary-key read."""
+        async with self.sm() as s:
+            row = (await s.execute(sa.select(ApiKey).where(ApiKey.key_id == key_id, ApiKey.tenant == tenant))).scalar_one_or_none()
+        return None if row is None else _info(row)
+
     async def revocation_mark(self) -> tuple[int, float | None]:
         """(keys revoked, latest revocation time): changes whenever any key is revoked, by any process."""
         async with self.sm() as s:

@@ -1,0 +1,128 @@
+"""Every console page in headless Chromium (Debian's, JavaScript off): login, decisions (search, chart,
+detail), approvals (queue, decide, self-approval and group refusals), fleet (admin only, levers)."""
+
+from __future__ import annotations
+
+import pytest
+
+from console.conftest import MSG, login, new_page, shot
+from policyengine.simulate.faults import Fault
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
+
+
+async def _traffic(svc) -> dict[str, str]:
+    """A few decisions of each effect and one chat that failed over; returns some of their ids."""
+    ids = {}
+    async with svc.client() as c:
+        ids["held"] = (await c.post("/v1/evaluate", json={"action": "refund", "actor": "agent-7",
+                                                           "fields": {"amount": "180 GBP", "order": "C-9"}})).json()
+        for _ in range(2):
+            assert (await c.post("/v1/evaluate", json={"action": "classify_ticket"})).json()["effect"] == "allow"
+        ids["deny"] = (await c.post("/v1/evaluate", json={"action": "delete_account", "actor": "agent-9"})).json()
+        svc.sims["qwen-72b"].add_fault(Fault(kind="error", status=500, times=1))
+        r = await c.post("/v1/chat/completions", json={"model": "auto", "messages": MSG})
+        assert r.status_code == 200 and ":500:failover" in r.headers["x-policyengine-attempts"]
+        ids["chat"] = r.headers["x-policyengine-decision-id"]
+    return ids
+
+
+async def test_login_refuses_bad_and_app_keys_and_decisions_search_and_detail(service, browser):
+    ids = await _traffic(service)
+    page = await new_page(browser, service.url)
+    await page.goto("/console/decisions")  # no session: the login page
+    assert page.url.endswith("/console/login")
+    await shot(page, "login")
+    await login(page, "pe_not_a_key_0123456789abcdefghij")
+    assert "not valid" in await page.inner_text("#error")
+    await login(page, service.tokens["app"])
+    assert "reviewers and admins" in await page.inner_text("#error")
+    assert service.tokens["app"] not in page.url
+
+    await login(page, service.tokens["reviewer"])
+    assert page.url.endswith("/console/decisions")
+    assert "rita@acme" in await page.inner_text("#who")
+    assert await page.query_selector("#nav-fleet") is None  # not an admin
+    table = await page.inner_text("#decisions")
+    for d in (ids["held"], ids["deny"]):
+        assert d["decision_id"] in table
+    assert await page.query_selector("#effects-chart svg") is not None
+    assert await page.query_selector("#effects-chart script") is None
+    numbers = await page.text_content("#effects-table")  # inside a closed <details>
+    assert "require_approval" in numbers
+    await shot(page, "decisions", full_page=True)
+
+    await page.select_option("#f-effect", "deny")
+    await page.click("#search")
+    assert "effect=deny" in page.url
+    table = await page.inner_text("#decisions")
+    assert ids["deny"]["decision_id"] in table and ids["held"]["decision_id"] not in table
+    await page.fill("#f-since", "not a time")
+    await page.click("#search")
+    assert "ISO 8601" in await page.inner_text("#error")
+
+    await page.goto(f"/console/decisions/{ids['chat']}")  # the chat that failed over: why, attempt by attempt
+    attempts = await page.inner_text("#attempts")
+    assert "failover" in attempts and "ok" in attempts and "qwen-72b" in attempts
+    expl = await page.inner_text("#explanation")
+    assert "failed (failover)" in expl and "answered" in expl
+    await shot(page, "decision", full_page=True)
+    await page.goto(f"/console/decisions/{ids['held']['decision_id']}")
+    assert "amount 180 GBP > 100 GBP" in await page.inner_text("#rules")
+    await page.goto("/console/decisions/no-such-id")
+    assert "No decision" in await page.inner_text("#error")
+
+    await page.click("#logout")
+    assert page.url.endswith("/console/login")
+    await page.goto("/console/decisions")
+    assert page.url.endswith("/console/login")
+
+
+async def test_approvals_queue_decide_and_refusals(service, browser):
+    async with service.client() as c:
+        refund = (await c.post("/v1/evaluate", json={"action": "refund", "actor": "agent-7",
+                                                      "fields": {"amount": "180 GBP", "order": "C-9"}})).json()
+        care = (await c.post("/v1/evaluate", json={"action": "draft_response",
+                                                    "text": "I am disgusted by this"})).json()
+    async with service.client("admin") as c:  # the admin asks: they may not approve it themselves
+        own = (await c.post("/v1/evaluate", json={"action": "send_email", "fields": {"to": "all@acme"}})).json()
+    refund_id, care_id, own_id = (x["approval"]["approval_id"] for x in (refund, care, own))
+
+    page = await new_page(browser, service.url)
+    await login(page, service.tokens["reviewer"])  # rita, group refunds
+    await page.click("#nav-approvals")
+    queue = await page.inner_text("#approvals")
+    assert refund_id in queue and own_id in queue  # send_email has no group: any reviewer of the tenant
+    assert care_id not in queue  # group care only
+    await shot(page, "approvals")
+
+    await page.goto(f"/console/approvals/{care_id}")  # by its address: shown, but no forms
+    assert "group care" in await page.inner_text("#refusal")
+    assert await page.query_selector("#approve-form") is None
+
+    await page.goto(f"/console/approvals/{refund_id}")
+    assert await page.inner_text("#state") == "pending"
+    assert "180 GBP" in await page.inner_text("#action")
+    await shot(page, "approval", full_page=True)
+    await page.click("#reject")  # an empty reason: the browser refuses to send the form
+    assert await page.inner_text("#state") == "pending"
+    await page.fill("#approve-reason", "customer is a regular")
+    await page.click("#approve")
+    assert await page.inner_text("#state") == "approved"
+    assert "by rita@acme via console" in await page.inner_text("#outcome")
+    audit = await page.inner_text("#audit")
+    assert "approved" in audit and "console" in audit and "customer is a regular" in audit
+    async with service.client() as c:  # the application sees the decision
+        assert (await c.get(f"/v1/approvals/{refund_id}")).json()["state"] == "approved"
+
+    await page.goto("/console/approvals")
+    await page.select_option("#f-state", "approved")
+    await page.click("#show")
+    assert refund_id in await page.inner_text("#approvals")
+
+    admin = await new_page(browser, service.url)
+    await login(admin, service.tokens["admin"])
+    await admin.goto(f"/console/approvals/{own_id}")
+    assert "cannot approve or reject it yourself" in await admin.inner_text("#self-approval")
+    assert await admin.query_selector("#approve-form") is None
+    await shot(admin, "self-approval")
