@@ -20,6 +20,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from policyengine import tracing
 from policyengine.api import routes as routes_pkg
 from policyengine.api.errors import install_error_handlers
 from policyengine.api.http import PolicyEngineApp
@@ -69,9 +70,11 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tracing_before = tracing.enabled()  # a provider installed before (tests) is not ours to close
         if settings.migrate_on_start:
             await asyncio.to_thread(upgrade, settings.database_url)
         await rt.log.start()
+        tracing_here = tracing.setup(settings) and not tracing_before  # spans over OTLP when configured
         await _seed_keys(settings, rt.keys)
         secrets.load_at_start(rt)  # keys and base URLs from the secrets file, before the policy reads them
         if settings.auth_disabled:
@@ -124,6 +127,8 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
                 rt.scheduler.shutdown(wait=False)
             await rt.policies.aclose()
             await rt.log.aclose()
+            if tracing_here:
+                tracing.shutdown()
             close = getattr(rt.state, "aclose", None)
             if close is not None:
                 with contextlib.suppress(Exception):

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from policyengine import tracing
 from policyengine.approvals.compose import OutboxComposer
 from policyengine.approvals.delivery import OutboxWorker
 from policyengine.approvals.errors import (
@@ -491,7 +492,18 @@ class ApprovalService:
 
     # ---------------------------------------------------------------- decide
 
-    async def decide(
+    async def decide(self, approval_id: str, reviewer: Reviewer, *, approve: bool, **kw: Any) -> ApprovalView:
+        """`_decide` (below) in a `policyengine.approval decided` span when tracing is on: the
+        approval and decision ids, the state reached, how (`via`); a refusal sets `error.type`."""
+        with tracing.span("policyengine.approval decided", lambda: {
+                "policyengine.approval.id": approval_id, "policyengine.approval.via": reviewer.via,
+                "policyengine.approval.approve": approve}) as sp:
+            view = await self._decide(approval_id, reviewer, approve=approve, **kw)
+            tracing.annotate(sp, {"policyengine.approval.state": view.state.value,
+                                  "policyengine.decision.id": view.decision_id})
+            return view
+
+    async def _decide(
         self,
         approval_id: str,
         reviewer: Reviewer,

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from policyengine import tracing
 from policyengine.dispatch import ChainDispatcher
 from policyengine.errors import describe_validation
 from policyengine.evaluator import CompiledPolicy
@@ -226,8 +227,8 @@ class Call:
     `resume_id` / `hold_wait_s` say how a held chat resumes (policyengine.gateway.held).
     """
 
-    __slots__ = ("_decision", "_dumped", "action", "admission", "decision_id", "dispatcher", "hold_wait_s", "kind", "policy",
-                 "principal", "request_id", "resume_id", "runtime", "t0", "ts")
+    __slots__ = ("_decision", "_dumped", "action", "admission", "decision_id", "dispatcher", "hold_wait_s", "kind",
+                 "policy", "principal", "request_id", "response_model", "resume_id", "runtime", "t0", "trace", "ts")
 
     def __init__(self, runtime: Runtime, principal: Principal, action: Action, policy: CompiledPolicy,
                  dispatcher: ChainDispatcher | None, decision: Decision, *, kind: str, t0: float,
@@ -243,6 +244,10 @@ class Call:
         self.hold_wait_s: float = 0.0
         # what this call holds on the limit counters (policyengine.gateway.limits.admit), until charged
         self.admission: Any = None
+        # tracing (policyengine.tracing): the decision span's context, parent of the attempt spans
+        # (None when tracing is off), and the upstream's own name for the model that answered
+        self.trace: Any = None
+        self.response_model: str | None = None
 
     @property
     def decision(self) -> Decision:
@@ -288,6 +293,9 @@ class Call:
         repeats only the original decision's effect, routing and tags. `kind` names another
         follow-up kind (one of `FOLLOW_UP_KINDS`, e.g. `mcp_outcome`) for a row that is not a chat's.
         """
+        if tracing.enabled():
+            tracing.attempts(self.trace, attempts, self.policy.models, model=model, usage=extra.get("usage"),
+                             response_model=self.response_model)
         decision_d = decision.model_dump(mode="json") if decision is not None else self.dumped()[1]
         entry = LogEntry(kind=kind if decision is None else VERDICT_KIND, tenant=self.principal.tenant, actor=self.action.actor,
                          session_id=self.action.session_id, action={}, decision=decision_d, model=model,

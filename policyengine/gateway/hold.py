@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from policyengine import tracing
 from policyengine.approvals.errors import ApprovalError
 from policyengine.gateway.call import HELD, Call
 from policyengine.gateway.errors import ApprovalsUnavailable
@@ -44,9 +45,16 @@ async def hold(call: Call, *, callback_url: str | None = None, answers: dict[str
     if call.decision.effect not in HELD or rt.approvals is None:
         return None
     try:
-        res = await rt.approvals.hold(action=call.action, decision=call.decision, principal=call.principal,
-                                      callback_url=callback_url, answers=answers, decision_id=call.decision_id,
-                                      request_id=request_id or call.request_id)
+        with tracing.span("policyengine.approval created", lambda: {
+                "policyengine.decision.id": call.decision_id, "policyengine.action": call.action.action,
+                "policyengine.effect": call.decision.effect}) as sp:
+            res = await rt.approvals.hold(action=call.action, decision=call.decision, principal=call.principal,
+                                          callback_url=callback_url, answers=answers, decision_id=call.decision_id,
+                                          request_id=request_id or call.request_id)
+            if sp is not None:
+                tracing.annotate(sp, {"policyengine.approval.id": res.approval_id,
+                                      "policyengine.approval.state": str(res.state), "policyengine.approval.groups":
+                                      list(res.groups), "policyengine.approval.created": res.created})
     except ApprovalError:
         raise
     except Exception:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from policyengine import tracing
 from policyengine.dispatch import Attempt, DispatchError
 from policyengine.gateway import held
 from policyengine.gateway import limits as limits_mod
@@ -157,11 +158,24 @@ def _rename(resp: dict[str, Any], model: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ decide
 
 
+def _decide_attrs(call: Call) -> dict[str, Any]:
+    d = call.decision
+    return {"policyengine.decision.id": call.decision_id, "policyengine.action": call.action.action,
+            "policyengine.kind": call.kind, "policyengine.tenant": call.principal.tenant,
+            "policyengine.effect": d.effect, "policyengine.policy.hash": d.policy_hash,
+            "policyengine.route": list(d.routing.chain)}
+
+
 async def decide(call: Call, *, callback_url: str | None = None, answers: dict[str, str] | None = None) -> Decided:
-    """An action's decision: recorded and confirmed, then held when the policy says so."""
-    await call.record(extra={})
-    approval = await hold(call, callback_url=callback_url, answers=answers)
-    return Decided(call, approval)
+    """An action's decision: recorded and confirmed, then held when the policy says so (one
+    `policyengine.decide` span when tracing is on, the approval's span inside it)."""
+    with tracing.span(f"policyengine.decide {call.action.action}", lambda: _decide_attrs(call), kind="SERVER") as sp:
+        await call.record(extra={})
+        approval = await hold(call, callback_url=callback_url, answers=answers)
+        if sp is not None and approval is not None:
+            tracing.annotate(sp, {"policyengine.approval.id": approval.get("approval_id"),
+                                  "policyengine.outcome": "held"})
+        return Decided(call, approval)
 
 
 # ------------------------------------------------------------------------------ chat
@@ -288,7 +302,18 @@ async def chat(call: Call, body: dict[str, Any], *, stream: bool) -> Completion 
     """A chat request routed by the policy. `body` is the OpenAI chat request to send upstream
     (gateway-only fields removed). Raises `ModelNotAllowed`, `PolicyDenied`, `ApprovalRequired`,
     `NoRoute`, `UpstreamFailed` or `DecisionLogUnavailable`, each after its row is committed
-    (except the last)."""
+    (except the last). Traced as one `policyengine.decide chat` span (the attempts' spans are
+    its children, also for a stream that ends after this returns)."""
+    with tracing.span("policyengine.decide chat", lambda: _decide_attrs(call), kind="SERVER") as sp:
+        call.trace = tracing.context_of(sp)
+        result = await _chat(call, body, stream=stream)
+        if sp is not None:
+            tracing.annotate(sp, {"policyengine.effect": call.decision.effect,
+                                  "policyengine.model": getattr(result, "model", None)})
+        return result
+
+
+async def _chat(call: Call, body: dict[str, Any], *, stream: bool) -> Completion | ChatStream:
     d = call.decision
     requested = call.action.requested_model
     if requested and _model_choice_refused(d):
@@ -372,6 +397,7 @@ async def complete(call: Call, body: dict[str, Any], *, recorded: bool = False, 
     await pending
     atts = attempt_dicts(result.attempts)
     _count_attempts(call, atts)
+    call.response_model = result.response.get("model") if isinstance(result.response, dict) else None
     resp = _rename(result.response, result.model)
     verdicts = await _judge_tools(call, resp)
     call.outcome(outcome="ok", model=result.model, attempts=atts, **charged,
