@@ -15,14 +15,14 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from policyengine.cli import app
+from policyengine.cli.tables import console, table
 
 approvals_app = typer.Typer(help="Inspect approvals and notification deliveries; run the timer sweeps.",
                             no_args_is_help=True)
 app.add_typer(approvals_app, name="approvals")
-out = Console()
+out = console()
 err = Console(stderr=True)
 
 DbOpt = Annotated[str | None, typer.Option("--db", help="database URL (default: from settings)")]
@@ -88,10 +88,10 @@ def list_cmd(
     if as_json:
         out.print_json(json.dumps([v.model_dump(mode="json") for v in views]))
         return
-    t = Table("id", "state", "tenant", "action", "groups", "created", "deadline", "decided by")
-    for v in views:
-        t.add_row(v.id, v.state.value, v.tenant or "", v.action_name, ",".join(v.groups), f"{v.created_at:%Y-%m-%d %H:%M:%S}",
-                  f"{v.timeout_at:%Y-%m-%d %H:%M:%S} -> {v.on_timeout}" if v.timeout_at else "", v.decided_by or "")
+    t = table(("id", "state", "tenant", "action", "groups", "created", "deadline", "decided by", "decision"),
+              [(v.id, v.state.value, v.tenant, v.action_name, ",".join(v.groups), f"{v.created_at:%Y-%m-%d %H:%M:%S}",
+                f"{v.timeout_at:%Y-%m-%d %H:%M:%S} -> {v.on_timeout}" if v.timeout_at else "", v.decided_by,
+                v.decision_id) for v in views], ids=("id", "decision"))
     out.print(t)
 
 
@@ -115,18 +115,16 @@ def show_cmd(approval_id: str, db: DbOpt = None, settings_file: SettingsOpt = No
     out.print_json(json.dumps(view.action))
     for r in view.reasons:
         out.print(f"  held by {r.source or r.rule_id} {r.where or ''} {'; '.join(r.because)}")
-    t = Table("at", "event", "from", "to", "actor", "via", "ip", "reason")
-    for e in trail:
-        t.add_row(f"{e.at:%Y-%m-%d %H:%M:%S}", e.kind, e.from_state or "", e.to_state or "", e.actor or "", e.via or "",
-                  e.ip or "", e.reason or "")
-    out.print(t)
+    out.print(table(("at", "event", "from", "to", "actor", "via", "ip", "reason"),
+                    [(f"{e.at:%Y-%m-%d %H:%M:%S}", e.kind, e.from_state, e.to_state, e.actor, e.via, e.ip, e.reason)
+                     for e in trail]))
 
 
 @approvals_app.command("outbox")
 def outbox_cmd(
     state: Annotated[str | None, typer.Option(help="pending, delivered or dead (default: all)")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 100,
-    db: DbOpt = None, settings_file: SettingsOpt = None,
+    db: DbOpt = None, settings_file: SettingsOpt = None, as_json: JsonOpt = False,
 ) -> None:
     """Notification and callback deliveries (what was sent, attempts, last error)."""
     import sqlalchemy as sa
@@ -141,10 +139,14 @@ def outbox_cmd(
             return list((await conn.execute(q)).all())
 
     rows = asyncio.run(_with_service(_url(db, settings_file), run))
-    t = Table("id", "approval", "kind", "purpose", "target", "state", "attempts", "last error")
-    for r in rows:
-        t.add_row(r.id, r.approval_id or "", r.kind, r.purpose, r.target[:40], r.state, str(r.attempts), (r.last_error or "")[:80])
-    out.print(t)
+    if as_json:  # the payloads are left out: they hold the rendered messages (and their review links)
+        out.print_json(json.dumps([{"id": r.id, "approval_id": r.approval_id, "kind": r.kind, "purpose": r.purpose,
+                                    "target": r.target, "state": r.state, "attempts": r.attempts,
+                                    "last_error": r.last_error} for r in rows], default=str))
+        return
+    out.print(table(("id", "approval", "kind", "purpose", "target", "state", "attempts", "last error"),
+                    [(r.id, r.approval_id, r.kind, r.purpose, r.target, r.state, r.attempts, r.last_error)
+                     for r in rows], ids=("id", "approval")))
 
 
 @approvals_app.command("redeliver")

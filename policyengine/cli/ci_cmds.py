@@ -16,7 +16,7 @@ import orjson
 import typer
 from rich.console import Console
 
-from policyengine.cli import app
+from policyengine.cli import app, tables
 
 INPUT_ERROR = 2
 
@@ -34,7 +34,7 @@ class ReportFormat(StrEnum):
 
 
 def _out() -> Console:
-    return Console(highlight=False, markup=False)
+    return tables.console(highlight=False, markup=False)  # not squeezed to 80 columns when piped
 
 
 def _err() -> Console:

@@ -20,12 +20,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from policyengine.cli import app
+from policyengine.cli import app, tables
+from policyengine.cli.tables import id_column
 
 fleet_app = typer.Typer(help="The running service's fleet: status; clear a cooldown or breaker (admin).",
                         invoke_without_command=True)
 app.add_typer(fleet_app, name="fleet")
-out = Console()
+out = tables.console()
 err = Console(stderr=True)
 
 UrlOpt = Annotated[str, typer.Option("--url", envvar="POLICYENGINE_URL", help="the service's base URL")]
@@ -81,8 +82,8 @@ def render_fleet(data: dict[str, Any], console: Console) -> None:
     models = data.get("models") or []
     rows = [(m, d) for m in models for d in m.get("deployments") or []]
     t = Table(title="deployments", title_justify="left")
-    t.add_column("model", overflow="fold")
-    t.add_column("deployment", overflow="fold")
+    id_column(t, "model", (m["name"] for m, _ in rows))
+    id_column(t, "deployment", (d.get("deployment") or "-" for _, d in rows))
     t.add_column("status", overflow="fold")
     t.add_column("breaker", overflow="fold")
     t.add_column("cooldowns", overflow="fold")
@@ -99,8 +100,8 @@ def render_fleet(data: dict[str, Any], console: Console) -> None:
                   str(d.get("outstanding", 0)), latency)
     console.print(t)
     e = Table(title="endpoints", title_justify="left")
-    e.add_column("model", overflow="fold")
-    e.add_column("deployment", overflow="fold")
+    id_column(e, "model", (m["name"] for m, _ in rows))
+    id_column(e, "deployment", (d.get("deployment") or "-" for _, d in rows))
     e.add_column("endpoint", overflow="fold")
     e.add_column("keys", overflow="fold")
     e.add_column("attempts", overflow="fold")

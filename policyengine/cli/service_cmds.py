@@ -10,12 +10,12 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from policyengine.cli import app
+from policyengine.cli import app, tables
+from policyengine.cli.tables import table
 
 console = Console(stderr=True)
-out = Console()
+out = tables.console()
 
 keys_app = typer.Typer(help="Manage API keys (only a hash of each token is stored).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -151,7 +151,8 @@ def keys_create(
 
 @keys_app.command("list")
 def keys_list(tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None, db: DbOpt = None,
-              settings_file: SettingsOpt = None) -> None:
+              settings_file: SettingsOpt = None,
+              as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """List API keys (never the tokens)."""
     url = _db_url(db, settings_file)
 
@@ -162,11 +163,17 @@ def keys_list(tenant: Annotated[str | None, typer.Option(help="only this tenant"
         finally:
             await dbh.aclose()
 
-    t = Table("key_id", "tenant", "subject", "roles", "groups", "attributes", "state")
-    for k in asyncio.run(run()):
-        t.add_row(k.key_id, k.tenant, k.subject, ",".join(sorted(k.roles)), ",".join(sorted(k.groups)),
-                  json.dumps(k.attributes) if k.attributes else "", "revoked" if k.revoked_at else "active")
-    out.print(t)
+    keys = asyncio.run(run())
+    if as_json:
+        out.print_json(json.dumps([{"key_id": k.key_id, "tenant": k.tenant, "subject": k.subject,
+                                    "roles": sorted(k.roles), "groups": sorted(k.groups), "attributes": k.attributes,
+                                    "state": "revoked" if k.revoked_at else "active", "revoked_at": k.revoked_at}
+                                   for k in keys]))
+        return
+    out.print(table(("key_id", "tenant", "subject", "roles", "groups", "attributes", "state"),
+                    [(k.key_id, k.tenant, k.subject, ",".join(sorted(k.roles)), ",".join(sorted(k.groups)),
+                      json.dumps(k.attributes) if k.attributes else "", "revoked" if k.revoked_at else "active")
+                     for k in keys], ids=("key_id",)))
 
 
 @keys_app.command("revoke")

@@ -96,7 +96,8 @@ def render_text(r: DryRunReport, console: Console) -> None:
             console.print(f"  {c.count:>8,}  {c.rule}")
         if g.examples:
             t = Table(show_header=True, header_style="bold", box=None, padding=(0, 2), pad_edge=False)
-            t.add_column("decision")
+            ids = [e.id or "-" for e in g.examples]  # a decision id is never cut: the column is as wide as the longest
+            t.add_column("decision", no_wrap=True, min_width=max(len("decision"), *map(len, ids)))
             t.add_column("action", overflow="fold")
             for e in g.examples:
                 t.add_row(e.id or "-", _request_summary(e))
