@@ -90,8 +90,22 @@ async def _session(request: Request) -> session.Session | None:
         return None
 
 
+def _next_page(value: str | None) -> str:
+    """Where to go after logging in: a console page path (never another site), else the decisions."""
+    if value and value.startswith("/console/") and "//" not in value and "\\" not in value and ".." not in value \
+            and "%" not in value.split("?", 1)[0] and not value.startswith("/console/log") \
+            and all(31 < ord(c) < 127 for c in value):
+        return value
+    return "/console/decisions"
+
+
 def _to_login(request: Request) -> RedirectResponse:
-    return RedirectResponse("/console/login", status_code=303, headers=HEADERS)
+    """To the login page; a GET of a console page comes back to it after logging in."""
+    here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    target = "/console/login"
+    if request.method == "GET" and _next_page(here) == here:
+        target += "?" + urlencode({"next": here})
+    return RedirectResponse(target, status_code=303, headers=HEADERS)
 
 
 def _same_origin(request: Request) -> bool:
@@ -144,9 +158,10 @@ async def index(request: Request) -> Response:
 
 @router.get("/login")
 async def login_page(request: Request) -> Response:
+    nxt = _next_page(request.query_params.get("next"))
     if await _session(request):
-        return RedirectResponse("/console/decisions", status_code=303, headers=HEADERS)
-    return _page("login.html.j2", me=None, error=None)
+        return RedirectResponse(nxt, status_code=303, headers=HEADERS)
+    return _page("login.html.j2", me=None, error=None, next=nxt)
 
 
 @router.post("/login")
@@ -159,6 +174,7 @@ async def login(request: Request) -> Response:
     except ApiError as exc:
         return _page("login.html.j2", exc.status, me=None, error=exc.message)
     key = (form.get("key") or "").strip()
+    nxt = _next_page(form.get("next"))
     if rt.settings.auth_disabled:
         from policyengine.api.http import authenticate
 
@@ -167,15 +183,15 @@ async def login(request: Request) -> Response:
         principal = await rt.key_cache.lookup(key) if key else None
     if principal is None:
         log.warning("console: refused login from %s (unknown or revoked key)", request.client.host if request.client else "-")
-        return _page("login.html.j2", 401, me=None, error="That key is not valid (unknown or revoked).")
+        return _page("login.html.j2", 401, me=None, next=nxt, error="That key is not valid (unknown or revoked).")
     if not principal.has(*session.CONSOLE_ROLES):
-        return _page("login.html.j2", 403, me=None,
+        return _page("login.html.j2", 403, me=None, next=nxt,
                      error="The console is for reviewers and admins: this key has neither role.")
     try:
         cookie = session.issue(rt, principal)
     except session.ConsoleUnavailable as exc:
         return _page("login.html.j2", 503, me=None, error=str(exc))
-    resp = RedirectResponse("/console/decisions", status_code=303, headers=HEADERS)
+    resp = RedirectResponse(nxt, status_code=303, headers=HEADERS)
     resp.set_cookie(session.COOKIE, cookie, max_age=session.MAX_AGE_S, httponly=True, samesite="strict",
                     secure=_secure(request), path="/console")
     log.info("console: %s (tenant %s) logged in", principal.subject, principal.tenant)
@@ -191,7 +207,7 @@ async def logout(request: Request) -> Response:
         form = {}
     if s is not None and not session.csrf_ok(s, form.get("csrf")):
         return _error(s, 403, "The form's CSRF token is missing or wrong: reload the page and try again.")
-    resp = _to_login(request)
+    resp = RedirectResponse("/console/login", status_code=303, headers=HEADERS)
     resp.delete_cookie(session.COOKIE, path="/console", httponly=True, samesite="strict", secure=_secure(request))
     return resp
 

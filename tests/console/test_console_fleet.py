@@ -17,7 +17,7 @@ async def test_fleet_page_admin_only_with_charts_and_levers(service, browser):
     async with service.client() as c:
         for _ in range(3):
             assert (await c.post("/v1/chat/completions", json={"model": "auto", "messages": MSG})).status_code == 200
-        service.sims["qwen-72b"].add_fault(Fault(kind="error", status=503, times=None))
+        service.sims["qwen-72b"].add_fault(Fault(kind="error", status=500, times=None))  # failover, no retry wait
         assert (await c.post("/v1/chat/completions", json={"model": "auto", "messages": MSG})).status_code == 200
         service.sims["qwen-72b"].reset()
     for _ in range(3):

@@ -43,11 +43,15 @@ async def test_csrf_origin_revocation_and_headers(service):
         info = next(k for k in await service.runtime.keys.list("acme") if k.subject == "rita@acme")
         await service.runtime.keys.revoke(info.key_id)
         r = await h.get("/console/decisions")
-        assert r.status_code == 303 and r.headers["location"] == "/console/login"
+        assert r.status_code == 303 and r.headers["location"] == "/console/login?next=%2Fconsole%2Fdecisions"
     async with httpx.AsyncClient(base_url=service.url) as h:
         # a key in the query string does not log in; a forged cookie is no session
         r = await h.get("/console/login", params={"key": service.tokens["admin"]})
         assert "pe_console" not in r.headers.get("set-cookie", "")
+        for bad in ("https://evil.example/", "//evil.example/console/", "/console/../v1/fleet", "/elsewhere"):
+            r = await h.post("/console/login", data={"key": service.tokens["reviewer"].replace("pe", "px"),
+                                                     "next": bad})
+            assert r.status_code == 401 and 'name="next" value="/console/decisions"' in r.text
         h.cookies.set("pe_console", "eyJrIjoiZGV2In0.forged.sig")
         assert (await h.get("/console/decisions", follow_redirects=False)).status_code == 303
 
