@@ -10,6 +10,11 @@
     POST /console/approvals/{id}        approve (optionally an edited action / a chosen answer) or reject
     GET  /console/fleet                 (admin) models, deployments, cooldowns, breakers; latency and
                                         failover charts from the tenant's log
+    POST /console/fleet/cooldowns/clear (admin) clear one cooldown (`scope`); .../breakers/reset closes
+                                        one breaker (`state_id`), as POST /v1/fleet/...
+
+A page asked for without a session leads to the login page and, once logged in, back to it
+(`next`: console paths only). Every POST needs the session's CSRF token and this origin.
 """
 
 from __future__ import annotations
