@@ -18,6 +18,9 @@
   request through the app's ASGI call, a plain answer vs an answer with 1 and 4 tool calls
   (each an Action decided by the policy and a decision row committed before the answer), the
   same simulated upstream on CPU 1 for both, alternating rounds; the added CPU per tool call.
+* tracing: CPU per request (plain chat, evaluate) with tracing off and on (opentelemetry-sdk,
+  a BatchSpanProcessor into an in-memory exporter), the app through its ASGI call, alternating
+  rounds: what the spans cost, and that off costs nothing measurable.
 """
 
 from __future__ import annotations
@@ -220,6 +223,76 @@ def bench_tools(n: int, rounds: int) -> None:
           flush=True)
 
 
+# ----------------------------------------------------------------------------- tracing
+
+def bench_tracing(n: int, rounds: int) -> None:
+    """CPU per request (plain chat, evaluate) with tracing off vs on (opentelemetry-sdk, a
+    BatchSpanProcessor into an exporter that counts the spans and drops them: what making and
+    batching the spans costs, without OTLP's encoding and network)."""
+    import uvloop
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    class Counting(SpanExporter):
+        def __init__(self) -> None:
+            self.n = 0
+
+        def export(self, spans) -> SpanExportResult:  # type: ignore[no-untyped-def]
+            self.n += len(spans)
+            return SpanExportResult.SUCCESS
+
+        def get_finished_spans(self) -> range:
+            return range(self.n)
+
+    from policyengine import tracing
+    from policyengine.api import create_app
+    from policyengine.settings import SeedKey, Settings
+
+    os.sched_setaffinity(0, {0})
+    work = Path(tempfile.mkdtemp(prefix="pe-trace-"))
+    (work / "p").mkdir()
+    (work / "p" / "bench.policy").write_text(ab.POLICY)
+    port = ab.free_port()
+    up = subprocess.Popen(["taskset", "-c", "1", sys.executable, ab.__file__, "--upstream", "--port", str(port)],
+                          start_new_session=True)
+    ab.wait_port(port, up)
+    os.environ.update(PE_BENCH_UPSTREAM=f"http://127.0.0.1:{port}/v1", PE_BENCH_TOKEN=ab.TOKEN)
+    try:
+        for kind in ("plain", "evaluate"):
+            res: dict[str, list[float]] = {"off": [], "on": []}
+            spans = 0
+            for case in ("off", "on", "off", "on"):  # alternating: each case twice, fresh app each time
+                exporter = Counting()
+                provider = None
+                if case == "on":
+                    provider = TracerProvider()
+                    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=1 << 16))
+                tracing.use(provider)
+                db = work / f"{kind}-{case}-{len(res[case])}.db"
+                settings = Settings(database_url=f"sqlite:///{db}", policy_path=[str(work / "p")],
+                                    sqlite_synchronous="NORMAL", key_cache_ttl_s=30,
+                                    seed_keys=[SeedKey(token_env="PE_BENCH_TOKEN", tenant="bench", roles=["app"])])
+                app = create_app(settings)
+
+                async def run(app=app, kind=kind) -> list[float]:
+                    async with app.router.lifespan_context(app):
+                        return await _gateway_cpu(app, kind, n, rounds, True)
+
+                res[case] += uvloop.run(run())
+                if provider is not None:
+                    provider.force_flush()
+                    spans = len(exporter.get_finished_spans())
+                    provider.shutdown()
+                tracing.use(None)
+            off, on = statistics.median(res["off"]), statistics.median(res["on"])
+            print(f"[tracing/{kind}] CPU per request, median of {len(res['off'])} rounds x {n}: tracing off "
+                  f"{off:.3f} ms, on {on:.3f} ms (+{(on - off) * 1000:.0f} us, {on / off:.2f}x); "
+                  f"{spans / (200 + n * rounds):.1f} spans per request", flush=True)
+    finally:
+        up.terminate()
+        up.wait(10)
+
+
 # ----------------------------------------------------------------------------- micro
 
 def _per_call_us(fn, number: int) -> float:
@@ -310,7 +383,7 @@ def bench_writer() -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["gc", "lexicon", "outcome_id", "ids", "writer", "tools"])
+    ap.add_argument("--only", choices=["gc", "lexicon", "outcome_id", "ids", "writer", "tools", "tracing"])
     ap.add_argument("--requests", type=int, default=3200, help="requests per gc round")
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
@@ -327,6 +400,8 @@ def main() -> None:
     if a.only in (None, "tools"):
         bench_tools_decide()
         bench_tools(a.requests, a.rounds)
+    if a.only in (None, "tracing"):
+        bench_tracing(a.requests, a.rounds)
 
 
 if __name__ == "__main__":
