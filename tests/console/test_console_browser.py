@@ -1,14 +1,40 @@
 """Every console page in headless Chromium (Debian's, JavaScript off): login, decisions (search, chart,
-detail), approvals (queue, decide, self-approval and group refusals), fleet (admin only, levers)."""
+detail), approvals (queue, decide, self-approval and group refusals), fleet (admin only, levers).
+
+One service and one browser for the module (the tests run in order; the fleet test, which
+breaks a key and a breaker, runs last)."""
 
 from __future__ import annotations
 
 import pytest
+import pytest_asyncio
+from api.conftest import running_service
 
-from console.conftest import MSG, login, new_page, shot
+from console.conftest import ARGS, MSG, POLICIES, login, new_page, shot
 from policyengine.simulate.faults import Fault
+from policyengine.state import BreakerConfig
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(90), pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def service(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        db = tmp_path_factory.mktemp("console") / "pe.db"
+        async with running_service(f"sqlite:///{db}", mp, policy_dir=POLICIES) as svc:
+            yield svc
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser(chromium_path):
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path=chromium_path, args=ARGS)
+        try:
+            yield b
+        finally:
+            await b.close()
 
 
 async def _traffic(svc) -> dict[str, str]:
@@ -129,3 +155,43 @@ async def test_approvals_queue_decide_and_refusals(service, browser):
     assert "cannot approve or reject it yourself" in await admin.inner_text("#self-approval")
     assert await admin.query_selector("#approve-form") is None
     await shot(admin, "self-approval")
+
+
+async def test_fleet_page_admin_only_with_charts_and_levers(service, browser):
+    service.sims["qwen-72b"].expire_key("qk1")
+    async with service.client() as c:
+        for _ in range(3):
+            assert (await c.post("/v1/chat/completions", json={"model": "auto", "messages": MSG})).status_code == 200
+        service.sims["qwen-72b"].add_fault(Fault(kind="error", status=500, times=None))  # failover, no retry wait
+        assert (await c.post("/v1/chat/completions", json={"model": "auto", "messages": MSG})).status_code == 200
+        service.sims["qwen-72b"].reset()
+    for _ in range(3):
+        await service.runtime.state.breaker_failure("kimi-large", BreakerConfig())
+
+    reviewer = await new_page(browser, service.url)
+    await login(reviewer, service.tokens["reviewer"])
+    r = await reviewer.goto("/console/fleet")
+    assert r.status == 403 and "for admins" in await reviewer.inner_text("#error")
+
+    page = await new_page(browser, service.url)
+    await login(page, service.tokens["admin"])
+    await page.click("#nav-fleet")
+    models = await page.inner_text("#models")
+    assert "qwen-72b" in models and "gemma-27b" in models and "breaker_open" in models
+    assert "env(PE_T_QWEN_URL) = http://127.0.0.1:" in models
+    cooldowns = await page.inner_text("#cooldowns")
+    assert "key:qwen-72b/PE_T_QWEN_KEY_1" in cooldowns and "auth" in cooldowns
+    assert "kimi-large" in await page.inner_text("#breakers")
+    assert await page.query_selector("#latency-chart svg") is not None
+    assert await page.query_selector("#failover-chart svg") is not None
+    stats = await page.inner_text("#model-stats")
+    assert "qwen-72b" in stats and "gemma-27b" in stats
+    await shot(page, "fleet", full_page=True)
+
+    await page.click("#cooldowns button")
+    assert "cleared" in await page.inner_text("#notice")
+    assert await page.query_selector("#no-cooldowns") is not None
+    await page.click("#breakers button")
+    assert "closed" in await page.inner_text("#notice")
+    assert await page.query_selector("#no-breakers") is not None
+    assert (await service.runtime.state.breaker("kimi-large")).state == "closed"
