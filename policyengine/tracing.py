@@ -26,8 +26,9 @@ they apply):
   `http.response.status_code`; the answering attempt also `gen_ai.response.model` and
   `gen_ai.usage.input_tokens` / `gen_ai.usage.output_tokens`.
 * `policyengine.approval created` (a hold, inside the decision's span) and
-  `policyengine.approval decided` (the reviewer's request, its own trace): the approval id,
-  the decision id, its state, groups, and for a decision how it was made (`via`).
+  `policyengine.approval decided` (the reviewer's request, its own trace; or the timeout sweep's,
+  `via=timer`), `policyengine.approval escalated` (the sweep): the approval id, the decision id,
+  its state, groups, and for a decision how it was made (`via`).
 
 Nothing secret goes on a span: no prompt or answer text, no key, no field values.
 """
@@ -43,7 +44,7 @@ from typing import Any
 
 log = logging.getLogger("policyengine.tracing")
 
-__all__ = ["attempts", "enabled", "setup", "shutdown", "span", "use"]
+__all__ = ["annotate", "attempts", "context_of", "enabled", "event", "setup", "shutdown", "span", "use"]
 
 Attrs = Mapping[str, Any]
 _tracer: Any = None  # an opentelemetry Tracer when tracing is on; None: off (every call is a no-op)
@@ -146,6 +147,13 @@ def span(name: str, attrs: Callable[[], Attrs] | None = None, *, kind: str | Non
     if _tracer is None:
         return _NOOP
     return _span(name, attrs, kind)
+
+
+def event(name: str, attrs: Callable[[], Attrs]) -> None:
+    """A span for something that happened at one instant (a timeout the sweep applied), under the
+    current span; nothing when tracing is off."""
+    if _tracer is not None:
+        _tracer.start_span(name, attributes=_clean(attrs())).end()
 
 
 def annotate(sp: Any, attrs: Attrs) -> None:

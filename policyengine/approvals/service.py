@@ -890,6 +890,11 @@ class ApprovalService:
                 )
                 fresh = await self._row(conn, approval_id)
                 log.info("approval %s %s (%s after %ss)", approval_id, kind, row.on_timeout, row.timeout_s)
+                tracing.event("policyengine.approval decided" if to_state.terminal else "policyengine.approval escalated",
+                              lambda r=fresh: {"policyengine.approval.id": r.id, "policyengine.decision.id": r.decision_id,
+                                               "policyengine.approval.state": r.state,
+                                               "policyengine.approval.via": Via.timer.value,
+                                               "policyengine.approval.groups": list(r.groups or [])})
                 if to_state.terminal:
                     await self.composer.on_terminal(conn, fresh)
                 else:

@@ -20,18 +20,22 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
 from policyengine.doctor import approvals, models
 from policyengine.doctor.findings import Finding, Report
 
+if TYPE_CHECKING:
+    from policyengine.settings import Settings
+
 __all__ = ["Finding", "Report", "diagnose"]
 
 
-async def diagnose(settings: object, *, policy_paths: Sequence[str | Path] | None = None, probe: bool = True,
+async def diagnose(settings: Settings, *, policy_paths: Sequence[str | Path] | None = None, probe: bool = True,
                    chat: bool = False, timeout: float = 5.0, environ: dict[str, str] | None = None) -> Report:
-    """Every check above for `settings` (a `policyengine.settings.Settings`) and the policy at
+    """Every check above for `settings` and the policy at
     `policy_paths` (default: the settings' `policy_path`). Never raises for a misconfiguration:
     each is a finding."""
     from policyengine.approvals.settings import ApprovalSettings
@@ -40,14 +44,14 @@ async def diagnose(settings: object, *, policy_paths: Sequence[str | Path] | Non
 
     report = Report()
     env = dict(os.environ if environ is None else environ)
-    secrets_file = getattr(settings, "secrets_file", None)
+    secrets_file = settings.secrets_file
     if secrets_file:
         try:
             names = SecretsFile(secrets_file, env).load()
             report.add("ok", "secrets_file", str(secrets_file), f"read {len(names)} variable(s) from the secrets file")
         except OSError as exc:
             report.add("error", "secrets_file_unreadable", str(secrets_file), f"cannot read the secrets file: {exc}")
-    paths = list(policy_paths or settings.policy_path)  # type: ignore[attr-defined]
+    paths = list(policy_paths or settings.policy_path)
     diags = check(paths)
     for d in diags:
         if d.is_error:
@@ -58,7 +62,7 @@ async def diagnose(settings: object, *, policy_paths: Sequence[str | Path] | Non
     report.add("ok", "policy_loaded", policy.name, f"policy {policy.name} v{policy.version} loads "
                f"({len(policy.models)} model(s))")
 
-    outbound = settings.outbound_rules()  # type: ignore[attr-defined]
+    outbound = settings.outbound_rules()
     usable: list[tuple[models.Target, str]] = []
     for spec in policy.models.values():
         models.check_env(spec, env, report)
@@ -79,5 +83,5 @@ async def diagnose(settings: object, *, policy_paths: Sequence[str | Path] | Non
     aps = ApprovalSettings()
     items = approvals.uses(policy, aps)
     await approvals.check_channels(items, aps, outbound.webhook, env, report, probe=probe, timeout=timeout)
-    await approvals.check_reviewers(items, settings, report)  # type: ignore[arg-type]
+    await approvals.check_reviewers(items, settings, report)
     return report

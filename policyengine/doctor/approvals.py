@@ -182,7 +182,8 @@ async def check_reviewers(items: list[Use], settings: Settings, report: Report) 
     for g in groups:
         who = by_group.get(g, set()) | anyone
         if who:
-            report.add("ok", "reviewers_ok", f"group {g}", f"{len(who)} reviewer key(s): {', '.join(sorted(who)[:5])}")
+            report.add("ok", "reviewers_ok", f"group {g}", f"{len(who)} reviewer key(s) (of any tenant): "
+                       f"{', '.join(sorted(who)[:5])}")
         elif why_not:
             report.add("warning", "reviewers_unknown", f"group {g}",
                        f"no seeded reviewer of group {g}, and the key store cannot be read ({why_not})", where=where[g])

@@ -103,3 +103,24 @@ def test_setup_reads_the_endpoint_and_shutdown_switches_off(monkeypatch):
     assert tracing._traces_url("http://127.0.0.1:4318") == "http://127.0.0.1:4318/v1/traces"
     tracing.shutdown()
     assert not tracing.enabled()
+
+
+async def test_a_timeout_the_sweep_applies_is_a_decided_span(tmp_path, exporter):
+    from datetime import timedelta
+
+    from approvals.helpers import make_service, refund_action, refund_decision
+    from policyengine.approvals.service import utcnow
+
+    now = [utcnow()]
+    svc, db = await make_service(f"sqlite:///{tmp_path}/a.db", clock=lambda: now[0])
+    try:
+        res = await svc.hold(action=refund_action(), decision=refund_decision([], timeout_s=60), decision_id="d-1")
+        now[0] += timedelta(seconds=61)
+        assert await svc.sweep_timeouts() == 1
+    finally:
+        await db.aclose()
+    [ev] = _by_name(exporter.get_finished_spans(), "policyengine.approval decided")
+    assert ev.attributes["policyengine.approval.id"] == res.approval_id
+    assert ev.attributes["policyengine.approval.via"] == "timer"
+    assert ev.attributes["policyengine.approval.state"] == "expired"
+    assert ev.attributes["policyengine.decision.id"] == "d-1"
