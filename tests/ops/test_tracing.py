@@ -109,6 +109,7 @@ async def test_a_timeout_the_sweep_applies_is_a_decided_span(tmp_path, exporter)
     from datetime import timedelta
 
     from approvals.helpers import make_service, refund_action, refund_decision
+
     from policyengine.approvals.service import utcnow
 
     now = [utcnow()]
