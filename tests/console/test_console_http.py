@@ -61,7 +61,24 @@ async def test_group_scope_and_self_approval_refused_on_post(service):
         care = (await c.post("/v1/evaluate", json={"action": "draft_response", "text": "I am disgusted"})).json()
     async with service.client("admin") as c:
         own = (await c.post("/v1/evaluate", json={"action": "send_email", "fields": {"to": "x"}})).json()
+    async with service.client() as c:
+        refund = (await c.post("/v1/evaluate", json={"action": "refund", "fields": {"amount": "500 GBP"}})).json()
     async with console_client(service, "reviewer") as h:  # rita: group refunds, not care
+        apr = refund["approval"]["approval_id"]
+        token = csrf_of((await h.get(f"/console/approvals/{apr}")).text)
+        for fields, status, says in (("{not json", 422, "not valid JSON"), ("[1, 2]", 422, "a JSON object"),
+                                     # evaluated again: this policy authorizes no refund it does not hold
+                                     ('{"amount": "90 GBP"}', 422, "denied by the policy")):
+            r = await h.post(f"/console/approvals/{apr}", data={"decision": "approve", "csrf": token, "fields": fields})
+            assert r.status_code == status and says in r.text, r.text[-500:]
+        r = await h.post(f"/console/approvals/{apr}", data={"decision": "approve", "csrf": token,
+                                                            "fields": '{"amount": "300 GBP"}', "reason": "partial"})
+        assert r.status_code == 303
+        view = await service.runtime.approvals.get(apr)
+        assert view.state.value == "approved" and view.edited and view.action["fields"] == {"amount": "300 GBP"}
+        kinds = [e.kind for e in await service.runtime.approvals.audit_trail(apr)]
+        assert kinds[-2:] == ["edited", "approved"]  # the edit was evaluated again and recorded
+
         page = await h.get(f"/console/approvals/{care['approval']['approval_id']}")
         token = csrf_of(page.text)
         r = await h.post(f"/console/approvals/{care['approval']['approval_id']}",
