@@ -386,6 +386,16 @@ class ApprovalService:
             ))).first()
         return None if row is None else self.view(row, for_key=for_key)
 
+    async def for_decision(self, tenant: str | None, decision_id: str) -> ApprovalView | None:
+        """The approval a decision of `tenant` opened (the newest, when a chat opened more), or None.
+        Reads without an index on `decision_id`: for pages showing one decision, not for loops."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(sa.select(approvals_table).where(
+                approvals_table.c.decision_id == decision_id,
+                approvals_table.c.tenant.is_(None) if tenant is None else approvals_table.c.tenant == tenant,
+            ).order_by(approvals_table.c.created_at.desc()).limit(1))).first()
+        return None if row is None else self.view(row)
+
     async def audit_trail(self, approval_id: str) -> list[AuditEvent]:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(

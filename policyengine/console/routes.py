@@ -273,8 +273,12 @@ async def decision_page(request: Request, decision_id: str) -> Response:
         return _error(s, 404, f"No decision {decision_id!r} in tenant {s.principal.tenant!r}.", "decisions")
     rec = d["merged"]
     extra = rec.get("extra") or {}
-    return _page("decision.html.j2", d=d, rec=rec, attempts=rec.get("attempts") or [],
-                 approval_id=extra.get("approval_id") or (extra.get("approval") or {}).get("approval_id"),
+    approval_id = extra.get("approval_id") or (extra.get("approval") or {}).get("approval_id")
+    svc = _rt(request).approvals
+    if approval_id is None and svc is not None and d.get("effect") in ("require_approval", "escalate"):
+        found = await svc.for_decision(s.principal.tenant, decision_id)  # an evaluate's hold: the row names it
+        approval_id = found.id if found is not None else None
+    return _page("decision.html.j2", d=d, rec=rec, attempts=rec.get("attempts") or [], approval_id=approval_id,
                  **_ctx(s, "decisions"))
 
 

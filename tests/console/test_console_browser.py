@@ -95,6 +95,8 @@ async def test_login_refuses_bad_and_app_keys_and_decisions_search_and_detail(se
     await shot(page, "decision", full_page=True)
     await page.goto(f"/console/decisions/{ids['held']['decision_id']}")
     assert "amount 180 GBP > 100 GBP" in await page.inner_text("#rules")
+    await page.click("#approval-link")  # the decision leads to its approval
+    assert page.url.endswith(f"/console/approvals/{ids['held']['approval']['approval_id']}")
     await page.goto("/console/decisions/no-such-id")
     assert "No decision" in await page.inner_text("#error")
 
