@@ -19,7 +19,7 @@ they apply):
   `policyengine.policy.hash`, `policyengine.outcome`; `error.type` when the request failed.
 * `chat <upstream model>` (kind CLIENT), one per attempt of the failover chain, children of the
   decision's span, with the attempt's own start and duration: `gen_ai.operation.name`,
-  `gen_ai.system` (the provider), `gen_ai.request.model`, `policyengine.model`,
+  `gen_ai.system` (the provider: `openai`, `vllm`, `ollama`, ..., `aws.bedrock`, `vertex_ai`), `gen_ai.request.model`, `policyengine.model`,
   `policyengine.deployment`, `policyengine.key_env` (a variable's name, never a key),
   `policyengine.attempt.outcome` (ok / failover / retry / fatal / skipped / cancelled),
   `error.type` (the classifier's reason: `timeout`, `server_error`, `cooldown:auth_invalid`...),
@@ -51,6 +51,8 @@ _tracer: Any = None  # an opentelemetry Tracer when tracing is on; None: off (ev
 _provider: Any = None
 _owned = False  # the provider was made by `setup` (so `shutdown` flushes and closes it)
 _NOOP = contextlib.nullcontext(None)
+# gen_ai.system values the semantic conventions name, by provider (the others are their own name)
+GEN_AI_SYSTEMS = {"bedrock": "aws.bedrock", "vertex": "vertex_ai"}
 NOT_ERRORS = frozenset({"PolicyDenied", "ModelNotAllowed", "ApprovalRequired", "ApprovalRefused"})
 
 
@@ -193,7 +195,8 @@ def attempts(parent: Any, atts: Sequence[Mapping[str, Any]], specs: Mapping[str,
         start = float(a.get("started_at") or time.time())
         end = start + float(a.get("latency_ms") or 0.0) / 1000
         attrs: dict[str, Any] = {
-            "gen_ai.operation.name": "chat", "gen_ai.system": provider, "gen_ai.request.model": upstream,
+            "gen_ai.operation.name": "chat", "gen_ai.system": GEN_AI_SYSTEMS.get(provider or "", provider),
+            "gen_ai.request.model": upstream,
             "policyengine.model": a.get("model"), "policyengine.deployment": a.get("deployment"),
             "policyengine.key_env": a.get("key_id"), "policyengine.attempt.outcome": o,
             "policyengine.attempt.index": i, "http.response.status_code": a.get("status"),
