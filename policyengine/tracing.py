@@ -14,10 +14,12 @@ by callables that only run when tracing is on. Tracing is on when
 The spans (names and attributes follow the OpenTelemetry GenAI semantic conventions where
 they apply):
 
-* `policyengine.decide <action>` (server side of `/v1/evaluate` and of a chat request):
+* `policyengine.decide <action>` (server side of `/v1/evaluate`, of a chat and of an embeddings
+  request):
   `policyengine.decision.id`, `policyengine.action`, `policyengine.tenant`, `policyengine.effect`,
   `policyengine.policy.hash`, `policyengine.outcome`; `error.type` when the request failed.
-* `chat <upstream model>` (kind CLIENT), one per attempt of the failover chain, children of the
+* `chat <upstream model>` (`embeddings <upstream model>` for an embeddings request; kind CLIENT),
+  one per attempt of the failover chain, children of the
   decision's span, with the attempt's own start and duration: `gen_ai.operation.name`,
   `gen_ai.system` (the provider: `openai`, `vllm`, `ollama`, ..., `aws.bedrock`, `vertex_ai`), `gen_ai.request.model`, `policyengine.model`,
   `policyengine.deployment`, `policyengine.key_env` (a variable's name, never a key),
@@ -175,11 +177,12 @@ def context_of(sp: Any) -> Any:
 
 def attempts(parent: Any, atts: Sequence[Mapping[str, Any]], specs: Mapping[str, Any], *,
              model: str | None = None, usage: Mapping[str, Any] | None = None,
-             response_model: str | None = None) -> None:
+             response_model: str | None = None, operation: str = "chat") -> None:
     """One CLIENT span per attempt of a dispatch (see the module docstring), children of `parent`
     (a context from `context_of`, or None: the current context), timed by the attempt's own
     `started_at` and `latency_ms`. `model` is the policy model that answered; `usage` and
-    `response_model` go on its (last) successful attempt."""
+    `response_model` go on its (last) successful attempt; `operation` is the GenAI operation
+    (`chat`, `embeddings`): the spans' name and `gen_ai.operation.name`."""
     if _tracer is None or not atts:
         return
     from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -195,7 +198,7 @@ def attempts(parent: Any, atts: Sequence[Mapping[str, Any]], specs: Mapping[str,
         start = float(a.get("started_at") or time.time())
         end = start + float(a.get("latency_ms") or 0.0) / 1000
         attrs: dict[str, Any] = {
-            "gen_ai.operation.name": "chat", "gen_ai.system": GEN_AI_SYSTEMS.get(provider or "", provider),
+            "gen_ai.operation.name": operation, "gen_ai.system": GEN_AI_SYSTEMS.get(provider or "", provider),
             "gen_ai.request.model": upstream,
             "policyengine.model": a.get("model"), "policyengine.deployment": a.get("deployment"),
             "policyengine.key_env": a.get("key_id"), "policyengine.attempt.outcome": o,
@@ -208,7 +211,7 @@ def attempts(parent: Any, atts: Sequence[Mapping[str, Any]], specs: Mapping[str,
             if usage:
                 attrs["gen_ai.usage.input_tokens"] = usage.get("prompt_tokens")
                 attrs["gen_ai.usage.output_tokens"] = usage.get("completion_tokens")
-        sp = _tracer.start_span(f"chat {upstream}", context=parent, kind=SpanKind.CLIENT,
+        sp = _tracer.start_span(f"{operation} {upstream}", context=parent, kind=SpanKind.CLIENT,
                                 attributes=_clean(attrs), start_time=int(start * 1e9))
         if o in ("failover", "retry", "fatal", "failed"):
             sp.set_status(Status(StatusCode.ERROR, str(attrs["error.type"])))

@@ -295,7 +295,8 @@ class Call:
         """
         if tracing.enabled():
             tracing.attempts(self.trace, attempts, self.policy.models, model=model, usage=extra.get("usage"),
-                             response_model=self.response_model)
+                             response_model=self.response_model,
+                             operation="embeddings" if self.action.action == "embeddings" else "chat")
         decision_d = decision.model_dump(mode="json") if decision is not None else self.dumped()[1]
         entry = LogEntry(kind=kind if decision is None else VERDICT_KIND, tenant=self.principal.tenant, actor=self.action.actor,
                          session_id=self.action.session_id, action={}, decision=decision_d, model=model,

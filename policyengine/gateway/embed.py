@@ -14,11 +14,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from policyengine import tracing
 from policyengine.dispatch import DispatchError
 from policyengine.gateway.call import HELD, Call
 from policyengine.gateway.errors import ModelNotAllowed, NoRoute, PolicyDenied
 from policyengine.gateway.hold import reasons
-from policyengine.gateway.paths import _count_attempts, _internal, _upstream_failed, attempt_dicts
+from policyengine.gateway.paths import (
+    _count_attempts,
+    _decide_attrs,
+    _internal,
+    _upstream_failed,
+    attempt_dicts,
+)
 
 __all__ = ["Embedded", "embed"]
 
@@ -39,7 +46,16 @@ class Embedded:
 async def embed(call: Call, body: dict[str, Any]) -> Embedded:
     """Embeddings through the policy's chain. `body` is the OpenAI embeddings request to send
     upstream. Raises `ModelNotAllowed`, `PolicyDenied` (denied, or held), `NoRoute`,
-    `UpstreamFailed` or `DecisionLogUnavailable`, each after its row is committed (except the last)."""
+    `UpstreamFailed` or `DecisionLogUnavailable`, each after its row is committed (except the last).
+    Traced as one `policyengine.decide embeddings` span, the attempts' spans its children."""
+    with tracing.span("policyengine.decide embeddings", lambda: _decide_attrs(call), kind="SERVER") as sp:
+        call.trace = tracing.context_of(sp)
+        result = await _embed(call, body)
+        tracing.annotate(sp, {"policyengine.model": result.model})
+        return result
+
+
+async def _embed(call: Call, body: dict[str, Any]) -> Embedded:
     d = call.decision
     rt = call.runtime
     requested = call.action.requested_model

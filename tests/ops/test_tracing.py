@@ -125,3 +125,45 @@ async def test_a_timeout_the_sweep_applies_is_a_decided_span(tmp_path, exporter)
     assert ev.attributes["policyengine.approval.via"] == "timer"
     assert ev.attributes["policyengine.approval.state"] == "expired"
     assert ev.attributes["policyengine.decision.id"] == "d-1"
+
+
+EMBED_POLICY = """\
+policy "trace-embed" version 1
+model qwen-72b {
+  provider openai
+  base_url env("PE_T_QWEN_URL")
+}
+model embed-a {
+  provider openai
+  base_url env("PE_T_KIMI_URL")
+  model_id "kimi-large"
+  serves [embeddings]
+}
+model embed-b {
+  provider openai
+  base_url env("PE_T_GEMMA_URL")
+  model_id "gemma-27b"
+  serves [embeddings]
+}
+route default -> qwen-72b
+route default -> embed-a fallback [embed-b]
+authorize chat
+"""
+
+
+async def test_an_embeddings_failover_is_traced_as_embeddings(tmp_path, monkeypatch, exporter):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "e.policy").write_text(EMBED_POLICY)
+    async with running_service(f"sqlite:///{tmp_path / 'pe.db'}", monkeypatch, policy_dir=tmp_path / "p") as svc:
+        svc.sims["kimi-large"].add_fault(Fault(kind="error", status=500, times=1))
+        async with svc.client() as c:
+            r = await c.post("/v1/embeddings", json={"model": "auto", "input": ["hello"]})
+            assert r.status_code == 200, r.text
+        spans = exporter.get_finished_spans()
+    [decide] = _by_name(spans, "policyengine.decide embeddings")
+    atts = sorted(_by_name(spans, "embeddings "), key=lambda s: s.attributes["policyengine.attempt.index"])
+    assert [s.name for s in atts] == ["embeddings kimi-large", "embeddings gemma-27b"]
+    assert all(s.parent.span_id == decide.context.span_id for s in atts)
+    assert [s.attributes["policyengine.attempt.outcome"] for s in atts] == ["failover", "ok"]
+    assert atts[1].attributes["gen_ai.operation.name"] == "embeddings"
+    assert decide.attributes["policyengine.model"] == "embed-b"
