@@ -143,6 +143,9 @@ async def probe(t: Target, url: str, environ: Mapping[str, str], report: Report,
                 chat: bool) -> None:
     """GET {base}/models: reachable, the key accepted, the upstream model listed; with `chat`, a
     one-token chat completion too. Only OpenAI-compatible targets are probed."""
+    if t.model.provider is Provider.anthropic:
+        await _probe_anthropic(t, url, environ, report, client=client, chat=chat)
+        return
     if t.model.provider not in OPENAI_COMPATIBLE:
         report.add("ok", "not_probed", t.state_id, f"provider {t.model.provider.value} is not probed by the doctor")
         return
@@ -222,3 +225,35 @@ async def _missing_v1(t: Target, base: str, headers: dict[str, str], report: Rep
             return
     report.add("error", "models_not_found", t.state_id, f"{shown}/models is a 404: the base_url is probably wrong",
                hint="an OpenAI-compatible base_url ends at /v1", where=t.where)
+
+
+async def _probe_anthropic(t: Target, url: str, environ: Mapping[str, str], report: Report, *,
+                           client: httpx.AsyncClient, chat: bool) -> None:
+    """An Anthropic Messages API target: with `chat`, a one-token message (`POST .../v1/messages`,
+    as the adapter sends it); without, nothing is sent (the doctor reads no Anthropic model list)."""
+    from policyengine.adapters.anthropic import API_VERSION, messages_url
+
+    if not chat:
+        report.add("ok", "not_probed", t.state_id, "provider anthropic is probed only with --chat (a one-token message)")
+        return
+    key_ref = next((k for k in t.keys if environ.get(k.name)), None)
+    headers = {"anthropic-version": API_VERSION, "content-type": "application/json"}
+    if key_ref is not None:
+        headers["x-api-key"] = environ[key_ref.name]
+    target = messages_url(url)
+    body = {"model": t.model.upstream_model, "max_tokens": 1, "messages": [{"role": "user", "content": "ping"}]}
+    try:
+        r = await client.post(target, headers=headers, json=body)
+    except httpx.HTTPError as exc:
+        report.add("error", "unreachable", t.state_id, f"{redact_url(target)}: {type(exc).__name__}: {exc}",
+                   where=t.where)
+        return
+    if r.status_code == 200:
+        report.add("ok", "chat_ok", t.state_id, f"a one-token message to {t.model.upstream_model} answered")
+    elif r.status_code in (401, 403):
+        who = f"key {key_ref.name}" if key_ref is not None else "no key"
+        report.add("error", "auth_refused", t.state_id, f"{redact_url(target)} refused {who} ({r.status_code})",
+                   where=t.where)
+    else:
+        report.add("error", "chat_failed", t.state_id,
+                   f"a one-token message to {t.model.upstream_model} answered {r.status_code}", where=t.where)

@@ -166,3 +166,23 @@ def test_warnings_only_exit_1_and_a_policy_error_exit_2(tmp_path):
     res = CliRunner().invoke(app, ["doctor", "--policy", str(p), "--no-probe", "--json"])
     assert res.exit_code == 2
     assert json.loads(res.output)["findings"][0]["where"].startswith(str(p))
+
+
+async def test_an_anthropic_model_is_probed_with_a_one_token_message(tmp_path, monkeypatch):
+    from policyengine.simulate.anthropic import SimAnthropic
+
+    sim = await SimAnthropic(keys=["ck1"], models=["claude-sim-1"]).start()
+    try:
+        monkeypatch.setenv("DOC_CLAUDE_URL", sim.url)
+        monkeypatch.setenv("DOC_CLAUDE_KEY", "wrong")
+        policy = ('policy "a" version 1\nmodel claude {\n  provider anthropic\n  base_url env("DOC_CLAUDE_URL")\n'
+                  '  keys [env("DOC_CLAUDE_KEY")]\n  model_id "claude-sim-1"\n}\nroute default -> claude\nauthorize chat\n')
+        settings = _settings(tmp_path, policy)
+        assert {f.code for f in (await diagnose(settings)).findings} >= {"env_set", "url_ok", "not_probed"}
+        report = await diagnose(settings, chat=True)
+        assert [(f.code, f.subject) for f in report.errors] == [("auth_refused", "claude")]
+        monkeypatch.setenv("DOC_CLAUDE_KEY", "ck1")
+        report = await diagnose(settings, chat=True)
+        assert report.exit_code == 0 and "chat_ok" in {f.code for f in report.findings}
+    finally:
+        await sim.stop()
