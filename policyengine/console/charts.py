@@ -60,3 +60,12 @@ def failovers_chart(stats: list[ModelStats]) -> str:
     chart.add("failed", [s.failovers for s in stats])
     chart.add("skipped", [s.skipped for s in stats])
     return _render(chart)
+
+
+def usage_chart(counters: list[dict]) -> str:
+    """Share of each limit or budget used now (%, reserved requests included), one bar per counter."""
+    chart = pygal.HorizontalBar(title="Limits and budgets: share used now (%)", range=(0, 100), show_legend=False,
+                                **{**_COMMON, "style": NEUTRAL, "height": 120 + 30 * max(1, len(counters))})
+    chart.x_labels = [f"{c.get('source') or c.get('rule_id')} [{c.get('scope')}]"[:60] for c in counters]
+    chart.add("used", [min(100.0, float(c.get("percent") or 0)) for c in counters])
+    return _render(chart)

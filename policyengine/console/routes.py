@@ -8,6 +8,7 @@
     GET  /console/approvals             the approvals this reviewer may decide (?state=pending|all|...)
     GET  /console/approvals/{id}        one approval: action, reasons, answers, audit trail, forms
     POST /console/approvals/{id}        approve (optionally an edited action / a chosen answer) or reject
+    GET  /console/usage                 the tenant's limit and budget counters now, and their chart
     GET  /console/fleet                 (admin) models, deployments, cooldowns, breakers; latency and
                                         failover charts from the tenant's log
     POST /console/fleet/cooldowns/clear (admin) clear one cooldown (`scope`); .../breakers/reset closes
@@ -40,7 +41,9 @@ from policyengine.approvals.service import SELF_APPROVAL
 from policyengine.approvals.states import State, Via
 from policyengine.console import charts, queries, session
 from policyengine.dispatch.explain import describe, outcome, why
+from policyengine.gateway.errors import LimitsUnavailable
 from policyengine.gateway.fleet import FleetError, clear_cooldown, fleet_status, reset_breaker
+from policyengine.gateway.limits import usage_report
 from policyengine.store import DecisionQuery, decision_view
 
 log = logging.getLogger("policyengine.console")
@@ -380,6 +383,28 @@ async def approval_decide(request: Request, approval_id: str) -> Response:
         return await _approval_page(request, s, approval_id, status=exc.status_code, error=exc.message, form=form)
     log.info("console: approval %s %s by %s", approval_id, decided.state, s.principal.subject)
     return RedirectResponse(f"/console/approvals/{approval_id}", status_code=303, headers=HEADERS)
+
+
+# ------------------------------------------------------------------------------ usage
+
+
+@router.get("/usage")
+async def usage(request: Request) -> Response:
+    """The session tenant's live limit and budget counters (`GET /v1/usage`'s figures) and their chart."""
+    s = await _session(request)
+    if s is None:
+        return _to_login(request)
+    rt = _rt(request)
+    try:
+        report = await usage_report(rt, s.principal.tenant)
+    except LimitsUnavailable as exc:
+        return _page("usage.html.j2", 503, counters=[], chart=None, error=exc.message, has_limits=True,
+                     **_ctx(s, "usage"))
+    counters = sorted(report.get("counters") or [], key=lambda c: -float(c.get("percent") or 0))
+    policy = rt.policies.current
+    has_limits = bool(getattr(policy, "limits", None))
+    return _page("usage.html.j2", counters=counters, chart=charts.usage_chart(counters) if counters else None,
+                 error=None, has_limits=has_limits, **_ctx(s, "usage"))
 
 
 # ------------------------------------------------------------------------------ fleet
