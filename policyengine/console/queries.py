@@ -3,8 +3,8 @@
 `recent_rows` reads the tenant's decision log newest first (bounded); `effects_over_time`
 buckets its decisions by effect; `model_stats` summarises the attempts of its chat outcome
 rows per model (calls, answers, failures by class, skips, mean answer latency). Follow-up
-rows (`chat_outcome`, `chat_verdict`) carry a chat's attempts; the decisions themselves are
-every other kind.
+rows (`FOLLOW_UP_KINDS`: `chat_outcome`, `chat_verdict`, `mcp_outcome`) carry a chat's attempts;
+the decisions themselves are every other kind.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from typing import Any
 import orjson
 
 from policyengine.dispatch.explain import outcome
-from policyengine.store import DecisionQuery
+from policyengine.store import FOLLOW_UP_KINDS, DecisionQuery
 
-FOLLOW_UPS = ("chat_outcome", "chat_verdict")
+FOLLOW_UPS = FOLLOW_UP_KINDS  # rows completing a decision (chat outcome / verdict, MCP outcome): not decisions
 EFFECTS = ("allow", "deny", "require_approval", "escalate")
 MAX_ROWS = 2000  # a chart reads at most this many rows (newest first)
 
