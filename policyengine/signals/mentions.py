@@ -170,14 +170,15 @@ class _FuzzyTarget(NamedTuple):
     min_len: int  # shorter tokens are never tried against the target
     # A token with more than max_foreign + 1 letters that the target lacks is a typo of it
     # neither as it stands nor without a plural "s": _typo_of's letter-count lower bound
-    # (at most 1 for 7-8 letters, 2 for longer; 0 for shorter words, which need the same
+    # (at most 1 for 6-8 letters, 2 for longer; 0 for shorter words, which need the same
     # letters), and dropping the "s" removes at most one such letter.
     max_foreign: int
     letters: bytes  # the target's ASCII letters, for bytes.translate(None, letters)
 
 
 def _fuzzy_target(entry: _Entry, target: str) -> _FuzzyTarget:
-    max_foreign = 0 if len(target) < 7 else 1 if len(target) < 9 else 2
+    # 6 letters admit one inserted letter (a foreign one); shorter words only a swap
+    max_foreign = 0 if len(target) < 6 else 1 if len(target) < 9 else 2
     return _FuzzyTarget(entry, target, len(target) - 1, max_foreign,
                         bytes(sorted({ord(c) for c in target if ord(c) < 128})))
 

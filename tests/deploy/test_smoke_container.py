@@ -3,7 +3,7 @@
 It builds the images, starts two replicas behind nginx with PostgreSQL, Redis, the simulated
 fleet and an SMTP sink, drives traffic with the openai SDK, checks each step from the decision
 log and `verify-log`, and tears everything down. It takes minutes (the first build longer), so it
-runs only when asked: `POLICYENGINE_CONTAINER_TESTS=1` and a reachable Docker engine. The README
+runs only when asked: `PE_CONTAINER_TESTS=1` and a reachable Docker engine. The README
 test command (and so CI) leaves it out; it says so when it skips.
 """
 
@@ -36,8 +36,8 @@ def _engine_problem() -> str | None:
 
 
 def test_compose_stack_smoke() -> None:
-    if os.environ.get("POLICYENGINE_CONTAINER_TESTS") != "1":
-        pytest.skip("container smoke test not requested: set POLICYENGINE_CONTAINER_TESTS=1 to build and run "
+    if os.environ.get("PE_CONTAINER_TESTS") != "1":
+        pytest.skip("container smoke test not requested: set PE_CONTAINER_TESTS=1 to build and run "
                     "the compose stack (minutes; CI leaves it out, see README)")
     problem = _engine_problem()
     if problem:
