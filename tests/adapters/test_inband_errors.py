@@ -17,8 +17,8 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-
 from policyengine.adapters import classify_error
+
 from policyengine.dispatch import DispatchError
 from policyengine.simulate.testing import USER
 from policyengine.types import EnvRef, ModelSpec, Provider, Routing

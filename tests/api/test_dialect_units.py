@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import orjson
 import pytest
-
 from policyengine.adapters.anthropic import from_message, to_messages
 from policyengine.adapters.base import NATIVE_KEY
+
 from policyengine.api.dialects import DialectError
 from policyengine.api.dialects import anthropic as ant
 from policyengine.api.dialects import embeddings as emb
