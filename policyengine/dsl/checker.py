@@ -38,6 +38,7 @@ from policyengine.types import (
 
 from . import ast
 from . import formatter as fmt
+from .contradictions import contradictions
 from .diagnostics import Diagnostic, source_line
 from .parser import parse_duration
 
@@ -166,7 +167,26 @@ class Checker:
                     self.lexicons[it.name.value] = it
 
     # ------------------------------------------------------------------ items
+    def check_contradictions(self, it: ast.Item) -> None:
+        """W239: a condition (or a conjunction inside it) that no value satisfies."""
+        cond = getattr(it, "cond", None)
+        for c in contradictions(cond):
+            others = " and ".join(f"`{fmt.expr(x)}`" + (f" (line {x.span.line})" if x.span.line != c.atom.span.line else "")
+                               for x in c.earlier)
+            if not c.whole:
+                what = "this part of the condition is never true"
+            elif isinstance(it, ast.Authorize | ast.Route | ast.AllowChoice):
+                what = "this rule never applies"
+            else:  # restrictive rules fire on an undecidable condition
+                what = f"this rule fires only when `{c.path}` is missing or undecidable (fail-safe)"
+            example = (f"e.g. {c.path} = {c.example} satisfies {others} but not `{fmt.expr(c.atom)}`"
+                       if c.example is not None else f"no value of `{c.path}` satisfies {others} either")
+            self.add("W239", c.atom.span, f"no value of `{c.path}` satisfies `{fmt.expr(c.atom)}` and {others}: {what}",
+                     f"{example}; fix the comparison, or join them with `or`", warning=True)
+
     def check_item(self, it: ast.Item) -> None:
+        if getattr(it, "cond", None) is not None:
+            self.check_contradictions(it)
         acts = getattr(it, "actions", None)
         if isinstance(it, ast.Route | ast.AllowChoice | ast.Limit):
             self.scope = frozenset({"chat"})
