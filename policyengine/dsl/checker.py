@@ -864,6 +864,10 @@ class Checker:
                     continue
             else:
                 continue
+            if getattr(it, "shadow", False):
+                # a shadow rule enforces nothing: it conflicts with no rule and hides none (E230,
+                # W238, W231 do not see it), but it does count as a use of its action names (W232)
+                kind = f"shadow {kind}"
             for n in it.actions:  # type: ignore[union-attr]
                 uses[n.value].append((kind, n, it))
         def pos(u: tuple[str, ast.Name, Any]) -> tuple[str, int, int]:

@@ -76,3 +76,17 @@ def test_eval_shows_the_would_be_effect(tmp_path) -> None:
     assert doc["effect"] == "allow" and doc["shadow_effect"] == "require_approval"
     assert doc["shadow"][0]["span"]["line"] == 7
     assert any("(not enforced)" in line for line in doc["explanation"])
+
+
+def test_a_shadow_rule_conflicts_with_nothing_enforced() -> None:
+    """`shadow deny refund` next to `authorize refund` is the point of shadow mode: no E230 / W238."""
+    from policyengine.dsl import check_sources
+
+    text = ENFORCED + 'require approval for refund when amount > 400 GBP { reviewers group "ops" }\n' \
+        + "shadow deny refund\n"
+    codes = {d.code for d in check_sources({"t.policy": text})}
+    assert not codes & {"E230", "W238", "W231"}, codes
+    assert compile_sources({"t.policy": text}).evaluate(Action(action="refund", fields={"amount": "10 GBP"})).effect \
+        == "allow"
+    promoted = {d.code for d in check_sources({"t.policy": text.replace("shadow deny", "deny")})}
+    assert "E230" in promoted  # once enforced, the checker sees the conflict
