@@ -178,10 +178,32 @@ def definition(ix: Index, line_text: str, col: int) -> Symbol | None:
     return ix.find(word, ("group",) if kind == "group" else ("model", "lexicon"))
 
 
-def completions(ix: Index) -> list[tuple[str, str]]:
-    """(label, kind) for completion: keywords, model names, lexicon names."""
+def test_fields(test_files: list[str]) -> list[str]:
+    """The action fields the policy tests use (`given.fields` and `defaults.fields` keys of
+    `.tests.yaml` texts), in first-seen order; a file that is not valid YAML adds none."""
+    import yaml
+
+    out: dict[str, None] = {}
+    for text in test_files:
+        try:
+            doc = yaml.safe_load(text)
+        except yaml.YAMLError:
+            continue
+        if not isinstance(doc, dict):
+            continue
+        givens = [doc.get("defaults") or {}] + [t.get("given") or {} for t in doc.get("tests") or []
+                                                 if isinstance(t, dict)]
+        for g in givens:
+            fields = g.get("fields") if isinstance(g, dict) else None
+            if isinstance(fields, dict):
+                out.update(dict.fromkeys(str(k) for k in fields))
+    return list(out)
+
+
+def completions(ix: Index, fields: tuple[str, ...] | list[str] = ()) -> list[tuple[str, str]]:
+    """(label, kind) for completion: keywords, model names, lexicon names, the fields the tests use."""
     return ([(k, "keyword") for k in KEYWORDS] + [(m, "model") for m in ix.names("model")]
-            + [(lx, "lexicon") for lx in ix.names("lexicon")])
+            + [(lx, "lexicon") for lx in ix.names("lexicon")] + [(f, "field") for f in fields])
 
 
 def formatted(text: str, file: str) -> str | None:

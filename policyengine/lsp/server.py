@@ -20,7 +20,7 @@ from policyengine.dsl.diagnostics import Diagnostic
 from . import analysis
 
 _KIND = {"keyword": types.CompletionItemKind.Keyword, "model": types.CompletionItemKind.Class,
-         "lexicon": types.CompletionItemKind.Constant}
+         "lexicon": types.CompletionItemKind.Constant, "field": types.CompletionItemKind.Field}
 
 
 class PolicyLanguageServer(LanguageServer):
@@ -49,6 +49,17 @@ class PolicyLanguageServer(LanguageServer):
             if f == file or (f in out):
                 out[f] = doc.source
         out[file] = self.workspace.get_text_document(uri).source
+        return out
+
+    def test_texts(self, uri: str) -> list[str]:
+        """The `.tests.yaml` files next to the document (read on each request: they are small)."""
+        folder = Path(self.file_of(uri)).parent
+        out = []
+        for p in sorted(folder.glob("*.tests.yaml")) if folder.is_dir() else ():
+            try:
+                out.append(p.read_text(encoding="utf-8"))
+            except OSError:
+                continue
         return out
 
     def index(self, uri: str) -> analysis.Index:
@@ -140,8 +151,9 @@ def make_server() -> PolicyLanguageServer:
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION)
     def completion(ls: PolicyLanguageServer, params: types.CompletionParams) -> types.CompletionList:
+        uri = params.text_document.uri
         items = [types.CompletionItem(label=label, kind=_KIND[kind], detail=kind)
-                 for label, kind in analysis.completions(ls.index(params.text_document.uri))]
+                 for label, kind in analysis.completions(ls.index(uri), analysis.test_fields(ls.test_texts(uri)))]
         return types.CompletionList(is_incomplete=False, items=items)
 
     @server.feature(types.TEXT_DOCUMENT_FORMATTING)

@@ -131,11 +131,25 @@ def test_diagnostics_as_you_type_then_cleared(client: Client, tmp_path: Path) ->
     client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2},
                                              "contentChanges": [{"text": GOOD}]})
     assert client.diagnostics(uri) == []
+    # half-typed: a syntax error at the next token, with what was expected
+    typing = GOOD.replace("amount < 100 GBP", "amount < ")
+    client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 3},
+                                             "contentChanges": [{"text": typing}]})
+    [d] = client.diagnostics(uri)
+    assert d["code"] == "E100" and d["range"] == {"start": {"line": 8, "character": 0},
+                                                  "end": {"line": 8, "character": 7}}
+    assert "hint: expected" in d["message"]
+    # hover still answers from the last version that parsed
+    h = client.request("textDocument/hover", {"textDocument": {"uri": uri},
+                                              "position": {"line": 6, "character": 18}})
+    assert "**model** `qwen`" in h["contents"]["value"]
 
 
 def test_hover_definition_completion_formatting(client: Client, tmp_path: Path) -> None:
     path = tmp_path / "desk.policy"
     path.write_text(GOOD)
+    (tmp_path / "desk.tests.yaml").write_text("tests:\n  - name: a\n    given: {action: refund, fields: "
+                                              "{amount: 5 GBP, order_id: o1}}\n    expect: {effect: allow}\n")
     uri = path.as_uri()
     client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "policy", "version": 1,
                                                             "text": GOOD}})
@@ -161,7 +175,7 @@ def test_hover_definition_completion_formatting(client: Client, tmp_path: Path) 
     items = client.request("textDocument/completion", {"textDocument": {"uri": uri}, "position": {"line": 16,
                                                                                                   "character": 0}})
     labels = {i["label"] for i in items["items"]}
-    assert {"authorize", "shadow", "qwen", "litigation"} <= labels
+    assert {"authorize", "shadow", "qwen", "litigation", "amount", "order_id"} <= labels
     messy = GOOD.replace("route default -> qwen", "route   default   ->   qwen")
     client.notify("textDocument/didChange", {"textDocument": {"uri": uri, "version": 2},
                                              "contentChanges": [{"text": messy}]})
