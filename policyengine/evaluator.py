@@ -727,6 +727,6 @@ class CompiledPolicy(PolicyIR):
             "effect": effect, "action": ctx.action.action, "routing": routing or _routing([]), "rules": hits,
             "obligations": obligations or [], "tags": tags or [], "signals": ctx.signals,
             "verification": verification, "allowed_models": allowed or [], "default_applied": default_applied,
-            "limits": limits or [],
+            "limits": limits or [], "shadow": [], "shadow_effect": None,  # every field: construct's fast path
             "policy_name": self.name, "policy_version": self.version, "policy_hash": self.hash, "notes": ctx.notes,
         })

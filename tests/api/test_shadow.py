@@ -25,8 +25,10 @@ async def test_shadow_rule_is_logged_not_enforced(db_url, service_factory, polic
         [hit] = d["shadow"]
         assert hit["effect"] == "deny" and hit["span"]["line"] == deny_line
         assert hit["because"][0].startswith("actor")
-        row = (await c.get(f"/v1/decisions/{d['decision_id']}")).json()["record"]
+        exp = (await c.get(f"/v1/decisions/{d['decision_id']}")).json()
+        row = exp["record"]
         assert row["effect"] == "allow" and row["shadow_effect"] == "deny"
+        assert any(line.startswith("shadow deny -> deny (not enforced)") for line in exp["explanation"])
         assert [(h["effect"], h["span"]["line"], h["source"]) for h in row["shadow"]] == [
             ("deny", deny_line, 'shadow deny classify_ticket when actor == "bot"')]
         # a shadow approval gate on an allowed action: no approval is opened
