@@ -38,7 +38,7 @@ from policyengine.types import (
 
 from . import ast
 from . import formatter as fmt
-from .contradictions import contradictions
+from .contradictions import contradictions, witness
 from .diagnostics import Diagnostic, source_line
 from .parser import parse_duration
 
@@ -895,6 +895,8 @@ class Checker:
             for dup in auth[1:]:
                 self.add("W231", dup[1].span, f"`{name}` is already authorized at {_where(auth[0][1].span)}",
                          "remove the repeat", warning=True)
+            if not deny:
+                self.check_redundant(name, [u for u in us if u[0] == "authorize"])
         # A name used exactly once that is one or two edits from an action used elsewhere is
         # almost certainly a typo (`clasify_ticket`); distinct actions that merely share words
         # (`read_database` / `modify_database`) are many edits apart and are left alone.
@@ -911,6 +913,24 @@ class Checker:
             if dist <= max(1, min(2, len(close) // 5)):
                 self.add("W232", us[0][1].span, f"action `{name}` is named only here",
                          f"did you mean `{close}`?", warning=True)
+
+    def check_redundant(self, name: str, auths: list[tuple[str, ast.Name, Any]]) -> None:
+        """W233: an `authorize` for `name` that can only fire when an earlier one already does (the
+        first authorize that fires decides, so the later one is never the reason for an allow).
+        Two unconditional ones are W231's."""
+        for i, (_, n, later) in enumerate(auths):
+            if later.cond is None:
+                continue
+            for _, _, earlier in auths[:i]:
+                if earlier.cond is not None and not _implies(later.cond, earlier.cond):
+                    continue
+                ex = witness(later.cond)
+                shown = ", ".join(f"{k} = {v}" for k, v in ex.items()) if ex else None
+                self.add("W233", n.span, f"this rule is redundant for `{name}`: whenever it holds, the "
+                         f"authorize at {_where(earlier.span)} already allows `{name}`",
+                         (f"e.g. {name} with {shown}: both hold, the earlier one decides; " if shown else "")
+                         + "remove it, or narrow the earlier rule", warning=True)
+                break
 
     # ------------------------------------------------------------------ outbound URLs (SSRF)
     def check_urls(self) -> None:

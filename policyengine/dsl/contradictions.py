@@ -207,3 +207,68 @@ def contradictions(e: ast.Expr | None) -> list[Contradiction]:
         if c is not None:
             out.append(c)
     return out
+
+
+def witness(e: ast.Expr | None) -> dict[str, str] | None:
+    """Field values (as they would be written: `150 GBP`, `"gold"`) that make condition `e` true,
+    when `e` is a conjunction of comparisons with literals (`{}` for no condition); None when it
+    holds anything else (`or`, `not`, mentions, truthiness) or no value satisfies it."""
+    if e is None:
+        return {}
+    items = e.items if isinstance(e, ast.And) else (e,)
+    ranges: dict[tuple[str, str], _Range] = {}
+    sets: dict[tuple[str, str], _Set] = {}
+    for a in items:
+        if isinstance(a, ast.Cmp):
+            k = _key(a.value)
+            if k is None:
+                return None
+            domain, v = k
+            if domain in ("str", "bool"):
+                if a.op not in ("==", "!="):
+                    return None
+                s = sets.setdefault((a.path.value, domain), _Set())
+                if a.op == "==":
+                    s.add_in({v})
+                else:
+                    s.excluded.add(v)
+            else:
+                ranges.setdefault((a.path.value, domain), _Range()).add(a.op, v)
+        elif isinstance(a, ast.In) and not a.negated and a.values:
+            keys = [_key(v) for v in a.values]
+            if any(k is None for k in keys) or len({k[0] for k in keys if k}) != 1:
+                return None
+            domain = keys[0][0]  # type: ignore[index]
+            if domain in ("str", "bool"):
+                sets.setdefault((a.path.value, domain), _Set()).add_in({k[1] for k in keys if k})
+            else:
+                return None
+        else:
+            return None
+    paths = [p for p, _ in ranges] + [p for p, _ in sets]
+    if len(paths) != len(set(paths)):
+        return None  # one field compared in two domains (two currencies): not decided here
+    out: dict[str, str] = {}
+    for (path, domain), r in ranges.items():
+        v = r.example()
+        if v is None:
+            return None
+        out[path] = _show(domain, v)
+    for (path, domain), s in sets.items():
+        if s.allowed is None:
+            if domain == "bool":
+                left = [x for x in (True, False) if x not in s.excluded]
+                if not left:
+                    return None
+                out[path] = _show(domain, left[0])
+            else:
+                cand = "other"
+                while cand in s.excluded:
+                    cand += "_"
+                out[path] = _show(domain, cand)
+            continue
+        left = sorted(s.allowed - s.excluded, key=str)
+        if not left:
+            return None
+        out[path] = _show(domain, left[0])
+    return out
