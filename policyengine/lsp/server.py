@@ -62,6 +62,23 @@ class PolicyLanguageServer(LanguageServer):
                 continue
         return out
 
+    def coverage(self, uri: str) -> dict[tuple[str, int], list[str]] | None:
+        """Which tests next to the document fire each rule of its set (as edited); None without tests."""
+        from policyengine.ci.spec import SpecError, load_test_file
+
+        folder = Path(self.file_of(uri)).parent
+        paths = sorted(folder.glob("*.tests.yaml")) if folder.is_dir() else []
+        if not paths:
+            return None
+        cases = []
+        for p in paths:
+            try:
+                tf = load_test_file(p)
+            except (SpecError, OSError):
+                continue
+            cases.extend((c.name, c.given) for c in tf.tests if not c.skip)
+        return analysis.coverage(self.sources_for(uri), cases)
+
     def index(self, uri: str) -> analysis.Index:
         key = str(Path(self.file_of(uri)).parent)
         ix = self.indexes.get(key)
@@ -132,7 +149,7 @@ def make_server() -> PolicyLanguageServer:
     def hover(ls: PolicyLanguageServer, params: types.HoverParams) -> types.Hover | None:
         uri, pos = params.text_document.uri, params.position
         text = analysis.hover_text(ls.index(uri), ls.file_of(uri), _line(ls, uri, pos.line), pos.line + 1,
-                                   pos.character + 1)
+                                   pos.character + 1, ls.coverage(uri))
         if text is None:
             return None
         return types.Hover(contents=types.MarkupContent(kind=types.MarkupKind.Markdown, value=text))

@@ -172,6 +172,9 @@ def test_hover_definition_completion_formatting(client: Client, tmp_path: Path) 
     assert loc["range"]["start"]["line"] == 9
     h = client.request("textDocument/hover", {"textDocument": {"uri": uri}, "position": {"line": 7, "character": 2}})
     assert "**authorize**" in h["contents"]["value"] and "Precedence 4" in h["contents"]["value"]
+    assert "fired by 1 test(s): a" in h["contents"]["value"]  # desk.tests.yaml's refund of 5 GBP
+    h = client.request("textDocument/hover", {"textDocument": {"uri": uri}, "position": {"line": 8, "character": 2}})
+    assert "**require approval**" in h["contents"]["value"] and "no test" in h["contents"]["value"]
     items = client.request("textDocument/completion", {"textDocument": {"uri": uri}, "position": {"line": 16,
                                                                                                   "character": 0}})
     labels = {i["label"] for i in items["items"]}
