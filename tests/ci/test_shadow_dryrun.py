@@ -35,3 +35,31 @@ def test_shadow_threshold_is_reported_not_enforced(logged: LoggedSet, policy_cop
     assert "shadow rules (not enforced)" in text.output and "0 of 19 decisions would change" in text.output
     md = runner.invoke(app, ["dry-run", "--policy", str(policy_copy), "--against", logged.url, "--format", "markdown"])
     assert "### Shadow rules (not enforced)" in md.output and "| allow | require_approval | 4 |" in md.output
+
+
+def test_policy_tests_expect_the_shadow_effect(policy_copy: Path) -> None:
+    """`expect: {shadow_effect: ...}` in a .tests.yaml, and a shadow rule counts as covered by its tests."""
+    p = policy_copy / "support.policy"
+    p.write_text(p.read_text() + '\nshadow require approval for refund when amount > 50 GBP {\n'
+                 '  reviewers group "refunds"\n}\n')
+    (policy_copy / "shadow.tests.yaml").write_text(
+        "defaults:\n  tenant: acme\n  signals: {sentiment: 0.8, confidence: 0.95}\n"
+        "tests:\n"
+        "  - name: a 75 GBP refund runs, the shadow gate would hold it\n"
+        '    given: {action: refund, fields: {amount: "75 GBP"}}\n'
+        "    expect: {effect: allow, shadow_effect: require_approval}\n"
+        "  - name: a 20 GBP refund is under both thresholds\n"
+        '    given: {action: refund, fields: {amount: "20 GBP"}}\n'
+        "    expect: {effect: allow, shadow_effect: none}\n"
+        "  - name: a wrong expectation fails\n"
+        '    given: {action: refund, fields: {amount: "20 GBP"}}\n'
+        "    expect: {shadow_effect: deny}\n")
+    res = runner.invoke(app, ["test", str(policy_copy), "--format", "json"])
+    data = json.loads(res.output)
+    cases = {c["name"]: c for s in data["sets"] for c in s["cases"]}
+    assert cases["a 75 GBP refund runs, the shadow gate would hold it"]["status"] == "passed"
+    assert cases["a 20 GBP refund is under both thresholds"]["status"] == "passed"
+    wrong = cases["a wrong expectation fails"]
+    assert wrong["status"] == "failed" and wrong["mismatches"][0]["check"] == "shadow effect"
+    [shadow_rule] = [r for s in data["sets"] for r in s["rules"] if r["text"].startswith("shadow")]
+    assert shadow_rule["tests"] == 2  # the 75 GBP case here and the 150 GBP one of support.tests.yaml
