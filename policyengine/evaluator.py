@@ -24,6 +24,7 @@ from policyengine.ir import (
     MICRO,
     MISSING,
     ROUTED,
+    ActionPlan,
     CompiledLimit,
     CompiledRoute,
     CompiledRule,
@@ -316,6 +317,11 @@ class CompiledPolicy(PolicyIR):
         Restrictive rules (deny, require approval, escalate, verify) fire on an
         undecidable condition; authorize, routes and model choices do not.
 
+        **Shadow** rules (`shadow deny ...`, `shadow authorize ...`...) are tested after the
+        decision is made and never change it: those that fire are listed in `shadow` with their
+        would-be effect, and `shadow_effect` is the effect the decision would have had with them
+        enforced (`_shadow` states how).
+
         Signals are lazy: a value in `action.signals` always wins; otherwise sentiment,
         confidence and lexicon mentions are computed only when a condition being
         tested reads them, at most once per decision, through `signals` (lexicon
@@ -332,8 +338,45 @@ class CompiledPolicy(PolicyIR):
         `default_applied`; `notes`; and the policy's name, version and content hash.
         """
         ctx = EvalContext(action, signals, self)
-        name = action.action
-        plan = self.plans.get(name, self.global_plan)
+        plan = self.plans.get(action.action, self.global_plan)
+        d = self._decide(ctx, plan)
+        if plan.shadows:
+            d = self._shadow(ctx, plan, d)
+        return d
+
+    _SHADOW_EFFECT = {"deny": "deny", "require_approval": "require_approval", "escalate": "escalate",
+                      "authorize": "allow"}
+
+    def _shadow(self, ctx: EvalContext, plan: ActionPlan, d: Decision) -> Decision:
+        """`d` with the plan's shadow rules that fire (`shadow`) and the effect the decision would
+        have with them enforced (`shadow_effect`), by the fixed precedence: a shadow deny denies; a
+        shadow escalate / approval holds what was allowed (escalate over approval); a shadow
+        authorize allows what only the default deny refused. The enforced effect is never changed;
+        signals a shadow condition read are recorded like any other."""
+        hits = []
+        for r in plan.shadows:
+            because = _fires(r, ctx)
+            if because is not None:
+                hits.append(_rule_hit(r, because, self._SHADOW_EFFECT[r.kind]))
+        if not hits:
+            return d
+        would = {h.effect for h in hits}
+        effect = d.effect
+        if "deny" in would:
+            effect = "deny"
+        elif effect == "deny":
+            if "allow" in would and d.rules and d.rules[-1].kind == "default":
+                effect = "allow"
+        elif "escalate" in would:
+            effect = "escalate"
+        elif "require_approval" in would and effect == "allow":
+            effect = "require_approval"
+        return d.model_copy(update={"shadow": hits, "shadow_effect": effect, "signals": ctx.signals,
+                                    "notes": ctx.notes})
+
+    def _decide(self, ctx: EvalContext, plan: ActionPlan) -> Decision:
+        """The enforced decision (see `evaluate`); shadow rules are not looked at here."""
+        name = ctx.action.action
         hits: list[RuleHit] = []
 
         for r in plan.denies:
@@ -568,7 +611,7 @@ class CompiledPolicy(PolicyIR):
         if cached is None:
             plan = self.plans.get(name, self.global_plan)
             needed: set[str] = set()
-            for r in (*plan.denies, *plan.holds, *plan.authorizes):
+            for r in (*plan.denies, *plan.holds, *plan.authorizes, *plan.shadows):
                 needed |= r.signals
             if name in ROUTED:
                 needed |= self.route_signals
@@ -684,6 +727,6 @@ class CompiledPolicy(PolicyIR):
             "effect": effect, "action": ctx.action.action, "routing": routing or _routing([]), "rules": hits,
             "obligations": obligations or [], "tags": tags or [], "signals": ctx.signals,
             "verification": verification, "allowed_models": allowed or [], "default_applied": default_applied,
-            "limits": limits or [],
+            "limits": limits or [], "shadow": [], "shadow_effect": None,  # every field: construct's fast path
             "policy_name": self.name, "policy_version": self.version, "policy_hash": self.hash, "notes": ctx.notes,
         })

@@ -191,6 +191,7 @@ class CompiledRule:
     threshold: float | None = None
     divergence_cond: Cond | None = None
     tag: str | None = None
+    shadow: bool = False  # a `shadow` rule: evaluated and reported, never enforced
 
 
 @dataclass(slots=True)
@@ -230,6 +231,9 @@ class ActionPlan:
     holds: tuple[CompiledRule, ...] = ()  # require_approval, escalate, verify
     authorizes: tuple[CompiledRule, ...] = ()
     named: bool = False  # some rule names this action explicitly
+    # `shadow` rules (any kind but verify), in source order: evaluated after the decision, never
+    # enforced; they do not make an action `named`
+    shadows: tuple[CompiledRule, ...] = ()
 
 
 # The windows a limit may count over, in seconds (`month` is the calendar month, UTC).

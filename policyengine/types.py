@@ -458,6 +458,9 @@ class Decision(BaseModel):
     default_applied: bool = False  # no rule named the action: default deny
     limits: list[LimitHit] = Field(default_factory=list)  # the limits and budgets that count this request (chat)
     notes: list[str] = Field(default_factory=list)  # explanation that is not a rule hit (signal not supplied...)
+    # `shadow` rules that fired: each with its span, its would-be effect and `because`; never enforced
+    shadow: list[RuleHit] = Field(default_factory=list)
+    shadow_effect: Effect | None = None  # the effect with the fired shadow rules enforced (None: none fired)
     policy_name: str = ""
     policy_version: int | str | None = None
     policy_hash: str = ""

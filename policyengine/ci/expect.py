@@ -100,6 +100,8 @@ def compare(exp: Expectation, d: Decision) -> list[Mismatch]:
 
     if exp.effect is not None and exp.effect != d.effect:
         miss("effect", exp.effect, d.effect)
+    if exp.shadow_effect is not None and exp.shadow_effect != (d.shadow_effect or "none"):
+        miss("shadow effect", exp.shadow_effect, d.shadow_effect or "none")
     chain = d.routing.chain
     if exp.chain is not None and list(exp.chain) != list(chain):
         miss("chain", " > ".join(exp.chain) or "(none)", " > ".join(chain) or "(none)")

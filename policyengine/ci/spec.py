@@ -113,6 +113,8 @@ class Expectation(BaseModel):
     verification: ExpectVerification | None = None
     allowed_models: list[str] | None = None  # the user-switchable allowlist (any order)
     default_applied: bool | None = None  # no rule named the action: default deny
+    # the effect with the fired `shadow` rules enforced (Decision.shadow_effect); "none": no shadow rule fires
+    shadow_effect: Literal["allow", "deny", "require_approval", "escalate", "none"] | None = None
 
     @field_validator("hedge_after", mode="before")
     @classmethod

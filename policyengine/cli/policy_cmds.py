@@ -218,6 +218,13 @@ def explain_lines(d: Decision) -> list[str]:
         because = "; ".join(h.because)
         lines.append(f"  {h.kind}{' -> ' + h.effect if h.effect else ''} at {where}: {h.source}"
                      + (f" [{because}]" if because else ""))
+    for h in d.shadow:
+        where = f"{h.span.file}:{h.span.line}" if h.span else h.rule_id
+        because = "; ".join(h.because)
+        lines.append(f"  shadow {h.kind} -> {h.effect} (not enforced) at {where}: {h.source}"
+                     + (f" [{because}]" if because else ""))
+    if d.shadow_effect is not None:
+        lines.append(f"  with shadow rules enforced: {d.shadow_effect.upper()}")
     return lines + [f"  note: {n}" for n in d.notes]
 
 
@@ -261,6 +268,18 @@ def render(d: Decision, provider_note: str) -> None:
                   + (f", else tag {v.tag!r}" if v.tag else ""))
     if d.tags:
         out.print(f"Tags: {', '.join(d.tags)}")
+    if d.shadow:
+        out.print(Text("Shadow rules (not enforced):", style="bold"))
+        for h in d.shadow:
+            head = Text(f"  {h.rule_id}  shadow {h.kind}")
+            head.append(f" -> would {h.effect}", style=_EFFECT_STYLE.get(h.effect or "", ""))
+            out.print(head)
+            out.print(Text(f"      {h.source}", style="cyan"))
+            for b in h.because:
+                out.print(f"      because {b}")
+        assert d.shadow_effect is not None
+        out.print(Text.assemble("With shadow rules enforced: ",
+                                (d.shadow_effect.upper(), _EFFECT_STYLE[d.shadow_effect])))
     if d.signals:
         out.print("Signals used: " + ", ".join(f"{k}={_short(v)}" for k, v in d.signals.items()))
     for n in d.notes:

@@ -232,6 +232,7 @@ class Authorize:
     actions: tuple[Name, ...]
     cond: Expr | None
     span: Span = field(default=NOWHERE, compare=False, repr=False)
+    shadow: bool = False  # `shadow ...`: evaluated and logged, never enforced
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,7 @@ class RequireApproval:
     cond: Expr | None
     hold: tuple[HoldItem, ...] | None
     span: Span = field(default=NOWHERE, compare=False, repr=False)
+    shadow: bool = False  # `shadow ...`: evaluated and logged, never enforced
 
 
 @dataclass(frozen=True)
@@ -247,6 +249,7 @@ class Deny:
     actions: tuple[Name, ...]
     cond: Expr | None
     span: Span = field(default=NOWHERE, compare=False, repr=False)
+    shadow: bool = False  # `shadow ...`: evaluated and logged, never enforced
 
 
 @dataclass(frozen=True)
@@ -262,6 +265,7 @@ class Escalate:
     cond: Expr
     hold: tuple[HoldItem, ...] | None
     span: Span = field(default=NOWHERE, compare=False, repr=False)
+    shadow: bool = False  # `shadow ...`: evaluated and logged, never enforced
 
 
 @dataclass(frozen=True)

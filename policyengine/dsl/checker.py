@@ -38,6 +38,7 @@ from policyengine.types import (
 
 from . import ast
 from . import formatter as fmt
+from .contradictions import contradictions, witness
 from .diagnostics import Diagnostic, source_line
 from .parser import parse_duration
 
@@ -166,7 +167,26 @@ class Checker:
                     self.lexicons[it.name.value] = it
 
     # ------------------------------------------------------------------ items
+    def check_contradictions(self, it: ast.Item) -> None:
+        """W239: a condition (or a conjunction inside it) that no value satisfies."""
+        cond = getattr(it, "cond", None)
+        for c in contradictions(cond):
+            others = " and ".join(f"`{fmt.expr(x)}`" + (f" (line {x.span.line})" if x.span.line != c.atom.span.line else "")
+                               for x in c.earlier)
+            if not c.whole:
+                what = "this part of the condition is never true"
+            elif isinstance(it, ast.Authorize | ast.Route | ast.AllowChoice):
+                what = "this rule never applies"
+            else:  # restrictive rules fire on an undecidable condition
+                what = f"this rule fires only when `{c.path}` is missing or undecidable (fail-safe)"
+            example = (f"e.g. {c.path} = {c.example} satisfies {others} but not `{fmt.expr(c.atom)}`"
+                       if c.example is not None else f"no value of `{c.path}` satisfies {others} either")
+            self.add("W239", c.atom.span, f"no value of `{c.path}` satisfies `{fmt.expr(c.atom)}` and {others}: {what}",
+                     f"{example}; fix the comparison, or join them with `or`", warning=True)
+
     def check_item(self, it: ast.Item) -> None:
+        if getattr(it, "cond", None) is not None:
+            self.check_contradictions(it)
         acts = getattr(it, "actions", None)
         if isinstance(it, ast.Route | ast.AllowChoice | ast.Limit):
             self.scope = frozenset({"chat"})
@@ -844,6 +864,10 @@ class Checker:
                     continue
             else:
                 continue
+            if getattr(it, "shadow", False):
+                # a shadow rule enforces nothing: it conflicts with no rule and hides none (E230,
+                # W238, W231 do not see it), but it does count as a use of its action names (W232)
+                kind = f"shadow {kind}"
             for n in it.actions:  # type: ignore[union-attr]
                 uses[n.value].append((kind, n, it))
         def pos(u: tuple[str, ast.Name, Any]) -> tuple[str, int, int]:
@@ -871,6 +895,8 @@ class Checker:
             for dup in auth[1:]:
                 self.add("W231", dup[1].span, f"`{name}` is already authorized at {_where(auth[0][1].span)}",
                          "remove the repeat", warning=True)
+            if not deny:
+                self.check_redundant(name, [u for u in us if u[0] == "authorize"])
         # A name used exactly once that is one or two edits from an action used elsewhere is
         # almost certainly a typo (`clasify_ticket`); distinct actions that merely share words
         # (`read_database` / `modify_database`) are many edits apart and are left alone.
@@ -887,6 +913,24 @@ class Checker:
             if dist <= max(1, min(2, len(close) // 5)):
                 self.add("W232", us[0][1].span, f"action `{name}` is named only here",
                          f"did you mean `{close}`?", warning=True)
+
+    def check_redundant(self, name: str, auths: list[tuple[str, ast.Name, Any]]) -> None:
+        """W233: an `authorize` for `name` that can only fire when an earlier one already does (the
+        first authorize that fires decides, so the later one is never the reason for an allow).
+        Two unconditional ones are W231's."""
+        for i, (_, n, later) in enumerate(auths):
+            if later.cond is None:
+                continue
+            for _, _, earlier in auths[:i]:
+                if earlier.cond is not None and not _implies(later.cond, earlier.cond):
+                    continue
+                ex = witness(later.cond)
+                shown = ", ".join(f"{k} = {v}" for k, v in ex.items()) if ex else None
+                self.add("W233", n.span, f"this rule is redundant for `{name}`: whenever it holds, the "
+                         f"authorize at {_where(earlier.span)} already allows `{name}`",
+                         (f"e.g. {name} with {shown}: both hold, the earlier one decides; " if shown else "")
+                         + "remove it, or narrow the earlier rule", warning=True)
+                break
 
     # ------------------------------------------------------------------ outbound URLs (SSRF)
     def check_urls(self) -> None:

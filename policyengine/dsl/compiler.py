@@ -21,6 +21,7 @@ import operator
 import re
 from collections import defaultdict
 from collections.abc import Callable, Generator
+from dataclasses import replace
 from decimal import Decimal
 from functools import partial
 from operator import attrgetter
@@ -639,8 +640,29 @@ def compile_steps(files: list[ast.PolicyFile]) -> Generator[None, None, PolicyIR
                             cond=compile_expr(cond) if cond is not None else None, order=order,
                             signals=signals_of(cond), restrictive=kind != "authorize", **extra)
 
+    specific_shadows: dict[str, list[CompiledRule]] = defaultdict(list)
+    global_shadows: list[CompiledRule] = []
+    kinds = {ast.Deny: "deny", ast.Authorize: "authorize", ast.RequireApproval: "require_approval",
+             ast.Escalate: "escalate"}
+
     for it in items:
         yield
+        if getattr(it, "shadow", False):
+            # a shadow rule is compiled like its rule but kept apart: it never reaches the plans'
+            # denies / holds / authorizes, and does not make its actions `named`
+            kind = kinds[type(it)]
+            extra: dict[str, Any] = {"shadow": True}
+            if isinstance(it, ast.RequireApproval):
+                extra["obligation"] = _obligation(it.hold)
+            elif isinstance(it, ast.Escalate):
+                extra["obligation"] = _obligation(it.hold, chat="review" if it.actions is None else "hold")
+            r = rule(kind, it, it.cond, **extra)
+            if it.actions is None:
+                global_shadows.append(r)
+            else:
+                for a in it.actions:
+                    specific_shadows[a.value].append(r)
+            continue
         if isinstance(it, ast.Deny):
             r = rule("deny", it, it.cond)
             for a in it.actions:
@@ -712,6 +734,8 @@ def compile_steps(files: list[ast.PolicyFile]) -> Generator[None, None, PolicyIR
     policy.actions = frozenset(named)
     if CHAT not in policy.plans:
         policy.plans[CHAT] = ActionPlan(holds=policy.global_plan.holds, named=True)
+    if global_shadows or specific_shadows:
+        _add_shadows(policy, specific_shadows, by_order(global_shadows))
 
     # routes
     default_fallback: tuple[str, ...] = ()
@@ -749,6 +773,23 @@ def compile_steps(files: list[ast.PolicyFile]) -> Generator[None, None, PolicyIR
     policy.route_signals = frozenset(rs)
     _embedding_routes(policy, by_file, embed_routes)
     return policy
+
+
+def _add_shadows(policy: PolicyIR, specific: dict[str, list[CompiledRule]],
+                 global_shadows: tuple[CompiledRule, ...]) -> None:
+    """Give every plan its shadow rules: the ones naming its action plus those naming none, in
+    source order. An action only shadow rules name gets a plan of its own that enforces exactly
+    what the global plan enforces (`named` stays false)."""
+    for a in specific:
+        if a not in policy.plans:
+            policy.plans[a] = replace(policy.global_plan)
+    for a, plan in policy.plans.items():
+        own = tuple(specific.get(a, ()))
+        shadows = tuple(sorted({id(r): r for r in (*own, *global_shadows)}.values(), key=attrgetter("order")))
+        if shadows:
+            policy.plans[a] = replace(plan, shadows=shadows)
+    if global_shadows:
+        policy.global_plan = replace(policy.global_plan, shadows=global_shadows)
 
 
 def _serves(models: dict[str, ModelSpec], name: str, kind: str) -> bool:

@@ -185,7 +185,13 @@ def _block(head: str, lines: list[str], one_line: bool = False) -> str:
 
 def format_item(it: ast.Item, one_line: bool = False) -> str:
     """One statement's canonical text (comments aside). With `one_line`, a block's items
-    follow its head on the same line, two spaces apart: `head { item  item }`."""
+    follow its head on the same line, two spaces apart: `head { item  item }`. A shadow rule
+    is its rule's text after `shadow `."""
+    text = _format_item(it, one_line)
+    return f"shadow {text}" if getattr(it, "shadow", False) else text
+
+
+def _format_item(it: ast.Item, one_line: bool = False) -> str:
     if isinstance(it, ast.PolicyDecl):
         out = f"policy {escape(it.name)}"
         if it.version is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from decimal import Decimal, InvalidOperation
@@ -317,6 +318,10 @@ class _Builder(Transformer):
 
     def for_scope(self, c: list[Any]) -> tuple[ast.Name, ...]:
         return c[0]
+
+    @v_args(meta=True)
+    def shadow_rule(self, meta: Any, c: list[Any]) -> Any:
+        return dataclasses.replace(c[0], shadow=True, span=self.sp(meta))
 
     @v_args(meta=True)
     def authorize_rule(self, meta: Any, c: list[Any]) -> ast.Authorize:

@@ -288,6 +288,9 @@ class DecisionLogger:
             "signals": self.redactor.redact(d.get("signals") or {}),
             "rules": redact_rules(self.redactor, d.get("rules") or []),
             **({"limits": d["limits"]} if d.get("limits") else {}),  # the limits and budgets that counted it
+            # the shadow rules that fired (would-be effects, never enforced); absent when none did
+            **({"shadow": redact_rules(self.redactor, d["shadow"]), "shadow_effect": d.get("shadow_effect")}
+               if d.get("shadow") else {}),
             "routing": d.get("routing") or {},
             "obligations": d.get("obligations") or [],
             "tags": d.get("tags") or [],

@@ -96,6 +96,13 @@ def explain(rec: dict[str, Any]) -> list[str]:
         because = f" because {'; '.join(r['because'])}" if r.get("because") else ""
         eff = f" -> {r['effect']}" if r.get("effect") else ""
         lines.append(f"{r.get('kind')}{eff}: {r.get('source') or r.get('rule_id')}{where}{because}")
+    for r in rec.get("shadow") or []:
+        span = r.get("span") or {}
+        where = f" ({span.get('file')}:{span.get('line')})" if span else ""
+        because = f" because {'; '.join(r['because'])}" if r.get("because") else ""
+        lines.append(f"shadow {r.get('kind')} -> {r.get('effect')} (not enforced): {r.get('source')}{where}{because}")
+    if rec.get("shadow_effect"):
+        lines.append(f"with the shadow rules enforced the effect would be {rec['shadow_effect']}")
     chain = (rec.get("routing") or {}).get("chain") or []
     if chain:
         lines.append("model chain: " + " -> ".join(chain))

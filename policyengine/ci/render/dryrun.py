@@ -102,6 +102,17 @@ def render_text(r: DryRunReport, console: Console) -> None:
             for e in g.examples:
                 t.add_row(e.id or "-", _request_summary(e))
             console.print(t)
+    if r.shadow_rules:
+        console.print(Text("\nshadow rules (not enforced): decisions each would have decided", style="bold"))
+        for c in r.shadow_rules:
+            console.print(f"  {c.count:>8,}  {c.rule}")
+        t = Table(title="effects: candidate → with shadow rules enforced", title_justify="left", header_style="bold")
+        t.add_column("candidate")
+        t.add_column("with shadow rules")
+        t.add_column("decisions", justify="right")
+        for tr in r.shadow_effects:
+            t.add_row(tr.old, tr.new, f"{tr.count:,}", style=None if tr.old == tr.new else "yellow")
+        console.print(t)
     for n in _notes(r):
         console.print(Text(f"note: {n}", style="yellow"))
     for issue in r.error_examples:
@@ -141,6 +152,11 @@ def render_markdown(r: DryRunReport) -> str:
                 out += ["", "<details><summary>examples</summary>", "", "| decision | action |", "|---|---|"]
                 out += [f"| `{e.id or '-'}` | {_md_escape(_request_summary(e))} |" for e in g.examples]
                 out += ["", "</details>"]
+    if r.shadow_rules:
+        out += ["", "### Shadow rules (not enforced)", "", "| would-be effect: rule | decisions |", "|---|---:|"]
+        out += [f"| `{_md_escape(c.rule)}` | {c.count:,} |" for c in r.shadow_rules]
+        out += ["", "| candidate | with shadow rules enforced | decisions |", "|---|---|---:|"]
+        out += [f"| {t.old} | {t.new} | {t.count:,} |" for t in r.shadow_effects]
     notes = _notes(r)
     if notes:
         out += ["", "### Notes", ""] + [f"- {_md_escape(n)}" for n in notes]

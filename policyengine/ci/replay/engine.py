@@ -69,6 +69,8 @@ class Outcome:
     rules: tuple[RuleRef, ...]
     computed: frozenset[str] = frozenset()  # signals the candidate computed (not in the log)
     limits: frozenset[str] | None = None  # the limits that count it, by what they say (None: unknown)
+    shadow: tuple[str, ...] = ()  # the shadow rules that fired: "<would-be effect>: <source> (file:line)"
+    shadow_effect: str | None = None  # the effect with them enforced (None: no shadow rule fired)
 
 
 def limit_label(h: dict[str, Any]) -> str:
@@ -121,8 +123,10 @@ def decision_outcome(d: Decision, supplied: dict[str, Any]) -> Outcome:
     computed = frozenset(k for k in d.signals if k not in supplied)
     holds = frozenset(_hold(o.model_dump(mode="json")) for o in d.obligations) if d.obligations else frozenset()
     limits = frozenset(limit_label(h.model_dump()) for h in d.limits)
+    shadow = tuple(f"{h.effect}: {_norm(h.source)}" + (f" ({display_path(h.span.file)}:{h.span.line})" if h.span else "")
+                   for h in d.shadow)
     return Outcome(effect=d.effect, chain=tuple(d.routing.chain), tags=frozenset(d.tags), holds=holds,
-                   rules=rules, computed=computed, limits=limits)
+                   rules=rules, computed=computed, limits=limits, shadow=shadow, shadow_effect=d.shadow_effect)
 
 
 def chain_label(chain: tuple[str, ...] | list[str]) -> str:
@@ -260,6 +264,8 @@ def replay(
     new_effects: dict[str, int] = {}
     hashes: dict[str, int] = {}
     computed_names: Counter[str] = Counter()
+    shadow_fired: Counter[str] = Counter()  # shadow rule label -> replayed decisions it fired on
+    shadow_effects: Counter[tuple[str, str]] = Counter()  # (candidate effect, effect with shadows enforced)
     cache: dict[Any, tuple[Outcome, Outcome | None] | str] = {}
     dumps, sort_keys = orjson.dumps, orjson.OPT_SORT_KEYS
     projector = None
@@ -331,6 +337,9 @@ def replay(
         new, base = hit
         n_replayed += 1
         new_effects[new.effect] = new_effects.get(new.effect, 0) + 1
+        if new.shadow:
+            shadow_fired.update(new.shadow)
+            shadow_effects[(new.effect, new.shadow_effect or new.effect)] += 1
         if new.computed:
             n_computed += 1
             computed_names.update(new.computed)
@@ -392,6 +401,9 @@ def replay(
     report.chain_changes = [Transition(old=o, new=nw, count=c) for (o, nw), c in
                             sorted(chain_changes.items(), key=lambda kv: (-kv[1], kv[0]))[:50]]
     report.groups = tally.finish()
+    report.shadow_rules = [CauseCount(rule=r, count=c) for r, c in sorted(shadow_fired.items(), key=lambda kv: (-kv[1], kv[0]))]
+    report.shadow_effects = [Transition(old=o, new=nw, count=c)
+                             for (o, nw), c in sorted(shadow_effects.items(), key=lambda kv: (-kv[1], kv[0]))]
     report.new_effects = dict(sorted(new_effects.items(), key=lambda kv: -kv[1]))
     report.signals_computed_names = dict(sorted(computed_names.items(), key=lambda kv: (-kv[1], kv[0])))
     report.logged_policy_hashes = dict(sorted(hashes.items(), key=lambda kv: -kv[1])[:20])

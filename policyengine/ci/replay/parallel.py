@@ -153,4 +153,11 @@ def merge_reports(parts: list[DryRunReport], *, max_examples: int) -> DryRunRepo
         g.causes = [CauseCount(rule=r, count=c) for r, c in sorted(causes[key].items(), key=lambda rc: (-rc[1], rc[0]))]
     out.groups = sorted(groups.values(), key=lambda g: (order.get(g.kind, 9), -g.count, g.old, g.new))
     out.error_examples = [e for p in parts for e in p.error_examples][:10]
+    fired: Counter[str] = Counter()
+    sh: Counter[tuple[str, str]] = Counter()
+    for p in parts:
+        fired.update({c.rule: c.count for c in p.shadow_rules})
+        sh.update({(t.old, t.new): t.count for t in p.shadow_effects})
+    out.shadow_rules = [CauseCount(rule=r, count=c) for r, c in sorted(fired.items(), key=lambda kv: (-kv[1], kv[0]))]
+    out.shadow_effects = [Transition(old=o, new=n, count=c) for (o, n), c in sorted(sh.items(), key=lambda kv: (-kv[1], kv[0]))]
     return out

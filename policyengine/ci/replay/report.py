@@ -84,6 +84,10 @@ class DryRunReport(BaseModel):
     cpu_s: float = 0.0  # CPU seconds spent replaying (all workers)
     peak_rss_mb: float | None = None  # peak resident memory of the replaying process
     fail_reasons: list[str] = Field(default_factory=list)
+    # `shadow` rules of the candidate: how many replayed decisions each fired on (never enforced), and
+    # the candidate's effect -> the effect with them enforced, over the decisions where one fired
+    shadow_rules: list[CauseCount] = Field(default_factory=list)
+    shadow_effects: list[Transition] = Field(default_factory=list)
 
     @property
     def failed(self) -> bool:
