@@ -94,6 +94,13 @@ async def test_rate_limit_is_a_429_with_retry_after_and_cost_is_recorded(service
             metrics = (await c.get("/metrics")).text
         counters = [u for u in usage["counters"] if u["rule_id"] == "limits.policy:16" and u["scope"] == "user=bob"]
         assert counters and counters[0]["used"] == "3" and counters[0]["remaining"] == "0"
+        # an app key reads its own tenant only: another tenant's counters are a 403 that says why
+        async with svc.client("app") as c:
+            own = await c.get("/v1/usage")
+            other = await c.get("/v1/usage", params={"tenant": "someone-else"})
+        assert own.status_code == 200 and own.json()["tenant"] != "someone-else"
+        assert other.status_code == 403 and other.json()["error"]["code"] == "tenant_mismatch"
+        assert "not this key's tenant" in other.json()["error"]["message"]
         assert 'policyengine_limit_checks_total{outcome="exceeded"} 1.0' in metrics
         assert "policyengine_spend_total" in metrics
         # the CLI reads the same endpoint (`policyengine usage --json`), with the key from the environment
