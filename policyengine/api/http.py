@@ -20,16 +20,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
 
+from policyengine.api.dialects import DialectError
 from policyengine.api.errors import ApiError, AuthError, internal_error, to_response
 from policyengine.errors import PolicyEngineError
 from policyengine.types import ROLES, Principal
+
+T = TypeVar("T")
 
 __all__ = ["PolicyEngineApp", "authenticate", "headers", "json_object", "require_principal", "too_deep"]
 
@@ -178,6 +181,15 @@ async def json_object(request: Request) -> dict[str, Any]:
     if too_deep(data, depth):
         raise ApiError(400, f"request body is nested more than {depth} levels deep", code="body_too_deep")
     return data
+
+
+def translated(translate: Callable[[dict[str, Any]], T], body: dict[str, Any]) -> T:
+    """`translate(body)` (a client dialect's pure translator or validator), with its
+    `DialectError` raised as `ApiError` 400 `invalid_request` naming the offending field."""
+    try:
+        return translate(body)
+    except DialectError as exc:
+        raise ApiError(400, exc.message, code="invalid_request", param=exc.param) from None
 
 
 _JSON_KINDS = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "true or false",

@@ -14,10 +14,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from policyengine import gateway
-from policyengine.api.dialects import DialectError
 from policyengine.api.dialects import embeddings as dialect
 from policyengine.api.errors import ApiError, json_response, response_headers
-from policyengine.api.http import headers, json_object, require_principal
+from policyengine.api.http import headers, json_object, require_principal, translated
 from policyengine.api.routes.chat import AUTO_MODELS, idempotency_key
 
 router = APIRouter(tags=["gateway"])
@@ -51,10 +50,7 @@ async def embeddings(request: Request) -> Response:
     t0 = time.perf_counter()
     rt = request.app.state.runtime
     body = await json_object(request)
-    try:
-        dialect.validate(body)
-    except DialectError as exc:
-        raise ApiError(400, exc.message, code="invalid_request", param=exc.param) from None
+    translated(dialect.validate, body)
     action = gateway.make_action(_fields(request, body, rt.settings.default_use_case), principal)
     call = await gateway.open_call(rt, principal, action, kind="embeddings", t0=t0,
                                    request_id=idempotency_key(headers(request)))

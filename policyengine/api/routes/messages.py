@@ -19,10 +19,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from policyengine import gateway
-from policyengine.api.dialects import DialectError
 from policyengine.api.dialects import anthropic as dialect
-from policyengine.api.errors import ApiError, json_response, to_api_error
-from policyengine.api.http import json_object, require_principal
+from policyengine.api.errors import json_response, to_api_error
+from policyengine.api.http import json_object, require_principal, translated
 from policyengine.api.routes.chat import estimate_tokens, result_headers, run_chat
 from policyengine.api.sse import SSE_HEADERS, SSEResponse
 from policyengine.errors import PolicyEngineError
@@ -46,10 +45,7 @@ async def messages(request: Request) -> Response:
         principal = await _auth(request)
         t0 = time.perf_counter()
         body = await json_object(request)
-        try:
-            chat = dialect.to_chat(body)
-        except DialectError as exc:
-            raise ApiError(400, exc.message, code="invalid_request", param=exc.param) from None
+        chat = translated(dialect.to_chat, body)
         result = await run_chat(request, principal, chat, t0)
         h = result_headers(result)
         if isinstance(result, gateway.ChatStream):
@@ -71,10 +67,7 @@ async def count_tokens(request: Request) -> Response:
     try:
         await _auth(request)
         body = await json_object(request)
-        try:
-            chat = dialect.to_chat({"max_tokens": 1, **body})
-        except DialectError as exc:
-            raise ApiError(400, exc.message, code="invalid_request", param=exc.param) from None
+        chat = translated(dialect.to_chat, {"max_tokens": 1, **body})
         return json_response({"input_tokens": estimate_tokens(chat)})
     except PolicyEngineError as exc:
         return anthropic_error(exc)

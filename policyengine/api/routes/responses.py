@@ -17,10 +17,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from policyengine import gateway
-from policyengine.api.dialects import DialectError
 from policyengine.api.dialects import responses as dialect
-from policyengine.api.errors import ApiError, json_response
-from policyengine.api.http import json_object, require_principal
+from policyengine.api.errors import json_response
+from policyengine.api.http import json_object, require_principal, translated
 from policyengine.api.routes.chat import result_headers, run_chat
 from policyengine.api.sse import SSE_HEADERS, SSEResponse
 
@@ -34,10 +33,7 @@ async def create_response(request: Request) -> Response:
     principal = await _auth(request)
     t0 = time.perf_counter()
     body = await json_object(request)
-    try:
-        chat = dialect.to_chat(body)
-    except DialectError as exc:
-        raise ApiError(400, exc.message, code="invalid_request", param=exc.param) from None
+    chat = translated(dialect.to_chat, body)
     result = await run_chat(request, principal, chat, t0)
     h = result_headers(result)
     decision_id = result.call.decision_id
