@@ -110,6 +110,20 @@ def _tool_result(block: dict[str, Any], where: str) -> dict[str, Any]:
     return {"role": "tool", "tool_call_id": tid, "content": text}
 
 
+def _block_type(b: Any, where: str) -> str:
+    """The `type` of content block `b` at `where`; DialectError unless it is an object with a string type."""
+    if not isinstance(b, dict) or not isinstance(b.get("type"), str):
+        raise DialectError(f"{where} must be a content block with a string 'type'", where)
+    return b["type"]
+
+
+def _block_text(b: dict[str, Any], where: str) -> str:
+    """The `text` of text block `b` at `where`; DialectError unless it is a string."""
+    if not isinstance(b.get("text"), str):
+        raise DialectError(f"{where}.text must be a string", f"{where}.text")
+    return b["text"]
+
+
 def _user(content: list[Any], where: str) -> list[dict[str, Any]]:
     """One Anthropic user turn as OpenAI messages: its tool results first (one `tool` message
     each, in order), then one user message with the rest."""
@@ -117,13 +131,9 @@ def _user(content: list[Any], where: str) -> list[dict[str, Any]]:
     parts: list[dict[str, Any]] = []
     for j, b in enumerate(content):
         w = f"{where}.content[{j}]"
-        if not isinstance(b, dict) or not isinstance(b.get("type"), str):
-            raise DialectError(f"{w} must be a content block with a string 'type'", w)
-        t = b["type"]
+        t = _block_type(b, w)
         if t == "text":
-            if not isinstance(b.get("text"), str):
-                raise DialectError(f"{w}.text must be a string", f"{w}.text")
-            parts.append({"type": "text", "text": b["text"]})
+            parts.append({"type": "text", "text": _block_text(b, w)})
         elif t == "image":
             parts.append(_image(b, w))
         elif t == "tool_result":
@@ -144,13 +154,9 @@ def _assistant(content: list[Any], where: str) -> dict[str, Any]:
     calls: list[dict[str, Any]] = []
     for j, b in enumerate(content):
         w = f"{where}.content[{j}]"
-        if not isinstance(b, dict) or not isinstance(b.get("type"), str):
-            raise DialectError(f"{w} must be a content block with a string 'type'", w)
-        t = b["type"]
+        t = _block_type(b, w)
         if t == "text":
-            if not isinstance(b.get("text"), str):
-                raise DialectError(f"{w}.text must be a string", f"{w}.text")
-            texts.append(b["text"])
+            texts.append(_block_text(b, w))
         elif t == "tool_use":
             if not isinstance(b.get("id"), str) or not isinstance(b.get("name"), str):
                 raise DialectError(f"{w} needs a string id and name", w)
