@@ -146,6 +146,26 @@ def headers(request: Request) -> dict[str, str]:
     return h
 
 
+async def read_body(request: Request) -> bytes:
+    """The request body, read with a running size count against the service's `max_body_bytes`.
+
+    Raises `ApiError` 413 as soon as the body (declared by Content-Length, or counted while
+    it streams in, chunked) passes the limit, before buffering more of it.
+    """
+    limit = request.app.state.runtime.settings.max_body_bytes
+    declared = headers(request).get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit}", code="body_too_large")
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
+        parts.append(part)
+    return b"".join(parts)
+
+
 async def json_object(request: Request) -> dict[str, Any]:
     """The request body as a JSON object, read with a running size count against
     `max_body_bytes`. Raises `ApiError` 413 (too large), 415 (not JSON), 400 (empty, invalid
@@ -154,20 +174,7 @@ async def json_object(request: Request) -> dict[str, Any]:
     ctype = hdrs.get("content-type", "")
     if ctype and "json" not in ctype:
         raise ApiError(415, f"Content-Type must be application/json, got {ctype!r}", code="unsupported_media_type")
-    limit = request.app.state.runtime.settings.max_body_bytes
-    declared = hdrs.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit}", code="body_too_large")
-    # read with a running count: a body sent without Content-Length (chunked) is refused as soon as
-    # it passes the limit, not after all of it has been buffered
-    parts: list[bytes] = []
-    size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
-        parts.append(part)
-    raw = b"".join(parts)
+    raw = await read_body(request)
     if not raw.strip():
         raise ApiError(400, "request body is empty: send a JSON object", code="empty_body")
     try:

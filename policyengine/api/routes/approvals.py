@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from policyengine.api.errors import ApiError, json_response
-from policyengine.api.http import require_principal
+from policyengine.api.http import read_body, require_principal
 from policyengine.approvals.models import Reviewer
 from policyengine.approvals.plugin import lifespan
 from policyengine.approvals.service import ApprovalService
@@ -71,26 +71,6 @@ def service_of(request: Request) -> ApprovalService:
 def _reviewer(principal: Principal, request: Request) -> Reviewer:
     return Reviewer.from_principal(principal, ip=request.client.host if request.client else None,
                                    user_agent=request.headers.get("user-agent"))
-
-
-async def read_body(request: Request) -> bytes:
-    """The request body, read with a running size count against the service's `max_body_bytes`.
-
-    Raises `ApiError` 413 as soon as the body (declared by Content-Length, or counted while
-    it streams in, chunked) passes the limit, before buffering more of it.
-    """
-    limit = request.app.state.runtime.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {limit}", code="body_too_large")
-    parts: list[bytes] = []
-    size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise ApiError(413, f"request body exceeds the limit of {limit} bytes", code="body_too_large")
-        parts.append(part)
-    return b"".join(parts)
 
 
 async def _json(request: Request, model: type[BaseModel], *, empty_ok: bool) -> Any:

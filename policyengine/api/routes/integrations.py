@@ -29,7 +29,8 @@ from slack_sdk.signature import SignatureVerifier
 from starlette.responses import Response
 
 from policyengine.api.errors import ApiError, json_response
-from policyengine.api.routes.approvals import read_body, service_of
+from policyengine.api.http import read_body
+from policyengine.api.routes.approvals import service_of
 from policyengine.approvals.errors import ApprovalError
 from policyengine.notifier.slack import (
     APPROVE_ACTION,

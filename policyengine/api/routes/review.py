@@ -26,7 +26,8 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import HTMLResponse
 
 from policyengine.api.errors import ApiError
-from policyengine.api.routes.approvals import read_body, service_of
+from policyengine.api.http import read_body
+from policyengine.api.routes.approvals import service_of
 from policyengine.approvals.errors import ApprovalError, ApprovalInvalid, LinkRefused
 from policyengine.approvals.models import ApprovalView
 from policyengine.approvals.signing import LinkClaims
