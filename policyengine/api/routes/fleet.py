@@ -12,6 +12,8 @@ policy does not have is a 404 naming the known ones.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -55,23 +57,26 @@ async def get_fleet(request: Request, principal: Principal = Depends(require_pri
     return json_response(await fleet_status(request.app.state.runtime))
 
 
+async def _fleet_action(request: Request, principal: Principal, model: type[BaseModel], field: str,
+                        action: Callable[[Any, str], Awaitable[dict[str, Any]]], what: str) -> Response:
+    """Validate the body against `model`, run `action(runtime, body.<field>)`, log who did it.
+
+    An unknown target (FleetError) is a 404 naming `field`; every successful action is logged at
+    WARNING with the admin's subject and tenant (an operator changed the fleet's state)."""
+    body = await _body(request, model)
+    try:
+        out = await action(request.app.state.runtime, getattr(body, field))
+    except FleetError as exc:
+        raise ApiError(404, str(exc), code="not_found", param=field)
+    log.warning("fleet: %s %s by %s (tenant %s)", what, out[field], principal.subject, principal.tenant)
+    return json_response(out)
+
+
 @router.post("/cooldowns/clear", summary="Clear one cooldown (a model, deployment or key scope)")
 async def post_clear(request: Request, principal: Principal = Depends(require_principal("admin"))) -> Response:
-    body = await _body(request, ClearCooldown)
-    try:
-        out = await clear_cooldown(request.app.state.runtime, body.scope)  # type: ignore[attr-defined]
-    except FleetError as exc:
-        raise ApiError(404, str(exc), code="not_found", param="scope")
-    log.warning("fleet: cooldown %s cleared by %s (tenant %s)", out["scope"], principal.subject, principal.tenant)
-    return json_response(out)
+    return await _fleet_action(request, principal, ClearCooldown, "scope", clear_cooldown, "cooldown cleared:")
 
 
 @router.post("/breakers/reset", summary="Close one breaker (a model or one of its deployments)")
 async def post_reset(request: Request, principal: Principal = Depends(require_principal("admin"))) -> Response:
-    body = await _body(request, ResetBreaker)
-    try:
-        out = await reset_breaker(request.app.state.runtime, body.state_id)  # type: ignore[attr-defined]
-    except FleetError as exc:
-        raise ApiError(404, str(exc), code="not_found", param="state_id")
-    log.warning("fleet: breaker %s reset by %s (tenant %s)", out["state_id"], principal.subject, principal.tenant)
-    return json_response(out)
+    return await _fleet_action(request, principal, ResetBreaker, "state_id", reset_breaker, "breaker reset:")
