@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -20,7 +21,7 @@ from starlette.responses import Response
 from policyengine import gateway
 from policyengine.adapters.base import NATIVE_KEY
 from policyengine.api.errors import ApiError, json_response, response_headers
-from policyengine.api.http import headers, json_object, require_principal
+from policyengine.api.http import headers, json_object, require_principal, translated
 from policyengine.api.sse import OPENAI_EVENTS, SSE_HEADERS, SSEResponse
 
 router = APIRouter(tags=["gateway"])
@@ -198,6 +199,25 @@ def result_headers(result: Any) -> dict[str, str]:
     if result.divergence is not None:
         h["X-PolicyEngine-Divergence"] = f"{result.divergence:.4f}"
     return h
+
+
+async def dialect_chat(request: Request, translate: Callable[[dict[str, Any]], dict[str, Any]],
+                       events: Callable[[dict[str, Any], Any], Any],
+                       answer: Callable[[dict[str, Any], Any], dict[str, Any]]) -> Response:
+    """A chat in another client dialect through the one policy path.
+
+    Authenticates an app key, reads the body, `translate`s it to an OpenAI chat request (its
+    `DialectError` a 400), runs it (`run_chat`), and writes the result back in the dialect:
+    `events(body, stream)` is the SSE encoder of a `ChatStream`, `answer(body, completion)` the
+    JSON answer of a `Completion`. Raises the gateway's errors for the route to shape."""
+    principal = await _auth(request)
+    t0 = time.perf_counter()
+    body = await json_object(request)
+    result = await run_chat(request, principal, translated(translate, body), t0)
+    h = result_headers(result)
+    if isinstance(result, gateway.ChatStream):
+        return SSEResponse(result.relay(events(body, result)), headers={**SSE_HEADERS, **h})
+    return json_response(answer(body, result), headers=h)
 
 
 async def chat_completions(request: Request) -> Response:

@@ -13,17 +13,14 @@ SDK's `api_key`) or `Authorization: Bearer` (its `auth_token`).
 from __future__ import annotations
 
 import logging
-import time
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from policyengine import gateway
 from policyengine.api.dialects import anthropic as dialect
 from policyengine.api.errors import json_response, to_api_error
 from policyengine.api.http import json_object, require_principal, translated
-from policyengine.api.routes.chat import estimate_tokens, result_headers, run_chat
-from policyengine.api.sse import SSE_HEADERS, SSEResponse
+from policyengine.api.routes.chat import dialect_chat, estimate_tokens
 from policyengine.errors import PolicyEngineError
 
 router = APIRouter(tags=["gateway"])
@@ -42,17 +39,10 @@ def anthropic_error(exc: PolicyEngineError) -> Response:
 async def messages(request: Request) -> Response:
     """Anthropic Messages, routed by the policy."""
     try:
-        principal = await _auth(request)
-        t0 = time.perf_counter()
-        body = await json_object(request)
-        chat = translated(dialect.to_chat, body)
-        result = await run_chat(request, principal, chat, t0)
-        h = result_headers(result)
-        if isinstance(result, gateway.ChatStream):
-            enc = dialect.AnthropicEvents(decision_id=result.call.decision_id, model=result.model)
-            return SSEResponse(result.relay(enc), headers={**SSE_HEADERS, **h})
-        return json_response(dialect.to_message(result.response, decision_id=result.call.decision_id,
-                                                model=result.model), headers=h)
+        return await dialect_chat(
+            request, dialect.to_chat,
+            lambda body, stream: dialect.AnthropicEvents(decision_id=stream.call.decision_id, model=stream.model),
+            lambda body, done: dialect.to_message(done.response, decision_id=done.call.decision_id, model=done.model))
     except PolicyEngineError as exc:
         return anthropic_error(exc)
     except Exception:

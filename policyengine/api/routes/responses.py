@@ -11,37 +11,21 @@ exceptions; a request that needs stored state (`previous_response_id`, `store: t
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from policyengine import gateway
 from policyengine.api.dialects import responses as dialect
-from policyengine.api.errors import json_response
-from policyengine.api.http import json_object, require_principal, translated
-from policyengine.api.routes.chat import result_headers, run_chat
-from policyengine.api.sse import SSE_HEADERS, SSEResponse
+from policyengine.api.routes.chat import dialect_chat
 
 router = APIRouter(tags=["gateway"])
 
-_auth = require_principal("app")
-
-
 async def create_response(request: Request) -> Response:
     """A Responses API `create` (plain or streamed), routed by the policy."""
-    principal = await _auth(request)
-    t0 = time.perf_counter()
-    body = await json_object(request)
-    chat = translated(dialect.to_chat, body)
-    result = await run_chat(request, principal, chat, t0)
-    h = result_headers(result)
-    decision_id = result.call.decision_id
-    if isinstance(result, gateway.ChatStream):
-        enc = dialect.ResponsesEvents(body, decision_id=decision_id, model=result.model)
-        return SSEResponse(result.relay(enc), headers={**SSE_HEADERS, **h})
-    return json_response(dialect.to_response(result.response, body, decision_id=decision_id, model=result.model),
-                         headers=h)
+    return await dialect_chat(
+        request, dialect.to_chat,
+        lambda body, stream: dialect.ResponsesEvents(body, decision_id=stream.call.decision_id, model=stream.model),
+        lambda body, done: dialect.to_response(done.response, body, decision_id=done.call.decision_id,
+                                               model=done.model))
 
 
 # Served straight from the ASGI call (policyengine.api.http); the FastAPI route documents it.
