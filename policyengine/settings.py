@@ -250,6 +250,9 @@ class Settings(OutboundHosts, BaseSettings):
     key_cache_ttl_s: float = Field(5.0, ge=0, description="how long an authenticated key is cached in-process")
     gc_gen0_threshold: int = Field(20_000, ge=0, description="young-generation GC threshold once the service has "
                                    "started (CPython's default is 700; 0 leaves the interpreter's settings alone)")
+    console_login_failures: str = Field(
+        "10/minute", description="failed console logins allowed per client address in a moving window "
+        "(a `limits` rate: '10/minute', '30/hour'); past it the login page answers 429 with Retry-After")
     key_revocation_poll_s: float = Field(1.0, ge=0, description="how often the service checks for keys revoked "
                                          "elsewhere (CLI, other replicas) and clears its key cache; 0 disables")
 
@@ -291,6 +294,17 @@ class Settings(OutboundHosts, BaseSettings):
             if s.startswith("["):
                 return json.loads(s)
             return [p.strip() for p in s.split(",") if p.strip()]
+        return v
+
+    @field_validator("console_login_failures")
+    @classmethod
+    def _rate(cls, v: str) -> str:
+        from limits import parse
+
+        try:
+            parse(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not a rate: write a count per period, such as '10/minute' or '30/hour'")
         return v
 
     @field_validator("database_url")

@@ -40,6 +40,7 @@ from policyengine.approvals.models import Reviewer
 from policyengine.approvals.service import SELF_APPROVAL
 from policyengine.approvals.states import State, Via
 from policyengine.console import charts, queries, session
+from policyengine.console.throttle import LoginThrottle
 from policyengine.dispatch.explain import describe, outcome, why
 from policyengine.gateway.errors import LimitsUnavailable
 from policyengine.gateway.fleet import FleetError, clear_cooldown, fleet_status, reset_breaker
@@ -172,6 +173,15 @@ async def login_page(request: Request) -> Response:
     return _page("login.html.j2", me=None, error=None, next=nxt)
 
 
+def _throttle(request: Request) -> LoginThrottle:
+    """This app's login throttle (one per app: its settings' rate and Redis)."""
+    t = getattr(request.app.state, "console_throttle", None)
+    if t is None:
+        s = _rt(request).settings
+        t = request.app.state.console_throttle = LoginThrottle(s.console_login_failures, s.redis_url, s.redis_prefix)
+    return t
+
+
 @router.post("/login")
 async def login(request: Request) -> Response:
     rt = _rt(request)
@@ -183,6 +193,14 @@ async def login(request: Request) -> Response:
         return _page("login.html.j2", exc.status, me=None, error=exc.message)
     key = (form.get("key") or "").strip()
     nxt = _next_page(form.get("next"))
+    address = request.client.host if request.client else "-"
+    verdict = await _throttle(request).check(address)
+    if not verdict.allowed:
+        log.warning("console: login throttled for %s (too many failed logins)", address)
+        page = _page("login.html.j2", 429, me=None, next=nxt,
+                     error=f"Too many failed logins from this address: try again in {verdict.retry_after_s} s.")
+        page.headers["Retry-After"] = str(verdict.retry_after_s)
+        return page
     if rt.settings.auth_disabled:
         from policyengine.api.http import authenticate
 
@@ -190,7 +208,8 @@ async def login(request: Request) -> Response:
     else:
         principal = await rt.key_cache.lookup(key) if key else None
     if principal is None:
-        log.warning("console: refused login from %s (unknown or revoked key)", request.client.host if request.client else "-")
+        await _throttle(request).failed(address)
+        log.warning("console: refused login from %s (unknown or revoked key)", address)
         return _page("login.html.j2", 401, me=None, next=nxt, error="That key is not valid (unknown or revoked).")
     if not principal.has(*session.CONSOLE_ROLES):
         return _page("login.html.j2", 403, me=None, next=nxt,
