@@ -300,6 +300,39 @@ async def test_openai_responses_tools_and_statelessness(svc):
         await sdk.responses.create(model="auto", input="keep it", store=True)
 
 
+# ------------------------------------------------------------------------------ legacy Completions
+
+
+async def test_openai_legacy_completions_plain_stream_and_refusals(svc):
+    sdk = svc.sdk()
+    raw = await sdk.completions.with_raw_response.create(model="auto", prompt="Where is my order?", max_tokens=40)
+    cmpl = raw.parse()
+    assert cmpl.object == "text_completion" and cmpl.model == "qwen-72b"
+    assert cmpl.choices[0].text.startswith("Simulated answer") and cmpl.usage.completion_tokens > 0
+    assert cmpl.id == "cmpl-" + raw.headers["x-policyengine-decision-id"]
+    up = svc.sims["qwen-72b"].requests[-1].body
+    assert up["messages"] == [{"role": "user", "content": "Where is my order?"}] and up["max_tokens"] == 40
+    rec = await _decision(svc, raw.headers["x-policyengine-decision-id"])
+    assert rec["kind"] == "chat" and rec["effect"] == "allow"
+    await sdk.completions.create(model="auto", prompt=["one prompt in a list"])
+    assert svc.sims["qwen-72b"].requests[-1].body["max_tokens"] == 16  # the legacy API's default
+    text = ""
+    async for chunk in await sdk.completions.create(model="auto", prompt="hello", max_tokens=60, stream=True):
+        assert chunk.object == "text_completion"
+        text += chunk.choices[0].text if chunk.choices else ""
+    assert text.startswith("Simulated answer")
+    # the primary is down: the fallback answers, as on chat
+    svc.sims["qwen-72b"].add_fault("error", status=503)
+    assert (await sdk.completions.create(model="auto", prompt="hi")).model == "gemma-27b"
+    for kwargs, param in (({"prompt": [1, 2, 3]}, "prompt"), ({"prompt": ["a", "b"]}, "prompt"),
+                          ({"prompt": "x", "echo": True}, "echo"), ({"prompt": "x", "logprobs": 0}, "logprobs"),
+                          ({"prompt": "x", "suffix": "end"}, "suffix"), ({"prompt": "x", "best_of": 3}, "best_of"),
+                          ({"prompt": ""}, "prompt")):
+        with pytest.raises(openai.BadRequestError) as ei:
+            await sdk.completions.create(model="auto", **kwargs)
+        assert ei.value.body["param"] == param, kwargs
+
+
 # ------------------------------------------------------------------------------ embeddings
 
 
