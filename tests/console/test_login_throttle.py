@@ -17,18 +17,18 @@ from .conftest import POLICIES
 
 async def test_failed_logins_past_the_rate_get_429_with_retry_after(tmp_path, monkeypatch):
     monkeypatch.setenv("POLICYENGINE_CONSOLE_LOGIN_FAILURES", "3/minute")
-    async with running_service(f"sqlite:///{tmp_path / 'pe.db'}", monkeypatch, policy_dir=POLICIES) as svc:
-        async with httpx.AsyncClient(base_url=svc.url) as h:
-            good = svc.tokens["reviewer"]
-            # a correct login does not count against the address
-            assert (await h.post("/console/login", data={"key": good})).status_code == 303
-            h.cookies.clear()
-            for _ in range(3):
-                assert (await h.post("/console/login", data={"key": good.replace("pe", "px")})).status_code == 401
-            r = await h.post("/console/login", data={"key": good})  # even the right key, until the window moves
-            assert r.status_code == 429, r.text
-            assert 1 <= int(r.headers["Retry-After"]) <= 61
-            assert "Too many failed logins" in r.text and "pe_console" not in r.headers.get("set-cookie", "")
+    async with (running_service(f"sqlite:///{tmp_path / 'pe.db'}", monkeypatch, policy_dir=POLICIES) as svc,
+                httpx.AsyncClient(base_url=svc.url) as h):
+        good = svc.tokens["reviewer"]
+        # a correct login does not count against the address
+        assert (await h.post("/console/login", data={"key": good})).status_code == 303
+        h.cookies.clear()
+        for _ in range(3):
+            assert (await h.post("/console/login", data={"key": good.replace("pe", "px")})).status_code == 401
+        r = await h.post("/console/login", data={"key": good})  # even the right key, until the window moves
+        assert r.status_code == 429, r.text
+        assert 1 <= int(r.headers["Retry-After"]) <= 61
+        assert "Too many failed logins" in r.text and "pe_console" not in r.headers.get("set-cookie", "")
 
 
 def test_a_rate_that_is_not_one_is_refused_at_settings():
