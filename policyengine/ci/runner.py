@@ -146,6 +146,12 @@ def _run_case(policy: Any, file: str, case: PolicyTest, provider: Any) -> tuple[
     return base, d
 
 
+def run_case(policy: Any, file: str, case: PolicyTest, provider: Any = None) -> tuple[CaseResult, Decision | None]:
+    """Run one case of test file `file` against a compiled policy (skipped, errored, passed or
+    failed, with its mismatches), and the decision it got (None when skipped or errored)."""
+    return _run_case(policy, file, case, provider)
+
+
 def run_tests(target: str | Path, *, min_coverage: float | None = None, signal_provider: Any = None,
               match: str | None = None) -> PolicyTestReport:
     """Discover and run every test file for `target` (folder, .policy file or test file).
