@@ -78,8 +78,24 @@ class Index:
 
 
 def diagnostics_for(sources: dict[str, str], file: str) -> list[Diagnostic]:
-    """The checker's diagnostics of the policy set `sources` that are located in `file`."""
-    return [d for d in check_sources(sources) if d.file == file]
+    """The checker's diagnostics of the policy set `sources` that are located in `file`, the
+    informational findings (I codes) included."""
+    return [d for d in check_sources(sources, analyze=True) if d.file == file]
+
+
+def test_diagnostics(sources: dict[str, str], test_files: list[Any]) -> dict[str, list[Diagnostic]]:
+    """W245 per test file (every file of `test_files` is a key, so fixed ones clear); {} when the
+    set does not parse."""
+    from policyengine.ci.uncovered import uncovered_actions
+
+    try:
+        files = [parse(text, name) for name, text in sources.items()]
+    except PolicyError:
+        return {}
+    out: dict[str, list[Diagnostic]] = {tf.path: [] for tf in test_files}
+    for d in uncovered_actions(files, test_files):
+        out.setdefault(d.file, []).append(d)
+    return out
 
 
 def _model_detail(m: ast.ModelDecl) -> str:

@@ -163,6 +163,12 @@ class PolicyLanguageServer(LanguageServer):
         diags = [to_lsp(d, lambda ln, c: self.to_client(lines, ln, c))
                  for d in analysis.diagnostics_for(sources, file)]
         self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=diags))
+        # the tests next to it: cases whose action no rule names (W245), on the test file's lines
+        for test_file, found in analysis.test_diagnostics(sources, self.test_files(uri)).items():
+            tlines = self.lines_of(test_file)
+            self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
+                uri=from_fs_path(test_file) or test_file,
+                diagnostics=[to_lsp(d, lambda ln, c, tl=tlines: self.to_client(tl, ln, c)) for d in found]))
 
 
 def to_lsp(d: Diagnostic, position: Callable[[int, int], types.Position] | None = None) -> types.Diagnostic:
@@ -175,7 +181,8 @@ def to_lsp(d: Diagnostic, position: Callable[[int, int], types.Position] | None 
         end_line, end_col = line, col + 1
     pos = position or (lambda ln, c: types.Position(line=max(ln - 1, 0), character=max(c - 1, 0)))
     msg = d.message + (f"\nhint: {d.hint}" if d.hint else "")
-    sev = types.DiagnosticSeverity.Error if d.is_error else types.DiagnosticSeverity.Warning
+    sev = {"error": types.DiagnosticSeverity.Error, "warning": types.DiagnosticSeverity.Warning,
+           "info": types.DiagnosticSeverity.Information}[d.severity]
     return types.Diagnostic(range=types.Range(start=pos(line, col), end=pos(end_line, end_col)),
                             message=msg, severity=sev, code=d.code, source="policyengine")
 
