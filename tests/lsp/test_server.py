@@ -284,3 +284,22 @@ def test_positions_are_utf16_code_units(client: Client, tmp_path: Path) -> None:
     loc = client.request("textDocument/definition", {"textDocument": {"uri": uri},
                                                      "position": {"line": 6, "character": at}})
     assert loc["range"]["start"] == {"line": 1, "character": 6}
+
+
+def test_overlap_information_and_uncovered_test_action_on_the_test_file(client: Client, tmp_path: Path) -> None:
+    text = GOOD.replace("authorize refund when amount < 100 GBP", "authorize refund when amount < 500 GBP")
+    path = tmp_path / "desk.policy"
+    path.write_text(text)
+    tests = tmp_path / "desk.tests.yaml"
+    tests.write_text("tests:\n  - name: typo\n    given:\n      action: refnud\n    expect: {effect: deny}\n")
+    uri = path.as_uri()
+    client.notify("textDocument/didOpen", {"textDocument": {"uri": uri, "languageId": "policy", "version": 1,
+                                                            "text": text}})
+    [d] = client.diagnostics(uri)
+    # the approval (line 9) meets the authorize (line 8) between 100 and 500 GBP: information, at the later rule
+    assert d["code"] == "I243" and d["severity"] == 3 and d["range"]["start"] == {"line": 8, "character": 21}
+    assert "e.g. refund with amount = 300 GBP" in d["message"]
+    [w] = client.diagnostics(tests.as_uri())
+    assert w["code"] == "W245" and w["severity"] == 2
+    assert w["range"] == {"start": {"line": 3, "character": 14}, "end": {"line": 3, "character": 20}}
+    assert "did you mean `refund`?" in w["message"]

@@ -74,10 +74,12 @@ class Outcome:
 
 
 def limit_label(h: dict[str, Any]) -> str:
-    """A limit as a dry run compares it across versions (line numbers move): `spend 50 GBP per day per tenant`."""
+    """A limit as a dry run compares it across versions (line numbers move): `spend 50 GBP per day per tenant`
+    (`shadow spend ...` for a shadow limit: promoting one is a change the report shows)."""
     scope = h.get("scope") or []
     on = f" on {h['model']}" if h.get("model") else ""
-    return f"{h.get('kind')} {h.get('limit')} per {h.get('window')}" + (f" per {', '.join(scope)}" if scope else "") + on
+    return (("shadow " if h.get("shadow") else "") + f"{h.get('kind')} {h.get('limit')} per {h.get('window')}"
+            + (f" per {', '.join(scope)}" if scope else "") + on)
 
 
 def _norm(text: str) -> str:
