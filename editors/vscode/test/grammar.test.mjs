@@ -68,6 +68,10 @@ test("shadow rules, money symbols, booleans, in-lists, // comments", async () =>
     "  timeout 8h -> escalate to group \"leads\"",
     "}",
     "shadow limit requests 10 per minute per user",
+    "shadow verify for refund when amount > 10 GBP with qwen-72b, gemma-27b {",
+    "  escalate when divergence > 0.25 otherwise tag \"checked\"",
+    "}",
+    "shadow budget 50 GBP per day per tenant { at 100% deny }",
     "route when tier == \"gold\" -> gpt-4o-mini fallback [llama-3.1-8b] sticky session",
   ].join("\n"));
   assert.equal(scopeOf(t, "shadow deny refund", "shadow"), "storage.modifier.shadow.policy");
@@ -81,6 +85,13 @@ test("shadow rules, money symbols, booleans, in-lists, // comments", async () =>
   assert.equal(scopeOf(t, "shadow limit", "shadow"), "storage.modifier.shadow.policy");
   assert.equal(scopeOf(t, "shadow limit", "limit"), "keyword.control.rule.policy");
   assert.equal(scopeOf(t, "-> escalate to group", "escalate"), "keyword.control.rule.policy");
+  assert.equal(scopeOf(t, "shadow verify for refund", "shadow"), "storage.modifier.shadow.policy");
+  assert.equal(scopeOf(t, "shadow verify for refund", "verify"), "keyword.control.rule.policy");
+  assert.equal(scopeOf(t, "shadow verify for refund", "refund"), "entity.name.function.action.policy");
+  assert.equal(scopeOf(t, "shadow verify for refund", "gemma-27b"), "entity.name.type.model.policy");
+  assert.equal(scopeOf(t, "otherwise tag", "checked"), "string.quoted.double.policy");
+  assert.equal(scopeOf(t, "shadow budget 50 GBP", "budget"), "keyword.control.rule.policy");
+  assert.equal(scopeOf(t, "shadow budget 50 GBP", "100%"), "constant.numeric.percent.policy");
   // a model name holding digits, dots and dashes stays one name (no number, no duration inside)
   assert.equal(scopeOf(t, "route when tier", "gpt-4o-mini"), "entity.name.type.model.policy");
   assert.equal(scopeOf(t, "route when tier", "llama-3.1-8b"), "entity.name.type.model.policy");
