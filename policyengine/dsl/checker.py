@@ -1057,23 +1057,27 @@ class Checker:
     # ------------------------------------------------------------------ approvals nobody sees
     def check_unattended(self) -> None:
         """`require approval` rules that name no reviewers, notify nobody or never time out (what the
-        approvals service does then: docs/approvals.md)."""
+        approvals service does then: docs/approvals.md); the hint names an action the rule holds
+        (`e.g. refund with amount = 101 GBP is held this way`) when its condition is decided here."""
         for it in self.items:
             if not isinstance(it, ast.RequireApproval):
                 continue
             kinds = {h.kind for h in it.hold or ()}
+            ex = _example(it.cond) if it.cond is not None else ""
+            held = (f"e.g. {it.actions[0].value}" + (f" with {ex}" if ex else "") + " is held this way; "
+                    if ex is not None else "")
             if "reviewers" not in kinds:
                 self.add("W270", it.span, "this approval names no reviewers: any reviewer of the tenant may approve it",
-                         'add `reviewers group "NAME"` to the block (or set POLICYENGINE_APPROVALS_DEFAULT_GROUP)',
+                         held + 'add `reviewers group "NAME"` to the block (or set POLICYENGINE_APPROVALS_DEFAULT_GROUP)',
                          warning=True)
             if "notify" not in kinds:
                 self.add("W271", it.span, "this approval notifies nobody: it waits unseen until someone looks",
-                         'add `notify slack "#channel"` (or email, teams, webhook) to the block, or set '
+                         held + 'add `notify slack "#channel"` (or email, teams, webhook) to the block, or set '
                          "POLICYENGINE_APPROVALS_DEFAULT_CHANNELS", warning=True)
             if "timeout" not in kinds:
                 self.add("W272", it.span, "this approval has no timeout: it waits for a decision forever",
-                         "add `timeout 8h -> deny` (or -> approve, -> escalate to group \"...\") to the block, or "
-                         "set POLICYENGINE_APPROVALS_DEFAULT_TIMEOUT_S", warning=True)
+                         held + "add `timeout 8h -> deny` (or -> approve, -> escalate to group \"...\") to the block, "
+                         "or set POLICYENGINE_APPROVALS_DEFAULT_TIMEOUT_S", warning=True)
 
 
 class FieldUses:

@@ -164,34 +164,12 @@ def item_at(ix: Index, file: str, line: int) -> ast.Item | None:
     return None
 
 
-def coverage(sources: dict[str, str], cases: list[tuple[str, Any]]) -> dict[tuple[str, int], list[str]] | None:
-    """Which tests fire each rule: (file, line of the rule) -> the names of the cases (name, Action)
-    whose decision lists it (shadow hits included). None when the set does not compile."""
-    from policyengine.dsl import compile_sources
-
-    try:
-        policy = compile_sources(sources)
-    except PolicyError:
-        return None
-    out: dict[tuple[str, int], list[str]] = {}
-    for name, action in cases:
-        try:
-            d = policy.evaluate(action)
-        except Exception:  # a broken case must not break hover
-            continue
-        for h in (*d.rules, *d.shadow):
-            if h.span is not None:
-                names = out.setdefault((h.span.file, h.span.line), [])
-                if name not in names:
-                    names.append(name)
-    return out
-
-
 def hover_text(ix: Index, file: str, line_text: str, line: int, col: int,
                covered: dict[tuple[str, int], list[str]] | None = None) -> str | None:
     """Markdown for the position: a model / lexicon / group (what it is, where defined), else the
     rule under the cursor (what it does, its precedence, whether it is a shadow rule and, given
-    `covered` (see `coverage`), which tests fire it)."""
+    `covered` ((file, line of a rule) -> the names of the cases that fire it, see `run_examples`),
+    which tests fire it)."""
     w = word_at(line_text, col)
     if w is not None:
         kind, word = w

@@ -81,12 +81,12 @@ class PolicyLanguageServer(LanguageServer):
         """The test files next to the document that test its policy set (their `policy:` is the
         document's folder or the document), loaded; files that do not load are left out (`policyengine
         test` reports them)."""
-        from policyengine.ci.spec import SpecError, load_test_file
+        from policyengine.ci.spec import SpecError, is_test_file, load_test_file
 
         file = Path(self.file_of(uri))
         folder = file.parent
         out = []
-        for p in sorted(folder.glob("*.tests.y*ml")) if folder.is_dir() else []:
+        for p in sorted(f for f in folder.iterdir() if is_test_file(f)) if folder.is_dir() else []:
             try:
                 tf = load_test_file(p)
             except (SpecError, OSError):

@@ -76,3 +76,16 @@ def test_overlaps_with_an_example_action_only_when_analysing() -> None:
     ex = dict(kv.split(" = ") for kv in deny_meets[0].hint.removeprefix("e.g. refund with ").split(";")[0].split(", "))
     action = Action(action="refund", fields={k: v.strip('"') for k, v in ex.items()})
     assert p.evaluate(action).effect == "deny"  # the example: both hold, the deny decides
+
+
+def test_unattended_approvals_name_an_action_they_hold() -> None:
+    src = ('policy "t" version 1\nrequire approval for refund when amount > 100 GBP and tier == "gold"\n'
+           "require approval for wipe\n")
+    ds = [d for d in check_sources({"t.policy": src}) if d.code in ("W270", "W271", "W272")]
+    assert [(d.code, d.line, d.col) for d in ds] == [("W270", 2, 1), ("W271", 2, 1), ("W272", 2, 1),
+                                                     ("W270", 3, 1), ("W271", 3, 1), ("W272", 3, 1)]
+    assert ds[0].hint.startswith('e.g. refund with amount = 101 GBP, tier = "gold" is held this way; add `reviewers')
+    assert ds[3].hint.startswith("e.g. wipe is held this way; add")
+    d = compile_sources({"t.policy": src}).evaluate(Action(action="refund", fields={"amount": "101 GBP",
+                                                                                     "tier": "gold"}))
+    assert d.effect == "require_approval" and d.obligations[0].group is None and d.obligations[0].timeout_s is None
