@@ -351,8 +351,10 @@ class CompiledPolicy(PolicyIR):
         """`d` with the plan's shadow rules that fire (`shadow`) and the effect the decision would
         have with them enforced (`shadow_effect`), by the fixed precedence: a shadow deny denies; a
         shadow escalate / approval holds what was allowed (escalate over approval); a shadow
-        authorize allows what only the default deny refused. The enforced effect is never changed;
-        signals a shadow condition read are recorded like any other."""
+        authorize allows what only the default deny refused; a shadow verify escalates when a supplied
+        `divergence` passes its threshold (it never asks for verification: without one it is a hit
+        with no effect). The enforced effect is never changed; signals a shadow condition read are
+        recorded like any other. (Shadow limits are logged at their limit: `shadow_at_limit`.)"""
         hits = []
         for r in plan.shadows:
             because = _fires(r, ctx)
