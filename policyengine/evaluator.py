@@ -351,13 +351,30 @@ class CompiledPolicy(PolicyIR):
         """`d` with the plan's shadow rules that fire (`shadow`) and the effect the decision would
         have with them enforced (`shadow_effect`), by the fixed precedence: a shadow deny denies; a
         shadow escalate / approval holds what was allowed (escalate over approval); a shadow
-        authorize allows what only the default deny refused. The enforced effect is never changed;
-        signals a shadow condition read are recorded like any other."""
+        authorize allows what only the default deny refused; a shadow verify escalates when a supplied
+        `divergence` passes its threshold (it never asks for verification: without one it is a hit
+        with no effect). The enforced effect is never changed; signals a shadow condition read are
+        recorded like any other. (Shadow limits are logged at their limit: `shadow_at_limit`.)"""
         hits = []
         for r in plan.shadows:
             because = _fires(r, ctx)
-            if because is not None:
-                hits.append(_rule_hit(r, because, self._SHADOW_EFFECT[r.kind]))
+            if because is None:
+                continue
+            if r.kind == "verify":
+                # would-be: escalate on a divergence past the threshold; never asks for verification
+                div = ctx.action.signals.get("divergence")
+                if div is None:
+                    hits.append(_rule_hit(r, [*because, "would ask for dual-model verification (shadow: not run)"],
+                                          None))
+                    continue
+                vb: list[str] = []
+                assert r.divergence_cond is not None
+                if r.divergence_cond(ctx, vb) is not False:
+                    hits.append(_rule_hit(r, because + vb, "escalate"))
+                else:
+                    hits.append(_rule_hit(r, [*because, f"divergence {div} within threshold {r.threshold:g}"], None))
+                continue
+            hits.append(_rule_hit(r, because, self._SHADOW_EFFECT[r.kind]))
         if not hits:
             return d
         would = {h.effect for h in hits}
@@ -478,6 +495,10 @@ class CompiledPolicy(PolicyIR):
         that led to a reroute are dropped from `limits` (a cost-0 call is not charged to them); given
         the `action`, the other limits are listed again for the new primary.
         """
+        shadow = [(h, why) for h, why in exceeded if h.shadow]
+        if shadow:
+            decision = self.shadow_at_limit(decision, shadow)
+            exceeded = [(h, why) for h, why in exceeded if not h.shadow]
         if not exceeded:
             return decision
         actions = {h.on_limit for h, _ in exceeded}
@@ -510,6 +531,32 @@ class CompiledPolicy(PolicyIR):
         again = self._limits(EvalContext(action, None, self), routing) if action is not None else decision.limits
         kept = [h for h in again if h.rule_id not in over]
         return decision.model_copy(update={"routing": routing, "rules": hits, "limits": kept})
+
+    _SHADOW_LIMIT_EFFECT = {"deny": "deny", "require_approval": "require_approval", "prefer_self_hosted": None}
+
+    def shadow_at_limit(self, decision: Decision, exceeded: list[tuple[LimitHit, str]]) -> Decision:
+        """`decision` with the `shadow` limits in `exceeded` logged, not enforced: each is a
+        `shadow` hit (kind `limit`) with its would-be effect (`deny`, `require_approval`; none for
+        `prefer self_hosted`, a reroute) and the sentence saying how far it is used, and
+        `shadow_effect` is the effect with them enforced. Effect, routing and limits are unchanged;
+        a limit already logged on the decision is not added twice."""
+        seen = {h.rule_id for h in decision.shadow}
+        hits = list(decision.shadow)
+        effect = decision.shadow_effect or decision.effect
+        for h, why in exceeded:
+            if h.rule_id in seen:
+                continue
+            seen.add(h.rule_id)
+            would = self._SHADOW_LIMIT_EFFECT[h.on_limit]
+            note = "shadow: not enforced" + (" (would keep only the cost-0 models)" if would is None else "")
+            hits.append(_hit(h.rule_id, "limit", would, self._span(h.rule_id), self._source(h.rule_id), [why, note]))
+            if would == "deny":
+                effect = "deny"
+            elif would == "require_approval" and effect == "allow":
+                effect = "require_approval"
+        if len(hits) == len(decision.shadow):
+            return decision
+        return decision.model_copy(update={"shadow": hits, "shadow_effect": effect})
 
     def find_limit(self, ref: str) -> CompiledLimit | None:
         """The limit `ref` names: its rule id (`file.policy:12`), its line (`12`), or text its source
@@ -546,6 +593,10 @@ class CompiledPolicy(PolicyIR):
                 if need and used + need > lm.cap:
                     exceeded.append((h, f"{lm.kind} {usage[h.rule_id]} of {lm.limit_text} per {lm.window} "
                                         "(usage given)"))
+            shadow = [e for e in exceeded if e[0].shadow]
+            if shadow:
+                d = self.shadow_at_limit(d, shadow)  # logged, not enforced
+            exceeded = [e for e in exceeded if not e[0].shadow]
             if not exceeded:
                 return d
             d = self.at_limit(d, exceeded[:1], action)
@@ -571,7 +622,8 @@ class CompiledPolicy(PolicyIR):
                 continue
             out.append(construct(LimitHit, {
                 "rule_id": lm.rule_id, "kind": lm.kind, "limit": lm.limit_text, "window": lm.window,
-                "scope": list(lm.scope), "model": primary, "on_limit": lm.on_limit, "at_percent": lm.cap_percent}))
+                "scope": list(lm.scope), "model": primary, "on_limit": lm.on_limit, "at_percent": lm.cap_percent,
+                "shadow": lm.shadow}))
         return out
 
     def route(self, action: Action) -> Routing:

@@ -274,6 +274,7 @@ class CompiledLimit:
     fail_open: bool = False
     signals: frozenset[str] = frozenset()
     cap: int = 0  # the counter value at which `on_limit` applies (amount x cap_percent; set by the compiler)
+    shadow: bool = False  # `shadow limit|budget`: counted, and at the limit logged, never enforced
     thresholds: tuple[int, ...] = ()  # the counter values of the `notify` thresholds, in order
 
 

@@ -435,6 +435,7 @@ class LimitHit(BaseModel):
     model: str | None = None  # the model the scope's `model` (and `on model`) counted: the chain's primary
     on_limit: LimitAction = "deny"
     at_percent: float = 100.0  # the share of the limit at which on_limit applies
+    shadow: bool = False  # a `shadow` limit: counted; at the limit its would-be effect is logged, not enforced
 
 
 class Decision(BaseModel):

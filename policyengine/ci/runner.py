@@ -20,6 +20,8 @@ from policyengine.ci.expect import Mismatch, compare, hit_label, obligation_labe
 from policyengine.ci.paths import display_path
 from policyengine.ci.rules import parse_sources, rules_of
 from policyengine.ci.spec import PolicyTest, SpecError, discover_test_files, load_test_file
+from policyengine.ci.uncovered import uncovered_actions
+from policyengine.dsl.diagnostics import Diagnostic
 from policyengine.types import Decision
 
 Status = Literal["passed", "failed", "error", "skipped"]
@@ -60,6 +62,8 @@ class SetResult(BaseModel):
     rules: list[RuleCoverage] = Field(default_factory=list)
     error: str | None = None  # the policy set did not load
     diagnostics: list[str] = Field(default_factory=list)
+    # findings about the tests themselves (W245: a case's action no rule names); they fail nothing
+    warnings: list[Diagnostic] = Field(default_factory=list)
 
     @property
     def covered(self) -> int:
@@ -146,6 +150,12 @@ def _run_case(policy: Any, file: str, case: PolicyTest, provider: Any) -> tuple[
     return base, d
 
 
+def run_case(policy: Any, file: str, case: PolicyTest, provider: Any = None) -> tuple[CaseResult, Decision | None]:
+    """Run one case of test file `file` against a compiled policy (skipped, errored, passed or
+    failed, with its mismatches), and the decision it got (None when skipped or errored)."""
+    return _run_case(policy, file, case, provider)
+
+
 def run_tests(target: str | Path, *, min_coverage: float | None = None, signal_provider: Any = None,
               match: str | None = None) -> PolicyTestReport:
     """Discover and run every test file for `target` (folder, .policy file or test file).
@@ -173,7 +183,9 @@ def run_tests(target: str | Path, *, min_coverage: float | None = None, signal_p
             sr.diagnostics = [d.format() for d in diags] if diags else [str(exc)]
             continue
         sr.name, sr.hash = policy.name, policy.hash
-        rules = rules_of(parse_sources(policy.sources))
+        parsed = parse_sources(policy.sources)
+        rules = rules_of(parsed)
+        sr.warnings = uncovered_actions(parsed, files)
         by_loc = {(r.file, r.line): RuleCoverage(location=f"{display_path(r.file)}:{r.line}", kind=r.kind, text=r.text)
                   for r in rules}
         verify_outcomes: dict[tuple[str, int], set[str]] = defaultdict(set)

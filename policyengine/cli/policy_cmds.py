@@ -41,7 +41,7 @@ class EvalFormat(StrEnum):
 
 
 def _print_diag(d: Diagnostic) -> None:
-    color = "red" if d.is_error else "yellow"
+    color = "red" if d.is_error else "blue" if d.severity == "info" else "yellow"
     lines = d.format().split("\n")
     out.print(Text(lines[0], style=f"bold {color}"))
     for ln in lines[1:]:
@@ -53,6 +53,8 @@ def lint(
     paths: Annotated[list[Path], typer.Argument(help="Policy files or directories; each is checked as its own set.")],
     format: Annotated[LintFormat, typer.Option("--format", "-f", help="text, json, or github annotations.")] = LintFormat.text,
     strict: Annotated[bool, typer.Option("--strict", help="Warnings fail too (exit 1).")] = False,
+    analyze: Annotated[bool, typer.Option("--analyze", help="Also report where rules overlap (I codes: "
+                                          "informational, they never fail).")] = False,
 ) -> None:
     """Check policy sets; exit 1 if any has errors (warnings alone exit 0).
 
@@ -66,9 +68,10 @@ def lint(
             diags.extend(check([p]))  # reports "no .policy files found"
         for s in sets:
             files += len(s)
-            diags.extend(check(s))
+            diags.extend(check(s, analyze=analyze))
     errors = sum(d.is_error for d in diags)
-    warnings = len(diags) - errors
+    infos = sum(d.severity == "info" for d in diags)
+    warnings = len(diags) - errors - infos
     if format is LintFormat.json:
         sys.stdout.write(json.dumps([d.model_dump() for d in diags], indent=2) + "\n")
     elif format is LintFormat.github:
@@ -80,7 +83,8 @@ def lint(
         if errors:
             out.print(Text(f"{errors} error(s), {warnings} warning(s) in {files} file(s)", style="bold red"))
         else:
-            out.print(Text(f"ok: {files} file(s), {warnings} warning(s)", style="bold green"))
+            out.print(Text(f"ok: {files} file(s), {warnings} warning(s)" + (f", {infos} finding(s)" if analyze else ""),
+                           style="bold green"))
     raise typer.Exit(1 if errors or (strict and warnings) else 0)
 
 

@@ -165,23 +165,24 @@ def _parse_all(sources: dict[str, str]) -> tuple[list[ast.PolicyFile], list[Diag
     return files, diags
 
 
-def check_sources(sources: dict[str, str]) -> list[Diagnostic]:
-    """Every problem in a policy set given as {file: text}. Syntax errors stop the semantic checks
+def check_sources(sources: dict[str, str], *, analyze: bool = False) -> list[Diagnostic]:
+    """Every problem in a policy set given as {file: text}; with `analyze` also the informational
+    findings (severity info: where rules overlap). Syntax errors stop the semantic checks
     (they would cascade: names defined after the error look undefined)."""
     with deferred_full_gc():
         files, diags = _parse_all(sources)
         if diags:
             return diags
-        return check_files(files)
+        return check_files(files, analyze=analyze)
 
 
-def check(paths: Sequence[str | Path] | str | Path) -> list[Diagnostic]:
-    """Every diagnostic (errors and warnings) of one policy set; never raises."""
+def check(paths: Sequence[str | Path] | str | Path, *, analyze: bool = False) -> list[Diagnostic]:
+    """Every diagnostic (errors and warnings; with `analyze` also infos) of one policy set; never raises."""
     try:
         sources = read_sources(paths)
     except PolicyError as e:
         return e.diagnostics
-    return check_sources(sources)
+    return check_sources(sources, analyze=analyze)
 
 
 def compile_sources(sources: dict[str, str]) -> CompiledPolicy:

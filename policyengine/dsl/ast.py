@@ -277,6 +277,7 @@ class Verify:
     tag: str | None
     hold: tuple[HoldItem, ...]
     span: Span = field(default=NOWHERE, compare=False, repr=False)
+    shadow: bool = False  # `shadow verify ...`: evaluated and logged, never asks for verification
 
 
 @dataclass(frozen=True)
@@ -309,6 +310,7 @@ class Limit:
     cond: Expr | None
     items: tuple[LimitItem, ...] | None
     span: Span = field(default=NOWHERE, compare=False, repr=False)
+    shadow: bool = False  # `shadow limit|budget ...`: counted and logged at its limit, never enforced
 
 
 Item = (PolicyDecl | ModelDecl | Route | AllowChoice | Authorize | RequireApproval | Deny | Lexicon | Escalate | Verify

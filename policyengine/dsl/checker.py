@@ -92,8 +92,14 @@ def _where(s: ast.Span) -> str:
     return f"{Path(s.file).name}:{s.line}"
 
 
+# Above this many rules of one action, the pairwise analyses (I243, W244, W246) skip it: they
+# compare every pair, and a set that long is generated, not written.
+PAIRWISE_MAX = 200
+
+
 class Checker:
-    def __init__(self, files: list[ast.PolicyFile]) -> None:
+    def __init__(self, files: list[ast.PolicyFile], *, analyze: bool = False) -> None:
+        self.analyze = analyze  # also report the informational findings (I codes: overlaps)
         self.files = files
         self.text = {f.path: f.text for f in files}
         self.diags: list[Diagnostic] = []
@@ -108,10 +114,11 @@ class Checker:
         self.unknown_refs: dict[tuple[str, str], list[ast.Span]] = defaultdict(list)
 
     # ------------------------------------------------------------------ helpers
-    def add(self, code: str, span: ast.Span, message: str, hint: str | None = None, *, warning: bool = False) -> None:
+    def add(self, code: str, span: ast.Span, message: str, hint: str | None = None, *, warning: bool = False,
+            info: bool = False) -> None:
         self.diags.append(Diagnostic(
             file=span.file, line=span.line, col=span.col, end_line=span.end_line, end_col=span.end_col, code=code,
-            severity="warning" if warning else "error", message=message, hint=hint,
+            severity="info" if info else "warning" if warning else "error", message=message, hint=hint,
             source_line=source_line(self.text.get(span.file, ""), span.line),
         ))
 
@@ -897,6 +904,12 @@ class Checker:
                          "remove the repeat", warning=True)
             if not deny:
                 self.check_redundant(name, [u for u in us if u[0] == "authorize"])
+                self.check_redundant_denies(name, [u for u in us if u[0] == "deny"])
+                self.check_overlaps(name, us)
+            elif len(deny) > 1:
+                for dup in deny[1:]:
+                    self.add("W244", dup[1].span, f"this deny is redundant: `{name}` is already always denied at "
+                             f"{_where(deny[0][1].span)}", "remove the repeat", warning=True)
         # A name used exactly once that is one or two edits from an action used elsewhere is
         # almost certainly a typo (`clasify_ticket`); distinct actions that merely share words
         # (`read_database` / `modify_database`) are many edits apart and are left alone.
@@ -931,6 +944,65 @@ class Checker:
                          (f"e.g. {name} with {shown}: both hold, the earlier one decides; " if shown else "")
                          + "remove it, or narrow the earlier rule", warning=True)
                 break
+
+    def check_redundant_denies(self, name: str, denies: list[tuple[str, ast.Name, Any]]) -> None:
+        """W244: a `deny` of `name` whose condition implies another deny's: every action it refuses,
+        the other refuses too, so deleting it changes no decision. Of two with equivalent conditions
+        the later is reported. (With an unconditional deny, the caller reports the others.)"""
+        if len(denies) < 2 or len(denies) > PAIRWISE_MAX:
+            return
+        for i, (_, n, d) in enumerate(denies):
+            for j, (_, _, other) in enumerate(denies):
+                if i == j or not _implies(d.cond, other.cond):
+                    continue
+                if _implies(other.cond, d.cond) and j > i:
+                    continue  # equivalent: the later one is the redundant one
+                ex = _example(d.cond)
+                self.add("W244", n.span, f"this deny is redundant for `{name}`: whenever it holds, the deny at "
+                         f"{_where(other.span)} already refuses `{name}`",
+                         (f"e.g. {name} with {ex}: both deny; " if ex else "") + "remove it, or narrow the other deny",
+                         warning=True)
+                break
+
+    def check_overlaps(self, name: str, us: list[tuple[str, ast.Name, Any]]) -> None:
+        """Where an authorize, a deny and a `require approval` of `name` meet: inputs on which two
+        of them hold at once, so the higher one decides (deny over approval over authorize).
+        W246 when the lower rule can never decide (its condition implies the higher one's: it is
+        dead); else, only with `analyze`, I243 with an example input both hold on (an overlap is
+        often the intended exception, so it informs rather than warns). Only conditions made of
+        comparisons with literals are decided (see `contradictions.witness`)."""
+        rank = {"deny": 0, "approval": 1, "authorize": 2}
+        rules = [u for u in us if u[0] in rank]
+        if len(rules) > PAIRWISE_MAX:
+            return
+        what = {"deny": "denied", "approval": "held for approval", "authorize": "authorized"}
+        met: set[tuple[int, str]] = set()  # (lower rule, higher kind): one overlap each, the first found
+        for low in rules:
+            for high in rules:
+                if rank[high[0]] >= rank[low[0]] or (id(low[2]), high[0]) in met:
+                    continue
+                lo, hi = low[2], high[2]
+                if _implies(lo.cond, hi.cond):
+                    ex = _example(lo.cond)
+                    verb = "denies" if high[0] == "deny" else "holds"
+                    self.add("W246", low[1].span, f"this rule never decides `{name}`: whenever it holds, the "
+                             f"{_kind_label(high[0])} at {_where(hi.span)} {verb} it first",
+                             (f"e.g. {name} with {ex}; " if ex else "") + f"remove it, or narrow the "
+                             f"{_kind_label(high[0])}", warning=True)
+                    continue
+                if not self.analyze:
+                    continue
+                meet = _meet(lo.cond, hi.cond)
+                if meet is None:
+                    continue
+                met.add((id(lo), high[0]))
+                ex = ", ".join(f"{k} = {v}" for k, v in meet.items()) or "any input"
+                second = max((low, high), key=lambda u: (u[1].span.file, u[1].span.line, u[1].span.col))
+                self.add("I243", second[1].span,
+                         f"`{name}` is both {what[low[0]]} (line {lo.span.line}) and {what[high[0]]} (line "
+                         f"{hi.span.line}) on some inputs: there the {_kind_label(high[0])} decides",
+                         f"e.g. {name} with {ex}; if that is not the intended exception, make the conditions exclusive",
+                         info=True)
 
     # ------------------------------------------------------------------ outbound URLs (SSRF)
     def check_urls(self) -> None:
@@ -985,23 +1057,27 @@ class Checker:
     # ------------------------------------------------------------------ approvals nobody sees
     def check_unattended(self) -> None:
         """`require approval` rules that name no reviewers, notify nobody or never time out (what the
-        approvals service does then: docs/approvals.md)."""
+        approvals service does then: docs/approvals.md); the hint names an action the rule holds
+        (`e.g. refund with amount = 101 GBP is held this way`) when its condition is decided here."""
         for it in self.items:
             if not isinstance(it, ast.RequireApproval):
                 continue
             kinds = {h.kind for h in it.hold or ()}
+            ex = _example(it.cond) if it.cond is not None else ""
+            held = (f"e.g. {it.actions[0].value}" + (f" with {ex}" if ex else "") + " is held this way; "
+                    if ex is not None else "")
             if "reviewers" not in kinds:
                 self.add("W270", it.span, "this approval names no reviewers: any reviewer of the tenant may approve it",
-                         'add `reviewers group "NAME"` to the block (or set POLICYENGINE_APPROVALS_DEFAULT_GROUP)',
+                         held + 'add `reviewers group "NAME"` to the block (or set POLICYENGINE_APPROVALS_DEFAULT_GROUP)',
                          warning=True)
             if "notify" not in kinds:
                 self.add("W271", it.span, "this approval notifies nobody: it waits unseen until someone looks",
-                         'add `notify slack "#channel"` (or email, teams, webhook) to the block, or set '
+                         held + 'add `notify slack "#channel"` (or email, teams, webhook) to the block, or set '
                          "POLICYENGINE_APPROVALS_DEFAULT_CHANNELS", warning=True)
             if "timeout" not in kinds:
                 self.add("W272", it.span, "this approval has no timeout: it waits for a decision forever",
-                         "add `timeout 8h -> deny` (or -> approve, -> escalate to group \"...\") to the block, or "
-                         "set POLICYENGINE_APPROVALS_DEFAULT_TIMEOUT_S", warning=True)
+                         held + "add `timeout 8h -> deny` (or -> approve, -> escalate to group \"...\") to the block, "
+                         "or set POLICYENGINE_APPROVALS_DEFAULT_TIMEOUT_S", warning=True)
 
 
 class FieldUses:
@@ -1158,13 +1234,47 @@ def _atom_implies(b: ast.Expr, a: ast.Expr) -> bool:
     return False
 
 
-def _implies(later: ast.Expr, earlier: ast.Expr) -> bool:
-    """Whenever `later` holds, `earlier` holds too (so the earlier route always wins)."""
+def _kind_label(kind: str) -> str:
+    return {"approval": "require approval"}.get(kind, kind)
+
+
+def _example(cond: ast.Expr | None) -> str | None:
+    """Field values that make `cond` true, as `amount = 150 GBP, tier = "gold"` (None: not decided)."""
+    ex = witness(cond)
+    return ", ".join(f"{k} = {v}" for k, v in ex.items()) if ex else None
+
+
+def _disjuncts(e: ast.Expr | None) -> tuple[tuple[ast.Expr, ...], ...]:
+    if e is None:
+        return ((),)
+    return tuple(_conj(x) for x in e.items) if isinstance(e, ast.Or) else (_conj(e),)
+
+
+def _meet(a: ast.Expr | None, b: ast.Expr | None) -> dict[str, str] | None:
+    """Field values on which both `a` and `b` hold (None: none found, or not decidable here)."""
+    for da in _disjuncts(a):
+        for db in _disjuncts(b):
+            items = (*da, *db)
+            w = witness(None if not items else items[0] if len(items) == 1 else ast.And(items))
+            if w is not None:
+                return w
+    return None
+
+
+def _implies(later: ast.Expr | None, earlier: ast.Expr | None) -> bool:
+    """Whenever `later` holds, `earlier` holds too (so the earlier route always wins); a missing
+    condition (None) always holds."""
+    if earlier is None:
+        return True
+    if later is None:
+        return False
     if isinstance(later, ast.Or):
         return all(_implies(x, earlier) for x in later.items)
     lc = _conj(later)
     return all(any(_atom_implies(b, a) for b in lc) for a in _conj(earlier))
 
 
-def check_files(files: list[ast.PolicyFile]) -> list[Diagnostic]:
-    return Checker(files).run()
+def check_files(files: list[ast.PolicyFile], *, analyze: bool = False) -> list[Diagnostic]:
+    """Every error and warning of a parsed policy set; with `analyze` also the informational
+    findings (severity info, I codes)."""
+    return Checker(files, analyze=analyze).run()

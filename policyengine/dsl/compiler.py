@@ -643,10 +643,14 @@ def compile_steps(files: list[ast.PolicyFile]) -> Generator[None, None, PolicyIR
     specific_shadows: dict[str, list[CompiledRule]] = defaultdict(list)
     global_shadows: list[CompiledRule] = []
     kinds = {ast.Deny: "deny", ast.Authorize: "authorize", ast.RequireApproval: "require_approval",
-             ast.Escalate: "escalate"}
+             ast.Escalate: "escalate", ast.Verify: "verify"}
 
     for it in items:
         yield
+        if isinstance(it, ast.Limit):
+            # a shadow limit is counted like the others; the gateway and `at_limit` never enforce it
+            policy.limits.append(compile_limit(by_file, it))
+            continue
         if getattr(it, "shadow", False):
             # a shadow rule is compiled like its rule but kept apart: it never reaches the plans'
             # denies / holds / authorizes, and does not make its actions `named`
@@ -656,6 +660,10 @@ def compile_steps(files: list[ast.PolicyFile]) -> Generator[None, None, PolicyIR
                 extra["obligation"] = _obligation(it.hold)
             elif isinstance(it, ast.Escalate):
                 extra["obligation"] = _obligation(it.hold, chat="review" if it.actions is None else "hold")
+            elif isinstance(it, ast.Verify):
+                extra.update(obligation=_obligation(it.hold), models=tuple(m.value for m in it.models),
+                             threshold=_verify_threshold(it.escalate), divergence_cond=compile_expr(it.escalate),
+                             tag=it.tag)
             r = rule(kind, it, it.cond, **extra)
             if it.actions is None:
                 global_shadows.append(r)
@@ -707,8 +715,6 @@ def compile_steps(files: list[ast.PolicyFile]) -> Generator[None, None, PolicyIR
                     routes.append(it)
             if _serves(models, it.primary.value, EMBEDDINGS):
                 embed_routes.append(it)
-        elif isinstance(it, ast.Limit):
-            policy.limits.append(compile_limit(by_file, it))
         elif isinstance(it, ast.AllowChoice):
             policy.choices.append(CompiledChoice(
                 rule_id=_rule_id(it.span), span=_sspan(it.span), source=_source(by_file, it.span),
@@ -854,7 +860,7 @@ def compile_limit(by_file: dict[str, list[str]], lm: ast.Limit) -> CompiledLimit
         window_s=window_seconds(lm.window.value), scope=tuple(n.value for n in lm.scope),
         models=frozenset(m.value for m in lm.models) if lm.models is not None else None,
         cond=compile_expr(lm.cond) if lm.cond is not None else None, notify=tuple(notify),
-        signals=signals_of(lm.cond), cap=cap,
+        signals=signals_of(lm.cond), cap=cap, shadow=lm.shadow,
         thresholds=tuple(int(units * Decimal(str(pct)) / 100) for pct, _ in notify), **kw)
 
 

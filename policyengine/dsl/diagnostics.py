@@ -16,7 +16,8 @@ class Diagnostic(BaseModel):
     end_line: int | None = None
     end_col: int | None = None
     code: str
-    severity: Literal["error", "warning"] = "error"
+    # info: an analysis finding (I codes), reported only when asked for (`lint --analyze`, the LSP)
+    severity: Literal["error", "warning", "info"] = "error"
     message: str
     hint: str | None = None
     source_line: str = ""
@@ -41,7 +42,7 @@ class Diagnostic(BaseModel):
 
     def github(self) -> str:
         """A GitHub Actions workflow annotation."""
-        kind = "error" if self.is_error else "warning"
+        kind = "error" if self.is_error else "notice" if self.severity == "info" else "warning"
         msg = self.message + (f" (hint: {self.hint})" if self.hint else "")
 
         def data(text: str) -> str:  # workflow-command data escaping

@@ -56,6 +56,8 @@ __all__ = ["Admission", "Limiter", "admit", "charge", "describe_usage", "usage_r
 
 log = logging.getLogger("policyengine.gateway")
 
+SHADOW_CAP = 2**62  # the store's cap for a shadow limit's counter: it counts, it never refuses
+
 
 
 def window_bounds(lm: CompiledLimit, now: float) -> tuple[int, float]:
@@ -154,8 +156,10 @@ class Limiter:
             else:
                 spec = policy.models.get(h.model or "")
                 amount = _micro(spec.cost_of(tokens)) if spec is not None else 0
-            out.append((h, lm, Counter(counter_key(tenant, lm.rule_id, scope, start), lm.cap, amount, end,
-                                       lm.thresholds), scope))
+            # a shadow limit is counted but never refuses (no cap) nor notifies; `admit` logs its crossing
+            cap, thresholds = (SHADOW_CAP, ()) if h.shadow else (lm.cap, lm.thresholds)
+            out.append((h, lm, Counter(counter_key(tenant, lm.rule_id, scope, start), cap, amount, end,
+                                       thresholds), scope))
         return out
 
 
@@ -192,9 +196,16 @@ async def admit(call: Call, body: dict[str, Any]) -> None:
         if res.ok:
             m.limit_checks.labels("ok").inc()
             call.admission = Admission(entries, reserved=True)
-            for (_, lm, c, scope), (used, reserved), crossed in zip(entries, res.levels, res.crossed, strict=True):
+            over = []
+            for (hit, lm, c, scope), (used, reserved), crossed in zip(entries, res.levels, res.crossed, strict=True):
                 for j in crossed:
                     _notify(call, lm, j, used + reserved, scope, c)
+                if hit.shadow and used + reserved > lm.cap:
+                    over.append((hit, describe_usage(lm, used + reserved, scope)))
+            if over:  # what the shadow limits would have done: on the decision (and its log row), not enforced
+                call.decision = policy.shadow_at_limit(call.decision, over)
+                log.info("decision %s: shadow limit(s) at their limit, not enforced: %s", call.decision_id,
+                         "; ".join(f"{h.rule_id} {why}" for h, why in over))
             return
         assert res.refused is not None
         hit, lm, c, scope = entries[res.refused]

@@ -78,8 +78,24 @@ class Index:
 
 
 def diagnostics_for(sources: dict[str, str], file: str) -> list[Diagnostic]:
-    """The checker's diagnostics of the policy set `sources` that are located in `file`."""
-    return [d for d in check_sources(sources) if d.file == file]
+    """The checker's diagnostics of the policy set `sources` that are located in `file`, the
+    informational findings (I codes) included."""
+    return [d for d in check_sources(sources, analyze=True) if d.file == file]
+
+
+def test_diagnostics(sources: dict[str, str], test_files: list[Any]) -> dict[str, list[Diagnostic]]:
+    """W245 per test file (every file of `test_files` is a key, so fixed ones clear); {} when the
+    set does not parse."""
+    from policyengine.ci.uncovered import uncovered_actions
+
+    try:
+        files = [parse(text, name) for name, text in sources.items()]
+    except PolicyError:
+        return {}
+    out: dict[str, list[Diagnostic]] = {tf.path: [] for tf in test_files}
+    for d in uncovered_actions(files, test_files):
+        out.setdefault(d.file, []).append(d)
+    return out
 
 
 def _model_detail(m: ast.ModelDecl) -> str:
@@ -148,34 +164,12 @@ def item_at(ix: Index, file: str, line: int) -> ast.Item | None:
     return None
 
 
-def coverage(sources: dict[str, str], cases: list[tuple[str, Any]]) -> dict[tuple[str, int], list[str]] | None:
-    """Which tests fire each rule: (file, line of the rule) -> the names of the cases (name, Action)
-    whose decision lists it (shadow hits included). None when the set does not compile."""
-    from policyengine.dsl import compile_sources
-
-    try:
-        policy = compile_sources(sources)
-    except PolicyError:
-        return None
-    out: dict[tuple[str, int], list[str]] = {}
-    for name, action in cases:
-        try:
-            d = policy.evaluate(action)
-        except Exception:  # a broken case must not break hover
-            continue
-        for h in (*d.rules, *d.shadow):
-            if h.span is not None:
-                names = out.setdefault((h.span.file, h.span.line), [])
-                if name not in names:
-                    names.append(name)
-    return out
-
-
 def hover_text(ix: Index, file: str, line_text: str, line: int, col: int,
                covered: dict[tuple[str, int], list[str]] | None = None) -> str | None:
     """Markdown for the position: a model / lexicon / group (what it is, where defined), else the
     rule under the cursor (what it does, its precedence, whether it is a shadow rule and, given
-    `covered` (see `coverage`), which tests fire it)."""
+    `covered` ((file, line of a rule) -> the names of the cases that fire it, see `run_examples`),
+    which tests fire it)."""
     w = word_at(line_text, col)
     if w is not None:
         kind, word = w
@@ -243,3 +237,78 @@ def formatted(text: str, file: str) -> str | None:
         return format_source(text, file)
     except PolicyError:
         return None
+
+
+@dataclass(frozen=True)
+class Example:
+    """One `.tests.yaml` case run against the policy set as edited: its name and where it is
+    written, `passed` / `failed` / `error` / `skipped`, the effect decided, and what differed
+    from its `expect` (one line per mismatch) or why it did not run."""
+
+    name: str
+    file: str
+    line: int
+    status: str
+    effect: str | None = None
+    mismatches: tuple[str, ...] = ()
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "file": self.file, "line": self.line, "status": self.status,
+                "effect": self.effect, "mismatches": list(self.mismatches), "error": self.error}
+
+
+@dataclass
+class ExampleRun:
+    """Every case of some test files run against one policy set: `by_rule` maps each rule
+    (file, line of its first line) to the cases whose decision it is part of (shadow hits
+    included), in test-file order; `unplaced` are the cases that could not be run or placed
+    (an evaluation error, a skipped case)."""
+
+    by_rule: dict[tuple[str, int], list[Example]] = field(default_factory=dict)
+    unplaced: list[Example] = field(default_factory=list)
+
+
+def run_examples(sources: dict[str, str], test_files: list[Any], signals: Any = None) -> ExampleRun | None:
+    """Run every case of `test_files` (`policyengine.ci.spec.PolicyTestFile`) against the policy
+    set `sources` (as `policyengine test` does, signal values from the cases) and place each
+    result on the rules its decision lists. None when the set does not compile."""
+    from policyengine.ci.runner import run_case
+    from policyengine.dsl import compile_sources
+
+    try:
+        policy = compile_sources(sources)
+    except PolicyError:
+        return None
+    out = ExampleRun()
+    for tf in test_files:
+        for case in tf.tests:
+            res, d = run_case(policy, tf.path, case, signals)
+            ex = Example(name=res.name, file=res.file, line=res.line, status=res.status, effect=res.effect,
+                         mismatches=tuple(f"{m.check}: expected {m.expected}, got {m.actual}" for m in res.mismatches),
+                         error=res.error)
+            if d is None:
+                out.unplaced.append(ex)
+                continue
+            placed: set[tuple[str, int]] = set()
+            for h in (*d.rules, *d.shadow):
+                if h.span is not None and (h.span.file, h.span.line) not in placed:
+                    placed.add((h.span.file, h.span.line))
+                    out.by_rule.setdefault((h.span.file, h.span.line), []).append(ex)
+    return out
+
+
+def rules_in(ix: Index, file: str) -> list[ast.Item]:
+    """The statements of `file` that decide something (what `policyengine test` counts as rules)."""
+    from policyengine.ci.rules import RULE_TYPES
+
+    return [it for it in ix.items.get(file, ()) if type(it) in RULE_TYPES]
+
+
+def lens_title(examples: list[Example]) -> str:
+    """The code lens above a rule: how many examples fire it and how many of those pass."""
+    if not examples:
+        return "▶ no example fires this rule"
+    passed = sum(1 for e in examples if e.status == "passed")
+    n = len(examples)
+    return f"▶ {n} example{'s' if n != 1 else ''}: {passed} pass, {n - passed} fail"

@@ -63,3 +63,18 @@ def test_policy_tests_expect_the_shadow_effect(policy_copy: Path) -> None:
     assert wrong["status"] == "failed" and wrong["mismatches"][0]["check"] == "shadow effect"
     [shadow_rule] = [r for s in data["sets"] for r in s["rules"] if r["text"].startswith("shadow")]
     assert shadow_rule["tests"] == 2  # the 75 GBP case here and the 150 GBP one of support.tests.yaml
+
+
+def test_shadow_limit_changes_no_replayed_decision_promoting_it_does(logged: LoggedSet, policy_copy: Path) -> None:
+    """A shadow limit enforces nothing, so adding one to the replayed policy changes no decision;
+    deleting `shadow` (promotion) adds a limit to every chat the log holds."""
+    p = policy_copy / "support.policy"
+    base = p.read_text()
+    p.write_text(base + "\nshadow limit requests 10 per minute per user\n")
+    res = runner.invoke(app, ["dry-run", "--policy", str(policy_copy), "--against", logged.url, "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["changed"] == 0
+    p.write_text(base + "\nlimit requests 10 per minute per user\n")
+    res = runner.invoke(app, ["dry-run", "--policy", str(policy_copy), "--against", logged.url, "--format", "json"])
+    data = json.loads(res.output)
+    assert data["changed"] > 0 and "requests 10 per minute per user" in res.output

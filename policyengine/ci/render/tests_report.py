@@ -42,6 +42,8 @@ def render_text(report: PolicyTestReport, console: Console) -> None:
                 console.print(t, style="", crop=False)
                 if c.fired:
                     console.print(Text("      rules that fired: " + "; ".join(c.fired), style="dim"))
+        for w in s.warnings:
+            console.print(Text("  " + w.format().replace("\n", "\n  "), style="yellow"))
         uncovered = [r for r in s.rules if not r.covered]
         partial = [r for r in s.rules if r.covered and r.partial]
         pct = 100.0 * s.covered / len(s.rules) if s.rules else 100.0
@@ -94,6 +96,9 @@ def render_github(report: PolicyTestReport) -> str:
             elif c.status == "error":
                 out.append(annotation("error", c.error or "error", file=c.file, line=c.line,
                                       title=f"policy test error: {c.name}"))
+        for w in s.warnings:
+            out.append(annotation("warning", w.message + (f" (hint: {w.hint})" if w.hint else ""), file=w.file,
+                                  line=w.line, title=w.code))
         for r in s.rules:
             file, _, line = r.location.rpartition(":")
             if not r.covered:

@@ -80,6 +80,12 @@ def limit_label(h: dict[str, Any]) -> str:
     return f"{h.get('kind')} {h.get('limit')} per {h.get('window')}" + (f" per {', '.join(scope)}" if scope else "") + on
 
 
+def enforced_limits(hits: list[dict[str, Any]]) -> frozenset[str]:
+    """The labels of the limits that count a decision and are enforced: a `shadow` limit enforces
+    nothing, so adding one changes no decision and promoting one (deleting `shadow`) adds a limit."""
+    return frozenset(limit_label(h) for h in hits if not h.get("shadow"))
+
+
 def _norm(text: str) -> str:
     return _WS.sub(" ", text).strip().removesuffix("...").strip().removesuffix("{").strip()
 
@@ -110,7 +116,7 @@ def recorded_outcome(rec: LoggedRecord) -> Outcome:
         tags=frozenset(rec.tags),
         holds=frozenset(_hold(o) for o in rec.obligations) if rec.obligations else frozenset(),
         rules=tuple(_rule_ref(h) for h in rec.rules),
-        limits=frozenset(limit_label(h) for h in rec.limits) if rec.limits is not None else None,
+        limits=enforced_limits(rec.limits) if rec.limits is not None else None,
     )
 
 
@@ -122,7 +128,7 @@ def decision_outcome(d: Decision, supplied: dict[str, Any]) -> Outcome:
     )
     computed = frozenset(k for k in d.signals if k not in supplied)
     holds = frozenset(_hold(o.model_dump(mode="json")) for o in d.obligations) if d.obligations else frozenset()
-    limits = frozenset(limit_label(h.model_dump()) for h in d.limits)
+    limits = enforced_limits([h.model_dump() for h in d.limits])
     shadow = tuple(f"{h.effect}: {_norm(h.source)}" + (f" ({display_path(h.span.file)}:{h.span.line})" if h.span else "")
                    for h in d.shadow)
     return Outcome(effect=d.effect, chain=tuple(d.routing.chain), tags=frozenset(d.tags), holds=holds,
@@ -356,7 +362,7 @@ def replay(
             by_effect[pair] = by_effect.get(pair, 0) + 1
             if (rec.effect == new.effect and tuple(rec.chain) == new.chain and frozenset(rec.tags) == new.tags
                     and (frozenset(_hold(o) for o in rec.obligations) if rec.obligations else frozenset()) == new.holds
-                    and (rec.limits is None or frozenset(limit_label(h) for h in rec.limits) == new.limits)):
+                    and (rec.limits is None or enforced_limits(rec.limits) == new.limits)):
                 continue
             old = recorded_outcome(rec)
         else:
