@@ -16,10 +16,17 @@ without an fsync per commit, a batch of one waiting row commits on the event
 loop (no thread switches) unless another connection holds the write lock; WAL
 checkpoints run in a thread of their own, outside every commit.
 
-The WAL's size is bounded (`wal_max_bytes`): a PASSIVE checkpoint beside a busy writer copies
-the pages but can never reset the WAL (new frames are always appended while it runs), so once the
-file passes the bound the writer itself runs a TRUNCATE checkpoint between two batches, when it is
-the only writer; `journal_size_limit` caps whatever the WAL grows to before that.
+The WAL's size is bounded (`wal_max_bytes`) without a commit ever waiting for a long checkpoint.
+SQLite starts the WAL over from its beginning at the first commit after a checkpoint that copied
+every frame (and cuts the file back to `journal_size_limit`, here the bound, so the file keeps its
+size and later commits overwrite it in place). The checkpoint thread's PASSIVE checkpoints copy
+the bulk beside the writer but, while batches keep coming, never every frame. So the writer
+itself runs a PASSIVE checkpoint between two batches, when no frame can be appended meanwhile,
+right after a pass of the checkpoint thread that found the WAL over half the bound (only what
+was appended during that pass is left to copy: a short pause, once per half a bound of log), or
+whenever the file is past the bound. It never waits for a reader or for the checkpoint thread,
+and leaves the file's size alone: a TRUNCATE made every later commit grow the file again, each
+fsync paying for the new size, and its one long copy stalled the request behind it.
 
 One row's data never fails another row: a record that cannot be serialised is set aside before
 the transaction, and when the database refuses a batch for a row's data (a value longer than its
@@ -154,9 +161,9 @@ class DecisionLogger:
                  max_batch: int = 512, sqlite_synchronous: str = "FULL",
                  on_batch: Callable[[int], None] | None = None, follow_up_delay_s: float = 0.05,
                  wal_max_bytes: int = 16 * 1024 * 1024) -> None:
-        """`wal_max_bytes` (SQLite): the WAL file size past which the writer resets it (see the module
-        docstring); the file stays within about this bound plus what is written between two
-        checkpoints (`checkpoint_rows` rows)."""
+        """`wal_max_bytes` (SQLite): the WAL file size past which the writer makes SQLite start the WAL
+        over (see the module docstring); the file stays within about this bound plus what is written
+        between two tries (`checkpoint_rows` rows)."""
         self.url = url
         # A follow-up row (enqueue()) has no caller waiting for it: it rides along with the next
         # batch that has one, or is released on its own after this delay. One commit instead of
@@ -179,23 +186,28 @@ class DecisionLogger:
         self._inline_ok = self._is_sqlite and sqlite_synchronous.upper() in ("NORMAL", "OFF")
         # WAL checkpoints run in their own thread on their own connection, never inside a commit a
         # request waits for (the writer's connection has wal_autocheckpoint off).
-        self.checkpoint_rows = 1000
+        self.checkpoint_rows = 256
         self._since_checkpoint = 0
         self._checkpointing = False
         self.checkpoints = 0
         self._ckpt_raw: Any = None
         self._ckpt_future: Any = None  # the checkpoint thread's current job (a concurrent Future)
+        # what the checkpoint thread's last pass found: the frames in the WAL, and whether the writer
+        # has looked since (right after a pass, only what was appended during it is left to copy)
+        self._ckpt_frames = 0
+        self._ckpt_fresh = False
+        self._wal_over = False  # the writer found the file past `wal_max_bytes` after its last batch
+        self._frame_bytes = 4096 + 24  # a WAL frame: a page and its header (the page size is read on connect)
         self._ckpt_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-log-ckpt") \
             if self._is_sqlite else None
-        # Invariant: the WAL is reset (TRUNCATE) by the writer thread only, between batches, when the
-        # writer finds the file past `wal_max_bytes` after a commit. It does not wait for the checkpoint
-        # thread (under load that thread lags many batches behind, waiting for the GIL); a reset that
-        # fails (a reader holds an old snapshot) is tried again `checkpoint_rows` rows later.
+        # Invariant: the writer checkpoints only between batches and while the checkpoint thread is
+        # idle (it never waits for that thread, nor for a reader: a try that cannot copy every frame,
+        # because a reader holds an old snapshot, is repeated `checkpoint_rows` rows later).
         self.wal_max_bytes = wal_max_bytes
         db_path = self._engine.url.database if self._is_sqlite else None
         self._wal_path = f"{db_path}-wal" if db_path and db_path != ":memory:" and not db_path.startswith("file:") \
             else None
-        self._wal_retry_at = 0  # `rows` before which no reset is tried again (after a failed one)
+        self._wal_retry_at = 0  # `rows` before which the writer does not try again (after a try)
         self.wal_resets = 0
         self.wal_reset_failures = 0
         self.wal_peak_bytes = 0  # the largest WAL size a checkpoint saw (for /metrics and benchmarks)
@@ -357,7 +369,9 @@ class DecisionLogger:
             self.on_batch(n)
         if self._ckpt_executor is not None:
             self._since_checkpoint += n
-            if self._since_checkpoint >= self.checkpoint_rows and not self._checkpointing:
+            # past the bound the writer's own checkpoint comes first: no new pass keeps SQLite's one
+            # checkpoint slot busy
+            if self._since_checkpoint >= self.checkpoint_rows and not self._checkpointing and not self._wal_over:
                 self._since_checkpoint = 0
                 self._checkpointing = True
                 fut = self._ckpt_future = self._ckpt_executor.submit(self._checkpoint)
@@ -365,17 +379,19 @@ class DecisionLogger:
 
     def _checkpoint(self) -> None:
         """PASSIVE: copies what it can without waiting for (or blocking) the writer or readers (it
-        cannot reset the WAL while the writer appends: see `_reset_wal`)."""
+        cannot copy every frame while the writer appends: see `_restart_wal`)."""
         if self._ckpt_raw is None:
             self._ckpt_raw = self._engine.raw_connection()
         cur = self._ckpt_raw.driver_connection.cursor()
         try:
-            cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            _, frames, _ = cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         finally:
             cur.close()
+        self._ckpt_frames = max(int(frames), 0)
         self.checkpoints += 1
 
     def _checkpoint_done(self, fut: Any) -> None:  # runs in the checkpoint thread
+        self._ckpt_fresh = fut.exception() is None
         self._checkpointing = False
         if fut.exception() is not None:
             log.warning("WAL checkpoint failed (retried after the next %d rows): %s", self.checkpoint_rows,
@@ -390,35 +406,34 @@ class DecisionLogger:
         except OSError:
             return None
 
-    # how long the reset waits for readers of this or another process (a reader holding an old
-    # snapshot keeps the WAL from being reset; the reset is then tried `checkpoint_rows` rows later)
-    WAL_RESET_BUSY_MS = 200
-
-    def _reset_wal(self) -> bool:
-        """TRUNCATE checkpoint on the writer's own connection, in the writer thread, between two batches:
-        no other writer of this process runs, so it copies the frames the PASSIVE checkpoints could not
-        and empties the file (the caller makes sure no PASSIVE checkpoint runs at the same time). Waits
-        at most WAL_RESET_BUSY_MS for readers. True when the WAL was reset."""
+    def _restart_wal(self) -> bool:
+        """PASSIVE checkpoint on the writer's own connection, in the writer thread, between two batches:
+        no frame is appended while it runs, so it copies every frame no reader still needs, which is
+        only what came after the checkpoint thread's last pass. When that is every frame, the next
+        commit starts the WAL over from its beginning (SQLite does so when no reader is still using
+        the WAL) and cuts the file back to `journal_size_limit`. Never waits (PASSIVE calls no busy
+        handler). True when every frame was copied."""
         if self._raw is None:
             return False
         cur = self._raw.driver_connection.cursor()
         try:
-            cur.execute(f"PRAGMA busy_timeout={self.WAL_RESET_BUSY_MS}")
-            busy, _, _ = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            busy, frames, copied = cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         finally:
-            with contextlib.suppress(Exception):
-                cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             cur.close()
-        if busy:
+        if busy or frames != copied:
             self.wal_reset_failures += 1
-            log.info("WAL reset deferred: a reader or another writer held the database (WAL %s bytes)",
-                     self.wal_size())
+            log.info("WAL restart deferred: a reader still needs %s of its %s frames (WAL %s bytes)",
+                     frames - copied, frames, self.wal_size())
             return False
         self.wal_resets += 1
         return True
 
-    async def _maybe_reset_wal(self, loop: asyncio.AbstractEventLoop) -> None:
-        """After a batch: `_reset_wal` in the writer thread when the WAL file is past `wal_max_bytes`."""
+    async def _maybe_restart_wal(self, loop: asyncio.AbstractEventLoop) -> None:
+        """After a batch, when the checkpoint thread is idle (SQLite runs one checkpoint at a time; the
+        next batch looks again rather than wait for it): `_restart_wal` in the writer thread right after
+        a pass of the checkpoint thread that found the WAL over half of `wal_max_bytes` (so the writer
+        copies only the frames of the batches committed during that pass), or whenever the file is past
+        `wal_max_bytes`."""
         if self._wal_path is None or self.rows < self._wal_retry_at:
             return
         size = self.wal_size()
@@ -426,22 +441,21 @@ class DecisionLogger:
             return
         if size > self.wal_peak_bytes:
             self.wal_peak_bytes = size
-        if size <= self.wal_max_bytes:
+        self._wal_over = size > self.wal_max_bytes
+        if self._checkpointing:
             return
-        ckpt = self._ckpt_future
-        if ckpt is not None and not ckpt.done():
-            # SQLite refuses a second checkpoint at once: wait for the PASSIVE one (a few ms of C;
-            # its thread gets the GIL as soon as this loop waits)
-            with contextlib.suppress(Exception):
-                await asyncio.wrap_future(ckpt)
+        # soon after a pass of the checkpoint thread that found the WAL half full: little is left to copy
+        soon = self._ckpt_fresh and self._ckpt_frames * self._frame_bytes > self.wal_max_bytes // 2
+        self._ckpt_fresh = False
+        if not soon and not self._wal_over:
+            return
+        self._wal_retry_at = self.rows + self.checkpoint_rows
         try:
-            ok = await loop.run_in_executor(self._executor, self._reset_wal)
+            # in the thread even under NORMAL: a checkpoint fsyncs the WAL and the database
+            await loop.run_in_executor(self._executor, self._restart_wal)
         except Exception as exc:
-            ok = False
             self.wal_reset_failures += 1
-            log.warning("WAL reset failed (retried after %d rows): %s", self.checkpoint_rows, exc)
-        if not ok:
-            self._wal_retry_at = self.rows + self.checkpoint_rows
+            log.warning("WAL checkpoint in the writer failed (retried after %d rows): %s", self.checkpoint_rows, exc)
 
     def _release_deferred(self) -> None:
         """Hand the deferred follow-up rows to the writer (their delay is up, or the log closes)."""
@@ -498,7 +512,7 @@ class DecisionLogger:
                 for _ in range(queued):
                     q.task_done()
             # between two batches (every waiter of this one is answered), never inside a commit
-            await self._maybe_reset_wal(loop)
+            await self._maybe_restart_wal(loop)
 
     def _prepare(self, records: list[dict[str, Any]]) -> tuple[list[_Prepared], list[_Result | None]]:
         """The rows that can be stored, serialised (outside any transaction), and a result slot per
@@ -633,9 +647,10 @@ class DecisionLogger:
         if self._raw is None:
             raw = self._engine.raw_connection()  # runs the engine's connect hook (pragmas)
             raw.driver_connection.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint
-            # a WAL that is reset (by _reset_wal, or by SQLite after a complete checkpoint) is cut
-            # back to this size instead of keeping its largest size on disk
+            # a WAL that starts over (after a checkpoint that copied every frame) is cut back to this
+            # size instead of keeping its largest size on disk; below it, commits overwrite the file
             raw.driver_connection.execute(f"PRAGMA journal_size_limit={int(self.wal_max_bytes)}")
+            self._frame_bytes = int(raw.driver_connection.execute("PRAGMA page_size").fetchone()[0]) + 24
             self._raw = raw
         cur = self._raw.driver_connection.cursor()
         try:
