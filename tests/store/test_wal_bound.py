@@ -96,3 +96,69 @@ async def test_wal_bound_holds_under_full_durability(tmp_path):
     logger, peak = await _run(path, rows=600, wal_max=128 * 1024, sync="FULL")
     assert logger.wal_resets >= 1
     assert peak < 128 * 1024 + 1024 * 1024
+
+
+async def test_one_caller_at_a_time_the_wal_starts_over_before_its_bound(tmp_path):
+    """At concurrency 1 the writer checkpoints right after a pass of the checkpoint thread that found
+    the WAL half full (only that pass's frames are left to copy), so the file never reaches the bound
+    that would make it checkpoint whatever the thread has not copied."""
+    path = tmp_path / "pe.db"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    wal_max = 2 * 1024 * 1024
+    logger = DecisionLogger(url, sqlite_synchronous="NORMAL", wal_max_bytes=wal_max)
+    logger.checkpoint_rows = 8  # a pass every ~250 KB of frames (~30 KB per one-row commit)
+    peak, after_restart = 0, []
+
+    def on_batch(_n: int) -> None:
+        nonlocal peak
+        size = _wal(path)
+        peak = max(peak, size)
+        if logger.wal_resets:
+            after_restart.append(size)
+
+    logger.on_batch = on_batch
+    await logger.start()
+    try:
+        for i in range(600):  # ~18 MB of frames: the WAL starts over many times
+            await logger.log(_entry(i))
+            await asyncio.sleep(0.001)  # the request's upstream call: the writer idles meanwhile
+    finally:
+        await logger.aclose()
+    assert logger.wal_resets >= 3
+    # it starts over between half the bound and the bound; a TRUNCATE at the bound let it pass first
+    assert peak <= wal_max, peak
+    # never truncated: the file keeps the size it reached (at least half the bound), later commits
+    # overwrite it in place
+    assert after_restart and min(after_restart) >= wal_max // 2, min(after_restart)
+    with sqlite3.connect(path) as c:
+        assert c.execute("select count(*) from decisions").fetchone()[0] == 600
+
+
+async def test_the_writer_never_waits_for_the_checkpoint_thread(tmp_path):
+    """Past the bound while the checkpoint thread is busy, the writer leaves the WAL alone for this
+    batch (SQLite runs one checkpoint at a time) and the thread starts no new pass meanwhile."""
+    path = tmp_path / "pe.db"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    logger = DecisionLogger(url, sqlite_synchronous="NORMAL", wal_max_bytes=64 * 1024)
+    logger.checkpoint_rows = 10_000  # no pass of its own during the rows below
+    logger._wal_retry_at = 10**9  # nor a checkpoint of the writer's
+    await logger.start()
+    try:
+        for i in range(60):
+            await logger.log(_entry(i))
+        assert _wal(path) > 64 * 1024
+        logger._checkpointing = True  # as if a pass were running
+        logger._wal_retry_at = 0
+        await logger._maybe_restart_wal(asyncio.get_running_loop())
+        assert (logger.wal_resets, logger.wal_reset_failures) == (0, 0)
+        assert logger._wal_over  # so no new pass is started while the file is past the bound
+        logger._checkpointing = False
+        logger.checkpoint_rows = 1
+        logger._committed(0)
+        assert not logger._checkpointing
+        await logger._maybe_restart_wal(asyncio.get_running_loop())
+        assert logger.wal_resets == 1  # the thread idle: the writer copies every frame
+    finally:
+        await logger.aclose()
