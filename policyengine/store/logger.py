@@ -19,14 +19,15 @@ checkpoints run in a thread of their own, outside every commit.
 The WAL's size is bounded (`wal_max_bytes`) without a commit ever waiting for a long checkpoint.
 SQLite starts the WAL over from its beginning at the first commit after a checkpoint that copied
 every frame (and cuts the file back to `journal_size_limit`, here the bound, so the file keeps its
-size and later commits overwrite it in place). The checkpoint thread's PASSIVE checkpoints copy
-the bulk beside the writer but, while batches keep coming, never every frame. So the writer
-itself runs a PASSIVE checkpoint between two batches, when no frame can be appended meanwhile,
-right after a pass of the checkpoint thread that found the WAL over half the bound (only what
-was appended during that pass is left to copy: a short pause, once per half a bound of log), or
-whenever the file is past the bound. It never waits for a reader or for the checkpoint thread,
-and leaves the file's size alone: a TRUNCATE made every later commit grow the file again, each
-fsync paying for the new size, and its one long copy stalled the request behind it.
+size and later commits overwrite it in place). The checkpoint thread's PASSIVE checkpoints (a
+pass per quarter of the bound of new frames, counted from the WAL index) copy the bulk beside the
+writer but, while batches keep coming, never every frame. So the writer itself runs a PASSIVE
+checkpoint between two batches, when no frame can be appended meanwhile: right after a pass that
+found the WAL 3/4 full (only what was appended during that pass is left to copy: a short pause,
+once per 3/4 of a bound of log), or whenever the log is past the bound. It never waits for a
+reader or for the checkpoint thread, and leaves the file's size alone: a TRUNCATE made every
+later commit grow the file again, each fsync paying for the new size, and its one long copy
+stalled the request behind it (issue 22: c=1 p99 19 ms under FULL, 51 ms under NORMAL).
 
 One row's data never fails another row: a record that cannot be serialised is set aside before
 the transaction, and when the database refuses a batch for a row's data (a value longer than its
@@ -43,6 +44,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -186,7 +188,7 @@ class DecisionLogger:
         self._inline_ok = self._is_sqlite and sqlite_synchronous.upper() in ("NORMAL", "OFF")
         # WAL checkpoints run in their own thread on their own connection, never inside a commit a
         # request waits for (the writer's connection has wal_autocheckpoint off).
-        self.checkpoint_rows = 256
+        self.checkpoint_rows = 1000
         self._since_checkpoint = 0
         self._checkpointing = False
         self.checkpoints = 0
@@ -197,6 +199,10 @@ class DecisionLogger:
         self._ckpt_frames = 0
         self._ckpt_fresh = False
         self._wal_over = False  # the writer found the file past `wal_max_bytes` after its last batch
+        self._copied_all = False  # the writer's last checkpoint copied every frame (the next commit starts over)
+        self._shm_fd: int | None = None  # the WAL index, read for its frame count (`_wal_frames`)
+        self._wal_path_shm_missing = False
+        self._used_at_pass = 0  # WAL bytes in use when the last pass started
         self._frame_bytes = 4096 + 24  # a WAL frame: a page and its header (the page size is read on connect)
         self._ckpt_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-log-ckpt") \
             if self._is_sqlite else None
@@ -207,7 +213,7 @@ class DecisionLogger:
         db_path = self._engine.url.database if self._is_sqlite else None
         self._wal_path = f"{db_path}-wal" if db_path and db_path != ":memory:" and not db_path.startswith("file:") \
             else None
-        self._wal_retry_at = 0  # `rows` before which the writer does not try again (after a try)
+        self._wal_retry_at = 0  # `rows` before which the writer does not try again (after a failed try)
         self.wal_resets = 0
         self.wal_reset_failures = 0
         self.wal_peak_bytes = 0  # the largest WAL size a checkpoint saw (for /metrics and benchmarks)
@@ -254,6 +260,9 @@ class DecisionLogger:
         with contextlib.suppress(RuntimeError):  # executor already shut down
             await asyncio.get_running_loop().run_in_executor(self._executor, self._release_raw)
         self._executor.shutdown(wait=True)
+        if self._shm_fd is not None:
+            os.close(self._shm_fd)
+            self._shm_fd = None
         if self._ckpt_executor is not None:
             self._ckpt_executor.shutdown(wait=True)
             raw, self._ckpt_raw = self._ckpt_raw, None
@@ -367,15 +376,32 @@ class DecisionLogger:
         self.last_batch_size = n
         if self.on_batch is not None:
             self.on_batch(n)
-        if self._ckpt_executor is not None:
-            self._since_checkpoint += n
-            # past the bound the writer's own checkpoint comes first: no new pass keeps SQLite's one
-            # checkpoint slot busy
-            if self._since_checkpoint >= self.checkpoint_rows and not self._checkpointing and not self._wal_over:
-                self._since_checkpoint = 0
-                self._checkpointing = True
-                fut = self._ckpt_future = self._ckpt_executor.submit(self._checkpoint)
-                fut.add_done_callback(self._checkpoint_done)
+        self._since_checkpoint += n
+
+    def _start_pass(self) -> None:
+        """Hand a PASSIVE checkpoint to the checkpoint thread."""
+        assert self._ckpt_executor is not None
+        self._since_checkpoint = 0
+        self._checkpointing = True
+        fut = self._ckpt_future = self._ckpt_executor.submit(self._checkpoint)
+        fut.add_done_callback(self._checkpoint_done)
+
+    def _wal_frames(self) -> int | None:
+        """The frames in the WAL now (`mxFrame` of the WAL-index header, at byte 16 of the -shm file,
+        sqlite.org/walformat.html), read without a lock: a figure to schedule checkpoints by, not to
+        trust with data. None when there is no such file to read."""
+        if self._shm_fd is None:
+            if self._wal_path is None or self._raw is None:
+                return None
+            try:
+                self._shm_fd = os.open(self._wal_path[:-4] + "-shm", os.O_RDONLY)
+            except OSError:
+                self._wal_path_shm_missing = True
+                return None
+        try:
+            return int.from_bytes(os.pread(self._shm_fd, 4, 16), sys.byteorder)
+        except OSError:
+            return None
 
     def _checkpoint(self) -> None:
         """PASSIVE: copies what it can without waiting for (or blocking) the writer or readers (it
@@ -431,31 +457,51 @@ class DecisionLogger:
     async def _maybe_restart_wal(self, loop: asyncio.AbstractEventLoop) -> None:
         """After a batch, when the checkpoint thread is idle (SQLite runs one checkpoint at a time; the
         next batch looks again rather than wait for it): `_restart_wal` in the writer thread right after
-        a pass of the checkpoint thread that found the WAL over half of `wal_max_bytes` (so the writer
-        copies only the frames of the batches committed during that pass), or whenever the file is past
-        `wal_max_bytes`."""
-        if self._wal_path is None or self.rows < self._wal_retry_at:
+        a pass of the checkpoint thread that found the WAL over 3/4 of `wal_max_bytes` (so the writer
+        copies only the frames of the batches committed during that pass), or whenever the log in the
+        WAL is past `wal_max_bytes`; otherwise a pass of the checkpoint thread once the WAL has grown by
+        a quarter of `wal_max_bytes` (or `checkpoint_rows` rows) since the last one."""
+        if self._wal_path is None:
             return
         size = self.wal_size()
         if size is None:
             return
-        if size > self.wal_peak_bytes:
-            self.wal_peak_bytes = size
-        self._wal_over = size > self.wal_max_bytes
+        frames = None if self._wal_path_shm_missing else self._wal_frames()
+        # bytes of log since the WAL last started over (the file keeps its size: it says less)
+        used = size if frames is None else min(size, frames * self._frame_bytes)
+        if used > self.wal_peak_bytes:
+            self.wal_peak_bytes = used
+        over = self._wal_over = used > self.wal_max_bytes
+        if over and self._copied_all:
+            # every frame was copied, yet the commit since did not start the WAL over: a reader was
+            # using it. Copying again now would only find that commit's frames: wait a while.
+            self.wal_reset_failures += 1
+            self._wal_retry_at = self.rows + self.checkpoint_rows
+        self._copied_all = False
         if self._checkpointing:
             return
-        # soon after a pass of the checkpoint thread that found the WAL half full: little is left to copy
-        soon = self._ckpt_fresh and self._ckpt_frames * self._frame_bytes > self.wal_max_bytes // 2
-        self._ckpt_fresh = False
-        if not soon and not self._wal_over:
-            return
-        self._wal_retry_at = self.rows + self.checkpoint_rows
-        try:
-            # in the thread even under NORMAL: a checkpoint fsyncs the WAL and the database
-            await loop.run_in_executor(self._executor, self._restart_wal)
-        except Exception as exc:
-            self.wal_reset_failures += 1
-            log.warning("WAL checkpoint in the writer failed (retried after %d rows): %s", self.checkpoint_rows, exc)
+        if self.rows >= self._wal_retry_at:
+            # soon after a pass of the checkpoint thread that found the WAL 3/4 full: little is left to copy
+            soon = self._ckpt_fresh and self._ckpt_frames * self._frame_bytes * 4 > self.wal_max_bytes * 3
+            self._ckpt_fresh = False
+            if soon or over:
+                try:
+                    # in the thread even under NORMAL: a checkpoint fsyncs the WAL and the database
+                    self._copied_all = await loop.run_in_executor(self._executor, self._restart_wal)
+                except Exception as exc:
+                    self.wal_reset_failures += 1
+                    log.warning("WAL checkpoint in the writer failed (retried after %d rows): %s",
+                                self.checkpoint_rows, exc)
+                if not self._copied_all:
+                    self._wal_retry_at = self.rows + self.checkpoint_rows
+                return
+        if not over and self._ckpt_executor is not None:
+            # a pass every quarter of the bound of new frames (or `checkpoint_rows` rows): the writer's
+            # own copy then finds about that much at most
+            grown = used - self._used_at_pass if used >= self._used_at_pass else used
+            if grown * 4 >= self.wal_max_bytes or self._since_checkpoint >= self.checkpoint_rows:
+                self._used_at_pass = used
+                self._start_pass()
 
     def _release_deferred(self) -> None:
         """Hand the deferred follow-up rows to the writer (their delay is up, or the log closes)."""

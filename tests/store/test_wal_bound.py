@@ -100,12 +100,12 @@ async def test_wal_bound_holds_under_full_durability(tmp_path):
 
 async def test_one_caller_at_a_time_the_wal_starts_over_before_its_bound(tmp_path):
     """At concurrency 1 the writer checkpoints right after a pass of the checkpoint thread that found
-    the WAL half full (only that pass's frames are left to copy), so the file never reaches the bound
-    that would make it checkpoint whatever the thread has not copied."""
+    the WAL 3/4 full (only that pass's frames are left to copy), and the file keeps its size: later
+    commits overwrite it in place instead of growing it again after a TRUNCATE."""
     path = tmp_path / "pe.db"
     url = f"sqlite:///{path}"
     upgrade(url)
-    wal_max = 2 * 1024 * 1024
+    wal_max = 4 * 1024 * 1024
     logger = DecisionLogger(url, sqlite_synchronous="NORMAL", wal_max_bytes=wal_max)
     logger.checkpoint_rows = 8  # a pass every ~250 KB of frames (~30 KB per one-row commit)
     peak, after_restart = 0, []
@@ -120,24 +120,25 @@ async def test_one_caller_at_a_time_the_wal_starts_over_before_its_bound(tmp_pat
     logger.on_batch = on_batch
     await logger.start()
     try:
-        for i in range(600):  # ~18 MB of frames: the WAL starts over many times
+        for i in range(1200):  # ~36 MB of frames: the WAL starts over many times
             await logger.log(_entry(i))
             await asyncio.sleep(0.001)  # the request's upstream call: the writer idles meanwhile
     finally:
         await logger.aclose()
     assert logger.wal_resets >= 3
-    # it starts over between half the bound and the bound; a TRUNCATE at the bound let it pass first
-    assert peak <= wal_max, peak
-    # never truncated: the file keeps the size it reached (at least half the bound), later commits
+    # it starts over between 3/4 of the bound and the bound (a checkpoint thread starved of CPU may
+    # let it reach the bound, where the writer copies every frame itself: a commit or two more)
+    assert peak <= wal_max + wal_max // 4, peak
+    # never truncated: the file keeps the size it reached (at least 3/4 of the bound), later commits
     # overwrite it in place
-    assert after_restart and min(after_restart) >= wal_max // 2, min(after_restart)
+    assert after_restart and min(after_restart) >= wal_max * 3 // 4, min(after_restart)
     with sqlite3.connect(path) as c:
-        assert c.execute("select count(*) from decisions").fetchone()[0] == 600
+        assert c.execute("select count(*) from decisions").fetchone()[0] == 1200
 
 
 async def test_the_writer_never_waits_for_the_checkpoint_thread(tmp_path):
     """Past the bound while the checkpoint thread is busy, the writer leaves the WAL alone for this
-    batch (SQLite runs one checkpoint at a time) and the thread starts no new pass meanwhile."""
+    batch (SQLite runs one checkpoint at a time); once the thread is idle, it copies every frame."""
     path = tmp_path / "pe.db"
     url = f"sqlite:///{path}"
     upgrade(url)
@@ -153,12 +154,9 @@ async def test_the_writer_never_waits_for_the_checkpoint_thread(tmp_path):
         logger._wal_retry_at = 0
         await logger._maybe_restart_wal(asyncio.get_running_loop())
         assert (logger.wal_resets, logger.wal_reset_failures) == (0, 0)
-        assert logger._wal_over  # so no new pass is started while the file is past the bound
         logger._checkpointing = False
-        logger.checkpoint_rows = 1
-        logger._committed(0)
-        assert not logger._checkpointing
         await logger._maybe_restart_wal(asyncio.get_running_loop())
-        assert logger.wal_resets == 1  # the thread idle: the writer copies every frame
+        assert logger.wal_resets == 1  # the thread idle: the writer copies every frame itself
+        assert not logger._checkpointing  # (past the bound, no pass of the thread instead)
     finally:
         await logger.aclose()
