@@ -33,30 +33,45 @@ class KeyCache:
     """Authenticated keys by token hash, as ready-made Principals, for `ttl_s` seconds.
 
     A token that does not authenticate is cached too (as None), so a client retrying a bad
-    key does not cost a query per request.
+    key does not cost a query per request. Concurrent misses for one token share one lookup
+    (when an entry expires under load, every request in flight for that key would otherwise
+    query the database at once); a lookup that started before an `invalidate` is answered but
+    not cached.
     """
 
     def __init__(self, repo: ApiKeyRepo, ttl_s: float) -> None:
         self.repo, self.ttl_s = repo, ttl_s
         self._cache: dict[str, tuple[float, Principal | None]] = {}
+        self._inflight: dict[str, asyncio.Task[Principal | None]] = {}
+        self._generation = 0  # moves on at each invalidate
 
     async def lookup(self, token: str) -> Principal | None:
         """The Principal of `token`, or None when no live key has it."""
         h = hash_token(token)
-        now = time.monotonic()
         hit = self._cache.get(h)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
-        info = await self.repo.authenticate(token)
+        task = self._inflight.get(h)
+        if task is None:
+            task = self._inflight[h] = asyncio.ensure_future(self._fetch(token, h, self._generation))
+        # shielded: a caller that goes away (a client hanging up) does not cancel the others' lookup
+        return await asyncio.shield(task)
+
+    async def _fetch(self, token: str, h: str, generation: int) -> Principal | None:
+        try:
+            info = await self.repo.authenticate(token)
+        finally:
+            self._inflight.pop(h, None)
         p = None if info is None else principal_of(info)
-        if self.ttl_s > 0:
+        if self.ttl_s > 0 and generation == self._generation:
             if len(self._cache) > MAX_CACHED:
                 self._cache.clear()
-            self._cache[h] = (now + self.ttl_s, p)
+            self._cache[h] = (time.monotonic() + self.ttl_s, p)
         return p
 
     def invalidate(self) -> None:
         """Forget every cached key (after a revocation)."""
+        self._generation += 1
         self._cache.clear()
 
     async def watch_revocations(self, every_s: float) -> None:

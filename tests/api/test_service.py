@@ -213,6 +213,46 @@ async def test_the_revocation_watcher_survives_a_database_error() -> None:
     task.cancel()
 
 
+async def test_concurrent_misses_for_one_key_share_one_lookup() -> None:
+    """When a cached key expires under load, the requests in flight for it wait for one lookup
+    instead of querying the database each; a caller that goes away does not cancel it for the
+    others; a lookup that started before an invalidate is answered but not cached."""
+    import asyncio
+
+    from policyengine.gateway import KeyCache
+    from policyengine.store import KeyInfo
+
+    class Repo:
+        def __init__(self) -> None:
+            self.calls = 0
+            self.release = asyncio.Event()
+
+        async def authenticate(self, token: str):
+            self.calls += 1
+            await self.release.wait()
+            return KeyInfo(key_id="k1", tenant="acme", subject="app", roles={"app"}, groups=set(), attributes={},
+                           created_at=0.0, revoked_at=None, description=None)
+
+    repo = Repo()
+    cache = KeyCache(repo, ttl_s=30)  # type: ignore[arg-type]
+    callers = [asyncio.create_task(cache.lookup("pe_token")) for _ in range(32)]
+    await asyncio.sleep(0)
+    callers[0].cancel()  # this client hung up
+    repo.release.set()
+    results = await asyncio.gather(*callers[1:])
+    assert repo.calls == 1 and {p.key_id for p in results} == {"k1"}
+    assert (await cache.lookup("pe_token")).tenant == "acme" and repo.calls == 1  # cached
+
+    cache.invalidate()
+    repo.release = asyncio.Event()
+    pending = asyncio.create_task(cache.lookup("pe_token"))
+    await asyncio.sleep(0)
+    cache.invalidate()  # a revocation seen while the lookup runs
+    repo.release.set()
+    assert (await pending).key_id == "k1"
+    assert cache._cache == {}  # not cached: the next request looks the key up again
+
+
 async def test_a_reload_whose_model_url_is_refused_is_refused_and_not_recorded(tmp_path, service_factory,
                                                                                policies_dir):
     """A model base_url on the cloud metadata address fails the dispatcher's outbound check: the reload
