@@ -236,8 +236,9 @@ class Settings(OutboundHosts, BaseSettings):
     redaction_salt_env: str | None = Field(None, description="env var holding an HMAC salt for redaction hashes")
     log_max_batch: int = Field(512, ge=1, le=100_000)
     sqlite_synchronous: Literal["FULL", "NORMAL", "EXTRA"] = "FULL"
-    sqlite_wal_max_mb: float = Field(16.0, gt=0, le=100_000, description="SQLite: the decision log writer resets "
-                                     "the WAL (TRUNCATE checkpoint between two batches) once it passes this size")
+    sqlite_wal_max_mb: float = Field(16.0, gt=0, le=100_000, description="SQLite: the decision log's WAL starts "
+                                     "over before it reaches this size (a PASSIVE checkpoint of the writer between "
+                                     "two batches); the file stays within about this size")
     log_follow_up_delay_s: float = Field(0.05, ge=0, le=10, description="how long a row nobody waits for (a "
                                          "streamed chat's outcome) may wait to ride along with the next commit; "
                                          "0 commits each on its own")
