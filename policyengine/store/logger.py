@@ -393,6 +393,9 @@ class DecisionLogger:
         if self._shm_fd is None:
             if self._wal_path is None or self._raw is None:
                 return None
+            if not hasattr(os, "pread"):  # (not on Windows: rows count instead)
+                self._wal_path_shm_missing = True
+                return None
             try:
                 self._shm_fd = os.open(self._wal_path[:-4] + "-shm", os.O_RDONLY)
             except OSError:
