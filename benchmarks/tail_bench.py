@@ -44,8 +44,8 @@ end
 
 
 def wrk_tail(url: str, *, duration: int, body: dict, token: str | None, cpu: str,
-             measure_pid: int | None = None) -> dict:
-    """One wrk run at one connection; latencies in ms."""
+             measure_pid: int | None = None, conns: int = 1) -> dict:
+    """One wrk run at `conns` connections (one by default); latencies in ms."""
     script = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
     script.write("wrk.method = 'POST'\n")
     script.write(f"wrk.body = {json.dumps(json.dumps(body))}\n")
@@ -55,7 +55,7 @@ def wrk_tail(url: str, *, duration: int, body: dict, token: str | None, cpu: str
     script.write(LUA_DONE)
     script.close()
     cpu0 = ab.proc_cpu_s(measure_pid) if measure_pid else None
-    out = subprocess.run(["taskset", "-c", cpu, "wrk", "-t1", "-c1", f"-d{duration}s", "-s", script.name, url],
+    out = subprocess.run(["taskset", "-c", cpu, "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "-s", script.name, url],
                          capture_output=True, text=True, check=True).stdout
     cpu1 = ab.proc_cpu_s(measure_pid) if measure_pid else None
     os.unlink(script.name)
@@ -115,6 +115,7 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--sync", default="FULL", help="sqlite_synchronous of every configuration (FULL, NORMAL)")
     ap.add_argument("--config", action="append", default=[], help="NAME[:VAR=VALUE,...] (repeatable)")
+    ap.add_argument("--conns", type=int, default=1, help="wrk connections (1: the tail; 32: CPU per request)")
     ap.add_argument("--service-cpu", default="0")
     ap.add_argument("--load-cpu", default="1")
     ap.add_argument("--dir", help="where the databases go (default: a temporary directory; /dev/shm takes the "
@@ -144,12 +145,13 @@ def main() -> None:
         for svc in services.values():  # warm-up: connection pools, caches
             ab.wrk(svc.url + "/v1/chat/completions", conns=1, duration=2, body=body, token=ab.TOKEN, cpu=a.load_cpu)
         for rnd in range(a.rounds):
-            direct = wrk_tail(up_url + "/chat/completions", duration=a.duration, body=body, token=None, cpu=a.load_cpu)
+            direct = wrk_tail(up_url + "/chat/completions", duration=a.duration, body=body, token=None, cpu=a.load_cpu,
+                              conns=a.conns)
             print(f"[round {rnd}] direct   load {ab.loadavg():>14} | p50 {direct['p50_ms']:.3f} p99 "
                   f"{direct['p99_ms']:.3f} p99.9 {direct['p999_ms']:.3f} max {direct['max_ms']:.2f} ms", flush=True)
             for name, svc in services.items():
                 r = wrk_tail(svc.url + "/v1/chat/completions", duration=a.duration, body=body, token=ab.TOKEN,
-                             cpu=a.load_cpu, measure_pid=svc.proc.pid)
+                             cpu=a.load_cpu, measure_pid=svc.proc.pid, conns=a.conns)
                 r.update(round=rnd, config=name, load=ab.loadavg(),
                          added_p50_ms=round(r["p50_ms"] - direct["p50_ms"], 3),
                          added_p99_ms=round(r["p99_ms"] - direct["p99_ms"], 3),
@@ -165,7 +167,7 @@ def main() -> None:
         upstream.send_signal(signal.SIGTERM)
         upstream.wait(10)
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nmedian over {a.rounds} rounds, sqlite_synchronous={a.sync.upper()}:")
+    print(f"\nmedian over {a.rounds} rounds, sqlite_synchronous={a.sync.upper()}, {a.conns} connection(s):")
     for name, _ in configs:
         mine = [r for r in runs if r["config"] == name]
 
