@@ -14,12 +14,15 @@ Why not the `limits` library: it counts hits against rate limits (moving / fixed
 windows) and has no reservation to settle later with a different amount, no all-or-nothing
 hit across several limits, and no per-window notice flags. Building them on top of it would
 take a second round trip per request (hit, then correct the amount) and a race between the
-limits of one request. Hand-written, one Lua script per step keeps it to one Redis round trip
-for reserve and one for settle; benchmarks/limits_bench.py measures it beside `limits`
-(`FixedWindowRateLimiter.hit`) in the same run.
+limits of one request. Hand-written, one Lua script does both steps: the Redis store sends a
+request's settlement with the next reservation (one round trip per request, see
+`policyengine.state.limits_redis`); benchmarks/limits_bench.py measures it beside `limits`
+(`FixedWindowRateLimiter.hit`) in the same run and counts the round trips.
 
-Notices: each counter may carry thresholds (counter values); the reservation that first
-reaches a threshold in a window reports it, once per window, whichever replica it ran on.
+Notices: each counter may carry thresholds (counter values); the reservation or settlement that
+first brings a counter's `used + reserved` to a threshold in a window reports it, once per window,
+whichever replica it ran on (a settlement matters when the real use exceeds the estimate, or
+for an approved overage, which is charged without a reservation).
 
 The window is part of the counter's key, so a new window is a new counter and old ones expire
 (Redis `PEXPIREAT`; in memory, dropped when read after their end). A reservation whose request
@@ -35,8 +38,8 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 from urllib.parse import quote, unquote
 
-__all__ = ["Counter", "CounterState", "LimitStore", "LimitStoreUnavailable", "MemoryLimitStore", "Reservation",
-           "counter_key", "split_key"]
+__all__ = ["Counter", "CounterState", "Crossed", "LimitStore", "LimitStoreUnavailable", "MemoryLimitStore",
+           "Reservation", "Settlement", "counter_key", "split_key"]
 
 
 class LimitStoreUnavailable(Exception):
@@ -97,6 +100,16 @@ class Reservation:
     crossed: list[tuple[int, ...]] = field(default_factory=list)
 
 
+Settlement = tuple[Counter, int, int]
+"""(counter, reserved, actual): give back `reserved` of what the request reserved on the counter and
+add `actual` to its settled value (`reserved` 0: a charge without a reservation)."""
+
+Crossed = Callable[[int, int, int], None]
+"""Told `(i, j, level)` when settlement i brought its counter to threshold j first in its window
+(`level` = used + reserved after it). May be called after `settle` returned (a store that sends
+settlements later calls it then); must not raise."""
+
+
 @dataclass(frozen=True, slots=True)
 class CounterState:
     """One live counter as `usage` lists it."""
@@ -116,8 +129,15 @@ class LimitStore(Protocol):
         """Reserve each counter's amount, all or nothing, atomically (one round trip)."""
         ...
 
-    async def settle(self, settled: list[tuple[Counter, int, int]]) -> None:
-        """For each (counter, reserved, actual): `reserved -= reserved; used += actual` (one round trip)."""
+    async def settle(self, settled: list[Settlement], on_crossed: Crossed | None = None) -> None:
+        """For each (counter, reserved, actual): `reserved -= reserved; used += actual`, then the
+        thresholds it reached are told to `on_crossed`. May be applied after it returns, but only
+        in the safe direction: until it is applied the counter holds at least what the request
+        used (a store may delay a settlement whose `actual <= reserved`, never one that adds)."""
+        ...
+
+    async def flush(self) -> None:
+        """Apply every settlement this process still holds (before reading or closing)."""
         ...
 
     async def usage(self, tenant: str | None) -> list[CounterState]:
@@ -129,7 +149,7 @@ class LimitStore(Protocol):
         ...
 
     async def aclose(self) -> None:
-        """Release connections."""
+        """Apply what is held (`flush`, best effort), then release connections."""
         ...
 
 
@@ -141,6 +161,14 @@ class _Cell:
         self.reserved = 0
         self.expires_at = expires_at
         self.flags: set[int] = set()
+
+
+def _reached(thresholds: tuple[int, ...], cell: _Cell) -> tuple[int, ...]:
+    """The thresholds `cell` has reached and not reported yet this window (now flagged as reported)."""
+    after = cell.used + cell.reserved
+    hit = tuple(j for j, t in enumerate(thresholds) if after >= t and j not in cell.flags)
+    cell.flags.update(hit)
+    return hit
 
 
 class MemoryLimitStore:
@@ -173,24 +201,27 @@ class MemoryLimitStore:
         crossed: list[tuple[int, ...]] = []
         for c, cell in zip(counters, cells, strict=True):
             cell.reserved += c.amount
-            after = cell.used + cell.reserved
-            hit = tuple(j for j, t in enumerate(c.thresholds) if after >= t and j not in cell.flags)
-            cell.flags.update(hit)
             levels.append((cell.used, cell.reserved))
-            crossed.append(hit)
+            crossed.append(_reached(c.thresholds, cell) if c.thresholds else ())
         return Reservation(True, None, levels, crossed)
 
-    async def settle(self, settled: list[tuple[Counter, int, int]]) -> None:
-        """See `LimitStore.settle`. A counter whose window ended meanwhile is not revived."""
+    async def settle(self, settled: list[Settlement], on_crossed: Crossed | None = None) -> None:
+        """See `LimitStore.settle` (applied at once). A counter whose window ended meanwhile is not revived."""
         now = self._clock()
-        for c, reserved, actual in settled:
+        for i, (c, reserved, actual) in enumerate(settled):
             cell = self._cells.get(c.key)
-            if cell is None:
+            if cell is None or cell.expires_at <= now:
                 if c.expires_at <= now:
                     continue
                 cell = self._cell(c, now)
             cell.reserved = max(0, cell.reserved - reserved)
             cell.used += actual
+            if actual and c.thresholds and on_crossed is not None:
+                for j in _reached(c.thresholds, cell):
+                    on_crossed(i, j, cell.used + cell.reserved)
+
+    async def flush(self) -> None:
+        """Nothing is held: settlements apply at once."""
 
     async def usage(self, tenant: str | None) -> list[CounterState]:
         """See `LimitStore.usage`."""

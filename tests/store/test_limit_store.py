@@ -108,7 +108,7 @@ async def test_windows_roll_over_on_the_clock(store) -> None:
 
     async def once() -> bool:
         entries = limiter.counters(policy, hits, action, principal, 10)
-        return (await store.reserve([c for _, _, c, _ in entries])).ok
+        return (await store.reserve([c for _, c in entries])).ok
 
     assert [await once(), await once(), await once()] == [True, True, False]
     now[0] += 9.9
@@ -124,7 +124,12 @@ async def test_redis_outage_is_reported() -> None:
     try:
         with pytest.raises(LimitStoreUnavailable):
             await s.reserve([_c("a|b|c|0", 1, 1)])
+        # a settlement that adds is sent at once; it never left (no connection): it is held for later
+        await s.settle([(_c("a|b|c|0", 1, 1), 0, 1)])
+        # one that only gives back is held anyway; a flush that cannot connect keeps both
+        await s.settle([(_c("a|b|c|0", 1, 1), 1, 1)])
         with pytest.raises(LimitStoreUnavailable):
-            await s.settle([(_c("a|b|c|0", 1, 1), 1, 1)])
+            await s.flush()
+        assert len(s._held) == 2 and s.dropped == 0
     finally:
         await s.aclose()
