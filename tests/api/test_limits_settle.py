@@ -63,9 +63,9 @@ async def _counters(svc, use_case: str) -> dict[tuple[str, str], dict]:
     async with svc.client("admin") as c:
         r = await c.get("/v1/usage")
     assert r.status_code == 200, r.text
+    failover = ("settle.policy:17", "settle.policy:18", "settle.policy:19")
     return {(u["kind"], u["scope"]): u for u in r.json()["counters"]
-            if f"use_case={use_case}" in u["scope"] or use_case == "failover" and u["rule_id"].endswith((":17", ":18",
-                                                                                                         ":19"))}
+            if f"use_case={use_case}" in u["scope"] or (use_case == "failover" and u["rule_id"] in failover)}
 
 
 async def _released(svc, use_case: str) -> dict[tuple[str, str], dict]:
