@@ -1,13 +1,17 @@
 """The limit check beside the plain chat path, measured side by side in one run.
 
     .venv/bin/python benchmarks/limits_bench.py [--requests 3200] [--rounds 5] [--no-redis] [--no-app]
+                                                [--baseline DIR]
 
 * check/memory: what a request adds when three limits count it (a request limit per user, a token
   limit per key on the model, a budget per tenant): building its counters, the all-or-nothing
   reservation and the settlement, in this process (`MemoryLimitStore`). Target: under 30 us.
-* check/redis: the same against the real Redis (127.0.0.1:6379): wall time per request, and the
-  commands Redis ran per reservation and per settlement (`INFO commandstats`: one EVALSHA each,
-  i.e. one round trip each).
+* check/redis: the same against the real Redis (127.0.0.1:6379), wall time per request and Redis
+  round trips per request, counted two ways: the store's own count of script calls
+  (`RedisLimitStore.round_trips`, this process only) and Redis' `INFO commandstats` (EVALSHA calls,
+  server-wide: another client on the same Redis would add to it). Two stores in the same run:
+  settlements held and sent with the next reservation (the default: 1 round trip per request), and
+  `hold_settlements=False` (each settlement its own call: 2 per request, the earlier design).
 * limits library, for the code comment in policyengine/state/limits.py: `limits`'
   `FixedWindowRateLimiter.hit` (memory and Redis) for the same three limits: three hits per
   request and nothing to settle with the real amount (it cannot reserve an estimate and correct
@@ -17,12 +21,16 @@
   the fake upstream of api_bench.py on CPU 1, the bench policy without limits vs the same policy
   with the three limits (in-memory counters), alternating rounds; the difference is what the
   limits cost on the whole path.
+* --baseline DIR: DIR holds another checkout of the project (e.g. `git archive <commit>` unpacked,
+  with its adapters/notifier symlinks): its own limits_bench.py runs first (`--no-app`), then the
+  chat path is measured for DIR and for this tree in alternating subprocesses, and printed side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -35,6 +43,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
+if "--tree" in sys.argv:  # one side of --baseline: that tree's policyengine
+    sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--tree") + 1]).resolve()))
 
 import api_bench as ab  # noqa: E402  (the fake upstream and the bench policy)
 
@@ -57,7 +67,8 @@ def _policy():
 
 async def _check_loop(store, n: int, clock=time.process_time) -> float:
     """Mean us per request of counters + reserve + settle over n requests (CPU time by default: the
-    machine may be shared; wall time for Redis, where the round trip is the cost)."""
+    machine may be shared; wall time for Redis, where the round trip is the cost). Each request's
+    answer is a little shorter than its estimate (a real answer rarely uses all of max_tokens)."""
     from policyengine.gateway.limits import Limiter
     from policyengine.types import Action, Principal
 
@@ -72,9 +83,10 @@ async def _check_loop(store, n: int, clock=time.process_time) -> float:
     t = clock()
     for _ in range(n):
         entries = limiter.counters(policy, hits, action, who, tokens)
-        res = await store.reserve([c for _, _, c, _ in entries])
+        res = await store.reserve([c for _, c in entries])
         assert res.ok
-        await store.settle([(c, c.amount, c.amount) for _, _, c, _ in entries])
+        await store.settle([(c, c.amount, c.amount - (c.amount > 1)) for _, c in entries])
+    await store.flush()
     return (clock() - t) * 1e6 / n
 
 
@@ -95,25 +107,38 @@ async def bench_check(n: int, rounds: int, redis_url: str | None) -> dict[str, f
         from policyengine.state.limits_redis import RedisLimitStore
 
         prefix = f"pe-bench-{uuid.uuid4().hex[:6]}:"
-        store = RedisLimitStore(redis_url, prefix=prefix)
-        r = store._redis
+        stores = {"held": RedisLimitStore(redis_url, prefix=prefix),
+                  "at once": RedisLimitStore(redis_url, prefix=prefix, hold_settlements=False)}
+        r = stores["held"]._redis
         try:
-            await _check_loop(store, 10)  # scripts loaded
-            before = {c: await _commands(r, c) for c in ("evalsha", "eval", "script|load")}
             m = max(200, n // 8)
-            rt = [await _check_loop(store, m, time.perf_counter) for _ in range(rounds)]
-            after = {c: await _commands(r, c) for c in before}
-            per = sum(after[c] - before[c] for c in before) / (m * rounds)
-            out["redis"] = statistics.median(rt)
-            print(f"[check/redis] 3 limits, reserve + settle against Redis: {out['redis']:.1f} us per request "
-                  f"(median of {rounds} x {m}); Redis ran {per:.2f} commands per request "
-                  f"(= 1 EVALSHA for the reservation + 1 for the settlement)", flush=True)
-            out["redis_cmds"] = per
+            wall: dict[str, list[float]] = {k: [] for k in stores}
+            trips: dict[str, list[float]] = {k: [] for k in stores}
+            cmds: dict[str, list[float]] = {k: [] for k in stores}
+            for store in stores.values():
+                await _check_loop(store, 10)  # scripts loaded
+            for _ in range(rounds):  # the two designs alternate
+                for name, store in stores.items():
+                    before, rt0 = await _commands(r, "evalsha"), store.round_trips
+                    wall[name].append(await _check_loop(store, m, time.perf_counter))
+                    trips[name].append((store.round_trips - rt0) / m)
+                    cmds[name].append((await _commands(r, "evalsha") - before) / m)
+            for name in stores:
+                med = statistics.median(wall[name])
+                print(f"[check/redis, settlements {name}] 3 limits, reserve + settle against Redis: {med:.1f} us per "
+                      f"request (median of {rounds} x {m}); {statistics.median(trips[name]):.3f} Redis round trips "
+                      f"per request (script calls), Redis counted {statistics.median(cmds[name]):.3f} EVALSHA per "
+                      "request", flush=True)
+            out["redis"] = statistics.median(wall["held"])
+            out["redis_trips"] = statistics.median(trips["held"])
+            out["redis_at_once"] = statistics.median(wall["at once"])
+            out["redis_trips_at_once"] = statistics.median(trips["at once"])
         finally:
             keys = [k async for k in r.scan_iter(match=prefix + "*")]
             if keys:
                 await r.delete(*keys)
-            await store.aclose()
+            for store in stores.values():
+                await store.aclose()
     return out
 
 
@@ -151,7 +176,8 @@ async def bench_limits_library(n: int, rounds: int, redis_url: str | None) -> No
               "(one round trip per limit and hit: 3 per request, and a settlement would need more)", flush=True)
 
 
-def bench_app(n: int, rounds: int) -> tuple[float, float]:
+def bench_app(n: int, rounds: int, *, quiet: bool = False) -> dict[str, list[float]]:
+    """CPU ms per chat request, plain vs with the three limits, alternating (each kind twice)."""
     import inprocess_bench as ib
     import uvloop
 
@@ -185,11 +211,48 @@ def bench_app(n: int, rounds: int) -> tuple[float, float]:
     finally:
         up.terminate()
         up.wait(10)
-    plain, limited = statistics.median(res["plain"]), statistics.median(res["limited"])
-    print(f"[chat] CPU per chat request through the app, median of {len(res['plain'])} rounds x {n}: plain "
-          f"{plain * 1000:.0f} us, with 3 limits (in memory) {limited * 1000:.0f} us: +{(limited - plain) * 1000:.0f} us "
-          f"({limited / plain:.3f}x)", flush=True)
-    return plain, limited
+    if not quiet:
+        plain, limited = statistics.median(res["plain"]), statistics.median(res["limited"])
+        print(f"[chat] CPU per chat request through the app, median of {len(res['plain'])} rounds x {n}: plain "
+              f"{plain * 1000:.0f} us, with 3 limits (in memory) {limited * 1000:.0f} us: "
+              f"+{(limited - plain) * 1000:.0f} us ({limited / plain:.3f}x)", flush=True)
+    return res
+
+
+def bench_baseline(base: Path, n: int, rounds: int, redis: bool) -> None:
+    """The baseline tree's own bench (check and Redis), then the chat path for both trees in
+    alternating subprocesses (each its own process: two versions of the package cannot share one)."""
+    print(f"[before] {base}: its own benchmarks/limits_bench.py --no-app", flush=True)
+    cmd = [sys.executable, str(base / "benchmarks" / "limits_bench.py"), "--no-app", "--requests", str(n),
+           "--rounds", str(rounds), *([] if redis else ["--no-redis"])]
+    env = {**os.environ, "PYTHONPATH": str(base)}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    for line in out.stdout.splitlines():
+        if line.startswith("["):
+            print(f"[before] {line}", flush=True)
+    got: dict[str, dict[str, list[float]]] = {"before": {"plain": [], "limited": []},
+                                              "after": {"plain": [], "limited": []}}
+    for _ in range(2):
+        for name, tree in (("before", base), ("after", ROOT)):
+            cmd = [sys.executable, __file__, "--app-json", "--tree", str(tree), "--requests", str(n),
+                   "--rounds", str(rounds)]
+            proc = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True,
+                                  timeout=1800)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+            if not line:
+                raise SystemExit(f"{name} run failed:\n{proc.stdout}\n{proc.stderr[-3000:]}")
+            for k, v in json.loads(line[-1]).items():
+                got[name][k] += v
+    row = {}
+    for name in ("before", "after"):
+        plain, limited = statistics.median(got[name]["plain"]), statistics.median(got[name]["limited"])
+        row[name] = (plain, limited)
+        print(f"[chat, {name}] CPU per chat request, median of {len(got[name]['plain'])} rounds x {n}: plain "
+              f"{plain * 1000:.0f} us, with 3 limits {limited * 1000:.0f} us: +{(limited - plain) * 1000:.0f} us "
+              f"({limited / plain:.3f}x)", flush=True)
+    (bp, bl), (ap, al) = row["before"], row["after"]
+    print(f"[chat, before/after] the 3 limits cost +{(bl - bp) * 1000:.0f} us before, +{(al - ap) * 1000:.0f} us "
+          f"after (target under 30 us: {'met' if (al - ap) * 1000 < 30 else 'MISSED'})", flush=True)
 
 
 def main() -> None:
@@ -198,17 +261,28 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-redis", action="store_true")
     ap.add_argument("--no-app", action="store_true")
+    ap.add_argument("--baseline", type=Path, help="another checkout to compare the chat path with")
+    ap.add_argument("--app-json", action="store_true", help=argparse.SUPPRESS)  # one side of --baseline
+    ap.add_argument("--tree", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.app_json:
+        print(json.dumps(bench_app(args.requests, args.rounds, quiet=True)), flush=True)
+        return
     redis_url = None if args.no_redis else os.environ.get("PE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     print(f"load average {ab.loadavg()}", flush=True)
     check = asyncio.run(bench_check(args.requests, args.rounds, redis_url))
     asyncio.run(bench_limits_library(args.requests, args.rounds, redis_url))
-    if not args.no_app:
-        plain, limited = bench_app(args.requests, args.rounds)
+    if args.baseline:
+        bench_baseline(args.baseline.resolve(), args.requests, args.rounds, redis_url is not None)
+    elif not args.no_app:
+        res = bench_app(args.requests, args.rounds)
+        plain, limited = statistics.median(res["plain"]), statistics.median(res["limited"])
         print(f"[summary] limit check {check['memory']:.1f} us in memory = {check['memory'] / (plain * 1000):.3f} of "
               f"the plain chat path's {plain * 1000:.0f} us; measured on the path +{(limited - plain) * 1000:.0f} us"
-              + (f"; Redis {check['redis']:.0f} us wall, {check['redis_cmds']:.0f} commands per request"
+              + (f"; Redis {check['redis']:.0f} us wall, {check['redis_trips']:.2f} round trips per request "
+                 f"({check['redis_trips_at_once']:.2f} with each settlement sent at once)"
                  if "redis" in check else ""), flush=True)
+    print(f"load average {ab.loadavg()}", flush=True)
 
 
 if __name__ == "__main__":

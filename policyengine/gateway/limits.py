@@ -140,11 +140,15 @@ def describe_usage(lm: CompiledLimit, level: int, scope: str) -> str:
     return f"{lm.kind} {show_amount(lm, level)} of {lm.limit_text} per {lm.window}{where}"
 
 
+_KIND = {"requests": 0, "tokens": 1, "spend": 2}
+
+
 @dataclass(slots=True, frozen=True)
 class Slot:
     """Where one limit counts one caller's request in one window: the limit, its counter key and
     scope (`model=` the hit's model, the chain's primary), the window's start and end (epoch
-    seconds) and the counted model's price (micro-units per token; None: not priced)."""
+    seconds) and the counted model's price (micro-units per token; None: not priced). `kind`
+    (0 requests, 1 tokens, 2 spend), `cap` and `thresholds` repeat the limit's, for the hot path."""
 
     hit: LimitHit
     lm: CompiledLimit
@@ -154,19 +158,17 @@ class Slot:
     start: int
     end: float
     rate: tuple[int, int] | None
+    kind: int
+    cap: int
+    thresholds: tuple[int, ...]
 
     def amount(self, tokens: int) -> int:
         """What a request of `tokens` estimated tokens reserves on this counter."""
-        kind = self.lm.kind
-        if kind == "requests":
-            return 1
-        if kind == "tokens":
-            return tokens
-        return _units_of(self.rate, tokens)
+        return 1 if self.kind == 0 else tokens if self.kind == 1 else _units_of(self.rate, tokens)
 
     def counter(self, amount: int) -> Counter:
         """This slot's counter holding `amount`."""
-        return Counter(self.key, self.lm.cap, amount, self.end, self.lm.thresholds)
+        return Counter(self.key, self.cap, amount, self.end, self.thresholds)
 
 
 @dataclass(slots=True)
@@ -217,7 +219,8 @@ class Limiter:
             start, end = window_bounds(lm, now)
             tenant, scope = scope_of(lm, action, principal, h.model)
             out.append(Slot(h, lm, tenant, counter_key(tenant, lm.rule_id, scope, start), scope, start, end,
-                            _rate(policy, h.model) if lm.kind == "spend" else None))
+                            _rate(policy, h.model) if lm.kind == "spend" else None, _KIND[lm.kind], lm.cap,
+                            lm.thresholds))
         if len(self._plans) >= _PLANS_MAX:
             self._plans.clear()
         self._plans[k] = (policy, out, min((s.end for s in out), default=now + 60.0))
@@ -227,8 +230,13 @@ class Limiter:
                  tokens: int, *, charge_only: bool = False) -> list[tuple[Slot, Counter]]:
         """The counters `hits` reserve for a request of `tokens` estimated tokens (amount 0 with
         `charge_only`: nothing is reserved, the answer is charged afterwards)."""
-        return [(s, s.counter(0 if charge_only else s.amount(tokens)))
-                for s in self.slots(policy, hits, action, principal)]
+        slots = self.slots(policy, hits, action, principal)
+        if charge_only:
+            return [(s, Counter(s.key, s.cap, 0, s.end, s.thresholds)) for s in slots]
+        # inline (this runs on every counted request): Slot.amount
+        return [(s, Counter(s.key, s.cap, 1 if s.kind == 0 else tokens if s.kind == 1 else
+                            -(-tokens * s.rate[0] // s.rate[1]) if s.rate is not None else 0, s.end, s.thresholds))
+                for s in slots]
 
 
 async def admit(call: Call, body: dict[str, Any]) -> None:
@@ -264,9 +272,10 @@ async def admit(call: Call, body: dict[str, Any]) -> None:
         if res.ok:
             m.limit_checks.labels("ok").inc()
             call.admission = Admission(entries, reserved=True)
-            for (s, c), (used, reserved), crossed in zip(entries, res.levels, res.crossed, strict=True):
-                for j in crossed:
-                    _notify(call, s.lm, j, used + reserved, s.scope, c)
+            if any(res.crossed):
+                for (s, c), (used, reserved), crossed in zip(entries, res.levels, res.crossed, strict=True):
+                    for j in crossed:
+                        _notify(call, s.lm, j, used + reserved, s.scope, c)
             return
         assert res.refused is not None
         slot, c = entries[res.refused]
@@ -354,18 +363,18 @@ async def charge(call: Call, model: str | None, usage: Any, body: dict[str, Any]
         out["limits"] = {"mode": "failed_open"}
         return out
     settled: list[Settlement] = []
-    scopes: list[tuple[Slot, str]] = []
+    scopes: list[tuple[Slot, str]] = []  # settled[i]'s slot and scope (for its notices)
     counters = []
     spent: int | None = None
     for slot, counter in adm.entries:
         lm = slot.lm
         held = counter.amount if adm.reserved else 0
-        kind = lm.kind
+        kind = slot.kind
         if not answered:
-            settled.append((counter, held, 1 if kind == "requests" else 0))
+            settled.append((counter, held, 1 if kind == 0 else 0))
             scopes.append((slot, slot.scope))
-            counters.append({"rule_id": lm.rule_id, "scope": slot.scope, "charged": "1" if kind == "requests"
-                             else show_amount(lm, 0)})
+            counters.append({"rule_id": lm.rule_id, "scope": slot.scope,
+                             "charged": "1" if kind == 0 else show_amount(lm, 0)})
             continue
         if lm.models is not None and model not in lm.models:
             # another model answered (a failover): this limit does not count it
@@ -374,14 +383,16 @@ async def charge(call: Call, model: str | None, usage: Any, body: dict[str, Any]
             counters.append({"rule_id": lm.rule_id, "scope": slot.scope, "charged": show_amount(lm, 0),
                              "released": f"answered by {model}"})
             continue
-        if kind == "requests":
-            actual = 1
-        elif kind == "tokens":
+        if kind == 0:
+            actual, shown_actual = 1, "1"
+        elif kind == 1:
             actual = total
+            shown_actual = str(total)
         else:  # the model that answered is charged at its own price (a fallback may cost more or less)
             if spent is None:
-                spent = _micro(cost)
+                spent = _units_of(slot.rate, total) if model == slot.hit.model else _micro(cost)
             actual = spent
+            shown_actual = show_amount(lm, actual)
         if model is not None and model != slot.hit.model and "model" in lm.scope:
             # the counter is per model: give the primary's reservation back, charge the answering model's
             other, scope = _moved(slot, call, model)
@@ -389,12 +400,12 @@ async def charge(call: Call, model: str | None, usage: Any, body: dict[str, Any]
             scopes.append((slot, slot.scope))
             settled.append((other, 0, actual))
             scopes.append((slot, scope))
-            counters.append({"rule_id": lm.rule_id, "scope": scope, "charged": show_amount(lm, actual),
+            counters.append({"rule_id": lm.rule_id, "scope": scope, "charged": shown_actual,
                              "moved_from": slot.scope})
             continue
         settled.append((counter, held, actual))
         scopes.append((slot, slot.scope))
-        counters.append({"rule_id": lm.rule_id, "scope": slot.scope, "charged": show_amount(lm, actual)})
+        counters.append({"rule_id": lm.rule_id, "scope": slot.scope, "charged": shown_actual})
 
     def crossed(i: int, j: int, level: int) -> None:
         slot, scope = scopes[i]

@@ -193,7 +193,9 @@ class MemoryLimitStore:
     async def reserve(self, counters: list[Counter]) -> Reservation:
         """See `LimitStore.reserve`."""
         now = self._clock()
-        cells = [self._cell(c, now) for c in counters]
+        get = self._cells.get
+        cells = [cell if (cell := get(c.key)) is not None and cell.expires_at > now else self._cell(c, now)
+                 for c in counters]
         for i, (c, cell) in enumerate(zip(counters, cells, strict=True)):
             if c.amount > 0 and cell.used + cell.reserved + c.amount > c.cap:
                 return Reservation(False, i, [(x.used, x.reserved) for x in cells])
@@ -207,10 +209,10 @@ class MemoryLimitStore:
 
     async def settle(self, settled: list[Settlement], on_crossed: Crossed | None = None) -> None:
         """See `LimitStore.settle` (applied at once). A counter whose window ended meanwhile is not revived."""
-        now = self._clock()
         for i, (c, reserved, actual) in enumerate(settled):
             cell = self._cells.get(c.key)
-            if cell is None or cell.expires_at <= now:
+            if cell is None:  # (a cell found is this counter's window: the key names the window)
+                now = self._clock()
                 if c.expires_at <= now:
                     continue
                 cell = self._cell(c, now)

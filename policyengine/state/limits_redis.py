@@ -144,12 +144,13 @@ class RedisLimitStore:
     """Counters in Redis under `prefix` (`{prefix}lim:...`). Short socket timeouts: an outage is
     reported (`LimitStoreUnavailable`) within `timeout` seconds, and each limit's `on outage`
     decides what the request does. Settlements that only give back are held for at most
-    `flush_after` seconds and sent with the next reservation (see the module's invariant).
+    `flush_after` seconds and sent with the next reservation (see the module's invariant;
+    `hold_settlements=False` sends each at once, for comparison).
     `round_trips` counts the script calls this store made (the benchmark reads it)."""
 
     def __init__(self, url: str, *, prefix: str = "policyengine:", client: Redis | None = None,
                  timeout: float = 0.5, max_connections: int = 32, pool_timeout: float = 2.0,
-                 flush_after: float = 0.05) -> None:
+                 flush_after: float = 0.05, hold_settlements: bool = True) -> None:
         # a blocking pool: a burst of requests waits (up to pool_timeout) for one of max_connections
         # instead of failing with "too many connections" (which would count as an outage); Redis runs
         # the scripts one at a time anyway, so a few connections carry the load. No retries: a script
@@ -163,6 +164,7 @@ class RedisLimitStore:
         self._held: list[_Held] = []
         self._flusher: asyncio.Task[None] | None = None
         self.flush_after = flush_after
+        self.hold_settlements = hold_settlements  # False: every settlement is its own call (2 per request)
         self.round_trips = 0
         self.dropped = 0  # settlements lost to an ambiguous failure (their reservations stay: over-charged)
 
@@ -188,7 +190,7 @@ class RedisLimitStore:
         if not settled:
             return
         items = [_Held(c, reserved, actual, i, on_crossed) for i, (c, reserved, actual) in enumerate(settled)]
-        if all(h.actual <= h.reserved for h in items):
+        if self.hold_settlements and all(h.actual <= h.reserved for h in items):
             self._held += items
             self._flush_soon()
             return
