@@ -65,8 +65,8 @@ if TYPE_CHECKING:
 # `call` below is a policyengine.gateway.call.Call (not imported: call -> runtime -> limits)
 Call = Any
 
-__all__ = ["Admission", "Limiter", "Slot", "admit", "charge", "describe_usage", "release", "usage_report",
-           "window_bounds"]
+__all__ = ["WINDOWS", "Admission", "Limiter", "Slot", "admit", "charge", "describe_usage", "kept_until", "release",
+           "usage_report", "window_bounds"]
 
 log = logging.getLogger("policyengine.gateway")
 
@@ -83,11 +83,10 @@ def window_bounds(lm: CompiledLimit, now: float) -> tuple[int, float]:
     return int(first.timestamp()), nxt.timestamp()
 
 
-def previous_window(lm: CompiledLimit, start: int) -> int:
-    """The start of the window before the one starting at `start`."""
-    if lm.window_s:
-        return start - lm.window_s
-    return window_bounds(lm, start - 1)[0]
+def kept_until(lm: CompiledLimit, end: float) -> float:
+    """Until when a counter of the window ending at `end` is kept: the end of the next window (so
+    `/v1/usage` can show the previous window beside the current one)."""
+    return end + lm.window_s if lm.window_s else window_bounds(lm, end)[1]
 
 
 def scope_of(lm: CompiledLimit, action: Action, principal: Principal, model: str | None) -> tuple[str | None, str]:
@@ -161,6 +160,7 @@ class Slot:
     kind: int
     cap: int
     thresholds: tuple[int, ...]
+    keep: float
 
     def amount(self, tokens: int) -> int:
         """What a request of `tokens` estimated tokens reserves on this counter."""
@@ -168,7 +168,7 @@ class Slot:
 
     def counter(self, amount: int) -> Counter:
         """This slot's counter holding `amount`."""
-        return Counter(self.key, self.cap, amount, self.end, self.thresholds)
+        return Counter(self.key, self.cap, amount, self.end, self.thresholds, self.keep)
 
 
 @dataclass(slots=True)
@@ -220,7 +220,7 @@ class Limiter:
             tenant, scope = scope_of(lm, action, principal, h.model)
             out.append(Slot(h, lm, tenant, counter_key(tenant, lm.rule_id, scope, start), scope, start, end,
                             _rate(policy, h.model) if lm.kind == "spend" else None, _KIND[lm.kind], lm.cap,
-                            lm.thresholds))
+                            lm.thresholds, kept_until(lm, end)))
         if len(self._plans) >= _PLANS_MAX:
             self._plans.clear()
         self._plans[k] = (policy, out, min((s.end for s in out), default=now + 60.0))
@@ -232,10 +232,11 @@ class Limiter:
         `charge_only`: nothing is reserved, the answer is charged afterwards)."""
         slots = self.slots(policy, hits, action, principal)
         if charge_only:
-            return [(s, Counter(s.key, s.cap, 0, s.end, s.thresholds)) for s in slots]
+            return [(s, Counter(s.key, s.cap, 0, s.end, s.thresholds, s.keep)) for s in slots]
         # inline (this runs on every counted request): Slot.amount
         return [(s, Counter(s.key, s.cap, 1 if s.kind == 0 else tokens if s.kind == 1 else
-                            -(-tokens * s.rate[0] // s.rate[1]) if s.rate is not None else 0, s.end, s.thresholds))
+                            -(-tokens * s.rate[0] // s.rate[1]) if s.rate is not None else 0, s.end, s.thresholds,
+                            s.keep))
                 for s in slots]
 
 
@@ -328,7 +329,7 @@ def _moved(slot: Slot, call: Call, model: str) -> tuple[Counter, str]:
     counted `per model` after a failover), holding nothing, and its scope."""
     tenant, scope = scope_of(slot.lm, call.action, call.principal, model)
     return Counter(counter_key(tenant, slot.lm.rule_id, scope, slot.start), slot.lm.cap, 0, slot.end,
-                   slot.lm.thresholds), scope
+                   slot.lm.thresholds, slot.keep), scope
 
 
 async def charge(call: Call, model: str | None, usage: Any, body: dict[str, Any], text: str = "",
@@ -473,10 +474,18 @@ async def _send(sender: Any, kind: str, target: str, body: dict[str, Any], key: 
         log.warning("limit notice to %s failed: %s", kind, exc)
 
 
-async def usage_report(runtime: Any, tenant: str | None) -> dict[str, Any]:
-    """The live limit counters of `tenant` (None: every tenant and the service-wide ones), each
-    with its limit from the serving policy: used, reserved, remaining, the share used and when its
-    window resets. Raises `LimitsUnavailable` when the store cannot be reached."""
+WINDOWS = ("current", "previous", "all")
+"""What `usage_report` may list: the current windows, the ones just before them, or both."""
+
+
+async def usage_report(runtime: Any, tenant: str | None, window: str = "current") -> dict[str, Any]:
+    """The limit counters of `tenant` (None: every tenant and the service-wide ones), each with its
+    limit from the serving policy: used, reserved, remaining, the share used, its window's start
+    and end (`resets_at`) and `window_state` (`current`, or `previous`: the window before the
+    current one, kept until the current one ends). `window` picks which (one of `WINDOWS`).
+    Raises `LimitsUnavailable` when the store cannot be reached."""
+    if window not in WINDOWS:
+        raise ValueError(f"window must be one of {', '.join(WINDOWS)}")
     limiter: Limiter | None = runtime.limiter
     if limiter is None:
         return {"counters": []}
@@ -485,11 +494,16 @@ async def usage_report(runtime: Any, tenant: str | None) -> dict[str, Any]:
         states = await limiter.store.usage(tenant)
     except LimitStoreUnavailable as exc:
         raise LimitsUnavailable(f"the limit counters are unavailable ({exc}); retry later")
+    now = limiter.clock()
     out = []
     for st in states:
         t, rule_id, scope, start = split_key(st.key)
         lm = policy.limit(rule_id)
         if lm is None:  # a limit of an earlier policy version: its counters expire with their window
+            continue
+        end = window_bounds(lm, start)[1]
+        state = "current" if end > now else "previous"
+        if window != "all" and state != window:
             continue
         level = st.used + st.reserved
         out.append({
@@ -497,5 +511,5 @@ async def usage_report(runtime: Any, tenant: str | None) -> dict[str, Any]:
             "window": lm.window, "scope": scope, "used": show_amount(lm, st.used),
             "reserved": show_amount(lm, st.reserved), "remaining": show_amount(lm, max(0, lm.amount - level)),
             "percent": round(100 * level / lm.amount, 2) if lm.amount else 100.0, "window_start": start,
-            "resets_at": st.expires_at, "source": lm.source})
+            "resets_at": end, "window_state": state, "source": lm.source})
     return {"counters": out}

@@ -24,9 +24,10 @@ first brings a counter's `used + reserved` to a threshold in a window reports it
 whichever replica it ran on (a settlement matters when the real use exceeds the estimate, or
 for an approved overage, which is charged without a reservation).
 
-The window is part of the counter's key, so a new window is a new counter and old ones expire
-(Redis `PEXPIREAT`; in memory, dropped when read after their end). A reservation whose request
-never settles (the process died) is freed when its window ends.
+The window is part of the counter's key, so a new window is a new counter; an ended one is kept
+until its `keep_until` (one more window: `usage` shows the previous window) and then expires
+(Redis `PEXPIREAT`; in memory, dropped when purged). A reservation whose request never settles
+(the process died) is freed when its window ends.
 """
 
 from __future__ import annotations
@@ -78,13 +79,21 @@ def split_key(key: str) -> tuple[str, str, str, int]:
 @dataclass(slots=True)
 class Counter:
     """One counter a request reserves against: its key, the cap, this request's amount, when the
-    window ends (epoch seconds) and the counter values at which a notice is due."""
+    window ends (epoch seconds), the counter values at which a notice is due, and until when the
+    store keeps it (`keep_until`, 0: the window's end; the gateway keeps a counter for one more
+    window, so `usage` can show the previous one)."""
 
     key: str
     cap: int
     amount: int
     expires_at: float
     thresholds: tuple[int, ...] = ()
+    keep_until: float = 0.0
+
+    @property
+    def kept_until(self) -> float:
+        """When the store may drop this counter."""
+        return self.keep_until or self.expires_at
 
 
 @dataclass(slots=True)
@@ -112,7 +121,8 @@ settlements later calls it then); must not raise."""
 
 @dataclass(frozen=True, slots=True)
 class CounterState:
-    """One live counter as `usage` lists it."""
+    """One counter as `usage` lists it: `expires_at` is when the store drops it (its window may have
+    ended before: the key names the window)."""
 
     key: str
     used: int
@@ -141,7 +151,8 @@ class LimitStore(Protocol):
         ...
 
     async def usage(self, tenant: str | None) -> list[CounterState]:
-        """The live counters of `tenant` (None: every tenant, and the ones not counted per tenant)."""
+        """The counters the store still keeps for `tenant` (None: every tenant, and the ones not
+        counted per tenant): the current windows', and ended ones until their `keep_until`."""
         ...
 
     async def set_used(self, counter: Counter, used: int) -> None:
@@ -154,12 +165,13 @@ class LimitStore(Protocol):
 
 
 class _Cell:
-    __slots__ = ("expires_at", "flags", "reserved", "used")
+    __slots__ = ("expires_at", "flags", "keep_until", "reserved", "used")
 
-    def __init__(self, expires_at: float) -> None:
+    def __init__(self, expires_at: float, keep_until: float) -> None:
         self.used = 0
         self.reserved = 0
         self.expires_at = expires_at
+        self.keep_until = keep_until
         self.flags: set[int] = set()
 
 
@@ -181,13 +193,13 @@ class MemoryLimitStore:
     def _cell(self, c: Counter, now: float) -> _Cell:
         cell = self._cells.get(c.key)
         if cell is None or cell.expires_at <= now:
-            cell = self._cells[c.key] = _Cell(c.expires_at)
+            cell = self._cells[c.key] = _Cell(c.expires_at, c.kept_until)
             if len(self._cells) > 4096 and len(self._cells) % 1024 == 0:
                 self._purge(now)
         return cell
 
     def _purge(self, now: float) -> None:
-        for k in [k for k, v in self._cells.items() if v.expires_at <= now]:
+        for k in [k for k, v in self._cells.items() if v.keep_until <= now]:
             del self._cells[k]
 
     async def reserve(self, counters: list[Counter]) -> Reservation:
@@ -213,7 +225,7 @@ class MemoryLimitStore:
             cell = self._cells.get(c.key)
             if cell is None:  # (a cell found is this counter's window: the key names the window)
                 now = self._clock()
-                if c.expires_at <= now:
+                if c.kept_until <= now:
                     continue
                 cell = self._cell(c, now)
             cell.reserved = max(0, cell.reserved - reserved)
@@ -229,8 +241,8 @@ class MemoryLimitStore:
         """See `LimitStore.usage`."""
         now = self._clock()
         head = None if tenant is None else counter_key(tenant, "", "", 0).split("|", 1)[0] + "|"
-        return sorted((CounterState(k, v.used, v.reserved, v.expires_at) for k, v in self._cells.items()
-                       if v.expires_at > now and (head is None or k.startswith(head))), key=lambda s: s.key)
+        return sorted((CounterState(k, v.used, v.reserved, v.keep_until) for k, v in self._cells.items()
+                       if v.keep_until > now and (head is None or k.startswith(head))), key=lambda s: s.key)
 
     async def set_used(self, counter: Counter, used: int) -> None:
         """See `LimitStore.set_used`."""

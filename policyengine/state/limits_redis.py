@@ -1,8 +1,8 @@
 """The limit counters in Redis, shared by every replica: one Lua script, one round trip per request.
 
 A counter is a hash `{prefix}lim:{counter key}` with fields `u` (used), `r` (reserved) and
-`nJ` (threshold J already reported this window), expiring at the end of its window
-(`PEXPIREAT`). The script (`_STEP`) first applies settlements, then reserves: it reads every
+`nJ` (threshold J already reported this window), expiring one window after its own ends
+(`PEXPIREAT` at the counter's `keep_until`: `usage` shows the previous window). The script (`_STEP`) first applies settlements, then reserves: it reads every
 counter to reserve, refuses if any would pass its cap, else increments them all. Redis runs a
 script alone, so two replicas can never both take the last unit.
 
@@ -55,12 +55,12 @@ __all__ = ["RedisLimitStore"]
 log = logging.getLogger("policyengine.limits")
 
 # KEYS: the ns counters to settle, then the counters to reserve.
-# ARGV[1] = ns; per settlement: reserved, actual, expires_at_ms, n thresholds, thresholds...;
-# per reservation: cap, amount, expires_at_ms, n thresholds, thresholds...
+# ARGV[1] = ns; per settlement: reserved, actual, keep_until_ms, n thresholds, thresholds...;
+# per reservation: cap, amount, keep_until_ms, n thresholds, thresholds...
 # Returns {reserve, settled}. reserve: {0, used1, reserved1, "j,k", used2, ...} when every counter
 # was reserved (just {0} when none was asked), {i, used_i, reserved_i} when counter i would pass its
 # cap (nothing reserved). settled[k]: "j,k@level", the thresholds settlement k reached first ("" none).
-# A counter whose window ended is not revived (PEXPIREAT in the past deletes it again; it is set last).
+# A counter past its keep time is not revived (PEXPIREAT in the past deletes it again; it is set last).
 _STEP = """
 local ns, a = tonumber(ARGV[1]), 2
 local settled = {}
@@ -232,10 +232,10 @@ class RedisLimitStore:
         args: list[int | str] = [len(batch)]
         for h in batch:
             c = h.counter
-            args += [h.reserved, h.actual, int(c.expires_at * 1000), len(c.thresholds), *c.thresholds]
+            args += [h.reserved, h.actual, int(c.kept_until * 1000), len(c.thresholds), *c.thresholds]
         for c in counters:
             keys.append(self._prefix + c.key)
-            args += [c.cap, c.amount, int(c.expires_at * 1000), len(c.thresholds), *c.thresholds]
+            args += [c.cap, c.amount, int(c.kept_until * 1000), len(c.thresholds), *c.thresholds]
         self.round_trips += 1
         try:
             out = await self._step(keys=keys, args=args)
@@ -286,7 +286,7 @@ class RedisLimitStore:
         try:
             async with self._redis.pipeline(transaction=True) as p:
                 p.hset(key, "u", used)
-                p.pexpireat(key, int(counter.expires_at * 1000))
+                p.pexpireat(key, int(counter.kept_until * 1000))
                 await p.execute()
         except (RedisError, OSError) as exc:
             raise LimitStoreUnavailable(f"limit counters unavailable: {type(exc).__name__}") from exc

@@ -236,3 +236,17 @@ async def test_a_threshold_reached_on_settlement_sends_its_notice(service_factor
                              json={"model": "auto", "messages": MSG, "max_tokens": 2})
             await asyncio.sleep(0.2)
         assert len(sent) == 1
+
+
+async def test_usage_window_parameter(service_factory, settle_dir, tmp_path):
+    async with service_factory(f"sqlite:///{tmp_path / 'pe.db'}", policy_dir=settle_dir) as svc:
+        async with svc.client() as c:
+            r = await c.post("/v1/chat/completions", headers={**HEADERS, "X-PolicyEngine-Use-Case": "stream"},
+                             json={"model": "auto", "messages": MSG, "max_tokens": 40})
+            assert r.status_code == 200
+            bad = await c.get("/v1/usage", params={"window": "yesterday"})
+            every = await c.get("/v1/usage", params={"window": "all"})
+            prev = await c.get("/v1/usage", params={"window": "previous"})
+        assert bad.status_code == 422 and bad.json()["error"]["param"] == "window"
+        assert {u["window_state"] for u in every.json()["counters"]} == {"current"}
+        assert prev.status_code == 200 and prev.json()["counters"] == [] and prev.json()["window"] == "previous"

@@ -203,3 +203,36 @@ async def test_redis_held_settlements_are_flushed_within_the_delay(redis_url: st
                 await s._redis.delete(*keys)
         await a.aclose()
         await b.aclose()
+
+
+async def test_usage_shows_the_previous_window(store) -> None:
+    from types import SimpleNamespace
+
+    from policyengine.gateway.limits import usage_report
+
+    policy = compile_sources({"w.policy": POLICY})
+    now = [float(int(time.time() // 10) * 10 + 10)]
+    limiter = Limiter(store, clock=lambda: now[0])
+    if isinstance(store, MemoryLimitStore):
+        store._clock = lambda: now[0]
+    action = Action(action="chat", tenant=f"t-{uuid.uuid4().hex[:6]}", actor="bob")
+    principal = Principal(tenant=action.tenant or "", key_id="k1", subject="s", roles=frozenset({"app"}),
+                          groups=frozenset())
+    entries = limiter.counters(policy, policy.evaluate(action).limits, action, principal, 10)
+    assert (await store.reserve([c for _, c in entries])).ok
+    await store.settle([(c, c.amount, c.amount) for _, c in entries])
+    rt = SimpleNamespace(limiter=limiter, policies=SimpleNamespace(current=policy))
+
+    async def kinds(window: str) -> dict[str, str]:
+        return {u["kind"]: u["window_state"] for u in (await usage_report(rt, action.tenant, window))["counters"]}
+
+    assert await kinds("current") == {"requests": "current", "spend": "current"}
+    now[0] += 10  # the next 10 s window: the request counter is now the previous window's
+    assert await kinds("current") == {"spend": "current"}
+    assert await kinds("previous") == {"requests": "previous"}
+    assert await kinds("all") == {"requests": "previous", "spend": "current"}
+    [prev] = (await usage_report(rt, action.tenant, "previous"))["counters"]
+    assert prev["used"] == "1" and prev["resets_at"] == prev["window_start"] + 10
+    if isinstance(store, MemoryLimitStore):
+        now[0] += 10  # two windows on: no longer kept
+        assert await kinds("previous") == {}
