@@ -333,10 +333,11 @@ def _moved(slot: Slot, call: Call, model: str) -> tuple[Counter, str]:
 
 
 async def charge(call: Call, model: str | None, usage: Any, body: dict[str, Any], text: str = "",
-                 *, answered: bool = True) -> dict[str, Any]:
+                 *, answered: bool = True, sent: bool = True) -> dict[str, Any]:
     """What the answer used and cost, settled on the call's limits; the outcome row's fields.
     `answered` False (the chain failed, the call was cancelled before anything came): nothing was
-    used; reservations are released (a request limit still counts the request on the primary).
+    used; reservations are released (a request limit still counts the request on the primary,
+    unless `sent` is False: the request never reached a model).
     `model` the model that answered: the settlement follows it (see the module docstring).
     Settles at most once per call; never raises: a failed settle is logged."""
     rt, policy = call.runtime, call.policy
@@ -372,10 +373,10 @@ async def charge(call: Call, model: str | None, usage: Any, body: dict[str, Any]
         held = counter.amount if adm.reserved else 0
         kind = slot.kind
         if not answered:
-            settled.append((counter, held, 1 if kind == 0 else 0))
+            settled.append((counter, held, 1 if kind == 0 and sent else 0))
             scopes.append((slot, slot.scope))
             counters.append({"rule_id": lm.rule_id, "scope": slot.scope,
-                             "charged": "1" if kind == 0 else show_amount(lm, 0)})
+                             "charged": "1" if kind == 0 and sent else show_amount(lm, 0)})
             continue
         if lm.models is not None and model not in lm.models:
             # another model answered (a failover): this limit does not count it
@@ -421,12 +422,13 @@ async def charge(call: Call, model: str | None, usage: Any, body: dict[str, Any]
     return out
 
 
-async def release(call: Call) -> None:
-    """Give back what `call` still holds on the limit counters (it ends without an answer on a path
-    that records no charge: cancelled, its decision row could not be committed). A request
-    limit keeps counting the request. No-op when nothing is held; never raises."""
+async def release(call: Call, *, sent: bool = False) -> None:
+    """Give back what `call` still holds on the limit counters: it ends without an answer on a path
+    that records no charge (held for approval, refused, the client left while it waited). With
+    `sent` (the request reached a model) a request limit keeps counting it. No-op when nothing
+    is held (the call was settled); never raises."""
     if call.admission is not None:
-        await charge(call, None, None, {}, answered=False)
+        await charge(call, None, None, {}, answered=False, sent=sent)
 
 
 def _notify(call: Call, lm: CompiledLimit, j: int, level: int, scope: str, counter: Counter) -> None:

@@ -264,31 +264,43 @@ async def _waiting_stream(call: Call, body: dict[str, Any], h: Held, *, recorded
     keepalive = rt.settings.chat_hold_keepalive_s
 
     async def relay(enc: StreamEncoder) -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + call.hold_wait_s
-        cur = h
-        while cur.pending and (left := deadline - loop.time()) > 0:
-            yield enc.comment(f"held for human review: approval {cur.approval_id}")
-            cur = await held.wait(call, cur, min(keepalive, left))
+        started[0] = True
         try:
-            if not cur.approved:
-                raise held.required(call, cur) if cur.pending else held.refused(call, cur)
-            if cur.answers:
-                res = await _released(call, cur, stream=True, recorded=True, answered=answered)
-            else:
-                _check_route(call)
-                res = await stream_chat(call, body, recorded=True,
-                                        extra={"outcome": "resumed", "approval_id": cur.approval_id})
-        except GatewayError as exc:
-            yield enc.chunk({"error": {"message": exc.message, "type": exc.code, "code": exc.code,
-                                       "decision_id": call.decision_id, **exc.extra}})
-            return
-        assert isinstance(res, ChatStream)
-        async with contextlib.aclosing(res.relay(enc)) as parts:  # closed with this one (it settles then)
-            async for part in parts:
-                yield part
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + call.hold_wait_s
+            cur = h
+            while cur.pending and (left := deadline - loop.time()) > 0:
+                yield enc.comment(f"held for human review: approval {cur.approval_id}")
+                cur = await held.wait(call, cur, min(keepalive, left))
+            try:
+                if not cur.approved:
+                    raise held.required(call, cur) if cur.pending else held.refused(call, cur)
+                if cur.answers:
+                    res = await _released(call, cur, stream=True, recorded=True, answered=answered)
+                else:
+                    _check_route(call)
+                    res = await stream_chat(call, body, recorded=True,
+                                            extra={"outcome": "resumed", "approval_id": cur.approval_id})
+            except GatewayError as exc:
+                yield enc.chunk({"error": {"message": exc.message, "type": exc.code, "code": exc.code,
+                                           "decision_id": call.decision_id, **exc.extra}})
+                return
+            assert isinstance(res, ChatStream)
+            async with contextlib.aclosing(res.relay(enc)) as parts:  # closed with this one (it settles then)
+                async for part in parts:
+                    yield part
+        finally:
+            # refused, still pending, or the client left while it waited: nothing was answered
+            await limits_mod.release(call)
 
-    return ChatStream(call, None, [], call.decision.tags, relay)
+    started = [False]
+
+    async def never_started() -> None:
+        if not started[0]:
+            started[0] = True
+            await limits_mod.release(call)
+
+    return ChatStream(call, None, [], call.decision.tags, lambda enc: _Relay(relay(enc), never_started))
 
 
 def _check_route(call: Call) -> None:
@@ -308,7 +320,13 @@ async def chat(call: Call, body: dict[str, Any], *, stream: bool) -> Completion 
     its children, also for a stream that ends after this returns)."""
     with tracing.span("policyengine.decide chat", lambda: _decide_attrs(call), kind="SERVER") as sp:
         call.trace = tracing.context_of(sp)
-        result = await _chat(call, body, stream=stream)
+        try:
+            result = await _chat(call, body, stream=stream)
+        except BaseException:
+            # every path that raises without having settled (held for approval, refused, cancelled):
+            # what the call still holds on the limit counters is given back
+            await limits_mod.release(call)
+            raise
         if sp is not None:
             tracing.annotate(sp, {"policyengine.effect": call.decision.effect,
                                   "policyengine.model": getattr(result, "model", None)})

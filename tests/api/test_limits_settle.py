@@ -6,7 +6,8 @@ upstreams over real HTTP, in-memory counters):
     first chunk (as an ASGI server that cancels on disconnect does), give their reservation back;
   * after a failover the reservation moves to the model that answered (a limit `on model X` is not
     charged when another model answered; a counter `per model` is charged on the answering model's);
-  * a threshold first reached by a settlement (the answer was longer than the estimate) sends its notice.
+  * a threshold first reached by a settlement (the answer was longer than the estimate) sends its notice;
+  * a chat held for approval (409) gives back what it reserved: no model was called.
 """
 
 from __future__ import annotations
@@ -43,6 +44,12 @@ limit tokens 100000 per hour per tenant, model when use_case == "failover"
 budget 10 GBP per day per tenant, model when use_case == "failover"
 budget 0.05 GBP per day per tenant, use_case when use_case == "notice" {
   at 50% notify webhook "https://hooks.example.com/budget"
+}
+limit requests 100 per hour per tenant, use_case when use_case == "held"
+budget 10 GBP per day per tenant, use_case when use_case == "held"
+lexicon litigation ["solicitor"]
+escalate when text mentions litigation by words {
+  on chat hold
 }
 '''
 
@@ -250,3 +257,17 @@ async def test_usage_window_parameter(service_factory, settle_dir, tmp_path):
         assert bad.status_code == 422 and bad.json()["error"]["param"] == "window"
         assert {u["window_state"] for u in every.json()["counters"]} == {"current"}
         assert prev.status_code == 200 and prev.json()["counters"] == [] and prev.json()["window"] == "previous"
+
+
+async def test_a_chat_held_for_approval_gives_its_reservation_back(service_factory, settle_dir, tmp_path):
+    async with service_factory(f"sqlite:///{tmp_path / 'pe.db'}", policy_dir=settle_dir) as svc:
+        async with svc.client() as c:
+            r = await c.post("/v1/chat/completions", headers={**HEADERS, "X-PolicyEngine-Use-Case": "held"},
+                             json={"model": "auto", "max_tokens": 40,
+                                   "messages": [{"role": "user", "content": "My solicitor will call you."}]})
+        assert r.status_code == 409 and r.json()["error"]["code"] == "approval_required", r.text
+        got = await _counters(svc, "held")
+        assert {k: (u["used"], u["reserved"]) for k, u in got.items()} == {
+            ("requests", "tenant=acme,use_case=held"): ("0", "0"),
+            ("spend", "tenant=acme,use_case=held"): ("0 GBP", "0 GBP")}
+        assert not svc.sims["qwen-72b"].requests
