@@ -206,12 +206,16 @@ class MemoryLimitStore:
         """See `LimitStore.reserve`."""
         now = self._clock()
         get = self._cells.get
-        cells = [cell if (cell := get(c.key)) is not None and cell.expires_at > now else self._cell(c, now)
-                 for c in counters]
-        for i, (c, cell) in enumerate(zip(counters, cells, strict=True)):
+        cells = []
+        for c in counters:  # check every counter first: all or nothing
+            cell = get(c.key)
+            if cell is None or cell.expires_at <= now:
+                cell = self._cell(c, now)
             if c.amount > 0 and cell.used + cell.reserved + c.amount > c.cap:
-                return Reservation(False, i, [(x.used, x.reserved) for x in cells])
-        levels: list[tuple[int, int]] = []
+                rest = [self._cell(k, now) for k in counters[len(cells):]]
+                return Reservation(False, len(cells), [(x.used, x.reserved) for x in (*cells, *rest)])
+            cells.append(cell)
+        levels = []
         crossed: list[tuple[int, ...]] = []
         for c, cell in zip(counters, cells, strict=True):
             cell.reserved += c.amount
