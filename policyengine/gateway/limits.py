@@ -70,6 +70,8 @@ __all__ = ["WINDOWS", "Admission", "Limiter", "Slot", "admit", "charge", "descri
 
 log = logging.getLogger("policyengine.gateway")
 
+SHADOW_CAP = 2**62  # the store's cap for a shadow limit's counter: it counts, it never refuses
+
 
 def window_bounds(lm: CompiledLimit, now: float) -> tuple[int, float]:
     """(start, end) in epoch seconds of the fixed window of `lm` that holds `now`: windows are
@@ -147,7 +149,9 @@ class Slot:
     """Where one limit counts one caller's request in one window: the limit, its counter key and
     scope (`model=` the hit's model, the chain's primary), the window's start and end (epoch
     seconds) and the counted model's price (micro-units per token; None: not priced). `kind`
-    (0 requests, 1 tokens, 2 spend), `cap` and `thresholds` repeat the limit's, for the hot path."""
+    (0 requests, 1 tokens, 2 spend), `cap` and `thresholds` repeat the limit's, for the hot path
+    (a `shadow` limit's counter has no cap and no thresholds: it counts, it never refuses nor
+    notifies; `admit` logs its crossing); `keep` is until when the store keeps the counter."""
 
     hit: LimitHit
     lm: CompiledLimit
@@ -161,6 +165,7 @@ class Slot:
     cap: int
     thresholds: tuple[int, ...]
     keep: float
+    shadow: bool = False
 
     def amount(self, tokens: int) -> int:
         """What a request of `tokens` estimated tokens reserves on this counter."""
@@ -218,9 +223,10 @@ class Limiter:
                 continue
             start, end = window_bounds(lm, now)
             tenant, scope = scope_of(lm, action, principal, h.model)
+            cap, thresholds = (SHADOW_CAP, ()) if h.shadow else (lm.cap, lm.thresholds)
             out.append(Slot(h, lm, tenant, counter_key(tenant, lm.rule_id, scope, start), scope, start, end,
-                            _rate(policy, h.model) if lm.kind == "spend" else None, _KIND[lm.kind], lm.cap,
-                            lm.thresholds, kept_until(lm, end)))
+                            _rate(policy, h.model) if lm.kind == "spend" else None, _KIND[lm.kind], cap,
+                            thresholds, kept_until(lm, end), h.shadow))
         if len(self._plans) >= _PLANS_MAX:
             self._plans.clear()
         self._plans[k] = (policy, out, min((s.end for s in out), default=now + 60.0))
@@ -273,10 +279,17 @@ async def admit(call: Call, body: dict[str, Any]) -> None:
         if res.ok:
             m.limit_checks.labels("ok").inc()
             call.admission = Admission(entries, reserved=True)
-            if any(res.crossed):
+            if any(res.crossed) or any([s.shadow for s, _ in entries]):
+                over = []
                 for (s, c), (used, reserved), crossed in zip(entries, res.levels, res.crossed, strict=True):
                     for j in crossed:
                         _notify(call, s.lm, j, used + reserved, s.scope, c)
+                    if s.shadow and used + reserved > s.lm.cap:
+                        over.append((s.hit, describe_usage(s.lm, used + reserved, s.scope)))
+                if over:  # what the shadow limits would have done: on the decision (and its log row), not enforced
+                    call.decision = policy.shadow_at_limit(call.decision, over)
+                    log.info("decision %s: shadow limit(s) at their limit, not enforced: %s", call.decision_id,
+                             "; ".join(f"{h.rule_id} {why}" for h, why in over))
             return
         assert res.refused is not None
         slot, c = entries[res.refused]
