@@ -1,13 +1,17 @@
 """The limit check beside the plain chat path, measured side by side in one run.
 
     .venv/bin/python benchmarks/limits_bench.py [--requests 3200] [--rounds 5] [--no-redis] [--no-app]
+                                                [--baseline DIR]
 
 * check/memory: what a request adds when three limits count it (a request limit per user, a token
   limit per key on the model, a budget per tenant): building its counters, the all-or-nothing
   reservation and the settlement, in this process (`MemoryLimitStore`). Target: under 30 us.
-* check/redis: the same against the real Redis (127.0.0.1:6379): wall time per request, and the
-  commands Redis ran per reservation and per settlement (`INFO commandstats`: one EVALSHA each,
-  i.e. one round trip each).
+* check/redis: the same against the real Redis (127.0.0.1:6379), wall time per request and Redis
+  round trips per request, counted two ways: the store's own count of script calls
+  (`RedisLimitStore.round_trips`, this process only) and Redis' `INFO commandstats` (EVALSHA calls,
+  server-wide: another client on the same Redis would add to it). Two stores in the same run:
+  settlements held and sent with the next reservation (the default: 1 round trip per request), and
+  `hold_settlements=False` (each settlement its own call: 2 per request, the earlier design).
 * limits library, for the code comment in policyengine/state/limits.py: `limits`'
   `FixedWindowRateLimiter.hit` (memory and Redis) for the same three limits: three hits per
   request and nothing to settle with the real amount (it cannot reserve an estimate and correct
@@ -15,14 +19,21 @@
   holding it: it is not a dependency).
 * chat/plain vs chat/limited: CPU per chat request through the app's ASGI call (no HTTP server),
   the fake upstream of api_bench.py on CPU 1, the bench policy without limits vs the same policy
-  with the three limits (in-memory counters), alternating rounds; the difference is what the
-  limits cost on the whole path.
+  with the three limits (in-memory counters): both apps in one process taking turns batch by
+  batch (32 concurrent requests), so the machine's load hits both alike; the median of the
+  rounds' paired differences is what the limits cost on the whole path. CPU of the event-loop
+  thread (`time.thread_time`): the decision log's SQLite thread commits batches asynchronously, so
+  its work would land in whichever app's batch happens to be running.
+* --baseline DIR: DIR holds another checkout of the project (e.g. `git archive <commit>` unpacked,
+  with its adapters/notifier symlinks): its own limits_bench.py runs first (`--no-app`), then the
+  chat path is measured for DIR and for this tree in alternating subprocesses, and printed side by side.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -35,6 +46,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(ROOT))
+if "--tree" in sys.argv:  # one side of --baseline: that tree's policyengine
+    sys.path.insert(0, str(Path(sys.argv[sys.argv.index("--tree") + 1]).resolve()))
 
 import api_bench as ab  # noqa: E402  (the fake upstream and the bench policy)
 
@@ -57,7 +70,8 @@ def _policy():
 
 async def _check_loop(store, n: int, clock=time.process_time) -> float:
     """Mean us per request of counters + reserve + settle over n requests (CPU time by default: the
-    machine may be shared; wall time for Redis, where the round trip is the cost)."""
+    machine may be shared; wall time for Redis, where the round trip is the cost). Each request's
+    answer is a little shorter than its estimate (a real answer rarely uses all of max_tokens)."""
     from policyengine.gateway.limits import Limiter
     from policyengine.types import Action, Principal
 
@@ -72,9 +86,10 @@ async def _check_loop(store, n: int, clock=time.process_time) -> float:
     t = clock()
     for _ in range(n):
         entries = limiter.counters(policy, hits, action, who, tokens)
-        res = await store.reserve([c for _, _, c, _ in entries])
+        res = await store.reserve([c for _, c in entries])
         assert res.ok
-        await store.settle([(c, c.amount, c.amount) for _, _, c, _ in entries])
+        await store.settle([(c, c.amount, c.amount - (c.amount > 1)) for _, c in entries])
+    await store.flush()
     return (clock() - t) * 1e6 / n
 
 
@@ -95,25 +110,38 @@ async def bench_check(n: int, rounds: int, redis_url: str | None) -> dict[str, f
         from policyengine.state.limits_redis import RedisLimitStore
 
         prefix = f"pe-bench-{uuid.uuid4().hex[:6]}:"
-        store = RedisLimitStore(redis_url, prefix=prefix)
-        r = store._redis
+        stores = {"held": RedisLimitStore(redis_url, prefix=prefix),
+                  "at once": RedisLimitStore(redis_url, prefix=prefix, hold_settlements=False)}
+        r = stores["held"]._redis
         try:
-            await _check_loop(store, 10)  # scripts loaded
-            before = {c: await _commands(r, c) for c in ("evalsha", "eval", "script|load")}
             m = max(200, n // 8)
-            rt = [await _check_loop(store, m, time.perf_counter) for _ in range(rounds)]
-            after = {c: await _commands(r, c) for c in before}
-            per = sum(after[c] - before[c] for c in before) / (m * rounds)
-            out["redis"] = statistics.median(rt)
-            print(f"[check/redis] 3 limits, reserve + settle against Redis: {out['redis']:.1f} us per request "
-                  f"(median of {rounds} x {m}); Redis ran {per:.2f} commands per request "
-                  f"(= 1 EVALSHA for the reservation + 1 for the settlement)", flush=True)
-            out["redis_cmds"] = per
+            wall: dict[str, list[float]] = {k: [] for k in stores}
+            trips: dict[str, list[float]] = {k: [] for k in stores}
+            cmds: dict[str, list[float]] = {k: [] for k in stores}
+            for store in stores.values():
+                await _check_loop(store, 10)  # scripts loaded
+            for _ in range(rounds):  # the two designs alternate
+                for name, store in stores.items():
+                    before, rt0 = await _commands(r, "evalsha"), store.round_trips
+                    wall[name].append(await _check_loop(store, m, time.perf_counter))
+                    trips[name].append((store.round_trips - rt0) / m)
+                    cmds[name].append((await _commands(r, "evalsha") - before) / m)
+            for name in stores:
+                med = statistics.median(wall[name])
+                print(f"[check/redis, settlements {name}] 3 limits, reserve + settle against Redis: {med:.1f} us per "
+                      f"request (median of {rounds} x {m}); {statistics.median(trips[name]):.3f} Redis round trips "
+                      f"per request (script calls), Redis counted {statistics.median(cmds[name]):.3f} EVALSHA per "
+                      "request", flush=True)
+            out["redis"] = statistics.median(wall["held"])
+            out["redis_trips"] = statistics.median(trips["held"])
+            out["redis_at_once"] = statistics.median(wall["at once"])
+            out["redis_trips_at_once"] = statistics.median(trips["at once"])
         finally:
             keys = [k async for k in r.scan_iter(match=prefix + "*")]
             if keys:
                 await r.delete(*keys)
-            await store.aclose()
+            for store in stores.values():
+                await store.aclose()
     return out
 
 
@@ -151,8 +179,40 @@ async def bench_limits_library(n: int, rounds: int, redis_url: str | None) -> No
               "(one round trip per limit and hit: 3 per request, and a settlement would need more)", flush=True)
 
 
-def bench_app(n: int, rounds: int) -> tuple[float, float]:
-    import inprocess_bench as ib
+def _asgi_one(app, raw: bytes):
+    """One chat request through `app`'s ASGI call (no HTTP server), as inprocess_bench.py does."""
+    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "root_path": "", "scheme": "http",
+             "query_string": b"", "http_version": "1.1", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
+             "headers": [(b"content-type", b"application/json"), (b"authorization", f"Bearer {ab.TOKEN}".encode()),
+                         (b"content-length", str(len(raw)).encode())]}
+
+    async def one() -> None:
+        done = asyncio.Event()
+        state = {"sent": False, "status": 0}
+
+        async def receive() -> dict:
+            if not state["sent"]:
+                state["sent"] = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(m: dict) -> None:
+            if m["type"] == "http.response.start":
+                state["status"] = m["status"]
+            elif not m.get("more_body"):
+                done.set()
+
+        await app(dict(scope), receive, send)
+        assert state["status"] == 200, state
+
+    return one
+
+
+def bench_app(n: int, rounds: int, *, quiet: bool = False) -> dict[str, list[float]]:
+    """CPU ms per chat request, plain vs with the three limits: both apps live in this process and
+    take turns batch by batch (32 concurrent requests each), so a change in the machine's load hits
+    both alike; each round is n requests of each, and its paired difference is what the limits cost."""
     import uvloop
 
     from policyengine.api import create_app
@@ -168,28 +228,82 @@ def bench_app(n: int, rounds: int) -> tuple[float, float]:
                           start_new_session=True)
     ab.wait_port(port, up)
     os.environ.update(PE_BENCH_UPSTREAM=f"http://127.0.0.1:{port}/v1", PE_BENCH_TOKEN=ab.TOKEN)
-    res: dict[str, list[float]] = {"plain": [], "limited": []}
+    raw = json.dumps({"model": "auto", "messages": [{"role": "user", "content": "Summarise my last ticket."}]}).encode()
+    res: dict[str, list[float]] = {"plain": [], "limited": [], "delta": []}
     try:
-        for kind in ("plain", "limited", "plain", "limited"):
-            db = work / f"{kind}-{len(res[kind])}.db"
-            settings = Settings(database_url=f"sqlite:///{db}", policy_path=[str(work / kind)],
+        apps = {}
+        for kind in ("plain", "limited"):
+            settings = Settings(database_url=f"sqlite:///{work / kind}.db", policy_path=[str(work / kind)],
                                 sqlite_synchronous="NORMAL", key_cache_ttl_s=30,
                                 seed_keys=[SeedKey(token_env="PE_BENCH_TOKEN", tenant="bench", roles=["app"])])
-            app = create_app(settings)
+            apps[kind] = create_app(settings)
 
-            async def run(app=app) -> list[float]:
-                async with app.router.lifespan_context(app):
-                    return await ib._gateway_cpu(app, "plain", n, rounds, True)
+        async def run() -> None:
+            async with apps["plain"].router.lifespan_context(apps["plain"]), \
+                    apps["limited"].router.lifespan_context(apps["limited"]):
+                ones = {k: _asgi_one(a, raw) for k, a in apps.items()}
+                for k in ones:  # warm up
+                    for _ in range(200):
+                        await ones[k]()
+                for _ in range(rounds * 2):
+                    cpu = {"plain": 0.0, "limited": 0.0}
+                    for b in range(n // 32):
+                        for k in (("plain", "limited") if b % 2 else ("limited", "plain")):
+                            t = time.thread_time()
+                            await asyncio.gather(*(ones[k]() for _ in range(32)))
+                            cpu[k] += time.thread_time() - t
+                    per = {k: v * 1000 / (n // 32 * 32) for k, v in cpu.items()}
+                    res["plain"].append(per["plain"])
+                    res["limited"].append(per["limited"])
+                    res["delta"].append(per["limited"] - per["plain"])
 
-            res[kind] += uvloop.run(run())
+        uvloop.run(run())
     finally:
         up.terminate()
         up.wait(10)
-    plain, limited = statistics.median(res["plain"]), statistics.median(res["limited"])
-    print(f"[chat] CPU per chat request through the app, median of {len(res['plain'])} rounds x {n}: plain "
-          f"{plain * 1000:.0f} us, with 3 limits (in memory) {limited * 1000:.0f} us: +{(limited - plain) * 1000:.0f} us "
-          f"({limited / plain:.3f}x)", flush=True)
-    return plain, limited
+    if not quiet:
+        plain, limited = statistics.median(res["plain"]), statistics.median(res["limited"])
+        print(f"[chat] CPU per chat request through the app, {len(res['plain'])} rounds x {n} of each, batches of 32 "
+              f"taking turns: plain {plain * 1000:.0f} us, with 3 limits (in memory) {limited * 1000:.0f} us; paired "
+              f"difference median +{statistics.median(res['delta']) * 1000:.0f} us "
+              f"(rounds: {', '.join(f'{d * 1000:+.0f}' for d in res['delta'])})", flush=True)
+    return res
+
+
+def bench_baseline(base: Path, n: int, rounds: int, redis: bool) -> None:
+    """The baseline tree's own bench (check and Redis), then the chat path for both trees in
+    alternating subprocesses (each its own process: two versions of the package cannot share one)."""
+    print(f"[before] {base}: its own benchmarks/limits_bench.py --no-app", flush=True)
+    cmd = [sys.executable, str(base / "benchmarks" / "limits_bench.py"), "--no-app", "--requests", str(n),
+           "--rounds", str(rounds), *([] if redis else ["--no-redis"])]
+    env = {**os.environ, "PYTHONPATH": str(base)}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    for line in out.stdout.splitlines():
+        if line.startswith("["):
+            print(f"[before] {line}", flush=True)
+    got: dict[str, dict[str, list[float]]] = {"before": {"plain": [], "limited": [], "delta": []},
+                                              "after": {"plain": [], "limited": [], "delta": []}}
+    for _ in range(2):
+        for name, tree in (("before", base), ("after", ROOT)):
+            cmd = [sys.executable, __file__, "--app-json", "--tree", str(tree), "--requests", str(n),
+                   "--rounds", str(rounds)]
+            proc = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True,
+                                  timeout=1800)
+            line = [x for x in proc.stdout.splitlines() if x.startswith("{")]
+            if not line:
+                raise SystemExit(f"{name} run failed:\n{proc.stdout}\n{proc.stderr[-3000:]}")
+            for k, v in json.loads(line[-1]).items():
+                got[name][k] += v
+    delta = {}
+    for name in ("before", "after"):
+        g = got[name]
+        delta[name] = statistics.median(g["delta"]) * 1000
+        print(f"[chat, {name}] CPU per chat request, {len(g['plain'])} rounds x {n} of each (batches taking turns): "
+              f"plain {statistics.median(g['plain']) * 1000:.0f} us, with 3 limits "
+              f"{statistics.median(g['limited']) * 1000:.0f} us; paired difference median +{delta[name]:.0f} us, "
+              f"rounds {', '.join(f'{d * 1000:+.0f}' for d in sorted(g['delta']))}", flush=True)
+    print(f"[chat, before/after] the 3 limits cost +{delta['before']:.0f} us before, +{delta['after']:.0f} us after "
+          f"(target under 30 us: {'met' if delta['after'] < 30 else 'MISSED'})", flush=True)
 
 
 def main() -> None:
@@ -198,17 +312,28 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--no-redis", action="store_true")
     ap.add_argument("--no-app", action="store_true")
+    ap.add_argument("--baseline", type=Path, help="another checkout to compare the chat path with")
+    ap.add_argument("--app-json", action="store_true", help=argparse.SUPPRESS)  # one side of --baseline
+    ap.add_argument("--tree", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.app_json:
+        print(json.dumps(bench_app(args.requests, args.rounds, quiet=True)), flush=True)
+        return
     redis_url = None if args.no_redis else os.environ.get("PE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
     print(f"load average {ab.loadavg()}", flush=True)
     check = asyncio.run(bench_check(args.requests, args.rounds, redis_url))
     asyncio.run(bench_limits_library(args.requests, args.rounds, redis_url))
-    if not args.no_app:
-        plain, limited = bench_app(args.requests, args.rounds)
+    if args.baseline:
+        bench_baseline(args.baseline.resolve(), args.requests, args.rounds, redis_url is not None)
+    elif not args.no_app:
+        res = bench_app(args.requests, args.rounds)
+        plain, delta = statistics.median(res["plain"]), statistics.median(res["delta"])
         print(f"[summary] limit check {check['memory']:.1f} us in memory = {check['memory'] / (plain * 1000):.3f} of "
-              f"the plain chat path's {plain * 1000:.0f} us; measured on the path +{(limited - plain) * 1000:.0f} us"
-              + (f"; Redis {check['redis']:.0f} us wall, {check['redis_cmds']:.0f} commands per request"
+              f"the plain chat path's {plain * 1000:.0f} us; measured on the path +{delta * 1000:.0f} us"
+              + (f"; Redis {check['redis']:.0f} us wall, {check['redis_trips']:.2f} round trips per request "
+                 f"({check['redis_trips_at_once']:.2f} with each settlement sent at once)"
                  if "redis" in check else ""), flush=True)
+    print(f"load average {ab.loadavg()}", flush=True)
 
 
 if __name__ == "__main__":

@@ -270,11 +270,14 @@ class CompiledPolicy(PolicyIR):
     """A compiled policy set that decides: `policyengine.ir.PolicyIR` plus `evaluate`,
     `route`, `allowed_models` and `signals_needed`. Built by `policyengine.dsl`
     (`load_policy_set`, `compile_sources`); never changed by deciding, except for the
-    per-action cache behind `signals_needed`. Safe to share between threads.
+    per-action cache behind `signals_needed` and the shared `LimitHit`s. Safe to share between threads.
     """
 
     _needed: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
     _limit_ix: dict[str, CompiledLimit] | None = field(default=None, init=False, repr=False, compare=False)
+    # (rule id, primary) -> its LimitHit: a hit holds nothing of the request, so one is shared (never changed)
+    _limit_hits: dict[tuple[str, str | None], LimitHit] = field(default_factory=dict, init=False, repr=False,
+                                                                compare=False)
 
     @classmethod
     def from_ir(cls, ir: PolicyIR) -> CompiledPolicy:
@@ -620,10 +623,13 @@ class CompiledPolicy(PolicyIR):
                 continue
             if lm.cond is not None and lm.cond(ctx, []) is False:
                 continue
-            out.append(construct(LimitHit, {
-                "rule_id": lm.rule_id, "kind": lm.kind, "limit": lm.limit_text, "window": lm.window,
-                "scope": list(lm.scope), "model": primary, "on_limit": lm.on_limit, "at_percent": lm.cap_percent,
-                "shadow": lm.shadow}))
+            hit = self._limit_hits.get((lm.rule_id, primary))
+            if hit is None:
+                hit = self._limit_hits[(lm.rule_id, primary)] = construct(LimitHit, {
+                    "rule_id": lm.rule_id, "kind": lm.kind, "limit": lm.limit_text, "window": lm.window,
+                    "scope": list(lm.scope), "model": primary, "on_limit": lm.on_limit,
+                    "at_percent": lm.cap_percent, "shadow": lm.shadow})
+            out.append(hit)
         return out
 
     def route(self, action: Action) -> Routing:

@@ -126,6 +126,9 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
             with contextlib.suppress(Exception):
                 rt.scheduler.shutdown(wait=False)
             await rt.policies.aclose()
+            if rt.limiter is not None:  # the settlements it still holds are applied first
+                with contextlib.suppress(Exception):
+                    await rt.limiter.store.aclose()
             await rt.log.aclose()
             if tracing_here:
                 tracing.shutdown()

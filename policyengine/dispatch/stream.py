@@ -395,7 +395,7 @@ class DispatchStream:
                                              continued_from=continued_from, error=err, complete=False)
                 yield {"error": err}
                 return
-        except GeneratorExit:  # the client went away mid-stream
+        except (GeneratorExit, asyncio.CancelledError):  # the client went away mid-stream (closed, cancelled)
             if self.result is None and acc.sent_any:
                 self.result = DispatchResult(
                     response=acc.completion(), model=self._last_model or "", attempts=self._run.attempts,

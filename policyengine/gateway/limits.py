@@ -1,14 +1,21 @@
 """Counting limits and budgets for a chat request: reserve before the model call, settle after.
 
 The policy says which limits count a request (`Decision.limits`, pure); this module does the
-I/O. `admit(call, body)` reserves the request's estimate on every counter (one round trip to
-the store, all or nothing) and, when a counter is at its limit, lets the policy's `at_limit`
-say what the request becomes: refused (`LimitExceeded`, a 429 with `Retry-After` = the end of
-the window), rerouted to cost-0 models (reserved again, for the limits that still count it),
-or held for approval (the approved overage is charged without a reservation). `charge(call,
-...)` computes what the answer used and cost (from the upstream's usage, else counted from the
-text: `usage_source: counted`), settles the reservation with it (a second round trip) and
-returns the fields the outcome row records: `usage`, `usage_source`, `cost`, `limits`.
+I/O. `admit(call, body)` reserves the request's estimate on every counter (one store call, all
+or nothing) and, when a counter is at its limit, lets the policy's `at_limit` say what the
+request becomes: refused (`LimitExceeded`, a 429 with `Retry-After` = the end of the window),
+rerouted to cost-0 models (reserved again, for the limits that still count it), or held for
+approval (the approved overage is charged without a reservation). `charge(call, ...)` computes
+what the answer used and cost (from the upstream's usage, else counted from the text:
+`usage_source: counted`), settles the reservation with it and returns the fields the outcome
+row records: `usage`, `usage_source`, `cost`, `limits`. `release(call)` gives a reservation back
+when a call ends without an answer on a path that does not charge (cancelled, the log failed).
+
+Settling follows the model that answered: a limit `on model X` counts the request only if X
+answered, and a counter scoped `per model` is charged on the answering model's counter. After a
+failover, the reservation made on the primary's counter is given back and the answering model's
+counter is charged (without a reservation: the answer already happened, so it may pass its cap,
+like an approved overage). A limit that did not count the primary is not charged for a fallback.
 
 Estimates: tokens = the prompt estimate (`dispatch.tokens`) + `max_tokens` (or
 `limits_default_completion_tokens`); spend = those tokens x the primary's cost, rounded up to
@@ -19,6 +26,11 @@ whole service (only admins see it in `/v1/usage`).
 When the store is unreachable, each limit's `on outage` decides: fail open (the request goes
 on, uncounted, and the row says `limits: failed_open`) or fail closed (`LimitsUnavailable`, a
 503). Budgets fail closed by default, rate limits open.
+
+CPU: a request's counters (keys, scopes, windows, prices) are computed once per caller, limits
+and window and then reused from `Limiter`'s plan cache until the first of their windows ends;
+per request only the amounts are computed (integers: money is micro-units, a model's price a
+ratio of integers per token).
 """
 
 from __future__ import annotations
@@ -41,6 +53,7 @@ from policyengine.state.limits import (
     Counter,
     LimitStore,
     LimitStoreUnavailable,
+    Settlement,
     counter_key,
     split_key,
 )
@@ -52,12 +65,12 @@ if TYPE_CHECKING:
 # `call` below is a policyengine.gateway.call.Call (not imported: call -> runtime -> limits)
 Call = Any
 
-__all__ = ["Admission", "Limiter", "admit", "charge", "describe_usage", "usage_report", "window_bounds"]
+__all__ = ["WINDOWS", "Admission", "Limiter", "Slot", "admit", "charge", "describe_usage", "kept_until", "release",
+           "usage_report", "window_bounds"]
 
 log = logging.getLogger("policyengine.gateway")
 
 SHADOW_CAP = 2**62  # the store's cap for a shadow limit's counter: it counts, it never refuses
-
 
 
 def window_bounds(lm: CompiledLimit, now: float) -> tuple[int, float]:
@@ -70,6 +83,12 @@ def window_bounds(lm: CompiledLimit, now: float) -> tuple[int, float]:
     first = datetime(dt.year, dt.month, 1, tzinfo=UTC)
     nxt = datetime(dt.year + dt.month // 12, dt.month % 12 + 1, 1, tzinfo=UTC)
     return int(first.timestamp()), nxt.timestamp()
+
+
+def kept_until(lm: CompiledLimit, end: float) -> float:
+    """Until when a counter of the window ending at `end` is kept: the end of the next window (so
+    `/v1/usage` can show the previous window beside the current one)."""
+    return end + lm.window_s if lm.window_s else window_bounds(lm, end)[1]
 
 
 def scope_of(lm: CompiledLimit, action: Action, principal: Principal, model: str | None) -> tuple[str | None, str]:
@@ -95,11 +114,24 @@ def _micro(amount: Decimal) -> int:
     return int((amount * MICRO).to_integral_value(ROUND_CEILING))
 
 
+def _rate(policy: CompiledPolicy, model: str | None) -> tuple[int, int] | None:
+    """A model's price in micro-units per token as (numerator, denominator); None: not priced."""
+    spec = policy.models.get(model or "")
+    if spec is None or not spec.cost_per_1k:
+        return None
+    return (Decimal(spec.cost_per_1k) * MICRO / 1000).as_integer_ratio()
+
+
+def _units_of(rate: tuple[int, int] | None, tokens: int) -> int:
+    """The micro-units `tokens` cost at `rate`, rounded up (= `_micro(spec.cost_of(tokens))`)."""
+    return -(-tokens * rate[0] // rate[1]) if rate is not None else 0
+
+
 def show_amount(lm: CompiledLimit, units: int) -> str:
     """A counter value in the limit's terms: `12`, `0.25 GBP`."""
     if lm.kind == "spend":
-        d = (Decimal(units) / MICRO).normalize()
-        return f"{format(d, 'f')} {lm.currency}"
+        q, r = divmod(units, MICRO)
+        return f"{q}.{r:06d}".rstrip("0") + f" {lm.currency}" if r else f"{q} {lm.currency}"
     return str(units)
 
 
@@ -109,15 +141,53 @@ def describe_usage(lm: CompiledLimit, level: int, scope: str) -> str:
     return f"{lm.kind} {show_amount(lm, level)} of {lm.limit_text} per {lm.window}{where}"
 
 
+_KIND = {"requests": 0, "tokens": 1, "spend": 2}
+
+
+@dataclass(slots=True, frozen=True)
+class Slot:
+    """Where one limit counts one caller's request in one window: the limit, its counter key and
+    scope (`model=` the hit's model, the chain's primary), the window's start and end (epoch
+    seconds) and the counted model's price (micro-units per token; None: not priced). `kind`
+    (0 requests, 1 tokens, 2 spend), `cap` and `thresholds` repeat the limit's, for the hot path
+    (a `shadow` limit's counter has no cap and no thresholds: it counts, it never refuses nor
+    notifies; `admit` logs its crossing); `keep` is until when the store keeps the counter."""
+
+    hit: LimitHit
+    lm: CompiledLimit
+    tenant: str | None
+    key: str
+    scope: str
+    start: int
+    end: float
+    rate: tuple[int, int] | None
+    kind: int
+    cap: int
+    thresholds: tuple[int, ...]
+    keep: float
+    shadow: bool = False
+
+    def amount(self, tokens: int) -> int:
+        """What a request of `tokens` estimated tokens reserves on this counter."""
+        return 1 if self.kind == 0 else tokens if self.kind == 1 else _units_of(self.rate, tokens)
+
+    def counter(self, amount: int) -> Counter:
+        """This slot's counter holding `amount`."""
+        return Counter(self.key, self.cap, amount, self.end, self.thresholds, self.keep)
+
+
 @dataclass(slots=True)
 class Admission:
-    """What a call holds on the limit counters: each entry's hit, limit, counter and scope, and how:
-    `reserved` (the counters hold this call's estimate), else charged afterwards without a
-    reservation (`mode` = "approved_overage") or not counted at all ("failed_open")."""
+    """What a call holds on the limit counters: each slot with its counter, and how: `reserved`
+    (the counters hold this call's estimate), else charged afterwards without a reservation
+    (`mode` = "approved_overage") or not counted at all ("failed_open")."""
 
-    entries: list[tuple[LimitHit, CompiledLimit, Counter, str]]
+    entries: list[tuple[Slot, Counter]]
     reserved: bool
     mode: str = "reserved"
+
+
+_PLANS_MAX = 4096
 
 
 class Limiter:
@@ -129,17 +199,23 @@ class Limiter:
         self.store = store
         self.clock = clock
         self.default_completion_tokens = default_completion_tokens
+        # (policy id, (rule, model)..., caller) -> (policy, slots, valid until): see `slots`
+        self._plans: dict[tuple[Any, ...], tuple[Any, list[Slot], float]] = {}
 
     def estimate_tokens(self, body: dict[str, Any], prompt_tokens: int | None = None) -> int:
         """Tokens a request may use: its prompt (given, else estimated) plus the answer it asks for."""
         out = requested_output_tokens(body) or self.default_completion_tokens
         return (prompt_tokens if prompt_tokens is not None else estimate_prompt_tokens(body)) + out
 
-    def counters(self, policy: CompiledPolicy, hits: list[LimitHit], action: Action, principal: Principal,
-                 tokens: int, *, charge_only: bool = False) -> list[tuple[LimitHit, CompiledLimit, Counter, str]]:
-        """The counters `hits` reserve for a request of `tokens` estimated tokens (amount 0 with
-        `charge_only`: nothing is reserved, the answer is charged afterwards)."""
+    def slots(self, policy: CompiledPolicy, hits: list[LimitHit], action: Action, principal: Principal) -> list[Slot]:
+        """The counters `hits` count this caller's request on, now. Cached per policy, limits and
+        caller until the first of their windows ends (a new window is a new counter key)."""
         now = self.clock()
+        k = (id(policy), *[(h.rule_id, h.model) for h in hits], principal.tenant, principal.key_id, action.actor,
+             action.use_case)
+        got = self._plans.get(k)
+        if got is not None and got[0] is policy and now < got[2]:
+            return got[1]
         out = []
         for h in hits:
             lm = policy.limit(h.rule_id)
@@ -147,20 +223,27 @@ class Limiter:
                 continue
             start, end = window_bounds(lm, now)
             tenant, scope = scope_of(lm, action, principal, h.model)
-            if charge_only:
-                amount = 0
-            elif lm.kind == "requests":
-                amount = 1
-            elif lm.kind == "tokens":
-                amount = tokens
-            else:
-                spec = policy.models.get(h.model or "")
-                amount = _micro(spec.cost_of(tokens)) if spec is not None else 0
-            # a shadow limit is counted but never refuses (no cap) nor notifies; `admit` logs its crossing
             cap, thresholds = (SHADOW_CAP, ()) if h.shadow else (lm.cap, lm.thresholds)
-            out.append((h, lm, Counter(counter_key(tenant, lm.rule_id, scope, start), cap, amount, end,
-                                       thresholds), scope))
+            out.append(Slot(h, lm, tenant, counter_key(tenant, lm.rule_id, scope, start), scope, start, end,
+                            _rate(policy, h.model) if lm.kind == "spend" else None, _KIND[lm.kind], cap,
+                            thresholds, kept_until(lm, end), h.shadow))
+        if len(self._plans) >= _PLANS_MAX:
+            self._plans.clear()
+        self._plans[k] = (policy, out, min((s.end for s in out), default=now + 60.0))
         return out
+
+    def counters(self, policy: CompiledPolicy, hits: list[LimitHit], action: Action, principal: Principal,
+                 tokens: int, *, charge_only: bool = False) -> list[tuple[Slot, Counter]]:
+        """The counters `hits` reserve for a request of `tokens` estimated tokens (amount 0 with
+        `charge_only`: nothing is reserved, the answer is charged afterwards)."""
+        slots = self.slots(policy, hits, action, principal)
+        if charge_only:
+            return [(s, Counter(s.key, s.cap, 0, s.end, s.thresholds, s.keep)) for s in slots]
+        # inline (this runs on every counted request): Slot.amount
+        return [(s, Counter(s.key, s.cap, 1 if s.kind == 0 else tokens if s.kind == 1 else
+                            -(-tokens * s.rate[0] // s.rate[1]) if s.rate is not None else 0, s.end, s.thresholds,
+                            s.keep))
+                for s in slots]
 
 
 async def admit(call: Call, body: dict[str, Any]) -> None:
@@ -179,9 +262,9 @@ async def admit(call: Call, body: dict[str, Any]) -> None:
             return
         entries = limiter.counters(policy, d.limits, call.action, call.principal, tokens)
         try:
-            res = await limiter.store.reserve([c for _, _, c, _ in entries])
+            res = await limiter.store.reserve([c for _, c in entries])
         except LimitStoreUnavailable as exc:
-            closed = [lm.rule_id for _, lm, _, _ in entries if not lm.fail_open]
+            closed = [s.lm.rule_id for s, _ in entries if not s.lm.fail_open]
             if closed:
                 m.limit_checks.labels("failed_closed").inc()
                 log.error("decision %s: %s; refused (fail closed: %s)", call.decision_id, exc, ", ".join(closed))
@@ -196,19 +279,21 @@ async def admit(call: Call, body: dict[str, Any]) -> None:
         if res.ok:
             m.limit_checks.labels("ok").inc()
             call.admission = Admission(entries, reserved=True)
-            over = []
-            for (hit, lm, c, scope), (used, reserved), crossed in zip(entries, res.levels, res.crossed, strict=True):
-                for j in crossed:
-                    _notify(call, lm, j, used + reserved, scope, c)
-                if hit.shadow and used + reserved > lm.cap:
-                    over.append((hit, describe_usage(lm, used + reserved, scope)))
-            if over:  # what the shadow limits would have done: on the decision (and its log row), not enforced
-                call.decision = policy.shadow_at_limit(call.decision, over)
-                log.info("decision %s: shadow limit(s) at their limit, not enforced: %s", call.decision_id,
-                         "; ".join(f"{h.rule_id} {why}" for h, why in over))
+            if any(res.crossed) or any([s.shadow for s, _ in entries]):
+                over = []
+                for (s, c), (used, reserved), crossed in zip(entries, res.levels, res.crossed, strict=True):
+                    for j in crossed:
+                        _notify(call, s.lm, j, used + reserved, s.scope, c)
+                    if s.shadow and used + reserved > s.lm.cap:
+                        over.append((s.hit, describe_usage(s.lm, used + reserved, s.scope)))
+                if over:  # what the shadow limits would have done: on the decision (and its log row), not enforced
+                    call.decision = policy.shadow_at_limit(call.decision, over)
+                    log.info("decision %s: shadow limit(s) at their limit, not enforced: %s", call.decision_id,
+                             "; ".join(f"{h.rule_id} {why}" for h, why in over))
             return
         assert res.refused is not None
-        hit, lm, c, scope = entries[res.refused]
+        slot, c = entries[res.refused]
+        hit, lm, scope = slot.hit, slot.lm, slot.scope
         used, reserved = res.levels[res.refused]
         why = describe_usage(lm, used + reserved, scope) + f": this request needs {show_amount(lm, c.amount)} more"
         m.limit_exceeded.labels(lm.kind, lm.on_limit).inc()
@@ -252,11 +337,22 @@ def _currency(policy: CompiledPolicy, model: str | None) -> str | None:
     return next((lm.currency for lm in policy.limits if lm.currency), None)
 
 
+def _moved(slot: Slot, call: Call, model: str) -> tuple[Counter, str]:
+    """The counter of `slot`'s limit and window scoped to `model` instead of the primary (a limit
+    counted `per model` after a failover), holding nothing, and its scope."""
+    tenant, scope = scope_of(slot.lm, call.action, call.principal, model)
+    return Counter(counter_key(tenant, slot.lm.rule_id, scope, slot.start), slot.lm.cap, 0, slot.end,
+                   slot.lm.thresholds, slot.keep), scope
+
+
 async def charge(call: Call, model: str | None, usage: Any, body: dict[str, Any], text: str = "",
-                 *, answered: bool = True) -> dict[str, Any]:
+                 *, answered: bool = True, sent: bool = True) -> dict[str, Any]:
     """What the answer used and cost, settled on the call's limits; the outcome row's fields.
-    `answered` False (the chain failed): nothing was used; reservations are released (a request
-    limit still counts the request). Never raises: a failed settle is logged."""
+    `answered` False (the chain failed, the call was cancelled before anything came): nothing was
+    used; reservations are released (a request limit still counts the request on the primary,
+    unless `sent` is False: the request never reached a model).
+    `model` the model that answered: the settlement follows it (see the module docstring).
+    Settles at most once per call; never raises: a failed settle is logged."""
     rt, policy = call.runtime, call.policy
     out: dict[str, Any] = {}
     total = 0
@@ -274,32 +370,78 @@ async def charge(call: Call, model: str | None, usage: Any, body: dict[str, Any]
         rt.metrics.tokens.labels(model or "-", source).inc(total)
         if cost:
             rt.metrics.spend.labels(model or "-", cur or "-").inc(float(cost))
-    adm: Admission | None = getattr(call, "admission", None)
+    adm: Admission | None = call.admission
     if adm is None:
         return out
+    call.admission = None
     if adm.mode == "failed_open":
         out["limits"] = {"mode": "failed_open"}
         return out
-    settled = []
-    shown = []
-    for hit, lm, counter, scope in adm.entries:
-        if lm.kind == "requests":
-            actual = 1
-        elif lm.kind == "tokens":
+    settled: list[Settlement] = []
+    scopes: list[tuple[Slot, str]] = []  # settled[i]'s slot and scope (for its notices)
+    counters = []
+    spent: int | None = None
+    for slot, counter in adm.entries:
+        lm = slot.lm
+        held = counter.amount if adm.reserved else 0
+        kind = slot.kind
+        if not answered:
+            settled.append((counter, held, 1 if kind == 0 and sent else 0))
+            scopes.append((slot, slot.scope))
+            counters.append({"rule_id": lm.rule_id, "scope": slot.scope,
+                             "charged": "1" if kind == 0 and sent else show_amount(lm, 0)})
+            continue
+        if lm.models is not None and model not in lm.models:
+            # another model answered (a failover): this limit does not count it
+            settled.append((counter, held, 0))
+            scopes.append((slot, slot.scope))
+            counters.append({"rule_id": lm.rule_id, "scope": slot.scope, "charged": show_amount(lm, 0),
+                             "released": f"answered by {model}"})
+            continue
+        if kind == 0:
+            actual, shown_actual = 1, "1"
+        elif kind == 1:
             actual = total
-        else:
-            # the model that answered is charged at its own price (a fallback may cost more or less)
-            actual = _micro(cost) if (lm.models is None or model in lm.models) else 0
-        settled.append((counter, counter.amount if adm.reserved else 0, actual))
-        shown.append({"rule_id": hit.rule_id, "scope": scope, "charged": show_amount(lm, actual)})
+            shown_actual = str(total)
+        else:  # the model that answered is charged at its own price (a fallback may cost more or less)
+            if spent is None:
+                spent = _units_of(slot.rate, total) if model == slot.hit.model else _micro(cost)
+            actual = spent
+            shown_actual = show_amount(lm, actual)
+        if model is not None and model != slot.hit.model and "model" in lm.scope:
+            # the counter is per model: give the primary's reservation back, charge the answering model's
+            other, scope = _moved(slot, call, model)
+            settled.append((counter, held, 0))
+            scopes.append((slot, slot.scope))
+            settled.append((other, 0, actual))
+            scopes.append((slot, scope))
+            counters.append({"rule_id": lm.rule_id, "scope": scope, "charged": shown_actual,
+                             "moved_from": slot.scope})
+            continue
+        settled.append((counter, held, actual))
+        scopes.append((slot, slot.scope))
+        counters.append({"rule_id": lm.rule_id, "scope": slot.scope, "charged": shown_actual})
+
+    def crossed(i: int, j: int, level: int) -> None:
+        slot, scope = scopes[i]
+        _notify(call, slot.lm, j, level, scope, settled[i][0])
+
     try:
-        await rt.limiter.store.settle(settled)  # type: ignore[union-attr]
+        await rt.limiter.store.settle(settled, crossed)  # type: ignore[union-attr]
     except LimitStoreUnavailable as exc:
         log.error("decision %s: usage not settled on its limits: %s", call.decision_id, exc)
         out["limits_settled"] = False
-    out["limits"] = {"mode": adm.mode, "counters": shown}
-    call.admission = None
+    out["limits"] = {"mode": adm.mode, "counters": counters}
     return out
+
+
+async def release(call: Call, *, sent: bool = False) -> None:
+    """Give back what `call` still holds on the limit counters: it ends without an answer on a path
+    that records no charge (held for approval, refused, the client left while it waited). With
+    `sent` (the request reached a model) a request limit keeps counting it. No-op when nothing
+    is held (the call was settled); never raises."""
+    if call.admission is not None:
+        await charge(call, None, None, {}, answered=False, sent=sent)
 
 
 def _notify(call: Call, lm: CompiledLimit, j: int, level: int, scope: str, counter: Counter) -> None:
@@ -347,10 +489,18 @@ async def _send(sender: Any, kind: str, target: str, body: dict[str, Any], key: 
         log.warning("limit notice to %s failed: %s", kind, exc)
 
 
-async def usage_report(runtime: Any, tenant: str | None) -> dict[str, Any]:
-    """The live limit counters of `tenant` (None: every tenant and the service-wide ones), each
-    with its limit from the serving policy: used, reserved, remaining, the share used and when its
-    window resets. Raises `LimitsUnavailable` when the store cannot be reached."""
+WINDOWS = ("current", "previous", "all")
+"""What `usage_report` may list: the current windows, the ones just before them, or both."""
+
+
+async def usage_report(runtime: Any, tenant: str | None, window: str = "current") -> dict[str, Any]:
+    """The limit counters of `tenant` (None: every tenant and the service-wide ones), each with its
+    limit from the serving policy: used, reserved, remaining, the share used, its window's start
+    and end (`resets_at`) and `window_state` (`current`, or `previous`: the window before the
+    current one, kept until the current one ends). `window` picks which (one of `WINDOWS`).
+    Raises `LimitsUnavailable` when the store cannot be reached."""
+    if window not in WINDOWS:
+        raise ValueError(f"window must be one of {', '.join(WINDOWS)}")
     limiter: Limiter | None = runtime.limiter
     if limiter is None:
         return {"counters": []}
@@ -359,11 +509,16 @@ async def usage_report(runtime: Any, tenant: str | None) -> dict[str, Any]:
         states = await limiter.store.usage(tenant)
     except LimitStoreUnavailable as exc:
         raise LimitsUnavailable(f"the limit counters are unavailable ({exc}); retry later")
+    now = limiter.clock()
     out = []
     for st in states:
         t, rule_id, scope, start = split_key(st.key)
         lm = policy.limit(rule_id)
         if lm is None:  # a limit of an earlier policy version: its counters expire with their window
+            continue
+        end = window_bounds(lm, start)[1]
+        state = "current" if end > now else "previous"
+        if window != "all" and state != window:
             continue
         level = st.used + st.reserved
         out.append({
@@ -371,5 +526,5 @@ async def usage_report(runtime: Any, tenant: str | None) -> dict[str, Any]:
             "window": lm.window, "scope": scope, "used": show_amount(lm, st.used),
             "reserved": show_amount(lm, st.reserved), "remaining": show_amount(lm, max(0, lm.amount - level)),
             "percent": round(100 * level / lm.amount, 2) if lm.amount else 100.0, "window_start": start,
-            "resets_at": st.expires_at, "source": lm.source})
+            "resets_at": end, "window_state": state, "source": lm.source})
     return {"counters": out}

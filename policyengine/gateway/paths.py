@@ -14,6 +14,7 @@ decide -> record the decision row -> [call models while it commits] -> confirm t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -263,30 +264,43 @@ async def _waiting_stream(call: Call, body: dict[str, Any], h: Held, *, recorded
     keepalive = rt.settings.chat_hold_keepalive_s
 
     async def relay(enc: StreamEncoder) -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + call.hold_wait_s
-        cur = h
-        while cur.pending and (left := deadline - loop.time()) > 0:
-            yield enc.comment(f"held for human review: approval {cur.approval_id}")
-            cur = await held.wait(call, cur, min(keepalive, left))
+        started[0] = True
         try:
-            if not cur.approved:
-                raise held.required(call, cur) if cur.pending else held.refused(call, cur)
-            if cur.answers:
-                res = await _released(call, cur, stream=True, recorded=True, answered=answered)
-            else:
-                _check_route(call)
-                res = await stream_chat(call, body, recorded=True,
-                                        extra={"outcome": "resumed", "approval_id": cur.approval_id})
-        except GatewayError as exc:
-            yield enc.chunk({"error": {"message": exc.message, "type": exc.code, "code": exc.code,
-                                       "decision_id": call.decision_id, **exc.extra}})
-            return
-        assert isinstance(res, ChatStream)
-        async for part in res.relay(enc):
-            yield part
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + call.hold_wait_s
+            cur = h
+            while cur.pending and (left := deadline - loop.time()) > 0:
+                yield enc.comment(f"held for human review: approval {cur.approval_id}")
+                cur = await held.wait(call, cur, min(keepalive, left))
+            try:
+                if not cur.approved:
+                    raise held.required(call, cur) if cur.pending else held.refused(call, cur)
+                if cur.answers:
+                    res = await _released(call, cur, stream=True, recorded=True, answered=answered)
+                else:
+                    _check_route(call)
+                    res = await stream_chat(call, body, recorded=True,
+                                            extra={"outcome": "resumed", "approval_id": cur.approval_id})
+            except GatewayError as exc:
+                yield enc.chunk({"error": {"message": exc.message, "type": exc.code, "code": exc.code,
+                                           "decision_id": call.decision_id, **exc.extra}})
+                return
+            assert isinstance(res, ChatStream)
+            async with contextlib.aclosing(res.relay(enc)) as parts:  # closed with this one (it settles then)
+                async for part in parts:
+                    yield part
+        finally:
+            # refused, still pending, or the client left while it waited: nothing was answered
+            await limits_mod.release(call)
 
-    return ChatStream(call, None, [], call.decision.tags, relay)
+    started = [False]
+
+    async def never_started() -> None:
+        if not started[0]:
+            started[0] = True
+            await limits_mod.release(call)
+
+    return ChatStream(call, None, [], call.decision.tags, lambda enc: _Relay(relay(enc), never_started))
 
 
 def _check_route(call: Call) -> None:
@@ -306,7 +320,13 @@ async def chat(call: Call, body: dict[str, Any], *, stream: bool) -> Completion 
     its children, also for a stream that ends after this returns)."""
     with tracing.span("policyengine.decide chat", lambda: _decide_attrs(call), kind="SERVER") as sp:
         call.trace = tracing.context_of(sp)
-        result = await _chat(call, body, stream=stream)
+        try:
+            result = await _chat(call, body, stream=stream)
+        except BaseException:
+            # every path that raises without having settled (held for approval, refused, cancelled):
+            # what the call still holds on the limit counters is given back
+            await limits_mod.release(call)
+            raise
         if sp is not None:
             tracing.annotate(sp, {"policyengine.effect": call.decision.effect,
                                   "policyengine.model": getattr(result, "model", None)})
@@ -488,14 +508,14 @@ async def stream_chat(call: Call, body: dict[str, Any], *, recorded: bool = Fals
         first = None
     except DispatchError as exc:
         failed, first = exc, None
-    except BaseException:
+    except BaseException:  # cancelled before the first chunk (the client went away, shutdown)
         pending.abandon()
-        await stream.aclose()
+        await _abandon(call, stream, "cancelled")
         raise
     try:
         await pending
-    except BaseException:
-        await stream.aclose()
+    except BaseException:  # the decision row could not be committed, or cancelled meanwhile
+        await _abandon(call, stream, None)
         raise
     if failed is not None:
         await stream.aclose()
@@ -512,9 +532,11 @@ async def stream_chat(call: Call, body: dict[str, Any], *, recorded: bool = Fals
     note = rt.settings.tool_calls_denied == "note"
 
     async def relay(enc: StreamEncoder) -> AsyncIterator[bytes]:
+        started[0] = True
         outcome, err_info = "ok", None
         tools = ToolCallBuffer()
         verdicts: list[ToolVerdict] = []
+        gone = True  # until the loop below ends by itself: the client went away (closed or cancelled)
 
         async def send(chunk: dict[str, Any]) -> list[dict[str, Any]]:
             """What to send for one upstream chunk: tool calls are held back until judged."""
@@ -553,8 +575,11 @@ async def stream_chat(call: Call, body: dict[str, Any], *, recorded: bool = Fals
                 yield enc.chunk({"error": {"message": f"stream failed ({exc.reason})"
                                            + (f": {exc.message}" if exc.message else ""),
                                            "type": "upstream_error", "code": exc.reason, "decision_id": decision_id}})
+            gone = False
         finally:
             await stream.aclose()
+            if gone:  # the client left mid-stream: charge what was relayed (no more yields here)
+                await _settle_gone(call, stream, model, body, verdicts)
         res = getattr(stream, "result", None)
         final_model = getattr(res, "model", None) or model
         atts = _stream_attempts(stream)
@@ -578,7 +603,66 @@ async def stream_chat(call: Call, body: dict[str, Any], *, recorded: bool = Fals
             yield enc.done()
 
     tags = list(dict.fromkeys([*d.tags, "under-review"])) if review else d.tags
-    return ChatStream(call, model, _stream_attempts(stream), tags, relay)
+    started = [False]
+
+    async def never_started() -> None:  # the response was dropped before its body was read
+        if not started[0]:
+            started[0] = True
+            await _abandon(call, stream, "client_disconnected")
+
+    return ChatStream(call, model, _stream_attempts(stream), tags, lambda enc: _Relay(relay(enc), never_started))
+
+
+class _Relay:
+    """A stream's relay generator that also settles when it is closed without ever being started
+    (the client went away before the response's body was read): `aclose` then releases the
+    limits the call holds, closes the upstream stream and records the outcome row."""
+
+    __slots__ = ("_gen", "_unstarted")
+
+    def __init__(self, gen: AsyncIterator[bytes], unstarted: Any) -> None:
+        self._gen, self._unstarted = gen, unstarted
+
+    def __aiter__(self) -> _Relay:
+        return self
+
+    def __anext__(self) -> Any:
+        return self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        """Close the relay; if its body never ran, abandon the call's stream (see the class)."""
+        try:
+            await self._gen.aclose()  # type: ignore[attr-defined]
+        finally:
+            await self._unstarted()
+
+
+async def _abandon(call: Call, stream: Any, outcome: str | None) -> None:
+    """A stream that ends before anything was relayed: its limits are released (a request limit
+    keeps the request) whatever happens to the rest; the upstream stream is closed; with `outcome`
+    the outcome row says so (None: the decision row was not committed, there is nothing to complete)."""
+    try:
+        charged = await limits_mod.charge(call, None, None, {}, answered=False) if call.admission is not None else {}
+        if outcome is not None:
+            call.outcome(outcome=outcome, model=None, attempts=_stream_attempts(stream), stream=True, **charged)
+    finally:
+        await stream.aclose()
+
+
+async def _settle_gone(call: Call, stream: Any, model: str | None, body: dict[str, Any],
+                       verdicts: list[ToolVerdict]) -> None:
+    """The client left a stream after its first chunk: charge what the upstream produced so far
+    (its usage if it sent any, else counted from the text relayed) and record the outcome row."""
+    res = getattr(stream, "result", None)
+    final_model = getattr(res, "model", None) or model
+    text = _text_or_empty(res.response) if res is not None else ""
+    charged = await limits_mod.charge(call, final_model, getattr(res, "usage", None), body, text)
+    atts = _stream_attempts(stream)
+    _count_attempts(call, atts)
+    call.runtime.metrics.chat_requests.labels(final_model or "-", "client_disconnected").inc()
+    call.outcome(outcome="client_disconnected", model=final_model, attempts=atts, stream=True, **charged,
+                 finish_reason=None, complete=False,
+                 **({"tool_calls": [v.as_json() for v in verdicts]} if verdicts else {}))
 
 
 def _text_or_empty(resp: dict[str, Any]) -> str:

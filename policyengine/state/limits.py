@@ -14,16 +14,20 @@ Why not the `limits` library: it counts hits against rate limits (moving / fixed
 windows) and has no reservation to settle later with a different amount, no all-or-nothing
 hit across several limits, and no per-window notice flags. Building them on top of it would
 take a second round trip per request (hit, then correct the amount) and a race between the
-limits of one request. Hand-written, one Lua script per step keeps it to one Redis round trip
-for reserve and one for settle; benchmarks/limits_bench.py measures it beside `limits`
-(`FixedWindowRateLimiter.hit`) in the same run.
+limits of one request. Hand-written, one Lua script does both steps: the Redis store sends a
+request's settlement with the next reservation (one round trip per request, see
+`policyengine.state.limits_redis`); benchmarks/limits_bench.py measures it beside `limits`
+(`FixedWindowRateLimiter.hit`) in the same run and counts the round trips.
 
-Notices: each counter may carry thresholds (counter values); the reservation that first
-reaches a threshold in a window reports it, once per window, whichever replica it ran on.
+Notices: each counter may carry thresholds (counter values); the reservation or settlement that
+first brings a counter's `used + reserved` to a threshold in a window reports it, once per window,
+whichever replica it ran on (a settlement matters when the real use exceeds the estimate, or
+for an approved overage, which is charged without a reservation).
 
-The window is part of the counter's key, so a new window is a new counter and old ones expire
-(Redis `PEXPIREAT`; in memory, dropped when read after their end). A reservation whose request
-never settles (the process died) is freed when its window ends.
+The window is part of the counter's key, so a new window is a new counter; an ended one is kept
+until its `keep_until` (one more window: `usage` shows the previous window) and then expires
+(Redis `PEXPIREAT`; in memory, dropped when purged). A reservation whose request never settles
+(the process died) is freed when its window ends.
 """
 
 from __future__ import annotations
@@ -35,8 +39,8 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 from urllib.parse import quote, unquote
 
-__all__ = ["Counter", "CounterState", "LimitStore", "LimitStoreUnavailable", "MemoryLimitStore", "Reservation",
-           "counter_key", "split_key"]
+__all__ = ["Counter", "CounterState", "Crossed", "LimitStore", "LimitStoreUnavailable", "MemoryLimitStore",
+           "Reservation", "Settlement", "counter_key", "split_key"]
 
 
 class LimitStoreUnavailable(Exception):
@@ -75,13 +79,21 @@ def split_key(key: str) -> tuple[str, str, str, int]:
 @dataclass(slots=True)
 class Counter:
     """One counter a request reserves against: its key, the cap, this request's amount, when the
-    window ends (epoch seconds) and the counter values at which a notice is due."""
+    window ends (epoch seconds), the counter values at which a notice is due, and until when the
+    store keeps it (`keep_until`, 0: the window's end; the gateway keeps a counter for one more
+    window, so `usage` can show the previous one)."""
 
     key: str
     cap: int
     amount: int
     expires_at: float
     thresholds: tuple[int, ...] = ()
+    keep_until: float = 0.0
+
+    @property
+    def kept_until(self) -> float:
+        """When the store may drop this counter."""
+        return self.keep_until or self.expires_at
 
 
 @dataclass(slots=True)
@@ -97,9 +109,20 @@ class Reservation:
     crossed: list[tuple[int, ...]] = field(default_factory=list)
 
 
+Settlement = tuple[Counter, int, int]
+"""(counter, reserved, actual): give back `reserved` of what the request reserved on the counter and
+add `actual` to its settled value (`reserved` 0: a charge without a reservation)."""
+
+Crossed = Callable[[int, int, int], None]
+"""Told `(i, j, level)` when settlement i brought its counter to threshold j first in its window
+(`level` = used + reserved after it). May be called after `settle` returned (a store that sends
+settlements later calls it then); must not raise."""
+
+
 @dataclass(frozen=True, slots=True)
 class CounterState:
-    """One live counter as `usage` lists it."""
+    """One counter as `usage` lists it: `expires_at` is when the store drops it (its window may have
+    ended before: the key names the window)."""
 
     key: str
     used: int
@@ -116,12 +139,20 @@ class LimitStore(Protocol):
         """Reserve each counter's amount, all or nothing, atomically (one round trip)."""
         ...
 
-    async def settle(self, settled: list[tuple[Counter, int, int]]) -> None:
-        """For each (counter, reserved, actual): `reserved -= reserved; used += actual` (one round trip)."""
+    async def settle(self, settled: list[Settlement], on_crossed: Crossed | None = None) -> None:
+        """For each (counter, reserved, actual): `reserved -= reserved; used += actual`, then the
+        thresholds it reached are told to `on_crossed`. May be applied after it returns, but only
+        in the safe direction: until it is applied the counter holds at least what the request
+        used (a store may delay a settlement whose `actual <= reserved`, never one that adds)."""
+        ...
+
+    async def flush(self) -> None:
+        """Apply every settlement this process still holds (before reading or closing)."""
         ...
 
     async def usage(self, tenant: str | None) -> list[CounterState]:
-        """The live counters of `tenant` (None: every tenant, and the ones not counted per tenant)."""
+        """The counters the store still keeps for `tenant` (None: every tenant, and the ones not
+        counted per tenant): the current windows', and ended ones until their `keep_until`."""
         ...
 
     async def set_used(self, counter: Counter, used: int) -> None:
@@ -129,18 +160,27 @@ class LimitStore(Protocol):
         ...
 
     async def aclose(self) -> None:
-        """Release connections."""
+        """Apply what is held (`flush`, best effort), then release connections."""
         ...
 
 
 class _Cell:
-    __slots__ = ("expires_at", "flags", "reserved", "used")
+    __slots__ = ("expires_at", "flags", "keep_until", "reserved", "used")
 
-    def __init__(self, expires_at: float) -> None:
+    def __init__(self, expires_at: float, keep_until: float) -> None:
         self.used = 0
         self.reserved = 0
         self.expires_at = expires_at
+        self.keep_until = keep_until
         self.flags: set[int] = set()
+
+
+def _reached(thresholds: tuple[int, ...], cell: _Cell) -> tuple[int, ...]:
+    """The thresholds `cell` has reached and not reported yet this window (now flagged as reported)."""
+    after = cell.used + cell.reserved
+    hit = tuple(j for j, t in enumerate(thresholds) if after >= t and j not in cell.flags)
+    cell.flags.update(hit)
+    return hit
 
 
 class MemoryLimitStore:
@@ -153,51 +193,60 @@ class MemoryLimitStore:
     def _cell(self, c: Counter, now: float) -> _Cell:
         cell = self._cells.get(c.key)
         if cell is None or cell.expires_at <= now:
-            cell = self._cells[c.key] = _Cell(c.expires_at)
+            cell = self._cells[c.key] = _Cell(c.expires_at, c.kept_until)
             if len(self._cells) > 4096 and len(self._cells) % 1024 == 0:
                 self._purge(now)
         return cell
 
     def _purge(self, now: float) -> None:
-        for k in [k for k, v in self._cells.items() if v.expires_at <= now]:
+        for k in [k for k, v in self._cells.items() if v.keep_until <= now]:
             del self._cells[k]
 
     async def reserve(self, counters: list[Counter]) -> Reservation:
         """See `LimitStore.reserve`."""
         now = self._clock()
-        cells = [self._cell(c, now) for c in counters]
-        for i, (c, cell) in enumerate(zip(counters, cells, strict=True)):
+        get = self._cells.get
+        cells = []
+        for c in counters:  # check every counter first: all or nothing
+            cell = get(c.key)
+            if cell is None or cell.expires_at <= now:
+                cell = self._cell(c, now)
             if c.amount > 0 and cell.used + cell.reserved + c.amount > c.cap:
-                return Reservation(False, i, [(x.used, x.reserved) for x in cells])
-        levels: list[tuple[int, int]] = []
+                rest = [self._cell(k, now) for k in counters[len(cells):]]
+                return Reservation(False, len(cells), [(x.used, x.reserved) for x in (*cells, *rest)])
+            cells.append(cell)
+        levels = []
         crossed: list[tuple[int, ...]] = []
         for c, cell in zip(counters, cells, strict=True):
             cell.reserved += c.amount
-            after = cell.used + cell.reserved
-            hit = tuple(j for j, t in enumerate(c.thresholds) if after >= t and j not in cell.flags)
-            cell.flags.update(hit)
             levels.append((cell.used, cell.reserved))
-            crossed.append(hit)
+            crossed.append(_reached(c.thresholds, cell) if c.thresholds else ())
         return Reservation(True, None, levels, crossed)
 
-    async def settle(self, settled: list[tuple[Counter, int, int]]) -> None:
-        """See `LimitStore.settle`. A counter whose window ended meanwhile is not revived."""
-        now = self._clock()
-        for c, reserved, actual in settled:
+    async def settle(self, settled: list[Settlement], on_crossed: Crossed | None = None) -> None:
+        """See `LimitStore.settle` (applied at once). A counter whose window ended meanwhile is not revived."""
+        for i, (c, reserved, actual) in enumerate(settled):
             cell = self._cells.get(c.key)
-            if cell is None:
-                if c.expires_at <= now:
+            if cell is None:  # (a cell found is this counter's window: the key names the window)
+                now = self._clock()
+                if c.kept_until <= now:
                     continue
                 cell = self._cell(c, now)
             cell.reserved = max(0, cell.reserved - reserved)
             cell.used += actual
+            if actual and c.thresholds and on_crossed is not None:
+                for j in _reached(c.thresholds, cell):
+                    on_crossed(i, j, cell.used + cell.reserved)
+
+    async def flush(self) -> None:
+        """Nothing is held: settlements apply at once."""
 
     async def usage(self, tenant: str | None) -> list[CounterState]:
         """See `LimitStore.usage`."""
         now = self._clock()
         head = None if tenant is None else counter_key(tenant, "", "", 0).split("|", 1)[0] + "|"
-        return sorted((CounterState(k, v.used, v.reserved, v.expires_at) for k, v in self._cells.items()
-                       if v.expires_at > now and (head is None or k.startswith(head))), key=lambda s: s.key)
+        return sorted((CounterState(k, v.used, v.reserved, v.keep_until) for k, v in self._cells.items()
+                       if v.keep_until > now and (head is None or k.startswith(head))), key=lambda s: s.key)
 
     async def set_used(self, counter: Counter, used: int) -> None:
         """See `LimitStore.set_used`."""

@@ -108,7 +108,7 @@ async def test_windows_roll_over_on_the_clock(store) -> None:
 
     async def once() -> bool:
         entries = limiter.counters(policy, hits, action, principal, 10)
-        return (await store.reserve([c for _, _, c, _ in entries])).ok
+        return (await store.reserve([c for _, c in entries])).ok
 
     assert [await once(), await once(), await once()] == [True, True, False]
     now[0] += 9.9
@@ -124,7 +124,115 @@ async def test_redis_outage_is_reported() -> None:
     try:
         with pytest.raises(LimitStoreUnavailable):
             await s.reserve([_c("a|b|c|0", 1, 1)])
+        # a settlement that adds is sent at once; it never left (no connection): it is held for later
+        await s.settle([(_c("a|b|c|0", 1, 1), 0, 1)])
+        # one that only gives back is held anyway; a flush that cannot connect keeps both
+        await s.settle([(_c("a|b|c|0", 1, 1), 1, 1)])
         with pytest.raises(LimitStoreUnavailable):
-            await s.settle([(_c("a|b|c|0", 1, 1), 1, 1)])
+            await s.flush()
+        assert len(s._held) == 2 and s.dropped == 0
     finally:
         await s.aclose()
+
+
+async def test_a_settlement_reaching_a_threshold_reports_it(store) -> None:
+    a = counter_key("acme", "p:1", "", 0)
+    seen: list[tuple[int, int, int]] = []
+    assert (await store.reserve([_c(a, 100, 10, thresholds=(50, 80))])).crossed[0] == ()
+    # the answer used more than the estimate: the settlement is what reaches 50 (once per window)
+    await store.settle([(_c(a, 100, 10, thresholds=(50, 80)), 10, 60)], lambda *x: seen.append(x))
+    await store.flush()
+    assert seen == [(0, 0, 60)]
+    await store.settle([(_c(a, 100, 0, thresholds=(50, 80)), 0, 5)], lambda *x: seen.append(x))
+    await store.flush()
+    assert seen == [(0, 0, 60)]  # 65: nothing new
+
+
+@pytest.mark.redis
+async def test_redis_settlements_ride_on_the_next_reservation(redis_url: str) -> None:
+    prefix = f"pe-test-{uuid.uuid4().hex[:8]}:"
+    a = RedisLimitStore(redis_url, prefix=prefix, flush_after=30)  # no background flush in this test
+    b = RedisLimitStore(redis_url, prefix=prefix)  # another replica
+    k = counter_key("acme", "p:1", "tenant=acme", 0)
+    try:
+        assert (await a.reserve([_c(k, 100, 10)])).ok
+        trips = a.round_trips
+        await a.settle([(_c(k, 100, 10), 10, 7)])  # gives back 3: held, nothing sent
+        assert a.round_trips == trips
+        assert [(s.used, s.reserved) for s in await b.usage("acme")] == [(0, 10)]  # over-charged meanwhile
+        res = await a.reserve([_c(k, 100, 10)])  # one call: the held settlement, then this reservation
+        assert res.ok and res.levels == [(7, 10)] and a.round_trips == trips + 1
+        # a settlement that adds (the answer was longer than the estimate) is sent at once
+        await a.settle([(_c(k, 100, 10), 10, 25)])
+        assert a.round_trips == trips + 2
+        assert [(s.used, s.reserved) for s in await b.usage("acme")] == [(32, 0)]
+    finally:
+        for s in (a, b):
+            keys = [x async for x in s._redis.scan_iter(match=prefix + "*")]
+            if keys:
+                await s._redis.delete(*keys)
+        await a.aclose()
+        await b.aclose()
+
+
+@pytest.mark.redis
+async def test_redis_held_settlements_are_flushed_within_the_delay(redis_url: str) -> None:
+    prefix = f"pe-test-{uuid.uuid4().hex[:8]}:"
+    a = RedisLimitStore(redis_url, prefix=prefix, flush_after=0.05)
+    b = RedisLimitStore(redis_url, prefix=prefix)
+    k = counter_key("acme", "p:1", "tenant=acme", 0)
+    try:
+        # 200 requests on two replicas against a cap of 50 x 3: exactly 50 are admitted, whatever is held
+        async def one(s: RedisLimitStore) -> bool:
+            r = await s.reserve([_c(k, 150, 3)])
+            if r.ok:
+                await asyncio.sleep(0)
+                await s.settle([(_c(k, 150, 3), 3, 3)])
+            return r.ok
+
+        res = await asyncio.gather(*(one(a if i % 2 else b) for i in range(200)))
+        assert sum(res) == 50
+        await asyncio.sleep(0.3)  # an idle replica's held settlements are sent by then
+        assert not a._held and not b._held
+        raw = await b._redis.hmget(prefix + "lim:" + k, "u", "r")
+        assert [int(x) for x in raw] == [150, 0]
+    finally:
+        for s in (a, b):
+            keys = [x async for x in s._redis.scan_iter(match=prefix + "*")]
+            if keys:
+                await s._redis.delete(*keys)
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_usage_shows_the_previous_window(store) -> None:
+    from types import SimpleNamespace
+
+    from policyengine.gateway.limits import usage_report
+
+    policy = compile_sources({"w.policy": POLICY})
+    now = [float(int(time.time() // 10) * 10 + 10)]
+    limiter = Limiter(store, clock=lambda: now[0])
+    if isinstance(store, MemoryLimitStore):
+        store._clock = lambda: now[0]
+    action = Action(action="chat", tenant=f"t-{uuid.uuid4().hex[:6]}", actor="bob")
+    principal = Principal(tenant=action.tenant or "", key_id="k1", subject="s", roles=frozenset({"app"}),
+                          groups=frozenset())
+    entries = limiter.counters(policy, policy.evaluate(action).limits, action, principal, 10)
+    assert (await store.reserve([c for _, c in entries])).ok
+    await store.settle([(c, c.amount, c.amount) for _, c in entries])
+    rt = SimpleNamespace(limiter=limiter, policies=SimpleNamespace(current=policy))
+
+    async def kinds(window: str) -> dict[str, str]:
+        return {u["kind"]: u["window_state"] for u in (await usage_report(rt, action.tenant, window))["counters"]}
+
+    assert await kinds("current") == {"requests": "current", "spend": "current"}
+    now[0] += 10  # the next 10 s window: the request counter is now the previous window's
+    assert await kinds("current") == {"spend": "current"}
+    assert await kinds("previous") == {"requests": "previous"}
+    assert await kinds("all") == {"requests": "previous", "spend": "current"}
+    [prev] = (await usage_report(rt, action.tenant, "previous"))["counters"]
+    assert prev["used"] == "1" and prev["resets_at"] == prev["window_start"] + 10
+    if isinstance(store, MemoryLimitStore):
+        now[0] += 10  # two windows on: no longer kept
+        assert await kinds("previous") == {}

@@ -1,7 +1,8 @@
-"""Limit and budget usage: `GET /v1/usage[?tenant=...]`.
+"""Limit and budget usage: `GET /v1/usage[?tenant=...][&window=current|previous|all]`.
 
 Any key sees its own tenant's counters (the current window of every limit that counted one of
-its requests). An admin key sees every tenant's, and the service-wide counters (limits with no
+its requests; `window=previous` the window before it, `all` both: each counter says which in
+`window_state`). An admin key sees every tenant's, and the service-wide counters (limits with no
 `per`, or `per model` alone); `?tenant=` narrows it to one. The figures are the ones the limits
 decide on (shared by every replica when the counters are in Redis).
 """
@@ -13,7 +14,7 @@ from starlette.responses import Response
 
 from policyengine.api.errors import ApiError, json_response
 from policyengine.api.http import require_principal
-from policyengine.gateway.limits import usage_report
+from policyengine.gateway.limits import WINDOWS, usage_report
 from policyengine.types import Principal
 
 router = APIRouter(prefix="/v1/usage", tags=["usage"])
@@ -28,5 +29,9 @@ async def get_usage(request: Request, principal: Principal = Depends(require_pri
         if asked is not None and asked != principal.tenant:
             raise ApiError(403, f"tenant {asked!r} is not this key's tenant", code="tenant_mismatch", param="tenant")
         tenant = principal.tenant
-    report = await usage_report(request.app.state.runtime, tenant)
-    return json_response({"object": "usage", "tenant": tenant, **report})
+    window = request.query_params.get("window", "current")
+    if window not in WINDOWS:
+        raise ApiError(422, f"window must be one of {', '.join(WINDOWS)}, got {window[:40]!r}",
+                       code="invalid_request", param="window")
+    report = await usage_report(request.app.state.runtime, tenant, window)
+    return json_response({"object": "usage", "tenant": tenant, "window": window, **report})
