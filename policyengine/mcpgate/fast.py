@@ -106,7 +106,9 @@ class FastPath:
                                 {"jsonrpc": "2.0", "id": rid, "error": {"code": exc.code, "message": exc.message}})
         if result.get("resultType") is None:
             result["resultType"] = "complete"
-        meta = result["_meta"]
+        meta = result.get("_meta")
+        if not isinstance(meta, dict):
+            meta = result["_meta"] = {}
         if meta.get(SERVER_INFO_META_KEY) is None:
             meta[SERVER_INFO_META_KEY] = g.server.server_info_stamp
         await _write(send, 200, {"jsonrpc": "2.0", "id": rid, "result": result})
