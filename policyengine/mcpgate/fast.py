@@ -7,11 +7,13 @@ both ways; measured in benchmarks/mcp_bench.py that costs more than the whole 1 
 (see benchmarks/mcp.md). This path does, for the calls that are only decided and forwarded,
 what that entry does, with the SDK's own checks:
 
-1. the transport security check (Host/Origin, when configured), the Accept header, one copy of
-   each routing header, and the envelope ladder `classify_inbound_request` (protocol version,
-   client capabilities, `Mcp-Method` / `Mcp-Name` equal to the body);
+1. the transport security check (Host/Origin, when configured), the Accept header (JSON and
+   SSE, as `check_accept_headers` reads it), one copy of each routing header, and the envelope
+   ladder `classify_inbound_request` (protocol version, client capabilities, `Mcp-Method` /
+   `Mcp-Name` equal to the body);
 2. the params validated as the SDK validates them (`validate_client_request`), and the
-   `Mcp-Param-*` headers against the tool's input schema;
+   `Mcp-Param-*` headers against the tool's input schema when it declares `x-mcp-header`
+   arguments (without any, the SDK's check has nothing to compare);
 3. the call decided and its decision row committed (`McpGateway.decide`, the same as on the
    SDK's path); allowed -> forwarded (`McpGateway.forward_wire`) to an upstream on the raw
    JSON-RPC path, and the answer written as `application/json`.
@@ -29,8 +31,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import mcp_types as types
 import orjson
-from mcp.server.streamable_http import check_accept_headers
 from mcp.server.transport_security import TransportSecurityMiddleware, TransportSecuritySettings
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import (
@@ -40,11 +42,13 @@ from mcp.shared.inbound import (
     classify_inbound_request,
     find_duplicated_routing_header,
     validate_mcp_param_headers,
+    x_mcp_header_map,
 )
 from mcp_types import SERVER_INFO_META_KEY
 from mcp_types import methods as _methods
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import ValidationError
+from starlette.datastructures import Headers
 from starlette.requests import Request
 
 from policyengine.mcpgate.server import HANDED_OVER, McpGateway
@@ -67,6 +71,24 @@ class FastPath:
     def __init__(self, gateway: McpGateway, security: TransportSecuritySettings | None, max_body: int) -> None:
         self.gateway, self.max_body = gateway, max_body
         self._security = TransportSecurityMiddleware(security) if security is not None else None
+        self._annotated: dict[int, tuple[types.Tool, dict[str, Any] | None]] = {}
+
+    def _annotated_schema(self, shown: str) -> dict[str, Any] | None:
+        """The tool's input schema when it declares `x-mcp-header` arguments (whose `Mcp-Param-*`
+        headers must agree with the body), else None: nothing to check. Worked out once per
+        listed tool."""
+        hit = self.gateway.upstreams.routes().get(shown)
+        if hit is None:
+            return None
+        tool = hit[1]
+        cached = self._annotated.get(id(tool))
+        if cached is None or cached[0] is not tool:
+            schema = dict(tool.input_schema)
+            cached = (tool, schema if x_mcp_header_map(schema) else None)
+            if len(self._annotated) > 4096:
+                self._annotated.clear()
+            self._annotated[id(tool)] = cached
+        return cached[1]
 
     async def handle(self, p: Principal, scope: dict[str, Any], receive: Receive, send: Send,
                      sdk: Callable[[dict[str, Any], Receive, Send], Awaitable[None]]) -> None:
@@ -135,14 +157,11 @@ class FastPath:
                 or "progressToken" in meta or params.get("inputResponses") is not None \
                 or params.get("requestState") is not None:
             return None  # progress needs the SSE answer; a confirmation retry is the SDK path's
-        request = Request(scope)
-        if self._security is not None and await self._security.validate_request(request, is_post=True) is not None:
-            return None
-        has_json, has_sse = check_accept_headers(request)
-        if not (has_json and has_sse):
+        if self._security is not None \
+                and await self._security.validate_request(Request(scope), is_post=True) is not None:
             return None
         raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        if find_duplicated_routing_header(raw_headers) is not None:
+        if not _accepts_json_and_sse(raw_headers) or find_duplicated_routing_header(raw_headers) is not None:
             return None
         verdict = classify_inbound_request(decoded, headers=dict(raw_headers))
         if isinstance(verdict, InboundLadderRejection):
@@ -151,11 +170,20 @@ class FastPath:
             _methods.validate_client_request("tools/call", verdict.protocol_version, params)
         except (ValidationError, KeyError):
             return None
-        schema = self.gateway.input_schema(params["name"])
-        if schema is not None and (args or any(k.startswith("mcp-param-") for k, _ in raw_headers)) \
-                and validate_mcp_param_headers(schema, args or {}, request.headers) is not None:
+        schema = self._annotated_schema(params["name"])
+        if schema is not None and validate_mcp_param_headers(schema, args or {}, Headers(raw=scope["headers"])) \
+                is not None:
             return None
         return rid, params
+
+
+def _accepts_json_and_sse(headers: list[tuple[str, str]]) -> bool:
+    """The Accept header names JSON and SSE (wildcards count), as the SDK's entry requires."""
+    accept = next((v for k, v in headers if k == "accept"), "")
+    kinds = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
+    if "*/*" in kinds:
+        return True
+    return bool(kinds & {"application/json", "application/*"}) and bool(kinds & {"text/event-stream", "text/*"})
 
 
 def _session_id(scope: dict[str, Any]) -> str | None:

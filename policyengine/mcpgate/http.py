@@ -84,9 +84,6 @@ class McpHttpApp:
                 await _refuse(send, 403, "this API key lacks the app role the MCP gateway needs")
                 return
         scope["pe.principal"] = p
-        # the SDK binds a session to the credential that opened it
-        scope["user"] = AuthenticatedUser(AccessToken(token="-", client_id=p.key_id, scopes=[], subject=p.subject,
-                                                      claims={"tenant": p.tenant}))
         started = False
 
         async def tracked(message: dict[str, Any]) -> None:
@@ -95,11 +92,19 @@ class McpHttpApp:
             await send(message)
 
         try:
-            await self.fast.handle(p, scope, receive, tracked, self.manager.handle_request)
+            await self.fast.handle(p, scope, receive, tracked, self._sdk)
         except Exception:
             log.exception("the MCP gateway failed on %s %s", scope["method"], scope["path"])
             if not started:
                 await _refuse(tracked, 500, "internal error in the MCP gateway", code=-32603)
+
+
+    async def _sdk(self, scope: Any, receive: Any, send: Any) -> None:
+        p: Principal = scope["pe.principal"]
+        # the SDK binds a session to the credential that opened it
+        scope["user"] = AuthenticatedUser(AccessToken(token="-", client_id=p.key_id, scopes=[], subject=p.subject,
+                                                      claims={"tenant": p.tenant}))
+        await self.manager.handle_request(scope, receive, send)
 
 
 def mount(app: Any, gateway: McpGateway, *, allowed_hosts: list[str] | None = None) -> None:

@@ -24,7 +24,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
-from mcp.shared.inbound import encode_header_value, mcp_param_headers, x_mcp_header_map
+from mcp.shared.inbound import (
+    encode_header_value,
+    find_invalid_x_mcp_header,
+    mcp_param_headers,
+    x_mcp_header_map,
+)
 from mcp_types import CLIENT_CAPABILITIES_META_KEY, CLIENT_INFO_META_KEY, PROTOCOL_VERSION_META_KEY
 
 from policyengine.adapters.base import TransportError
@@ -70,7 +75,8 @@ class RawToolCaller:
         """The tools' input schemas as last listed (which arguments travel as `Mcp-Param-*` headers)."""
         maps = {}
         for name, schema in schemas.items():
-            m = x_mcp_header_map(schema) if isinstance(schema, dict) else {}
+            ok = isinstance(schema, dict) and find_invalid_x_mcp_header(schema) is None
+            m = x_mcp_header_map(schema) if ok else {}
             if m:
                 maps[name] = m
         self._param_maps = maps

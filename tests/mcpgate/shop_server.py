@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Annotated
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
+from pydantic import Field
 
 
 def _note(tool: str, args: dict) -> None:
@@ -88,8 +90,9 @@ def serve_ledger(port: int) -> None:
     ledger = MCPServer("ledger")
 
     @ledger.tool()
-    def post_entry(account: str, amount: float) -> str:
-        """Post an entry to an account."""
+    def post_entry(account: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Account"})],
+                   amount: float) -> str:
+        """Post an entry to an account (the account travels as the Mcp-Param-Account header too)."""
         _note("post_entry", {"account": account, "amount": amount})
         return f"posted {amount:g} to {account}"
 

@@ -81,6 +81,23 @@ async def test_the_sdk_client_through_the_fast_path(gw, monkeypatch):
     assert rec["extra"]["outcome"] == "forwarded" and rec["extra"]["upstream"] == "ledger"
 
 
+async def test_mcp_param_headers_are_checked_in_front_and_sent_behind(gw, monkeypatch):
+    fast = _spy_forward(gw, monkeypatch)
+    call = _call(9, "post_entry", {"account": "cash", "amount": 5})
+    hdrs = {**HDRS, "mcp-name": "post_entry"}
+    async with gw.http() as h:
+        # the ledger declares x-mcp-header on `account`: its own SDK refuses a call without the header,
+        # so this answer says the forward carried it
+        ok = await h.post("/mcp", json=call, headers={**hdrs, "mcp-param-account": "cash"})
+        assert ok.status_code == 200 and ok.json()["result"]["isError"] is False, ok.text
+        before = _decision_rows(gw)
+        lying = await h.post("/mcp", json=call, headers={**hdrs, "mcp-param-account": "savings"})
+        missing = await h.post("/mcp", json=call, headers=hdrs)
+    for r in (lying, missing):
+        assert r.status_code == 400 and r.json()["error"]["code"] == types.HEADER_MISMATCH
+    assert fast == ["post_entry"] and _decision_rows(gw) == before
+
+
 async def test_a_held_call_on_the_fast_path_is_decided_and_logged_once(gw, monkeypatch):
     gw.gateway.settings.hold_wait_s = 0
     fast = _spy_forward(gw, monkeypatch)
