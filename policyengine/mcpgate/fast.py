@@ -122,7 +122,7 @@ class FastPath:
                 await pre.confirm()  # durable before anything is refused or held
                 scope[HANDED_OVER] = pre  # decided and logged: the SDK's path acts on it
                 return await sdk(scope, replay, send)
-            result = await g.forward_wire(pre)
+            result, log_outcome = await g.forward_wire(pre)
         except MCPError as exc:  # the decision log cannot take the row: nothing is answered but this
             return await _write(send, ERROR_CODE_HTTP_STATUS.get(exc.code, 200),
                                 {"jsonrpc": "2.0", "id": rid, "error": {"code": exc.code, "message": exc.message}})
@@ -133,7 +133,10 @@ class FastPath:
             meta = result["_meta"] = {}
         if meta.get(SERVER_INFO_META_KEY) is None:
             meta[SERVER_INFO_META_KEY] = g.server.server_info_stamp
-        await _write(send, 200, {"jsonrpc": "2.0", "id": rid, "result": result})
+        try:
+            await _write(send, 200, {"jsonrpc": "2.0", "id": rid, "result": result})
+        finally:
+            log_outcome()  # after the answer is on its way: off the call's latency
 
     async def _checked(self, scope: dict[str, Any], body: bytes) -> tuple[Any, dict[str, Any]] | None:
         """(request id, params) of a tools/call that passes every check the SDK's modern entry

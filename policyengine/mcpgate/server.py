@@ -35,6 +35,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -259,10 +260,11 @@ class McpGateway:
         return refusal(f"policyengine denied {pre.tool}: {reasons(d)}", outcome="denied", effect=d.effect,
                        decision_id=call.decision_id, reason=reasons(d))
 
-    async def forward_wire(self, pre: Prepared) -> dict[str, Any]:
+    async def forward_wire(self, pre: Prepared) -> tuple[dict[str, Any], Callable[[], None]]:
         """An allowed call forwarded on the raw path: the upstream's result object as it came
         (camelCase, for the wire) with the decision's id in its `_meta`, or the error result of
-        an upstream that is unavailable. Its outcome row is queued before this returns."""
+        an upstream that is unavailable; and the function that queues its outcome row, for the
+        caller to run once the answer is sent (the row is queued, never awaited, either way)."""
         call, server, tool, route = pre.call, pre.server, pre.tool, pre.route
         assert route is not None
         t = time.perf_counter()
@@ -271,17 +273,18 @@ class McpGateway:
             result = await route.upstream.call_raw(tool, pre.args)
         except UpstreamUnavailable as exc:
             await self._confirm_after_run(pre)
-            self._outcome(call, "upstream_unavailable", server, error=str(exc))
-            r = refusal(f"{tool} was allowed but not run: {exc}", outcome="upstream_unavailable",
-                        effect=call.decision.effect, decision_id=call.decision_id, reason=str(exc))
-            return r.model_dump(mode="json", by_alias=True, exclude_none=True)
+            why = str(exc)
+            r = refusal(f"{tool} was allowed but not run: {why}", outcome="upstream_unavailable",
+                        effect=call.decision.effect, decision_id=call.decision_id, reason=why)
+            return (r.model_dump(mode="json", by_alias=True, exclude_none=True),
+                    lambda: self._outcome(call, "upstream_unavailable", server, error=why))
         upstream_ms = round((time.perf_counter() - t) * 1000, 3)
         await self._confirm_after_run(pre)
-        self._outcome(call, "forwarded", server, upstream_status="error" if result.get("isError") else "ok",
-                      upstream_ms=upstream_ms)
+        status = "error" if result.get("isError") else "ok"
         meta = result.get("_meta")
         result["_meta"] = {**(meta if isinstance(meta, dict) else {}), DECISION_META: call.decision_id}
-        return result
+        return result, lambda: self._outcome(call, "forwarded", server, upstream_status=status,
+                                             upstream_ms=upstream_ms)
 
     async def _forward(self, ctx: ServerRequestContext[Any, Any], pre: Prepared, released_by: str | None,
                        approval_id: str | None) -> types.CallToolResult:
