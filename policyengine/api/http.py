@@ -1,7 +1,8 @@
 """HTTP in: the service's ASGI entry, reading requests, and who is calling.
 
 - `PolicyEngineApp`: FastAPI, plus the hot POST routes (`/v1/evaluate`,
-  `/v1/chat/completions`) served straight from the ASGI call: no middleware chain, no route
+  `/v1/chat/completions`) and hot ASGI mounts (`/mcp`, which reads and bounds its own
+  bodies) served straight from the ASGI call: no middleware chain, no route
   matching over every registered route, no dependency solving. Measured with
   benchmarks/api_bench.py (benchmarks/service.md, "Second pass"): this, with two smaller
   changes, took evaluate from 0.67-0.70 to 0.44 ms of CPU per request on one core. Every

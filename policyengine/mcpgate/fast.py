@@ -3,9 +3,11 @@
 On the 2026-07-28 protocol a tools/call is one self-contained POST. The SDK's modern entry
 (`mcp.server._streamable_http_modern`) answers it through a per-request task group (the
 handler and a disconnect watcher), a memory stream, its middleware chain and pydantic models
-both ways; measured in benchmarks/mcp_bench.py that costs more than the whole 1 ms budget
-(see benchmarks/mcp.md). This path does, for the calls that are only decided and forwarded,
-what that entry does, with the SDK's own checks:
+both ways, behind FastAPI's route matching. Measured with benchmarks/mcp_bench.py (one run,
+load 7.1): the gateway with `fast_path: false` spent 4.07 ms of CPU per call and added
++5.41 ms at p50; with this path (and `wire` behind it) 1.17 ms and +1.53 ms; a do-nothing
+proxy on the SDK 3.13 ms and +4.19 ms (benchmarks/mcp.md). This path does, for the calls that
+are only decided and forwarded, what that entry does, with the SDK's own checks:
 
 1. the transport security check (Host/Origin, when configured), the Accept header (JSON and
    SSE, as `check_accept_headers` reads it), one copy of each routing header, and the envelope

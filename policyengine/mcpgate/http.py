@@ -1,7 +1,8 @@
 """The gateway over streamable HTTP, inside the policyengine service.
 
 `mount(app, gateway)` adds `POST/GET/DELETE /mcp` to a service made by
-`policyengine.api.create_app` and runs the gateway (upstream connections, the SDK's session
+`policyengine.api.create_app` (served ahead of FastAPI's route matching, as the service's hot
+routes are) and runs the gateway (upstream connections, the SDK's session
 manager) inside the service's lifespan, after the decision log, the policy set and the
 approvals service are up. The service keeps serving everything else: the review pages that
 notifications link to, `/v1/approvals`, `/v1/decisions`.

@@ -5,7 +5,10 @@
   the default deny or an unconditional deny covers, or one a caller-only condition denies,
   such as `deny refund when user.role == "intern"`).
 - **tools/call**: the call is an Action (`policyengine.mcpgate.decide`), decided and its
-  decision row committed before anything else happens (`kind=mcp_tool_call`); then
+  decision row queued before anything else happens (`kind=mcp_tool_call`), and committed
+  before any answer: a refusal or a hold waits for the commit first; a forward is sent while
+  the row commits (the commit order of `policyengine.gateway`; `commit_before_forward` waits
+  first) and its answer is withheld, with a -32603 error, if the row cannot commit; then
   - allow: forwarded to its upstream; the upstream's result is the answer;
   - deny: an error result with the reason (`policyengine.mcpgate.results`);
   - require_approval / escalate: if every held rule says `confirm by user` and the client can

@@ -5,11 +5,13 @@ version, client info and capabilities in `params._meta`), so once the SDK's `Cli
 connected and found the server speaks it, a tools/call needs no SDK machinery: the body is
 written with orjson and sent on a kept-alive connection of the lean HTTP/1.1 client the
 gateway's model calls use (`policyengine.adapters.h1`), and the answer is read as JSON (or as
-an SSE stream when the server sends notifications first). Measured in
-benchmarks/mcp_bench.py: the SDK client's call (its dispatcher, memory streams, pydantic
-models both ways, and its check of the result against the tool's output schema, which the
-calling client repeats anyway) cost the gateway 2.9 ms p50 per call on an idle machine; this
-path 0.5 ms (numbers in benchmarks/mcp.md).
+an SSE stream when the server sends notifications first). Measured with
+benchmarks/mcp_profile.py (same run, load 5.8): the SDK client's call cost 1.99 ms of CPU per
+call and 3.47 ms p50, this path 0.16 ms and 1.02 ms. The SDK's cost is its dispatcher (about
+14 anyio cancel scopes and a task per call), httpcore writing the headers and the body in two
+socket sends (two wake-ups of the server), pydantic models both ways, and its check of the
+result against the tool's output schema, which the calling client repeats anyway
+(benchmarks/mcp.md).
 
 The request is what the SDK's client sends: the same headers (`MCP-Protocol-Version`,
 `Mcp-Method`, `Mcp-Name`, the `Mcp-Param-*` headers the tool's input schema asks for via
