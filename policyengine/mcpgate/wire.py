@@ -143,7 +143,7 @@ async def _from_sse(resp: Any, rid: int, progress: Progress | None) -> dict[str,
         seen += len(chunk)
         if seen > _MAX_SSE_BYTES:
             raise WireBroken(f"the answer's event stream passed {_MAX_SSE_BYTES} bytes")
-        buf += chunk.replace(b"\r\n", b"\n")
+        buf = (buf + chunk).replace(b"\r\n", b"\n")  # a CRLF split between two chunks too
         while b"\n\n" in buf:
             event, buf = buf.split(b"\n\n", 1)
             data = b"\n".join(line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:"))
