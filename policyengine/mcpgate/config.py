@@ -93,7 +93,8 @@ class McpSettings(BaseModel):
     `text_max_chars`: how much of the arguments' string values becomes the action's text.
     `fast_path`: an allowed 2026-07-28 tools/call to a 2026-07-28 HTTP upstream skips the SDK's
     server and client machinery (`policyengine.mcpgate.fast`, `policyengine.mcpgate.wire`);
-    false: every call goes through the SDK (what the benchmark compares against).
+    false: every call goes through the SDK (what the benchmark compares against). The upstream
+    side is chosen when the gateway is made; the client-facing side is read per request.
     `commit_before_forward`: the decision row is durable before the tool call is sent (a failed
     commit then never leaves a call that ran unlogged); by default the row commits while the
     call is forwarded and is durable before any answer is returned (the commit order of
