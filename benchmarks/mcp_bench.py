@@ -1,17 +1,22 @@
 """Latency the MCP gateway adds per tools/call, beside calling the MCP server directly, in one run.
 
 An MCP server (the SDK's `MCPServer`, one `lookup_order` tool, streamable HTTP under uvicorn)
-runs in its own process; `policyengine mcp --transport http` runs in another, in front of it,
-with a policy that authorizes the tool (every call decided and its decision row committed
-before it is forwarded; the outcome row queued). This process holds two real SDK clients, one
-on the server, one on the gateway, and alternates rounds of sequential calls between them
-(concurrency 1), so both sides see the same machine load.
+runs in its own process. In front of it, each in its own process: a do-nothing proxy on the
+same SDK (the floor of any gateway built on it), `policyengine mcp --transport http` as it
+ships (the fast path: an allowed 2026-07-28 tools/call answered without the SDK's server and
+client machinery), and the same gateway with `fast_path: false` (every call through the SDK),
+each with a policy that authorizes the tool (every call decided and its decision row committed
+before it is forwarded; the outcome row queued). This process holds one real SDK client per
+side and runs rounds of sequential calls (concurrency 1), rotating which side goes first, so
+all sides see the same machine load.
 
-Printed: p50 / p90 / p99 of each side, the added latency at p50 and p90, and, from the
-gateway's own log rows, how much of one call the gateway spends outside the upstream call
-(the decision, its commit, the SDK's server side) against the upstream call it makes.
+Printed: p50 / p90 / p99 of each side, the latency each adds over the direct call at p50 and
+p90 with the ratios, CPU per call of each process, and, from each gateway's own log rows, how
+much of one call it spends outside the upstream call (the decision, its commit, the server
+side) against the upstream call it makes.
 
     .venv/bin/python benchmarks/mcp_bench.py [--calls 400] [--rounds 4] [--sync NORMAL|FULL]
+    MCP_BENCH_PROFILE=/tmp/gw.prof ...   # cProfile of the fast gateway's process
 """
 
 from __future__ import annotations
@@ -168,6 +173,24 @@ def gateway_split(db: Path) -> tuple[list[float], list[float]]:
     return inside[50:], upstream[50:]  # without the warm-up
 
 
+def start_gateway(tmp: Path, tag: str, sport: int, sync: str, env: dict[str, str], *, fast: bool,
+                  profile: str | None) -> tuple[subprocess.Popen, int, Path]:
+    """`policyengine mcp --transport http` in front of the server: (process, port, its log's path)."""
+    port = free_port()
+    db = tmp / f"pe-{tag}.db"
+    (tmp / f"settings-{tag}.json").write_text(json.dumps({
+        "database_url": f"sqlite:///{db}", "policy_path": [str(tmp / "bench.policy")], "port": port,
+        "sqlite_synchronous": sync,
+        "seed_keys": [{"token_env": "PE_BENCH_TOKEN", "tenant": "bench", "roles": ["app"], "subject": "bench"}]}))
+    (tmp / f"mcp-{tag}.json").write_text(json.dumps({
+        "upstreams": {"bench": f"http://127.0.0.1:{sport}/mcp"}, "fast_path": fast}))
+    proc = subprocess.Popen(
+        [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []),
+         str(tmp / "gateway.py"), "mcp", "--transport", "http", "--settings", str(tmp / f"settings-{tag}.json"),
+         "--config", str(tmp / f"mcp-{tag}.json"), "--log-level", "warning"], env=env, stderr=subprocess.DEVNULL)
+    return proc, port, db
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=400, help="calls per side (after 50 warm-up calls)")
@@ -178,61 +201,65 @@ def main() -> None:
     (tmp / "server.py").write_text(SERVER)
     (tmp / "bench.policy").write_text(POLICY)
     (tmp / "gateway.py").write_text("from policyengine.cli import app\napp()\n")
-    sport, gport = free_port(), free_port()
-    db = tmp / "pe.db"
-    (tmp / "settings.json").write_text(json.dumps({
-        "database_url": f"sqlite:///{db}", "policy_path": [str(tmp / "bench.policy")], "port": gport,
-        "sqlite_synchronous": args.sync,
-        "seed_keys": [{"token_env": "PE_BENCH_TOKEN", "tenant": "bench", "roles": ["app"], "subject": "bench"}]}))
+    (tmp / "proxy.py").write_text(PROXY)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PE_BENCH_TOKEN": TOKEN,
            "POLICYENGINE_APPROVALS_LINK_SECRET": "bench-link-secret-0123456789abcdef"}
-    (tmp / "proxy.py").write_text(PROXY)
-    pport = free_port()
+    sport, pport = free_port(), free_port()
     server = subprocess.Popen([sys.executable, str(tmp / "server.py"), str(sport)], env=env)
-    gateway = proxy = None
+    procs: list[subprocess.Popen] = []
     try:
         wait_port(sport, server, "the MCP server")
         proxy = subprocess.Popen([sys.executable, str(tmp / "proxy.py"), str(pport),
                                   f"http://127.0.0.1:{sport}/mcp"], env=env)
+        procs.append(proxy)
         wait_port(pport, proxy, "the bare SDK proxy")
-        gateway = subprocess.Popen(
-            [sys.executable, *(["-m", "cProfile", "-o", os.environ["MCP_BENCH_PROFILE"]]
-                               if os.environ.get("MCP_BENCH_PROFILE") else []),
-             str(tmp / "gateway.py"), "mcp", "--transport", "http",
-             "--settings", str(tmp / "settings.json"), "--upstream", f"bench=http://127.0.0.1:{sport}/mcp",
-             "--log-level", "warning"], env=env, stderr=subprocess.DEVNULL)
-        wait_port(gport, gateway, "the gateway")
+        fast, fport, fdb = start_gateway(tmp, "fast", sport, args.sync, env, fast=True,
+                                         profile=os.environ.get("MCP_BENCH_PROFILE"))
+        procs.append(fast)
+        sdk, gport, gdb = start_gateway(tmp, "sdk", sport, args.sync, env, fast=False, profile=None)
+        procs.append(sdk)
+        wait_port(fport, fast, "the gateway")
+        wait_port(gport, sdk, "the gateway (fast_path: false)")
         time.sleep(1.0)  # the upstream connection is made in the lifespan, before the port listens
         urls = {"direct": f"http://127.0.0.1:{sport}/mcp", "proxy": f"http://127.0.0.1:{pport}/mcp",
-                "gateway": f"http://127.0.0.1:{gport}/mcp"}
+                "gateway": f"http://127.0.0.1:{fport}/mcp", "gateway_sdk": f"http://127.0.0.1:{gport}/mcp"}
         lat, cpu = asyncio.run(measure(urls, args.calls, args.rounds,
-                                       {"server": server.pid, "proxy": proxy.pid, "gateway": gateway.pid}))
+                                       {"server": server.pid, "proxy": proxy.pid, "gateway": fast.pid,
+                                        "gateway_sdk": sdk.pid}))
     finally:
-        for p in (gateway, proxy, server):
-            if p is not None:
-                p.send_signal(signal.SIGINT)  # a clean stop (the profile, when asked for, is written)
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-    inside, upstream = gateway_split(db)
+        for p in (*reversed(procs), server):
+            p.send_signal(signal.SIGINT)  # a clean stop (the profile, when asked for, is written)
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
     load = os.getloadavg()[0]
     n = len(lat["direct"])
     print(f"MCP gateway bench: {n} calls per side, concurrency 1, SQLite {args.sync}, load {load:.1f}")
-    print(f"{'':34}{'p50':>9}{'p90':>9}{'p99':>9}   (ms)")
-    names = {"direct": "direct to the server", "proxy": "through a bare SDK proxy", "gateway": "through the gateway"}
+    print(f"{'':40}{'p50':>9}{'p90':>9}{'p99':>9}   (ms)")
+    names = {"direct": "direct to the server", "proxy": "through a bare SDK proxy",
+             "gateway": "through the gateway", "gateway_sdk": "through the gateway, fast_path: false"}
     for side, name in names.items():
         xs = lat[side]
-        print(f"{name:34}{pct(xs, .5):9.3f}{pct(xs, .9):9.3f}{pct(xs, .99):9.3f}")
-    d50, p50, g50 = (pct(lat[k], .5) for k in ("direct", "proxy", "gateway"))
-    print(f"added at p50: gateway {g50 - d50:.3f} ms ({g50 / d50:.2f}x direct); bare SDK proxy {p50 - d50:.3f} ms; "
-          f"gateway beyond the bare proxy {g50 - p50:.3f} ms")
+        print(f"{name:40}{pct(xs, .5):9.3f}{pct(xs, .9):9.3f}{pct(xs, .99):9.3f}")
+    for q, label in ((.5, "p50"), (.9, "p90")):
+        d = pct(lat["direct"], q)
+        parts = [f"{k} {pct(lat[k], q) - d:+.3f} ms ({pct(lat[k], q) / d:.2f}x)" for k in ("gateway", "gateway_sdk",
+                                                                                          "proxy")]
+        print(f"added at {label} over direct: " + "; ".join(parts))
+    g50, s50, p50 = (pct(lat[k], .5) for k in ("gateway", "gateway_sdk", "proxy"))
+    print(f"gateway vs fast_path: false at p50: {g50 - s50:+.3f} ms ({g50 / s50:.2f}x); vs the bare SDK proxy "
+          f"{g50 - p50:+.3f} ms ({g50 / p50:.2f}x)")
     per = {k: v / n * 1000 for k, v in cpu.items()}
-    print(f"CPU per call (ms): gateway process {per['gateway@gateway']:.2f}, bare proxy process "
-          f"{per['proxy@proxy']:.2f}; the MCP server {per['server@direct']:.2f} called directly")
-    if inside:
-        print(f"inside the gateway (its log rows, {len(inside)} calls): outside its upstream call p50 "
-              f"{statistics.median(inside):.3f} ms; its upstream call p50 {statistics.median(upstream):.3f} ms")
+    print(f"CPU per call (ms): gateway process {per['gateway@gateway']:.2f}, fast_path: false "
+          f"{per['gateway_sdk@gateway_sdk']:.2f}, bare proxy process {per['proxy@proxy']:.2f}; the MCP server "
+          f"{per['server@direct']:.2f} called directly")
+    for tag, db in (("gateway", fdb), ("fast_path: false", gdb)):
+        inside, upstream = gateway_split(db)
+        if inside:
+            print(f"inside the {tag} (its log rows, {len(inside)} calls): outside its upstream call p50 "
+                  f"{statistics.median(inside):.3f} ms; its upstream call p50 {statistics.median(upstream):.3f} ms")
+
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,8 @@
 """HTTP in: the service's ASGI entry, reading requests, and who is calling.
 
 - `PolicyEngineApp`: FastAPI, plus the hot POST routes (`/v1/evaluate`,
-  `/v1/chat/completions`) served straight from the ASGI call: no middleware chain, no route
+  `/v1/chat/completions`) and hot ASGI mounts (`/mcp`, which reads and bounds its own
+  bodies) served straight from the ASGI call: no middleware chain, no route
   matching over every registered route, no dependency solving. Measured with
   benchmarks/api_bench.py (benchmarks/service.md, "Second pass"): this, with two smaller
   changes, took evaluate from 0.67-0.70 to 0.44 ms of CPU per request on one core. Every
@@ -50,18 +51,29 @@ class PolicyEngineApp(FastAPI):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.hot_routes: dict[str, Handler] = {}
+        self.hot_asgi: dict[str, Any] = {}
 
     def add_hot_route(self, path: str, handler: Handler) -> None:
         """Serve POST `path` with `handler`, ahead of FastAPI's routing."""
         self.hot_routes[path] = handler
 
+    def add_hot_asgi(self, path: str, asgi: Any) -> None:
+        """Serve every HTTP request to `path` with the ASGI app `asgi`, ahead of FastAPI's routing
+        and its body limit: `asgi` owns reading (and bounding) the body and every answer."""
+        self.hot_asgi[path] = asgi
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
+            path = scope["path"]
+            root = scope.get("root_path")
+            if root and path.startswith(root):
+                path = path[len(root):]
+            hot = self.hot_asgi.get(path) if self.hot_asgi else None
+            if hot is not None:
+                scope["app"] = self
+                await hot(scope, receive, send)
+                return
             if scope["method"] == "POST":
-                path = scope["path"]
-                root = scope.get("root_path")
-                if root and path.startswith(root):
-                    path = path[len(root):]
                 handler = self.hot_routes.get(path)
                 if handler is not None:  # reads its body with json_object (bounded)
                     scope["app"] = self

@@ -11,7 +11,9 @@ client for the upstreams, its low-level `Server` in front.
 - `server`: tools/list filtered by the policy, tools/call decided, logged, forwarded, refused,
   held for a reviewer or confirmed by the user;
 - `results`: the error results of calls not forwarded;
-- `http`: `/mcp` on the service with key authentication; `stdio`: one client on stdin/stdout.
+- `http`: `/mcp` on the service with key authentication; `stdio`: one client on stdin/stdout;
+- `fast`, `wire`: the hot path, an allowed 2026-07-28 tools/call to a 2026-07-28 HTTP upstream
+  answered without the SDK's server and client machinery (the SDK's checks kept).
 """
 
 from policyengine.mcpgate.config import (

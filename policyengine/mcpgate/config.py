@@ -90,7 +90,18 @@ class McpSettings(BaseModel):
     waiting call sends a progress notification (when the client sent a progress token).
     `confirm_wait_s`: how long the user may take to answer a `confirm by user` question.
     `max_argument_bytes`: the largest arguments object (as JSON) judged; larger is refused.
-    `text_max_chars`: how much of the arguments' string values becomes the action's text."""
+    `text_max_chars`: how much of the arguments' string values becomes the action's text.
+    `fast_path`: an allowed 2026-07-28 tools/call to a 2026-07-28 HTTP upstream skips the SDK's
+    server and client machinery (`policyengine.mcpgate.fast`, `policyengine.mcpgate.wire`);
+    false: every call goes through the SDK (what the benchmark compares against). The upstream
+    side is chosen when the gateway is made; the client-facing side is read per request.
+    `commit_before_forward`: the decision row is durable before the tool call is sent (a failed
+    commit then never leaves a call that ran unlogged); by default the row commits while the
+    call is forwarded and is durable before any answer is returned (the commit order of
+    `policyengine.gateway`), which takes the commit's time (0.5 ms p50 in the bench) off the call.
+    `confirm_secret`: the key that signs a confirmation round's `requestState`, as an env
+    reference (`env:NAME`), so every replica verifies what another issued; unset, each process
+    makes its own (a retry that reaches another replica asks the user again)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -101,6 +112,29 @@ class McpSettings(BaseModel):
     max_argument_bytes: int = Field(default=65536, gt=0)
     text_max_chars: int = Field(default=16384, ge=0)
     upstream_timeout_s: float = Field(default=120.0, gt=0)
+    fast_path: bool = True
+    commit_before_forward: bool = False
+    confirm_secret: str | None = None
+
+    @field_validator("confirm_secret")
+    @classmethod
+    def _secret_by_reference(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith("env:") and len(v) > 4):
+            raise ValueError("confirm_secret must be an environment reference, env:NAME (never the secret itself)")
+        return v
+
+    def resolved_confirm_secret(self) -> bytes | None:
+        """The confirmation signing key read from the environment; None when not configured.
+        Raises ConfigError when the variable is unset or shorter than 32 characters."""
+        if self.confirm_secret is None:
+            return None
+        var = self.confirm_secret[4:]
+        value = os.environ.get(var)
+        if value is None:
+            raise ConfigError(f"confirm_secret names the environment variable {var}, which is not set")
+        if len(value) < 32:
+            raise ConfigError(f"the confirmation signing key in {var} must be at least 32 characters")
+        return value.encode()
 
     @model_validator(mode="after")
     def _unique(self) -> McpSettings:

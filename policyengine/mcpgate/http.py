@@ -1,7 +1,8 @@
 """The gateway over streamable HTTP, inside the policyengine service.
 
 `mount(app, gateway)` adds `POST/GET/DELETE /mcp` to a service made by
-`policyengine.api.create_app` and runs the gateway (upstream connections, the SDK's session
+`policyengine.api.create_app` (served ahead of FastAPI's route matching, as the service's hot
+routes are) and runs the gateway (upstream connections, the SDK's session
 manager) inside the service's lifespan, after the decision log, the policy set and the
 approvals service are up. The service keeps serving everything else: the review pages that
 notifications link to, `/v1/approvals`, `/v1/decisions`.
@@ -17,6 +18,7 @@ as if it did not exist.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,12 +29,14 @@ from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.routing import Route
 
+from policyengine.mcpgate.fast import FastPath
 from policyengine.mcpgate.server import McpGateway
 from policyengine.types import ROLES, Principal
 
 __all__ = ["McpHttpApp", "mount"]
 
 PATH = "/mcp"
+log = logging.getLogger("policyengine.mcp")
 
 
 def _token(scope: dict[str, Any]) -> str | None:
@@ -48,9 +52,9 @@ def _token(scope: dict[str, Any]) -> str | None:
     return key.strip() if key else None
 
 
-async def _refuse(send: Any, status: int, message: str) -> None:
-    body = orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32001 if status == 401 else -32003,
-                                                                "message": message}})
+async def _refuse(send: Any, status: int, message: str, code: int | None = None) -> None:
+    code = code if code is not None else -32001 if status == 401 else -32003
+    body = orjson.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": code, "message": message}})
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", b'Bearer realm="policyengine"'))
@@ -61,8 +65,10 @@ async def _refuse(send: Any, status: int, message: str) -> None:
 class McpHttpApp:
     """ASGI: authenticate the key, then hand the request to the SDK's session manager."""
 
-    def __init__(self, gateway: McpGateway, manager: StreamableHTTPSessionManager) -> None:
+    def __init__(self, gateway: McpGateway, manager: StreamableHTTPSessionManager,
+                 security: TransportSecuritySettings | None = None) -> None:
         self.gateway, self.manager = gateway, manager
+        self.fast = FastPath(gateway, security, manager.max_request_body_size)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         rt = self.gateway.rt
@@ -79,6 +85,23 @@ class McpHttpApp:
                 await _refuse(send, 403, "this API key lacks the app role the MCP gateway needs")
                 return
         scope["pe.principal"] = p
+        started = False
+
+        async def tracked(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.fast.handle(p, scope, receive, tracked, self._sdk)
+        except Exception:
+            log.exception("the MCP gateway failed on %s %s", scope["method"], scope["path"])
+            if not started:
+                await _refuse(tracked, 500, "internal error in the MCP gateway", code=-32603)
+
+
+    async def _sdk(self, scope: Any, receive: Any, send: Any) -> None:
+        p: Principal = scope["pe.principal"]
         # the SDK binds a session to the credential that opened it
         scope["user"] = AuthenticatedUser(AccessToken(token="-", client_id=p.key_id, scopes=[], subject=p.subject,
                                                       claims={"tenant": p.tenant}))
@@ -97,7 +120,11 @@ def mount(app: Any, gateway: McpGateway, *, allowed_hosts: list[str] | None = No
                                              + [f"http://{h}" for h in allowed_hosts])
     manager = StreamableHTTPSessionManager(app=gateway.server, security_settings=security,
                                            max_request_body_size=gateway.rt.settings.max_body_bytes)
-    app.router.routes.append(Route(PATH, endpoint=McpHttpApp(gateway, manager), methods=["GET", "POST", "DELETE"]))
+    endpoint = McpHttpApp(gateway, manager, security)
+    if hasattr(app, "add_hot_asgi"):  # ahead of FastAPI's route matching (benchmarks/mcp.md)
+        app.add_hot_asgi(PATH, endpoint)
+    else:
+        app.router.routes.append(Route(PATH, endpoint=endpoint, methods=["GET", "POST", "DELETE"]))
     inner = app.router.lifespan_context
 
     @contextlib.asynccontextmanager

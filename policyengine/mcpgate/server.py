@@ -5,7 +5,10 @@
   the default deny or an unconditional deny covers, or one a caller-only condition denies,
   such as `deny refund when user.role == "intern"`).
 - **tools/call**: the call is an Action (`policyengine.mcpgate.decide`), decided and its
-  decision row committed before anything else happens (`kind=mcp_tool_call`); then
+  decision row queued before anything else happens (`kind=mcp_tool_call`), and committed
+  before any answer: a refusal or a hold waits for the commit first; a forward is sent while
+  the row commits (the commit order of `policyengine.gateway`; `commit_before_forward` waits
+  first) and its answer is withheld, with a -32603 error, if the row cannot commit; then
   - allow: forwarded to its upstream; the upstream's result is the answer;
   - deny: an error result with the reason (`policyengine.mcpgate.results`);
   - require_approval / escalate: if every held rule says `confirm by user` and the client can
@@ -35,6 +38,8 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import mcp_types as types
@@ -51,6 +56,7 @@ from policyengine.gateway import (
     Call,
     DecisionLogUnavailable,
     GatewayError,
+    PendingCommit,
     hold,
     open_call,
     reasons,
@@ -69,7 +75,7 @@ from policyengine.mcpgate.results import refusal
 from policyengine.mcpgate.upstreams import Route, Upstreams, UpstreamUnavailable
 from policyengine.types import Action, Decision, Principal, RuleHit
 
-__all__ = ["CONFIRM_KEY", "DECISION_META", "KIND", "OUTCOME_KIND", "McpGateway"]
+__all__ = ["CONFIRM_KEY", "DECISION_META", "HANDED_OVER", "KIND", "OUTCOME_KIND", "McpGateway", "Prepared"]
 
 log = logging.getLogger("policyengine.mcp")
 
@@ -77,6 +83,7 @@ KIND = "mcp_tool_call"
 OUTCOME_KIND = "mcp_outcome"
 DECISION_META = "policyengine/decision_id"  # in a forwarded result's _meta: the decision's id
 CONFIRM_KEY = "policyengine_confirm"  # the input request key of the user's confirmation
+HANDED_OVER = "pe.mcp.prepared"  # ASGI scope key: a call the fast path decided, for the SDK's path to finish
 _MODERN = "2026-07-28"  # from here on, tools/call carries elicitation in an InputRequiredResult
 _USED_TTL_S = 90 * 86400
 _CONFIRM_SCHEMA: dict[str, Any] = {
@@ -85,6 +92,32 @@ _CONFIRM_SCHEMA: dict[str, Any] = {
                                "description": "true to run it now; false to refuse it"}},
     "required": ["confirm"],
 }
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A tools/call decided and its decision row queued: what is left is to act on it.
+
+    `route` is None when the tool's upstream is down; `args` are what would be forwarded.
+    `commit` is the decision row's commit: `confirm()` awaits it (once)."""
+
+    call: Call
+    route: Route | None
+    server: str
+    tool: str
+    args: dict[str, Any]
+    commit: PendingCommit
+    confirmed: bool = False
+
+    async def confirm(self) -> None:
+        """Return once the decision row is committed; raises MCPError(INTERNAL_ERROR) when it cannot be."""
+        if self.confirmed:
+            return
+        try:
+            await self.commit
+        except DecisionLogUnavailable as exc:
+            raise MCPError(types.INTERNAL_ERROR, getattr(exc, "message", None) or str(exc))
+        self.confirmed = True
 
 
 class McpGateway:
@@ -96,11 +129,13 @@ class McpGateway:
 
     def __init__(self, runtime: Runtime, settings: McpSettings, *, stdio_principal: Principal | None = None) -> None:
         self.rt, self.settings = runtime, settings
-        self.upstreams = Upstreams(settings.upstreams, timeout_s=settings.upstream_timeout_s)
+        self.upstreams = Upstreams(settings.upstreams, timeout_s=settings.upstream_timeout_s,
+                                   raw=settings.fast_path)
         self.stdio_principal = stdio_principal
-        # signs the requestState of a 2026-07-28 confirmation round; per process (a retry that
-        # reaches another replica is asked again)
-        self._state = URLSafeTimedSerializer(secrets.token_bytes(32), salt="policyengine.mcp.confirm")
+        # signs the requestState of a 2026-07-28 confirmation round: the configured key (every
+        # replica verifies what another issued), else one made for this process
+        key = settings.resolved_confirm_secret() or secrets.token_bytes(32)
+        self._state = URLSafeTimedSerializer(key, salt="policyengine.mcp.confirm")
         self.server: Server[Any] = Server(
             "policyengine", version="0.1.0", title="policyengine MCP gateway",
             instructions="Tool calls pass through policyengine: some need a human's approval first; a refused "
@@ -154,12 +189,40 @@ class McpGateway:
 
     async def call_tool(self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams,
                         ) -> types.CallToolResult | types.InputRequiredResult:
-        """Decide, log, then forward, refuse, hold or ask the user (see the module docstring)."""
-        t0 = time.perf_counter()
-        p = self.principal(ctx)
-        shown = params.name
-        args = dict(params.arguments or {})
-        meta: dict[str, Any] = dict(ctx.meta or {})
+        """Decide, log, then forward, refuse, hold or ask the user (see the module docstring).
+
+        A call the HTTP fast path (`policyengine.mcpgate.fast`) already decided and logged, but
+        does not finish itself (anything but a forward), arrives decided in the request's scope."""
+        req = ctx.request
+        pre: Prepared | None = req.scope.pop(HANDED_OVER, None) if req is not None and hasattr(req, "scope") else None
+        if pre is None:
+            args = dict(params.arguments or {})
+            pre = await self.decide(self.principal(ctx), params.name, args, dict(ctx.meta or {}), _session_id(ctx),
+                                    time.perf_counter())
+        call, server = pre.call, pre.server
+        d = call.decision
+        if d.effect != "allow" or pre.route is None:
+            await pre.confirm()  # nothing is refused, held or answered before its decision is durable
+        if d.effect == "deny":
+            return self.denied(pre)
+        released_by: str | None = None
+        approval_id: str | None = None
+        if d.effect in HELD:
+            res = await self._held(ctx, params, call, server)
+            if not isinstance(res, tuple):
+                return res
+            released_by, approval_id = res
+        return await self._forward(ctx, pre, released_by, approval_id)
+
+    async def decide(self, p: Principal, shown: str, args: dict[str, Any], meta: dict[str, Any],
+                     session_id: str | None, t0: float) -> Prepared:
+        """The call decided and its decision row queued (`kind=mcp_tool_call`), nothing run yet.
+
+        The row commits while the call is forwarded (`Prepared.confirm` before anything is
+        answered), or before this returns with `commit_before_forward`. `args` loses the
+        approval-resume argument. Raises MCPError: INVALID_PARAMS for a tool no upstream
+        serves (logged as a refusal first), INTERNAL_ERROR when the decision log cannot take
+        the row."""
         resume = args.pop(APPROVAL_ARG, None) or meta.get(APPROVAL_META)
         if resume is not None and not isinstance(resume, str):
             resume = str(resume)
@@ -170,13 +233,12 @@ class McpGateway:
             owner = self.upstreams.owner_of(shown)
             if owner is None:  # logged as a refusal, answered as the protocol error it is
                 why = f"Unknown tool: {shown!r} (no upstream MCP server serves it)"
-                unknown = self._refused_call(p, "", shown, _session_id(ctx), why, t0)
+                unknown = self._refused_call(p, "", shown, session_id, why, t0)
                 with contextlib.suppress(DecisionLogUnavailable):
                     await unknown.record(extra={"mcp": {"server": None, "tool": shown[:200], "shown": shown[:200]}})
                 raise MCPError(types.INVALID_PARAMS, why)
             server = owner.name
             tool = shown.split(".", 1)[1] if shown.startswith(f"{owner.name}.") else shown
-        session_id = _session_id(ctx)
         try:
             action = tool_action(p, server, tool, args, session_id=session_id,
                                  max_bytes=self.settings.max_argument_bytes, text_max_chars=self.settings.text_max_chars)
@@ -186,26 +248,50 @@ class McpGateway:
         call.resume_id = resume
         extra = {"mcp": {"server": server, "tool": tool, "shown": shown}, **({"approval_id": resume} if resume else {})}
         try:
-            await call.record(extra=extra)
+            commit = call.record(extra=extra)
         except DecisionLogUnavailable as exc:
-            raise MCPError(types.INTERNAL_ERROR, exc.message if hasattr(exc, "message") else str(exc))
-        d = call.decision
-        if d.effect == "deny":
-            self._outcome(call, "denied", server)
-            return refusal(f"policyengine denied {tool}: {reasons(d)}", outcome="denied", effect=d.effect,
-                           decision_id=call.decision_id, reason=reasons(d))
-        released_by: str | None = None
-        approval_id: str | None = None
-        if d.effect in HELD:
-            res = await self._held(ctx, params, call, server)
-            if not isinstance(res, tuple):
-                return res
-            released_by, approval_id = res
-        return await self._forward(ctx, call, route, server, tool, args, released_by, approval_id)
+            raise MCPError(types.INTERNAL_ERROR, getattr(exc, "message", None) or str(exc))
+        pre = Prepared(call, route, server, tool, args, commit)
+        if self.settings.commit_before_forward:
+            await pre.confirm()
+        return pre
 
-    async def _forward(self, ctx: ServerRequestContext[Any, Any], call: Call, route: Route | None, server: str,
-                       tool: str, args: dict[str, Any], released_by: str | None,
+    def denied(self, pre: Prepared) -> types.CallToolResult:
+        """The error result of a denied call (its outcome row queued)."""
+        call, d = pre.call, pre.call.decision
+        self._outcome(call, "denied", pre.server)
+        return refusal(f"policyengine denied {pre.tool}: {reasons(d)}", outcome="denied", effect=d.effect,
+                       decision_id=call.decision_id, reason=reasons(d))
+
+    async def forward_wire(self, pre: Prepared) -> tuple[dict[str, Any], Callable[[], None]]:
+        """An allowed call forwarded on the raw path: the upstream's result object as it came
+        (camelCase, for the wire) with the decision's id in its `_meta`, or the error result of
+        an upstream that is unavailable; and the function that queues its outcome row, for the
+        caller to run once the answer is sent (the row is queued, never awaited, either way)."""
+        call, server, tool, route = pre.call, pre.server, pre.tool, pre.route
+        assert route is not None
+        t = time.perf_counter()
+        try:
+            # the request is written before this task first waits: the row commits meanwhile
+            result = await route.upstream.call_raw(tool, pre.args)
+        except UpstreamUnavailable as exc:
+            await self._confirm_after_run(pre)
+            why = str(exc)
+            r = refusal(f"{tool} was allowed but not run: {why}", outcome="upstream_unavailable",
+                        effect=call.decision.effect, decision_id=call.decision_id, reason=why)
+            return (r.model_dump(mode="json", by_alias=True, exclude_none=True),
+                    lambda: self._outcome(call, "upstream_unavailable", server, error=why))
+        upstream_ms = round((time.perf_counter() - t) * 1000, 3)
+        await self._confirm_after_run(pre)
+        status = "error" if result.get("isError") else "ok"
+        meta = result.get("_meta")
+        result["_meta"] = {**(meta if isinstance(meta, dict) else {}), DECISION_META: call.decision_id}
+        return result, lambda: self._outcome(call, "forwarded", server, upstream_status=status,
+                                             upstream_ms=upstream_ms)
+
+    async def _forward(self, ctx: ServerRequestContext[Any, Any], pre: Prepared, released_by: str | None,
                        approval_id: str | None) -> types.CallToolResult:
+        call, route, server, tool = pre.call, pre.route, pre.server, pre.tool
         extra = {"released_by": released_by, "approval_id": approval_id}
         extra = {k: v for k, v in extra.items() if v is not None}
         if route is None:
@@ -218,15 +304,28 @@ class McpGateway:
         try:
             # the server's own progress reaches the client when the client asked for progress
             relay = ctx.session.report_progress if (ctx.meta or {}).get("progress_token") is not None else None
-            result = await route.upstream.call(tool, args, progress=relay)
+            result = await route.upstream.call(tool, pre.args, progress=relay)
         except UpstreamUnavailable as exc:
+            await self._confirm_after_run(pre)
             self._outcome(call, "upstream_unavailable", server, error=str(exc), **extra)
             return refusal(f"{tool} was allowed but not run: {exc}", outcome="upstream_unavailable",
                            effect=call.decision.effect, decision_id=call.decision_id, reason=str(exc))
+        upstream_ms = round((time.perf_counter() - t) * 1000, 3)
+        await self._confirm_after_run(pre)
         self._outcome(call, "forwarded", server, upstream_status="error" if result.is_error else "ok",
-                      upstream_ms=round((time.perf_counter() - t) * 1000, 3), **extra)
+                      upstream_ms=upstream_ms, **extra)
         # the decision that let it through, for the client's own records
         return result.model_copy(update={"meta": {**(result.meta or {}), DECISION_META: call.decision_id}})
+
+    async def _confirm_after_run(self, pre: Prepared) -> None:
+        """The decision row's commit, awaited after the call was sent: the answer is discarded
+        when it cannot commit (the call may have run; said loudly, with the decision's id)."""
+        try:
+            await pre.confirm()
+        except MCPError:
+            log.error("decision %s (tool %s on %s) was not committed; its call was sent and its answer is "
+                      "withheld", pre.call.decision_id, pre.tool, pre.server)
+            raise
 
     # ------------------------------------------------------------------ held calls
 

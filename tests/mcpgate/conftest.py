@@ -1,12 +1,16 @@
 """The MCP gateway on loopback: the policyengine service (uvicorn + create_app, SQLite) with the
-gateway mounted at /mcp, in front of two MCP servers written with the official SDK (the shop over
-stdio, a subprocess; the mail server over streamable HTTP), and real `mcp.Client`s calling it."""
+gateway mounted at /mcp, in front of three MCP servers written with the official SDK (the shop over
+stdio, a subprocess; the mail server over streamable HTTP in the test's process; the ledger over
+streamable HTTP in a subprocess a test can kill and start again), and real `mcp.Client`s calling it."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import os
+import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -54,12 +58,42 @@ async def _stop(server: uvicorn.Server, task: asyncio.Task) -> None:
     await asyncio.wait_for(task, 30)
 
 
+class Ledger:
+    """The ledger MCP server in its own process on a fixed port (`start` again after it died)."""
+
+    def __init__(self, port: int, env: dict[str, str]) -> None:
+        self.port, self.env = port, env
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/mcp"
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(SHOP), "ledger", str(self.port)], env=self.env,
+                                     stderr=subprocess.DEVNULL)
+        for _ in range(600):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the ledger server exited with {self.proc.returncode}")
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            await asyncio.sleep(0.05)
+        raise RuntimeError("the ledger server did not listen")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
 @dataclass
 class Gateway:
     url: str
     app: object
     gateway: McpGateway
     calls_file: Path
+    ledger: Ledger
 
     @property
     def runtime(self):
@@ -124,6 +158,8 @@ async def gateway(tmp_path_factory) -> AsyncIterator[Gateway]:
 
         mail, mail_task = await _serve(mail_app(), free_port())
         mail_url = f"http://127.0.0.1:{mail.config.port}/mcp"
+        ledger = Ledger(free_port(), {**os.environ, "SHOP_CALLS": str(calls)})
+        await ledger.start()
         for who, tok in TOKENS.items():
             mp.setenv(f"PE_T_MCP_{who.upper()}", tok)
         mp.setenv("POLICYENGINE_APPROVALS_LINK_SECRET", "test-link-secret-0123456789abcdef")
@@ -141,22 +177,25 @@ async def gateway(tmp_path_factory) -> AsyncIterator[Gateway]:
         mcp_settings = McpSettings(
             upstreams=[UpstreamSpec(name="shop", kind="stdio", command=[sys.executable, str(SHOP)],
                                     env={"SHOP_CALLS": str(calls)}),
-                       UpstreamSpec(name="mail", kind="http", url=mail_url)],
+                       UpstreamSpec(name="mail", kind="http", url=mail_url),
+                       UpstreamSpec(name="ledger", kind="http", url=ledger.url)],
             hold_wait_s=10, progress_every_s=0.05)
         gateway = McpGateway(app.state.runtime, mcp_settings)
         mount(app, gateway)
         port = free_port()
         server, task = await _serve(app, port)
         try:
-            yield Gateway(f"http://127.0.0.1:{port}", app, gateway, calls)
+            yield Gateway(f"http://127.0.0.1:{port}", app, gateway, calls, ledger)
         finally:
             await _stop(server, task)
             await _stop(mail, mail_task)
+            ledger.stop()
 
 
 @pytest.fixture
 def gw(gateway: Gateway) -> Gateway:
-    """The module's gateway, reset for the test: the default wait, no upstream call seen yet."""
+    """The module's gateway, reset for the test: the default wait, the fast path on, no upstream call seen yet."""
     gateway.gateway.settings.hold_wait_s = 10
+    gateway.gateway.settings.fast_path = True
     gateway.calls_file.write_text("")
     return gateway

@@ -1,18 +1,21 @@
 """The MCP servers behind the gateway in the tests, written with the official SDK (`MCPServer`).
 
 `python shop_server.py` serves the shop (lookup_order, refund, pack_order, delete_account, crash) on stdio;
-`mail_app()` is the mail server (send_email) as an ASGI app for streamable HTTP. Every call a
-server runs is appended to the file named by `SHOP_CALLS` (one JSON line), so a test can see
-what reached it.
+`mail_app()` is the mail server (send_email, draft_email) as an ASGI app for streamable HTTP;
+`python shop_server.py ledger PORT` serves the ledger (post_entry, halt) over streamable HTTP on
+127.0.0.1:PORT in its own process, so a test can kill it. Every call a server runs is appended
+to the file named by `SHOP_CALLS` (one JSON line), so a test can see what reached it.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from typing import Annotated
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
+from pydantic import Field
 
 
 def _note(tool: str, args: dict) -> None:
@@ -70,8 +73,41 @@ def mail_app():
         _note("send_email", {"to": to, "subject": subject})
         return f"sent to {to}: {subject}"
 
+    @mail.tool()
+    async def draft_email(to: str, ctx: Context) -> str:
+        """Draft an email, reporting progress as it goes (the answer comes as an SSE stream)."""
+        for step in (1, 2):
+            await ctx.report_progress(step, 2, f"drafting to {to}: step {step}")
+        return f"drafted to {to}"
+
     return mail.streamable_http_app(host="0.0.0.0")
 
 
+def serve_ledger(port: int) -> None:
+    """The ledger MCP server (post_entry, halt) on streamable HTTP at 127.0.0.1:port/mcp."""
+    import uvicorn
+
+    ledger = MCPServer("ledger")
+
+    @ledger.tool()
+    def post_entry(account: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Account"})],
+                   amount: float) -> str:
+        """Post an entry to an account (the account travels as the Mcp-Param-Account header too)."""
+        _note("post_entry", {"account": account, "amount": amount})
+        return f"posted {amount:g} to {account}"
+
+    @ledger.tool()
+    def halt() -> str:
+        """Stop the server process at once (an HTTP server that dies mid-call)."""
+        os._exit(3)
+
+    uvicorn.run(ledger.streamable_http_app(host="0.0.0.0"), host="127.0.0.1", port=port, log_level="warning")
+
+
 if __name__ == "__main__":
-    shop.run("stdio")
+    import sys
+
+    if sys.argv[1:2] == ["ledger"]:
+        serve_ledger(int(sys.argv[2]))
+    else:
+        shop.run("stdio")

@@ -1,0 +1,151 @@
+"""Where the MCP gateway's time goes, in process, beside the SDK it replaces on the hot path.
+
+An MCP server (the SDK's `MCPServer`, one `lookup_order` tool, streamable HTTP under uvicorn)
+runs in its own process. In this one:
+
+1. the upstream leg: `Upstream.call` through the SDK's `Client` against `Upstream.call_raw`
+   on the raw JSON-RPC path (`policyengine.mcpgate.wire`), sequentially, p50 and CPU per call
+   of this process;
+2. the whole gateway: its ASGI app (`create_gateway_app`, SQLite `NORMAL`) called directly with
+   a 2026-07-28 tools/call (no HTTP server in front, no client), with `fast_path` on and off,
+   p50 and CPU per call; `--profile` adds a cProfile of the fast path (cumulative, the
+   gateway's own functions).
+
+    PYTHONPATH=. .venv/bin/python benchmarks/mcp_profile.py [--calls 600] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mcp_bench import POLICY, SERVER, TOKEN, free_port, wait_port
+
+from policyengine.mcpgate import McpSettings, UpstreamSpec
+from policyengine.mcpgate.upstreams import Upstreams
+
+META = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientInfo": {"name": "bench", "version": "1"},
+        "io.modelcontextprotocol/clientCapabilities": {}}
+HEADERS = [(b"host", b"127.0.0.1"), (b"accept", b"application/json, text/event-stream"),
+           (b"content-type", b"application/json"), (b"mcp-protocol-version", b"2026-07-28"),
+           (b"mcp-method", b"tools/call"), (b"mcp-name", b"lookup_order"),
+           (b"authorization", f"Bearer {TOKEN}".encode())]
+
+
+async def upstream_leg(url: str, calls: int) -> None:
+    for raw in (False, True):
+        ups = Upstreams([UpstreamSpec(name="bench", kind="http", url=url)], raw=raw)
+        await ups.start()
+        u = ups.by_name["bench"]
+        f = u.call_raw if raw else u.call
+        for _ in range(100):
+            await f("lookup_order", {"order_id": "A1"})
+        lat = []
+        c0 = time.process_time()
+        for _ in range(calls):
+            t = time.perf_counter()
+            await f("lookup_order", {"order_id": "A1"})
+            lat.append((time.perf_counter() - t) * 1000)
+        cpu = (time.process_time() - c0) / calls * 1000
+        await ups.aclose()
+        name = "raw JSON-RPC (wire.py)" if raw else "the SDK's Client.call_tool"
+        print(f"upstream leg, {name:28} p50 {statistics.median(lat):7.3f} ms   CPU per call {cpu:6.3f} ms")
+
+
+async def one(app, i: int) -> None:
+    body = orjson.dumps({"jsonrpc": "2.0", "id": i, "method": "tools/call",
+                         "params": {"name": "lookup_order", "arguments": {"order_id": f"A{i}"}, "_meta": META}})
+    scope = {"type": "http", "method": "POST", "path": "/mcp", "raw_path": b"/mcp", "root_path": "",
+             "headers": [*HEADERS, (b"content-length", str(len(body)).encode())], "query_string": b"",
+             "http_version": "1.1", "scheme": "http", "server": ("127.0.0.1", 1), "client": ("127.0.0.1", 2)}
+    sent: list[dict] = []
+    given = False
+
+    async def receive() -> dict:
+        nonlocal given
+        if not given:
+            given = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.Event().wait()  # the client stays connected (the SDK's disconnect watcher waits here)
+        raise AssertionError("unreachable")
+
+    async def send(m: dict) -> None:
+        sent.append(m)
+
+    await app(scope, receive, send)
+    assert sent and sent[0]["status"] == 200, sent
+
+
+async def whole_gateway(url: str, calls: int, tmp: Path, profile: bool) -> None:
+    from policyengine.mcpgate.http import create_gateway_app
+    from policyengine.settings import SeedKey, Settings
+
+    os.environ["PE_BENCH_TOKEN"] = TOKEN
+    os.environ.setdefault("POLICYENGINE_APPROVALS_LINK_SECRET", "bench-link-secret-0123456789abcdef")
+    for fast in (False, True):
+        db = tmp / f"pe-{fast}.db"
+        settings = Settings(database_url=f"sqlite:///{db}", policy_path=[str(tmp / "bench.policy")],
+                            sqlite_synchronous="NORMAL",
+                            seed_keys=[SeedKey(token_env="PE_BENCH_TOKEN", tenant="bench", roles=["app"],
+                                               subject="bench")])
+        app = create_gateway_app(settings, McpSettings(upstreams=[UpstreamSpec(name="bench", kind="http", url=url)],
+                                                       fast_path=fast))
+        async with app.router.lifespan_context(app):
+            for i in range(100):
+                await one(app, i)
+            lat = []
+            c0 = time.process_time()
+            for i in range(calls):
+                t = time.perf_counter()
+                await one(app, i)
+                lat.append((time.perf_counter() - t) * 1000)
+            cpu = (time.process_time() - c0) / calls * 1000
+            print(f"whole gateway in process, fast_path: {str(fast).lower():5}  p50 {statistics.median(lat):7.3f} ms"
+                  f"   CPU per call {cpu:6.3f} ms (the decision's commit and the outcome row included)")
+            if profile and fast:
+                pr = cProfile.Profile()
+                pr.enable()
+                for i in range(calls):
+                    await one(app, i)
+                pr.disable()
+                pstats.Stats(pr).sort_stats("cumulative").print_stats(
+                    "mcpgate|gateway/call|store/logger|evaluator|adapters/h1", 30)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--calls", type=int, default=600)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="mcp-profile-"))
+    (tmp / "server.py").write_text(SERVER)
+    (tmp / "bench.policy").write_text(POLICY)
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(tmp / "server.py"), str(port)], stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, server, "the MCP server")
+        time.sleep(1.0)
+        url = f"http://127.0.0.1:{port}/mcp"
+        print(f"load {os.getloadavg()[0]:.1f}, {args.calls} sequential calls per line")
+        asyncio.run(upstream_leg(url, args.calls))
+        asyncio.run(whole_gateway(url, args.calls, tmp, args.profile))
+    finally:
+        server.kill()
+        server.wait(10)
+
+
+if __name__ == "__main__":
+    main()
