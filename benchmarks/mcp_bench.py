@@ -174,7 +174,7 @@ def gateway_split(db: Path) -> tuple[list[float], list[float]]:
 
 
 def start_gateway(tmp: Path, tag: str, sport: int, sync: str, env: dict[str, str], *, fast: bool,
-                  profile: str | None) -> tuple[subprocess.Popen, int, Path]:
+                  profile: str | None, commit_first: bool) -> tuple[subprocess.Popen, int, Path]:
     """`policyengine mcp --transport http` in front of the server: (process, port, its log's path)."""
     port = free_port()
     db = tmp / f"pe-{tag}.db"
@@ -183,7 +183,8 @@ def start_gateway(tmp: Path, tag: str, sport: int, sync: str, env: dict[str, str
         "sqlite_synchronous": sync,
         "seed_keys": [{"token_env": "PE_BENCH_TOKEN", "tenant": "bench", "roles": ["app"], "subject": "bench"}]}))
     (tmp / f"mcp-{tag}.json").write_text(json.dumps({
-        "upstreams": {"bench": f"http://127.0.0.1:{sport}/mcp"}, "fast_path": fast}))
+        "upstreams": {"bench": f"http://127.0.0.1:{sport}/mcp"}, "fast_path": fast,
+        "commit_before_forward": commit_first}))
     proc = subprocess.Popen(
         [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []),
          str(tmp / "gateway.py"), "mcp", "--transport", "http", "--settings", str(tmp / f"settings-{tag}.json"),
@@ -196,7 +197,10 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=400, help="calls per side (after 50 warm-up calls)")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--sync", choices=["NORMAL", "FULL"], default="NORMAL", help="SQLite synchronous mode of the log")
+    ap.add_argument("--overlap-commit", action="store_true",
+                    help="commit_before_forward: false (forward while the row commits) instead of the default")
     args = ap.parse_args()
+    commit_first = not args.overlap_commit
     tmp = Path(tempfile.mkdtemp(prefix="mcp-bench-"))
     (tmp / "server.py").write_text(SERVER)
     (tmp / "bench.policy").write_text(POLICY)
@@ -214,9 +218,10 @@ def main() -> None:
         procs.append(proxy)
         wait_port(pport, proxy, "the bare SDK proxy")
         fast, fport, fdb = start_gateway(tmp, "fast", sport, args.sync, env, fast=True,
-                                         profile=os.environ.get("MCP_BENCH_PROFILE"))
+                                         profile=os.environ.get("MCP_BENCH_PROFILE"), commit_first=commit_first)
         procs.append(fast)
-        sdk, gport, gdb = start_gateway(tmp, "sdk", sport, args.sync, env, fast=False, profile=None)
+        sdk, gport, gdb = start_gateway(tmp, "sdk", sport, args.sync, env, fast=False, profile=None,
+                                       commit_first=commit_first)
         procs.append(sdk)
         wait_port(fport, fast, "the gateway")
         wait_port(gport, sdk, "the gateway (fast_path: false)")
@@ -235,7 +240,8 @@ def main() -> None:
                 p.kill()
     load = os.getloadavg()[0]
     n = len(lat["direct"])
-    print(f"MCP gateway bench: {n} calls per side, concurrency 1, SQLite {args.sync}, load {load:.1f}")
+    print(f"MCP gateway bench: {n} calls per side, concurrency 1, SQLite {args.sync}, "
+          f"commit_before_forward: {str(commit_first).lower()}, load {load:.1f}")
     print(f"{'':40}{'p50':>9}{'p90':>9}{'p99':>9}   (ms)")
     names = {"direct": "direct to the server", "proxy": "through a bare SDK proxy",
              "gateway": "through the gateway", "gateway_sdk": "through the gateway, fast_path: false"}

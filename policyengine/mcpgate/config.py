@@ -95,10 +95,12 @@ class McpSettings(BaseModel):
     server and client machinery (`policyengine.mcpgate.fast`, `policyengine.mcpgate.wire`);
     false: every call goes through the SDK (what the benchmark compares against). The upstream
     side is chosen when the gateway is made; the client-facing side is read per request.
-    `commit_before_forward`: the decision row is durable before the tool call is sent (a failed
-    commit then never leaves a call that ran unlogged); by default the row commits while the
-    call is forwarded and is durable before any answer is returned (the commit order of
-    `policyengine.gateway`), which takes the commit's time (0.5 ms p50 in the bench) off the call.
+    `commit_before_forward` (default true): the decision row is durable before the tool call is
+    sent, so a tool with side effects (a refund, an email) never runs without its decision on
+    record, even if the commit fails or the process dies. False overlaps the commit with the
+    forward (the row is still durable before any answer is returned, as for model calls, whose
+    upstream calls have no side effects), taking the commit's time (0.5 ms p50 in the bench) off
+    the call at the price of a window where a tool ran and its row may be lost.
     `confirm_secret`: the key that signs a confirmation round's `requestState`, as an env
     reference (`env:NAME`), so every replica verifies what another issued; unset, each process
     makes its own (a retry that reaches another replica asks the user again)."""
@@ -113,7 +115,7 @@ class McpSettings(BaseModel):
     text_max_chars: int = Field(default=16384, ge=0)
     upstream_timeout_s: float = Field(default=120.0, gt=0)
     fast_path: bool = True
-    commit_before_forward: bool = False
+    commit_before_forward: bool = True
     confirm_secret: str | None = None
 
     @field_validator("confirm_secret")
