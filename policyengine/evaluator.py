@@ -429,7 +429,8 @@ class CompiledPolicy(PolicyIR):
                     hits.append(_rule_hit(r, because, None))
                     if verification is None:
                         verification = construct(Verification, {"models": list(r.models), "threshold": r.threshold,
-                                                             "tag": r.tag, "rule_id": r.rule_id})
+                                                             "tag": r.tag, "rule_id": r.rule_id, "judge": r.judge,
+                                                             "judge_timeout": r.judge_timeout})
                     continue
                 vb: list[str] = []
                 assert r.divergence_cond is not None

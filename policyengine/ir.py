@@ -173,8 +173,8 @@ class CompiledRule:
     `order` is its position in the policy set's source (unique, increasing); `cond` None
     means "always". `restrictive` rules (all but authorize) fire on an undecidable
     condition. Verify rules also carry the models to compare, the escalation condition
-    on `divergence` (`divergence_cond`, its `threshold` when it is `divergence > N`) and
-    the tag for a verification within threshold.
+    on `divergence` (`divergence_cond`, its `threshold` when it is `divergence > N`), the
+    tag for a verification within threshold, and the judge model (and its timeout) if any.
     """
 
     kind: str  # deny | require_approval | escalate | authorize | verify
@@ -191,6 +191,8 @@ class CompiledRule:
     threshold: float | None = None
     divergence_cond: Cond | None = None
     tag: str | None = None
+    judge: str | None = None  # `judge M`: the model whose verdict decides when it gives one
+    judge_timeout: float | None = None  # `judge M timeout D`, seconds (None: the default)
     shadow: bool = False  # a `shadow` rule: evaluated and reported, never enforced
 
 

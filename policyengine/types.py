@@ -392,6 +392,12 @@ class ApprovalObligation(BaseModel):
     user_confirm: bool = False
 
 
+# How long a verification waits for its judge model's verdict, in seconds (the answer waits
+# with it): the default, and the most a policy may write (`judge M timeout D`, checker E249).
+DEFAULT_JUDGE_TIMEOUT_S = 20.0
+MAX_JUDGE_TIMEOUT_S = 300.0
+
+
 class Verification(BaseModel):
     """Dual-model verification the caller (service) must run before the answer ships."""
 
@@ -399,6 +405,10 @@ class Verification(BaseModel):
     threshold: float  # escalate when divergence > threshold
     tag: str | None = None  # tag to add when aligned
     rule_id: str | None = None
+    # `judge M [timeout D]`: a third model whose verdict decides when it gives one (the embedded
+    # comparator decides when it fails); the timeout in seconds (None: the default, 20 s)
+    judge: str | None = None
+    judge_timeout: float | None = None
 
 
 class Routing(BaseModel):

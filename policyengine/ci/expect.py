@@ -145,9 +145,10 @@ def compare(exp: Expectation, d: Decision) -> list[Mismatch]:
             ev = exp.verification
             if ((ev.models is not None and ev.models != v.models)
                     or (ev.threshold is not None and ev.threshold != v.threshold)
-                    or (ev.tag is not None and ev.tag != v.tag)):
+                    or (ev.tag is not None and ev.tag != v.tag)
+                    or (ev.judge is not None and ev.judge != v.judge)):
                 miss("verification", ev.model_dump(exclude_none=True),
-                     {"models": v.models, "threshold": v.threshold, "tag": v.tag})
+                     {"models": v.models, "threshold": v.threshold, "tag": v.tag, "judge": v.judge})
     if exp.allowed_models is not None and sorted(exp.allowed_models) != sorted(d.allowed_models):
         miss("allowed models", _list(sorted(exp.allowed_models)), _list(sorted(d.allowed_models)))
     if exp.default_applied is not None and exp.default_applied != d.default_applied:

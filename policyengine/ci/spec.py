@@ -91,6 +91,7 @@ class ExpectVerification(BaseModel):
     models: list[str] | None = None
     threshold: float | None = None
     tag: str | None = None
+    judge: str | None = None  # the judge model the rule names
 
 
 class Expectation(BaseModel):

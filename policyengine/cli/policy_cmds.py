@@ -23,7 +23,7 @@ from policyengine.dsl import (
     format_source,
     load_policy_set,
 )
-from policyengine.types import Action, Decision
+from policyengine.types import DEFAULT_JUDGE_TIMEOUT_S, Action, Decision
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -270,6 +270,10 @@ def render(d: Decision, provider_note: str) -> None:
         v = d.verification
         out.print(f"Verification required: run {' and '.join(v.models)}; escalate if divergence > {v.threshold:g}"
                   + (f", else tag {v.tag!r}" if v.tag else ""))
+        if v.judge:
+            out.print(f"Judge: {v.judge} would be asked whether the answers diverge (not called here; its "
+                      f"verdict decides, within {v.judge_timeout or DEFAULT_JUDGE_TIMEOUT_S:g}s, else the "
+                      "embedded comparator does)")
     if d.tags:
         out.print(f"Tags: {', '.join(d.tags)}")
     if d.shadow:

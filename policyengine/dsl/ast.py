@@ -269,6 +269,18 @@ class Escalate:
 
 
 @dataclass(frozen=True)
+class Judge:
+    """`judge M [timeout D]` of a verify rule: the model that reads both answers, and how long
+    verification waits for its verdict (`seconds` None: the default)."""
+
+    model: Name
+    seconds: Decimal | None = None
+    raw: str = ""  # the timeout as written, canonical
+    span: Span = field(default=NOWHERE, compare=False, repr=False)
+    timeout_span: Span = field(default=NOWHERE, compare=False, repr=False)  # of the duration
+
+
+@dataclass(frozen=True)
 class Verify:
     actions: tuple[Name, ...] | None
     cond: Expr
@@ -278,6 +290,7 @@ class Verify:
     hold: tuple[HoldItem, ...]
     span: Span = field(default=NOWHERE, compare=False, repr=False)
     shadow: bool = False  # `shadow verify ...`: evaluated and logged, never asks for verification
+    judge: Judge | None = None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from policyengine.ir import (
 )
 from policyengine.netcheck import ALWAYS_REFUSED, AddressClass, OutboundRefused, literal_class
 from policyengine.types import (
+    MAX_JUDGE_TIMEOUT_S,
     NATIVE_API_PROVIDERS,
     SERVED_KINDS,
     ApiKind,
@@ -40,6 +41,7 @@ from . import ast
 from . import formatter as fmt
 from .contradictions import contradictions, witness
 from .diagnostics import Diagnostic, source_line
+from .families import model_family
 from .parser import parse_duration
 
 SECRET_RE = re.compile(
@@ -620,7 +622,60 @@ class Checker:
                      "write: escalate when divergence > 0.25")
         else:
             self.check_expr(e)
+        if v.judge is not None:
+            self.check_judge(v)
         self.check_hold(v.hold)
+
+    def check_judge(self, v: ast.Verify) -> None:
+        """`judge M [timeout D]`: E246 unknown judge (did you mean), E247 the judge is one of the
+        models it compares, E217 an embeddings-only judge, E249 a timeout outside (0, 5m],
+        W248 a judge of the same family as a compared model."""
+        j = v.judge
+        assert j is not None
+        name = j.model.value
+        compared = [m.value for m in v.models]
+        if name not in self.models:
+            close = _close(name, [m for m in self.models if m not in compared])
+            self.add("E246", j.model.span, f"unknown judge model `{name}`",
+                     f"did you mean `{close}`?" if close else
+                     f"declare it: model {name} {{ provider openai base_url env(\"...\") }}")
+        elif name in compared:
+            other = self._judge_candidate(compared)
+            self.add("E247", j.model.span, f"the judge `{name}` is one of the models it compares: a model "
+                     "cannot referee its own answer (it tends to agree with itself), so the verdict would not "
+                     "be independent", f"judge with a third model, e.g. `judge {other}`" if other else
+                     "declare a third model to judge")
+        elif "chat" not in self.served(name):
+            self.add("E217", j.model.span, f"the judge `{name}` serves only embeddings; it must answer in chat",
+                     "judge with a model that serves chat")
+        else:
+            fam = self._family(name)
+            same = [m for m in compared if fam is not None and self._family(m) == fam]
+            if same:
+                other = self._judge_candidate(compared)
+                self.add("W248", j.model.span, f"the judge `{name}` and `{same[0]}` are both {fam} models: "
+                         "models of one lineage share blind spots, so the judge may miss what that model gets wrong",
+                         f"judge with a model of another family, e.g. `judge {other}`" if other else
+                         "judge with a model of another family", warning=True)
+        if j.seconds is not None and not 0 < float(j.seconds) <= MAX_JUDGE_TIMEOUT_S:
+            self.add("E249", j.timeout_span, f"judge timeout {j.raw} is outside (0, {MAX_JUDGE_TIMEOUT_S:g}s]: the answer "
+                     "waits for the verdict, so the wait must be bounded and above zero",
+                     f"e.g. judge {name} timeout 20s")
+
+    def _family(self, model: str) -> str | None:
+        decl = self.models.get(model)
+        mid = next((getattr(p.value, "value", None) for p in decl.props if p.key == "model_id"), None) \
+            if decl is not None else None
+        return model_family(model, mid if isinstance(mid, str) else None)
+
+    def _judge_candidate(self, compared: list[str]) -> str | None:
+        """A declared chat model of a family none of `compared` is from (for hints), if any."""
+        fams = {self._family(m) for m in compared}
+        for m in sorted(self.models):
+            if m not in compared and "chat" in self.served(m) and (self._family(m) not in fams
+                                                                 or self._family(m) is None):
+                return m
+        return None
 
     # ------------------------------------------------------------------ conditions
     def atoms(self, e: ast.Expr) -> Iterator[ast.Expr]:

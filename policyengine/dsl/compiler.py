@@ -699,7 +699,10 @@ def compile_steps(files: list[ast.PolicyFile]) -> Generator[None, None, PolicyIR
                     named.add(a.value)
         elif isinstance(it, ast.Verify):
             r = rule("verify", it, it.cond, obligation=_obligation(it.hold), models=tuple(m.value for m in it.models),
-                     threshold=_verify_threshold(it.escalate), divergence_cond=compile_expr(it.escalate), tag=it.tag)
+                     threshold=_verify_threshold(it.escalate), divergence_cond=compile_expr(it.escalate), tag=it.tag,
+                     judge=it.judge.model.value if it.judge is not None else None,
+                     judge_timeout=float(it.judge.seconds) if it.judge is not None and it.judge.seconds is not None
+                     else None)
             if it.actions is None:
                 global_holds.append(r)
             else:

@@ -403,8 +403,15 @@ class _Builder(Transformer):
         scope, cond, *rest = c
         models = tuple(self.name(t) for t in rest if isinstance(t, Token))
         others = [x for x in rest if not isinstance(x, Token)]
-        escalate_expr, tag, *hold = others
-        return ast.Verify(scope, cond, models, escalate_expr, tag, tuple(hold), self.sp(meta))
+        judge, escalate_expr, tag, *hold = others
+        return ast.Verify(scope, cond, models, escalate_expr, tag, tuple(hold), self.sp(meta), judge=judge)
+
+    @v_args(meta=True)
+    def judge(self, meta: Any, c: list[Any]) -> ast.Judge:
+        model, timeout = c
+        if timeout is None:
+            return ast.Judge(self.name(model), span=self.sp(meta))
+        return ast.Judge(self.name(model), parse_duration(str(timeout)), str(timeout), self.sp(meta), self.sp(timeout))
 
     def otherwise(self, c: list[Any]) -> str:
         return unescape(c[0])

@@ -679,6 +679,44 @@ def _text_or_empty(resp: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------ verify
 
 
+def _judge_extra(call: Call, result: Any) -> dict[str, Any]:
+    """The verification row's account of who decided: `decided_by` (judge | embedded), the
+    embedded score, and the judge's verdict when the rule names one (`judge_status` ok | error |
+    timeout | unparseable, its reason or error, usage and cost at the judge's price)."""
+    out: dict[str, Any] = {"decided_by": result.decided_by,
+                           "embedded_divergence": result.divergence.divergence if result.divergence else None}
+    j = result.judge
+    if j is None:
+        return out
+    judge: dict[str, Any] = {"model": j.model, "answered_by": j.answered_by, "status": j.status,
+                             "divergent": j.divergent, "reason": j.reason, "error": j.error,
+                             "timeout_s": j.timeout_s, "latency_ms": j.latency_ms}
+    if j.raw is not None:
+        judge["raw"] = j.raw
+    if j.usage is not None:
+        judge["usage"] = j.usage
+        spec = call.policy.models.get(j.answered_by or j.model)
+        total = j.usage.get("total_tokens")
+        if spec is not None and isinstance(total, int):
+            judge["cost"] = {"amount": format(spec.cost_of(total).normalize(), "f"), "currency": spec.cost_currency}
+    return {**out, "judge_status": j.status, "judge": judge}
+
+
+def _with_judge(hit: RuleHit, rule_id: str | None, result: Any) -> RuleHit:
+    """The verify rule's hit with a line saying what the judge said, or that it failed and the
+    embedded comparator decided (other hits unchanged)."""
+    j = result.judge
+    if hit.kind != "verify" or hit.rule_id != rule_id or j is None:
+        return hit
+    if j.ok:
+        line = (f"judge {j.answered_by or j.model}: {'divergent' if j.divergent else 'same'}: "
+                f"{j.reason or '(no reason given)'} (divergence {1.0 if j.divergent else 0.0:g} from the verdict; "
+                f"embedded score {result.divergence.divergence:g})")
+    else:
+        line = f"judge {j.model} {j.status} ({j.error}): the embedded comparator decided"
+    return hit.model_copy(update={"because": [*hit.because, line]})
+
+
 def completion_chunks(resp: dict[str, Any]) -> list[dict[str, Any]]:
     """A complete chat.completion as stream chunks (to stream a verified answer)."""
     base = {"id": resp.get("id"), "object": "chat.completion.chunk", "created": resp.get("created", 0),
@@ -714,7 +752,8 @@ async def verify(call: Call, body: dict[str, Any], *, stream: bool) -> Completio
     up = {k: val for k, val in body.items() if k not in ("stream", "stream_options")}
     try:
         result = await run_verify(call.dispatcher, up, list(v.models), v.threshold, tag=v.tag,
-                                  session_id=call.action.session_id, scorer=rt.divergence_scorer())
+                                  session_id=call.action.session_id, scorer=rt.divergence_scorer(),
+                                  judge=v.judge, **({"judge_timeout": v.judge_timeout} if v.judge_timeout else {}))
     except ValueError as exc:
         await pending
         call.outcome(outcome="verification_error", model=None, attempts=[], error=str(exc))
@@ -725,17 +764,23 @@ async def verify(call: Call, body: dict[str, Any], *, stream: bool) -> Completio
         raise
     await pending
     atts = [a for ans in result.answers for a in attempt_dicts(ans.attempts)]
+    if result.judge is not None:  # the judge's calls are attempts like the answers' (log, metrics, trace)
+        atts += attempt_dicts(result.judge.attempts)
     _count_attempts(call, atts)
-    div = result.divergence.divergence if result.divergence is not None else 1.0
+    # what `divergence > T` reads: the judge's verdict as 1.0 / 0.0 when it decided, else the embedded score
+    div = result.score if result.score is not None else 1.0
     # only real answers can be released by a reviewer; a model that gave none is in the reasons
     # (and with no answer at all, an approval lets the request go to the chain instead)
     answers = {a.requested_model: a.text for a in result.answers if a.text is not None}
     vextra = {"verification": {"models": v.models, "threshold": v.threshold, "divergence": div,
                                "aligned": result.aligned, "reasons": result.reasons,
                                "answered_by": {a.requested_model: a.model for a in result.answers},
-                               "errors": {a.requested_model: a.error for a in result.answers if a.error}}}
+                               "errors": {a.requested_model: a.error for a in result.answers if a.error},
+                               **_judge_extra(call, result)}}
     call.action = call.action.model_copy(update={"signals": {**call.action.signals, "divergence": div}})
     final = await evaluate(rt, call.policy, call.action)
+    if result.judge is not None:  # the verify rule's explanation says how the judge fared
+        final = final.model_copy(update={"rules": [_with_judge(h, v.rule_id, result) for h in final.rules]})
     if result.escalate and final.effect not in (*HELD, "deny"):
         # the scorer saw a missing or non-independent answer: never deliver as verified
         final = final.model_copy(update={"effect": "escalate", "rules": [*final.rules, RuleHit(

@@ -12,6 +12,7 @@ M = """policy "t" version 1
 model qwen-72b { provider vllm base_url env("Q") cost 0 context 32768 }
 model gemma-27b { provider ollama base_url env("G") cost 0 }
 """
+J = 'model llama-70b { provider vllm base_url env("L") cost 0 }\n'  # a judge of another family
 HELD = ' { reviewers group "r" notify slack "#r" timeout 1h -> deny }'  # a complete approval block (no W270-W272)
 
 # code -> (policy text, line, col)
@@ -63,6 +64,16 @@ CASES: dict[str, tuple[str, int, int]] = {
     "E240": (M + 'verify when use_case == "legal" with qwen-72b, qwen-72b {\n  escalate when divergence > 0.2\n}\n', 4, 38),
     "E241": (M + 'verify when use_case == "legal" with qwen-72b, gemma-27b {\n  escalate when sentiment < 0.2\n}\n', 5, 17),
     "E242": (M + "allow model choice []\n", 4, 1),
+    # a judge model for verification (E246-E249)
+    "E246": (M + J + 'verify when use_case == "legal" with qwen-72b, gemma-27b judge lama-70b {\n'
+             '  escalate when divergence > 0.2\n}\n', 5, 64),
+    "E247": (M + J + 'verify when use_case == "legal" with qwen-72b, gemma-27b judge gemma-27b {\n'
+             '  escalate when divergence > 0.2\n}\n', 5, 64),
+    "W248": (M + 'model qwen-7b { provider vllm base_url env("Q7") cost 0 }\n'
+             'verify when use_case == "legal" with qwen-72b, gemma-27b judge qwen-7b {\n'
+             '  escalate when divergence > 0.2\n}\n', 5, 64),
+    "E249": (M + J + 'verify when use_case == "legal" with qwen-72b, gemma-27b judge llama-70b timeout 0s {\n'
+             '  escalate when divergence > 0.2\n}\n', 5, 82),
 }
 
 

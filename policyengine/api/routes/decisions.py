@@ -110,6 +110,13 @@ def explain(rec: dict[str, Any]) -> list[str]:
         lines.append(describe_attempt(a))
     if rec.get("model"):
         lines.append(f"answered by {rec['model']}")
+    ver = (rec.get("extra") or {}).get("verification")
+    if isinstance(ver, dict) and isinstance(ver.get("judge"), dict):
+        j = ver["judge"]
+        said = (f"{'divergent' if j.get('divergent') else 'same'}: {j.get('reason') or '(no reason given)'}"
+                if j.get("status") == "ok" else f"{j.get('error')}; the embedded comparator decided "
+                f"(divergence {ver.get('embedded_divergence')})")
+        lines.append(f"verification judge {j.get('answered_by') or j.get('model')} ({j.get('status')}): {said}")
     for v in (rec.get("extra") or {}).get("tool_calls") or []:
         apr = (v.get("approval") or {}).get("approval_id")
         lines.append(f"tool call {v.get('name')} -> {v.get('effect')} (decision {v.get('decision_id')}"
