@@ -22,7 +22,7 @@ KEYWORDS: tuple[str, ...] = (
     "limit", "budget", "shadow",
     "version", "default", "when", "fallback", "sticky", "session", "prefer", "self_hosted", "approval", "for",
     "reviewers", "group", "notify", "remind", "every", "timeout", "on", "chat", "confirm", "by", "user",
-    "with", "otherwise", "tag", "per", "at", "and", "or", "not", "in", "mentions", "true", "false", "env",
+    "with", "judge", "otherwise", "tag", "per", "at", "and", "or", "not", "in", "mentions", "true", "false", "env",
     "provider", "api", "base_url", "model_id", "keys", "cost", "context", "supports", "region", "project",
     "header", "serves", "requests", "tokens", "choice",
 )
@@ -35,7 +35,8 @@ RULE_HELP: dict[type, str] = {
                          "Precedence 3 (with escalate): above authorize, below deny.",
     ast.Escalate: "**escalate**: sends the action to a human when its condition holds. "
                   "Precedence 3 (with require approval): above authorize, below deny.",
-    ast.Verify: "**verify**: runs the request on two models and escalates when they diverge. "
+    ast.Verify: "**verify**: runs the request on two models and escalates when they diverge (with `judge M`, "
+                "a third model's verdict decides unless it fails). "
                 "Precedence 3 (with escalate and require approval).",
     ast.Authorize: "**authorize**: allows the action when its condition holds. Precedence 4: the first matching "
                    "authorize allows, unless a deny, escalation or approval applied.",

@@ -118,6 +118,10 @@ def test_dual_verification() -> None:
     assert d.effect == "escalate" and d.obligations[0].group == "clinical-safety"
     d = p.evaluate(Action(action="chat", use_case="legal", signals={"divergence": 0.2}))
     assert d.effect == "allow" and d.tags == ["high-confidence"]
+    assert p.evaluate(Action(action="chat", use_case="legal")).verification.judge is None
+    # payments: a judge from the fleet, with its own timeout
+    v = p.evaluate(Action(action="chat", use_case="payments")).verification
+    assert v is not None and v.judge == "kimi-large" and v.judge_timeout == 15.0 and v.models == ["qwen-72b", "gemma-27b"]
 
 
 def test_hybrid_cost_prefers_self_hosted() -> None:

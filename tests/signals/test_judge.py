@@ -171,3 +171,10 @@ async def test_ask_judge_alone_and_bad_arguments(fleet, dispatcher, scorer):
     with pytest.raises(ValueError, match="judge timeout"):
         await verify(dispatcher, BODY, ["qwen-72b", "gemma-27b"], scorer=scorer, judge="llama-70b",
                      judge_timeout=301)
+
+
+def test_the_prompt_is_documented_verbatim():
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "signals.md").read_text()
+    assert JUDGE_SYSTEM_PROMPT in doc
