@@ -22,6 +22,7 @@ from policyengine.signals.embedder import (
     default_model_path,
     shared_embedder,
 )
+from policyengine.signals.judge import JUDGE_SYSTEM_PROMPT, JudgeVerdict, ask_judge, parse_verdict
 from policyengine.signals.mentions import LexiconMatcher
 from policyengine.signals.provider import DefaultSignalProvider, precompute
 from policyengine.signals.requirements import (
@@ -44,12 +45,14 @@ from policyengine.signals.verify import (
 __all__ = [
     "DEFAULT_THRESHOLD",
     "EMBEDDINGS_EXTRA",
+    "JUDGE_SYSTEM_PROMPT",
     "DefaultSignalProvider",
     "DivergenceResult",
     "DivergenceScorer",
     "Embedder",
     "EmbeddingModelError",
     "EmbeddingsNotInstalled",
+    "JudgeVerdict",
     "LexiconMatcher",
     "MentionMatch",
     "SentimentScorer",
@@ -57,6 +60,7 @@ __all__ = [
     "VerificationResult",
     "VerifiedAnswer",
     "answer_text",
+    "ask_judge",
     "confidence_from_fields",
     "confidence_from_logprobs",
     "default_model_path",
@@ -64,6 +68,7 @@ __all__ = [
     "missing_extras",
     "missing_modules",
     "parse_confidence",
+    "parse_verdict",
     "precompute",
     "require_available",
     "run_verification",
