@@ -430,7 +430,8 @@ class CompiledPolicy(PolicyIR):
                     if verification is None:
                         verification = construct(Verification, {"models": list(r.models), "threshold": r.threshold,
                                                              "tag": r.tag, "rule_id": r.rule_id, "judge": r.judge,
-                                                             "judge_timeout": r.judge_timeout})
+                                                             "judge_timeout": r.judge_timeout,
+                                                             "judge_fallback": list(r.judge_fallback)})
                     continue
                 vb: list[str] = []
                 assert r.divergence_cond is not None

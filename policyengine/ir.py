@@ -193,6 +193,7 @@ class CompiledRule:
     tag: str | None = None
     judge: str | None = None  # `judge M`: the model whose verdict decides when it gives one
     judge_timeout: float | None = None  # `judge M timeout D`, seconds (None: the default)
+    judge_fallback: tuple[str, ...] = ()  # `judge M fallback [N, ...]`: tried after the judge, in order
     shadow: bool = False  # a `shadow` rule: evaluated and reported, never enforced
 
 

@@ -405,10 +405,11 @@ class Verification(BaseModel):
     threshold: float  # escalate when divergence > threshold
     tag: str | None = None  # tag to add when aligned
     rule_id: str | None = None
-    # `judge M [timeout D]`: a third model whose verdict decides when it gives one (the embedded
-    # comparator decides when it fails); the timeout in seconds (None: the default, 20 s)
+    # `judge M [fallback [N, ...]] [timeout D]`: a third model whose verdict decides when it gives
+    # one (the embedded comparator decides when it fails); the timeout in seconds (None: 20 s)
     judge: str | None = None
     judge_timeout: float | None = None
+    judge_fallback: list[str] = Field(default_factory=list)  # tried after the judge, in order
 
 
 class Routing(BaseModel):

@@ -140,8 +140,9 @@ def _parts(node: Any, s: _Set) -> dict[str, str]:
         p["hold"] = hold_text(node.hold) or "(defaults)"
     if isinstance(node, ast.Verify):
         p["models"] = ", ".join(n.value for n in node.models)
-        p["judge"] = (node.judge.model.value + (f" timeout {node.judge.raw}" if node.judge.raw else "")
-                      if node.judge is not None else "(none)")
+        j = node.judge
+        p["judge"] = (j.model.value + (f" fallback [{', '.join(n.value for n in j.fallback)}]" if j.fallback else "")
+                      + (f" timeout {j.raw}" if j.raw else "") if j is not None else "(none)")
         p["escalate"] = expr_text(node.escalate)
         p["tag"] = node.tag or "(none)"
         p["hold"] = hold_text(node.hold) or "(defaults)"
@@ -248,7 +249,8 @@ def _rule_models(r: RuleInfo, s: _Set) -> set[str]:
     if isinstance(node, ast.Route):
         return set(s.chain(node))
     if isinstance(node, ast.Verify):
-        return {n.value for n in node.models} | ({node.judge.model.value} if node.judge is not None else set())
+        judges = {node.judge.model.value, *(n.value for n in node.judge.fallback)} if node.judge is not None else set()
+        return {n.value for n in node.models} | judges
     if isinstance(node, ast.AllowChoice):
         return {n.value for n in node.models}
     return set()

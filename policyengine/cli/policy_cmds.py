@@ -271,7 +271,8 @@ def render(d: Decision, provider_note: str) -> None:
         out.print(f"Verification required: run {' and '.join(v.models)}; escalate if divergence > {v.threshold:g}"
                   + (f", else tag {v.tag!r}" if v.tag else ""))
         if v.judge:
-            out.print(f"Judge: {v.judge} would be asked whether the answers diverge (not called here; its "
+            then = f" (then {', '.join(v.judge_fallback)})" if v.judge_fallback else ""
+            out.print(f"Judge: {v.judge}{then} would be asked whether the answers diverge (not called here; its "
                       f"verdict decides, within {v.judge_timeout or DEFAULT_JUDGE_TIMEOUT_S:g}s, else the "
                       "embedded comparator does)")
     if d.tags:

@@ -270,14 +270,16 @@ class Escalate:
 
 @dataclass(frozen=True)
 class Judge:
-    """`judge M [timeout D]` of a verify rule: the model that reads both answers, and how long
-    verification waits for its verdict (`seconds` None: the default)."""
+    """`judge M [fallback [N, ...]] [timeout D]` of a verify rule: the model that reads both
+    answers, the models tried after it when it fails, and how long verification waits for a
+    verdict in all (`seconds` None: the default)."""
 
     model: Name
     seconds: Decimal | None = None
     raw: str = ""  # the timeout as written, canonical
     span: Span = field(default=NOWHERE, compare=False, repr=False)
     timeout_span: Span = field(default=NOWHERE, compare=False, repr=False)  # of the duration
+    fallback: tuple[Name, ...] = ()
 
 
 @dataclass(frozen=True)

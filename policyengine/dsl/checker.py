@@ -627,40 +627,47 @@ class Checker:
         self.check_hold(v.hold)
 
     def check_judge(self, v: ast.Verify) -> None:
-        """`judge M [timeout D]`: E246 unknown judge (did you mean), E247 the judge is one of the
-        models it compares, E217 an embeddings-only judge, E249 a timeout outside (0, 5m],
-        W248 a judge of the same family as a compared model."""
+        """`judge M [fallback [N, ...]] [timeout D]`, for the judge and each fallback: E246 an
+        unknown model (did you mean), E247 one of the models it compares, E213 a model twice in
+        the judge's chain, E217 an embeddings-only model, W248 a model of the same family as a
+        compared one; E249 a timeout outside (0, 5m]."""
         j = v.judge
         assert j is not None
-        name = j.model.value
         compared = [m.value for m in v.models]
-        if name not in self.models:
-            close = _close(name, [m for m in self.models if m not in compared])
-            self.add("E246", j.model.span, f"unknown judge model `{name}`",
-                     f"did you mean `{close}`?" if close else
-                     f"declare it: model {name} {{ provider openai base_url env(\"...\") }}")
-        elif name in compared:
-            other = self._judge_candidate(compared)
-            self.add("E247", j.model.span, f"the judge `{name}` is one of the models it compares: a model "
-                     "cannot referee its own answer (it tends to agree with itself), so the verdict would not "
-                     "be independent", f"judge with a third model, e.g. `judge {other}`" if other else
-                     "declare a third model to judge")
-        elif "chat" not in self.served(name):
-            self.add("E217", j.model.span, f"the judge `{name}` serves only embeddings; it must answer in chat",
-                     "judge with a model that serves chat")
-        else:
-            fam = self._family(name)
-            same = [m for m in compared if fam is not None and self._family(m) == fam]
-            if same:
+        seen: set[str] = set()
+        for n in (j.model, *j.fallback):
+            name, what = n.value, ("judge" if n is j.model else "judge's fallback")
+            if name in seen:
+                self.add("E213", n.span, f"`{name}` appears twice in the judge's chain", "remove the repeat")
+                continue
+            seen.add(name)
+            if name not in self.models:
+                close = _close(name, [m for m in self.models if m not in compared])
+                self.add("E246", n.span, f"unknown {what} model `{name}`",
+                         f"did you mean `{close}`?" if close else
+                         f"declare it: model {name} {{ provider openai base_url env(\"...\") }}")
+            elif name in compared:
                 other = self._judge_candidate(compared)
-                self.add("W248", j.model.span, f"the judge `{name}` and `{same[0]}` are both {fam} models: "
-                         "models of one lineage share blind spots, so the judge may miss what that model gets wrong",
-                         f"judge with a model of another family, e.g. `judge {other}`" if other else
-                         "judge with a model of another family", warning=True)
+                self.add("E247", n.span, f"the {what} `{name}` is one of the models it compares: a model cannot "
+                         "referee its own answer (it tends to agree with itself), so the verdict would not be "
+                         "independent", f"judge with a third model, e.g. `judge {other}`" if other else
+                         "declare a third model to judge")
+            elif "chat" not in self.served(name):
+                self.add("E217", n.span, f"the {what} `{name}` serves only embeddings; it must answer in chat",
+                         "judge with a model that serves chat")
+            else:
+                fam = self._family(name)
+                same = [m for m in compared if fam is not None and self._family(m) == fam]
+                if same:
+                    other = self._judge_candidate(compared)
+                    self.add("W248", n.span, f"the {what} `{name}` and `{same[0]}` are both {fam} models: models "
+                             "of one lineage share blind spots, so the judge may miss what that model gets wrong",
+                             f"judge with a model of another family, e.g. `judge {other}`" if other else
+                             "judge with a model of another family", warning=True)
         if j.seconds is not None and not 0 < float(j.seconds) <= MAX_JUDGE_TIMEOUT_S:
             self.add("E249", j.timeout_span, f"judge timeout {j.raw} is outside (0, {MAX_JUDGE_TIMEOUT_S:g}s]: the answer "
                      "waits for the verdict, so the wait must be bounded and above zero",
-                     f"e.g. judge {name} timeout 20s")
+                     f"e.g. judge {j.model.value} timeout 20s")
 
     def _family(self, model: str) -> str | None:
         decl = self.models.get(model)

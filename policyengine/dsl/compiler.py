@@ -701,6 +701,7 @@ def compile_steps(files: list[ast.PolicyFile]) -> Generator[None, None, PolicyIR
             r = rule("verify", it, it.cond, obligation=_obligation(it.hold), models=tuple(m.value for m in it.models),
                      threshold=_verify_threshold(it.escalate), divergence_cond=compile_expr(it.escalate), tag=it.tag,
                      judge=it.judge.model.value if it.judge is not None else None,
+                     judge_fallback=tuple(m.value for m in it.judge.fallback) if it.judge is not None else (),
                      judge_timeout=float(it.judge.seconds) if it.judge is not None and it.judge.seconds is not None
                      else None)
             if it.actions is None:

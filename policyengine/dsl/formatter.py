@@ -220,7 +220,11 @@ def _format_item(it: ast.Item, one_line: bool = False) -> str:
         scope = f" for {names(it.actions)}" if it.actions is not None else ""
         head = f"verify{scope}{when(it.cond)} with {names(it.models)}"
         if it.judge is not None:
-            head += f" judge {it.judge.model.value}" + (f" timeout {it.judge.raw}" if it.judge.raw else "")
+            head += f" judge {it.judge.model.value}"
+            if it.judge.fallback:
+                head += f" fallback [{names(it.judge.fallback)}]"
+            if it.judge.raw:
+                head += f" timeout {it.judge.raw}"
         inner = f"escalate when {expr(it.escalate)}"
         if it.tag is not None:
             inner += f" otherwise tag {escape(it.tag)}"

@@ -408,10 +408,12 @@ class _Builder(Transformer):
 
     @v_args(meta=True)
     def judge(self, meta: Any, c: list[Any]) -> ast.Judge:
-        model, timeout = c
+        model, fb, timeout = c
+        fallback = tuple(fb or ())
         if timeout is None:
-            return ast.Judge(self.name(model), span=self.sp(meta))
-        return ast.Judge(self.name(model), parse_duration(str(timeout)), str(timeout), self.sp(meta), self.sp(timeout))
+            return ast.Judge(self.name(model), span=self.sp(meta), fallback=fallback)
+        return ast.Judge(self.name(model), parse_duration(str(timeout)), str(timeout), self.sp(meta), self.sp(timeout),
+                         fallback=fallback)
 
     def otherwise(self, c: list[Any]) -> str:
         return unescape(c[0])

@@ -753,7 +753,8 @@ async def verify(call: Call, body: dict[str, Any], *, stream: bool) -> Completio
     try:
         result = await run_verify(call.dispatcher, up, list(v.models), v.threshold, tag=v.tag,
                                   session_id=call.action.session_id, scorer=rt.divergence_scorer(),
-                                  judge=v.judge, **({"judge_timeout": v.judge_timeout} if v.judge_timeout else {}))
+                                  judge=v.judge, **({"judge_timeout": v.judge_timeout} if v.judge_timeout else {}),
+                                  fallbacks={v.judge: v.judge_fallback} if v.judge and v.judge_fallback else None)
     except ValueError as exc:
         await pending
         call.outcome(outcome="verification_error", model=None, attempts=[], error=str(exc))

@@ -192,7 +192,10 @@ async def run_verification(
     session_id: str | None = None,
     fallbacks: dict[str, list[str]] | None = None,
 ) -> VerificationResult:
-    """`verify()` driven by a Decision's `verification` obligation (models, threshold, tag, judge)."""
+    """`verify()` driven by a Decision's `verification` obligation (models, threshold, tag, judge,
+    the judge's fallbacks unless `fallbacks` gives the judge its own chain)."""
+    if verification.judge and verification.judge_fallback:
+        fallbacks = {verification.judge: list(verification.judge_fallback), **(fallbacks or {})}
     return await verify(
         dispatcher, body, list(verification.models), verification.threshold,
         scorer=scorer, tag=verification.tag, session_id=session_id, fallbacks=fallbacks,

@@ -12,6 +12,7 @@ import pytest
 
 from policyengine.signals.judge import JUDGE_SYSTEM_PROMPT
 from policyengine.simulate.faults import Fault
+from policyengine.simulate.server import SimServer
 
 from .conftest import POLICIES
 
@@ -26,6 +27,14 @@ JUDGED = '''verify when use_case == "legal" with qwen-72b, gemma-27b judge kimi-
 }
 verify when use_case == "medical" with qwen-72b, gemma-27b judge kimi-large timeout 1s {
   escalate when divergence > 0.15 otherwise tag "high-confidence"
+}
+verify when use_case == "billing" with qwen-72b, gemma-27b judge kimi-large fallback [mistral-large] timeout 30s {
+  escalate when divergence > 0.25 otherwise tag "high-confidence"
+}
+model mistral-large {
+  provider openai
+  base_url env("PE_T_MISTRAL_URL")
+  cost 0.002 per 1k tokens
 }'''
 
 
@@ -40,7 +49,17 @@ def judged_policies(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def judged(service_factory, judged_policies, tmp_path):
+async def mistral(monkeypatch):
+    """A fourth upstream (the judge's fallback in the `billing` rule), an OpenAI-style server."""
+    sim = SimServer("mistral-large", flavour="openai")
+    await sim.start()
+    monkeypatch.setenv("PE_T_MISTRAL_URL", sim.url)
+    yield sim
+    await sim.stop()
+
+
+@pytest.fixture
+async def judged(service_factory, judged_policies, tmp_path, mistral):
     async with service_factory(f"sqlite:///{tmp_path / 'pe.db'}", policy_dir=judged_policies) as svc:
         yield svc
 
@@ -148,3 +167,18 @@ async def test_a_judge_that_hangs_times_out_and_the_embedded_comparator_decides(
     assert ver["decided_by"] == "embedded" and ver["judge_status"] == "timeout"
     assert ver["judge"]["timeout_s"] == 1.0 and ver["judge"]["error"] == "no verdict within 1s"
     assert len(sims["kimi-large"].requests) == 1
+
+
+async def test_the_judge_fails_over_along_its_fallbacks(judged, mistral):
+    judged.sims["kimi-large"].down(60)  # connection refused: the dispatcher fails over to the fallback
+    mistral.answer = '{"divergent": true, "reason": "A says 5 working days, B says 10"}'
+    with pytest.raises(openai.ConflictError) as exc:
+        await _legal(judged, "billing")
+    rec = await _verdict(judged, exc.value.body["decision_id"])
+    ver = rec["outcome_row"]["record"]["extra"]["verification"]
+    assert ver["decided_by"] == "judge" and ver["judge"]["model"] == "kimi-large"
+    assert ver["judge"]["answered_by"] == "mistral-large" and ver["judge"]["reason"] == "A says 5 working days, B says 10"
+    assert ver["judge"]["cost"]["amount"] != "0"  # at the fallback's price
+    models = [a["model"] for a in rec["outcome_row"]["record"]["attempts"]]
+    assert "kimi-large" in models and models[-1] == "mistral-large"
+    assert any("verification judge mistral-large (ok): divergent" in line for line in rec["explanation"])

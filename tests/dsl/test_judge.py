@@ -135,3 +135,26 @@ def test_eval_shows_the_judge_would_be_asked_without_calling_it(tmp_path) -> Non
                                  "--format", "json"])
     v = json.loads(r.output)["verification"]
     assert v["judge"] == "kimi-large" and v["judge_timeout"] == 15.0
+
+
+FALLBACK = JUDGED.replace("judge bedrock-llama timeout 1.5s", "judge bedrock-llama fallback [kimi-large] timeout 1.5s")
+
+
+def test_the_judge_may_have_a_fallback_chain() -> None:
+    p = with_models(ROUTE + FALLBACK)
+    v = p.evaluate(Action(action="chat", use_case="legal")).verification
+    assert v.judge == "bedrock-llama" and v.judge_fallback == ["kimi-large"] and v.judge_timeout == 1.5
+    assert with_models(ROUTE + JUDGED).evaluate(Action(action="chat", use_case="legal")).verification.judge_fallback == []
+    out = format_source(MODELS + FALLBACK.replace("fallback [kimi-large]", "fallback [ kimi-large ]"))
+    assert "judge bedrock-llama fallback [kimi-large] timeout 1.5s {\n" in out and format_source(out) == out
+
+
+@pytest.mark.parametrize("chain, code, col, message", [
+    ("fallback [kimi-larg]", "E246", 88, "unknown judge's fallback model `kimi-larg`"),
+    ("fallback [gemma-27b]", "E247", 88, "the judge's fallback `gemma-27b` is one of the models it compares"),
+    ("fallback [kimi-large, kimi-large]", "E213", 100, "`kimi-large` appears twice in the judge's chain"),
+    ("fallback [bedrock-llama]", "E213", 88, "`bedrock-llama` appears twice in the judge's chain"),
+])
+def test_the_judges_fallbacks_are_checked_like_the_judge(chain, code, col, message) -> None:
+    [d] = diags(MODELS + FALLBACK.replace("fallback [kimi-large]", chain))
+    assert (d.code, d.line, d.col) == (code, 6, col) and message in d.message, d.format()
