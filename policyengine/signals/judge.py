@@ -32,6 +32,8 @@ MAX_ANSWER_CHARS = 6000
 MAX_QUESTION_CHARS = 2000
 MAX_REASON_CHARS = 500
 JUDGE_MAX_TOKENS = 300
+MAX_VERDICT_SCAN = 20_000  # characters of the judge's answer searched for the verdict
+MAX_VERDICT_STARTS = 64  # `{` positions tried as the start of the verdict object
 
 JUDGE_SYSTEM_PROMPT = """\
 You compare two answers that two different assistants gave to the same customer request.
@@ -108,7 +110,7 @@ def judge_request(body: dict[str, Any], answer_a: str, answer_b: str) -> dict[st
             "temperature": 0, "max_tokens": JUDGE_MAX_TOKENS}
 
 
-_THINK_RE = re.compile(r"<think(?:ing)?>.*?</think(?:ing)?>", re.S | re.I)
+_THINK_END_RE = re.compile(r">(?:gni)?kniht/<", re.I)  # `</think>` / `</thinking>`, reversed
 _TRUE = {"true", "yes", "divergent", "1"}
 _FALSE = {"false", "no", "same", "aligned", "0"}
 
@@ -126,17 +128,26 @@ def parse_verdict(text: str) -> tuple[bool, str] | None:
 
     Reads the first JSON object that has a `divergent` key whose value is a boolean (or the
     strings "true"/"false"/"yes"/"no"), wherever it is: alone, in a ```json fence, after a
-    reasoning block (`<think>...</think>`, skipped) or with prose around it. A `reason` that is
-    not a string is rendered as JSON; the reason is cut to MAX_REASON_CHARS."""
+    reasoning block (what precedes the last `</think>` is skipped) or with prose around it. A `reason` that is
+    not a string is rendered as JSON; the reason is cut to MAX_REASON_CHARS. Only the first
+    MAX_VERDICT_SCAN characters and MAX_VERDICT_STARTS candidate objects are read, so the
+    work is bounded for any input."""
     if not isinstance(text, str):
         return None
-    text = _THINK_RE.sub(" ", text)
+    # bounded work whatever the upstream sends: the first MAX_VERDICT_SCAN characters, at most
+    # MAX_VERDICT_STARTS candidate objects, and no recursion error from deep nesting
+    text = text[:MAX_VERDICT_SCAN]
+    end_of_reasoning = _THINK_END_RE.search(text[::-1])  # the last </think>: the verdict follows it
+    if end_of_reasoning is not None:
+        text = text[len(text) - end_of_reasoning.start():]
     decoder = json.JSONDecoder()
     i = text.find("{")
-    while i != -1:
+    for _ in range(MAX_VERDICT_STARTS):
+        if i == -1:
+            break
         try:
             obj = decoder.raw_decode(text, i)[0]
-        except ValueError:
+        except (ValueError, RecursionError):
             obj = None
         if isinstance(obj, dict):
             key = next((k for k in obj if isinstance(k, str) and k.strip().lower() == "divergent"), None)

@@ -178,3 +178,13 @@ def test_the_prompt_is_documented_verbatim():
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "signals.md").read_text()
     assert JUDGE_SYSTEM_PROMPT in doc
+
+
+def test_parse_verdict_is_bounded_on_hostile_input():
+    deep = "{" * 100_000 + '{"divergent": true}'
+    assert parse_verdict(deep) is None  # past the scanned prefix; no RecursionError
+    assert parse_verdict('{"a": ' * 5000 + "1" + "}" * 5000) is None
+    assert parse_verdict("<think>" * 2000 + '{"divergent": false, "reason": "r"}') == (False, "r")
+    assert parse_verdict('{"x": "' + "y" * 50_000) is None
+    assert parse_verdict('<THINKING>{"divergent": true}</THINKING>\n{"divergent": false, "reason": "ok"}') == (
+        False, "ok")
