@@ -139,3 +139,12 @@ def _one_refund(tmp: Path) -> Path:
     f.write_text('{"id": "r75", "action": "refund", "fields": {"amount": "75 GBP"}, '
                  '"signals": {"sentiment": 0.9, "confidence": 0.9}}\n')
     return f
+
+
+def test_adding_a_judge_is_a_changed_verify_rule() -> None:
+    old_head = 'verify when use_case in ["legal", "medical"] with qwen-72b, gemma-27b {'
+    assert old_head in BASE
+    r = _diff(BASE.replace(old_head, old_head[:-2] + " judge kimi-large timeout 20s {"))
+    [c] = r.rules
+    assert (c.kind, c.status) == ("verify", "changed")
+    assert c.details == ["judge: (none) → kimi-large timeout 20s"]
