@@ -663,7 +663,7 @@ def compile_steps(files: list[ast.PolicyFile]) -> Generator[None, None, PolicyIR
             elif isinstance(it, ast.Verify):
                 extra.update(obligation=_obligation(it.hold), models=tuple(m.value for m in it.models),
                              threshold=_verify_threshold(it.escalate), divergence_cond=compile_expr(it.escalate),
-                             tag=it.tag)
+                             tag=it.tag, judge=it.judge.model.value if it.judge is not None else None)
             r = rule(kind, it, it.cond, **extra)
             if it.actions is None:
                 global_shadows.append(r)
