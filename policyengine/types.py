@@ -393,7 +393,7 @@ class ApprovalObligation(BaseModel):
 
 
 # How long a verification waits for its judge model's verdict, in seconds (the answer waits
-# with it): the default, and the most a policy may write (`judge M timeout D`, checker E249).
+# with it): the default, and the most a policy may write (`judge M timeout D`, checker E255).
 DEFAULT_JUDGE_TIMEOUT_S = 20.0
 MAX_JUDGE_TIMEOUT_S = 300.0
 

@@ -627,10 +627,10 @@ class Checker:
         self.check_hold(v.hold)
 
     def check_judge(self, v: ast.Verify) -> None:
-        """`judge M [fallback [N, ...]] [timeout D]`, for the judge and each fallback: E246 an
-        unknown model (did you mean), E247 one of the models it compares, E213 a model twice in
-        the judge's chain, E217 an embeddings-only model, W248 a model of the same family as a
-        compared one; E249 a timeout outside (0, 5m]."""
+        """`judge M [fallback [N, ...]] [timeout D]`, for the judge and each fallback: E252 an
+        unknown model (did you mean), E253 one of the models it compares, E213 a model twice in
+        the judge's chain, E217 an embeddings-only model, W254 a model of the same family as a
+        compared one; E255 a timeout outside (0, 5m]."""
         j = v.judge
         assert j is not None
         compared = [m.value for m in v.models]
@@ -643,12 +643,12 @@ class Checker:
             seen.add(name)
             if name not in self.models:
                 close = _close(name, [m for m in self.models if m not in compared])
-                self.add("E246", n.span, f"unknown {what} model `{name}`",
+                self.add("E252", n.span, f"unknown {what} model `{name}`",
                          f"did you mean `{close}`?" if close else
                          f"declare it: model {name} {{ provider openai base_url env(\"...\") }}")
             elif name in compared:
                 other = self._judge_candidate(compared)
-                self.add("E247", n.span, f"the {what} `{name}` is one of the models it compares: a model cannot "
+                self.add("E253", n.span, f"the {what} `{name}` is one of the models it compares: a model cannot "
                          "referee its own answer (it tends to agree with itself), so the verdict would not be "
                          "independent", f"judge with a third model, e.g. `judge {other}`" if other else
                          "declare a third model to judge")
@@ -660,12 +660,12 @@ class Checker:
                 same = [m for m in compared if fam is not None and self._family(m) == fam]
                 if same:
                     other = self._judge_candidate(compared)
-                    self.add("W248", n.span, f"the {what} `{name}` and `{same[0]}` are both {fam} models: models "
+                    self.add("W254", n.span, f"the {what} `{name}` and `{same[0]}` are both {fam} models: models "
                              "of one lineage share blind spots, so the judge may miss what that model gets wrong",
                              f"judge with a model of another family, e.g. `judge {other}`" if other else
                              "judge with a model of another family", warning=True)
         if j.seconds is not None and not 0 < float(j.seconds) <= MAX_JUDGE_TIMEOUT_S:
-            self.add("E249", j.timeout_span, f"judge timeout {j.raw} is outside (0, {MAX_JUDGE_TIMEOUT_S:g}s]: the answer "
+            self.add("E255", j.timeout_span, f"judge timeout {j.raw} is outside (0, {MAX_JUDGE_TIMEOUT_S:g}s]: the answer "
                      "waits for the verdict, so the wait must be bounded and above zero",
                      f"e.g. judge {j.model.value} timeout 20s")
 

@@ -1,7 +1,7 @@
 """Which model family (maker and lineage) a declared model belongs to, from its names.
 
 Used by the checker to warn when a verification's judge comes from the same family as a
-model it judges (W248): models of one lineage share training data and blind spots, so one
+model it judges (W254): models of one lineage share training data and blind spots, so one
 is a weak referee of the other. The family is read from the model's `model_id` when it has
 one (`meta.llama3-70b-instruct-v1:0`, `Qwen/Qwen2.5-72B-Instruct`), else from its policy
 name (`qwen-72b`). An unrecognised name has no family (None), and nothing is warned.

@@ -64,15 +64,15 @@ CASES: dict[str, tuple[str, int, int]] = {
     "E240": (M + 'verify when use_case == "legal" with qwen-72b, qwen-72b {\n  escalate when divergence > 0.2\n}\n', 4, 38),
     "E241": (M + 'verify when use_case == "legal" with qwen-72b, gemma-27b {\n  escalate when sentiment < 0.2\n}\n', 5, 17),
     "E242": (M + "allow model choice []\n", 4, 1),
-    # a judge model for verification (E246-E249)
-    "E246": (M + J + 'verify when use_case == "legal" with qwen-72b, gemma-27b judge lama-70b {\n'
+    # a judge model for verification (E252-E255)
+    "E252": (M + J + 'verify when use_case == "legal" with qwen-72b, gemma-27b judge lama-70b {\n'
              '  escalate when divergence > 0.2\n}\n', 5, 64),
-    "E247": (M + J + 'verify when use_case == "legal" with qwen-72b, gemma-27b judge gemma-27b {\n'
+    "E253": (M + J + 'verify when use_case == "legal" with qwen-72b, gemma-27b judge gemma-27b {\n'
              '  escalate when divergence > 0.2\n}\n', 5, 64),
-    "W248": (M + 'model qwen-7b { provider vllm base_url env("Q7") cost 0 }\n'
+    "W254": (M + 'model qwen-7b { provider vllm base_url env("Q7") cost 0 }\n'
              'verify when use_case == "legal" with qwen-72b, gemma-27b judge qwen-7b {\n'
              '  escalate when divergence > 0.2\n}\n', 5, 64),
-    "E249": (M + J + 'verify when use_case == "legal" with qwen-72b, gemma-27b judge llama-70b timeout 0s {\n'
+    "E255": (M + J + 'verify when use_case == "legal" with qwen-72b, gemma-27b judge llama-70b timeout 0s {\n'
              '  escalate when divergence > 0.2\n}\n', 5, 82),
 }
 

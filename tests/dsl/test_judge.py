@@ -60,14 +60,14 @@ def test_a_judge_clause_with_a_missing_part_is_a_located_syntax_error(tail, col,
 def test_e246_unknown_judge_suggests_a_declared_model_and_is_its_own_code() -> None:
     text = MODELS + JUDGED.replace("judge bedrock-llama", "judge bedrock-lama")
     [d] = diags(text)
-    assert (d.code, d.line, d.col) == ("E246", 6, 64) and d.hint == "did you mean `bedrock-llama`?"
+    assert (d.code, d.line, d.col) == ("E252", 6, 64) and d.hint == "did you mean `bedrock-llama`?"
     [d] = diags(MODELS + JUDGED.replace("judge bedrock-llama", "judge zzz"))
-    assert d.code == "E246" and d.hint.startswith("declare it: model zzz")
+    assert d.code == "E252" and d.hint.startswith("declare it: model zzz")
 
 
 def test_e247_suggests_a_third_model_of_another_family() -> None:
     [d] = diags(MODELS + JUDGED.replace("judge bedrock-llama", "judge qwen-72b"))
-    assert (d.code, d.line, d.col) == ("E247", 6, 64) and "cannot referee its own answer" in d.message
+    assert (d.code, d.line, d.col) == ("E253", 6, 64) and "cannot referee its own answer" in d.message
     assert d.hint == "judge with a third model, e.g. `judge bedrock-llama`"
 
 
@@ -76,7 +76,7 @@ def test_w248_reads_the_family_from_model_id_and_name() -> None:
             + JUDGED.replace("qwen-72b, gemma-27b", "bedrock-llama, gemma-27b").replace("judge bedrock-llama",
                                                                                     "judge llama-8b"))
     [d] = diags(text)
-    assert d.code == "W248" and d.severity == "warning" and (d.line, d.col) == (7, 69)
+    assert d.code == "W254" and d.severity == "warning" and (d.line, d.col) == (7, 69)
     assert "`llama-8b` and `bedrock-llama` are both Llama (Meta) models" in d.message
     # the hint names a declared model of neither compared family
     assert d.hint == "judge with a model of another family, e.g. `judge kimi-large`"
@@ -93,7 +93,7 @@ def test_e217_an_embeddings_only_judge() -> None:
 @pytest.mark.parametrize("timeout", ["0s", "301s", "10m"])
 def test_e249_the_timeout_is_bounded(timeout) -> None:
     [d] = diags(MODELS + JUDGED.replace("timeout 1.5s", f"timeout {timeout}"))
-    assert (d.code, d.line, d.col) == ("E249", 6, 86) and timeout in d.message
+    assert (d.code, d.line, d.col) == ("E255", 6, 86) and timeout in d.message
     assert diags(MODELS + JUDGED.replace("timeout 1.5s", "timeout 5m")) == []
 
 
@@ -150,8 +150,8 @@ def test_the_judge_may_have_a_fallback_chain() -> None:
 
 
 @pytest.mark.parametrize("chain, code, col, message", [
-    ("fallback [kimi-larg]", "E246", 88, "unknown judge's fallback model `kimi-larg`"),
-    ("fallback [gemma-27b]", "E247", 88, "the judge's fallback `gemma-27b` is one of the models it compares"),
+    ("fallback [kimi-larg]", "E252", 88, "unknown judge's fallback model `kimi-larg`"),
+    ("fallback [gemma-27b]", "E253", 88, "the judge's fallback `gemma-27b` is one of the models it compares"),
     ("fallback [kimi-large, kimi-large]", "E213", 100, "`kimi-large` appears twice in the judge's chain"),
     ("fallback [bedrock-llama]", "E213", 88, "`bedrock-llama` appears twice in the judge's chain"),
 ])
