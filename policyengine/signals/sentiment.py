@@ -29,6 +29,8 @@ from policyengine.signals.embedder import Embedder, LazyEmbedder
 if TYPE_CHECKING:  # numpy is part of the embeddings extra: imported where features are built
     import numpy as np
 
+    from policyengine.signals.intent import IntentModel
+
 LABELS = ("negative", "neutral", "positive")
 Method = Literal["combined", "vader", "embedding"]
 
@@ -227,6 +229,7 @@ class SentimentScorer(LazyEmbedder):
         negative_weight: float = 1.5,
         training: list[tuple[str, str]] | None = None,
         threat_feature: bool = True,
+        intent: IntentModel | None = None,
     ) -> None:
         if method not in ("combined", "vader", "embedding"):
             raise ValueError(f"sentiment method must be combined, vader or embedding, got {method!r}")
@@ -244,8 +247,9 @@ class SentimentScorer(LazyEmbedder):
         # The litigation intent probability as one more feature: a threat of legal action
         # ("my solicitor will be in touch") embeds close to neutral business text, but it is
         # a complaint. Chosen on the tune split (tests/data/signals_tune).
+        # `intent` is the litigation model to read it from (default: the shipped one).
         self.threat_feature = threat_feature
-        self._intent = None
+        self._intent = intent
         self._clf = None
         self._lock = threading.Lock()
 
