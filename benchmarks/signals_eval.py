@@ -199,7 +199,12 @@ def pairs(emb, split: str) -> None:
 def latency(rounds: int, quantize: bool | None, splits: list[str]) -> None:
     import torch
 
-    from policyengine.signals import DefaultSignalProvider, DivergenceScorer, Embedder, vader_sentiment
+    from policyengine.signals import (
+        DefaultSignalProvider,
+        DivergenceScorer,
+        Embedder,
+        vader_sentiment,
+    )
     from policyengine.signals.checks import extract_facts
 
     torch.set_num_threads(1)
