@@ -289,7 +289,7 @@ def main() -> None:
     from policyengine.signals import Embedder
 
     quantize = None if args.quantize is None else args.quantize == "1"
-    emb = Embedder(quantize=quantize)
+    emb = Embedder(quantize=quantize, cache_size=50_000)  # the rotations retrain on the same rows
     emb.load()
     lexicon = shipped_policy()
     print(f"policy {POLICY.relative_to(ROOT)}: lexicon litigation {lexicon}; torch {torch.__version__}, 1 thread, "

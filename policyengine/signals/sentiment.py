@@ -127,13 +127,19 @@ MILD_FLOOR = 0.35  # the score a downplayed annoyance gets at least (the policy 
 OUTBOUND_FLOOR = 0.4  # routine outbound text is neutral (apologies included)
 
 
-def idiom_override(text: str, score: float) -> float:
+LEGAL_ACTION_CAP = 0.25  # a customer's notice of legal action is a dispute, however calm
+
+
+def idiom_override(text: str, score: float, *, legal_action: bool = False) -> float:
     """Fixed idioms whose meaning is not compositional win over the classifier:
     "couldn't be happier" is praise, "thanks for nothing" and taking the matter to a regulator
     are complaints (`REGULATOR_CAP`); a downplayed
     annoyance ("bit annoying, but not a big deal") and routine outbound text (a notice or
     reply written by the company) and a formal notice ("Please be advised that ...") are at least neutral-ish (`MILD_FLOOR`, `OUTBOUND_FLOOR`)
-    unless sarcasm or a complaint pattern is present."""
+    unless sarcasm or a complaint pattern is present. `legal_action` (the litigation intent
+    model says the writer pursues legal action) makes an inbound text a dispute: at most
+    `LEGAL_ACTION_CAP`, and never floored as a formal notice; outbound text about legal action
+    stays neutral."""
     if _FIXED_SARCASM.search(text):
         return min(score, 0.15)
     if _REGULATOR_ESCALATION.search(text):
@@ -142,6 +148,8 @@ def idiom_override(text: str, score: float) -> float:
         return max(score, 0.65)
     if outbound_cue(text) and not _CAPS_WORD.search(text.replace("I ", "")):
         return max(score, OUTBOUND_FLOOR)
+    if legal_action:
+        return min(score, LEGAL_ACTION_CAP)
     # a notice of what has been done, with no grievance words and no ultimatum, is neutral;
     # a demand with a deadline ("unless ... within 14 days") is a complaint
     formal = bool(_FORMAL_NOTICE.search(text)) and vader_scores(text)["neg"] < 0.1 and not _ULTIMATUM.search(text)
@@ -253,7 +261,14 @@ class SentimentScorer(LazyEmbedder):
         self._clf = None
         self._lock = threading.Lock()
 
-    def _features(self, texts: list[str]) -> np.ndarray:
+    def _litigation(self):
+        if self._intent is None:
+            from policyengine.signals.intent import IntentModel
+
+            self._intent = IntentModel("litigation", self.embedder)
+        return self._intent
+
+    def _features(self, texts: list[str], threat: np.ndarray | None = None) -> np.ndarray:
         import numpy as np
 
         emb = self.embedder.embed(texts)
@@ -261,13 +276,15 @@ class SentimentScorer(LazyEmbedder):
             return emb
         surf = np.stack([surface_features(t) for t in texts]) * self.surface_weight
         if self.threat_feature:
-            if self._intent is None:
-                from policyengine.signals.intent import IntentModel
-
-                self._intent = IntentModel("litigation", self.embedder)
-            threat = np.array([[r.probability] for r in self._intent.results(texts)], dtype=np.float32)
-            surf = np.hstack([surf, threat])
+            if threat is None:
+                threat = self._threats(texts)
+            surf = np.hstack([surf, threat.reshape(-1, 1)])
         return np.hstack([emb, surf])
+
+    def _threats(self, texts: list[str]) -> np.ndarray:
+        import numpy as np
+
+        return np.array([r.probability for r in self._litigation().results(texts)], dtype=np.float32)
 
     def fit(self, rows: list[tuple[str, str]] | None = None) -> SentimentScorer:
         """Train (or retrain) the classifier; called automatically on first use."""
@@ -305,12 +322,16 @@ class SentimentScorer(LazyEmbedder):
         if not idx:
             return out
         clf = self._ensure()
-        proba = clf.predict_proba(self._features([texts[i] for i in idx]))
+        batch = [texts[i] for i in idx]
+        threat = self._threats(batch) if self.method == "combined" else None
+        proba = clf.predict_proba(self._features(batch, threat))
         cols = {int(c): k for k, c in enumerate(clf.classes_)}
-        for row, i in zip(proba, idx, strict=True):
+        legal = self._litigation().threshold
+        for k, (row, i) in enumerate(zip(proba, idx, strict=True)):
             p_neu = row[cols[1]] if 1 in cols else 0.0
             p_pos = row[cols[2]] if 2 in cols else 0.0
-            out[i] = round(idiom_override(texts[i], float(p_pos + 0.5 * p_neu)), 4)
+            pursues = threat is not None and float(threat[k]) >= legal
+            out[i] = round(idiom_override(texts[i], float(p_pos + 0.5 * p_neu), legal_action=pursues), 4)
         return out
 
     def score(self, text: str) -> float:
