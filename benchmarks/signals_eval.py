@@ -68,6 +68,14 @@ def split_dir(split: str) -> Path:
     return DATA / f"signals_{split}"
 
 
+def shown(path: Path) -> str:
+    """The path relative to the repository when it is inside it, else as it is."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def present(split: str) -> bool:
     d = split_dir(split)
     return (d / "messages.jsonl").is_file() and (d / "pairs.jsonl").is_file()
@@ -300,7 +308,7 @@ def main() -> None:
     scored = []
     for split in chosen:
         if not present(split):
-            print(f"\n== {split}: skipped: {split_dir(split).relative_to(ROOT)}/ (messages.jsonl + pairs.jsonl) "
+            print(f"\n== {split}: skipped: {shown(split_dir(split))}/ (messages.jsonl + pairs.jsonl) "
                   "is not present" + (" (the untouched split is added at the end by the coordinator)"
                                       if split in UNTOUCHED else ""))
             continue

@@ -207,14 +207,18 @@ _OTHER_MATTER = re.compile(
 # after a negated topic word, a resolve to act anyway ("..., but I will if I have to")
 _RESOLVE = re.compile(r"\b(?:but|if|unless|otherwise|until)\b[^.!?]*?(?:\b(?:will|shall|going to|gonna|ready|prepared|"
                       r"have to|next|then)\b|'ll\b)|\bno (?:choice|option)\b|\bleaving me\b", re.I)
-NEGATED_CAP = 0.2  # the most a window whose only topic word is negated, with no resolve after it, can score
+NEGATED_CAP = 0.2  # the most a window whose topic words are all negated, with no resolve after them, can score
 
 
-def negated_without_resolve(sentence: str, gate_hit_start: int, hits: int = 1) -> bool:
-    """The window's one topic word is negated ("I'm not going to take you to small claims")
-    and nothing after it resolves to act anyway: a negated threat, whatever it embeds like."""
-    return hits == 1 and _negated(sentence[:gate_hit_start], sentence[gate_hit_start:]) and not _RESOLVE.search(
-        sentence[gate_hit_start:])
+def negated_without_resolve(sentence: str, hit_starts: list[int]) -> bool:
+    """Every topic word of the window is negated ("No lawyers, I'm not going to court over
+    a £9 toaster") and nothing after the last one resolves to act anyway: a negated threat,
+    whatever it embeds like."""
+    if not hit_starts:
+        return False
+    if not all(_negated(sentence[:h], sentence[h:]) for h in hit_starts):
+        return False
+    return not _RESOLVE.search(sentence[max(hit_starts):])
 
 
 def _cues(sentence: str, gate_hit_start: int) -> list[float]:
@@ -327,7 +331,7 @@ class IntentModel(LazyEmbedder):
         offs = [max(0, o - (len(texts[i][s:e]) - len(texts[i][s:e].lstrip()))) for i, s, e, o in jobs]
         proba = clf.predict_proba(self._features(wins, offs))[:, list(clf.classes_).index(1)]
         for k, (w, o) in enumerate(zip(wins, offs, strict=True)):
-            if negated_without_resolve(w, o, len(self._gate.find_all(w, self.topic, self._terms))):
+            if negated_without_resolve(w, [h.start for h in self._gate.find_all(w, self.topic, self._terms)]):
                 proba[k] = min(proba[k], NEGATED_CAP)
         for (i, s, e, _), p, w in zip(jobs, proba, wins, strict=True):
             if out[i].sentence is None or p > out[i].probability:
