@@ -330,7 +330,7 @@ class IntentModel(LazyEmbedder):
         wins = [texts[i][s:e].strip() or texts[i][s:e] for i, s, e, _ in jobs]
         offs = [max(0, o - (len(texts[i][s:e]) - len(texts[i][s:e].lstrip()))) for i, s, e, o in jobs]
         proba = clf.predict_proba(self._features(wins, offs))[:, list(clf.classes_).index(1)]
-        for k, (w, o) in enumerate(zip(wins, offs, strict=True)):
+        for k, w in enumerate(wins):
             if negated_without_resolve(w, [h.start for h in self._gate.find_all(w, self.topic, self._terms)]):
                 proba[k] = min(proba[k], NEGATED_CAP)
         for (i, s, e, _), p, w in zip(jobs, proba, wins, strict=True):
