@@ -378,7 +378,7 @@ _PREDICATIVE = _ws(
 )
 _COPULA = _ws("is are was were be been being s has have had seem seems remain remains become becomes considered "
               "deemed")
-_NEGATORS = {"not", "never", "no", "neither", "nor", "without", "cannot", "hardly", "none"}
+_NEGATORS = {"not", "never", "no", "neither", "nor", "without", "cannot", "hardly", "none", "unable"}
 _SKIP = {"be", "been", "being", "also", "still", "yet", "currently", "now", "then", "really",
          "actually", "unfortunately", "sadly", "afraid", "fully", "definitely", "certainly",
          "likely", "always", "usually", "just", "only", "even", "therefore", "so", "quite", "at",
@@ -698,10 +698,16 @@ def compare_facts(a: Facts, b: Facts) -> list[Conflict]:
     return out
 
 
+def _in_days(q: Quantity) -> Quantity:
+    """A duration in weeks as days (four weeks = 28 days); other quantities unchanged."""
+    return Quantity("days", q.low * 7, q.high * 7) if q.unit == "weeks" else q
+
+
 def shared_facts(a: Facts, b: Facts) -> int:
     """How many stated facts (amounts, quantities, dates, times) both answers agree on."""
     n = len(a.amounts & b.amounts) + len(a.times & b.times)
-    n += sum(1 for x in a.quantities if any(_overlap(x, y) and x.unit == y.unit for y in b.quantities))
+    n += sum(1 for x in a.quantities if any(_overlap(_in_days(x), _in_days(y)) and _in_days(x).unit == _in_days(y).unit
+                                            for y in b.quantities))
     n += sum(1 for x in a.dates if any(x.same_as(y) for y in b.dates))
     return n
 

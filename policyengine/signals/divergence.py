@@ -24,7 +24,9 @@ from policyengine.signals.alignment import (
     substitutions,
 )
 from policyengine.signals.checks import Conflict, compare_facts, extract_facts, shared_facts
+from policyengine.signals.commitments import commitment_conflicts
 from policyengine.signals.embedder import Embedder, shared_embedder
+from policyengine.signals.formats import canonical
 from policyengine.signals.negation import action_conflicts, parity_agrees, parity_conflicts
 
 if TYPE_CHECKING:  # numpy is part of the embeddings extra: imported where vectors are used
@@ -42,7 +44,8 @@ FACT_AGREEMENT_DISCOUNT = 0.6
 DETAIL_DISCOUNT = 0.5
 DETAIL_CONTAINMENT = 0.75
 # severities of the alignment checks (policyengine.signals.alignment)
-ALIGNMENT_SEVERITY = {"identifier": 0.8, "name": 0.8, "wording": 0.7, "opposite": 0.75, "negation": 0.75}
+ALIGNMENT_SEVERITY = {"identifier": 0.8, "name": 0.8, "wording": 0.7, "opposite": 0.75, "negation": 0.75,
+                      "commitment": 0.7}
 _EXPLICIT_NEGATOR = re.compile(r"\b(?:not|no|never|cannot|unable|without)\b|n['\u2019]t\b", re.I)
 
 
@@ -94,6 +97,8 @@ class DivergenceScorer:
         agreed = 0
         conflicts: list[Conflict] = []
         if self.checks:
+            # the checks compare values, so one spelling per value first ("St" = "Street")
+            a, b = canonical(a), canonical(b)
             fa, fb = extract_facts(a), extract_facts(b)
             conflicts = _without_parity_artifacts(a, b, compare_facts(fa, fb))
             conflicts += alignment_conflicts(a, b, conflicts)
@@ -158,6 +163,10 @@ def alignment_conflicts(a: str, b: str, found: list[Conflict] = ()) -> list[Conf
         for pc in parity_conflicts(a, b):
             out.append(Conflict("negation", f"one answer negates the other: {pc.a!r} vs {pc.b!r}",
                                 ALIGNMENT_SEVERITY["negation"]))
+            break
+    if not found and not out:
+        for kind, reason in commitment_conflicts(a, b):
+            out.append(Conflict(kind, reason, ALIGNMENT_SEVERITY["commitment"]))
             break
     if not found and not out:
         for name in action_conflicts(a, b):

@@ -46,9 +46,52 @@ INTENT_TOPICS: dict[str, tuple[str, ...]] = {
         "small claim", "claim form", "money claim", "letter before", "pre-action", "redress", "remedies",
         "without prejudice", "issue a claim", "file suit", "defendant", "cort", "cout", "lawer", "lawyr",
         "sueing", "solicitr", "atturney", "llp", "act on my behalf", "act for me", "acting for me",
-        "legal representation", "collective action", "clams",
+        "legal representation", "collective action", "clams", "law firm", "law firms", "damages", "sew you", "sew u",
+        "sue u", "sue ya", "soo you", "sewing you", "suin", "lawya", "lawyah", "solisitor", "sollicitor", "law",
     ),
 }
+
+# Single gate words long enough to be recognised by their consonants when a vowel is
+# misspelt ("lawyar", "atturney", "solicetor"): same first letter, same consonant skeleton.
+_SKELETON_MIN = 6
+_VOWELS = frozenset("aeiouy")
+_TOKEN = re.compile(r"[A-Za-z]+")
+_SEW = re.compile(r"\b(s)(ew)(?=\s+(?:you|u|ya|them|your|the|this|every)\b)", re.I)
+
+
+def _skeleton(word: str) -> str:
+    """First letter, then the consonants, doubled letters once: "lawyar" -> "lwr"."""
+    w = word.lower()
+    out = [w[0]]
+    for c in w[1:]:
+        if c not in _VOWELS and c != out[-1]:
+            out.append(c)
+    return "".join(out)
+
+
+# the correctly spelt topic words a misspelling is rewritten to
+RESPELL_WORDS: dict[str, tuple[str, ...]] = {
+    "litigation": ("lawyer", "attorney", "solicitor", "counsel", "barrister", "lawsuit", "tribunal", "litigation",
+                   "arbitration", "proceedings", "judgment"),
+}
+
+
+def _skeleton_targets(words: tuple[str, ...]) -> dict[tuple[str, int], str]:
+    return {(_skeleton(t), len(t)): t for t in words if len(t) >= _SKELETON_MIN}
+
+
+def respell(text: str, targets: dict[tuple[str, int], str]) -> str:
+    """The text with vowel-misspelt topic words written as the topic word ("lawyar" ->
+    "lawyer", "sew you" -> "sue you"). Length-preserving, so offsets stay valid."""
+    def fix(m: re.Match[str]) -> str:
+        w = m.group(0)
+        t = targets.get((_skeleton(w), len(w))) if len(w) >= _SKELETON_MIN else None
+        if t is None or t == w.lower():
+            return w
+        return t.upper() if w.isupper() else t.capitalize() if w[0].isupper() else t
+
+    text = _SEW.sub(lambda m: m.group(1) + ("UE" if m.group(2).isupper() else "ue"), text)
+    return _TOKEN.sub(fix, text)
 
 _SENT = re.compile(r"[^.!?\n;]+[.!?;]*")
 _NEG = re.compile(r"\b(?:not|never|no|won'?t|don'?t|isn'?t|aren'?t|wouldn'?t|can'?t|cannot|nobody|no one|"
@@ -87,7 +130,8 @@ class IntentResult:
 
 
 _CLAUSE = re.compile(r"[,;:]|\b(?:if|unless|but|until|or|should|because|so|otherwise)\b", re.I)
-_PRONOUN = re.compile(r"\b(?:i|i'm|i'll|i've|i'd|we|we'll|we're|we've|you|he|she|they)\b", re.I)
+# subject pronouns that start a new clause after a negator ("not ... you" is an object)
+_PRONOUN = re.compile(r"\b(?:i|i'm|i'll|i've|i'd|we|we'll|we're|we've|he|she|they)\b", re.I)
 _RELATION = re.compile(r"\b(?:brother|sister|son|daughter|mum|mom|mother|father|dad|husband|wife|partner|friend|"
                        r"couple|family|people|someone|somebody|next door|"
                        r"neighbou?r|colleague|boss|employer|client|tenant|landlord|aunt|uncle|flatmate|nephew|"
@@ -116,13 +160,17 @@ _RELUCTANT = re.compile(r"\b(?:do(?:n'?t| not)|would(?:n'?t| not)|'?d rather not
 _DESPITE = re.compile(r"\b(?:but|if|unless|no (?:choice|option)|leaving me|heading|ready|will|otherwise)\b", re.I)
 
 
-def _negated(before: str) -> bool:
+def _negated(before: str, after: str = "") -> bool:
     """A negator governs the topic word: within the six words before it, in the same
     clause, with no new subject ("I'm", "we") between the negator and the word.
-    Reluctance ("I don't want to go to court") is not negation: see `_reluctant`."""
+    Reluctance ("I'd rather not involve the lawyers") is negation unless the sentence goes
+    on to a condition or a resolve ("... but I will if I have to"): see `_DESPITE`."""
+    cut = list(_CLAUSE.finditer(before))
+    if cut and cut[-1].group(0).lower() in ("if", "unless", "until"):
+        return False  # the negation is in the condition ("if the data isn't restored our attorneys...")
     clause = _clause(before)
     if _RELUCTANT.search(clause):
-        return False
+        return not _DESPITE.search(after)
     words = clause.split()[-6:]
     last = max((i for i, w in enumerate(words) if _NEG.search(w)), default=None)
     if last is None:
@@ -141,10 +189,42 @@ def _third_party(sentence: str, before: str) -> bool:
     return m is not None and not re.search(r"\b(?:i|i'm|i'll|i've|we|we'll|we've)\b", clause[m.end():], re.I)
 
 
+# the legal action is aimed at the writer, or is the recipient's own ("the letter says legal
+# action may be taken against me", "your debt collectors' solicitors")
+_AT_WRITER = re.compile(r"\bagainst (?:me|us|myself|my (?:account|name))\b|\b(?:sue|suing|sued|take|taking|took) (?:me|us)\b|"
+                        r"\b(?:threaten\w*|the letter says|letter (?:said|says|states))\b|"
+                        r"\byour (?:\w+ )?(?:solicitors?|lawyers?|attorneys?|debt collectors?|collections? agency)\b", re.I)
+# a legal matter of the writer's that is not a dispute with the recipient, or a law word
+# in another sense ("my attorney needs it for my divorce", "power of attorney", "food court")
+_OTHER_MATTER = re.compile(
+    r"\b(?:divorce|custody|probate|estate|conveyanc\w*|house (?:sale|purchase|move)|buying a (?:house|flat|home)|"
+    r"immigration|visa|adoption|power of attorney|lasting power|guardian\w*|legal (?:name|age|tender|guardian|"
+    r"entity|sector|cover|expenses cover)|legally (?:blind|required)|food court|tennis court|court (?:road|street|"
+    r"lane)|courtesy|jury service|court reporter|law school|law degree|studying law|by law|the law (?:says|requires))\b",
+    re.I)
+
+
+# after a negated topic word, a resolve to act anyway ("..., but I will if I have to")
+_RESOLVE = re.compile(r"\b(?:but|if|unless|otherwise|until)\b[^.!?]*?(?:\b(?:will|shall|going to|gonna|ready|prepared|"
+                      r"have to|next|then)\b|'ll\b)|\bno (?:choice|option)\b|\bleaving me\b", re.I)
+NEGATED_CAP = 0.2  # the most a window whose topic words are all negated, with no resolve after them, can score
+
+
+def negated_without_resolve(sentence: str, hit_starts: list[int]) -> bool:
+    """Every topic word of the window is negated ("No lawyers, I'm not going to court over
+    a £9 toaster") and nothing after the last one resolves to act anyway: a negated threat,
+    whatever it embeds like."""
+    if not hit_starts:
+        return False
+    if not all(_negated(sentence[:h], sentence[h:]) for h in hit_starts):
+        return False
+    return not _RESOLVE.search(sentence[max(hit_starts):])
+
+
 def _cues(sentence: str, gate_hit_start: int) -> list[float]:
     before = sentence[:gate_hit_start]
     return [
-        float(_negated(before)),
+        float(_negated(before, sentence[gate_hit_start:])),
         float(_third_party(sentence, before)),
         float(bool(_FIRST.search(sentence))),
         float(bool(_MODAL.search(sentence))),
@@ -152,6 +232,8 @@ def _cues(sentence: str, gate_hit_start: int) -> list[float]:
         float(bool(_REGULATOR.search(sentence))),
         float("?" in sentence),
         float(bool(_RELUCTANT.search(before)) and bool(_DESPITE.search(sentence[gate_hit_start:]))),
+        float(bool(_AT_WRITER.search(sentence))),
+        float(bool(_OTHER_MATTER.search(sentence))),
     ]
 
 
@@ -174,6 +256,7 @@ class IntentModel(LazyEmbedder):
         self.cue_weight = cue_weight
         self._training = training
         self._terms = list(INTENT_TOPICS[topic])
+        self._respell = _skeleton_targets(RESPELL_WORDS.get(topic, ()))
         self._gate = LexiconMatcher()
         self._clf = None
         self._lock = threading.Lock()
@@ -182,7 +265,8 @@ class IntentModel(LazyEmbedder):
 
     def windows(self, text: str) -> list[tuple[int, int, int]]:
         """(start, end, first topic hit offset within the window) for each sentence with a
-        topic term, plus the whole text when it is short (<= 3 sentences) and has one."""
+        topic term, plus the whole text when it is short (<= 3 sentences) and has one.
+        `text` is expected respelt (`respell`)."""
         hits = self._gate.find_all(text, self.topic, self._terms)
         if not hits:
             return []
@@ -211,6 +295,7 @@ class IntentModel(LazyEmbedder):
         rows = rows if rows is not None else (self._training or intent_training_set(self.topic))
         texts, offs = [], []
         for t, _ in rows:
+            t = respell(t, self._respell)
             hits = self._gate.find_all(t, self.topic, self._terms)
             texts.append(t)
             offs.append(hits[0].start if hits else len(t))
@@ -232,9 +317,11 @@ class IntentModel(LazyEmbedder):
     def results(self, texts: list[str]) -> list[IntentResult]:
         """One IntentResult per text; texts without a topic term cost no embedding."""
         jobs: list[tuple[int, int, int, int]] = []  # text index, start, end, offset
-        for i, t in enumerate(texts):
+        for t in texts:
             if not isinstance(t, str):
                 raise TypeError(f"intent needs text, got {type(t).__name__}")
+        texts = [respell(t, self._respell) for t in texts]
+        for i, t in enumerate(texts):
             jobs += [(i, s, e, o) for s, e, o in self.windows(t)]
         out = [IntentResult(self.topic, 0.0) for _ in texts]
         if not jobs:
@@ -243,6 +330,9 @@ class IntentModel(LazyEmbedder):
         wins = [texts[i][s:e].strip() or texts[i][s:e] for i, s, e, _ in jobs]
         offs = [max(0, o - (len(texts[i][s:e]) - len(texts[i][s:e].lstrip()))) for i, s, e, o in jobs]
         proba = clf.predict_proba(self._features(wins, offs))[:, list(clf.classes_).index(1)]
+        for k, w in enumerate(wins):
+            if negated_without_resolve(w, [h.start for h in self._gate.find_all(w, self.topic, self._terms)]):
+                proba[k] = min(proba[k], NEGATED_CAP)
         for (i, s, e, _), p, w in zip(jobs, proba, wins, strict=True):
             if out[i].sentence is None or p > out[i].probability:
                 out[i] = IntentResult(self.topic, round(float(p), 4), w, s, e)

@@ -43,7 +43,7 @@ _NEGATIVE_WORD = re.compile(
     r"\b(?:free(?: of charge)?|closed|shut|turned (?:it |them |this |that )?down|out of stock|sold out|declined|refused|rejected|denied|"
     r"unsuccessful|ineligible|unavailable|invalid|excluded|excludes|exempt|waived?|waives|unpaid|"
     r"non-?[a-z]{4,}|impossible|prohibited|forbidden|absent|missing|delays?|delayed|late|lose|losing|"
-    r"overdue|outstanding|in arrears)\b",
+    r"overdue|outstanding|in arrears|fully booked|hold off|prepaid|pre-paid|(?:fixed|frozen|locked) (?:until|till|for))\b",
     re.I,
 )
 _SENT = re.compile(r"[^.!?;\n]+[.!?;]*")

@@ -1,0 +1,52 @@
+"""One spelling for values that English writes several ways, before the divergence checks compare.
+
+Invariant: two answers that state the same value in different conventional formats
+compare equal after `canonical()`; nothing else about the text changes (it is not used
+for embeddings, and the reasons a check gives quote the canonical text). Rewritten:
+
+* street-type abbreviations after a capitalised name: "Baker St" -> "Baker Street",
+  "Elm Rd." -> "Elm Road" (Ave, Ln, Sq, Blvd, Pl, Cres, Gdns, Pk, Hwy likewise);
+* "no." / "No." / "nr" before a number -> "number" ("at no. 14" is not a negation and does
+  not end the sentence);
+* UK and US telephone prefixes: "+44 20 7946 0958" / "+44 (0)20..." -> "020 7946 0958",
+  "+1 (212) 555-0100" / "(212) 555-0100" -> "212 555-0100";
+* thousands separators inside a number: "12,345" -> "12345" (money keeps its symbol);
+* a fraction as a discount: "one fifth off" -> "20% off", "half price" -> "50% price".
+
+English only; pure Python.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["canonical"]
+
+_STREET = {"st": "Street", "rd": "Road", "ave": "Avenue", "av": "Avenue", "ln": "Lane", "sq": "Square",
+           "blvd": "Boulevard", "pl": "Place", "cres": "Crescent", "gdns": "Gardens", "pk": "Park", "hwy": "Highway"}
+# the abbreviation's dot is dropped inside a sentence ("Elm Rd. next to"), kept at its end
+_STREET_RX = re.compile(r"\b([A-Z][a-z]+)\s+(" + "|".join(_STREET) + r")\b(?:\.(?=\s+[a-z0-9]|,))?(?=[\s,;.)]|$)", re.I)
+_NUMBER_RX = re.compile(r"\b(?:no|nr|num)\.\s?(?=\d)|(?<![\w#])#(?=\d)", re.I)
+_UK_PHONE = re.compile(r"\+\s?44\s?(?:\(0\)\s?)?(?=\d)")
+_US_PHONE = re.compile(r"(?:\+\s?1[\s.-]?)?\((\d{3})\)\s?|\+\s?1[\s.-](?=\d{3}[\s.-]\d{3}[\s.-]\d{4})")
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+_FRACTIONS = {"half": "50%", "quarter": "25%", "fifth": "20%", "tenth": "10%"}
+_FRACTION_RX = re.compile(r"\b(?:one|a) (quarter|fifth|tenth) (?=off\b|discount\b|of the (?:price|cost|bill)\b)|"
+                          r"\b(half) (?=price\b|off\b)", re.I)
+
+
+def _street(m: re.Match[str]) -> str:
+    name, abbr = m.group(1), m.group(2)
+    if not (name[0].isupper() and abbr[0].isupper()):
+        return m.group(0)
+    return f"{name} {_STREET[abbr.lower()]}"
+
+
+def canonical(text: str) -> str:
+    """The text with the formats above rewritten to one spelling (see the module docstring)."""
+    t = _STREET_RX.sub(_street, text)
+    t = _NUMBER_RX.sub("number ", t)
+    t = _UK_PHONE.sub("0", t)
+    t = _US_PHONE.sub(lambda m: f"{m.group(1)} " if m.group(1) else "", t)
+    t = _FRACTION_RX.sub(lambda m: _FRACTIONS[(m.group(1) or m.group(2)).lower()] + " ", t)
+    return _THOUSANDS.sub("", t)

@@ -1,0 +1,49 @@
+"""The untouched split (tests/data/signals_holdout3/), when present: well formed, and none of its
+text in the shipped training data or in the tuned-on splits.
+
+holdout3 is written outside this repository and added at the end, to be scored once by
+benchmarks/signals_eval.py --split holdout3. Until then these tests skip.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.signals.test_holdout_disjoint import _norm, _rows, _texts
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data"
+SHIPPED = ROOT / "policyengine" / "signals" / "data"
+H3 = DATA / "signals_holdout3"
+
+pytestmark = pytest.mark.skipif(
+    not ((H3 / "messages.jsonl").is_file() and (H3 / "pairs.jsonl").is_file()),
+    reason="tests/data/signals_holdout3/ (messages.jsonl + pairs.jsonl) is not present: the untouched split is "
+           "added at the end and scored once",
+)
+
+
+def test_holdout3_is_well_formed():
+    msgs, pairs = _rows(H3 / "messages.jsonl"), _rows(H3 / "pairs.jsonl")
+    assert msgs and pairs
+    for r in msgs:
+        assert r["text"].strip()
+        assert r["sentiment"] in ("negative", "neutral", "positive")
+        assert isinstance(r["mentions"]["litigation"], bool)
+    for r in pairs:
+        assert isinstance(r["divergent"], bool) and r["a"].strip() and r["b"].strip()
+
+
+def test_no_holdout3_text_is_in_the_shipped_training_data():
+    h3 = _texts("holdout3")
+    for path in sorted(SHIPPED.glob("*.jsonl")):
+        shipped = {_norm(r["text"]) for r in _rows(path)}
+        assert not h3 & shipped, (path.name, sorted(h3 & shipped)[:5])
+
+
+def test_holdout3_shares_no_text_with_the_tuned_on_splits():
+    h3 = _texts("holdout3")
+    for split in ("tune", "holdout", "holdout2"):
+        assert not h3 & _texts(split), (split, sorted(h3 & _texts(split))[:5])
