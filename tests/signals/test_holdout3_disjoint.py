@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.signals.test_holdout_disjoint import _norm, _rows, _texts
+from tests.signals.test_holdout_disjoint import _norm, _rows
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
