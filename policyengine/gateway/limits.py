@@ -15,7 +15,10 @@ Settling follows the model that answered: a limit `on model X` counts the reques
 answered, and a counter scoped `per model` is charged on the answering model's counter. After a
 failover, the reservation made on the primary's counter is given back and the answering model's
 counter is charged (without a reservation: the answer already happened, so it may pass its cap,
-like an approved overage). A limit that did not count the primary is not charged for a fallback.
+like an approved overage). A limit `on model X` that did not count the request (X was not the
+primary) is charged when X answers after a failover, the same way: the counter and `/v1/usage`
+show what X really served, and requests with X as their primary meet its cap; the failover leg
+itself is not refused at X's cap (the cap is checked on reservation, before the chain runs).
 
 Estimates: tokens = the prompt estimate (`dispatch.tokens`) + `max_tokens` (or
 `limits_default_completion_tokens`); spend = those tokens x the primary's cost, rounded up to
@@ -57,7 +60,7 @@ from policyengine.state.limits import (
     counter_key,
     split_key,
 )
-from policyengine.types import Action, LimitHit, Principal
+from policyengine.types import Action, LimitHit, Principal, Routing
 
 if TYPE_CHECKING:
     from policyengine.evaluator import CompiledPolicy
@@ -345,6 +348,18 @@ def _moved(slot: Slot, call: Call, model: str) -> tuple[Counter, str]:
                    slot.lm.thresholds, slot.keep), scope
 
 
+def _answering_model_slots(call: Call, model: str | None, adm: Admission | None) -> list[Slot]:
+    """The slots of the limits `on model <model>` that count this caller's request but were not
+    reserved for it, because `model` was not the chain's primary (it answered after a failover)."""
+    rt, policy, d = call.runtime, call.policy, call.decision
+    if model is None or rt.limiter is None or not policy.limits or not d.routing.chain or d.routing.chain[0] == model:
+        return []
+    have = {s.lm.rule_id for s, _ in adm.entries} if adm is not None else set()
+    hits = [h for h in policy.limits_for(call.action, Routing(chain=[model]))
+            if h.rule_id not in have and (lm := policy.limit(h.rule_id)) is not None and lm.models is not None]
+    return rt.limiter.slots(policy, hits, call.action, call.principal) if hits else []
+
+
 async def charge(call: Call, model: str | None, usage: Any, body: dict[str, Any], text: str = "",
                  *, answered: bool = True, sent: bool = True) -> dict[str, Any]:
     """What the answer used and cost, settled on the call's limits; the outcome row's fields.
@@ -371,16 +386,25 @@ async def charge(call: Call, model: str | None, usage: Any, body: dict[str, Any]
         if cost:
             rt.metrics.spend.labels(model or "-", cur or "-").inc(float(cost))
     adm: Admission | None = call.admission
-    if adm is None:
+    extra_slots = _answering_model_slots(call, model, adm) if answered else []
+    if adm is None and not extra_slots:
         return out
     call.admission = None
-    if adm.mode == "failed_open":
+    if adm is not None and adm.mode == "failed_open":
         out["limits"] = {"mode": "failed_open"}
         return out
     settled: list[Settlement] = []
     scopes: list[tuple[Slot, str]] = []  # settled[i]'s slot and scope (for its notices)
     counters = []
     spent: int | None = None
+    for slot in extra_slots:  # limits on the fallback that answered: charged, nothing was reserved
+        actual = 1 if slot.kind == 0 else total if slot.kind == 1 else _units_of(slot.rate, total)
+        settled.append((slot.counter(0), 0, actual))
+        scopes.append((slot, slot.scope))
+        counters.append({"rule_id": slot.lm.rule_id, "scope": slot.scope, "charged": show_amount(slot.lm, actual)
+                         if slot.kind == 2 else str(actual), "answered_by": model})
+    if adm is None:
+        adm = Admission([], reserved=False, mode="charged")
     for slot, counter in adm.entries:
         lm = slot.lm
         held = counter.amount if adm.reserved else 0

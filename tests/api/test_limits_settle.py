@@ -271,3 +271,47 @@ async def test_a_chat_held_for_approval_gives_its_reservation_back(service_facto
             ("requests", "tenant=acme,use_case=held"): ("0", "0"),
             ("spend", "tenant=acme,use_case=held"): ("0 GBP", "0 GBP")}
         assert not svc.sims["qwen-72b"].requests
+
+
+FALLBACK_POLICY = '''policy "fallback-limit" version 1
+model qwen-72b {
+  provider openai
+  base_url env("PE_T_QWEN_URL")
+  keys [env("PE_T_QWEN_KEY_1")]
+  cost 1 GBP per 1k tokens
+}
+model kimi-large { provider openai base_url env("PE_T_KIMI_URL") cost 2 GBP per 1k tokens }
+
+route default -> kimi-large fallback [qwen-72b]
+authorize chat
+
+limit tokens 100000 per hour per tenant on model qwen-72b
+budget 10 GBP per day per tenant on model qwen-72b
+'''
+
+
+async def test_a_limit_on_the_fallback_is_charged_when_the_fallback_answers(service_factory, tmp_path):
+    d = tmp_path / "pol"
+    d.mkdir()
+    (d / "fallback.policy").write_text(FALLBACK_POLICY)
+    async with service_factory(f"sqlite:///{tmp_path / 'pe.db'}", policy_dir=d) as svc:
+        async with svc.client() as c:  # the primary answers: the fallback's limits count nothing
+            r = await c.post("/v1/chat/completions", headers=HEADERS,
+                             json={"model": "auto", "messages": MSG, "max_tokens": 40})
+        assert r.status_code == 200 and r.headers["x-policyengine-model"] == "kimi-large"
+        svc.sims["kimi-large"].add_fault(Fault(kind="error", status=500, times=None))
+        async with svc.client() as c:
+            r = await c.post("/v1/chat/completions", headers=HEADERS,
+                             json={"model": "auto", "messages": MSG, "max_tokens": 40})
+        assert r.status_code == 200 and r.headers["x-policyengine-model"] == "qwen-72b"
+        extra = await _outcome(svc, r.headers["x-policyengine-decision-id"])
+        total = extra["usage"]["total_tokens"]
+        rows = {x["rule_id"]: x for x in extra["limits"]["counters"]}
+        assert rows["fallback.policy:13"] == {"rule_id": "fallback.policy:13", "scope": "tenant=acme",
+                                              "charged": str(total), "answered_by": "qwen-72b"}
+        assert rows["fallback.policy:14"]["charged"] == f"{total / 1000:g} GBP"
+        async with svc.client("admin") as c:
+            usage = (await c.get("/v1/usage")).json()["counters"]
+        got = {u["rule_id"]: u for u in usage}
+        assert got["fallback.policy:13"]["used"] == str(total)  # only the answer qwen served
+        assert got["fallback.policy:14"]["used"] == f"{total / 1000:g} GBP"
