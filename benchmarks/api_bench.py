@@ -464,6 +464,37 @@ def run_plain_proxy(port: int, target: str) -> None:
                 http="httptools")
 
 
+def asgi_one(app, raw: bytes, path: str = "/v1/chat/completions"):
+    """A coroutine function sending one POST of `raw` to `path` through `app`'s ASGI call (no HTTP
+    server), as the in-process benchmarks do; it asserts a 200."""
+    scope = {"type": "http", "method": "POST", "path": path, "root_path": "", "scheme": "http",
+             "query_string": b"", "http_version": "1.1", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
+             "headers": [(b"content-type", b"application/json"), (b"authorization", f"Bearer {TOKEN}".encode()),
+                         (b"content-length", str(len(raw)).encode())]}
+
+    async def one() -> None:
+        done = asyncio.Event()
+        state = {"sent": False, "status": 0}
+
+        async def receive() -> dict:
+            if not state["sent"]:
+                state["sent"] = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(m: dict) -> None:
+            if m["type"] == "http.response.start":
+                state["status"] = m["status"]
+            elif not m.get("more_body"):
+                done.set()
+
+        await app(dict(scope), receive, send)
+        assert state["status"] == 200, state
+
+    return one
+
+
 if __name__ == "__main__":
     asyncio.set_event_loop_policy(None)
     main()

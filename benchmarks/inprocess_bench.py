@@ -60,30 +60,7 @@ async def _gateway_cpu(app, kind: str, n: int, rounds: int, tune: bool) -> list[
             else {**CHAT, **({"stream": True} if kind == "stream" else {})})
     raw = json.dumps(body).encode()
     path = "/v1/evaluate" if kind == "evaluate" else "/v1/chat/completions"
-    scope = {"type": "http", "method": "POST", "path": path, "root_path": "", "scheme": "http", "query_string": b"",
-             "http_version": "1.1", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
-             "headers": [(b"content-type", b"application/json"), (b"authorization", f"Bearer {ab.TOKEN}".encode()),
-                         (b"content-length", str(len(raw)).encode())]}
-
-    async def one() -> None:
-        done = asyncio.Event()
-        state = {"sent": False, "status": 0}
-
-        async def receive() -> dict:
-            if not state["sent"]:
-                state["sent"] = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-            await done.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(m: dict) -> None:
-            if m["type"] == "http.response.start":
-                state["status"] = m["status"]
-            elif not m.get("more_body"):
-                done.set()
-
-        await app(dict(scope), receive, send)
-        assert state["status"] == 200, state
+    one = ab.asgi_one(app, raw, path)
 
     out = []
     before = gc.get_threshold()

@@ -179,36 +179,6 @@ async def bench_limits_library(n: int, rounds: int, redis_url: str | None) -> No
               "(one round trip per limit and hit: 3 per request, and a settlement would need more)", flush=True)
 
 
-def _asgi_one(app, raw: bytes):
-    """One chat request through `app`'s ASGI call (no HTTP server), as inprocess_bench.py does."""
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "root_path": "", "scheme": "http",
-             "query_string": b"", "http_version": "1.1", "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 2),
-             "headers": [(b"content-type", b"application/json"), (b"authorization", f"Bearer {ab.TOKEN}".encode()),
-                         (b"content-length", str(len(raw)).encode())]}
-
-    async def one() -> None:
-        done = asyncio.Event()
-        state = {"sent": False, "status": 0}
-
-        async def receive() -> dict:
-            if not state["sent"]:
-                state["sent"] = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-            await done.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(m: dict) -> None:
-            if m["type"] == "http.response.start":
-                state["status"] = m["status"]
-            elif not m.get("more_body"):
-                done.set()
-
-        await app(dict(scope), receive, send)
-        assert state["status"] == 200, state
-
-    return one
-
-
 def bench_app(n: int, rounds: int, *, quiet: bool = False) -> dict[str, list[float]]:
     """CPU ms per chat request, plain vs with the three limits: both apps live in this process and
     take turns batch by batch (32 concurrent requests each), so a change in the machine's load hits
@@ -241,7 +211,7 @@ def bench_app(n: int, rounds: int, *, quiet: bool = False) -> dict[str, list[flo
         async def run() -> None:
             async with apps["plain"].router.lifespan_context(apps["plain"]), \
                     apps["limited"].router.lifespan_context(apps["limited"]):
-                ones = {k: _asgi_one(a, raw) for k, a in apps.items()}
+                ones = {k: ab.asgi_one(a, raw) for k, a in apps.items()}
                 for k in ones:  # warm up
                     for _ in range(200):
                         await ones[k]()
