@@ -53,6 +53,11 @@ test("escalations: lexicons, mentions, verify with two models, numbers in condit
   const t = await tokenize(policy("dual-verification/dual-verification.policy"));
   assert.equal(scopeOf(t, "verify when", "verify"), "keyword.control.rule.policy");
   assert.equal(scopeOf(t, "verify when", "gemma-27b"), "entity.name.type.model.policy");
+  // a judge model, its timeout (verify ... judge M timeout D)
+  assert.equal(scopeOf(t, "gemma-27b judge kimi-large", "judge"), "keyword.other.judge.policy");
+  assert.equal(scopeOf(t, "gemma-27b judge kimi-large", "kimi-large"), "entity.name.type.model.policy");
+  assert.equal(scopeOf(t, "judge kimi-large timeout 15s", "timeout"), "keyword.other.judge.policy");
+  assert.equal(scopeOf(t, "judge kimi-large timeout 15s", "15s"), "constant.numeric.duration.policy");
   assert.equal(scopeOf(t, "escalate when divergence", "divergence"), "variable.other.field.policy");
   assert.equal(scopeOf(t, "escalate when divergence", "0.25"), "constant.numeric.policy");
   const desk = await tokenize(policy("support-desk/20-escalation.policy"));
