@@ -23,6 +23,8 @@ ENV_MODEL = "POLICYENGINE_EMBEDDING_MODEL"
 ENV_DEVICE = "POLICYENGINE_EMBEDDING_DEVICE"
 ENV_THREADS = "POLICYENGINE_EMBEDDING_THREADS"
 ENV_QUANTIZE = "POLICYENGINE_EMBEDDING_QUANTIZE"
+ENV_BACKEND = "POLICYENGINE_EMBEDDING_BACKEND"
+BACKENDS = ("auto", "onnx", "torch")
 
 
 class EmbeddingModelError(RuntimeError):
@@ -51,6 +53,10 @@ class Embedder:
     Construction is cheap: the model loads on the first `embed()`/`aembed()` call
     (or an explicit `load()`), exactly once per instance even under concurrency.
     Identical texts are served from an LRU cache of `cache_size` entries.
+    The forward pass runs on ONNX Runtime when `backend` is "auto" (the default) or "onnx"
+    and the model allows it (`self.backend` says which ran after loading), else on torch;
+    both give the same vectors to ~1e-7. `backend="onnx"` fails loudly instead of falling
+    back.
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class Embedder:
         max_length: int = 256,
         threads: int | None = None,
         quantize: bool | None = None,
+        backend: str | None = None,
     ) -> None:
         if cache_size < 0:
             raise ValueError("cache_size must be >= 0")
@@ -90,6 +97,16 @@ class Embedder:
         # int8 dynamic quantisation of the Linear layers (CPU only): about half the
         # CPU time per pair, slightly different vectors (see benchmarks/signals.md).
         self.quantize = bool(quantize)
+        backend = (backend or os.environ.get(ENV_BACKEND) or "auto").strip().lower()
+        if backend not in BACKENDS:
+            raise ValueError(f"embedding backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        # auto: ONNX Runtime when it is installed and the model is a local Transformer ->
+        # mean pooling directory (same vectors, ~2.2x less CPU: onnx_backend.py); else torch.
+        # int8 (quantize) is a torch-only path: ONNX Runtime's int8 graph moves the vectors
+        # too far (cosine 0.94 to fp32) for classifiers trained on fp32 embeddings.
+        self.requested_backend = backend
+        self.backend: str | None = None  # what load() chose: "onnx" or "torch"
+        self._onnx: Any = None
         self._model: Any = None
         self._load_lock = threading.Lock()
         self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -135,7 +152,38 @@ class Embedder:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+            self._onnx = self._onnx_encoder(model, name)
+            self.backend = "onnx" if self._onnx is not None else "torch"
             self._model = model
+
+    def _onnx_encoder(self, model: Any, name: str) -> Any:
+        """The ONNX Runtime encoder for `model`, or None when the torch path must serve."""
+        if self.requested_backend == "torch":
+            return None
+        from policyengine.signals import onnx_backend
+
+        why = None
+        if self.quantize:
+            why = "int8 quantisation runs on torch"
+        elif self.device != "cpu":
+            why = f"device {self.device!r} runs on torch"
+        elif not _is_plain_mean_pooling(model):
+            why = "the model is not Transformer -> mean pooling"
+        elif not Path(name).is_dir():
+            why = "the model is not a local directory (its files key the graph cache)"
+        elif not onnx_backend.available():
+            why = "onnxruntime and onnx are not installed"
+        if why is None:
+            try:
+                return onnx_backend.OnnxEncoder(model[0], name, threads=self.threads)
+            except onnx_backend.OnnxUnavailable as exc:
+                why = str(exc)
+        if self.requested_backend == "onnx":
+            raise EmbeddingModelError(f"embedding backend 'onnx' requested but unusable: {why}")
+        import logging
+
+        logging.getLogger(__name__).info("embeddings on torch: %s", why)
+        return None
 
     async def aload(self) -> None:
         await asyncio.to_thread(self.load)
@@ -217,15 +265,14 @@ class Embedder:
             chunks = []
             order = np.argsort([-len(t) for t in texts])  # similar lengths share padding
             sorted_texts = [texts[i] for i in order]
+            max_length = min(self.max_length, first.max_seq_length or self.max_length)
             for start in range(0, len(sorted_texts), self.batch_size):
                 batch = sorted_texts[start : start + self.batch_size]
-                feats = tokenizer(
-                    batch,
-                    padding=True,
-                    truncation=True,
-                    max_length=min(self.max_length, first.max_seq_length or self.max_length),
-                    return_tensors="pt",
-                )
+                if self._onnx is not None:
+                    np_feats = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+                    chunks.append(self._onnx.encode(np_feats))
+                    continue
+                feats = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
                 feats = {k: v.to(self.device) for k, v in feats.items()}
                 with torch.inference_mode():
                     hidden = transformer(**feats).last_hidden_state
@@ -259,6 +306,11 @@ def _is_plain_mean_pooling(model: Any) -> bool:
     if any(n not in ("Normalize",) for n in names[2:]):
         return False
     pooling = modules[1]
+    # sentence-transformers >= 5 names the mode (`pooling_mode == "mean"`); earlier
+    # versions set one boolean flag per mode. Either way: mean and nothing else.
+    named = getattr(pooling, "pooling_mode", None)
+    if isinstance(named, str):
+        return named == "mean" and getattr(pooling, "include_prompt", True) and hasattr(modules[0], "auto_model")
     mode = getattr(pooling, "pooling_mode_mean_tokens", None)
     others = (
         getattr(pooling, "pooling_mode_cls_token", False),

@@ -94,3 +94,81 @@ def test_int8_quantisation_is_close_to_fp32(embedder):
     vq, vf = q.embed(texts), embedder.embed(texts)
     assert "quantized" in type(q._model[0].auto_model.encoder.layer[0].attention.self.query).__module__
     assert np.all(np.sum(vq * vf, axis=1) > 0.85)  # same space, slightly different vectors
+
+
+# -- the ONNX Runtime backend (policyengine/signals/onnx_backend.py) ---------------------------
+
+
+def test_default_backend_is_onnx_and_gives_the_torch_vectors(embedder):
+    assert embedder.backend == "onnx"  # onnxruntime is part of the embeddings extra
+    # one batch of very different lengths: padding and the mask go through the exported graph
+    texts = ["hi", "Your refund has been approved.", "word " * 300, "Le remboursement arrive lundi, £40 / $52."]
+    vecs = embedder.embed(texts)
+    ref = embedder._model.encode(texts, normalize_embeddings=True)  # sentence-transformers on torch
+    assert vecs.dtype == np.float32 and np.allclose(vecs, ref, atol=1e-5)
+
+
+def test_onnx_graph_is_cached_and_reused(embedder, tmp_path, monkeypatch):
+    from policyengine.signals import onnx_backend
+
+    monkeypatch.setenv(onnx_backend.ENV_CACHE, str(tmp_path))
+    first = onnx_backend.OnnxEncoder(embedder._model[0], embedder.model_name)
+    (cached,) = tmp_path.glob("*.onnx")  # one file, no temporary left behind
+    assert not list(tmp_path.glob(".export-*"))
+
+    def no_export(self, auto_model):
+        raise AssertionError("the cached graph should have been used")
+
+    monkeypatch.setattr(onnx_backend.OnnxEncoder, "_export", no_export)
+    second = onnx_backend.OnnxEncoder(embedder._model[0], embedder.model_name)
+    feats = embedder._model[0].tokenizer(["the engineer visits on Thursday"], return_tensors="np")
+    assert np.allclose(first.encode(feats), second.encode(feats), atol=1e-6)
+    assert cached.is_file()
+
+
+def test_corrupt_cache_is_exported_again(embedder, tmp_path, monkeypatch):
+    from policyengine.signals import onnx_backend
+
+    monkeypatch.setenv(onnx_backend.ENV_CACHE, str(tmp_path))
+    key = onnx_backend.cache_key(embedder.model_name)
+    (tmp_path / f"{key}.onnx").write_bytes(b"not an onnx graph")
+    enc = onnx_backend.OnnxEncoder(embedder._model[0], embedder.model_name)
+    feats = embedder._model[0].tokenizer(["refund approved"], return_tensors="np")
+    ref = embedder._model.encode(["refund approved"], normalize_embeddings=True)
+    assert np.allclose(enc.encode(feats), ref, atol=1e-5)
+    assert (tmp_path / f"{key}.onnx").stat().st_size > 1_000_000  # the repaired graph replaced it
+
+
+def test_unwritable_cache_keeps_the_graph_in_memory(embedder, tmp_path, monkeypatch):
+    from policyengine.signals import onnx_backend
+
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache directory should be")
+    monkeypatch.setenv(onnx_backend.ENV_CACHE, str(blocker / "sub"))
+    enc = onnx_backend.OnnxEncoder(embedder._model[0], embedder.model_name)
+    feats = embedder._model[0].tokenizer(["refund approved"], return_tensors="np")
+    assert enc.encode(feats).shape == (1, embedder.dimension)
+
+
+def test_backend_choice_and_errors(monkeypatch):
+    with pytest.raises(ValueError, match="backend"):
+        Embedder(backend="tensorrt")
+    monkeypatch.setenv("POLICYENGINE_EMBEDDING_BACKEND", "torch")
+    assert Embedder().requested_backend == "torch"
+    strict = Embedder(backend="onnx", quantize=True, cache_size=0)
+    with pytest.raises(EmbeddingModelError, match="int8"):
+        strict.load()  # asked for ONNX, cannot have it: a clear error, no silent fallback
+
+
+def test_quantised_model_falls_back_to_torch(monkeypatch):
+    e = Embedder(quantize=True, cache_size=0)
+    e.load()
+    assert e.backend == "torch"
+
+
+def test_the_packaged_model_takes_the_fast_path(embedder):
+    from policyengine.signals.embedder import _is_plain_mean_pooling
+
+    # sentence-transformers 5+ describes pooling by name; the fast path must still see
+    # "Transformer -> mean pooling -> Normalize" (else every call went through encode()).
+    assert _is_plain_mean_pooling(embedder._model)
