@@ -125,7 +125,9 @@ async def test_one_caller_at_a_time_the_wal_starts_over_before_its_bound(tmp_pat
             await asyncio.sleep(0.001)  # the request's upstream call: the writer idles meanwhile
     finally:
         await logger.aclose()
-    assert logger.wal_resets >= 3
+    # On an idle machine the checkpoint thread's PASSIVE passes copy every frame, SQLite starts the
+    # WAL over by itself and the writer never needs to: then the WAL never reached 3/4 of its bound.
+    assert logger.wal_resets >= 3 or peak < wal_max * 3 // 4, (logger.wal_resets, peak)
     # it starts over between 3/4 of the bound and the bound (a checkpoint thread starved of CPU may
     # let it reach the bound, where the writer copies every frame itself: a commit or two more)
     assert peak <= wal_max + wal_max // 4, peak
