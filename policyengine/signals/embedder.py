@@ -260,6 +260,8 @@ class Embedder:
         # Fast path for the usual Transformer + mean pooling stack: one forward
         # pass under inference_mode, no progress bars or per-call sorting.
         if _is_plain_mean_pooling(model):
+            from policyengine.signals.onnx_backend import mean_pool_normalize
+
             tokenizer = first.tokenizer
             transformer = first.auto_model
             chunks = []
@@ -276,9 +278,7 @@ class Embedder:
                 feats = {k: v.to(self.device) for k, v in feats.items()}
                 with torch.inference_mode():
                     hidden = transformer(**feats).last_hidden_state
-                    mask = feats["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                    pooled = torch.nn.functional.normalize(pooled, dim=1)
+                    pooled = mean_pool_normalize(hidden, feats["attention_mask"])
                 chunks.append(pooled.cpu().numpy().astype(np.float32))
             sorted_vecs = np.concatenate(chunks)
             vecs = np.empty_like(sorted_vecs)

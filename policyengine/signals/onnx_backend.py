@@ -36,6 +36,18 @@ _EXPORT_FORMAT = "legacy-opset17-meanpool-l2-v1"  # part of the cache key: bump 
 _log = logging.getLogger(__name__)
 
 
+def mean_pool_normalize(hidden: Any, attention_mask: Any) -> Any:
+    """Mean of the token vectors under the attention mask, L2-normalised (torch tensors).
+
+    The one pooling both backends use: the torch path calls it per batch and the exported
+    graph contains it, so the two cannot drift apart."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+    return torch.nn.functional.normalize(pooled, dim=1)
+
+
 class OnnxUnavailable(RuntimeError):
     """ONNX Runtime (or the exporter) is missing or failed; the message says which and why."""
 
@@ -157,9 +169,7 @@ class OnnxEncoder:
                 hidden = self.inner(
                     input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
                 ).last_hidden_state
-                mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-                return torch.nn.functional.normalize(pooled, dim=1)
+                return mean_pool_normalize(hidden, attention_mask)
 
         wrapper = _Pooled(auto_model).eval()
         sample = torch.tensor([[101, 7592, 2045, 102]], dtype=torch.long)  # any valid ids: axes are dynamic
