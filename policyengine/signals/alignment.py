@@ -43,7 +43,7 @@ _SYNONYMS: tuple[frozenset[str], ...] = tuple(frozenset(g.split()) for g in (
     "pay paid payment", "receive get got received", "today now", "arrive arrives delivered reach",
     "help assist", "start begin starts begins", "end finish ends finishes", "buy purchase", "check review",
     "close closes closed shut shuts", "taken collected", "boarding gate", "sold none", "funds money",
-    "mailed posted sent", "ready available",
+    "mailed posted sent", "ready available", "agreed decided", "compatible fits fit", "reimburse refund",
 ))
 # Facts stated with numbers, dates, times and money belong to `checks` (which know that
 # "12/05/2025" is "12 May 2025" and "53p" is "£0.53"): a substitution touching them is not one.
@@ -53,7 +53,7 @@ _FACT_TOKEN = re.compile(
     r"monday|tuesday|wednesday|thursday|friday|saturday|sunday|one|two|three|four|five|six|seven|eight|nine|ten|"
     r"eleven|twelve|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|thousand|once|twice)$")
 
-_NEGATION_TOKEN = re.compile(r"\b(?:not|no|never|none|nothing|without|n't|cannot)\b")
+_NEGATION_TOKEN = re.compile(r"\b(?:not|no|never|none|nothing|without|cannot)\b|n't\b")
 _PREFIXES = ("non-", "non", "un", "in", "im", "il", "ir", "dis")
 
 
@@ -142,8 +142,8 @@ def _plausible_date(m: re.Match[str]) -> bool:
     x, sep, y = int(m.group(1)), m.group(2), int(m.group(3))
     if sep == ":":
         return x <= 23 and y <= 59
-    if len(m.group(1)) == 4:
-        return 1 <= y <= 12
+    if len(m.group(1)) == 4:  # a year first: "2025-06", never an account number such as "7781-2"
+        return 1900 <= x <= 2100 and 1 <= y <= 12
     return (1 <= x <= 31 and 1 <= y <= 12) or (1 <= y <= 31 and 1 <= x <= 12)
 
 

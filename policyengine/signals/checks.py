@@ -560,7 +560,7 @@ _CANT = (r"(?:can(?:no|')?t|cannot|can not|won'?t be able to|will not be able to
          r"must decline to|(?:am|are|'m|'re) not (?:allowed|permitted) to)")
 _REFUSAL = re.compile(
     r"\b(?:i|we)\b[^.!?]{0,25}?" + _CANT + r"\s+(?:"
-    r"(?:help|assist|answer|comply|discuss|do that|do this)\b"
+    r"(?:help|assist|answer|comply|discuss|do that|do this)\b(?! (?:more|further|any further)\b)"
     r"|(?:provide|give|offer|share|disclose|reveal|process|make|recommend)\b[^.!?]{0,30}?"
     r"\b(?:advice|information|details|data|that|this|guidance|diagnos\w*|recommendations?|dosage|opinion)\b)"
     r"|\bas an ai\b|\bi(?:'m| am) not (?:a|your) (?:doctor|lawyer|solicitor|medical professional)\b"

@@ -25,6 +25,12 @@ from policyengine.signals.alignment import (
 )
 from policyengine.signals.checks import Conflict, compare_facts, extract_facts, shared_facts
 from policyengine.signals.commitments import commitment_conflicts
+from policyengine.signals.conditions import (
+    condition_conflicts,
+    count_conflicts,
+    day_basis_conflicts,
+    price_conflicts,
+)
 from policyengine.signals.embedder import Embedder, shared_embedder
 from policyengine.signals.formats import canonical
 from policyengine.signals.negation import action_conflicts, parity_agrees, parity_conflicts
@@ -45,7 +51,7 @@ DETAIL_DISCOUNT = 0.5
 DETAIL_CONTAINMENT = 0.75
 # severities of the alignment checks (policyengine.signals.alignment)
 ALIGNMENT_SEVERITY = {"identifier": 0.8, "name": 0.8, "wording": 0.7, "opposite": 0.75, "negation": 0.75,
-                      "commitment": 0.7}
+                      "commitment": 0.7, "condition": 0.7, "counts": 0.8, "price": 0.75, "day basis": 0.7}
 _EXPLICIT_NEGATOR = re.compile(r"\b(?:not|no|never|cannot|unable|without)\b|n['\u2019]t\b", re.I)
 
 
@@ -181,6 +187,14 @@ def alignment_conflicts(a: str, b: str, found: list[Conflict] = ()) -> list[Conf
         if da and db and da.isdisjoint(db):
             out.append(Conflict("destination", f"different place: {', '.join(sorted(da))} vs {', '.join(sorted(db))}",
                                 ALIGNMENT_SEVERITY["name"]))
+    if not found and not out:
+        # one answer restricts, counts, prices or dates what the other states plainly
+        for kind, check in (("counts", count_conflicts), ("price", price_conflicts),
+                            ("day basis", day_basis_conflicts), ("condition", condition_conflicts)):
+            reasons = check(a, b)
+            if reasons:
+                out.append(Conflict(kind.replace(" ", "_"), reasons[0], ALIGNMENT_SEVERITY[kind]))
+                break
     if not found and not out:
         for sub in substitutions(a, b):
             if sub.kind == "identifier" and ids is None and kinds:

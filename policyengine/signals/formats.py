@@ -10,6 +10,10 @@ for embeddings, and the reasons a check gives quote the canonical text). Rewritt
   not end the sentence);
 * UK and US telephone prefixes: "+44 20 7946 0958" / "+44 (0)20..." -> "020 7946 0958",
   "+1 (212) 555-0100" / "(212) 555-0100" -> "212 555-0100";
+* a US number's trunk prefix without a plus: "1-800-555-0142" -> "800-555-0142";
+* unit designators before a number: "Ste. 210" -> "Suite 210", "Apt 4" -> "Apartment 4";
+* storage units: "1000 gigabytes" -> "1000 GB" (MB, TB likewise);
+* a decimal comma in money: "€54,90" / "54,90 €" -> "€54.90" / "54.90 €";
 * thousands separators inside a number: "12,345" -> "12345" (money keeps its symbol);
 * a fraction as a discount: "one fifth off" -> "20% off", "half price" -> "50% price".
 
@@ -29,6 +33,12 @@ _STREET_RX = re.compile(r"\b([A-Z][a-z]+)\s+(" + "|".join(_STREET) + r")\b(?:\.(
 _NUMBER_RX = re.compile(r"\b(?:no|nr|num)\.\s?(?=\d)|(?<![\w#])#(?=\d)", re.I)
 _UK_PHONE = re.compile(r"\+\s?44\s?(?:\(0\)\s?)?(?=\d)")
 _US_PHONE = re.compile(r"(?:\+\s?1[\s.-]?)?\((\d{3})\)\s?|\+\s?1[\s.-](?=\d{3}[\s.-]\d{3}[\s.-]\d{4})")
+_US_TRUNK = re.compile(r"(?<![\d+])\b1[\s.-](?=\(?\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}\b)")
+_UNIT_DESIGNATOR = {"ste": "Suite", "apt": "Apartment", "bldg": "Building", "fl": "Floor", "rm": "Room"}
+_UNIT_RX = re.compile(r"\b(" + "|".join(_UNIT_DESIGNATOR) + r")\.?\s?(?=\d)", re.I)
+_STORAGE_RX = re.compile(r"(?<=\d)\s?(?:(giga|mega|tera)bytes?|(g|m|t)b)\b", re.I)
+_DECIMAL_COMMA = re.compile(r"(?<=[£$€])(\d{1,3}),(\d{2})(?!\d)|(?<![\d,.])(\d{1,3}),(\d{2})(?=\s?(?:€|eur\b|euros?\b))",
+                            re.I)
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _FRACTIONS = {"half": "50%", "quarter": "25%", "fifth": "20%", "tenth": "10%"}
 _FRACTION_RX = re.compile(r"\b(?:one|a) (quarter|fifth|tenth) (?=off\b|discount\b|of the (?:price|cost|bill)\b)|"
@@ -46,6 +56,10 @@ def canonical(text: str) -> str:
     """The text with the formats above rewritten to one spelling (see the module docstring)."""
     t = _STREET_RX.sub(_street, text)
     t = _NUMBER_RX.sub("number ", t)
+    t = _UNIT_RX.sub(lambda m: _UNIT_DESIGNATOR[m.group(1).lower()] + " ", t)
+    t = _STORAGE_RX.sub(lambda m: " " + (m.group(1) or m.group(2))[0].upper() + "B", t)
+    t = _DECIMAL_COMMA.sub(lambda m: f"{m.group(1) or m.group(3)}.{m.group(2) or m.group(4)}", t)
+    t = _US_TRUNK.sub("", t)
     t = _UK_PHONE.sub("0", t)
     t = _US_PHONE.sub(lambda m: f"{m.group(1)} " if m.group(1) else "", t)
     t = _FRACTION_RX.sub(lambda m: _FRACTIONS[(m.group(1) or m.group(2)).lower()] + " ", t)

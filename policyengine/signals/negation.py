@@ -40,10 +40,13 @@ _NEGATOR = re.compile(
     r"\b(?:not|no|never|none|nothing|nobody|neither|nor|without|cannot|unable|no longer)\b|n['\u2019]t\b", re.I)
 # words that lexicalise a negation of a positive counterpart
 _NEGATIVE_WORD = re.compile(
-    r"\b(?:free(?: of charge)?|closed|shut|turned (?:it |them |this |that )?down|out of stock|sold out|declined|refused|rejected|denied|"
+    r"\b(?:free(?: of charge)?|closed|shut|turned (?:it |them |this |that )?down|out of stock|sold out|"
+    r"declin(?:e|ed|es|ing)|refus(?:e|ed|es|ing)|reject(?:ed|s|ing)?|den(?:y|ied|ies)|"
+    r"(?:remov|cancell?|wip)(?:e|ed|es|ing)? (?:it\b|them\b|(?:the |your |any |this |that )?(?:[\w-]+ ){0,2}(?:fees?|charges?|penalty|interest))|"
+    r"written off|write off|"
     r"unsuccessful|ineligible|unavailable|invalid|excluded|excludes|exempt|waived?|waives|unpaid|"
     r"non-?[a-z]{4,}|impossible|prohibited|forbidden|absent|missing|delays?|delayed|late|lose|losing|"
-    r"overdue|outstanding|in arrears|fully booked|hold off|prepaid|pre-paid|(?:fixed|frozen|locked) (?:until|till|for))\b",
+    r"overdue|outstanding(?! (?:balance|amount|bill|invoice|sum|payment|debt|charge))|in arrears|fully booked|hold off|prepaid|pre-paid|(?:fixed|frozen|locked) (?:until|till|for))\b",
     re.I,
 )
 _SENT = re.compile(r"[^.!?;\n]+[.!?;]*")
@@ -186,6 +189,16 @@ _ACTION_PAIRS: tuple[tuple[re.Pattern[str], re.Pattern[str], str], ...] = tuple(
         (r"collect(?:ed|s|ing)? (?:it |them |the [\w -]{1,30} )?from (?:you|your)|pick(?:ed|s|ing)? (?:it |them )?up from",
          r"tak(?:e|es|ing) (?:it |them |the [\w -]{1,30} )?back|bring (?:it |them )?(?:back|in)|drop(?:ped)? (?:it |them )?off",
          "collected from you vs brought back by you"),
+        # how money reaches the customer: back to the payment method, or as credit to spend here
+        (r"refund(?:ed|s|ing)? (?:the |your |it |them )?(?:[\w-]+ ){0,3}(?:to|back to|onto) (?:your|the) (?:original |same )?"
+         r"(?:payment method|card|account|bank)|money back|cash refund",
+         r"vouchers?|e-?vouchers?|store credit|credit note|gift card|travel credit|account credit",
+         "refund vs voucher"),
+        (r"direct deposit|bank transfer|BACS|transfer(?:red)? (?:it |the money )?(?:to|into) your (?:bank|account)",
+         r"paper che(?:que|ck)|by che(?:que|ck)|a che(?:que|ck)\b|che(?:que|ck) (?:in the|by) (?:post|mail)",
+         "bank transfer vs cheque"),
+        (r"repair(?:ed|s|ing)?|fix(?:ed|es|ing)?", r"writ(?:e|ten|ing) (?:it |them |your [\w-]+ )?off|replac(?:e|ed|es|ing)",
+         "repaired vs written off or replaced"),
     ))
 
 

@@ -1,0 +1,202 @@
+"""Conditions, counts, prices and day bases that one answer states and the other does not.
+
+Checks the embeddings and the value checks in `checks` miss because both answers are about
+the same thing in nearly the same words, yet a customer acting on one would act wrongly:
+
+* an added or dropped **condition or restriction**: "Breakfast is included." / "Breakfast is
+  included on weekdays only."; "You can withdraw at any time." / "... after giving 30 days'
+  notice". The shorter answer's content must reappear in the longer one (so it is the same
+  statement) and a restricting phrase ("only", "if you", "unless", "as long as", "plus", ...)
+  must be in one of them and not the other. Formulaic conditions that change nothing ("if
+  you have any questions") are ignored.
+* **counts in words**: "two replacement chairs" / "three replacement chairs" (digits are
+  identifiers, compared in `alignment`).
+* **free against a price**: one answer says it is free, included or at no cost, the other
+  states a price for it and does not say it is free.
+* **working days against calendar days**: "within 5 working days" / "within 5 days".
+
+Invariant: each check returns nothing unless both answers were found to state the same
+thing (content overlap), so paraphrase and added detail without a restriction pass.
+English only; pure Python, no model.
+"""
+
+from __future__ import annotations
+
+import re
+
+from policyengine.signals.alignment import _content, _stem, tokens
+from policyengine.signals.checks import extract_amounts
+
+__all__ = ["condition_conflicts", "count_conflicts", "day_basis_conflicts", "price_conflicts"]
+
+# share of the shorter answer's content stems the longer one must contain
+MIN_CONTAINMENT = 0.8
+MIN_PRICE_OVERLAP = 0.5
+
+_RESTRICTION = re.compile(
+    r"\b(?:only(?= (?:on|for|at|in|if|when|after|before|to|with|by|between|within|until|from|you|one|once|up|"
+    r"available|valid|applies|apply|covers?|\d)\b|\s*(?:[.,;:!?)]|$))|if you|if it|if the|if your|if they|if we|if there|unless|as long as|so long as|provided(?: that)?|"
+    r"providing|subject to|on condition|except(?: for)?|excluding|not including|apart from|other than|"
+    r"plus (?:vat|tax|taxes|fees?|postage|shipping|delivery|p&p|a |an |[£$€]?\d)|after giving|once you|"
+    r"as soon as you|in which case|but (?:only|not)|but you(?:'ll| will)? (?:need|must|have to)|"
+    r"on weekdays|at weekends|on weekends|for new customers|for existing customers|minimum|at least)",
+    re.I,
+)
+# conditions that assert nothing about the offer ("let us know if you have any questions")
+_FORMULAIC = re.compile(
+    r"\b(?:if you (?:have any (?:other |further |more )?(?:questions?|queries|problems|issues|concerns)|need (?:anything|"
+    r"any (?:more |further )?help|more help|further help|help|us)|need to(?=[.!?,]|$)|wish|prefer|can)|"
+    r"if you(?:'d| would) like(?: to)?|if you (?:head|go|click|visit|open|log|sign|tap|select|pop|look)\b|let us know if|get in touch if|contact us if|reply if|if needed|"
+    r"if necessary|if possible|if so|if not|only takes|only take|not only|only just|the only thing|"
+    r"if that helps|if anything changes)\b",
+    re.I,
+)
+# a clause ends at punctuation or "and"; one that opens with a restriction (", as long as it's
+# unused") belongs to the clause before it
+_CLAUSE_CUT = re.compile(r"[,;:()\u2013\u2014]|\s-\s|\band\b", re.I)
+# share of the shorter answer's content stems the restricted clause must state
+MIN_CLAUSE_OVERLAP = 0.6
+
+
+def _stems(text: str) -> set[str]:
+    return {_stem(t) for t in _content(tokens(text))}
+
+
+def _contained(a: str, b: str, share: float = MIN_CONTAINMENT) -> bool:
+    """At least `share` of the shorter answer's content stems (two or more) reappear in the longer one."""
+    ca, cb = _stems(a), _stems(b)
+    short, long_ = (ca, cb) if len(ca) <= len(cb) else (cb, ca)
+    return len(short) >= 2 and len(short & long_) / len(short) >= share
+
+
+def _restricted_clauses(text: str) -> list[tuple[str, str]]:
+    """(restricting phrase, the clause it restricts) for each restriction the text states."""
+    out: list[tuple[str, str]] = []
+    for sentence in re.split(r"(?<=[.!?])\s+", _FORMULAIC.sub(" ", text.replace("\u2019", "'"))):
+        clauses: list[str] = []
+        for part in (c.strip() for c in _CLAUSE_CUT.split(sentence)):
+            if not part:
+                continue
+            if clauses and _RESTRICTION.match(re.sub(r"^(?:though|however|but)\s+", "", part, flags=re.I)):
+                clauses[-1] = f"{clauses[-1]}, {part}"
+            else:
+                clauses.append(part)
+        for clause in clauses:
+            out += [(m.group(0).lower(), clause) for m in _RESTRICTION.finditer(clause)]
+    return out
+
+
+def condition_conflicts(a: str, b: str) -> list[str]:
+    """Reasons, when the answers state the same thing and one of them attaches a condition
+    or restriction to it that the other does not (see the module docstring)."""
+    if not _contained(a, b):
+        return []
+    ra, rb = _restricted_clauses(a), _restricted_clauses(b)
+    pa, pb = [p for p, _ in ra], [p for p, _ in rb]
+    for other, mine, theirs, side in ((b, ra, pb, "first"), (a, rb, pa, "second")):
+        stems = _stems(other)
+        for phrase, clause in mine:
+            if [p for p, _ in mine].count(phrase) <= theirs.count(phrase) or not stems:
+                continue
+            cs = _stems(clause)
+            if cs and len(cs & stems) / min(len(cs), len(stems)) >= MIN_CLAUSE_OVERLAP:
+                return [f"a condition only the {side} answer states: {clause!r}"]
+    return []
+
+
+_NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+                 "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30,
+                 "a couple of": 2, "a pair of": 2, "a dozen": 12, "both": 2, "single": 1}
+_COUNT = re.compile(
+    r"\b(" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r"|\d{1,3})\s+"
+    r"((?:(?:more|extra|new|replacement|additional|spare|separate|free|further|[a-z]+-[a-z]+)\s+){0,2})([a-z]{3,})\b",
+    re.I,
+)
+# durations and other units are compared by `checks` (with their conversions)
+_UNIT_NOUNS = {"minutes", "hours", "days", "weeks", "months", "years", "nights", "times", "seconds", "mins", "hrs"}
+# words after "one" that are not counted things ("one moment", "one of", "one more")
+_NOT_COUNTED = {"more", "moment", "off", "way", "thing", "another", "other", "less", "last", "time", "too", "that",
+                "this", "which", "who", "you", "the", "and", "but", "for", "our", "your", "their", "its", "has", "was",
+                "will", "can", "is", "are", "with", "from", "item", "person", "piece", "minute", "second"}
+
+
+def _counts(text: str) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for m in _COUNT.finditer(text):
+        noun = m.group(3).lower()
+        raw = m.group(1).lower()
+        # a plural after a number above one; a singular only after "one" / "single" ("a single user")
+        if (noun.endswith("s") and raw in ("one", "single", "1")) or (not noun.endswith("s") and raw not in (
+                "one", "single", "1")) or noun in _NOT_COUNTED:
+            continue
+        noun = noun.removesuffix("s")
+        if noun + "s" in _UNIT_NOUNS or re.search(r"\b(?:working|business|calendar)\s*$", m.group(2), re.I):
+            continue
+        n = int(raw) if raw.isdigit() else _NUMBER_WORDS[raw]
+        out.setdefault(noun, set()).add(n)
+    return out
+
+
+def count_conflicts(a: str, b: str) -> list[str]:
+    """Reasons, when both answers count the same things and the counts share no value."""
+    ca, cb = _counts(a), _counts(b)
+    return [f"counts differ: {sorted(ca[k])} vs {sorted(cb[k])} {k}(s)" for k in sorted(ca.keys() & cb.keys())
+            if ca[k].isdisjoint(cb[k])]
+
+
+_FREE = re.compile(r"\b(?:free(?! to\b)(?: of charge)?|included|includes?|no (?:extra |additional )?(?:charge|cost|fee)s?|"
+                   r"at no (?:extra |additional )?cost|complimentary|without (?:any )?charge|costs? nothing)\b", re.I)
+_NEGATED = re.compile(r"\b(?:not|no|never|n't|isn't|aren't|doesn't|don't|won't)\W+(?:\w+\W+){0,2}$", re.I)
+
+
+def _says_free(text: str) -> bool:
+    t = text.replace("\u2019", "'")
+    # "not included" / "doesn't include" says the opposite
+    return any(not _NEGATED.search(t[max(0, m.start() - 30): m.start()]) for m in _FREE.finditer(t))
+
+
+_SUBJECT = re.compile(r"^\W*((?:[\w'-]+\s+){0,4}?)(?:is|are|comes?|costs?|will|can|includes?)\b", re.I)
+
+
+def _same_subject(a: str, b: str) -> bool:
+    """Both answers open with the same subject before their verb ("Wi-Fi is ..." / "Wi-Fi is ...")."""
+    ma, mb = _SUBJECT.match(a), _SUBJECT.match(b)
+    return bool(ma and mb and ma.group(1).strip() and ma.group(1).strip().lower() == mb.group(1).strip().lower())
+
+
+def price_conflicts(a: str, b: str) -> list[str]:
+    """Reasons, when the answers are about the same thing and one says it is free or
+    included while the other states a price and does not say so. The overlap asked is lower
+    than for conditions: the priced answer usually words the thing differently ("Seat selection
+    is included" / "Seat selection is available for an extra £12")."""
+    if not (_contained(a, b, MIN_PRICE_OVERLAP) or _same_subject(a, b)):
+        return []
+    for x, y, side in ((a, b, "second"), (b, a, "first")):
+        if _says_free(x) and not extract_amounts(x) and extract_amounts(y) and not _says_free(y):
+            return [f"free or included vs a price: the {side} answer charges {sorted(map(str, extract_amounts(y)))[0]}"]
+    return []
+
+
+_DAY_BASIS = re.compile(r"\b(\d{1,3}|" + "|".join(k for k in _NUMBER_WORDS if " " not in k) +
+                        r")\s+(working|business|calendar|clear)?\s*days?\b", re.I)
+
+
+def _day_counts(text: str) -> dict[int, set[str]]:
+    out: dict[int, set[str]] = {}
+    for m in _DAY_BASIS.finditer(text):
+        raw = m.group(1).lower()
+        n = int(raw) if raw.isdigit() else _NUMBER_WORDS.get(raw, -1)
+        basis = "working" if (m.group(2) or "").lower() in ("working", "business") else "calendar"
+        out.setdefault(n, set()).add(basis)
+    return out
+
+
+def day_basis_conflicts(a: str, b: str) -> list[str]:
+    """Reasons, when both answers state the same number of days, one in working days and
+    the other in calendar days."""
+    da, db = _day_counts(a), _day_counts(b)
+    for n in sorted(da.keys() & db.keys()):
+        if len(da[n]) == 1 and len(db[n]) == 1 and da[n] != db[n]:
+            wa = "working" in da[n]
+            return [f"{n} {'working' if wa else 'calendar'} days vs {n} {'calendar' if wa else 'working'} days"]
+    return []
