@@ -48,6 +48,9 @@ INTENT_TOPICS: dict[str, tuple[str, ...]] = {
         "sueing", "solicitr", "atturney", "llp", "act on my behalf", "act for me", "acting for me",
         "legal representation", "collective action", "clams", "law firm", "law firms", "damages", "sew you", "sew u",
         "sue u", "sue ya", "soo you", "sewing you", "suin", "lawya", "lawyah", "solisitor", "sollicitor", "law",
+        "atty", "attys", "instructed a firm", "retained a firm", "hired a firm", "engaged a firm", "a firm",
+        "this office represents", "represents", "representing", "my client", "our client", "judicial review",
+        "legal route", "legal thing", "legal advice", "demand letter", "legal team",
     ),
 }
 
@@ -204,6 +207,22 @@ _OTHER_MATTER = re.compile(
     re.I)
 
 
+# the writer considered legal action and dropped it, or only imagines it ("I was all set to
+# ring a lawyer, but you refunded me", "if this were a bigger purchase I'd be talking to a lawyer")
+_ABANDONED = re.compile(
+    r"\b(?:was (?:all )?(?:set|about|going|ready|this close) to|had been (?:going|about) to|almost|nearly|"
+    r"no need (?:now|for (?:that|it|any of that))|(?:that's|that is|it's|it is|seems?) (?:a bit )?(?:over the top|overkill|"
+    r"excessive|too much)|if (?:this|it|that) (?:were|was|had been) (?:a )?(?:bigger|more|worse|larger)|"
+    r"(?:reckons|thinks|says|said|told me|suggested) (?:that )?(?:i|we) (?:should|could|ought)|"
+    r"i'?d (?:probably|definitely|have) (?:be|been)|people have|read (?:somewhere|online)|heard (?:that )?(?:people|others)|"
+    r"if (?:i|we)(?:'m| am| are| were| was)? (?:ever )?(?:get |got |am |was |were )?(?:sued|taken to court))\b",
+    re.I)
+# "court" and "judge" in sport, shows and shopping
+_SPORT = re.compile(r"\b(?:tennis|squash|badminton|basketball|netball|volleyball|padel|club|clay|grass|hard|food)[- ]courts?\b|"
+                    r"\bcourt (?:play|shoes?|surface|booking|hire|time)\b|\b(?:dog|cat|flower|baking|talent) show\b|"
+                    r"\bjudg(?:e|es|ed|ing) (?:at|of|on) the (?:show|competition|contest)\b", re.I)
+
+
 # after a negated topic word, a resolve to act anyway ("..., but I will if I have to")
 _RESOLVE = re.compile(r"\b(?:but|if|unless|otherwise|until)\b[^.!?]*?(?:\b(?:will|shall|going to|gonna|ready|prepared|"
                       r"have to|next|then)\b|'ll\b)|\bno (?:choice|option)\b|\bleaving me\b", re.I)
@@ -221,6 +240,35 @@ def negated_without_resolve(sentence: str, hit_starts: list[int]) -> bool:
     return not _RESOLVE.search(sentence[max(hit_starts):])
 
 
+def not_a_dispute(sentence: str, hit_starts: list[int]) -> bool:
+    """The window's legal words are not the writer's dispute with the recipient: a plan
+    dropped or only imagined (`_ABANDONED`), court or judge in another sense (`_SPORT`), the
+    writer's own unrelated legal matter (`_OTHER_MATTER`), or every topic word in someone
+    else's clause (`_third_party`) with nothing aimed at the recipient (`_AGAINST`)."""
+    if not hit_starts or _AGAINST.search(sentence):
+        return False
+    if _ABANDONED.search(sentence) and not _RESOLVE.search(sentence[max(hit_starts):]):
+        return True
+    if _SPORT.search(sentence) or _OTHER_MATTER.search(sentence):
+        return True
+    if _ROLE.search(sentence):
+        return True
+    if _WRITER_ACTS.search(sentence):
+        return False
+    return all(_third_party(sentence, sentence[:h]) for h in hit_starts)
+
+
+# the writer names their own legal role ("I'm a litigation paralegal", "the court-appointed receiver")
+_ROLE = re.compile(r"\b(?:i'?m|i am|we'?re|we are)\s+(?:an?|the)\s+(?:[\w-]+\s+){0,2}?(?:lawyer|solicitor|attorney|"
+                   r"paralegal|barrister|journalist|witness|executor|receiver|deputy|reporter|consultant|student|judge|"
+                   r"administrator|trustee|liquidator)\b|\bcourt[- ]appointed\b|\bappointed by the court\b|"
+                   r"\bwe (?:run|are|own) an? (?:[\w-]+\s+){0,3}(?:firm|practice|company|business)\b", re.I)
+# the writer is the subject of the sentence, or the recipient will hear from someone: not a
+# bystander's matter whoever else is named ("My son's a barrister ... He'll be writing to you")
+_WRITER_ACTS = re.compile(r"\b(?:i|i'm|i've|i'll|i'd|we|we're|we've|we'll|we'd)\b|^were\b|\bwere taking\b|"
+                          r"\b(?:writing|write) to you\b|\bin touch with you\b|\bhear(?:ing)? from\b", re.I)
+
+
 def _cues(sentence: str, gate_hit_start: int) -> list[float]:
     before = sentence[:gate_hit_start]
     return [
@@ -233,7 +281,8 @@ def _cues(sentence: str, gate_hit_start: int) -> list[float]:
         float("?" in sentence),
         float(bool(_RELUCTANT.search(before)) and bool(_DESPITE.search(sentence[gate_hit_start:]))),
         float(bool(_AT_WRITER.search(sentence))),
-        float(bool(_OTHER_MATTER.search(sentence))),
+        float(bool(_OTHER_MATTER.search(sentence) or _SPORT.search(sentence))),
+        float(bool(_ABANDONED.search(sentence))),
     ]
 
 
@@ -331,7 +380,8 @@ class IntentModel(LazyEmbedder):
         offs = [max(0, o - (len(texts[i][s:e]) - len(texts[i][s:e].lstrip()))) for i, s, e, o in jobs]
         proba = clf.predict_proba(self._features(wins, offs))[:, list(clf.classes_).index(1)]
         for k, w in enumerate(wins):
-            if negated_without_resolve(w, [h.start for h in self._gate.find_all(w, self.topic, self._terms)]):
+            starts = [h.start for h in self._gate.find_all(w, self.topic, self._terms)]
+            if negated_without_resolve(w, starts) or not_a_dispute(w, starts):
                 proba[k] = min(proba[k], NEGATED_CAP)
         for (i, s, e, _), p, w in zip(jobs, proba, wins, strict=True):
             if out[i].sentence is None or p > out[i].probability:
