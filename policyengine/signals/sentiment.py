@@ -60,6 +60,13 @@ def vader_sentiment(text: str) -> float:
 
 _LETTERS = re.compile(r"[A-Za-z]")
 _CAPS_WORD = re.compile(r"\b[A-Z]{2,}\b")
+# shouted words: capitals of four letters or more that are not codes or acronyms next to a
+# number or hyphen ("RK-20931", "JAMS", "AAA" are names, "I WANT MY MONEY" is shouting)
+_SHOUTED = re.compile(r"(?<![-\w])[A-Z]{4,}\b(?![-\d])")
+
+
+def _shouting(text: str) -> bool:
+    return len(_SHOUTED.findall(text)) >= 2
 
 
 _OPENER = re.compile(r"^\W*((?:oh|wow|yeah|yay|well)?\W*[\w' ]{1,25}?)\s*[,!.:;\u2013\u2014-]+\s+(.{8,})$", re.I | re.S)
@@ -82,7 +89,11 @@ _PRAISE_IDIOMS = re.compile(
     # British and American praise idioms that sentiment lexicons miss or misread
     r"\b(?:cracking|spot on|top notch|top-notch|chuffed|bang on|hats off|fair play|ace service|lush|brill|"
     r"properly (?:comfy|good|impressed)|proper good|can'?t fault|cannot fault|expected worse|zero (?:drama|issues|problems)|"
-    r"nailed it|knocked it out of the park|above and beyond|extra mile|a lifesaver|life saver)\b",
+    r"nailed it|knocked it out of the park|above and beyond|extra mile|a lifesaver|life saver)\b|"
+    # relief and thanks that lexicons read as worry ("Phew, I was panicking")
+    r"\b(?:phew|thank (?:god|goodness|heavens)|(?:huge|such a|what a|massive|big) relief|so relieved|i could cry|"
+    r"absolute (?:legends?|stars?|heroes?|gems?)|you (?:guys |lot )?(?:rock|are (?:the best|stars|legends|heroes))|"
+    r"worth every penny|not half bad|can'?t say fairer|job done|in no time|(?:minutes|seconds) flat)\b",
     re.I,
 )
 _COMPLAINT_CUES = re.compile(
@@ -164,7 +175,7 @@ def idiom_override(text: str, score: float, *, legal_action: bool = False) -> fl
         return min(score, REGULATOR_CAP)
     if _PRAISE_IDIOMS.search(text) and not _COMPLAINT_CUES.search(text):
         return max(score, 0.65)
-    if outbound_cue(text) and not _CAPS_WORD.search(text.replace("I ", "")):
+    if outbound_cue(text) and not _shouting(text):
         return max(score, OUTBOUND_FLOOR)
     if legal_action:
         return min(score, LEGAL_ACTION_CAP)
@@ -197,7 +208,20 @@ def sarcasm_cue(text: str) -> float:
 # or the formulas of notices ("Good news", "We acknowledge", "Thank you for your patience",
 # "If this wasn't you"). Routine outbound text is neutral: see `outbound_floor`.
 _OUTBOUND = re.compile(
-    r"^\W*(?:dear\s+(?:customer|patient|guest|member|mr|mrs|ms|miss|dr)\b|(?:hi|hello)\s+(?!there\b)(?:mr\s+|mrs\s+|ms\s+|miss\s+|dr\s+)?[A-Z][a-z]+,)|"
+    r"^\W*(?:dear\s+(?:customer|patient|guest|member|mr|mrs|ms|miss|dr)\b|(?:hi|hello)\s+(?!there\b)(?:(?:mr|mrs|ms|miss|dr)\.?\s+)?[A-Z][a-z]+,)|"
+    # an apology followed by what the writer has done for the reader, and the company's own formulas
+    r"^\W*i'?m (?:so |really |very |truly |terribly )?sorry\b[^.!?]*[.!?]\s+(?:[^.!?]*\s)?(?:i'?ve|i have|we'?ve|we have|"
+    r"i'?ll|we'?ll|a crew|an engineer|our [a-z]+ team)\s+(?:\w+\s+){0,2}?(?:authori[sz]ed|put|escalated|applied|"
+    r"credited|paused|refunded|flagged|booked|arranged|waived|issued|raised|passed|logged|reinstated|traced|"
+    r"collect|call|be in touch|contact|publish|sent|ordered|cancelled|canceled)\b|"
+    r"\bi(?:'ve| have)\s+(?:\w+\s+){0,1}?(?:authori[sz]ed|escalated (?:it|this|your)|applied a credit|credited your|"
+    r"paused (?:the|your)|refunded the|flagged your|waived the|reinstated|put (?:enforcement|collections?|the account|"
+    r"your account) (?:action )?on hold)\b|"
+    r"\b(?:we(?:'ve| have) been (?:notified|informed|served|made aware)|we have notified|as requested|"
+    r"while we (?:look|assess|investigate|review|check)|it'?s been (?:traced|located|found|dispatched|rebooked)|"
+    r"^\W*thanks? (?:you )?for letting us know|"
+    r"if you remain (?:dissatisfied|unhappy)|you(?:'re| are) welcome to (?:raise|contact|refer|ask)|^\W*reminder:|"
+    r"this is a reminder|by continuing to use|no action is needed|you (?:don'?t|do not) need to (?:take any action|do anything))\b|"
     r"(?<![\"'])\b(?:we(?:'ve| have| will|'ll)|our team)\s+(?:\w+\s+){0,2}?(?:received|processed|refunded|credited|applied|"
     r"cancelled|canceled|updated|sent|issued|approved|passed|forwarded|referred|booked|arranged|removed|added|"
     r"reviewed|note|acknowledge|upgraded|submitted|escalated|checked|waived|unblocked|unlocked|reset|raised|logged)\b|"

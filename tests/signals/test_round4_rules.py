@@ -1,0 +1,124 @@
+"""Round-4 invariants of the signals, on texts written for these tests (none is in a labelled split)."""
+
+from __future__ import annotations
+
+from policyengine.signals.alignment import identifier_conflict, identifiers
+from policyengine.signals.conditions import (
+    condition_conflicts,
+    count_conflicts,
+    day_basis_conflicts,
+    price_conflicts,
+)
+from policyengine.signals.formats import canonical
+from policyengine.signals.intent import not_a_dispute
+from policyengine.signals.negation import action_conflicts, parity
+from policyengine.signals.sentiment import _shouting, outbound_cue
+
+# -- divergence: conditions, counts, prices, day bases ------------------------------------
+
+
+def test_an_added_restriction_is_a_condition_conflict():
+    assert condition_conflicts("Parking is free for guests.", "Parking is free for guests at weekends only.")
+    assert condition_conflicts("You can switch tariff at any time.",
+                               "You can switch tariff at any time, as long as you have no arrears.")
+    assert condition_conflicts("Delivery is free.", "Delivery is free unless you live in the Highlands.")
+
+
+def test_detail_and_formulaic_conditions_are_not_conditions():
+    assert not condition_conflicts("Your refund is on its way.",
+                                   "Your refund is on its way. Let us know if you have any questions.")
+    assert not condition_conflicts("The engineer visit is booked.",
+                                   "The engineer visit is booked for you, and she will bring the new hub.")
+    # a contingency about something else is not a restriction of what was said
+    assert not condition_conflicts("I've replaced your SIM.",
+                                   "I've replaced your SIM. If the signal is still weak tomorrow, reply here.")
+
+
+def test_counts_in_words_are_compared():
+    assert count_conflicts("We'll send two spare keys.", "We'll send three spare keys.")
+    assert count_conflicts("The plan covers up to 5 devices.", "The plan is for a single device.")
+    assert not count_conflicts("We'll send two spare keys.", "We will post 2 spare keys to you.")
+    assert not count_conflicts("One moment please.", "Two moments please.")  # not a counted thing
+
+
+def test_free_against_a_price_is_a_price_conflict():
+    assert price_conflicts("Wi-Fi is included in your room rate.", "Wi-Fi is available for an extra £8 a night.")
+    assert not price_conflicts("Wi-Fi is included in your room rate.", "Your room rate includes Wi-Fi at no cost.")
+    assert not price_conflicts("Wi-Fi is not included.", "Wi-Fi costs £8 a night.")
+
+
+def test_working_days_against_calendar_days():
+    assert day_basis_conflicts("It arrives within 3 working days.", "It arrives within 3 days.")
+    assert not day_basis_conflicts("It arrives within 3 working days.", "It arrives within three business days.")
+
+
+def test_formats_that_name_the_same_value_are_canonical():
+    assert identifiers(canonical("Ring 1-888-555-0199.")) == identifiers(canonical("Ring (888) 555-0199."))
+    assert canonical("Send it to 12 Oak St., Ste. 4.") == canonical("Send it to 12 Oak Street, Suite 4.")
+    assert canonical("You have 500 gigabytes left.") == canonical("You have 500 GB left.")
+    assert canonical("Total: €19,99.") == "Total: €19.99."
+
+
+def test_an_account_number_with_a_check_digit_is_an_identifier():
+    assert identifier_conflict("Quote account 5521-7 when you pay.", "Quote account 5512-7 when you pay.")
+
+
+def test_negating_verbs_and_fee_removal_keep_parity():
+    assert parity("We had to decline your application.") == parity("Application declined.")
+    assert parity("We've cancelled the delivery charge.") == parity("The delivery charge is waived.")
+    assert parity("There's nothing outstanding on the account.") == parity("The account is up to date.")
+    assert parity("Please clear the outstanding balance by Friday.") == parity("Please pay the balance by Friday.")
+
+
+def test_refund_against_voucher_and_transfer_against_cheque_are_opposite_actions():
+    assert action_conflicts("We'll refund the deposit to your original card.", "We'll give you a voucher for the deposit.")
+    assert action_conflicts("Your payout will go by bank transfer.", "Your payout will arrive by cheque in the post.")
+
+
+# -- litigation intent: what is not a dispute ---------------------------------------------
+
+
+def _starts(sentence: str, *words: str) -> list[int]:
+    return [sentence.index(w) for w in words]
+
+
+def test_dropped_or_imagined_legal_action_is_not_a_dispute():
+    s = "I was about to call a solicitor, but you've sorted it. No need now."
+    assert not_a_dispute(s, _starts(s, "solicitor"))
+    s = "My dad thinks I should get a lawyer, which seems over the top for a late parcel."
+    assert not_a_dispute(s, _starts(s, "lawyer"))
+
+
+def test_court_in_another_sense_and_a_named_role_are_not_a_dispute():
+    s = "Do you sell the grass court shoes in a size 9?"
+    assert not_a_dispute(s, _starts(s, "court"))
+    s = "I'm a trainee solicitor and need a bank reference for a new flat."
+    assert not_a_dispute(s, _starts(s, "solicitor"))
+
+
+def test_a_relative_acting_against_the_recipient_is_still_a_dispute():
+    s = "My daughter is a lawyer and she will be writing to you about this bill."
+    assert not not_a_dispute(s, _starts(s, "lawyer"))
+    s = "We have instructed a firm about the mould, and you'll be hearing from them."
+    assert not not_a_dispute(s, _starts(s, "a firm"))
+
+
+# -- sentiment: outbound apologies, relief, shouting ---------------------------------------
+
+
+def test_an_apology_followed_by_what_was_done_reads_as_outbound():
+    assert outbound_cue("I'm so sorry about the leak. I've authorised a plumber for tomorrow morning.")
+    assert outbound_cue("Dear Mr. Okafor, thank you for your patience.")
+    assert not outbound_cue("I'm sorry but this is the third time I've had to chase you.")
+
+
+def test_codes_are_not_shouting():
+    assert not _shouting("Your claim RK-20931 was filed with the AAA and JAMS.")
+    assert _shouting("WHERE IS MY REFUND, I WANT IT NOW")
+
+
+def test_outbound_apologies_and_relief_are_not_negative(provider):
+    assert provider.sentiment("I'm really sorry the engineer missed you. I've booked a new visit for Friday "
+                              "and credited your account £20.") >= 0.3
+    assert provider.sentiment("Phew, the payment finally went through. I was so worried. Thank you!") >= 0.3
+    assert provider.sentiment("I'm sorry but this is the fourth time I've had to chase a refund.") < 0.3
