@@ -1,0 +1,67 @@
+"""The later holdouts (tests/data/signals_holdout3/, signals_holdout4/): well formed, no text shared
+with the splits before them, and now training data.
+
+Each was the untouched split of its round (holdout3 of round 3, scored once on 2026-12-02 at 18:41
+UTC; holdout4 of round 4, on 2026-12-03 at 09:23 UTC), written by an independent writer; its misses
+were read afterwards, so it is tuning data from the next round on. Its messages are in the shipped
+sentiment and intent training data (`"source": "<split>"`), and benchmarks/signals_eval.py scores it
+leave-one-split-out (models retrained without its rows).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.signals.test_holdout_disjoint import _norm, _rows
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data"
+SHIPPED = ROOT / "policyengine" / "signals" / "data"
+# split -> (minimum messages, minimum pairs, the splits written before it)
+LATER = {
+    "holdout3": (500, 290, ("tune", "holdout", "holdout2")),
+    "holdout4": (570, 390, ("tune", "holdout", "holdout2", "holdout3")),
+}
+
+
+def _messages(split: str) -> set[str]:
+    return {_norm(r["text"]) for r in _rows(DATA / f"signals_{split}" / "messages.jsonl")}
+
+
+def _pairs(split: str) -> set[tuple[str, str]]:
+    return {tuple(sorted((_norm(r["a"]), _norm(r["b"])))) for r in _rows(DATA / f"signals_{split}" / "pairs.jsonl")}
+
+
+@pytest.mark.parametrize("split", sorted(LATER))
+def test_the_split_is_large_enough_and_well_formed(split):
+    d = DATA / f"signals_{split}"
+    msgs, pairs = _rows(d / "messages.jsonl"), _rows(d / "pairs.jsonl")
+    assert len(msgs) >= LATER[split][0] and len(pairs) >= LATER[split][1]
+    for r in msgs:
+        assert r["text"].strip()
+        assert r["sentiment"] in ("negative", "neutral", "positive")
+        assert isinstance(r["mentions"]["litigation"], bool)
+    for r in pairs:
+        assert isinstance(r["divergent"], bool) and r["a"].strip() and r["b"].strip()
+    assert len({_norm(r["text"]) for r in msgs}) == len(msgs)
+
+
+@pytest.mark.parametrize("split", sorted(LATER))
+def test_the_split_shares_no_message_or_pair_with_the_earlier_splits(split):
+    for earlier in LATER[split][2]:
+        assert not _messages(split) & _messages(earlier), earlier
+        assert not _pairs(split) & _pairs(earlier), earlier
+
+
+@pytest.mark.parametrize("split", sorted(LATER))
+def test_the_splits_messages_are_training_data_with_the_same_labels(split):
+    """Every message is in both training sets, labelled as in the split (so the benchmark's
+    leave-one-split-out rotation has rows to drop)."""
+    sent = {_norm(r["text"]): r["label"] for r in _rows(SHIPPED / "sentiment_train.jsonl")}
+    intent = {_norm(r["text"]): r["label"] for r in _rows(SHIPPED / "intent_litigation.jsonl")}
+    for r in _rows(DATA / f"signals_{split}" / "messages.jsonl"):
+        key = _norm(r["text"])
+        assert sent.get(key) == r["sentiment"], r["text"]
+        assert intent.get(key) == r["mentions"]["litigation"], r["text"]
