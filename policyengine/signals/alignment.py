@@ -44,6 +44,8 @@ _SYNONYMS: tuple[frozenset[str], ...] = tuple(frozenset(g.split()) for g in (
     "help assist", "start begin starts begins", "end finish ends finishes", "buy purchase", "check review",
     "close closes closed shut shuts", "taken collected", "boarding gate", "sold none", "funds money",
     "mailed posted sent", "ready available", "agreed decided", "compatible fits fit", "reimburse refund",
+    "respond reply answer", "depart departs leave leaves", "due payable", "covered insured", "update change amend",
+    "new replacement", "below under", "mature matures", "get receive", "phone ring", "email e-mail",
 ))
 # Facts stated with numbers, dates, times and money belong to `checks` (which know that
 # "12/05/2025" is "12 May 2025" and "53p" is "£0.53"): a substitution touching them is not one.

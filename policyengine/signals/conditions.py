@@ -27,7 +27,8 @@ import re
 from policyengine.signals.alignment import _content, _stem, tokens
 from policyengine.signals.checks import extract_amounts
 
-__all__ = ["condition_conflicts", "count_conflicts", "day_basis_conflicts", "price_conflicts"]
+__all__ = ["amount_count_conflicts", "condition_conflicts", "count_conflicts", "day_basis_conflicts",
+           "duration_conflicts", "price_conflicts", "relative_date_conflicts"]
 
 # share of the shorter answer's content stems the longer one must contain
 MIN_CONTAINMENT = 0.8
@@ -35,9 +36,10 @@ MIN_PRICE_OVERLAP = 0.5
 
 _RESTRICTION = re.compile(
     r"\b(?:only(?= (?:on|for|at|in|if|when|after|before|to|with|by|between|within|until|from|you|one|once|up|"
-    r"available|valid|applies|apply|covers?|\d)\b|\s*(?:[.,;:!?)]|$))|if you|if it|if the|if your|if they|if we|if there|unless|as long as|so long as|provided(?: that)?|"
+    r"available|valid|applies|apply|covers?|the|\d)\b|\s*(?:[.,;:!?)]|$))|if you|if it|if the|if your|if they|if we|if there|unless|as long as|so long as|provided(?: that)?|"
     r"providing|subject to|on condition|except(?: for)?|excluding|not including|apart from|other than|"
-    r"plus (?:vat|tax|taxes|fees?|postage|shipping|delivery|p&p|a |an |[£$€]?\d)|after giving|once you|"
+    r"plus (?:vat|tax|taxes|fees?|postage|shipping|delivery|p&p|a |an |[£$€]?\d)|after giving|"
+    r"once (?:you|we|the|your|it|he|she|they)|(?:don't|do not|never) [a-z]+ [^.!?]{0,40}?until|"
     r"as soon as you|in which case|but (?:only|not)|but you(?:'ll| will)? (?:need|must|have to)|"
     r"on weekdays|at weekends|on weekends|for new customers|for existing customers|minimum|at least)",
     re.I,
@@ -99,7 +101,9 @@ def condition_conflicts(a: str, b: str) -> list[str]:
             if [p for p, _ in mine].count(phrase) <= theirs.count(phrase) or not stems:
                 continue
             cs = _stems(clause)
-            if cs and len(cs & stems) / min(len(cs), len(stems)) >= MIN_CLAUSE_OVERLAP:
+            if not cs - stems:
+                continue  # the other answer states the same restriction in other words ("dogs under 8kg can ...")
+            if len(cs & stems) / min(len(cs), len(stems)) >= MIN_CLAUSE_OVERLAP:
                 return [f"a condition only the {side} answer states: {clause!r}"]
     return []
 
@@ -145,7 +149,11 @@ def count_conflicts(a: str, b: str) -> list[str]:
 
 
 _FREE = re.compile(r"\b(?:free(?! to\b)(?: of charge)?|included|includes?|no (?:extra |additional )?(?:charge|cost|fee)s?|"
-                   r"at no (?:extra |additional )?cost|complimentary|without (?:any )?charge|costs? nothing)\b", re.I)
+                   r"at no (?:extra |additional )?cost|complimentary|without (?:any )?charge|costs? nothing|"
+                   r"no payment (?:is |will be )?(?:due|needed|required|taken)|nothing (?:is due|to pay|for you to pay))\b",
+                   re.I)
+# a price that starts later ("free for the first six months, then £13 a month") is a price
+_LATER_PRICE = re.compile(r"\b(?:then|after that|thereafter|afterwards|from then on|after which)\b", re.I)
 _NEGATED = re.compile(r"\b(?:not|no|never|n't|isn't|aren't|doesn't|don't|won't)\W+(?:\w+\W+){0,2}$", re.I)
 
 
@@ -172,7 +180,8 @@ def price_conflicts(a: str, b: str) -> list[str]:
     if not (_contained(a, b, MIN_PRICE_OVERLAP) or _same_subject(a, b)):
         return []
     for x, y, side in ((a, b, "second"), (b, a, "first")):
-        if _says_free(x) and not extract_amounts(x) and extract_amounts(y) and not _says_free(y):
+        if _says_free(x) and not extract_amounts(x) and extract_amounts(y) and (
+                not _says_free(y) or _LATER_PRICE.search(y)):
             return [f"free or included vs a price: the {side} answer charges {sorted(map(str, extract_amounts(y)))[0]}"]
     return []
 
@@ -199,4 +208,81 @@ def day_basis_conflicts(a: str, b: str) -> list[str]:
         if len(da[n]) == 1 and len(db[n]) == 1 and da[n] != db[n]:
             wa = "working" in da[n]
             return [f"{n} {'working' if wa else 'calendar'} days vs {n} {'calendar' if wa else 'working'} days"]
+    return []
+
+
+_REL_UNIT = r"(week|month|year|quarter|billing cycle|weekend)"
+_RELATIVE = re.compile(rf"\b(?:(the {_REL_UNIT} after next)|(last|this|next|previous|current|coming|following) {_REL_UNIT})\b",
+                       re.I)
+_REL_OFFSET = {"last": -1, "previous": -1, "this": 0, "current": 0, "next": 1, "coming": 1, "following": 1}
+
+
+def _relative(text: str) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for m in _RELATIVE.finditer(text):
+        if m.group(1):
+            out.setdefault(m.group(2).lower(), set()).add(2)
+        else:
+            out.setdefault(m.group(4).lower(), set()).add(_REL_OFFSET[m.group(3).lower()])
+    return out
+
+
+def relative_date_conflicts(a: str, b: str) -> list[str]:
+    """Reasons, when both answers place something in a relative period of the same unit and
+    share no offset ("before March last year" / "before March this year"; "from next month" /
+    "from the month after next")."""
+    ra, rb = _relative(a), _relative(b)
+    names = {-1: "last", 0: "this", 1: "next", 2: "the one after next"}
+    for unit in sorted(ra.keys() & rb.keys()):
+        if ra[unit].isdisjoint(rb[unit]):
+            return [f"relative dates differ: {'/'.join(names[x] for x in sorted(ra[unit]))} {unit} vs "
+                    f"{'/'.join(names[x] for x in sorted(rb[unit]))} {unit}"]
+    return []
+
+
+def _amount_counts(text: str) -> dict[object, int]:
+    counts: dict[object, int] = {}
+    for sentence in re.split(r"(?<=[.!?;])\s+|,\s+", text):
+        for amount in extract_amounts(sentence):
+            counts[amount] = counts.get(amount, 0) + 1
+    return counts
+
+
+def amount_count_conflicts(a: str, b: str) -> list[str]:
+    """Reasons, when the answers state the same amounts but each states one the other does not,
+    counting repeats ("refunded half of it, £143.57" of £287.14 / "refunded all of it, £287.14":
+    the same set of values up to one amount, said a different number of times)."""
+    ca, cb = _amount_counts(a), _amount_counts(b)
+    only_a = [k for k in ca if ca[k] > cb.get(k, 0)]
+    only_b = [k for k in cb if cb[k] > ca.get(k, 0)]
+    if only_a and only_b and ca.keys() & cb.keys():
+        return [f"amounts differ: {', '.join(map(str, only_a))} vs {', '.join(map(str, only_b))}"]
+    return []
+
+
+_DURATION = re.compile(r"\b(\d{1,3}|" + "|".join(k for k in _NUMBER_WORDS if " " not in k) + r"|a|an)\s+"
+                       r"(?:working |business |calendar |clear )?(hours?|days?|weeks?|months?|years?)\b", re.I)
+_IN_HOURS = {"hour": 1, "day": 24, "week": 168, "month": 730, "year": 8760}
+
+
+def _durations(text: str) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for m in _DURATION.finditer(text):
+        raw = m.group(1).lower()
+        n = int(raw) if raw.isdigit() else 1 if raw in ("a", "an") else _NUMBER_WORDS.get(raw, -1)
+        unit = m.group(2).lower().removesuffix("s")
+        out.setdefault(unit, set()).add(n * _IN_HOURS[unit])
+    return out
+
+
+def duration_conflicts(a: str, b: str) -> list[str]:
+    """Reasons, when each answer states one duration, in different units, and they differ
+    ("available for 7 days" / "for 72 hours"; "lasts 7 days" / "lasts one month"). Durations in
+    the same unit are compared by `checks`."""
+    da, db = _durations(a), _durations(b)
+    if len(da) != 1 or len(db) != 1 or da.keys() == db.keys():
+        return []
+    (ua, va), (ub, vb) = next(iter(da.items())), next(iter(db.items()))
+    if len(va) == 1 and len(vb) == 1 and va != vb:
+        return [f"durations differ: {next(iter(va))} h ({ua}s) vs {next(iter(vb))} h ({ub}s)"]
     return []

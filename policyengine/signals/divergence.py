@@ -26,10 +26,13 @@ from policyengine.signals.alignment import (
 from policyengine.signals.checks import Conflict, compare_facts, extract_facts, shared_facts
 from policyengine.signals.commitments import commitment_conflicts
 from policyengine.signals.conditions import (
+    amount_count_conflicts,
     condition_conflicts,
     count_conflicts,
     day_basis_conflicts,
+    duration_conflicts,
     price_conflicts,
+    relative_date_conflicts,
 )
 from policyengine.signals.embedder import Embedder, shared_embedder
 from policyengine.signals.formats import canonical
@@ -51,7 +54,8 @@ DETAIL_DISCOUNT = 0.5
 DETAIL_CONTAINMENT = 0.75
 # severities of the alignment checks (policyengine.signals.alignment)
 ALIGNMENT_SEVERITY = {"identifier": 0.8, "name": 0.8, "wording": 0.7, "opposite": 0.75, "negation": 0.75,
-                      "commitment": 0.7, "condition": 0.7, "counts": 0.8, "price": 0.75, "day basis": 0.7}
+                      "commitment": 0.7, "condition": 0.7, "counts": 0.8, "price": 0.75, "day basis": 0.7,
+                      "relative date": 0.75, "amount count": 0.8, "duration": 0.75}
 _EXPLICIT_NEGATOR = re.compile(r"\b(?:not|no|never|cannot|unable|without)\b|n['\u2019]t\b", re.I)
 
 
@@ -189,8 +193,10 @@ def alignment_conflicts(a: str, b: str, found: list[Conflict] = ()) -> list[Conf
                                 ALIGNMENT_SEVERITY["name"]))
     if not found and not out:
         # one answer restricts, counts, prices or dates what the other states plainly
-        for kind, check in (("counts", count_conflicts), ("price", price_conflicts),
-                            ("day basis", day_basis_conflicts), ("condition", condition_conflicts)):
+        for kind, check in (("counts", count_conflicts), ("amount count", amount_count_conflicts),
+                            ("duration", duration_conflicts), ("relative date", relative_date_conflicts),
+                            ("price", price_conflicts), ("day basis", day_basis_conflicts),
+                            ("condition", condition_conflicts)):
             reasons = check(a, b)
             if reasons:
                 out.append(Conflict(kind.replace(" ", "_"), reasons[0], ALIGNMENT_SEVERITY[kind]))

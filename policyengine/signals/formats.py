@@ -14,6 +14,8 @@ for embeddings, and the reasons a check gives quote the canonical text). Rewritt
 * unit designators before a number: "Ste. 210" -> "Suite 210", "Apt 4" -> "Apartment 4";
 * storage units: "1000 gigabytes" -> "1000 GB" (MB, TB likewise);
 * a decimal comma in money: "€54,90" / "54,90 €" -> "€54.90" / "54.90 €";
+* European grouping in money: "1.450,00 EUR" -> "1450.00 EUR", "€2.400" -> "€2400";
+* an IBAN written in groups: "IE29 AIBK 9311 5212 3456 78" -> "IE29AIBK93115212345678";
 * thousands separators inside a number: "12,345" -> "12345" (money keeps its symbol);
 * a fraction as a discount: "one fifth off" -> "20% off", "half price" -> "50% price".
 
@@ -39,6 +41,17 @@ _UNIT_RX = re.compile(r"\b(" + "|".join(_UNIT_DESIGNATOR) + r")\.?\s?(?=\d)", re
 _STORAGE_RX = re.compile(r"(?<=\d)\s?(?:(giga|mega|tera)bytes?|(g|m|t)b)\b", re.I)
 _DECIMAL_COMMA = re.compile(r"(?<=[£$€])(\d{1,3}),(\d{2})(?!\d)|(?<![\d,.])(\d{1,3}),(\d{2})(?=\s?(?:€|eur\b|euros?\b))",
                             re.I)
+_EURO_GROUPED = re.compile(r"(?<![\d.,])(\d{1,3}(?:\.\d{3})+),(\d{2})(?!\d)(?=\s?(?:€|eur\b|euros?\b))|"
+                           r"(?<=€)(\d{1,3}(?:\.\d{3})+)(?:,(\d{2}))?(?![\d.,]?\d)", re.I)
+_IBAN = re.compile(r"\b([A-Z]{2}\d{2})((?: ?[A-Z0-9]{4}){2,7})(?: ?([A-Z0-9]{1,3}))?\b")
+
+
+def _euro(m: re.Match[str]) -> str:
+    whole = (m.group(1) or m.group(3)).replace(".", "")
+    cents = m.group(2) or m.group(4)
+    return f"{whole}.{cents}" if cents else whole
+
+
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
 _FRACTIONS = {"half": "50%", "quarter": "25%", "fifth": "20%", "tenth": "10%"}
 _FRACTION_RX = re.compile(r"\b(?:one|a) (quarter|fifth|tenth) (?=off\b|discount\b|of the (?:price|cost|bill)\b)|"
@@ -58,6 +71,8 @@ def canonical(text: str) -> str:
     t = _NUMBER_RX.sub("number ", t)
     t = _UNIT_RX.sub(lambda m: _UNIT_DESIGNATOR[m.group(1).lower()] + " ", t)
     t = _STORAGE_RX.sub(lambda m: " " + (m.group(1) or m.group(2))[0].upper() + "B", t)
+    t = _IBAN.sub(lambda m: (m.group(1) + m.group(2) + (m.group(3) or "")).replace(" ", ""), t)
+    t = _EURO_GROUPED.sub(_euro, t)
     t = _DECIMAL_COMMA.sub(lambda m: f"{m.group(1) or m.group(3)}.{m.group(2) or m.group(4)}", t)
     t = _US_TRUNK.sub("", t)
     t = _UK_PHONE.sub("0", t)
