@@ -50,7 +50,8 @@ INTENT_TOPICS: dict[str, tuple[str, ...]] = {
         "sue u", "sue ya", "soo you", "sewing you", "suin", "lawya", "lawyah", "solisitor", "sollicitor", "law",
         "atty", "attys", "instructed a firm", "retained a firm", "hired a firm", "engaged a firm", "a firm",
         "this office represents", "represents", "representing", "my client", "our client", "judicial review",
-        "legal route", "legal thing", "legal advice", "demand letter", "legal team",
+        "legal route", "legal thing", "legal advice", "demand letter", "legal team", "arbitrate", "arbitrator",
+        "letter of claim", "issued and served", "served the claim", "umpire",
     ),
 }
 
@@ -102,7 +103,7 @@ _NEG = re.compile(r"\b(?:not|never|no|won'?t|don'?t|isn'?t|aren'?t|wouldn'?t|can
 _FIRST = re.compile(r"\b(?:i|i'm|i'll|i've|i'd|we|we'll|we've|we're|my|our|us|me)\b", re.I)
 _MODAL = re.compile(r"\b(?:will|shall|going to|gonna|intend|'ll|about to|next step|expect|until|unless|or else|"
                     r"failing|otherwise|if)\b|'ll\b", re.I)
-_REGULATOR = re.compile(r"\b(?:ombudsman|trading standards|regulator|ofcom|ofgem|ofwat|fca|cfpb|ftc|fcc|bbb|"
+_REGULATOR = re.compile(r"\b(?:ombudsman|trading standards|regulator|ofcom|ofgem|ofwat|fca|cfpb|ftc|fcc|bbb|attorney general|"
                         r"better business bureau|chargeback|citizens advice|cqc|commissioner|one-star review|the press)\b",
                         re.I)
 
@@ -201,7 +202,8 @@ _AT_WRITER = re.compile(r"\bagainst (?:me|us|myself|my (?:account|name))\b|\b(?:
 # in another sense ("my attorney needs it for my divorce", "power of attorney", "food court")
 _OTHER_MATTER = re.compile(
     r"\b(?:divorce|custody|probate|estate|conveyanc\w*|house (?:sale|purchase|move)|buying a (?:house|flat|home)|"
-    r"immigration|visa|adoption|power of attorney|lasting power|guardian\w*|legal (?:name|age|tender|guardian|"
+    r"immigration|visa|adoption|power of attorney|lasting power|guardian\w*|malpractice|personal injury|"
+    r"the other (?:driver|party|driver's \w+)|legal (?:name|age|tender|guardian|"
     r"entity|sector|cover|expenses cover)|legally (?:blind|required)|food court|tennis court|court (?:road|street|"
     r"lane)|courtesy|jury service|court reporter|law school|law degree|studying law|by law|the law (?:says|requires))\b",
     re.I)
@@ -211,6 +213,8 @@ _OTHER_MATTER = re.compile(
 # ring a lawyer, but you refunded me", "if this were a bigger purchase I'd be talking to a lawyer")
 _ABANDONED = re.compile(
     r"\b(?:was (?:all )?(?:set|about|going|ready|this close) to|had been (?:going|about) to|almost|nearly|"
+    r"(?:thought|think|thinking) about|considered|was tempted to|toyed with (?:the idea of )?|"
+    r"(?:keep|kept) asking (?:if|whether)|the answer is no|"
     r"no need (?:now|for (?:that|it|any of that))|(?:that's|that is|it's|it is|seems?) (?:a bit )?(?:over the top|overkill|"
     r"excessive|too much)|if (?:this|it|that) (?:were|was|had been) (?:a )?(?:bigger|more|worse|larger)|"
     r"(?:reckons|thinks|says|said|told me|suggested) (?:that )?(?:i|we) (?:should|could|ought)|"
@@ -252,7 +256,7 @@ def not_a_dispute(sentence: str, hit_starts: list[int]) -> bool:
     if _SPORT.search(sentence) or _OTHER_MATTER.search(sentence):
         return True
     if _ROLE.search(sentence):
-        return True
+        return not _DISPUTE.search(sentence)
     if _WRITER_ACTS.search(sentence):
         return False
     return all(_third_party(sentence, sentence[:h]) for h in hit_starts)
@@ -266,7 +270,11 @@ _ROLE = re.compile(r"\b(?:i'?m|i am|we'?re|we are)\s+(?:an?|the)\s+(?:[\w-]+\s+)
 # the writer is the subject of the sentence, or the recipient will hear from someone: not a
 # bystander's matter whoever else is named ("My son's a barrister ... He'll be writing to you")
 _WRITER_ACTS = re.compile(r"\b(?:i|i'm|i've|i'll|i'd|we|we're|we've|we'll|we'd)\b|^were\b|\bwere taking\b|"
-                          r"\b(?:writing|write) to you\b|\bin touch with you\b|\bhear(?:ing)? from\b", re.I)
+                          r"\b(?:writing|write) to (?:you|u)\b|\bin touch with (?:you|u)\b|\bhear(?:ing)? from\b|"
+                          r"\byou owe (?:us|me)\b", re.I)
+# a dispute stated outright, whoever the writer says they are ("I'm a paralegal ... what you did breached it")
+_DISPUTE = re.compile(r"\b(?:breach(?:ed|es)?|you owe (?:us|me)|owed to (?:us|me)|unlawful(?:ly)?|liable|negligen\w*|"
+                      r"claim form|drafted a claim|(?:file|filing|issue|issuing) (?:a |the )?claim)\b", re.I)
 
 
 def _cues(sentence: str, gate_hit_start: int) -> list[float]:

@@ -93,10 +93,19 @@ _PRAISE_IDIOMS = re.compile(
     # relief and thanks that lexicons read as worry ("Phew, I was panicking")
     r"\b(?:phew|thank (?:god|goodness|heavens)|(?:huge|such a|what a|massive|big) relief|so relieved|i could cry|"
     r"absolute (?:legends?|stars?|heroes?|gems?)|you (?:guys |lot )?(?:rock|are (?:the best|stars|legends|heroes))|"
-    r"worth every penny|not half bad|can'?t say fairer|job done|in no time|(?:minutes|seconds) flat)\b",
+    r"worth every penny|not half bad|can'?t say fairer|job done|in no time|(?:minutes|seconds) flat)\b|"
+    # thanks and praise stated outright, often around a hard story ("Broke down at 2am ... thank you")
+    r"\b(?:(?:seriously|really|so|very|hugely|genuinely|incredibly) impressed|(?:pass on|say|send) (?:my |our )?"
+    r"(?:thanks|gratitude)|what a star|it meant a lot|meant the world|happy customer|i (?:really |truly )?appreciate"
+    r" (?:the|your|how|all)|you have my thanks|made (?:a|it|things) (?:very |really )?(?:stressful|difficult|hard) "
+    r"(?:time )?(?:a (?:bit|lot|little) )?(?:easier|better)|(?:brilliant|excellent|outstanding|amazing|superb|"
+    r"fantastic) service at|thanks for being (?:so )?(?:reasonable|helpful|kind|patient|understanding))\b",
     re.I,
 )
 _COMPLAINT_CUES = re.compile(
+    r"\b(?:second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|\d+(?:st|nd|rd|th)) (?:attempt|request|email|"
+    r"message|call|chase|letter|time of asking)\b|\bwhat (?:remains|is left) of my patience\b|\butmost respect\b|"
+    r"\b(?:most|tremendously|awfully|terribly|eternally) (?:grateful|helpful) if\b|"
     r"\b(?:nobody|no one|no-one|nothing)\b(?:\s+\w+){0,2}\s+(?:helps?|cares?|repl(?:y|ys|ies|ied)|an(?:sw|ws)e?rs?|"
     r"called|came|turned up|happened|works?|arrived)\b|\bstill (?:no|not|waiting|nothing|broken)\b|"
     r"\b(?:second|third|fourth|fifth|sixth|\d+(?:st|nd|rd|th)) time\b|\b(?:\d+|two|three|four|five|six|seven|"
@@ -225,7 +234,10 @@ _OUTBOUND = re.compile(
     r"(?<![\"'])\b(?:we(?:'ve| have| will|'ll)|our team)\s+(?:\w+\s+){0,2}?(?:received|processed|refunded|credited|applied|"
     r"cancelled|canceled|updated|sent|issued|approved|passed|forwarded|referred|booked|arranged|removed|added|"
     r"reviewed|note|acknowledge|upgraded|submitted|escalated|checked|waived|unblocked|unlocked|reset|raised|logged)\b|"
-    r"\byour\s+(?:[\w£$€.,-]+\s+){0,6}?(?:(?:has|have) (?:now )?been|will (?:now )?be)\s+(?:\w+ed|sent|set up|shipped)\b|"
+    r"\byour\s+(?:[\w£$€.,-]+\s+){0,8}?(?:(?:has|have) (?:now )?been|will (?:now )?be)\s+(?:\w+ed|sent|set up|shipped)\b|"
+    r"\bwe (?:have not|haven'?t) been able to\b|\bwe(?:'re| are) unable to (?:reverse|refund|accept|offer|collect)\b|"
+    r"\bwe regret to inform\b|\bto avoid (?:a late fee|interruption|an estimated bill|disconnection)\b|"
+    r"\byour free trial (?:ends|expires)\b|^\W*dear (?:passenger|traveller|policyholder|resident|subscriber)\b|"
     r"\byour\s+(?:[\w£$€.,-]+\s+){0,6}?(?:is|are|was|were)\s+(?:now\s+)?(?:ready|available|confirmed|booked|"
     r"on (?:its|their) way|attached|enclosed|changed successfully|set up)\b|"
     r"^\W*(?:good news|welcome (?:aboard|to|back)|just confirming|please find (?:attached|enclosed)|"

@@ -122,3 +122,53 @@ def test_outbound_apologies_and_relief_are_not_negative(provider):
                               "and credited your account £20.") >= 0.3
     assert provider.sentiment("Phew, the payment finally went through. I was so worried. Thank you!") >= 0.3
     assert provider.sentiment("I'm sorry but this is the fourth time I've had to chase a refund.") < 0.3
+
+
+# -- round 5 ------------------------------------------------------------------------------
+
+
+def test_european_money_and_grouped_ibans_are_canonical():
+    assert canonical("We've refunded 1.450,00 EUR.") == "We've refunded 1450.00 EUR."
+    assert canonical("A claim of €2.400 was approved.") == "A claim of €2400 was approved."
+    assert canonical("Pay IBAN DE89 3704 0044 0532 0130 00.") == "Pay IBAN DE89370400440532013000."
+
+
+def test_relative_periods_durations_and_repeated_amounts_are_compared():
+    from policyengine.signals.conditions import (
+        amount_count_conflicts,
+        duration_conflicts,
+        relative_date_conflicts,
+    )
+
+    assert relative_date_conflicts("The new price starts next month.", "The new price starts the month after next.")
+    assert not relative_date_conflicts("The new price starts next month.", "From next month the price changes.")
+    assert duration_conflicts("The link works for 2 days.", "The link works for 24 hours.")
+    assert not duration_conflicts("The link works for 2 days.", "The link works for 48 hours.")
+    assert amount_count_conflicts("Of the £80 charge, I've refunded half, £40.", "Of the £80 charge, I've refunded all £80.")
+    assert not amount_count_conflicts("We've refunded £80. The £80 shows tomorrow.", "We've refunded £80.")
+
+
+def test_a_free_offer_that_is_priced_later_is_a_price_conflict():
+    assert price_conflicts("The add-on is free.", "The add-on is free for three months, then £4 a month.")
+    assert price_conflicts("Your account is on hold while we review the complaint; no payment is due.",
+                           "Your account is on hold while we review the complaint; please keep paying £30 a month.")
+
+
+def test_a_condition_both_answers_state_is_not_a_conflict():
+    assert not condition_conflicts("Bags under 10kg can go in the cabin.", "Bags can go in the cabin if they are under 10kg.")
+    assert condition_conflicts("We've approved your claim.", "We've approved your claim once the invoice arrives.")
+
+
+def test_a_stated_dispute_outweighs_a_named_role():
+    s = "I'm a paralegal and what you did breached the contract."
+    assert not not_a_dispute(s, _starts(s, "paralegal"))
+    s = "My brother is a solicitor and he's writing to u this week."
+    assert not not_a_dispute(s, _starts(s, "solicitor"))
+
+
+def test_outbound_notices_and_outright_thanks(provider):
+    assert outbound_cue("We have not been able to collect your payment of £20 this month.")
+    assert outbound_cue("Dear passenger, we regret to inform you that the 09:10 is cancelled.")
+    assert provider.sentiment("Wanted to pass on my thanks to the night team. The car broke down at 3am and "
+                              "they had us home within the hour.") >= 0.3
+    assert provider.sentiment("I would be most grateful if, on this sixth attempt, someone read my email.") < 0.3
