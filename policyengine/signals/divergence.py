@@ -113,7 +113,7 @@ class DivergenceScorer:
             conflicts = _without_parity_artifacts(a, b, compare_facts(fa, fb))
             conflicts += alignment_conflicts(a, b, conflicts)
             agreed = 0 if conflicts else shared_facts(fa, fb)
-        detail = self.checks and not conflicts and containment(a, b) >= DETAIL_CONTAINMENT
+        detail = self.checks and not conflicts and (containment(a, b) >= DETAIL_CONTAINMENT or _elaborates(a, b))
         return self._combine(cosine, conflicts, thr, agreed, detail)
 
     def _cosine(self, a: str, b: str) -> float:
@@ -210,6 +210,19 @@ def alignment_conflicts(a: str, b: str, found: list[Conflict] = ()) -> list[Conf
                                 ALIGNMENT_SEVERITY[sub.kind]))
             break
     return out
+
+
+# A terse answer ("No.", "We've fixed the issue.") and a full one embed far apart even when they
+# agree: an answer of at most this many words beside one ELABORATION_RATIO times as long is read
+# as the same answer with more said, like `DETAIL_CONTAINMENT` (its semantic part halved).
+TERSE_WORDS = 6
+ELABORATION_RATIO = 3.0
+
+
+def _elaborates(a: str, b: str) -> bool:
+    na, nb = len(a.split()), len(b.split())
+    short, long_ = min(na, nb), max(na, nb)
+    return short <= TERSE_WORDS and long_ >= ELABORATION_RATIO * short
 
 
 def _without_parity_artifacts(a: str, b: str, conflicts: list[Conflict]) -> list[Conflict]:

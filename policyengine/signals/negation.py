@@ -31,7 +31,7 @@ _FORMULAIC = re.compile(
     r"\b(?:no (?:problem|worries|need to worry|hesitation)|not a problem|(?:do not|don'?t|never) hesitate|"
     r"don'?t worry|no later than|no more than|no less than|not only|or not|if not|whether or not|"
     r"feel free|free to|toll[- ]free|hands[- ]free|freephone|free-?phone|nothing else|no doubt|"
-    r"(?:don'?t|do not) forget|not sure)\b",
+    r"(?:don'?t|do not) forget|not sure|if you(?:'re| are) (?:still )?not (?:satisfied|happy)|if not satisfied)\b",
     re.I,
 )
 _ANSWER_PARTICLE = re.compile(r"^\s*(?:yes|no|yep|nope|yeah)\s*[,.!:;\u2013\u2014-]+\s*", re.I)
@@ -43,7 +43,7 @@ _NEGATIVE_WORD = re.compile(
     r"\b(?:free(?: of charge)?|closed|shut|turned (?:it |them |this |that )?down|out of stock|sold out|"
     r"declin(?:e|ed|es|ing)|refus(?:e|ed|es|ing)|reject(?:ed|s|ing)?|den(?:y|ied|ies)|"
     r"(?:remov|cancell?|wip)(?:e|ed|es|ing)? (?:it\b|them\b|(?:the |your |any |this |that )?(?:[\w-]+ ){0,2}(?:fees?|charges?|penalty|interest))|"
-    r"written off|write off|"
+    r"written off|write off|avoid(?:s|ed|ing)?|outside (?:of )?(?:our|the|your|its)|"
     r"unsuccessful|ineligible|unavailable|invalid|excluded|excludes|exempt|waived?|waives|unpaid|"
     r"non-?[a-z]{4,}|impossible|prohibited|forbidden|absent|missing|delays?|delayed|late|lose|losing|"
     r"overdue|outstanding(?! (?:balance|amount|bill|invoice|sum|payment|debt|charge))|in arrears|fully booked|hold off|prepaid|pre-paid|(?:fixed|frozen|locked) (?:until|till|for))\b",
