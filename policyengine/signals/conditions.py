@@ -53,6 +53,8 @@ _FORMULAIC = re.compile(
     r"if that helps|if anything changes)\b",
     re.I,
 )
+# restrictions that exclude ("bank transfer only", "plus VAT"): never implied by the other answer's words
+_EXCLUSIVE = re.compile(r"only|except|excluding|not including|apart from|other than|plus|but (?:only|not)", re.I)
 # a clause ends at punctuation or "and"; one that opens with a restriction (", as long as it's
 # unused") belongs to the clause before it
 _CLAUSE_CUT = re.compile(r"[,;:()\u2013\u2014]|\s-\s|\band\b", re.I)
@@ -101,8 +103,8 @@ def condition_conflicts(a: str, b: str) -> list[str]:
             if [p for p, _ in mine].count(phrase) <= theirs.count(phrase) or not stems:
                 continue
             cs = _stems(clause)
-            if not cs - stems:
-                continue  # the other answer states the same restriction in other words ("dogs under 8kg can ...")
+            if not cs - stems and not _EXCLUSIVE.match(phrase):
+                continue  # the other answer states the same condition as a modifier ("dogs under 8kg can ...")
             if len(cs & stems) / min(len(cs), len(stems)) >= MIN_CLAUSE_OVERLAP:
                 return [f"a condition only the {side} answer states: {clause!r}"]
     return []
