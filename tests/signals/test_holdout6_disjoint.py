@@ -1,8 +1,8 @@
-"""The untouched split (tests/data/signals_holdout5/), when present: well formed, and none of its
+"""The untouched split (tests/data/signals_holdout6/), when present: well formed, and none of its
 text in the shipped training data or in the tuned-on splits.
 
-holdout5 is written outside this repository and added at the end, to be scored once by
-benchmarks/signals_eval.py --split holdout5. Until then these tests skip.
+holdout6 is written outside this repository and added at the end, to be scored once by
+benchmarks/signals_eval.py --split holdout6. Until then these tests skip.
 """
 
 from __future__ import annotations
@@ -16,17 +16,17 @@ from tests.signals.test_holdout_disjoint import _norm, _rows
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
 SHIPPED = ROOT / "policyengine" / "signals" / "data"
-H5 = DATA / "signals_holdout5"
+H6 = DATA / "signals_holdout6"
 
 pytestmark = pytest.mark.skipif(
-    not ((H5 / "messages.jsonl").is_file() and (H5 / "pairs.jsonl").is_file()),
-    reason="tests/data/signals_holdout5/ (messages.jsonl + pairs.jsonl) is not present: the untouched split is "
+    not ((H6 / "messages.jsonl").is_file() and (H6 / "pairs.jsonl").is_file()),
+    reason="tests/data/signals_holdout6/ (messages.jsonl + pairs.jsonl) is not present: the untouched split is "
            "added at the end and scored once",
 )
 
 
-def test_holdout5_is_well_formed():
-    msgs, pairs = _rows(H5 / "messages.jsonl"), _rows(H5 / "pairs.jsonl")
+def test_holdout6_is_well_formed():
+    msgs, pairs = _rows(H6 / "messages.jsonl"), _rows(H6 / "pairs.jsonl")
     assert msgs and pairs
     for r in msgs:
         assert r["text"].strip()
@@ -44,16 +44,16 @@ def _pairs(split: str) -> set[tuple[str, str]]:
     return {tuple(sorted((_norm(r["a"]), _norm(r["b"])))) for r in _rows(DATA / f"signals_{split}" / "pairs.jsonl")}
 
 
-def test_no_holdout5_text_is_in_the_shipped_training_data():
+def test_no_holdout6_text_is_in_the_shipped_training_data():
     # a labelled unit is a message, or a pair as a whole: a stock half such as "Your refund has been
     # approved" may recur in another pair without its label (divergent or not) being known
-    h5 = _messages("holdout5")
+    h6 = _messages("holdout6")
     for path in sorted(SHIPPED.glob("*.jsonl")):
         shipped = {_norm(r["text"]) for r in _rows(path)}
-        assert not h5 & shipped, (path.name, sorted(h5 & shipped)[:5])
+        assert not h6 & shipped, (path.name, sorted(h6 & shipped)[:5])
 
 
-def test_holdout5_shares_no_message_or_pair_with_the_tuned_on_splits():
-    for split in ("tune", "holdout", "holdout2", "holdout3", "holdout4"):
-        assert not _messages("holdout5") & _messages(split), split
-        assert not _pairs("holdout5") & _pairs(split), split
+def test_holdout6_shares_no_message_or_pair_with_the_tuned_on_splits():
+    for split in ("tune", "holdout", "holdout2", "holdout3", "holdout4", "holdout5"):
+        assert not _messages("holdout6") & _messages(split), split
+        assert not _pairs("holdout6") & _pairs(split), split
