@@ -653,7 +653,8 @@ def compare_facts(a: Facts, b: Facts) -> list[Conflict]:
         out.append(Conflict("dates", f"dates differ: {_fmt(da)} vs {_fmt(db)}", SEVERITY["dates"]))
     wa = {d for d in a.dates if d.weekday}
     wb = {d for d in b.dates if d.weekday}
-    if wa and wb and wa.isdisjoint(wb):
+    # disjoint, or each states a weekday the other does not ("7pm Friday to 6am Monday" / "... Tuesday")
+    if wa and wb and (wa.isdisjoint(wb) or (wa - wb and wb - wa)):
         out.append(Conflict("dates", f"days differ: {_fmt(wa)} vs {_fmt(wb)}", SEVERITY["dates"]))
     # disjoint, or each states a time the other does not ("8am to 12pm" vs "12pm to 6pm")
     if a.times and b.times and (a.times.isdisjoint(b.times) or (a.times - b.times and b.times - a.times)):

@@ -28,7 +28,7 @@ from policyengine.signals.alignment import _content, _stem, tokens
 from policyengine.signals.checks import extract_amounts
 
 __all__ = ["amount_count_conflicts", "condition_conflicts", "count_conflicts", "day_basis_conflicts",
-           "duration_conflicts", "price_conflicts", "relative_date_conflicts"]
+           "duration_conflicts", "month_conflicts", "price_conflicts", "range_conflicts", "relative_date_conflicts"]
 
 # share of the shorter answer's content stems the longer one must contain
 MIN_CONTAINMENT = 0.8
@@ -115,11 +115,13 @@ _NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
                  "a couple of": 2, "a pair of": 2, "a dozen": 12, "both": 2, "single": 1}
 _COUNT = re.compile(
     r"\b(" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r"|\d{1,3})\s+"
-    r"((?:(?:more|extra|new|replacement|additional|spare|separate|free|further|[a-z]+-[a-z]+)\s+){0,2})([a-z]{3,})\b",
+    r"((?:(?:more|extra|new|replacement|additional|spare|separate|free|further|monthly|weekly|annual|[a-z]+-[a-z]+)\s+)"
+    r"{0,2})([a-z]{3,})\b",
     re.I,
 )
 # durations and other units are compared by `checks` (with their conversions)
 _UNIT_NOUNS = {"minutes", "hours", "days", "weeks", "months", "years", "nights", "times", "seconds", "mins", "hrs"}
+_IRREGULAR = {"children": "child", "people": "person", "men": "man", "women": "woman", "teeth": "tooth"}
 # words after "one" that are not counted things ("one moment", "one of", "one more")
 _NOT_COUNTED = {"more", "moment", "off", "way", "thing", "another", "other", "less", "last", "time", "too", "that",
                 "this", "which", "who", "you", "the", "and", "but", "for", "our", "your", "their", "its", "has", "was",
@@ -132,10 +134,11 @@ def _counts(text: str) -> dict[str, set[int]]:
         noun = m.group(3).lower()
         raw = m.group(1).lower()
         # a plural after a number above one; a singular only after "one" / "single" ("a single user")
-        if (noun.endswith("s") and raw in ("one", "single", "1")) or (not noun.endswith("s") and raw not in (
+        plural = noun.endswith("s") or noun in _IRREGULAR
+        if (plural and raw in ("one", "single", "1")) or (not plural and raw not in (
                 "one", "single", "1")) or noun in _NOT_COUNTED:
             continue
-        noun = noun.removesuffix("s")
+        noun = _IRREGULAR.get(noun, noun.removesuffix("s"))
         if noun + "s" in _UNIT_NOUNS or re.search(r"\b(?:working|business|calendar)\s*$", m.group(2), re.I):
             continue
         n = int(raw) if raw.isdigit() else _NUMBER_WORDS[raw]
@@ -263,7 +266,9 @@ def amount_count_conflicts(a: str, b: str) -> list[str]:
 
 
 _DURATION = re.compile(r"\b(\d{1,3}|" + "|".join(k for k in _NUMBER_WORDS if " " not in k) + r"|a|an)\s+"
-                       r"(?:working |business |calendar |clear )?(hours?|days?|weeks?|months?|years?)\b", re.I)
+                       r"(working |business |calendar |clear )?(hours?|days?|weeks?|months?|years?)\b", re.I)
+# calendar durations that name the same span: "30 days" / "a month", "90 days" / "three months"
+DURATION_TOLERANCE = 0.1
 _IN_HOURS = {"hour": 1, "day": 24, "week": 168, "month": 730, "year": 8760}
 
 
@@ -272,8 +277,11 @@ def _durations(text: str) -> dict[str, set[int]]:
     for m in _DURATION.finditer(text):
         raw = m.group(1).lower()
         n = int(raw) if raw.isdigit() else 1 if raw in ("a", "an") else _NUMBER_WORDS.get(raw, -1)
-        unit = m.group(2).lower().removesuffix("s")
-        out.setdefault(unit, set()).add(n * _IN_HOURS[unit])
+        unit = m.group(3).lower().removesuffix("s")
+        hours = _IN_HOURS[unit]
+        if unit == "week" and (m.group(2) or "").strip().lower() in ("working", "business"):
+            hours = 5 * _IN_HOURS["day"]  # a working week is five working days
+        out.setdefault(unit, set()).add(n * hours)
     return out
 
 
@@ -285,6 +293,44 @@ def duration_conflicts(a: str, b: str) -> list[str]:
     if len(da) != 1 or len(db) != 1 or da.keys() == db.keys():
         return []
     (ua, va), (ub, vb) = next(iter(da.items())), next(iter(db.items()))
-    if len(va) == 1 and len(vb) == 1 and va != vb:
+    x, y = next(iter(va)), next(iter(vb))
+    if len(va) == 1 and len(vb) == 1 and abs(x - y) > DURATION_TOLERANCE * max(x, y):
         return [f"durations differ: {next(iter(va))} h ({ua}s) vs {next(iter(vb))} h ({ub}s)"]
+    return []
+
+
+_RANGE = re.compile(r"\b(\d{1,3})\s*(?:-|\u2013|to)\s*(\d{1,3})\s+((?:working |business )?(?:days?|weeks?|hours?|months?))\b",
+                    re.I)
+_POINT = re.compile(r"(?<![\d\u2013-])(?<!to )\b(\d{1,3})\s+((?:working |business )?(?:days?|weeks?|hours?|months?))\b",
+                    re.I)
+
+
+def range_conflicts(a: str, b: str) -> list[str]:
+    """Reasons, when one answer gives a single figure ("within 5 working days") and the other a
+    range for the same unit that starts or ends at it ("within 5 to 7 working days")."""
+    for x, y in ((a, b), (b, a)):
+        ranges = [(int(m.group(1)), int(m.group(2)), m.group(3).lower().rstrip("s")) for m in _RANGE.finditer(y)]
+        if not ranges or _RANGE.search(x):
+            continue
+        points = {(int(m.group(1)), m.group(2).lower().rstrip("s")) for m in _POINT.finditer(x)}
+        for lo, hi, unit in ranges:
+            if lo != hi and ((lo, unit) in points or (hi, unit) in points):
+                return [f"a single figure vs a range: {lo if (lo, unit) in points else hi} vs {lo}-{hi} {unit}s"]
+    return []
+
+
+_MONTH = re.compile(r"\b(january|february|march|april|may|june|july|august|september|october|november|december)\b"
+                    r"(?!\s+\d)", re.I)
+_MONTH_DATED = re.compile(r"\d\s*(?:st|nd|rd|th)?\s+(?:of\s+)?$", re.I)
+
+
+def month_conflicts(a: str, b: str) -> list[str]:
+    """Reasons, when both answers name a month without a day ("due in March" / "due in May")
+    and share none. Months with a day are dates, compared by `checks`."""
+    def months(text: str) -> set[str]:
+        return {m.group(1).lower() for m in _MONTH.finditer(text) if not _MONTH_DATED.search(text[: m.start()])
+                and not (m.group(1).lower() == "may" and not m.group(1)[0].isupper())}
+    ma, mb = months(a), months(b)
+    if ma and mb and ma.isdisjoint(mb):
+        return [f"months differ: {', '.join(sorted(ma))} vs {', '.join(sorted(mb))}"]
     return []

@@ -16,6 +16,7 @@ for embeddings, and the reasons a check gives quote the canonical text). Rewritt
 * a decimal comma in money: "€54,90" / "54,90 €" -> "€54.90" / "54.90 €";
 * European grouping in money: "1.450,00 EUR" -> "1450.00 EUR", "€2.400" -> "€2400";
 * an IBAN written in groups: "IE29 AIBK 9311 5212 3456 78" -> "IE29AIBK93115212345678";
+* a code written in groups of capitals and digits: "7HZ 442 891" -> "7HZ442891", "QQ 12 34 56 C" -> "QQ123456C";
 * thousands separators inside a number: "12,345" -> "12345" (money keeps its symbol);
 * a fraction as a discount: "one fifth off" -> "20% off", "half price" -> "50% price".
 
@@ -46,6 +47,10 @@ _EURO_GROUPED = re.compile(r"(?<![\d.,])(\d{1,3}(?:\.\d{3})+),(\d{2})(?!\d)(?=\s
 _IBAN = re.compile(r"\b([A-Z]{2}\d{2})((?: ?[A-Z0-9]{4}){2,7})(?: ?([A-Z0-9]{1,3}))?\b")
 
 
+# the first group holds a digit or is a short prefix ("QQ 12 34 56 C"), so a word such as "IBAN" never joins
+_CODE_GROUPS = re.compile(r"\b(?=[A-Z0-9 ]*[A-Z])(?=[A-Z0-9 ]*\d)(?:[A-Z]{1,3}|[A-Z0-9]*\d[A-Z0-9]*)(?: [A-Z0-9]{1,4}){2,5}\b")
+
+
 def _euro(m: re.Match[str]) -> str:
     whole = (m.group(1) or m.group(3)).replace(".", "")
     cents = m.group(2) or m.group(4)
@@ -72,6 +77,7 @@ def canonical(text: str) -> str:
     t = _UNIT_RX.sub(lambda m: _UNIT_DESIGNATOR[m.group(1).lower()] + " ", t)
     t = _STORAGE_RX.sub(lambda m: " " + (m.group(1) or m.group(2))[0].upper() + "B", t)
     t = _IBAN.sub(lambda m: (m.group(1) + m.group(2) + (m.group(3) or "")).replace(" ", ""), t)
+    t = _CODE_GROUPS.sub(lambda m: m.group(0).replace(" ", "") if len(m.group(0).replace(" ", "")) >= 6 else m.group(0), t)
     t = _EURO_GROUPED.sub(_euro, t)
     t = _DECIMAL_COMMA.sub(lambda m: f"{m.group(1) or m.group(3)}.{m.group(2) or m.group(4)}", t)
     t = _US_TRUNK.sub("", t)

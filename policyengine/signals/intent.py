@@ -51,7 +51,8 @@ INTENT_TOPICS: dict[str, tuple[str, ...]] = {
         "atty", "attys", "instructed a firm", "retained a firm", "hired a firm", "engaged a firm", "a firm",
         "this office represents", "represents", "representing", "my client", "our client", "judicial review",
         "legal route", "legal thing", "legal advice", "demand letter", "legal team", "arbitrate", "arbitrator",
-        "letter of claim", "issued and served", "served the claim", "umpire",
+        "letter of claim", "issued and served", "served the claim", "umpire", "plaintiff", "process server",
+        "breach of contract", "district judge", "before filing",
     ),
 }
 
@@ -150,7 +151,9 @@ _ROLE_SELF = re.compile(r"\b(?:i'?m|i am|we'?re|we are)\s+an?\s+(?:\w+\s+){0,2}?
 
 
 # the legal action is aimed at someone else's party ("suing their builder", "taking her landlord to court")
-_OTHERS_TARGET = re.compile(r"\b(?:su(?:e|es|ing|ed)|tak(?:e|es|ing)|took)\s+(?:their|his|her)\s+\w+", re.I)
+_OTHERS_TARGET = re.compile(r"\b(?:su(?:e|es|ing|ed)|tak(?:e|es|ing)|took)\s+(?:their|his|her)\s+\w+|"
+                            r"\b(?:pursue|sue|suing|take|taking)\s+(?:my|our)\s+(?:builder|landlord|tenant|employer|"
+                            r"neighbou?r|ex|contractor|garage|dentist)\b", re.I)
 
 
 def _clause(before: str) -> str:
@@ -214,7 +217,8 @@ _OTHER_MATTER = re.compile(
 _ABANDONED = re.compile(
     r"\b(?:was (?:all )?(?:set|about|going|ready|this close) to|had been (?:going|about) to|almost|nearly|"
     r"(?:thought|think|thinking) about|considered|was tempted to|toyed with (?:the idea of )?|"
-    r"(?:keep|kept) asking (?:if|whether)|the answer is no|"
+    r"(?:keep|kept) asking (?:if|whether)|the answer is no|(?:haven'?t|have not|not yet) decided|"
+    r"(?:made|makes) me wonder|wonder(?:ing)? what would|documentary|"
     r"no need (?:now|for (?:that|it|any of that))|(?:that's|that is|it's|it is|seems?) (?:a bit )?(?:over the top|overkill|"
     r"excessive|too much)|if (?:this|it|that) (?:were|was|had been) (?:a )?(?:bigger|more|worse|larger)|"
     r"(?:reckons|thinks|says|said|told me|suggested) (?:that )?(?:i|we) (?:should|could|ought)|"
@@ -271,7 +275,8 @@ _ROLE = re.compile(r"\b(?:i'?m|i am|we'?re|we are)\s+(?:an?|the)\s+(?:[\w-]+\s+)
 # bystander's matter whoever else is named ("My son's a barrister ... He'll be writing to you")
 _WRITER_ACTS = re.compile(r"\b(?:i|i'm|i've|i'll|i'd|we|we're|we've|we'll|we'd)\b|^were\b|\bwere taking\b|"
                           r"\b(?:writing|write) to (?:you|u)\b|\bin touch with (?:you|u)\b|\bhear(?:ing)? from\b|"
-                          r"\byou owe (?:us|me)\b", re.I)
+                          r"\byou owe (?:us|me)\b|\b(?:has|have) (?:joined|signed (?:up|on)|instructed|retained|filed)\b",
+                          re.I)
 # a dispute stated outright, whoever the writer says they are ("I'm a paralegal ... what you did breached it")
 _DISPUTE = re.compile(r"\b(?:breach(?:ed|es)?|you owe (?:us|me)|owed to (?:us|me)|unlawful(?:ly)?|liable|negligen\w*|"
                       r"claim form|drafted a claim|(?:file|filing|issue|issuing) (?:a |the )?claim)\b", re.I)

@@ -172,3 +172,31 @@ def test_outbound_notices_and_outright_thanks(provider):
     assert provider.sentiment("Wanted to pass on my thanks to the night team. The car broke down at 3am and "
                               "they had us home within the hour.") >= 0.3
     assert provider.sentiment("I would be most grateful if, on this sixth attempt, someone read my email.") < 0.3
+
+
+# -- round 6 ------------------------------------------------------------------------------
+
+
+def test_round6_ranges_months_weekdays_codes_and_counts():
+    from policyengine.signals.checks import compare_facts, extract_facts
+    from policyengine.signals.conditions import duration_conflicts, month_conflicts, range_conflicts
+
+    assert range_conflicts("It arrives within 3 working days.", "It arrives within 3 to 5 working days.")
+    assert not range_conflicts("It arrives within 3 to 5 working days.", "It arrives in 3-5 working days.")
+    assert month_conflicts("Your next reading is due in June.", "Your next reading is due in August.")
+    assert not month_conflicts("Your next reading is due in June.", "Expect the reading request in June.")
+    assert not duration_conflicts("Claim within 30 days.", "Claim within a month.")  # the same span
+    assert duration_conflicts("Allow 10 working days.", "Allow three working weeks.")
+    fa = extract_facts("The lane is shut from 8pm Friday to 5am Monday.")
+    fb = extract_facts("The lane is shut from 8pm Friday to 5am Tuesday.")
+    assert any(c.kind == "dates" for c in compare_facts(fa, fb))
+    assert canonical("Your code is 4KX 219 730.") == "Your code is 4KX219730."
+    assert count_conflicts("A table for 2 adults and 1 child.", "A table for 2 adults and 3 children.")
+    assert count_conflicts("Pay in 6 monthly instalments.", "Pay in 10 monthly instalments.")
+
+
+def test_round6_litigation_gate_and_not_a_dispute():
+    s = "I haven't decided whether to take this further legally; please just look again."
+    assert not_a_dispute(s, _starts(s, "legally"))
+    s = "Our family has joined the class action over the fees, and the firm will write to you."
+    assert not not_a_dispute(s, _starts(s, "class action"))
