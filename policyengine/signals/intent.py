@@ -144,10 +144,12 @@ _RELATION = re.compile(r"\b(?:brother|sister|son|daughter|mum|mom|mother|father|
 _AGAINST = re.compile(r"\bagainst\s+(?:you|your|the\s+(?:company|bank|clinic|airline|hotel|firm|store|shop|"
                       r"provider|practice|business))\b|\byou(?:'ll| will)\s+(?:be\s+)?(?:hear|hearing|receive|"
                       r"be\s+served)\b|\b(?:sue|suing|sued)\s+(?:you|your|the)\b", re.I)
-_ROLE_SELF = re.compile(r"\b(?:i'?m|i am|we'?re|we are)\s+an?\s+(?:\w+\s+){0,2}?(?:lawyer|solicitor|attorney|"
-                        r"paralegal|barrister|journalist|witness|executor|receiver|deputy|reporter|consultant|"
-                        r"firm|student|judge)\b|\b(?:estate|probate|jury|witness)\b|"
-                        r"\bcourt[- ]appointed\b|\bappointed by the court\b", re.I)
+# roles a writer can hold in someone else's legal matter ("I'm a paralegal", "I'm the executor")
+_ROLES = (r"lawyer|solicitor|attorney|paralegal|barrister|journalist|witness|executor|receiver|deputy|reporter|"
+          r"consultant|student|judge|administrator|trustee|liquidator")
+_COURT_APPOINTED = r"\bcourt[- ]appointed\b|\bappointed by the court\b"
+_ROLE_SELF = re.compile(rf"\b(?:i'?m|i am|we'?re|we are)\s+an?\s+(?:\w+\s+){{0,2}}?(?:{_ROLES}|firm)\b|"
+                        rf"\b(?:estate|probate|jury|witness)\b|{_COURT_APPOINTED}", re.I)
 
 
 # the legal action is aimed at someone else's party ("suing their builder", "taking her landlord to court")
@@ -267,10 +269,9 @@ def not_a_dispute(sentence: str, hit_starts: list[int]) -> bool:
 
 
 # the writer names their own legal role ("I'm a litigation paralegal", "the court-appointed receiver")
-_ROLE = re.compile(r"\b(?:i'?m|i am|we'?re|we are)\s+(?:an?|the)\s+(?:[\w-]+\s+){0,2}?(?:lawyer|solicitor|attorney|"
-                   r"paralegal|barrister|journalist|witness|executor|receiver|deputy|reporter|consultant|student|judge|"
-                   r"administrator|trustee|liquidator)\b|\bcourt[- ]appointed\b|\bappointed by the court\b|"
-                   r"\bwe (?:run|are|own) an? (?:[\w-]+\s+){0,3}(?:firm|practice|company|business)\b", re.I)
+_ROLE = re.compile(rf"\b(?:i'?m|i am|we'?re|we are)\s+(?:an?|the)\s+(?:[\w-]+\s+){{0,2}}?(?:{_ROLES})\b|"
+                   rf"{_COURT_APPOINTED}|\bwe (?:run|are|own) an? (?:[\w-]+\s+){{0,3}}(?:firm|practice|company|business)\b",
+                   re.I)
 # the writer is the subject of the sentence, or the recipient will hear from someone: not a
 # bystander's matter whoever else is named ("My son's a barrister ... He'll be writing to you")
 _WRITER_ACTS = re.compile(r"\b(?:i|i'm|i've|i'll|i'd|we|we're|we've|we'll|we'd)\b|^were\b|\bwere taking\b|"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.signals.test_holdout_disjoint import _norm, _rows
+from tests.signals.test_holdout_disjoint import _norm, _rows, assert_well_formed
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -26,14 +26,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def test_holdout6_is_well_formed():
-    msgs, pairs = _rows(H6 / "messages.jsonl"), _rows(H6 / "pairs.jsonl")
-    assert msgs and pairs
-    for r in msgs:
-        assert r["text"].strip()
-        assert r["sentiment"] in ("negative", "neutral", "positive")
-        assert isinstance(r["mentions"]["litigation"], bool)
-    for r in pairs:
-        assert isinstance(r["divergent"], bool) and r["a"].strip() and r["b"].strip()
+    assert_well_formed(_rows(H6 / "messages.jsonl"), _rows(H6 / "pairs.jsonl"))
 
 
 def _messages(split: str) -> set[str]:

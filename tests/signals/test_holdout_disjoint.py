@@ -71,3 +71,14 @@ def test_the_intent_topics_agree_with_the_language():
     assert set(INTENT_TOPICS) == set(INTENT_LEXICONS)
     for topic in INTENT_TOPICS:
         assert (SHIPPED / f"intent_{topic}.jsonl").is_file()
+
+
+def assert_well_formed(msgs: list[dict], pairs: list[dict]) -> None:
+    """The labelled-split schema (tests/data/signals_README.md), shared by the holdout tests."""
+    assert msgs and pairs
+    for r in msgs:
+        assert r["text"].strip()
+        assert r["sentiment"] in ("negative", "neutral", "positive")
+        assert isinstance(r["mentions"]["litigation"], bool)
+    for r in pairs:
+        assert isinstance(r["divergent"], bool) and r["a"].strip() and r["b"].strip()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.signals.test_holdout_disjoint import _norm, _rows
+from tests.signals.test_holdout_disjoint import _norm, _rows, assert_well_formed
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -41,12 +41,7 @@ def test_the_split_is_large_enough_and_well_formed(split):
     d = DATA / f"signals_{split}"
     msgs, pairs = _rows(d / "messages.jsonl"), _rows(d / "pairs.jsonl")
     assert len(msgs) >= LATER[split][0] and len(pairs) >= LATER[split][1]
-    for r in msgs:
-        assert r["text"].strip()
-        assert r["sentiment"] in ("negative", "neutral", "positive")
-        assert isinstance(r["mentions"]["litigation"], bool)
-    for r in pairs:
-        assert isinstance(r["divergent"], bool) and r["a"].strip() and r["b"].strip()
+    assert_well_formed(msgs, pairs)
     assert len({_norm(r["text"]) for r in msgs}) == len(msgs)
 
 
