@@ -23,6 +23,7 @@ English only; pure Python, no model.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from policyengine.signals.alignment import _content, _stem, tokens
 from policyengine.signals.checks import extract_amounts
@@ -62,8 +63,10 @@ _CLAUSE_CUT = re.compile(r"[,;:()\u2013\u2014]|\s-\s|\band\b", re.I)
 MIN_CLAUSE_OVERLAP = 0.6
 
 
-def _stems(text: str) -> set[str]:
-    return {_stem(t) for t in _content(tokens(text))}
+@lru_cache(maxsize=2048)
+def _stems(text: str) -> frozenset[str]:
+    """Content stems of a text; cached, as every check of a pair asks for both answers' stems."""
+    return frozenset(_stem(t) for t in _content(tokens(text)))
 
 
 def _contained(a: str, b: str, share: float = MIN_CONTAINMENT) -> bool:
