@@ -52,7 +52,8 @@ INTENT_TOPICS: dict[str, tuple[str, ...]] = {
         "this office represents", "represents", "representing", "my client", "our client", "judicial review",
         "legal route", "legal thing", "legal advice", "demand letter", "legal team", "arbitrate", "arbitrator",
         "letter of claim", "issued and served", "served the claim", "umpire", "plaintiff", "process server",
-        "breach of contract", "district judge", "before filing",
+        "breach of contract", "district judge", "before filing", "no win no fee", "no-win-no-fee", "counterclaim",
+        "defend any claim", "defend the claim",
     ),
 }
 
@@ -158,6 +159,13 @@ _OTHERS_TARGET = re.compile(r"\b(?:su(?:e|es|ing|ed)|tak(?:e|es|ing)|took)\s+(?:
                             r"neighbou?r|ex|contractor|garage|dentist)\b", re.I)
 
 
+# the action is between other parties, whoever writes about it ("a class action against another
+# retailer", "the case filed by other customers")
+_ELSEWHERE = re.compile(r"\bagainst (?:another|other|a different) (?:\w+ )?(?:retailer|company|bank|firm|airline|provider|"
+                        r"business|brand|store|shop|insurer)s?\b|\b(?:filed|brought|started) by other (?:customers|users|"
+                        r"people|passengers)\b", re.I)
+
+
 def _clause(before: str) -> str:
     cut = list(_CLAUSE.finditer(before))
     return before[cut[-1].end():] if cut else before
@@ -170,7 +178,7 @@ _DESPITE = re.compile(r"\b(?:but|if|unless|no (?:choice|option)|leaving me|headi
 
 
 def _negated(before: str, after: str = "") -> bool:
-    """A negator governs the topic word: within the six words before it, in the same
+    """A negator governs the topic word: within the eight words before it, in the same
     clause, with no new subject ("I'm", "we") between the negator and the word.
     Reluctance ("I'd rather not involve the lawyers") is negation unless the sentence goes
     on to a condition or a resolve ("... but I will if I have to"): see `_DESPITE`."""
@@ -180,7 +188,7 @@ def _negated(before: str, after: str = "") -> bool:
     clause = _clause(before)
     if _RELUCTANT.search(clause):
         return not _DESPITE.search(after)
-    words = clause.split()[-6:]
+    words = clause.split()[-8:]
     last = max((i for i, w in enumerate(words) if _NEG.search(w)), default=None)
     if last is None:
         return False
@@ -207,10 +215,22 @@ _AT_WRITER = re.compile(r"\bagainst (?:me|us|myself|my (?:account|name))\b|\b(?:
 # in another sense ("my attorney needs it for my divorce", "power of attorney", "food court")
 _OTHER_MATTER = re.compile(
     r"\b(?:divorce|custody|probate|estate|conveyanc\w*|house (?:sale|purchase|move)|buying a (?:house|flat|home)|"
+    r"mortgage offer|remortgag\w*|(?:separate|unrelated) matter|"
     r"immigration|visa|adoption|power of attorney|lasting power|guardian\w*|malpractice|personal injury|"
     r"the other (?:driver|party|driver's \w+)|legal (?:name|age|tender|guardian|"
     r"entity|sector|cover|expenses cover)|legally (?:blind|required)|food court|tennis court|court (?:road|street|"
-    r"lane)|courtesy|jury service|court reporter|law school|law degree|studying law|by law|the law (?:says|requires))\b",
+    r"lane)|jury service|court reporter|law school|law degree|studying law|by law|the law (?:says|requires))\b",
+    re.I)
+
+
+# a context that makes every legal word in a short text another matter, whichever sentence it is in
+# ("Your mortgage offer has been issued! Your solicitor will receive a copy today.")
+_CONTEXT_OTHER = re.compile(r"\b(?:mortgage offer|remortgag\w*|conveyanc\w*|(?:separate|unrelated) matter)\b", re.I)
+# a gate word in another sense, recognised by the words around it: a regulator's name ("the state
+# Attorney General"), damage to a thing rather than damages claimed ("hail damage to my roof")
+_OTHER_SENSE = re.compile(
+    r"\battorney general\b|\b(?:hail|storm|flood|water|fire|smoke|frost|accidental|impact|transit|cosmetic|wind) damage\b|"
+    r"\bdamage to (?:my|the|our|your) (?:car|roof|home|house|property|parcel|item|phone|van|bike|luggage|suitcase|ceiling)\b",
     re.I)
 
 
@@ -218,6 +238,7 @@ _OTHER_MATTER = re.compile(
 # ring a lawyer, but you refunded me", "if this were a bigger purchase I'd be talking to a lawyer")
 _ABANDONED = re.compile(
     r"\b(?:was (?:all )?(?:set|about|going|ready|this close) to|had been (?:going|about) to|almost|nearly|"
+    r"(?:did|had) (?:\w+ )?consider(?:ed)?|decided (?:against|not to)|(?:you'?re|you are|it'?s|it is|it was|it wasn'?t) not worth the|"
     r"(?:thought|think|thinking) about|considered|was tempted to|toyed with (?:the idea of )?|"
     r"(?:keep|kept) asking (?:if|whether)|the answer is no|(?:haven'?t|have not|not yet) decided|"
     r"(?:made|makes) me wonder|wonder(?:ing)? what would|documentary|"
@@ -236,6 +257,7 @@ _SPORT = re.compile(r"\b(?:tennis|squash|badminton|basketball|netball|volleyball
 # after a negated topic word, a resolve to act anyway ("..., but I will if I have to")
 _RESOLVE = re.compile(r"\b(?:but|if|unless|otherwise|until)\b[^.!?]*?(?:\b(?:will|shall|going to|gonna|ready|prepared|"
                       r"have to|next|then)\b|'ll\b)|\bno (?:choice|option)\b|\bleaving me\b", re.I)
+_CONTEXT_CHARS = 600  # a short message: its context governs every sentence in it
 NEGATED_CAP = 0.2  # the most a window whose topic words are all negated, with no resolve after them, can score
 
 
@@ -251,18 +273,25 @@ def negated_without_resolve(sentence: str, hit_starts: list[int]) -> bool:
 
 
 def not_a_dispute(sentence: str, hit_starts: list[int]) -> bool:
-    """The window's legal words are not the writer's dispute with the recipient: a plan
-    dropped or only imagined (`_ABANDONED`), court or judge in another sense (`_SPORT`), the
-    writer's own unrelated legal matter (`_OTHER_MATTER`), or every topic word in someone
-    else's clause (`_third_party`) with nothing aimed at the recipient (`_AGAINST`)."""
+    """The window's legal words are not the writer's dispute with the recipient: each one part
+    of a regulator's name or of damage to a thing (`_OTHER_SENSE`), a plan dropped or only
+    imagined (`_ABANDONED`), court or judge in another sense (`_SPORT`), the writer's own
+    unrelated legal matter (`_OTHER_MATTER`), an action between other parties (`_ELSEWHERE`),
+    or every topic word in someone else's clause (`_third_party`) with nothing aimed at the
+    recipient (`_AGAINST`)."""
     if not hit_starts or _AGAINST.search(sentence):
         return False
+    named = [m.span() for m in _OTHER_SENSE.finditer(sentence)]
+    if named and all(any(lo <= h < hi for lo, hi in named) for h in hit_starts):
+        return True  # every legal word is in another sense: a regulator's name, damage to a thing
     if _ABANDONED.search(sentence) and not _RESOLVE.search(sentence[max(hit_starts):]):
         return True
     if _SPORT.search(sentence) or _OTHER_MATTER.search(sentence):
         return True
     if _ROLE.search(sentence):
         return not _DISPUTE.search(sentence)
+    if _ELSEWHERE.search(sentence):
+        return True
     if _WRITER_ACTS.search(sentence):
         return False
     return all(_third_party(sentence, sentence[:h]) for h in hit_starts)
@@ -393,9 +422,11 @@ class IntentModel(LazyEmbedder):
         wins = [texts[i][s:e].strip() or texts[i][s:e] for i, s, e, _ in jobs]
         offs = [max(0, o - (len(texts[i][s:e]) - len(texts[i][s:e].lstrip()))) for i, s, e, o in jobs]
         proba = clf.predict_proba(self._features(wins, offs))[:, list(clf.classes_).index(1)]
+        other = [bool(_CONTEXT_OTHER.search(t)) and not _AGAINST.search(t) and not _DISPUTE.search(t)
+                 and len(t) <= _CONTEXT_CHARS for t in texts]
         for k, w in enumerate(wins):
             starts = [h.start for h in self._gate.find_all(w, self.topic, self._terms)]
-            if negated_without_resolve(w, starts) or not_a_dispute(w, starts):
+            if other[jobs[k][0]] or negated_without_resolve(w, starts) or not_a_dispute(w, starts):
                 proba[k] = min(proba[k], NEGATED_CAP)
         for (i, s, e, _), p, w in zip(jobs, proba, wins, strict=True):
             if out[i].sentence is None or p > out[i].probability:

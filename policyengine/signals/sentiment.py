@@ -119,7 +119,12 @@ _COMPLAINT_CUES = re.compile(
     r"\b(?:did(?:n'?t| not)|does(?:n'?t| not)|has(?:n'?t| not)|have(?:n'?t| not)) (?:work|arrive|turn up|come|show up|"
     r"been (?:refunded|fixed|returned|credited))\b|\b(?:isn'?t|wasn'?t|aren'?t) (?:ours|mine|me)\b|"
     r"\bwrong (?:size|item|model|part|colou?r|address|amount|name|room|order)\b|"
-    r"\b(?:charged|billed|taken|debited) (?:me )?twice\b",
+    r"\b(?:charged|billed|taken|debited) (?:me )?twice\b|"
+    # a customer about to leave, a chase counted out
+    r"\b(?:i'?m|i am|we'?re|we are|i'?ll be|we'?ll be) (?:moving|switching|leaving|taking my business)(?: to another)? "
+    r"(?:banks?|providers?|suppliers?|networks?|insurers?|elsewhere)\b|\banother no[- ]show\b|"
+    r"\bhow is (?:that|this) even (?:possible|allowed|legal)\b|\bafter (?:two|three|four|five|six|seven|eight|nine|ten|"
+    r"\d+|several|multiple|countless) (?:emails|calls|phone calls|attempts|chasers|visits)\b",
     re.I,
 )
 # a short phrase in quotes in a customer's message: the writer disputes the word ("'unlimited'
@@ -171,6 +176,12 @@ LEGAL_ACTION_CAP = 0.25  # a customer's notice of legal action is a dispute, how
 LEGAL_ACTION_PROBABILITY = 0.6
 
 
+# a legal notice written for the party pursuing the recipient ("Please find enclosed a letter before
+# claim on behalf of our client"): a dispute, however much it reads like correspondence
+_CLAIMANT_SIDE = re.compile(r"\bon behalf of (?:our|my) client\b|\bwe (?:act|are acting) for\b|\bwe are instructed by\b|"
+                            r"\bletter before (?:claim|action)\b|\bthis firm represents\b", re.I)
+
+
 def idiom_override(text: str, score: float, *, legal_action: bool = False) -> float:
     """Fixed idioms whose meaning is not compositional win over the classifier:
     "couldn't be happier" is praise, "thanks for nothing" and taking the matter to a regulator
@@ -179,15 +190,15 @@ def idiom_override(text: str, score: float, *, legal_action: bool = False) -> fl
     reply written by the company) and a formal notice ("Please be advised that ...") are at least neutral-ish (`MILD_FLOOR`, `OUTBOUND_FLOOR`)
     unless sarcasm or a complaint pattern is present. `legal_action` (the litigation intent
     model says the writer pursues legal action) makes an inbound text a dispute: at most
-    `LEGAL_ACTION_CAP`, and never floored as a formal notice; outbound text about legal action
-    stays neutral."""
+    `LEGAL_ACTION_CAP`, and never floored as a formal notice (nor as outbound text when it is written
+    for the claimant, `_CLAIMANT_SIDE`); outbound text about legal action stays neutral."""
     if _FIXED_SARCASM.search(text):
         return min(score, 0.15)
     if _REGULATOR_ESCALATION.search(text):
         return min(score, REGULATOR_CAP)
     if _PRAISE_IDIOMS.search(text) and not _COMPLAINT_CUES.search(text):
         return max(score, 0.65)
-    if outbound_cue(text) and not _shouting(text):
+    if outbound_cue(text) and not _shouting(text) and not (legal_action and _CLAIMANT_SIDE.search(text)):
         return max(score, OUTBOUND_FLOOR)
     if legal_action:
         return min(score, LEGAL_ACTION_CAP)
@@ -222,9 +233,9 @@ def sarcasm_cue(text: str) -> float:
 _OUTBOUND = re.compile(
     r"^\W*(?:dear\s+(?:customer|patient|guest|member|mr|mrs|ms|miss|dr)\b|(?:hi|hello)\s+(?!there\b)(?:(?:mr|mrs|ms|miss|dr)\.?\s+)?[A-Z][a-z]+,)|"
     # an apology followed by what the writer has done for the reader, and the company's own formulas
-    r"^\W*i'?m (?:so |really |very |truly |terribly )?sorry\b[^.!?]*[.!?]\s+(?:[^.!?]*\s)?(?:i'?ve|i have|we'?ve|we have|"
+    r"^\W*(?:i'?m (?:so |really |very |truly |terribly )?sorry|apologies)\b[^.!?]*[.!?]\s+(?:[^.!?]*\s)?(?:i'?ve|i have|we'?ve|we have|"
     r"i'?ll|we'?ll|a crew|an engineer|our [a-z]+ team)\s+(?:\w+\s+){0,2}?(?:authori[sz]ed|put|escalated|applied|"
-    r"credited|paused|refunded|flagged|booked|arranged|waived|issued|raised|passed|logged|reinstated|traced|"
+    r"credited|paused|refunded|flagged|booked|arranged|waived|issued|raised|passed|logged|reinstated|traced|corrected|"
     r"collect|call|be in touch|contact|publish|sent|ordered|cancelled|canceled)\b|"
     r"\bi(?:'ve| have)\s+(?:\w+\s+){0,1}?(?:authori[sz]ed|escalated (?:it|this|your)|applied a credit|credited your|"
     r"paused (?:the|your)|refunded the|flagged your|waived the|reinstated|put (?:enforcement|collections?|the account|"
@@ -256,7 +267,13 @@ _OUTBOUND = re.compile(
     r"thanks? (?:you )?(?:so much )?for (?:contacting|getting in touch|your (?:patience|letter|email|message|kind|payment|"
     r"order|feedback)|staying|flying|choosing|shopping|being))|"
     r"^\W*we (?:understand|appreciate|recogni[sz]e|reali[sz]e|know) (?:that )?(?:this|you|how|it)\b|\bwe apologi[sz]e\b|\bif this wasn'?t you\b|\ba member of our team\b|\byour reference (?:number )?is\b|"
-    r"\bplanned\s+(?:\w+\s+){0,3}(?:interruption|outage|maintenance|works)\b|\bhas been resolved\b",
+    r"\bplanned\s+(?:\w+\s+){0,3}(?:interruption|outage|maintenance|works)\b|\bhas been resolved\b|"
+    # account formulas, and the company's side of a legal matter or of its own mistake
+    r"\byour (?:card|account) ending(?: in)? \d|\bhas been processed\b|\bthe claim you(?:'ve| have) (?:filed|issued|lodged|"
+    r"brought)\b|\bwithout (?:any )?admission of liability\b|\b(?:we are|we're) not taking (?:any )?legal action against "
+    r"you\b|^\W*internal draft\b|\bplease be assured\b|\b(?:sent to you|issued) in error\b|"
+    r"\bplease (?:ignore|disregard) (?:the|our|this|that) (?:\w+ )?(?:email|letter|notice|reminder|message)\b|"
+    r"\bi'?m (?:pausing|putting|placing) (?:all )?(?:billing|the account|your account|collections?)\b",
     re.I)
 
 

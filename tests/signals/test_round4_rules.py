@@ -1,4 +1,4 @@
-"""Round-4 invariants of the signals, on texts written for these tests (none is in a labelled split)."""
+"""Round-4 to round-7 invariants of the signals, on texts written for these tests (none is in a labelled split)."""
 
 from __future__ import annotations
 
@@ -200,3 +200,44 @@ def test_round6_litigation_gate_and_not_a_dispute():
     assert not_a_dispute(s, _starts(s, "legally"))
     s = "Our family has joined the class action over the fees, and the firm will write to you."
     assert not not_a_dispute(s, _starts(s, "class action"))
+
+
+# -- round 7 ------------------------------------------------------------------------------
+
+
+def test_round7_legal_words_in_another_sense_are_not_a_dispute():
+    s = "Storm damage to the roof of the flat: which form do I send to you?"
+    assert not_a_dispute(s, _starts(s, "damage"))
+    s = "I wrote to the Attorney General of my state about your renewal emails."
+    assert not_a_dispute(s, _starts(s, "Attorney"))
+    s = "We're dealing with a lawsuit from a supplier (an unrelated matter) and need our invoices exported."
+    assert not_a_dispute(s, _starts(s, "lawsuit"))
+    s = "I thought about small claims, then decided it was not worth the hassle for a kettle."
+    assert not_a_dispute(s, _starts(s, "small claims"))
+    s = "There's a class action against another airline over lost bags; am I covered by anything like it?"
+    assert not_a_dispute(s, _starts(s, "class action"))
+    # damages claimed, and damage a claim is about, stay a dispute
+    s = "I will be claiming damages from you for the ruined carpet."
+    assert not not_a_dispute(s, _starts(s, "damages"))
+
+
+def test_round7_a_context_of_another_matter_covers_every_sentence(embedder):
+    from policyengine.signals.intent import IntentModel
+
+    intent_model = IntentModel(embedder=embedder)
+    assert intent_model.probability("Your remortgage has been approved. Your solicitor will get the papers on Monday.") < 0.3
+    assert intent_model.probability("Unless the deposit is back by Friday I will issue a counterclaim.") >= 0.3
+    assert intent_model.probability("I've spoken to a no win no fee firm about the mis-sold loan and they will write to you.") >= 0.3
+
+
+def test_round7_outbound_formulas_and_a_claimants_letter():
+    assert outbound_cue("Your card ending 0091 has been blocked for your safety; call us to unblock it.")
+    assert outbound_cue("We write without admission of liability to offer £150 in full settlement.")
+    assert outbound_cue("Sorry - the reminder was sent to you in error. Please disregard that reminder.")
+    assert not outbound_cue("My card ending 0091 was blocked again and nobody can tell me why.")
+    from policyengine.signals.sentiment import _CLAIMANT_SIDE
+    assert _CLAIMANT_SIDE.search("Please find enclosed our letter on behalf of our client regarding the unpaid invoice.")
+
+
+def test_round7_complaint_cues(provider):
+    assert provider.sentiment("After five calls the meter still isn't fixed. If it fails again I'm switching suppliers.") < 0.3
