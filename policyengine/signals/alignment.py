@@ -93,6 +93,16 @@ _OPPOSITES: tuple[tuple[re.Pattern[str], re.Pattern[str], str], ...] = tuple(
          r"returned to (?:the )?depot)\b", "delivered vs not delivered"),
         (r"\b(?:already|has|have) (?:been )?complet\w*", r"\bwill complete\b", "completed vs pending"),
         (r"\bin error\b|\bby mistake\b", r"\bbecause\b", "in error vs justified"),
+        (r"\bestimated?\b", r"\b(?:actual|real|the reading you (?:sent|gave|submitted))\b", "estimated vs actual"),
+        (r"\bincluded\b|\bcomes with\b", r"\badd-?on\b|\bat extra cost\b|\bfor an extra\b", "included vs add-on"),
+        (r"\b(?:weekly|every week|each week|once a week)\b",
+         r"\b(?:fortnightly|every (?:other|second) (?:week|monday|tuesday|wednesday|thursday|friday|saturday|sunday)|"
+         r"every two weeks|biweekly|bi-weekly)\b", "weekly vs fortnightly"),
+        (r"\b(?:monthly|every month|each month)\b", r"\b(?:quarterly|annually|yearly|every year|each year)\b",
+         "monthly vs yearly"),
+        (r"\b(?:online|log in|the app|our website|web chat)\b",
+         r"\b(?:call us|phone us|ring us|by phone|over the phone|in branch|visit (?:a|your|the) branch|by post)\b",
+         "online vs by phone or in person"),
     ))
 
 

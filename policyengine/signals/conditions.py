@@ -14,6 +14,7 @@ the same thing in nearly the same words, yet a customer acting on one would act 
 * **free against a price**: one answer says it is free, included or at no cost, the other
   states a price for it and does not say it is free.
 * **working days against calendar days**: "within 5 working days" / "within 5 days".
+* **the same figure per different things**: "£312.60 for the year" / "£312.60 monthly".
 
 Invariant: each check returns nothing unless both answers were found to state the same
 thing (content overlap), so paraphrase and added detail without a restriction pass.
@@ -28,7 +29,7 @@ from functools import lru_cache
 from policyengine.signals.alignment import _content, _stem, tokens
 from policyengine.signals.checks import extract_amounts
 
-__all__ = ["amount_count_conflicts", "condition_conflicts", "count_conflicts", "day_basis_conflicts",
+__all__ = ["amount_count_conflicts", "basis_conflicts", "condition_conflicts", "count_conflicts", "day_basis_conflicts",
            "duration_conflicts", "month_conflicts", "price_conflicts", "range_conflicts", "relative_date_conflicts"]
 
 # share of the shorter answer's content stems the longer one must contain
@@ -336,4 +337,48 @@ def month_conflicts(a: str, b: str) -> list[str]:
     ma, mb = months(a), months(b)
     if ma and mb and ma.isdisjoint(mb):
         return [f"months differ: {', '.join(sorted(ma))} vs {', '.join(sorted(mb))}"]
+    return []
+
+
+# a figure, then (within a few words, before any other figure or the end of the clause) what it
+# is counted per: "£312.60 for the year", "1,000 requests per minute", "€400 per passenger"
+_FIGURE = re.compile(r"([£$€]?)\s?(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?![\d/:-])")
+_BASIS = re.compile(
+    r"[^\d.;!?]{0,40}?\b(?:(?:per|a|an|each|every|for (?:the|each|a|every|your))\s+(?:policy\s+|calendar\s+|billing\s+)?"
+    r"(minute|hour|day|night|week|fortnight|month|quarter|year|passenger|person|adult|guest|head|traveller|traveler|"
+    r"booking|order|reservation|trip|claim|incident|bag|item|user|seat|device|line|room|household|account)s?|"
+    r"(monthly|weekly|yearly|annually|annual|daily|nightly|hourly|quarterly))\b", re.I)
+_BASIS_CANON = {"night": "day", "daily": "day", "nightly": "day", "hourly": "hour", "weekly": "week", "monthly": "month",
+                "quarterly": "quarter", "yearly": "year", "annually": "year", "annual": "year", "passenger": "person",
+                "adult": "person", "guest": "person", "head": "person", "traveller": "person", "traveler": "person",
+                "order": "booking", "reservation": "booking", "trip": "booking", "incident": "claim"}
+
+
+def _bases(text: str) -> dict[str, set[str]]:
+    """figure (currency + digits, commas and a zero fraction dropped) -> the bases it is stated per."""
+    out: dict[str, set[str]] = {}
+    for m in _FIGURE.finditer(text):
+        raw = m.group(2).replace(",", "")
+        if "." in raw:
+            raw = raw.rstrip("0").rstrip(".")
+        key = m.group(1) + raw
+        b = _BASIS.match(text, m.end())
+        found = out.setdefault(key, set())
+        if b is not None:
+            word = (b.group(1) or b.group(2)).lower()
+            found.add(_BASIS_CANON.get(word, word))
+    return out
+
+
+def basis_conflicts(a: str, b: str) -> list[str]:
+    """Reasons, when both answers state the same figure per different things ("£312.60 for the
+    year" / "£312.60 monthly"; "per minute" / "per hour"; "per passenger" / "for the booking").
+    A figure with no basis in one answer, or bases one of which includes the other ("per person"
+    / "per person per night"), is not a conflict."""
+    ba, bb = _bases(a), _bases(b)
+    for fig in ba.keys() & bb.keys():
+        x, y = ba[fig], bb[fig]
+        if x and y and not x <= y and not y <= x:
+            return [f"the same figure per different things: {fig} per {', '.join(sorted(x))} vs per "
+                    f"{', '.join(sorted(y))}"]
     return []

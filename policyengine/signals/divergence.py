@@ -27,6 +27,7 @@ from policyengine.signals.checks import Conflict, compare_facts, extract_facts, 
 from policyengine.signals.commitments import commitment_conflicts
 from policyengine.signals.conditions import (
     amount_count_conflicts,
+    basis_conflicts,
     condition_conflicts,
     count_conflicts,
     day_basis_conflicts,
@@ -58,7 +59,7 @@ DETAIL_CONTAINMENT = 0.75
 ALIGNMENT_SEVERITY = {"identifier": 0.8, "name": 0.8, "wording": 0.7, "opposite": 0.75, "negation": 0.75,
                       "commitment": 0.7, "condition": 0.7, "counts": 0.8, "price": 0.75, "day basis": 0.7,
                       "relative date": 0.75, "amount count": 0.8, "duration": 0.75, "range": 0.7,
-                      "month": 0.75}
+                      "month": 0.75, "basis": 0.75}
 _EXPLICIT_NEGATOR = re.compile(r"\b(?:not|no|never|cannot|unable|without)\b|n['\u2019]t\b", re.I)
 
 
@@ -200,6 +201,7 @@ def alignment_conflicts(a: str, b: str, found: list[Conflict] = ()) -> list[Conf
                             ("duration", duration_conflicts), ("relative date", relative_date_conflicts),
                             ("range", range_conflicts), ("month", month_conflicts),
                             ("price", price_conflicts), ("day basis", day_basis_conflicts),
+                            ("basis", basis_conflicts),
                             ("condition", condition_conflicts)):
             reasons = check(a, b)
             if reasons:

@@ -241,3 +241,27 @@ def test_round7_outbound_formulas_and_a_claimants_letter():
 
 def test_round7_complaint_cues(provider):
     assert provider.sentiment("After five calls the meter still isn't fixed. If it fails again I'm switching suppliers.") < 0.3
+
+
+def test_round7_the_same_figure_per_different_things_is_a_basis_conflict():
+    from policyengine.signals.conditions import basis_conflicts
+
+    assert basis_conflicts(canonical("Storage is $4.99 a month."), canonical("Storage is $4.99 per year."))
+    assert basis_conflicts("The fee is €25 per adult.", "The fee is €25 for each booking.")
+    assert basis_conflicts("Uploads are limited to 500 files per hour.", "Uploads are limited to 500 files daily.")
+    # the same basis in other words, a basis added, or one basis within the other: no conflict
+    assert not basis_conflicts("It's £12 monthly.", "It's £12 per month.")
+    assert not basis_conflicts("Parking is £8.", "Parking is £8 per day.")
+    assert not basis_conflicts("Breakfast is £9 per guest per night.", "Breakfast is £9 per guest.")
+
+
+def test_round7_opposite_poles_of_readings_plans_frequencies_and_channels():
+    from policyengine.signals.alignment import opposites
+
+    assert opposites("We used an estimated reading for March.", "We used the actual reading for March.")
+    assert opposites("Priority boarding comes with the Plus fare.", "Priority boarding is an add-on to the Plus fare.")
+    assert opposites("Recycling is picked up every second Tuesday.", "Recycling is picked up weekly.")
+    assert opposites("Your statement is sent monthly.", "Your statement is sent annually.")
+    assert opposites("You can change your PIN in the app.", "To change your PIN, visit a branch with ID.")
+    # both poles in one answer: nothing to contradict
+    assert not opposites("Pay weekly or every two weeks.", "You can pay weekly.")
