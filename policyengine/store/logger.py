@@ -13,8 +13,12 @@ same database still produce one gap-free chain.
 Rows nobody waits for (`enqueue`: a streamed chat's outcome) ride along with the
 next batch that has a waiter, or go alone after `follow_up_delay_s`. On SQLite
 without an fsync per commit, a batch of one waiting row commits on the event
-loop (no thread switches) unless another connection holds the write lock; WAL
-checkpoints run in a thread of their own, outside every commit.
+loop (no thread switches) unless another connection holds the write lock; when
+the writer is idle and nothing is queued, `submit` commits such a batch itself
+(the direct lane: no queue, no wake-up of the writer task, the future already
+resolved when it returns), at most once per loop iteration so that rows
+submitted together still share a batch. WAL checkpoints run in a thread of
+their own, outside every commit.
 
 The WAL's size is bounded (`wal_max_bytes`) without a commit ever waiting for a long checkpoint.
 SQLite starts the WAL over from its beginning at the first commit after a checkpoint that copied
@@ -233,6 +237,20 @@ class DecisionLogger:
         self._sql_move = f"UPDATE decision_chain SET seq = {ph}, head_hash = {ph} WHERE id = 1"
         self._queue: asyncio.Queue[tuple[dict[str, Any], asyncio.Future[LoggedDecision] | None]] | None = None
         self._task: asyncio.Task[None] | None = None
+        # The direct lane (`_commit_now`): a row submitted while the writer waits for work, with
+        # nothing queued, is committed by `submit` itself when the batch would be committed on the
+        # loop anyway (`_inline_ok`), saving the writer task's two loop iterations. Invariants: the
+        # writer thread and the writer task never touch the connection while the lane commits (the
+        # writer is idle: `_writer_idle` is set only while it awaits the queue); at most one direct
+        # commit per loop iteration (`_lane_open`, reopened by the next iteration), so rows submitted
+        # together still form one batch; a WAL restart found due after a direct commit closes the
+        # lane until the writer, after its next batch, has run it (`_restart_due`).
+        self._writer_idle = False
+        self._lane_open = True
+        self._restart_due = False
+        # the connection's busy timeout (ms) as last set: the loop's commits must not wait for the
+        # write lock (0), the writer thread's may (SQLITE_BUSY_TIMEOUT_MS)
+        self._busy_ms = SQLITE_BUSY_TIMEOUT_MS
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-log")
         self._closing = False
         # figures for /metrics and benchmarks
@@ -335,9 +353,71 @@ class DecisionLogger:
         if self._closing:
             raise DecisionLogError("decision log is shutting down")
         record = self.build_record(entry)
-        fut: asyncio.Future[LoggedDecision] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((record, fut))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[LoggedDecision] = loop.create_future()
+        if self._inline_ok and self._writer_idle and self._lane_open and not self._restart_due and self._queue.empty():
+            self._commit_now(record, fut, loop)
+        else:
+            self._queue.put_nowait((record, fut))
         return fut
+
+    def _commit_now(self, record: dict[str, Any], fut: asyncio.Future[LoggedDecision],
+                    loop: asyncio.AbstractEventLoop) -> None:
+        """The direct lane: `record` (with deferred follow-ups riding along) committed on the loop
+        now, as the writer would commit it inline; `fut` is resolved before this returns. When the
+        write lock is taken or a row is refused, the rows go to the writer's queue instead (its
+        thread waits for the lock and isolates the bad row)."""
+        assert self._queue is not None
+        batch: list[tuple[dict[str, Any], asyncio.Future[LoggedDecision] | None]] = [(record, fut)]
+        batch += [(r, None) for r in self._take_deferred(INLINE_MAX_ROWS - 1)]
+        self._lane_open = False
+        try:
+            results = self._append_inline([r for r, _ in batch])
+        except Exception as exc:
+            self._fail(batch, exc)
+            loop.call_soon(self._reopen_lane, False)
+            return
+        if results is None:
+            for item in batch:
+                self._queue.put_nowait(item)
+            loop.call_soon(self._reopen_lane, False)
+            return
+        self._deliver(batch, results)
+        loop.call_soon(self._reopen_lane, True)  # the WAL's bookkeeping: off the caller's time
+
+    def _reopen_lane(self, committed: bool) -> None:
+        """The next loop iteration after a direct commit: the WAL's bookkeeping for it (unless the
+        writer took a batch meanwhile: its own bookkeeping after that batch covers this one),
+        then the lane is open again."""
+        if committed and self._writer_idle and not self._closing:
+            self._restart_due = self._wal_due() or self._restart_due
+        self._lane_open = True
+
+    def _fail(self, batch: list[tuple[dict[str, Any], asyncio.Future[LoggedDecision] | None]],
+              exc: Exception) -> None:
+        """A batch that could not be committed: every waiter gets DecisionLogError."""
+        log.error("decision log batch of %d failed: %s", len(batch), exc)
+        err = DecisionLogError(f"decision log write failed: {type(exc).__name__}: {exc}")
+        for _, fut in batch:
+            if fut is not None and not fut.done():
+                fut.set_exception(err)
+
+    def _deliver(self, batch: list[tuple[dict[str, Any], asyncio.Future[LoggedDecision] | None]],
+                 results: list[_Result]) -> None:
+        """Each waiter of a committed batch gets its row's LoggedDecision (or the DecisionLogError
+        of its refused row); the batch is counted."""
+        committed = 0
+        for (rec, fut), res in zip(batch, results, strict=True):
+            if isinstance(res, DecisionLogError):
+                log.error("decision log row %s refused: %s", rec.get("id"), res)
+                if fut is not None and not fut.done():
+                    fut.set_exception(res)
+                continue
+            committed += 1
+            if fut is not None and not fut.done():
+                fut.set_result(res)
+        if committed:
+            self._committed(committed)
 
     def enqueue(self, entry: LogEntry) -> None:
         """Queue a row without waiting for its commit (a follow-up row, written after the response).
@@ -463,15 +543,43 @@ class DecisionLogger:
         a pass of the checkpoint thread that found the WAL over 3/4 of `wal_max_bytes` (so the writer
         copies only the frames of the batches committed during that pass), or whenever the log in the
         WAL is past `wal_max_bytes`; otherwise a pass of the checkpoint thread once the WAL has grown by
-        a quarter of `wal_max_bytes` (or `checkpoint_rows` rows) since the last one."""
+        a quarter of `wal_max_bytes` (or `checkpoint_rows` rows) since the last one. A restart found
+        due after a direct commit (`_restart_due`) runs here, after the writer's next batch."""
+        pending, self._restart_due = self._restart_due, False
+        due = self._wal_due()
+        if pending and not due:
+            if self._checkpointing:  # never beside the checkpoint thread: after a later batch
+                self._restart_due = True
+                return
+            due = True
+        if not due:
+            return
+        try:
+            # in the thread even under NORMAL: a checkpoint fsyncs the WAL and the database
+            self._copied_all = await loop.run_in_executor(self._executor, self._restart_wal)
+        except Exception as exc:
+            self.wal_reset_failures += 1
+            log.warning("WAL checkpoint in the writer failed (retried after %d rows): %s",
+                        self.checkpoint_rows, exc)
+        if not self._copied_all:
+            self._wal_retry_at = self.rows + self.checkpoint_rows
+
+    def _wal_due(self) -> bool:
+        """The WAL bookkeeping after a batch (no I/O but a read of the WAL index, or of the WAL's
+        size where there is no index; a pass handed to the checkpoint thread when one is due).
+        True when `_restart_wal` is due in the writer thread now (see `_maybe_restart_wal`)."""
         if self._wal_path is None:
-            return
-        size = self.wal_size()
-        if size is None:
-            return
+            return False
         frames = None if self._wal_path_shm_missing else self._wal_frames()
-        # bytes of log since the WAL last started over (the file keeps its size: it says less)
-        used = size if frames is None else min(size, frames * self._frame_bytes)
+        if frames is None:
+            size = self.wal_size()
+            if size is None:
+                return False
+            used = size
+        else:
+            # bytes of log since the WAL last started over (the file keeps its size: it says less);
+            # the frames counted by the index are all in the file
+            used = frames * self._frame_bytes
         if used > self.wal_peak_bytes:
             self.wal_peak_bytes = used
         over = self._wal_over = used > self.wal_max_bytes
@@ -482,22 +590,13 @@ class DecisionLogger:
             self._wal_retry_at = self.rows + self.checkpoint_rows
         self._copied_all = False
         if self._checkpointing:
-            return
+            return False
         if self.rows >= self._wal_retry_at:
             # soon after a pass of the checkpoint thread that found the WAL 3/4 full: little is left to copy
             soon = self._ckpt_fresh and self._ckpt_frames * self._frame_bytes * 4 > self.wal_max_bytes * 3
             self._ckpt_fresh = False
             if soon or over:
-                try:
-                    # in the thread even under NORMAL: a checkpoint fsyncs the WAL and the database
-                    self._copied_all = await loop.run_in_executor(self._executor, self._restart_wal)
-                except Exception as exc:
-                    self.wal_reset_failures += 1
-                    log.warning("WAL checkpoint in the writer failed (retried after %d rows): %s",
-                                self.checkpoint_rows, exc)
-                if not self._copied_all:
-                    self._wal_retry_at = self.rows + self.checkpoint_rows
-                return
+                return True
         if not over and self._ckpt_executor is not None:
             # a pass every quarter of the bound of new frames (or `checkpoint_rows` rows): the writer's
             # own copy then finds about that much at most
@@ -505,6 +604,7 @@ class DecisionLogger:
             if grown * 4 >= self.wal_max_bytes or self._since_checkpoint >= self.checkpoint_rows:
                 self._used_at_pass = used
                 self._start_pass()
+        return False
 
     def _release_deferred(self) -> None:
         """Hand the deferred follow-up rows to the writer (their delay is up, or the log closes)."""
@@ -523,7 +623,11 @@ class DecisionLogger:
         q = self._queue
         loop = asyncio.get_running_loop()
         while True:
-            first = await q.get()
+            self._writer_idle = True
+            try:
+                first = await q.get()
+            finally:
+                self._writer_idle = False
             batch = [first]
             while len(batch) < self.max_batch:
                 try:
@@ -539,24 +643,9 @@ class DecisionLogger:
                 if results is None:
                     results = await loop.run_in_executor(self._executor, self._append, records)
             except Exception as exc:
-                log.error("decision log batch of %d failed: %s", len(batch), exc)
-                err = DecisionLogError(f"decision log write failed: {type(exc).__name__}: {exc}")
-                for _, fut in batch:
-                    if fut is not None and not fut.done():
-                        fut.set_exception(err)
+                self._fail(batch, exc)
             else:
-                committed = 0
-                for (rec, fut), res in zip(batch, results, strict=True):
-                    if isinstance(res, DecisionLogError):
-                        log.error("decision log row %s refused: %s", rec.get("id"), res)
-                        if fut is not None and not fut.done():
-                            fut.set_exception(res)
-                        continue
-                    committed += 1
-                    if fut is not None and not fut.done():
-                        fut.set_result(res)
-                if committed:
-                    self._committed(committed)
+                self._deliver(batch, results)
             finally:
                 for _ in range(queued):
                     q.task_done()
@@ -701,20 +790,22 @@ class DecisionLogger:
             raw.driver_connection.execute(f"PRAGMA journal_size_limit={int(self.wal_max_bytes)}")
             self._frame_bytes = int(raw.driver_connection.execute("PRAGMA page_size").fetchone()[0]) + 24
             self._raw = raw
+            self._busy_ms = SQLITE_BUSY_TIMEOUT_MS  # as the connect hook set it
         cur = self._raw.driver_connection.cursor()
         try:
+            busy_ms = SQLITE_BUSY_TIMEOUT_MS if wait else 0
+            if busy_ms != self._busy_ms:  # only BEGIN IMMEDIATE ever waits for the lock (WAL mode)
+                cur.execute(f"PRAGMA busy_timeout={busy_ms}")
+                self._busy_ms = busy_ms
             if wait:
                 cur.execute("BEGIN IMMEDIATE")  # waits for the lock up to the busy timeout
             else:
-                cur.execute("PRAGMA busy_timeout=0")
                 try:
                     cur.execute("BEGIN IMMEDIATE")
                 except sqlite3.OperationalError as exc:
                     if "locked" in str(exc) or "busy" in str(exc):
                         raise _LockBusy from exc
                     raise
-                finally:
-                    cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
             rows, out = self._rows(cur.execute(self._sql_head).fetchone(), good)
             cur.executemany(self._sql_insert, rows)
             cur.execute(self._sql_move, (rows[-1][0], rows[-1][-1]))
