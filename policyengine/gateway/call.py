@@ -82,8 +82,11 @@ def _pinned(principal: Principal, attr: str) -> Any:
     return v
 
 
-def make_action(data: dict[str, Any], principal: Principal) -> Action:
+def make_action(data: dict[str, Any], principal: Principal, *, channel: str | None = None) -> Action:
     """Validate `data` as an Action for this caller.
+
+    `channel`, when given, is the action's channel unless the key pins one or the request
+    claims one (the transport's own name, e.g. `mcp`).
 
     The tenant always comes from the API key (a different one is refused). The key's
     attributes are authoritative: a key that pins `tenant_tier` (or `tier`), `channel` or
@@ -109,6 +112,8 @@ def make_action(data: dict[str, Any], principal: Principal) -> Action:
                                  extra={"attribute": "trusted_fields"})
         if pinned is not None:
             data[attr] = pinned
+    if channel is not None and data.get("channel") is None:
+        data["channel"] = channel
     signals = data.get("signals")
     if isinstance(signals, dict) and signals:
         refused = [n for n in _signal_names(signals) if not _trusted(principal, "trusted_signals", n)]

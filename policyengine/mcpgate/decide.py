@@ -62,10 +62,8 @@ def _base(principal: Principal, server: str, tool: str, session_id: str | None) 
 
 
 def _made(data: dict[str, Any], principal: Principal) -> Action:
-    action = make_action(data, principal)
-    if action.channel is None:  # the key pins none: the channel is where the call came from
-        action = action.model_copy(update={"channel": "mcp"})
-    return action
+    # the key pins no channel: the channel is where the call came from
+    return make_action(data, principal, channel="mcp")
 
 
 def tool_action(principal: Principal, server: str, tool: str, args: dict[str, Any], *, session_id: str | None,
