@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from functools import lru_cache
 from typing import Any
 
 import mcp_types as types
@@ -166,7 +167,8 @@ class FastPath:
                 and await self._security.validate_request(Request(scope), is_post=True) is not None:
             return None
         raw_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        if not _accepts_json_and_sse(raw_headers) or find_duplicated_routing_header(raw_headers) is not None:
+        accept = next((v for k, v in raw_headers if k == "accept"), "")
+        if not _accepts_json_and_sse(accept) or find_duplicated_routing_header(raw_headers) is not None:
             return None
         verdict = classify_inbound_request(decoded, headers=dict(raw_headers))
         if isinstance(verdict, InboundLadderRejection):
@@ -182,9 +184,10 @@ class FastPath:
         return rid, params
 
 
-def _accepts_json_and_sse(headers: list[tuple[str, str]]) -> bool:
-    """The Accept header names JSON and SSE (wildcards count), as the SDK's entry requires."""
-    accept = next((v for k, v in headers if k == "accept"), "")
+@lru_cache(maxsize=256)
+def _accepts_json_and_sse(accept: str) -> bool:
+    """The Accept header (its first copy) names JSON and SSE (wildcards count), as the SDK's
+    entry requires. A pure function of the header: cached, as clients send the same few."""
     kinds = {part.split(";", 1)[0].strip().lower() for part in accept.split(",")}
     if "*/*" in kinds:
         return True
