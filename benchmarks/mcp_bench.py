@@ -15,7 +15,11 @@ p90 with the ratios, CPU per call of each process, and, from each gateway's own 
 much of one call it spends outside the upstream call (the decision, its commit, the server
 side) against the upstream call it makes.
 
-    .venv/bin/python benchmarks/mcp_bench.py [--calls 400] [--rounds 4] [--sync NORMAL|FULL]
+With `--baseline REV`, one more side: the same gateway as the commit REV ships it (its files
+exported with `git archive`, run from there), so a change is measured against its parent in
+one run, under the same load.
+
+    .venv/bin/python benchmarks/mcp_bench.py [--calls 400] [--rounds 4] [--sync NORMAL|FULL] [--baseline REV]
     MCP_BENCH_PROFILE=/tmp/gw.prof ...   # cProfile of the fast gateway's process
 """
 
@@ -173,10 +177,33 @@ def gateway_split(db: Path) -> tuple[list[float], list[float]]:
     return inside[50:], upstream[50:]  # without the warm-up
 
 
+# The gateway's entry point, run from a checkout `root`: `adapters/` and `notifier/` install as
+# `policyengine.adapters` / `policyengine.notifier` (pyproject's package-dir), so they are looked
+# up in `root` first, ahead of whichever checkout the environment's editable install points at.
+LAUNCHER = textwrap.dedent('''
+    import sys
+    import policyengine
+    policyengine.__path__.append(sys.argv.pop(1))
+    from policyengine.cli import app
+    app()
+''')
+
+
+def export_rev(rev: str, dest: Path) -> Path:
+    """The files of commit `rev` of this repository, written under `dest` (no checkout touched)."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
 def start_gateway(tmp: Path, tag: str, sport: int, sync: str, env: dict[str, str], *, fast: bool,
-                  profile: str | None, commit_first: bool) -> tuple[subprocess.Popen, int, Path]:
-    """`policyengine mcp --transport http` in front of the server: (process, port, its log's path)."""
+                  profile: str | None, commit_first: bool, root: Path = ROOT) -> tuple[subprocess.Popen, int, Path]:
+    """`policyengine mcp --transport http` (the checkout at `root`) in front of the server:
+    (process, port, its log's path)."""
     port = free_port()
+    env = {**env, "PYTHONPATH": str(root)}
     db = tmp / f"pe-{tag}.db"
     (tmp / f"settings-{tag}.json").write_text(json.dumps({
         "database_url": f"sqlite:///{db}", "policy_path": [str(tmp / "bench.policy")], "port": port,
@@ -187,8 +214,8 @@ def start_gateway(tmp: Path, tag: str, sport: int, sync: str, env: dict[str, str
         "commit_before_forward": commit_first}))
     proc = subprocess.Popen(
         [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []),
-         str(tmp / "gateway.py"), "mcp", "--transport", "http", "--settings", str(tmp / f"settings-{tag}.json"),
-         "--config", str(tmp / f"mcp-{tag}.json"), "--log-level", "warning"], env=env, stderr=subprocess.DEVNULL)
+         str(tmp / "gateway.py"), str(root), "mcp", "--transport", "http",
+         "--settings", str(tmp / f"settings-{tag}.json"), "--config", str(tmp / f"mcp-{tag}.json"), "--log-level", "warning"], env=env, stderr=subprocess.DEVNULL)
     return proc, port, db
 
 
@@ -199,12 +226,14 @@ def main() -> None:
     ap.add_argument("--sync", choices=["NORMAL", "FULL"], default="NORMAL", help="SQLite synchronous mode of the log")
     ap.add_argument("--overlap-commit", action="store_true",
                     help="commit_before_forward: false (forward while the row commits) instead of the default")
+    ap.add_argument("--baseline", metavar="REV", help="one more side: the gateway as commit REV ships it")
     args = ap.parse_args()
     commit_first = not args.overlap_commit
     tmp = Path(tempfile.mkdtemp(prefix="mcp-bench-"))
     (tmp / "server.py").write_text(SERVER)
     (tmp / "bench.policy").write_text(POLICY)
-    (tmp / "gateway.py").write_text("from policyengine.cli import app\napp()\n")
+    (tmp / "gateway.py").write_text(LAUNCHER)
+    base_root = export_rev(args.baseline, tmp / "baseline") if args.baseline else None
     (tmp / "proxy.py").write_text(PROXY)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PE_BENCH_TOKEN": TOKEN,
            "POLICYENGINE_APPROVALS_LINK_SECRET": "bench-link-secret-0123456789abcdef"}
@@ -223,14 +252,19 @@ def main() -> None:
         sdk, gport, gdb = start_gateway(tmp, "sdk", sport, args.sync, env, fast=False, profile=None,
                                        commit_first=commit_first)
         procs.append(sdk)
+        pids = {"server": server.pid, "proxy": proxy.pid, "gateway": fast.pid, "gateway_sdk": sdk.pid}
+        urls = {"direct": f"http://127.0.0.1:{sport}/mcp", "proxy": f"http://127.0.0.1:{pport}/mcp",
+                "gateway": f"http://127.0.0.1:{fport}/mcp", "gateway_sdk": f"http://127.0.0.1:{gport}/mcp"}
+        if base_root is not None:
+            base, bport, _ = start_gateway(tmp, "base", sport, args.sync, env, fast=True, profile=None,
+                                          commit_first=commit_first, root=base_root)
+            procs.append(base)
+            wait_port(bport, base, f"the gateway at {args.baseline}")
+            pids["gateway_base"], urls["gateway_base"] = base.pid, f"http://127.0.0.1:{bport}/mcp"
         wait_port(fport, fast, "the gateway")
         wait_port(gport, sdk, "the gateway (fast_path: false)")
         time.sleep(1.0)  # the upstream connection is made in the lifespan, before the port listens
-        urls = {"direct": f"http://127.0.0.1:{sport}/mcp", "proxy": f"http://127.0.0.1:{pport}/mcp",
-                "gateway": f"http://127.0.0.1:{fport}/mcp", "gateway_sdk": f"http://127.0.0.1:{gport}/mcp"}
-        lat, cpu = asyncio.run(measure(urls, args.calls, args.rounds,
-                                       {"server": server.pid, "proxy": proxy.pid, "gateway": fast.pid,
-                                        "gateway_sdk": sdk.pid}))
+        lat, cpu = asyncio.run(measure(urls, args.calls, args.rounds, pids))
     finally:
         for p in (*reversed(procs), server):
             p.send_signal(signal.SIGINT)  # a clean stop (the profile, when asked for, is written)
@@ -245,6 +279,8 @@ def main() -> None:
     print(f"{'':40}{'p50':>9}{'p90':>9}{'p99':>9}   (ms)")
     names = {"direct": "direct to the server", "proxy": "through a bare SDK proxy",
              "gateway": "through the gateway", "gateway_sdk": "through the gateway, fast_path: false"}
+    if "gateway_base" in lat:
+        names["gateway_base"] = f"through the gateway at {args.baseline}"[:40]
     for side, name in names.items():
         xs = lat[side]
         print(f"{name:40}{pct(xs, .5):9.3f}{pct(xs, .9):9.3f}{pct(xs, .99):9.3f}")
@@ -256,7 +292,13 @@ def main() -> None:
     g50, s50, p50 = (pct(lat[k], .5) for k in ("gateway", "gateway_sdk", "proxy"))
     print(f"gateway vs fast_path: false at p50: {g50 - s50:+.3f} ms ({g50 / s50:.2f}x); vs the bare SDK proxy "
           f"{g50 - p50:+.3f} ms ({g50 / p50:.2f}x)")
+    if "gateway_base" in lat:
+        d, g, b = (pct(lat[k], .5) for k in ("direct", "gateway", "gateway_base"))
+        print(f"added at p50 over direct: gateway at {args.baseline} {b - d:+.3f} ms, this gateway {g - d:+.3f} ms")
     per = {k: v / n * 1000 for k, v in cpu.items()}
+    if "gateway_base" in lat:
+        print(f"CPU per call (ms): gateway at {args.baseline} {per['gateway_base@gateway_base']:.2f}, this gateway "
+              f"{per['gateway@gateway']:.2f}")
     print(f"CPU per call (ms): gateway process {per['gateway@gateway']:.2f}, fast_path: false "
           f"{per['gateway_sdk@gateway_sdk']:.2f}, bare proxy process {per['proxy@proxy']:.2f}; the MCP server "
           f"{per['server@direct']:.2f} called directly")
