@@ -1,0 +1,71 @@
+"""The direct lane: under SQLite NORMAL an idle writer's row is committed by `submit` itself."""
+
+from __future__ import annotations
+
+import asyncio
+
+from policyengine.store import DecisionLogger, upgrade
+from store.test_log_integrity import _entry, _verify
+
+
+async def _idle(logger: DecisionLogger) -> None:
+    """Until the writer waits for work with nothing queued (and the lane is open again)."""
+    for _ in range(100):
+        await asyncio.sleep(0)
+        if logger._writer_idle and logger._lane_open and not logger._restart_due:
+            return
+    raise AssertionError("the writer never went idle")
+
+
+async def test_a_lone_row_is_committed_before_submit_returns(tmp_path):
+    url = f"sqlite:///{tmp_path / 'pe.db'}"
+    upgrade(url)
+    logger = DecisionLogger(url, sqlite_synchronous="NORMAL", follow_up_delay_s=30)
+    await logger.start()
+    try:
+        first = await logger.log(_entry(0))
+        logger.enqueue(_entry(1, kind="chat_outcome", follows=first.id))  # rides along
+        await _idle(logger)
+        fut = logger.submit(_entry(2))
+        assert fut.done()  # committed, not queued
+        assert fut.result().seq == 2  # the follow-up rides along behind it, as in a writer batch
+        assert logger._deferred == []
+    finally:
+        await logger.aclose()
+    res = _verify(url)
+    assert res.ok and res.rows == 3, res.problem
+
+
+async def test_rows_submitted_together_still_share_a_batch(tmp_path):
+    url = f"sqlite:///{tmp_path / 'pe.db'}"
+    upgrade(url)
+    logger = DecisionLogger(url, sqlite_synchronous="NORMAL")
+    await logger.start()
+    try:
+        await logger.log(_entry(0))
+        await _idle(logger)
+        before = logger.batches
+        futs = [logger.submit(_entry(i)) for i in range(1, 21)]
+        assert futs[0].done() and not any(f.done() for f in futs[1:])  # one direct commit per iteration
+        logged = await asyncio.gather(*futs)
+        assert logger.batches - before == 2  # the direct one, then the writer's batch of the other 19
+    finally:
+        await logger.aclose()
+    assert [r.seq for r in logged] == list(range(2, 22))
+    res = _verify(url)
+    assert res.ok and res.rows == 21, res.problem
+
+
+async def test_under_full_every_row_goes_through_the_writer(tmp_path):
+    url = f"sqlite:///{tmp_path / 'pe.db'}"
+    upgrade(url)
+    logger = DecisionLogger(url, sqlite_synchronous="FULL")
+    await logger.start()
+    try:
+        await logger.log(_entry(0))
+        await asyncio.sleep(0)
+        fut = logger.submit(_entry(1))
+        assert not fut.done()  # an fsync never runs on the loop
+        assert (await fut).seq == 2
+    finally:
+        await logger.aclose()
