@@ -11,7 +11,10 @@ runs in its own process. In this one:
    p50 and CPU per call; `--profile` adds a cProfile of the fast path (cumulative, the
    gateway's own functions).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/mcp_profile.py [--calls 600] [--profile]
+`--stages` times the fast path's stages (thread CPU time per call, each stage wrapped: the
+figures overlap and include the wrappers); `--uvloop` runs the loop the service runs on.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/mcp_profile.py [--calls 600] [--profile] [--stages] [--uvloop]
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import functools
 import os
 import pstats
 import statistics
@@ -27,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -107,6 +112,7 @@ async def whole_gateway(url: str, calls: int, tmp: Path, profile: bool) -> None:
             for i in range(100):
                 await one(app, i)
             lat = []
+            STAGES.clear()
             c0 = time.process_time()
             for i in range(calls):
                 t = time.perf_counter()
@@ -115,6 +121,10 @@ async def whole_gateway(url: str, calls: int, tmp: Path, profile: bool) -> None:
             cpu = (time.process_time() - c0) / calls * 1000
             print(f"whole gateway in process, fast_path: {str(fast).lower():5}  p50 {statistics.median(lat):7.3f} ms"
                   f"   CPU per call {cpu:6.3f} ms (the decision's commit and the outcome row included)")
+            if fast and STAGES:
+                print("  thread CPU time per call of its stages (us; a nested stage is part of the one above):")
+                for label in STAGE_ORDER:
+                    print(f"  {label:58} {STAGES.get(label, 0.0) / calls * 1e6:8.1f}")
             if profile and fast:
                 pr = cProfile.Profile()
                 pr.enable()
@@ -125,11 +135,66 @@ async def whole_gateway(url: str, calls: int, tmp: Path, profile: bool) -> None:
                     "mcpgate|gateway/call|store/logger|evaluator|adapters/h1", 30)
 
 
+STAGES: dict[str, float] = {}
+STAGE_ORDER: list[str] = []
+
+
+def _timed(label: str, f: Any) -> Any:
+    """`f` with its thread CPU time added to STAGES[label] (an awaited coroutine: from its start
+    to its end, so what the loop runs meanwhile counts too; calls here are sequential)."""
+    if asyncio.iscoroutinefunction(f):
+        @functools.wraps(f)
+        async def run_async(*a: Any, **k: Any) -> Any:
+            t = time.thread_time()
+            try:
+                return await f(*a, **k)
+            finally:
+                STAGES[label] = STAGES.get(label, 0.0) + time.thread_time() - t
+        return run_async
+
+    @functools.wraps(f)
+    def run(*a: Any, **k: Any) -> Any:
+        t = time.thread_time()
+        try:
+            return f(*a, **k)
+        finally:
+            STAGES[label] = STAGES.get(label, 0.0) + time.thread_time() - t
+    return run
+
+
+def install_stages() -> None:
+    """Wrap the fast path's stages (module attributes, so the callers' lookups find the wrappers)."""
+    from policyengine.adapters import h1
+
+    from policyengine.gateway import call
+    from policyengine.mcpgate import fast, http, server
+    from policyengine.store import logger
+
+    for owner, name, label in (
+            (http.McpHttpApp, "__call__", "the whole /mcp request (auth included)"),
+            (fast.FastPath, "_checked", "  checks (envelope ladder, params, headers)"),
+            (server.McpGateway, "decide", "  decide (Action, evaluation, row built and committed)"),
+            (server, "tool_action", "    the Action"),
+            (server, "open_call", "    evaluation and the Call"),
+            (call.Call, "record", "    the decision row built and committed"),
+            (logger.DecisionLogger, "_append_inline", "      the SQLite commit"),
+            (server.McpGateway, "forward_wire", "  forward (the raw POST and its answer)"),
+            (h1.H1Pool, "request", "    the request sent, until its head is in"),
+            (call.Call, "outcome", "  the outcome row built and queued"),
+            (fast, "_write", "  the answer written")):
+        STAGE_ORDER.append(label)
+        setattr(owner, name, _timed(label, getattr(owner, name)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=600)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--stages", action="store_true", help="thread CPU time per call of the fast path's stages")
+    ap.add_argument("--uvloop", action="store_true", help="run on uvloop, as the service does")
     args = ap.parse_args()
+    if args.stages:
+        install_stages()
     tmp = Path(tempfile.mkdtemp(prefix="mcp-profile-"))
     (tmp / "server.py").write_text(SERVER)
     (tmp / "bench.policy").write_text(POLICY)
@@ -140,8 +205,13 @@ def main() -> None:
         time.sleep(1.0)
         url = f"http://127.0.0.1:{port}/mcp"
         print(f"load {os.getloadavg()[0]:.1f}, {args.calls} sequential calls per line")
-        asyncio.run(upstream_leg(url, args.calls))
-        asyncio.run(whole_gateway(url, args.calls, tmp, args.profile))
+        run: Any = asyncio.run
+        if args.uvloop:
+            import uvloop
+
+            run = uvloop.run
+        run(upstream_leg(url, args.calls))
+        run(whole_gateway(url, args.calls, tmp, args.profile))
     finally:
         server.kill()
         server.wait(10)
