@@ -151,8 +151,8 @@ _UNIT_CANON = {
     "minute": "minutes", "minutes": "minutes", "mins": "minutes", "min": "minutes",
     "hour": "hours", "hours": "hours", "hrs": "hours", "hr": "hours", "h": "hours",
     "day": "days", "days": "days", "working day": "days", "working days": "days",
-    "business day": "days", "business days": "days", "calendar days": "days",
-    "week": "weeks", "weeks": "weeks", "month": "months", "months": "months",
+    "business day": "days", "business days": "days", "calendar days": "days", "clear days": "days",
+    "week": "weeks", "weeks": "weeks", "working week": "weeks", "working weeks": "weeks", "month": "months", "months": "months",
     "year": "years", "years": "years",
     "mg": "mg", "milligram": "mg", "milligrams": "mg", "mcg": "mcg", "micrograms": "mcg",
     "g": "g", "grams": "g", "gram": "g", "kg": "kg", "ml": "ml", "millilitres": "ml", "milliliters": "ml",
@@ -175,13 +175,21 @@ _FREQ_RE = re.compile(r"\b(once|twice|thrice)\b", re.I)
 
 @dataclass(frozen=True, order=True)
 class Quantity:
+    """A figure with its canonical unit: `low` == `high` for a single value, `low` < `high` for a
+    range ("3-5 days"). `basis` is "working" for working or business days and weeks, else ""."""
+
     unit: str
     low: Decimal
     high: Decimal
+    basis: str = ""
 
     def __str__(self) -> str:
         v = f"{self.low}" if self.low == self.high else f"{self.low}-{self.high}"
-        return f"{v} {self.unit}" if self.unit != "%" else f"{v}%"
+        unit = f"{self.basis} {self.unit}" if self.basis else self.unit
+        return f"{v} {unit}" if self.unit != "%" else f"{v}%"
+
+
+_WORKING = re.compile(r"^(?:working|business)\b", re.I)
 
 
 def extract_quantities(text: str) -> set[Quantity]:
@@ -197,7 +205,8 @@ def extract_quantities(text: str) -> set[Quantity]:
         high = parse_number(m.group(2)) if m.group(2) else low
         if high is None:
             high = low
-        found.add(Quantity(unit, _norm(min(low, high)), _norm(max(low, high))))
+        basis = "working" if _WORKING.match(m.group(3)) else ""
+        found.add(Quantity(unit, _norm(min(low, high)), _norm(max(low, high)), basis))
     for m in _FREQ_RE.finditer(text):
         unit, n = _FREQ[m.group(1).lower()]
         found.add(Quantity(unit, Decimal(n), Decimal(n)))
@@ -205,6 +214,29 @@ def extract_quantities(text: str) -> set[Quantity]:
         n = Decimal(0 if m.group(1).lower().startswith("same") else 1)
         found.add(Quantity("days", n, n))
     return found
+
+
+# a duration of one unit said with an article ("within a month", "an hour"): not a Quantity (in
+# "twice a day" it is a rate), but a span the cross-unit comparison reads
+_ONE_UNIT = re.compile(r"\b(?:a|an)\s+(working |business |calendar |clear )?(hour|day|week|month|year)\b", re.I)
+_IN_HOURS = {"hours": 1, "days": 24, "weeks": 168, "months": 730, "years": 8760}
+
+
+def extract_durations(text: str, quantities: set[Quantity]) -> dict[str, set[Decimal]]:
+    """canonical time unit -> the spans stated in it, in hours (the end of a range: "3-5 days"
+    is 120 h; a working week is five days). Minutes are left out: they are times of day as often
+    as spans."""
+    out: dict[str, set[Decimal]] = {}
+    for q in quantities:
+        hours = _IN_HOURS.get(q.unit)
+        if hours is not None:
+            per = 5 * _IN_HOURS["days"] if q.unit == "weeks" and q.basis == "working" else hours
+            out.setdefault(q.unit, set()).add(q.high * per)
+    for m in _ONE_UNIT.finditer(text):
+        unit = m.group(2).lower() + "s"
+        working = (m.group(1) or "").strip().lower() in ("working", "business")
+        out.setdefault(unit, set()).add(Decimal(5 * 24 if unit == "weeks" and working else _IN_HOURS[unit]))
+    return out
 
 
 # durations said in words: "same day" is 0 days, "next day" / "overnight" 1 day
@@ -586,6 +618,7 @@ def is_refusal(text: str) -> bool:
 class Facts:
     amounts: set[Amount] = field(default_factory=set)
     quantities: set[Quantity] = field(default_factory=set)
+    durations: dict[str, set[Decimal]] = field(default_factory=dict)  # see `extract_durations`
     dates: set[DateRef] = field(default_factory=set)
     times: set[str] = field(default_factory=set)
     polarity: dict[str, set[bool]] = field(default_factory=dict)
@@ -599,9 +632,11 @@ class Facts:
 
 
 def extract_facts(text: str) -> Facts:
+    quantities = extract_quantities(text)
     return Facts(
         amounts=extract_amounts(text),
-        quantities=extract_quantities(text),
+        quantities=quantities,
+        durations=extract_durations(text, quantities),
         dates=extract_dates(text),
         times=extract_times(text),
         polarity=polarity_claims(text),
@@ -619,7 +654,11 @@ class Conflict:
     severity: float  # divergence this conflict implies on its own, in [0, 1]
 
 
-SEVERITY = {"refusal": 0.95, "amounts": 0.9, "polarity": 0.85, "quantities": 0.75, "dates": 0.75, "times": 0.7}
+SEVERITY = {"refusal": 0.95, "amounts": 0.9, "polarity": 0.85, "quantities": 0.75, "dates": 0.75, "times": 0.7,
+            "duration": 0.75, "range": 0.7, "day_basis": 0.7}
+# spans in different units that name the same length: "30 days" / "a month", "90 days" / "three months"
+DURATION_TOLERANCE = 0.1
+_SPAN_UNITS = ("hours", "days", "weeks", "months")
 
 
 def _fmt(values: set) -> str:
@@ -696,6 +735,50 @@ def compare_facts(a: Facts, b: Facts) -> list[Conflict]:
             reason = f"prefix antonym: {sa} vs {sb}"
             reported.add(reason)
             out.append(Conflict("polarity", reason, SEVERITY["polarity"]))
+    out += span_conflicts(a, b)
+    return out
+
+
+def span_conflicts(a: Facts, b: Facts) -> list[Conflict]:
+    """The spans that differ though no figure does in the same unit: one duration each in
+    different units, beyond `DURATION_TOLERANCE` ("for 2 days" / "for 24 hours"; "30 days" / "a
+    month" agree); a single figure at one end of the other answer's range, when the first gives
+    no range ("within 3 working days" / "within 3 to 5 working days"); the same number of days,
+    working in one answer and calendar in the other ("3 working days" / "3 days")."""
+    out: list[Conflict] = []
+    da, db = a.durations, b.durations
+    if len(da) == 1 and len(db) == 1 and da.keys() != db.keys():
+        (ua, va), (ub, vb) = next(iter(da.items())), next(iter(db.items()))
+        if len(va) == 1 and len(vb) == 1:
+            x, y = next(iter(va)), next(iter(vb))
+            if abs(x - y) > Decimal(str(DURATION_TOLERANCE)) * max(x, y):
+                out.append(Conflict("duration", f"durations differ: {x} h ({ua}) vs {y} h ({ub})", SEVERITY["duration"]))
+    for x, y in ((a, b), (b, a)):
+        ranges = [q for q in y.quantities if q.unit in _SPAN_UNITS and q.low < q.high]
+        if not ranges or any(q.unit in _SPAN_UNITS and q.low < q.high for q in x.quantities):
+            continue
+        points = {(q.low, q.unit, q.basis) for q in x.quantities if q.unit in _SPAN_UNITS and q.low == q.high}
+        hit = next((r for r in ranges if (r.low, r.unit, r.basis) in points or (r.high, r.unit, r.basis) in points), None)
+        if hit is not None:
+            end = hit.low if (hit.low, hit.unit, hit.basis) in points else hit.high
+            out.append(Conflict("range", f"a single figure vs a range: {end} vs {hit}", SEVERITY["range"]))
+            break
+    ba, bb = _day_bases(a), _day_bases(b)
+    for n in sorted(ba.keys() & bb.keys()):
+        if len(ba[n]) == 1 and len(bb[n]) == 1 and ba[n] != bb[n]:
+            wa = "working" in ba[n]
+            out.append(Conflict("day_basis", f"{n} {'working' if wa else 'calendar'} days vs {n} "
+                                             f"{'calendar' if wa else 'working'} days", SEVERITY["day_basis"]))
+            break
+    return out
+
+
+def _day_bases(f: Facts) -> dict[Decimal, set[str]]:
+    """number of days (the end of a range) -> "working" / "calendar" as the answer counts them."""
+    out: dict[Decimal, set[str]] = {}
+    for q in f.quantities:
+        if q.unit == "days":
+            out.setdefault(q.high, set()).add(q.basis or "calendar")
     return out
 
 

@@ -1,6 +1,7 @@
-"""Conditions, counts, prices and day bases that one answer states and the other does not.
+"""Conditions, counts, prices and bases that one answer states and the other does not.
 
-Checks the embeddings and the value checks in `checks` miss because both answers are about
+Checks the embeddings and the value checks in `checks` miss (spans across units, ranges and
+working days are compared there, on the quantities it extracts) because both answers are about
 the same thing in nearly the same words, yet a customer acting on one would act wrongly:
 
 * an added or dropped **condition or restriction**: "Breakfast is included." / "Breakfast is
@@ -13,7 +14,6 @@ the same thing in nearly the same words, yet a customer acting on one would act 
   identifiers, compared in `alignment`).
 * **free against a price**: one answer says it is free, included or at no cost, the other
   states a price for it and does not say it is free.
-* **working days against calendar days**: "within 5 working days" / "within 5 days".
 * **the same figure per different things**: "£312.60 for the year" / "£312.60 monthly".
 
 Invariant: each check returns nothing unless both answers were found to state the same
@@ -29,8 +29,8 @@ from functools import lru_cache
 from policyengine.signals.alignment import _content, _stem, tokens
 from policyengine.signals.checks import extract_amounts
 
-__all__ = ["amount_count_conflicts", "basis_conflicts", "condition_conflicts", "count_conflicts", "day_basis_conflicts",
-           "duration_conflicts", "month_conflicts", "price_conflicts", "range_conflicts", "relative_date_conflicts"]
+__all__ = ["amount_count_conflicts", "basis_conflicts", "condition_conflicts", "count_conflicts", "month_conflicts",
+           "price_conflicts", "relative_date_conflicts"]
 
 # share of the shorter answer's content stems the longer one must contain
 MIN_CONTAINMENT = 0.8
@@ -114,11 +114,13 @@ def condition_conflicts(a: str, b: str) -> list[str]:
     return []
 
 
-_NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+# the words that count things in an answer ("two chairs", "a couple of days", "both cards"); figures
+# with units are parsed by `checks.parse_number` and compared there
+_COUNT_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
                  "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "fifteen": 15, "twenty": 20, "thirty": 30,
                  "a couple of": 2, "a pair of": 2, "a dozen": 12, "both": 2, "single": 1}
 _COUNT = re.compile(
-    r"\b(" + "|".join(sorted(_NUMBER_WORDS, key=len, reverse=True)) + r"|\d{1,3})\s+"
+    r"\b(" + "|".join(sorted(_COUNT_WORDS, key=len, reverse=True)) + r"|\d{1,3})\s+"
     r"((?:(?:more|extra|new|replacement|additional|spare|separate|free|further|monthly|weekly|annual|[a-z]+-[a-z]+)\s+)"
     r"{0,2})([a-z]{3,})\b",
     re.I,
@@ -145,7 +147,7 @@ def _counts(text: str) -> dict[str, set[int]]:
         noun = _IRREGULAR.get(noun, noun.removesuffix("s"))
         if noun + "s" in _UNIT_NOUNS or re.search(r"\b(?:working|business|calendar)\s*$", m.group(2), re.I):
             continue
-        n = int(raw) if raw.isdigit() else _NUMBER_WORDS[raw]
+        n = int(raw) if raw.isdigit() else _COUNT_WORDS[raw]
         out.setdefault(noun, set()).add(n)
     return out
 
@@ -195,31 +197,6 @@ def price_conflicts(a: str, b: str) -> list[str]:
     return []
 
 
-_DAY_BASIS = re.compile(r"\b(\d{1,3}|" + "|".join(k for k in _NUMBER_WORDS if " " not in k) +
-                        r")\s+(working|business|calendar|clear)?\s*days?\b", re.I)
-
-
-def _day_counts(text: str) -> dict[int, set[str]]:
-    out: dict[int, set[str]] = {}
-    for m in _DAY_BASIS.finditer(text):
-        raw = m.group(1).lower()
-        n = int(raw) if raw.isdigit() else _NUMBER_WORDS.get(raw, -1)
-        basis = "working" if (m.group(2) or "").lower() in ("working", "business") else "calendar"
-        out.setdefault(n, set()).add(basis)
-    return out
-
-
-def day_basis_conflicts(a: str, b: str) -> list[str]:
-    """Reasons, when both answers state the same number of days, one in working days and
-    the other in calendar days."""
-    da, db = _day_counts(a), _day_counts(b)
-    for n in sorted(da.keys() & db.keys()):
-        if len(da[n]) == 1 and len(db[n]) == 1 and da[n] != db[n]:
-            wa = "working" in da[n]
-            return [f"{n} {'working' if wa else 'calendar'} days vs {n} {'calendar' if wa else 'working'} days"]
-    return []
-
-
 _REL_UNIT = r"(week|month|year|quarter|billing cycle|weekend)"
 _RELATIVE = re.compile(rf"\b(?:(the {_REL_UNIT} after next)|(last|this|next|previous|current|coming|following) {_REL_UNIT})\b",
                        re.I)
@@ -266,60 +243,6 @@ def amount_count_conflicts(a: str, b: str) -> list[str]:
     only_b = [k for k in cb if cb[k] > ca.get(k, 0)]
     if only_a and only_b and ca.keys() & cb.keys():
         return [f"amounts differ: {', '.join(map(str, only_a))} vs {', '.join(map(str, only_b))}"]
-    return []
-
-
-_DURATION = re.compile(r"\b(\d{1,3}|" + "|".join(k for k in _NUMBER_WORDS if " " not in k) + r"|a|an)\s+"
-                       r"(working |business |calendar |clear )?(hours?|days?|weeks?|months?|years?)\b", re.I)
-# calendar durations that name the same span: "30 days" / "a month", "90 days" / "three months"
-DURATION_TOLERANCE = 0.1
-_IN_HOURS = {"hour": 1, "day": 24, "week": 168, "month": 730, "year": 8760}
-
-
-def _durations(text: str) -> dict[str, set[int]]:
-    out: dict[str, set[int]] = {}
-    for m in _DURATION.finditer(text):
-        raw = m.group(1).lower()
-        n = int(raw) if raw.isdigit() else 1 if raw in ("a", "an") else _NUMBER_WORDS.get(raw, -1)
-        unit = m.group(3).lower().removesuffix("s")
-        hours = _IN_HOURS[unit]
-        if unit == "week" and (m.group(2) or "").strip().lower() in ("working", "business"):
-            hours = 5 * _IN_HOURS["day"]  # a working week is five working days
-        out.setdefault(unit, set()).add(n * hours)
-    return out
-
-
-def duration_conflicts(a: str, b: str) -> list[str]:
-    """Reasons, when each answer states one duration, in different units, and they differ
-    ("available for 7 days" / "for 72 hours"; "lasts 7 days" / "lasts one month"). Durations in
-    the same unit are compared by `checks`."""
-    da, db = _durations(a), _durations(b)
-    if len(da) != 1 or len(db) != 1 or da.keys() == db.keys():
-        return []
-    (ua, va), (ub, vb) = next(iter(da.items())), next(iter(db.items()))
-    x, y = next(iter(va)), next(iter(vb))
-    if len(va) == 1 and len(vb) == 1 and abs(x - y) > DURATION_TOLERANCE * max(x, y):
-        return [f"durations differ: {next(iter(va))} h ({ua}s) vs {next(iter(vb))} h ({ub}s)"]
-    return []
-
-
-_RANGE = re.compile(r"\b(\d{1,3})\s*(?:-|\u2013|to)\s*(\d{1,3})\s+((?:working |business )?(?:days?|weeks?|hours?|months?))\b",
-                    re.I)
-_POINT = re.compile(r"(?<![\d\u2013-])(?<!to )\b(\d{1,3})\s+((?:working |business )?(?:days?|weeks?|hours?|months?))\b",
-                    re.I)
-
-
-def range_conflicts(a: str, b: str) -> list[str]:
-    """Reasons, when one answer gives a single figure ("within 5 working days") and the other a
-    range for the same unit that starts or ends at it ("within 5 to 7 working days")."""
-    for x, y in ((a, b), (b, a)):
-        ranges = [(int(m.group(1)), int(m.group(2)), m.group(3).lower().rstrip("s")) for m in _RANGE.finditer(y)]
-        if not ranges or _RANGE.search(x):
-            continue
-        points = {(int(m.group(1)), m.group(2).lower().rstrip("s")) for m in _POINT.finditer(x)}
-        for lo, hi, unit in ranges:
-            if lo != hi and ((lo, unit) in points or (hi, unit) in points):
-                return [f"a single figure vs a range: {lo if (lo, unit) in points else hi} vs {lo}-{hi} {unit}s"]
     return []
 
 

@@ -30,11 +30,8 @@ from policyengine.signals.conditions import (
     basis_conflicts,
     condition_conflicts,
     count_conflicts,
-    day_basis_conflicts,
-    duration_conflicts,
     month_conflicts,
     price_conflicts,
-    range_conflicts,
     relative_date_conflicts,
 )
 from policyengine.signals.embedder import Embedder, shared_embedder
@@ -57,9 +54,8 @@ DETAIL_DISCOUNT = 0.5
 DETAIL_CONTAINMENT = 0.75
 # severities of the alignment checks (policyengine.signals.alignment)
 ALIGNMENT_SEVERITY = {"identifier": 0.8, "name": 0.8, "wording": 0.7, "opposite": 0.75, "negation": 0.75,
-                      "commitment": 0.7, "condition": 0.7, "counts": 0.8, "price": 0.75, "day basis": 0.7,
-                      "relative date": 0.75, "amount count": 0.8, "duration": 0.75, "range": 0.7,
-                      "month": 0.75, "basis": 0.75}
+                      "commitment": 0.7, "condition": 0.7, "counts": 0.8, "price": 0.75,
+                      "relative date": 0.75, "amount count": 0.8, "month": 0.75, "basis": 0.75}
 _EXPLICIT_NEGATOR = re.compile(r"\b(?:not|no|never|cannot|unable|without)\b|n['\u2019]t\b", re.I)
 
 
@@ -198,10 +194,8 @@ def alignment_conflicts(a: str, b: str, found: list[Conflict] = ()) -> list[Conf
     if not found and not out:
         # one answer restricts, counts, prices or dates what the other states plainly
         for kind, check in (("counts", count_conflicts), ("amount count", amount_count_conflicts),
-                            ("duration", duration_conflicts), ("relative date", relative_date_conflicts),
-                            ("range", range_conflicts), ("month", month_conflicts),
-                            ("price", price_conflicts), ("day basis", day_basis_conflicts),
-                            ("basis", basis_conflicts),
+                            ("relative date", relative_date_conflicts), ("month", month_conflicts),
+                            ("price", price_conflicts), ("basis", basis_conflicts),
                             ("condition", condition_conflicts)):
             reasons = check(a, b)
             if reasons:
