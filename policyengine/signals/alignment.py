@@ -46,6 +46,7 @@ _SYNONYMS: tuple[frozenset[str], ...] = tuple(frozenset(g.split()) for g in (
     "mailed posted sent", "ready available", "agreed decided", "compatible fits fit", "reimburse refund",
     "respond reply answer", "depart departs leave leaves", "due payable", "covered insured", "update change amend",
     "new replacement", "below under", "mature matures", "get receive", "phone ring", "email e-mail",
+    "sent issued goes went out", "payable made out", "contact reach out", "departs leaving departing leave",
 ))
 # Facts stated with numbers, dates, times and money belong to `checks` (which know that
 # "12/05/2025" is "12 May 2025" and "53p" is "£0.53"): a substitution touching them is not one.
@@ -100,9 +101,10 @@ _OPPOSITES: tuple[tuple[re.Pattern[str], re.Pattern[str], str], ...] = tuple(
          r"every two weeks|biweekly|bi-weekly)\b", "weekly vs fortnightly"),
         (r"\b(?:monthly|every month|each month)\b", r"\b(?:quarterly|annually|yearly|every year|each year)\b",
          "monthly vs yearly"),
-        (r"\b(?:online|log in|the app|our website|web chat)\b",
-         r"\b(?:call us|phone us|ring us|by phone|over the phone|in branch|visit (?:a|your|the) branch|by post)\b",
+        (r"\b(?:online|log in|the app|our website|web chat|reply stop|by text|text \w+ to)\b",
+         r"\b(?:call us|phone us|ring us|by phone|over the phone|in branch|visit (?:a|any|your|the) branch|by post)\b",
          "online vs by phone or in person"),
+        (r"\bcancell?ed\b", r"\b(?:frozen|unfreeze)\b", "cancelled vs frozen"),
     ))
 
 

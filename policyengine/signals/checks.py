@@ -220,22 +220,24 @@ def extract_quantities(text: str) -> set[Quantity]:
 # "twice a day" it is a rate), but a span the cross-unit comparison reads
 _ONE_UNIT = re.compile(r"\b(?:a|an)\s+(working |business |calendar |clear )?(hour|day|week|month|year)\b", re.I)
 _IN_HOURS = {"hours": 1, "days": 24, "weeks": 168, "months": 730, "years": 8760}
+_WORKING_DAY = Decimal("1.4")  # calendar days per working day (a five-day week)
 
 
 def extract_durations(text: str, quantities: set[Quantity]) -> dict[str, set[Decimal]]:
-    """canonical time unit -> the spans stated in it, in hours (the end of a range: "3-5 days"
-    is 120 h; a working week is five days). Minutes are left out: they are times of day as often
-    as spans."""
+    """canonical time unit -> the spans stated in it, in calendar hours (the end of a range:
+    "3-5 days" is 120 h). A working day is 7/5 of a calendar day and a working week a calendar
+    week, so "5 working days" and "a week" name the same span. Minutes are left out: they are
+    times of day as often as spans."""
     out: dict[str, set[Decimal]] = {}
     for q in quantities:
         hours = _IN_HOURS.get(q.unit)
         if hours is not None:
-            per = 5 * _IN_HOURS["days"] if q.unit == "weeks" and q.basis == "working" else hours
+            per = Decimal(hours) * _WORKING_DAY if q.unit == "days" and q.basis == "working" else Decimal(hours)
             out.setdefault(q.unit, set()).add(q.high * per)
     for m in _ONE_UNIT.finditer(text):
         unit = m.group(2).lower() + "s"
-        working = (m.group(1) or "").strip().lower() in ("working", "business")
-        out.setdefault(unit, set()).add(Decimal(5 * 24 if unit == "weeks" and working else _IN_HOURS[unit]))
+        working = unit == "days" and (m.group(1) or "").strip().lower() in ("working", "business")
+        out.setdefault(unit, set()).add(Decimal(_IN_HOURS[unit]) * (_WORKING_DAY if working else 1))
     return out
 
 

@@ -43,7 +43,8 @@ _RESTRICTION = re.compile(
     r"plus (?:vat|tax|taxes|fees?|postage|shipping|delivery|p&p|a |an |[£$€]?\d)|after giving|"
     r"once (?:you|we|the|your|it|he|she|they)|(?:don't|do not|never) [a-z]+ [^.!?]{0,40}?until|"
     r"as soon as you|in which case|but (?:only|not)|but you(?:'ll| will)? (?:need|must|have to)|"
-    r"on weekdays|at weekends|on weekends|for new customers|for existing customers|minimum|at least)",
+    r"on weekdays|at weekends|on weekends|for new customers|for existing customers|minimum|at least|"
+    r"up to (?:a (?:maximum|limit) of )?[£$€]\s?\d|capped at)",
     re.I,
 )
 # conditions that assert nothing about the offer ("let us know if you have any questions")

@@ -215,7 +215,8 @@ _AT_WRITER = re.compile(r"\bagainst (?:me|us|myself|my (?:account|name))\b|\b(?:
 # in another sense ("my attorney needs it for my divorce", "power of attorney", "food court")
 _OTHER_MATTER = re.compile(
     r"\b(?:divorce|custody|probate|estate|conveyanc\w*|house (?:sale|purchase|move)|buying a (?:house|flat|home)|"
-    r"mortgage offer|remortgag\w*|(?:separate|unrelated) matter|"
+    r"mortgage offer|remortgag\w*|(?:separate|unrelated) (?:matter|case|lawsuit|claim|proceedings)|"
+    r"penalty charge notice|parking (?:fine|ticket|appeal)|traffic (?:tribunal|court)|covers? (?:my |the )?legal expenses|"
     r"immigration|visa|adoption|power of attorney|lasting power|guardian\w*|malpractice|personal injury|"
     r"the other (?:driver|party|driver's \w+)|legal (?:name|age|tender|guardian|"
     r"entity|sector|cover|expenses cover)|legally (?:blind|required)|food court|tennis court|court (?:road|street|"
@@ -225,7 +226,8 @@ _OTHER_MATTER = re.compile(
 
 # a context that makes every legal word in a short text another matter, whichever sentence it is in
 # ("Your mortgage offer has been issued! Your solicitor will receive a copy today.")
-_CONTEXT_OTHER = re.compile(r"\b(?:mortgage offer|remortgag\w*|conveyanc\w*|(?:separate|unrelated) matter)\b", re.I)
+_CONTEXT_OTHER = re.compile(r"\b(?:mortgage offer|remortgag\w*|conveyanc\w*|(?:separate|unrelated) (?:matter|case|lawsuit|"
+                            r"proceedings))\b", re.I)
 # a gate word in another sense, recognised by the words around it: a regulator's name ("the state
 # Attorney General"), damage to a thing rather than damages claimed ("hail damage to my roof")
 _OTHER_SENSE = re.compile(
@@ -238,7 +240,8 @@ _OTHER_SENSE = re.compile(
 # ring a lawyer, but you refunded me", "if this were a bigger purchase I'd be talking to a lawyer")
 _ABANDONED = re.compile(
     r"\b(?:was (?:all )?(?:set|about|going|ready|this close) to|had been (?:going|about) to|almost|nearly|"
-    r"(?:did|had) (?:\w+ )?consider(?:ed)?|decided (?:against|not to)|(?:you'?re|you are|it'?s|it is|it was|it wasn'?t) not worth the|"
+    r"(?:did|had) (?:\w+ )?consider(?:ed)?|decided (?:against|not to)|withdraw (?:my|the|our) (?:earlier |previous )?threat|"
+    r"(?:you'?re|you are|it'?s|it is|it was|it wasn'?t) not worth the|"
     r"(?:thought|think|thinking) about|considered|was tempted to|toyed with (?:the idea of )?|"
     r"(?:keep|kept) asking (?:if|whether)|the answer is no|(?:haven'?t|have not|not yet) decided|"
     r"(?:made|makes) me wonder|wonder(?:ing)? what would|documentary|"
@@ -249,7 +252,7 @@ _ABANDONED = re.compile(
     r"if (?:i|we)(?:'m| am| are| were| was)? (?:ever )?(?:get |got |am |was |were )?(?:sued|taken to court))\b",
     re.I)
 # "court" and "judge" in sport, shows and shopping
-_SPORT = re.compile(r"\b(?:tennis|squash|badminton|basketball|netball|volleyball|padel|club|clay|grass|hard|food)[- ]courts?\b|"
+_SPORT = re.compile(r"\b(?:tennis|squash|badminton|basketball|netball|volleyball|padel|club|clay|grass|hard|food|moot)[- ]courts?\b|"
                     r"\bcourt (?:play|shoes?|surface|booking|hire|time)\b|\b(?:dog|cat|flower|baking|talent) show\b|"
                     r"\bjudg(?:e|es|ed|ing) (?:at|of|on) the (?:show|competition|contest)\b", re.I)
 

@@ -88,6 +88,7 @@ _PRAISE_IDIOMS = re.compile(
     r"\bcould(?:n'?t| not) have been (?:happier|better|more pleased)\b|"
     # British and American praise idioms that sentiment lexicons miss or misread
     r"\b(?:cracking|spot on|top notch|top-notch|chuffed|bang on|hats off|fair play|ace service|lush|brill|"
+    r"deserves? a (?:raise|pay rise|medal|promotion|bonus)|breath of fresh air|credit where (?:it'?s|credit'?s) due|"
     r"properly (?:comfy|good|impressed)|proper good|can'?t fault|cannot fault|expected worse|zero (?:drama|issues|problems)|"
     r"nailed it|knocked it out of the park|above and beyond|extra mile|a lifesaver|life saver)\b|"
     # relief and thanks that lexicons read as worry ("Phew, I was panicking")
@@ -107,7 +108,7 @@ _COMPLAINT_CUES = re.compile(
     r"message|call|chase|letter|time of asking)\b|\bwhat (?:remains|is left) of my patience\b|\butmost respect\b|"
     r"\b(?:most|tremendously|awfully|terribly|eternally) (?:grateful|helpful) if\b|\bwith the greatest respect\b|"
     r"\b(?:greatly|really) appreciate it if\b|\bat some point this (?:quarter|year|century|decade|month|week)\b|"
-    r"\bperhaps the \w+ (?:will|one)\b|\b(?:\d+|five|six|seven|eight|nine|ten|eleven|twelve) different (?:advisers|"
+    r"\bperhaps the \w+ (?:will|one)\b|\b(?:\d+|three|four|five|six|seven|eight|nine|ten|eleven|twelve) different (?:advisers|"
     r"advisors|agents|people|answers)\b|"
     r"\b(?:nobody|no one|no-one|nothing)\b(?:\s+\w+){0,2}\s+(?:helps?|cares?|refunds?|fix(?:es)?|repl(?:y|ys|ies|ied)|an(?:sw|ws)e?rs?|"
     r"called|came|turned up|happened|works?|arrived)\b|\bstill (?:no|not|waiting|nothing|broken)\b|"
@@ -124,7 +125,9 @@ _COMPLAINT_CUES = re.compile(
     r"\b(?:i'?m|i am|we'?re|we are|i'?ll be|we'?ll be) (?:moving|switching|leaving|taking my business)(?: to another)? "
     r"(?:banks?|providers?|suppliers?|networks?|insurers?|elsewhere)\b|\banother no[- ]show\b|"
     r"\bhow is (?:that|this) even (?:possible|allowed|legal)\b|\bafter (?:two|three|four|five|six|seven|eight|nine|ten|"
-    r"\d+|several|multiple|countless) (?:emails|calls|phone calls|attempts|chasers|visits)\b",
+    r"\d+|several|multiple|countless) (?:emails|calls|phone calls|attempts|chasers|visits)\b|"
+    r"\bnot (?:happy|impressed|good enough|acceptable)\b|\bevery time i (?:call|ring|phone|ask|chase)\b|"
+    r"\b(?:does|did) not (?:address|answer) (?:a single|any|one) (?:one )?of\b",
     re.I,
 )
 # a short phrase in quotes in a customer's message: the writer disputes the word ("'unlimited'
@@ -185,7 +188,7 @@ _CLAIMANT_SIDE = re.compile(r"\bon behalf of (?:our|my) client\b|\bwe (?:act|are
 def idiom_override(text: str, score: float, *, legal_action: bool = False) -> float:
     """Fixed idioms whose meaning is not compositional win over the classifier:
     "couldn't be happier" is praise, "thanks for nothing" and taking the matter to a regulator
-    are complaints (`REGULATOR_CAP`); a downplayed
+    are complaints (`REGULATOR_CAP`; not a company's reply that notes the referral); a downplayed
     annoyance ("bit annoying, but not a big deal") and routine outbound text (a notice or
     reply written by the company) and a formal notice ("Please be advised that ...") are at least neutral-ish (`MILD_FLOOR`, `OUTBOUND_FLOOR`)
     unless sarcasm or a complaint pattern is present. `legal_action` (the litigation intent
@@ -194,7 +197,7 @@ def idiom_override(text: str, score: float, *, legal_action: bool = False) -> fl
     for the claimant, `_CLAIMANT_SIDE`); outbound text about legal action stays neutral."""
     if _FIXED_SARCASM.search(text):
         return min(score, 0.15)
-    if _REGULATOR_ESCALATION.search(text):
+    if _REGULATOR_ESCALATION.search(text) and not outbound_cue(text):
         return min(score, REGULATOR_CAP)
     if _PRAISE_IDIOMS.search(text) and not _COMPLAINT_CUES.search(text):
         return max(score, 0.65)
@@ -231,7 +234,7 @@ def sarcasm_cue(text: str) -> float:
 # or the formulas of notices ("Good news", "We acknowledge", "Thank you for your patience",
 # "If this wasn't you"). Routine outbound text is neutral: see `outbound_floor`.
 _OUTBOUND = re.compile(
-    r"^\W*(?:dear\s+(?:customer|patient|guest|member|mr|mrs|ms|miss|dr)\b|(?:hi|hello)\s+(?!there\b)(?:(?:mr|mrs|ms|miss|dr)\.?\s+)?[A-Z][a-z]+,)|"
+    r"^\W*(?:dear\s+(?:customer|patient|guest|member|mr|mrs|ms|miss|dr)\b|(?:hi|hello)\s+(?!there\b)(?:(?:mr|mrs|ms|miss|dr)\.?\s+)?[A-Z][a-z]+(?:-[A-Z][a-z]+)?,)|"
     # an apology followed by what the writer has done for the reader, and the company's own formulas
     r"^\W*(?:i'?m (?:so |really |very |truly |terribly )?sorry|apologies)\b[^.!?]*[.!?]\s+(?:[^.!?]*\s)?(?:i'?ve|i have|we'?ve|we have|"
     r"i'?ll|we'?ll|a crew|an engineer|our [a-z]+ team)\s+(?:\w+\s+){0,2}?(?:authori[sz]ed|put|escalated|applied|"
@@ -256,7 +259,7 @@ _OUTBOUND = re.compile(
     r"(?<![\"'])\b(?:we(?:'ve| have| will|'ll)|our team)\s+(?:\w+\s+){0,2}?(?:received|processed|refunded|credited|applied|"
     r"cancelled|canceled|updated|sent|issued|approved|passed|forwarded|referred|booked|arranged|removed|added|"
     r"reviewed|note|acknowledge|upgraded|submitted|escalated|checked|waived|unblocked|unlocked|reset|raised|logged)\b|"
-    r"\byour\s+(?:[\w£$€.,-]+\s+){0,8}?(?:(?:has|have) (?:now )?been|will (?:now )?be)\s+(?:\w+ed|sent|set up|shipped)\b|"
+    r"\byour\s+(?:[\w'\u2019£$€.,-]+\s+){0,8}?(?:(?:has|have) (?:now )?been|will (?:now )?be)\s+(?:\w+ed|sent|set up|shipped)\b|"
     r"\bwe (?:have not|haven'?t) been able to\b|\bwe(?:'re| are) unable to (?:reverse|refund|accept|offer|collect)\b|"
     r"\bwe regret to inform\b|\bto avoid (?:a late fee|interruption|an estimated bill|disconnection)\b|"
     r"\byour free trial (?:ends|expires)\b|^\W*dear (?:passenger|traveller|policyholder|resident|subscriber)\b|"
@@ -265,7 +268,8 @@ _OUTBOUND = re.compile(
     r"^\W*(?:good news|welcome (?:aboard|to|back)|just confirming|please find (?:attached|enclosed)|"
     r"we(?:'re| are) (?:writing|sorry|really sorry|so sorry|delighted|pleased|glad)|we acknowledge|we note|"
     r"thanks? (?:you )?(?:so much )?for (?:contacting|getting in touch|your (?:patience|letter|email|message|kind|payment|"
-    r"order|feedback)|staying|flying|choosing|shopping|being))|"
+    r"order|feedback|notice|response)|staying|flying|choosing|shopping|being|writing (?:to us|in))|"
+    r"following your (?:complaint|call|email|letter|enquiry|inquiry|feedback))|"
     r"^\W*we (?:understand|appreciate|recogni[sz]e|reali[sz]e|know) (?:that )?(?:this|you|how|it)\b|\bwe apologi[sz]e\b|\bif this wasn'?t you\b|\ba member of our team\b|\byour reference (?:number )?is\b|"
     r"\bplanned\s+(?:\w+\s+){0,3}(?:interruption|outage|maintenance|works)\b|\bhas been resolved\b|"
     # account formulas, and the company's side of a legal matter or of its own mistake
@@ -273,7 +277,9 @@ _OUTBOUND = re.compile(
     r"brought)\b|\bwithout (?:any )?admission of liability\b|\b(?:we are|we're) not taking (?:any )?legal action against "
     r"you\b|^\W*internal draft\b|\bplease be assured\b|\b(?:sent to you|issued) in error\b|"
     r"\bplease (?:ignore|disregard) (?:the|our|this|that) (?:\w+ )?(?:email|letter|notice|reminder|message)\b|"
-    r"\bi'?m (?:pausing|putting|placing) (?:all )?(?:billing|the account|your account|collections?)\b",
+    r"\bi'?m (?:pausing|putting|placing) (?:all )?(?:billing|the account|your account|collections?)\b|"
+    r"\backnowledges? receipt\b|\bwe (?:can )?confirm (?:that )?(?:we|receipt|your)\b|\byou(?:'re| are) chatting with\b|"
+    r"\b(?:has|have) been referred to our\b",
     re.I)
 
 

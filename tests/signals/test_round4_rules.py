@@ -269,3 +269,40 @@ def test_round7_opposite_poles_of_readings_plans_frequencies_and_channels():
     assert opposites("You can change your PIN in the app.", "To change your PIN, visit a branch with ID.")
     # both poles in one answer: nothing to contradict
     assert not opposites("Pay weekly or every two weeks.", "You can pay weekly.")
+
+
+# -- round 8 ------------------------------------------------------------------------------
+
+
+def test_round8_working_days_span_calendar_weeks():
+    assert not _spans("Your refund takes 5 working days.", "Your refund takes a week.")
+    assert not _spans("Allow 10 working days.", "Allow two weeks.")
+    assert _spans("Allow 10 working days.", "Allow a week.") == ["duration"]
+
+
+def test_round8_caps_channels_and_paraphrases():
+    from policyengine.signals.alignment import opposites, substitutions
+
+    assert condition_conflicts("We'll pay for the new tyre.", "We'll pay for the new tyre up to £90.")
+    assert opposites("To opt out, reply STOP to this message.", "To opt out, call us on 0800 123 456.")
+    assert opposites("Your card has been cancelled.", "Your card has been frozen for now.")
+    assert not substitutions("Your statement will be sent on the 5th.", "Your statement goes out on the 5th.")
+
+
+def test_round8_other_matters_and_withdrawn_threats_are_not_a_dispute():
+    s = "I'm appealing the penalty charge notice at the traffic tribunal; can you send the photos of the car park?"
+    assert not_a_dispute(s, _starts(s, "tribunal"))
+    s = "Please treat my earlier message as withdrawn: I withdraw my earlier threat of court action."
+    assert not_a_dispute(s, _starts(s, "court"))
+    s = "We were served a subpoena in an unrelated case and must share your invoices."
+    assert not_a_dispute(s, _starts(s, "subpoena"))
+    s = "Is the moot court open to visitors on Friday?"
+    assert not_a_dispute(s, _starts(s, "court"))
+
+
+def test_round8_replies_that_note_a_referral_are_outbound_and_praise_idioms(provider):
+    assert outbound_cue("Thank you for your notice. We note that you have referred your complaint to the ombudsman.")
+    assert outbound_cue("The clinic acknowledges receipt of your solicitor's letter.")
+    assert provider.sentiment("We note that you have referred the matter to the Financial Ombudsman; we will send "
+                              "them our file.") >= 0.3
+    assert provider.sentiment("Whoever set up the new booking page deserves a raise. Took two minutes.") >= 0.3
