@@ -8,6 +8,15 @@ from policyengine.store import DecisionLogger, upgrade
 from store.test_log_integrity import _entry, _verify
 
 
+async def _started(tmp_path, sync: str, **kw) -> tuple[str, DecisionLogger]:
+    """A migrated SQLite database and a started logger on it."""
+    url = f"sqlite:///{tmp_path / 'pe.db'}"
+    upgrade(url)
+    logger = DecisionLogger(url, sqlite_synchronous=sync, **kw)
+    await logger.start()
+    return url, logger
+
+
 async def _idle(logger: DecisionLogger) -> None:
     """Until the writer waits for work with nothing queued (and the lane is open again)."""
     for _ in range(100):
@@ -18,10 +27,7 @@ async def _idle(logger: DecisionLogger) -> None:
 
 
 async def test_a_lone_row_is_committed_before_submit_returns(tmp_path):
-    url = f"sqlite:///{tmp_path / 'pe.db'}"
-    upgrade(url)
-    logger = DecisionLogger(url, sqlite_synchronous="NORMAL", follow_up_delay_s=30)
-    await logger.start()
+    url, logger = await _started(tmp_path, "NORMAL", follow_up_delay_s=30)
     try:
         first = await logger.log(_entry(0))
         logger.enqueue(_entry(1, kind="chat_outcome", follows=first.id))  # rides along
@@ -37,10 +43,7 @@ async def test_a_lone_row_is_committed_before_submit_returns(tmp_path):
 
 
 async def test_rows_submitted_together_still_share_a_batch(tmp_path):
-    url = f"sqlite:///{tmp_path / 'pe.db'}"
-    upgrade(url)
-    logger = DecisionLogger(url, sqlite_synchronous="NORMAL")
-    await logger.start()
+    url, logger = await _started(tmp_path, "NORMAL")
     try:
         await logger.log(_entry(0))
         await _idle(logger)
@@ -57,10 +60,7 @@ async def test_rows_submitted_together_still_share_a_batch(tmp_path):
 
 
 async def test_under_full_every_row_goes_through_the_writer(tmp_path):
-    url = f"sqlite:///{tmp_path / 'pe.db'}"
-    upgrade(url)
-    logger = DecisionLogger(url, sqlite_synchronous="FULL")
-    await logger.start()
+    _, logger = await _started(tmp_path, "FULL")
     try:
         await logger.log(_entry(0))
         await asyncio.sleep(0)
