@@ -924,13 +924,18 @@ class ApprovalService:
                 row = await self._row(conn, approval_id)
                 if row.version != version or not row.remind_every_s:
                     continue
+                # the next reminder is due an interval after this one is recorded, and the event
+                # carries that same instant: a sweep that stalled after choosing its rows cannot
+                # leave the next one due before this one's time (two replicas never remind
+                # closer than `remind_every_s`)
+                at = self.clock()
                 if not await self._update_pending(conn, approval_id, version, {
-                    "next_reminder_at": now + timedelta(seconds=row.remind_every_s),
-                    "reminders_sent": row.reminders_sent + 1, "version": version + 1, "updated_at": now,
+                    "next_reminder_at": at + timedelta(seconds=row.remind_every_s),
+                    "reminders_sent": row.reminders_sent + 1, "version": version + 1, "updated_at": at,
                 }):
                     continue
                 await self._audit(conn, approval_id, "reminded", State.pending, State.pending, actor="system:timer", via=Via.timer,
-                                  details={"reminder": row.reminders_sent + 1})
+                                  details={"reminder": row.reminders_sent + 1}, at=at)
                 await self.composer.enqueue_notices(conn, await self._row(conn, approval_id), "reminder")
                 sent += 1
         if sent:
@@ -975,13 +980,13 @@ class ApprovalService:
     async def _audit(
         self, conn: AsyncConnection, approval_id: str, kind: str, from_state: State | None, to_state: State | None, *,
         actor: str | None, via: Via | str | None, ip: str | None = None, ua: str | None = None,
-        reason: str | None = None, details: dict[str, Any] | None = None,
+        reason: str | None = None, details: dict[str, Any] | None = None, at: datetime | None = None,
     ) -> None:
         if self.metrics is not None:
             self.metrics.transition(kind)
         # on the approval-event hash chain (verify-log checks it), in the caller's transaction
         await append_approval_event(
-            conn, approval_id=approval_id, at=self.clock(), kind=kind,
+            conn, approval_id=approval_id, at=at or self.clock(), kind=kind,
             from_state=from_state.value if from_state else None, to_state=to_state.value if to_state else None,
             actor=actor, via=str(via.value if isinstance(via, Via) else via) if via else None, ip=ip,
             user_agent=(ua or None) and ua[:400], reason=reason, details=details,
