@@ -410,7 +410,10 @@ class IntentModel(LazyEmbedder):
     # -- scoring -------------------------------------------------------------------
 
     def results(self, texts: list[str]) -> list[IntentResult]:
-        """One IntentResult per text; texts without a topic term cost no embedding."""
+        """One IntentResult per text; texts without a topic term cost no embedding. A window is
+        capped at `NEGATED_CAP` when its topic words are negated without resolve, are not a
+        dispute (`not_a_dispute`), or sit in a short text whose context is another matter
+        (`_CONTEXT_OTHER`: a mortgage offer, "an unrelated case")."""
         jobs: list[tuple[int, int, int, int]] = []  # text index, start, end, offset
         for t in texts:
             if not isinstance(t, str):
