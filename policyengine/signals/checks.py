@@ -659,7 +659,7 @@ class Conflict:
 SEVERITY = {"refusal": 0.95, "amounts": 0.9, "polarity": 0.85, "quantities": 0.75, "dates": 0.75, "times": 0.7,
             "duration": 0.75, "range": 0.7, "day_basis": 0.7}
 # spans in different units that name the same length: "30 days" / "a month", "90 days" / "three months"
-DURATION_TOLERANCE = 0.1
+DURATION_TOLERANCE = Decimal("0.1")
 _SPAN_UNITS = ("hours", "days", "weeks", "months")
 
 
@@ -753,7 +753,7 @@ def span_conflicts(a: Facts, b: Facts) -> list[Conflict]:
         (ua, va), (ub, vb) = next(iter(da.items())), next(iter(db.items()))
         if len(va) == 1 and len(vb) == 1:
             x, y = next(iter(va)), next(iter(vb))
-            if abs(x - y) > Decimal(str(DURATION_TOLERANCE)) * max(x, y):
+            if abs(x - y) > DURATION_TOLERANCE * max(x, y):
                 out.append(Conflict("duration", f"durations differ: {x} h ({ua}) vs {y} h ({ub})", SEVERITY["duration"]))
     for x, y in ((a, b), (b, a)):
         ranges = [q for q in y.quantities if q.unit in _SPAN_UNITS and q.low < q.high]

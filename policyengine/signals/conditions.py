@@ -27,7 +27,7 @@ import re
 from functools import lru_cache
 
 from policyengine.signals.alignment import _content, _stem, tokens
-from policyengine.signals.checks import extract_amounts
+from policyengine.signals.checks import _DIGITS, _norm, extract_amounts, parse_number
 
 __all__ = ["amount_count_conflicts", "basis_conflicts", "condition_conflicts", "count_conflicts", "month_conflicts",
            "price_conflicts", "relative_date_conflicts"]
@@ -266,7 +266,7 @@ def month_conflicts(a: str, b: str) -> list[str]:
 
 # a figure, then (within a few words, before any other figure or the end of the clause) what it
 # is counted per: "£312.60 for the year", "1,000 requests per minute", "€400 per passenger"
-_FIGURE = re.compile(r"([£$€]?)\s?(\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?![\d/:-])")
+_FIGURE = re.compile(rf"([£$€]?)\s?({_DIGITS})(?![\d/:-])")
 _BASIS = re.compile(
     r"[^\d.;!?]{0,40}?\b(?:(?:per|a|an|each|every|for (?:the|each|a|every|your))\s+(?:policy\s+|calendar\s+|billing\s+)?"
     r"(minute|hour|day|night|week|fortnight|month|quarter|year|passenger|person|adult|guest|head|traveller|traveler|"
@@ -279,13 +279,13 @@ _BASIS_CANON = {"night": "day", "daily": "day", "nightly": "day", "hourly": "hou
 
 
 def _bases(text: str) -> dict[str, set[str]]:
-    """figure (currency + digits, commas and a zero fraction dropped) -> the bases it is stated per."""
+    """figure (currency + its value as `checks` reads numbers) -> the bases it is stated per."""
     out: dict[str, set[str]] = {}
     for m in _FIGURE.finditer(text):
-        raw = m.group(2).replace(",", "")
-        if "." in raw:
-            raw = raw.rstrip("0").rstrip(".")
-        key = m.group(1) + raw
+        value = parse_number(m.group(2))
+        if value is None:
+            continue
+        key = m.group(1) + str(_norm(value))
         b = _BASIS.match(text, m.end())
         found = out.setdefault(key, set())
         if b is not None:

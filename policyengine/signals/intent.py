@@ -213,9 +213,11 @@ _AT_WRITER = re.compile(r"\bagainst (?:me|us|myself|my (?:account|name))\b|\b(?:
                         r"\byour (?:\w+ )?(?:solicitors?|lawyers?|attorneys?|debt collectors?|collections? agency)\b", re.I)
 # a legal matter of the writer's that is not a dispute with the recipient, or a law word
 # in another sense ("my attorney needs it for my divorce", "power of attorney", "food court")
+# matters that, named anywhere in a short text, make all of its legal words another matter
+_CONTEXT_TERMS = r"mortgage offer|remortgag\w*|conveyanc\w*|(?:separate|unrelated) (?:matter|case|lawsuit|proceedings)"
 _OTHER_MATTER = re.compile(
-    r"\b(?:divorce|custody|probate|estate|conveyanc\w*|house (?:sale|purchase|move)|buying a (?:house|flat|home)|"
-    r"mortgage offer|remortgag\w*|(?:separate|unrelated) (?:matter|case|lawsuit|claim|proceedings)|"
+    r"\b(?:divorce|custody|probate|estate|house (?:sale|purchase|move)|buying a (?:house|flat|home)|"
+    rf"{_CONTEXT_TERMS}|(?:separate|unrelated) claim|"
     r"penalty charge notice|parking (?:fine|ticket|appeal)|traffic (?:tribunal|court)|covers? (?:my |the )?legal expenses|"
     r"immigration|visa|adoption|power of attorney|lasting power|guardian\w*|malpractice|personal injury|"
     r"the other (?:driver|party|driver's \w+)|legal (?:name|age|tender|guardian|"
@@ -226,8 +228,7 @@ _OTHER_MATTER = re.compile(
 
 # a context that makes every legal word in a short text another matter, whichever sentence it is in
 # ("Your mortgage offer has been issued! Your solicitor will receive a copy today.")
-_CONTEXT_OTHER = re.compile(r"\b(?:mortgage offer|remortgag\w*|conveyanc\w*|(?:separate|unrelated) (?:matter|case|lawsuit|"
-                            r"proceedings))\b", re.I)
+_CONTEXT_OTHER = re.compile(rf"\b(?:{_CONTEXT_TERMS})\b", re.I)
 # a gate word in another sense, recognised by the words around it: a regulator's name ("the state
 # Attorney General"), damage to a thing rather than damages claimed ("hail damage to my roof")
 _OTHER_SENSE = re.compile(
