@@ -72,6 +72,13 @@ def _prefix_pair(ca: list[str], cb: list[str]) -> bool:
 _OPPOSITES: tuple[tuple[re.Pattern[str], re.Pattern[str], str], ...] = tuple(
     (re.compile(x, re.I), re.compile(y, re.I), name) for x, y, name in (
         (r"\bkeep\b", r"\b(?:return|send (?:it )?back)\b", "keep vs return"),
+        (r"\binterest-free\b|\b0% (?:interest|apr)\b|\bno interest\b",
+         r"\b(?:[1-9]\d*(?:\.\d+)?|0\.\d+)% (?:interest|apr|a year|p\.a)", "interest-free vs interest"),
+        (r"\bkeep\b", r"\b(?:dispose of|throw (?:it |them )?away|discard|bin (?:it|them))\b", "keep vs dispose of"),
+        (r"\b(?:may|can|could|have the right to) appeal\b|\bright (?:of|to) appeal\b",
+         r"\b(?:decision|outcome|it) is final\b|\bcannot be appealed\b", "appealable vs final"),
+        (r"\b(?:open|staffed|available|manned|operates|runs)\s+(?:\w+\s+)?(?:24 hours|24/7|24-7|round the clock|around the clock)",
+         r"\b(?:open|staffed|available|manned|operates|runs)\b[^.;]{0,25}?\b(?:until|till|to)\b", "always open vs closing"),
         (r"\b(?:hold|held|reserve[ds]?)\b", r"\b(?:release[ds]?|let go)\b", "held vs released"),
         (r"\b(?:stop|stopped|pause[ds]?|suspend(?:ed)?|put on hold|halt(?:ed)?)\b",
          r"\b(?:go ahead|goes ahead|proceed|continue|as planned)\b", "stopped vs going ahead"),
@@ -101,8 +108,9 @@ _OPPOSITES: tuple[tuple[re.Pattern[str], re.Pattern[str], str], ...] = tuple(
          r"every two weeks|biweekly|bi-weekly)\b", "weekly vs fortnightly"),
         (r"\b(?:monthly|every month|each month)\b", r"\b(?:quarterly|annually|yearly|every year|each year)\b",
          "monthly vs yearly"),
-        (r"\b(?:online|log in|the app|our website|web chat|reply stop|by text|text \w+ to)\b",
-         r"\b(?:call us|phone us|ring us|by phone|over the phone|in branch|visit (?:a|any|your|the) branch|by post)\b",
+        (r"\b(?:online|log in|the app|our website|web chat|reply stop|by text|text \w+ to|download)\b",
+         r"\b(?:call us|phone us|ring us|by phone|over the phone|in branch|visit (?:a|any|your|the) branch|by post|"
+         r"post (?:it |them |the [\w -]{1,20})?to you|in the post)\b",
          "online vs by phone or in person"),
         (r"\bcancell?ed\b", r"\b(?:frozen|unfreeze)\b", "cancelled vs frozen"),
     ))
@@ -140,7 +148,7 @@ def tokens(text: str) -> list[str]:
 # ---------------------------------------------------------------------------- identifiers
 
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_CODE = re.compile(r"(?<![\w£$€.,])(?:[A-Z]{1,6}[- ]?\d[\dA-Z-]*|\d+[A-Z][\dA-Z]*|\d[\d -]{2,}\d|\d{1,3})(?![\w%])")
+_CODE = re.compile(r"(?<![\w£$€.,])(?:[A-Z]{1,6}[- ]?\d[\dA-Z-]*|[a-z]{1,4}-\d{5,}|\d+[A-Z][\dA-Z]*|\d[\d -]{2,}\d|\d{1,3})(?![\w%])")
 _NOT_ID_AFTER = re.compile(
     r"^\s*(?:%|percent|per\s*cent|p\b|pence|k\b|gb|mb|kg|g\b|mg|ml|am|pm|a\.m|p\.m|st\b|nd\b|rd\b|th\b|"
     r"minutes?|mins?|hours?|hrs?|days?|working|business|weeks?|months?|years?|nights?|times?|"

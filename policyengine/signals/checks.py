@@ -266,6 +266,7 @@ _DAY_MONTH = re.compile(r"(?<![\d/.])(\d{1,2})/(\d{1,2})(?![\d/]|\.\d)")
 _WEEKDAY = re.compile(r"\b(monday|tuesday|wednesday|thursday|friday|saturday|sunday)\b", re.I)
 _TIME = re.compile(r"\b(\d{1,2})(?:[:.](\d{2}))?\s?(am|pm|a\.m\.|p\.m\.)", re.I)
 _TIME24 = re.compile(r"\b([01]?\d|2[0-3]):([0-5]\d)\b")
+_TIME_RANGE12 = re.compile(r"\b(\d{1,2}):([0-5]\d)\s*(?:to|-|\u2013|until|till)\s*(\d{1,2}):([0-5]\d)\b(?!\s?(?:am|pm|a\.m|p\.m))", re.I)
 
 
 @dataclass(frozen=True, order=True)
@@ -354,8 +355,13 @@ def extract_times(text: str) -> set[str]:
             continue
         h = (h % 12) + (12 if ap == "pm" else 0)
         found.add(f"{h:02d}:{mins:02d}")
+    # an opening-hours range on a 12-hour clock without am/pm ends in the afternoon when its end is
+    # earlier than its start ("8:30 to 3:30" = 08:30-15:30)
+    afternoon = {m.start(3) for m in _TIME_RANGE12.finditer(text)
+                 if int(m.group(3)) < int(m.group(1)) <= 12}
     for m in _TIME24.finditer(text):
-        found.add(f"{int(m.group(1)):02d}:{m.group(2)}")
+        h = int(m.group(1)) + (12 if m.start() in afternoon else 0)
+        found.add(f"{h:02d}:{m.group(2)}")
     for m in re.finditer(r"\b(noon|midday|midnight)\b", text, re.I):
         found.add("00:00" if m.group(1).lower() == "midnight" else "12:00")
     return found
@@ -744,8 +750,9 @@ def compare_facts(a: Facts, b: Facts) -> list[Conflict]:
 def span_conflicts(a: Facts, b: Facts) -> list[Conflict]:
     """The spans that differ though no figure does in the same unit: one duration each in
     different units, beyond `DURATION_TOLERANCE` ("for 2 days" / "for 24 hours"; "30 days" / "a
-    month" agree); a single figure at one end of the other answer's range, when the first gives
-    no range ("within 3 working days" / "within 3 to 5 working days"); the same number of days,
+    month" agree); a single figure at the low end of the other answer's range, when the first gives
+    no range ("within 3 working days" / "within 3 to 5 working days"; at the high end it is the same
+    upper bound: "within five working days" / "in 3-5 working days"); the same number of days,
     working in one answer and calendar in the other ("3 working days" / "3 days")."""
     out: list[Conflict] = []
     da, db = a.durations, b.durations
@@ -760,10 +767,9 @@ def span_conflicts(a: Facts, b: Facts) -> list[Conflict]:
         if not ranges or any(q.unit in _SPAN_UNITS and q.low < q.high for q in x.quantities):
             continue
         points = {(q.low, q.unit, q.basis) for q in x.quantities if q.unit in _SPAN_UNITS and q.low == q.high}
-        hit = next((r for r in ranges if (r.low, r.unit, r.basis) in points or (r.high, r.unit, r.basis) in points), None)
+        hit = next((r for r in ranges if (r.low, r.unit, r.basis) in points), None)
         if hit is not None:
-            end = hit.low if (hit.low, hit.unit, hit.basis) in points else hit.high
-            out.append(Conflict("range", f"a single figure vs a range: {end} vs {hit}", SEVERITY["range"]))
+            out.append(Conflict("range", f"a single figure vs a range: {hit.low} vs {hit}", SEVERITY["range"]))
             break
     ba, bb = _day_bases(a), _day_bases(b)
     for n in sorted(ba.keys() & bb.keys()):

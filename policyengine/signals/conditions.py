@@ -44,7 +44,10 @@ _RESTRICTION = re.compile(
     r"once (?:you|we|the|your|it|he|she|they)|(?:don't|do not|never) [a-z]+ [^.!?]{0,40}?until|"
     r"as soon as you|in which case|but (?:only|not)|but you(?:'ll| will)? (?:need|must|have to)|"
     r"on weekdays|at weekends|on weekends|for new customers|for existing customers|minimum|at least|"
-    r"up to (?:a (?:maximum|limit) of )?[£$€]\s?\d|capped at)",
+    r"up to (?:a (?:maximum|limit) of )?[£$€]\s?\d|capped at|pending|minus (?:a |an |the |[£$€]?\d)|off-peak|"
+    r"but you (?:won't|will not|can't|cannot|wouldn't|aren't|are not)|but there(?:'s| is|'ll be| will be)|"
+    r"of (?:signing|receiving|receipt|approval|acceptance|activation|completion)|"
+    r"on (?:mon|tues|wednes|thurs|fri|satur|sun)days(?:\s*(?:to|-|\u2013|through|and)\s*(?:mon|tues|wednes|thurs|fri|satur|sun)days?)?)",
     re.I,
 )
 # conditions that assert nothing about the offer ("let us know if you have any questions")
@@ -86,7 +89,8 @@ def _restricted_clauses(text: str) -> list[tuple[str, str]]:
         for part in (c.strip() for c in _CLAUSE_CUT.split(sentence)):
             if not part:
                 continue
-            if clauses and _RESTRICTION.match(re.sub(r"^(?:though|however|but)\s+", "", part, flags=re.I)):
+            if clauses and (_RESTRICTION.match(part) or
+                            _RESTRICTION.match(re.sub(r"^(?:though|however|but)\s+", "", part, flags=re.I))):
                 clauses[-1] = f"{clauses[-1]}, {part}"
             else:
                 clauses.append(part)
@@ -123,7 +127,7 @@ _COUNT_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, 
 _COUNT = re.compile(
     r"\b(" + "|".join(sorted(_COUNT_WORDS, key=len, reverse=True)) + r"|\d{1,3})\s+"
     r"((?:(?:more|extra|new|replacement|additional|spare|separate|free|further|monthly|weekly|annual|[a-z]+-[a-z]+)\s+)"
-    r"{0,2})([a-z]{3,})\b",
+    r"{0,2})([a-z]{3,})(?:\s+([a-z]{3,}))?\b",
     re.I,
 )
 # durations and other units are compared by `checks` (with their conversions)
@@ -138,18 +142,24 @@ _NOT_COUNTED = {"more", "moment", "off", "way", "thing", "another", "other", "le
 def _counts(text: str) -> dict[str, set[int]]:
     out: dict[str, set[int]] = {}
     for m in _COUNT.finditer(text):
-        noun = m.group(3).lower()
         raw = m.group(1).lower()
-        # a plural after a number above one; a singular only after "one" / "single" ("a single user")
-        plural = noun.endswith("s") or noun in _IRREGULAR
-        if (plural and raw in ("one", "single", "1")) or (not plural and raw not in (
-                "one", "single", "1")) or noun in _NOT_COUNTED:
-            continue
-        noun = _IRREGULAR.get(noun, noun.removesuffix("s"))
-        if noun + "s" in _UNIT_NOUNS or re.search(r"\b(?:working|business|calendar)\s*$", m.group(2), re.I):
+        if re.search(r"\b(?:working|business|calendar)\s*$", m.group(2), re.I):
             continue
         n = int(raw) if raw.isdigit() else _COUNT_WORDS[raw]
-        out.setdefault(noun, set()).add(n)
+        # the counted noun is the first word, or the second after a noun modifier ("two passport
+        # photos"); both are keys when both agree with the count ("one passport photo")
+        for noun in (m.group(3), m.group(4)):
+            if noun is None:
+                break
+            noun = noun.lower()
+            # a plural after a number above one; a singular only after "one" / "single" ("a single user")
+            plural = noun.endswith("s") or noun in _IRREGULAR
+            if (plural and raw in ("one", "single", "1")) or (not plural and raw not in (
+                    "one", "single", "1")) or noun in _NOT_COUNTED:
+                continue
+            noun = _IRREGULAR.get(noun, noun.removesuffix("s"))
+            if noun + "s" not in _UNIT_NOUNS:
+                out.setdefault(noun, set()).add(n)
     return out
 
 
@@ -162,7 +172,9 @@ def count_conflicts(a: str, b: str) -> list[str]:
 
 _FREE = re.compile(r"\b(?:free(?! to\b)(?: of charge)?|included|includes?|no (?:extra |additional )?(?:charge|cost|fee)s?|"
                    r"at no (?:extra |additional )?cost|complimentary|without (?:any )?charge|costs? nothing|"
-                   r"no payment (?:is |will be )?(?:due|needed|required|taken)|nothing (?:is due|to pay|for you to pay))\b",
+                   r"no payment (?:is |will be )?(?:due|needed|required|taken)|nothing (?:is due|to pay|for you to pay)|"
+                   r"owe (?:us )?nothing|nothing (?:further|more|else) (?:is due|to pay|for you to pay)|"
+                   r"(?:no|nothing) (?:further|more) to pay)\b",
                    re.I)
 # a price that starts later ("free for the first six months, then £13 a month") is a price
 _LATER_PRICE = re.compile(r"\b(?:then|after that|thereafter|afterwards|from then on|after which)\b", re.I)
@@ -192,9 +204,11 @@ def price_conflicts(a: str, b: str) -> list[str]:
     if not (_contained(a, b, MIN_PRICE_OVERLAP) or _same_subject(a, b)):
         return []
     for x, y, side in ((a, b, "second"), (b, a, "first")):
-        if _says_free(x) and not extract_amounts(x) and extract_amounts(y) and (
-                not _says_free(y) or _LATER_PRICE.search(y)):
-            return [f"free or included vs a price: the {side} answer charges {sorted(map(str, extract_amounts(y)))[0]}"]
+        # the free answer's own figures are what is paid already ("Your insurer has paid $412; you
+        # owe nothing"): a further figure in the other answer is the price
+        extra = {m for m in extract_amounts(y) - extract_amounts(x) if m.value}
+        if _says_free(x) and extra and (not _says_free(y) or _LATER_PRICE.search(y)):
+            return [f"free or included vs a price: the {side} answer charges {sorted(map(str, extra))[0]}"]
     return []
 
 

@@ -49,10 +49,11 @@ _NEGATIVE_WORD = re.compile(
     r"overdue|outstanding(?! (?:balance|amount|bill|invoice|sum|payment|debt|charge))|in arrears|fully booked|hold off|prepaid|pre-paid|(?:fixed|frozen|locked) (?:until|till|for))\b",
     re.I,
 )
-_SENT = re.compile(r"[^.!?;\n]+[.!?;]*")
+# a point between digits ("7.45pm", "£3.50") does not end a sentence, nor a colon between them a clause
+_SENT = re.compile(r"(?:[^.!?;\n]|(?<=\d)\.(?=\d))+[.!?;]*")
 # clause boundaries inside a sentence: a detail added in its own clause ("..., with no
 # early repayment fee") must not flip the parity of the clause it is attached to
-_CLAUSE = re.compile(r"[,:\u2013\u2014()]|\s-\s|\b(?:and|but|with|while|whereas|although|though|so|because|"
+_CLAUSE = re.compile(r"(?<!\d):|:(?!\d)|[,\u2013\u2014()]|\s-\s|\b(?:and|but|with|while|whereas|although|though|so|because|"
                      r"plus|then|or)\b", re.I)
 # minimum share of the smaller sentence's content stems the other sentence must have
 MIN_OVERLAP = 0.5

@@ -1,4 +1,4 @@
-"""Round-4 to round-7 invariants of the signals, on texts written for these tests (none is in a labelled split)."""
+"""Round-4 to round-9 invariants of the signals, on texts written for these tests (none is in a labelled split)."""
 
 from __future__ import annotations
 
@@ -306,3 +306,67 @@ def test_round8_replies_that_note_a_referral_are_outbound_and_praise_idioms(prov
     assert provider.sentiment("We note that you have referred the matter to the Financial Ombudsman; we will send "
                               "them our file.") >= 0.3
     assert provider.sentiment("Whoever set up the new booking page deserves a raise. Took two minutes.") >= 0.3
+
+
+# -- round 9 ---------------------------------------------------------------------------------
+
+
+def test_round9_pending_minus_off_peak_and_but_clauses_are_conditions():
+    assert condition_conflicts("Your claim is accepted.", "Your claim is accepted, pending a surveyor's report.")
+    assert condition_conflicts("We'll pay out the deposit within 10 days.",
+                               "We'll pay out the deposit within 10 days, minus the cleaning charge.")
+    assert condition_conflicts("The pass covers every bus in the city.", "The pass covers every off-peak bus in the city.")
+    assert condition_conflicts("Hand luggage is allowed on the shuttle.",
+                               "Hand luggage is allowed on the shuttle, but you won't be able to bring a pushchair.")
+    assert condition_conflicts("The lockers are free to use.",
+                               "The lockers are free to use, but you'll need to bring your own padlock.")
+    assert condition_conflicts("The pool is open to children.", "The pool is open to children on Saturdays to Mondays.")
+    assert condition_conflicts("Your new card will be sent within 3 days.",
+                               "Your new card will be sent within 3 days of approval.")
+    # the same condition in both answers is no conflict
+    assert not condition_conflicts("Refund approved, pending inspection.", "Your refund is approved, pending inspection.")
+
+
+def test_round9_a_compound_noun_is_counted():
+    assert count_conflicts("Send us three utility bills.", "Send us one utility bill.")
+    assert not count_conflicts("Send us two utility bills.", "Please send two utility bills.")
+
+
+def test_round9_nothing_owed_against_a_further_amount_and_a_zero_balance():
+    assert price_conflicts("The council paid £300; you owe nothing more.",
+                           "The council paid £300; the other £45 is yours to pay.")
+    assert not price_conflicts("The credit brings your balance to £0.", "After the credit you owe nothing; the balance is zero.")
+
+
+def test_round9_opposite_poles_of_hours_appeals_disposal_and_interest():
+    from policyengine.signals.alignment import opposites
+
+    assert opposites("The helpline is open 24 hours.", "The helpline is open 9am to 5pm.")
+    assert opposites("The library is staffed until 8pm.", "The library is staffed round the clock.")
+    assert opposites("The refusal stands and you may appeal within 14 days.", "The refusal stands; the decision is final.")
+    assert opposites("Keep the broken lamp for now.", "Please dispose of the broken lamp.")
+    assert opposites("The loan is interest-free.", "The loan is at 6.5% interest.")
+    assert opposites("Download your statement.", "We'll post the statement to you.")
+    assert not opposites("The helpline is open 24 hours.", "The helpline is open 24/7.")
+
+
+def test_round9_formats_of_money_codes_and_twelve_hour_ranges():
+    assert canonical("The rent is R 8,450.") == "The rent is R8450."
+    assert canonical("Rent: R8 450,00") == "Rent: R8450.00"
+    assert identifier_conflict("Your order is ab-77120.", "Order number: AB-77120") is None
+    from policyengine.signals.checks import extract_times
+
+    assert extract_times("Open 9:00 to 4:30.") == extract_times("Open 09:00-16:30.")
+    assert extract_times("From 22:00 to 06:00.") == {"22:00", "06:00"}
+
+
+def test_round9_a_single_figure_at_a_range_top_is_the_same_bound():
+    assert "range" not in _spans("It takes 2-4 working days.", "It takes within four working days.")
+    assert "range" in _spans("It takes 2 working days.", "It takes 2 to 4 working days.")
+
+
+def test_round9_a_decimal_point_does_not_cut_a_sentence():
+    from policyengine.signals.negation import _sentences
+
+    assert _sentences("Boarding is now at 6.15pm.") == ["Boarding is now at 6.15pm."]
+    assert _sentences("It leaves at 18:15.") == ["It leaves at 18:15."]
