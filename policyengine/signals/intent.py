@@ -53,7 +53,8 @@ INTENT_TOPICS: dict[str, tuple[str, ...]] = {
         "legal route", "legal thing", "legal advice", "demand letter", "legal team", "arbitrate", "arbitrator",
         "letter of claim", "issued and served", "served the claim", "umpire", "plaintiff", "process server",
         "breach of contract", "district judge", "before filing", "no win no fee", "no-win-no-fee", "counterclaim",
-        "defend any claim", "defend the claim",
+        "defend any claim", "defend the claim", "mediation", "client account", "served with",
+        "settlement agreement",
     ),
 }
 
@@ -142,9 +143,13 @@ _RELATION = re.compile(r"\b(?:brother|sister|son|daughter|mum|mom|mother|father|
                        r"couple|family|people|someone|somebody|next door|"
                        r"neighbou?r|colleague|boss|employer|client|tenant|landlord|aunt|uncle|flatmate|nephew|"
                        r"niece|cousin|company's|firm's|estate's|executor)\b", re.I)
-_AGAINST = re.compile(r"\bagainst\s+(?:you|your|the\s+(?:company|bank|clinic|airline|hotel|firm|store|shop|"
-                      r"provider|practice|business))\b|\byou(?:'ll| will)\s+(?:be\s+)?(?:hear|hearing|receive|"
-                      r"be\s+served)\b|\b(?:sue|suing|sued)\s+(?:you|your|the)\b", re.I)
+_RELATION_WORDS = (r"(?:brother|sister|son|daughter|mum|mom|mother|father|dad|husband|wife|partner|friend|neighbou?r|"
+                   r"colleague|boss|employer|tenant|landlord|aunt|uncle|flatmate|nephew|niece|cousin)")
+_RECIPIENT = r"you|your|the\s+(?:company|bank|clinic|airline|hotel|firm|store|shop|provider|practice|business)"
+_AGAINST = re.compile(rf"\bagainst\s+(?:{_RECIPIENT})\b|\byou(?:'ll| will)\s+(?:be\s+)?(?:hear|hearing|receive|"
+                      rf"be\s+served)\b|\b(?:sue|suing|sued)\s+(?:{_RECIPIENT})\b|"
+                      r"\b(?:take|takes|taking|took|taken)\s+(?:you|your\s+\w+)\s+to\s+(?:court|tribunal|small claims|arbitration)\b",
+                      re.I)
 # roles a writer can hold in someone else's legal matter ("I'm a paralegal", "I'm the executor")
 _ROLES = (r"lawyer|solicitor|attorney|paralegal|barrister|journalist|witness|executor|receiver|deputy|reporter|"
           r"consultant|student|judge|administrator|trustee|liquidator")
@@ -157,13 +162,21 @@ _ROLE_SELF = re.compile(rf"\b(?:i'?m|i am|we'?re|we are)\s+an?\s+(?:\w+\s+){{0,2
 _OTHERS_TARGET = re.compile(r"\b(?:su(?:e|es|ing|ed)|tak(?:e|es|ing)|took)\s+(?:their|his|her)\s+\w+|"
                             r"\b(?:pursue|sue|suing|take|taking)\s+(?:my|our)\s+(?:builder|landlord|tenant|employer|"
                             r"neighbou?r|ex|contractor|garage|dentist)\b", re.I)
+# a relation's own matter ("my son's case") or a relation as the one acting ("your tenant has
+# commenced proceedings", "my neighbour is suing"): someone else's, even when the writer acts in
+# the same sentence
+_RELATIONS_MATTER = re.compile(rf"\b(?:my|our|his|her|their|your)\s+{_RELATION_WORDS}['\u2019]s\s+(?:\w+\s+)?(?:case|claim|"
+                            r"hearing|trial|lawsuit|court|proceedings|solicitors?|lawyers?|attorneys?)\b|"
+                            rf"\b(?:my|our|his|her|their|your)\s+{_RELATION_WORDS}\s+(?:has|have|had|is|was|are)\s+"
+                            r"(?:\w+\s+)?(?:commenced|started|issued|filed|brought|lodged|begun|suing|taking)\b(?!\s+(?:you|your)\b)", re.I)
 
 
 # the action is between other parties, whoever writes about it ("a class action against another
 # retailer", "the case filed by other customers")
 _ELSEWHERE = re.compile(r"\bagainst (?:another|other|a different) (?:\w+ )?(?:retailer|company|bank|firm|airline|provider|"
                         r"business|brand|store|shop|insurer)s?\b|\b(?:filed|brought|started) by other (?:customers|users|"
-                        r"people|passengers)\b", re.I)
+                        r"people|passengers)\b|\b(?:relates?|refers?) to (?:a |another )?(?:different|other) (?:company|firm|"
+                        r"business|provider|retailer|bank|insurer)\b", re.I)
 
 
 def _clause(before: str) -> str:
@@ -221,7 +234,7 @@ _OTHER_MATTER = re.compile(
     r"penalty charge notice|parking (?:fine|ticket|appeal)|traffic (?:tribunal|court)|covers? (?:my |the )?legal expenses|"
     r"immigration|visa|adoption|power of attorney|lasting power|guardian\w*|malpractice|personal injury|"
     r"the other (?:driver|party|driver's \w+)|legal (?:name|age|tender|guardian|"
-    r"entity|sector|cover|expenses cover)|legally (?:blind|required)|food court|tennis court|court (?:road|street|"
+    r"entity|sector|cover|expenses cover|expenses['\u2019]? (?:add-on|insurance|policy))|legally (?:blind|required)|food court|tennis court|court (?:road|street|"
     r"lane)|jury service|court reporter|law school|law degree|studying law|by law|the law (?:says|requires))\b",
     re.I)
 
@@ -250,7 +263,10 @@ _ABANDONED = re.compile(
     r"excessive|too much)|if (?:this|it|that) (?:were|was|had been) (?:a )?(?:bigger|more|worse|larger)|"
     r"(?:reckons|thinks|says|said|told me|suggested) (?:that )?(?:i|we) (?:should|could|ought)|"
     r"i'?d (?:probably|definitely|have) (?:be|been)|people have|read (?:somewhere|online)|heard (?:that )?(?:people|others)|"
-    r"if (?:i|we)(?:'m| am| are| were| was)? (?:ever )?(?:get |got |am |was |were )?(?:sued|taken to court))\b",
+    r"if (?:i|we)(?:'m| am| are| were| was)? (?:ever )?(?:get |got |am |was |were )?(?:sued|taken to court)|"
+    r"forget (?:the|about the|about) (?:lawyers?|solicitors?|courts?|legal)|(?:don'?t|do not) have a case|"
+    r"(?:won'?t|will not|not going to) (?:be )?tak(?:e|ing) (?:it|this|things|the matter) (?:any )?further|"
+    r"(?:have |'ve )?withdrawn (?:my|the|our) (?:\w+ ){0,2}(?:claim|application|case|proceedings))\b",
     re.I)
 # "court" and "judge" in sport, shows and shopping
 _SPORT = re.compile(r"\b(?:tennis|squash|badminton|basketball|netball|volleyball|padel|club|clay|grass|hard|food|moot)[- ]courts?\b|"
@@ -280,7 +296,8 @@ def not_a_dispute(sentence: str, hit_starts: list[int]) -> bool:
     """The window's legal words are not the writer's dispute with the recipient: each one part
     of a regulator's name or of damage to a thing (`_OTHER_SENSE`), a plan dropped or only
     imagined (`_ABANDONED`), court or judge in another sense (`_SPORT`), the writer's own
-    unrelated legal matter (`_OTHER_MATTER`), an action between other parties (`_ELSEWHERE`),
+    unrelated legal matter (`_OTHER_MATTER`), an action between other parties (`_ELSEWHERE`) or a
+    relation's own (`_RELATIONS_MATTER`),
     or every topic word in someone else's clause (`_third_party`) with nothing aimed at the
     recipient (`_AGAINST`)."""
     if not hit_starts or _AGAINST.search(sentence):
@@ -294,7 +311,7 @@ def not_a_dispute(sentence: str, hit_starts: list[int]) -> bool:
         return True
     if _ROLE.search(sentence):
         return not _DISPUTE.search(sentence)
-    if _ELSEWHERE.search(sentence):
+    if _ELSEWHERE.search(sentence) or _RELATIONS_MATTER.search(sentence):
         return True
     if _WRITER_ACTS.search(sentence):
         return False

@@ -73,7 +73,9 @@ _OPENER = re.compile(r"^\W*((?:oh|wow|yeah|yay|well)?\W*[\w' ]{1,25}?)\s*[,!.:;\
 _SARCASTIC_IDIOMS = re.compile(
     r"\bthanks? (?:a lot |so much |ever so much )?for (?:nothing|the help not)\b|\bwhat a (?:joke|surprise|treat)\b|"
     r"\bnothing says\b|\bonly (?:took|taken|waited|six|five|four|three|two|a) .{0,20}\b(?:days|weeks|months|hours)\b|"
-    r"\bcounts? for (?:absolutely )?nothing\b|\bexactly (?:what|how) i (?:wanted|needed)\b|\bjust what i needed\b",
+    r"\bcounts? for (?:absolutely )?nothing\b|\bexactly (?:what|how) i (?:wanted|needed)\b|\bjust what i needed\b|"
+    r"\b(?:i'?m|i am) sure (?:whoever|they|you) meant well\b|"
+    r"\bwell done (?:on|for) (?:making|managing|losing|charging|taking|breaking|ignoring|cancelling)\b",
     re.I,
 )
 
@@ -127,7 +129,11 @@ _COMPLAINT_CUES = re.compile(
     r"\bhow is (?:that|this) even (?:possible|allowed|legal)\b|\bafter (?:two|three|four|five|six|seven|eight|nine|ten|"
     r"\d+|several|multiple|countless) (?:emails|calls|phone calls|attempts|chasers|visits)\b|"
     r"\bnot (?:happy|impressed|good enough|acceptable)\b|\bevery time i (?:call|ring|phone|ask|chase)\b|"
-    r"\b(?:does|did) not (?:address|answer) (?:a single|any|one) (?:one )?of\b",
+    r"\b(?:does|did) not (?:address|answer) (?:a single|any|one) (?:one )?of\b|"
+    r"\bare you (?:seriously|kidding|joking|having a laugh)\b|\bso which is it\b|"
+    r"\bdo you (?:actually|even) (?:check|read|care|listen)\b|"
+    # a demand made now ("I want a full refund and I want it now")
+    r"\bi want (?:a (?:full )?refund|my money back|it (?:sorted|fixed|done)) (?:now|today|immediately)\b|\bi want it now\b",
     re.I,
 )
 # a short phrase in quotes in a customer's message: the writer disputes the word ("'unlimited'
@@ -137,7 +143,7 @@ _SCARE_QUOTES = re.compile(r"(?<![\w])['\"\u2018\u201c](?:[A-Za-z][\w-]*(?: [\w-
 
 _SALUTATION = re.compile(r"^\W*(?:dear|hi|hello|hey|good (?:morning|afternoon|evening)|good news|thanks?(?: you)?,)\b",
                          re.I)
-_FIXED_SARCASM = re.compile(r"\bthanks? (?:a lot |so much |ever so much )?for nothing\b|\bwhat a joke\b", re.I)
+_FIXED_SARCASM = re.compile(r"\b(?:thanks?|thx|cheers) (?:a lot |so much |ever so much )?for nothing\b|\bwhat a joke\b", re.I)
 
 
 # The writer says the problem is small ("not a big deal", "but I get it", "it still works"):
@@ -234,7 +240,7 @@ def sarcasm_cue(text: str) -> float:
 # or the formulas of notices ("Good news", "We acknowledge", "Thank you for your patience",
 # "If this wasn't you"). Routine outbound text is neutral: see `outbound_floor`.
 _OUTBOUND = re.compile(
-    r"^\W*(?:dear\s+(?:customer|patient|guest|member|mr|mrs|ms|miss|dr)\b|(?:hi|hello)\s+(?!there\b)(?:(?:mr|mrs|ms|miss|dr)\.?\s+)?[A-Z][a-z]+(?:-[A-Z][a-z]+)?,)|"
+    r"^\W*(?:dear\s+(?:customer|patient|guest|member|student|parent|tenant|applicant|mr|mrs|ms|miss|dr)\b|(?:hi|hello)\s+(?!there\b)(?:(?:mr|mrs|ms|miss|dr)\.?\s+)?[A-Z][a-z]+(?:-[A-Z][a-z]+)?,)|"
     # an apology followed by what the writer has done for the reader, and the company's own formulas
     r"^\W*(?:i'?m (?:so |really |very |truly |terribly )?sorry|apologies)\b[^.!?]*[.!?]\s+(?:[^.!?]*\s)?(?:i'?ve|i have|we'?ve|we have|"
     r"i'?ll|we'?ll|a crew|an engineer|our [a-z]+ team)\s+(?:\w+\s+){0,2}?(?:authori[sz]ed|put|escalated|applied|"
@@ -246,7 +252,7 @@ _OUTBOUND = re.compile(
     r"\b(?:we(?:'ve| have) been (?:notified|informed|served|made aware)|we have notified|as requested|"
     r"while we (?:look|assess|investigate|review|check)|it'?s been (?:traced|located|found|dispatched|rebooked)|"
     # the company's side of a legal matter, anywhere in the text
-    r"we note that you have|our records show|we (?:have )?received (?:a|your|the) (?:subpoena|letter|claim|notice|"
+    r"we note that you have|our records (?:show|indicate)|we (?:have )?received (?:a|your|the) (?:subpoena|letter|claim|notice|"
     r"demand)|please (?:route|direct|address) (?:all )?(?:communications?|correspondence)|we (?:cannot|can'?t) discuss your "
     r"account|in response to the claim|we have decided to settle|we confirm receipt of|for legal review|"
     r"we(?:'ve| have) (?:reproduced|scheduled|fixed|posted|reset|escalated|referred)|"
@@ -255,9 +261,12 @@ _OUTBOUND = re.compile(
     r"change|go (?:up|down))|"
     r"^\W*thanks? (?:you )?for letting us know|"
     r"if you remain (?:dissatisfied|unhappy)|you(?:'re| are) welcome to (?:raise|contact|refer|ask)|^\W*reminder|"
-    r"this is a reminder|by continuing to use|no action is needed|you (?:don'?t|do not) need to (?:take any action|do anything))\b|"
+    r"this is (?:a|your) (?:\w+ )?reminder|by continuing to use|you may wish to|we are in receipt of|"
+    r"(?:has|have) been (?:issued|sent|served|posted) to you|"
+    r"per our (?:attorneys?|solicitors?|lawyers?|legal (?:team|department|counsel))|"
+    r"i(?:'ve| have) asked (?:a|my|our) (?:supervisor|manager|colleague|team leader)|no action is needed|you (?:don'?t|do not) need to (?:take any action|do anything))\b|"
     r"(?<![\"'])\b(?:we(?:'ve| have| will|'ll)|our team)\s+(?:\w+\s+){0,2}?(?:received|processed|refunded|credited|applied|"
-    r"cancelled|canceled|updated|sent|issued|approved|passed|forwarded|referred|booked|arranged|removed|added|"
+    r"cancelled|canceled|closed|updated|sent|issued|approved|passed|forwarded|referred|booked|arranged|removed|added|"
     r"reviewed|note|acknowledge|upgraded|submitted|escalated|checked|waived|unblocked|unlocked|reset|raised|logged)\b|"
     r"\byour\s+(?:[\w'\u2019£$€.,-]+\s+){0,8}?(?:(?:has|have) (?:now )?been|will (?:now )?be)\s+(?:\w+ed|sent|set up|shipped)\b|"
     r"\bwe (?:have not|haven'?t) been able to\b|\bwe(?:'re| are) unable to (?:reverse|refund|accept|offer|collect)\b|"
@@ -265,7 +274,7 @@ _OUTBOUND = re.compile(
     r"\byour free trial (?:ends|expires)\b|^\W*dear (?:passenger|traveller|policyholder|resident|subscriber)\b|"
     r"\byour\s+(?:[\w£$€.,-]+\s+){0,6}?(?:is|are|was|were)\s+(?:now\s+)?(?:ready|available|confirmed|booked|"
     r"on (?:its|their) way|attached|enclosed|changed successfully|set up)\b|"
-    r"^\W*(?:good news|welcome (?:aboard|to|back)|just confirming|please find (?:attached|enclosed)|"
+    r"^\W*(?:(?:hi|hello|dear)\b[^,.!?]{0,30},\s*)?(?:good news|great news|welcome (?:aboard|to|back)|just confirming|please find (?:attached|enclosed)|"
     r"we(?:'re| are) (?:writing|sorry|really sorry|so sorry|delighted|pleased|glad)|we acknowledge|we note|"
     r"thanks? (?:you )?(?:so much )?for (?:contacting|getting in touch|your (?:patience|letter|email|message|kind|payment|"
     r"order|feedback|notice|response)|staying|flying|choosing|shopping|being|writing (?:to us|in))|"

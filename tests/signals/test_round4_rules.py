@@ -370,3 +370,30 @@ def test_round9_a_decimal_point_does_not_cut_a_sentence():
 
     assert _sentences("Boarding is now at 6.15pm.") == ["Boarding is now at 6.15pm."]
     assert _sentences("It leaves at 18:15.") == ["It leaves at 18:15."]
+
+
+def test_round9_a_relations_matter_and_dropped_threats_are_not_a_dispute():
+    s = "My sister is suing her employer, not you; I only need copies of my payslips."
+    assert not_a_dispute(s, _starts(s, "suing"))
+    s = "The hearing for my daughter's case has moved, so can I change the delivery to Friday?"
+    assert not_a_dispute(s, _starts(s, "case"))
+    s = "Our tenant has filed a claim at the tribunal; as your letting agent we'll send you the papers."
+    assert not_a_dispute(s, _starts(s, "tribunal"))
+    s = "Forget the solicitors, I just want someone to ring me back."
+    assert not_a_dispute(s, _starts(s, "solicitors"))
+    s = "I've withdrawn my small claims application now that you've paid."
+    assert not_a_dispute(s, _starts(s, "small claims"))
+    # a relation who takes the recipient to court is a dispute with the recipient
+    s = "My husband is taking you to court over the deposit."
+    assert not not_a_dispute(s, _starts(s, "court"))
+    s = "My neighbour is suing you as well, and so am I."
+    assert not not_a_dispute(s, _starts(s, "suing"))
+
+
+def test_round9_outbound_formulas_and_sarcastic_thanks(provider):
+    assert outbound_cue("Dear student, your library fines of £3.10 are due before the end of term.")
+    assert outbound_cue("Hi Tom, we're sorry for the wait: your order ships today.")
+    assert outbound_cue("Our records indicate that a claim has been filed; please direct questions to our solicitors.")
+    assert outbound_cue("This is your second reminder: the invoice for March is overdue.")
+    assert provider.sentiment("Cheers for nothing. Still no refund.") < 0.3
+    assert provider.sentiment("Are you seriously charging me twice for one delivery?") < 0.3
