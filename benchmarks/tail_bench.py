@@ -14,6 +14,10 @@ Printed per run: p50 / p90 / p99 / p99.9 / max (from wrk's own histogram, throug
 hook), added p50 and p99 (gateway minus direct in the same round), the service's CPU per request,
 and the decision log's counters from /metrics (WAL size). The summary is the median over rounds.
 
+`--disk-probe` also times, during each gateway run, a 4 KiB append + fsync every 5 ms to a file beside
+the databases (a thread of this script, not of the service): its p99 and max and how many took over
+50 ms, so a stall in the gateway's tail under `FULL` can be told apart from one in the disk.
+
 Issue 22 asked for an added p99 at c=1 under 2 ms (the peer bench measured 19 / 51 ms).
 """
 
@@ -29,6 +33,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -68,6 +74,46 @@ def wrk_tail(url: str, *, duration: int, body: dict, token: str | None, cpu: str
     if cpu0 is not None and cpu1 is not None and n:
         res["cpu_ms_per_req"] = round((cpu1 - cpu0) * 1000 / n, 4)
     return res
+
+
+class DiskProbe:
+    """Times a 4 KiB append + fsync every `gap_s` to `path` while running (a thread); `stop()`
+    returns {n, p99_ms, max_ms, over_50ms} for the window since `start()`."""
+
+    def __init__(self, path: Path, gap_s: float = 0.005) -> None:
+        self.path, self.gap_s = path, gap_s
+        self._stop = threading.Event()
+        self._lat: list[float] = []
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            while not self._stop.is_set():
+                t0 = time.perf_counter()
+                os.write(fd, b"x" * 4096)
+                os.fsync(fd)
+                self._lat.append((time.perf_counter() - t0) * 1000)
+                self._stop.wait(self.gap_s)
+        finally:
+            os.close(fd)
+            self.path.unlink(missing_ok=True)
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._lat = []
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> dict:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        lat = sorted(self._lat)
+        if not lat:
+            return {"n": 0}
+        return {"n": len(lat), "p99_ms": round(lat[int(len(lat) * 0.99)], 2), "max_ms": round(lat[-1], 1),
+                "over_50ms": sum(x > 50 for x in lat)}
 
 
 def metric(url: str, name: str) -> float | None:
@@ -121,6 +167,7 @@ def main() -> None:
     ap.add_argument("--dir", help="where the databases go (default: a temporary directory; /dev/shm takes the "
                                   "disk's fsync out of the figures, leaving the CPU-side tail)")
     ap.add_argument("--json", help="write every run here")
+    ap.add_argument("--disk-probe", action="store_true", help="time fsyncs on the databases' disk during each run")
     a = ap.parse_args()
     configs = [parse_config(c) for c in (a.config or ["default"])]
     if not shutil.which("wrk"):
@@ -150,8 +197,13 @@ def main() -> None:
             print(f"[round {rnd}] direct   load {ab.loadavg():>14} | p50 {direct['p50_ms']:.3f} p99 "
                   f"{direct['p99_ms']:.3f} p99.9 {direct['p999_ms']:.3f} max {direct['max_ms']:.2f} ms", flush=True)
             for name, svc in services.items():
+                probe = DiskProbe(work / "fsync-probe") if a.disk_probe else None
+                if probe:
+                    probe.start()
                 r = wrk_tail(svc.url + "/v1/chat/completions", duration=a.duration, body=body, token=ab.TOKEN,
                              cpu=a.load_cpu, measure_pid=svc.proc.pid, conns=a.conns)
+                if probe:
+                    r["disk"] = probe.stop()
                 r.update(round=rnd, config=name, load=ab.loadavg(),
                          added_p50_ms=round(r["p50_ms"] - direct["p50_ms"], 3),
                          added_p99_ms=round(r["p99_ms"] - direct["p99_ms"], 3),
@@ -160,7 +212,9 @@ def main() -> None:
                 print(f"[round {rnd}] {name:<8} load {r['load']:>14} | {r['rps']:7.0f} req/s p50 {r['p50_ms']:.3f} "
                       f"p90 {r['p90_ms']:.3f} p99 {r['p99_ms']:.3f} p99.9 {r['p999_ms']:.3f} max {r['max_ms']:.2f} ms"
                       f" | added p50 {r['added_p50_ms']:.3f} p99 {r['added_p99_ms']:.3f} ms | CPU "
-                      f"{r.get('cpu_ms_per_req')} ms/req | WAL {r['wal_mb']} MB | non-2xx {r['non2xx']}", flush=True)
+                      f"{r.get('cpu_ms_per_req')} ms/req | WAL {r['wal_mb']} MB | non-2xx {r['non2xx']}"
+                      + (f" | disk fsync p99 {r['disk'].get('p99_ms')} max {r['disk'].get('max_ms')} ms, "
+                         f"{r['disk'].get('over_50ms')} over 50 ms" if "disk" in r else ""), flush=True)
     finally:
         for svc in services.values():
             svc.stop()
