@@ -139,12 +139,11 @@ class IntentResult:
 _CLAUSE = re.compile(r"[,;:]|\b(?:if|unless|but|until|or|should|because|so|otherwise)\b", re.I)
 # subject pronouns that start a new clause after a negator ("not ... you" is an object)
 _PRONOUN = re.compile(r"\b(?:i|i'm|i'll|i've|i'd|we|we'll|we're|we've|he|she|they)\b", re.I)
-_RELATION = re.compile(r"\b(?:brother|sister|son|daughter|mum|mom|mother|father|dad|husband|wife|partner|friend|"
-                       r"couple|family|people|someone|somebody|next door|"
-                       r"neighbou?r|colleague|boss|employer|client|tenant|landlord|aunt|uncle|flatmate|nephew|"
-                       r"niece|cousin|company's|firm's|estate's|executor)\b", re.I)
+# people with legal matters of their own: the writer's relations and other parties named by role
 _RELATION_WORDS = (r"(?:brother|sister|son|daughter|mum|mom|mother|father|dad|husband|wife|partner|friend|neighbou?r|"
                    r"colleague|boss|employer|tenant|landlord|aunt|uncle|flatmate|nephew|niece|cousin)")
+_RELATION = re.compile(rf"\b(?:{_RELATION_WORDS}|couple|family|people|someone|somebody|next door|client|company's|firm's|"
+                       r"estate's|executor)\b", re.I)
 _RECIPIENT = r"you|your|the\s+(?:company|bank|clinic|airline|hotel|firm|store|shop|provider|practice|business)"
 _AGAINST = re.compile(rf"\bagainst\s+(?:{_RECIPIENT})\b|\byou(?:'ll| will)\s+(?:be\s+)?(?:hear|hearing|receive|"
                       rf"be\s+served)\b|\b(?:sue|suing|sued)\s+(?:{_RECIPIENT})\b|"
