@@ -29,6 +29,8 @@ not a plain forward (denied, held, its upstream down) after, with its `Prepared`
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
@@ -68,8 +70,11 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 class FastPath:
     """Answers the allowed tools/calls it can take; hands the rest to the SDK's session manager.
 
-    A client that disconnects while its call is forwarded does not cancel the forward here (the
-    SDK's entry would cancel its handler): the call was decided and may already be running."""
+    A client that disconnects while its call is forwarded cancels it, as the 2026-07-28
+    protocol says a disconnect on streamable HTTP does: the forward is cancelled (which closes
+    the upstream request, the same signal one hop on) and the call's outcome row says
+    `cancelled`; its decision row was queued before the call was sent and is committed all the
+    same."""
 
     def __init__(self, gateway: McpGateway, security: TransportSecuritySettings | None, max_body: int) -> None:
         self.gateway, self.max_body = gateway, max_body
@@ -125,7 +130,11 @@ class FastPath:
                 await pre.confirm()  # durable before anything is refused or held
                 scope[HANDED_OVER] = pre  # decided and logged: the SDK's path acts on it
                 return await sdk(scope, replay, send)
-            result, log_outcome = await g.forward_wire(pre)
+            forward = asyncio.ensure_future(g.forward_wire(pre))
+            if not await _unless_disconnected(forward, receive):
+                g.cancelled(pre, "the client disconnected before the answer")
+                return None
+            result, log_outcome = forward.result()
         except MCPError as exc:  # the decision log cannot take the row: nothing is answered but this
             return await _write(send, ERROR_CODE_HTTP_STATUS.get(exc.code, 200),
                                 {"jsonrpc": "2.0", "id": rid, "error": {"code": exc.code, "message": exc.message}})
@@ -223,6 +232,28 @@ async def _read(receive: Receive, limit: int) -> tuple[bytes, bool]:
             return b"".join(parts), False
         if size > limit:
             return b"".join(parts), True
+
+
+async def _unless_disconnected(task: asyncio.Future[Any], receive: Receive) -> bool:
+    """Wait for `task`; True once it is done (its result or error is the task's), False when the
+    client disconnected first, in which case `task` is cancelled and has finished. The body has
+    been read whole, so the next message `receive` gives is the disconnect."""
+    async def gone() -> None:
+        for _ in range(64):
+            if (await receive())["type"] == "http.disconnect":
+                return
+        await asyncio.Event().wait()  # a server that keeps sending anything else: watch no more
+
+    watch = asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        watch.cancel()
+    return not task.cancelled()
 
 
 def _replayed(body: bytes, more: bool, receive: Receive) -> Receive:

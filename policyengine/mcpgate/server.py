@@ -440,6 +440,11 @@ class McpGateway:
 
     # ------------------------------------------------------------------ the log
 
+    def cancelled(self, pre: Prepared, why: str) -> None:
+        """Queue the outcome row of an allowed call whose client went away before its answer
+        (`cancelled`, with why); the upstream call was cancelled with it."""
+        self._outcome(pre.call, "cancelled", pre.server, reason=why)
+
     def _outcome(self, call: Call, outcome: str, server: str, **extra: Any) -> None:
         call.outcome(outcome=outcome, model=None, attempts=[], kind=OUTCOME_KIND, upstream=server, **extra)
 

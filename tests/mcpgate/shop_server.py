@@ -9,6 +9,7 @@ to the file named by `SHOP_CALLS` (one JSON line), so a test can see what reache
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from typing import Annotated
@@ -79,6 +80,17 @@ def mail_app():
         for step in (1, 2):
             await ctx.report_progress(step, 2, f"drafting to {to}: step {step}")
         return f"drafted to {to}"
+
+    @mail.tool()
+    async def slow_email(to: str) -> str:
+        """Send an email slowly (a call the client can give up on while it runs)."""
+        _note("slow_email", {"to": to, "phase": "started"})
+        try:
+            await asyncio.sleep(20)
+        except asyncio.CancelledError:
+            _note("slow_email", {"to": to, "phase": "cancelled"})
+            raise
+        return f"sent slowly to {to}"
 
     return mail.streamable_http_app(host="0.0.0.0")
 

@@ -158,3 +158,39 @@ async def test_malformed_json_rpc_on_the_2026_entry_is_an_error_and_other_calls_
         await gw.approve_by_link(pending[0]["id"])
         done = await asyncio.wait_for(held, 20)
     assert not done.is_error and _text(done) == "refunded 150 GBP on order M1"
+
+
+async def test_a_client_that_disconnects_cancels_its_forwarded_call(gw):
+    """On 2026-07-28 a disconnect on streamable HTTP is the request's cancellation: the forward is
+    cancelled, which closes the upstream request, and the outcome row says so."""
+    before = _decision_rows(gw)
+    async with gw.http() as h:
+        req = asyncio.ensure_future(h.post("/mcp", json=_call(9, "slow_email", {"to": "a@b.example"}),
+                                           headers={**HDRS, "mcp-name": "slow_email"}))
+        for _ in range(500):  # the upstream is running the call
+            if any(c["tool"] == "slow_email" for c in gw.upstream_calls()):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError(f"the call never reached the upstream: {gw.upstream_calls()}")
+        req.cancel()  # the client gives up: its connection closes
+        with pytest.raises(asyncio.CancelledError):
+            await req
+    path = gw.runtime.settings.database_url.removeprefix("sqlite:///")
+    for _ in range(500):
+        with sqlite3.connect(path) as con:
+            rows = con.execute("SELECT id FROM decisions WHERE kind = 'mcp_tool_call' AND action = ?",
+                               ("slow_email",)).fetchall()
+        if rows:
+            break
+        await asyncio.sleep(0.01)
+    assert len(rows) == 1 and _decision_rows(gw) == before + 1
+    rec = await gw.outcome(rows[0][0])
+    assert rec["effect"] == "allow" and rec["extra"]["outcome"] == "cancelled"
+    assert rec["extra"]["reason"] == "the client disconnected before the answer"
+    for _ in range(500):  # the upstream's handler was cancelled one hop on
+        if {"tool": "slow_email", "args": {"to": "a@b.example", "phase": "cancelled"}} in gw.upstream_calls():
+            break
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError(f"the upstream call was not cancelled: {gw.upstream_calls()}")
