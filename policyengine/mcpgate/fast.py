@@ -30,7 +30,6 @@ not a plain forward (denied, held, its upstream down) after, with its `Prepared`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
@@ -130,11 +129,16 @@ class FastPath:
                 await pre.confirm()  # durable before anything is refused or held
                 scope[HANDED_OVER] = pre  # decided and logged: the SDK's path acts on it
                 return await sdk(scope, replay, send)
-            forward = asyncio.ensure_future(g.forward_wire(pre))
-            if not await _unless_disconnected(forward, receive):
+            watch = _DisconnectWatch(receive)
+            try:
+                result, log_outcome = await g.forward_wire(pre)
+            except asyncio.CancelledError:
+                if not watch.cancelled_us():
+                    raise
                 g.cancelled(pre, "the client disconnected before the answer")
                 return None
-            result, log_outcome = forward.result()
+            finally:
+                watch.stop()
         except MCPError as exc:  # the decision log cannot take the row: nothing is answered but this
             return await _write(send, ERROR_CODE_HTTP_STATUS.get(exc.code, 200),
                                 {"jsonrpc": "2.0", "id": rid, "error": {"code": exc.code, "message": exc.message}})
@@ -234,26 +238,38 @@ async def _read(receive: Receive, limit: int) -> tuple[bytes, bool]:
             return b"".join(parts), True
 
 
-async def _unless_disconnected(task: asyncio.Future[Any], receive: Receive) -> bool:
-    """Wait for `task`; True once it is done (its result or error is the task's), False when the
-    client disconnected first, in which case `task` is cancelled and has finished. The body has
-    been read whole, so the next message `receive` gives is the disconnect."""
-    async def gone() -> None:
-        for _ in range(64):
-            if (await receive())["type"] == "http.disconnect":
-                return
-        await asyncio.Event().wait()  # a server that keeps sending anything else: watch no more
+class _DisconnectWatch:
+    """Cancels the task that creates it when the client disconnects (the body has been read
+    whole, so the next message `receive` gives is the disconnect). One task beside the caller,
+    which awaits its own work directly; `cancelled_us()` tells that cancellation from any other
+    and takes it back, `stop()` ends the watch."""
 
-    watch = asyncio.ensure_future(gone())
-    try:
-        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-        watch.cancel()
-    return not task.cancelled()
+    __slots__ = ("_fired", "_task")
+
+    def __init__(self, receive: Receive) -> None:
+        self._fired = False
+        owner = asyncio.current_task()
+        assert owner is not None
+
+        async def watch() -> None:
+            for _ in range(64):
+                if (await receive())["type"] == "http.disconnect":
+                    self._fired = True
+                    owner.cancel()
+                    return
+            await asyncio.Event().wait()  # a server that keeps sending anything else: watch no more
+
+        self._task = asyncio.get_running_loop().create_task(watch())
+
+    def cancelled_us(self) -> bool:
+        if self._fired:
+            owner = asyncio.current_task()
+            if owner is not None:
+                owner.uncancel()
+        return self._fired
+
+    def stop(self) -> None:
+        self._task.cancel()
 
 
 def _replayed(body: bytes, more: bool, receive: Receive) -> Receive:
