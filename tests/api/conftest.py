@@ -102,6 +102,13 @@ async def running_service(db_url: str, monkeypatch, policy_dir: Path = POLICIES,
         await asyncio.sleep(0.025)
     else:
         raise RuntimeError("service did not start")
+    # as behind a load balancer that gates on /readyz: the models and classifiers the policy needs
+    # are loaded before the first request (the first load in a process trains both classifiers,
+    # over a minute on a loaded machine; later services share them)
+    warmup = app.state.runtime.signals_warmup
+    if warmup is not None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(warmup), 600)
     try:
         svc = Service(url=f"http://127.0.0.1:{port}", app=app, settings=settings, sims=sims, tokens=TOKENS)
         yield svc
