@@ -1,7 +1,7 @@
 """Warm-up and readiness of the models and classifiers the serving policy needs.
 
 A policy that reads `sentiment`, runs `verify ... divergence`, or mentions a lexicon `by
-intent` / `by both` needs the sentence-embedding model (seconds to load) and, for sentiment
+intent` / `by both` (or without a mode, when the lexicon has an intent model) needs the sentence-embedding model (seconds to load) and, for sentiment
 and intent, a classifier trained on it at first use. Without a warm-up the first request that
 needs one pays that (17 s was seen on a loaded machine). `start_warmup(runtime)` loads exactly
 what the policy needs, in a worker thread, once per policy set; `warmup_check(runtime)` is what
@@ -38,6 +38,19 @@ def needed_warmups(policy: Any) -> list[str]:
         name = f"intent:{sig.split(':')[1]}" if sig.startswith("mentions:") else sig
         if name not in out:
             out.append(name)
+    # `text mentions LEXICON` without a mode is intent-aware (`by both`) for a lexicon with an intent
+    # model, so its classifier is loaded too, where the embeddings extra is installed
+    from policyengine.signals.intent import has_intent_model
+    from policyengine.signals.requirements import can_run, policy_rules
+
+    for r in policy_rules(policy):
+        for sig in getattr(r, "signals", ()):
+            parts = sig.split(":")
+            if (len(parts) == 2 and parts[0] == "mentions" and has_intent_model(parts[1])
+                    and can_run(f"{sig}:intent")):
+                name = f"intent:{parts[1]}"
+                if name not in out:
+                    out.append(name)
     return sorted(out)
 
 

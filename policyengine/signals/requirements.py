@@ -26,17 +26,8 @@ from typing import Any
 
 from policyengine.errors import PolicyEngineError
 
-__all__ = [
-    "EMBEDDINGS_EXTRA",
-    "EMBEDDING_SIGNALS",
-    "INSTALL_COMMAND",
-    "EmbeddingsNotInstalled",
-    "SignalUse",
-    "embedding_uses",
-    "missing_extras",
-    "missing_modules",
-    "require_available",
-]
+__all__ = ["EMBEDDINGS_EXTRA", "EMBEDDING_SIGNALS", "INSTALL_COMMAND", "EmbeddingsNotInstalled", "SignalUse", "can_run",
+           "embedding_uses", "missing_extras", "missing_modules", "policy_rules", "require_available"]
 
 EMBEDDINGS_EXTRA = "embeddings"
 DISTRIBUTION = "policyengine-llm"
@@ -70,6 +61,12 @@ def _importable(module: str) -> bool:
     if ok:
         _found.add(module)
     return ok
+
+
+def can_run(signal: str) -> bool:
+    """Are the modules `signal` needs installed (`find_spec` only: imports nothing)? True for a
+    signal that needs no embedding."""
+    return all(_importable(m) for m in _modules_for(signal))
 
 
 def _modules_for(signal: str) -> tuple[str, ...]:
@@ -161,7 +158,8 @@ class EmbeddingsNotInstalled(PolicyEngineError):
         return out
 
 
-def _rules(policy: Any) -> list[Any]:
+def policy_rules(policy: Any) -> list[Any]:
+    """The rules of a compiled policy set (every plan's denies, holds and authorizes, once each), in source order."""
     seen: dict[str, Any] = {}
     plans = [*getattr(policy, "plans", {}).values(), getattr(policy, "global_plan", None)]
     for plan in plans:
@@ -177,7 +175,7 @@ def embedding_uses(policy: Any) -> list[SignalUse]:
     an embedding signal (`sentiment`, `divergence`) or is a `verify` rule, in source order.
     Routes and `allow model choice` conditions are included (located by their source text)."""
     uses: list[SignalUse] = []
-    for r in _rules(policy):
+    for r in policy_rules(policy):
         names = {s for s in r.signals if s in EMBEDDING_SIGNALS or (s.startswith("mentions:") and s.endswith(":intent"))}
         if r.kind == "verify":
             names.add("divergence")

@@ -72,7 +72,8 @@ def seed_env(monkeypatch) -> list[SeedKey]:
 
 
 @contextlib.asynccontextmanager
-async def running_service(db_url: str, monkeypatch, policy_dir: Path = POLICIES, **overrides):
+async def running_service(db_url: str, monkeypatch, policy_dir: Path = POLICIES, *, wait_ready: bool = True,
+                          **overrides):
     from policyengine.api import create_app
 
     sims = {"qwen-72b": SimServer("qwen-72b", flavour="vllm", keys=["qk1", "qk2"], context=32768),
@@ -106,7 +107,7 @@ async def running_service(db_url: str, monkeypatch, policy_dir: Path = POLICIES,
     # are loaded before the first request (the first load in a process trains both classifiers,
     # over a minute on a loaded machine; later services share them)
     warmup = app.state.runtime.signals_warmup
-    if warmup is not None:
+    if warmup is not None and wait_ready:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(warmup), 600)
     try:
