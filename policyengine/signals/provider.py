@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,6 +14,10 @@ from policyengine.signals.intent import IntentModel, has_intent_model
 from policyengine.signals.mentions import LexiconMatcher
 from policyengine.signals.semantic_mentions import SemanticMentions
 from policyengine.signals.sentiment import Method, SentimentScorer
+
+# (topic, embedder or None for the shared one) -> its intent model; IntentModel trains under its own lock
+_SHARED_INTENTS: dict[tuple[str, Embedder | None], IntentModel] = {}
+_SHARED_LOCK = threading.Lock()
 
 
 class DefaultSignalProvider:
@@ -50,10 +55,17 @@ class DefaultSignalProvider:
         return hit
 
     def intent_model(self, lexicon: str) -> IntentModel:
-        """The lexicon topic's intent model (one per provider, trained on first use)."""
+        """The lexicon topic's intent model, trained on first use: one per process for each
+        (topic, embedder), shared by every provider, so a second service or a reload in the same
+        process never trains it again (training embeds about 4,000 texts)."""
         model = self._intents.get(lexicon)
         if model is None:
-            model = self._intents[lexicon] = IntentModel(lexicon, self.embedder)
+            with _SHARED_LOCK:
+                key = (lexicon, self.embedder)
+                model = _SHARED_INTENTS.get(key)
+                if model is None:
+                    model = _SHARED_INTENTS[key] = IntentModel(lexicon, self.embedder)
+            self._intents[lexicon] = model
         return model
 
     def mention_intent(self, text: str, lexicon: str, phrases: list[str], mode: str = "both") -> MentionMatch | None:

@@ -44,7 +44,9 @@ class Service:
         """A real openai.AsyncOpenAI client for this service (closed when the service stops)."""
         import openai
 
-        c = openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=self.tokens[who], max_retries=0, timeout=60)
+        # 180 s: the first request in a process that needs a classifier the policy does not warm
+        # (the sentiment model behind a hold's review context) trains it, about a minute under load
+        c = openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=self.tokens[who], max_retries=0, timeout=180)
         self._sdks.append(c)
         return c
 
