@@ -48,6 +48,22 @@ PINNED = ("tenant_tier", "channel", "actor_role")
 SLOW_SIGNALS = frozenset({"sentiment"})
 
 
+def _runs_a_model(names: frozenset[str] | set[str]) -> bool:
+    """Does computing `names` run the embedding model: sentiment, or a lexicon mention read by its
+    intent model (`by intent`, `by both`, or no mode on a lexicon with one)? Those are evaluated in
+    a worker thread, never on the event loop."""
+    from policyengine.signals.intent import has_intent_model
+
+    for name in names:
+        if name in SLOW_SIGNALS:
+            return True
+        if name.startswith("mentions:"):
+            parts = name.split(":")
+            if (len(parts) == 3 and parts[2] in ("intent", "both")) or (len(parts) == 2 and has_intent_model(parts[1])):
+                return True
+    return False
+
+
 def _trusted(principal: Principal, attribute: str, name: str) -> bool:
     """Whether the key's `attribute` (`trusted_signals` / `trusted_fields`) allows the request to
     set `name`: `true` (or the string "true" / "*") allows everything; a list, or a
@@ -330,7 +346,7 @@ async def evaluate(runtime: Runtime, policy: CompiledPolicy, action: Action) -> 
     wrong kind."""
     try:
         # signals_needed leaves out values the caller supplied: those cost nothing here
-        if action.text and not SLOW_SIGNALS.isdisjoint(policy.signals_needed(action)):
+        if action.text and _runs_a_model(policy.signals_needed(action)):
             return await asyncio.to_thread(policy.evaluate, action, runtime.signals)
         return policy.evaluate(action, runtime.signals)
     except ValueError as exc:  # a value the policy cannot read, said in the value's terms
