@@ -44,8 +44,8 @@ class Service:
         """A real openai.AsyncOpenAI client for this service (closed when the service stops)."""
         import openai
 
-        # 180 s: the first request in a process that needs a classifier the policy does not warm
-        # (the sentiment model behind a hold's review context) trains it, about a minute under load
+        # 180 s: a request that meets a classifier still being trained waits for it (about a
+        # minute on a loaded machine, once per process)
         c = openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=self.tokens[who], max_retries=0, timeout=180)
         self._sdks.append(c)
         return c
