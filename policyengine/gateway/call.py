@@ -32,6 +32,7 @@ from policyengine.gateway.errors import (
     UntrustedInput,
 )
 from policyengine.gateway.runtime import Runtime
+from policyengine.signals.intent import has_intent_model  # already loaded by the runtime's provider
 from policyengine.store import DecisionLogError, LogEntry
 from policyengine.store.logger import VERDICT_KIND
 from policyengine.types import Action, Decision, Principal
@@ -52,8 +53,6 @@ def _runs_a_model(names: frozenset[str] | set[str]) -> bool:
     """Does computing `names` run the embedding model: sentiment, or a lexicon mention read by its
     intent model (`by intent`, `by both`, or no mode on a lexicon with one)? Those are evaluated in
     a worker thread, never on the event loop."""
-    from policyengine.signals.intent import has_intent_model
-
     for name in names:
         if name in SLOW_SIGNALS:
             return True
