@@ -62,6 +62,9 @@ CASES = [
         "retry", "overloaded"),
     ("tgi-424-generation", "tgi", 424, {}, {"error": "Request failed during generation: Server error: CUDA out "
         "of memory. Tried to allocate 2.00 GiB", "error_type": "generation"}, "failover", "engine_crashed"),
+    # ---------------- transformers serve (5.2x: a prompt-length check, FastAPI's {"detail": ...}) ----------------
+    ("transformers-serve-context", "openai", 400, {}, {"detail": "The prompt has 177 tokens, but the model takes at "
+        "most 64, prompt and answer (`--max-model-len`)."}, "failover", "context_length_exceeded"),
     # ---------------- LM Studio ----------------
     ("lmstudio-overflow", "lmstudio", 400, {}, {"error": "Trying to keep the first 5210 tokens when context the "
         "overflows. However, the model is loaded with context length of only 4096 tokens, which is not enough. "

@@ -4,9 +4,10 @@ test time in a tmp dir (a byte-level BPE tokenizer trained on one sentence, 2 la
 64 positions). No download: HF_HUB_OFFLINE=1.
 
 What it shows: plain and streamed answers (the server sends no `[DONE]`: the stream is
-finalised after its finish_reason), a prompt longer than the model's 64 positions (the server
-has no length check: an IndexError, a bare 500 for a plain call, an in-band
-`{"error": "index out of range in self"}` in a stream: both fail over), and round-robin
+finalised after its finish_reason), a prompt longer than the model's 64 positions (a server with
+a length check answers 400 "The prompt has N tokens, but the model takes at most 64"; an older
+one has none: an IndexError, a bare 500 for a plain call, an in-band `{"error": "index out of
+range in self"}` in a stream; every form fails over), and round-robin
 balancing over two `transformers serve` processes as two deployments of one model, including
 one of them going away mid-traffic.
 """
@@ -165,14 +166,22 @@ async def test_prompt_longer_than_the_model_fails_over(tiny_servers, fleet, make
     long = {**ASK, "messages": [{"role": "user", "content": "the quick brown fox " * 40}]}
     chain = Routing(chain=["tiny", "spare"])
     r = await d.complete(long, chain)
-    # a bare 500 "Internal Server Error": a generic 500, tried once more, then the next model
-    assert r.model == "spare"
-    assert [(a.model, a.status, a.error_class) for a in r.attempts] == [
-        ("tiny", 500, "retry"), ("tiny", 500, "failover"), ("spare", 200, None)]
     s = d.stream(long, chain)
     text = "".join([c["choices"][0]["delta"].get("content") or "" async for c in s if c.get("choices")])
+    assert r.model == "spare" and text and s.result.model == "spare"
+    got = [(a.model, a.status, a.error_class) for a in r.attempts]
+    if r.attempts[0].status == 400:
+        # a server with a prompt-length check (transformers >= 5.2x) answers 400 `{"detail": "The prompt
+        # has 177 tokens, but the model takes at most 64, ..."}` before it streams: a context error
+        assert got == [("tiny", 400, "failover"), ("spare", 200, None)]
+        assert r.attempts[0].reason == "context_length_exceeded"
+        assert [(a.model, a.status, a.reason) for a in s.result.attempts] == [
+            ("tiny", 400, "context_length_exceeded"), ("spare", 200, None)]
+        return
+    # no length check: a bare 500 "Internal Server Error" (an IndexError), a generic 500 tried once
+    # more, then the next model
+    assert got == [("tiny", 500, "retry"), ("tiny", 500, "failover"), ("spare", 200, None)]
     # in a stream the same IndexError arrives in-band after the role chunk: read as a context error
-    assert text and s.result.model == "spare"
     assert (s.result.attempts[0].model, s.result.attempts[0].reason) == ("tiny", "context_length_exceeded")
 
 
