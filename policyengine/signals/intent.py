@@ -21,6 +21,7 @@ the model trains once per instance on first use; nothing is downloaded.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import threading
@@ -29,6 +30,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from policyengine.signals.embedder import Embedder, LazyEmbedder
+from policyengine.signals.fitted import fitted
 from policyengine.signals.mentions import LexiconMatcher
 
 if TYPE_CHECKING:  # numpy is part of the embeddings extra
@@ -412,10 +414,22 @@ class IntentModel(LazyEmbedder):
             texts.append(t)
             offs.append(hits[0].start if hits else len(t))
         y = np.array([int(lab) for _, lab in rows])
-        clf = LogisticRegression(C=self.regularisation, max_iter=3000, class_weight="balanced")
-        clf.fit(self._features(texts, offs), y)
-        self._clf = clf
+        params = {"C": self.regularisation, "max_iter": 3000, "class_weight": "balanced"}
+
+        def fit() -> LogisticRegression:
+            return LogisticRegression(**params).fit(self._features(texts, offs), y)
+
+        self._clf = fitted(f"intent-{self.topic}", params, list(zip(texts, offs, y.tolist(), strict=True)),
+                           self.embedder, fit, key={"cue_weight": self.cue_weight})
         return self
+
+    def fingerprint(self) -> str:
+        """A hash of the fitted classifier (training it first if needed): what a model built on
+        this one's probabilities keys its own cached fit on."""
+        import numpy as np
+
+        clf = self._ensure()
+        return hashlib.sha256(np.asarray(clf.coef_).tobytes() + np.asarray(clf.intercept_).tobytes()).hexdigest()
 
     def _ensure(self):
         if self._clf is None:

@@ -17,11 +17,15 @@ from policyengine.signals.sentiment import Method, SentimentScorer
 
 # (topic, embedder or None for the shared one) -> its intent model; IntentModel trains under its own lock
 _SHARED_INTENTS: dict[tuple[str, Embedder | None], IntentModel] = {}
+# (method, embedder or None) -> its sentiment scorer, fitted on the shipped data under its own lock
+_SHARED_SENTIMENT: dict[tuple[str, Embedder | None], SentimentScorer] = {}
 _SHARED_LOCK = threading.Lock()
 
 
 class DefaultSignalProvider:
-    """Implements `SignalProvider`. Cheap to construct; models load on first use.
+    """Implements `SignalProvider`. Cheap to construct; models load on first use. The trained
+    models (sentiment, each topic's intent) are one per process for each embedder, shared by
+    every provider built on it.
 
     The methods are synchronous and may take tens of milliseconds (sentiment
     runs the embedding model; the very first call also loads it, ~5 s), so an
@@ -39,11 +43,26 @@ class DefaultSignalProvider:
         semantic_mentions: float | None = None,
     ) -> None:
         self.embedder = embedder
-        self._sentiment = SentimentScorer(embedder, method=sentiment_method)
+        self._intents: dict[str, IntentModel] = {}
+        self._sentiment = self._shared_sentiment(sentiment_method)
         self._matcher = LexiconMatcher(fuzzy=fuzzy_mentions, exclusions=dict(exclusions or {}))
         # optional embedding second signal, only consulted when no phrase matched
         self._semantic = SemanticMentions(embedder, semantic_mentions) if semantic_mentions is not None else None
-        self._intents: dict[str, IntentModel] = {}
+
+    def _shared_sentiment(self, method: Method) -> SentimentScorer:
+        """The sentiment scorer for (method, embedder): one per process, shared by every provider
+        like the intent models, and reading litigation from the shared litigation model, so a
+        second service or a reload never fits it again (fitting embeds about 4,000 texts and
+        scores each through the litigation model)."""
+        key = (method, self.embedder)
+        with _SHARED_LOCK:
+            scorer = _SHARED_SENTIMENT.get(key)
+        if scorer is None:
+            litigation = self.intent_model("litigation")
+            with _SHARED_LOCK:
+                scorer = _SHARED_SENTIMENT.setdefault(
+                    key, SentimentScorer(self.embedder, method=method, intent=litigation))
+        return scorer
 
     def sentiment(self, text: str) -> float:
         return self._sentiment.score(text)

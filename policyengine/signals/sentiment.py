@@ -25,6 +25,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Literal
 
 from policyengine.signals.embedder import Embedder, LazyEmbedder
+from policyengine.signals.fitted import fitted
 
 if TYPE_CHECKING:  # numpy is part of the embeddings extra: imported where features are built
     import numpy as np
@@ -393,12 +394,18 @@ class SentimentScorer(LazyEmbedder):
         bad = {lab for _, lab in rows} - set(LABELS)
         if bad:
             raise ValueError(f"sentiment training labels must be {LABELS}, got {sorted(bad)}")
-        x = self._features([t for t, _ in rows])
         y = np.array([LABELS.index(lab) for _, lab in rows])
-        clf = LogisticRegression(C=self.regularisation, max_iter=2000,
-                                 class_weight={0: self.negative_weight, 1: 1.0, 2: 1.0})
-        clf.fit(x, y)
-        self._clf = clf
+        params = {"C": self.regularisation, "max_iter": 2000,
+                  "class_weight": {0: self.negative_weight, 1: 1.0, 2: 1.0}}
+
+        def fit() -> LogisticRegression:
+            return LogisticRegression(**params).fit(self._features([t for t, _ in rows]), y)
+
+        key: dict[str, object] = {"method": self.method, "surface_weight": self.surface_weight,
+                                  "threat_feature": self.threat_feature}
+        if self.method == "combined" and self.threat_feature:
+            key["litigation"] = self._litigation().fingerprint()  # its probabilities are a feature
+        self._clf = fitted(f"sentiment-{self.method}", params, rows, self.embedder, fit, key=key)
         return self
 
     def _ensure(self):

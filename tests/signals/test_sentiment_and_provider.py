@@ -15,6 +15,7 @@ from policyengine.signals import (
     precompute,
     vader_sentiment,
 )
+from policyengine.signals.embedder import Embedder
 from policyengine.signals.sentiment import SentimentScorer, training_set
 from policyengine.types import Action
 
@@ -23,9 +24,19 @@ LIT = ["lawsuit", "sue", "solicitor", "attorney", "legal action", "court"]
 
 
 def test_provider_implements_the_protocol_and_constructs_cheaply():
-    p = DefaultSignalProvider()
+    # a fresh embedder: the models of the shared one may already be trained by earlier tests
+    p = DefaultSignalProvider(Embedder())
     assert isinstance(p, SignalProvider)
-    assert p._sentiment._clf is None  # nothing trained or loaded yet
+    assert p._sentiment._clf is None and p.intent_model("litigation")._clf is None  # nothing trained yet
+    assert p._sentiment._litigation() is p.intent_model("litigation")  # one litigation model, not two
+
+
+def test_providers_share_their_trained_models():
+    e = Embedder()
+    a, b = DefaultSignalProvider(e), DefaultSignalProvider(e)
+    assert a._sentiment is b._sentiment and a.intent_model("litigation") is b.intent_model("litigation")
+    assert DefaultSignalProvider(e, sentiment_method="vader")._sentiment is not a._sentiment
+    assert DefaultSignalProvider(Embedder())._sentiment is not a._sentiment
 
 
 @pytest.mark.parametrize(
