@@ -199,17 +199,21 @@ async def test_wal_checkpoints_run_beside_the_writer(tmp_path):
     logger = DecisionLogger(url, sqlite_synchronous="NORMAL")
     logger.checkpoint_rows = 25
     await logger.start()
+    written = 0
     try:
-        for i in range(120):
-            await logger.log(_entry(i))
-        for _ in range(1000):  # the checkpoint thread may wait for the GIL on a busy machine
-            if logger.checkpoints >= 2:
-                break
+        for written in range(1, 121):
+            await logger.log(_entry(written - 1))
+        # A pass still running when the next is due is skipped, and only a batch schedules one: on a
+        # busy machine the first pass may outlast all 120 rows, so keep writing (bounded) until a
+        # second pass has run rather than waiting for one no batch will start.
+        while logger.checkpoints < 2 and written < 5000:
             await asyncio.sleep(0.01)
+            await logger.log(_entry(written))
+            written += 1
     finally:
         await logger.aclose()
-    assert logger.checkpoints >= 2  # one may still be running when the next is due: it is then skipped
-    assert _chain_rows(url) == 120
+    assert logger.checkpoints >= 2
+    assert _chain_rows(url) == written
 
 
 async def test_postgres_writer_survives_its_connection_dying_while_idle(pg_schema_url):
