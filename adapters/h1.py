@@ -34,7 +34,7 @@ import socket
 import ssl
 import zlib
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -516,8 +516,12 @@ class H1Pool:
         return {"open": len(self._conns), "idle": self._n_idle, "waiting": len(self._waiters)}
 
     async def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes = b"",
-                      connect_timeout: float = 5.0) -> H1Response:
-        """Send a request; returns once the status line and headers are in."""
+                      connect_timeout: float = 5.0, on_sent: Callable[[], None] | None = None) -> H1Response:
+        """Send a request; returns once the status line and headers are in.
+
+        `on_sent`, when given, runs once, right after the request is handed to the socket and
+        before this waits for the answer (work to overlap with the server's); it must not raise.
+        It does not run when no connection could be had (nothing was sent)."""
         if self._closed:
             raise PoolClosedError("H1Pool is closed")
         loop = self._loop
@@ -528,17 +532,17 @@ class H1Pool:
         head_only = method == "HEAD"
         conn = await self._acquire(t, connect_timeout, fresh=False)
         try:
-            return await self._exchange(conn, loop, data, head_only)
+            return await self._exchange(conn, loop, data, head_only, on_sent)
         except _StaleConnection:
             pass  # the server closed the idle connection as we sent: once more on a new one
         conn = await self._acquire(t, connect_timeout, fresh=True)
         try:
-            return await self._exchange(conn, loop, data, head_only)
+            return await self._exchange(conn, loop, data, head_only, None)  # on_sent ran at the first try
         except _StaleConnection as exc:
             raise TransportError("connection_reset", exc.detail) from None
 
     async def _exchange(self, conn: _Conn, loop: asyncio.AbstractEventLoop, data: bytes,
-                        head_only: bool) -> H1Response:
+                        head_only: bool, on_sent: Callable[[], None] | None) -> H1Response:
         r = H1Response(conn, loop, head_only)
         conn.resp = r
         conn.uses += 1
@@ -547,6 +551,8 @@ class H1Pool:
         except BaseException:
             conn.close()
             raise
+        if on_sent is not None:
+            on_sent()
         while not r._head_done and r._error is None:
             await r._wait()  # cancelled: _wait closes the connection
         if r._error is not None:

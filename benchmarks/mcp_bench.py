@@ -51,12 +51,18 @@ TOKEN = "pe_bench_mcp_token_0123456789abcdef0123"
 SERVER = textwrap.dedent('''
     import sys, uvicorn
     from mcp.server import MCPServer
+    from mcp_types import ToolAnnotations
     mcp = MCPServer("bench")
 
-    @mcp.tool()
+    @mcp.tool(annotations=ToolAnnotations(readOnlyHint=True))
     def lookup_order(order_id: str) -> str:
         """Look an order up."""
         return f"order {order_id}: delivered"
+
+    @mcp.tool(annotations=ToolAnnotations(destructiveHint=True))
+    def cancel_order(order_id: str) -> str:
+        """Cancel an order (here: says it did)."""
+        return f"order {order_id}: cancelled"
 
     uvicorn.run(mcp.streamable_http_app(host="0.0.0.0"), host="127.0.0.1", port=int(sys.argv[1]),
                 log_level="warning")
@@ -97,7 +103,7 @@ PROXY = textwrap.dedent('''
     app = Starlette(routes=[Route("/mcp", endpoint=Endpoint(), methods=["GET", "POST", "DELETE"])], lifespan=lifespan)
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 ''')
-POLICY = 'policy "bench" version 1\nauthorize lookup_order\n'
+POLICY = 'policy "bench" version 1\nauthorize lookup_order\nauthorize cancel_order\n'
 
 
 def free_port() -> int:
@@ -129,11 +135,16 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(q * len(xs)))]
 
 
-async def timed(client: Client, n: int) -> list[float]:
+# The sides that call the side-effecting tool (`cancel_order`, whose decision row commits before
+# it is sent by default); every other side calls the read-only `lookup_order`.
+WRITE_SIDES = ("direct_write", "gateway_write")
+
+
+async def timed(client: Client, n: int, tool: str = "lookup_order") -> list[float]:
     out = []
     for i in range(n):
         t = time.perf_counter()
-        r = await client.call_tool("lookup_order", {"order_id": f"A{i}"})
+        r = await client.call_tool(tool, {"order_id": f"A{i}"})
         out.append((time.perf_counter() - t) * 1000)
         assert not r.is_error, r
     return out
@@ -148,14 +159,15 @@ async def measure(urls: dict[str, str], calls: int, rounds: int, pids: dict[str,
     async with contextlib.AsyncExitStack() as stack:
         clients = {k: await stack.enter_async_context(Client(streamable_http_client(u, http_client=https[k])))
                    for k, u in urls.items()}
-        for c in clients.values():  # warm-up: connections, the SDK's validators, the first decisions
-            await timed(c, 50)
+        tools = {k: "cancel_order" if k in WRITE_SIDES else "lookup_order" for k in urls}
+        for k, c in clients.items():  # warm-up: connections, the SDK's validators, the first decisions
+            await timed(c, 50, tools[k])
         per = max(1, calls // rounds)
         order = list(urls)
         for r in range(rounds):  # rotate which side goes first
             for side in order[r % len(order):] + order[:r % len(order)]:
                 before = {k: cpu_s(p) for k, p in pids.items()}
-                lat[side].extend(await timed(clients[side], per))
+                lat[side].extend(await timed(clients[side], per, tools[side]))
                 for k, p in pids.items():
                     cpu[f"{k}@{side}"] = cpu.get(f"{k}@{side}", 0.0) + cpu_s(p) - before[k]
     for h in https.values():
@@ -199,7 +211,7 @@ def export_rev(rev: str, dest: Path) -> Path:
 
 
 def start_gateway(tmp: Path, tag: str, sport: int, sync: str, env: dict[str, str], *, fast: bool,
-                  profile: str | None, commit_first: bool, root: Path = ROOT) -> tuple[subprocess.Popen, int, Path]:
+                  profile: str | None, commit: str | None, root: Path = ROOT) -> tuple[subprocess.Popen, int, Path]:
     """`policyengine mcp --transport http` (the checkout at `root`) in front of the server:
     (process, port, its log's path)."""
     port = free_port()
@@ -211,7 +223,7 @@ def start_gateway(tmp: Path, tag: str, sport: int, sync: str, env: dict[str, str
         "seed_keys": [{"token_env": "PE_BENCH_TOKEN", "tenant": "bench", "roles": ["app"], "subject": "bench"}]}))
     (tmp / f"mcp-{tag}.json").write_text(json.dumps({
         "upstreams": {"bench": f"http://127.0.0.1:{sport}/mcp"}, "fast_path": fast,
-        "commit_before_forward": commit_first}))
+        **({"commit_before_forward": commit} if commit is not None else {})}))
     proc = subprocess.Popen(
         [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []),
          str(tmp / "gateway.py"), str(root), "mcp", "--transport", "http",
@@ -224,11 +236,12 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=400, help="calls per side (after 50 warm-up calls)")
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--sync", choices=["NORMAL", "FULL"], default="NORMAL", help="SQLite synchronous mode of the log")
-    ap.add_argument("--overlap-commit", action="store_true",
-                    help="commit_before_forward: false (forward while the row commits) instead of the default")
+    ap.add_argument("--commit", choices=["always", "unless_read_only", "never"], default="unless_read_only",
+                    help="commit_before_forward of the gateways (the default is the shipped default)")
     ap.add_argument("--baseline", metavar="REV", help="one more side: the gateway as commit REV ships it")
     args = ap.parse_args()
-    commit_first = not args.overlap_commit
+    # a baseline from before the three modes took a boolean: the same choice, or its own default
+    base_commit = {"always": True, "never": False}.get(args.commit)
     tmp = Path(tempfile.mkdtemp(prefix="mcp-bench-"))
     (tmp / "server.py").write_text(SERVER)
     (tmp / "bench.policy").write_text(POLICY)
@@ -247,17 +260,18 @@ def main() -> None:
         procs.append(proxy)
         wait_port(pport, proxy, "the bare SDK proxy")
         fast, fport, fdb = start_gateway(tmp, "fast", sport, args.sync, env, fast=True,
-                                         profile=os.environ.get("MCP_BENCH_PROFILE"), commit_first=commit_first)
+                                         profile=os.environ.get("MCP_BENCH_PROFILE"), commit=args.commit)
         procs.append(fast)
         sdk, gport, gdb = start_gateway(tmp, "sdk", sport, args.sync, env, fast=False, profile=None,
-                                       commit_first=commit_first)
+                                       commit=args.commit)
         procs.append(sdk)
         pids = {"server": server.pid, "proxy": proxy.pid, "gateway": fast.pid, "gateway_sdk": sdk.pid}
         urls = {"direct": f"http://127.0.0.1:{sport}/mcp", "proxy": f"http://127.0.0.1:{pport}/mcp",
-                "gateway": f"http://127.0.0.1:{fport}/mcp", "gateway_sdk": f"http://127.0.0.1:{gport}/mcp"}
+                "gateway": f"http://127.0.0.1:{fport}/mcp", "gateway_sdk": f"http://127.0.0.1:{gport}/mcp",
+                "direct_write": f"http://127.0.0.1:{sport}/mcp", "gateway_write": f"http://127.0.0.1:{fport}/mcp"}
         if base_root is not None:
             base, bport, _ = start_gateway(tmp, "base", sport, args.sync, env, fast=True, profile=None,
-                                          commit_first=commit_first, root=base_root)
+                                          commit=base_commit, root=base_root)
             procs.append(base)
             wait_port(bport, base, f"the gateway at {args.baseline}")
             pids["gateway_base"], urls["gateway_base"] = base.pid, f"http://127.0.0.1:{bport}/mcp"
@@ -275,10 +289,11 @@ def main() -> None:
     load = os.getloadavg()[0]
     n = len(lat["direct"])
     print(f"MCP gateway bench: {n} calls per side, concurrency 1, SQLite {args.sync}, "
-          f"commit_before_forward: {str(commit_first).lower()}, load {load:.1f}")
+          f"commit_before_forward: {args.commit}, load {load:.1f}")
     print(f"{'':40}{'p50':>9}{'p90':>9}{'p99':>9}   (ms)")
     names = {"direct": "direct to the server", "proxy": "through a bare SDK proxy",
-             "gateway": "through the gateway", "gateway_sdk": "through the gateway, fast_path: false"}
+             "gateway": "through the gateway", "gateway_sdk": "through the gateway, fast_path: false",
+             "direct_write": "cancel_order, direct", "gateway_write": "cancel_order, through the gateway"}
     if "gateway_base" in lat:
         names["gateway_base"] = f"through the gateway at {args.baseline}"[:40]
     for side, name in names.items():
@@ -289,6 +304,10 @@ def main() -> None:
         parts = [f"{k} {pct(lat[k], q) - d:+.3f} ms ({pct(lat[k], q) / d:.2f}x)" for k in ("gateway", "gateway_sdk",
                                                                                           "proxy")]
         print(f"added at {label} over direct: " + "; ".join(parts))
+    for q, label in ((.5, "p50"), (.9, "p90")):
+        d, w = pct(lat["direct_write"], q), pct(lat["gateway_write"], q)
+        print(f"cancel_order (not read-only: its row commits before it is sent unless --commit never), added at "
+              f"{label} over its direct call: {w - d:+.3f} ms ({w / d:.2f}x)")
     g50, s50, p50 = (pct(lat[k], .5) for k in ("gateway", "gateway_sdk", "proxy"))
     print(f"gateway vs fast_path: false at p50: {g50 - s50:+.3f} ms ({g50 / s50:.2f}x); vs the bare SDK proxy "
           f"{g50 - p50:+.3f} ms ({g50 / p50:.2f}x)")
@@ -305,7 +324,7 @@ def main() -> None:
     for tag, db in (("gateway", fdb), ("fast_path: false", gdb)):
         inside, upstream = gateway_split(db)
         if inside:
-            print(f"inside the {tag} (its log rows, {len(inside)} calls): outside its upstream call p50 "
+            print(f"inside the {tag} (its log rows, {len(inside)} calls of both tools): outside its upstream call p50 "
                   f"{statistics.median(inside):.3f} ms; its upstream call p50 {statistics.median(upstream):.3f} ms")
 
 

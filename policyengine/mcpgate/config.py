@@ -38,7 +38,11 @@ class UpstreamSpec(BaseModel):
     """One MCP server behind the gateway: a subprocess over stdio, or a streamable HTTP URL.
 
     `headers` values (HTTP only) are sent on every request; a value `env:NAME` is read from
-    the environment when the connection opens, so a token never sits in a file or a log."""
+    the environment when the connection opens, so a token never sits in a file or a log.
+    `trust_read_only_hints` (default true): a tool this server lists with the annotation
+    `readOnlyHint: true` (and not `destructiveHint: true`) is taken at its word when
+    `McpSettings.commit_before_forward` is `unless_read_only`; false treats every tool of this
+    server as one with side effects (for a server whose annotations you do not vouch for)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -48,6 +52,7 @@ class UpstreamSpec(BaseModel):
     url: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     headers: dict[str, str] = Field(default_factory=dict)
+    trust_read_only_hints: bool = True
 
     @field_validator("name")
     @classmethod
@@ -95,12 +100,19 @@ class McpSettings(BaseModel):
     server and client machinery (`policyengine.mcpgate.fast`, `policyengine.mcpgate.wire`);
     false: every call goes through the SDK (what the benchmark compares against). The upstream
     side is chosen when the gateway is made; the client-facing side is read per request.
-    `commit_before_forward` (default true): the decision row is durable before the tool call is
-    sent, so a tool with side effects (a refund, an email) never runs without its decision on
-    record, even if the commit fails or the process dies. False overlaps the commit with the
-    forward (the row is still durable before any answer is returned, as for model calls, whose
-    upstream calls have no side effects), taking the commit's time (0.5 ms p50 in the bench) off
-    the call at the price of a window where a tool ran and its row may be lost.
+    `commit_before_forward`: when an allowed call's decision row must be durable. Whatever the
+    choice, no answer is returned before it is (an answer whose row cannot commit is withheld).
+    - `always` (also `true`): before the call is sent, so a tool never runs without its decision
+      on record, even if the commit fails or the process dies;
+    - `unless_read_only` (the default): `always` for every tool but those its server declares
+      read-only (`readOnlyHint: true`, not `destructiveHint: true`, from a server whose hints
+      are trusted: `UpstreamSpec.trust_read_only_hints`); for those the row commits while the
+      server works on the call, taking the commit off the call's latency. A read cannot change
+      anything, and its answer is withheld if the row is lost, so nothing it did goes
+      unrecorded but the read itself;
+    - `never` (also `false`): every allowed call is sent first and its row commits meanwhile,
+      as model calls do (whose upstream calls have no side effects), at the price of a window
+      where a tool with side effects ran and its row may be lost.
     `confirm_secret`: the key that signs a confirmation round's `requestState`, as an env
     reference (`env:NAME`), so every replica verifies what another issued; unset, each process
     makes its own (a retry that reaches another replica asks the user again)."""
@@ -115,8 +127,23 @@ class McpSettings(BaseModel):
     text_max_chars: int = Field(default=16384, ge=0)
     upstream_timeout_s: float = Field(default=120.0, gt=0)
     fast_path: bool = True
-    commit_before_forward: bool = True
+    commit_before_forward: Literal["always", "unless_read_only", "never"] = "unless_read_only"
     confirm_secret: str | None = None
+
+    @field_validator("commit_before_forward", mode="before")
+    @classmethod
+    def _commit_mode(cls, v: Any) -> Any:
+        if v is True:  # the boolean of earlier configurations
+            return "always"
+        if v is False:
+            return "never"
+        return v
+
+    def commit_first(self, read_only: bool) -> bool:
+        """Whether an allowed call to a tool (read-only as its route says) waits for its
+        decision row's commit before it is sent."""
+        mode = self.commit_before_forward
+        return mode == "always" or (mode == "unless_read_only" and not read_only)
 
     @field_validator("confirm_secret")
     @classmethod

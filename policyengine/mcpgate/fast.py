@@ -17,8 +17,10 @@ are only decided and forwarded, what that entry does, with the SDK's own checks:
    `Mcp-Param-*` headers against the tool's input schema when it declares `x-mcp-header`
    arguments (without any, the SDK's check has nothing to compare);
 3. the call decided and its decision row committed (`McpGateway.decide`, the same as on the
-   SDK's path); allowed -> forwarded (`McpGateway.forward_wire`) to an upstream on the raw
-   JSON-RPC path, and the answer written as `application/json`.
+   SDK's path; a call its settings let go first has its row recorded as soon as the request
+   is written, so the commit runs while the upstream works); allowed -> forwarded
+   (`McpGateway.forward_wire`) to an upstream on the raw JSON-RPC path, and the answer
+   written as `application/json`.
 
 Anything else goes to the SDK untouched, with the body replayed: a request this path does not
 take (another method, a handshake-era session, a progress token, a confirmation retry, an
@@ -72,8 +74,8 @@ class FastPath:
     A client that disconnects while its call is forwarded cancels it, as the 2026-07-28
     protocol says a disconnect on streamable HTTP does: the forward is cancelled (which closes
     the upstream request, the same signal one hop on) and the call's outcome row says
-    `cancelled`; its decision row was queued before the call was sent and is committed all the
-    same."""
+    `cancelled`; its decision row is committed all the same (recorded then if the call was
+    cancelled before its request was written)."""
 
     def __init__(self, gateway: McpGateway, security: TransportSecuritySettings | None, max_body: int) -> None:
         self.gateway, self.max_body = gateway, max_body
@@ -124,7 +126,8 @@ class FastPath:
         if route is None or not route.upstream.raw:
             return await sdk(scope, replay, send)
         try:
-            pre = await g.decide(p, name, args, dict(params.get("_meta") or {}), _session_id(scope), t0)
+            pre = await g.decide(p, name, args, dict(params.get("_meta") or {}), _session_id(scope), t0,
+                                 send_first=True)
             if pre.call.decision.effect != "allow" or pre.route is None or pre.call.resume_id is not None:
                 await pre.confirm()  # durable before anything is refused or held
                 scope[HANDED_OVER] = pre  # decided and logged: the SDK's path acts on it

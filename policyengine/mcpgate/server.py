@@ -7,8 +7,8 @@
 - **tools/call**: the call is an Action (`policyengine.mcpgate.decide`), decided and its
   decision row queued before anything else happens (`kind=mcp_tool_call`), and committed
   before any answer: a refusal or a hold waits for the commit first; a forward is sent while
-  the row commits (the commit order of `policyengine.gateway`; `commit_before_forward` waits
-  first) and its answer is withheld, with a -32603 error, if the row cannot commit; then
+  the row commits (the commit order of `policyengine.gateway`; `commit_before_forward` says
+  when it waits first: by default for every tool not declared read-only) and its answer is withheld, with a -32603 error, if the row cannot commit; then
   - allow: forwarded to its upstream; the upstream's result is the answer;
   - deny: an error result with the reason (`policyengine.mcpgate.results`);
   - require_approval / escalate: if every held rule says `confirm by user` and the client can
@@ -96,24 +96,41 @@ _CONFIRM_SCHEMA: dict[str, Any] = {
 
 @dataclass(slots=True)
 class Prepared:
-    """A tools/call decided and its decision row queued: what is left is to act on it.
+    """A tools/call decided: what is left is to record it (if not yet) and act on it.
 
     `route` is None when the tool's upstream is down; `args` are what would be forwarded.
-    `commit` is the decision row's commit: `confirm()` awaits it (once)."""
+    `commit` is the decision row's commit once `record()` has queued it (None before: a call
+    the fast path sends first records its row once the request is written, `forward_wire`);
+    `confirm()` records it if need be and awaits it (once)."""
 
     call: Call
     route: Route | None
     server: str
     tool: str
     args: dict[str, Any]
-    commit: PendingCommit
+    extra: dict[str, Any]
+    commit: PendingCommit | None = None
     confirmed: bool = False
+    failed: DecisionLogUnavailable | None = None
+
+    def record(self) -> None:
+        """Queue the decision row (once; with the direct lane it is committed before this
+        returns). Never raises: a log that cannot take it is kept in `failed`, for `confirm()`."""
+        if self.commit is None and self.failed is None:
+            try:
+                self.commit = self.call.record(extra=self.extra)
+            except DecisionLogUnavailable as exc:
+                self.failed = exc
 
     async def confirm(self) -> None:
         """Return once the decision row is committed; raises MCPError(INTERNAL_ERROR) when it cannot be."""
         if self.confirmed:
             return
+        self.record()
         try:
+            if self.failed is not None:
+                raise self.failed
+            assert self.commit is not None
             await self.commit
         except DecisionLogUnavailable as exc:
             raise MCPError(types.INTERNAL_ERROR, getattr(exc, "message", None) or str(exc))
@@ -215,14 +232,18 @@ class McpGateway:
         return await self._forward(ctx, pre, released_by, approval_id)
 
     async def decide(self, p: Principal, shown: str, args: dict[str, Any], meta: dict[str, Any],
-                     session_id: str | None, t0: float) -> Prepared:
-        """The call decided and its decision row queued (`kind=mcp_tool_call`), nothing run yet.
+                     session_id: str | None, t0: float, *, send_first: bool = False) -> Prepared:
+        """The call decided (`kind=mcp_tool_call`), nothing run yet.
 
-        The row commits while the call is forwarded (`Prepared.confirm` before anything is
-        answered), or before this returns with `commit_before_forward`. `args` loses the
-        approval-resume argument. Raises MCPError: INVALID_PARAMS for a tool no upstream
-        serves (logged as a refusal first), INTERNAL_ERROR when the decision log cannot take
-        the row."""
+        Its decision row is committed before this returns when the settings say an allowed call
+        to this tool commits first (`McpSettings.commit_first`), and always for a call that is
+        not a plain allowed forward (a refusal or a hold is never answered before its row).
+        Otherwise it is queued here and committed while the call is forwarded, or, with
+        `send_first` (the fast path, which records it as soon as the request is written:
+        `forward_wire`), not yet queued. `Prepared.confirm` before anything is answered.
+        `args` loses the approval-resume argument. Raises MCPError: INVALID_PARAMS for a tool no
+        upstream serves (logged as a refusal first), INTERNAL_ERROR when the decision log cannot
+        take the row."""
         resume = args.pop(APPROVAL_ARG, None) or meta.get(APPROVAL_META)
         if resume is not None and not isinstance(resume, str):
             resume = str(resume)
@@ -247,13 +268,14 @@ class McpGateway:
             call = self._refused_call(p, server, tool, session_id, str(exc), t0)
         call.resume_id = resume
         extra = {"mcp": {"server": server, "tool": tool, "shown": shown}, **({"approval_id": resume} if resume else {})}
-        try:
-            commit = call.record(extra=extra)
-        except DecisionLogUnavailable as exc:
-            raise MCPError(types.INTERNAL_ERROR, getattr(exc, "message", None) or str(exc))
-        pre = Prepared(call, route, server, tool, args, commit)
-        if self.settings.commit_before_forward:
+        pre = Prepared(call, route, server, tool, args, extra)
+        plain = route is not None and resume is None and call.decision.effect == "allow"
+        if not plain or self.settings.commit_first(route.read_only if route is not None else False):
             await pre.confirm()
+        elif not send_first:
+            pre.record()
+            if pre.failed is not None:
+                await pre.confirm()  # raises
         return pre
 
     def denied(self, pre: Prepared) -> types.CallToolResult:
@@ -272,8 +294,9 @@ class McpGateway:
         assert route is not None
         t = time.perf_counter()
         try:
-            # the request is written before this task first waits: the row commits meanwhile
-            result = await route.upstream.call_raw(tool, pre.args)
+            # a row not yet recorded is recorded as soon as the request is written, so it
+            # commits while the server works on the call
+            result = await route.upstream.call_raw(tool, pre.args, on_sent=pre.record)
         except UpstreamUnavailable as exc:
             await self._confirm_after_run(pre)
             why = str(exc)
@@ -442,7 +465,14 @@ class McpGateway:
 
     def cancelled(self, pre: Prepared, why: str) -> None:
         """Queue the outcome row of an allowed call whose client went away before its answer
-        (`cancelled`, with why); the upstream call was cancelled with it."""
+        (`cancelled`, with why); the upstream call was cancelled with it. Its decision row is
+        recorded first if it was not yet (the request may have been sent)."""
+        pre.record()
+        if pre.commit is not None:
+            pre.commit.abandon()  # nobody waits for it now: a failure is logged, not raised
+        elif pre.failed is not None:
+            log.error("decision %s (tool %s on %s, cancelled by its client) was not committed: %s",
+                      pre.call.decision_id, pre.tool, pre.server, pre.failed)
         self._outcome(pre.call, "cancelled", pre.server, reason=why)
 
     def _outcome(self, call: Call, outcome: str, server: str, **extra: Any) -> None:

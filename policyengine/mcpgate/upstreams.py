@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,10 +51,20 @@ class UpstreamUnavailable(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Where a shown tool name goes: the upstream and the tool's own name there."""
+    """Where a shown tool name goes: the upstream and the tool's own name there.
+
+    `read_only`: the server lists the tool as read-only (`readOnlyHint: true` and not
+    `destructiveHint: true`) and its hints are trusted (`UpstreamSpec.trust_read_only_hints`)."""
 
     upstream: Upstream
     tool: str
+    read_only: bool = False
+
+
+def _read_only(u: Upstream, t: types.Tool) -> bool:
+    a = t.annotations
+    return bool(u.spec.trust_read_only_hints and a is not None and a.read_only_hint is True
+                and a.destructive_hint is not True)
 
 
 class Upstream:
@@ -203,17 +214,20 @@ class Upstream:
             raise self._down(exc)
 
     async def call_raw(self, tool: str, arguments: dict[str, Any], *, progress: Progress | None = None,
-                       ) -> dict[str, Any]:
+                       on_sent: Callable[[], None] | None = None) -> dict[str, Any]:
         """`call` as the result object on the wire (camelCase keys), for a raw JSON-RPC answer:
         the server's own result, unparsed, from a 2026-07-28 HTTP upstream; the SDK client's
-        result dumped otherwise. The same errors as `call`."""
+        result dumped otherwise. The same errors as `call`. `on_sent` runs once on the raw path,
+        when the request has been written and before the answer is awaited; never through the
+        SDK's client, nor when nothing could be sent."""
         raw = self._raw
         if raw is None:
             r = await self.call(tool, arguments, progress=progress)
             return r.model_dump(mode="json", by_alias=True, exclude_none=True)
         try:
             return await raw.call(tool, arguments, progress=progress,
-                                  progress_token=f"pe-{id(raw)}" if progress is not None else None)
+                                  progress_token=f"pe-{id(raw)}" if progress is not None else None,
+                                  on_sent=on_sent)
         except RawRefused as exc:
             return _refused(self.name, exc.message).model_dump(mode="json", by_alias=True, exclude_none=True)
         except TimeoutError:
@@ -286,7 +300,7 @@ class Upstreams:
         for u in self.by_name.values():
             for t in u.tools if u.up else ():
                 shown = t.name if count[t.name] == 1 else f"{u.name}.{t.name}"
-                out[shown] = (Route(u, t.name), t)
+                out[shown] = (Route(u, t.name, _read_only(u, t)), t)
         return out
 
     def route(self, shown: str) -> Route | None:
@@ -296,8 +310,10 @@ class Upstreams:
             return hit[0]
         server, dot, tool = shown.partition(".")
         u = self.by_name.get(server) if dot else None
-        if u is not None and u.up and any(t.name == tool for t in u.tools):
-            return Route(u, tool)
+        if u is not None and u.up:
+            for t in u.tools:
+                if t.name == tool:
+                    return Route(u, tool, _read_only(u, t))
         return None
 
     def owner_of(self, shown: str) -> Upstream | None:

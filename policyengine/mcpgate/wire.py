@@ -84,9 +84,12 @@ class RawToolCaller:
         self._param_maps = maps
 
     async def call(self, tool: str, arguments: Mapping[str, Any], *, progress: Progress | None = None,
-                   progress_token: str | int | None = None) -> dict[str, Any]:
+                   progress_token: str | int | None = None, on_sent: Callable[[], None] | None = None,
+                   ) -> dict[str, Any]:
         """The call's result object as the server sent it. Raises `RawRefused` for a JSON-RPC
-        error, `WireBroken` when there is no usable answer, TimeoutError after `timeout_s`."""
+        error, `WireBroken` when there is no usable answer, TimeoutError after `timeout_s`.
+        `on_sent` runs once when the request has been written, before the answer is awaited
+        (`H1Pool.request`)."""
         rid = next(self._ids)
         meta = self._meta if progress_token is None else {**self._meta, "progressToken": progress_token}
         body = orjson.dumps({"jsonrpc": "2.0", "id": rid, "method": "tools/call",
@@ -97,7 +100,7 @@ class RawToolCaller:
             headers.update(mcp_param_headers(pmap, arguments))
         async with asyncio.timeout(self.timeout_s):
             try:
-                resp = await self.pool.request("POST", self.url, headers, body, connect_timeout=10.0)
+                resp = await self.pool.request("POST", self.url, headers, body, connect_timeout=10.0, on_sent=on_sent)
                 try:
                     if resp.content_type.startswith("text/event-stream"):
                         msg = await _from_sse(resp, rid, progress)
