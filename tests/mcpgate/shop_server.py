@@ -1,7 +1,7 @@
 """The MCP servers behind the gateway in the tests, written with the official SDK (`MCPServer`).
 
 `python shop_server.py` serves the shop (lookup_order, refund, pack_order, delete_account, crash) on stdio;
-`mail_app()` is the mail server (send_email, draft_email) as an ASGI app for streamable HTTP;
+`mail_app()` is the mail server (send_email, find_email, draft_email, slow_email) as an ASGI app for streamable HTTP;
 `python shop_server.py ledger PORT` serves the ledger (post_entry, halt) over streamable HTTP on
 127.0.0.1:PORT in its own process, so a test can kill it. Every call a server runs is appended
 to the file named by `SHOP_CALLS` (one JSON line), so a test can see what reached it.
@@ -16,6 +16,7 @@ from typing import Annotated
 
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
+from mcp_types import ToolAnnotations
 from pydantic import Field
 
 
@@ -73,6 +74,12 @@ def mail_app():
         """Send an email."""
         _note("send_email", {"to": to, "subject": subject})
         return f"sent to {to}: {subject}"
+
+    @mail.tool(annotations=ToolAnnotations(readOnlyHint=True))
+    def find_email(query: str) -> str:
+        """Search the mailbox (read-only: declared so with `readOnlyHint`)."""
+        _note("find_email", {"query": query})
+        return f"2 messages match {query!r}"
 
     @mail.tool()
     async def draft_email(to: str, ctx: Context) -> str:

@@ -194,3 +194,40 @@ async def test_a_client_that_disconnects_cancels_its_forwarded_call(gw):
         await asyncio.sleep(0.01)
     else:
         raise AssertionError(f"the upstream call was not cancelled: {gw.upstream_calls()}")
+
+
+async def test_a_read_only_tool_goes_before_its_row_commits_and_a_lost_row_withholds_its_answer(gw, monkeypatch):
+    """By default (`commit_before_forward: unless_read_only`) a tool its server declares read-only
+    is sent first and its decision row commits while the server works; any other tool waits for
+    its row. Either way no answer leaves without its row: when the log cannot take it, the read
+    was made but its answer is withheld, and the tool with side effects never ran."""
+    from policyengine.store import DecisionLogError
+
+    g = gw.gateway
+    assert g.settings.commit_before_forward == "unless_read_only"
+    assert g.upstreams.route("find_email").read_only and not g.upstreams.route("send_email").read_only
+    email = {"to": "a@b.example", "subject": "Hi", "body": "Your order shipped."}
+    async with gw.http() as h:
+        r = await h.post("/mcp", json=_call(21, "find_email", {"query": "invoice"}),
+                         headers={**HDRS, "mcp-name": "find_email"})
+        assert r.status_code == 200 and r.json()["result"]["structuredContent"] == {
+            "result": "2 messages match 'invoice'"}, r.text
+        rec = await gw.outcome(r.json()["result"]["_meta"][DECISION_META])
+        assert rec["effect"] == "allow" and rec["extra"]["outcome"] == "forwarded"
+
+        def fail(entry):
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_exception(DecisionLogError("disk full"))
+            return fut
+
+        monkeypatch.setattr(gw.runtime.log, "submit", fail)
+        gw.calls_file.write_text("")
+        answers = {}
+        for rid, (tool, args) in enumerate((("find_email", {"query": "refund"}), ("send_email", email)), 22):
+            r = await h.post("/mcp", json=_call(rid, tool, args), headers={**HDRS, "mcp-name": tool})
+            answers[tool] = r.json()
+            assert "result" not in answers[tool], r.text
+            assert answers[tool]["error"]["code"] == types.INTERNAL_ERROR
+            assert "decision log is unavailable" in answers[tool]["error"]["message"]
+    seen = [c["tool"] for c in gw.upstream_calls()]
+    assert seen == ["find_email"]  # the read reached its server; the email was never sent

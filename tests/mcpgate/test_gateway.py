@@ -27,12 +27,12 @@ async def test_tools_list_hides_what_the_caller_may_never_use(gw):
         names = {t.name for t in (await c.list_tools()).tools}
     # delete_account is denied whatever its arguments; the rest can be allowed
     assert names == {"lookup_order", "refund", "pack_order", "crash", "send_email", "draft_email", "slow_email",
-                     "post_entry", "halt"}
+                     "find_email", "post_entry", "halt"}
     async with gw.client("intern") as c:
         intern = {t.name for t in (await c.list_tools()).tools}
     # deny refund when user.role == "intern"
-    assert intern == {"lookup_order", "pack_order", "crash", "send_email", "draft_email", "slow_email", "post_entry",
-                      "halt"}
+    assert intern == {"lookup_order", "pack_order", "crash", "send_email", "draft_email", "slow_email", "find_email",
+                      "post_entry", "halt"}
 
 
 async def test_an_allowed_call_is_forwarded_and_logged(gw):

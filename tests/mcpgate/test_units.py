@@ -121,3 +121,33 @@ def test_an_upstream_url_is_checked_before_anything_starts(tmp_path):
     metadata = McpSettings(upstreams=[parse_upstream("m=http://169.254.169.254/mcp")])
     with pytest.raises(OutboundRefused):
         create_gateway_app(s, metadata)
+
+
+def test_when_an_allowed_call_commits_its_row():
+    """`commit_before_forward`: the three modes (and the booleans of earlier configurations), and
+    which tools wait for their row; a server's read-only hint counts only when it is trusted."""
+    import mcp_types as types
+    from pydantic import ValidationError
+
+    from policyengine.mcpgate import McpSettings, UpstreamSpec
+    from policyengine.mcpgate.upstreams import Upstream, _read_only
+
+    s = McpSettings()
+    assert s.commit_before_forward == "unless_read_only" and s.commit_first(False) and not s.commit_first(True)
+    assert McpSettings(commit_before_forward=True).commit_before_forward == "always"
+    assert McpSettings(commit_before_forward=False).commit_before_forward == "never"
+    assert McpSettings(commit_before_forward="always").commit_first(True)
+    assert not McpSettings(commit_before_forward="never").commit_first(False)
+    with pytest.raises(ValidationError, match="always"):
+        McpSettings(commit_before_forward="sometimes")
+    trusted = Upstream(UpstreamSpec(name="m", kind="http", url="http://127.0.0.1:1/mcp"))
+    doubted = Upstream(UpstreamSpec(name="d", kind="http", url="http://127.0.0.1:1/mcp", trust_read_only_hints=False))
+
+    def tool(**hints):
+        return types.Tool(name="t", input_schema={"type": "object"},
+                          annotations=types.ToolAnnotations(**hints) if hints else None)
+
+    assert _read_only(trusted, tool(read_only_hint=True))
+    assert not _read_only(doubted, tool(read_only_hint=True))
+    assert not _read_only(trusted, tool(read_only_hint=True, destructive_hint=True))  # contradictory: not trusted
+    assert not _read_only(trusted, tool()) and not _read_only(trusted, tool(read_only_hint=False))
