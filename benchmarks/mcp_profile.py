@@ -14,6 +14,8 @@ runs in its own process. In this one:
 `--stages` times the fast path's stages (thread CPU time per call, each stage wrapped: the
 figures overlap and include the wrappers); `--uvloop` runs the loop the service runs on.
 
+`--profile` sorts by `MCP_PROFILE_SORT` (default cumulative) and lists the functions matching
+`MCP_PROFILE_FILTER` (a regex; default the gateway's own modules; `.` lists every function).
 `--commit-modes` instead compares `commit_before_forward: always` with the default
 `unless_read_only` on the bench's read-only tool, two apps in this process, rounds interleaved.
 
@@ -136,8 +138,8 @@ async def whole_gateway(url: str, calls: int, tmp: Path, profile: bool) -> None:
                 for i in range(calls):
                     await one(app, i)
                 pr.disable()
-                pstats.Stats(pr).sort_stats("cumulative").print_stats(
-                    "mcpgate|gateway/call|store/logger|evaluator|adapters/h1", 30)
+                pstats.Stats(pr).sort_stats(os.environ.get("MCP_PROFILE_SORT", "cumulative")).print_stats(
+                    os.environ.get("MCP_PROFILE_FILTER", "mcpgate|gateway/call|store/logger|evaluator|adapters/h1"), 30)
 
 
 async def commit_modes(url: str, calls: int, tmp: Path, rounds: int = 8) -> None:
