@@ -8,7 +8,8 @@
   decision row queued before anything else happens (`kind=mcp_tool_call`), and committed
   before any answer: a refusal or a hold waits for the commit first; a forward is sent while
   the row commits (the commit order of `policyengine.gateway`; `commit_before_forward` says
-  when it waits first: by default for every tool not declared read-only) and its answer is withheld, with a -32603 error, if the row cannot commit; then
+  when it waits first: by default for every tool not declared read-only) and its answer is
+  withheld, with a -32603 error, if the row cannot commit; then
   - allow: forwarded to its upstream; the upstream's result is the answer;
   - deny: an error result with the reason (`policyengine.mcpgate.results`);
   - require_approval / escalate: if every held rule says `confirm by user` and the client can
