@@ -30,7 +30,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from policyengine.signals.embedder import Embedder, LazyEmbedder
-from policyengine.signals.fitted import fitted
+from policyengine.signals.fitted import fitted, predict_proba
 from policyengine.signals.mentions import LexiconMatcher
 
 if TYPE_CHECKING:  # numpy is part of the embeddings extra
@@ -458,7 +458,7 @@ class IntentModel(LazyEmbedder):
         clf = self._ensure()
         wins = [texts[i][s:e].strip() or texts[i][s:e] for i, s, e, _ in jobs]
         offs = [max(0, o - (len(texts[i][s:e]) - len(texts[i][s:e].lstrip()))) for i, s, e, o in jobs]
-        proba = clf.predict_proba(self._features(wins, offs))[:, list(clf.classes_).index(1)]
+        proba = predict_proba(clf, self._features(wins, offs))[:, list(clf.classes_).index(1)]
         other = [bool(_CONTEXT_OTHER.search(t)) and not _AGAINST.search(t) and not _DISPUTE.search(t)
                  and len(t) <= _CONTEXT_CHARS for t in texts]
         for k, w in enumerate(wins):

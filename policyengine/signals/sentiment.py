@@ -25,7 +25,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Literal
 
 from policyengine.signals.embedder import Embedder, LazyEmbedder
-from policyengine.signals.fitted import fitted
+from policyengine.signals.fitted import fitted, predict_proba
 
 if TYPE_CHECKING:  # numpy is part of the embeddings extra: imported where features are built
     import numpy as np
@@ -429,7 +429,7 @@ class SentimentScorer(LazyEmbedder):
         clf = self._ensure()
         batch = [texts[i] for i in idx]
         threat = self._threats(batch) if self.method == "combined" else None
-        proba = clf.predict_proba(self._features(batch, threat))
+        proba = predict_proba(clf, self._features(batch, threat))
         cols = {int(c): k for k, c in enumerate(clf.classes_)}
         legal = max(self._litigation().threshold, LEGAL_ACTION_PROBABILITY)
         for k, (row, i) in enumerate(zip(proba, idx, strict=True)):
