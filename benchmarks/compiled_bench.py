@@ -15,9 +15,10 @@ concurrency 32, SQLite NORMAL, and the process CPU time per request is taken ove
 the same machine; the script prints both medians and their ratio, and a pure-vs-pure control
 pair first, so the noise of the harness itself is in the same output.
 
-`adapters/` and `notifier/` are taken from the copy too (`policyengine.__path__`-style lookup is
-not needed: the child puts the copy first on `sys.path` and drops any `policyengine` module the
-benchmark helpers imported before measuring).
+Everything is imported from the copy: the child puts it first on `sys.path`, drops any
+`policyengine` module the benchmark helpers imported, and appends the copy's root to
+`policyengine.__path__` so that `policyengine.adapters` / `policyengine.notifier` (installed from
+`adapters/` and `notifier/` by pyproject's package-dir) resolve there too, as in mcp_bench.py.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ sys.path.insert(0, tree)
 for name in [m for m in sys.modules if m == "policyengine" or m.startswith("policyengine.")]:
     del sys.modules[name]
 import uvloop
+import policyengine
+policyengine.__path__.append(tree)
+import policyengine.adapters
+assert policyengine.adapters.__file__.startswith(tree), policyengine.adapters.__file__
 import policyengine.dispatch.dispatcher as probe
 from policyengine.api import create_app
 from policyengine.settings import SeedKey, Settings
@@ -78,15 +83,6 @@ async def run():
 
 print(json.dumps({"compiled": probe.__file__.endswith(".so"), "us": uvloop.run(run())}))
 '''
-
-
-def export(rev: str, dest: Path) -> Path:
-    """The files of commit `rev`, written under `dest`."""
-    dest.mkdir(parents=True)
-    tar = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev], check=True,
-                         capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=tar, check=True)
-    return dest
 
 
 def cythonize_in_place(tree: Path, modules: list[str]) -> None:
@@ -121,10 +117,11 @@ def main() -> None:
         sys.exit("Cython is not installed: .venv/bin/pip install cython (this script only)")
     sys.path.insert(0, str(HERE))
     import api_bench as ab
+    from mcp_bench import export_rev  # git archive of a commit into a directory
 
     tmp = Path(tempfile.mkdtemp(prefix="pe-compiled-bench-"))
-    pure = export(a.rev, tmp / "pure")
-    compiled = export(a.rev, tmp / "compiled")
+    pure = export_rev(a.rev, tmp / "pure")
+    compiled = export_rev(a.rev, tmp / "compiled")
     modules = [m.strip() for m in a.modules.split(",") if m.strip()]
     cythonize_in_place(compiled, modules)
     port = ab.free_port()

@@ -102,7 +102,7 @@ async def test_login_refuses_bad_and_app_keys_and_decisions_search_and_detail(se
 
     await page.click("#nav-usage")  # the tenant's limit counters: the chats above counted
     usage = await page.inner_text("#usage")
-    assert "limit requests 1000 per minute per tenant" in usage and "requests" in usage
+    assert "limit requests 1000 per day per tenant" in usage and "requests" in usage
     assert await page.query_selector("#usage-chart svg") is not None
     await shot(page, "usage")
 
