@@ -145,6 +145,8 @@ def predict_proba(clf: LogisticRegression, features: Any) -> Any:
     if clf.coef_.shape[0] == 1:
         positive = expit(decision[:, 0])
         return np.stack([1 - positive, positive], axis=1)
+    if getattr(clf, "solver", "lbfgs") == "liblinear" or getattr(clf, "multi_class", "auto") == "ovr":
+        return clf.predict_proba(x)  # one-vs-rest: scikit-learn normalises per class instead
     decision -= decision.max(axis=1, keepdims=True)
     np.exp(decision, out=decision)
     decision /= decision.sum(axis=1, keepdims=True)

