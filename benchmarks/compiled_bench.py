@@ -145,7 +145,7 @@ def main() -> None:
     print(f"plain chat through the app's ASGI call, c=32, SQLite NORMAL, {a.rev}, load {ab.loadavg()}")
     print(f"control, pure vs pure: {c0:.1f} vs {c1:.1f} us CPU per request ({c1 / c0:.3f}x)")
     print(f"pure Python: {p:.1f} us CPU per request (median of {len(res['pure'])} rounds x {a.requests})")
-    print(f"Cython, {len(modules)} modules: {c:.1f} us ({c / p:.3f}x pure; {(1 - c / p) * 100:+.1f}% less CPU)")
+    print(f"Cython, {len(modules)} modules: {c:.1f} us ({c / p:.3f}x pure: {(c / p - 1) * 100:+.1f} % CPU)")
 
 
 if __name__ == "__main__":
