@@ -39,13 +39,15 @@ DEFAULT_MODULES = (
     "policyengine/evaluator.py"
 )
 
-# The measuring child: one copy of the tree (argv[1]) on sys.path ahead of the editable install.
+# The measuring child: one copy of the tree (argv[1]) on sys.path ahead of the editable install, driven by
+# inprocess_bench's `_gateway_cpu` (the same loop its gc and tools cases measure with).
 CHILD = r'''
-import asyncio, json, os, sys, tempfile, time
+import json, os, sys, tempfile
 from pathlib import Path
 tree, bench_dir, port, n, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 sys.path.insert(0, bench_dir)
 import api_bench as ab
+import inprocess_bench as ib  # its driver: warm-up, then rounds of 32 concurrent requests, CPU per request
 sys.path.insert(0, tree)
 for name in [m for m in sys.modules if m == "policyengine" or m.startswith("policyengine.")]:
     del sys.modules[name]
@@ -66,20 +68,11 @@ settings = Settings(database_url=f"sqlite:///{work / 'b.db'}", policy_path=[str(
                     sqlite_synchronous="NORMAL", key_cache_ttl_s=30,
                     seed_keys=[SeedKey(token_env="PE_BENCH_TOKEN", tenant="bench", roles=["app"])])
 app = create_app(settings)
-body = {"model": "auto", "messages": [{"role": "user", "content": "Summarise my last ticket."}]}
 
 async def run():
     async with app.router.lifespan_context(app):
-        one = ab.asgi_one(app, json.dumps(body).encode(), "/v1/chat/completions")
-        for _ in range(300):
-            await one()
-        out = []
-        for _ in range(rounds):
-            t = time.process_time()
-            for _ in range(n // 32):
-                await asyncio.gather(*(one() for _ in range(32)))
-            out.append((time.process_time() - t) * 1e6 / n)
-        return out
+        ms = await ib._gateway_cpu(app, "plain", n, rounds, True)  # ms per request, the GC as the app set it
+        return [1000 * x for x in ms]
 
 print(json.dumps({"compiled": probe.__file__.endswith(".so"), "us": uvloop.run(run())}))
 '''
