@@ -131,8 +131,10 @@ def predict_proba(clf: LogisticRegression, features: Any) -> Any:
     `X @ coef_.T + intercept_`, then the logistic function for two classes, softmax for more),
     without its per-call input validation and dataframe detection, which cost ~0.25 ms a call
     against ~0.01 ms for the arithmetic (benchmarks/signals.md). `features` must be a finite
-    2-D numeric array the classifier was fitted on (the scorers build it); equality with
-    scikit-learn is tested (tests/signals/test_fitted_proba.py)."""
+    2-D numeric array the classifier was fitted on (the scorers build it), and `clf` a binary or
+    multinomial fit (the scorers' lbfgs fits; scikit-learn >= 1.8 fits no other kind of
+    LogisticRegression); equality with scikit-learn on the shipped classifiers is tested
+    (tests/signals/test_fitted_proba.py), so a change to their fit that broke it would fail there."""
     import numpy as np
     from scipy.special import expit  # scikit-learn's own logistic function
 
@@ -145,8 +147,6 @@ def predict_proba(clf: LogisticRegression, features: Any) -> Any:
     if clf.coef_.shape[0] == 1:
         positive = expit(decision[:, 0])
         return np.stack([1 - positive, positive], axis=1)
-    if getattr(clf, "solver", "lbfgs") == "liblinear" or getattr(clf, "multi_class", "auto") == "ovr":
-        return clf.predict_proba(x)  # one-vs-rest: scikit-learn normalises per class instead
     decision -= decision.max(axis=1, keepdims=True)
     np.exp(decision, out=decision)
     decision /= decision.sum(axis=1, keepdims=True)
