@@ -24,19 +24,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from signals_eval import ROOT, load
+from signals_eval import ba as _balanced
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "tests" / "data"
 TRAIN = ROOT / "policyengine" / "signals" / "data" / "sentiment_train.jsonl"
 LABELS = {"negative": 0, "neutral": 1, "positive": 2}
-
-
-def _rows(split: str, name: str) -> list[dict]:
-    return [json.loads(line) for line in (DATA / f"signals_{split}" / name).open() if line.strip()]
-
-
-def _balanced(pred: np.ndarray, truth: np.ndarray) -> float:
-    return float(((pred & truth).sum() / max(1, truth.sum()) + (~pred & ~truth).sum() / max(1, (~truth).sum())) / 2)
 
 
 def finetune(exclude: list[str], epochs: int, lr: float, threads: int) -> None:
@@ -49,7 +41,7 @@ def finetune(exclude: list[str], epochs: int, lr: float, threads: int) -> None:
     torch.set_num_threads(threads)
     tok = AutoTokenizer.from_pretrained(get_model_path())
     model = AutoModel.from_pretrained(get_model_path())
-    held = {r["text"] for s in exclude for r in _rows(s, "messages.jsonl")}
+    held = {r["text"] for s in exclude for r in load(s, "messages.jsonl")}
     train = [r for r in map(json.loads, TRAIN.open()) if r["text"] not in held and r.get("source") not in exclude]
     head = torch.nn.Linear(model.config.hidden_size, 3)
     params = [*model.parameters(), *head.parameters()]
@@ -79,7 +71,7 @@ def finetune(exclude: list[str], epochs: int, lr: float, threads: int) -> None:
         print(f"epoch {epoch}: {time.time() - t0:.0f} s", flush=True)
     model.eval()
     for split in exclude:
-        rows = _rows(split, "messages.jsonl")
+        rows = load(split, "messages.jsonl")
         truth = np.array([r["sentiment"] == "negative" for r in rows])
         with torch.no_grad():
             p = np.concatenate([torch.softmax(head(pooled([r["text"] for r in rows[i:i + 64]])), -1).numpy()
@@ -99,7 +91,7 @@ def nli(model_dir: Path, split: str) -> None:
     sess = ort.InferenceSession(str(onnx), opts, providers=["CPUExecutionProvider"])
     tok = Tokenizer.from_file(str(next(model_dir.glob("*tokenizer*/tokenizer.json"))))
     tok.enable_truncation(160)
-    pairs = _rows(split, "pairs.jsonl")
+    pairs = load(split, "pairs.jsonl")
     scores = []
     c = time.process_time()
     for r in pairs:
