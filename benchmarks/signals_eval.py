@@ -184,19 +184,24 @@ def messages(emb, split: str, lexicon: list[str]) -> None:
 
 def pairs(emb, split: str) -> None:
     from policyengine.signals import DivergenceScorer
+    from policyengine.signals.pair_model import ADAPTERS_TRAINED_ON
 
     rows = load(split, "pairs.jsonl")
     truth = np.array([r["divergent"] for r in rows])
     sc = DivergenceScorer(emb)
     res = [sc.score(r["a"], r["b"]) for r in rows]
     d = np.array([x.divergence for x in res])
+    rules = np.array([x.rules for x in res])
     cos = np.array([x.cosine for x in res])
     best = max((ba(cos < t, truth), t) for t in np.arange(0.30, 0.99, 0.005))
     how = "TUNED ON; in-sample: rules written reading its misses" if split in TUNED_ON else "UNTOUCHED"
+    seen = "the pair model trained on it" if split in ADAPTERS_TRAINED_ON else "the pair model never trained on it"
     SUMMARY[split]["divergence"] = ba(d > 0.25, truth)
+    SUMMARY[split]["divergence_rules"] = ba(rules > 0.25, truth)
     SUMMARY[split]["divergence_cos"] = best[0]
-    print(f"\n== {split}: {len(rows)} answer pairs ({int(truth.sum())} divergent; {how})")
+    print(f"\n== {split}: {len(rows)} answer pairs ({int(truth.sum())} divergent; {how}; {seen})")
     print(f"divergence balanced accuracy (divergence > 0.25): ours {ba(d > 0.25, truth):.3f}  "
+          f"rules and cosine alone (pair_model=None) {ba(rules > 0.25, truth):.3f}  "
           f"cosine alone at its best threshold ({best[1]:.3f}, chosen on this split) {best[0]:.3f}   target >= 0.90")
     print("  per tag: " + per_tag(rows, (d > 0.25) == truth))
     if split in SHOW_MISSES:
@@ -227,7 +232,10 @@ def latency(rounds: int, quantize: bool | None, splits: list[str]) -> None:
     msgs = [r["text"] for s in splits for r in load(s, "messages.jsonl")]
     prs = [(r["a"], r["b"]) for s in splits for r in load(s, "pairs.jsonl")]
     sc = DivergenceScorer(emb)
-    per_msg, per_pair, naive_msg, naive_pair, emb_msg, own_msg = [], [], [], [], [], []
+    rules_only = DivergenceScorer(emb, pair_model=None)
+    if sc.pair_model is not None:
+        sc.pair_model.load()
+    per_msg, per_pair, naive_msg, naive_pair, emb_msg, own_msg, rules_pair = [], [], [], [], [], [], []
     for _ in range(rounds):
         for t in msgs:
             emb.cache_clear()
@@ -254,6 +262,10 @@ def latency(rounds: int, quantize: bool | None, splits: list[str]) -> None:
             per_pair.append(time.process_time() - c)
             emb.cache_clear()
             c = time.process_time()
+            rules_only.score(a, b)
+            rules_pair.append(time.process_time() - c)
+            emb.cache_clear()
+            c = time.process_time()
             emb.embed([a, b])
             naive_pair.append(time.process_time() - c)
     checks = []
@@ -275,6 +287,8 @@ def latency(rounds: int, quantize: bool | None, splits: list[str]) -> None:
           f"p90 {ms(own_msg, 0.9)}")
     print(f"per answer pair, divergence: median {ms(per_pair)}, p90 {ms(per_pair, 0.9)}   "
           f"(naive: the two embeddings alone {ms(naive_pair)}; fact extraction alone {ms(checks)})   target <= 25 ms")
+    print(f"  without the answer-pair model (rules and cosine alone): median {ms(rules_pair)}, p90 {ms(rules_pair, 0.9)}"
+          f"; pair model backend: {sc.pair_model.backend if sc.pair_model else 'none'}")
     print(f"mean per message {1000 * statistics.fmean(per_msg):.2f} ms, per pair {1000 * statistics.fmean(per_pair):.2f} ms")
 
 
@@ -282,11 +296,12 @@ def summary() -> None:
     if not SUMMARY:
         return
     print("\n== summary (target: sentiment >= 0.92, litigation P/R >= 0.92/0.92, divergence >= 0.90)")
-    print(f"{'split':10} {'status':40} {'sentiment':>9} {'lit P':>6} {'lit R':>6} {'diverg.':>7}")
+    print(f"{'split':10} {'status':40} {'sentiment':>9} {'lit P':>6} {'lit R':>6} {'diverg.':>7} {'rules':>6}")
     for split, f in SUMMARY.items():
         status = ("tuned on (sentiment/intent leave-one-split-out)" if split in TUNED_ON else "UNTOUCHED (scored once)")
         print(f"{split:10} {status:40} {f.get('sentiment', float('nan')):9.3f} {f.get('lit_p', float('nan')):6.3f} "
-              f"{f.get('lit_r', float('nan')):6.3f} {f.get('divergence', float('nan')):7.3f}")
+              f"{f.get('lit_r', float('nan')):6.3f} {f.get('divergence', float('nan')):7.3f} "
+              f"{f.get('divergence_rules', float('nan')):6.3f}")
 
 
 def main() -> None:

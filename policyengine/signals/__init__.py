@@ -24,6 +24,7 @@ from policyengine.signals.embedder import (
 )
 from policyengine.signals.judge import JUDGE_SYSTEM_PROMPT, JudgeVerdict, ask_judge, parse_verdict
 from policyengine.signals.mentions import LexiconMatcher
+from policyengine.signals.pair_model import PairModel, PairModelError, shared_pair_model
 from policyengine.signals.provider import DefaultSignalProvider, precompute
 from policyengine.signals.requirements import (
     EMBEDDINGS_EXTRA,
@@ -55,6 +56,8 @@ __all__ = [
     "JudgeVerdict",
     "LexiconMatcher",
     "MentionMatch",
+    "PairModel",
+    "PairModelError",
     "SentimentScorer",
     "SignalProvider",
     "VerificationResult",
@@ -73,6 +76,7 @@ __all__ = [
     "require_available",
     "run_verification",
     "shared_embedder",
+    "shared_pair_model",
     "vader_sentiment",
     "verify",
 ]

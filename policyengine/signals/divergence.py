@@ -5,6 +5,11 @@ same thing; it does not notice that "approved" and "not approved" disagree
 (cosine ~0.92) or that £50 and £500 differ (~0.99). The score therefore takes the
 larger of a cosine-based divergence and the severity of any fact conflict found
 by `checks` (amounts, quantities, dates, times, decision polarity, refusal).
+
+With the answer-pair model (`pair_model.py`, on by default when its adapter file is
+installed) the score is the blend of that rule score and the model's probability that the
+pair diverges: the rules explain themselves and catch what they were written for, the
+model reads both answers at once and catches differences nobody wrote a rule for.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from policyengine.signals.conditions import (
 from policyengine.signals.embedder import Embedder, shared_embedder
 from policyengine.signals.formats import canonical
 from policyengine.signals.negation import action_conflicts, parity_agrees, parity_conflicts
+from policyengine.signals.pair_model import PairModel, adapters_path, shared_pair_model
 
 if TYPE_CHECKING:  # numpy is part of the embeddings extra: imported where vectors are used
     import numpy as np
@@ -56,6 +62,10 @@ DETAIL_CONTAINMENT = 0.75
 ALIGNMENT_SEVERITY = {"identifier": 0.8, "name": 0.8, "wording": 0.7, "opposite": 0.75, "negation": 0.75,
                       "commitment": 0.7, "condition": 0.7, "counts": 0.8, "price": 0.75,
                       "relative date": 0.75, "amount count": 0.8, "month": 0.75, "basis": 0.75}
+# The blend: m = (rule score + pair probability) / 2, mapped piecewise-linearly so that
+# m = PAIR_BLEND_AT_THRESHOLD lands on DEFAULT_THRESHOLD (0 -> 0, 1 -> 1). The knee was chosen
+# on holdout8, a split the pair model was not trained on (benchmarks/signals.md).
+PAIR_BLEND_AT_THRESHOLD = 0.5
 _EXPLICIT_NEGATOR = re.compile(r"\b(?:not|no|never|cannot|unable|without)\b|n['\u2019]t\b", re.I)
 
 
@@ -65,12 +75,19 @@ class DivergenceResult(BaseModel):
     semantic: float = Field(ge=0.0, le=1.0)  # the cosine-only part of the score
     reasons: list[str] = Field(default_factory=list)
     conflicts: list[str] = Field(default_factory=list)  # kinds: amounts, polarity, refusal, ...
+    rules: float = Field(ge=0.0, le=1.0)  # the rule-and-cosine score alone
+    pair_probability: float | None = Field(default=None, ge=0.0, le=1.0)  # None: scored without the pair model
     threshold: float
     aligned: bool  # divergence <= threshold
 
 
 class DivergenceScorer:
-    """Scores how far two answers diverge. Thread-safe; the embedder is shared."""
+    """Scores how far two answers diverge. Thread-safe; the embedder and pair model are shared.
+
+    `pair_model="auto"` uses the process-wide answer-pair model when its adapter file is
+    installed; `None` scores with the rules and cosine alone (`pair_probability` is then
+    None in every result); a `PairModel` uses that one. A pair model that cannot load
+    raises `PairModelError` on first use: the score never silently loses half its input."""
 
     def __init__(
         self,
@@ -79,6 +96,7 @@ class DivergenceScorer:
         threshold: float = DEFAULT_THRESHOLD,
         cosine_at_threshold: float = DEFAULT_COSINE_AT_THRESHOLD,
         checks: bool = True,
+        pair_model: PairModel | str | None = "auto",
     ) -> None:
         _check_unit("threshold", threshold)
         if not -1.0 < cosine_at_threshold < 1.0:
@@ -87,6 +105,20 @@ class DivergenceScorer:
         self.threshold = threshold
         self.cosine_at_threshold = cosine_at_threshold
         self.checks = checks
+        if pair_model == "auto":
+            pair_model = shared_pair_model() if adapters_path().is_file() else None
+        elif isinstance(pair_model, str):
+            raise ValueError(f"pair_model must be 'auto', None or a PairModel, got {pair_model!r}")
+        self.pair_model: PairModel | None = pair_model
+
+    def blend(self, rules: float, probability: float) -> float:
+        """The final score from the rule score and the pair probability: monotone in both,
+        0 at (0, 0), 1 at (1, 1), and `threshold` where their mean is PAIR_BLEND_AT_THRESHOLD."""
+        m = (rules + probability) / 2
+        knee, thr = PAIR_BLEND_AT_THRESHOLD, self.threshold
+        if m <= knee:
+            return thr * m / knee
+        return thr + (1 - thr) * (m - knee) / (1 - knee)
 
     def semantic_divergence(self, cosine: float) -> float:
         """Linear map: cosine 1 -> 0, `cosine_at_threshold` -> `threshold`, clipped to [0, 1]."""
@@ -98,11 +130,12 @@ class DivergenceScorer:
             raise TypeError("score() compares two answer strings")
         thr = self.threshold if threshold is None else _check_unit("threshold", threshold)
         if not a.strip() and not b.strip():
-            return DivergenceResult(divergence=0.0, cosine=1.0, semantic=0.0, threshold=thr, aligned=True,
-                                    reasons=["both answers are empty"])
+            return DivergenceResult(divergence=0.0, cosine=1.0, semantic=0.0, rules=0.0, threshold=thr,
+                                    aligned=True, reasons=["both answers are empty"])
         if not a.strip() or not b.strip():
-            return DivergenceResult(divergence=1.0, cosine=0.0, semantic=1.0, threshold=thr, aligned=False,
-                                    reasons=["one answer is empty"], conflicts=["empty"])
+            return DivergenceResult(divergence=1.0, cosine=0.0, semantic=1.0, rules=1.0, threshold=thr,
+                                    aligned=False, reasons=["one answer is empty"], conflicts=["empty"])
+        probability = self.pair_model.probability(a, b) if self.pair_model is not None else None
         cosine = self._cosine(a, b)
         agreed = 0
         conflicts: list[Conflict] = []
@@ -114,7 +147,7 @@ class DivergenceScorer:
             conflicts += alignment_conflicts(a, b, conflicts)
             agreed = 0 if conflicts else shared_facts(fa, fb)
         detail = self.checks and not conflicts and (containment(a, b) >= DETAIL_CONTAINMENT or _elaborates(a, b))
-        return self._combine(cosine, conflicts, thr, agreed, detail)
+        return self._combine(cosine, conflicts, thr, agreed, detail, probability)
 
     def _cosine(self, a: str, b: str) -> float:
         """Cosine of the two answers' embeddings. Answers longer than the model's window
@@ -130,7 +163,7 @@ class DivergenceScorer:
         return await asyncio.to_thread(self.score, a, b, threshold)
 
     def _combine(self, cosine: float, conflicts: list[Conflict], thr: float, agreed: int = 0,
-                 detail: bool = False) -> DivergenceResult:
+                 detail: bool = False, probability: float | None = None) -> DivergenceResult:
         semantic = self.semantic_divergence(cosine)
         if detail:
             # one answer repeats the other's content and adds to it: more detail, not a
@@ -141,17 +174,22 @@ class DivergenceScorer:
             # contradicts: short answers phrased differently ("£50" / "50 GBP")
             # embed far apart, so the wording difference counts for less.
             semantic *= FACT_AGREEMENT_DISCOUNT
-        divergence = max([semantic, *(c.severity for c in conflicts)])
+        rules = float(min(1.0, max(0.0, max([semantic, *(c.severity for c in conflicts)]))))
         reasons = [c.reason for c in conflicts]
         if semantic > thr:
             reasons.append(f"answers differ in meaning: cosine {cosine:.2f}")
-        divergence = float(min(1.0, max(0.0, divergence)))
+        divergence = rules
+        if probability is not None:
+            divergence = float(min(1.0, max(0.0, self.blend(rules, probability))))
+            reasons.append(f"answer-pair model: {probability:.2f} probability the answers diverge")
         if math.isnan(divergence):  # pragma: no cover - defensive
             divergence = 1.0
         return DivergenceResult(
             divergence=round(divergence, 4),
             cosine=round(cosine, 4),
             semantic=round(semantic, 4),
+            rules=round(rules, 4),
+            pair_probability=None if probability is None else round(probability, 4),
             reasons=reasons,
             conflicts=sorted({c.kind for c in conflicts}),
             threshold=thr,

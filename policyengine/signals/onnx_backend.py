@@ -14,7 +14,9 @@ Guarantees:
   processes never read a half-written graph. A cache that cannot be written (read-only
   home) or a cached graph that does not load falls back to an export held in memory.
 * The exported graph includes mean pooling and L2 normalisation: it returns exactly the
-  vector the torch path returns.
+  vector the torch path returns. With a `head` (the answer-pair model, `pair_model.py`) the
+  graph ends in the head's sigmoid over the unnormalised mean-pooled vector instead, and
+  the head's and adapters' identity (`key_extra`) is part of the cache key.
 """
 
 from __future__ import annotations
@@ -36,16 +38,20 @@ _EXPORT_FORMAT = "legacy-opset17-meanpool-l2-v1"  # part of the cache key: bump 
 _log = logging.getLogger(__name__)
 
 
+def mean_pool(hidden: Any, attention_mask: Any) -> Any:
+    """Mean of the token vectors under the attention mask (torch tensors)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
 def mean_pool_normalize(hidden: Any, attention_mask: Any) -> Any:
-    """Mean of the token vectors under the attention mask, L2-normalised (torch tensors).
+    """`mean_pool`, L2-normalised (torch tensors).
 
     The one pooling both backends use: the torch path calls it per batch and the exported
     graph contains it, so the two cannot drift apart."""
     import torch
 
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-    return torch.nn.functional.normalize(pooled, dim=1)
+    return torch.nn.functional.normalize(mean_pool(hidden, attention_mask), dim=1)
 
 
 class OnnxUnavailable(RuntimeError):
@@ -72,13 +78,14 @@ def cache_dir() -> Path:
     return Path(base) / "policyengine" / "embeddings"
 
 
-def cache_key(model_path: str) -> str:
-    """A hash that changes whenever the model files or the exporting libraries change."""
+def cache_key(model_path: str, extra: str = "") -> str:
+    """A hash that changes whenever the model files, `extra` or the exporting libraries change."""
     import onnx
     import torch
 
     h = hashlib.sha256()
     h.update(f"{_EXPORT_FORMAT}\0{torch.__version__}\0{onnx.__version__}\0{os.path.abspath(model_path)}".encode())
+    h.update(f"\0{extra}".encode())
     root = Path(model_path)
     if root.is_dir():
         for f in sorted(p for p in root.rglob("*") if p.is_file()):
@@ -91,16 +98,26 @@ class OnnxEncoder:
     """Tokenized batch in, unit-normalised float32 mean-pooled embeddings out.
 
     Built from a loaded sentence-transformers `Transformer` module (its `auto_model` is
-    exported); after construction the torch weights are not needed for encoding.
+    exported) or a bare transformers model; after construction the torch weights are not
+    needed for encoding. With `head` (a torch module from the pooled vector to one logit)
+    `encode` returns the head's sigmoid per row, shape (batch,), instead; `key_extra` must
+    then identify the head and any change made to the weights, since the cache is keyed on
+    the model files.
     """
 
-    def __init__(self, transformer_module: Any, model_path: str, *, threads: int = 1) -> None:
+    def __init__(self, transformer_module: Any, model_path: str, *, threads: int = 1,
+                 head: Any = None, key_extra: str = "") -> None:
         if not available():
             raise OnnxUnavailable("onnxruntime and onnx are not installed (pip install onnxruntime onnx)")
+        if head is not None and not key_extra:
+            raise ValueError("a head needs a key_extra that identifies it in the graph cache")
         import onnxruntime as ort
 
         self._input_names = ["input_ids", "attention_mask", "token_type_ids"]
-        graph = self._graph(transformer_module.auto_model, model_path)
+        self._head = head
+        self._key_extra = key_extra
+        auto_model = getattr(transformer_module, "auto_model", transformer_module)
+        graph = self._graph(auto_model, model_path)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads  # 0 = ONNX Runtime's default (all cores)
         opts.inter_op_num_threads = 1
@@ -113,7 +130,7 @@ class OnnxEncoder:
             if isinstance(graph, bytes):
                 raise OnnxUnavailable(f"ONNX Runtime could not load the exported graph: {exc}") from exc
             _log.warning("cached ONNX graph %s did not load (%s); exporting again", graph, exc)
-            fresh = self._export(transformer_module.auto_model)
+            fresh = self._export(auto_model)
             self._write_cache(Path(graph), fresh)
             self._session = ort.InferenceSession(fresh, opts, providers=["CPUExecutionProvider"])
         self._wanted = [i.name for i in self._session.get_inputs()]
@@ -131,7 +148,7 @@ class OnnxEncoder:
     def _graph(self, auto_model: Any, model_path: str) -> str | bytes:
         """A path to the cached graph, or the graph's bytes when the cache is unusable."""
         try:
-            path = cache_dir() / f"{cache_key(model_path)}.onnx"
+            path = cache_dir() / f"{cache_key(model_path, self._key_extra)}.onnx"
         except OSError as exc:
             _log.warning("embedding cache unusable (%s); exporting the ONNX graph in memory", exc)
             return self._export(auto_model)
@@ -160,16 +177,21 @@ class OnnxEncoder:
     def _export(self, auto_model: Any) -> bytes:
         import torch
 
+        head = self._head
+
         class _Pooled(torch.nn.Module):
             def __init__(self, inner: Any) -> None:
                 super().__init__()
                 self.inner = inner
+                self.head = head
 
             def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
                 hidden = self.inner(
                     input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
                 ).last_hidden_state
-                return mean_pool_normalize(hidden, attention_mask)
+                if self.head is None:
+                    return mean_pool_normalize(hidden, attention_mask)
+                return torch.sigmoid(self.head(mean_pool(hidden, attention_mask))).squeeze(-1)
 
         wrapper = _Pooled(auto_model).eval()
         sample = torch.tensor([[101, 7592, 2045, 102]], dtype=torch.long)  # any valid ids: axes are dynamic

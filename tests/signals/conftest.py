@@ -23,7 +23,9 @@ def embedder():
 def scorer(embedder):
     from policyengine.signals import DivergenceScorer
 
-    return DivergenceScorer(embedder)
+    # the rules and cosine alone: these tests pin the rules' conflicts and reasons; the blend
+    # with the answer-pair model is tested in test_pair_model.py
+    return DivergenceScorer(embedder, pair_model=None)
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,7 @@ def test_unrelated_answers_diverge_on_meaning(scorer):
 
 
 def test_threshold_parameter_and_validation(embedder):
-    s = DivergenceScorer(embedder, threshold=0.9)
+    s = DivergenceScorer(embedder, threshold=0.9, pair_model=None)  # the rule score against its threshold
     assert s.score("The refund has been approved.", "The refund has not been approved.").aligned  # 0.85 <= 0.9
     assert not s.score("a", "b", threshold=0.0).aligned
     with pytest.raises(ValueError, match="threshold"):
