@@ -66,6 +66,10 @@ ALIGNMENT_SEVERITY = {"identifier": 0.8, "name": 0.8, "wording": 0.7, "opposite"
 # m = PAIR_BLEND_AT_THRESHOLD lands on DEFAULT_THRESHOLD (0 -> 0, 1 -> 1). The knee was chosen
 # on holdout8, a split the pair model was not trained on (benchmarks/signals.md).
 PAIR_BLEND_AT_THRESHOLD = 0.5
+# Below this cosine the two answers are on different topics, a kind of pair the pair model
+# never saw (every labelled pair is two answers to one question; the lowest cosine on holdout8
+# is 0.42) and reads as "same" (two unrelated answers: p 0.08). There the rules decide alone.
+PAIR_MIN_COSINE = 0.40
 _EXPLICIT_NEGATOR = re.compile(r"\b(?:not|no|never|cannot|unable|without)\b|n['\u2019]t\b", re.I)
 
 
@@ -135,8 +139,10 @@ class DivergenceScorer:
         if not a.strip() or not b.strip():
             return DivergenceResult(divergence=1.0, cosine=0.0, semantic=1.0, rules=1.0, threshold=thr,
                                     aligned=False, reasons=["one answer is empty"], conflicts=["empty"])
-        probability = self.pair_model.probability(a, b) if self.pair_model is not None else None
         cosine = self._cosine(a, b)
+        probability = None
+        if self.pair_model is not None and cosine >= PAIR_MIN_COSINE:
+            probability = self.pair_model.probability(a, b)
         agreed = 0
         conflicts: list[Conflict] = []
         if self.checks:

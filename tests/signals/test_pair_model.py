@@ -145,3 +145,12 @@ def test_the_blend_beats_the_rules_on_a_split_the_model_never_saw(embedder):
     blended = ba(np.array([not x.aligned for x in res]))
     rules = ba(np.array([x.rules > x.threshold for x in res]))
     assert blended > rules
+
+
+def test_answers_on_different_topics_are_left_to_the_rules(embedder):
+    """The pair model learned from two answers to one question; unrelated answers are outside it."""
+    s = DivergenceScorer(embedder)
+    r = s.score("Our office opens at nine and the car park is free for visitors.",
+                "No. The refund was refused on 3 March and you owe us 500 GBP.")
+    assert r.cosine < 0.40 and r.pair_probability is None
+    assert not r.aligned and r.divergence == r.rules
