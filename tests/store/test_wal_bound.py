@@ -121,19 +121,32 @@ async def test_one_caller_at_a_time_the_wal_starts_over_before_its_bound(tmp_pat
     logger.on_batch = on_batch
     # The writer's own reset is for a checkpoint thread that lags (a busy machine): on an idle one
     # the thread's passes copy every frame and SQLite starts the WAL over before the writer has to.
-    # Make the lag deterministic: each pass starts late, as when the thread waits for a core.
-    passive = logger._checkpoint
+    # Make the lag deterministic in rows, not time: each pass starts only once LAG more rows are
+    # committed (as when the thread waits for a core), and the caller below never runs more than a
+    # couple of rows past that while the pass copies (however slow the machine is).
+    lag = 20  # ~600 KB of frames committed during each pass
+    passive, start_pass = logger._checkpoint, logger._start_pass
+    pass_rows = [0]
+
+    def counted_start_pass() -> None:
+        pass_rows[0] = logger.rows
+        start_pass()
 
     def lagging_checkpoint() -> None:
-        time.sleep(0.03)
+        deadline = time.monotonic() + 10
+        while logger.rows < pass_rows[0] + lag and not logger._closing and time.monotonic() < deadline:
+            time.sleep(0.0005)
         passive()
 
+    logger._start_pass = counted_start_pass
     logger._checkpoint = lagging_checkpoint
     await logger.start()
     try:
         for i in range(1200):  # ~36 MB of frames: the WAL starts over many times
             await logger.log(_entry(i))
             await asyncio.sleep(0.001)  # the request's upstream call: the writer idles meanwhile
+            while logger._checkpointing and logger.rows >= pass_rows[0] + lag + 2:
+                await asyncio.sleep(0.001)
     finally:
         await logger.aclose()
     assert logger.wal_resets >= 3
