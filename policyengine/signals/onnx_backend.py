@@ -14,8 +14,8 @@ Guarantees:
   processes never read a half-written graph. A cache that cannot be written (read-only
   home) or a cached graph that does not load falls back to an export held in memory.
 * The exported graph includes mean pooling and L2 normalisation: it returns exactly the
-  vector the torch path returns. With a `head` (the answer-pair model, `pair_model.py`) the
-  graph ends in the head's sigmoid over the unnormalised mean-pooled vector instead, and
+  vector the torch path returns. With a `head` (the adapted models of `adapted.py`) the graph
+  ends in `head_activation` of the head over the unnormalised mean-pooled vector instead, and
   the head's and adapters' identity (`key_extra`) is part of the cache key.
 """
 
@@ -42,6 +42,17 @@ def mean_pool(hidden: Any, attention_mask: Any) -> Any:
     """Mean of the token vectors under the attention mask (torch tensors)."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+def head_activation(logits: Any) -> Any:
+    """A one-logit head's sigmoid, shape (batch,); a k-logit head's softmax, shape (batch, k).
+
+    The one activation both backends use for an adapted model's head (torch tensors)."""
+    import torch
+
+    if logits.shape[-1] == 1:
+        return torch.sigmoid(logits).squeeze(-1)
+    return torch.softmax(logits, dim=-1)
 
 
 def mean_pool_normalize(hidden: Any, attention_mask: Any) -> Any:
@@ -99,8 +110,8 @@ class OnnxEncoder:
 
     Built from a loaded sentence-transformers `Transformer` module (its `auto_model` is
     exported) or a bare transformers model; after construction the torch weights are not
-    needed for encoding. With `head` (a torch module from the pooled vector to one logit)
-    `encode` returns the head's sigmoid per row, shape (batch,), instead; `key_extra` must
+    needed for encoding. With `head` (a torch linear module from the pooled vector to logits)
+    `encode` returns `head_activation` of its logits per row instead; `key_extra` must
     then identify the head and any change made to the weights, since the cache is keyed on
     the model files.
     """
@@ -191,7 +202,7 @@ class OnnxEncoder:
                 ).last_hidden_state
                 if self.head is None:
                     return mean_pool_normalize(hidden, attention_mask)
-                return torch.sigmoid(self.head(mean_pool(hidden, attention_mask))).squeeze(-1)
+                return head_activation(self.head(mean_pool(hidden, attention_mask)))
 
         wrapper = _Pooled(auto_model).eval()
         sample = torch.tensor([[101, 7592, 2045, 102]], dtype=torch.long)  # any valid ids: axes are dynamic
