@@ -26,6 +26,11 @@ from typing import TYPE_CHECKING, Literal
 
 from policyengine.signals.embedder import Embedder, LazyEmbedder
 from policyengine.signals.fitted import fitted, predict_proba
+from policyengine.signals.sentiment_model import (
+    SentimentModel,
+    adapters_path,
+    shared_sentiment_model,
+)
 
 if TYPE_CHECKING:  # numpy is part of the embeddings extra: imported where features are built
     import numpy as np
@@ -33,6 +38,10 @@ if TYPE_CHECKING:  # numpy is part of the embeddings extra: imported where featu
     from policyengine.signals.intent import IntentModel
 
 LABELS = ("negative", "neutral", "positive")
+# The adapted model's share of the score; the classifier, after its fixed idioms, has the rest.
+# Chosen on holdout9, the model's validation split, in a flat region (0.929-0.933 for 0.5-0.7;
+# benchmarks/signals.md, "Session 14"); never on the untouched split.
+MODEL_WEIGHT = 0.6
 Method = Literal["combined", "vader", "embedding"]
 
 _vader = None
@@ -341,9 +350,17 @@ class SentimentScorer(LazyEmbedder):
         training: list[tuple[str, str]] | None = None,
         threat_feature: bool = True,
         intent: IntentModel | None = None,
+        model: SentimentModel | str | None = "auto",
     ) -> None:
         if method not in ("combined", "vader", "embedding"):
             raise ValueError(f"sentiment method must be combined, vader or embedding, got {method!r}")
+        if model == "auto":
+            model = shared_sentiment_model() if method == "combined" and adapters_path().is_file() else None
+        elif isinstance(model, str):
+            raise ValueError(f"sentiment model must be 'auto', None or a SentimentModel, got {model!r}")
+        # The adapted encoder's own three-class reading (`sentiment_model.py`), mixed with the
+        # classifier's after the fixed idioms apply to it; None scores with the classifier alone.
+        self.model: SentimentModel | None = model
         self._embedder = embedder
         self.method = method
         self.surface_weight = surface_weight
@@ -430,13 +447,17 @@ class SentimentScorer(LazyEmbedder):
         batch = [texts[i] for i in idx]
         threat = self._threats(batch) if self.method == "combined" else None
         proba = predict_proba(clf, self._features(batch, threat))
+        read = self.model.scores(batch) if self.model is not None else None
         cols = {int(c): k for k, c in enumerate(clf.classes_)}
         legal = max(self._litigation().threshold, LEGAL_ACTION_PROBABILITY)
         for k, (row, i) in enumerate(zip(proba, idx, strict=True)):
             p_neu = row[cols[1]] if 1 in cols else 0.0
             p_pos = row[cols[2]] if 2 in cols else 0.0
             pursues = threat is not None and float(threat[k]) >= legal
-            out[i] = round(idiom_override(texts[i], float(p_pos + 0.5 * p_neu), legal_action=pursues), 4)
+            score = idiom_override(texts[i], float(p_pos + 0.5 * p_neu), legal_action=pursues)
+            if read is not None:  # the idioms were written for the classifier: they correct its reading only
+                score = (1 - MODEL_WEIGHT) * score + MODEL_WEIGHT * read[k]
+            out[i] = round(score, 4)
         return out
 
     def score(self, text: str) -> float:
