@@ -59,10 +59,11 @@ def test_the_benchmark_skips_an_absent_untouched_split_and_marks_splits(tmp_path
     spec = importlib.util.spec_from_file_location("signals_eval_under_test", ROOT / "benchmarks" / "signals_eval.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    assert mod.TUNED_ON == ("tune", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6", "holdout7", "holdout8") and mod.UNTOUCHED == ("holdout9",)
+    assert mod.TUNED_ON == ("tune", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6", "holdout7", "holdout8",
+                            "holdout9") and mod.UNTOUCHED == ("holdout10",)
     monkeypatch.setattr(mod, "DATA", tmp_path)
-    assert not mod.present("holdout9")
-    monkeypatch.setattr(sys, "argv", ["signals_eval.py", "--split", "holdout9", "--no-latency"])
+    assert not mod.present("holdout10")
+    monkeypatch.setattr(sys, "argv", ["signals_eval.py", "--split", "holdout10", "--no-latency"])
     mod.main()
     out = capsys.readouterr().out
-    assert "holdout9: skipped" in out and "not present" in out
+    assert "holdout10: skipped" in out and "not present" in out
