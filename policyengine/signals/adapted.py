@@ -16,6 +16,9 @@ Guarantees:
   its softmax, shape (batch, k), otherwise; on ONNX Runtime when it is installed (exported once
   from the merged weights and cached like the embedder's graph, keyed on the adapter file's hash),
   else on torch. Loading happens once per instance even under concurrency.
+* With `int8=True` the model runs with int8 weights (ONNX Runtime's dynamic quantisation of
+  the exported graph, cached under its own key; on torch, `quantize_dynamic` of the encoder's
+  linear layers); the head stays float32. Only for a model whose accuracy was measured at int8.
 """
 
 from __future__ import annotations
@@ -43,13 +46,14 @@ class AdaptedMiniLM:
     error: type[AdapterError] = AdapterError
 
     def __init__(self, adapters: Path, model_path: str | None = None, *, threads: int = 1,
-                 backend: str = "auto") -> None:
+                 backend: str = "auto", int8: bool = False) -> None:
         if backend not in ("auto", "onnx", "torch"):
             raise ValueError(f"{self.name} backend must be auto, onnx or torch, got {backend!r}")
         self._model_path = model_path
         self.adapters = adapters
         self.threads = threads
         self.requested_backend = backend
+        self.int8 = int8
         self.backend: str | None = None  # what load() chose
         self._lock = threading.Lock()
         self._tokenizer: Any = None
@@ -102,7 +106,7 @@ class AdaptedMiniLM:
         else:
             try:
                 enc = onnx_backend.OnnxEncoder(model, path, threads=self.threads, head=head,
-                                               key_extra=f"lora:{self.adapters.name}:{digest}")
+                                               key_extra=f"lora:{self.adapters.name}:{digest}", int8=self.int8)
             except onnx_backend.OnnxUnavailable as exc:
                 why = str(exc)
             else:
@@ -118,6 +122,9 @@ class AdaptedMiniLM:
         import torch
 
         from policyengine.signals.onnx_backend import head_activation, mean_pool
+
+        if self.int8:
+            torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
         def run(feats: dict[str, Any]) -> Any:
             t = {k: torch.as_tensor(np.asarray(v, dtype=np.int64)) for k, v in feats.items()}

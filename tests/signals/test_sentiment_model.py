@@ -68,13 +68,26 @@ def test_scores_are_on_the_scorer_scale_and_blank_is_neutral():
     assert s[:3] == pytest.approx([pos + 0.5 * neu for _, neu, pos in p], abs=1e-6)
 
 
-def test_onnx_and_torch_agree():
+def test_onnx_and_torch_agree_at_fp32():
     pytest.importorskip("onnxruntime", reason="the ONNX path needs onnxruntime (the embeddings extra)")
     texts = ["Wow, a third missed delivery. Amazing service, truly.", "Can you post the missing screws? No rush.",
              "word " * 400]  # longer than the window: truncated the same way on both
     onnx, torch_ = SentimentModel(backend="onnx"), SentimentModel(backend="torch")
     assert onnx.scores(texts) == pytest.approx(torch_.scores(texts), abs=1e-4)
     assert (onnx.backend, torch_.backend) == ("onnx", "torch")
+
+
+def test_int8_stays_close_to_fp32_on_both_backends():
+    """int8 (POLICYENGINE_SENTIMENT_MODEL=int8) moves the reading little, never across 0.3 on clear text."""
+    pytest.importorskip("onnxruntime", reason="the ONNX path needs onnxruntime (the embeddings extra)")
+    texts = ["I have been without heating for nine days and nobody has called me back.",
+             "Your parcel was delivered at 10:42 and signed for by J. Okafor.",
+             "Brilliant service, thank you, the new card arrived the next morning."]
+    ref = SentimentModel(backend="onnx").scores(texts)
+    for backend in ("onnx", "torch"):
+        got = SentimentModel(backend=backend, int8=True).scores(texts)
+        assert got == pytest.approx(ref, abs=0.1)
+        assert [x < 0.3 for x in got] == [x < 0.3 for x in ref] == [True, False, False]
 
 
 def test_the_model_argument_is_checked(embedder):
@@ -114,3 +127,17 @@ def test_the_mix_beats_the_classifier_on_a_split_the_model_never_saw(embedder):
 def _rows(name: str) -> list[dict]:
     path = Path(adapters_path()).parent / name
     return [json.loads(x) for x in path.read_text("utf-8").splitlines() if x.strip()]
+
+
+def test_the_service_mode_comes_from_the_environment(monkeypatch, embedder):
+    from policyengine.signals import sentiment_model
+
+    monkeypatch.delenv(sentiment_model.ENV_MODE, raising=False)
+    assert sentiment_model.configured_mode() == "fp32" and not shared_sentiment_model().int8
+    monkeypatch.setenv(sentiment_model.ENV_MODE, " INT8 ")
+    assert shared_sentiment_model().int8 and SentimentScorer(embedder).model.int8
+    monkeypatch.setenv(sentiment_model.ENV_MODE, "off")
+    assert SentimentScorer(embedder).model is None
+    monkeypatch.setenv(sentiment_model.ENV_MODE, "fast")
+    with pytest.raises(ValueError, match="POLICYENGINE_SENTIMENT_MODEL must be one of fp32, int8, off"):
+        SentimentScorer(embedder)
