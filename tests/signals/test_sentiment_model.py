@@ -78,7 +78,7 @@ def test_onnx_and_torch_agree_at_fp32():
 
 
 def test_int8_stays_close_to_fp32_on_both_backends():
-    """int8 (POLICYENGINE_SENTIMENT_MODEL=int8) moves the reading little, never across 0.3 on clear text."""
+    """int8 (the service's default) moves the reading little from fp32, never across 0.3 on clear text."""
     pytest.importorskip("onnxruntime", reason="the ONNX path needs onnxruntime (the embeddings extra)")
     texts = ["I have been without heating for nine days and nobody has called me back.",
              "Your parcel was delivered at 10:42 and signed for by J. Okafor.",
@@ -133,9 +133,9 @@ def test_the_service_mode_comes_from_the_environment(monkeypatch, embedder):
     from policyengine.signals import sentiment_model
 
     monkeypatch.delenv(sentiment_model.ENV_MODE, raising=False)
-    assert sentiment_model.configured_mode() == "fp32" and not shared_sentiment_model().int8
-    monkeypatch.setenv(sentiment_model.ENV_MODE, " INT8 ")
-    assert shared_sentiment_model().int8 and SentimentScorer(embedder).model.int8
+    assert sentiment_model.configured_mode() == "int8" and shared_sentiment_model().int8
+    monkeypatch.setenv(sentiment_model.ENV_MODE, " FP32 ")
+    assert not shared_sentiment_model().int8 and not SentimentScorer(embedder).model.int8
     monkeypatch.setenv(sentiment_model.ENV_MODE, "off")
     assert SentimentScorer(embedder).model is None
     monkeypatch.setenv(sentiment_model.ENV_MODE, "fast")
