@@ -18,7 +18,9 @@ Guarantees:
   else on torch. Loading happens once per instance even under concurrency.
 * With `int8=True` the model runs with int8 weights, one scale per output channel (ONNX
   Runtime's dynamic quantisation of the exported graph, cached under its own key; on torch,
-  `quantize_dynamic` of the encoder's linear layers); the head stays float32. Only for a model whose accuracy was measured at int8.
+  `quantize_dynamic` of the encoder's linear layers); the head stays float32. int8 scales
+  activations per batch, so then `run` feeds each row alone (trimmed to its mask): a text's
+  output never depends on what it was batched with. Only for a model whose accuracy was measured at int8.
 """
 
 from __future__ import annotations
@@ -90,7 +92,8 @@ class AdaptedMiniLM:
             except Exception as exc:
                 raise self.error(f"could not load the {self.name} ({path}, {self.adapters}): {exc}") from exc
             digest = hashlib.sha256(raw).hexdigest()[:16]
-            self._run = self._onnx_run(model, head, path, digest) or self._torch_run(model, head)
+            run = self._onnx_run(model, head, path, digest) or self._torch_run(model, head)
+            self._run = _one_at_a_time(run) if self.int8 else run
             self._tokenizer = tokenizer
 
     def _onnx_run(self, model: Any, head: Any, path: str, digest: str) -> Any:
@@ -135,6 +138,21 @@ class AdaptedMiniLM:
 
         self.backend = "torch"
         return run
+
+
+def _one_at_a_time(run: Any) -> Any:
+    """`run` applied to each row of a batch alone, without its padding; the rows stacked again."""
+    import numpy as np
+
+    def rowwise(feats: dict[str, Any]) -> Any:
+        mask = np.asarray(feats["attention_mask"])
+        rows = []
+        for i in range(mask.shape[0]):
+            n = max(int(mask[i].sum()), 1)  # right padding: the row's tokens are its first n
+            rows.append(run({k: np.asarray(v)[i:i + 1, :n] for k, v in feats.items()}))
+        return np.concatenate(rows)
+
+    return rowwise
 
 
 def merge_adapters(model: Any, arrays: dict[str, Any], outputs: int = 1,

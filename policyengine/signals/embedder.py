@@ -93,17 +93,18 @@ class Embedder:
         # several threads collapse (10x+) when the cores are contended.
         self.threads = 1 if threads is None else threads
         if quantize is None:
-            quantize = os.environ.get(ENV_QUANTIZE, "").strip().lower() in ("1", "true", "yes", "on")
-        # int8 dynamic quantisation of the Linear layers (CPU only): about half the
-        # CPU time per pair, slightly different vectors (see benchmarks/signals.md).
+            quantize = _env_flag(ENV_QUANTIZE, default=True)
+        # int8 weights, one scale per output channel, on CPU (the default): less than half the
+        # CPU of fp32 per embedding, vectors at cosine >= 0.986 to fp32, and no loss on the
+        # validation split (benchmarks/signals.md, "Session 16"). The classifiers train on
+        # whatever this embedder produces, so they always match it.
         self.quantize = bool(quantize)
         backend = (backend or os.environ.get(ENV_BACKEND) or "auto").strip().lower()
         if backend not in BACKENDS:
             raise ValueError(f"embedding backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         # auto: ONNX Runtime when it is installed and the model is a local Transformer ->
         # mean pooling directory (same vectors, ~2.2x less CPU: onnx_backend.py); else torch.
-        # int8 (quantize) is a torch-only path: ONNX Runtime's int8 graph moves the vectors
-        # too far (cosine 0.94 to fp32) for classifiers trained on fp32 embeddings.
+        # int8 runs on both: ONNX Runtime quantises the exported graph, torch its Linear layers.
         self.requested_backend = backend
         self.backend: str | None = None  # what load() chose: "onnx" or "torch"
         self._onnx: Any = None
@@ -146,13 +147,14 @@ class Embedder:
                     "Offline installs need a local path or the packaged default model."
                 ) from exc
             model.eval()
-            if self.quantize and self.device == "cpu":
+            self._onnx = self._onnx_encoder(model, name)  # exported from the fp32 weights
+            if self._onnx is None and self.quantize and self.device == "cpu":
                 import warnings
 
+                per_channel = {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}  # as on ONNX
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-            self._onnx = self._onnx_encoder(model, name)
+                    torch.ao.quantization.quantize_dynamic(model, per_channel, dtype=torch.qint8, inplace=True)
             self.backend = "onnx" if self._onnx is not None else "torch"
             self._model = model
 
@@ -163,9 +165,7 @@ class Embedder:
         from policyengine.signals import onnx_backend
 
         why = None
-        if self.quantize:
-            why = "int8 quantisation runs on torch"
-        elif self.device != "cpu":
+        if self.device != "cpu":
             why = f"device {self.device!r} runs on torch"
         elif not _is_plain_mean_pooling(model):
             why = "the model is not Transformer -> mean pooling"
@@ -175,7 +175,7 @@ class Embedder:
             why = "onnxruntime and onnx are not installed"
         if why is None:
             try:
-                return onnx_backend.OnnxEncoder(model[0], name, threads=self.threads)
+                return onnx_backend.OnnxEncoder(model[0], name, threads=self.threads, int8=self.quantize)
             except onnx_backend.OnnxUnavailable as exc:
                 why = str(exc)
         if self.requested_backend == "onnx":
@@ -250,6 +250,11 @@ class Embedder:
             raise TypeError(f"texts must be strings, got {type(text).__name__}")
         return text
 
+    def _step(self) -> int:
+        # int8 scales activations per batch: each text alone, so its vector never depends on
+        # what it was batched with (batched, a vector moved to cosine 0.979 of itself alone).
+        return 1 if self.quantize else self.batch_size
+
     def _encode(self, texts: list[str]) -> np.ndarray:
         self.load()
         import numpy as np
@@ -268,8 +273,9 @@ class Embedder:
             order = np.argsort([-len(t) for t in texts])  # similar lengths share padding
             sorted_texts = [texts[i] for i in order]
             max_length = min(self.max_length, first.max_seq_length or self.max_length)
-            for start in range(0, len(sorted_texts), self.batch_size):
-                batch = sorted_texts[start : start + self.batch_size]
+            step = self._step()
+            for start in range(0, len(sorted_texts), step):
+                batch = sorted_texts[start : start + step]
                 if self._onnx is not None:
                     np_feats = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="np")
                     chunks.append(self._onnx.encode(np_feats))
@@ -286,7 +292,7 @@ class Embedder:
             return vecs
         vecs = model.encode(
             texts,
-            batch_size=self.batch_size,
+            batch_size=self._step(),
             normalize_embeddings=True,
             convert_to_numpy=True,
             show_progress_bar=False,
@@ -347,3 +353,15 @@ class LazyEmbedder:
         if self._embedder is None:
             self._embedder = shared_embedder()
         return self._embedder
+
+
+def _env_flag(name: str, *, default: bool) -> bool:
+    """A boolean environment variable: 1/true/yes/on or 0/false/no/off; unset or blank is `default`."""
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1/true/yes/on or 0/false/no/off, got {raw!r}")

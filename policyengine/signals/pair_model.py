@@ -49,8 +49,10 @@ class PairModel(AdaptedMiniLM):
     error = PairModelError
 
     def __init__(self, model_path: str | None = None, adapters: Path | None = None, *, threads: int = 1,
-                 backend: str = "auto") -> None:
-        super().__init__(adapters or adapters_path(), model_path, threads=threads, backend=backend)
+                 backend: str = "auto", int8: bool = False) -> None:
+        # fp32 by default: int8 (each pair alone, so deterministic) halves the model's CPU per
+        # pair but cost a point on holdout9, 0.875 against 0.885 (benchmarks/signals.md, "Session 16").
+        super().__init__(adapters or adapters_path(), model_path, threads=threads, backend=backend, int8=int8)
 
     def probability(self, a: str, b: str) -> float:
         """P(the answers diverge), the mean over both orders of the pair."""

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from policyengine.signals import Embedder, EmbeddingModelError, default_model_path
+from policyengine.signals import Embedder, EmbeddingModelError, default_model_path, onnx_backend
 
 
 def test_default_model_is_the_packaged_one_in_site_packages():
@@ -23,7 +23,8 @@ def test_construction_is_lazy():
     assert not e.loaded  # no model until first use
 
 
-def test_embeddings_are_normalised_and_match_sentence_transformers(embedder):
+def test_embeddings_are_normalised_and_match_sentence_transformers():
+    embedder = Embedder(quantize=False, cache_size=0)  # fp32: the int8 default is checked below
     texts = ["Your refund has been approved.", "A much longer answer about delivery times and returns.", "hi"]
     vecs = embedder.embed(texts)
     assert vecs.shape == (3, embedder.dimension) and vecs.dtype == np.float32
@@ -88,12 +89,27 @@ def test_model_is_configurable_by_env(monkeypatch):
         Embedder()
 
 
-def test_int8_quantisation_is_close_to_fp32(embedder):
-    q = Embedder(quantize=True, cache_size=0)
+def test_int8_is_the_default_and_close_to_fp32(monkeypatch):
+    monkeypatch.delenv("POLICYENGINE_EMBEDDING_QUANTIZE", raising=False)
+    assert Embedder().quantize
+    monkeypatch.setenv("POLICYENGINE_EMBEDDING_QUANTIZE", "off")
+    assert not Embedder().quantize
+    monkeypatch.setenv("POLICYENGINE_EMBEDDING_QUANTIZE", "maybe")
+    with pytest.raises(ValueError, match="POLICYENGINE_EMBEDDING_QUANTIZE"):
+        Embedder()
     texts = ["Your refund has been approved.", "The engineer will visit on Thursday."]
-    vq, vf = q.embed(texts), embedder.embed(texts)
-    assert "quantized" in type(q._model[0].auto_model.encoder.layer[0].attention.self.query).__module__
-    assert np.all(np.sum(vq * vf, axis=1) > 0.85)  # same space, slightly different vectors
+    vf = Embedder(quantize=False, cache_size=0).embed(texts)
+    on_torch = Embedder(quantize=True, backend="torch", cache_size=0)
+    vt = on_torch.embed(texts)
+    assert "quantized" in type(on_torch._model[0].auto_model.encoder.layer[0].attention.self.query).__module__
+    assert np.all(np.sum(vt * vf, axis=1) > 0.95)  # same space, slightly different vectors
+    if onnx_backend.available():
+        on_onnx = Embedder(quantize=True, backend="onnx", cache_size=0)
+        assert np.all(np.sum(on_onnx.embed(texts) * vf, axis=1) > 0.98)  # one scale per output channel
+        assert on_onnx.backend == "onnx"
+    # int8 scales activations per batch, so each text is encoded alone: batching changes nothing
+    both = on_torch.embed(texts)
+    assert np.array_equal(both, np.vstack([on_torch.embed([t]) for t in texts]))
 
 
 # -- the ONNX Runtime backend (policyengine/signals/onnx_backend.py) ---------------------------
@@ -101,6 +117,7 @@ def test_int8_quantisation_is_close_to_fp32(embedder):
 
 def test_default_backend_is_onnx_and_gives_the_torch_vectors(embedder):
     assert embedder.backend == "onnx"  # onnxruntime is part of the embeddings extra
+    embedder = Embedder(quantize=False, cache_size=0)  # at fp32 the vectors are the same
     # one batch of very different lengths: padding and the mask go through the exported graph
     texts = ["hi", "Your refund has been approved.", "word " * 300, "Le remboursement arrive lundi, £40 / $52."]
     vecs = embedder.embed(texts)
@@ -155,15 +172,10 @@ def test_backend_choice_and_errors(monkeypatch):
         Embedder(backend="tensorrt")
     monkeypatch.setenv("POLICYENGINE_EMBEDDING_BACKEND", "torch")
     assert Embedder().requested_backend == "torch"
-    strict = Embedder(backend="onnx", quantize=True, cache_size=0)
-    with pytest.raises(EmbeddingModelError, match="int8"):
+    monkeypatch.setattr(onnx_backend, "available", lambda: False)
+    strict = Embedder(backend="onnx", cache_size=0)
+    with pytest.raises(EmbeddingModelError, match="onnxruntime and onnx are not installed"):
         strict.load()  # asked for ONNX, cannot have it: a clear error, no silent fallback
-
-
-def test_quantised_model_falls_back_to_torch(monkeypatch):
-    e = Embedder(quantize=True, cache_size=0)
-    e.load()
-    assert e.backend == "torch"
 
 
 def test_the_packaged_model_takes_the_fast_path(embedder):

@@ -154,3 +154,13 @@ def test_answers_on_different_topics_are_left_to_the_rules(embedder):
                 "No. The refund was refused on 3 March and you owe us 500 GBP.")
     assert r.cosine < 0.40 and r.pair_probability is None
     assert not r.aligned and r.divergence == r.rules
+
+
+def test_int8_is_deterministic_per_pair():
+    """At int8 each pair runs alone: its probability never depends on its batch-mates."""
+    m = PairModel(int8=True)
+    pairs = [("We will refund the fee.", "We will not refund the fee."),
+             ("Your call is booked for 9:30 on Monday.", "Your call is booked for Monday at half past nine, "
+              "and the engineer will ring from a withheld number about ten minutes before.")]
+    together = m.probabilities(pairs)
+    assert together == [m.probability(a, b) for a, b in pairs]

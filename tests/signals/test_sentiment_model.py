@@ -141,3 +141,10 @@ def test_the_service_mode_comes_from_the_environment(monkeypatch, embedder):
     monkeypatch.setenv(sentiment_model.ENV_MODE, "fast")
     with pytest.raises(ValueError, match="POLICYENGINE_SENTIMENT_MODEL must be one of fp32, int8, off"):
         SentimentScorer(embedder)
+
+
+def test_int8_is_deterministic_per_text():
+    """At int8 each text runs alone: its score never depends on what it was scored with."""
+    m = SentimentModel(int8=True)
+    texts = ["Third time asking. Where is my refund?", "Thanks, all sorted now!", "Order 58213 " * 40]
+    assert m.scores(texts) == [m.scores([t])[0] for t in texts]
