@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # numpy is part of the embeddings extra: imported where featu
 LABELS = ("negative", "neutral", "positive")
 # The adapted model's share of the score; the classifier, after its fixed idioms, has the rest.
 # Chosen on holdout9, the model's validation split, in a flat region (0.929-0.933 for 0.5-0.7;
-# benchmarks/signals.md, "Session 14"); never on the untouched split.
+# benchmarks/signals.md, "Session 16"); never on the untouched split.
 MODEL_WEIGHT = 0.6
 Method = Literal["combined", "vader", "embedding"]
 
