@@ -163,11 +163,8 @@ def sentiment_lora(exclude: list[str], epochs: int, lr: float, threads: int, lor
     held = set().union(*(split_texts(s) for s in exclude))
     train = [r for r in map(json.loads, TRAIN.open()) if norm(r["text"]) not in held]
     ex = [(r["text"], LABELS[r["label"]]) for r in train]
-    params = [x for x in [*model.parameters(), *head.parameters()] if x.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     batch = 16
-    steps = epochs * ((len(ex) + batch - 1) // batch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (0.1 * steps)) * max(0.0, 1 - s / steps))
+    opt, sched = _optimiser(torch, model, head, lr, epochs * ((len(ex) + batch - 1) // batch))
     print(f"training on {len(ex)} rows (without {', '.join(exclude)}); {epochs} epochs, lr {lr}, rank {lora}", flush=True)
     t0 = time.time()
     _train(model, opt, sched, ex, batch, epochs, t0, lambda b: torch.nn.functional.cross_entropy(
@@ -194,6 +191,14 @@ def sentiment_lora(exclude: list[str], epochs: int, lr: float, threads: int, lor
               f"model alone {_balanced(m < 0.3, truth):.3f}; mean {_balanced((s + m) / 2 < 0.3, truth):.3f}", flush=True)
 
 
+def _optimiser(torch, model, head, lr: float, steps: int):
+    """AdamW over the trainable parameters, with a 10 % linear warm-up then linear decay to 0."""
+    params = [x for x in [*model.parameters(), *head.parameters()] if x.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (0.1 * steps)) * max(0.0, 1 - s / steps))
+    return opt, sched
+
+
 def _save_adapters(model, head, path: Path) -> None:
     """LoRA factors as `name.A` (r x in) and `name.B` (out x r, scaling folded in) plus the head."""
     arrays = {"head.weight": head.weight.detach().numpy(), "head.bias": head.bias.detach().numpy()}
@@ -216,11 +221,8 @@ def crossencoder(train: list[str], evaluate: list[str], epochs: int, lr: float, 
     torch, model, head, logits = _pair_model(threads, lora)
     rows = [r for s in train for r in load(s, "pairs.jsonl")]
     ex = [((r["a"], r["b"]), float(r["divergent"])) for r in rows] + [((r["b"], r["a"]), float(r["divergent"])) for r in rows]
-    params = [x for x in [*model.parameters(), *head.parameters()] if x.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     batch = 16
-    steps = epochs * ((len(ex) + batch - 1) // batch)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (0.1 * steps)) * max(0.0, 1 - s / steps))
+    opt, sched = _optimiser(torch, model, head, lr, epochs * ((len(ex) + batch - 1) // batch))
     print(f"training on {len(rows)} pairs x 2 orders from {', '.join(train)}; {epochs} epochs, lr {lr}", flush=True)
     t0 = time.time()
     _train(model, opt, sched, ex, batch, epochs, t0, lambda b: torch.nn.functional.binary_cross_entropy_with_logits(
