@@ -55,8 +55,9 @@ class Embedder:
     Identical texts are served from an LRU cache of `cache_size` entries.
     The forward pass runs on ONNX Runtime when `backend` is "auto" (the default) or "onnx"
     and the model allows it (`self.backend` says which ran after loading), else on torch;
-    both give the same vectors to ~1e-7. `backend="onnx"` fails loudly instead of falling
-    back.
+    both give the same vectors to ~1e-7 at fp32. `backend="onnx"` fails loudly instead of
+    falling back. On CPU the weights are int8 (one scale per output channel) unless
+    `quantize=False`; then each text is encoded alone, so a vector never depends on its batch.
     """
 
     def __init__(
@@ -98,7 +99,7 @@ class Embedder:
         # CPU of fp32 per embedding, vectors at cosine >= 0.986 to fp32, and no loss on the
         # validation split (benchmarks/signals.md, "Session 16"). The classifiers train on
         # whatever this embedder produces, so they always match it.
-        self.quantize = bool(quantize)
+        self.quantize = bool(quantize) and self.device == "cpu"  # a GPU runs the fp32 weights, batched
         backend = (backend or os.environ.get(ENV_BACKEND) or "auto").strip().lower()
         if backend not in BACKENDS:
             raise ValueError(f"embedding backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -148,7 +149,7 @@ class Embedder:
                 ) from exc
             model.eval()
             self._onnx = self._onnx_encoder(model, name)  # exported from the fp32 weights
-            if self._onnx is None and self.quantize and self.device == "cpu":
+            if self._onnx is None and self.quantize:
                 import warnings
 
                 per_channel = {torch.nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}  # as on ONNX
