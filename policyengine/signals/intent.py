@@ -57,6 +57,10 @@ INTENT_TOPICS: dict[str, tuple[str, ...]] = {
         "breach of contract", "district judge", "before filing", "no win no fee", "no-win-no-fee", "counterclaim",
         "defend any claim", "defend the claim", "mediation", "client account", "served with",
         "settlement agreement",
+        # bodies that decide a dispute by other names, and filing a claim without "court"
+        "consumer forum", "consumer court", "consumer commission", "tenancies board", "tenancy board",
+        "disputes tribunal", "appeals commission", "ncat", "vcat", "qcat", "notice of appeal", "hearing date",
+        "claim against",  # not "file a claim": an insurance claim is filed too
     ),
 }
 

@@ -299,7 +299,13 @@ _OUTBOUND = re.compile(
     r"\bplease (?:ignore|disregard) (?:the|our|this|that) (?:\w+ )?(?:email|letter|notice|reminder|message)\b|"
     r"\bi'?m (?:pausing|putting|placing) (?:all )?(?:billing|the account|your account|collections?)\b|"
     r"\backnowledges? receipt\b|\bwe (?:can )?confirm (?:that )?(?:we|receipt|your)\b|\byou(?:'re| are) chatting with\b|"
-    r"\b(?:has|have) been referred to our\b",
+    r"\b(?:has|have) been referred to our\b|"
+    # a creditor's notice: what happens to the customer's debt, and a court's judgment against them
+    # (written by no "I" and no payer: a customer also writes about a balance sent to collections)
+    r"^(?![\s\S]*\b(?:i|i'm|i've|i'll|i'd|my|me|we(?:'ve| have)? (?:already )?paid)\b)[\s\S]*?\b(?:arrears|outstanding balance|overdue balance|amount owed|"
+    r"the debt)\b[^.!?]{0,80}\b(?:proceedings|court|"
+    r"judge?ment|collection|referred|recovery)\b|\b(?:judge?ment|ccj) may be (?:entered|registered|obtained) against you\b|"
+    r"\bour (?:lawyers|solicitors|attorneys|legal team) have reviewed your\b",
     re.I)
 
 
