@@ -2,9 +2,9 @@
 
 The first holdout (signals_holdout/) was scored once and its misses were read, so it is now
 tuning data and its rows are in the shipped training data; so are signals_holdout2/,
-signals_holdout3/ to 10/ (tests/signals/test_holdout2_disjoint.py,
-test_later_holdouts.py). The untouched split is signals_holdout11/, added at the end
-(tests/signals/test_holdout11_disjoint.py checks it is in no training data).
+signals_holdout3/ to 11/ (tests/signals/test_holdout2_disjoint.py,
+test_later_holdouts.py). The untouched split is signals_holdout12/, added at the end
+(tests/signals/test_holdout12_disjoint.py checks it is in no training data).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""The later holdouts (tests/data/signals_holdout3/ to 10/): well formed, no text shared
+"""The later holdouts (tests/data/signals_holdout3/ to 11/): well formed, no text shared
 with the splits before them, and now training data.
 
 Each was the untouched split of its round (holdout3 of round 3, scored once on 2026-12-02 at 18:41
 UTC; holdout4 of round 4, on 2026-12-03 at 09:23 UTC; holdout5 of round 5, at 09:46 UTC;
-holdout6 of round 6, at 12:45 UTC; holdout7 of round 7, at 13:25 UTC; holdout8 of round 8, at 14:09 UTC; holdout9 of round 9, at 17:05 UTC; holdout10 of round 10, on 2026-12-06 at 14:37 UTC), written by an independent writer; its misses
+holdout6 of round 6, at 12:45 UTC; holdout7 of round 7, at 13:25 UTC; holdout8 of round 8, at 14:09 UTC; holdout9 of round 9, at 17:05 UTC; holdout10 of round 10, on 2026-12-06 at 14:37 UTC; holdout11 of round 11, on 2026-12-07 at 03:37 UTC), written by an independent writer; its misses
 were read afterwards, so it is tuning data from the next round on. Its messages are in the shipped
 sentiment and intent training data (`"source": "<split>"`), and benchmarks/signals_eval.py scores it
 leave-one-split-out (models retrained without its rows).
@@ -32,6 +32,8 @@ LATER = {
                             "holdout8")),
     "holdout10": (443, 324, ("tune", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6", "holdout7",
                              "holdout8", "holdout9")),
+    "holdout11": (1807, 1232, ("tune", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6", "holdout7",
+                               "holdout8", "holdout9", "holdout10")),
 }
 
 

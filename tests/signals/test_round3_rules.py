@@ -60,10 +60,10 @@ def test_the_benchmark_skips_an_absent_untouched_split_and_marks_splits(tmp_path
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert mod.TUNED_ON == ("tune", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6", "holdout7", "holdout8",
-                            "holdout9", "holdout10") and mod.UNTOUCHED == ("holdout11",)
+                            "holdout9", "holdout10", "holdout11") and mod.UNTOUCHED == ("holdout12",)
     monkeypatch.setattr(mod, "DATA", tmp_path)
-    assert not mod.present("holdout11")
-    monkeypatch.setattr(sys, "argv", ["signals_eval.py", "--split", "holdout11", "--no-latency"])
+    assert not mod.present("holdout12")
+    monkeypatch.setattr(sys, "argv", ["signals_eval.py", "--split", "holdout12", "--no-latency"])
     mod.main()
     out = capsys.readouterr().out
-    assert "holdout11: skipped" in out and "not present" in out
+    assert "holdout12: skipped" in out and "not present" in out
