@@ -660,6 +660,9 @@ class Conflict:
     kind: str  # amounts | quantities | dates | times | polarity | refusal
     reason: str
     severity: float  # divergence this conflict implies on its own, in [0, 1]
+    # a difference in a value a customer acts on (an amount, a clock time, a quantity, an email
+    # address or account code): the pair diverges whatever the answer-pair model reads
+    decisive: bool = False
 
 
 SEVERITY = {"refusal": 0.95, "amounts": 0.9, "polarity": 0.85, "quantities": 0.75, "dates": 0.75, "times": 0.7,

@@ -66,6 +66,9 @@ ALIGNMENT_SEVERITY = {"identifier": 0.8, "name": 0.8, "wording": 0.7, "opposite"
 # m = PAIR_BLEND_AT_THRESHOLD lands on DEFAULT_THRESHOLD (0 -> 0, 1 -> 1). The knee was chosen
 # on holdout8, a split the pair model was not trained on (benchmarks/signals.md).
 PAIR_BLEND_AT_THRESHOLD = 0.5
+# fact conflicts that decide a pair alone, beside `Conflict.decisive`: on holdout11 (tuning data
+# of round 12) every one of them the blend overruled was a real divergence (benchmarks/signals.md)
+DECISIVE_KINDS = frozenset({"amounts", "times", "quantities"})
 # Below this cosine the two answers are on different topics, a kind of pair the pair model
 # never saw (every labelled pair is two answers to one question; the lowest cosine on holdout8
 # is 0.42) and reads as "same" (two unrelated answers: p 0.08). There the rules decide alone.
@@ -187,6 +190,10 @@ class DivergenceScorer:
         divergence = rules
         if probability is not None:
             divergence = float(min(1.0, max(0.0, self.blend(rules, probability))))
+            if any(c.decisive or c.kind in DECISIVE_KINDS for c in conflicts):
+                # a different amount, time or quantity is read by the fact checks exactly; the
+                # pair model, which reads words, never talks it below the threshold
+                divergence = max(divergence, rules)
             reasons.append(f"answer-pair model: {probability:.2f} probability the answers diverge")
         if math.isnan(divergence):  # pragma: no cover - defensive
             divergence = 1.0
@@ -211,8 +218,9 @@ def alignment_conflicts(a: str, b: str, found: list[Conflict] = ()) -> list[Conf
     kinds = {c.kind for c in found}
     if ids is not None and not kinds & {"amounts", "dates", "times", "quantities"}:
         ia, ib = ids
+        # a bare number is not decisive: the identifier check also sees "2" beside "two rooms"
         out.append(Conflict("identifiers", f"identifiers differ: {', '.join(sorted(ia))} vs {', '.join(sorted(ib))}",
-                            ALIGNMENT_SEVERITY["identifier"]))
+                            ALIGNMENT_SEVERITY["identifier"], decisive=any(not x.isdigit() for x in ia | ib)))
     if not found and not out:
         for pc in parity_conflicts(a, b):
             out.append(Conflict("negation", f"one answer negates the other: {pc.a!r} vs {pc.b!r}",

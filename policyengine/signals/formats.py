@@ -19,6 +19,8 @@ for embeddings, and the reasons a check gives quote the canonical text). Rewritt
 * a code written in groups of capitals and digits: "7HZ 442 891" -> "7HZ442891", "QQ 12 34 56 C" -> "QQ123456C";
 * money grouped by spaces, as South Africa and much of Europe write it, and a rand sign spaced
   from its figure: "R12 900" / "R 12,900" -> "R12900", "R3 412,00" -> "R3412.00", "€1 200" -> "€1200";
+* a quantity grouped by spaces before its unit: "30 000 km" -> "30000 km" (only before a unit,
+  so telephone numbers and codes in groups are left alone);
 * thousands separators inside a number: "12,345" -> "12345" (money keeps its symbol);
 * a fraction as a discount: "one fifth off" -> "20% off", "half price" -> "50% price".
 
@@ -67,6 +69,9 @@ _SPACE_GROUPED = re.compile(r"(?<![\w])([£$€₹]|R)\s?(\d{1,3}(?:[ \u00a0]\d{
 def _space_grouped(m: re.Match[str]) -> str:
     whole = re.sub(r"[ \u00a0,]", "", m.group(2))
     return f"{m.group(1)}{whole}.{m.group(3)}" if m.group(3) else f"{m.group(1)}{whole}"
+# a figure grouped by spaces (or thin / no-break spaces) directly before a unit of measure
+_UNIT_GROUPED = re.compile(r"(?<![\w.,])(\d{1,3}(?:[ \u00a0\u202f]\d{3})+)(?=\s?(?:km|kms|kilometres|kilometers|miles|kwh|"
+                           r"litres|liters|points|steps|words|users|units|kg|mb|gb)\b)", re.I)
 _FRACTIONS = {"half": "50%", "quarter": "25%", "fifth": "20%", "tenth": "10%"}
 _FRACTION_RX = re.compile(r"\b(?:one|a) (quarter|fifth|tenth) (?=off\b|discount\b|of the (?:price|cost|bill)\b)|"
                           r"\b(half) (?=price\b|off\b)", re.I)
@@ -88,6 +93,7 @@ def canonical(text: str) -> str:
     t = _IBAN.sub(lambda m: (m.group(1) + m.group(2) + (m.group(3) or "")).replace(" ", ""), t)
     t = _CODE_GROUPS.sub(lambda m: m.group(0).replace(" ", "") if len(m.group(0).replace(" ", "")) >= 6 else m.group(0), t)
     t = _SPACE_GROUPED.sub(_space_grouped, t)
+    t = _UNIT_GROUPED.sub(lambda m: re.sub(r"[ \u00a0\u202f]", "", m.group(1)), t)
     t = _EURO_GROUPED.sub(_euro, t)
     t = _DECIMAL_COMMA.sub(lambda m: f"{m.group(1) or m.group(3)}.{m.group(2) or m.group(4)}", t)
     t = _US_TRUNK.sub("", t)
