@@ -54,3 +54,19 @@ def test_the_same_mileage_in_two_groupings_does_not_diverge(embedder):
     r = DivergenceScorer(embedder, pair_model=None).score("Your car is due for its 30,000 km service.",
                                                          "Your car is due for its 30 000 km service.")
     assert r.aligned, r.reasons
+
+
+class _DifferentModel:
+    def probability(self, a: str, b: str) -> float:
+        return 0.9
+
+
+def test_a_wording_substitution_alone_leaves_the_call_to_the_pair_model(embedder):
+    """The weakest rule: a swapped word may be a synonym the list lacks ("tech" / "technician")."""
+    a, b = "We'll note the dishwasher noise for the technician's visit.", "We'll note the dishwasher noise for the tech's visit."
+    same = DivergenceScorer(embedder, pair_model=_SameModel()).score(a, b)  # type: ignore[arg-type]
+    different = DivergenceScorer(embedder, pair_model=_DifferentModel()).score(a, b)  # type: ignore[arg-type]
+    assert "substitution:wording" in same.conflicts and same.rules == pytest.approx(0.5)
+    assert same.aligned and not different.aligned
+    # without a pair model the rules still flag it (0.5 > 0.25): a reviewer sees the swapped words
+    assert not DivergenceScorer(embedder, pair_model=None).score(a, b).aligned
