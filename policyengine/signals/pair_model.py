@@ -25,7 +25,8 @@ from policyengine.signals.adapted import AdaptedMiniLM, AdapterError
 from policyengine.signals.adapted import merge_adapters as _merge
 
 ADAPTERS = "divergence_pair_lora.npz"
-ADAPTERS_TRAINED_ON = ("tune", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6", "holdout7")
+ADAPTERS_TRAINED_ON = ("tune", "holdout", "holdout2", "holdout3", "holdout4", "holdout5", "holdout6", "holdout7",
+                       "holdout8", "holdout9", "holdout10", "holdout11")
 MAX_TOKENS = 256  # the model's window; a longer pair is cut from the end of each answer in turn
 
 __all__ = ["ADAPTERS", "ADAPTERS_TRAINED_ON", "PairModel", "PairModelError", "adapters_path", "merge_adapters",
