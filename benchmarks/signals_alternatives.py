@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -126,7 +127,10 @@ def _lora_model(threads: int, lora: int, outputs: int):
     tok = AutoTokenizer.from_pretrained(get_model_path())
     model = AutoModel.from_pretrained(get_model_path())
     if lora:  # low-rank adapters on every attention and feed-forward projection; the base stays frozen
-        from peft import LoraConfig, get_peft_model
+        try:  # training only: the shipped adapters load without peft (policyengine/signals/adapted.py)
+            from peft import LoraConfig, get_peft_model
+        except ImportError:
+            sys.exit("LoRA training needs peft, which the package does not depend on: .venv/bin/pip install peft")
 
         model = get_peft_model(model, LoraConfig(r=lora, lora_alpha=2 * lora, lora_dropout=0.1,
                                                  target_modules=["query", "key", "value", "dense"]))
