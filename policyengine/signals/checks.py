@@ -660,8 +660,10 @@ class Conflict:
     kind: str  # amounts | quantities | dates | times | polarity | refusal
     reason: str
     severity: float  # divergence this conflict implies on its own, in [0, 1]
-    # a difference in a value a customer acts on (an amount, a clock time, a quantity, an email
-    # address or account code): the pair diverges whatever the answer-pair model reads
+    # a difference in a value a customer acts on, so the pair diverges whatever the answer-pair
+    # model reads; set where the kind alone does not say (an identifier with letters: an email
+    # address, an account code); amounts, times and quantities are decisive by kind
+    # (`divergence.DECISIVE_KINDS`)
     decisive: bool = False
 
 
