@@ -383,8 +383,8 @@ DIVERGENT = {
 ALIGNED = {
     "qwen-72b": "The customer can return the item within 30 days of delivery for a full refund, as the "
                 "Consumer Contracts Regulations require.",
-    "gemma-27b": "Under the Consumer Contracts Regulations, the customer may return the item within 30 days "
-                 "of delivery and receive a full refund.",
+    "gemma-27b": "Yes: a return within 30 days of delivery gets a full refund; that is what the Consumer "
+                 "Contracts Regulations require.",
 }
 
 

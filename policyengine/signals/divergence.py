@@ -146,7 +146,10 @@ class DivergenceScorer:
                                     aligned=False, reasons=["one answer is empty"], conflicts=["empty"])
         cosine = self._cosine(a, b)
         probability = None
-        if self.pair_model is not None and cosine >= PAIR_MIN_COSINE:
+        # the same words cannot diverge; the pair model, which learned from near-identical pairs that
+        # mostly did, reads two identical answers as divergent (p 0.99), so it is not asked
+        same = " ".join(a.lower().split()) == " ".join(b.lower().split())
+        if self.pair_model is not None and cosine >= PAIR_MIN_COSINE and not same:
             probability = self.pair_model.probability(a, b)
         agreed = 0
         conflicts: list[Conflict] = []

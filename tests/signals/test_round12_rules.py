@@ -70,3 +70,12 @@ def test_a_wording_substitution_alone_leaves_the_call_to_the_pair_model(embedder
     assert same.aligned and not different.aligned
     # without a pair model the rules still flag it (0.5 > 0.25): a reviewer sees the swapped words
     assert not DivergenceScorer(embedder, pair_model=None).score(a, b).aligned
+
+
+@pytest.mark.parametrize("text", ["Your refund is on its way.",
+                                  "The customer can return the item within 30 days of delivery for a full refund."])
+def test_identical_answers_never_diverge(embedder, text):
+    """The pair model reads two identical answers as divergent (p 0.99: its near-identical training
+    pairs mostly were), so identical answers (spacing aside) are left to the rules."""
+    r = DivergenceScorer(embedder).score(text, "  " + text.replace(" ", "  ") + "\n")
+    assert r.pair_probability is None and r.aligned and r.divergence == 0.0, r.reasons
