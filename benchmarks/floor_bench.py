@@ -41,7 +41,7 @@ BODY = {"model": "auto", "messages": [{"role": "system", "content": "You are a h
                                       {"role": "user", "content": "Classify this ticket: my invoice is wrong."}],
         "max_tokens": 64, "temperature": 0}
 
-# The forwarder, run as `floor_bench.py --forwarder {asgi|rsgi}` (ASGI under uvicorn, RSGI under granian).
+# The forwarder's apps, served as `floor_bench:asgi` by uvicorn and `floor_bench:rsgi` by granian; the upstream's URL.
 UPSTREAM_ENV = "PE_FLOOR_UPSTREAM"
 
 
@@ -190,6 +190,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--forwarder":
-        raise SystemExit("the forwarder is served by uvicorn / granian as floor_bench:asgi / floor_bench:rsgi")
     main()
