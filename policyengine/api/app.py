@@ -141,6 +141,9 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
     app = PolicyEngineApp(title="policyengine", version="0.1.0", lifespan=lifespan,
                           description="Control layer for fleets of language models.")
     app.state.runtime = rt
+    # under an fsync per commit, a lone row's commit may block the loop only while the loop serves
+    # next to nothing else (policyengine.api.http.QUIET_IN_FLIGHT)
+    rt.log.loop_may_block = app.quiet
     install_error_handlers(app)
     routers, hot = discover_routes()
     for router in routers:

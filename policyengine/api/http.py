@@ -45,13 +45,26 @@ Handler = Callable[[Request], Awaitable[Response]]
 DEV_ATTRIBUTES = {"trusted_signals": True, "trusted_fields": True}
 
 
+# `PolicyEngineApp.quiet()`: at most this many HTTP requests in flight, the caller's own and one more
+# (an MCP client's standing GET stream, a health probe). More, and a commit that blocks the loop
+# for an fsync would hold the others up: the decision log's writer thread commits instead.
+QUIET_IN_FLIGHT = 2
+
+
 class PolicyEngineApp(FastAPI):
-    """FastAPI, plus a dictionary of hot POST routes served without the middleware stack."""
+    """FastAPI, plus a dictionary of hot POST routes served without the middleware stack.
+
+    `in_flight` counts the HTTP requests being served (a streamed response until its last byte)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.hot_routes: dict[str, Handler] = {}
         self.hot_asgi: dict[str, Any] = {}
+        self.in_flight = 0
+
+    def quiet(self) -> bool:
+        """Whether the loop serves next to nothing now (`QUIET_IN_FLIGHT` requests or fewer)."""
+        return self.in_flight <= QUIET_IN_FLIGHT
 
     def add_hot_route(self, path: str, handler: Handler) -> None:
         """Serve POST `path` with `handler`, ahead of FastAPI's routing."""
@@ -63,25 +76,35 @@ class PolicyEngineApp(FastAPI):
         self.hot_asgi[path] = asgi
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            path = scope["path"]
-            root = scope.get("root_path")
-            if root and path.startswith(root):
-                path = path[len(root):]
-            hot = self.hot_asgi.get(path) if self.hot_asgi else None
-            if hot is not None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        self.in_flight += 1
+        try:
+            await self._http(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _http(self, scope: Any, receive: Any, send: Any) -> None:
+        """One HTTP request: a hot ASGI mount, a hot POST route, or FastAPI (its body bounded)."""
+        path = scope["path"]
+        root = scope.get("root_path")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        hot = self.hot_asgi.get(path) if self.hot_asgi else None
+        if hot is not None:
+            scope["app"] = self
+            await hot(scope, receive, send)
+            return
+        if scope["method"] == "POST":
+            handler = self.hot_routes.get(path)
+            if handler is not None:  # reads its body with json_object (bounded)
                 scope["app"] = self
-                await hot(scope, receive, send)
+                await self._serve(handler, scope, receive, send)
                 return
-            if scope["method"] == "POST":
-                handler = self.hot_routes.get(path)
-                if handler is not None:  # reads its body with json_object (bounded)
-                    scope["app"] = self
-                    await self._serve(handler, scope, receive, send)
-                    return
-            receive = await self._bounded(scope, receive, send)
-            if receive is None:
-                return
+        receive = await self._bounded(scope, receive, send)
+        if receive is None:
+            return
         await super().__call__(scope, receive, send)
 
     async def _bounded(self, scope: Any, receive: Any, send: Any) -> Any:

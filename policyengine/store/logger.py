@@ -11,14 +11,20 @@ Appending locks the chain head row (`SELECT ... FOR UPDATE` on PostgreSQL,
 same database still produce one gap-free chain.
 
 Rows nobody waits for (`enqueue`: a streamed chat's outcome) ride along with the
-next batch that has a waiter, or go alone after `follow_up_delay_s`. On SQLite
-without an fsync per commit, a batch of one waiting row commits on the event
-loop (no thread switches) unless another connection holds the write lock; when
-the writer is idle and nothing is queued, `submit` commits such a batch itself
-(the direct lane: no queue, no wake-up of the writer task, the future already
-resolved when it returns), at most once per loop iteration so that rows
-submitted together still share a batch. WAL checkpoints run in a thread of
-their own, outside every commit.
+next batch that has a waiter, or go alone after `follow_up_delay_s`. On SQLite,
+a batch of one waiting row commits on the event loop (no thread switches) unless
+another connection holds the write lock; when the writer is idle and nothing is
+queued, `submit` commits such a batch itself (the direct lane: no queue, no
+wake-up of the writer task, the future already resolved when it returns), at
+most once per loop iteration so that rows submitted together still share a
+batch. Under `synchronous=FULL`/`EXTRA` that commit includes an fsync, which
+blocks the loop while it runs, so the loop lane is taken only while the loop
+serves next to nothing else (`loop_may_block`, set by the service: at most
+`QUIET_IN_FLIGHT` requests in flight), one iteration after `submit` (the caller's
+upstream request is on its way by then, so the fsync overlaps it), and not for
+`LOOP_FSYNC_BACKOFF_S` after a loop commit slower than `LOOP_FSYNC_STALL_S` (a
+disk that stalls); otherwise the writer thread commits. WAL checkpoints run in
+a thread of their own, outside every commit.
 
 The WAL's size is bounded (`wal_max_bytes`) without a commit ever waiting for a long checkpoint.
 SQLite starts the WAL over from its beginning at the first commit after a checkpoint that copied
@@ -121,6 +127,15 @@ class DecisionLogError(RuntimeError):
 # A batch committed on the event loop has one waiting row and at most this many rows in all (the
 # rest are follow-ups riding along): anything bigger is worth the thread switches.
 INLINE_MAX_ROWS = 4
+# Under an fsync per commit (synchronous FULL/EXTRA) a loop commit blocks the loop for its fsync
+# (on this machine's disk 0.04 ms back to back, 0.5-1 ms at p50 and up to 1.6 ms at p99 when
+# commits are 0.5-2 ms apart, as one request at a time leaves them: benchmarks/fsync_bench.py),
+# and the writer thread's two switches around the same fsync cost about 0.6 ms more per lone row
+# (benchmarks/mcp.md, session 19). One loop commit
+# slower than LOOP_FSYNC_STALL_S (a disk that stalls) closes the loop lane for
+# LOOP_FSYNC_BACKOFF_S seconds: a slow disk holds the loop up once per backoff at most.
+LOOP_FSYNC_STALL_S = 0.010
+LOOP_FSYNC_BACKOFF_S = 10.0
 
 
 class _LockBusy(Exception):
@@ -184,12 +199,21 @@ class DecisionLogger:
         self._is_pg = self._engine.dialect.name == "postgresql"
         self._is_sqlite = self._engine.dialect.name == "sqlite"
         self._raw: Any = None  # the writer's DB-API connection (SQLite, PostgreSQL): one batch at a time
-        # A batch of one waiting row (INLINE_MAX_ROWS in all) is committed on the event loop, not in the writer thread, on
-        # SQLite without an fsync per commit (synchronous NORMAL/OFF: a commit is a WAL append of
-        # ~0.1 ms): at one request at a time the two thread switches cost as much as the commit.
-        # Larger batches (the service under load) and FULL/EXTRA (an fsync must never block the
-        # loop) always go to the thread.
-        self._inline_ok = self._is_sqlite and sqlite_synchronous.upper() in ("NORMAL", "OFF")
+        # A batch of one waiting row (INLINE_MAX_ROWS in all) is committed on the event loop, not in
+        # the writer thread, on SQLite (a WAL append of ~0.05 ms, plus an fsync under FULL/EXTRA):
+        # at one request at a time the two thread switches cost more than the commit. Larger
+        # batches (the service under load) always go to the thread. Under FULL/EXTRA the lane is
+        # closed until `_loop_closed_until` (time.monotonic) after a loop commit that blocked the
+        # loop longer than LOOP_FSYNC_STALL_S; `loop_commit_stalls` counts those commits.
+        self._inline_ok = self._is_sqlite
+        self._fsync_per_commit = self._is_sqlite and sqlite_synchronous.upper() in ("FULL", "EXTRA")
+        self._loop_closed_until = 0.0
+        # Under FULL/EXTRA: whether a commit may block the event loop now (the service sets it: while
+        # at most QUIET_IN_FLIGHT requests are in flight, policyengine.api.http). None: never, every
+        # commit goes to the writer thread.
+        self.loop_may_block: Callable[[], bool] | None = None
+        self.loop_commit_stalls = 0
+        self.loop_commits = 0  # transactions committed on the event loop (the rest in the writer thread)
         # WAL checkpoints run in their own thread on their own connection, never inside a commit a
         # request waits for (the writer's connection has wal_autocheckpoint off).
         self.checkpoint_rows = 1000
@@ -239,7 +263,7 @@ class DecisionLogger:
         self._task: asyncio.Task[None] | None = None
         # The direct lane (`_commit_now`): a row submitted while the writer waits for work, with
         # nothing queued, is committed by `submit` itself when the batch would be committed on the
-        # loop anyway (`_inline_ok`), saving the writer task's two loop iterations. Invariants: the
+        # loop anyway (`_loop_lane()`), saving the writer task's two loop iterations. Invariants: the
         # writer thread and the writer task never touch the connection while the lane commits (the
         # writer is idle: `_writer_idle` is set only while it awaits the queue); at most one direct
         # commit per loop iteration (`_lane_open`, reopened by the next iteration), so rows submitted
@@ -268,6 +292,7 @@ class DecisionLogger:
     async def aclose(self) -> None:
         """Flush everything queued, then stop."""
         self._closing = True
+        await asyncio.sleep(0)  # a direct commit scheduled by `submit` (`_commit_soon`) runs first
         self._release_deferred()
         if self._queue is not None and self._task is not None:
             await self._queue.join()
@@ -355,8 +380,14 @@ class DecisionLogger:
         record = self.build_record(entry)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[LoggedDecision] = loop.create_future()
-        if self._inline_ok and self._writer_idle and self._lane_open and not self._restart_due and self._queue.empty():
-            self._commit_now(record, fut, loop)
+        if self._writer_idle and self._lane_open and not self._restart_due and self._queue.empty() and self._loop_lane():
+            if self._fsync_per_commit:
+                # the fsync blocks the loop: run it in the next iteration, once the caller has gone on
+                # to its own I/O (a chat's upstream request is written by then), so that the two overlap
+                self._lane_open = False
+                loop.call_soon(self._commit_soon, record, fut, loop)
+            else:
+                self._commit_now(record, fut, loop)
         else:
             self._queue.put_nowait((record, fut))
         return fut
@@ -384,6 +415,23 @@ class DecisionLogger:
             return
         self._deliver(batch, results)
         loop.call_soon(self._reopen_lane, True)  # the WAL's bookkeeping: off the caller's time
+
+    def _commit_soon(self, record: dict[str, Any], fut: asyncio.Future[LoggedDecision],
+                     loop: asyncio.AbstractEventLoop) -> None:
+        """The direct lane under an fsync per commit, one loop iteration after `submit`: committed
+        on the loop while the writer still waits for work (it has taken nothing yet, so rows queued
+        meanwhile, submitted after this one, follow it in the chain) and the loop is still quiet
+        (requests that came in meanwhile would wait for the fsync), else handed to the writer."""
+        assert self._queue is not None
+        if self._writer_idle and not self._restart_due and self._loop_lane():
+            self._commit_now(record, fut, loop)
+            return
+        if self._closing:  # the writer is finishing its last batch: nothing will take this row
+            if not fut.done():  # (a caller that went away cancelled it)
+                fut.set_exception(DecisionLogError("decision log is shutting down"))
+        else:
+            self._queue.put_nowait((record, fut))
+        loop.call_soon(self._reopen_lane, False)
 
     def _reopen_lane(self, committed: bool) -> None:
         """The next loop iteration after a direct commit: the WAL's bookkeeping for it (unless the
@@ -638,7 +686,7 @@ class DecisionLogger:
             batch += [(r, None) for r in self._take_deferred(self.max_batch - queued)]  # follow-ups ride along
             try:
                 records = [r for r, _ in batch]
-                inline = self._inline_ok and queued == 1 and len(records) <= INLINE_MAX_ROWS
+                inline = queued == 1 and len(records) <= INLINE_MAX_ROWS and self._loop_lane()
                 results = self._append_inline(records) if inline else None
                 if results is None:
                     results = await loop.run_in_executor(self._executor, self._append, records)
@@ -764,6 +812,15 @@ class DecisionLogger:
             raise
         return out
 
+    def _loop_lane(self) -> bool:
+        """Whether a lone row may be committed on the event loop now: SQLite, and under an fsync per
+        commit only while `loop_may_block()` says the loop is quiet and no recent loop commit
+        stalled it (see LOOP_FSYNC_STALL_S)."""
+        if not self._fsync_per_commit:
+            return self._inline_ok
+        quiet = self.loop_may_block
+        return quiet is not None and time.monotonic() >= self._loop_closed_until and quiet()
+
     def _append_inline(self, records: list[dict[str, Any]]) -> list[_Result] | None:
         """`_append` on the event loop, or None (nothing written) when another connection holds the
         write lock, or when the database refused a row (the writer thread then isolates it). It
@@ -771,15 +828,30 @@ class DecisionLogger:
         (aiosqlite, approvals, keys) that needs the loop to finish."""
         good, results = self._prepare(records)
         if good:
+            t0, opened = time.monotonic(), self._raw is not None  # opening the connection is not a stall
             try:
                 out = self._append_sqlite(good, wait=False)
             except _LockBusy:
                 return None
             except self._row_errors:
                 return None
+            finally:
+                if self._fsync_per_commit and opened:
+                    self._check_stall(time.monotonic() - t0)
             for (i, _, _), res in zip(good, out, strict=True):
                 results[i] = res
+            self.loop_commits += 1
         return results  # type: ignore[return-value]  # every slot is filled
+
+    def _check_stall(self, took_s: float) -> None:
+        """After a loop commit under an fsync per commit: one that held the loop longer than
+        LOOP_FSYNC_STALL_S closes the loop lane for LOOP_FSYNC_BACKOFF_S (the writer thread commits
+        meanwhile)."""
+        if took_s > LOOP_FSYNC_STALL_S:
+            self.loop_commit_stalls += 1
+            self._loop_closed_until = time.monotonic() + LOOP_FSYNC_BACKOFF_S
+            log.warning("a decision-log commit held the event loop for %.1f ms (fsync): commits go to the "
+                        "writer thread for the next %.0f s", took_s * 1000, LOOP_FSYNC_BACKOFF_S)
 
     def _append_sqlite(self, good: list[_Prepared], wait: bool = True) -> list[LoggedDecision]:
         if self._raw is None:

@@ -107,3 +107,58 @@ async def test_oversized_bodies_get_413_declared_or_chunked(tmp_path, service_fa
     assert streamed.request.headers.get("transfer-encoding") == "chunked"
     assert streamed.json()["error"]["code"] == "body_too_large"
     assert small.status_code == 200
+
+
+async def test_in_flight_counts_every_http_request_until_its_answer_is_sent() -> None:
+    """`quiet()` (whether a decision-log commit may block the loop for its fsync) holds while at most
+    QUIET_IN_FLIGHT requests are being served, and the count goes back to zero whatever the outcome."""
+    import asyncio
+
+    from policyengine.api.http import QUIET_IN_FLIGHT
+
+    app = _app()
+    entered: list[int] = []
+    release = asyncio.Event()
+
+    async def wait(request: Request):
+        from policyengine.api.errors import json_response
+
+        entered.append(app.in_flight)
+        await release.wait()
+        return json_response({"ok": True})
+
+    app.add_hot_route("/v1/wait", wait)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        n = QUIET_IN_FLIGHT + 1
+        calls = [asyncio.ensure_future(c.post("/v1/wait", content=b"{}")) for _ in range(n)]
+        while len(entered) < n:
+            await asyncio.sleep(0.001)
+        assert app.in_flight == n and not app.quiet()
+        release.set()
+        assert all(r.status_code == 200 for r in await asyncio.gather(*calls))
+        assert app.in_flight == 0 and app.quiet()
+        assert (await c.post("/v1/boom", content=b"{}")).status_code == 500  # an error still counts down
+        assert (await c.get("/v1/echo")).status_code == 200  # so does a FastAPI route
+    assert app.in_flight == 0 and sorted(entered) == list(range(1, n + 1))
+
+
+async def test_under_full_a_lone_request_commits_its_row_on_the_loop(tmp_path, service_factory) -> None:
+    """The service's default durability (SQLite FULL): one request at a time, the decision row's
+    commit (its fsync included) runs on the event loop, not in the writer thread; it is durable and
+    chained like every other row."""
+    from policyengine.store import make_sync_engine, verify_chain
+
+    url = f"sqlite:///{tmp_path / 'pe.db'}"
+    async with service_factory(url) as svc:
+        log = svc.runtime.log
+        assert svc.settings.sqlite_synchronous == "FULL" and log.loop_may_block is not None
+        async with svc.client() as c:
+            await c.post("/v1/evaluate", json={"action": "classify_ticket"})  # the connection opens
+            before = log.loop_commits
+            for _ in range(5):
+                assert (await c.post("/v1/evaluate", json={"action": "classify_ticket"})).status_code == 200
+        assert log.loop_commits - before >= 4  # (the odd row may meet the writer busy with another)
+    engine = make_sync_engine(url)
+    res = verify_chain(engine)
+    engine.dispose()
+    assert res.ok and res.rows >= 6, res.problem

@@ -1,4 +1,5 @@
-"""The direct lane: under SQLite NORMAL an idle writer's row is committed by `submit` itself."""
+"""The direct lane: on SQLite an idle writer's row is committed by `submit` itself (under FULL while no
+loop commit has stalled on its fsync)."""
 
 from __future__ import annotations
 
@@ -59,13 +60,46 @@ async def test_rows_submitted_together_still_share_a_batch(tmp_path):
     assert res.ok and res.rows == 21, res.problem
 
 
-async def test_under_full_every_row_goes_through_the_writer(tmp_path):
+async def test_under_full_a_lone_row_goes_to_the_writer_unless_the_loop_is_quiet(tmp_path):
     _, logger = await _started(tmp_path, "FULL")
+    quiet = [False]
     try:
         await logger.log(_entry(0))
+        await _idle(logger)
+        fut = logger.submit(_entry(9))
+        assert not fut.done() and not logger._queue.empty()  # no quiet() hook: never on the loop
+        await fut
+        logger.loop_may_block = lambda: quiet[0]
+        await _idle(logger)
+        fut = logger.submit(_entry(10))
+        assert not logger._queue.empty()  # the loop is busy: the writer thread commits it
+        await fut
+        quiet[0] = True
+        await _idle(logger)
+        fut = logger.submit(_entry(11))
+        quiet[0] = False  # requests came in before the commit: it is handed to the writer after all
         await asyncio.sleep(0)
+        assert not fut.done() and not logger._queue.empty()
+        await fut
+    finally:
+        await logger.aclose()
+
+
+async def test_under_full_a_lone_row_commits_directly_unless_the_lane_is_closed(tmp_path):
+    _, logger = await _started(tmp_path, "FULL")
+    logger.loop_may_block = lambda: True  # as the service sets it while at most one request is in flight
+    try:
+        await logger.log(_entry(0))
+        await _idle(logger)
         fut = logger.submit(_entry(1))
-        assert not fut.done()  # an fsync never runs on the loop
-        assert (await fut).seq == 2
+        assert not fut.done()  # the fsync runs in the next iteration, while the caller does its own I/O
+        await asyncio.sleep(0)
+        assert fut.done() and logger._queue.empty()  # committed on the loop, never queued to the writer
+        assert fut.result().seq == 2
+        await _idle(logger)
+        logger._loop_closed_until = float("inf")  # as after a commit that stalled the loop
+        fut = logger.submit(_entry(2))
+        assert not fut.done() and not logger._queue.empty()  # queued: the writer thread commits it
+        assert (await fut).seq == 3
     finally:
         await logger.aclose()

@@ -138,14 +138,16 @@ async def test_follow_up_rows_are_written_when_their_delay_is_up(tmp_path):
     assert _chain_rows(url) == 4
 
 
-@pytest.mark.parametrize("synchronous,inline", [("NORMAL", True), ("FULL", False)])
-async def test_a_lone_row_commits_on_the_loop_without_fsync_else_in_the_writer_thread(tmp_path, synchronous,
-                                                                                       inline):
+@pytest.mark.parametrize("synchronous", ["NORMAL", "FULL"])
+async def test_a_lone_row_commits_on_the_loop_and_a_batch_in_the_writer_thread(tmp_path, synchronous):
     import threading
+
+    inline = True
 
     url = f"sqlite:///{tmp_path / 'pe.db'}"
     upgrade(url)
     logger = DecisionLogger(url, sqlite_synchronous=synchronous)
+    logger.loop_may_block = lambda: True  # under FULL: as the service sets it with one request in flight
     threads: list[tuple[int, bool]] = []
     append = logger._append_sqlite
 
@@ -163,6 +165,51 @@ async def test_a_lone_row_commits_on_the_loop_without_fsync_else_in_the_writer_t
     assert threads[0] == (1, inline)
     assert all(not on_loop for n, on_loop in threads if n > 1)  # a batch always goes to the thread
     assert _chain_rows(url) == 40
+
+
+async def test_a_loop_commit_that_stalls_on_fsync_sends_the_next_ones_to_the_writer_thread(tmp_path, monkeypatch):
+    """Under FULL a lone row's commit (with its fsync) runs on the loop; one that holds the loop
+    longer than LOOP_FSYNC_STALL_S closes that lane for LOOP_FSYNC_BACKOFF_S: the next lone rows
+    commit in the writer thread, and after the backoff on the loop again."""
+    import threading
+    import time as time_mod
+
+    from policyengine.store import logger as logger_mod
+
+    url = f"sqlite:///{tmp_path / 'pe.db'}"
+    upgrade(url)
+    logger = DecisionLogger(url, sqlite_synchronous="FULL")
+    logger.loop_may_block = lambda: True
+    on_loop: list[bool] = []
+    append = logger._append_sqlite
+    slow = {"next": False}
+
+    def spy(records, wait=True):
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        out = append(records, wait)
+        if slow["next"]:
+            slow["next"] = False
+            time_mod.sleep(logger_mod.LOOP_FSYNC_STALL_S * 2)  # a disk that stalls this commit
+        return out
+
+    logger._append_sqlite = spy
+    await logger.start()
+    try:
+        await logger.log(_entry(0))  # opens the connection (never counted as a stall)
+        await logger.log(_entry(1))
+        assert on_loop == [True, True] and logger.loop_commit_stalls == 0
+        slow["next"] = True
+        await logger.log(_entry(2))  # on the loop, and too slow
+        assert logger.loop_commit_stalls == 1
+        await logger.log(_entry(3))
+        await logger.log(_entry(4))
+        assert on_loop[2:] == [True, False, False]  # the lane is closed: the writer thread commits
+        monkeypatch.setattr(logger, "_loop_closed_until", time_mod.monotonic() - 1)  # the backoff is over
+        await logger.log(_entry(5))
+        assert on_loop[-1] is True
+    finally:
+        await logger.aclose()
+    assert _chain_rows(url) == 6
 
 
 async def test_a_lone_row_never_waits_for_the_write_lock_on_the_loop(tmp_path):
