@@ -6,7 +6,7 @@ runs in its own process. In this one:
 1. the upstream leg: `Upstream.call` through the SDK's `Client` against `Upstream.call_raw`
    on the raw JSON-RPC path (`policyengine.mcpgate.wire`), sequentially, p50 and CPU per call
    of this process;
-2. the whole gateway: its ASGI app (`create_gateway_app`, SQLite `NORMAL`) called directly with
+2. the whole gateway: its ASGI app (`create_gateway_app`, SQLite `--sync`, default `NORMAL`) called directly with
    a 2026-07-28 tools/call (no HTTP server in front, no client), with `fast_path` on and off,
    p50 and CPU per call; `--profile` adds a cProfile of the fast path (cumulative, the
    gateway's own functions).
@@ -19,7 +19,7 @@ figures overlap and include the wrappers); `--uvloop` runs the loop the service 
 `--commit-modes` instead compares `commit_before_forward: always` with the default
 `unless_read_only` on the bench's read-only tool, two apps in this process, rounds interleaved.
 
-    PYTHONPATH=. .venv/bin/python benchmarks/mcp_profile.py [--calls 600] [--profile] [--stages] [--uvloop]
+    PYTHONPATH=. .venv/bin/python benchmarks/mcp_profile.py [--calls 600] [--profile] [--stages] [--uvloop] [--sync FULL]
     PYTHONPATH=. .venv/bin/python benchmarks/mcp_profile.py --calls 2000 --uvloop --commit-modes
 """
 
@@ -110,7 +110,7 @@ async def whole_gateway(url: str, calls: int, tmp: Path, profile: bool) -> None:
     for fast in (False, True):
         db = tmp / f"pe-{fast}.db"
         settings = Settings(database_url=f"sqlite:///{db}", policy_path=[str(tmp / "bench.policy")],
-                            sqlite_synchronous="NORMAL",
+                            sqlite_synchronous=SYNC[0],
                             seed_keys=[SeedKey(token_env="PE_BENCH_TOKEN", tenant="bench", roles=["app"],
                                                subject="bench")])
         app = create_gateway_app(settings, McpSettings(upstreams=[UpstreamSpec(name="bench", kind="http", url=url)],
@@ -157,7 +157,7 @@ async def commit_modes(url: str, calls: int, tmp: Path, rounds: int = 8) -> None
         apps = {}
         for mode in modes:
             settings = Settings(database_url=f"sqlite:///{tmp / f'pe-{mode}.db'}",
-                                policy_path=[str(tmp / "bench.policy")], sqlite_synchronous="NORMAL",
+                                policy_path=[str(tmp / "bench.policy")], sqlite_synchronous=SYNC[0],
                                 seed_keys=[SeedKey(token_env="PE_BENCH_TOKEN", tenant="bench", roles=["app"],
                                                    subject="bench")])
             app = create_gateway_app(settings, McpSettings(
@@ -234,6 +234,10 @@ def install_stages() -> None:
         setattr(owner, name, _timed(label, getattr(owner, name)))
 
 
+# the log's SQLite synchronous mode for every app this script builds (--sync)
+SYNC = ["NORMAL"]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calls", type=int, default=600)
@@ -242,7 +246,10 @@ def main() -> None:
     ap.add_argument("--uvloop", action="store_true", help="run on uvloop, as the service does")
     ap.add_argument("--commit-modes", action="store_true",
                     help="only: commit_before_forward always against unless_read_only, interleaved")
+    ap.add_argument("--sync", choices=["NORMAL", "FULL"], default="NORMAL",
+                    help="SQLite synchronous mode of the decision log (the service's default is FULL)")
     args = ap.parse_args()
+    SYNC[0] = args.sync
     if args.stages:
         install_stages()
     tmp = Path(tempfile.mkdtemp(prefix="mcp-profile-"))
