@@ -1,6 +1,6 @@
 """In-process figures behind the service's smaller design choices, each measured side by side.
 
-    .venv/bin/python benchmarks/inprocess_bench.py [--only gc|lexicon|outcome_id|ids|writer|tools] [--requests 3200]
+    .venv/bin/python benchmarks/inprocess_bench.py [--only gc|lexicon|outcome_id|ids|writer|tools|ablation] [--requests 3200]
 
 * gc: CPU per gateway request (plain, stream, evaluate), the app driven through its ASGI call in
   this process (no HTTP server) against the fake upstream of api_bench.py on CPU 1, with
@@ -18,6 +18,11 @@
   request through the app's ASGI call, a plain answer vs an answer with 1 and 4 tool calls
   (each an Action decided by the policy and a decision row committed before the answer), the
   same simulated upstream on CPU 1 for both, alternating rounds; the added CPU per tool call.
+* ablation: where a plain chat's CPU goes, by subtraction: CPU per request through the app's
+  ASGI call at c=32 (SQLite FULL, the fake upstream on CPU 1) as shipped, with the decision rows
+  not written (`Call.record` a confirmed commit, `Call.outcome` nothing), with the model chain not
+  walked (`ChainDispatcher.complete` a canned answer, no upstream call), and with both; a fresh
+  app per case, cases alternating. A measurement only: no case but the first is a valid gateway.
 * tracing: CPU per request (plain chat, evaluate) with tracing off and on (opentelemetry-sdk,
   a BatchSpanProcessor into an in-memory exporter), the app through its ASGI call, alternating
   rounds: what the spans cost, and that off costs nothing measurable.
@@ -358,12 +363,93 @@ def bench_writer() -> None:
         print(f"[writer/{label}] us CPU per row (SQLite NORMAL): " + ", ".join(figures))
 
 
+# ----------------------------------------------------------------------------- ablation
+
+ABLATIONS = ("as shipped", "no decision rows", "no chain walk", "neither")
+
+
+def _ablate(case: str) -> None:
+    """Patch this process for `case` (see the module docstring); the patches stay for its life."""
+    if case in ("no decision rows", "neither"):
+        from policyengine.gateway import call as call_mod
+
+        call_mod.Call.record = lambda self, **kw: call_mod.PendingCommit.confirmed(self)  # type: ignore[method-assign]
+        call_mod.Call.outcome = lambda self, **kw: None  # type: ignore[method-assign]
+    if case in ("no chain walk", "neither"):
+        from policyengine.dispatch import dispatcher as dispatcher_mod
+        from policyengine.dispatch.results import DispatchResult
+
+        usage = {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
+        answer = {"id": "x", "object": "chat.completion", "created": 0, "model": "bench",
+                  "choices": [{"index": 0, "message": {"role": "assistant", "content": "Simulated answer."},
+                               "finish_reason": "stop"}], "usage": usage}
+
+        async def complete(self, body, routing, **kw):  # type: ignore[no-untyped-def]
+            await asyncio.sleep(0)
+            return DispatchResult.model_construct(response=dict(answer), model=routing.chain[0], key_id=None,
+                                                  attempts=[], usage=usage, latency_ms=0.1, finish_reason="stop",
+                                                  continued_from=[], error=None, complete=True)
+
+        dispatcher_mod.ChainDispatcher.complete = complete  # type: ignore[method-assign]
+
+
+def bench_ablation(n: int, rounds: int) -> None:
+    """Each case in a child process of its own (the patches cannot be undone), twice, alternating."""
+    res: dict[str, list[float]] = {c: [] for c in ABLATIONS}
+    for _ in range(2):
+        for case in ABLATIONS:
+            out = subprocess.run([sys.executable, __file__, "--ablation-case", case, "--requests", str(n),
+                                  "--rounds", str(rounds)], capture_output=True, text=True, check=True).stdout
+            res[case] += json.loads(out.strip().splitlines()[-1])
+    base = statistics.median(res["as shipped"])
+    for case in ABLATIONS:
+        m = statistics.median(res[case])
+        print(f"[ablation/{case}] CPU per plain chat, median of {len(res[case])} rounds x {n}: {m * 1000:.1f} us"
+              + ("" if case == "as shipped" else f" ({(base - m) * 1000:.1f} us less)"), flush=True)
+
+
+def _ablation_child(case: str, n: int, rounds: int) -> None:
+    import uvloop
+
+    from policyengine.api import create_app
+    from policyengine.settings import SeedKey, Settings
+
+    os.sched_setaffinity(0, {0})
+    _ablate(case)
+    work = Path(tempfile.mkdtemp(prefix="pe-ablation-"))
+    (work / "p").mkdir()
+    (work / "p" / "bench.policy").write_text(ab.POLICY)
+    port = ab.free_port()
+    up = subprocess.Popen(["taskset", "-c", "1", sys.executable, ab.__file__, "--upstream", "--port", str(port)],
+                          start_new_session=True)
+    ab.wait_port(port, up)
+    os.environ.update(PE_BENCH_UPSTREAM=f"http://127.0.0.1:{port}/v1", PE_BENCH_TOKEN=ab.TOKEN)
+    try:
+        settings = Settings(database_url=f"sqlite:///{work / 'pe.db'}", policy_path=[str(work / "p")],
+                            key_cache_ttl_s=30,
+                            seed_keys=[SeedKey(token_env="PE_BENCH_TOKEN", tenant="bench", roles=["app"])])
+        app = create_app(settings)
+
+        async def run() -> list[float]:
+            async with app.router.lifespan_context(app):
+                return await _gateway_cpu(app, "plain", n, rounds, True)
+
+        print(json.dumps(uvloop.run(run())))
+    finally:
+        up.terminate()
+        up.wait(10)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["gc", "lexicon", "outcome_id", "ids", "writer", "tools", "tracing"])
+    ap.add_argument("--only", choices=["gc", "lexicon", "outcome_id", "ids", "writer", "tools", "tracing", "ablation"])
+    ap.add_argument("--ablation-case", choices=ABLATIONS, help=argparse.SUPPRESS)
     ap.add_argument("--requests", type=int, default=3200, help="requests per gc round")
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
+    if a.ablation_case:
+        _ablation_child(a.ablation_case, a.requests, a.rounds)
+        return
     if a.only in (None, "lexicon"):
         bench_lexicon()
     if a.only in (None, "outcome_id"):
@@ -379,6 +465,8 @@ def main() -> None:
         bench_tools(a.requests, a.rounds)
     if a.only in (None, "tracing"):
         bench_tracing(a.requests, a.rounds)
+    if a.only in (None, "ablation"):
+        bench_ablation(a.requests, a.rounds)
 
 
 if __name__ == "__main__":
