@@ -79,33 +79,29 @@ class PolicyEngineApp(FastAPI):
         if scope["type"] != "http":
             await super().__call__(scope, receive, send)
             return
-        self.in_flight += 1
+        self.in_flight += 1  # (counted here, not in a wrapper coroutine: one frame less per request)
         try:
-            await self._http(scope, receive, send)
+            path = scope["path"]
+            root = scope.get("root_path")
+            if root and path.startswith(root):
+                path = path[len(root):]
+            hot = self.hot_asgi.get(path) if self.hot_asgi else None
+            if hot is not None:
+                scope["app"] = self
+                await hot(scope, receive, send)
+                return
+            if scope["method"] == "POST":
+                handler = self.hot_routes.get(path)
+                if handler is not None:  # reads its body with json_object (bounded)
+                    scope["app"] = self
+                    await self._serve(handler, scope, receive, send)
+                    return
+            receive = await self._bounded(scope, receive, send)
+            if receive is None:
+                return
+            await super().__call__(scope, receive, send)
         finally:
             self.in_flight -= 1
-
-    async def _http(self, scope: Any, receive: Any, send: Any) -> None:
-        """One HTTP request: a hot ASGI mount, a hot POST route, or FastAPI (its body bounded)."""
-        path = scope["path"]
-        root = scope.get("root_path")
-        if root and path.startswith(root):
-            path = path[len(root):]
-        hot = self.hot_asgi.get(path) if self.hot_asgi else None
-        if hot is not None:
-            scope["app"] = self
-            await hot(scope, receive, send)
-            return
-        if scope["method"] == "POST":
-            handler = self.hot_routes.get(path)
-            if handler is not None:  # reads its body with json_object (bounded)
-                scope["app"] = self
-                await self._serve(handler, scope, receive, send)
-                return
-        receive = await self._bounded(scope, receive, send)
-        if receive is None:
-            return
-        await super().__call__(scope, receive, send)
 
     async def _bounded(self, scope: Any, receive: Any, send: Any) -> Any:
         """Every other route's body held to `max_body_bytes`, whether or not the route reads it: a
