@@ -205,7 +205,6 @@ class DecisionLogger:
         # batches (the service under load) always go to the thread. Under FULL/EXTRA the lane is
         # closed until `_loop_closed_until` (time.monotonic) after a loop commit that blocked the
         # loop longer than LOOP_FSYNC_STALL_S; `loop_commit_stalls` counts those commits.
-        self._inline_ok = self._is_sqlite
         self._fsync_per_commit = self._is_sqlite and sqlite_synchronous.upper() in ("FULL", "EXTRA")
         self._loop_closed_until = 0.0
         # Under FULL/EXTRA: whether a commit may block the event loop now (the service sets it: while
@@ -817,7 +816,7 @@ class DecisionLogger:
         commit only while `loop_may_block()` says the loop is quiet and no recent loop commit
         stalled it (see LOOP_FSYNC_STALL_S)."""
         if not self._fsync_per_commit:
-            return self._inline_ok
+            return self._is_sqlite
         quiet = self.loop_may_block
         return quiet is not None and time.monotonic() >= self._loop_closed_until and quiet()
 
