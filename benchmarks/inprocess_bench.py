@@ -83,14 +83,12 @@ async def _gateway_cpu(app, kind: str, n: int, rounds: int, tune: bool) -> list[
     return out
 
 
-def bench_gc(n: int, rounds: int) -> None:
-    import uvloop
-
-    from policyengine.api import create_app
-    from policyengine.settings import SeedKey, Settings
-
+def _bench_setup(prefix: str) -> tuple[Path, subprocess.Popen]:
+    """This process pinned to CPU 0; a work directory holding api_bench.py's policy (`work / "p"`);
+    api_bench.py's fake upstream started on CPU 1 and named in the environment with the bench
+    token. The caller terminates the upstream."""
     os.sched_setaffinity(0, {0})
-    work = Path(tempfile.mkdtemp(prefix="pe-inproc-"))
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     (work / "p").mkdir()
     (work / "p" / "bench.policy").write_text(ab.POLICY)
     port = ab.free_port()
@@ -98,6 +96,16 @@ def bench_gc(n: int, rounds: int) -> None:
                           start_new_session=True)
     ab.wait_port(port, up)
     os.environ.update(PE_BENCH_UPSTREAM=f"http://127.0.0.1:{port}/v1", PE_BENCH_TOKEN=ab.TOKEN)
+    return work, up
+
+
+def bench_gc(n: int, rounds: int) -> None:
+    import uvloop
+
+    from policyengine.api import create_app
+    from policyengine.settings import SeedKey, Settings
+
+    work, up = _bench_setup("pe-inproc-")
     try:
         for kind in ("plain", "stream", "evaluate"):
             res: dict[str, list[float]] = {"default": [], "tuned": []}
@@ -230,15 +238,7 @@ def bench_tracing(n: int, rounds: int) -> None:
     from policyengine.api import create_app
     from policyengine.settings import SeedKey, Settings
 
-    os.sched_setaffinity(0, {0})
-    work = Path(tempfile.mkdtemp(prefix="pe-trace-"))
-    (work / "p").mkdir()
-    (work / "p" / "bench.policy").write_text(ab.POLICY)
-    port = ab.free_port()
-    up = subprocess.Popen(["taskset", "-c", "1", sys.executable, ab.__file__, "--upstream", "--port", str(port)],
-                          start_new_session=True)
-    ab.wait_port(port, up)
-    os.environ.update(PE_BENCH_UPSTREAM=f"http://127.0.0.1:{port}/v1", PE_BENCH_TOKEN=ab.TOKEN)
+    work, up = _bench_setup("pe-trace-")
     try:
         for kind in ("plain", "evaluate"):
             res: dict[str, list[float]] = {"off": [], "on": []}
@@ -414,16 +414,8 @@ def _ablation_child(case: str, n: int, rounds: int) -> None:
     from policyengine.api import create_app
     from policyengine.settings import SeedKey, Settings
 
-    os.sched_setaffinity(0, {0})
     _ablate(case)
-    work = Path(tempfile.mkdtemp(prefix="pe-ablation-"))
-    (work / "p").mkdir()
-    (work / "p" / "bench.policy").write_text(ab.POLICY)
-    port = ab.free_port()
-    up = subprocess.Popen(["taskset", "-c", "1", sys.executable, ab.__file__, "--upstream", "--port", str(port)],
-                          start_new_session=True)
-    ab.wait_port(port, up)
-    os.environ.update(PE_BENCH_UPSTREAM=f"http://127.0.0.1:{port}/v1", PE_BENCH_TOKEN=ab.TOKEN)
+    work, up = _bench_setup("pe-ablation-")
     try:
         settings = Settings(database_url=f"sqlite:///{work / 'pe.db'}", policy_path=[str(work / "p")],
                             key_cache_ttl_s=30,
