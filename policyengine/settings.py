@@ -242,6 +242,9 @@ class Settings(OutboundHosts, BaseSettings):
     log_follow_up_delay_s: float = Field(0.05, ge=0, le=10, description="how long a row nobody waits for (a "
                                          "streamed chat's outcome) may wait to ride along with the next commit; "
                                          "0 commits each on its own")
+    sqlite_fsync_on_loop: bool = Field(True, description="SQLite FULL/EXTRA: a lone decision row's commit (its "
+                                       "fsync) may run on the event loop while at most two HTTP requests are in "
+                                       "flight; false: always in the decision log's writer thread")
     migrate_on_start: bool = True
 
     # auth

@@ -142,8 +142,8 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
                           description="Control layer for fleets of language models.")
     app.state.runtime = rt
     # under an fsync per commit, a lone row's commit may block the loop only while the loop serves
-    # next to nothing else (policyengine.api.http.QUIET_IN_FLIGHT)
-    rt.log.loop_may_block = app.quiet
+    # next to nothing else (policyengine.api.http.QUIET_IN_FLIGHT), unless the settings say never
+    rt.log.loop_may_block = app.quiet if settings.sqlite_fsync_on_loop else None
     install_error_handlers(app)
     routers, hot = discover_routes()
     for router in routers:

@@ -162,3 +162,13 @@ async def test_under_full_a_lone_request_commits_its_row_on_the_loop(tmp_path, s
     res = verify_chain(engine)
     engine.dispose()
     assert res.ok and res.rows >= 6, res.problem
+
+
+async def test_sqlite_fsync_on_loop_false_keeps_every_commit_in_the_writer_thread(tmp_path, service_factory) -> None:
+    async with service_factory(f"sqlite:///{tmp_path / 'pe.db'}", sqlite_fsync_on_loop=False) as svc:
+        log = svc.runtime.log
+        assert log.loop_may_block is None
+        async with svc.client() as c:
+            for _ in range(3):
+                assert (await c.post("/v1/evaluate", json={"action": "classify_ticket"})).status_code == 200
+        assert log.loop_commits == 0
