@@ -83,6 +83,10 @@ VERDICT_KIND = "chat_verdict"
 REDACTED_BECAUSE = "(redacted)"
 
 
+# fdatasync where the OS has it (not macOS), else fsync
+_fdatasync: Callable[[int], None] = getattr(os, "fdatasync", os.fsync)
+
+
 def _covered(redactor: Redactor, parts: list[str]) -> bool:
     """True when the value at `parts` (a path in the logged action) is, contains or is inside a
     value `redactor` hashes."""
@@ -136,6 +140,16 @@ INLINE_MAX_ROWS = 4
 # LOOP_FSYNC_BACKOFF_S seconds: a slow disk holds the loop up once per backoff at most.
 LOOP_FSYNC_STALL_S = 0.010
 LOOP_FSYNC_BACKOFF_S = 10.0
+# How many checkpoint-thread passes per `wal_max_bytes` of new WAL: under load, and while the service
+# is quiet (`DecisionLogger.quiet`). A pass is CPU work (SQLite copies each page with a read and a
+# write) on the core the event loop runs on, and a thread that slept wins that core for its whole
+# pass, so the request beside it waits for the pass (benchmarks/tail_inprocess.py: commits beside a
+# pass 2.6 ms at the median against 0.36 ms, at one request at a time). Small passes while quiet
+# bound that wait (c=1 added p99 under FULL 2.3-3.7 ms against 4.1-5.7 ms, two runs each); under
+# load fewer, larger passes copy fewer pages in all, since a page rewritten between two passes is
+# copied once (a pass per 1/16 of the bound cost 17 % more CPU per chat at c=32).
+PASSES_PER_BOUND = 4
+PASSES_PER_BOUND_QUIET = 16
 
 
 class _LockBusy(Exception):
@@ -211,6 +225,10 @@ class DecisionLogger:
         # at most QUIET_IN_FLIGHT requests are in flight, policyengine.api.http). None: never, every
         # commit goes to the writer thread.
         self.loop_may_block: Callable[[], bool] | None = None
+        # Whether the service is quiet now (at most QUIET_IN_FLIGHT requests in flight; set by the
+        # service whatever the durability): it sets how often the checkpoint thread passes
+        # (PASSES_PER_BOUND_QUIET). None: as under load.
+        self.quiet: Callable[[], bool] | None = None
         self.loop_commit_stalls = 0
         self.loop_commits = 0  # transactions committed on the event loop (the rest in the writer thread)
         # WAL checkpoints run in their own thread on their own connection, never inside a commit a
@@ -228,6 +246,8 @@ class DecisionLogger:
         self._wal_over = False  # the writer found the file past `wal_max_bytes` after its last batch
         self._copied_all = False  # the writer's last checkpoint copied every frame (the next commit starts over)
         self._shm_fd: int | None = None  # the WAL index, read for its frame count (`_wal_frames`)
+        self._db_fd: int | None = None  # the database file, flushed by the checkpoint thread (`_flush_db_file`)
+        self._ckpt_copied = 0  # frames copied (nBackfill) as the checkpoint thread's last pass reported
         self._wal_path_shm_missing = False
         self._used_at_pass = 0  # WAL bytes in use when the last pass started
         self._frame_bytes = 4096 + 24  # a WAL frame: a page and its header (the page size is read on connect)
@@ -307,6 +327,9 @@ class DecisionLogger:
             self._shm_fd = None
         if self._ckpt_executor is not None:
             self._ckpt_executor.shutdown(wait=True)
+            if self._db_fd is not None:
+                os.close(self._db_fd)
+                self._db_fd = None
             raw, self._ckpt_raw = self._ckpt_raw, None
             if raw is not None:
                 with contextlib.suppress(Exception):
@@ -540,11 +563,30 @@ class DecisionLogger:
             self._ckpt_raw = self._engine.raw_connection()
         cur = self._ckpt_raw.driver_connection.cursor()
         try:
-            _, frames, _ = cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            _, frames, copied = cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         finally:
             cur.close()
         self._ckpt_frames = max(int(frames), 0)
         self.checkpoints += 1
+        if copied > 0 and copied != self._ckpt_copied:
+            self._flush_db_file()
+        self._ckpt_copied = copied
+
+    def _flush_db_file(self) -> None:
+        """fdatasync the database file, in the checkpoint thread, after a pass that copied frames.
+        SQLite syncs the database file only in a checkpoint that copies every frame, which is the
+        writer's `_restart_wal`: a partial pass leaves its copies in the page cache, so without this
+        the restart's sync wrote back every page the passes had copied since the last restart (12 ms
+        with a 450 MB log at one request at a time, benchmarks/tail_inprocess.py --http --prefill),
+        and the request behind it waited. A failure is logged and left to that sync."""
+        if self._wal_path is None:
+            return
+        try:
+            if self._db_fd is None:
+                self._db_fd = os.open(self._wal_path[:-4], os.O_RDONLY)
+            _fdatasync(self._db_fd)
+        except OSError as exc:
+            log.warning("flushing the decision log's database file after a checkpoint pass failed: %s", exc)
 
     def _checkpoint_done(self, fut: Any) -> None:  # runs in the checkpoint thread
         self._ckpt_fresh = fut.exception() is None
@@ -645,10 +687,12 @@ class DecisionLogger:
             if soon or over:
                 return True
         if not over and self._ckpt_executor is not None:
-            # a pass every quarter of the bound of new frames (or `checkpoint_rows` rows): the writer's
-            # own copy then finds about that much at most
+            # a pass every 1/PASSES_PER_BOUND of the bound of new frames (or `checkpoint_rows` rows):
+            # the writer's own copy then finds about that much at most
             grown = used - self._used_at_pass if used >= self._used_at_pass else used
-            if grown * 4 >= self.wal_max_bytes or self._since_checkpoint >= self.checkpoint_rows:
+            quiet = self.quiet is not None and self.quiet()
+            per_bound = PASSES_PER_BOUND_QUIET if quiet else PASSES_PER_BOUND
+            if grown * per_bound >= self.wal_max_bytes or self._since_checkpoint >= self.checkpoint_rows:
                 self._used_at_pass = used
                 self._start_pass()
         return False

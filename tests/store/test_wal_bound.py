@@ -184,3 +184,76 @@ async def test_the_writer_never_waits_for_the_checkpoint_thread(tmp_path):
         assert not logger._checkpointing  # (past the bound, no pass of the thread instead)
     finally:
         await logger.aclose()
+
+
+async def test_a_pass_that_copies_frames_flushes_the_database_file(tmp_path, monkeypatch):
+    """SQLite syncs the database file only in a checkpoint that copies every frame (the writer's WAL
+    restart), so the checkpoint thread flushes it after each pass that copied frames: the restart's
+    sync is then left with that restart's own pages, not every page copied since the last one."""
+    import threading
+
+    from policyengine.store import logger as logger_mod
+
+    path = tmp_path / "pe.db"
+    url = f"sqlite:///{path}"
+    upgrade(url)
+    flushed: list[tuple[str, str]] = []
+    real = logger_mod._fdatasync
+
+    def recording(fd: int) -> None:
+        flushed.append((os.path.realpath(f"/proc/self/fd/{fd}") if os.path.isdir("/proc/self/fd") else str(path),
+                        threading.current_thread().name))
+        real(fd)
+
+    monkeypatch.setattr(logger_mod, "_fdatasync", recording)
+    logger = DecisionLogger(url, sqlite_synchronous="NORMAL", wal_max_bytes=4 * 1024 * 1024)
+    logger.checkpoint_rows = 5
+    await logger.start()
+    try:
+        for i in range(60):
+            await logger.log(_entry(i))
+        for _ in range(200):  # the last pass may still run
+            if flushed and not logger._checkpointing:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await logger.aclose()
+    assert logger.checkpoints >= 2
+    assert flushed, "no pass flushed the database file"
+    assert {p for p, _ in flushed} == {os.path.realpath(path)}  # the database file, not the WAL
+    assert all(t.startswith("decision-log-ckpt") for _, t in flushed)  # never the loop or the writer
+    assert len(flushed) <= logger.checkpoints
+    assert logger._db_fd is None  # closed with the log
+
+
+async def test_passes_come_more_often_while_the_service_is_quiet(tmp_path):
+    """A pass per PASSES_PER_BOUND_QUIET-th of the bound while the service says it is quiet, per
+    PASSES_PER_BOUND-th otherwise: counted in WAL bytes, the same rows give about that many times
+    the passes (each pass is only counted here, so no pass in flight delays the next one)."""
+    from policyengine.store.logger import PASSES_PER_BOUND, PASSES_PER_BOUND_QUIET
+
+    counts = {}
+    for quiet in (False, True):
+        path = tmp_path / f"pe-{quiet}.db"
+        url = f"sqlite:///{path}"
+        upgrade(url)
+        logger = DecisionLogger(url, sqlite_synchronous="NORMAL", wal_max_bytes=16 * 1024 * 1024)
+        logger.checkpoint_rows = 10**9  # by WAL bytes only
+        logger.quiet = lambda q=quiet: q
+        passes = [0]
+
+        def start_pass(lg=logger, n=passes) -> None:
+            lg._since_checkpoint = 0
+            n[0] += 1
+
+        logger._start_pass = start_pass
+        await logger.start()
+        try:
+            for i in range(400):  # ~12 MB of WAL at ~30 KB per one-row commit: under the bound
+                await logger.log(_entry(i))
+        finally:
+            await logger.aclose()
+        counts[quiet] = passes[0]
+    assert counts[False] >= 2, counts
+    ratio = PASSES_PER_BOUND_QUIET / PASSES_PER_BOUND
+    assert counts[True] >= counts[False] * ratio * 0.7, counts
