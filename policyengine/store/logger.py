@@ -30,8 +30,10 @@ The WAL's size is bounded (`wal_max_bytes`) without a commit ever waiting for a 
 SQLite starts the WAL over from its beginning at the first commit after a checkpoint that copied
 every frame (and cuts the file back to `journal_size_limit`, here the bound, so the file keeps its
 size and later commits overwrite it in place). The checkpoint thread's PASSIVE checkpoints (a
-pass per quarter of the bound of new frames, counted from the WAL index) copy the bulk beside the
-writer but, while batches keep coming, never every frame. So the writer itself runs a PASSIVE
+pass per quarter of the bound of new frames, counted from the WAL index, or per sixteenth while
+the service is quiet: PASSES_PER_BOUND) copy the bulk beside the writer, each followed by a flush
+of the database file (SQLite syncs it only in a checkpoint that copies every frame), but, while
+batches keep coming, never every frame. So the writer itself runs a PASSIVE
 checkpoint between two batches, when no frame can be appended meanwhile: right after a pass that
 found the WAL 3/4 full (only what was appended during that pass is left to copy: a short pause,
 once per 3/4 of a bound of log), or whenever the log is past the bound. It never waits for a
@@ -64,6 +66,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from policyengine.store._heldfd import held_fd
 from policyengine.store.db import SQLITE_BUSY_TIMEOUT_MS, make_sync_engine
 from policyengine.store.redaction import Redactor
 from policyengine.store.rowhash import canonical_json, row_hash
@@ -142,9 +145,10 @@ LOOP_FSYNC_STALL_S = 0.010
 LOOP_FSYNC_BACKOFF_S = 10.0
 # How many checkpoint-thread passes per `wal_max_bytes` of new WAL: under load, and while the service
 # is quiet (`DecisionLogger.quiet`). A pass is CPU work (SQLite copies each page with a read and a
-# write) on the core the event loop runs on, and a thread that slept wins that core for its whole
-# pass, so the request beside it waits for the pass (benchmarks/tail_inprocess.py: commits beside a
-# pass 2.6 ms at the median against 0.36 ms, at one request at a time). Small passes while quiet
+# write, ~5 ms per pass of a quarter) on the core the event loop runs on, and the request beside it
+# waits for it (benchmarks/tail_inprocess.py at one request at a time: commits beside a pass 2.6 ms
+# at the median against 0.36 ms; with the thread at nice 19 as fast as the others, but then it lags
+# under load). Small passes while quiet
 # bound that wait (c=1 added p99 under FULL 2.3-3.7 ms against 4.1-5.7 ms, two runs each); under
 # load fewer, larger passes copy fewer pages in all, since a page rewritten between two passes is
 # copied once (a pass per 1/16 of the bound cost 17 % more CPU per chat at c=32).
@@ -245,8 +249,10 @@ class DecisionLogger:
         self._ckpt_fresh = False
         self._wal_over = False  # the writer found the file past `wal_max_bytes` after its last batch
         self._copied_all = False  # the writer's last checkpoint copied every frame (the next commit starts over)
-        self._shm_fd: int | None = None  # the WAL index, read for its frame count (`_wal_frames`)
-        self._db_fd: int | None = None  # the database file, flushed by the checkpoint thread (`_flush_db_file`)
+        # descriptors of the WAL index (read for its frame count, `_wal_frames`) and of the database
+        # file (flushed by the checkpoint thread, `_flush_db_file`): never closed (store._heldfd)
+        self._shm_fd: int | None = None
+        self._db_fd: int | None = None
         self._ckpt_copied = 0  # frames copied (nBackfill) as the checkpoint thread's last pass reported
         self._wal_path_shm_missing = False
         self._used_at_pass = 0  # WAL bytes in use when the last pass started
@@ -322,14 +328,8 @@ class DecisionLogger:
         with contextlib.suppress(RuntimeError):  # executor already shut down
             await asyncio.get_running_loop().run_in_executor(self._executor, self._release_raw)
         self._executor.shutdown(wait=True)
-        if self._shm_fd is not None:
-            os.close(self._shm_fd)
-            self._shm_fd = None
         if self._ckpt_executor is not None:
             self._ckpt_executor.shutdown(wait=True)
-            if self._db_fd is not None:
-                os.close(self._db_fd)
-                self._db_fd = None
             raw, self._ckpt_raw = self._ckpt_raw, None
             if raw is not None:
                 with contextlib.suppress(Exception):
@@ -547,7 +547,7 @@ class DecisionLogger:
                 self._wal_path_shm_missing = True
                 return None
             try:
-                self._shm_fd = os.open(self._wal_path[:-4] + "-shm", os.O_RDONLY)
+                self._shm_fd = held_fd(self._wal_path[:-4] + "-shm")
             except OSError:
                 self._wal_path_shm_missing = True
                 return None
@@ -583,7 +583,7 @@ class DecisionLogger:
             return
         try:
             if self._db_fd is None:
-                self._db_fd = os.open(self._wal_path[:-4], os.O_RDONLY)
+                self._db_fd = held_fd(self._wal_path[:-4])
             _fdatasync(self._db_fd)
         except OSError as exc:
             log.warning("flushing the decision log's database file after a checkpoint pass failed: %s", exc)
@@ -632,7 +632,8 @@ class DecisionLogger:
         a pass of the checkpoint thread that found the WAL over 3/4 of `wal_max_bytes` (so the writer
         copies only the frames of the batches committed during that pass), or whenever the log in the
         WAL is past `wal_max_bytes`; otherwise a pass of the checkpoint thread once the WAL has grown by
-        a quarter of `wal_max_bytes` (or `checkpoint_rows` rows) since the last one. A restart found
+        1/PASSES_PER_BOUND of `wal_max_bytes` (1/PASSES_PER_BOUND_QUIET while `quiet()`), or by
+        `checkpoint_rows` rows, since the last one. A restart found
         due after a direct commit (`_restart_due`) runs here, after the writer's next batch."""
         pending, self._restart_due = self._restart_due, False
         due = self._wal_due()

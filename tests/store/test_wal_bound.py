@@ -223,7 +223,25 @@ async def test_a_pass_that_copies_frames_flushes_the_database_file(tmp_path, mon
     assert {p for p, _ in flushed} == {os.path.realpath(path)}  # the database file, not the WAL
     assert all(t.startswith("decision-log-ckpt") for _, t in flushed)  # never the loop or the writer
     assert len(flushed) <= logger.checkpoints
-    assert logger._db_fd is None  # closed with the log
+    fd = logger._db_fd
+    assert fd is not None and os.fstat(fd).st_ino == os.stat(path).st_ino  # left open with the log (store._heldfd)
+
+
+def test_held_descriptors_are_one_per_file_and_never_closed(tmp_path):
+    """Closing a descriptor would drop this process's POSIX locks on the file, SQLite's included:
+    `held_fd` hands back the same descriptor while the path names the same file, and a new one for a
+    file made again at that path, leaving the old one open."""
+    from policyengine.store._heldfd import held_fd
+
+    path = tmp_path / "pe.db"
+    path.write_bytes(b"a")
+    fd = held_fd(str(path))
+    assert held_fd(str(path)) == fd == held_fd(str(tmp_path / "." / "pe.db"))
+    path.unlink()
+    path.write_bytes(b"b")
+    fd2 = held_fd(str(path))
+    assert fd2 != fd and os.fstat(fd2).st_ino == os.stat(path).st_ino
+    os.fstat(fd)  # still open
 
 
 async def test_passes_come_more_often_while_the_service_is_quiet(tmp_path):
