@@ -141,10 +141,11 @@ def create_app(settings: Settings | None = None) -> PolicyEngineApp:
     app = PolicyEngineApp(title="policyengine", version="0.1.0", lifespan=lifespan,
                           description="Control layer for fleets of language models.")
     app.state.runtime = rt
-    # under an fsync per commit, a lone row's commit may block the loop only while the loop serves
-    # next to nothing else (policyengine.api.http.QUIET_IN_FLIGHT), unless the settings say never
-    rt.log.loop_may_block = app.quiet if settings.sqlite_fsync_on_loop else None
-    rt.log.quiet = app.quiet  # smaller checkpoint passes while quiet (store.logger.PASSES_PER_BOUND_QUIET)
+    # while the loop serves next to nothing else (policyengine.api.http.QUIET_IN_FLIGHT): smaller
+    # checkpoint passes, and under an fsync per commit a lone row's commit on the loop (unless the
+    # settings say never)
+    rt.log.quiet = app.quiet
+    rt.log.fsync_on_loop = settings.sqlite_fsync_on_loop
     install_error_handlers(app)
     routers, hot = discover_routes()
     for router in routers:

@@ -130,8 +130,9 @@ async def run_stdio(app: Any, *, host: str, port: int, key_env: str) -> None:
     gateway: McpGateway = app.state.mcp_gateway
     rt = gateway.rt
     # the stdio client's calls are not HTTP requests, so the app's in-flight count cannot tell
-    # whether the loop is quiet: under FULL every commit goes to the writer thread (never blocks it)
-    rt.log.loop_may_block = None
+    # whether the loop is quiet: under FULL every commit goes to the writer thread (never blocks it),
+    # and the checkpoint passes come as under load
+    rt.log.quiet = None
     # access logs would go to stdout, which carries the MCP messages
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
                                            lifespan="on"))

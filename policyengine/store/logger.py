@@ -19,8 +19,8 @@ wake-up of the writer task, the future already resolved when it returns), at
 most once per loop iteration so that rows submitted together still share a
 batch. Under `synchronous=FULL`/`EXTRA` that commit includes an fsync, which
 blocks the loop while it runs, so the loop lane is taken only while the loop
-serves next to nothing else (`loop_may_block`, set by the service: at most
-`QUIET_IN_FLIGHT` requests in flight), one iteration after `submit` (the caller's
+serves next to nothing else (`quiet`, set by the service: at most
+`QUIET_IN_FLIGHT` requests in flight; and `fsync_on_loop`), one iteration after `submit` (the caller's
 upstream request is on its way by then, so the fsync overlaps it), and not for
 `LOOP_FSYNC_BACKOFF_S` after a loop commit slower than `LOOP_FSYNC_STALL_S` (a
 disk that stalls); otherwise the writer thread commits. WAL checkpoints run in
@@ -138,9 +138,9 @@ INLINE_MAX_ROWS = 4
 # (on this machine's disk 0.04 ms back to back, 0.5-1 ms at p50 and up to 1.6 ms at p99 when
 # commits are 0.5-2 ms apart, as one request at a time leaves them: benchmarks/fsync_bench.py),
 # and the writer thread's two switches around the same fsync cost about 0.6 ms more per lone row
-# (benchmarks/mcp.md, session 19). One loop commit
-# slower than LOOP_FSYNC_STALL_S (a disk that stalls) closes the loop lane for
-# LOOP_FSYNC_BACKOFF_S seconds: a slow disk holds the loop up once per backoff at most.
+# (benchmarks/mcp.md, session 19). One loop commit slower than LOOP_FSYNC_STALL_S (a disk that
+# stalls) closes the loop lane for LOOP_FSYNC_BACKOFF_S seconds: a slow disk holds the loop up once
+# per backoff at most.
 LOOP_FSYNC_STALL_S = 0.010
 LOOP_FSYNC_BACKOFF_S = 10.0
 # How many checkpoint-thread passes per `wal_max_bytes` of new WAL: under load, and while the service
@@ -148,10 +148,10 @@ LOOP_FSYNC_BACKOFF_S = 10.0
 # write, ~5 ms per pass of a quarter) on the core the event loop runs on, and the request beside it
 # waits for it (benchmarks/tail_inprocess.py at one request at a time: commits beside a pass 2.6 ms
 # at the median against 0.36 ms; with the thread at nice 19 as fast as the others, but then it lags
-# under load). Small passes while quiet
-# bound that wait (c=1 added p99 under FULL 2.3-3.7 ms against 4.1-5.7 ms, two runs each); under
-# load fewer, larger passes copy fewer pages in all, since a page rewritten between two passes is
-# copied once (a pass per 1/16 of the bound cost 17 % more CPU per chat at c=32).
+# under load). Small passes while quiet bound that wait (c=1 added p99 under FULL 2.3-3.7 ms against
+# 4.1-5.7 ms, two runs each); under load fewer, larger passes copy fewer pages in all, since a page
+# rewritten between two passes is copied once (a pass per 1/16 of the bound cost 17 % more CPU per
+# chat at c=32).
 PASSES_PER_BOUND = 4
 PASSES_PER_BOUND_QUIET = 16
 
@@ -225,14 +225,13 @@ class DecisionLogger:
         # loop longer than LOOP_FSYNC_STALL_S; `loop_commit_stalls` counts those commits.
         self._fsync_per_commit = self._is_sqlite and sqlite_synchronous.upper() in ("FULL", "EXTRA")
         self._loop_closed_until = 0.0
-        # Under FULL/EXTRA: whether a commit may block the event loop now (the service sets it: while
-        # at most QUIET_IN_FLIGHT requests are in flight, policyengine.api.http). None: never, every
-        # commit goes to the writer thread.
-        self.loop_may_block: Callable[[], bool] | None = None
-        # Whether the service is quiet now (at most QUIET_IN_FLIGHT requests in flight; set by the
-        # service whatever the durability): it sets how often the checkpoint thread passes
-        # (PASSES_PER_BOUND_QUIET). None: as under load.
+        # Whether the service is quiet now (at most QUIET_IN_FLIGHT requests in flight, set by the
+        # service: policyengine.api.http). It sets how often the checkpoint thread passes
+        # (PASSES_PER_BOUND_QUIET) and, under FULL/EXTRA, whether a lone row's commit may block the
+        # event loop for its fsync (only while quiet, and only with `fsync_on_loop`). None: as
+        # under load, and under FULL/EXTRA every commit goes to the writer thread.
         self.quiet: Callable[[], bool] | None = None
+        self.fsync_on_loop = True  # the setting sqlite_fsync_on_loop
         self.loop_commit_stalls = 0
         self.loop_commits = 0  # transactions committed on the event loop (the rest in the writer thread)
         # WAL checkpoints run in their own thread on their own connection, never inside a commit a
@@ -858,12 +857,13 @@ class DecisionLogger:
 
     def _loop_lane(self) -> bool:
         """Whether a lone row may be committed on the event loop now: SQLite, and under an fsync per
-        commit only while `loop_may_block()` says the loop is quiet and no recent loop commit
-        stalled it (see LOOP_FSYNC_STALL_S)."""
+        commit only with `fsync_on_loop`, while `quiet()` says the loop is quiet and no recent loop
+        commit stalled it (see LOOP_FSYNC_STALL_S)."""
         if not self._fsync_per_commit:
             return self._is_sqlite
-        quiet = self.loop_may_block
-        return quiet is not None and time.monotonic() >= self._loop_closed_until and quiet()
+        quiet = self.quiet
+        return (self.fsync_on_loop and quiet is not None and time.monotonic() >= self._loop_closed_until
+                and quiet())
 
     def _append_inline(self, records: list[dict[str, Any]]) -> list[_Result] | None:
         """`_append` on the event loop, or None (nothing written) when another connection holds the

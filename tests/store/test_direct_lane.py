@@ -69,7 +69,7 @@ async def test_under_full_a_lone_row_goes_to_the_writer_unless_the_loop_is_quiet
         fut = logger.submit(_entry(9))
         assert not fut.done() and not logger._queue.empty()  # no quiet() hook: never on the loop
         await fut
-        logger.loop_may_block = lambda: quiet[0]
+        logger.quiet = lambda: quiet[0]
         await _idle(logger)
         fut = logger.submit(_entry(10))
         assert not logger._queue.empty()  # the loop is busy: the writer thread commits it
@@ -87,7 +87,7 @@ async def test_under_full_a_lone_row_goes_to_the_writer_unless_the_loop_is_quiet
 
 async def test_under_full_a_lone_row_commits_directly_unless_the_lane_is_closed(tmp_path):
     _, logger = await _started(tmp_path, "FULL")
-    logger.loop_may_block = lambda: True  # as the service sets it while at most one request is in flight
+    logger.quiet = lambda: True  # as the service sets it while at most one request is in flight
     try:
         await logger.log(_entry(0))
         await _idle(logger)

@@ -142,12 +142,10 @@ async def test_follow_up_rows_are_written_when_their_delay_is_up(tmp_path):
 async def test_a_lone_row_commits_on_the_loop_and_a_batch_in_the_writer_thread(tmp_path, synchronous):
     import threading
 
-    inline = True
-
     url = f"sqlite:///{tmp_path / 'pe.db'}"
     upgrade(url)
     logger = DecisionLogger(url, sqlite_synchronous=synchronous)
-    logger.loop_may_block = lambda: True  # under FULL: as the service sets it with one request in flight
+    logger.quiet = lambda: True  # under FULL: as the service sets it with one request in flight
     threads: list[tuple[int, bool]] = []
     append = logger._append_sqlite
 
@@ -162,7 +160,7 @@ async def test_a_lone_row_commits_on_the_loop_and_a_batch_in_the_writer_thread(t
         await asyncio.gather(*(logger.log(_entry(i)) for i in range(1, 40)))  # batched
     finally:
         await logger.aclose()
-    assert threads[0] == (1, inline)
+    assert threads[0] == (1, True)  # on the loop
     assert all(not on_loop for n, on_loop in threads if n > 1)  # a batch always goes to the thread
     assert _chain_rows(url) == 40
 
@@ -179,7 +177,7 @@ async def test_a_loop_commit_that_stalls_on_fsync_sends_the_next_ones_to_the_wri
     url = f"sqlite:///{tmp_path / 'pe.db'}"
     upgrade(url)
     logger = DecisionLogger(url, sqlite_synchronous="FULL")
-    logger.loop_may_block = lambda: True
+    logger.quiet = lambda: True
     on_loop: list[bool] = []
     append = logger._append_sqlite
     slow = {"next": False}
