@@ -525,10 +525,10 @@ class ChainDispatcher:
                 delay = cls.retry_after if cls.retry_after is not None else \
                     random.uniform(0, min(s.backoff_cap, s.backoff_base * 2 ** n))
                 cap = s.max_retry_wait
-                if n + 1 < s.max_attempts and (cls.retry_after is not None or cls.reason == "rate_limited") \
-                        and await self._fallback_ready(run, tgt):
-                    # the server asked us to come back later and a healthy fallback can answer now:
-                    # waiting is the policy's choice (`on rate_limit wait up to <d>`), never the default
+                if n + 1 < s.max_attempts and await self._fallback_ready(run, tgt):
+                    # the server asked us to come back later (a rate limit, an overload, a model not
+                    # ready: every retry-class error) and a healthy fallback can answer now: waiting
+                    # is the policy's choice (`on rate_limit wait up to <d>`), never the default
                     wait = run.routing.rate_limit_wait
                     cap = -1.0 if wait is None else min(wait, s.max_retry_wait)
                 if n + 1 < s.max_attempts and delay <= cap and delay < run.remaining() - 0.05:

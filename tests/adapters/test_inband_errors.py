@@ -246,12 +246,24 @@ async def _text(stream) -> str:
 
 
 async def test_in_band_overload_before_the_first_token_is_retried_on_the_same_model(scripted, make_dispatcher):
+    """Classified like a 503 overload: retried on the same model when the route waits for it..."""
+    tgi = scripted.base("tgi", [(None, {"error": {"message": "Model is overloaded", "http_status_code": 422}})], GOOD)
+    spare = scripted.base("spare", GOOD)
+    d = make_dispatcher([_spec("tgi", tgi, Provider.tgi), _spec("spare", spare)])
+    s = d.stream(USER, Routing(chain=["tgi", "spare"], rate_limit_wait=2.0))
+    assert await _text(s) == "Hello there."
+    assert s.result.model == "tgi" and scripted.calls["spare"] == 0
+    assert [(a.error_class, a.reason) for a in s.result.attempts] == [("retry", "overloaded"), (None, None)]
+
+
+async def test_in_band_overload_before_the_first_token_moves_to_a_healthy_fallback(scripted, make_dispatcher):
+    """...and by default, while a healthy fallback can answer now, sent there at once."""
     tgi = scripted.base("tgi", [(None, {"error": {"message": "Model is overloaded", "http_status_code": 422}})], GOOD)
     spare = scripted.base("spare", GOOD)
     d = make_dispatcher([_spec("tgi", tgi, Provider.tgi), _spec("spare", spare)])
     s = d.stream(USER, Routing(chain=["tgi", "spare"]))
     assert await _text(s) == "Hello there."
-    assert s.result.model == "tgi" and scripted.calls["spare"] == 0
+    assert s.result.model == "spare" and scripted.calls["spare"] == 1
     assert [(a.error_class, a.reason) for a in s.result.attempts] == [("retry", "overloaded"), (None, None)]
 
 

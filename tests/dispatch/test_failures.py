@@ -173,13 +173,35 @@ async def test_generic_500_is_retried_once_on_the_same_model(fleet, make_dispatc
     assert (r.attempts[0].error_class, r.attempts[0].reason) == ("failover", "engine_crashed")
 
 
-async def test_503_persisting_retries_with_backoff_then_fails_over(fleet, make_dispatcher, jitter):
-    p, _f = await two(fleet, "ollama", "vllm")
+async def test_503_with_a_healthy_fallback_moves_on_at_once(fleet, make_dispatcher):
+    """An overload is of the retry class like a rate limit: while a healthy fallback can answer now,
+    backing off on the overloaded model is not the default. One attempt, no backoff, and the
+    model cools down (`cooldown_default`), so the requests after it skip it without a call."""
+    p, f = await two(fleet, "ollama", "vllm")
     p.add_fault(Fault(kind="unavailable", times=None))
     d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
     r = await d.complete(USER, CHAIN)
     assert r.model == "fallback"
-    assert [a.reason for a in r.attempts[:3]] == ["overloaded"] * 3
+    assert [(a.status, a.reason) for a in r.attempts] == [(503, "overloaded"), (200, None)]
+    assert len(p.seen()) == 1 and len(f.seen()) == 1  # no second try, so no backoff slept on the primary
+    for _ in range(3):
+        r = await d.complete(USER, CHAIN)
+        assert r.model == "fallback" and r.attempts[0].reason == "cooldown:overloaded"
+    assert len(p.seen()) == 1  # cooled down: not hammered
+
+
+@pytest.mark.parametrize("routing", [WAITING, Routing(chain=["primary"])], ids=["the route waits", "no fallback"])
+async def test_503_persisting_retries_with_backoff_then_fails_over(fleet, make_dispatcher, jitter, routing):
+    """A route that waits (`on rate_limit wait up to`), or a chain with nowhere else to go: the
+    overloaded model is tried again after a backoff with full jitter, then cooled down."""
+    p, _f = await two(fleet, "ollama", "vllm")
+    p.add_fault(Fault(kind="unavailable", times=None))
+    d = make_dispatcher([fleet.model_spec("primary"), fleet.model_spec("fallback")])
+    if routing.chain == ["primary"]:
+        with pytest.raises(DispatchError):
+            await d.complete(USER, routing)
+    else:
+        assert (await d.complete(USER, routing)).model == "fallback"
     assert jitter.draws == [(0, 0.05), (0, 0.1), (0, 0.2)]
     g = gaps(p.seen())
     assert len(p.seen()) == 3 and g[0] >= 0.05 and g[1] >= 0.1
