@@ -67,6 +67,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from policyengine.store._heldfd import held_fd
+from policyengine.store._osthread import name_os_thread
 from policyengine.store.db import SQLITE_BUSY_TIMEOUT_MS, make_sync_engine
 from policyengine.store.redaction import Redactor
 from policyengine.store.rowhash import canonical_json, row_hash
@@ -256,7 +257,8 @@ class DecisionLogger:
         self._wal_path_shm_missing = False
         self._used_at_pass = 0  # WAL bytes in use when the last pass started
         self._frame_bytes = 4096 + 24  # a WAL frame: a page and its header (the page size is read on connect)
-        self._ckpt_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-log-ckpt") \
+        self._ckpt_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-log-ckpt",
+                                                 initializer=name_os_thread, initargs=("pe-log-ckpt",)) \
             if self._is_sqlite else None
         # Invariant: the writer checkpoints only between batches and while the checkpoint thread is
         # idle (it never waits for that thread, nor for a reader: a try that cannot copy every frame,
@@ -299,7 +301,8 @@ class DecisionLogger:
         # the connection's busy timeout (ms) as last set: the loop's commits must not wait for the
         # write lock (0), the writer thread's may (SQLITE_BUSY_TIMEOUT_MS)
         self._busy_ms = SQLITE_BUSY_TIMEOUT_MS
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-log")
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="decision-log",
+                                            initializer=name_os_thread, initargs=("pe-log-writer",))
         self._closing = False
         # figures for /metrics and benchmarks
         self.batches = 0
