@@ -6,7 +6,8 @@ Layout as in `api_bench.py` (whose fake upstream and service launcher it reuses)
 (one worker, SQLite at the given `synchronous`, decision log on) pinned to CPU 0; wrk and the fake upstream
 pinned to CPU 1. wrk runs back to back in slices of `--slice` seconds for `--minutes`; after each slice the
 script samples the WAL and database file sizes and the service's RSS (`/proc/<pid>/status`). It prints
-one line per slice and a summary: the largest WAL seen, the database size, RSS at the end of the first
+one line per slice (with the service's CPU per request split by thread, from `/proc/<pid>/task/*/stat`:
+the event loop, the decision log's writer, its checkpoint thread, the rest) and a summary: the largest WAL seen, the database size, RSS at the end of the first
 and the last minute, and the rows committed against the 2xx responses counted by wrk.
 
 Issue 22 asked for the WAL to stay under 64 MB in steady state over a 10-minute soak, with a flat RSS.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -34,6 +36,26 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def thread_cpu_s(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of `pid`'s threads so far, by role: the main thread (the event
+    loop), the decision log's writer and checkpoint threads (by the OS names the log gives them:
+    store/_osthread.py), and the rest."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"loop": 0.0, "writer": 0.0, "ckpt": 0.0, "other": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended between the listing and the read
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        cpu = (int(fields[11]) + int(fields[12])) / tick
+        role = ("loop" if task.name == str(pid) else "ckpt" if comm == "pe-log-ckpt"
+                else "writer" if comm == "pe-log-writer" else "other")
+        out[role] += cpu
+    return out
 
 
 def size_mb(p: Path) -> float:
@@ -79,15 +101,19 @@ def main() -> None:
             t0 = time.monotonic()
             ok = 0
             while time.monotonic() - t0 < a.minutes * 60:
+                cpu0 = thread_cpu_s(svc.proc.pid)
                 r = ab.wrk(url, conns=a.conns, duration=a.slice, body=body, token=ab.TOKEN, cpu=a.load_cpu,
                            measure_pid=svc.proc.pid)
+                cpu1 = thread_cpu_s(svc.proc.pid)
                 ok += r["requests"] - r["non2xx"]
+                by_thread = {k: round((cpu1[k] - cpu0[k]) * 1000 / max(r["requests"], 1), 3) for k in cpu1}
                 s = {"t_s": round(time.monotonic() - t0, 1), "rps": r["rps"], "non2xx": r["non2xx"],
                      "cpu_ms_per_req": r.get("service_cpu_ms_per_request"), "wal_mb": round(size_mb(wal), 2),
-                     "db_mb": round(size_mb(db), 2), "rss_mb": round(rss_mb(svc.proc.pid), 1)}
+                     "db_mb": round(size_mb(db), 2), "rss_mb": round(rss_mb(svc.proc.pid), 1),
+                     "cpu_ms_per_req_by_thread": by_thread}
                 samples.append(s)
                 print(f"[soak {s['t_s']:7.1f}s] {s['rps']:7.0f} req/s non-2xx {s['non2xx']} CPU {s['cpu_ms_per_req']} "
-                      f"ms/req | WAL {s['wal_mb']:8.2f} MB  db {s['db_mb']:8.2f} MB  RSS {s['rss_mb']:6.1f} MB",
+                      f"ms/req ({' '.join(f'{k} {v}' for k, v in by_thread.items())}) | WAL {s['wal_mb']:8.2f} MB  db {s['db_mb']:8.2f} MB  RSS {s['rss_mb']:6.1f} MB",
                       flush=True)
             time.sleep(0.5)
             rows = ab.count_rows(f"sqlite:///{db}") - rows0
