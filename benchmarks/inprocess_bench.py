@@ -365,11 +365,15 @@ def bench_writer() -> None:
 
 # ----------------------------------------------------------------------------- ablation
 
-ABLATIONS = ("as shipped", "no decision rows", "no chain walk", "neither")
+ABLATIONS = ("as shipped", "no outcome row", "no decision rows", "no chain walk", "neither")
 
 
 def _ablate(case: str) -> None:
     """Patch this process for `case` (see the module docstring); the patches stay for its life."""
+    if case == "no outcome row":
+        from policyengine.gateway import call as call_mod
+
+        call_mod.Call.outcome = lambda self, **kw: None  # type: ignore[method-assign]
     if case in ("no decision rows", "neither"):
         from policyengine.gateway import call as call_mod
 
@@ -393,16 +397,17 @@ def _ablate(case: str) -> None:
         dispatcher_mod.ChainDispatcher.complete = complete  # type: ignore[method-assign]
 
 
-def bench_ablation(n: int, rounds: int) -> None:
+def bench_ablation(n: int, rounds: int, only: list[str] | None = None) -> None:
     """Each case in a child process of its own (the patches cannot be undone), twice, alternating."""
-    res: dict[str, list[float]] = {c: [] for c in ABLATIONS}
+    cases = [c for c in ABLATIONS if c in (only or ABLATIONS)]
+    res: dict[str, list[float]] = {c: [] for c in cases}
     for _ in range(2):
-        for case in ABLATIONS:
+        for case in cases:
             out = subprocess.run([sys.executable, __file__, "--ablation-case", case, "--requests", str(n),
                                   "--rounds", str(rounds)], capture_output=True, text=True, check=True).stdout
             res[case] += json.loads(out.strip().splitlines()[-1])
     base = statistics.median(res["as shipped"])
-    for case in ABLATIONS:
+    for case in cases:
         m = statistics.median(res[case])
         print(f"[ablation/{case}] CPU per plain chat, median of {len(res[case])} rounds x {n}: {m * 1000:.1f} us"
               + ("" if case == "as shipped" else f" ({(base - m) * 1000:.1f} us less)"), flush=True)
@@ -436,6 +441,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["gc", "lexicon", "outcome_id", "ids", "writer", "tools", "tracing", "ablation"])
     ap.add_argument("--ablation-case", choices=ABLATIONS, help=argparse.SUPPRESS)
+    ap.add_argument("--case", action="append", choices=ABLATIONS,
+                    help="ablation: run only these cases (repeatable; 'as shipped' is always the baseline)")
     ap.add_argument("--requests", type=int, default=3200, help="requests per gc round")
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
@@ -458,7 +465,7 @@ def main() -> None:
     if a.only in (None, "tracing"):
         bench_tracing(a.requests, a.rounds)
     if a.only in (None, "ablation"):
-        bench_ablation(a.requests, a.rounds)
+        bench_ablation(a.requests, a.rounds, ["as shipped", *(a.case or [])] if a.case else None)
 
 
 if __name__ == "__main__":
