@@ -465,7 +465,7 @@ def main() -> None:
     if a.only in (None, "tracing"):
         bench_tracing(a.requests, a.rounds)
     if a.only in (None, "ablation"):
-        bench_ablation(a.requests, a.rounds, ["as shipped", *(a.case or [])] if a.case else None)
+        bench_ablation(a.requests, a.rounds, ["as shipped", *a.case] if a.case else None)
 
 
 if __name__ == "__main__":
